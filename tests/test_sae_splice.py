@@ -1,0 +1,118 @@
+"""sae_splice against sae-lens's own HookedSAETransformer, on HookedTransformer and HookedSAETransformer."""
+
+from typing import Any
+
+import pytest
+import torch
+from sae_lens import HookedSAETransformer, StandardSAE, StandardSAEConfig, TopKSAE, TopKSAEConfig
+from sae_lens.saes.sae import SAEMetadata
+from torch.testing import assert_close
+
+from tl_interp import ShapeError, hooks, site
+from tests.conftest import _cfg, no_hooks_attached
+
+HOOK = site("resid_post", 0)
+
+
+def make_sae(kind: str = "standard", d_in: int = 32, d_sae: int = 96, hook: str = HOOK) -> Any:
+    torch.manual_seed(0)
+    meta = SAEMetadata(hook_name=hook, model_name="test")
+    if kind == "topk":
+        sae = TopKSAE(TopKSAEConfig(d_in=d_in, d_sae=d_sae, k=8, metadata=meta))
+    else:
+        sae = StandardSAE(StandardSAEConfig(d_in=d_in, d_sae=d_sae, metadata=meta))
+        with torch.no_grad():
+            sae.b_enc.normal_(0.0, 0.1)
+            sae.b_dec.normal_(0.0, 0.1)
+    return sae.eval()
+
+
+@pytest.fixture(scope="module")
+def model() -> Any:
+    return HookedSAETransformer(_cfg()).eval()
+
+
+@pytest.fixture(scope="module")
+def tokens() -> torch.Tensor:
+    return torch.randint(1, 61, (3, 7), generator=torch.Generator().manual_seed(0))
+
+
+@pytest.mark.parametrize("kind", ["standard", "topk"])
+def test_empty_edit_with_error_term_reproduces_the_model(model: Any, tokens: torch.Tensor, kind: str) -> None:
+    sae = make_sae(kind)
+    assert torch.equal(hooks.sae_splice(sae).run(model, tokens), model(tokens))
+    # the error term also cancels for an edit that changes nothing
+    assert_close(hooks.sae_splice(sae, hooks.scale_features([0, 1], 1.0)).run(model, tokens), model(tokens),
+                 rtol=1e-6, atol=1e-5)
+
+
+@pytest.mark.parametrize("kind", ["standard", "topk"])
+def test_without_error_term_matches_run_with_saes(model: Any, tokens: torch.Tensor, kind: str) -> None:
+    sae = make_sae(kind)
+    theirs = model.run_with_saes(tokens, saes=[sae], use_error_term=False)
+    ours = hooks.sae_splice(sae, keep_error=False).run(model, tokens)
+    assert_close(ours, theirs, rtol=0, atol=1e-6)
+    assert not torch.allclose(ours, model(tokens), atol=1e-3)  # the SAE is lossy: the test can fail
+    assert no_hooks_attached(model)
+
+
+def test_feature_ablation_with_error_term_matches_sae_lens(model: Any, tokens: torch.Tensor) -> None:
+    sae = make_sae()
+    ablate = [2, 5, 11, 40]
+
+    def zero(acts: torch.Tensor, hook: Any) -> torch.Tensor:
+        acts = acts.clone()
+        acts[..., ablate] = 0
+        return acts
+
+    sae.use_error_term = True
+    try:
+        theirs = model.run_with_hooks_with_saes(tokens, saes=[sae], fwd_hooks=[(f"{HOOK}.hook_sae_acts_post", zero)])
+    finally:
+        sae.use_error_term = False
+    ours = hooks.sae_splice(sae, hooks.ablate_features(ablate)).run(model, tokens)
+    assert_close(ours, theirs, rtol=1e-5, atol=1e-5)
+    assert not torch.allclose(ours, model(tokens), atol=1e-4)
+
+
+def test_splice_works_on_a_plain_hooked_transformer(tokens: torch.Tensor) -> None:
+    from transformer_lens import HookedTransformer
+
+    plain, sae_model = HookedTransformer(_cfg()).eval(), HookedSAETransformer(_cfg()).eval()
+    sae = make_sae()
+    assert_close(hooks.sae_splice(sae, keep_error=False).run(plain, tokens),
+                 sae_model.run_with_saes(tokens, saes=[sae], use_error_term=False), rtol=0, atol=1e-6)
+
+
+def test_feature_edits_compose_and_print(model: Any, tokens: torch.Tensor) -> None:
+    sae = make_sae()
+    edit = hooks.clamp_features(3, 4.0) + hooks.scale_features([1], 0.5)
+    after = hooks.cache(HOOK)
+    (hooks.sae_splice(sae, edit, keep_error=False) + after).run(model, tokens)
+    clean = hooks.cache(HOOK).collect(model, tokens)[HOOK]
+    features = sae.encode(clean)
+    features[..., 3] = 4.0
+    features[..., 1] *= 0.5
+    assert_close(after[HOOK], sae.decode(features), rtol=0, atol=1e-6)
+    assert "clamp features [3] to 4, then scale features [1] by 0.5" in str(hooks.sae_splice(sae, edit))
+
+
+def test_splice_only_at_selected_positions(model: Any, tokens: torch.Tensor) -> None:
+    sae = make_sae()
+    after = hooks.cache(HOOK)
+    (hooks.sae_splice(sae, keep_error=False, positions=-1) + after).run(model, tokens)
+    clean = hooks.cache(HOOK).collect(model, tokens)[HOOK]
+    assert torch.equal(after[HOOK][:, :-1], clean[:, :-1])
+    assert_close(after[HOOK][:, -1], sae.decode(sae.encode(clean[:, -1])), rtol=0, atol=1e-6)
+
+
+def test_zero_feature_vector_changes_nothing(model: Any, tokens: torch.Tensor) -> None:
+    sae = make_sae()
+    out = hooks.sae_splice(sae, hooks.add_features(torch.zeros(96), 10.0)).run(model, tokens)
+    assert_close(out, model(tokens), rtol=1e-6, atol=1e-5)
+
+
+def test_an_sae_of_the_wrong_width_fails_before_running(model: Any, tokens: torch.Tensor) -> None:
+    with pytest.raises(ShapeError, match=r"sae_splice at blocks.0.hook_resid_post: the SAE input has 48 entries, the site has d_model=32"):
+        hooks.sae_splice(make_sae(d_in=48)).run(model, tokens)
+    assert no_hooks_attached(model)

@@ -1,0 +1,187 @@
+"""Splicing a sparse autoencoder into a model: encode, edit features, decode.
+
+At the SAE's hook point the activation x is encoded to features f = enc(x), an edit maps
+f to f', and the hook writes back dec(f'). With ``keep_error=True`` (the default) the SAE's
+reconstruction error is kept: the hook writes x + dec(f') - dec(f), which equals
+dec(f') + (x - dec(f)) -- sae-lens's ``use_error_term`` -- and is exactly x when the edit
+changes nothing, so an empty splice leaves the model's output bit-identical. With
+``keep_error=False`` the model runs on the reconstruction itself, as
+``HookedSAETransformer.run_with_saes`` does. Works with any sae_lens SAE class (standard,
+top-k, JumpReLU, gated ...) on any TransformerLens model; hook_z SAEs see heads flattened.
+"""
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+from beartype import beartype
+from jaxtyping import Float, jaxtyped
+from torch import Tensor
+
+from tl_interp._types import IndexSelection, PositionSelection
+from tl_interp.errors import ShapeError
+from tl_interp.hooks._edit import check_trailing, edit_intervention
+from tl_interp.hooks._select import Selection
+from tl_interp.intervention import Intervention
+
+__all__ = ["sae_splice", "FeatureEdit", "ablate_features", "clamp_features", "scale_features", "add_features"]
+
+Features = Float[Tensor, "... d_sae"]
+
+
+@dataclass(frozen=True)
+class FeatureEdit:
+    """A named edit of SAE feature activations, ``features -> features``; composes with ``+``."""
+
+    fn: Callable[[Tensor], Tensor]
+    description: str
+
+    def __call__(self, features: Tensor) -> Tensor:
+        return self.fn(features)
+
+    def __add__(self, other: "FeatureEdit") -> "FeatureEdit":
+        first, second = self.fn, other.fn
+        return FeatureEdit(lambda f: second(first(f)), f"{self.description}, then {other.description}")
+
+    def __str__(self) -> str:
+        return self.description
+
+
+def _ids(features: Sequence[int] | int) -> list[int]:
+    ids = [features] if isinstance(features, int) else list(features)
+    if not ids:
+        raise ShapeError("a feature edit needs at least one feature index")
+    return ids
+
+
+def _set_columns(f: Tensor, ids: list[int], new: Callable[[Tensor], Tensor]) -> Tensor:
+    if max(ids) >= f.shape[-1] or min(ids) < -f.shape[-1]:
+        raise ShapeError(f"feature index out of range for d_sae={f.shape[-1]}: {ids}")
+    out = f.clone()
+    out[..., ids] = new(f[..., ids])
+    return out
+
+
+@beartype
+def ablate_features(features: Sequence[int] | int) -> FeatureEdit:
+    """Set the given features' activations to zero.
+
+    Example:
+        >>> import torch
+        >>> ablate_features([1])(torch.ones(2, 3)).tolist()
+        [[1.0, 0.0, 1.0], [1.0, 0.0, 1.0]]
+    """
+    ids = _ids(features)
+    return FeatureEdit(lambda f: _set_columns(f, ids, torch.zeros_like), f"ablate features {ids}")
+
+
+@beartype
+def clamp_features(features: Sequence[int] | int, value: float) -> FeatureEdit:
+    """Set the given features' activations to ``value`` (wherever the splice applies).
+
+    Example:
+        >>> import torch
+        >>> clamp_features(0, 5.0)(torch.zeros(1, 2)).tolist()
+        [[5.0, 0.0]]
+    """
+    ids = _ids(features)
+    return FeatureEdit(lambda f: _set_columns(f, ids, lambda c: torch.full_like(c, value)),
+                       f"clamp features {ids} to {value:g}")
+
+
+@beartype
+def scale_features(features: Sequence[int] | int, factor: float) -> FeatureEdit:
+    """Multiply the given features' activations by ``factor``.
+
+    Example:
+        >>> import torch
+        >>> scale_features([0, 1], 2.0)(torch.ones(1, 3)).tolist()
+        [[2.0, 2.0, 1.0]]
+    """
+    ids = _ids(features)
+    return FeatureEdit(lambda f: _set_columns(f, ids, lambda c: c * factor), f"scale features {ids} by {factor:g}")
+
+
+@jaxtyped(typechecker=beartype)
+def add_features(vector: Float[Tensor, "d_sae"], scale: float = 1.0) -> FeatureEdit:
+    """Add ``scale * vector`` in feature space (a steering vector over SAE features).
+
+    Example:
+        >>> import torch
+        >>> add_features(torch.tensor([0.0, 1.0]), 3.0)(torch.zeros(1, 2)).tolist()
+        [[0.0, 3.0]]
+    """
+    v = vector.detach()
+
+    def _add(f: Tensor) -> Tensor:
+        if f.shape[-1] != v.shape[0]:
+            raise ShapeError(f"the feature-space vector has {v.shape[0]} entries, the SAE has d_sae={f.shape[-1]}")
+        return f + scale * v.to(f.device, f.dtype)
+
+    return FeatureEdit(_add, f"add {scale:g} x feature vector ({int((v != 0).sum())} non-zero)")
+
+
+def _sae_hook_name(sae: Any) -> str:
+    metadata = getattr(sae.cfg, "metadata", None)
+    name = getattr(metadata, "hook_name", None) or getattr(sae.cfg, "hook_name", None)
+    if not name:
+        raise ShapeError("the SAE's config names no hook point (cfg.metadata.hook_name); pass where=")
+    return name
+
+
+def sae_splice(sae: Any, edit: FeatureEdit | Callable[[Tensor], Tensor] | None = None, *,
+               keep_error: bool = True, where: str | None = None, positions: PositionSelection = None,
+               rows: IndexSelection = None) -> Intervention:
+    """Replace the activation at the SAE's hook point by its SAE reconstruction, with an edit.
+
+    Args:
+        sae: any ``sae_lens`` SAE (its ``encode``/``decode`` are used as they are).
+        edit: a FeatureEdit (``ablate_features``, ``clamp_features``, ``scale_features``,
+            ``add_features``, composed with ``+``) or any ``features -> features`` function.
+        keep_error: add back the SAE's reconstruction error (default), so only the edit changes
+            the model; ``False`` runs the model on the reconstruction.
+        where: the hook point; defaults to the SAE's ``cfg.metadata.hook_name``.
+        positions, rows: splice only there (other entries keep the model's activation).
+
+    Returns:
+        An Intervention.
+
+    Example:
+        >>> from sae_lens import StandardSAE, StandardSAEConfig
+        >>> sae = StandardSAE(StandardSAEConfig(d_in=16, d_sae=64))
+        >>> print(sae_splice(sae, ablate_features([3, 7]), where="blocks.0.hook_resid_post"))
+        Intervention (1 hook):
+          1. SAE splice (ablate features [3, 7]; error kept) at blocks.0.hook_resid_post
+    """
+    name = where or _sae_hook_name(sae)
+    d_in = int(sae.cfg.d_in)
+    is_z = name.endswith("hook_z")
+    label = str(edit) if isinstance(edit, FeatureEdit) else ("no edit" if edit is None else getattr(edit, "__name__", "edit"))
+    verb = f"SAE splice ({label}; error {'kept' if keep_error else 'dropped'})"
+
+    def make_edit(hook_name: str, info: Any, context: str):
+        if not is_z:
+            check_trailing(context, info, (d_in,), "the SAE input")
+
+        def splice(act: Tensor, axes: tuple[str, ...]) -> Tensor:
+            flat = act.flatten(-2) if is_z else act
+            if flat.shape[-1] != d_in:
+                raise ShapeError(f"{context}: the SAE has d_in={d_in}, the activation's last axis has "
+                                 f"{flat.shape[-1]} (shape {tuple(act.shape)})")
+            features = sae.encode(flat)
+            edited = features if edit is None else edit(features)
+            if keep_error:
+                if edit is None:
+                    return act
+                delta = sae.decode(edited) - sae.decode(features)
+                out = flat + delta.to(flat.dtype)
+            else:
+                out = sae.decode(edited).to(flat.dtype)
+            return out.unflatten(-1, act.shape[-2:]) if is_z else out
+
+        return splice
+
+    return edit_intervention("sae_splice", verb, name, Selection(positions, None, None, rows), make_edit)
+
+
