@@ -11,7 +11,7 @@ Example:
       1. zero-ablate (heads [3]) at blocks.1.attn.hook_z
 """
 
-from tl_interp import errors, hooks
+from tl_interp import errors, hooks, metrics
 from tl_interp.errors import HookNameError, SelectionError, ShapeError
 from tl_interp.intervention import Hook, Intervention
 from tl_interp.sites import SITE_KINDS, site
@@ -28,15 +28,29 @@ __all__ = [
     "HookNameError",
     "ShapeError",
     "SelectionError",
+    "metrics",
     "models",
+    "patching",
+    "ablation",
+    "results",
+    "viz",
     "__version__",
 ]
 
 
+_LAZY = {
+    "models": "tl_interp.models",
+    "patching": "tl_interp.analyses.patching",
+    "ablation": "tl_interp.analyses.ablation",
+    "results": "tl_interp.results",
+    "viz": "tl_interp.viz",
+}
+
+
 def __getattr__(name: str):
-    # models/ pulls in transformers and sae_lens; import it only when asked for.
-    if name == "models":
+    # Heavy modules (transformers, sae_lens, plotly) load only when first used.
+    if name in _LAZY:
         import importlib
 
-        return importlib.import_module("tl_interp.models")
+        return importlib.import_module(_LAZY[name])
     raise AttributeError(f"module 'tl_interp' has no attribute {name!r}")

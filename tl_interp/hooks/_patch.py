@@ -9,7 +9,7 @@ Heimersheim & Nanda 2024, "How to use and interpret activation patching").
 from collections.abc import Mapping
 
 from beartype import beartype
-from jaxtyping import Float, jaxtyped
+from jaxtyping import Bool, Float, jaxtyped
 from torch import Tensor
 from transformer_lens import ActivationCache
 
@@ -37,7 +37,7 @@ def _source_for(source: Source, name: str, context: str) -> Tensor:
 @jaxtyped(typechecker=beartype)
 def patch(where: NameFilter, source: Source, *, positions: PositionSelection = None,
           heads: IndexSelection = None, neurons: IndexSelection = None,
-          rows: IndexSelection = None) -> Intervention:
+          rows: IndexSelection = None, mask: Bool[Tensor, "..."] | None = None) -> Intervention:
     """Overwrite the selected activations with the source run's activations.
 
     Args:
@@ -45,6 +45,8 @@ def patch(where: NameFilter, source: Source, *, positions: PositionSelection = N
         source: a tensor shaped like the activation (or like one row, broadcast over the
             batch), or a mapping from hook names to such tensors.
         positions, heads, neurons, rows: which entries to overwrite.
+        mask: a boolean tensor broadcastable to the activation, ANDed with the selections
+            above (e.g. a different head in each row, for many patches in one forward pass).
 
     Returns:
         An Intervention.
@@ -57,7 +59,7 @@ def patch(where: NameFilter, source: Source, *, positions: PositionSelection = N
         Intervention (1 hook):
           1. patch from source (pos [0, 2]) at blocks.1.hook_resid_pre
     """
-    selection = Selection(positions, heads, neurons, rows)
+    selection = Selection(positions, heads, neurons, rows, mask)
 
     def make_edit(name, info, context):
         src = _source_for(source, name, context)

@@ -85,19 +85,26 @@ class Selection:
     heads: IndexSelection = None
     neurons: IndexSelection = None
     rows: IndexSelection = None
+    # An explicit boolean mask broadcastable to the activation, ANDed with the rest: for
+    # selections no product of per-axis choices can express (a different head in each row).
+    mask_: Tensor | None = None
 
     def __post_init__(self) -> None:
         for field in ("positions", "heads", "neurons", "rows"):
             object.__setattr__(self, field, _freeze(getattr(self, field)))
+        if self.mask_ is not None and self.mask_.dtype != torch.bool:
+            raise SelectionError(f"mask= must be a boolean tensor, not {self.mask_.dtype}")
 
     @property
     def is_everything(self) -> bool:
-        return all(getattr(self, f) is None for f in ("positions", "heads", "neurons", "rows"))
+        return self.mask_ is None and all(getattr(self, f) is None for f in ("positions", "heads", "neurons", "rows"))
 
     def __str__(self) -> str:
         parts = [f"{label} {_fmt(getattr(self, field))}"
                  for field, label in (("heads", "heads"), ("neurons", "neurons"), ("positions", "pos"), ("rows", "rows"))
                  if getattr(self, field) is not None]
+        if self.mask_ is not None:
+            parts.append(f"mask {tuple(self.mask_.shape)}")
         return ", ".join(parts)
 
     # -- binding-time checks -----------------------------------------------------------
@@ -154,6 +161,12 @@ class Selection:
                 part = vec.view(shape)
             part = part.to(act.device)
             mask = part if mask is None else mask & part
+        if self.mask_ is not None:
+            if self.mask_.ndim > act.ndim or any(m not in (1, a) for m, a in zip(reversed(self.mask_.shape), reversed(act.shape))):
+                raise SelectionError(f"{context}: mask= has shape {tuple(self.mask_.shape)}, which does not "
+                                     f"broadcast to the activation's shape {tuple(act.shape)}")
+            explicit = self.mask_.to(act.device)
+            mask = explicit if mask is None else mask & explicit
         return mask
 
     @staticmethod

@@ -1,0 +1,78 @@
+"""What a patching sweep iterates over: sites, granularities, variants and their masks.
+
+A *granularity* names the output axes after ``layer`` (``("pos",)``, ``("head",)``,
+``("pos", "head")``, ``("head", "dest_pos")`` ...). Each cell of the grid at one layer is a
+*variant*: the set of entries of the site's activation to patch. Variants are stacked along
+the batch: variant v owns rows ``v*B .. (v+1)*B``, and one boolean mask over the stacked
+activation says which entries each row group patches.
+"""
+
+import itertools
+from dataclasses import dataclass
+
+import torch
+from torch import Tensor
+
+from tl_interp.errors import HookNameError
+
+__all__ = ["Grid", "make_grid", "SWEEP_SITES"]
+
+# site kind -> (activation axes after batch, default granularity, allowed granularities)
+SWEEP_SITES: dict[str, tuple[tuple[str, ...], tuple[str, ...], tuple[tuple[str, ...], ...]]] = {
+    "resid_pre": (("pos", "d"), ("pos",), (("pos",), ())),
+    "resid_mid": (("pos", "d"), ("pos",), (("pos",), ())),
+    "resid_post": (("pos", "d"), ("pos",), (("pos",), ())),
+    "attn_out": (("pos", "d"), ("pos",), (("pos",), ())),
+    "mlp_out": (("pos", "d"), ("pos",), (("pos",), ())),
+    "z": (("pos", "head", "d"), ("head",), (("head",), ("pos", "head"))),
+    "q": (("pos", "head", "d"), ("head",), (("head",), ("pos", "head"))),
+    "k": (("pos", "head", "d"), ("head",), (("head",), ("pos", "head"))),
+    "v": (("pos", "head", "d"), ("head",), (("head",), ("pos", "head"))),
+    "result": (("pos", "head", "d"), ("head",), (("head",), ("pos", "head"))),
+    "pattern": (("head", "dest_pos", "src_pos"), ("head",), (("head",), ("head", "dest_pos"))),
+}
+_ACT_AXIS = {"pos": "pos", "dest_pos": "dest_pos", "head": "head"}
+
+
+@dataclass(frozen=True)
+class Grid:
+    """The cells of a sweep at one layer and how to mask a chunk of them."""
+
+    kind: str
+    over: tuple[str, ...]
+    sizes: dict[str, int]
+    batch: int
+
+    @property
+    def cells(self) -> list[tuple[int, ...]]:
+        return list(itertools.product(*[range(self.sizes[a]) for a in self.over]))
+
+    @property
+    def shape(self) -> tuple[int, ...]:
+        return tuple(self.sizes[a] for a in self.over)
+
+    def mask(self, cells: list[tuple[int, ...]], act_shape: tuple[int, ...]) -> Tensor:
+        """Boolean mask over the stacked activation ``(len(cells) * batch, *act_shape[1:])``."""
+        act_axes = SWEEP_SITES[self.kind][0]
+        mask = torch.zeros(len(cells) * self.batch, *act_shape[1:], dtype=torch.bool)
+        for v, cell in enumerate(cells):
+            index: list[object] = [slice(v * self.batch, (v + 1) * self.batch)] + [slice(None)] * len(act_axes)
+            for axis_name, i in zip(self.over, cell):
+                index[1 + act_axes.index(_ACT_AXIS[axis_name])] = i
+            mask[tuple(index)] = True
+        return mask
+
+
+def make_grid(kind: str, over: tuple[str, ...] | None, *, seq_len: int, n_heads: int, n_kv_heads: int,
+              batch: int) -> Grid:
+    """The grid for a site kind and granularity, with an error listing the valid ones."""
+    if kind not in SWEEP_SITES:
+        raise HookNameError(f"patching sweeps cover the sites {', '.join(SWEEP_SITES)}; got {kind!r}")
+    _, default, allowed = SWEEP_SITES[kind]
+    chosen = default if over is None else tuple(over)
+    if chosen not in allowed:
+        options = ", ".join(repr(("layer",) + a) for a in allowed)
+        raise HookNameError(f"a {kind} sweep can go over {options}; got {('layer',) + chosen!r}")
+    heads = n_kv_heads if kind in ("k", "v") else n_heads
+    sizes = {"pos": seq_len, "dest_pos": seq_len, "head": heads}
+    return Grid(kind, chosen, sizes, batch)
