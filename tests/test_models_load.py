@@ -1,0 +1,74 @@
+"""models.load resolves tl_interp names, zoo names and local directories, never the hub."""
+
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+import torch
+from torch import nn
+from transformer_lens import HookedTransformer
+from transformer_lens.model_bridge import TransformerBridge
+
+import tl_interp.models as models
+from tl_interp.errors import ModelLoadError
+
+
+def test_unknown_name_lists_the_known_names_and_mentions_directories() -> None:
+    with pytest.raises(ModelLoadError, match=r"unknown model 'gpt2'\. Known names: 'smollm2-135m'.*local Hugging Face model directory"):
+        models.load("gpt2")
+
+
+def test_missing_directory_is_an_unknown_name_not_a_hub_download(tmp_path: Path) -> None:
+    with pytest.raises(ModelLoadError, match="unknown model .*no-such-dir"):
+        models.load(str(tmp_path / "no-such-dir"))
+
+
+@pytest.mark.parametrize("name", ["smollm2-135m", "SmolLM2-135M", "smollm2"])
+def test_smollm2_names_route_to_the_smollm2_loader(monkeypatch: pytest.MonkeyPatch, name: str) -> None:
+    calls: list[dict[str, Any]] = []
+    monkeypatch.setattr(models._smollm2, "load", lambda **kw: calls.append(kw) or nn.Identity())
+    models.load(name, device="cpu", dtype=torch.float64, processed=False)
+    assert calls == [{"device": "cpu", "dtype": torch.float64, "processed": False}]
+
+
+def test_zoo_names_route_to_the_registry_with_keyword_arguments(monkeypatch: pytest.MonkeyPatch) -> None:
+    built: list[dict[str, Any]] = []
+
+    def factory(**kw: Any) -> nn.Module:
+        built.append(kw)
+        return nn.Linear(2, 2)
+
+    monkeypatch.setattr(models, "_zoo_registry", lambda: {"toy-zoo": factory})
+    model = models.load("toy-zoo", dtype=torch.float64, width=3)
+    assert built == [{"width": 3}]
+    assert next(model.parameters()).dtype == torch.float64
+    assert "toy-zoo" in models.known_names()
+
+
+def test_a_missing_zoo_package_is_tolerated(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setitem(sys.modules, "tl_interp.models.zoo", None)  # import now fails
+    assert models.known_names() == ("smollm2-135m",)
+    with pytest.raises(ModelLoadError, match="Known names: 'smollm2-135m'\\."):
+        models.load("induction-2l")
+
+
+def test_real_zoo_names_are_known_when_the_zoo_exists() -> None:
+    zoo = pytest.importorskip("tl_interp.models.zoo")
+    assert set(zoo.REGISTRY) <= set(models.known_names())
+
+
+def test_a_directory_loads_with_the_requested_backend(tmp_path: Path) -> None:
+    path = models.make_tiny_hf_dir(tmp_path, "gpt2")
+    assert isinstance(models.load(str(path), device="cpu"), HookedTransformer)
+    assert isinstance(models.load(path, device="cpu", backend="bridge"), TransformerBridge)
+
+
+def test_dtype_is_applied_to_directory_loads(tmp_path: Path) -> None:
+    model = models.load(models.make_tiny_hf_dir(tmp_path, "llama"), device="cpu", dtype=torch.float64)
+    assert model.W_Q.dtype == torch.float64 and model.cfg.dtype == torch.float64
+
+
+def test_public_names() -> None:
+    assert set(models.__all__) >= {"load", "adapt", "ModelAdapter", "Tokenized", "make_tiny_hf_dir"}
+    assert all(hasattr(models, name) for name in models.__all__)

@@ -1,0 +1,185 @@
+"""Load a local Hugging Face model directory as a HookedTransformer or a TransformerBridge.
+
+Two backends:
+
+* ``"hooked"``: TransformerLens's ``HookedTransformer`` for the architectures whose config
+  and weights ``_convert`` maps (GPT-2, Llama, Mistral, Qwen2), with the standard
+  load-time processing (LayerNorm folding, centering) unless ``processed=False``.
+* ``"bridge"``: ``TransformerBridge.boot_transformers`` on the directory, for any
+  architecture transformers can load, then ``enable_compatibility_mode`` so hook names and
+  shapes are HookedTransformer's. By default the bridge keeps the checkpoint's own weights
+  (``no_processing=True``): its logits then equal Hugging Face's bit for bit, and the
+  bridge stays the reference-faithful fallback for architectures whose processing
+  TransformerLens has not validated. Pass ``processed=True`` for HookedTransformer's
+  coordinate system (folded norms, centred unembedding) on the bridge as well.
+
+``backend="auto"`` (the default) takes the HookedTransformer when it can and the bridge
+otherwise. Everything runs with the hub switched off.
+"""
+
+import logging
+import os
+from pathlib import Path
+from typing import Any, Literal
+
+import torch
+from transformer_lens import HookedTransformer
+from transformer_lens.model_bridge import TransformerBridge
+
+from tl_interp.errors import ModelLoadError
+from tl_interp.models._convert import (
+    DEFAULT_N_CTX_CAP,
+    HOOKED_ARCHITECTURES,
+    UnsupportedForHooked,
+    build_hooked,
+    convert_state_dict,
+    hooked_config_dict,
+    processing_flags,
+)
+from tl_interp.models._io import hub_offline
+
+__all__ = ["load", "Backend", "default_device"]
+
+Backend = Literal["auto", "hooked", "bridge"]
+_log = logging.getLogger(__name__)
+_TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "vocab.json", "tokenizer.model")
+
+
+def default_device() -> str:
+    """``"cuda"`` when available, else ``"cpu"``.
+
+    Example:
+        >>> default_device() in ("cuda", "cpu")
+        True
+    """
+    return "cuda" if torch.cuda.is_available() else "cpu"
+
+
+def _check_dir(path: Path) -> None:
+    if not path.is_dir():
+        raise ModelLoadError(f"model directory {str(path)!r} does not exist")
+    if not (path / "config.json").is_file():
+        raise ModelLoadError(
+            f"{str(path)!r} has no config.json, so it is not a Hugging Face model directory; "
+            "save one with model.save_pretrained(dir) and tokenizer.save_pretrained(dir)"
+        )
+
+
+def load_tokenizer(path: Path) -> Any | None:
+    """The directory's tokenizer, or ``None`` if it ships none.
+
+    Args:
+        path: A local Hugging Face model or tokenizer directory.
+
+    Returns:
+        A ``transformers`` tokenizer, or ``None``.
+    """
+    from transformers import AutoTokenizer
+
+    if not any((path / name).is_file() for name in _TOKENIZER_FILES):
+        return None
+    with hub_offline():
+        return AutoTokenizer.from_pretrained(str(path), local_files_only=True)
+
+
+def _load_hooked(
+    path: Path, hf_config: Any, cfg_dict: dict[str, Any], *, processed: bool, device: str, dtype: torch.dtype
+) -> HookedTransformer:
+    from transformers import AutoModelForCausalLM
+
+    with hub_offline():
+        hf_model = AutoModelForCausalLM.from_pretrained(
+            str(path), config=hf_config, local_files_only=True, dtype=torch.float32
+        )
+    state_dict = convert_state_dict(hf_model, cfg_dict)
+    del hf_model
+    return build_hooked(
+        cfg_dict,
+        state_dict,
+        tokenizer=load_tokenizer(path),
+        device=device,
+        dtype=dtype,
+        processing=processing_flags(cfg_dict, processed),
+    )
+
+
+def _load_bridge(path: Path, *, processed: bool, device: str, dtype: torch.dtype) -> TransformerBridge:
+    with hub_offline():
+        try:
+            bridge = TransformerBridge.boot_transformers(str(path), device=device, dtype=dtype)
+        except (ValueError, NotImplementedError, KeyError) as err:
+            raise ModelLoadError(
+                f"TransformerBridge cannot load {str(path)!r}: {err}. The bridge needs an "
+                "architecture listed in transformer_lens.model_bridge.supported_architectures"
+            ) from err
+    bridge.enable_compatibility_mode(disable_warnings=True, no_processing=not processed)
+    return bridge.eval()
+
+
+def load(
+    path: str | os.PathLike[str],
+    *,
+    backend: Backend = "auto",
+    processed: bool | None = None,
+    device: str | None = None,
+    dtype: torch.dtype = torch.float32,
+    n_ctx: int | None = DEFAULT_N_CTX_CAP,
+) -> HookedTransformer | TransformerBridge:
+    """Load a local Hugging Face model directory (config.json + weights + tokenizer), offline.
+
+    Args:
+        path: The directory.
+        backend: ``"hooked"`` (HookedTransformer; GPT-2, Llama, Mistral, Qwen2 only),
+            ``"bridge"`` (TransformerBridge in compatibility mode; any supported
+            architecture), or ``"auto"``: hooked when possible, else bridge.
+        processed: Apply TransformerLens's weight processing (fold norms, centre weights).
+            ``None`` means the backend's default: ``True`` for hooked, ``False`` for bridge.
+        device: Where to put the model (default: cuda if available, else cpu).
+        dtype: Parameter dtype.
+        n_ctx: Context-length cap for the hooked backend (keeps rotary and mask buffers
+            small); ``None`` keeps the checkpoint's full length.
+
+    Returns:
+        A ``HookedTransformer`` or a ``TransformerBridge``, in eval mode.
+
+    Raises:
+        ModelLoadError: the directory is missing or malformed, or the requested backend
+            cannot load this architecture.
+
+    Example:
+        >>> import tempfile
+        >>> from tl_interp.models import make_tiny_hf_dir
+        >>> model = load(make_tiny_hf_dir(tempfile.mkdtemp(), "gpt2"), device="cpu")
+        >>> type(model).__name__, model.cfg.n_layers
+        ('HookedTransformer', 2)
+    """
+    from transformers import AutoConfig
+
+    root = Path(path).expanduser()
+    _check_dir(root)
+    if backend not in ("auto", "hooked", "bridge"):
+        raise ModelLoadError(f"unknown backend {backend!r}; use 'auto', 'hooked' or 'bridge'")
+    device = device or default_device()
+    with hub_offline():
+        hf_config = AutoConfig.from_pretrained(str(root), local_files_only=True)
+    if backend != "bridge":
+        try:
+            cfg_dict = hooked_config_dict(hf_config, model_name=root.name, n_ctx=n_ctx)
+        except UnsupportedForHooked as why:
+            if backend == "hooked":
+                raise ModelLoadError(
+                    f"HookedTransformer cannot load {str(root)!r}: unsupported {why}. "
+                    f"Supported architectures: {', '.join(HOOKED_ARCHITECTURES)}; "
+                    "use load(path, backend='bridge') for anything else"
+                ) from why
+            _log.info("loading %s with TransformerBridge: unsupported %s", root, why)
+        else:
+            return _load_hooked(
+                root,
+                hf_config,
+                cfg_dict,
+                processed=True if processed is None else processed,
+                device=device,
+                dtype=dtype,
+            )
+    return _load_bridge(root, processed=bool(processed), device=device, dtype=dtype)
