@@ -26,22 +26,23 @@ import tl_interp as ti
 from tl_interp import hooks, site
 from tl_interp.viz import Report
 
+# Ordinal lists long enough that the model continues them rather than closing with " and".
 SEQUENCES = [
-    ("January, February, March,", " April"),
-    ("April, May, June,", " July"),
-    ("July, August, September,", " October"),
-    ("Monday, Tuesday, Wednesday,", " Thursday"),
-    ("Wednesday, Thursday, Friday,", " Saturday"),
-    ("one, two, three,", " four"),
-    ("four, five, six,", " seven"),
-    ("six, seven, eight,", " nine"),
-    ("1, 2, 3,", " 4"),
-    ("5, 6, 7,", " 8"),
-    ("A, B, C,", " D"),
-    ("first, second, third,", " fourth"),
+    ("January, February, March, April, May,", " June"),
+    ("March, April, May, June, July,", " August"),
+    ("June, July, August, September,", " October"),
+    ("Monday, Tuesday, Wednesday, Thursday,", " Friday"),
+    ("Tuesday, Wednesday, Thursday, Friday,", " Saturday"),
+    ("one, two, three, four, five,", " six"),
+    ("three, four, five, six, seven,", " eight"),
+    ("five, six, seven, eight,", " nine"),
+    ("A, B, C, D, E,", " F"),
+    ("C, D, E, F,", " G"),
+    ("first, second, third, fourth,", " fifth"),
+    ("Sunday, Monday, Tuesday, Wednesday,", " Thursday"),
 ]
-# Clean/corrupted pairs of equal token length with different answers, for patching.
-PATCH_PAIRS = [(0, 1), (1, 2), (2, 0), (3, 4), (4, 3), (5, 6), (6, 7), (7, 5), (8, 9), (9, 8)]
+# Clean/corrupted pairs of equal token length in the same domain, with different answers.
+PATCH_PAIRS = [(0, 1), (1, 0), (5, 6), (6, 5), (3, 4), (4, 11), (11, 3)]
 
 
 # %%
@@ -102,26 +103,17 @@ def main(argv=None):
             rows.append(summarise(answer_logits(model, hooks.zero_ablate(site(kind, layer)), batch, targets), targets))
         ablations[kind] = rows
 
-    # 3. Patch clean resid_pre at the last real token into the corrupted run, per layer.
+    # 3. Patch the clean run's resid_pre into the corrupted run, every layer x position
+    #    (one stacked forward per layer, starting mid-stack; logits only at the answer position).
     clean_idx, corrupt_idx = zip(*PATCH_PAIRS)
     clean = adapter.tokenize([prompts[i] for i in clean_idx])
     corrupt = adapter.tokenize([prompts[i] for i in corrupt_idx])
-    if not torch.equal(clean.last_index, corrupt.last_index):
-        raise ValueError("patching pairs must have equal token lengths")
-    good, bad = targets[list(clean_idx)], targets[list(corrupt_idx)]
-    rows = torch.arange(len(good))
-
-    def logit_diff(last):
-        return last[rows, good] - last[rows, bad]
-
-    resid = hooks.cache(lambda n: n.endswith("hook_resid_pre"))
-    clean_diff = logit_diff(answer_logits(model, resid, clean, good))
-    corrupt_diff = logit_diff(answer_logits(model, ti.Intervention.identity(), corrupt, good))
-    recovered = []
-    for layer in tqdm(range(adapter.n_layers), desc="patching resid_pre"):
-        iv = hooks.patch(site("resid_pre", layer), resid.store, positions=corrupt.last_index)
-        patched = logit_diff(answer_logits(model, iv, corrupt, good))
-        recovered.append(float(((patched - corrupt_diff) / (clean_diff - corrupt_diff)).mean()))
+    metric = ti.metrics.logit_diff(targets[list(clean_idx)], targets[list(corrupt_idx)], positions=clean.last_index)
+    sweep = ti.patching.sweep(model, clean.tokens, corrupt.tokens, metric, site="resid_pre",
+                              attention_mask=clean.attention_mask)
+    sweep.save(Path(args.out) / "main_study_patching.safetensors")
+    recovered = sweep.normalized.nan_to_num()
+    at_last = recovered[:, int(clean.last_index.max())].tolist()  # the longest rows' final position
 
     results = {
         "model": adapter.model_id,
@@ -129,25 +121,25 @@ def main(argv=None):
         "baseline": baseline,
         "batched_vs_unbatched_max_abs_logprob_diff": batch_gap,
         "ablations": ablations,
-        "patching_recovered_fraction": recovered,
-        "clean_logit_diff": float(clean_diff.mean()),
-        "corrupted_logit_diff": float(corrupt_diff.mean()),
+        "patching_recovered_at_last_token": at_last,
+        "clean_logit_diff": float(sweep.source),
+        "corrupted_logit_diff": float(sweep.base),
         "seconds": time.time() - started,
         "tl_interp_version": ti.__version__,
     }
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     (out / "main_study.json").write_text(json.dumps(results, indent=2))
-    path = write_report(results, out / "main_study.html")
+    path = write_report(results, sweep, out / "main_study.html")
     print(json.dumps({k: results[k] for k in ("baseline", "batched_vs_unbatched_max_abs_logprob_diff")}, indent=2))
     worst = {k: min(range(len(v)), key=lambda i: v[i]["mean_answer_logprob"]) for k, v in ablations.items()}
     print(f"most damaging ablations: attn_out L{worst['attn_out']}, mlp_out L{worst['mlp_out']}")
-    half = next((i for i, r in enumerate(recovered) if r >= 0.5), None)
-    print(f"patching: the answer is >=50% recoverable from the last token's resid_pre up to layer {half}")
+    moved = next((i for i, r in enumerate(at_last) if r >= 0.5), None)
+    print(f"patching: the last token's resid_pre carries >=50% of the answer from layer {moved} on")
     print(f"report: {path} ({results['seconds']:.0f}s)")
 
 
-def write_report(results, path):
+def write_report(results, sweep, path):
     import plotly.graph_objects as go
 
     report = Report(f"Where does {results['model']} continue a sequence?")
@@ -164,14 +156,18 @@ def write_report(results, path):
     fig.add_hline(y=b["mean_answer_logprob"], line_dash="dot", annotation_text="unablated")
     fig.update_layout(xaxis_title="layer", yaxis_title="mean log-prob of the answer", height=400)
     report.figure(fig)
-    report.heading("Patching resid_pre at the last token (clean -> corrupted)")
-    fig = go.Figure(go.Scatter(y=results["patching_recovered_fraction"], mode="lines+markers"))
-    fig.update_layout(xaxis_title="layer", yaxis_title="fraction of logit difference recovered", height=400)
+    report.heading("Patching resid_pre, clean -> corrupted, every layer and position")
+    report.figure(sweep.figure(which="normalized", title="fraction of the logit difference recovered"))
+    fig = go.Figure(go.Scatter(y=results["patching_recovered_at_last_token"], mode="lines+markers"))
+    fig.update_layout(xaxis_title="layer", yaxis_title="recovered at the last token", height=350)
     report.figure(fig)
     report.text(f"Clean logit difference {results['clean_logit_diff']:.2f}, corrupted "
-                f"{results['corrupted_logit_diff']:.2f}. A value near 1 at layer L means the last token's "
-                "residual stream entering layer L already carries the answer; where it falls to 0 the answer "
-                "is still being moved there from earlier positions.", note=True)
+                f"{results['corrupted_logit_diff']:.2f} (answer of the clean prompt minus answer of the corrupted "
+                "prompt, at the last token). Position labels are the first corrupted prompt's tokens; rows of "
+                "other lengths are right-padded. Where the last position reaches 1, the last token's residual "
+                "stream already carries the answer; before that, the answer is still at earlier positions.",
+                note=True)
+    report.code("\n".join(sweep.provenance.interventions) + f"\nprovenance: {sweep.provenance}")
     return report.write(path)
 
 

@@ -25,16 +25,15 @@ from torch import Tensor
 from tqdm.auto import tqdm
 
 from tl_interp import hooks
-from tl_interp.analyses.patching._grid import make_grid
+from tl_interp.analyses._grid import make_grid
+from tl_interp.analyses._stacked import StackedRun, check_metric, d_vocab, metric_name
 from tl_interp.analyses.patching._result import PatchingResult
 from tl_interp.errors import ShapeError
-from tl_interp.intervention import Intervention
-from tl_interp.metrics import Metric
 from tl_interp.results import Provenance, prompt_hash
 from tl_interp.sites import resolve
 from tl_interp.sites import site as site_name
 
-__all__ = ["sweep", "prepare_inputs", "starts_mid_stack"]
+__all__ = ["sweep", "prepare_inputs"]
 
 Direction = Literal["denoise", "noise"]
 Prompts = Tensor | str | Sequence[str]
@@ -70,59 +69,6 @@ def prepare_inputs(model: Any, clean: Prompts, corrupted: Prompts,
         except Exception:  # a tokenizer that cannot render ids still leaves index labels
             pass
     return clean_t, corrupt_t, attention_mask, labels
-
-
-def starts_mid_stack(model: Any) -> bool:
-    """Whether the model's forward can start from a residual at layer L (HookedTransformer)."""
-    from transformer_lens import HookedTransformer
-
-    return isinstance(model, HookedTransformer) and model.cfg.positional_embedding_type != "shortformer"
-
-
-def _check_metric(metric: Callable[[Tensor], Tensor], shape: tuple[int, int], d_vocab: int) -> None:
-    """Call the metric on dummy logits: a wrong output shape fails before any forward pass."""
-    try:
-        out = metric(torch.zeros(*shape, d_vocab))
-    except ShapeError:
-        raise
-    except Exception as err:  # a metric that cannot even take logits of the right shape
-        raise ShapeError(f"the metric failed on logits of shape (batch, pos, d_vocab) = "
-                         f"{(*shape, d_vocab)}: {err}") from err
-    if not isinstance(out, Tensor) or out.ndim != 0:
-        got = tuple(out.shape) if isinstance(out, Tensor) else type(out).__name__
-        raise ShapeError(f"the metric must return a scalar (0-dim tensor) for logits (batch, pos, d_vocab), "
-                         f"as TransformerLens's patching functions expect; it returned {got}. Reduce over "
-                         "the batch (e.g. .mean()) or pass a tl_interp.metrics metric")
-
-
-def _row_bytes(model: Any, seq: int, full_logits: bool) -> float:
-    cfg = model.cfg
-    per_pos = 8 * cfg.d_model + 2 * (cfg.d_mlp or 0) + 2 * cfg.n_heads * seq + (cfg.d_vocab if full_logits else 0)
-    return 4.0 * seq * per_pos
-
-
-class _Evaluator:
-    """Turns one stacked forward's output into one metric value per variant."""
-
-    def __init__(self, model: Any, metric: Callable[[Tensor], Tensor], batch: int, fast: bool) -> None:
-        self.model, self.metric, self.batch = model, metric, batch
-        self.reads_positions = isinstance(metric, Metric) and metric.positions is not None
-        self.final_resid = fast and self.reads_positions  # stop before ln_final; unembed only where read
-
-    def finish(self, out: Tensor, n_variants: int) -> Tensor:
-        if self.final_resid:
-            read = self.metric.read(out.view(n_variants, self.batch, *out.shape[1:]))  # (V, B, d_model)
-            x = read.reshape(n_variants * self.batch, 1, -1)
-            if self.model.cfg.normalization_type is not None:
-                x = self.model.ln_final(x)
-            logits = self.model.unembed(x)
-            cap = self.model.cfg.output_logits_soft_cap
-            if cap > 0:
-                logits = cap * torch.tanh(logits / cap)
-            return self.metric.score(logits.view(n_variants, self.batch, -1)).mean(-1)
-        if isinstance(self.metric, Metric):
-            return self.metric.per_prompt(out.view(n_variants, self.batch, *out.shape[1:])).mean(-1)
-        return torch.stack([self.metric(out[v * self.batch:(v + 1) * self.batch]) for v in range(n_variants)])
 
 
 def sweep(model: Any, clean: Prompts, corrupted: Prompts, metric: Callable[[Tensor], Tensor], *,
@@ -169,47 +115,32 @@ def sweep(model: Any, clean: Prompts, corrupted: Prompts, metric: Callable[[Tens
     base_t, source_t = (corrupt_t, clean_t) if direction == "denoise" else (clean_t, corrupt_t)
     batch, seq = base_t.shape
     cfg = model.cfg
-    _check_metric(metric, (batch, seq), cfg.d_vocab_out if getattr(cfg, "d_vocab_out", -1) > 0 else cfg.d_vocab)
-    layer_list = list(range(cfg.n_layers)) if layers is None else list(layers)
-    names = [site_name(site, layer) for layer in layer_list] if layer_list else []
-    resolve(model, names, context=f"patching sweep of {site}")
+    check_metric(metric, (batch, seq), d_vocab(model))
     grid = make_grid(site, None if over is None else tuple(over), seq_len=seq, n_heads=cfg.n_heads,
-                     n_kv_heads=getattr(cfg, "n_key_value_heads", None) or cfg.n_heads, batch=batch)
-    fast = starts_mid_stack(model)
-    evaluator = _Evaluator(model, metric, batch, fast)
+                     n_kv_heads=getattr(cfg, "n_key_value_heads", None) or cfg.n_heads, batch=batch,
+                     d_mlp=getattr(cfg, "d_mlp", None))
+    layer_list = list(range(cfg.n_layers)) if layers is None else list(layers)
+    names = [site_name(site, layer) for layer in layer_list]
+    resolve(model, names, context=f"patching sweep of {site}")
     forward_kw: dict[str, Any] = {} if attn_mask is None else {"attention_mask": attn_mask}
 
     with torch.inference_mode():
         source_cache = hooks.cache(names)
-        source_value = _baseline(metric, source_cache.run(model, source_t, **forward_kw))
-        starts = hooks.cache([site_name("resid_pre", layer) for layer in layer_list]) if fast else Intervention.identity()
-        base_value = _baseline(metric, starts.run(model, base_t, **forward_kw))
-        if fast and attn_mask is None:
-            attn_mask = model.input_to_embed(base_t)[3]  # what TL's own forward would use, e.g. left padding
-        per_chunk = max(1, int(memory_mb * 2**20 // (batch * _row_bytes(model, seq, not evaluator.final_resid))))
-        cells = grid.cells
-        values = torch.empty(len(layer_list), len(cells), device=base_t.device)
-        masks: dict[tuple[int, int], Tensor] = {}
-        bar = tqdm(total=len(layer_list) * len(cells), desc=f"patching {site}", disable=not progress)
-        for li, (layer, name) in enumerate(zip(layer_list, names)):
-            source_act = source_cache[name]
-            for lo in range(0, len(cells), per_chunk):
-                chunk = cells[lo:lo + per_chunk]
-                key = (lo, len(chunk))
-                if key not in masks:  # the same cells at every layer: build each mask once
-                    masks[key] = grid.mask(chunk, tuple(source_act.shape)).to(source_act.device)
-                values[li, lo:lo + len(chunk)] = _run_chunk(
-                    model, evaluator, name, site, layer, source_act, masks[key], len(chunk),
-                    starts, base_t, attn_mask, fast)
-                bar.update(len(chunk))
+        source_value = metric(source_cache.run(model, source_t, **forward_kw)).float()
+        run = StackedRun(model, metric, base_t, attn_mask, layer_list, memory_mb)
+        bar = tqdm(total=len(layer_list) * len(grid.cells), desc=f"patching {site}", disable=not progress)
+        values = torch.stack([run.evaluate(name, site, layer, source_cache[name], grid, bar.update)
+                              for layer, name in zip(layer_list, names)]).float()
         bar.close()
+        base_value = run.base_values.float()
+        if run.per_prompt:  # (layer, cell, batch) per-prompt values -> the metric's mean over prompts
+            values, base_value = values.mean(-1), base_value.mean(-1)
 
     labels = {"layer": tuple(f"L{layer}" for layer in layer_list)}
     if "pos" in grid.over or "dest_pos" in grid.over:
         labels["pos" if "pos" in grid.over else "dest_pos"] = tuple(pos_labels)
     if "head" in grid.over:
         labels["head"] = tuple(f"H{h}" for h in range(grid.sizes["head"]))
-    metric_name = metric.name if isinstance(metric, Metric) else getattr(metric, "__name__", "metric")
     arrow = "clean -> corrupted" if direction == "denoise" else "corrupted -> clean"
     provenance = Provenance.make(
         _model_id(model),
@@ -217,33 +148,10 @@ def sweep(model: Any, clean: Prompts, corrupted: Prompts, metric: Callable[[Tens
                        f"{' x '.join(('layer',) + grid.over)} cell"],
         prompt_hash=prompt_hash(clean_t, corrupt_t),
         settings={"site": site, "over": list(grid.over), "direction": direction, "layers": layer_list,
-                  "fast_path": fast, "cells_per_forward": per_chunk})
-    return PatchingResult(values=values.view(len(layer_list), *grid.shape).cpu(), axes=("layer", *grid.over),
-                          metric=metric_name, provenance=provenance, labels=labels,
+                  "fast_path": run.fast, "cells_per_forward": run.cells_per_forward})
+    return PatchingResult(values=values.view(len(layer_list), *grid.shape).float().cpu(), axes=("layer", *grid.over),
+                          metric=metric_name(metric), provenance=provenance, labels=labels,
                           extras={"base": base_value.cpu(), "source": source_value.cpu()})
-
-
-def _baseline(metric: Callable[[Tensor], Tensor], logits: Tensor) -> Tensor:
-    return metric(logits).detach().float()
-
-
-def _run_chunk(model: Any, evaluator: _Evaluator, name: str, kind: str, layer: int, source_act: Tensor,
-               mask: Tensor, n_variants: int, starts: Any, base_t: Tensor, attn_mask: Tensor | None,
-               fast: bool) -> Tensor:
-    stacked = source_act.repeat(n_variants, *[1] * (source_act.ndim - 1))
-    rep_mask = None if attn_mask is None else attn_mask.repeat(n_variants, 1)
-    if fast:
-        start = starts[site_name("resid_pre", layer)].repeat(n_variants, 1, 1)
-        if kind == "resid_pre":  # the patch is the starting residual itself
-            start, iv = torch.where(mask, stacked, start), Intervention.identity()
-        else:
-            iv = hooks.patch(name, stacked, mask=mask)
-        stop = model.cfg.n_layers if evaluator.final_resid else None
-        out = iv.run(model, start, start_at_layer=layer, stop_at_layer=stop, attention_mask=rep_mask)
-    else:
-        kw = {} if rep_mask is None else {"attention_mask": rep_mask}
-        out = hooks.patch(name, stacked, mask=mask).run(model, base_t.repeat(n_variants, 1), **kw)
-    return evaluator.finish(out, n_variants)
 
 
 def _model_id(model: Any) -> str:

@@ -24,6 +24,8 @@ SWEEP_SITES: dict[str, tuple[tuple[str, ...], tuple[str, ...], tuple[tuple[str, 
     "resid_post": (("pos", "d"), ("pos",), (("pos",), ())),
     "attn_out": (("pos", "d"), ("pos",), (("pos",), ())),
     "mlp_out": (("pos", "d"), ("pos",), (("pos",), ())),
+    "mlp_pre": (("pos", "d"), ("neuron",), (("neuron",), ("pos",), ())),
+    "mlp_post": (("pos", "d"), ("neuron",), (("neuron",), ("pos",), ())),
     "z": (("pos", "head", "d"), ("head",), (("head",), ("pos", "head"))),
     "q": (("pos", "head", "d"), ("head",), (("head",), ("pos", "head"))),
     "k": (("pos", "head", "d"), ("head",), (("head",), ("pos", "head"))),
@@ -31,7 +33,7 @@ SWEEP_SITES: dict[str, tuple[tuple[str, ...], tuple[str, ...], tuple[tuple[str, 
     "result": (("pos", "head", "d"), ("head",), (("head",), ("pos", "head"))),
     "pattern": (("head", "dest_pos", "src_pos"), ("head",), (("head",), ("head", "dest_pos"))),
 }
-_ACT_AXIS = {"pos": "pos", "dest_pos": "dest_pos", "head": "head"}
+_ACT_AXIS = {"pos": "pos", "dest_pos": "dest_pos", "head": "head", "neuron": "d"}
 
 
 @dataclass(frozen=True)
@@ -64,15 +66,15 @@ class Grid:
 
 
 def make_grid(kind: str, over: tuple[str, ...] | None, *, seq_len: int, n_heads: int, n_kv_heads: int,
-              batch: int) -> Grid:
+              batch: int, d_mlp: int | None = None) -> Grid:
     """The grid for a site kind and granularity, with an error listing the valid ones."""
     if kind not in SWEEP_SITES:
-        raise HookNameError(f"patching sweeps cover the sites {', '.join(SWEEP_SITES)}; got {kind!r}")
+        raise HookNameError(f"sweeps cover the sites {', '.join(SWEEP_SITES)}; got {kind!r}")
     _, default, allowed = SWEEP_SITES[kind]
     chosen = default if over is None else tuple(over)
     if chosen not in allowed:
         options = ", ".join(repr(("layer",) + a) for a in allowed)
         raise HookNameError(f"a {kind} sweep can go over {options}; got {('layer',) + chosen!r}")
     heads = n_kv_heads if kind in ("k", "v") else n_heads
-    sizes = {"pos": seq_len, "dest_pos": seq_len, "head": heads}
+    sizes = {"pos": seq_len, "dest_pos": seq_len, "head": heads, "neuron": d_mlp or 0}
     return Grid(kind, chosen, sizes, batch)

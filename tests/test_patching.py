@@ -1,0 +1,180 @@
+"""Exact patching sweeps equal TransformerLens's get_act_patch_* results, batched and padded."""
+
+from typing import Any
+
+import pytest
+import torch
+from torch.testing import assert_close
+from transformer_lens import patching as tlp
+
+import tl_interp as ti
+from tl_interp import HookNameError, ShapeError
+from tests.conftest import attn_only, gpt2_style, llama_style
+
+ARCHS = {"gpt2": gpt2_style, "llama_gqa": llama_style, "attn_only": attn_only}
+# (site, over) -> the TransformerLens function computing the same sweep
+TL_SWEEPS = {
+    ("resid_pre", None): tlp.get_act_patch_resid_pre,
+    ("resid_mid", None): tlp.get_act_patch_resid_mid,
+    ("attn_out", None): tlp.get_act_patch_attn_out,
+    ("mlp_out", None): tlp.get_act_patch_mlp_out,
+    ("z", None): tlp.get_act_patch_attn_head_out_all_pos,
+    ("z", ("pos", "head")): tlp.get_act_patch_attn_head_out_by_pos,
+    ("q", None): tlp.get_act_patch_attn_head_q_all_pos,
+    ("k", None): tlp.get_act_patch_attn_head_k_all_pos,
+    ("v", ("pos", "head")): tlp.get_act_patch_attn_head_v_by_pos,
+    ("pattern", None): tlp.get_act_patch_attn_head_pattern_all_pos,
+    ("pattern", ("head", "dest_pos")): tlp.get_act_patch_attn_head_pattern_by_pos,
+}
+_MODELS: dict[str, Any] = {}
+
+
+def model_for(arch: str) -> Any:
+    if arch not in _MODELS:
+        _MODELS[arch] = ARCHS[arch]()
+    return _MODELS[arch]
+
+
+def pair(batch: int = 3, seq: int = 6, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor, Any]:
+    g = torch.Generator().manual_seed(seed)
+    clean = torch.randint(1, 61, (batch, seq), generator=g)
+    corrupted = clean.clone()
+    corrupted[:, 2] = torch.randint(1, 61, (batch,), generator=g)
+    metric = ti.metrics.logit_diff(torch.randint(1, 61, (batch,), generator=g), torch.randint(1, 61, (batch,), generator=g))
+    return clean, corrupted, metric
+
+
+@pytest.mark.parametrize("arch", list(ARCHS))
+@pytest.mark.parametrize("site, over", list(TL_SWEEPS))
+def test_sweep_equals_transformer_lens(arch: str, site: str, over: Any) -> None:
+    model = model_for(arch)
+    if arch == "attn_only" and site in ("mlp_out", "resid_mid"):
+        pytest.skip("an attention-only model has no MLP and no resid_mid")
+    clean, corrupted, metric = pair()
+    _, clean_cache = model.run_with_cache(clean)
+    expected = TL_SWEEPS[(site, over)](model, corrupted, clean_cache, metric)
+    ours = ti.patching.sweep(model, clean, corrupted, metric, site=site, over=over, progress=False)
+    assert ours.values.shape == expected.shape
+    assert_close(ours.values, expected.float(), rtol=0, atol=1e-4)
+
+
+@pytest.mark.parametrize("arch", ["gpt2", "llama_gqa"])
+def test_unbatched_sweep_equals_transformer_lens_and_noising_swaps_roles(arch: str) -> None:
+    model = model_for(arch)
+    clean, corrupted, metric = pair(batch=1)
+    _, corrupted_cache = model.run_with_cache(corrupted)
+    expected = tlp.get_act_patch_resid_pre(model, clean, corrupted_cache, metric)
+    ours = ti.patching.sweep(model, clean, corrupted, metric, direction="noise", progress=False)
+    assert_close(ours.values, expected.float(), rtol=0, atol=1e-4)
+
+
+def test_a_plain_metric_function_gives_the_same_values_as_a_metric_object() -> None:
+    model = model_for("gpt2")
+    clean, corrupted, metric = pair()
+
+    def as_function(logits: torch.Tensor) -> torch.Tensor:
+        return metric(logits)
+
+    a = ti.patching.sweep(model, clean, corrupted, metric, site="z", progress=False)
+    b = ti.patching.sweep(model, clean, corrupted, as_function, site="z", progress=False)
+    assert_close(a.values, b.values, rtol=0, atol=1e-5)
+    assert b.metric == "as_function"
+
+
+def test_small_memory_budget_changes_nothing() -> None:
+    model = model_for("llama_gqa")
+    clean, corrupted, metric = pair()
+    big = ti.patching.sweep(model, clean, corrupted, metric, progress=False)
+    small = ti.patching.sweep(model, clean, corrupted, metric, memory_mb=0.01, progress=False)
+    assert small.provenance.settings["cells_per_forward"] == 1
+    assert_close(big.values, small.values, rtol=0, atol=1e-5)
+
+
+def test_patching_clean_into_clean_gives_the_clean_metric_everywhere() -> None:
+    model = model_for("gpt2")
+    clean, _, metric = pair()
+    res = ti.patching.sweep(model, clean, clean, metric, site="z", over=("pos", "head"), progress=False)
+    assert_close(res.values, res.source.expand_as(res.values), rtol=0, atol=1e-5)
+
+
+def test_padded_batch_equals_prompt_by_prompt_sweeps() -> None:
+    model = model_for("llama_gqa")
+    lengths = [6, 4, 5]
+    g = torch.Generator().manual_seed(3)
+    rows = [torch.randint(1, 61, (n,), generator=g) for n in lengths]
+    clean = torch.zeros(3, 6, dtype=torch.long)
+    mask = torch.zeros(3, 6, dtype=torch.long)
+    for i, r in enumerate(rows):
+        clean[i, : len(r)], mask[i, : len(r)] = r, 1
+    corrupted = clean.clone()
+    corrupted[:, 1] = torch.randint(1, 61, (3,), generator=g)
+    last = mask.sum(1) - 1
+    good, bad = torch.randint(1, 61, (3,), generator=g), torch.randint(1, 61, (3,), generator=g)
+    metric = ti.metrics.logit_diff(good, bad, positions=last)
+    batched = ti.patching.sweep(model, clean, corrupted, metric, site="z", attention_mask=mask, progress=False)
+    by_pos = ti.patching.sweep(model, clean, corrupted, metric, attention_mask=mask, progress=False)
+    singles, singles_pos = [], []
+    for i, n in enumerate(lengths):
+        m = ti.metrics.logit_diff(good[i:i + 1], bad[i:i + 1])
+        singles.append(ti.patching.sweep(model, clean[i:i + 1, :n], corrupted[i:i + 1, :n], m, site="z", progress=False).values)
+        singles_pos.append(ti.patching.sweep(model, clean[i:i + 1, :n], corrupted[i:i + 1, :n], m, progress=False).values[:, :4])
+    assert_close(batched.values, torch.stack(singles).mean(0), rtol=1e-4, atol=1e-4)
+    assert_close(by_pos.values[:, :4], torch.stack(singles_pos).mean(0), rtol=1e-4, atol=1e-4)
+
+
+def test_bridge_takes_the_exact_full_forward_path(tmp_path: Any) -> None:
+    from tests.conftest import bridge_llama
+
+    bridge = bridge_llama(str(tmp_path))
+    clean = torch.randint(4, 100, (2, 5), generator=torch.Generator().manual_seed(0))
+    corrupted = clean.clone()
+    corrupted[:, 1] = torch.tensor([7, 9])
+    metric = ti.metrics.logit_diff(torch.tensor([10, 11]), torch.tensor([12, 13]))
+    _, clean_cache = bridge.run_with_cache(clean)
+    expected = tlp.get_act_patch_attn_head_out_all_pos(bridge, corrupted, clean_cache, metric)
+    ours = ti.patching.sweep(bridge, clean, corrupted, metric, site="z", progress=False)
+    assert ours.provenance.settings["fast_path"] is False
+    assert_close(ours.values, expected.float(), rtol=0, atol=1e-4)
+
+
+# -- results ----------------------------------------------------------------------------
+
+def test_result_labels_frame_figure_and_round_trip(tmp_path: Any) -> None:
+    model = model_for("gpt2")
+    clean, corrupted, metric = pair()
+    res = ti.patching.sweep(model, clean, corrupted, metric, site="z", over=("pos", "head"), progress=False)
+    assert res.axes == ("layer", "pos", "head") and res.labels["head"][0] == "H0"
+    frame = res.to_frame()
+    assert len(frame) == res.values.numel() and {"layer", "pos", "head", "value", "layer_label"} <= set(frame.columns)
+    assert_close(res.normalized, (res.values - res.base) / (res.source - res.base))
+    assert res.figure(which="normalized").data[0].type == "heatmap"
+    loaded = ti.results.Result.load(res.save(tmp_path / "sweep.safetensors"))
+    assert type(loaded) is type(res) and torch.equal(loaded.values, res.values)
+    assert loaded.labels == res.labels and loaded.provenance == res.provenance
+    assert torch.equal(loaded.base, res.base)
+
+
+# -- bad input fails before any forward pass ----------------------------------------------
+
+def _counting(model: Any) -> list[int]:
+    calls: list[int] = []
+    model.hook_dict["hook_embed"].add_hook(lambda act, hook: calls.append(1))
+    return calls
+
+
+@pytest.mark.parametrize("kwargs, error, message", [
+    (dict(corrupted=torch.zeros(3, 5, dtype=torch.long)), ShapeError,
+     r"clean and corrupted inputs must have the same shape \(batch, pos\)"),
+    (dict(metric=lambda logits: logits[:, -1, 0]), ShapeError, r"the metric must return a scalar \(0-dim tensor\)"),
+    (dict(site="resid_pree"), HookNameError, r"sweeps cover the sites resid_pre, resid_mid"),
+    (dict(site="z", over=("pos",)), HookNameError, r"a z sweep can go over \('layer', 'head'\)"),
+    (dict(metric=ti.metrics.logit_diff(torch.tensor([1, 2]), 3)), ShapeError, r"2 answers for a batch of 3 prompts"),
+])
+def test_bad_input_fails_before_any_forward(kwargs: dict, error: type, message: str) -> None:
+    model = gpt2_style()
+    clean, corrupted, metric = pair()
+    args = dict(clean=clean, corrupted=corrupted, metric=metric) | kwargs
+    calls = _counting(model)
+    with pytest.raises(error, match=message):
+        ti.patching.sweep(model, args.pop("clean"), args.pop("corrupted"), args.pop("metric"), progress=False, **args)
+    assert calls == []
