@@ -1,0 +1,219 @@
+"""``induction-2l``: a two-layer attention-only transformer with a known induction circuit.
+
+Trained on ``BOS + r + r`` (a random token sequence repeated once), it forms a
+previous-token head in layer 0 and an induction head in layer 1 that K-composes with it
+(Elhage et al. 2021, "A Mathematical Framework for Transformer Circuits"; Olsson et al.
+2022, "In-context Learning and Induction Heads").
+
+Choices, and why:
+
+- No normalization (``normalization_type=None``) and no MLPs: the logits are exactly a sum
+  of direct, one-head and two-head paths, so QK/OV circuits and composition scores read
+  straight off the weights, with no LayerNorm to fold or linearise.
+- Standard learned positional embeddings, which the previous-token head needs.
+- The half length ``L`` is drawn afresh for every training batch (8..31), so the repeat
+  cannot be found by position alone: a layer-1 head that attends to a fixed offset does not
+  solve the task, a content-based induction head does.
+
+Scores, as in TransformerLens's induction demo, computed from ``blocks.{l}.attn.hook_pattern``
+on held-out ``BOS + r + r`` sequences of half length ``L``:
+
+- previous-token score: mean attention from position ``i`` to ``i - 1`` over ``i >= 1``;
+- induction score: mean attention from each position ``i`` of the second copy
+  (``L + 1 <= i <= 2L``) to ``i - L + 1``, the token after its earlier occurrence.
+"""
+
+from collections.abc import Sequence
+
+import torch
+from beartype import beartype
+from jaxtyping import Float, Int, jaxtyped
+from torch import Tensor
+from transformer_lens import HookedTransformer, HookedTransformerConfig
+from transformer_lens.hook_points import HookPoint
+
+from tl_interp.errors import SelectionError
+
+__all__ = [
+    "BOS_TOKEN",
+    "N_RANDOM_TOKENS",
+    "MIN_HALF_LEN",
+    "MAX_HALF_LEN",
+    "EVAL_HALF_LEN",
+    "EVAL_SEED",
+    "QUALITY_THRESHOLDS",
+    "induction_config",
+    "repeated_tokens",
+    "head_scores",
+    "half_losses",
+]
+
+BOS_TOKEN = 0
+N_RANDOM_TOKENS = 64  # random tokens are ids 1..64; d_vocab = 65
+MIN_HALF_LEN = 8
+MAX_HALF_LEN = 31  # 1 + 2 * 31 = 63 <= n_ctx = 64
+EVAL_HALF_LEN = 31
+EVAL_SEED = 1_000_003  # held-out sequences come from this seed, never a training seed
+
+# What the packaged model must measure on held-out BOS + r + r (tests check these; the card
+# records them). Why these numbers: a model without in-context copying cannot beat ln 64 =
+# 4.16 nats on either half, so first/repeated > 5 means most repeated tokens are copied
+# (loss < 0.83 nats, i.e. p(correct) > 0.43 on average); uniform attention over the ~32 keys
+# a query sees scores ~0.03, so 0.3 / 0.5 are an order of magnitude above chance.
+QUALITY_THRESHOLDS: dict[str, float] = {
+    "min_first_half_loss": 3.5,
+    "max_repeated_half_loss": 0.5,
+    "min_first_over_repeated_loss_ratio": 5.0,
+    "min_previous_token_score": 0.3,
+    "min_induction_score": 0.5,
+}
+
+
+def induction_config(*, init_weights: bool = False) -> HookedTransformerConfig:
+    """The architecture of ``induction-2l``.
+
+    Args:
+        init_weights: initialise the weights (training) or leave them for a load (loading).
+
+    Returns:
+        A config for a 2-layer, 4-head, d_model 64, attention-only, LayerNorm-free model.
+
+    Example:
+        >>> induction_config().n_layers
+        2
+    """
+    return HookedTransformerConfig(
+        n_layers=2,
+        d_model=64,
+        n_heads=4,
+        d_head=16,
+        d_vocab=N_RANDOM_TOKENS + 1,
+        n_ctx=64,
+        attn_only=True,
+        normalization_type=None,
+        positional_embedding_type="standard",
+        act_fn="relu",  # unused (no MLPs) but required by the config
+        init_weights=init_weights,
+        model_name="induction-2l",
+        default_prepend_bos=False,
+    )
+
+
+@jaxtyped(typechecker=beartype)
+def repeated_tokens(
+    n_seqs: int, half_len: int, *, generator: torch.Generator
+) -> Int[Tensor, "batch pos"]:
+    """Random sequences repeated twice after a BOS: ``BOS + r + r``.
+
+    Args:
+        n_seqs: number of sequences.
+        half_len: length ``L`` of ``r``; sequences have ``1 + 2L`` tokens.
+        generator: the source of randomness (seed it for reproducible data).
+
+    Returns:
+        An int64 tensor ``(n_seqs, 1 + 2 * half_len)``; tokens of ``r`` are uniform on
+        ``1..N_RANDOM_TOKENS`` (with replacement).
+
+    Example:
+        >>> repeated_tokens(2, 3, generator=torch.Generator().manual_seed(0)).shape
+        torch.Size([2, 7])
+    """
+    if not 1 <= half_len <= MAX_HALF_LEN:
+        raise SelectionError(
+            f"half_len={half_len} does not fit induction-2l's context of 64 tokens; "
+            f"use 1 <= half_len <= {MAX_HALF_LEN}"
+        )
+    r = torch.randint(1, N_RANDOM_TOKENS + 1, (n_seqs, half_len), generator=generator)
+    bos = torch.full((n_seqs, 1), BOS_TOKEN, dtype=torch.long)
+    return torch.cat([bos, r, r], dim=1)
+
+
+@jaxtyped(typechecker=beartype)
+def head_scores(
+    model: HookedTransformer, tokens: Int[Tensor, "batch pos"]
+) -> tuple[Float[Tensor, "n_layers n_heads"], Float[Tensor, "n_layers n_heads"]]:
+    """Previous-token and induction scores of every head on ``BOS + r + r`` sequences.
+
+    Args:
+        model: the model (any HookedTransformer whose vocabulary fits the tokens).
+        tokens: sequences made by ``repeated_tokens`` (odd length ``1 + 2L``).
+
+    Returns:
+        ``(previous_token, induction)``, each ``(n_layers, n_heads)``: mean attention from
+        ``i`` to ``i - 1`` (``i >= 1``), and from second-copy positions ``i`` to
+        ``i - L + 1``.
+
+    Example:
+        >>> from tl_interp.models.zoo import load_induction_2l
+        >>> tokens = repeated_tokens(8, 20, generator=torch.Generator().manual_seed(0))
+        >>> prev, ind = head_scores(load_induction_2l(), tokens)
+        >>> prev.shape, int(ind.argmax()) // 4  # the top induction head is in layer 1
+        (torch.Size([2, 4]), 1)
+    """
+    half_len = (tokens.shape[1] - 1) // 2
+    if tokens.shape[1] != 1 + 2 * half_len:
+        raise SelectionError(
+            f"head_scores expects BOS + r + r sequences of odd length, got length "
+            f"{tokens.shape[1]}; build them with repeated_tokens(n, half_len, generator=g)"
+        )
+    names = [f"blocks.{layer}.attn.hook_pattern" for layer in range(model.cfg.n_layers)]
+    with torch.no_grad():
+        _, cache = model.run_with_cache(tokens, names_filter=lambda n: n in names)
+    prev, ind = [], []
+    for name in names:
+        pattern = cache[name]  # (batch, head, query, key)
+        prev.append(pattern.diagonal(offset=-1, dim1=-2, dim2=-1).mean(dim=(0, -1)))
+        # query i, key i - L + 1; keep only queries in the second copy (i >= L + 1).
+        diag = pattern.diagonal(offset=-(half_len - 1), dim1=-2, dim2=-1)
+        ind.append(diag[..., 2:].mean(dim=(0, -1)))
+    return torch.stack(prev), torch.stack(ind)
+
+
+@jaxtyped(typechecker=beartype)
+def half_losses(
+    model: HookedTransformer,
+    tokens: Int[Tensor, "batch pos"],
+    *,
+    zero_ablate: Sequence[tuple[int, int]] = (),
+) -> tuple[float, float]:
+    """Mean next-token loss on the first copy of ``r`` and on its repetition.
+
+    Both halves score the same targets, ``r[1:]``: the first time they are unpredictable
+    (ideal loss ``ln 64 = 4.16``), the second time an induction head can copy them. The
+    first token of each copy is excluded (nothing predicts where a copy starts).
+
+    Args:
+        model: the model.
+        tokens: sequences made by ``repeated_tokens``.
+        zero_ablate: ``(layer, head)`` pairs whose output (``hook_z``) is set to zero for
+            this measurement, e.g. ``[(0, 1)]`` to cut a previous-token head.
+
+    Returns:
+        ``(first_half_loss, repeated_half_loss)`` in nats per token.
+
+    Example:
+        >>> from tl_interp.models.zoo import load_induction_2l
+        >>> tokens = repeated_tokens(8, 20, generator=torch.Generator().manual_seed(0))
+        >>> first, repeated = half_losses(load_induction_2l(), tokens)
+        >>> repeated < first / 5
+        True
+    """
+    half_len = (tokens.shape[1] - 1) // 2
+    by_layer: dict[int, list[int]] = {}
+    for layer, head in zero_ablate:
+        by_layer.setdefault(layer, []).append(head)
+
+    def _zero_heads(z: Float[Tensor, "batch pos head_index d_head"], hook: HookPoint) -> Tensor:
+        z = z.clone()
+        z[:, :, by_layer[hook.layer()]] = 0.0
+        return z
+
+    hooks = [(f"blocks.{layer}.attn.hook_z", _zero_heads) for layer in by_layer]
+    with torch.no_grad(), model.hooks(fwd_hooks=hooks):  # removed on exit, always
+        logits = model(tokens, return_type="logits")
+    log_probs = logits[:, :-1].log_softmax(-1)
+    # position p predicts token p + 1
+    per_token = -log_probs.gather(-1, tokens[:, 1:, None])[..., 0]  # (batch, pos - 1)
+    first = per_token[:, 1:half_len]  # targets at positions 2..L
+    repeated = per_token[:, half_len + 1 :]  # targets at positions L+2..2L
+    return float(first.mean()), float(repeated.mean())
