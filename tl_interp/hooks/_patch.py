@@ -25,10 +25,12 @@ Source = Float[Tensor, "..."] | Mapping[str, Tensor] | ActivationCache
 
 
 def _source_for(source: Source, name: str, context: str) -> Tensor:
+    # Not detached: a source that carries a graph (e.g. points on an integrated-gradients
+    # path) must pass gradients through the patch.
     if isinstance(source, Tensor):
-        return source.detach()
+        return source
     try:
-        return source[name].detach()
+        return source[name]
     except KeyError:
         raise HookNameError(f"{context}: the source has no activation for {name!r}; cache it "
                             "first (hooks.cache(...) on the source run)") from None

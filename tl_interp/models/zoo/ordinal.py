@@ -184,7 +184,10 @@ def answer_logits(
 
 
 def task_accuracy(
-    model: HookedTransformer, pairs: Sequence[tuple[str, str]], *, tokenizer: PreTrainedTokenizerBase | None = None
+    model: HookedTransformer,
+    pairs: Sequence[tuple[str, str]],
+    *,
+    tokenizer: PreTrainedTokenizerBase | None = None,
 ) -> tuple[float, float]:
     """Top-1 accuracy and mean cross-entropy of the answer token over ``(prompt, answer)`` pairs.
 

@@ -126,7 +126,9 @@ def train_ordinal_4l(
     return model, card
 
 
-def _card(model: HookedTransformer, tok: Any, hyper: dict[str, Any], evaluation: dict[str, Any]) -> dict[str, Any]:
+def _card(
+    model: HookedTransformer, tok: Any, hyper: dict[str, Any], evaluation: dict[str, Any]
+) -> dict[str, Any]:
     cfg = model.cfg
     counts = {split: len(data.ordinal_examples(split)) for split in ("train", "test", "heldout")}
     return {

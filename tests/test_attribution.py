@@ -1,0 +1,65 @@
+"""Attribution patching and integrated gradients against hand-computed gradients and exact patching."""
+
+from typing import Any
+
+import torch
+from torch.testing import assert_close
+
+import tl_interp as ti
+from tests.conftest import gpt2_style, llama_style
+
+
+def pair(seed: int = 0) -> tuple[torch.Tensor, torch.Tensor, Any]:
+    g = torch.Generator().manual_seed(seed)
+    clean = torch.randint(1, 61, (4, 7), generator=g)
+    corrupted = clean.clone()
+    corrupted[:, 3] = torch.randint(1, 61, (4,), generator=g)
+    return clean, corrupted, ti.metrics.logit_diff(torch.tensor([1, 2, 3, 4]), torch.tensor([5, 6, 7, 8]))
+
+
+def test_attribution_patching_equals_the_gradient_formula() -> None:
+    model = gpt2_style()
+    clean, corrupted, metric = pair()
+    _, clean_cache = model.run_with_cache(clean)
+    grads: dict[str, torch.Tensor] = {}
+    names = [f"blocks.{layer}.attn.hook_z" for layer in range(2)]
+    _, corrupted_cache = model.run_with_cache(corrupted)
+    model.zero_grad()
+    logits = model.run_with_hooks(corrupted, bwd_hooks=[(n, lambda g, hook: grads.update({hook.name: g})) for n in names])
+    metric(logits).backward()
+    model.reset_hooks()
+    model.zero_grad()
+    expected = torch.stack([((clean_cache[n] - corrupted_cache[n]) * grads[n]).sum((0, 3)) for n in names])
+    est = ti.patching.attribution(model, clean, corrupted, metric, site="z", over=("pos", "head"), progress=False)
+    assert_close(est.values - est.base, expected, rtol=1e-4, atol=1e-5)
+
+
+def test_integrated_gradients_over_a_whole_layer_sum_to_the_exact_patch() -> None:
+    model = llama_style()
+    clean, corrupted, metric = pair(1)
+    exact = ti.patching.sweep(model, clean, corrupted, metric, over=(), progress=False)
+    ig = ti.patching.attribution(model, clean, corrupted, metric, over=(), method="ig", steps=64, progress=False)
+    assert_close(ig.values, exact.values, rtol=0, atol=2e-3)  # completeness (midpoint rule error ~1/steps^2)
+
+
+def test_compare_exact_reports_agreement() -> None:
+    model = llama_style()
+    clean, corrupted, metric = pair(2)
+    est = ti.patching.attribution(model, clean, corrupted, metric, site="attn_out", method="ig", steps=32,
+                                  compare_exact=True, progress=False)
+    settings = est.provenance.settings
+    assert settings["pearson_r"] > 0.8
+    assert torch.equal(est.extras["exact"], ti.patching.sweep(model, clean, corrupted, metric, site="attn_out",
+                                                              progress=False).values)
+
+
+def test_attribution_of_a_resid_sweep_is_batched_like_unbatched() -> None:
+    model = gpt2_style()
+    clean, corrupted, _ = pair(3)
+    answers, wrong = torch.tensor([1, 2, 3, 4]), torch.tensor([5, 6, 7, 8])
+    whole = ti.patching.attribution(model, clean, corrupted, ti.metrics.logit_diff(answers, wrong), progress=False)
+    singles = [ti.patching.attribution(model, clean[i:i + 1], corrupted[i:i + 1],
+                                       ti.metrics.logit_diff(answers[i:i + 1], wrong[i:i + 1]), progress=False)
+               for i in range(4)]
+    assert_close(whole.values - whole.base, torch.stack([s.values - s.base for s in singles]).mean(0),
+                 rtol=1e-4, atol=1e-5)
