@@ -9,9 +9,9 @@ from scipy import stats as scipy_stats
 from torch.testing import assert_close
 
 import tl_interp as ti
+from tests.conftest import gpt2_style, llama_style
 from tl_interp import hooks, site
 from tl_interp.stats import bootstrap_mean_ci
-from tests.conftest import gpt2_style, llama_style
 
 
 @pytest.fixture(scope="module")

@@ -4,8 +4,8 @@ import pytest
 import torch
 from torch.testing import assert_close
 
-from tl_interp import SelectionError, hooks, site
 from tests.conftest import Case
+from tl_interp import SelectionError, hooks, site
 
 
 def test_cache_keeps_only_the_selected_positions_heads_and_rows(tcase: Case) -> None:

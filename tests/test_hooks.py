@@ -12,8 +12,8 @@ import pytest
 import torch
 from torch.testing import assert_close
 
-from tl_interp import Intervention, hooks
 from tests.conftest import Case
+from tl_interp import Intervention, hooks
 
 Manual = Callable[[torch.Tensor], torch.Tensor]
 

@@ -8,8 +8,8 @@ import torch
 from jaxtyping import TypeCheckError
 from torch.testing import assert_close
 
-from tl_interp import HookNameError, Intervention, SelectionError, ShapeError, hooks, site
 from tests.conftest import Case, ToyMLP, llama_style, no_hooks_attached
+from tl_interp import HookNameError, Intervention, SelectionError, ShapeError, hooks, site
 
 
 def test_identity_intervention_leaves_logits_bit_identical(case: Case) -> None:

@@ -8,8 +8,8 @@ from torch.testing import assert_close
 from transformer_lens import patching as tlp
 
 import tl_interp as ti
-from tl_interp import HookNameError, ShapeError
 from tests.conftest import attn_only, gpt2_style, llama_style
+from tl_interp import HookNameError, ShapeError
 
 ARCHS = {"gpt2": gpt2_style, "llama_gqa": llama_style, "attn_only": attn_only}
 # (site, over) -> the TransformerLens function computing the same sweep

@@ -8,8 +8,8 @@ from sae_lens import HookedSAETransformer, StandardSAE, StandardSAEConfig, TopKS
 from sae_lens.saes.sae import SAEMetadata
 from torch.testing import assert_close
 
-from tl_interp import ShapeError, hooks, site
 from tests.conftest import _cfg, no_hooks_attached
+from tl_interp import ShapeError, hooks, site
 
 HOOK = site("resid_post", 0)
 

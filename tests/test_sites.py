@@ -3,12 +3,12 @@
 from typing import get_args
 
 import pytest
+from transformer_lens import HookedTransformer
 
+from tests.conftest import _cfg, llama_style
 from tl_interp import HookNameError, site
 from tl_interp._types import SiteKind
 from tl_interp.sites import _TEMPLATES, hook_names, resolve, site_info
-from tests.conftest import _cfg, llama_style
-from transformer_lens import HookedTransformer
 
 
 def test_site_kinds_and_templates_agree() -> None:

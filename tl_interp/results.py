@@ -13,7 +13,6 @@ import datetime
 import hashlib
 import json
 import os
-import tempfile
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -23,6 +22,7 @@ import torch
 from safetensors.torch import load_file, save_file
 from torch import Tensor
 
+from tl_interp._io import atomic_file
 from tl_interp.errors import ShapeError
 
 __all__ = ["Provenance", "Result", "prompt_hash", "register_result"]
@@ -154,14 +154,8 @@ class Result:
         target.parent.mkdir(parents=True, exist_ok=True)
         tensors = {"values": self.values.detach().cpu().contiguous()}
         tensors.update({f"extra.{k}": v.detach().cpu().contiguous() for k, v in self.extras.items()})
-        fd, tmp = tempfile.mkstemp(dir=target.parent, suffix=".tmp")
-        os.close(fd)
-        try:
-            save_file(tensors, tmp, metadata={"tl_interp": json.dumps(self._meta())})
-            os.replace(tmp, target)
-        finally:
-            if os.path.exists(tmp):
-                os.remove(tmp)
+        with atomic_file(target) as tmp:
+            save_file(tensors, str(tmp), metadata={"tl_interp": json.dumps(self._meta())})
         return target
 
     @classmethod

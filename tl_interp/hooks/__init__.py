@@ -9,6 +9,7 @@ key-value heads on GQA models), ``neurons`` (feature axis, e.g. mlp pre/post), `
 from tl_interp.hooks._ablate import mean_ablate, resample_ablate, zero_ablate
 from tl_interp.hooks._cache import ActivationStore, CacheIntervention, cache
 from tl_interp.hooks._patch import patch
+from tl_interp.hooks._project import orthonormal_basis, project_onto, project_out, set_component
 from tl_interp.hooks._sae import (
     FeatureEdit,
     ablate_features,
@@ -17,7 +18,6 @@ from tl_interp.hooks._sae import (
     sae_splice,
     scale_features,
 )
-from tl_interp.hooks._project import orthonormal_basis, project_onto, project_out, set_component
 from tl_interp.hooks._select import Selection
 from tl_interp.hooks._steer import add, scale
 

@@ -97,10 +97,10 @@ def _take(act: Tensor, axes: tuple[str, ...], sel: Selection, context: str) -> T
     Axes are handled from the last to the first so dropping one never shifts another's index.
     """
     out = act
-    for field, axis in sorted(sel._axes_for(context, axes).items(), key=lambda kv: -kv[1]):
-        chosen = getattr(sel, field)
+    for part, axis in sorted(sel._axes_for(context, axes).items(), key=lambda kv: -kv[1]):
+        chosen = getattr(sel, part)
         n = act.shape[axis]
-        if field == "positions" and isinstance(chosen, Tensor) and chosen.dtype != torch.bool:
+        if part == "positions" and isinstance(chosen, Tensor) and chosen.dtype != torch.bool:
             if chosen.shape != (act.shape[0],):
                 raise SelectionError(f"{context}: per-row positions need shape ({act.shape[0]},), "
                                      f"got {tuple(chosen.shape)}")
@@ -108,7 +108,7 @@ def _take(act: Tensor, axes: tuple[str, ...], sel: Selection, context: str) -> T
             out = out.movedim(axis, 1)[rows, chosen.to(act.device).long() % n]
         elif isinstance(chosen, int):
             if not -n <= chosen < n:
-                raise SelectionError(f"{context}: {field} index {chosen} is out of range for {n} entries")
+                raise SelectionError(f"{context}: {part} index {chosen} is out of range for {n} entries")
             out = out.select(axis, chosen)
         elif isinstance(chosen, slice):
             out = out[(slice(None),) * axis + (chosen,)]
@@ -116,7 +116,7 @@ def _take(act: Tensor, axes: tuple[str, ...], sel: Selection, context: str) -> T
             index = torch.as_tensor(chosen, device=act.device)
             if index.dtype == torch.bool:
                 if index.shape != (n,):
-                    raise SelectionError(f"{context}: a cache takes a ({n},) mask for {field}, not "
+                    raise SelectionError(f"{context}: a cache takes a ({n},) mask for {part}, not "
                                          f"{tuple(index.shape)} (a 2-D mask would make ragged rows)")
                 index = index.nonzero().flatten()
             out = out.index_select(axis, index % n)

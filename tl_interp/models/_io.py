@@ -11,12 +11,12 @@ an entry.
 
 import contextlib
 import os
-import shutil
-import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
 __all__ = ["hub_offline", "cache_root", "atomic_dir", "CACHE_ENV_VAR"]
+
+from tl_interp._io import atomic_dir  # noqa: E402 - re-exported for the loaders
 
 CACHE_ENV_VAR = "TL_INTERP_CACHE"
 
@@ -62,37 +62,3 @@ def cache_root() -> Path:
     return Path.home() / ".cache" / "tl_interp"
 
 
-@contextlib.contextmanager
-def atomic_dir(final: Path) -> Iterator[Path]:
-    """Yield a temporary directory that becomes ``final`` only if the body succeeds.
-
-    If another process published ``final`` first, the temporary copy is discarded and the
-    existing entry is kept (entries under one key are interchangeable).
-
-    Args:
-        final: Where the finished directory should appear.
-
-    Returns:
-        A context manager yielding the temporary directory to fill.
-
-    Example:
-        >>> import tempfile
-        >>> target = Path(tempfile.mkdtemp()) / "entry"
-        >>> with atomic_dir(target) as tmp:
-        ...     _ = (tmp / "x.txt").write_text("done")
-        >>> (target / "x.txt").read_text()
-        'done'
-    """
-    final.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{final.name}.tmp-", dir=final.parent))
-    try:
-        yield tmp
-        tmp.chmod(0o755)  # mkdtemp makes it private; a published entry is an ordinary dir
-        try:
-            os.rename(tmp, final)
-        except OSError:
-            if not final.is_dir():
-                raise
-    finally:
-        if tmp.exists():
-            shutil.rmtree(tmp, ignore_errors=True)

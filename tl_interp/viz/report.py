@@ -6,10 +6,10 @@ later figures reuse it. Written atomically (temporary file, then rename).
 
 import html
 import os
-import tempfile
 from collections.abc import Sequence
-from pathlib import Path
 from typing import Any
+
+from tl_interp._io import atomic_file
 
 __all__ = ["Report"]
 
@@ -83,10 +83,6 @@ class Report:
 
     def write(self, path: str | os.PathLike[str]) -> str:
         """Write the report atomically; returns the path written."""
-        target = Path(path)
-        target.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=target.parent, suffix=".tmp")
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            f.write(self.html())
-        os.replace(tmp, target)
-        return str(target)
+        with atomic_file(path) as tmp:
+            tmp.write_text(self.html(), encoding="utf-8")
+        return str(path)

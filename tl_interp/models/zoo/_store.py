@@ -9,8 +9,6 @@ a half-written file where a loader would find it.
 """
 
 import json
-import os
-import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -18,6 +16,7 @@ import torch
 from safetensors.torch import load_file, save_file
 from torch import Tensor, nn
 
+from tl_interp._io import atomic_file
 from tl_interp.errors import ModelLoadError
 
 __all__ = [
@@ -44,15 +43,6 @@ def card_path(name: str, directory: Path | str | None = None) -> Path:
     return Path(directory or ZOO_DIR) / "cards" / f"{name}.json"
 
 
-def _atomic_target(path: Path) -> tuple[int, str]:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    umask = os.umask(0)
-    os.umask(umask)
-    os.chmod(tmp, 0o666 & ~umask)  # mkstemp makes 0600; package data must be readable
-    return fd, tmp
-
-
 def read_card(name: str, directory: Path | str | None = None) -> dict[str, Any]:
     """Read the model card of zoo model ``name`` as a dict."""
     path = card_path(name, directory)
@@ -67,11 +57,8 @@ def read_card(name: str, directory: Path | str | None = None) -> dict[str, Any]:
 def write_card(name: str, card: dict[str, Any], directory: Path | str | None = None) -> Path:
     """Write a model card as indented JSON, atomically; returns its path."""
     path = card_path(name, directory)
-    fd, tmp = _atomic_target(path)
-    with os.fdopen(fd, "w") as f:
-        json.dump(card, f, indent=2, sort_keys=False)
-        f.write("\n")
-    os.replace(tmp, path)
+    with atomic_file(path) as tmp:
+        tmp.write_text(json.dumps(card, indent=2, sort_keys=False) + "\n")
     return path
 
 
@@ -94,10 +81,8 @@ def write_weights(
     tensors = {
         k: p.detach().to(torch.float32).contiguous() for k, p in model.named_parameters()
     }
-    fd, tmp = _atomic_target(path)
-    os.close(fd)
-    save_file(tensors, tmp, metadata={"zoo_model": name})
-    os.replace(tmp, path)
+    with atomic_file(path) as tmp:
+        save_file(tensors, str(tmp), metadata={"zoo_model": name})
     return path
 
 
