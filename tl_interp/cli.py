@@ -1,0 +1,62 @@
+"""The ``tl-interp`` command: list and inspect models, reproduce the bundled zoo.
+
+    tl-interp models              every name ``ti.models.load`` accepts
+    tl-interp inspect NAME|PATH   load a model and print its shape facts and hook points
+    tl-interp train NAME [...]    retrain a zoo model (same as python -m tl_interp.models.train)
+"""
+
+import argparse
+import sys
+from collections.abc import Sequence
+
+__all__ = ["main"]
+
+
+def _models(_: argparse.Namespace) -> int:
+    from tl_interp.models import known_names
+
+    for name in known_names():
+        print(name)
+    return 0
+
+
+def _inspect(args: argparse.Namespace) -> int:
+    import tl_interp as ti
+
+    model = ti.models.load(args.name)
+    adapter = ti.models.adapt(model)
+    print(f"{adapter.model_id} ({adapter.family}): n_layers={adapter.n_layers} n_heads={adapter.n_heads} "
+          f"n_key_value_heads={adapter.n_key_value_heads} d_model={adapter.d_model} d_head={adapter.d_head} "
+          f"d_mlp={adapter.d_mlp} d_vocab={adapter.d_vocab}")
+    names = adapter.hook_names
+    shown = names if args.all_hooks else [n for n in names if not n.startswith("blocks.") or n.startswith("blocks.0.")]
+    print(f"{len(names)} hook points" + ("" if args.all_hooks else " (block 0 shown; --all-hooks for every block)"))
+    for name in shown:
+        print(f"  {name}")
+    return 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of the ``tl-interp`` command."""
+    parser = argparse.ArgumentParser(prog="tl-interp", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub = parser.add_subparsers(dest="command", required=True)
+    sub.add_parser("models", help="list the model names load() accepts").set_defaults(run=_models)
+    inspect = sub.add_parser("inspect", help="load a model and print its facts and hook points")
+    inspect.add_argument("name", help="a model name or a local Hugging Face directory")
+    inspect.add_argument("--all-hooks", action="store_true")
+    inspect.set_defaults(run=_inspect)
+    sub.add_parser("train", help="retrain a zoo model (arguments as python -m tl_interp.models.train)",
+                   add_help=False)
+    args, rest = parser.parse_known_args(argv)
+    if args.command == "train":
+        from tl_interp.models import train
+
+        return train.main(rest) or 0
+    if rest:
+        parser.error(f"unrecognised arguments: {' '.join(rest)}")
+    return args.run(args)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
