@@ -11,12 +11,12 @@ that ``tests/test_zoo_*.py`` re-check against the packaged weights.
 
 import argparse
 import hashlib
-from importlib import metadata
 import math
 import platform
 import sys
 import time
 from collections.abc import Callable, Sequence
+from importlib import metadata
 from pathlib import Path
 from typing import Any
 
@@ -25,9 +25,8 @@ from torch import nn
 from tqdm.auto import tqdm
 from transformer_lens import HookedTransformer
 
-from tl_interp.models.zoo import _store
+from tl_interp.models.zoo import _store, ordinal, ordinal_train
 from tl_interp.models.zoo import induction as ind
-from tl_interp.models.zoo import ordinal, ordinal_train
 from tl_interp.models.zoo import s5_mlp as s5
 
 __all__ = ["train_induction_2l", "train_s5_mlp", "TRAINERS", "DEFAULT_STEPS", "main"]

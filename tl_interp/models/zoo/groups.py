@@ -24,8 +24,8 @@ from functools import cache
 from typing import Literal, TypeAlias
 
 import torch
-from jaxtyping import Float, Int, jaxtyped
 from beartype import beartype
+from jaxtyping import Float, Int, jaxtyped
 from torch import Tensor
 
 from tl_interp.errors import SelectionError
