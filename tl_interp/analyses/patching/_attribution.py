@@ -18,14 +18,12 @@ from torch import Tensor
 from tqdm.auto import tqdm
 
 from tl_interp import hooks
-from tl_interp.analyses._grid import SWEEP_SITES, make_grid
-from tl_interp.analyses._stacked import check_metric, d_vocab, metric_name
+from tl_interp.analyses._grid import SWEEP_SITES
+from tl_interp.analyses._stacked import metric_name
 from tl_interp.analyses.patching._result import PatchingResult
-from tl_interp.analyses.patching._sweep import prepare_inputs, sweep
+from tl_interp.analyses.patching._sweep import plan_sweep, sweep
 from tl_interp.intervention import Intervention
 from tl_interp.metrics import Metric
-from tl_interp.results import Provenance, prompt_hash
-from tl_interp.sites import resolve
 from tl_interp.sites import site as site_name
 
 __all__ = ["attribution"]
@@ -83,22 +81,13 @@ def attribution(model: Any, clean: Tensor | Sequence[str], corrupted: Tensor | S
         raise ValueError(f"method must be 'atp' or 'ig', not {method!r}")
     if steps < 1:
         raise ValueError(f"steps must be at least 1, got {steps}")
-    clean_t, corrupt_t, attn_mask, pos_labels = prepare_inputs(model, clean, corrupted, attention_mask)
-    base_t, source_t = (corrupt_t, clean_t) if direction == "denoise" else (clean_t, corrupt_t)
-    batch, seq = base_t.shape
-    cfg = model.cfg
-    check_metric(metric, (batch, seq), d_vocab(model))
-    grid = make_grid(site, None if over is None else tuple(over), seq_len=seq, n_heads=cfg.n_heads,
-                     n_kv_heads=getattr(cfg, "n_key_value_heads", None) or cfg.n_heads, batch=batch,
-                     d_mlp=getattr(cfg, "d_mlp", None))
-    layer_list = list(range(cfg.n_layers)) if layers is None else list(layers)
-    names = [site_name(site, layer) for layer in layer_list]
-    resolve(model, names, context=f"attribution of {site}")
-    kw: dict[str, Any] = {} if attn_mask is None else {"attention_mask": attn_mask}
+    plan = plan_sweep(model, clean, corrupted, metric, site=site, over=over, direction=direction, layers=layers,
+                      attention_mask=attention_mask)
+    grid, names, kw, base_t, attn_mask = plan.grid, plan.names, plan.forward_kw, plan.base, plan.attention_mask
 
     with torch.no_grad():
         source = hooks.cache(names)
-        source_value = metric(source.run(model, source_t, **kw)).float()
+        source_value = metric(source.run(model, plan.source, **kw)).float()
     base = hooks.cache(names, detach=False)
     with torch.enable_grad():
         base_metric = metric(base.run(model, base_t, **kw))
@@ -108,7 +97,7 @@ def attribution(model: Any, clean: Tensor | Sequence[str], corrupted: Tensor | S
     bar = tqdm(total=len(names), desc=f"{method} {site}", disable=not progress)
     for i, name in enumerate(names):
         delta = (source[name] - base[name]).detach()
-        grad = grads[i] if method == "atp" else _ig_grad(model, metric, name, site, layer_list[i], base[name].detach(),
+        grad = grads[i] if method == "atp" else _ig_grad(model, metric, name, site, plan.layers[i], base[name].detach(),
                                                         delta, steps, base_t, attn_mask)
         estimates.append(_to_cells(delta * grad, site, grid.over))
         bar.update(1)
@@ -116,30 +105,18 @@ def attribution(model: Any, clean: Tensor | Sequence[str], corrupted: Tensor | S
     base_value = base_metric.detach().float()
     values = (base_value + torch.stack(estimates)).float().detach().cpu()
 
-    labels = {"layer": tuple(f"L{layer}" for layer in layer_list)}
-    if "pos" in grid.over or "dest_pos" in grid.over:
-        labels["pos" if "pos" in grid.over else "dest_pos"] = tuple(pos_labels)
-    if "head" in grid.over:
-        labels["head"] = tuple(f"H{h}" for h in range(grid.sizes["head"]))
     extras = {"base": base_value.cpu(), "source": source_value.cpu()}
-    settings: dict[str, Any] = {"site": site, "over": list(grid.over), "direction": direction, "layers": layer_list,
-                                "method": method, "steps": steps if method == "ig" else 1}
+    settings: dict[str, Any] = {"method": method, "steps": steps if method == "ig" else 1}
     if compare_exact:
-        exact = sweep(model, clean_t, corrupt_t, metric, site=site, over=grid.over, direction=direction,
-                      layers=layer_list, attention_mask=attn_mask, progress=progress)
+        exact = sweep(model, plan.clean, plan.corrupted, metric, site=site, over=grid.over, direction=direction,
+                      layers=plan.layers, attention_mask=attn_mask, progress=progress)
         extras["exact"] = exact.values
         a, b = values.flatten().double(), exact.values.flatten().double()
         settings["pearson_r"] = float(torch.corrcoef(torch.stack([a, b]))[0, 1]) if a.numel() > 1 else float("nan")
         settings["max_abs_error"] = float((a - b).abs().max())
-    from tl_interp.models import adapt
-
-    provenance = Provenance.make(
-        adapt(model).model_id,
-        interventions=[f"{method} estimate of patching {'clean -> corrupted' if direction == 'denoise' else 'corrupted -> clean'} "
-                       f"at {site} per {' x '.join(('layer',) + grid.over)} cell"],
-        prompt_hash=prompt_hash(clean_t, corrupt_t), settings=settings)
-    return PatchingResult(values=values.view(len(layer_list), *grid.shape), axes=("layer", *grid.over),
-                          metric=metric_name(metric), provenance=provenance, labels=labels, extras=extras)
+    provenance = plan.provenance(model, f"{method} estimate of patching", **settings)
+    return PatchingResult(values=values.view(len(plan.layers), *grid.shape), axes=("layer", *grid.over),
+                          metric=metric_name(metric), provenance=provenance, labels=plan.labels(), extras=extras)
 
 
 def _ig_grad(model: Any, metric: Callable[[Tensor], Tensor], name: str, kind: str, layer: int, base_act: Tensor,

@@ -18,6 +18,7 @@ forward path, still batched.
 """
 
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from typing import Any, Literal
 
 import torch
@@ -25,7 +26,7 @@ from torch import Tensor
 from tqdm.auto import tqdm
 
 from tl_interp import hooks
-from tl_interp.analyses._grid import make_grid
+from tl_interp.analyses._grid import Grid, make_grid
 from tl_interp.analyses._stacked import StackedRun, check_metric, d_vocab, metric_name
 from tl_interp.analyses.patching._result import PatchingResult
 from tl_interp.errors import ShapeError
@@ -33,7 +34,7 @@ from tl_interp.results import Provenance, prompt_hash
 from tl_interp.sites import resolve
 from tl_interp.sites import site as site_name
 
-__all__ = ["sweep", "prepare_inputs"]
+__all__ = ["sweep", "prepare_inputs", "plan_sweep", "SweepPlan"]
 
 Direction = Literal["denoise", "noise"]
 Prompts = Tensor | str | Sequence[str]
@@ -69,6 +70,75 @@ def prepare_inputs(model: Any, clean: Prompts, corrupted: Prompts,
         except Exception:  # a tokenizer that cannot render ids still leaves index labels
             pass
     return clean_t, corrupt_t, attention_mask, labels
+
+
+@dataclass(frozen=True)
+class SweepPlan:
+    """Everything a patching study fixes before its first forward pass (shared by sweep and
+    attribution): the two runs' tokens, which is patched into which, the grid, the layers."""
+
+    clean: Tensor
+    corrupted: Tensor
+    attention_mask: Tensor | None
+    pos_labels: list[str]
+    site: str
+    direction: str
+    grid: Grid
+    layers: list[int]
+    names: list[str]
+
+    @property
+    def base(self) -> Tensor:
+        """The run being patched into."""
+        return self.corrupted if self.direction == "denoise" else self.clean
+
+    @property
+    def source(self) -> Tensor:
+        """The run patched from."""
+        return self.clean if self.direction == "denoise" else self.corrupted
+
+    @property
+    def forward_kw(self) -> dict[str, Any]:
+        return {} if self.attention_mask is None else {"attention_mask": self.attention_mask}
+
+    def labels(self) -> dict[str, tuple[str, ...]]:
+        labels = {"layer": tuple(f"L{layer}" for layer in self.layers)}
+        for axis in ("pos", "dest_pos"):
+            if axis in self.grid.over:
+                labels[axis] = tuple(self.pos_labels)
+        if "head" in self.grid.over:
+            labels["head"] = tuple(f"H{h}" for h in range(self.grid.sizes["head"]))
+        return labels
+
+    def provenance(self, model: Any, what: str, **settings: Any) -> Provenance:
+        from tl_interp.models import adapt
+
+        arrow = "clean -> corrupted" if self.direction == "denoise" else "corrupted -> clean"
+        cells = " x ".join(("layer",) + self.grid.over)
+        return Provenance.make(
+            adapt(model).model_id, interventions=[f"{what} {arrow} at {self.site} per {cells} cell"],
+            prompt_hash=prompt_hash(self.clean, self.corrupted),
+            settings={"site": self.site, "over": list(self.grid.over), "direction": self.direction,
+                      "layers": self.layers, **settings})
+
+
+def plan_sweep(model: Any, clean: Prompts, corrupted: Prompts, metric: Callable[[Tensor], Tensor], *, site: str,
+               over: Sequence[str] | None, direction: str, layers: Sequence[int] | None,
+               attention_mask: Tensor | None) -> SweepPlan:
+    """Check every input of a patching study and fix its plan: no forward pass runs here."""
+    if direction not in ("denoise", "noise"):
+        raise ValueError(f"direction must be 'denoise' or 'noise', not {direction!r}")
+    clean_t, corrupt_t, attn_mask, pos_labels = prepare_inputs(model, clean, corrupted, attention_mask)
+    batch, seq = clean_t.shape
+    cfg = model.cfg
+    check_metric(metric, (batch, seq), d_vocab(model))
+    grid = make_grid(site, None if over is None else tuple(over), seq_len=seq, n_heads=cfg.n_heads,
+                     n_kv_heads=getattr(cfg, "n_key_value_heads", None) or cfg.n_heads, batch=batch,
+                     d_mlp=getattr(cfg, "d_mlp", None))
+    layer_list = list(range(cfg.n_layers)) if layers is None else list(layers)
+    names = [site_name(site, layer) for layer in layer_list]
+    resolve(model, names, context=f"patching {site}")
+    return SweepPlan(clean_t, corrupt_t, attn_mask, pos_labels, site, direction, grid, layer_list, names)
 
 
 def sweep(model: Any, clean: Prompts, corrupted: Prompts, metric: Callable[[Tensor], Tensor], *,
@@ -109,53 +179,22 @@ def sweep(model: Any, clean: Prompts, corrupted: Prompts, metric: Callable[[Tens
         >>> res.values.shape
         torch.Size([2, 4])
     """
-    if direction not in ("denoise", "noise"):
-        raise ValueError(f"direction must be 'denoise' or 'noise', not {direction!r}")
-    clean_t, corrupt_t, attn_mask, pos_labels = prepare_inputs(model, clean, corrupted, attention_mask)
-    base_t, source_t = (corrupt_t, clean_t) if direction == "denoise" else (clean_t, corrupt_t)
-    batch, seq = base_t.shape
-    cfg = model.cfg
-    check_metric(metric, (batch, seq), d_vocab(model))
-    grid = make_grid(site, None if over is None else tuple(over), seq_len=seq, n_heads=cfg.n_heads,
-                     n_kv_heads=getattr(cfg, "n_key_value_heads", None) or cfg.n_heads, batch=batch,
-                     d_mlp=getattr(cfg, "d_mlp", None))
-    layer_list = list(range(cfg.n_layers)) if layers is None else list(layers)
-    names = [site_name(site, layer) for layer in layer_list]
-    resolve(model, names, context=f"patching sweep of {site}")
-    forward_kw: dict[str, Any] = {} if attn_mask is None else {"attention_mask": attn_mask}
-
+    plan = plan_sweep(model, clean, corrupted, metric, site=site, over=over, direction=direction, layers=layers,
+                      attention_mask=attention_mask)
+    grid = plan.grid
     with torch.inference_mode():
-        source_cache = hooks.cache(names)
-        source_value = metric(source_cache.run(model, source_t, **forward_kw)).float()
-        run = StackedRun(model, metric, base_t, attn_mask, layer_list, memory_mb)
-        bar = tqdm(total=len(layer_list) * len(grid.cells), desc=f"patching {site}", disable=not progress)
+        source_cache = hooks.cache(plan.names)
+        source_value = metric(source_cache.run(model, plan.source, **plan.forward_kw)).float()
+        run = StackedRun(model, metric, plan.base, plan.attention_mask, plan.layers, memory_mb)
+        bar = tqdm(total=len(plan.layers) * len(grid.cells), desc=f"patching {site}", disable=not progress)
         values = torch.stack([run.evaluate(name, site, layer, source_cache[name], grid, bar.update)
-                              for layer, name in zip(layer_list, names)]).float()
+                              for layer, name in zip(plan.layers, plan.names)]).float()
         bar.close()
         base_value = run.base_values.float()
         if run.per_prompt:  # (layer, cell, batch) per-prompt values -> the metric's mean over prompts
             values, base_value = values.mean(-1), base_value.mean(-1)
 
-    labels = {"layer": tuple(f"L{layer}" for layer in layer_list)}
-    if "pos" in grid.over or "dest_pos" in grid.over:
-        labels["pos" if "pos" in grid.over else "dest_pos"] = tuple(pos_labels)
-    if "head" in grid.over:
-        labels["head"] = tuple(f"H{h}" for h in range(grid.sizes["head"]))
-    arrow = "clean -> corrupted" if direction == "denoise" else "corrupted -> clean"
-    provenance = Provenance.make(
-        _model_id(model),
-        interventions=[f"patch {arrow} at {site_name(site, layer_list[0]) if layer_list else site} ... per "
-                       f"{' x '.join(('layer',) + grid.over)} cell"],
-        prompt_hash=prompt_hash(clean_t, corrupt_t),
-        settings={"site": site, "over": list(grid.over), "direction": direction, "layers": layer_list,
-                  "fast_path": run.fast, "cells_per_forward": run.cells_per_forward})
-    return PatchingResult(values=values.view(len(layer_list), *grid.shape).float().cpu(), axes=("layer", *grid.over),
-                          metric=metric_name(metric), provenance=provenance, labels=labels,
+    provenance = plan.provenance(model, "patch", fast_path=run.fast, cells_per_forward=run.cells_per_forward)
+    return PatchingResult(values=values.view(len(plan.layers), *grid.shape).cpu(), axes=("layer", *grid.over),
+                          metric=metric_name(metric), provenance=provenance, labels=plan.labels(),
                           extras={"base": base_value.cpu(), "source": source_value.cpu()})
-
-
-def _model_id(model: Any) -> str:
-    from tl_interp.models import adapt
-
-    return adapt(model).model_id
-
