@@ -41,8 +41,9 @@ SEQUENCES = [
     ("first, second, third, fourth,", " fifth"),
     ("Sunday, Monday, Tuesday, Wednesday,", " Thursday"),
 ]
-# Clean/corrupted pairs of equal token length in the same domain, with different answers.
-PATCH_PAIRS = [(0, 1), (1, 0), (5, 6), (6, 5), (3, 4), (4, 11), (11, 3)]
+# Clean/corrupted pairs in the same domain with different answers, all of one token length, so
+# every row's positions line up in the layer x position picture (no padding).
+PATCH_PAIRS = [(0, 1), (1, 0), (5, 6), (6, 5)]
 
 
 # %%
@@ -108,12 +109,14 @@ def main(argv=None):
     clean_idx, corrupt_idx = zip(*PATCH_PAIRS)
     clean = adapter.tokenize([prompts[i] for i in clean_idx])
     corrupt = adapter.tokenize([prompts[i] for i in corrupt_idx])
+    if bool((clean.attention_mask == 0).any()) or bool((corrupt.attention_mask == 0).any()):
+        raise ValueError("PATCH_PAIRS must all have one token length")
     metric = ti.metrics.logit_diff(targets[list(clean_idx)], targets[list(corrupt_idx)], positions=clean.last_index)
     sweep = ti.patching.sweep(model, clean.tokens, corrupt.tokens, metric, site="resid_pre",
                               attention_mask=clean.attention_mask)
     sweep.save(Path(args.out) / "main_study_patching.safetensors")
     recovered = sweep.normalized.nan_to_num()
-    at_last = recovered[:, int(clean.last_index.max())].tolist()  # the longest rows' final position
+    at_last = recovered[:, -1].tolist()  # the final position (all rows have one length)
 
     results = {
         "model": adapter.model_id,
@@ -163,9 +166,9 @@ def write_report(results, sweep, path):
     report.figure(fig)
     report.text(f"Clean logit difference {results['clean_logit_diff']:.2f}, corrupted "
                 f"{results['corrupted_logit_diff']:.2f} (answer of the clean prompt minus answer of the corrupted "
-                "prompt, at the last token). Position labels are the first corrupted prompt's tokens; rows of "
-                "other lengths are right-padded. Where the last position reaches 1, the last token's residual "
-                "stream already carries the answer; before that, the answer is still at earlier positions.",
+                "prompt, at the last token). Position labels are the first corrupted prompt's tokens. Where the "
+                "last position reaches 1, the last token's residual stream already carries the answer; before "
+                "that, the answer is still at earlier positions.",
                 note=True)
     report.code("\n".join(sweep.provenance.interventions) + f"\nprovenance: {sweep.provenance}")
     return report.write(path)
