@@ -54,6 +54,7 @@ def test_sweep_equals_transformer_lens(arch: str, site: str, over: Any) -> None:
     _, clean_cache = model.run_with_cache(clean)
     expected = TL_SWEEPS[(site, over)](model, corrupted, clean_cache, metric)
     ours = ti.patching.sweep(model, clean, corrupted, metric, site=site, over=over, progress=False)
+    assert ours.provenance.settings["prefix_reuse"]  # the fastest path is the one checked here
     assert ours.values.shape == expected.shape
     assert_close(ours.values, expected.float(), rtol=0, atol=1e-4)
 

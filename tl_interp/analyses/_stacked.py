@@ -57,6 +57,16 @@ def check_metric(metric: Callable[[Tensor], Tensor], shape: tuple[int, int], voc
                          "the batch (e.g. .mean()) or pass a tl_interp.metrics metric")
 
 
+_PREFIX_BANDS = 4  # chunks per layer by position band: compute ~ (1 + 3/4 + 1/2 + 1/4) / 4 of full
+
+
+def _reads_only_last(metric: Any, seq: int) -> bool:
+    positions = metric.positions
+    if isinstance(positions, int):
+        return positions in (-1, seq - 1)
+    return isinstance(positions, Tensor) and bool(((positions == seq - 1) | (positions == -1)).all())
+
+
 class StackedRun:
     """Edits of one base run, evaluated many per forward pass.
 
@@ -77,14 +87,23 @@ class StackedRun:
         self.per_prompt = isinstance(metric, Metric)
         self.final_resid = self.fast and self.per_prompt and metric.positions is not None
         kw = {} if attention_mask is None else {"attention_mask": attention_mask}
+        self.attention_mask = attention_mask
+        if self.fast and attention_mask is None:
+            self.attention_mask = model.input_to_embed(base_tokens)[3]  # what TL's own forward would use
+        cfg = model.cfg
+        # An edit at position p cannot change positions < p (causal attention), so a chunk of
+        # edits at positions >= p0 runs only positions p0.. against the base run's cached keys
+        # and values for 0..p0-1. Used when nothing is padded and the metric reads the last position.
+        self.reuse_prefix = (self.final_resid and self.attention_mask is None and seq > 1
+                             and cfg.positional_embedding_type in ("standard", "rotary")
+                             and _reads_only_last(metric, seq))
         starts = [site_name("resid_pre", layer) for layer in layers]
+        if self.reuse_prefix:
+            first = min(layers) if layers else 0
+            starts += [site_name(kv, layer) for layer in range(first, cfg.n_layers) for kv in ("k", "v")]
         self.starts = hooks.cache(starts) if self.fast else None
         logits = (self.starts or Intervention.identity()).run(model, base_tokens, **kw)
         self.base_values = self._score_logits(logits, 1)[0]
-        if self.fast and attention_mask is None:
-            attention_mask = model.input_to_embed(base_tokens)[3]  # what TL's own forward would use
-        self.attention_mask = attention_mask
-        cfg = model.cfg
         per_pos = 8 * cfg.d_model + 2 * (cfg.d_mlp or 0) + 2 * cfg.n_heads * seq + (0 if self.final_resid else d_vocab(model))
         self.cells_per_forward = max(1, int(memory_mb * 2**20 // (self.batch * 4.0 * seq * per_pos)))
         self._masks: dict[tuple[str, int, int], Tensor] = {}
@@ -97,7 +116,10 @@ class StackedRun:
 
     def _score_final_resid(self, resid: Tensor, n: int) -> Tensor:
         """Unembed only the positions the metric reads: (n, batch) per-prompt values."""
-        read = self.metric.read(resid.view(n, self.batch, *resid.shape[1:]))  # (n, batch, d_model)
+        if self.reuse_prefix:  # the metric reads the last position, which every suffix ends with
+            read = resid[:, -1].view(n, self.batch, -1)
+        else:
+            read = self.metric.read(resid.view(n, self.batch, *resid.shape[1:]))  # (n, batch, d_model)
         x = read.reshape(n * self.batch, 1, -1)
         if self.model.cfg.normalization_type is not None:
             x = self.model.ln_final(x)
@@ -107,25 +129,54 @@ class StackedRun:
             logits = cap * torch.tanh(logits / cap)
         return self.metric.score(logits.view(n, self.batch, -1))
 
+    def _chunks(self, grid: Grid) -> list[tuple[list[tuple[int, ...]], int]]:
+        """Cells in forward-pass chunks, each with the first position it must compute."""
+        cells = grid.cells
+        if not (self.reuse_prefix and grid.over and grid.over[0] == "pos"):
+            return [(cells[lo:lo + self.cells_per_forward], 0)
+                    for lo in range(0, len(cells), self.cells_per_forward)]
+        seq = grid.sizes["pos"]
+        band = -(-seq // min(seq, _PREFIX_BANDS))  # positions per band, ceil
+        chunks = []
+        for lo_pos in range(0, seq, band):
+            in_band = [c for c in cells if lo_pos <= c[0] < lo_pos + band]
+            chunks += [(in_band[lo:lo + self.cells_per_forward], min(c[0] for c in in_band[lo:lo + self.cells_per_forward]))
+                       for lo in range(0, len(in_band), self.cells_per_forward)]
+        return chunks
+
     def evaluate(self, name: str, kind: str, layer: int, source: Tensor, grid: Grid,
                  on_chunk: Callable[[int], None] | None = None) -> Tensor:
         """Metric values with each cell of ``grid`` at ``name`` replaced by ``source``'s entries.
 
         Returns ``(n_cells, batch)`` per-prompt values for a Metric, else ``(n_cells,)``.
         """
-        cells = grid.cells
         out = []
-        for lo in range(0, len(cells), self.cells_per_forward):
-            chunk = cells[lo:lo + self.cells_per_forward]
-            key = (grid.kind + str(grid.over), lo, len(chunk))
+        for chunk, first_pos in self._chunks(grid):
+            key = (grid.kind + str(grid.over), chunk[0], len(chunk))
             if key not in self._masks:  # the same cells at every layer: build each mask once
                 self._masks[key] = grid.mask(chunk, (self.batch, *source.shape[1:])).to(source.device)
-            out.append(self._run(name, kind, layer, source, self._masks[key], len(chunk)))
+            out.append(self._run(name, kind, layer, source, self._masks[key], len(chunk), first_pos))
             if on_chunk is not None:
                 on_chunk(len(chunk))
         return torch.cat(out)
 
-    def _run(self, name: str, kind: str, layer: int, source: Tensor, mask: Tensor, n: int) -> Tensor:
+    def _kv_prefix(self, layer: int, first_pos: int, n: int) -> Any:
+        """A frozen key/value cache of the base run's positions < first_pos, for layers >= layer."""
+        from transformer_lens.cache.key_value_cache import TransformerLensKeyValueCache
+        from transformer_lens.cache.key_value_cache_entry import TransformerLensKeyValueCacheEntry
+
+        cfg, rows = self.model.cfg, n * self.batch
+        entries = []
+        for i in range(cfg.n_layers):
+            if i < layer:  # never read: the forward starts at `layer`
+                entries.append(TransformerLensKeyValueCacheEntry.init_cache_entry(cfg, self.tokens.device, rows))
+                continue
+            k, v = (self.starts[site_name(kv, i)][:, :first_pos].repeat(n, 1, 1, 1) for kv in ("k", "v"))
+            entries.append(TransformerLensKeyValueCacheEntry(past_keys=k, past_values=v, frozen=True))
+        mask = torch.ones(rows, first_pos, dtype=torch.long, device=self.tokens.device)
+        return TransformerLensKeyValueCache(entries=entries, previous_attention_mask=mask, frozen=True)
+
+    def _run(self, name: str, kind: str, layer: int, source: Tensor, mask: Tensor, n: int, first_pos: int) -> Tensor:
         if source.shape[0] == self.batch:
             stacked = source.repeat(n, *[1] * (source.ndim - 1))
         else:  # one row broadcast over the batch (e.g. a mean)
@@ -133,12 +184,16 @@ class StackedRun:
         rep_mask = None if self.attention_mask is None else self.attention_mask.repeat(n, 1)
         if self.fast:
             start = self.starts[site_name("resid_pre", layer)].repeat(n, 1, 1)
+            kw: dict[str, Any] = {"attention_mask": rep_mask}
+            if first_pos > 0:  # positions < first_pos equal the base run: compute only the rest
+                start, stacked, mask = start[:, first_pos:], stacked[:, first_pos:], mask[:, first_pos:]
+                kw = {"past_kv_cache": self._kv_prefix(layer, first_pos, n)}
             if kind == "resid_pre":  # the edit is the starting residual itself
                 start, iv = torch.where(mask, stacked, start), Intervention.identity()
             else:
                 iv = hooks.patch(name, stacked, mask=mask)
             stop = self.model.cfg.n_layers if self.final_resid else None
-            out = iv.run(self.model, start, start_at_layer=layer, stop_at_layer=stop, attention_mask=rep_mask)
+            out = iv.run(self.model, start, start_at_layer=layer, stop_at_layer=stop, **kw)
             return self._score_final_resid(out, n) if self.final_resid else self._score_logits(out, n)
         kw = {} if rep_mask is None else {"attention_mask": rep_mask}
         out = hooks.patch(name, stacked, mask=mask).run(self.model, self.tokens.repeat(n, 1), **kw)

@@ -194,7 +194,8 @@ def sweep(model: Any, clean: Prompts, corrupted: Prompts, metric: Callable[[Tens
         if run.per_prompt:  # (layer, cell, batch) per-prompt values -> the metric's mean over prompts
             values, base_value = values.mean(-1), base_value.mean(-1)
 
-    provenance = plan.provenance(model, "patch", fast_path=run.fast, cells_per_forward=run.cells_per_forward)
+    provenance = plan.provenance(model, "patch", fast_path=run.fast, cells_per_forward=run.cells_per_forward,
+                                 prefix_reuse=run.reuse_prefix)
     return PatchingResult(values=values.view(len(plan.layers), *grid.shape).cpu(), axes=("layer", *grid.over),
                           metric=metric_name(metric), provenance=provenance, labels=plan.labels(),
                           extras={"base": base_value.cpu(), "source": source_value.cpu()})
