@@ -57,7 +57,7 @@ def check_metric(metric: Callable[[Tensor], Tensor], shape: tuple[int, int], voc
                          "the batch (e.g. .mean()) or pass a tl_interp.metrics metric")
 
 
-_PREFIX_BANDS = 4  # chunks per layer by position band: compute ~ (1 + 3/4 + 1/2 + 1/4) / 4 of full
+_PREFIX_BANDS = 8  # chunks per layer by position band: compute ~ (1 + 1/B) / 2 of full for B bands
 
 
 def _reads_only_last(metric: Any, seq: int) -> bool:
