@@ -208,6 +208,8 @@ def adapt(model: Any) -> ModelAdapter:
         model.setup()
     cfg = getattr(model, "cfg", None)
     sizes = {name: _int_or_none(getattr(cfg, name, None)) for name in _SIZE_FIELDS}
+    if getattr(cfg, "attn_only", False):  # TL fills d_mlp in even when there is no MLP
+        sizes["d_mlp"] = None
     n_kv = _int_or_none(getattr(cfg, "n_key_value_heads", None)) or sizes["n_heads"]
     model_id = getattr(cfg, "model_name", None) or getattr(model, "model_id", None)
     return ModelAdapter(
