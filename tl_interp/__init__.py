@@ -32,6 +32,7 @@ __all__ = [
     "models",
     "patching",
     "ablation",
+    "steering",
     "results",
     "viz",
     "__version__",
@@ -42,6 +43,7 @@ _LAZY = {
     "models": "tl_interp.models",
     "patching": "tl_interp.analyses.patching",
     "ablation": "tl_interp.analyses.ablation",
+    "steering": "tl_interp.analyses.steering",
     "results": "tl_interp.results",
     "viz": "tl_interp.viz",
 }

@@ -51,6 +51,8 @@ __all__ = [
     "OrdinalExample",
     "ordinal_examples",
     "ordinal_tasks",
+    "analogy_tasks",
+    "paired_lists",
     "vocabulary",
     "build_tokenizer",
 ]
@@ -231,6 +233,56 @@ def ordinal_tasks(split: Split) -> dict[str, list[tuple[str, str]]]:
     for ex in ordinal_examples(split):
         tasks[ex.task].append((ex.prompt, ex.answer))
     return tasks
+
+
+def analogy_tasks(split: Split | tuple[Split, ...], target: str = "numbers") -> dict[str, list[tuple[str, str]]]:
+    """Steering battery: every prompt re-answered with the ``target`` domain's item at the same index.
+
+    The question of a domain-swap steering vector (e.g. numbers minus months): can it turn
+    ``"january , february , march ,"`` (answer ``"april"``, index 3) into ``"four"``
+    (``target``'s index 3)? Tasks are keyed like ``ordinal_tasks``; the ``target`` domain's
+    own tasks keep their normal answers (steering should not break them). Prompts whose
+    answer wraps around (``"december ,"`` -> ``"january"``) or whose index the target domain
+    does not have are left out.
+
+    Args:
+        split: one split or several (e.g. ``("test", "heldout")``).
+        target: the domain whose items are the expected answers.
+
+    Returns:
+        ``{task: [(prompt, expected answer), ...]}``; tasks with no prompts are omitted.
+
+    Example:
+        >>> analogy_tasks("heldout")["months"][0]
+        ('february , march ,', 'four')
+    """
+    if target not in DOMAINS:
+        raise SelectionError(f"unknown target domain {target!r}; use one of {list(DOMAINS)}")
+    splits = (split,) if isinstance(split, str) else tuple(split)
+    tasks: dict[str, list[tuple[str, str]]] = {}
+    for ex in (e for s in splits for e in ordinal_examples(s)):
+        index = ex.start + ex.length
+        if index >= len(DOMAINS[ex.domain]) or index >= len(DOMAINS[target]):
+            continue
+        tasks.setdefault(ex.task, []).append((ex.prompt, DOMAINS[target][index]))
+    return {task: tasks[task] for task in TASKS if task in tasks}
+
+
+def paired_lists(split: Split, positive: str = "numbers", negative: str = "months") -> tuple[list[str], list[str]]:
+    """List prompts of two domains paired by (start, length): the inputs of a contrast vector.
+
+    Example:
+        >>> pos, neg = paired_lists("train")
+        >>> pos[0], neg[0]
+        ('one , two ,', 'january , february ,')
+    """
+    for domain in (positive, negative):
+        if domain not in DOMAINS:
+            raise SelectionError(f"unknown domain {domain!r}; use one of {list(DOMAINS)}")
+    lists = [e for e in ordinal_examples(split) if e.template is None]
+    by_key = {d: {(e.start, e.length): e.prompt for e in lists if e.domain == d} for d in (positive, negative)}
+    keys = sorted(set(by_key[positive]) & set(by_key[negative]), key=lambda k: (k[1], k[0]))
+    return [by_key[positive][k] for k in keys], [by_key[negative][k] for k in keys]
 
 
 def vocabulary() -> list[str]:

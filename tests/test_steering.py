@@ -1,0 +1,300 @@
+"""Steering: vectors against hand-computed references, exactness, batching, SAE space, bad input."""
+
+from typing import Any
+
+import numpy as np
+import pytest
+import torch
+from torch.testing import assert_close
+
+import tl_interp as ti
+from tl_interp import site
+from tl_interp.analyses.steering import (
+    Controls,
+    From,
+    SteeringVector,
+    contrast_vector,
+    contrast_vectors,
+    decompose,
+    evaluate,
+    generate,
+    next_token_logits,
+    pca_vector,
+    sae_contrast_vector,
+)
+from tl_interp.errors import HookNameError, ShapeError
+from tl_interp.models.zoo.ordinal_data import analogy_tasks, paired_lists
+
+NO_CONTROLS = Controls(random_seeds=(), unrelated_prompts=())
+
+
+@pytest.fixture(scope="module")
+def model() -> Any:
+    return ti.models.load("ordinal-4l")
+
+
+@pytest.fixture(scope="module")
+def sae() -> Any:
+    return ti.models.load_sae("ordinal-4l-res-l2")
+
+
+@pytest.fixture(scope="module")
+def pairs() -> tuple[list[str], list[str]]:
+    return paired_lists("train")
+
+
+def _last_acts(model: Any, prompts: list[str], name: str) -> torch.Tensor:
+    """Reference: TransformerLens's run_with_cache, one unpadded prompt at a time."""
+    rows = []
+    for p in prompts:
+        _, cache = model.run_with_cache(model.to_tokens(p), names_filter=name)
+        rows.append(cache[name][0, -1])
+    return torch.stack(rows)
+
+
+# -- vectors -------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("layer", [1, 3])
+def test_contrast_vector_is_the_difference_of_per_prompt_means(model: Any, pairs: tuple, layer: int) -> None:
+    pos, neg = pairs
+    name = site("resid_pre", layer)
+    v = contrast_vector(model, pos, neg, name, batch_size=7)  # padded batches of mixed lengths
+    expected = _last_acts(model, pos, name).mean(0) - _last_acts(model, neg, name).mean(0)
+    assert_close(v.vector, expected, atol=1e-5, rtol=0)
+    assert (v.site, v.n_positive, v.position_rule) == (name, len(pos), "last")
+    assert set(v.source_prompts) == set(pos) | set(neg)
+
+
+def test_mean_and_fixed_position_rules(model: Any) -> None:
+    pos, neg = ["one , two , three ,", "after one comes"], ["january ,", "after may comes"]
+    name = site("resid_post", 1)
+    v = contrast_vector(model, pos, neg, name, position="mean")
+    ref = [torch.stack([model.run_with_cache(model.to_tokens(p), names_filter=name)[1][name][0].mean(0)
+                        for p in ps]).mean(0) for ps in (pos, neg)]
+    assert_close(v.vector, ref[0] - ref[1], atol=1e-5, rtol=0)
+    second_last = contrast_vector(model, pos, neg, name, position=-2)
+    ref = [torch.stack([model.run_with_cache(model.to_tokens(p), names_filter=name)[1][name][0, -2]
+                        for p in ps]).mean(0) for ps in (pos, neg)]
+    assert_close(second_last.vector, ref[0] - ref[1], atol=1e-5, rtol=0)
+
+
+def test_per_layer_vectors_match_single_site_vectors(model: Any, pairs: tuple) -> None:
+    pos, neg = pairs
+    many = contrast_vectors(model, pos, neg, [site("resid_pre", layer) for layer in range(4)])
+    assert [v.layer for v in many] == [0, 1, 2, 3]
+    assert_close(many[2].vector, contrast_vector(model, pos, neg, site("resid_pre", 2)).vector, atol=1e-6, rtol=0)
+    # At layer 0 only the token and position embeddings exist; paired lists end in the same
+    # token at the same position, so the difference is exactly zero.
+    assert many[0].norm == 0.0
+
+
+def test_pca_vector_matches_numpy_svd_and_is_sign_aligned(model: Any, pairs: tuple) -> None:
+    pos, neg = pairs
+    name = site("resid_pre", 2)
+    v = pca_vector(model, pos, neg, name)
+    diffs = (_last_acts(model, pos, name) - _last_acts(model, neg, name)).double().numpy()
+    _, _, vt = np.linalg.svd(diffs, full_matrices=False)
+    direction = torch.from_numpy(vt[0])
+    cos = float(v.vector.double() @ direction / v.vector.double().norm())
+    assert abs(abs(cos) - 1) < 1e-5
+    assert float(torch.from_numpy(diffs).mean(0) @ v.vector.double()) > 0  # points from negative to positive
+    centred = pca_vector(model, pos, neg, name, center=True)
+    _, _, vt_c = np.linalg.svd(diffs - diffs.mean(0), full_matrices=False)
+    assert abs(abs(float(centred.vector.double() @ torch.from_numpy(vt_c[0]))) / centred.norm - 1) < 1e-5
+
+
+def test_vector_save_load_round_trip(model: Any, pairs: tuple, tmp_path: Any) -> None:
+    v = contrast_vector(model, *pairs, site("resid_pre", 1), name="numbers - months")
+    w = SteeringVector.load(v.save(tmp_path / "v.safetensors"))
+    assert torch.equal(w.vector, v.vector)
+    assert (w.name, w.site, w.prompt_hash, w.source_prompts) == (v.name, v.site, v.prompt_hash, v.source_prompts)
+
+
+# -- application -------------------------------------------------------------------------
+
+
+def test_multiplier_zero_is_exactly_unsteered(model: Any, pairs: tuple) -> None:
+    v = contrast_vector(model, *pairs, site("resid_pre", 1))
+    tokens = model.to_tokens(["one , two ,", "after may comes"])
+    assert torch.equal(v.intervention(0.0).run(model, tokens), model(tokens))
+    tasks = analogy_tasks("heldout")
+    rep = evaluate(model, v.renamed("v"), {"months": tasks["months"]}, [0.0, 4.0], controls=NO_CONTROLS,
+                   progress=False)
+    assert torch.equal(rep.extras["pp_prob"][0, 0], rep.extras["base_pp_prob"])
+    assert torch.equal(rep.extras["pp_top1"][0, 0], rep.extras["base_pp_top1"])
+
+
+@pytest.mark.parametrize("rule", ["all", "last", From(2)])
+def test_batched_evaluation_equals_prompt_by_prompt_hooks(model: Any, pairs: tuple, rule: Any) -> None:
+    vs = [contrast_vector(model, *pairs, site("resid_pre", layer), name=f"L{layer}") for layer in (1, 3)]
+    tasks = {k: v[:6] for k, v in analogy_tasks("heldout").items() if k in ("months", "months_sentence", "numbers")}
+    mults = [2.0, 8.0]
+    rep = evaluate(model, vs, tasks, mults, positions=rule, controls=NO_CONTROLS, progress=False)
+    prompts = [p["prompt"] for p in rep.meta["prompts"]]
+    answers = [p["answer_id"] for p in rep.meta["prompts"]]
+    for i, v in enumerate(vs):
+        for k, m in enumerate(mults):
+            for j, prompt in enumerate(prompts):  # the way seed 003 did it: one run_with_hooks per prompt
+                tokens = model.to_tokens(prompt)
+                positions = {"all": None, "last": -1}.get(rule, slice(2, None)) if isinstance(rule, str) else slice(2, None)
+                with torch.no_grad():
+                    logits = model.run_with_hooks(tokens, fwd_hooks=v.intervention(m, positions).bind(model))[0, -1]
+                assert int(rep.extras["pp_top1"][i, k, j]) == int(logits.argmax())
+                prob = torch.softmax(logits, -1)[answers[j]]
+                assert abs(float(rep.extras["pp_prob"][i, k, j]) - float(prob)) < 1e-5
+
+
+def test_full_forward_path_equals_mid_stack_path(model: Any, pairs: tuple, monkeypatch: Any) -> None:
+    import tl_interp.analyses.steering._apply as apply_mod
+
+    v = contrast_vector(model, *pairs, site("resid_mid", 2), name="mid")
+    prompts = ["one , two ,", "march , april , may ,", "after july comes"]
+    fast = next_token_logits(model, prompts, v, [1.0, 5.0])
+    monkeypatch.setattr(apply_mod, "starts_mid_stack", lambda m: False)  # TransformerBridge's path
+    slow = next_token_logits(model, prompts, v, [1.0, 5.0])
+    assert_close(fast, slow, atol=1e-4, rtol=0)
+
+
+def test_generation_under_steering(model: Any, pairs: tuple) -> None:
+    v = contrast_vector(model, *pairs, site("resid_pre", 1))
+    prompts = ["one , two ,", "march , april ,", "after may comes"]
+    rows = generate(model, prompts, v, [0.0, 6.0], max_new_tokens=2)
+    assert [r["multiplier"] for r in rows] == [0.0] * 3 + [6.0] * 3
+    for r in rows[:3]:  # multiplier 0: exactly the model's own greedy generation
+        ref = model.generate(model.to_tokens(r["prompt"]), max_new_tokens=2, do_sample=False, verbose=False)
+        assert r["completion"] == model.to_string(ref[0, model.to_tokens(r["prompt"]).shape[1]:])
+    assert any(a["completion"] != b["completion"] for a, b in zip(rows[:3], rows[3:]))
+
+
+# -- SAE space ---------------------------------------------------------------------------
+
+
+def test_zero_sae_space_vector_changes_nothing(model: Any, sae: Any) -> None:
+    zero = SteeringVector(torch.zeros(sae.cfg.d_sae), sae.cfg.metadata.hook_name, space="sae", sae=sae)
+    tokens = model.to_tokens(["one , two ,", "after may comes"])
+    assert torch.equal(zero.intervention(5.0).run(model, tokens), model(tokens))
+
+
+def test_sae_space_vector_equals_its_decoded_residual_vector(model: Any, sae: Any, pairs: tuple) -> None:
+    v = sae_contrast_vector(model, sae, *pairs, name="sae numbers - months")
+    assert v.space == "sae" and v.vector.shape == (sae.cfg.d_sae,)
+    # reference: sae-lens encode of the same activations
+    acts = [_last_acts(model, p, sae.cfg.metadata.hook_name) for p in pairs]
+    with torch.no_grad():
+        ref = sae.encode(acts[0]).mean(0) - sae.encode(acts[1]).mean(0)
+    assert_close(v.vector, ref, atol=1e-4, rtol=0)
+    tokens = model.to_tokens(["march , april ,", "after june comes"])
+    in_features = v.intervention(3.0, "last").run(model, tokens)
+    in_residual = v.to_residual().intervention(3.0, "last").run(model, tokens)
+    assert_close(in_features, in_residual, atol=1e-4, rtol=0)
+    dropped = SteeringVector(v.vector, v.site, space="sae", sae=sae, keep_error=False)
+    assert not torch.allclose(dropped.intervention(3.0).run(model, tokens), in_features, atol=1e-3)
+
+
+def test_decompose_recovers_decoder_directions(sae: Any) -> None:
+    W = sae.W_dec.detach()
+    features, coefs = [17, 400, 901], [3.0, -2.0, 1.5]
+    v = SteeringVector(sum(c * W[f] for f, c in zip(features, coefs)), sae.cfg.metadata.hook_name, name="built")
+    d = decompose(v, sae, k=10)
+    assert sorted(d.features) == sorted(features)  # stops early once explained
+    assert d.explained > 1 - 1e-6
+    assert_close(torch.tensor([d.coefficients[d.features.index(f)] for f in features]), torch.tensor(coefs),
+                 atol=1e-4, rtol=0)
+    assert_close(d.ablate([400]).vector, v.vector + 2.0 * W[400], atol=1e-4, rtol=0)
+    assert_close(d.keep([17]).vector, 3.0 * W[17], atol=1e-4, rtol=0)
+    in_sae = d.sae_vector([17, 901])
+    assert in_sae.space == "sae" and float(in_sae.vector[17]) == pytest.approx(3.0, abs=1e-4)
+    assert_close(in_sae.to_residual().vector, 3.0 * W[17] + 1.5 * W[901], atol=1e-4, rtol=0)
+
+
+def test_decompose_a_real_vector_reports_what_it_cannot_explain(model: Any, sae: Any, pairs: tuple) -> None:
+    v = contrast_vector(model, *pairs, sae.cfg.metadata.hook_name)
+    d = decompose(v, sae, k=8)
+    assert len(d.features) == 8 and 0 < d.explained < 1
+    assert_close(d.part(list(d.features)) + d.residual, v.vector, atol=1e-4, rtol=0)
+    assert list(d.to_frame().columns) == ["rank", "feature", "coefficient", "cosine"]
+
+
+# -- the battery -------------------------------------------------------------------------
+
+
+def test_seen_prompts_go_to_their_own_column_and_controls_are_present(model: Any, pairs: tuple) -> None:
+    v = contrast_vector(model, *pairs, site("resid_pre", 1), name="v")
+    tasks = {"months": analogy_tasks("train")["months"][:4] + analogy_tasks("heldout")["months"][:3]}
+    rep = evaluate(model, v, tasks, [4.0], controls=Controls(random_seeds=(0, 1)), progress=False, n_boot=200)
+    assert rep.tasks == ("months", "months (seen)", "unrelated")
+    assert rep.vectors == ("v", "random ~ v")
+    assert len([p for p in rep.meta["prompts"] if p["column"] == "months (seen)"]) == 4
+    assert torch.isnan(rep.values[:, :, 2]).all() and not torch.isnan(rep.extras["on_target"][:, :, 2]).any()
+    frame = rep.table()
+    assert list(frame["vector"]) == ["unsteered", "v", "random ~ v"]
+    assert rep.figure().data and rep.sweep_figure("months").data
+
+
+def test_report_round_trips(model: Any, pairs: tuple, tmp_path: Any) -> None:
+    v = contrast_vector(model, *pairs, site("resid_pre", 2), name="v")
+    rep = evaluate(model, v, {"months": analogy_tasks("heldout")["months"]}, [2.0, 8.0],
+                   controls=Controls(random_seeds=(0,)), progress=False, n_boot=200)
+    back = ti.results.Result.load(rep.save(tmp_path / "steer.safetensors"))
+    assert type(back).__name__ == "SteeringReport"
+    assert torch.equal(back.values.nan_to_num(-1), rep.values.nan_to_num(-1)) and back.meta == rep.meta
+    assert back.examples("v", 8.0, "months").equals(rep.examples("v", 8.0, "months"))
+
+
+def test_numbers_minus_months_on_held_out_months_beats_random_vectors(model: Any, pairs: tuple) -> None:
+    """Seed 003's question on ordinal-4l, with the model choice made on training prompts.
+
+    Layer and multiplier are chosen on *training* month sentences (never used to build the
+    vector); the effect is then measured on held-out month lists (test and heldout splits)
+    against random vectors of the same norm, with paired bootstrap intervals. Measured (see
+    the model card and the closing note): the vector switches the answer's domain from
+    months to numbers, far above the random control, but not to the number at the same
+    index (accuracy stays near zero: the model has no shared ordinal position to steer).
+    """
+    vectors = [v.renamed(f"numbers - months @ L{v.layer}")
+               for v in contrast_vectors(model, *pairs, [site("resid_pre", layer) for layer in (1, 2, 3)])]
+    mults = [2.0, 4.0, 8.0, 16.0]
+    select = evaluate(model, vectors, {"months_sentence": analogy_tasks("train")["months_sentence"]}, mults,
+                      controls=NO_CONTROLS, progress=False, n_boot=200)
+    best = select.best("months_sentence", metric="logit_diff")
+    held_out = analogy_tasks(("test", "heldout"))
+    rep = evaluate(model, vectors, {"months": held_out["months"], "numbers": held_out["numbers"]}, mults,
+                   controls=Controls(random_seeds=tuple(range(8))), progress=False)
+    domain = rep.compare(best["vector"], best["multiplier"], "months", metric="on_target")
+    shift = rep.compare(best["vector"], best["multiplier"], "months", metric="logit_diff")
+    assert domain["ci_low"] > 0, domain  # a real effect: the interval excludes zero
+    assert shift["ci_low"] > 0, shift
+
+
+# -- bad input fails first ----------------------------------------------------------------
+
+
+@pytest.fixture
+def no_forward(model: Any, monkeypatch: Any) -> Any:
+    def boom(*args: Any, **kwargs: Any) -> None:
+        raise AssertionError("a forward pass ran before the input was checked")
+
+    monkeypatch.setattr(model, "forward", boom)
+    return model
+
+
+def test_bad_input_fails_before_any_forward_pass(no_forward: Any) -> None:
+    model = no_forward
+    tasks = {"months": [("march , april ,", "five")]}
+    narrow = SteeringVector(torch.ones(64), site("resid_pre", 1), name="narrow")
+    with pytest.raises(ShapeError, match=r"blocks\.1\.hook_resid_pre.*64 entries.*d_model=128"):
+        evaluate(model, narrow, tasks, [1.0], progress=False)
+    with pytest.raises(ShapeError, match="positive prompt set is empty"):
+        contrast_vector(model, [], ["january ,"], site("resid_pre", 1))
+    with pytest.raises(ShapeError, match="paired prompts need sets of equal size"):
+        pca_vector(model, ["one ,", "two ,"], ["january ,"], site("resid_pre", 1))
+    wide = SteeringVector(torch.ones(128), site("resid_pre", 1), name="v")
+    with pytest.raises(ShapeError, match=r"answer 'five six' is 2 tokens"):
+        evaluate(model, wide, {"months": [("march , april ,", "five six")]}, [1.0], progress=False)
+    with pytest.raises(HookNameError, match="resid_pre"):
+        evaluate(model, SteeringVector(torch.ones(128), "blocks.1.hook_resid_pr"), tasks, [1.0], progress=False)
+    with pytest.raises(ShapeError, match="names must be unique"):
+        evaluate(model, [wide, wide], tasks, [1.0], progress=False)
+    with pytest.raises(ShapeError, match="task 'months' has no prompts"):
+        evaluate(model, wide, {"months": []}, [1.0], progress=False)

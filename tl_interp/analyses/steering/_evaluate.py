@@ -1,0 +1,306 @@
+"""The steering evaluation battery: tasks x vectors x multipliers, with controls and intervals.
+
+A task is a list of ``(prompt, expected answer)`` pairs, the answer being the single next
+token the steered model should produce (for a numbers-minus-months vector on
+``"january , february , march ,"`` that is ``"four"``). Each prompt is scored under every
+(vector, multiplier) by
+
+- accuracy: the steered top-1 token is the expected answer;
+- answer probability: softmax probability of the expected answer;
+- logit difference: logit of the expected answer minus logit of the *unsteered* top-1
+  token (what the model said before steering);
+- changed: the top-1 token differs from the unsteered one;
+- on target: the top-1 token is one of the target tokens (default: every expected answer
+  of every task), which is what the unrelated-prompt control reads;
+- target accuracy: among the target tokens only, the expected answer has the highest
+  logit (did the vector pick the right member of the answer class? chance is one over
+  the number of targets).
+
+Controls a user gets without asking (``Controls``): the unsteered model (a baseline row),
+random vectors of the same norm at the same site (several seeds; their per-prompt mean is a
+row ``random ~ <vector>``), unrelated prompts (a column scored by "changed" and "on
+target": does the vector write its answer whatever the prompt?), and held-out prompts:
+prompts a vector was built from are scored in a separate ``<task> (seen)`` column, so the
+task columns only ever hold prompts no vector saw. Means come with percentile bootstrap
+intervals over prompts; ``SteeringReport.compare`` gives paired intervals of a vector's
+effect against its random control.
+"""
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+from torch import Tensor
+
+from tl_interp.analyses.steering._apply import Variant, check_vectors, steered_last_logits
+from tl_interp.analyses.steering._report import SteeringReport
+from tl_interp.analyses.steering._vector import PositionRule, SteeringVector, rule_label
+from tl_interp.errors import ShapeError
+from tl_interp.models._adapter import adapt
+from tl_interp.results import Provenance, prompt_hash
+from tl_interp.stats import bootstrap_mean_ci
+
+__all__ = ["evaluate", "Controls", "answer_token"]
+
+METRICS = ("accuracy", "target_accuracy", "prob", "logit_diff", "changed", "on_target")
+ANSWERED = ("accuracy", "target_accuracy", "prob", "logit_diff")  # need an expected answer; NaN on unrelated prompts
+DEFAULT_UNRELATED = ("a a a a", "the the the the", "and and and and", "is is is is", "x y z w")
+
+
+@dataclass(frozen=True)
+class Controls:
+    """Which controls ``evaluate`` adds (all of them by default).
+
+    Attributes:
+        random_seeds: one random vector of the same norm and site per seed and per vector;
+            empty to skip.
+        unrelated_prompts: prompts with no expected answer, scored by "changed" and "on
+            target"; empty to skip.
+        split_seen: score prompts a vector was built from in separate ``(seen)`` columns.
+    """
+
+    random_seeds: Sequence[int] = (0, 1, 2, 3, 4)
+    unrelated_prompts: Sequence[str] = DEFAULT_UNRELATED
+    split_seen: bool = True
+
+
+def answer_token(model: Any, answer: str, context: str = "") -> int:
+    """The single token id of ``answer``; a clear error if it is several tokens (or none).
+
+    Example:
+        >>> from tl_interp.models import load
+        >>> answer_token(load("ordinal-4l"), "four") == load("ordinal-4l").to_single_token("four")
+        True
+    """
+    ad = adapt(model)
+    tok = ad.tokenizer
+    if tok is None:
+        raise ShapeError("evaluate: the model has no tokenizer to read answers with")
+    ids = list(tok(answer, add_special_tokens=False)["input_ids"])
+    if len(ids) != 1:
+        pieces = tok.convert_ids_to_tokens(ids)
+        hint = " (BPE vocabularies usually want a leading space, e.g. ' four')" if not answer.startswith(" ") else ""
+        raise ShapeError(f"evaluate{context}: the answer {answer!r} is {len(ids)} tokens {pieces}, not one; "
+                         f"give a single-token answer{hint}")
+    return int(ids[0])
+
+
+def _check_tasks(model: Any, tasks: Mapping[str, Sequence[tuple[str, str]]]) -> dict[str, list[tuple[str, int, str]]]:
+    if not tasks:
+        raise ShapeError("evaluate: no tasks given; pass {task name: [(prompt, expected answer), ...]}")
+    out: dict[str, list[tuple[str, int, str]]] = {}
+    for name, pairs in tasks.items():
+        if not pairs:
+            raise ShapeError(f"evaluate: task {name!r} has no prompts")
+        rows = []
+        for i, pair in enumerate(pairs):
+            if not (isinstance(pair, tuple | list) and len(pair) == 2 and all(isinstance(p, str) for p in pair)):
+                raise ShapeError(f"evaluate: task {name!r} item {i} must be a (prompt, answer) pair of strings, "
+                                 f"got {pair!r}")
+            prompt, answer = pair
+            rows.append((prompt, answer_token(model, answer, f" (task {name!r}, prompt {prompt!r})"), answer))
+        out[name] = rows
+    return out
+
+
+def _vectors(vectors: Sequence[SteeringVector] | SteeringVector) -> list[SteeringVector]:
+    vs = [vectors] if isinstance(vectors, SteeringVector) else list(vectors)
+    names = [v.name for v in vs]
+    dup = sorted({n for n in names if names.count(n) > 1})
+    if dup:
+        raise ShapeError(f"evaluate: vector names must be unique (they label the table); repeated: {dup}. "
+                         "Use vector.renamed(...)")
+    return vs
+
+
+def evaluate(model: Any, vectors: Sequence[SteeringVector] | SteeringVector,
+             tasks: Mapping[str, Sequence[tuple[str, str]]], multipliers: Sequence[float], *,
+             controls: Controls = Controls(), positions: PositionRule = "all",
+             target_tokens: Sequence[str] | None = None, n_boot: int = 2000, seed: int = 0,
+             memory_mb: float = 1024.0, prompts_per_pass: int = 256, progress: bool = True) -> SteeringReport:
+    """Score every vector at every multiplier on every task, with controls and intervals.
+
+    Args:
+        model: the model (HookedTransformer: stacked passes start at the steered layer).
+        vectors: the steering vectors (unique names).
+        tasks: ``{name: [(prompt, expected single-token answer), ...]}``.
+        multipliers: e.g. ``[0, 2, 4, 8]``; 0 is the unsteered model exactly.
+        controls: random-vector seeds, unrelated prompts, seen/held-out split (``Controls``).
+        positions: where vectors are added: ``"all"`` real tokens, ``"last"``, ``From(k)``.
+        target_tokens: answers counted as "on target" (default: every expected answer).
+        n_boot, seed: bootstrap resamples and seed (recorded in provenance).
+        memory_mb: budget for one stacked forward pass.
+        prompts_per_pass: prompts tokenised and run together (padding is per block).
+        progress: progress bar.
+
+    Returns:
+        A ``SteeringReport``: ``values`` is accuracy over (vector, multiplier, task), with
+        intervals, the other metrics, the unsteered baseline and per-prompt answers.
+
+    Example:
+        >>> from tl_interp.models import load
+        >>> model = load("ordinal-4l")
+        >>> v = SteeringVector(torch.zeros(128), "blocks.2.hook_resid_pre", name="zero")
+        >>> rep = evaluate(model, v, {"numbers": [("one , two ,", "three"), ("two , three ,", "four")]},
+        ...                [0.0, 1.0], controls=Controls(random_seeds=(), unrelated_prompts=()), progress=False)
+        >>> rep.values.squeeze().tolist()
+        [1.0, 1.0]
+    """
+    vs = _vectors(vectors)
+    mults = [float(m) for m in multipliers]
+    if not mults:
+        raise ShapeError("evaluate: no multipliers given")
+    check_vectors(model, vs, "evaluate")
+    checked = _check_tasks(model, tasks)
+    if isinstance(controls.unrelated_prompts, str):
+        raise ShapeError("evaluate: Controls.unrelated_prompts is a list of prompts, not one string")
+    ad = adapt(model)
+
+    # -- the vectors: the user's, then a random control of each -----------------------------
+    seeds = list(controls.random_seeds)
+    randoms = [[v.random_like(s) for s in seeds] for v in vs]
+    all_vectors = vs + [r for group in randoms for r in group]
+    variants = [Variant(v, m) for v in all_vectors for m in mults]
+
+    # -- the prompts: task columns hold only prompts no vector was built from ----------------
+    seen = set().union(*(v.source_prompts for v in vs)) if controls.split_seen else set()
+    columns: list[str] = []
+    entries: list[tuple[str, str, int, str]] = []  # (column, prompt, answer id, answer)
+    for name, rows in checked.items():
+        for prompt, answer_id, answer in rows:
+            col = f"{name} (seen)" if prompt in seen else name
+            entries.append((col, prompt, answer_id, answer))
+    for col in [c for name in checked for c in (name, f"{name} (seen)")]:
+        if any(e[0] == col for e in entries):
+            columns.append(col)
+    for prompt in controls.unrelated_prompts:
+        entries.append(("unrelated", prompt, -1, ""))
+    if controls.unrelated_prompts:
+        columns.append("unrelated")
+
+    targets = ([answer_token(model, t, " (target_tokens)") for t in target_tokens] if target_tokens is not None
+               else sorted({e[2] for e in entries if e[2] >= 0}))
+    if not targets:
+        raise ShapeError("evaluate: target_tokens is empty; give the answers that count as on target")
+    per_prompt, base = _score(model, ad, entries, variants, targets, positions, memory_mb, prompts_per_pass, progress)
+
+    # -- aggregate: (vector, multiplier, task) means with intervals ---------------------------
+    n_v, n_m, n_r = len(vs), len(mults), len(seeds)
+    shaped = {k: per_prompt[k].view(len(all_vectors), n_m, len(entries)) for k in METRICS}
+    rows_pp = {k: (torch.cat([t[:n_v], t[n_v:].view(n_v, n_r, n_m, -1).mean(1)]) if n_r else t)
+               for k, t in shaped.items()}
+    names = [v.name for v in vs] + ([f"random ~ {v.name}" for v in vs] if n_r else [])
+    col_index = {c: [i for i, e in enumerate(entries) if e[0] == c] for c in columns}
+    stats: dict[str, Tensor] = {}
+    base_stats: dict[str, Tensor] = {}
+    for metric in METRICS:
+        mean = torch.full((len(names), n_m, len(columns)), float("nan"), dtype=torch.float64)
+        low, high = mean.clone(), mean.clone()
+        b_mean = torch.full((len(columns),), float("nan"), dtype=torch.float64)
+        b_low, b_high = b_mean.clone(), b_mean.clone()
+        for j, col in enumerate(columns):
+            if col == "unrelated" and metric in ANSWERED:
+                continue
+            idx = col_index[col]
+            vals = rows_pp[metric][..., idx].double()
+            mean[..., j] = vals.mean(-1)
+            b_vals = base[metric][idx].double()
+            b_mean[j] = b_vals.mean()
+            if len(idx) > 1:
+                low[..., j], high[..., j] = bootstrap_mean_ci(vals, n_boot=n_boot, seed=seed)
+                b_low[j], b_high[j] = bootstrap_mean_ci(b_vals, n_boot=n_boot, seed=seed)
+            else:
+                low[..., j], high[..., j] = mean[..., j], mean[..., j]
+                b_low[j], b_high[j] = b_mean[j], b_mean[j]
+        stats[metric], stats[f"{metric}_ci_low"], stats[f"{metric}_ci_high"] = mean, low, high
+        base_stats[f"baseline_{metric}"] = b_mean
+        base_stats[f"baseline_{metric}_ci_low"], base_stats[f"baseline_{metric}_ci_high"] = b_low, b_high
+
+    extras: dict[str, Tensor] = {k: v for k, v in stats.items() if k != "accuracy"}
+    extras.update(base_stats)
+    extras.update({f"pp_{k}": v for k, v in rows_pp.items()})
+    extras.update({f"base_pp_{k}": v for k, v in base.items()})
+    if n_r:
+        extras.update({f"pp_random_{k}": shaped[k][n_v:].view(n_v, n_r, n_m, -1) for k in METRICS})
+    extras["pp_top1"] = per_prompt["top1"].view(len(all_vectors), n_m, -1)[:n_v]
+    extras["base_pp_top1"] = base["top1"]
+    ids = sorted({int(t) for t in torch.cat([extras["pp_top1"].flatten(), base["top1"], torch.tensor(targets or [0])]).tolist()}
+                 | {e[2] for e in entries if e[2] >= 0})
+    vocab = dict(zip(ids, ad.tokenizer.convert_ids_to_tokens(ids)))  # type: ignore[union-attr]
+    meta = {
+        "vectors": [{"name": v.name, "site": v.site, "space": v.space, "method": v.method, "norm": v.norm,
+                     "sae_id": v.sae_id, "prompt_hash": v.prompt_hash, "n_source_prompts": len(v.source_prompts)}
+                    for v in vs],
+        "multipliers": mults, "columns": columns, "random_seeds": seeds,
+        "prompts": [{"column": c, "prompt": p, "answer_id": a, "answer": s} for c, p, a, s in entries],
+        "vocab": {str(k): v for k, v in vocab.items()}, "targets": targets,
+    }
+    provenance = Provenance.make(
+        ad.model_id, interventions=[str(v.intervention(1.0, positions)).splitlines()[-1].strip() for v in vs],
+        prompt_hash=prompt_hash([e[1] for e in entries]), seed=seed,
+        settings={"positions": rule_label(positions), "n_boot": n_boot, "random_seeds": seeds,
+                  "unrelated_prompts": list(controls.unrelated_prompts), "split_seen": controls.split_seen})
+    return SteeringReport(values=stats["accuracy"].float(), axes=("vector", "multiplier", "task"), metric="accuracy",
+                          provenance=provenance,
+                          labels={"vector": tuple(names), "multiplier": tuple(f"x{m:g}" for m in mults),
+                                  "task": tuple(columns)},
+                          extras={k: (v.float() if v.is_floating_point() else v) for k, v in extras.items()},
+                          meta=meta)
+
+
+def _score(model: Any, ad: Any, entries: list[tuple[str, str, int, str]], variants: list[Variant],
+           targets: list[int], positions: PositionRule, memory_mb: float, prompts_per_pass: int,
+           progress: bool) -> tuple[dict[str, Tensor], dict[str, Tensor]]:
+    """Per-prompt metrics ``(variant, prompt)`` and unsteered ``(prompt,)``, in ``entries`` order.
+
+    Prompts run in blocks of similar token length (little padding); each block is one
+    unsteered pass plus the stacked variants.
+    """
+    from tqdm.auto import tqdm
+
+    vocab = adapt(model).d_vocab or model.cfg.d_vocab
+    on_target = torch.zeros(max(vocab, max(targets, default=0) + 1), dtype=torch.bool)
+    on_target[targets] = True
+    target_ids = torch.tensor(targets, dtype=torch.long)
+    lengths = [len(ad.tokenize(e[1]).tokens[0]) for e in entries]
+    order = sorted(range(len(entries)), key=lambda i: lengths[i])
+    blocks = [order[lo:lo + prompts_per_pass] for lo in range(0, len(order), prompts_per_pass)]
+    steered_parts: dict[str, list[Tensor]] = {}
+    base_parts: dict[str, list[Tensor]] = {}
+    for block in tqdm(blocks, desc="steering battery", disable=not progress):
+        batch = ad.tokenize([entries[i][1] for i in block])
+        answers = torch.tensor([entries[i][2] for i in block])
+        state: dict[str, Tensor] = {}
+
+        def reduce(logits: Tensor) -> dict[str, Tensor]:
+            logits = logits.float()
+            top1 = logits.argmax(-1)
+            if "base_top1" not in state:  # the engine reduces the unsteered logits first
+                state["base_top1"] = top1[0]
+            has = answers >= 0
+            safe = answers.clamp_min(0).to(logits.device).expand(top1.shape)
+            ans_logit = logits.gather(-1, safe[..., None])[..., 0]
+            ans_prob = torch.softmax(logits, -1).gather(-1, safe[..., None])[..., 0]
+            ref_logit = logits.gather(-1, state["base_top1"].expand(top1.shape)[..., None])[..., 0]
+            in_class = target_ids.to(logits.device)[logits[..., target_ids.to(logits.device)].argmax(-1)]
+            nan = torch.tensor(float("nan"))
+            return {"top1": top1.cpu(),
+                    "accuracy": torch.where(has, (top1.cpu() == answers).float(), nan),
+                    "target_accuracy": torch.where(has, (in_class.cpu() == answers).float(), nan),
+                    "prob": torch.where(has, ans_prob.cpu(), nan),
+                    "logit_diff": torch.where(has, (ans_logit - ref_logit).cpu(), nan),
+                    "changed": (top1 != state["base_top1"]).float().cpu(),
+                    "on_target": on_target[top1.cpu()].float()}
+
+        base, steered = steered_last_logits(model, batch, variants, reduce, positions=positions,
+                                            memory_mb=memory_mb, progress=progress and len(blocks) == 1)
+        for k, v in steered.items():
+            steered_parts.setdefault(k, []).append(v)
+        for k, v in base.items():
+            base_parts.setdefault(k, []).append(v)
+    inverse = torch.empty(len(order), dtype=torch.long)
+    inverse[torch.tensor(order)] = torch.arange(len(order))
+    per_prompt = {k: torch.cat(v, -1)[..., inverse] for k, v in steered_parts.items()}
+    base_out = {k: torch.cat(v, -1)[inverse] for k, v in base_parts.items()}
+    return per_prompt, base_out

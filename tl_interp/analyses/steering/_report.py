@@ -1,0 +1,226 @@
+"""``SteeringReport``: the typed result of ``steering.evaluate``.
+
+``values`` is accuracy over ``("vector", "multiplier", "task")``; extras hold the other
+metrics (``prob``, ``logit_diff``, ``changed``, ``on_target``) with ``*_ci_low``/``*_ci_high``
+bootstrap bounds, the unsteered baseline per task (``baseline_<metric>``), and per-prompt
+values (``pp_<metric>``: ``(vector, multiplier, prompt)``; ``base_pp_<metric>``:
+``(prompt,)``). Rows ``random ~ <vector>`` are the mean over random-vector seeds.
+"""
+
+import math
+from dataclasses import dataclass, field
+from typing import Any, ClassVar
+
+import torch
+from torch import Tensor
+
+from tl_interp.errors import SelectionError
+from tl_interp.results import Result, register_result
+from tl_interp.stats import bootstrap_mean_ci
+
+__all__ = ["SteeringReport"]
+
+_METRIC_NAMES = {"accuracy": "accuracy", "target_accuracy": "accuracy among target tokens", "prob": "answer probability", "logit_diff": "logit diff vs unsteered answer",
+                 "changed": "top-1 changed", "on_target": "top-1 on target"}
+
+
+def _check_metric(metric: str) -> None:
+    if metric not in _METRIC_NAMES:
+        raise SelectionError(f"unknown metric {metric!r}; use one of {list(_METRIC_NAMES)}")
+
+
+@register_result
+@dataclass(frozen=True, eq=False)
+class SteeringReport(Result):
+    """Steering battery results; see the module docstring for the layout."""
+
+    kind: ClassVar[str] = "steering"
+    meta: dict[str, Any] = field(default_factory=dict)
+
+    # -- lookups ---------------------------------------------------------------------------
+    @property
+    def vectors(self) -> tuple[str, ...]:
+        return self.labels["vector"]
+
+    @property
+    def multipliers(self) -> list[float]:
+        return list(self.meta["multipliers"])
+
+    @property
+    def tasks(self) -> tuple[str, ...]:
+        return self.labels["task"]
+
+    def _v(self, vector: str) -> int:
+        if vector not in self.vectors:
+            raise SelectionError(f"no vector {vector!r} in this report; it has {list(self.vectors)}")
+        return self.vectors.index(vector)
+
+    def _m(self, multiplier: float) -> int:
+        if float(multiplier) not in self.multipliers:
+            raise SelectionError(f"no multiplier {multiplier!r} in this report; it has {self.multipliers}")
+        return self.multipliers.index(float(multiplier))
+
+    def _t(self, task: str) -> int:
+        if task not in self.tasks:
+            raise SelectionError(f"no task {task!r} in this report; it has {list(self.tasks)}")
+        return self.tasks.index(task)
+
+    def metric_values(self, metric: str = "accuracy") -> Tensor:
+        """``(vector, multiplier, task)`` means of a metric."""
+        _check_metric(metric)
+        return self.values if metric == "accuracy" else self.extras[metric]
+
+    def _interval(self, metric: str) -> tuple[Tensor, Tensor]:
+        return self.extras[f"{metric}_ci_low"], self.extras[f"{metric}_ci_high"]
+
+    def _prompt_index(self, task: str) -> list[int]:
+        self._t(task)
+        return [i for i, p in enumerate(self.meta["prompts"]) if p["column"] == task]
+
+    def _token(self, token_id: int) -> str:
+        return self.meta["vocab"].get(str(int(token_id)), f"<{int(token_id)}>")
+
+    # -- views ------------------------------------------------------------------------------
+    def table(self, metric: str = "accuracy", *, intervals: bool = True) -> Any:
+        """Rows: vector x multiplier (and the unsteered baseline); columns: tasks.
+
+        With ``intervals``, cells read ``mean [low, high]`` (95% bootstrap over prompts).
+        """
+        import pandas as pd
+
+        _check_metric(metric)
+        mean, (low, high) = self.metric_values(metric), self._interval(metric)
+        b = [self.extras[f"baseline_{metric}{s}"] for s in ("", "_ci_low", "_ci_high")]
+
+        def cell(m: float, lo: float, hi: float) -> Any:
+            if math.isnan(m):
+                return ""
+            return f"{m:.3f} [{lo:.3f}, {hi:.3f}]" if intervals else round(m, 4)
+
+        rows = [{"vector": "unsteered", "multiplier": "",
+                 **{t: cell(float(b[0][j]), float(b[1][j]), float(b[2][j])) for j, t in enumerate(self.tasks)}}]
+        for i, v in enumerate(self.vectors):
+            for k, m in enumerate(self.multipliers):
+                rows.append({"vector": v, "multiplier": m,
+                             **{t: cell(float(mean[i, k, j]), float(low[i, k, j]), float(high[i, k, j]))
+                                for j, t in enumerate(self.tasks)}})
+        return pd.DataFrame(rows)
+
+    def examples(self, vector: str, multiplier: float, task: str) -> Any:
+        """Per-prompt rows: prompt, expected, unsteered answer, steered answer, correct."""
+        import pandas as pd
+
+        i, k = self._v(vector), self._m(multiplier)
+        if i >= self.extras["pp_top1"].shape[0]:
+            raise SelectionError(f"per-prompt answers are kept for the evaluated vectors, not for {vector!r}")
+        rows = []
+        for p in self._prompt_index(task):
+            entry = self.meta["prompts"][p]
+            steered = int(self.extras["pp_top1"][i, k, p])
+            rows.append({"prompt": entry["prompt"], "expected": entry["answer"],
+                         "unsteered": self._token(int(self.extras["base_pp_top1"][p])),
+                         "steered": self._token(steered),
+                         "correct": bool(steered == entry["answer_id"]) if entry["answer_id"] >= 0 else None,
+                         "answer_prob": float(self.extras["pp_prob"][i, k, p])})
+        return pd.DataFrame(rows)
+
+    def best(self, task: str, metric: str = "accuracy") -> dict[str, Any]:
+        """The evaluated (not control) vector and multiplier with the highest mean on ``task``."""
+        n_real = len(self.meta["vectors"])
+        values = self.metric_values(metric)[:n_real, :, self._t(task)]
+        flat = torch.nan_to_num(values, nan=-math.inf).flatten().argmax()
+        i, k = divmod(int(flat), values.shape[1])
+        return {"vector": self.vectors[i], "multiplier": self.multipliers[k], metric: float(values[i, k])}
+
+    def compare(self, vector: str, multiplier: float, task: str, *, against: str = "random",
+                metric: str = "accuracy", n_boot: int = 2000, seed: int = 0) -> dict[str, Any]:
+        """The paired effect of ``vector`` at ``multiplier`` on ``task`` against a control.
+
+        Args:
+            against: ``"random"`` (the mean of its random vectors of the same norm, same
+                multiplier) or ``"unsteered"``.
+
+        Returns:
+            ``effect`` (mean per-prompt difference), its 95% bootstrap interval
+            (``ci_low``, ``ci_high``), both means and ``n`` prompts.
+        """
+        _check_metric(metric)
+        i, k, idx = self._v(vector), self._m(multiplier), self._prompt_index(task)
+        ours = self.extras[f"pp_{metric}"][i, k, idx].double()
+        if against == "random":
+            control = f"random ~ {vector}"
+            if control not in self.vectors:
+                raise SelectionError(f"no random control for {vector!r} (evaluate with Controls(random_seeds=...))")
+            theirs = self.extras[f"pp_{metric}"][self._v(control), k, idx].double()
+        elif against == "unsteered":
+            theirs = self.extras[f"base_pp_{metric}"][idx].double()
+        else:
+            raise SelectionError(f"against must be 'random' or 'unsteered', not {against!r}")
+        diff = ours - theirs
+        low, high = bootstrap_mean_ci(diff, n_boot=n_boot, seed=seed) if len(idx) > 1 else (diff.mean(), diff.mean())
+        return {"vector": vector, "multiplier": float(multiplier), "task": task, "against": against,
+                "metric": metric, "mean": float(ours.mean()), "control_mean": float(theirs.mean()),
+                "effect": float(diff.mean()), "ci_low": float(low), "ci_high": float(high), "n": len(idx)}
+
+    # -- figures ----------------------------------------------------------------------------
+    def figure(self, metric: str = "accuracy", *, multiplier: float | None = None,
+               vectors: list[str] | None = None, title: str | None = None) -> Any:
+        """Grouped bars: tasks on the x axis, one bar per vector (and unsteered), 95% error bars.
+
+        Args:
+            multiplier: show this multiplier for every vector; default each vector's best
+                multiplier by its mean over tasks (the legend says which).
+            vectors: which rows (default all, controls included).
+        """
+        import plotly.graph_objects as go
+
+        mean, (low, high) = self.metric_values(metric), self._interval(metric)
+        tasks = [t for j, t in enumerate(self.tasks) if not bool(torch.isnan(mean[:, :, j]).all())]
+        cols = [self._t(t) for t in tasks]
+        fig = go.Figure()
+        b = [self.extras[f"baseline_{metric}{s}"][cols].double() for s in ("", "_ci_low", "_ci_high")]
+        fig.add_bar(name="unsteered", x=tasks, y=b[0].tolist(),
+                    error_y=dict(type="data", symmetric=False, array=(b[2] - b[0]).tolist(),
+                                 arrayminus=(b[0] - b[1]).tolist()))
+        for v in vectors or list(self.vectors):
+            i = self._v(v)
+            if multiplier is None:
+                k = int(torch.nan_to_num(mean[i][:, cols].double(), nan=-math.inf).mean(-1).argmax())
+            else:
+                k = self._m(multiplier)
+            y, lo, hi = (t[i, k, cols].double() for t in (mean, low, high))
+            fig.add_bar(name=f"{v} x{self.multipliers[k]:g}", x=tasks, y=y.tolist(),
+                        error_y=dict(type="data", symmetric=False, array=(hi - y).tolist(),
+                                     arrayminus=(y - lo).tolist()))
+        fig.update_layout(barmode="group", yaxis_title=_METRIC_NAMES[metric], xaxis_title="task",
+                          title=title or f"Steering: {_METRIC_NAMES[metric]} by task ({self.provenance.model_id})",
+                          legend=dict(orientation="h", y=-0.25))
+        return fig
+
+    def sweep_figure(self, task: str, metric: str = "accuracy", *, vectors: list[str] | None = None,
+                     title: str | None = None) -> Any:
+        """A metric against the multiplier for each vector on one task, with 95% bands."""
+        import plotly.graph_objects as go
+
+        j = self._t(task)
+        mean, (low, high) = self.metric_values(metric), self._interval(metric)
+        fig = go.Figure()
+        base = float(self.extras[f"baseline_{metric}"][j])
+        fig.add_hline(y=base, line_dash="dot", annotation_text="unsteered")
+        for v in vectors or list(self.vectors):
+            i = self._v(v)
+            fig.add_scatter(x=self.multipliers, y=mean[i, :, j].tolist(), mode="lines+markers", name=v,
+                            error_y=dict(type="data", symmetric=False,
+                                         array=(high[i, :, j] - mean[i, :, j]).tolist(),
+                                         arrayminus=(mean[i, :, j] - low[i, :, j]).tolist()))
+        fig.update_layout(xaxis_title="multiplier", yaxis_title=_METRIC_NAMES[metric],
+                          title=title or f"{task}: {_METRIC_NAMES[metric]} vs multiplier")
+        return fig
+
+    # -- persistence ------------------------------------------------------------------------
+    def _extra_meta(self) -> dict[str, Any]:
+        return self.meta
+
+    @classmethod
+    def _rebuild(cls, extra_meta: dict[str, Any], **fields: Any) -> "SteeringReport":
+        return cls(meta=extra_meta, **fields)

@@ -1,0 +1,269 @@
+"""``SteeringVector``: a direction plus where it was read, how, and from which prompts.
+
+A steering vector is a value, not a bare tensor: it knows its site (the hook it was read at
+and is applied at), its space (the residual stream, or an SAE's feature space), how it was
+built (mean difference, PCA, SAE features, random control), the position rule it was read
+with, a hash of the prompts (and the prompts themselves, so an evaluation can keep them out
+of the held-out columns), and it saves and loads through one safetensors file.
+
+Position rules (where a vector is read and where it is added):
+
+- ``"last"``: each prompt's last non-pad token;
+- ``"all"``: every real (non-pad) token;
+- ``From(k)``: every real token from position ``k`` on (``k=0`` is BOS when one is prepended);
+- ``"mean"`` (reading only): the mean over real tokens, with the attention mask.
+"""
+
+import json
+import os
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any, Literal, TypeAlias
+
+import torch
+from jaxtyping import Float
+from torch import Tensor
+
+from tl_interp import hooks
+from tl_interp._io import atomic_file
+from tl_interp._types import PositionSelection
+from tl_interp.errors import ShapeError
+from tl_interp.intervention import Intervention
+from tl_interp.models._adapter import Tokenized
+
+__all__ = ["SteeringVector", "From", "PositionRule", "Space", "steer_positions"]
+
+Space: TypeAlias = Literal["residual", "sae"]
+
+
+@dataclass(frozen=True)
+class From:
+    """Position rule: every real token from position ``index`` on (in each row).
+
+    Example:
+        >>> From(3)
+        From(3)
+    """
+
+    index: int
+
+    def __post_init__(self) -> None:
+        if self.index < 0:
+            raise ShapeError(f"From(index) counts from the start of the prompt; got {self.index}")
+
+    def __repr__(self) -> str:
+        return f"From({self.index})"
+
+
+PositionRule: TypeAlias = Literal["all", "last"] | From
+
+
+def rule_label(rule: "PositionRule | str") -> str:
+    return repr(rule) if isinstance(rule, From) else str(rule)
+
+
+def steer_positions(rule: PositionRule | PositionSelection, tokens: Tokenized | None = None) -> PositionSelection:
+    """The ``positions=`` selection a position rule means for a batch.
+
+    Args:
+        rule: ``"all"``, ``"last"``, ``From(k)``, or any explicit position selection (passed on).
+        tokens: the batch, for per-row rules under padding; without it ``"last"`` is ``-1``
+            and ``"all"`` is every position (right for unpadded batches).
+
+    Example:
+        >>> steer_positions("last"), steer_positions(From(2))
+        (-1, slice(2, None, None))
+    """
+    if isinstance(rule, str):
+        if rule not in ("all", "last"):
+            raise ShapeError(f"unknown position rule {rule!r}; use 'all', 'last', From(k) or explicit positions")
+        if tokens is None:
+            return None if rule == "all" else -1
+        return tokens.attention_mask.bool() if rule == "all" else tokens.last_index
+    if isinstance(rule, From):
+        if tokens is None:
+            return slice(rule.index, None)
+        pos = torch.arange(tokens.tokens.shape[1], device=tokens.tokens.device)
+        return tokens.attention_mask.bool() & (pos >= rule.index)
+    return rule
+
+
+@dataclass(frozen=True, eq=False)
+class SteeringVector:
+    """A steering direction and its provenance.
+
+    Attributes:
+        vector: ``(d_model,)`` in the residual stream (``space="residual"``) or ``(d_sae,)``
+            SAE feature activations (``space="sae"``).
+        site: the hook name it was read at and is added at (for SAE space: the SAE's hook).
+        name: a label for tables and figures.
+        space: ``"residual"`` or ``"sae"``.
+        method: how it was built (``"mean_diff"``, ``"pca"``, ``"sae_mean_diff"``,
+            ``"random"``, ``"decomposed"``, ...).
+        model_id, position_rule, prompt_hash, n_positive, n_negative, seed: provenance.
+        source_prompts: the prompts it was built from (kept out of held-out evaluation).
+        sae_id: which SAE a feature-space vector belongs to.
+        keep_error: SAE space only: splice with the SAE's reconstruction error kept.
+        sae: the SAE object (SAE space only; not saved: pass it to ``load``).
+    """
+
+    vector: Float[Tensor, " d"]
+    site: str
+    name: str = "vector"
+    space: Space = "residual"
+    method: str = "mean_diff"
+    model_id: str = ""
+    position_rule: str = "last"
+    prompt_hash: str = ""
+    n_positive: int = 0
+    n_negative: int = 0
+    seed: int | None = None
+    source_prompts: tuple[str, ...] = ()
+    sae_id: str | None = None
+    keep_error: bool = True
+    sae: Any = field(default=None, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        if self.vector.ndim != 1:
+            raise ShapeError(f"a steering vector is 1-D; got shape {tuple(self.vector.shape)}")
+        if not bool(torch.isfinite(self.vector).all()):
+            raise ShapeError(f"steering vector {self.name!r} has non-finite entries")
+        if self.space not in ("residual", "sae"):
+            raise ShapeError(f"space must be 'residual' or 'sae', not {self.space!r}")
+        if self.space == "sae" and self.sae is not None and self.vector.shape[0] != int(self.sae.cfg.d_sae):
+            raise ShapeError(f"feature-space vector {self.name!r} has {self.vector.shape[0]} entries; "
+                             f"the SAE has d_sae={int(self.sae.cfg.d_sae)}")
+        object.__setattr__(self, "vector", self.vector.detach())
+        object.__setattr__(self, "source_prompts", tuple(self.source_prompts))
+
+    def __repr__(self) -> str:
+        where = f"{self.site}" + (f", SAE {self.sae_id}" if self.space == "sae" else "")
+        return (f"SteeringVector({self.name!r}: {self.method}, {self.space} space, norm {self.norm:.3g}, "
+                f"at {where}, read at {self.position_rule})")
+
+    @property
+    def norm(self) -> float:
+        return float(self.vector.double().norm())
+
+    @property
+    def layer(self) -> int | None:
+        parts = self.site.split(".")
+        return int(parts[1]) if len(parts) > 1 and parts[0] == "blocks" and parts[1].isdigit() else None
+
+    def renamed(self, name: str) -> "SteeringVector":
+        return replace(self, name=name)
+
+    def scaled(self, factor: float) -> "SteeringVector":
+        """The same vector times ``factor`` (the name records it)."""
+        return replace(self, vector=self.vector * factor, name=f"{self.name} x{factor:g}")
+
+    def cosine(self, other: "SteeringVector") -> float:
+        """Cosine similarity with a vector of the same width."""
+        if other.vector.shape != self.vector.shape:
+            raise ShapeError(f"cannot compare vectors of widths {self.vector.shape[0]} and {other.vector.shape[0]}")
+        a, b = self.vector.double(), other.vector.double()
+        return float(a @ b / (a.norm() * b.norm()).clamp_min(1e-300))
+
+    def random_like(self, seed: int) -> "SteeringVector":
+        """A random direction of the same norm, site and space (a control); seeded.
+
+        Example:
+            >>> v = SteeringVector(torch.ones(4), "blocks.0.hook_resid_pre", name="v")
+            >>> r = v.random_like(0)
+            >>> round(r.norm, 4), r.name, r.method
+            (2.0, 'random(seed=0) ~ v', 'random')
+        """
+        g = torch.Generator().manual_seed(seed)
+        direction = torch.randn(self.vector.shape[0], generator=g, dtype=torch.float64)
+        vec = (direction / direction.norm() * self.norm).to(self.vector.dtype)
+        return replace(self, vector=vec, name=f"random(seed={seed}) ~ {self.name}", method="random", seed=seed,
+                       source_prompts=())
+
+    def without_features(self, features: list[int] | tuple[int, ...]) -> "SteeringVector":
+        """A feature-space vector with the given features set to zero (SAE space only)."""
+        if self.space != "sae":
+            raise ShapeError("without_features applies to SAE-space vectors; for a residual vector use "
+                             "decompose(vector, sae, k).ablate(features)")
+        vec = self.vector.clone()
+        vec[list(features)] = 0
+        return replace(self, vector=vec, name=f"{self.name} - {len(features)} features", method=f"{self.method}, ablated")
+
+    def to_residual(self) -> "SteeringVector":
+        """A feature-space vector decoded to the residual stream: ``dec(v) - dec(0)``.
+
+        With the reconstruction error kept, adding this in the residual stream equals adding
+        ``v`` in feature space (the decoder is affine).
+        """
+        if self.space == "residual":
+            return self
+        sae = self._need_sae()
+        zero = torch.zeros_like(self.vector)
+        with torch.no_grad():
+            dec = sae.decode(self.vector.to(sae.W_dec.dtype)[None]) - sae.decode(zero.to(sae.W_dec.dtype)[None])
+        return replace(self, vector=dec[0].detach().float(), space="residual", name=f"{self.name} (decoded)",
+                       method=f"{self.method}, decoded", sae=None)
+
+    def _need_sae(self) -> Any:
+        if self.sae is None:
+            raise ShapeError(f"feature-space vector {self.name!r} carries no SAE; pass sae= to SteeringVector.load "
+                             "or build it with sae_contrast_vector")
+        return self.sae
+
+    def intervention(self, scale: float = 1.0, positions: PositionRule | PositionSelection = "all",
+                     tokens: Tokenized | None = None) -> Intervention:
+        """The hook that applies ``scale * vector`` at the vector's site.
+
+        Residual space: ``hooks.add``. SAE space: ``hooks.sae_splice`` with
+        ``hooks.add_features`` (the error term kept unless ``keep_error=False``).
+
+        Args:
+            scale: the multiplier; 0 leaves the model exactly unchanged.
+            positions: ``"all"``, ``"last"``, ``From(k)`` or an explicit selection.
+            tokens: the padded batch the rule refers to (needed for per-row rules under padding).
+
+        Example:
+            >>> v = SteeringVector(torch.ones(8), "blocks.0.hook_resid_pre")
+            >>> print(v.intervention(2.0, "last"))
+            Intervention (1 hook):
+              1. add 2 x vector (norm 2.83) (pos -1) at blocks.0.hook_resid_pre
+        """
+        where = steer_positions(positions, tokens)
+        if self.space == "residual":
+            return hooks.add(self.site, self.vector, scale=scale, positions=where)
+        return hooks.sae_splice(self._need_sae(), hooks.add_features(self.vector, scale), keep_error=self.keep_error,
+                                where=self.site, positions=where)
+
+    # -- persistence ---------------------------------------------------------------------
+    def _meta(self) -> dict[str, Any]:
+        return {k: getattr(self, k) for k in ("site", "name", "space", "method", "model_id", "position_rule",
+                                              "prompt_hash", "n_positive", "n_negative", "seed", "sae_id",
+                                              "keep_error")} | {"source_prompts": list(self.source_prompts)}
+
+    def save(self, path: str | os.PathLike[str]) -> Path:
+        """Write the vector and its provenance to one safetensors file, atomically."""
+        from safetensors.torch import save_file
+
+        target = Path(path)
+        with atomic_file(target) as tmp:
+            save_file({"vector": self.vector.contiguous().cpu()}, str(tmp),
+                      metadata={"tl_interp.steering_vector": json.dumps(self._meta())})
+        return target
+
+    @classmethod
+    def load(cls, path: str | os.PathLike[str], *, sae: Any = None) -> "SteeringVector":
+        """Read a vector written by ``save``; feature-space vectors need their ``sae``.
+
+        Example:
+            >>> import tempfile
+            >>> v = SteeringVector(torch.arange(3.0), "blocks.1.hook_resid_post", name="demo")
+            >>> w = SteeringVector.load(v.save(tempfile.mkdtemp() + "/v.safetensors"))
+            >>> torch.equal(w.vector, v.vector), w.name, w.site
+            (True, 'demo', 'blocks.1.hook_resid_post')
+        """
+        from safetensors import safe_open
+
+        with safe_open(str(path), framework="pt") as f:
+            meta = json.loads(f.metadata()["tl_interp.steering_vector"])
+            vector = f.get_tensor("vector")
+        meta["source_prompts"] = tuple(meta["source_prompts"])
+        return cls(vector=vector, sae=sae, **meta)
