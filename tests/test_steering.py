@@ -247,10 +247,14 @@ def test_numbers_minus_months_on_held_out_months_beats_random_vectors(model: Any
 
     Layer and multiplier are chosen on *training* month sentences (never used to build the
     vector); the effect is then measured on held-out month lists (test and heldout splits)
-    against random vectors of the same norm, with paired bootstrap intervals. Measured (see
-    the model card and the closing note): the vector switches the answer's domain from
-    months to numbers, far above the random control, but not to the number at the same
-    index (accuracy stays near zero: the model has no shared ordinal position to steer).
+    against random vectors of the same norm, with paired bootstrap intervals. Measured
+    (chosen: layer 3, x16; 10 held-out month lists, 8 random seeds): the top-1 token is a
+    number word for 100% of prompts vs 22.5% under random vectors (effect +0.78, 95% CI
+    [0.71, 0.84]); the expected number's logit over the unsteered answer's rises by +5.4
+    [4.2, 6.8] more than under random vectors. Not found: the number *at the same index*
+    (accuracy 0.10 vs 0.04, effect CI [-0.08, 0.29]): the vector moves the answer into the
+    numbers domain (mostly "six"/"thirteen"), not to the matching position, and at x16 it
+    breaks plain number lists (accuracy 0.12 vs 1.0 unsteered).
     """
     vectors = [v.renamed(f"numbers - months @ L{v.layer}")
                for v in contrast_vectors(model, *pairs, [site("resid_pre", layer) for layer in (1, 2, 3)])]

@@ -227,7 +227,7 @@ def evaluate(model: Any, vectors: Sequence[SteeringVector] | SteeringVector,
     extras["base_pp_top1"] = base["top1"]
     ids = sorted({int(t) for t in torch.cat([extras["pp_top1"].flatten(), base["top1"], torch.tensor(targets or [0])]).tolist()}
                  | {e[2] for e in entries if e[2] >= 0})
-    vocab = dict(zip(ids, ad.tokenizer.convert_ids_to_tokens(ids)))  # type: ignore[union-attr]
+    vocab = {i: ad.tokenizer.decode([i]) for i in ids}  # type: ignore[union-attr]
     meta = {
         "vectors": [{"name": v.name, "site": v.site, "space": v.space, "method": v.method, "norm": v.norm,
                      "sae_id": v.sae_id, "prompt_hash": v.prompt_hash, "n_source_prompts": len(v.source_prompts)}

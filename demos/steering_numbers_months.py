@@ -1,0 +1,221 @@
+# %% [markdown]
+# # Can a numbers-minus-months vector turn months into numbers? (SmolLM2-135M)
+#
+# Seed 003's question, on the real SmolLM2-135M-Instruct, with the controls and statistics
+# the original notebook lacked. "January, February, March," continues with " April". Add a
+# steering vector built as *number lists minus month lists*: does the model now say " four",
+# the number at the same position?
+#
+# Plan (every choice is made before looking at the test prompts):
+#
+# 1. Prompts: lists of 3-5 consecutive items; each (start, length) combination goes to one
+#    of three splits by a fixed rule: **build** (the vectors are read from these), **dev**
+#    (layer and multiplier are chosen on these), **test** (reported).
+# 2. Vectors: residual mean difference at every third layer; the best layer by mean logit
+#    difference on dev month lists; then at that layer a PCA vector, and at the SAE's layer
+#    (15) the mean difference of SAE features, and the residual vector decomposed into SAE
+#    features with only its number-side (positive) features kept, in residual and SAE space.
+# 3. Evaluation: months, weekdays, month and weekday sentences re-answered with the number at
+#    the same index, number lists with their normal answer (steering should not break them);
+#    controls: unsteered, random vectors of the same norm (3 seeds), unrelated prompts, and
+#    prompts used to build the vector kept in separate "(seen)" columns; 95% bootstrap
+#    intervals over prompts.
+#
+# Run: `python demos/steering_numbers_months.py` (writes `results/steering_numbers_months/`
+# and `reports/steering_numbers_months.html`; about 10 minutes on 2 CPU cores).
+
+# %%
+import argparse
+import json
+import time
+from pathlib import Path
+
+import torch
+
+import tl_interp as ti
+from tl_interp import site
+from tl_interp.analyses.steering import Controls
+from tl_interp.viz import Report
+
+NUMBERS = "one two three four five six seven eight nine ten eleven twelve".split()
+MONTHS = ("January February March April May June July August September October November "
+          "December").split()
+WEEKDAYS = "Monday Tuesday Wednesday Thursday Friday Saturday Sunday".split()
+PREFIX = "<|im_start|>"  # the SAE was trained on text starting like this (see its card)
+SAE_NAME = "smollm2-135m-res-l15"
+
+
+def split_of(start: int, length: int) -> str:
+    """Fixed rule: a quarter of the (start, length) combinations build, a quarter dev, half test."""
+    return {0: "build", 1: "dev", 2: "test", 3: "test"}[(7 * start + 3 * length) % 4]
+
+
+def lists(items: list[str], split: str, target: list[str]) -> list[tuple[str, str]]:
+    """(prompt, the target domain's item at the next index) for lists of 3..5 items."""
+    out = []
+    for length in (3, 4, 5):
+        for start in range(len(items) - length):
+            if start + length < len(target) and split_of(start, length) == split:
+                out.append((PREFIX + ", ".join(items[start:start + length]) + ",", " " + target[start + length]))
+    return out
+
+
+def sentences(items: list[str], templates: list[str], target: list[str]) -> list[tuple[str, str]]:
+    return [(PREFIX + t.format(x=items[i]), " " + target[i + 1])
+            for t in templates for i in range(min(len(items), len(target)) - 1)]
+
+
+def pairs(split: str) -> tuple[list[str], list[str]]:
+    """Number lists and month lists with the same (start, length): the vector's inputs."""
+    pos, neg = [], []
+    for length in (3, 4, 5):
+        for start in range(len(MONTHS) - length):
+            if start + length < len(NUMBERS) and split_of(start, length) == split:
+                pos.append(PREFIX + ", ".join(NUMBERS[start:start + length]) + ",")
+                neg.append(PREFIX + ", ".join(MONTHS[start:start + length]) + ",")
+    return pos, neg
+
+
+# %%
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--results", default="results/steering_numbers_months")
+    parser.add_argument("--report", default="reports/steering_numbers_months.html")
+    parser.add_argument("--layers", default="2,5,8,11,14,17,20,23,26")
+    parser.add_argument("--multipliers", default="1,2,4,8")
+    parser.add_argument("--seeds", type=int, default=3)
+    args = parser.parse_args()
+    t0 = time.time()
+    torch.manual_seed(0)
+    model = ti.models.load("smollm2-135m")
+    sae = ti.models.load_sae(SAE_NAME)
+    mults = [float(m) for m in args.multipliers.split(",")]
+
+    # %% 1. vectors at every third layer, the layer chosen on dev prompts
+    pos, neg = pairs("build")
+    layers = [int(x) for x in args.layers.split(",")]
+    sweep_vectors = [v.renamed(f"mean-diff L{v.layer}") for v in ti.steering.contrast_vectors(
+        model, pos, neg, [site("resid_pre", layer) for layer in layers])]
+    dev = {"months": lists(MONTHS, "dev", NUMBERS)}
+    sweep = ti.steering.evaluate(model, sweep_vectors, dev, mults, controls=Controls(random_seeds=(), unrelated_prompts=()),
+                                 progress=True)
+    # the question's metric (accuracy) first, mean logit difference to break ties
+    acc, diff = sweep.values[:, :, 0].double(), sweep.extras["logit_diff"][:, :, 0].double()
+    i, k = divmod(int((acc * 1e6 + diff).flatten().argmax()), len(mults))
+    best = {"vector": sweep.vectors[i], "multiplier": mults[k], "accuracy": float(acc[i, k]),
+            "logit_diff": float(diff[i, k])}
+    layer = int(best["vector"].split("L")[-1])
+    print(f"chosen on dev month lists: layer {layer}, multiplier {best['multiplier']:g} "
+          f"(accuracy {best['accuracy']:.2f}, mean logit diff {best['logit_diff']:.2f})")
+
+    # %% 2. the vectors compared at the chosen layer and at the SAE's layer
+    sae_layer = int(sae.cfg.metadata.hook_name.split(".")[1])
+    resid = ti.steering.contrast_vector(model, pos, neg, site("resid_pre", layer), name=f"mean-diff L{layer}")
+    pca = ti.steering.pca_vector(model, pos, neg, site("resid_pre", layer), name=f"PCA L{layer}")
+    resid_sae_layer = ti.steering.contrast_vector(model, pos, neg, sae.cfg.metadata.hook_name,
+                                                  name=f"mean-diff L{sae_layer}")
+    in_sae = ti.steering.sae_contrast_vector(model, sae, pos, neg, name=f"SAE-space mean-diff L{sae_layer}")
+    parts = ti.steering.decompose(resid_sae_layer, sae, k=32)
+    number_side = [f for f, c in zip(parts.features, parts.coefficients.tolist()) if c > 0]
+    kept = parts.keep(number_side).renamed(f"decomposed L{sae_layer}, number-side features")
+    kept_sae = parts.sae_vector(number_side).renamed(f"decomposed L{sae_layer}, number-side, SAE space")
+    vectors = [resid, pca] + ([resid_sae_layer] if layer != sae_layer else []) + [in_sae, kept, kept_sae]
+
+    # %% 3. the battery, with controls
+    tasks = {
+        "months -> numbers": lists(MONTHS, "test", NUMBERS) + lists(MONTHS, "build", NUMBERS),
+        "weekdays -> numbers": lists(WEEKDAYS, "test", NUMBERS) + lists(WEEKDAYS, "build", NUMBERS),
+        "month sentences -> numbers": sentences(MONTHS, ["This month is {x}, next month is",
+                                                         "The month after {x} is"], NUMBERS),
+        "weekday sentences -> numbers": sentences(WEEKDAYS, ["Today is {x}, tomorrow is",
+                                                             "The day after {x} is"], NUMBERS),
+        "numbers (unchanged)": lists(NUMBERS, "test", NUMBERS),
+    }
+    report = ti.steering.evaluate(model, vectors, tasks, mults, controls=Controls(random_seeds=tuple(range(args.seeds))),
+                                  progress=True)
+    out = Path(args.results)
+    out.mkdir(parents=True, exist_ok=True)
+    report.save(out / "report.safetensors")
+    sweep.save(out / "layer_sweep.safetensors")
+
+    # %% 4. the headline comparisons against the random-vector control
+    head = [report.compare(v.name, m, "months -> numbers", metric=metric)
+            for v in vectors for m in mults for metric in ("accuracy", "on_target", "logit_diff")]
+    best_final = {"vector": resid.name, "multiplier": best["multiplier"]}
+    examples = report.examples(resid.name, mults[0], "months -> numbers").drop(columns=["correct", "answer_prob"])
+    examples = examples.rename(columns={"steered": f"x{mults[0]:g}"})
+    for m in mults[1:]:
+        examples[f"x{m:g}"] = report.examples(resid.name, m, "months -> numbers")["steered"]
+    generations = ti.steering.generate(model, [PREFIX + "January, February, March,", PREFIX + "Today is Monday, tomorrow is"],
+                                       resid, [0.0, best_final["multiplier"]], max_new_tokens=6)
+    write_summary(out, model, report, sweep, head, best, best_final, parts, number_side, examples, generations,
+                  time.time() - t0)
+    write_html(Path(args.report), report, sweep, head, examples)
+    print(f"done in {time.time() - t0:.0f} s; results in {out}")
+
+
+# %%
+def _md_table(frame) -> str:
+    cols = list(frame.columns)
+    lines = ["| " + " | ".join(map(str, cols)) + " |", "|" + "---|" * len(cols)]
+    lines += ["| " + " | ".join(str(x) for x in row) + " |" for row in frame.itertuples(index=False)]
+    return "\n".join(lines)
+
+
+def write_summary(out, model, report, sweep, head, best, best_final, parts, number_side, examples, generations,
+                  seconds) -> None:
+    """``summary.md``: the tables and the plain statement of what was and was not found."""
+    held, keep = "months -> numbers", "numbers (unchanged)"
+    lines = [f"# Numbers-minus-months steering on {report.provenance.model_id}", "",
+             f"Generated by `demos/steering_numbers_months.py` in {seconds:.0f} s "
+             f"(tl_interp {report.provenance.version}). Full results: `report.safetensors` "
+             "(`ti.results.Result.load`); figures: run the demo and open `reports/steering_numbers_months.html`.", "",
+             f"Layer and multiplier chosen on dev month lists by accuracy (ties: mean logit difference): "
+             f"**{best['vector']} x{best['multiplier']:g}**. Test month lists: "
+             f"{len(report._prompt_index(held))} held-out prompts (never used to build or choose).", "",
+             "## Headline: held-out month lists, against random vectors of the same norm", "",
+             "Accuracy = the steered top-1 token is the number at the same index (\" four\" after "
+             "\"January, February, March,\"). Effects are paired differences from the mean of the random "
+             "vectors, 95% bootstrap intervals over prompts. Last column: accuracy on plain number lists "
+             "(steering should leave them intact; unsteered 1.0).", "",
+             "| vector | x | accuracy | random | effect [95% CI] | top-1 is a number | number lists kept |",
+             "|---|---|---|---|---|---|---|"]
+    by_key = {(h["vector"], h["multiplier"], h["metric"]): h for h in head}
+    for name in [v for v in report.vectors if not v.startswith("random ~")]:
+        for m in report.multipliers:
+            a, t = by_key[(name, m, "accuracy")], by_key[(name, m, "on_target")]
+            kept = float(report.values[report._v(name), report._m(m), report._t(keep)])
+            lines.append(f"| {name} | {m:g} | {a['mean']:.2f} | {a['control_mean']:.2f} | {a['effect']:+.2f} "
+                         f"[{a['ci_low']:+.2f}, {a['ci_high']:+.2f}] | {t['mean']:.2f} | {kept:.2f} |")
+    for title, metric in (("Accuracy (every task)", "accuracy"), ("Top-1 is a number word (any)", "on_target"),
+                          ("Logit of the expected number minus the unsteered answer's logit", "logit_diff")):
+        lines += ["", f"<details><summary>{title}: full table with 95% intervals</summary>", "",
+                  _md_table(report.table(metric)), "", "</details>"]
+    lines += ["", f"## Per-prompt answers of {best_final['vector']} on held-out month lists, by multiplier", "",
+              _md_table(examples), "",
+              "## Greedy generations (mean-diff vector at the chosen layer)", "",
+              "| prompt | multiplier | completion |", "|---|---|---|"]
+    lines += [f"| {g['prompt']!r} | {g['multiplier']:g} | {g['completion']!r} |" for g in generations]
+    lines += ["", f"## The residual vector at the SAE's layer in SAE features", "",
+              f"{len(parts.features)} features explain {parts.explained:.1%} of its squared norm; "
+              f"{len(number_side)} have positive (number-side) coefficients.", "",
+              _md_table(parts.to_frame().round(4).head(12)), ""]
+    (out / "summary.md").write_text("\n".join(lines))
+    (out / "headline.json").write_text(json.dumps({"chosen": best, "comparisons": head},
+                                                  indent=2))
+
+
+def write_html(path: Path, report, sweep, head, examples) -> None:
+    page = Report("Numbers-minus-months steering (SmolLM2-135M)")
+    page.heading("Layer sweep on dev month lists").figure(sweep.sweep_figure("months"))
+    page.heading("Accuracy by task (best multiplier per vector)").figure(report.figure("accuracy"))
+    page.heading("Top-1 is a number word").figure(report.figure("on_target"))
+    page.heading("Logit difference by multiplier, months").figure(report.sweep_figure("months -> numbers", "logit_diff"))
+    frame = report.table("accuracy")
+    page.heading("Accuracy table").table(list(frame.columns), frame.values.tolist())
+    page.heading("Per-prompt answers").table(list(examples.columns), examples.values.tolist())
+    page.write(path)
+
+
+if __name__ == "__main__":
+    main()
