@@ -157,10 +157,14 @@ def test_full_forward_path_equals_mid_stack_path(model: Any, pairs: tuple, monke
 
 
 def test_generation_under_steering(model: Any, pairs: tuple) -> None:
-    v = contrast_vector(model, *pairs, site("resid_pre", 1))
+    v = contrast_vector(model, *pairs, site("resid_pre", 1), name="L1")
+    w = contrast_vector(model, *pairs, site("resid_post", 2), name="L2 post")
     prompts = ["one , two ,", "march , april ,", "after may comes"]
-    rows = generate(model, prompts, v, [0.0, 6.0], max_new_tokens=2)
+    both = generate(model, prompts, [v, w], [0.0, 6.0], max_new_tokens=2)
+    assert [r["vector"] for r in both] == ["L1"] * 6 + ["L2 post"] * 6
+    rows = both[:6]
     assert [r["multiplier"] for r in rows] == [0.0] * 3 + [6.0] * 3
+    assert [r["completion"] for r in both[6:9]] == [r["completion"] for r in rows[:3]]  # x0: the same model
     for r in rows[:3]:  # multiplier 0: exactly the model's own greedy generation
         ref = model.generate(model.to_tokens(r["prompt"]), max_new_tokens=2, do_sample=False, verbose=False)
         assert r["completion"] == model.to_string(ref[0, model.to_tokens(r["prompt"]).shape[1]:])

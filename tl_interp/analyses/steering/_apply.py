@@ -231,16 +231,18 @@ def next_token_logits(model: Any, prompts: Sequence[str], vectors: Sequence[Stee
     return out["logits"].view(n_v, -1, len(prompts), d_vocab(model))
 
 
-def generate(model: Any, prompts: Sequence[str] | str, vector: SteeringVector, multipliers: Sequence[float] | float,
-             *, positions: PositionRule = "all", max_new_tokens: int = 20, **generate_kwargs: Any) -> list[dict[str, Any]]:
-    """Greedy (by default) generation under ``multiplier * vector`` for every prompt and multiplier.
+def generate(model: Any, prompts: Sequence[str] | str, vectors: Sequence[SteeringVector] | SteeringVector,
+             multipliers: Sequence[float] | float, *, positions: PositionRule = "all", max_new_tokens: int = 20,
+             **generate_kwargs: Any) -> list[dict[str, Any]]:
+    """Greedy (by default) generation under ``multiplier * vector`` for every vector, multiplier and prompt.
 
-    Prompts of the same token length are generated together, one row per (multiplier,
-    prompt); the rule picks prompt positions, and every generated token is steered.
+    For each vector, prompts of the same token length are generated together, one row per
+    (multiplier, prompt); the rule picks prompt positions, and every generated token is
+    steered.
 
     Returns:
-        One dict per (multiplier, prompt): ``prompt``, ``multiplier``, ``completion`` (the
-        generated text only).
+        One dict per (vector, multiplier, prompt): ``vector`` (its name), ``prompt``,
+        ``multiplier``, ``completion`` (the generated text only).
 
     Example:
         >>> import torch
@@ -253,12 +255,26 @@ def generate(model: Any, prompts: Sequence[str] | str, vector: SteeringVector, m
     texts = [prompts] if isinstance(prompts, str) else list(prompts)
     if not texts:
         raise ShapeError("generate: give at least one prompt")
+    vs = [vectors] if isinstance(vectors, SteeringVector) else list(vectors)
     mults = [float(multipliers)] if isinstance(multipliers, (int, float)) else [float(m) for m in multipliers]
-    check_vectors(model, [vector], "generate")
-    ad = adapt(model)
+    if not mults:
+        raise ShapeError("generate: no multipliers given")
+    check_vectors(model, vs, "generate")
     generate_kwargs.setdefault("do_sample", False)
     generate_kwargs.setdefault("verbose", False)
+    ad = adapt(model)
     encoded = [ad.tokenize(t) for t in texts]
+    rows: list[dict[str, Any]] = []
+    for vector in vs:
+        done = _generate_one(model, encoded, vector, mults, positions, max_new_tokens, generate_kwargs)
+        rows += [{"vector": vector.name, "prompt": texts[p], "multiplier": mults[m], "completion": done[(m, p)]}
+                 for m in range(len(mults)) for p in range(len(texts))]
+    return rows
+
+
+def _generate_one(model: Any, encoded: list[Tokenized], vector: SteeringVector, mults: list[float],
+                  positions: PositionRule, max_new_tokens: int, generate_kwargs: dict[str, Any]) -> dict[tuple[int, int], str]:
+    """Completions ``{(multiplier index, prompt index): text}`` for one vector."""
     by_len: dict[int, list[int]] = {}
     for i, tok in enumerate(encoded):
         by_len.setdefault(tok.tokens.shape[1], []).append(i)
@@ -286,5 +302,4 @@ def generate(model: Any, prompts: Sequence[str] | str, vector: SteeringVector, m
         for r in range(gen.shape[0]):
             m, p = divmod(r, len(idx))
             out[(m, idx[p])] = model.to_string(gen[r, length:])
-    return [{"prompt": texts[p], "multiplier": mults[m], "completion": out[(m, p)]}
-            for m in range(len(mults)) for p in range(len(texts))]
+    return out

@@ -170,7 +170,8 @@ class SteeringReport(Result):
         Args:
             multiplier: show this multiplier for every vector; default each vector's best
                 multiplier by its mean over tasks (the legend says which).
-            vectors: which rows (default all, controls included).
+            vectors: which rows (default: every evaluated vector, and the random control of
+                the one with the highest mean, so the chart stays readable).
         """
         import plotly.graph_objects as go
 
@@ -182,7 +183,13 @@ class SteeringReport(Result):
         fig.add_bar(name="unsteered", x=tasks, y=b[0].tolist(),
                     error_y=dict(type="data", symmetric=False, array=(b[2] - b[0]).tolist(),
                                  arrayminus=(b[0] - b[1]).tolist()))
-        for v in vectors or list(self.vectors):
+        if vectors is None:
+            n_real = len(self.meta["vectors"])
+            vectors = list(self.vectors[:n_real])
+            if len(self.vectors) > n_real:
+                top = int(torch.nan_to_num(mean[:n_real][..., cols].double(), nan=-math.inf).mean(-1).amax(-1).argmax())
+                vectors.append(f"random ~ {self.vectors[top]}")
+        for v in vectors:
             i = self._v(v)
             if multiplier is None:
                 k = int(torch.nan_to_num(mean[i][:, cols].double(), nan=-math.inf).mean(-1).argmax())
@@ -194,7 +201,7 @@ class SteeringReport(Result):
                                      arrayminus=(y - lo).tolist()))
         fig.update_layout(barmode="group", yaxis_title=_METRIC_NAMES[metric], xaxis_title="task",
                           title=title or f"Steering: {_METRIC_NAMES[metric]} by task ({self.provenance.model_id})",
-                          legend=dict(orientation="h", y=-0.25))
+                          legend=dict(orientation="h", y=-0.35), xaxis=dict(tickangle=-20), height=560)
         return fig
 
     def sweep_figure(self, task: str, metric: str = "accuracy", *, vectors: list[str] | None = None,
