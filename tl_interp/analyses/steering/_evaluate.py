@@ -163,22 +163,7 @@ def evaluate(model: Any, vectors: Sequence[SteeringVector] | SteeringVector,
     all_vectors = vs + [r for group in randoms for r in group]
     variants = [Variant(v, m) for v in all_vectors for m in mults]
 
-    # -- the prompts: task columns hold only prompts no vector was built from ----------------
-    seen = set().union(*(v.source_prompts for v in vs)) if controls.split_seen else set()
-    columns: list[str] = []
-    entries: list[tuple[str, str, int, str]] = []  # (column, prompt, answer id, answer)
-    for name, rows in checked.items():
-        for prompt, answer_id, answer in rows:
-            col = f"{name} (seen)" if prompt in seen else name
-            entries.append((col, prompt, answer_id, answer))
-    for col in [c for name in checked for c in (name, f"{name} (seen)")]:
-        if any(e[0] == col for e in entries):
-            columns.append(col)
-    for prompt in controls.unrelated_prompts:
-        entries.append(("unrelated", prompt, -1, ""))
-    if controls.unrelated_prompts:
-        columns.append("unrelated")
-
+    entries, columns = _entries(checked, vs, controls)
     targets = ([answer_token(model, t, " (target_tokens)") for t in target_tokens] if target_tokens is not None
                else sorted({e[2] for e in entries if e[2] >= 0}))
     if not targets:
@@ -191,31 +176,7 @@ def evaluate(model: Any, vectors: Sequence[SteeringVector] | SteeringVector,
     rows_pp = {k: (torch.cat([t[:n_v], t[n_v:].view(n_v, n_r, n_m, -1).mean(1)]) if n_r else t)
                for k, t in shaped.items()}
     names = [v.name for v in vs] + ([f"random ~ {v.name}" for v in vs] if n_r else [])
-    col_index = {c: [i for i, e in enumerate(entries) if e[0] == c] for c in columns}
-    stats: dict[str, Tensor] = {}
-    base_stats: dict[str, Tensor] = {}
-    for metric in METRICS:
-        mean = torch.full((len(names), n_m, len(columns)), float("nan"), dtype=torch.float64)
-        low, high = mean.clone(), mean.clone()
-        b_mean = torch.full((len(columns),), float("nan"), dtype=torch.float64)
-        b_low, b_high = b_mean.clone(), b_mean.clone()
-        for j, col in enumerate(columns):
-            if col == "unrelated" and metric in ANSWERED:
-                continue
-            idx = col_index[col]
-            vals = rows_pp[metric][..., idx].double()
-            mean[..., j] = vals.mean(-1)
-            b_vals = base[metric][idx].double()
-            b_mean[j] = b_vals.mean()
-            if len(idx) > 1:
-                low[..., j], high[..., j] = bootstrap_mean_ci(vals, n_boot=n_boot, seed=seed)
-                b_low[j], b_high[j] = bootstrap_mean_ci(b_vals, n_boot=n_boot, seed=seed)
-            else:
-                low[..., j], high[..., j] = mean[..., j], mean[..., j]
-                b_low[j], b_high[j] = b_mean[j], b_mean[j]
-        stats[metric], stats[f"{metric}_ci_low"], stats[f"{metric}_ci_high"] = mean, low, high
-        base_stats[f"baseline_{metric}"] = b_mean
-        base_stats[f"baseline_{metric}_ci_low"], base_stats[f"baseline_{metric}_ci_high"] = b_low, b_high
+    stats, base_stats = _aggregate(rows_pp, base, entries, columns, n_boot, seed)
 
     extras: dict[str, Tensor] = {k: v for k, v in stats.items() if k != "accuracy"}
     extras.update(base_stats)
@@ -247,6 +208,54 @@ def evaluate(model: Any, vectors: Sequence[SteeringVector] | SteeringVector,
                                   "task": tuple(columns)},
                           extras={k: (v.float() if v.is_floating_point() else v) for k, v in extras.items()},
                           meta=meta)
+
+
+def _entries(checked: dict[str, list[tuple[str, int, str]]], vectors: list[SteeringVector],
+             controls: Controls) -> tuple[list[tuple[str, str, int, str]], list[str]]:
+    """``(column, prompt, answer id, answer)`` per prompt and the column order.
+
+    A task's column holds only prompts no vector was built from; the others go to
+    ``"<task> (seen)"``; unrelated prompts (answer id -1) to ``"unrelated"``.
+    """
+    seen = set().union(*(v.source_prompts for v in vectors)) if controls.split_seen else set()
+    entries = [(f"{name} (seen)" if prompt in seen else name, prompt, answer_id, answer)
+               for name, rows in checked.items() for prompt, answer_id, answer in rows]
+    used = {e[0] for e in entries}
+    columns = [c for name in checked for c in (name, f"{name} (seen)") if c in used]
+    entries += [("unrelated", prompt, -1, "") for prompt in controls.unrelated_prompts]
+    if controls.unrelated_prompts:
+        columns.append("unrelated")
+    return entries, columns
+
+
+def _aggregate(rows_pp: dict[str, Tensor], base: dict[str, Tensor], entries: list[tuple[str, str, int, str]],
+               columns: list[str], n_boot: int, seed: int) -> tuple[dict[str, Tensor], dict[str, Tensor]]:
+    """Per-column means and bootstrap intervals of every metric, steered and unsteered (float64)."""
+    col_index = {c: [i for i, e in enumerate(entries) if e[0] == c] for c in columns}
+    stats: dict[str, Tensor] = {}
+    base_stats: dict[str, Tensor] = {}
+    for metric in METRICS:
+        steered = rows_pp[metric]
+        mean = torch.full((*steered.shape[:2], len(columns)), float("nan"), dtype=torch.float64)
+        low, high = mean.clone(), mean.clone()
+        b_mean = torch.full((len(columns),), float("nan"), dtype=torch.float64)
+        b_low, b_high = b_mean.clone(), b_mean.clone()
+        for j, col in enumerate(columns):
+            if col == "unrelated" and metric in ANSWERED:
+                continue  # no expected answer
+            idx = col_index[col]
+            vals, b_vals = steered[..., idx].double(), base[metric][idx].double()
+            mean[..., j], b_mean[j] = vals.mean(-1), b_vals.mean()
+            if len(idx) > 1:
+                low[..., j], high[..., j] = bootstrap_mean_ci(vals, n_boot=n_boot, seed=seed)
+                b_low[j], b_high[j] = bootstrap_mean_ci(b_vals, n_boot=n_boot, seed=seed)
+            else:  # one prompt: no interval to speak of
+                low[..., j], high[..., j] = mean[..., j], mean[..., j]
+                b_low[j], b_high[j] = b_mean[j], b_mean[j]
+        stats[metric], stats[f"{metric}_ci_low"], stats[f"{metric}_ci_high"] = mean, low, high
+        base_stats[f"baseline_{metric}"] = b_mean
+        base_stats[f"baseline_{metric}_ci_low"], base_stats[f"baseline_{metric}_ci_high"] = b_low, b_high
+    return stats, base_stats
 
 
 def _score(model: Any, ad: Any, entries: list[tuple[str, str, int, str]], variants: list[Variant],
