@@ -8,8 +8,9 @@ from torch.testing import assert_close
 from transformer_lens import patching as tlp
 
 import tl_interp as ti
-from tests.conftest import attn_only, gpt2_style, llama_style
+from tests.conftest import _cfg, attn_only, gpt2_style, llama_style
 from tl_interp import HookNameError, ShapeError
+from tl_interp.analyses import _stacked
 
 ARCHS = {"gpt2": gpt2_style, "llama_gqa": llama_style, "attn_only": attn_only}
 # (site, over) -> the TransformerLens function computing the same sweep
@@ -55,6 +56,7 @@ def test_sweep_equals_transformer_lens(arch: str, site: str, over: Any) -> None:
     expected = TL_SWEEPS[(site, over)](model, corrupted, clean_cache, metric)
     ours = ti.patching.sweep(model, clean, corrupted, metric, site=site, over=over, progress=False)
     assert ours.provenance.settings["prefix_reuse"]  # the fastest path is the one checked here
+    assert ours.provenance.settings["final_block_split"]
     assert ours.values.shape == expected.shape
     assert_close(ours.values, expected.float(), rtol=0, atol=1e-4)
 
@@ -135,6 +137,89 @@ def test_bridge_takes_the_exact_full_forward_path(tmp_path: Any) -> None:
     expected = tlp.get_act_patch_attn_head_out_all_pos(bridge, corrupted, clean_cache, metric)
     ours = ti.patching.sweep(bridge, clean, corrupted, metric, site="z", progress=False)
     assert ours.provenance.settings["fast_path"] is False
+    assert_close(ours.values, expected.float(), rtol=0, atol=1e-4)
+
+
+# -- the fast paths: taken where they are exact, and only there ---------------------------
+
+@pytest.mark.parametrize("arch", ["gpt2", "llama_gqa", "attn_only"])
+@pytest.mark.parametrize("site, over", [("resid_pre", None), ("z", ("pos", "head")), ("attn_out", None)])
+def test_every_cell_through_the_engine_equals_transformer_lens(arch: str, site: str, over: Any,
+                                                               monkeypatch: pytest.MonkeyPatch) -> None:
+    # no cell skipped as unchanged: every one runs the prefix-reuse + split-final-block passes
+    monkeypatch.setattr(_stacked, "_SKIP_UNCHANGED", False)
+    model = model_for(arch)
+    clean, corrupted, metric = pair()
+    _, clean_cache = model.run_with_cache(clean)
+    expected = TL_SWEEPS[(site, over)](model, corrupted, clean_cache, metric)
+    ours = ti.patching.sweep(model, clean, corrupted, metric, site=site, over=over, progress=False)
+    settings = ours.provenance.settings
+    assert settings["prefix_reuse"] and settings["final_block_split"] and settings["cells_skipped"] == 0
+    assert_close(ours.values, expected.float(), rtol=0, atol=1e-4)
+
+
+def test_cells_that_patch_the_values_already_there_skip_their_forward_pass() -> None:
+    model = model_for("gpt2")
+    clean, corrupted, metric = pair()  # the runs differ at position 2 of 6 only
+    _, clean_cache = model.run_with_cache(clean)
+    expected = tlp.get_act_patch_resid_pre(model, corrupted, clean_cache, metric)
+    ours = ti.patching.sweep(model, clean, corrupted, metric, progress=False)
+    # resid_pre entering layer 0 differs at position 2 only; entering layer 1 at positions 2..5
+    assert ours.provenance.settings["cells_skipped"] == 5 + 2
+    assert_close(ours.values, expected.float(), rtol=0, atol=1e-4)
+    assert_close(ours.values[0, [0, 1, 3, 4, 5]], ours.base.expand(5), rtol=0, atol=0)
+
+
+_LLAMA = dict(act_fn="silu", normalization_type="RMS", positional_embedding_type="rotary", rotary_dim=8,
+              gated_mlp=True, final_rms=True, n_key_value_heads=2)
+# config -> (prefix reuse expected, final block split expected)
+VARIANTS = {
+    "qk_norm": (dict(_LLAMA, use_qk_norm=True), True, True),  # cached keys are after the k norm
+    "parallel_attn_mlp": (dict(parallel_attn_mlp=True, positional_embedding_type="rotary", rotary_dim=8), True, True),
+    "local_attention": (dict(use_local_attn=True, attn_types=["local", "global"], window_size=3), True, True),
+    "soft_caps": (dict(_LLAMA, attn_scores_soft_cap=5.0, output_logits_soft_cap=3.0), True, True),
+    "split_qkv_input": (dict(use_split_qkv_input=True), True, False),
+    "bidirectional": (dict(attention_dir="bidirectional"), False, False),
+}
+
+
+@pytest.mark.parametrize("variant", list(VARIANTS))
+def test_model_variants_take_the_fast_paths_only_where_exact(variant: str) -> None:
+    from transformer_lens import HookedTransformer
+
+    config, prefix, split = VARIANTS[variant]
+    model = HookedTransformer(_cfg(**config)).eval()
+    with torch.no_grad():  # norm weights away from 1, so a skipped q/k norm would show
+        for name, p in model.named_parameters():
+            if name.endswith(".w") or name.endswith("_norm.w"):
+                p.uniform_(0.5, 2.0)
+    clean, corrupted, metric = pair()
+    _, clean_cache = model.run_with_cache(clean)
+    for site, over in [("resid_pre", None), ("z", ("pos", "head"))]:
+        expected = TL_SWEEPS[(site, over)](model, corrupted, clean_cache, metric)
+        ours = ti.patching.sweep(model, clean, corrupted, metric, site=site, over=over, progress=False)
+        assert ours.provenance.settings["prefix_reuse"] is prefix
+        assert ours.provenance.settings["final_block_split"] is split
+        assert_close(ours.values, expected.float(), rtol=0, atol=1e-4)
+
+
+@pytest.mark.parametrize("hooked_block", [0, 1])
+def test_a_hook_inside_a_block_keeps_that_block_on_full_positions(hooked_block: int) -> None:
+    model = gpt2_style()  # own copy: the hook stays on for TransformerLens's sweep too
+
+    def zero_first_position(act: torch.Tensor, hook: Any) -> torch.Tensor:
+        act[:, 0] = 0.0  # position-dependent: wrong on a slice of positions
+        return act
+
+    model.add_hook(f"blocks.{hooked_block}.hook_attn_out", zero_first_position, is_permanent=True)
+    try:
+        clean, corrupted, metric = pair()
+        _, clean_cache = model.run_with_cache(clean)
+        expected = tlp.get_act_patch_resid_pre(model, corrupted, clean_cache, metric)
+        ours = ti.patching.sweep(model, clean, corrupted, metric, progress=False)
+    finally:
+        model.reset_hooks(including_permanent=True)
+    assert ours.provenance.settings["final_block_split"] is (hooked_block == 0)
     assert_close(ours.values, expected.float(), rtol=0, atol=1e-4)
 
 

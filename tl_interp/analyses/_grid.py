@@ -64,6 +64,28 @@ class Grid:
             mask[tuple(index)] = True
         return mask
 
+    def changes(self, source: Tensor, base: Tensor) -> Tensor:
+        """``(n_cells, batch)``: whether patching each cell writes, in each row, any value that
+        differs (bit for bit) from the one already there. A cell that changes nothing in a
+        row leaves that row's forward pass exactly the base run's.
+
+        ``base`` is the activation ``(batch, *act)``; ``source`` the same shape or one row.
+        """
+        act_axes = SWEEP_SITES[self.kind][0]
+        source = source.to(base.device, base.dtype)
+        if base.dtype.is_floating_point or base.dtype.is_complex:  # -0.0 vs 0.0 and NaNs count as changes
+            ints = {1: torch.uint8, 2: torch.int16, 4: torch.int32, 8: torch.int64}[base.element_size()]
+            source, base = source.view(ints), base.view(ints)
+        diff = (source != base).expand(base.shape)
+        keep = [1 + act_axes.index(_ACT_AXIS[axis]) for axis in self.over]
+        rest = [d for d in range(1, diff.ndim) if d not in keep]
+        if rest:
+            diff = diff.any(dim=tuple(rest))
+        # remaining dims: batch, then the kept axes in activation order -> order of self.over
+        order = sorted(keep)
+        diff = diff.permute(0, *[1 + order.index(k) for k in keep])
+        return diff.reshape(diff.shape[0], -1).T
+
 
 def make_grid(kind: str, over: tuple[str, ...] | None, *, seq_len: int, n_heads: int, n_kv_heads: int,
               batch: int, d_mlp: int | None = None) -> Grid:

@@ -11,7 +11,13 @@ DESIGN.md's performance principles:
   cached residual stream at L (``start_at_layer``), and a ``resid_pre`` patch is applied
   to that starting residual directly;
 - when the metric says where it reads (``tl_interp.metrics``), the unembedding runs only at
-  those positions; metric values stay on device until the sweep ends.
+  those positions; metric values stay on device until the sweep ends;
+- when it reads the last position of unpadded prompts, a patch at position p runs only
+  positions p.. against the base run's cached keys and values, and the final block runs its
+  queries, attention output and MLP at the last position alone;
+- a cell whose patch writes exactly the values the base run already has (e.g. positions
+  before the first token where clean and corrupted differ) changes nothing: it takes the
+  base run's value without a forward pass.
 
 Models that cannot start mid-stack (TransformerBridge, custom modules) take the exact full
 forward path, still batched.
@@ -185,7 +191,7 @@ def sweep(model: Any, clean: Prompts, corrupted: Prompts, metric: Callable[[Tens
     with torch.inference_mode():
         source_cache = hooks.cache(plan.names)
         source_value = metric(source_cache.run(model, plan.source, **plan.forward_kw)).float()
-        run = StackedRun(model, metric, plan.base, plan.attention_mask, plan.layers, memory_mb)
+        run = StackedRun(model, metric, plan.base, plan.attention_mask, plan.layers, memory_mb, sites=plan.names)
         bar = tqdm(total=len(plan.layers) * len(grid.cells), desc=f"patching {site}", disable=not progress)
         values = torch.stack([run.evaluate(name, site, layer, source_cache[name], grid, bar.update)
                               for layer, name in zip(plan.layers, plan.names)]).float()
@@ -195,7 +201,8 @@ def sweep(model: Any, clean: Prompts, corrupted: Prompts, metric: Callable[[Tens
             values, base_value = values.mean(-1), base_value.mean(-1)
 
     provenance = plan.provenance(model, "patch", fast_path=run.fast, cells_per_forward=run.cells_per_forward,
-                                 prefix_reuse=run.reuse_prefix)
+                                 prefix_reuse=run.reuse_prefix, final_block_split=run.final_block_runs > 0,
+                                 cells_skipped=run.cells_skipped)
     return PatchingResult(values=values.view(len(plan.layers), *grid.shape).cpu(), axes=("layer", *grid.over),
                           metric=metric_name(metric), provenance=provenance, labels=plan.labels(),
                           extras={"base": base_value.cpu(), "source": source_value.cpu()})
