@@ -17,7 +17,6 @@ Run: python benchmarks/patching.py [--skip-real] [--repeats N]
 """
 
 import argparse
-import time
 import warnings
 
 import torch
@@ -25,19 +24,12 @@ import torch
 warnings.filterwarnings("ignore")
 
 import tl_interp as ti  # noqa: E402
+from _timing import timed  # noqa: E402
 from tl_interp.analyses import _stacked  # noqa: E402
 from transformer_lens import HookedTransformer, HookedTransformerConfig  # noqa: E402
 from transformer_lens import patching as tl_patching  # noqa: E402
 
 
-def timed(fn, repeats):
-    """Best-of-N wall time and CPU time (CPU time is steadier on a shared machine)."""
-    wall, cpu, out = float("inf"), float("inf"), None
-    for _ in range(repeats):
-        w, c = time.perf_counter(), time.process_time()
-        out = fn()
-        wall, cpu = min(wall, time.perf_counter() - w), min(cpu, time.process_time() - c)
-    return (wall, cpu), out
 
 
 def compare(label, model, clean, corrupted, metric, repeats, attribution=True):

@@ -14,7 +14,6 @@ Run: python benchmarks/steering.py [--real] [--repeats N] [--threads T]
 """
 
 import argparse
-import time
 import warnings
 
 import torch
@@ -22,19 +21,13 @@ import torch
 warnings.filterwarnings("ignore")
 
 import tl_interp as ti  # noqa: E402
+from _timing import timed  # noqa: E402
 from tl_interp import site  # noqa: E402
 from tl_interp.analyses.steering import Controls  # noqa: E402
 
 NO_CONTROLS = Controls(random_seeds=(), unrelated_prompts=())
 
 
-def timed(fn, repeats):
-    wall, cpu, out = float("inf"), float("inf"), None
-    for _ in range(repeats):
-        w, c = time.perf_counter(), time.process_time()
-        out = fn()
-        wall, cpu = min(wall, time.perf_counter() - w), min(cpu, time.process_time() - c)
-    return (wall, cpu), out
 
 
 def loop(model, vectors, prompts, answers, multipliers):

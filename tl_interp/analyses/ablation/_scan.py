@@ -121,7 +121,7 @@ def scan(model: Any, tokens: Tensor, metric: Metric, *, units: Units = "heads", 
         if reference is not None:
             refs = hooks.cache(list(names.values()))
             refs.run(model, reference, **({} if reference_mask is None else {"attention_mask": reference_mask}))
-        run = StackedRun(model, metric, tokens, attention_mask, layer_list, memory_mb)
+        run = StackedRun(model, metric, tokens, attention_mask, layer_list, memory_mb, sites=list(names.values()))
         total = len(layer_list) * sum(len(g.cells) for g in grids)
         bar = tqdm(total=total, desc=f"ablating {units} ({method})", disable=not progress)
         per_layer = []
