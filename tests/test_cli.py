@@ -14,7 +14,7 @@ def test_models_lists_every_loadable_name(capsys: pytest.CaptureFixture[str]) ->
 def test_inspect_prints_shape_facts_and_hooks(capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["inspect", "induction-2l"]) == 0
     out = capsys.readouterr().out
-    assert "n_layers=2 n_heads=4" in out and "blocks.0.attn.hook_z" in out and "blocks.1.attn.hook_z" not in out
+    assert "n_layers=2 n_heads=3" in out and "blocks.0.attn.hook_z" in out and "blocks.1.attn.hook_z" not in out
     assert "d_mlp=None" in out  # attention-only: no MLP, whatever TL's config defaults say
 
 

@@ -72,24 +72,40 @@ def _warmup_cosine(steps: int) -> Callable[[int], float]:
 
 
 def train_induction_2l(
-    *, steps: int, seed: int, batch_size: int = 64, lr: float = 3e-3, weight_decay: float = 0.01
+    *,
+    steps: int,
+    seed: int,
+    batch_size: int = 64,
+    lengths_per_step: int = 4,
+    lr: float = 3e-3,
+    weight_decay: float = 0.01,
+    head_dropout: float = ind.LAYER_0_HEAD_DROPOUT,
+    sparsity_weight: float = ind.LAYER_1_SPARSITY_WEIGHT,
 ) -> tuple[HookedTransformer, dict[str, Any]]:
     """Train ``induction-2l`` on ``BOS + r + r`` and measure it on held-out sequences.
 
+    The objective is ``tl_interp.models.zoo.induction.training_loss``: next-token loss, with
+    layer-0 head dropout and a Hoyer sparsity penalty over layer-1 heads' output norms, so
+    that previous-token heads are redundant and one head does induction.
+
     Args:
         steps: optimiser steps (one batch of fresh random sequences each).
-        seed: seeds the initial weights and the training data stream.
+        seed: seeds the initial weights, the training data stream and the dropout masks.
         batch_size: sequences per step.
+        lengths_per_step: the batch is split into this many micro-batches, each with its
+            own half length ``L``; their gradients are averaged into one step.
         lr: AdamW peak learning rate.
         weight_decay: AdamW weight decay.
+        head_dropout: probability of zeroing each layer-0 head's output, per sequence.
+        sparsity_weight: weight of the layer-1 Hoyer penalty.
 
     Returns:
         ``(model, card)``; the card holds everything but the weight file's size and hash.
 
     Example:
         >>> model, card = train_induction_2l(steps=2, seed=0)
-        >>> sorted(card["evaluation"])[:2]
-        ['eval_half_len', 'eval_seed']
+        >>> card["evaluation"]["eval_half_len"], len(card["evaluation"]["ablation_scan"]["ranking"])
+        (31, 6)
     """
     start = time.perf_counter()
     torch.manual_seed(seed)
@@ -98,12 +114,20 @@ def train_induction_2l(
     opt = torch.optim.AdamW(model.parameters(), lr=lr, betas=(0.9, 0.98), weight_decay=weight_decay)
     sched = torch.optim.lr_scheduler.LambdaLR(opt, _warmup_cosine(steps))
     model.train()
+    if batch_size % lengths_per_step:
+        raise ValueError(f"batch_size={batch_size} must be a multiple of {lengths_per_step=}")
     for _ in tqdm(range(steps), desc="induction-2l", mininterval=5, disable=steps < 50):
-        half_len = int(torch.randint(ind.MIN_HALF_LEN, ind.MAX_HALF_LEN + 1, (), generator=data))
-        tokens = ind.repeated_tokens(batch_size, half_len, generator=data)
-        loss = model(tokens, return_type="loss")
         opt.zero_grad(set_to_none=True)
-        loss.backward()
+        for _ in range(lengths_per_step):
+            half_len = int(
+                torch.randint(ind.MIN_HALF_LEN, ind.MAX_HALF_LEN + 1, (), generator=data)
+            )
+            tokens = ind.repeated_tokens(batch_size // lengths_per_step, half_len, generator=data)
+            loss, _, _ = ind.training_loss(
+                model, tokens, generator=data, head_dropout=head_dropout,
+                sparsity_weight=sparsity_weight,
+            )
+            (loss / lengths_per_step).backward()
         nn.utils.clip_grad_norm_(model.parameters(), 1.0)
         opt.step()
         sched.step()
@@ -111,47 +135,138 @@ def train_induction_2l(
     seconds = time.perf_counter() - start
 
     evaluation = evaluate_induction_2l(model)
+    cfg = model.cfg
+    prev_heads = [f"L{la} H{h}" for la, h in evaluation["previous_token_heads"]]
+    ind_heads = [f"L{la} H{h}" for la, h in evaluation["induction_heads"]]
+    effects = {tuple(r["index"]): r["effect"] for r in evaluation["ablation_scan"]["ranking"]}
+    top_of_scan = evaluation["ablation_scan"]["ranking"][0]["index"]
+    redundant = len(prev_heads) > 1 and all(
+        effects[tuple(h)] <= ind.QUALITY_THRESHOLDS["max_other_head_ablation_effect"]
+        for h in evaluation["previous_token_heads"]
+    )
+    single = evaluation["induction_heads"] == [top_of_scan]
     card = {
         "name": "induction-2l",
         "summary": (
             "2-layer attention-only transformer (no LayerNorm, no MLP) trained on random "
-            "token sequences repeated twice; layer 0 has a previous-token head and layer 1 "
-            "an induction head."
+            "token sequences repeated twice, with layer-0 head dropout and a layer-1 head "
+            f"sparsity penalty; previous-token heads: {', '.join(prev_heads) or 'none'}"
+            f"{' (redundant: cutting any one barely matters)' if redundant else ''}; "
+            f"induction heads: {', '.join(ind_heads) or 'none'}"
+            f"{' (the only one, and first in the ablation scan of heads)' if single else ''}."
         ),
         "architecture": {
             "class": "transformer_lens.HookedTransformer",
-            "n_layers": 2, "d_model": 64, "n_heads": 4, "d_head": 16,
-            "d_vocab": ind.N_RANDOM_TOKENS + 1, "n_ctx": 64, "attn_only": True,
+            "n_layers": cfg.n_layers, "d_model": cfg.d_model, "n_heads": cfg.n_heads,
+            "d_head": cfg.d_head, "d_vocab": cfg.d_vocab, "n_ctx": cfg.n_ctx, "attn_only": True,
             "normalization_type": None, "positional_embedding_type": "standard",
         },
         "training_data": (
             f"BOS ({ind.BOS_TOKEN}) + r + r, r uniform i.i.d. over tokens "
             f"1..{ind.N_RANDOM_TOKENS}; half length L drawn uniformly from "
-            f"{ind.MIN_HALF_LEN}..{ind.MAX_HALF_LEN} per batch (so the repeat cannot be "
-            "located by position); fresh sequences every step; next-token loss on all "
-            "positions"
+            f"{ind.MIN_HALF_LEN}..{ind.MAX_HALF_LEN} per micro-batch (so the repeat cannot be "
+            f"located by position), {lengths_per_step} micro-batches of "
+            f"{batch_size // lengths_per_step} sequences per step, gradients averaged; fresh "
+            "sequences every step; next-token loss on all positions"
         ),
         "hyperparameters": {
             "optimizer": "AdamW", "lr": lr, "betas": [0.9, 0.98], "weight_decay": weight_decay,
-            "batch_size": batch_size, "grad_clip_norm": 1.0, "schedule": _SCHEDULE,
+            "batch_size": batch_size, "lengths_per_step": lengths_per_step,
+            "grad_clip_norm": 1.0, "schedule": _SCHEDULE,
+            "layer_0_head_dropout": head_dropout,
+            "layer_1_sparsity_weight": sparsity_weight,
         },
-        "evaluation": evaluation,
-        "notes": (
-            "Layer 1 may hold several redundant induction heads (see induction_heads and "
-            "the per-head zero-ablation losses): ablating one head barely hurts, ablating "
-            "the layer-0 previous-token heads or all of layer 1 removes in-context copying. "
-            "The first-half loss exceeds ln 64 because r repeats tokens by chance and the "
-            "model copies those too. Trained on half lengths 8..31 only; shorter repeats "
-            "are out of distribution."
+        "regularisers": (
+            "training only (tl_interp.models.zoo.induction.training_loss). Layer-0 head "
+            f"dropout: each layer-0 head's hook_z is zeroed with probability {head_dropout}, "
+            "independently per sequence, survivors not rescaled, so no one head can carry "
+            "the previous token alone. Layer-1 sparsity: with n_h the mean output norm "
+            "|z_h W_O^h| of layer-1 head h over the batch, the Hoyer ratio "
+            f"sum(n)/||n||_2 - 1 (0 iff one head writes) is added with weight "
+            f"{sparsity_weight}, so a single head does induction."
         ),
+        "evaluation": evaluation,
+        "notes": _induction_notes(evaluation),
         "quality_thresholds": ind.QUALITY_THRESHOLDS,
         "provenance": _provenance("induction-2l", steps, seed, seconds),
     }
     return model, card
 
 
+def _induction_notes(ev: dict[str, Any]) -> str:
+    """The card's reading of its own measurements (which heads matter, how much)."""
+    ranking = ev["ablation_scan"]["ranking"]
+    top, rest = ranking[0], ranking[1:]
+    worst_other = max(rest, key=lambda r: r["effect"]) if rest else None
+    prev = [tuple(h) for h in ev["previous_token_heads"]]
+    prev_effects = [r["effect"] for r in ranking if tuple(r["index"]) in prev]
+    silent = [
+        f"L1 H{h}" for h, norm in enumerate(ev["layer_1_head_output_norms"])
+        if norm < 0.01 * max(ev["layer_1_head_output_norms"])
+    ]
+    parts = [
+        (
+            "Zero-ablating one head at a time (ablation_scan, repeated-half loss): "
+            f"{top['unit']} costs {top['effect']:.2f} nats (95% CI {top['ci_low']:.2f}.."
+            f"{top['ci_high']:.2f}), the most of any head"
+        )
+    ]
+    if worst_other is not None:
+        parts.append(
+            f"; the next largest is {worst_other['effect']:+.3f} ({worst_other['unit']})"
+        )
+    if prev_effects:
+        parts.append(
+            f". Cutting any one of the {len(prev)} previous-token heads changes the loss by "
+            f"{min(prev_effects):+.3f}..{max(prev_effects):+.3f} nats; cutting all of them "
+            f"raises it from {ev['repeated_half_loss']:.2f} to "
+            f"{ev['repeated_half_loss_zero_ablating_previous_token_heads']:.2f}"
+        )
+    if silent:
+        parts.append(
+            f". The sparsity penalty silenced {', '.join(silent)} (output norm ~0), so layer 1 "
+            "does induction with one head"
+        )
+    parts.append(
+        ". The first-half loss exceeds ln 64 because r repeats tokens by chance and the "
+        f"model copies those too. Trained on half lengths {ind.MIN_HALF_LEN}..{ind.MAX_HALF_LEN} "
+        "only; shorter repeats are out of distribution."
+    )
+    return "".join(parts)
+
+
+def _ablation_scan(model: HookedTransformer, tokens: torch.Tensor) -> dict[str, Any]:
+    """``ti.ablation.scan`` of heads (zero ablation), metric: loss on the repeated half."""
+    # imported here, not at the top: only this model's evaluation needs them
+    from tl_interp import metrics
+    from tl_interp.analyses import ablation
+
+    half_len = (tokens.shape[1] - 1) // 2
+    mask = torch.zeros_like(tokens)
+    mask[:, half_len + 2 :] = 1  # targets r[1:] of the second copy, as in half_losses
+    res = ablation.scan(model, tokens, metrics.loss(tokens, mask), units="heads", progress=False)
+    return {
+        "method": "zero",
+        "units": "heads",
+        "metric": "mean next-token loss on the repeated half (targets r[1:] of the 2nd copy)",
+        "n_boot": 2000,
+        "seed": 0,
+        # effect = ablated minus clean loss (nats); 95% bootstrap interval over sequences
+        "ranking": [
+            {
+                "unit": r["unit"],
+                "index": list(r["index"]),
+                "effect": _sig(r["effect"], 4),
+                "ci_low": _sig(r["ci_low"], 4),
+                "ci_high": _sig(r["ci_high"], 4),
+            }
+            for r in res.ranking()
+        ],
+    }
+
+
 def evaluate_induction_2l(model: HookedTransformer, n_seqs: int = 256) -> dict[str, Any]:
-    """Held-out losses per half and head scores (the numbers the card and the tests use)."""
+    """Held-out losses per half, head scores and an ablation scan (what the card records)."""
     tokens = ind.repeated_tokens(
         n_seqs, ind.EVAL_HALF_LEN, generator=torch.Generator().manual_seed(ind.EVAL_SEED)
     )
@@ -169,6 +284,10 @@ def evaluate_induction_2l(model: HookedTransformer, n_seqs: int = 256) -> dict[s
         for layer in range(cfg.n_layers)
     ]
     prev_heads = _heads_above(prev, q["min_previous_token_score"])
+    with torch.no_grad():
+        _, cache = model.run_with_cache(tokens, names_filter="blocks.1.attn.hook_z")
+        out = torch.einsum("bphd,hdm->bphm", cache["blocks.1.attn.hook_z"], model.W_O[1])
+        layer_1_norms = out.norm(dim=-1).mean(dim=(0, 1))
     return {
         "eval_seed": ind.EVAL_SEED,
         "eval_half_len": ind.EVAL_HALF_LEN,
@@ -191,6 +310,9 @@ def evaluate_induction_2l(model: HookedTransformer, n_seqs: int = 256) -> dict[s
         "repeated_half_loss_zero_ablating_layer_1": _sig(
             ind.half_losses(model, tokens, zero_ablate=[(1, h) for h in range(cfg.n_heads)])[1], 4
         ),
+        # mean |z_h W_O^h| per layer-1 head: what the sparsity penalty acts on
+        "layer_1_head_output_norms": [_sig(float(v), 4) for v in layer_1_norms],
+        "ablation_scan": _ablation_scan(model, tokens),
     }
 
 

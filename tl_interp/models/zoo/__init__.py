@@ -6,8 +6,9 @@ packaged safetensors in well under a second and attaches its model card as ``mod
 (a dict: training data, seed, hyperparameters, held-out measurements). ``card(name)`` reads
 the same card without building the model.
 
-- ``induction-2l``: 2-layer attention-only HookedTransformer with a previous-token head in
-  layer 0 and an induction head in layer 1 (which ones: ``card("induction-2l")["evaluation"]``).
+- ``induction-2l``: 2-layer attention-only HookedTransformer with redundant previous-token
+  heads in layer 0 and a single induction head in layer 1, the one head whose ablation
+  destroys in-context copying (which ones: ``card("induction-2l")["evaluation"]``).
 - ``s5-mlp``: one-hidden-layer ReLU network on S5 composition (``S5MLP``, a custom
   ``HookedRootModule``); ``groups`` holds S5 and its representations.
 
@@ -122,7 +123,7 @@ def load_induction_2l(*, directory: Path | str | None = None) -> HookedTransform
     Example:
         >>> model = load_induction_2l()
         >>> model.cfg.n_layers, model.cfg.n_heads
-        (2, 4)
+        (2, 3)
     """
     model = HookedTransformer(induction_config(init_weights=False))
     load_parameters("induction-2l", model, read_weights("induction-2l", directory))

@@ -1,19 +1,59 @@
 """``induction-2l``: a two-layer attention-only transformer with a known induction circuit.
 
-Trained on ``BOS + r + r`` (a random token sequence repeated once), it forms a
-previous-token head in layer 0 and an induction head in layer 1 that K-composes with it
+Trained on ``BOS + r + r`` (a random token sequence repeated once), it forms
+previous-token heads in layer 0 and an induction head in layer 1 that K-composes with them
 (Elhage et al. 2021, "A Mathematical Framework for Transformer Circuits"; Olsson et al.
 2022, "In-context Learning and Induction Heads").
+
+The mechanism of the packaged weights (measured in ``cards/induction-2l.json``, re-checked
+by ``tests/test_zoo_models.py``): all three layer-0 heads (L0 H0-H2) are previous-token
+heads (scores 0.47-0.50) that back each other up, and layer 1 has exactly one induction
+head, L1 H2 (score 0.88); the sparsity penalty silenced the other two layer-1 heads (output
+norm ~1e-5). The induction head finds the previous token in its keys (K-composition, score
+0.21 with each layer-0 head against ~0.05 for Q and ~0.03 for V): removing layer 0's output
+from layer 1's key input alone takes the repeated-half loss to 3.57 nats, from its query
+input to 0.55, from its value input nowhere (0.33). So the single point of failure is the
+induction head: zero-ablating it takes the repeated-half loss from 0.32 nats to 4.17 (no
+better than guessing), zero-ablating any one previous-token head adds less than 0.02 nats,
+and only cutting all three breaks induction (3.42 nats: L1 H2 then spreads its attention
+over the context and copies an arbitrary earlier token). Copying is weakest at the
+shortest trained length (repeated-half loss ~1.1 at ``L = 8``, at most 0.35 for
+``L = 10..31``).
 
 Choices, and why:
 
 - No normalization (``normalization_type=None``) and no MLPs: the logits are exactly a sum
   of direct, one-head and two-head paths, so QK/OV circuits and composition scores read
   straight off the weights, with no LayerNorm to fold or linearise.
-- Standard learned positional embeddings, which the previous-token head needs.
-- The half length ``L`` is drawn afresh for every training batch (8..31), so the repeat
+- Standard learned positional embeddings, which the previous-token heads need.
+- The half length ``L`` is drawn afresh (8..31) for every micro-batch, so the repeat
   cannot be found by position alone: a layer-1 head that attends to a fixed offset does not
-  solve the task, a content-based induction head does.
+  solve the task, a content-based induction head does. Each step averages four
+  micro-batches of 16 sequences with their own ``L``: with one ``L`` per step, the
+  gradient at early positions flips between "don't copy" (long ``L``: they are in the first
+  copy) and "copy" (short ``L``), and a single induction head never settled at short
+  lengths (its repeated-half loss at ``L = 10`` swung between 0.3 and 2.1 nats from one
+  checkpoint to the next).
+- Three heads of width 32 per layer (not four of 16): a single head must copy all 64
+  tokens through its OV circuit, whose rank is at most ``d_head``.
+- Head dropout on layer 0 (``LAYER_0_HEAD_DROPOUT``): in training, each layer-0 head's
+  output (``hook_z``) is zeroed independently per sequence with probability 0.5 (no
+  rescaling), so no single head can be relied on and previous-token information is written
+  redundantly by several heads.
+- A sparsity penalty on layer 1 (``LAYER_1_SPARSITY_WEIGHT``): the Hoyer ratio
+  ``sum(n) / ||n||_2 - 1`` of the heads' mean output norms ``n`` (``|z_h W_O^h|``, averaged
+  over batch and positions) is added to the loss, from the first step. It is scale-free and
+  zero exactly when one head carries all of layer 1's output. Alternatives that did not
+  work in our trial runs: a plain L1 (group lasso) penalty on the norms cannot break the tie
+  between heads that write the same thing (layer 1 kept two or three induction heads); a
+  concave ``sqrt`` penalty silenced every layer-1 head before induction could form; a Hoyer
+  penalty switched on only after induction had formed was gamed by inflating one head's
+  norm (three induction heads stayed). Without either regulariser (the earlier recipe, four
+  heads of width 16) layer 1 grew four redundant induction heads, and a previous-token
+  head, not an induction head, came first in an ablation scan.
+
+``training_loss`` implements both; ``python -m tl_interp.models.train induction-2l`` runs
+them (``tl_interp.models.train.train_induction_2l``).
 
 Scores, as in TransformerLens's induction demo, computed from ``blocks.{l}.attn.hook_pattern``
 on held-out ``BOS + r + r`` sequences of half length ``L``:
@@ -41,11 +81,16 @@ __all__ = [
     "MAX_HALF_LEN",
     "EVAL_HALF_LEN",
     "EVAL_SEED",
+    "N_HEADS",
+    "D_HEAD",
+    "LAYER_0_HEAD_DROPOUT",
+    "LAYER_1_SPARSITY_WEIGHT",
     "QUALITY_THRESHOLDS",
     "induction_config",
     "repeated_tokens",
     "head_scores",
     "half_losses",
+    "training_loss",
 ]
 
 BOS_TOKEN = 0
@@ -54,18 +99,28 @@ MIN_HALF_LEN = 8
 MAX_HALF_LEN = 31  # 1 + 2 * 31 = 63 <= n_ctx = 64
 EVAL_HALF_LEN = 31
 EVAL_SEED = 1_000_003  # held-out sequences come from this seed, never a training seed
+N_HEADS = 3  # per layer
+D_HEAD = 32
+LAYER_0_HEAD_DROPOUT = 0.5  # training only: P(a layer-0 head's output is zeroed), per sequence
+LAYER_1_SPARSITY_WEIGHT = 0.2  # training only: weight of the Hoyer penalty on layer-1 heads
 
 # What the packaged model must measure on held-out BOS + r + r (tests check these; the card
 # records them). Why these numbers: a model without in-context copying cannot beat ln 64 =
 # 4.16 nats on either half, so first/repeated > 5 means most repeated tokens are copied
 # (loss < 0.83 nats, i.e. p(correct) > 0.43 on average); uniform attention over the ~32 keys
 # a query sees scores ~0.03, so 0.3 / 0.5 are an order of magnitude above chance.
+# The two ablation thresholds state the mechanism (one induction head, redundant
+# previous-token heads): zero-ablating the top induction head must cost at least 2 nats of
+# repeated-half loss (half the way to guessing), zero-ablating any other single head at most
+# 0.25 nats, so an ablation scan of heads ranks the induction head first by a wide margin.
 QUALITY_THRESHOLDS: dict[str, float] = {
     "min_first_half_loss": 3.5,
     "max_repeated_half_loss": 0.5,
     "min_first_over_repeated_loss_ratio": 5.0,
     "min_previous_token_score": 0.3,
     "min_induction_score": 0.5,
+    "min_induction_head_ablation_effect": 2.0,
+    "max_other_head_ablation_effect": 0.25,
 }
 
 
@@ -76,17 +131,18 @@ def induction_config(*, init_weights: bool = False) -> HookedTransformerConfig:
         init_weights: initialise the weights (training) or leave them for a load (loading).
 
     Returns:
-        A config for a 2-layer, 4-head, d_model 64, attention-only, LayerNorm-free model.
+        A config for a 2-layer, 3-head (``d_head`` 32), d_model 64, attention-only,
+        LayerNorm-free model.
 
     Example:
-        >>> induction_config().n_layers
-        2
+        >>> induction_config().n_layers, induction_config().n_heads
+        (2, 3)
     """
     return HookedTransformerConfig(
         n_layers=2,
         d_model=64,
-        n_heads=4,
-        d_head=16,
+        n_heads=N_HEADS,
+        d_head=D_HEAD,
         d_vocab=N_RANDOM_TOKENS + 1,
         n_ctx=64,
         attn_only=True,
@@ -147,8 +203,8 @@ def head_scores(
         >>> from tl_interp.models.zoo import load_induction_2l
         >>> tokens = repeated_tokens(8, 20, generator=torch.Generator().manual_seed(0))
         >>> prev, ind = head_scores(load_induction_2l(), tokens)
-        >>> prev.shape, int(ind.argmax()) // 4  # the top induction head is in layer 1
-        (torch.Size([2, 4]), 1)
+        >>> prev.shape, divmod(int(ind.argmax()), ind.shape[1])  # the one induction head
+        (torch.Size([2, 3]), (1, 2))
     """
     half_len = (tokens.shape[1] - 1) // 2
     if tokens.shape[1] != 1 + 2 * half_len:
@@ -186,7 +242,7 @@ def half_losses(
         model: the model.
         tokens: sequences made by ``repeated_tokens``.
         zero_ablate: ``(layer, head)`` pairs whose output (``hook_z``) is set to zero for
-            this measurement, e.g. ``[(0, 1)]`` to cut a previous-token head.
+            this measurement, e.g. ``[(0, 1)]`` to cut one previous-token head.
 
     Returns:
         ``(first_half_loss, repeated_half_loss)`` in nats per token.
@@ -217,3 +273,63 @@ def half_losses(
     first = per_token[:, 1:half_len]  # targets at positions 2..L
     repeated = per_token[:, half_len + 1 :]  # targets at positions L+2..2L
     return float(first.mean()), float(repeated.mean())
+
+
+@jaxtyped(typechecker=beartype)
+def training_loss(
+    model: HookedTransformer,
+    tokens: Int[Tensor, "batch pos"],
+    *,
+    generator: torch.Generator,
+    head_dropout: float = LAYER_0_HEAD_DROPOUT,
+    sparsity_weight: float = LAYER_1_SPARSITY_WEIGHT,
+) -> tuple[Float[Tensor, ""], Float[Tensor, ""], Float[Tensor, ""]]:
+    """The training objective of ``induction-2l``: next-token loss with its two regularisers.
+
+    Layer-0 head dropout: each layer-0 head's ``hook_z`` is zeroed, independently for every
+    sequence, with probability ``head_dropout`` (no rescaling of the survivors), so that
+    previous-token information has to be written by more than one head. Layer-1 sparsity:
+    with ``n_h`` the mean over batch and positions of ``|z_h W_O^h|`` (head ``h``'s output
+    norm), the Hoyer ratio ``sum(n) / ||n||_2 - 1`` (0 when one head does all the writing,
+    ``sqrt(n_heads) - 1`` when all write equally) times ``sparsity_weight`` is added, so that
+    one head does the induction.
+
+    Args:
+        model: the model being trained (any HookedTransformer with at least 2 layers).
+        tokens: a batch of ``BOS + r + r`` sequences.
+        generator: draws the dropout mask (the training data stream's generator, so a seed
+            fixes the masks too).
+        head_dropout: probability of dropping each layer-0 head for a sequence.
+        sparsity_weight: weight of the layer-1 Hoyer penalty.
+
+    Returns:
+        ``(total, next_token_loss, layer_1_sparsity)``; backpropagate ``total``.
+
+    Example:
+        >>> _ = torch.manual_seed(0)
+        >>> model = HookedTransformer(induction_config(init_weights=True))
+        >>> g = torch.Generator().manual_seed(0)
+        >>> tokens = repeated_tokens(4, 8, generator=g)
+        >>> total, lm, sparsity = training_loss(model, tokens, generator=g)
+        >>> bool(total >= lm), 0 <= float(sparsity.detach()) <= 3**0.5 - 1 + 1e-6
+        (True, True)
+    """
+    n_heads = model.cfg.n_heads
+    keep = (torch.rand(tokens.shape[0], 1, n_heads, 1, generator=generator) >= head_dropout)
+    keep = keep.to(model.cfg.dtype)
+    captured: dict[str, Tensor] = {}
+
+    def _drop_heads(z: Float[Tensor, "batch pos head_index d_head"], hook: HookPoint) -> Tensor:
+        return z * keep
+
+    def _capture(z: Float[Tensor, "batch pos head_index d_head"], hook: HookPoint) -> Tensor:
+        captured["z"] = z
+        return z
+
+    hooks = [("blocks.0.attn.hook_z", _drop_heads), ("blocks.1.attn.hook_z", _capture)]
+    with model.hooks(fwd_hooks=hooks):  # removed on exit, always
+        lm_loss = model(tokens, return_type="loss")
+    out = torch.einsum("bphd,hdm->bphm", captured["z"], model.W_O[1])
+    norms = out.norm(dim=-1).mean(dim=(0, 1))  # (n_heads,)
+    sparsity = norms.sum() / (norms.pow(2).sum() + 1e-8).sqrt() - 1
+    return lm_loss + sparsity_weight * sparsity, lm_loss, sparsity
