@@ -8,7 +8,7 @@ and the largest disagreement, measured in the same run.
 
   (a) ordinal-4l: numbers-minus-months vectors at layers 1-3, 4 multipliers, the held-out
       analogy battery (~215 prompts);
-  (b) SmolLM2-135M (``--real``): 2 layers x 3 multipliers x 24 prompts.
+  (b) SmolLM2-135M (``--real``): 2 layers x 3 multipliers x 23 month lists.
 
 Run: python benchmarks/steering.py [--real] [--repeats N] [--threads T]
 """
