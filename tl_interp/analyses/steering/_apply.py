@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import torch
+from beartype import beartype
 from torch import Tensor
 from tqdm.auto import tqdm
 
@@ -204,6 +205,7 @@ def _variants(vectors: Sequence[SteeringVector] | SteeringVector, multipliers: S
     return [Variant(v, m) for v in vs for m in ms]
 
 
+@beartype
 def next_token_logits(model: Any, prompts: Sequence[str], vectors: Sequence[SteeringVector] | SteeringVector,
                       multipliers: Sequence[float] | float, *, positions: PositionRule = "all",
                       memory_mb: float = 1024.0, progress: bool = False) -> Tensor:
@@ -231,6 +233,7 @@ def next_token_logits(model: Any, prompts: Sequence[str], vectors: Sequence[Stee
     return out["logits"].view(n_v, -1, len(prompts), d_vocab(model))
 
 
+@beartype
 def generate(model: Any, prompts: Sequence[str] | str, vectors: Sequence[SteeringVector] | SteeringVector,
              multipliers: Sequence[float] | float, *, positions: PositionRule = "all", max_new_tokens: int = 20,
              **generate_kwargs: Any) -> list[dict[str, Any]]:

@@ -31,6 +31,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import torch
+from beartype import beartype
 from torch import Tensor
 
 from tl_interp.analyses.steering._apply import Variant, check_vectors, steered_last_logits
@@ -114,6 +115,7 @@ def _vectors(vectors: Sequence[SteeringVector] | SteeringVector) -> list[Steerin
     return vs
 
 
+@beartype
 def evaluate(model: Any, vectors: Sequence[SteeringVector] | SteeringVector,
              tasks: Mapping[str, Sequence[tuple[str, str]]], multipliers: Sequence[float], *,
              controls: Controls = Controls(), positions: PositionRule = "all",
