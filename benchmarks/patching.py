@@ -25,7 +25,7 @@ warnings.filterwarnings("ignore")
 
 import tl_interp as ti  # noqa: E402
 from _timing import timed  # noqa: E402
-from tl_interp.analyses import _stacked  # noqa: E402
+from tl_interp.engine import _stacked  # noqa: E402
 from transformer_lens import HookedTransformer, HookedTransformerConfig  # noqa: E402
 from transformer_lens import patching as tl_patching  # noqa: E402
 

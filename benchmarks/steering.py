@@ -23,7 +23,7 @@ warnings.filterwarnings("ignore")
 import tl_interp as ti  # noqa: E402
 from _timing import timed  # noqa: E402
 from tl_interp import site  # noqa: E402
-from tl_interp.analyses.steering import Controls  # noqa: E402
+from tl_interp.steering import Controls  # noqa: E402
 
 NO_CONTROLS = Controls(random_seeds=(), unrelated_prompts=())
 

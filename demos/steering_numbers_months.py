@@ -38,7 +38,7 @@ import torch
 
 import tl_interp as ti
 from tl_interp import site
-from tl_interp.analyses.steering import Controls
+from tl_interp.steering import Controls
 from tl_interp.viz import Report
 
 NUMBERS = "one two three four five six seven eight nine ten eleven twelve".split()

@@ -10,7 +10,7 @@ from transformer_lens import patching as tlp
 import tl_interp as ti
 from tests.conftest import _cfg, attn_only, gpt2_style, llama_style
 from tl_interp import HookNameError, ShapeError
-from tl_interp.analyses import _stacked
+from tl_interp.engine import _stacked
 
 ARCHS = {"gpt2": gpt2_style, "llama_gqa": llama_style, "attn_only": attn_only}
 # (site, over) -> the TransformerLens function computing the same sweep

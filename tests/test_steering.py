@@ -9,7 +9,7 @@ from torch.testing import assert_close
 
 import tl_interp as ti
 from tl_interp import site
-from tl_interp.analyses.steering import (
+from tl_interp.steering import (
     Controls,
     From,
     SteeringVector,
@@ -146,7 +146,7 @@ def test_batched_evaluation_equals_prompt_by_prompt_hooks(model: Any, pairs: tup
 
 
 def test_full_forward_path_equals_mid_stack_path(model: Any, pairs: tuple, monkeypatch: Any) -> None:
-    import tl_interp.analyses.steering._apply as apply_mod
+    import tl_interp.steering._apply as apply_mod
 
     v = contrast_vector(model, *pairs, site("resid_mid", 2), name="mid")
     prompts = ["one , two ,", "march , april , may ,", "after july comes"]

@@ -12,7 +12,14 @@ Example:
 """
 
 from tl_interp import errors, hooks, metrics
-from tl_interp.errors import HookNameError, SelectionError, ShapeError
+from tl_interp.errors import (
+    HookNameError,
+    InputError,
+    OptionError,
+    SelectionError,
+    ShapeError,
+    TlInterpError,
+)
 from tl_interp.intervention import Hook, Intervention
 from tl_interp.sites import SITE_KINDS, site
 
@@ -25,9 +32,12 @@ __all__ = [
     "SITE_KINDS",
     "hooks",
     "errors",
+    "TlInterpError",
     "HookNameError",
     "ShapeError",
     "SelectionError",
+    "OptionError",
+    "InputError",
     "metrics",
     "models",
     "patching",
@@ -41,9 +51,9 @@ __all__ = [
 
 _LAZY = {
     "models": "tl_interp.models",
-    "patching": "tl_interp.analyses.patching",
-    "ablation": "tl_interp.analyses.ablation",
-    "steering": "tl_interp.analyses.steering",
+    "patching": "tl_interp.patching",
+    "ablation": "tl_interp.ablation",
+    "steering": "tl_interp.steering",
     "results": "tl_interp.results",
     "viz": "tl_interp.viz",
 }

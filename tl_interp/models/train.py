@@ -239,7 +239,7 @@ def _ablation_scan(model: HookedTransformer, tokens: torch.Tensor) -> dict[str, 
     """``ti.ablation.scan`` of heads (zero ablation), metric: loss on the repeated half."""
     # imported here, not at the top: only this model's evaluation needs them
     from tl_interp import metrics
-    from tl_interp.analyses import ablation
+    from tl_interp import ablation
 
     half_len = (tokens.shape[1] - 1) // 2
     mask = torch.zeros_like(tokens)

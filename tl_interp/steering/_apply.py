@@ -23,8 +23,8 @@ from tqdm.auto import tqdm
 
 from tl_interp import hooks
 from tl_interp._types import PositionSelection
-from tl_interp.analyses._stacked import d_vocab, starts_mid_stack
-from tl_interp.analyses.steering._vector import PositionRule, SteeringVector, rule_label, steer_positions
+from tl_interp.engine._stacked import d_vocab, starts_mid_stack
+from tl_interp.steering._vector import PositionRule, SteeringVector, rule_label, steer_positions
 from tl_interp.errors import ShapeError
 from tl_interp.intervention import Intervention
 from tl_interp.models._adapter import Tokenized, adapt

@@ -34,9 +34,9 @@ import torch
 from beartype import beartype
 from torch import Tensor
 
-from tl_interp.analyses.steering._apply import Variant, check_vectors, steered_last_logits
-from tl_interp.analyses.steering._report import SteeringReport
-from tl_interp.analyses.steering._vector import PositionRule, SteeringVector, rule_label
+from tl_interp.steering._apply import Variant, check_vectors, steered_last_logits
+from tl_interp.steering._report import SteeringReport
+from tl_interp.steering._vector import PositionRule, SteeringVector, rule_label
 from tl_interp.errors import ShapeError
 from tl_interp.models._adapter import adapt
 from tl_interp.results import Provenance, prompt_hash

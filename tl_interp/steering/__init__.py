@@ -21,8 +21,8 @@ Example:
     SteeringVector('numbers - months': mean_diff, residual space, norm ..., at blocks.2.hook_resid_pre, read at last)
 """
 
-from tl_interp.analyses.steering._apply import generate, next_token_logits
-from tl_interp.analyses.steering._build import (
+from tl_interp.steering._apply import generate, next_token_logits
+from tl_interp.steering._build import (
     contrast_vector,
     contrast_vectors,
     pca_vector,
@@ -30,10 +30,10 @@ from tl_interp.analyses.steering._build import (
     read_activations,
     sae_contrast_vector,
 )
-from tl_interp.analyses.steering._decompose import Decomposition, decompose
-from tl_interp.analyses.steering._evaluate import Controls, answer_token, evaluate
-from tl_interp.analyses.steering._report import SteeringReport
-from tl_interp.analyses.steering._vector import From, PositionRule, SteeringVector, steer_positions
+from tl_interp.steering._decompose import Decomposition, decompose
+from tl_interp.steering._evaluate import Controls, answer_token, evaluate
+from tl_interp.steering._report import SteeringReport
+from tl_interp.steering._vector import From, PositionRule, SteeringVector, steer_positions
 
 __all__ = [
     "SteeringVector",

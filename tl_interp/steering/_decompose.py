@@ -17,8 +17,8 @@ import torch
 from beartype import beartype
 from torch import Tensor
 
-from tl_interp.analyses.steering._build import sae_name
-from tl_interp.analyses.steering._vector import SteeringVector
+from tl_interp.steering._build import sae_name
+from tl_interp.steering._vector import SteeringVector
 from tl_interp.errors import ShapeError
 
 __all__ = ["decompose", "Decomposition"]

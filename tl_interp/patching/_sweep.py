@@ -32,9 +32,9 @@ from torch import Tensor
 from tqdm.auto import tqdm
 
 from tl_interp import hooks
-from tl_interp.analyses._grid import Grid, make_grid
-from tl_interp.analyses._stacked import StackedRun, check_metric, d_vocab, metric_name
-from tl_interp.analyses.patching._result import PatchingResult
+from tl_interp.engine._grid import Grid, make_grid
+from tl_interp.engine._stacked import StackedRun, check_metric, d_vocab, metric_name
+from tl_interp.patching._result import PatchingResult
 from tl_interp.errors import ShapeError
 from tl_interp.results import Provenance, prompt_hash
 from tl_interp.sites import resolve

@@ -17,9 +17,9 @@ from torch import Tensor
 from tqdm.auto import tqdm
 
 from tl_interp import hooks
-from tl_interp.analyses._grid import make_grid
-from tl_interp.analyses._stacked import StackedRun, check_metric, d_vocab, metric_name
-from tl_interp.analyses.ablation._result import AblationResult
+from tl_interp.engine._grid import make_grid
+from tl_interp.engine._stacked import StackedRun, check_metric, d_vocab, metric_name
+from tl_interp.ablation._result import AblationResult
 from tl_interp.errors import ShapeError
 from tl_interp.metrics import Metric
 from tl_interp.results import Provenance, prompt_hash

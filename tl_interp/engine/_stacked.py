@@ -21,7 +21,7 @@ import torch
 from torch import Tensor
 
 from tl_interp import hooks
-from tl_interp.analyses._grid import Grid
+from tl_interp.engine._grid import Grid
 from tl_interp.errors import ShapeError
 from tl_interp.intervention import Intervention
 from tl_interp.metrics import Metric

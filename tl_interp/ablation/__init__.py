@@ -1,6 +1,6 @@
 """Ablation studies: knock out units one at a time, as ``ti.ablation``."""
 
-from tl_interp.analyses.ablation._result import AblationResult
-from tl_interp.analyses.ablation._scan import scan
+from tl_interp.ablation._result import AblationResult
+from tl_interp.ablation._scan import scan
 
 __all__ = ["scan", "AblationResult"]

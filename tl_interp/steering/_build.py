@@ -21,8 +21,8 @@ from tqdm.auto import tqdm
 
 from tl_interp import hooks
 from tl_interp._types import NameFilter
-from tl_interp.analyses._stacked import starts_mid_stack
-from tl_interp.analyses.steering._vector import SteeringVector
+from tl_interp.engine._stacked import starts_mid_stack
+from tl_interp.steering._vector import SteeringVector
 from tl_interp.errors import ShapeError
 from tl_interp.models._adapter import adapt
 from tl_interp.results import prompt_hash

@@ -18,10 +18,10 @@ from torch import Tensor
 from tqdm.auto import tqdm
 
 from tl_interp import hooks
-from tl_interp.analyses._grid import SWEEP_SITES
-from tl_interp.analyses._stacked import metric_name
-from tl_interp.analyses.patching._result import PatchingResult
-from tl_interp.analyses.patching._sweep import plan_sweep, sweep
+from tl_interp.engine._grid import SWEEP_SITES
+from tl_interp.engine._stacked import metric_name
+from tl_interp.patching._result import PatchingResult
+from tl_interp.patching._sweep import plan_sweep, sweep
 from tl_interp.intervention import Intervention
 from tl_interp.metrics import Metric
 from tl_interp.sites import site as site_name
@@ -122,7 +122,7 @@ def attribution(model: Any, clean: Tensor | Sequence[str], corrupted: Tensor | S
 def _ig_grad(model: Any, metric: Callable[[Tensor], Tensor], name: str, kind: str, layer: int, base_act: Tensor,
              delta: Tensor, steps: int, base_t: Tensor, attn_mask: Tensor | None) -> Tensor:
     """Mean gradient along base -> base + delta at one site (midpoint rule), steps stacked."""
-    from tl_interp.analyses._stacked import starts_mid_stack
+    from tl_interp.engine._stacked import starts_mid_stack
 
     batch = base_t.shape[0]
     alphas = (torch.arange(steps, dtype=base_act.dtype, device=base_act.device) + 0.5) / steps

@@ -1,7 +1,0 @@
-"""Activation patching studies: exact sweeps (and attribution patching), as ``ti.patching``."""
-
-from tl_interp.analyses.patching._attribution import attribution
-from tl_interp.analyses.patching._result import PatchingResult
-from tl_interp.analyses.patching._sweep import sweep
-
-__all__ = ["sweep", "attribution", "PatchingResult"]

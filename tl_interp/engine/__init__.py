@@ -1,0 +1,1 @@
+"""The one batched engine every study runs on (see docs/architecture.md)."""

@@ -1,0 +1,7 @@
+"""Activation patching studies: exact sweeps (and attribution patching), as ``ti.patching``."""
+
+from tl_interp.patching._attribution import attribution
+from tl_interp.patching._result import PatchingResult
+from tl_interp.patching._sweep import sweep
+
+__all__ = ["sweep", "attribution", "PatchingResult"]
