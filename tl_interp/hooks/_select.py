@@ -5,10 +5,12 @@ range for the sizes the model's config fixes) and turned into a boolean mask bro
 to the activation when the hook runs. Edits are ``torch.where(mask, edited, act)``, so an
 unselected entry is returned bit-for-bit.
 
-Positions accept an int (negative allowed), a slice, a list of ints, a boolean mask over
-positions ``(pos,)`` or over ``(batch, pos)``, or an integer tensor with one position per
-batch row ``(batch,)`` (e.g. ``Tokenized.last_index``, the last non-pad token of each row).
-Heads, neurons and rows accept an int, a slice, a list of ints or a boolean mask.
+Positions follow ``tl_interp.positions`` (ints, slices, lists, masks, per-row indices,
+``"last"``, ``"all"``, ``From(k)``). They are absolute positions of the sequence: the run
+context (``tl_interp._context``) says which window of positions an activation covers (a
+key-value-cached generation step, or an engine pass that starts from a cached prefix), and which
+positions are padding; this module is the one place that turns that into masks and fits
+per-position tensors to the activation's window.
 """
 
 from collections.abc import Sequence
@@ -17,11 +19,13 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
-from tl_interp._types import IndexSelection, PositionSelection
-from tl_interp.errors import SelectionError
+from tl_interp._context import RunContext, current
+from tl_interp._types import IndexSelection
+from tl_interp.errors import SelectionError, ShapeError, UnsupportedError
+from tl_interp.positions import Finder, From, Positions, describe, real_bounds
 from tl_interp.sites import SiteInfo
 
-__all__ = ["Selection", "apply_masked"]
+__all__ = ["Selection", "apply_masked", "fit_to_activation", "position_axis", "layout"]
 
 _POS_AXES = ("pos", "query_pos")
 _FEATURE_AXES = ("d_mlp", "d_model", "d_feature", "d_head", "d_vocab", "d_sae")
@@ -29,11 +33,21 @@ _KV_LEAVES = ("hook_k", "hook_v", "hook_rot_k", "hook_k_input", "hook_v_input") 
 _HEAD_SITE_HINT = "head-indexed sites are z, q, k, v, result, pattern, attn_scores (e.g. site('z', layer))"
 
 
-def _freeze(sel: object) -> object:
+def _freeze(sel: object, field: str) -> object:
     """Lists become tuples so a selection cannot change after the intervention is built."""
     if isinstance(sel, bool):
         raise SelectionError(f"a selection cannot be a bool ({sel!r}); give an index, slice, list or mask")
-    if isinstance(sel, Sequence) and not isinstance(sel, (str, Tensor)):
+    if isinstance(sel, str):
+        if field != "positions" or sel not in ("all", "last"):
+            raise SelectionError(f"{field}={sel!r}: the only named selections are positions='last' and "
+                                 "positions='all'")
+        return sel
+    if isinstance(sel, Finder):
+        raise UnsupportedError(f"positions={sel!r} finds positions by token; hooks need them resolved "
+                               "first: pass positions=finder.resolve(model, tokens) (one index per row)")
+    if isinstance(sel, From) and field != "positions":
+        raise SelectionError(f"{field}={sel!r}: From(k) selects positions only")
+    if isinstance(sel, Sequence) and not isinstance(sel, Tensor):
         items = tuple(sel)
         for item in items:
             if isinstance(item, bool) or not isinstance(item, int):
@@ -46,24 +60,13 @@ def _freeze(sel: object) -> object:
     return sel
 
 
-def _fmt(sel: object) -> str:
-    if isinstance(sel, slice):
-        start = "" if sel.start is None else sel.start
-        stop = "" if sel.stop is None else sel.stop
-        return f"{start}:{stop}" + ("" if sel.step is None else f":{sel.step}")
-    if isinstance(sel, tuple):
-        return str(list(sel))
-    if isinstance(sel, Tensor):
-        kind = "mask" if sel.dtype == torch.bool else "per-row"
-        return f"<{kind} {tuple(sel.shape)}>"
-    return str(sel)
-
-
 def _index_mask(sel: object, n: int, what: str, context: str) -> Tensor:
     """A (n,) boolean mask for a 1-D selection over an axis of length n."""
     mask = torch.zeros(n, dtype=torch.bool)
     if isinstance(sel, slice):
         mask[sel] = True
+        if not bool(mask.any()):
+            raise SelectionError(f"{context}: the {what} slice {describe(sel)} selects nothing of {n} {what}s")
         return mask
     if isinstance(sel, Tensor) and sel.dtype == torch.bool:
         if sel.shape != (n,):
@@ -72,16 +75,90 @@ def _index_mask(sel: object, n: int, what: str, context: str) -> Tensor:
     indices = [sel] if isinstance(sel, int) else [int(i) for i in (sel.tolist() if isinstance(sel, Tensor) else sel)]
     for i in indices:
         if not -n <= i < n:
-            raise SelectionError(f"{context}: {what} {i} is out of range; the site has {n} {what}s (0..{n - 1}, or negative from the end)")
+            raise SelectionError(f"{context}: {what} {i} is out of range; the site has {n} {what}s "
+                                 f"(0..{n - 1}, or negative from the end)")
     mask[indices] = True
     return mask
+
+
+@dataclass(frozen=True)
+class Layout:
+    """Where an activation's positions sit in the sequence, and which are real (run context)."""
+
+    batch: int
+    offset: int
+    total: int
+    real: Tensor | None  # (batch, total)
+
+
+def layout(rows: int, window: int, context: str, *, needs_padding: bool = False) -> Layout:
+    """The layout of an activation with ``rows`` rows and ``window`` positions, in this run."""
+    ctx = current() or RunContext()
+    if needs_padding and not ctx.padding_known:
+        raise UnsupportedError(f"{context}: this selection follows each row's padding, but the model tokenised a "
+                               "list of strings itself, so nothing knows where its rows end; pass token ids and "
+                               "their mask (ti.models.adapt(model).tokenize(prompts)), or use Intervention.run")
+    total = ctx.offset + window
+    real = ctx.real
+    if real is not None:
+        if real.shape[0] != rows or real.shape[1] < total:
+            raise ShapeError(f"{context}: the attention mask of this run has shape {tuple(real.shape)}; the "
+                             f"activation has {rows} rows at positions {ctx.offset}..{total - 1}")
+        real = real[:, :total].bool()
+    return Layout(rows, ctx.offset, total, real)
+
+
+def _positions_mask(sel: object, lay: Layout, window: int, context: str) -> Tensor:
+    """``(rows, window)`` or ``(window,)`` boolean mask of a position selection in this window."""
+    total, win = lay.total, slice(lay.offset, lay.total)
+    device = lay.real.device if lay.real is not None else None
+    if isinstance(sel, str) or isinstance(sel, From):
+        if sel == "all":
+            return torch.ones(window, dtype=torch.bool) if lay.real is None else lay.real[:, win]
+        if lay.real is None:
+            first = torch.zeros(lay.batch, dtype=torch.long)
+            last = torch.full((lay.batch,), total - 1, dtype=torch.long)
+            real = torch.ones(lay.batch, total, dtype=torch.bool)
+        else:
+            (first, last), real = real_bounds(lay.real), lay.real
+        pos = torch.arange(total, device=real.device)
+        if sel == "last":
+            rows = pos[None, :] == last[:, None]
+        else:
+            start = first + sel.index
+            if bool((start > last).any()):
+                short = (start > last).nonzero().flatten().tolist()
+                raise SelectionError(f"{context}: positions={sel!r} selects nothing in rows {short}, which have "
+                                     f"fewer than {sel.index + 1} real tokens")
+            rows = real & (pos[None, :] >= start[:, None])
+        return rows[:, win]
+    if isinstance(sel, Tensor) and (sel.ndim == 2 or sel.dtype != torch.bool):
+        if sel.dtype == torch.bool:  # (batch, pos) mask over the whole sequence
+            if sel.shape != (lay.batch, total):
+                raise SelectionError(f"{context}: the position mask has shape {tuple(sel.shape)}; the sequence is "
+                                     f"(batch, pos) = ({lay.batch}, {total})")
+            return sel.to(device)[:, win]
+        if sel.shape != (lay.batch,):
+            raise SelectionError(f"{context}: per-row positions need one index per row, shape ({lay.batch},); "
+                                 f"got {tuple(sel.shape)}")
+        idx = sel.cpu().long()
+        if bool(((idx < -total) | (idx >= total)).any()):
+            raise SelectionError(f"{context}: per-row positions {idx.tolist()} are out of range for {total} positions")
+        rows = torch.zeros(lay.batch, total, dtype=torch.bool)
+        rows[torch.arange(lay.batch), idx % total] = True
+        return rows[:, win]
+    if isinstance(sel, Tensor) and sel.shape != (total,):
+        raise SelectionError(f"{context}: the position mask has {sel.shape[0]} entries, the sequence has {total} "
+                             "positions (during generation the sequence grows: select positions by index, a "
+                             "slice or From(k) instead)")
+    return _index_mask(sel, total, "position", context)[win]
 
 
 @dataclass(frozen=True, eq=False)
 class Selection:
     """Which entries of a site's activation a hook touches; ``None`` means all."""
 
-    positions: PositionSelection = None
+    positions: Positions = None
     heads: IndexSelection = None
     neurons: IndexSelection = None
     rows: IndexSelection = None
@@ -91,7 +168,7 @@ class Selection:
 
     def __post_init__(self) -> None:
         for field in ("positions", "heads", "neurons", "rows"):
-            object.__setattr__(self, field, _freeze(getattr(self, field)))
+            object.__setattr__(self, field, _freeze(getattr(self, field), field))
         if self.mask_ is not None and self.mask_.dtype != torch.bool:
             raise SelectionError(f"mask= must be a boolean tensor, not {self.mask_.dtype}")
 
@@ -100,7 +177,7 @@ class Selection:
         return self.mask_ is None and all(getattr(self, f) is None for f in ("positions", "heads", "neurons", "rows"))
 
     def __str__(self) -> str:
-        parts = [f"{label} {_fmt(getattr(self, field))}"
+        parts = [f"{label} {describe(getattr(self, field))}"
                  for field, label in (("heads", "heads"), ("neurons", "neurons"), ("positions", "pos"), ("rows", "rows"))
                  if getattr(self, field) is not None]
         if self.mask_ is not None:
@@ -118,7 +195,8 @@ class Selection:
             _index_mask(self.heads, info.sizes["head_index"], what, context)
         if self.neurons is not None and info.axes[-1] in info.sizes:
             _index_mask(self.neurons, info.sizes[info.axes[-1]], "neuron", context)
-        if info.seq_len is not None and self.positions is not None and not isinstance(self.positions, Tensor):
+        literal = not isinstance(self.positions, (Tensor, str, From)) and self.positions is not None
+        if info.seq_len is not None and literal:
             _index_mask(self.positions, info.seq_len, "position", context)
 
     def _axes_for(self, context: str, axes: tuple[str, ...]) -> dict[str, int]:
@@ -127,17 +205,20 @@ class Selection:
         if self.rows is not None:
             where["rows"] = 0
         if self.positions is not None:
-            pos = [i for i, a in enumerate(axes) if a in _POS_AXES]
-            if not pos:
-                raise SelectionError(f"{context}: positions= needs a site with a position axis; this site's axes are {axes}")
-            where["positions"] = pos[0]
+            pos = position_axis(axes)
+            if pos is None:
+                raise SelectionError(f"{context}: positions= needs a site with a position axis; this site's axes "
+                                     f"are {axes}")
+            where["positions"] = pos
         if self.heads is not None:
             if "head_index" not in axes:
-                raise SelectionError(f"{context}: heads= needs a head-indexed site; this site's axes are {axes} ({_HEAD_SITE_HINT})")
+                raise SelectionError(f"{context}: heads= needs a head-indexed site; this site's axes are {axes} "
+                                     f"({_HEAD_SITE_HINT})")
             where["heads"] = axes.index("head_index")
         if self.neurons is not None:
             if axes[-1] not in _FEATURE_AXES:
-                raise SelectionError(f"{context}: neurons= selects along a feature axis; this site's last axis is {axes[-1]!r}")
+                raise SelectionError(f"{context}: neurons= selects along a feature axis; this site's last axis is "
+                                     f"{axes[-1]!r}")
             where["neurons"] = len(axes) - 1
         return where
 
@@ -147,46 +228,53 @@ class Selection:
         if self.is_everything:
             return None
         where = self._axes_for(context, axes)
+        pos_axis = position_axis(axes)
+        lay = layout(act.shape[0], act.shape[pos_axis] if pos_axis is not None else 1, context,
+                     needs_padding=isinstance(self.positions, (str, From)))
         mask: Tensor | None = None
         for field, axis in where.items():
             sel = getattr(self, field)
-            n = act.shape[axis]
-            if field == "positions" and isinstance(sel, Tensor) and (sel.ndim == 2 or sel.dtype != torch.bool):
-                part = self._row_positions(sel, act.shape[0], n, axis, act.ndim, context)
+            shape = [1] * act.ndim
+            if field == "positions":
+                part = _positions_mask(sel, lay, act.shape[axis], context)
+                if part.ndim == 2:
+                    shape[0] = part.shape[0]
+                shape[axis] = part.shape[-1]
+            elif field == "rows":
+                part = _index_mask(sel, lay.batch, "row", context)
+                shape[0] = part.shape[0]
             else:
-                what = {"rows": "row", "positions": "position", "heads": "head", "neurons": "neuron"}[field]
-                vec = _index_mask(sel, n, what, context)
-                shape = [1] * act.ndim
-                shape[axis] = n
-                part = vec.view(shape)
-            part = part.to(act.device)
+                what = {"heads": "head", "neurons": "neuron"}[field]
+                part = _index_mask(sel, act.shape[axis], what, context)
+                shape[axis] = part.shape[0]
+            part = part.reshape(shape).to(act.device)
             mask = part if mask is None else mask & part
         if self.mask_ is not None:
-            if self.mask_.ndim > act.ndim or any(m not in (1, a) for m, a in zip(reversed(self.mask_.shape), reversed(act.shape))):
-                raise SelectionError(f"{context}: mask= has shape {tuple(self.mask_.shape)}, which does not "
-                                     f"broadcast to the activation's shape {tuple(act.shape)}")
-            explicit = self.mask_.to(act.device)
+            explicit = fit_to_activation(self.mask_, act, axes, "mask=", context)
             mask = explicit if mask is None else mask & explicit
         return mask
 
-    @staticmethod
-    def _row_positions(sel: Tensor, batch: int, n: int, axis: int, ndim: int, context: str) -> Tensor:
-        """(batch, pos) mask from a per-row index tensor or a 2-D boolean mask."""
-        if sel.dtype == torch.bool:
-            if sel.shape != (batch, n):
-                raise SelectionError(f"{context}: the position mask has shape {tuple(sel.shape)}, the activation has (batch, pos) = ({batch}, {n})")
-            rows = sel.cpu()
-        else:
-            if sel.shape != (batch,):
-                raise SelectionError(f"{context}: per-row positions need one index per row, shape ({batch},); got {tuple(sel.shape)}")
-            idx = sel.cpu().long()
-            if bool(((idx < -n) | (idx >= n)).any()):
-                raise SelectionError(f"{context}: per-row positions {idx.tolist()} out of range for {n} positions")
-            rows = torch.zeros(batch, n, dtype=torch.bool)
-            rows[torch.arange(batch), idx % n] = True
-        shape = [1] * ndim
-        shape[0], shape[axis] = batch, n
-        return rows.view(shape)
+
+def position_axis(axes: tuple[str, ...]) -> int | None:
+    """The index of the (query) position axis in ``axes``, or None."""
+    return next((i for i, a in enumerate(axes) if a in _POS_AXES), None)
+
+
+def fit_to_activation(t: Tensor, act: Tensor, axes: tuple[str, ...], what: str, context: str) -> Tensor:
+    """``t``, shaped like the activation over the whole sequence (or like one row of it, or
+    broadcastable to it), cut to the activation's window of positions."""
+    pos = position_axis(axes)
+    if pos is None or t.ndim < act.ndim - 1:
+        return t.to(act.device)
+    lay = layout(act.shape[0], act.shape[pos], context)
+    axis = pos if t.ndim == act.ndim else pos - 1
+    if t.shape[axis] not in (1, act.shape[pos]):
+        if t.shape[axis] < lay.total:
+            raise ShapeError(f"{context}: {what} covers {t.shape[axis]} positions; the activation is at positions "
+                             f"{lay.offset}..{lay.total - 1} (during generation the sequence grows past the prompt; "
+                             "select the prompt's positions explicitly)")
+        t = t.narrow(axis, lay.offset, act.shape[pos])
+    return t.to(act.device)
 
 
 def apply_masked(act: Tensor, edited: Tensor, mask: Tensor | None) -> Tensor:

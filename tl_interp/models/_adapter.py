@@ -48,6 +48,25 @@ class Tokenized:
     last_index: Int[Tensor, " batch"]
     str_tokens: list[list[str]]
 
+    @property
+    def padded(self) -> bool:
+        """Whether any row has padding."""
+        return not bool(self.attention_mask.bool().all())
+
+    @property
+    def shape(self) -> tuple[int, int]:
+        """``(batch, pos)``."""
+        return (int(self.tokens.shape[0]), int(self.tokens.shape[1]))
+
+    def __len__(self) -> int:
+        return int(self.tokens.shape[0])
+
+    def rows(self, index: "slice | list[int]") -> "Tokenized":
+        """The batch of the given rows (same width, same padding)."""
+        idx = list(range(len(self)))[index] if isinstance(index, slice) else list(index)
+        t = torch.as_tensor(idx, dtype=torch.long, device=self.tokens.device)
+        return Tokenized(self.tokens[t], self.attention_mask[t], self.last_index[t], [self.str_tokens[i] for i in idx])
+
 
 def _family(model: Any) -> Family:
     # Matched by name so that adapting a model never imports sae_lens (slow) by itself.
@@ -105,7 +124,9 @@ class ModelAdapter:
 
     def _encode(self, text: str, prepend_bos: bool | None) -> list[int]:
         if self.family != "custom":
-            return self.model.to_tokens(text, prepend_bos=prepend_bos, move_to_device=False)[0].tolist()
+            # never truncate silently: callers check lengths against the context (engine.inputs)
+            return self.model.to_tokens(text, prepend_bos=prepend_bos, move_to_device=False,
+                                        truncate=False)[0].tolist()
         tok = self.tokenizer
         ids = list(tok(text, add_special_tokens=False)["input_ids"])
         if prepend_bos is None:

@@ -1,0 +1,155 @@
+"""Inputs: every study and reader takes prompts the same way, checked before any forward pass.
+
+``Inputs`` is a string, a list of strings, a ``(batch, pos)`` token tensor (with an optional
+``attention_mask``), or a ``Tokenized`` batch. ``as_batch`` turns any of them into a
+``Tokenized`` (tokens, attention mask, each row's last real token, token strings) and
+refuses, with an ``InputError`` that names the row and the fix, what a forward pass would
+get silently wrong or fail on deep inside TransformerLens: float "tokens", ids outside the
+vocabulary, an empty sequence, masks of the wrong shape or with holes, and prompts longer
+than the model's context (tokenisation never truncates).
+"""
+
+from collections.abc import Sequence
+from typing import Any, TypeAlias
+
+import torch
+from torch import Tensor
+
+from tl_interp.errors import InputError, UnsupportedError
+from tl_interp.models._adapter import Tokenized, adapt
+from tl_interp.positions import real_bounds
+
+__all__ = ["Inputs", "as_batch", "context_length"]
+
+Inputs: TypeAlias = str | Sequence[str] | Tensor | Tokenized
+
+
+def context_length(model: Any) -> int | None:
+    """The model's context length (``cfg.n_ctx``), or None when it declares none."""
+    n_ctx = getattr(getattr(model, "cfg", None), "n_ctx", None)
+    return int(n_ctx) if isinstance(n_ctx, int) and n_ctx > 0 else None
+
+
+def _vocab(model: Any) -> int | None:
+    d_vocab = getattr(getattr(model, "cfg", None), "d_vocab", None)
+    return int(d_vocab) if isinstance(d_vocab, int) and d_vocab > 0 else None
+
+
+def _check_mask(mask: Tensor, shape: tuple[int, ...], role: str) -> Tensor:
+    if not isinstance(mask, Tensor):
+        raise InputError(f"{role}: attention_mask must be a tensor, not {type(mask).__name__}")
+    if tuple(mask.shape) != shape:
+        raise InputError(f"{role}: attention_mask has shape {tuple(mask.shape)}, the tokens have {shape}; "
+                         "give one 0/1 entry per token")
+    if mask.dtype.is_floating_point or not bool(((mask == 0) | (mask == 1)).all()):
+        raise InputError(f"{role}: attention_mask must hold 0 (padding) and 1 (real token) only")
+    mask = mask.long()
+    first, last = real_bounds(mask)
+    span = mask.sum(1)
+    holes = (span != last - first + 1).nonzero().flatten().tolist()
+    if holes:
+        raise InputError(f"{role}: attention_mask rows {holes} have padding between real tokens; pad on one side only")
+    return mask
+
+
+def _check_ids(model: Any, tokens: Tensor, role: str) -> None:
+    vocab = _vocab(model)
+    if vocab is None:
+        return
+    bad = ((tokens < 0) | (tokens >= vocab)).nonzero()
+    if len(bad):
+        row, pos = (int(i) for i in bad[0])
+        raise InputError(f"{role}: token id {int(tokens[row, pos])} at row {row}, position {pos} is outside the "
+                         f"vocabulary (d_vocab={vocab})")
+
+
+def _check_length(model: Any, width: int, role: str, lengths: list[int] | None = None) -> None:
+    n_ctx = context_length(model)
+    if n_ctx is not None and width > n_ctx:
+        which = "" if lengths is None else f" (prompts {[i for i, n in enumerate(lengths) if n > n_ctx]})"
+        raise InputError(f"{role}: {width} tokens{which} exceed the model's context of n_ctx={n_ctx}; shorten the "
+                         "prompts (tl_interp never truncates them)")
+
+
+def _str_tokens(model: Any, tokens: Tensor) -> list[list[str]]:
+    tok = getattr(model, "tokenizer", None)
+    if tok is None:
+        return [[str(t) for t in row] for row in tokens.tolist()]
+    return [tok.batch_decode([[t] for t in row], clean_up_tokenization_spaces=False) for row in tokens.tolist()]
+
+
+def as_batch(model: Any, inputs: Inputs, *, attention_mask: Tensor | None = None, role: str = "inputs",
+             prepend_bos: bool | None = None) -> Tokenized:
+    """Any accepted form of prompts as a checked ``Tokenized`` batch on the model's device.
+
+    Args:
+        model: a HookedTransformer, HookedSAETransformer or TransformerBridge (models that take
+            token ids).
+        inputs: a string, a list of strings (tokenised one by one and right-padded), a token
+            tensor ``(batch, pos)`` or ``(pos,)``, or a ``Tokenized`` batch.
+        attention_mask: with a token tensor: 1 on real tokens, 0 on padding (either side).
+        role: what the inputs are (``"clean"``, ``"positive"``), for error messages.
+        prepend_bos: for strings, override the model's default.
+
+    Returns:
+        A ``Tokenized`` with tokens, mask, last real index per row and token strings.
+
+    Example:
+        >>> import torch
+        >>> from transformer_lens import HookedTransformer, HookedTransformerConfig
+        >>> cfg = HookedTransformerConfig(n_layers=1, d_model=8, n_heads=2, d_head=4, n_ctx=4,
+        ...                               d_vocab=5, act_fn="relu", d_mlp=16)
+        >>> batch = as_batch(HookedTransformer(cfg), torch.tensor([[1, 2, 3], [4, 0, 0]]),
+        ...                  attention_mask=torch.tensor([[1, 1, 1], [1, 0, 0]]))
+        >>> batch.last_index.tolist()
+        [2, 0]
+        >>> as_batch(HookedTransformer(cfg), torch.tensor([[1, 9]]))
+        Traceback (most recent call last):
+        ...
+        tl_interp.errors.InputError: inputs: token id 9 at row 0, position 1 is outside the vocabulary (d_vocab=5)
+    """
+    family = adapt(model).family
+    if family == "custom":
+        raise UnsupportedError(f"{role}: {type(model).__name__} is a custom HookedRootModule; studies that take "
+                               "prompts need a transformer (HookedTransformer, HookedSAETransformer or "
+                               "TransformerBridge). Run interventions on it directly: Intervention.run(model, x)")
+    if isinstance(inputs, Tokenized):
+        if attention_mask is not None:
+            raise InputError(f"{role}: a Tokenized batch carries its own attention mask; don't pass attention_mask")
+        mask = _check_mask(inputs.attention_mask, tuple(inputs.tokens.shape), role)
+        if not torch.equal(real_bounds(mask)[1].cpu(), inputs.last_index.cpu().long()):
+            raise InputError(f"{role}: the Tokenized batch's last_index disagrees with its attention mask")
+        _check_ids(model, inputs.tokens, role)
+        _check_length(model, inputs.tokens.shape[1], role)
+        return inputs
+    if isinstance(inputs, Tensor):
+        tokens = inputs
+        if tokens.dtype.is_floating_point or tokens.dtype == torch.bool or tokens.is_complex():
+            raise InputError(f"{role}: token ids must be an integer tensor, not {tokens.dtype} (residual-stream inputs "
+                             "are not token ids)")
+        if tokens.ndim == 1:
+            tokens = tokens[None]
+            attention_mask = None if attention_mask is None else attention_mask.reshape(1, -1)
+        if tokens.ndim != 2 or tokens.shape[0] == 0 or tokens.shape[1] == 0:
+            raise InputError(f"{role}: token ids must be (batch, pos) with at least one row and one position; "
+                             f"got shape {tuple(inputs.shape)}")
+        mask = (torch.ones_like(tokens, dtype=torch.long) if attention_mask is None
+                else _check_mask(attention_mask, tuple(tokens.shape), role))
+        _check_ids(model, tokens, role)
+        _check_length(model, tokens.shape[1], role)
+        device = tokens.device
+        return Tokenized(tokens.long(), mask.to(device), real_bounds(mask)[1].to(device), _str_tokens(model, tokens))
+    if attention_mask is not None:
+        raise InputError(f"{role}: attention_mask goes with token ids; strings are tokenised with their own mask")
+    if isinstance(inputs, str):
+        texts = [inputs]
+    elif isinstance(inputs, Sequence) and all(isinstance(t, str) for t in inputs):
+        texts = list(inputs)
+    else:
+        raise InputError(f"{role}: expected a string, a list of strings, token ids or a Tokenized batch; got "
+                         f"{type(inputs).__name__}")
+    if not texts:
+        raise InputError(f"{role}: the list of prompts is empty")
+    batch = adapt(model).tokenize(texts, prepend_bos=prepend_bos)
+    _check_length(model, batch.tokens.shape[1], role, batch.attention_mask.sum(1).tolist())
+    return batch
