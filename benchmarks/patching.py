@@ -25,7 +25,6 @@ warnings.filterwarnings("ignore")
 
 import tl_interp as ti  # noqa: E402
 from _timing import timed  # noqa: E402
-from tl_interp.engine import _stacked  # noqa: E402
 from transformer_lens import HookedTransformer, HookedTransformerConfig  # noqa: E402
 from transformer_lens import patching as tl_patching  # noqa: E402
 
@@ -43,12 +42,8 @@ def compare(label, model, clean, corrupted, metric, repeats, attribution=True):
     print(f"[{label}] resid_pre sweep {tuple(ref.shape)}: TransformerLens {w_tl:.2f}s wall / {c_tl:.2f}s CPU, "
           f"tl_interp {w_us:.2f}s wall / {c_us:.2f}s CPU; speed-up {w_tl / w_us:.1f}x wall, {c_tl / c_us:.1f}x CPU; "
           f"max |diff| {diff:.1e} ({skipped}/{cells} cells unchanged, skipped)")
-    _stacked._SKIP_UNCHANGED = False
-    try:
-        (w_all, c_all), every = timed(lambda: ti.patching.sweep(model, clean, corrupted, metric, progress=False),
-                                      repeats)
-    finally:
-        _stacked._SKIP_UNCHANGED = True
+    (w_all, c_all), every = timed(lambda: ti.patching.sweep(model, clean, corrupted, metric, progress=False,
+                                                            skip_unchanged=False), repeats)
     diff = (every.values - ref.float().cpu()).abs().max().item()
     print(f"[{label}]   every cell computed (no skipping): tl_interp {w_all:.2f}s wall / {c_all:.2f}s CPU; "
           f"speed-up {w_tl / w_all:.1f}x wall, {c_tl / c_all:.1f}x CPU; max |diff| {diff:.1e}")

@@ -9,8 +9,7 @@ from transformer_lens import patching as tlp
 
 import tl_interp as ti
 from tests.conftest import _cfg, attn_only, gpt2_style, llama_style
-from tl_interp import HookNameError, ShapeError
-from tl_interp.engine import _stacked
+from tl_interp import InputError, OptionError, ShapeError
 
 ARCHS = {"gpt2": gpt2_style, "llama_gqa": llama_style, "attn_only": attn_only}
 # (site, over) -> the TransformerLens function computing the same sweep
@@ -20,12 +19,12 @@ TL_SWEEPS = {
     ("attn_out", None): tlp.get_act_patch_attn_out,
     ("mlp_out", None): tlp.get_act_patch_mlp_out,
     ("z", None): tlp.get_act_patch_attn_head_out_all_pos,
-    ("z", ("pos", "head")): tlp.get_act_patch_attn_head_out_by_pos,
+    ("z", ("pos", "head_index")): tlp.get_act_patch_attn_head_out_by_pos,
     ("q", None): tlp.get_act_patch_attn_head_q_all_pos,
     ("k", None): tlp.get_act_patch_attn_head_k_all_pos,
-    ("v", ("pos", "head")): tlp.get_act_patch_attn_head_v_by_pos,
+    ("v", ("pos", "head_index")): tlp.get_act_patch_attn_head_v_by_pos,
     ("pattern", None): tlp.get_act_patch_attn_head_pattern_all_pos,
-    ("pattern", ("head", "dest_pos")): tlp.get_act_patch_attn_head_pattern_by_pos,
+    ("pattern", ("head_index", "dest_pos")): tlp.get_act_patch_attn_head_pattern_by_pos,
 }
 _MODELS: dict[str, Any] = {}
 
@@ -55,8 +54,9 @@ def test_sweep_equals_transformer_lens(arch: str, site: str, over: Any) -> None:
     _, clean_cache = model.run_with_cache(clean)
     expected = TL_SWEEPS[(site, over)](model, corrupted, clean_cache, metric)
     ours = ti.patching.sweep(model, clean, corrupted, metric, site=site, over=over, progress=False)
-    assert ours.provenance.settings["prefix_reuse"]  # the fastest path is the one checked here
-    assert ours.provenance.settings["final_block_split"]
+    engine = ours.provenance.settings["engine"]  # the fastest paths are the ones checked here
+    assert engine["prefix_kv"] == engine["split_final"] == engine["read_only"] == engine["mid_stack"] == "on"
+    assert ours.provenance.settings["final_block_split"] > 0
     assert ours.values.shape == expected.shape
     assert_close(ours.values, expected.float(), rtol=0, atol=1e-4)
 
@@ -89,15 +89,18 @@ def test_small_memory_budget_changes_nothing() -> None:
     clean, corrupted, metric = pair()
     big = ti.patching.sweep(model, clean, corrupted, metric, progress=False)
     small = ti.patching.sweep(model, clean, corrupted, metric, memory_mb=0.01, progress=False)
-    assert small.provenance.settings["cells_per_forward"] == 1
+    computed = small.values.numel() - small.provenance.settings["cells_skipped"]
+    assert small.provenance.settings["passes"] == computed > big.provenance.settings["passes"]  # one cell a pass
     assert_close(big.values, small.values, rtol=0, atol=1e-5)
 
 
 def test_patching_clean_into_clean_gives_the_clean_metric_everywhere() -> None:
     model = model_for("gpt2")
     clean, _, metric = pair()
-    res = ti.patching.sweep(model, clean, clean, metric, site="z", over=("pos", "head"), progress=False)
+    res = ti.patching.sweep(model, clean, clean, metric, site="z", over=("pos", "head_index"), progress=False)
     assert_close(res.values, res.source.expand_as(res.values), rtol=0, atol=1e-5)
+    with pytest.raises(ti.errors.UnsupportedError, match="same metric value"):
+        res.normalized  # no gap between the runs to normalise by
 
 
 def test_padded_batch_equals_prompt_by_prompt_sweeps() -> None:
@@ -136,25 +139,25 @@ def test_bridge_takes_the_exact_full_forward_path(tmp_path: Any) -> None:
     _, clean_cache = bridge.run_with_cache(clean)
     expected = tlp.get_act_patch_attn_head_out_all_pos(bridge, corrupted, clean_cache, metric)
     ours = ti.patching.sweep(bridge, clean, corrupted, metric, site="z", progress=False)
-    assert ours.provenance.settings["fast_path"] is False
+    assert ours.provenance.settings["engine"]["mid_stack"].startswith("off: TransformerBridge")
     assert_close(ours.values, expected.float(), rtol=0, atol=1e-4)
 
 
 # -- the fast paths: taken where they are exact, and only there ---------------------------
 
 @pytest.mark.parametrize("arch", ["gpt2", "llama_gqa", "attn_only"])
-@pytest.mark.parametrize("site, over", [("resid_pre", None), ("z", ("pos", "head")), ("attn_out", None)])
-def test_every_cell_through_the_engine_equals_transformer_lens(arch: str, site: str, over: Any,
-                                                               monkeypatch: pytest.MonkeyPatch) -> None:
+@pytest.mark.parametrize("site, over", [("resid_pre", None), ("z", ("pos", "head_index")), ("attn_out", None)])
+def test_every_cell_through_the_engine_equals_transformer_lens(arch: str, site: str, over: Any) -> None:
     # no cell skipped as unchanged: every one runs the prefix-reuse + split-final-block passes
-    monkeypatch.setattr(_stacked, "_SKIP_UNCHANGED", False)
     model = model_for(arch)
     clean, corrupted, metric = pair()
     _, clean_cache = model.run_with_cache(clean)
     expected = TL_SWEEPS[(site, over)](model, corrupted, clean_cache, metric)
-    ours = ti.patching.sweep(model, clean, corrupted, metric, site=site, over=over, progress=False)
+    ours = ti.patching.sweep(model, clean, corrupted, metric, site=site, over=over, skip_unchanged=False,
+                             progress=False)
     settings = ours.provenance.settings
-    assert settings["prefix_reuse"] and settings["final_block_split"] and settings["cells_skipped"] == 0
+    assert settings["engine"]["prefix_kv"] == "on" and settings["final_block_split"] > 0
+    assert settings["cells_skipped"] == 0
     assert_close(ours.values, expected.float(), rtol=0, atol=1e-4)
 
 
@@ -195,11 +198,12 @@ def test_model_variants_take_the_fast_paths_only_where_exact(variant: str) -> No
                 p.uniform_(0.5, 2.0)
     clean, corrupted, metric = pair()
     _, clean_cache = model.run_with_cache(clean)
-    for site, over in [("resid_pre", None), ("z", ("pos", "head"))]:
+    for site, over in [("resid_pre", None), ("z", ("pos", "head_index"))]:
         expected = TL_SWEEPS[(site, over)](model, corrupted, clean_cache, metric)
         ours = ti.patching.sweep(model, clean, corrupted, metric, site=site, over=over, progress=False)
-        assert ours.provenance.settings["prefix_reuse"] is prefix
-        assert ours.provenance.settings["final_block_split"] is split
+        engine = ours.provenance.settings["engine"]
+        assert (engine["prefix_kv"] == "on") is prefix, engine
+        assert (engine["split_final"] == "on") is split, engine
         assert_close(ours.values, expected.float(), rtol=0, atol=1e-4)
 
 
@@ -219,7 +223,8 @@ def test_a_hook_inside_a_block_keeps_that_block_on_full_positions(hooked_block: 
         ours = ti.patching.sweep(model, clean, corrupted, metric, progress=False)
     finally:
         model.reset_hooks(including_permanent=True)
-    assert ours.provenance.settings["final_block_split"] is (hooked_block == 0)
+    engine = ours.provenance.settings["engine"]
+    assert engine["split_final"] == ("on" if hooked_block == 0 else "off: a hook is attached inside the final block")
     assert_close(ours.values, expected.float(), rtol=0, atol=1e-4)
 
 
@@ -228,10 +233,11 @@ def test_a_hook_inside_a_block_keeps_that_block_on_full_positions(hooked_block: 
 def test_result_labels_frame_figure_and_round_trip(tmp_path: Any) -> None:
     model = model_for("gpt2")
     clean, corrupted, metric = pair()
-    res = ti.patching.sweep(model, clean, corrupted, metric, site="z", over=("pos", "head"), progress=False)
-    assert res.axes == ("layer", "pos", "head") and res.labels["head"][0] == "H0"
+    res = ti.patching.sweep(model, clean, corrupted, metric, site="z", over=("pos", "head_index"), progress=False)
+    assert res.axes == ("layer", "pos", "head_index") and res.labels["head_index"][0] == "H0"
     frame = res.to_frame()
-    assert len(frame) == res.values.numel() and {"layer", "pos", "head", "value", "layer_label"} <= set(frame.columns)
+    assert len(frame) == res.values.numel()
+    assert {"layer", "pos", "head_index", "value", "layer_label"} <= set(frame.columns)
     assert_close(res.normalized, (res.values - res.base) / (res.source - res.base))
     assert res.figure(which="normalized").data[0].type == "heatmap"
     loaded = ti.results.Result.load(res.save(tmp_path / "sweep.safetensors"))
@@ -251,10 +257,14 @@ def _counting(model: Any) -> list[int]:
 @pytest.mark.parametrize("kwargs, error, message", [
     (dict(corrupted=torch.zeros(3, 5, dtype=torch.long)), ShapeError,
      r"clean and corrupted inputs must have the same shape \(batch, pos\)"),
-    (dict(metric=lambda logits: logits[:, -1, 0]), ShapeError, r"the metric must return a scalar \(0-dim tensor\)"),
-    (dict(site="resid_pree"), HookNameError, r"sweeps cover the sites resid_pre, resid_mid"),
-    (dict(site="z", over=("pos",)), HookNameError, r"a z sweep can go over \('layer', 'head'\)"),
-    (dict(metric=ti.metrics.logit_diff(torch.tensor([1, 2]), 3)), ShapeError, r"2 answers for a batch of 3 prompts"),
+    (dict(metric=lambda logits: logits[:, -1, 0]), InputError, r"the metric must return a scalar \(0-dim tensor\)"),
+    (dict(site="resid_pree"), OptionError, r"sweeps cover the site kinds resid_pre, resid_mid"),
+    (dict(site="z", over=("pos",)), OptionError, r"a z sweep goes over \('head_index',\), \('pos', 'head_index'\)"),
+    (dict(metric=ti.metrics.logit_diff(torch.tensor([1, 2]), 3)), InputError, r"2 answers for a batch of 3 prompts"),
+    (dict(direction="sideways"), OptionError, r"direction must be 'denoise' or 'noise'"),
+    (dict(layers=[7]), OptionError, r"layers \[7\] are out of range; the model has layers 0..1"),
+    (dict(clean=torch.full((3, 6), 99)), InputError, r"token id 99 at row 0, position 0 is outside the vocabulary"),
+    (dict(clean=torch.rand(3, 6)), InputError, r"token ids must be an integer tensor"),
 ])
 def test_bad_input_fails_before_any_forward(kwargs: dict, error: type, message: str) -> None:
     model = gpt2_style()

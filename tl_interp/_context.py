@@ -12,6 +12,8 @@ engine's stacked passes -- describes that here, in a context variable that the h
 - ``offset``: the absolute position of the activation's first position (a key-value-cached
   generation step, or a pass the engine runs from a cached prefix);
 - ``tokens``: the token ids when known (``(batch, total)``), for positions found by token;
+- ``offset_known``: False when a generation cache of unknown length is in use, so absolute
+  positions can't be placed (position selections then refuse to run);
 - ``padding_known``: False when the model tokenised a list of strings itself, so nothing
   here knows where its rows end (selections that depend on padding then refuse to run).
 
@@ -37,11 +39,13 @@ class RunContext:
     offset: int = 0
     tokens: Tensor | None = None
     padding_known: bool = True
+    offset_known: bool = True
 
     def rows(self, start: int, stop: int) -> "RunContext":
         """The context of rows ``start:stop`` (one group of a stacked pass)."""
         return RunContext(None if self.real is None else self.real[start:stop], self.offset,
-                          None if self.tokens is None else self.tokens[start:stop], self.padding_known)
+                          None if self.tokens is None else self.tokens[start:stop], self.padding_known,
+                          self.offset_known)
 
 
 _CURRENT: ContextVar[RunContext | None] = ContextVar("tl_interp_run_context", default=None)

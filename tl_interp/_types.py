@@ -11,6 +11,8 @@ import torch
 from jaxtyping import Bool, Float, Int
 from torch import Tensor
 
+from tl_interp.positions import Positions
+
 __all__ = [
     "Tokens",
     "AttentionMask",
@@ -32,10 +34,9 @@ Resid: TypeAlias = Float[Tensor, "batch pos d_model"]
 HeadActs: TypeAlias = Float[Tensor, "batch pos head_index d_head"]
 Pattern: TypeAlias = Float[Tensor, "batch head_index query_pos key_pos"]
 
-# Positions: an int (negative allowed), a slice, a list of ints, a boolean mask over
-# positions (pos,) or over (batch, pos), or one index per row (batch,) as an int tensor,
-# e.g. the last non-pad token of each row.
-PositionSelection: TypeAlias = int | slice | Sequence[int] | Tensor | None
+# Positions: see tl_interp.positions (ints, slices, lists, masks, per-row indices, "last",
+# "all", From(k), token finders).
+PositionSelection: TypeAlias = Positions
 # Heads, neurons and batch rows: an int, a slice, a list of ints or a boolean mask.
 IndexSelection: TypeAlias = int | slice | Sequence[int] | Tensor | None
 

@@ -11,16 +11,19 @@ exactly those on every exit path, leaving a user's own hooks alone.
 
 import contextlib
 import dataclasses
+import threading
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 import torch
 
+from tl_interp._context import RunContext, running
 from tl_interp._types import HookFn, NameFilter
+from tl_interp.errors import HookNameError, InputError
 from tl_interp.sites import SiteInfo, describe_where, resolve, site_info
 
-__all__ = ["Hook", "Intervention", "HookBuilder"]
+__all__ = ["Hook", "Intervention", "HookBuilder", "Firing"]
 
 # Given the resolved hook name and its layout, return the hook function to register there.
 # Builders validate what they can (indices, widths) and raise before anything runs.
@@ -34,6 +37,7 @@ class Hook:
     where: NameFilter
     build: HookBuilder
     description: str
+    reads_only: bool = False  # a cache: binds every alias name (edits bind each hook point once)
 
     def __str__(self) -> str:
         return self.description
@@ -129,21 +133,46 @@ class Intervention:
     def bind(self, model: Any, *, seq_len: int | None = None) -> list[tuple[str, HookFn]]:
         """Resolve names and build hook functions for ``model``: every check, no forward pass.
 
+        A name filter that matches two names of one hook point (TransformerBridge aliases such
+        as ``blocks.1.hook_in`` and ``blocks.1.hook_resid_pre``) binds it once. A hook point
+        that exists but never fires with the model's configuration (``attn.hook_result``
+        without ``use_attn_result``, an MLP site on an attention-only model ...) is an error
+        when named; a predicate skips such points (an error only if it matches nothing else).
+
         Args:
             model: any TransformerLens HookedRootModule.
             seq_len: the input length when known, so position selections are range-checked too.
 
         Returns:
             ``(hook name, hook function)`` pairs in order, the form TransformerLens's
-            ``run_with_hooks(fwd_hooks=...)`` takes.
+            ``run_with_hooks(fwd_hooks=...)`` takes. Selections that follow padding
+            (``positions="last"`` ...) need the run's attention mask: use ``run`` or
+            ``applied``, which pass it to the hooks.
         """
-        bound: list[tuple[str, HookFn]] = []
-        for hook in self.hooks:
-            for name in resolve(model, hook.where, context=hook.description):
+        return [(name, fn) for name, fn, _ in self._bind(model, seq_len)]
+
+    def _bind(self, model: Any, seq_len: int | None) -> list[tuple[str, HookFn, int]]:
+        """``bind``, recording for each entry the index of its hook when that hook is a name
+        filter (-1 for a named hook point)."""
+        from tl_interp.engine.compat import silent_reason
+
+        bound: list[tuple[str, HookFn, int]] = []
+        for index, hook in enumerate(self.hooks):
+            is_filter = callable(hook.where) and not isinstance(hook.where, str)
+            names = resolve(model, hook.where, context=hook.description, dedupe=not hook.reads_only)
+            silent = {name: silent_reason(model, name) for name in names}
+            if is_filter:
+                # a predicate means "wherever it applies": skip points that never fire, unless all do
+                live = tuple(n for n in names if silent[n] is None)
+                names = live or names[:1]
+            for name in names:
+                if silent[name] is not None:
+                    raise HookNameError(f"{hook.description}: the hook point {name!r} never fires on this model: "
+                                        f"{silent[name]}")
                 info = site_info(model, name)
                 if info.axes is not None:  # only TransformerLens layouts tie pos to the input
                     info = dataclasses.replace(info, seq_len=seq_len)
-                bound.append((name, hook.build(name, info)))
+                bound.append((name, hook.build(name, info), index if is_filter else -1))
         return bound
 
     def validate(self, model: Any, *, seq_len: int | None = None) -> None:
@@ -155,7 +184,15 @@ class Intervention:
         """Attach the hooks for the duration of a ``with`` block; always detach them.
 
         Only the hooks this call registers are removed, on every exit path (exceptions and
-        KeyboardInterrupt included); hooks the user attached before are left in place.
+        KeyboardInterrupt included); hooks the user attached before are left in place. The
+        hooks act only in the thread that applied them. While applied, every forward call of
+        the model tells the hooks where its positions sit (its attention mask, and the offset
+        of a key-value-cached generation step), so ``positions=3`` keeps meaning position 3 of
+        the sequence during ``model.generate`` and ``positions="last"`` each row's last real
+        token.
+
+        Yields:
+            The model.
 
         Example:
             >>> import torch
@@ -169,24 +206,39 @@ class Intervention:
             >>> model.hook_dict["blocks.0.hook_mlp_out"].fwd_hooks
             []
         """
-        bound = self.bind(model, seq_len=seq_len)
+        with self.counted(model, seq_len=seq_len):
+            yield model
+
+    @contextlib.contextmanager
+    def counted(self, model: Any, *, seq_len: int | None = None) -> Iterator["Firing"]:
+        """``applied``, yielding a ``Firing`` record of how many times each bound hook ran."""
+        bound = self._bind(model, seq_len)
+        firing = Firing([name for name, _, _ in bound], [group for _, _, group in bound])
+        owner = threading.get_ident()
         hook_dict = model.hook_dict
         registered: list[tuple[Any, Any]] = []
-        try:
-            for name, fn in bound:
-                point = hook_dict[name]
-                before = list(point.fwd_hooks)
-                point.add_hook(fn, dir="fwd")
-                handle = next(h for h in point.fwd_hooks if not any(h is b for b in before))
-                registered.append((point, handle))
-            yield model
-        finally:
-            for point, handle in reversed(registered):
-                handle.hook.remove()
-                point.fwd_hooks = [h for h in point.fwd_hooks if h is not handle]
+        with _contextual_forward(model):
+            try:
+                for i, (name, fn, _) in enumerate(bound):
+                    point = hook_dict[name]
+                    before = list(point.fwd_hooks)
+                    point.add_hook(_scoped(fn, firing, i, owner), dir="fwd")
+                    handle = next(h for h in point.fwd_hooks if not any(h is b for b in before))
+                    registered.append((point, handle))
+                yield firing
+            finally:
+                for point, handle in reversed(registered):
+                    handle.hook.remove()
+                    point.fwd_hooks = [h for h in point.fwd_hooks if h is not handle]
 
-    def run(self, model: Any, *args: Any, **kwargs: Any) -> Any:
-        """Run ``model(*args, **kwargs)`` under this intervention and return its output.
+    def run(self, model: Any, inputs: Any = None, *args: Any, **kwargs: Any) -> Any:
+        """Run the model on ``inputs`` under this intervention and return its output.
+
+        Strings and lists of strings are tokenised by tl_interp (one by one, right-padded,
+        with an attention mask; never truncated) so that padding-aware selections know where
+        each row ends; token tensors go to the model as they are. Every bound hook must fire:
+        one that never ran (its site is not computed by this model) is an error, unless the
+        call starts or stops mid-stack (``start_at_layer`` / ``stop_at_layer``).
 
         Example:
             >>> import torch
@@ -197,8 +249,118 @@ class Intervention:
             >>> torch.equal(Intervention.identity().run(model, tokens), model(tokens))
             True
         """
-        with self.applied(model, seq_len=_seq_len_of(args, kwargs)):
-            return model(*args, **kwargs)
+        if "input" in kwargs or "tokens" in kwargs:
+            inputs = kwargs.pop("input", kwargs.pop("tokens", None))
+        if isinstance(inputs, str) or (isinstance(inputs, (list, tuple)) and inputs and isinstance(inputs[0], str)):
+            from tl_interp.engine.inputs import as_batch
+
+            if "attention_mask" in kwargs:
+                raise InputError("run: attention_mask goes with token ids; strings get their own mask")
+            batch = as_batch(model, inputs, prepend_bos=kwargs.pop("prepend_bos", None))
+            inputs = batch.tokens
+            if batch.padded:
+                kwargs["attention_mask"] = batch.attention_mask
+        with self.counted(model, seq_len=_seq_len_of((inputs, *args), kwargs)) as firing:
+            out = model(inputs, *args, **kwargs)
+        if "start_at_layer" not in kwargs and "stop_at_layer" not in kwargs:
+            firing.check(self)
+        return out
+
+
+@dataclass
+class Firing:
+    """How many times each hook of an applied intervention ran (in bind order).
+
+    ``predicate[i]`` is the index of the name-filter hook entry ``i`` came from (or -1 for a
+    named hook point): a filter means "wherever it applies", so it fails only if none of its
+    points ran.
+    """
+
+    names: list[str]
+    predicate: list[int]
+    counts: list[int] = dataclasses.field(default_factory=list)
+
+    def __post_init__(self) -> None:
+        self.counts = [0] * len(self.names)
+
+    def check(self, intervention: "Intervention") -> None:
+        """Raise if a hook never ran: its site is not computed by this model."""
+        ran_by_filter: dict[int, bool] = {}
+        for group, count in zip(self.predicate, self.counts):
+            if group >= 0:
+                ran_by_filter[group] = ran_by_filter.get(group, False) or count > 0
+        silent = [name for name, group, count in zip(self.names, self.predicate, self.counts)
+                  if count == 0 and (group < 0 or not ran_by_filter[group])]
+        if silent:
+            raise HookNameError(f"{intervention.descriptions}: the hook point(s) {silent} never fired during the "
+                                "forward pass: this model does not compute those activations (check its config "
+                                "switches, e.g. use_attn_result, or the architecture)")
+
+
+def _scoped(fn: HookFn, firing: Firing, index: int, owner: int) -> HookFn:
+    """``fn`` counted, and acting only in the thread that applied it."""
+
+    def scoped(act: Any, hook: Any) -> Any:
+        if threading.get_ident() != owner:
+            return None
+        firing.counts[index] += 1
+        return fn(act, hook=hook)
+
+    scoped.__name__ = getattr(fn, "__name__", "hook")
+    return scoped
+
+
+@contextlib.contextmanager
+def _contextual_forward(model: Any) -> Iterator[None]:
+    """While active, every forward call of ``model`` makes its layout the current run context."""
+    if getattr(model.__dict__.get("forward"), "_tl_interp_contextual", False):
+        yield  # an enclosing ``applied`` already describes every call
+        return
+    original = model.forward
+
+    def forward(*args: Any, **kwargs: Any) -> Any:
+        with running(_call_context(model, args, kwargs)):
+            return original(*args, **kwargs)
+
+    forward._tl_interp_contextual = True  # type: ignore[attr-defined]
+    previous = model.__dict__.get("forward")
+    model.forward = forward
+    try:
+        yield
+    finally:
+        if previous is None:
+            del model.forward
+        else:
+            model.forward = previous
+
+
+def _call_context(model: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> RunContext:
+    """Where a forward call's positions sit: its offset, real tokens and token ids."""
+    from tl_interp.engine.compat import call_offset, kv_previous_mask, tl_default_mask
+
+    inp = args[0] if args else kwargs.get("input", kwargs.get("tokens"))
+    if isinstance(inp, (list, tuple)) and len(inp) > 1:
+        return RunContext(padding_known=False)
+    offset = call_offset(kwargs)
+    if offset is None:
+        return RunContext(padding_known=False, offset_known=False)
+    tokens = inp if isinstance(inp, torch.Tensor) and not inp.dtype.is_floating_point else None
+    if tokens is not None and tokens.ndim == 1:
+        tokens = tokens[None]
+    length = inp.shape[1] if isinstance(inp, torch.Tensor) and inp.ndim >= 2 else None
+    mask = kwargs.get("attention_mask")
+    if mask is None and tokens is not None and offset == 0:
+        mask = tl_default_mask(model, tokens)  # what TL's forward itself computes (left padding)
+    real = None
+    if isinstance(mask, torch.Tensor):
+        real = mask.bool()
+        if length is not None and real.shape[1] == length and offset > 0:
+            cache = kwargs.get("past_kv_cache")
+            previous = kv_previous_mask(cache) if cache is not None else None
+            if previous is None or previous.shape[1] != offset:
+                previous = torch.ones(real.shape[0], offset, dtype=torch.bool, device=real.device)
+            real = torch.cat([previous.bool(), real], 1)
+    return RunContext(real=real, offset=offset, tokens=tokens if offset == 0 else None)
 
 
 def _seq_len_of(args: Sequence[Any], kwargs: dict[str, Any]) -> int | None:

@@ -106,8 +106,20 @@ class Result:
                                  f"{self.values.shape[self.axes.index(axis)]}")
 
     def __repr__(self) -> str:
+        """A short summary: shape, the largest cells, provenance (full data: ``.values``,
+        ``.to_frame()``)."""
         shape = ", ".join(f"{a}={n}" for a, n in zip(self.axes, self.values.shape))
-        return f"{type(self).__name__}({self.metric}; {shape}; model={self.provenance.model_id})"
+        flat = self.values.detach().double().flatten()
+        top = ""
+        if flat.numel() and self.values.ndim:
+            order = torch.nan_to_num(flat.abs(), nan=-1.0).argsort(descending=True)[:3].tolist()
+            cells = []
+            for i in order:
+                index = [int(j) for j in torch.unravel_index(torch.tensor(i), self.values.shape)]
+                where = ", ".join(self.label(a, j) for a, j in zip(self.axes, index))
+                cells.append(f"[{where}] {float(flat[i]):.4g}")
+            top = "; top: " + ", ".join(cells)
+        return f"{type(self).__name__}({self.metric}; {shape}; model={self.provenance.model_id}{top})"
 
     def label(self, axis: str, index: int) -> str:
         """The label of ``index`` along ``axis`` (the index itself when unlabelled)."""

@@ -122,6 +122,7 @@ class SiteInfo:
     sizes: dict[str, int] = field(default_factory=dict)
     layer: int | None = None
     seq_len: int | None = None
+    dtype: Any = None  # the model's parameter dtype, when its config says (for overflow checks)
 
     def axes_for(self, ndim: int) -> tuple[str, ...]:
         """The axes of a tensor of rank ``ndim`` arriving at this site."""
@@ -160,8 +161,10 @@ def site_info(model: Any, name: str) -> SiteInfo:
     if cfg is not None and d_vocab is not None and d_vocab < 0:
         d_vocab = _cfg_get(cfg, "d_vocab")
 
+    dtype = getattr(cfg, "dtype", None)
+
     def sized(axes: tuple[str, ...], **sizes: int | None) -> SiteInfo:
-        return SiteInfo(name, axes, {k: v for k, v in sizes.items() if v is not None}, layer)
+        return SiteInfo(name, axes, {k: v for k, v in sizes.items() if v is not None}, layer, dtype=dtype)
 
     if cfg is None:
         return SiteInfo(name, None, {}, layer)
@@ -213,16 +216,18 @@ def _suggest(name: str, names: Sequence[str]) -> str:
     return f" (the model has {len(names)} hook points, e.g. {sample})"
 
 
-def resolve(model: Any, where: NameFilter, *, context: str = "") -> tuple[str, ...]:
+def resolve(model: Any, where: NameFilter, *, context: str = "", dedupe: bool = True) -> tuple[str, ...]:
     """The hook names ``where`` selects on ``model``; an error if it selects none.
 
     Args:
         model: a HookedRootModule.
         where: an exact hook name, a sequence of names, or a predicate over names.
         context: what is being resolved, prefixed to error messages.
+        dedupe: name each hook point once (aliases dropped); caches keep every alias.
 
     Returns:
-        The matching names, in the model's hook order for predicates, as given otherwise.
+        The matching names, in the model's hook order for predicates, as given otherwise;
+        several names of one hook point (TransformerBridge aliases) count once.
 
     Example:
         >>> from transformer_lens import HookedTransformer, HookedTransformerConfig
@@ -246,14 +251,27 @@ def resolve(model: Any, where: NameFilter, *, context: str = "") -> tuple[str, .
                 f"{prefix}the name filter {label} matches none of the model's {len(names)} hook "
                 f"points (e.g. {', '.join(repr(n) for n in names[:4])}); check the filter"
             )
-        return chosen
+        return _one_name_per_point(model, chosen) if dedupe else chosen
     chosen = tuple(where)
     if not chosen:
         raise HookNameError(f"{prefix}an empty list of hook names selects nothing; name at least one")
     for n in chosen:
         if n not in known:
             raise HookNameError(f"{prefix}no hook point {n!r}{_suggest(n, names)}")
-    return chosen
+    return _one_name_per_point(model, chosen) if dedupe else chosen
+
+
+def _one_name_per_point(model: Any, names: tuple[str, ...]) -> tuple[str, ...]:
+    """The first name of each distinct hook point: a bridge's aliases (``blocks.1.hook_in`` and
+    ``blocks.1.hook_resid_pre``) name one HookPoint, which must be hooked once, not twice."""
+    seen: set[int] = set()
+    out = []
+    for n in names:
+        point = id(model.hook_dict[n])
+        if point not in seen:
+            seen.add(point)
+            out.append(n)
+    return tuple(out)
 
 
 def describe_where(where: NameFilter) -> str:

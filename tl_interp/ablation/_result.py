@@ -5,18 +5,20 @@ from typing import Any, ClassVar
 
 from torch import Tensor
 
+from tl_interp.errors import OptionError
 from tl_interp.results import Result, register_result
 
 __all__ = ["AblationResult"]
 
 
 @register_result
-@dataclass(frozen=True, eq=False)
+@dataclass(frozen=True, eq=False, repr=False)
 class AblationResult(Result):
     """``values``: mean change of the metric when each unit is ablated (ablated - unablated).
 
-    Extras: ``ci_low``/``ci_high`` (bootstrap interval over prompts, same shape), ``ablated``
-    (the metric under ablation), ``base`` (the unablated metric, a scalar).
+    Extras: ``ci_low``/``ci_high`` (bootstrap interval over prompts, same shape; only with a
+    per-prompt metric), ``ablated`` (the metric under ablation), ``base`` (the unablated
+    metric, a scalar).
     """
 
     kind: ClassVar[str] = "ablation"
@@ -26,11 +28,19 @@ class AblationResult(Result):
         return self.extras["base"]
 
     def ranking(self, k: int | None = None) -> list[dict[str, Any]]:
-        """Units ordered by how much ablating them hurts (the metric's bad direction first)."""
+        """Units ordered by how much ablating them hurts (the metric's bad direction first).
+
+        Args:
+            k: how many units (default: all); at least 1.
+        """
+        if k is not None and (isinstance(k, bool) or not isinstance(k, int) or k < 1):
+            raise OptionError(f"ranking(k): k must be a positive int or None (all units), not {k!r}")
         higher_is_better = bool(self.provenance.settings.get("higher_is_better", True))
         flat = self.values.flatten()
         order = flat.argsort(descending=not higher_is_better).tolist()[: k or flat.numel()]
-        lo, hi = self.extras["ci_low"].flatten(), self.extras["ci_high"].flatten()
+        nan = flat.new_full(flat.shape, float("nan"))
+        lo = self.extras["ci_low"].flatten() if "ci_low" in self.extras else nan
+        hi = self.extras["ci_high"].flatten() if "ci_high" in self.extras else nan
         rows = []
         for i in order:
             index, rem = [], i

@@ -1,88 +1,130 @@
 """Ablation scans: knock out every unit of a kind, one at a time, and measure the metric.
 
-Units: attention heads (``hook_z`` per head), MLP neurons (``mlp.hook_post`` per neuron),
-whole layers (each layer's attention output and MLP output), and token positions (the
-residual stream entering a layer, per position). Methods: zero ablation; mean ablation
-(the unit's mean over a reference set, pads excluded; Wang et al. 2022); resample ablation
-(each prompt gets the unit's value on a reference prompt drawn with a seed; Chan et al.
-2022). Ablations of one layer run many per forward pass through the same engine as patching
-sweeps; effects come with bootstrap intervals over prompts.
+Units are the cells of a site kind's grid at each layer (``over``, as in patching sweeps):
+attention heads (``site="z"``, ``over="head_index"``), MLP neurons (``"mlp_post"``,
+``"d_mlp"``), token positions (``"resid_pre"``, ``"pos"``), or whole sites (``over=()``;
+several site kinds give a ``site`` axis, e.g. each layer's attention and MLP output).
+Methods: zero ablation; mean ablation (the unit's mean over a reference set, pads excluded;
+Wang et al. 2022); resample ablation (each prompt takes the unit's value on another reference
+prompt, drawn with a seed; Chan et al. 2022). Every cell is the hook factory's intervention
+(``hooks.zero_ablate`` / ``mean_ablate`` / ``resample_ablate`` with that selection), run many
+per forward pass by the engine; effects come with bootstrap intervals over prompts when the
+metric gives per-prompt values.
 """
 
-from collections.abc import Sequence
+import warnings
+from collections.abc import Callable, Sequence
 from typing import Any, Literal
 
 import torch
 from torch import Tensor
-from tqdm.auto import tqdm
 
+from tl_interp._checks import checked
 from tl_interp import hooks
-from tl_interp.engine._grid import make_grid
-from tl_interp.engine._stacked import StackedRun, check_metric, d_vocab, metric_name
 from tl_interp.ablation._result import AblationResult
-from tl_interp.errors import ShapeError
-from tl_interp.metrics import Metric
+from tl_interp.engine._grid import make_grid, normalize_over
+from tl_interp.engine.executors import Executor, Plan, execute
+from tl_interp.engine.inputs import Inputs, as_batch
+from tl_interp.engine.run import EngineOptions, check_metric
+from tl_interp.errors import InputError, OptionError, ShapeError, TlInterpDeprecationWarning
+from tl_interp.intervention import Intervention
+from tl_interp.metrics import is_metric
+from tl_interp.models._adapter import Tokenized, adapt
+from tl_interp.patching._sweep import metric_name
 from tl_interp.results import Provenance, prompt_hash
 from tl_interp.sites import site as site_name
 from tl_interp.stats import bootstrap_mean_ci
 
 __all__ = ["scan"]
 
-Units = Literal["heads", "neurons", "layers", "positions"]
 Method = Literal["zero", "mean", "resample"]
-# unit kind -> [(site kind, granularity, label of the component)]
-_UNITS: dict[str, list[tuple[str, tuple[str, ...], str]]] = {
-    "heads": [("z", ("head",), "")],
-    "neurons": [("mlp_post", ("neuron",), "")],
-    "layers": [("attn_out", (), "attn"), ("mlp_out", (), "mlp")],
-    "positions": [("resid_pre", ("pos",), "")],
-}
+_DEFAULT_SITE = {"head_index": "z", "d_mlp": "mlp_post", "pos": "resid_pre"}
+_UNITS = {"heads": ("z", ("head_index",)), "neurons": ("mlp_post", ("d_mlp",)), "positions": ("resid_pre", ("pos",)),
+          "layers": (("attn_out", "mlp_out"), ())}
 
 
-def _source(method: str, act: Tensor, reference: Tensor | None, ref_mask: Tensor | None, seed: int,
-            batch: int, context: str) -> Tensor:
-    """What replaces the unit: zeros, the reference mean, or resampled reference rows."""
-    if method == "zero":
-        return torch.zeros_like(act[:1])
-    assert reference is not None  # set by scan()
-    if method == "mean":
-        if ref_mask is None:
-            return reference.mean((0, 1), keepdim=True).expand(1, act.shape[1], *act.shape[2:])
-        w = ref_mask.to(reference.dtype).view(*ref_mask.shape, *[1] * (reference.ndim - 2))
-        mean = (reference * w).sum((0, 1), keepdim=True) / w.sum((0, 1), keepdim=True)
-        return mean.expand(1, act.shape[1], *act.shape[2:])
-    if reference.shape[1:] != act.shape[1:]:
-        raise ShapeError(f"{context}: resample ablation needs reference prompts of the same token length "
-                         f"({act.shape[1]}), got {reference.shape[1]}")
-    draw = torch.randint(reference.shape[0], (batch,), generator=torch.Generator().manual_seed(seed))
-    return reference[draw]
+def _where(site: str | Sequence[str] | None, over: str | Sequence[str] | None,
+           units: str | None) -> tuple[tuple[str, ...], tuple[str, ...] | None]:
+    if units is not None:
+        if units not in _UNITS:
+            raise OptionError(f"units must be one of {', '.join(_UNITS)}, not {units!r}")
+        warnings.warn(f"units={units!r} is now site=/over= (units='heads' is over='head_index')",
+                      TlInterpDeprecationWarning, stacklevel=4)
+        site, over = _UNITS[units]
+    chosen = normalize_over(over)
+    if site is None:
+        if chosen is None:
+            chosen = ("head_index",)
+        if len(chosen) != 1 or chosen[0] not in _DEFAULT_SITE:
+            raise OptionError(f"over={chosen!r} has no default site; name it with site= (e.g. site='z')")
+        site = _DEFAULT_SITE[chosen[0]]
+    kinds = (site,) if isinstance(site, str) else tuple(site)
+    if not kinds:
+        raise OptionError("site is empty; give at least one site kind")
+    return kinds, chosen
 
 
-def scan(model: Any, tokens: Tensor, metric: Metric, *, units: Units = "heads", method: Method = "zero",
-         reference: Tensor | None = None, reference_mask: Tensor | None = None, seed: int = 0,
+def _reference_acts(model: Any, reference: Tokenized, names: list[str]) -> dict[str, Tensor]:
+    with torch.no_grad():
+        store = hooks.cache(names)
+        kw = {"attention_mask": reference.attention_mask} if reference.padded else {}
+        store.run(model, reference.tokens, **kw)
+    return dict(store.store)
+
+
+def _mean(acts: Tensor, reference: Tokenized, batch: Tokenized, mean_over: str, name: str) -> Tensor:
+    """The reference mean of one site's activation, padding excluded (float64 accumulation)."""
+    real = reference.attention_mask.to(acts.device).double()
+    weight = real.view(*real.shape, *[1] * (acts.ndim - 2))
+    x = acts.double()
+    if mean_over == "tokens":
+        return ((x * weight).sum((0, 1)) / weight.sum((0, 1))).to(acts.dtype)
+    if acts.shape[1] != batch.shape[1]:
+        raise ShapeError(f"mean ablation at {name} with mean_over='prompts' needs reference prompts of the inputs' "
+                         f"token length ({batch.shape[1]}), got {acts.shape[1]}; use mean_over='tokens'")
+    count = weight.sum(0)
+    uncovered = ((count.flatten(1).amax(1) == 0) & batch.attention_mask.bool().any(0).to(count.device))
+    if bool(uncovered.any()):
+        raise InputError(f"mean ablation at {name}: positions {uncovered.nonzero().flatten().tolist()} are real tokens "
+                         "of the inputs but padding in every reference prompt; use mean_over='tokens'")
+    return ((x * weight).sum(0) / count.clamp_min(1)).to(acts.dtype)
+
+
+@checked
+def scan(model: Any, inputs: Inputs, metric: Callable[..., Any], *, over: str | Sequence[str] | None = None,
+         site: str | Sequence[str] | None = None, method: Method = "zero", reference: Inputs | None = None,
+         reference_mask: Tensor | None = None, mean_over: Literal["tokens", "prompts"] = "tokens", seed: int = 0,
          attention_mask: Tensor | None = None, layers: Sequence[int] | None = None, n_boot: int = 2000,
-         memory_mb: float = 1024.0, progress: bool = True) -> AblationResult:
+         memory_mb: float = 1024.0, fast_paths: bool = True, skip_unchanged: bool = True,
+         executor: Executor | None = None, progress: bool = True, units: str | None = None) -> AblationResult:
     """Ablate each unit of a kind, one at a time; rank units by the metric's change.
 
     Args:
-        model: HookedTransformer / HookedSAETransformer (fast path) or TransformerBridge.
-        tokens: prompts ``(batch, pos)``.
-        metric: a ``tl_interp.metrics`` metric (per-prompt values give the intervals).
-        units: ``"heads"``, ``"neurons"``, ``"layers"`` (attention and MLP output of each layer)
-            or ``"positions"`` (the residual stream entering each layer, per position).
+        model: HookedTransformer / HookedSAETransformer (fast paths) or TransformerBridge.
+        inputs: prompts (strings, token tensor with ``attention_mask``, or Tokenized).
+        metric: a ``tl_interp.metrics`` metric (per-prompt values give bootstrap intervals) or
+            any ``logits -> scalar`` function (effects only).
+        over: the unit axis after ``layer``: ``"head_index"`` (default), ``"d_mlp"``, ``"pos"``,
+            or ``()`` (each site whole).
+        site: the site kind(s) (default by ``over``: z, mlp_post, resid_pre). Several kinds
+            (e.g. ``("attn_out", "mlp_out")``) add a ``site`` axis.
         method: ``"zero"``, ``"mean"`` or ``"resample"``.
-        reference: reference token ids for mean/resample ablation (default: ``tokens``).
-        reference_mask: attention mask of the reference prompts (pads excluded from means).
-        seed: seed of resample draws and of the bootstrap (recorded in provenance).
-        attention_mask: mask of ``tokens`` when padded.
+        reference: reference prompts for mean/resample ablation (default: the inputs).
+        reference_mask: attention mask of a reference token tensor.
+        mean_over: ``"tokens"`` (mean over every real reference token, per feature) or
+            ``"prompts"`` (per position, over reference prompts of the inputs' length).
+        seed: seed of resample draws and of the bootstrap (recorded in provenance). With the
+            inputs as their own reference, a prompt never draws itself.
+        attention_mask: mask of a padded token tensor.
         layers: which layers (default all).
         n_boot: bootstrap resamples for the 95% intervals.
-        memory_mb: budget for one stacked forward pass.
+        memory_mb, fast_paths, skip_unchanged, executor: engine options (as ``sweep``).
         progress: show a progress bar.
+        units: deprecated: ``"heads"`` / ``"neurons"`` / ``"positions"`` / ``"layers"``.
 
     Returns:
-        An AblationResult: ``values`` (layer, head) / (layer, neuron) / (layer, component) /
-        (layer, pos) of mean metric change, with ``ci_low``/``ci_high``; ``ranking()``.
+        An AblationResult: ``values`` ``(layer, *over)`` (or ``(layer, site, *over)``) of the mean
+        metric change, ``ci_low``/``ci_high`` with a per-prompt metric; ``ranking()``.
 
     Example:
         >>> import torch, tl_interp as ti
@@ -94,65 +136,105 @@ def scan(model: Any, tokens: Tensor, metric: Metric, *, units: Units = "heads", 
         >>> res.values.shape
         torch.Size([2, 2])
     """
-    if units not in _UNITS:
-        raise ValueError(f"units must be one of {', '.join(_UNITS)}, not {units!r}")
-    if method not in ("zero", "mean", "resample"):
-        raise ValueError(f"method must be 'zero', 'mean' or 'resample', not {method!r}")
-    if not isinstance(metric, Metric):
-        raise TypeError("ablation scans need a tl_interp.metrics metric (per-prompt values give the intervals)")
-    batch, seq = tokens.shape
-    if batch < 2:
-        raise ShapeError("an ablation scan needs at least 2 prompts for its bootstrap intervals")
+    kinds, over_axes = _where(site, over, units)
+    if isinstance(n_boot, bool) or n_boot < 1:
+        raise OptionError(f"n_boot must be at least 1, got {n_boot}")
+    if method == "zero" and (reference is not None or reference_mask is not None):
+        raise InputError("zero ablation uses no reference; drop reference= (or use method='mean' / 'resample')")
+    if reference is None and reference_mask is not None:
+        raise InputError("reference_mask was given without reference=; pass the reference tokens it masks")
+    batch = as_batch(model, inputs, attention_mask=attention_mask)
+    per_prompt = is_metric(metric)
+    if per_prompt and len(batch) < 2:
+        raise InputError("an ablation scan with a per-prompt metric needs at least 2 prompts for its bootstrap "
+                         "intervals")
+    check_metric(model, metric, batch)
     cfg = model.cfg
-    check_metric(metric, (batch, seq), d_vocab(model))
     layer_list = list(range(cfg.n_layers)) if layers is None else list(layers)
-    parts = _UNITS[units]
-    grids = [make_grid(kind, over, seq_len=seq, n_heads=cfg.n_heads, n_kv_heads=cfg.n_heads, batch=batch,
-                       d_mlp=getattr(cfg, "d_mlp", None)) for kind, over, _ in parts]
-    names = {(kind, layer): site_name(kind, layer) for kind, _, _ in parts for layer in layer_list}
-    if method != "zero" and reference is None:
-        reference, reference_mask = tokens, attention_mask
-    kw = {} if attention_mask is None else {"attention_mask": attention_mask}
+    bad = [layer for layer in layer_list if isinstance(layer, bool) or not 0 <= layer < cfg.n_layers]
+    if bad or not layer_list:
+        raise OptionError(f"layers {bad or '[]'} are not valid; the model has layers 0..{cfg.n_layers - 1}")
+    grids = [make_grid(kind, over_axes if over_axes is not None else None, seq_len=batch.shape[1],
+                       n_heads=cfg.n_heads, n_kv_heads=getattr(cfg, "n_key_value_heads", None) or cfg.n_heads,
+                       d_mlp=getattr(cfg, "d_mlp", None)) for kind in kinds]
+    if len({g.over for g in grids}) != 1:
+        raise OptionError(f"the site kinds {kinds} have different unit grids; scan one kind at a time")
+    grid_over = grids[0].over
+    names = {(kind, layer): site_name(kind, layer) for kind in kinds for layer in layer_list}
+    hooks.cache(list(names.values())).validate(model)
+    ref_batch = None
+    if method != "zero":
+        ref_batch = batch if reference is None else as_batch(model, reference, attention_mask=reference_mask,
+                                                              role="reference")
+    cells, keys = _cells(model, batch, ref_batch, reference is None, method, mean_over, seed, layer_list, kinds, grids,
+                         names)
+    options = EngineOptions(memory_mb=memory_mb, fast_paths=fast_paths, skip_unchanged=skip_unchanged)
+    work = Plan(model, batch, metric, tuple(cells), tuple(keys), tuple(names.values()), options,
+                label=f"ablating {'/'.join(kinds)} ({method})",
+                signature={"study": "ablation", "site": list(kinds), "over": list(grid_over), "method": method,
+                           "mean_over": mean_over, "seed": seed,
+                           "reference": None if ref_batch is None else prompt_hash(ref_batch.tokens)})
+    outcome = execute(work, executor, progress=progress)
+    return _result(model, batch, ref_batch, metric, outcome, layer_list, kinds, grids[0], method, mean_over, seed,
+                   n_boot, per_prompt)
 
-    with torch.inference_mode():
-        acts = hooks.cache(list(names.values()))
-        acts.run(model, tokens, **kw)
-        refs = None
-        if reference is not None:
-            refs = hooks.cache(list(names.values()))
-            refs.run(model, reference, **({} if reference_mask is None else {"attention_mask": reference_mask}))
-        run = StackedRun(model, metric, tokens, attention_mask, layer_list, memory_mb, sites=list(names.values()))
-        total = len(layer_list) * sum(len(g.cells) for g in grids)
-        bar = tqdm(total=total, desc=f"ablating {units} ({method})", disable=not progress)
-        per_layer = []
-        for layer in layer_list:
-            columns = []
-            for (kind, _, _), grid in zip(parts, grids):
-                name = names[(kind, layer)]
-                source = _source(method, acts[name], None if refs is None else refs[name], reference_mask, seed,
-                                 batch, f"ablation scan at {name}")
-                columns.append(run.evaluate(name, kind, layer, source, grid, bar.update))  # (cells, batch)
-            per_layer.append(torch.cat(columns))
-        bar.close()
-    ablated = torch.stack(per_layer).double()  # (layer, unit, batch)
-    effect = ablated - run.base_values.double()
-    low, high = bootstrap_mean_ci(effect, n_boot=n_boot, seed=seed)
-    axis = {"heads": "head", "neurons": "neuron", "layers": "component", "positions": "pos"}[units]
-    labels: dict[str, tuple[str, ...]] = {"layer": tuple(f"L{layer}" for layer in layer_list)}
-    if units == "heads":
-        labels["head"] = tuple(f"H{h}" for h in range(cfg.n_heads))
-    elif units == "layers":
-        labels["component"] = tuple(label for _, _, label in parts)
-    elif units == "positions" and getattr(model, "tokenizer", None) is not None:
-        labels["pos"] = tuple(model.to_str_tokens(tokens[0]))
+
+def _cells(model: Any, batch: Tokenized, ref_batch: Tokenized | None, self_reference: bool, method: str,
+           mean_over: str, seed: int, layers: list[int], kinds: tuple[str, ...], grids: list[Any],
+           names: dict[tuple[str, int], str]) -> tuple[list[Intervention], list[tuple[Any, ...]]]:
+    """One hook-factory intervention per unit, in (layer, site, unit) order."""
+    acts = _reference_acts(model, ref_batch, list(names.values())) if ref_batch is not None else {}
+    cells, keys = [], []
+    for layer in layers:
+        for k, (kind, grid) in enumerate(zip(kinds, grids)):
+            name = names[(kind, layer)]
+            if method == "mean":
+                mean = _mean(acts[name], ref_batch, batch, mean_over, name)  # type: ignore[arg-type]
+            for cell in grid.cells:
+                sel = grid.selection(cell)
+                if method == "zero":
+                    iv = hooks.zero_ablate(name, **sel)
+                elif method == "mean":
+                    iv = hooks.mean_ablate(name, mean, **sel)
+                else:
+                    iv = hooks.resample_ablate(name, acts[name], seed=seed, exclude_self=self_reference, **sel)
+                cells.append(iv)
+                keys.append((layer, *((k,) if len(kinds) > 1 else ()), *cell))
+    return cells, keys
+
+
+def _result(model: Any, batch: Tokenized, ref_batch: Tokenized | None, metric: Any, outcome: Any, layers: list[int],
+            kinds: tuple[str, ...], grid: Any, method: str, mean_over: str, seed: int, n_boot: int,
+            per_prompt: bool) -> AblationResult:
+    shape = (len(layers), *((len(kinds),) if len(kinds) > 1 else ()), *grid.shape)
+    axes = ("layer", *(("site",) if len(kinds) > 1 else ()), *grid.over)
+    ablated = outcome.values.double()
+    base = outcome.base.double()
+    effect = ablated - base  # (cell, batch) per prompt, or (cell,)
+    extras: dict[str, Tensor] = {}
+    if per_prompt:
+        low, high = bootstrap_mean_ci(effect, n_boot=n_boot, seed=seed)
+        extras = {"ci_low": low.float().reshape(shape), "ci_high": high.float().reshape(shape)}
+        effect_mean, ablated_mean, base_mean = effect.mean(-1), ablated.mean(-1), base.mean()
+    else:
+        effect_mean, ablated_mean, base_mean = effect, ablated, base
+    extras.update({"ablated": ablated_mean.float().reshape(shape), "base": base_mean.float()})
+    labels: dict[str, tuple[str, ...]] = {"layer": tuple(f"L{layer}" for layer in layers)}
+    if len(kinds) > 1:
+        labels["site"] = kinds
+    if "head_index" in grid.over:
+        labels["head_index"] = tuple(f"H{h}" for h in range(grid.sizes["head_index"]))
+    if "pos" in grid.over:
+        labels["pos"] = tuple(batch.str_tokens[0])
     provenance = Provenance.make(
-        getattr(cfg, "model_name", type(model).__name__),
-        interventions=[f"{method}-ablate one {units[:-1]} at a time at {', '.join(k for k, _, _ in parts)}"],
-        prompt_hash=prompt_hash(tokens, reference if reference is not None else torch.empty(0)), seed=seed,
-        settings={"units": units, "method": method, "layers": layer_list, "n_boot": n_boot,
-                  "higher_is_better": metric.higher_is_better, "reference": "tokens" if reference is tokens else "given",
-                  "fast_path": run.fast, "cells_per_forward": run.cells_per_forward})
-    return AblationResult(values=effect.mean(-1).float(), axes=("layer", axis), metric=metric_name(metric),
-                          provenance=provenance, labels=labels,
-                          extras={"ci_low": low.float(), "ci_high": high.float(),
-                                  "ablated": ablated.mean(-1).float(), "base": run.base_values.mean().float()})
+        adapt(model).model_id,
+        interventions=[f"{method}-ablate one unit at a time at {', '.join(kinds)} (over {list(grid.over)})"],
+        prompt_hash=prompt_hash(batch.tokens, ref_batch.tokens if ref_batch is not None else torch.empty(0)),
+        seed=seed,
+        settings={"site": list(kinds), "over": list(grid.over), "method": method, "mean_over": mean_over,
+                  "layers": layers, "n_boot": n_boot,
+                  "higher_is_better": bool(getattr(metric, "higher_is_better", True)),
+                  "reference": "inputs" if ref_batch is batch else ("given" if ref_batch is not None else None),
+                  "engine": outcome.paths, **outcome.stats})
+    return AblationResult(values=effect_mean.float().reshape(shape), axes=axes, metric=metric_name(metric),
+                          provenance=provenance, labels=labels, extras=extras)

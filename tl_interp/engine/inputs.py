@@ -19,7 +19,7 @@ from tl_interp.errors import InputError, UnsupportedError
 from tl_interp.models._adapter import Tokenized, adapt
 from tl_interp.positions import real_bounds
 
-__all__ = ["Inputs", "as_batch", "context_length"]
+__all__ = ["Inputs", "as_batch", "context_length", "by_length"]
 
 Inputs: TypeAlias = str | Sequence[str] | Tensor | Tokenized
 
@@ -153,3 +153,30 @@ def as_batch(model: Any, inputs: Inputs, *, attention_mask: Tensor | None = None
     batch = adapt(model).tokenize(texts, prepend_bos=prepend_bos)
     _check_length(model, batch.tokens.shape[1], role, batch.attention_mask.sum(1).tolist())
     return batch
+
+
+def by_length(batch: Tokenized) -> list[tuple[list[int], Tokenized]]:
+    """The batch's rows grouped by real length, each group unpadded: ``[(row indices, batch)]``.
+
+    Unpadded groups let the engine start passes at the first edited position (a steering
+    vector added at the last token then costs one position per pass).
+
+    Example:
+        >>> import torch
+        >>> b = Tokenized(torch.tensor([[1, 2, 0], [3, 4, 5]]), torch.tensor([[1, 1, 0], [1, 1, 1]]),
+        ...               torch.tensor([1, 2]), [["a", "b", "-"], ["c", "d", "e"]])
+        >>> [(rows, g.tokens.tolist()) for rows, g in by_length(b)]
+        [([0], [[1, 2]]), ([1], [[3, 4, 5]])]
+    """
+    lengths = batch.attention_mask.sum(1).tolist()
+    first = real_bounds(batch.attention_mask)[0].tolist()
+    groups: dict[int, list[int]] = {}
+    for i, n in enumerate(lengths):
+        groups.setdefault(int(n), []).append(i)
+    out = []
+    for n, rows in sorted(groups.items()):
+        tokens = torch.stack([batch.tokens[i, first[i]:first[i] + n] for i in rows])
+        strs = [batch.str_tokens[i][first[i]:first[i] + n] for i in rows]
+        out.append((rows, Tokenized(tokens, torch.ones_like(tokens), torch.full((len(rows),), n - 1,
+                                                                                 device=tokens.device), strs)))
+    return out

@@ -7,20 +7,21 @@ ablation replaces it with its value on another input drawn from a reference set
 """
 
 import torch
-from beartype import beartype
-from jaxtyping import Float, jaxtyped
+from jaxtyping import Float
 from torch import Tensor
 
+from tl_interp._checks import checked
 from tl_interp._types import IndexSelection, NameFilter, PositionSelection
-from tl_interp.errors import ShapeError
-from tl_interp.hooks._edit import check_broadcast, check_trailing, edit_intervention
-from tl_interp.hooks._select import Selection
+from tl_interp.errors import InputError, ShapeError
+from tl_interp.hooks._edit import check_broadcast, check_finite, check_trailing, edit_intervention
+from tl_interp.hooks._select import Selection, fit_to_activation
 from tl_interp.intervention import Intervention
+from tl_interp.sites import describe_where
 
-__all__ = ["zero_ablate", "mean_ablate", "resample_ablate"]
+__all__ = ["zero_ablate", "mean_ablate", "resample_ablate", "resample_draws"]
 
 
-@jaxtyped(typechecker=beartype)
+@checked
 def zero_ablate(where: NameFilter, *, positions: PositionSelection = None, heads: IndexSelection = None,
                 neurons: IndexSelection = None, rows: IndexSelection = None) -> Intervention:
     """Set the selected activations to zero.
@@ -46,7 +47,7 @@ def zero_ablate(where: NameFilter, *, positions: PositionSelection = None, heads
     return edit_intervention("zero_ablate", "zero-ablate", where, selection, make_edit)
 
 
-@jaxtyped(typechecker=beartype)
+@checked
 def mean_ablate(where: NameFilter, mean: Float[Tensor, "*site_shape"], *, positions: PositionSelection = None,
                 heads: IndexSelection = None, neurons: IndexSelection = None,
                 rows: IndexSelection = None) -> Intervention:
@@ -56,7 +57,8 @@ def mean_ablate(where: NameFilter, mean: Float[Tensor, "*site_shape"], *, positi
         where: hook name, names, or name predicate.
         mean: the reference mean, broadcastable to the activation without its batch axis:
             per feature (``(d_model,)``, ``(head_index, d_head)``) or per position
-            (``(pos, d_model)``). ``tl_interp.hooks.mean_activation`` computes it, masking pads.
+            (``(pos, d_model)``). ``ti.collect(model, prompts, where, positions="all",
+            reduce="mean")`` computes per-prompt means with padding masked out.
         positions, heads, neurons, rows: which entries to replace.
 
     Returns:
@@ -71,33 +73,41 @@ def mean_ablate(where: NameFilter, mean: Float[Tensor, "*site_shape"], *, positi
     """
     selection = Selection(positions, heads, neurons, rows)
     mean = mean.detach()
+    check_finite(mean, "the mean", f"mean_ablate at {describe_where(where)}")
 
     def make_edit(name, info, context):
         check_trailing(context, info, tuple(mean.shape), "the mean")
 
         def edit(act: Tensor, axes: tuple[str, ...]) -> Tensor:
-            check_broadcast(context, mean, act[0], "the mean")
-            return mean.to(act.device, act.dtype)
+            fitted = fit_to_activation(mean, act, axes, "the mean", context)
+            check_broadcast(context, fitted, act[0], "the mean")
+            return fitted.to(act.dtype)
 
         return edit
 
     return edit_intervention("mean_ablate", "mean-ablate", where, selection, make_edit)
 
 
-@jaxtyped(typechecker=beartype)
+@checked
 def resample_ablate(where: NameFilter, reference: Float[Tensor, "n_reference *site_shape"], *, seed: int = 0,
-                    positions: PositionSelection = None, heads: IndexSelection = None,
-                    neurons: IndexSelection = None, rows: IndexSelection = None) -> Intervention:
+                    exclude_self: bool | None = None, positions: PositionSelection = None,
+                    heads: IndexSelection = None, neurons: IndexSelection = None,
+                    rows: IndexSelection = None) -> Intervention:
     """Replace each row's selected activations with those of a randomly drawn reference row.
 
     Draws are made with a generator seeded by ``seed`` at every forward pass, so the same
     inputs are ablated identically on every run, and every site of a filter uses the same
-    draw for a row (a whole reference example replaces it).
+    draw for a row (a whole reference example replaces it). When the reference set is the
+    batch's own activations (``exclude_self``), row i is never replaced by itself -- with
+    few prompts, self-draws would make effects shrink towards zero.
 
     Args:
         where: hook name, names, or name predicate.
         reference: activations cached on a reference set, ``(n_reference, *activation[1:])``.
         seed: the random seed for the draws (record it; results carry it in provenance).
+        exclude_self: draw row i from the other reference rows only. Default (None): when the
+            reference has exactly as many rows as the batch (the usual "resample from the same
+            prompts"); pass False to allow self-draws, True to require them excluded.
         positions, heads, neurons, rows: which entries to replace.
 
     Returns:
@@ -109,8 +119,10 @@ def resample_ablate(where: NameFilter, reference: Float[Tensor, "n_reference *si
         Intervention (1 hook):
           1. resample-ablate (seed 3) at blocks.0.hook_mlp_out
     """
+    context0 = f"resample_ablate at {describe_where(where)}"
     if reference.shape[0] == 0:
-        raise ShapeError(f"resample_ablate at {where}: the reference set is empty")
+        raise InputError(f"{context0}: the reference set is empty")
+    check_finite(reference, "the reference", context0)
     selection = Selection(positions, heads, neurons, rows)
     reference = reference.detach()
 
@@ -118,14 +130,36 @@ def resample_ablate(where: NameFilter, reference: Float[Tensor, "n_reference *si
         check_trailing(context, info, tuple(reference.shape[1:]), "the reference")
 
         def edit(act: Tensor, axes: tuple[str, ...]) -> Tensor:
-            if reference.shape[1:] != act.shape[1:]:
+            ref = fit_to_activation(reference, act, axes, "the reference", context)
+            if ref.shape[1:] != act.shape[1:]:
                 raise ShapeError(f"{context}: reference rows have shape {tuple(reference.shape[1:])}, "
                                  f"the activation's rows have {tuple(act.shape[1:])}; cache the reference "
                                  "set with the same sequence length")
-            generator = torch.Generator().manual_seed(seed)
-            draw = torch.randint(reference.shape[0], (act.shape[0],), generator=generator)
-            return reference[draw].to(act.device, act.dtype)
+            draw = resample_draws(ref.shape[0], act.shape[0], seed, exclude_self, context)
+            return ref[draw.to(ref.device)].to(act.dtype)
 
         return edit
 
     return edit_intervention("resample_ablate", f"resample-ablate (seed {seed})", where, selection, make_edit)
+
+
+def resample_draws(n_reference: int, batch: int, seed: int, exclude_self: bool | None, context: str) -> Tensor:
+    """The reference row each batch row takes: uniform, seeded; never its own row when
+    ``exclude_self`` (default: when the reference has one row per batch row).
+
+    Example:
+        >>> bool((resample_draws(4, 4, seed=0, exclude_self=None, context="x") != torch.arange(4)).all())
+        True
+    """
+    exclude = (n_reference == batch) if exclude_self is None else exclude_self
+    generator = torch.Generator().manual_seed(seed)
+    if not exclude:
+        return torch.randint(n_reference, (batch,), generator=generator)
+    if n_reference != batch:
+        raise ShapeError(f"{context}: exclude_self pairs reference row i with batch row i, but the reference has "
+                         f"{n_reference} rows and the batch {batch}")
+    if n_reference < 2:
+        raise InputError(f"{context}: resampling from the batch's own prompts needs at least 2 prompts, so each can "
+                         "draw another; give more prompts or a separate reference set")
+    shift = 1 + torch.randint(n_reference - 1, (batch,), generator=generator)
+    return (torch.arange(batch) + shift) % n_reference

@@ -11,13 +11,13 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import torch
-from beartype import beartype
-from jaxtyping import jaxtyped
 from torch import Tensor
 
+from tl_interp._checks import checked
 from tl_interp._types import IndexSelection, NameFilter, PositionSelection
-from tl_interp.errors import SelectionError
-from tl_interp.hooks._select import Selection
+from tl_interp.errors import SelectionError, UnsupportedError
+from tl_interp.hooks._select import Selection, layout
+from tl_interp.positions import From, real_bounds
 from tl_interp.intervention import Hook, Intervention
 from tl_interp.sites import SiteInfo, describe_where
 
@@ -91,21 +91,75 @@ class CacheIntervention(Intervention):
         return self.store
 
 
-def _take(act: Tensor, axes: tuple[str, ...], sel: Selection, context: str) -> Tensor:
-    """The selected part of ``act``: an int or per-row position drops the axis, others keep it.
+def _positions_index(chosen: object, act: Tensor, axis: int, context: str) -> tuple[str, Tensor | None]:
+    """How a cache keeps positions: ``("all", None)``, ``("rows", (batch,) window index)`` (one
+    position per row, axis dropped) or ``("list", window indices)`` (axis kept)."""
+    rows, window = act.shape[0], act.shape[axis]
+    symbolic = isinstance(chosen, (str, From))
+    lay = layout(rows, window, context, needs_padding=symbolic)
+    if chosen == "all":
+        return "all", None
+    if isinstance(chosen, From):
+        raise UnsupportedError(f"{context}: a cache keeps one rectangular tensor; From(k) selects a different "
+                               "number of positions per row. Cache positions='all' and use the attention mask")
+    real = lay.real
+    if chosen == "last" or (isinstance(chosen, Tensor) and chosen.dtype != torch.bool):
+        if chosen == "last":
+            idx = (real_bounds(real)[1].cpu() if real is not None else torch.full((rows,), lay.total - 1))
+        else:
+            if chosen.shape != (rows,):
+                raise SelectionError(f"{context}: per-row positions need shape ({rows},), got {tuple(chosen.shape)}")
+            idx = chosen.cpu().long()
+            if bool(((idx < -lay.total) | (idx >= lay.total)).any()):
+                raise SelectionError(f"{context}: per-row positions {idx.tolist()} are out of range for {lay.total} "
+                                     "positions")
+            idx = idx % lay.total
+        kind = "rows"
+    elif isinstance(chosen, int):
+        if not -lay.total <= chosen < lay.total:
+            raise SelectionError(f"{context}: position {chosen} is out of range for {lay.total} positions")
+        idx, kind = torch.full((rows,), chosen % lay.total), "rows"
+    else:
+        mask = torch.as_tensor(chosen) if isinstance(chosen, Tensor) else None
+        if mask is not None and (mask.ndim != 1 or mask.shape[0] != lay.total):
+            raise SelectionError(f"{context}: a cache takes a ({lay.total},) position mask, not {tuple(mask.shape)} "
+                                 "(a 2-D mask would make ragged rows)")
+        every = torch.arange(lay.total)
+        picked = every[mask.cpu()] if mask is not None else every[chosen] if isinstance(chosen, slice) \
+            else torch.tensor([i % lay.total for i in chosen]) if all(-lay.total <= i < lay.total for i in chosen) \
+            else None
+        if picked is None:
+            raise SelectionError(f"{context}: positions {list(chosen)} are out of range for {lay.total} positions")
+        outside = picked[(picked < lay.offset) | (picked >= lay.total)]
+        if len(outside):
+            raise SelectionError(f"{context}: positions {outside.tolist()} are outside this pass's positions "
+                                 f"{lay.offset}..{lay.total - 1}")
+        return "list", picked - lay.offset
+    if real is not None and not bool(real[torch.arange(rows), idx.to(real.device)].all()):
+        pads = (~real[torch.arange(rows), idx.to(real.device)]).nonzero().flatten().tolist()
+        raise SelectionError(f"{context}: position(s) {idx[pads].tolist()} are padding in rows {pads}; "
+                             "use positions='last' for each row's last real token")
+    if bool(((idx < lay.offset) | (idx >= lay.total)).any()):
+        raise SelectionError(f"{context}: the selected positions are outside this pass's positions "
+                             f"{lay.offset}..{lay.total - 1}")
+    return kind, idx - lay.offset
 
-    Axes are handled from the last to the first so dropping one never shifts another's index.
-    """
+
+def _take(act: Tensor, axes: tuple[str, ...], sel: Selection, context: str) -> Tensor:
+    """The selected part of ``act``: an int, ``"last"`` or per-row position drops the axis,
+    others keep it. Axes are handled from the last to the first so dropping one never shifts
+    another's index."""
     out = act
     for part, axis in sorted(sel._axes_for(context, axes).items(), key=lambda kv: -kv[1]):
         chosen = getattr(sel, part)
         n = act.shape[axis]
-        if part == "positions" and isinstance(chosen, Tensor) and chosen.dtype != torch.bool:
-            if chosen.shape != (act.shape[0],):
-                raise SelectionError(f"{context}: per-row positions need shape ({act.shape[0]},), "
-                                     f"got {tuple(chosen.shape)}")
-            rows = torch.arange(act.shape[0], device=act.device)
-            out = out.movedim(axis, 1)[rows, chosen.to(act.device).long() % n]
+        if part == "positions":
+            kind, index = _positions_index(chosen, act, axis, context)
+            if kind == "rows":
+                rows = torch.arange(act.shape[0], device=act.device)
+                out = out.movedim(axis, 1)[rows, index.to(act.device)]
+            elif kind == "list":
+                out = out.index_select(axis, index.to(act.device))
         elif isinstance(chosen, int):
             if not -n <= chosen < n:
                 raise SelectionError(f"{context}: {part} index {chosen} is out of range for {n} entries")
@@ -123,7 +177,7 @@ def _take(act: Tensor, axes: tuple[str, ...], sel: Selection, context: str) -> T
     return out
 
 
-@jaxtyped(typechecker=beartype)
+@checked
 def cache(where: NameFilter, *, positions: PositionSelection = None, heads: IndexSelection = None,
           rows: IndexSelection = None, device: str | torch.device | None = None,
           dtype: torch.dtype | None = None, detach: bool = True, gradients: bool = False) -> CacheIntervention:
@@ -131,8 +185,9 @@ def cache(where: NameFilter, *, positions: PositionSelection = None, heads: Inde
 
     Args:
         where: hook name, names, or name predicate (``lambda n: n.endswith("resid_pre")``).
-        positions: keep only these positions (an int drops the axis; a per-row index tensor
-            such as ``Tokenized.last_index`` takes one position per row and drops it).
+        positions: keep only these positions (an int, ``"last"`` or a per-row index tensor such
+            as ``Tokenized.last_index`` takes one position per row and drops the axis; reading a
+            pad position that way is an error). ``"all"`` keeps every position.
         heads, rows: keep only these heads / batch rows.
         device, dtype: move / cast captured tensors as they arrive (e.g. ``"cpu"``).
         detach: store detached tensors (default); ``False`` keeps the autograd graph.
@@ -172,4 +227,4 @@ def cache(where: NameFilter, *, positions: PositionSelection = None, heads: Inde
     selected = str(selection)
     description = f"cache{f' ({selected})' if selected else ''} at {describe_where(where)}"
     where = where if isinstance(where, str) or callable(where) else tuple(where)
-    return CacheIntervention((Hook(where, build, description),), store)
+    return CacheIntervention((Hook(where, build, description, reads_only=True),), store)

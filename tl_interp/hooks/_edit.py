@@ -11,12 +11,14 @@ from collections.abc import Callable
 from torch import Tensor
 
 from tl_interp._types import NameFilter
-from tl_interp.errors import ShapeError
+import torch
+
+from tl_interp.errors import InputError, ShapeError
 from tl_interp.hooks._select import Selection, apply_masked
 from tl_interp.intervention import Intervention
 from tl_interp.sites import SiteInfo, describe_where
 
-__all__ = ["edit_intervention", "Edit", "check_trailing", "check_broadcast"]
+__all__ = ["edit_intervention", "Edit", "check_trailing", "check_broadcast", "check_finite", "check_fits_dtype"]
 
 # (activation, its axes) -> the edited activation, broadcastable to the activation's shape.
 Edit = Callable[[Tensor, tuple[str, ...]], Tensor]
@@ -75,3 +77,18 @@ def check_broadcast(context: str, tensor: Tensor, act: Tensor, what: str) -> Non
             f"{context}: {what} has shape {tuple(tensor.shape)}, which does not broadcast to the "
             f"activation's shape {tuple(act.shape)}"
         )
+
+
+def check_finite(value: Tensor | float, what: str, context: str) -> None:
+    """Refuse NaN and infinite numbers: they would turn every downstream value into NaN."""
+    finite = bool(torch.isfinite(value).all()) if isinstance(value, Tensor) else bool(torch.isfinite(torch.tensor(float(value))))
+    if not finite:
+        raise InputError(f"{context}: {what} has non-finite entries (NaN or inf); give finite numbers")
+
+
+def check_fits_dtype(magnitude: float, info: SiteInfo, what: str, context: str) -> None:
+    """Refuse an edit whose values overflow the model's dtype (e.g. a large vector in fp16)."""
+    dtype = info.dtype
+    if isinstance(dtype, torch.dtype) and dtype.is_floating_point and magnitude > torch.finfo(dtype).max:
+        raise InputError(f"{context}: {what} reaches {magnitude:.3g}, beyond the largest {dtype} value "
+                         f"({torch.finfo(dtype).max:.3g}); it would become inf. Use a smaller scale or a float32 model")

@@ -8,15 +8,15 @@ Heimersheim & Nanda 2024, "How to use and interpret activation patching").
 
 from collections.abc import Mapping
 
-from beartype import beartype
-from jaxtyping import Bool, Float, jaxtyped
+from jaxtyping import Bool, Float
 from torch import Tensor
 from transformer_lens import ActivationCache
 
+from tl_interp._checks import checked
 from tl_interp._types import IndexSelection, NameFilter, PositionSelection
 from tl_interp.errors import HookNameError, ShapeError
 from tl_interp.hooks._edit import check_trailing, edit_intervention
-from tl_interp.hooks._select import Selection
+from tl_interp.hooks._select import Selection, fit_to_activation
 from tl_interp.intervention import Intervention
 
 __all__ = ["patch"]
@@ -36,7 +36,7 @@ def _source_for(source: Source, name: str, context: str) -> Tensor:
                             "first (hooks.cache(...) on the source run)") from None
 
 
-@jaxtyped(typechecker=beartype)
+@checked
 def patch(where: NameFilter, source: Source, *, positions: PositionSelection = None,
           heads: IndexSelection = None, neurons: IndexSelection = None,
           rows: IndexSelection = None, mask: Bool[Tensor, "..."] | None = None) -> Intervention:
@@ -68,11 +68,12 @@ def patch(where: NameFilter, source: Source, *, positions: PositionSelection = N
         check_trailing(context, info, tuple(src.shape), "the source")
 
         def edit(act: Tensor, axes: tuple[str, ...]) -> Tensor:
-            if src.shape != act.shape and src.shape != act.shape[1:] and src.shape != (1, *act.shape[1:]):
+            fitted = fit_to_activation(src, act, axes, "the source", context)
+            if fitted.shape != act.shape and fitted.shape != act.shape[1:] and fitted.shape != (1, *act.shape[1:]):
                 raise ShapeError(f"{context}: the source has shape {tuple(src.shape)}, the activation "
                                  f"has {tuple(act.shape)}; patch between runs of the same token length "
                                  "and batch size (or give one row to broadcast)")
-            return src.to(act.device, act.dtype)
+            return fitted.to(act.dtype)
 
         return edit
 

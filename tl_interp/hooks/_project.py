@@ -8,13 +8,13 @@ the span), so the projections are exact whatever basis the caller passes.
 """
 
 import torch
-from beartype import beartype
-from jaxtyping import Float, jaxtyped
+from jaxtyping import Float
 from torch import Tensor
 
+from tl_interp._checks import checked
 from tl_interp._types import IndexSelection, NameFilter, PositionSelection
 from tl_interp.errors import ShapeError
-from tl_interp.hooks._edit import check_trailing, edit_intervention
+from tl_interp.hooks._edit import check_finite, check_trailing, edit_intervention
 from tl_interp.hooks._select import Selection
 from tl_interp.intervention import Intervention
 from tl_interp.sites import describe_where
@@ -22,7 +22,7 @@ from tl_interp.sites import describe_where
 __all__ = ["orthonormal_basis", "project_out", "project_onto", "set_component"]
 
 
-@jaxtyped(typechecker=beartype)
+@checked
 def orthonormal_basis(basis: Float[Tensor, "d"] | Float[Tensor, "k d"], *,
                       rtol: float = 1e-6) -> Float[Tensor, "rank d"]:
     """Orthonormal rows spanning the same subspace as ``basis``'s rows (float64).
@@ -51,7 +51,7 @@ def orthonormal_basis(basis: Float[Tensor, "d"] | Float[Tensor, "k d"], *,
     return vh[:rank]
 
 
-@jaxtyped(typechecker=beartype)
+@checked
 def project_out(where: NameFilter, basis: Float[Tensor, "d"] | Float[Tensor, "k d"], *,
                 positions: PositionSelection = None, heads: IndexSelection = None,
                 rows: IndexSelection = None) -> Intervention:
@@ -78,7 +78,7 @@ def project_out(where: NameFilter, basis: Float[Tensor, "d"] | Float[Tensor, "k 
                     selection=Selection(positions, heads, None, rows))
 
 
-@jaxtyped(typechecker=beartype)
+@checked
 def project_onto(where: NameFilter, basis: Float[Tensor, "d"] | Float[Tensor, "k d"], *,
                  positions: PositionSelection = None, heads: IndexSelection = None,
                  rows: IndexSelection = None) -> Intervention:
@@ -111,7 +111,7 @@ def _project(op: str, verb: str, where: NameFilter, q: Tensor, *, keep: bool,
     return edit_intervention(op, verb, where, selection, make_edit)
 
 
-@jaxtyped(typechecker=beartype)
+@checked
 def set_component(where: NameFilter, direction: Float[Tensor, "d"], value: float | Float[Tensor, "*batch_pos"], *,
                   positions: PositionSelection = None, heads: IndexSelection = None,
                   rows: IndexSelection = None) -> Intervention:
@@ -131,6 +131,7 @@ def set_component(where: NameFilter, direction: Float[Tensor, "d"], value: float
     if not torch.isfinite(norm) or norm == 0:
         raise ShapeError(f"set_component at {describe_where(where)}: the direction must be finite and non-zero")
     u = direction.detach().to(torch.float64) / norm  # keep the sign: "along" u, not -u
+    check_finite(value, "the value", f"set_component at {describe_where(where)}")
     label = f"tensor {tuple(value.shape)}" if isinstance(value, Tensor) else f"{value:g}"
     selection = Selection(positions, heads, None, rows)
 

@@ -15,17 +15,18 @@ from dataclasses import dataclass
 from typing import Any
 
 import torch
-from beartype import beartype
-from jaxtyping import Float, jaxtyped
+from jaxtyping import Float
 from torch import Tensor
 
+from tl_interp._checks import checked, renamed
 from tl_interp._types import IndexSelection, PositionSelection
 from tl_interp.errors import ShapeError
-from tl_interp.hooks._edit import check_trailing, edit_intervention
+from tl_interp.hooks._edit import check_finite, check_trailing, edit_intervention
 from tl_interp.hooks._select import Selection
 from tl_interp.intervention import Intervention
+from tl_interp.positions import From
 
-__all__ = ["sae_splice", "FeatureEdit", "ablate_features", "clamp_features", "scale_features", "add_features"]
+__all__ = ["card_splice_positions", "sae_splice", "FeatureEdit", "ablate_features", "clamp_features", "scale_features", "add_features"]
 
 Features = Float[Tensor, "... d_sae"]
 
@@ -63,7 +64,7 @@ def _set_columns(f: Tensor, ids: list[int], new: Callable[[Tensor], Tensor]) -> 
     return out
 
 
-@beartype
+@checked
 def ablate_features(features: Sequence[int] | int) -> FeatureEdit:
     """Set the given features' activations to zero.
 
@@ -76,7 +77,7 @@ def ablate_features(features: Sequence[int] | int) -> FeatureEdit:
     return FeatureEdit(lambda f: _set_columns(f, ids, torch.zeros_like), f"ablate features {ids}")
 
 
-@beartype
+@checked
 def clamp_features(features: Sequence[int] | int, value: float) -> FeatureEdit:
     """Set the given features' activations to ``value`` (wherever the splice applies).
 
@@ -86,13 +87,15 @@ def clamp_features(features: Sequence[int] | int, value: float) -> FeatureEdit:
         [[5.0, 0.0]]
     """
     ids = _ids(features)
+    check_finite(value, "the clamp value", "clamp_features")
     return FeatureEdit(lambda f: _set_columns(f, ids, lambda c: torch.full_like(c, value)),
                        f"clamp features {ids} to {value:g}")
 
 
-@beartype
-def scale_features(features: Sequence[int] | int, factor: float) -> FeatureEdit:
-    """Multiply the given features' activations by ``factor``.
+@renamed(factor="scale")
+@checked
+def scale_features(features: Sequence[int] | int, scale: float) -> FeatureEdit:
+    """Multiply the given features' activations by ``scale``.
 
     Example:
         >>> import torch
@@ -100,10 +103,11 @@ def scale_features(features: Sequence[int] | int, factor: float) -> FeatureEdit:
         [[2.0, 2.0, 1.0]]
     """
     ids = _ids(features)
-    return FeatureEdit(lambda f: _set_columns(f, ids, lambda c: c * factor), f"scale features {ids} by {factor:g}")
+    check_finite(scale, "the scale", "scale_features")
+    return FeatureEdit(lambda f: _set_columns(f, ids, lambda c: c * scale), f"scale features {ids} by {scale:g}")
 
 
-@jaxtyped(typechecker=beartype)
+@checked
 def add_features(vector: Float[Tensor, "d_sae"], scale: float = 1.0) -> FeatureEdit:
     """Add ``scale * vector`` in feature space (a steering vector over SAE features).
 
@@ -113,6 +117,8 @@ def add_features(vector: Float[Tensor, "d_sae"], scale: float = 1.0) -> FeatureE
         [[0.0, 3.0]]
     """
     v = vector.detach()
+    check_finite(v, "the feature-space vector", "add_features")
+    check_finite(scale, "scale", "add_features")
 
     def _add(f: Tensor) -> Tensor:
         if f.shape[-1] != v.shape[0]:
@@ -120,6 +126,24 @@ def add_features(vector: Float[Tensor, "d_sae"], scale: float = 1.0) -> FeatureE
         return f + scale * v.to(f.device, f.dtype)
 
     return FeatureEdit(_add, f"add {scale:g} x feature vector ({int((v != 0).sum())} non-zero)")
+
+
+def card_splice_positions(sae: Any) -> From | None:
+    """The positions a bundled SAE was trained on (its card's ``splice_positions``), as a rule.
+
+    Example:
+        >>> class Bundled: card = {"splice_positions": "2:"}
+        >>> card_splice_positions(Bundled())
+        From(2)
+    """
+    card = getattr(sae, "card", None)
+    spec = card.get("splice_positions") if isinstance(card, dict) else None
+    if not spec:
+        return None
+    start, sep, stop = str(spec).partition(":")
+    if sep != ":" or stop.strip() or not start.strip().isdigit():
+        raise ShapeError(f"the SAE card's splice_positions {spec!r} is not of the form 'k:'")
+    return From(int(start))
 
 
 def _sae_hook_name(sae: Any) -> str:
@@ -130,6 +154,7 @@ def _sae_hook_name(sae: Any) -> str:
     return name
 
 
+@checked
 def sae_splice(sae: Any, edit: FeatureEdit | Callable[[Tensor], Tensor] | None = None, *,
                keep_error: bool = True, where: str | None = None, positions: PositionSelection = None,
                rows: IndexSelection = None) -> Intervention:
@@ -142,7 +167,11 @@ def sae_splice(sae: Any, edit: FeatureEdit | Callable[[Tensor], Tensor] | None =
         keep_error: add back the SAE's reconstruction error (default), so only the edit changes
             the model; ``False`` runs the model on the reconstruction.
         where: the hook point; defaults to the SAE's ``cfg.metadata.hook_name``.
-        positions, rows: splice only there (other entries keep the model's activation).
+        positions: splice only there (other entries keep the model's activation). Default: the
+            positions the SAE was trained on, from its card (``"splice_positions": "2:"`` means
+            ``From(2)``: each row's real tokens from the third on), else every position. Pass
+            ``positions="all"`` to splice at every real token regardless of the card.
+        rows: splice only in these batch rows.
 
     Returns:
         An Intervention.
@@ -158,6 +187,10 @@ def sae_splice(sae: Any, edit: FeatureEdit | Callable[[Tensor], Tensor] | None =
     d_in = int(sae.cfg.d_in)
     is_z = name.endswith("hook_z")
     label = str(edit) if isinstance(edit, FeatureEdit) else ("no edit" if edit is None else getattr(edit, "__name__", "edit"))
+    card_positions = card_splice_positions(sae) if positions is None else None
+    if card_positions is not None:
+        positions = card_positions
+        label += f"; positions {card_positions!r} from the SAE's card"
     verb = f"SAE splice ({label}; error {'kept' if keep_error else 'dropped'})"
 
     def make_edit(hook_name: str, info: Any, context: str):
@@ -171,6 +204,10 @@ def sae_splice(sae: Any, edit: FeatureEdit | Callable[[Tensor], Tensor] | None =
                                  f"{flat.shape[-1]} (shape {tuple(act.shape)})")
             features = sae.encode(flat)
             edited = features if edit is None else edit(features)
+            if not isinstance(edited, Tensor) or edited.shape != features.shape:
+                got = tuple(edited.shape) if isinstance(edited, Tensor) else type(edited).__name__
+                raise ShapeError(f"{context}: the feature edit must return features of shape {tuple(features.shape)} "
+                                 f"(d_sae={features.shape[-1]}), it returned {got}")
             if keep_error:
                 if edit is None:
                     return act

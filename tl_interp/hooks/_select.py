@@ -98,6 +98,10 @@ def layout(rows: int, window: int, context: str, *, needs_padding: bool = False)
         raise UnsupportedError(f"{context}: this selection follows each row's padding, but the model tokenised a "
                                "list of strings itself, so nothing knows where its rows end; pass token ids and "
                                "their mask (ti.models.adapt(model).tokenize(prompts)), or use Intervention.run")
+    if not ctx.offset_known:
+        raise UnsupportedError(f"{context}: positions are selected by absolute index, but this forward call "
+                               "continues a generation cache whose length tl_interp cannot read; steer generation "
+                               "with ti.steering.generate, or select every position (positions=None)")
     total = ctx.offset + window
     real = ctx.real
     if real is not None:

@@ -5,19 +5,20 @@ Activation addition (Turner et al. 2023, "Activation Addition"; Rimsky et al. 20
 selected positions of a site, usually the residual stream.
 """
 
-from beartype import beartype
-from jaxtyping import Float, jaxtyped
+from jaxtyping import Float
 from torch import Tensor
 
+from tl_interp._checks import checked, renamed
 from tl_interp._types import IndexSelection, NameFilter, PositionSelection
-from tl_interp.hooks._edit import check_broadcast, check_trailing, edit_intervention
+from tl_interp.hooks._edit import check_broadcast, check_finite, check_fits_dtype, check_trailing, edit_intervention
 from tl_interp.hooks._select import Selection
 from tl_interp.intervention import Intervention
+from tl_interp.sites import describe_where
 
 __all__ = ["add", "scale"]
 
 
-@jaxtyped(typechecker=beartype)
+@checked
 def add(where: NameFilter, vector: Float[Tensor, "*feature"], *, scale: float = 1.0,
         positions: PositionSelection = None, heads: IndexSelection = None,
         neurons: IndexSelection = None, rows: IndexSelection = None) -> Intervention:
@@ -42,10 +43,14 @@ def add(where: NameFilter, vector: Float[Tensor, "*feature"], *, scale: float = 
     """
     selection = Selection(positions, heads, neurons, rows)
     vector = vector.detach()
+    check_finite(vector, "the vector", f"add at {describe_where(where)}")
+    check_finite(scale, "scale", f"add at {describe_where(where)}")
     norm = float(vector.norm())
 
     def make_edit(name, info, context):
         check_trailing(context, info, tuple(vector.shape), "the vector")
+        check_fits_dtype(abs(scale) * float(vector.abs().max()) if vector.numel() else 0.0, info,
+                         "scale x vector", context)
 
         def edit(act: Tensor, axes: tuple[str, ...]) -> Tensor:
             check_broadcast(context, vector, act, "the vector")
@@ -56,11 +61,12 @@ def add(where: NameFilter, vector: Float[Tensor, "*feature"], *, scale: float = 
     return edit_intervention("add", f"add {scale:g} x vector (norm {norm:.3g})", where, selection, make_edit)
 
 
-@jaxtyped(typechecker=beartype)
-def scale(where: NameFilter, factor: float | Float[Tensor, "*feature"], *, positions: PositionSelection = None,
+@renamed(factor="scale")
+@checked
+def scale(where: NameFilter, scale: float | Float[Tensor, "*feature"], *, positions: PositionSelection = None,
           heads: IndexSelection = None, neurons: IndexSelection = None,
           rows: IndexSelection = None) -> Intervention:
-    """Multiply the selected activations by ``factor`` (a number or a broadcastable tensor).
+    """Multiply the selected activations by ``scale`` (a number or a broadcastable tensor).
 
     Example:
         >>> from tl_interp import site
@@ -68,7 +74,9 @@ def scale(where: NameFilter, factor: float | Float[Tensor, "*feature"], *, posit
         Intervention (1 hook):
           1. scale by 0 (heads 1) at blocks.0.attn.hook_z
     """
+    factor = scale
     selection = Selection(positions, heads, neurons, rows)
+    check_finite(factor, "the scale", f"scale at {describe_where(where)}")
     is_tensor = isinstance(factor, Tensor)
     label = f"scale by tensor {tuple(factor.shape)}" if is_tensor else f"scale by {factor:g}"
 

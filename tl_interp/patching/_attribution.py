@@ -17,37 +17,48 @@ import torch
 from torch import Tensor
 from tqdm.auto import tqdm
 
+from tl_interp._checks import checked
 from tl_interp import hooks
-from tl_interp.engine._grid import SWEEP_SITES
-from tl_interp.engine._stacked import metric_name
+from tl_interp.engine._grid import SWEEP_SITES, Grid
+from tl_interp.engine.inputs import Inputs
+from tl_interp.engine.run import BaseRun, EngineOptions
+from tl_interp.errors import InputError, OptionError
+from tl_interp.metrics import bind, is_metric
 from tl_interp.patching._result import PatchingResult
-from tl_interp.patching._sweep import plan_sweep, sweep
-from tl_interp.intervention import Intervention
-from tl_interp.metrics import Metric
-from tl_interp.sites import site as site_name
+from tl_interp.patching._sweep import metric_name, plan_sweep, sweep
 
 __all__ = ["attribution"]
 
-_ACT_AXES = {"pos": "pos", "dest_pos": "dest_pos", "head": "head", "neuron": "d"}
+# result axis -> the activation axis it indexes, per site kind's layout after the batch axis
+_LAYOUTS = {"pos": ("pos", "d"), "mlp": ("pos", "d_mlp"), "heads": ("pos", "head_index", "d"),
+            "pattern": ("head_index", "dest_pos", "src_pos")}
 
 
-def _to_cells(contrib: Tensor, kind: str, over: tuple[str, ...]) -> Tensor:
-    """Sum per-entry contributions (batch, *act) over everything but the grid's axes."""
-    act_axes = SWEEP_SITES[kind][0]
-    keep = [1 + act_axes.index(_ACT_AXES[a]) for a in over]
+def _layout(kind: str) -> tuple[str, ...]:
+    if kind == "pattern":
+        return _LAYOUTS["pattern"]
+    if SWEEP_SITES[kind][0] == ("head_index",):
+        return _LAYOUTS["heads"]
+    return _LAYOUTS["mlp"] if kind in ("mlp_pre", "mlp_post") else _LAYOUTS["pos"]
+
+
+def _to_cells(contrib: Tensor, grid: Grid) -> Tensor:
+    """Sum per-entry contributions ``(batch, *act)`` over the batch and everything but the
+    grid's axes (the gradients are of the batch-mean metric), as ``grid.shape``."""
+    axes = _layout(grid.kind)
+    keep = [1 + axes.index(a) for a in grid.over]
     drop = [d for d in range(contrib.ndim) if d not in keep]
     return contrib.sum(drop) if drop else contrib
 
 
-def _scalar(metric: Callable[[Tensor], Tensor], logits: Tensor, groups: int, batch: int) -> Tensor:
-    """Sum over ``groups`` stacked copies of the metric's batch mean (for one backward)."""
-    if isinstance(metric, Metric):
-        return metric.per_prompt(logits.reshape(groups, batch, *logits.shape[-2:])).mean(-1).sum()
-    return sum(metric(logits[g * batch:(g + 1) * batch]) for g in range(groups))
+def _scalar(metric: Callable[..., Any], logits: Tensor) -> Tensor:
+    """The metric's batch mean (what a sweep reports), differentiable."""
+    return metric.per_prompt(logits).mean(-1) if is_metric(metric) else metric(logits)
 
 
-def attribution(model: Any, clean: Tensor | Sequence[str], corrupted: Tensor | Sequence[str],
-                metric: Callable[[Tensor], Tensor], *, site: str = "resid_pre", over: Sequence[str] | None = None,
+@checked
+def attribution(model: Any, clean: Inputs, corrupted: Inputs, metric: Callable[..., Any], *,
+                site: str = "resid_pre", over: str | Sequence[str] | None = None,
                 direction: Literal["denoise", "noise"] = "denoise", method: Literal["atp", "ig"] = "atp",
                 steps: int = 16, layers: Sequence[int] | None = None, attention_mask: Tensor | None = None,
                 compare_exact: bool = False, progress: bool = True) -> PatchingResult:
@@ -78,30 +89,31 @@ def attribution(model: Any, clean: Tensor | Sequence[str], corrupted: Tensor | S
         torch.Size([2, 4])
     """
     if method not in ("atp", "ig"):
-        raise ValueError(f"method must be 'atp' or 'ig', not {method!r}")
-    if steps < 1:
-        raise ValueError(f"steps must be at least 1, got {steps}")
+        raise OptionError(f"method must be 'atp' or 'ig', not {method!r}")
+    if isinstance(steps, bool) or steps < 1:
+        raise OptionError(f"steps must be at least 1, got {steps}")
     plan = plan_sweep(model, clean, corrupted, metric, site=site, over=over, direction=direction, layers=layers,
                       attention_mask=attention_mask)
-    grid, names, kw, base_t, attn_mask = plan.grid, plan.names, plan.forward_kw, plan.base, plan.attention_mask
+    grid, names = plan.grid, plan.names
+    base_metric_fn, source_metric_fn = bind(metric, plan.base), bind(metric, plan.source)
+    _check_differentiable(model, base_metric_fn, plan)
+
+    def forward_kw(batch: Any) -> dict[str, Tensor]:
+        return {"attention_mask": batch.attention_mask} if batch.padded else {}
 
     with torch.no_grad():
         source = hooks.cache(names)
-        source_value = metric(source.run(model, plan.source, **kw)).float()
+        source_value = source_metric_fn(source.run(model, plan.source.tokens, **forward_kw(plan.source))).float()
     base = hooks.cache(names, detach=False)
     with torch.enable_grad():
-        base_metric = metric(base.run(model, base_t, **kw))
-        if method == "atp":
-            grads = torch.autograd.grad(base_metric, [base[n] for n in names])
+        base_metric = _scalar(base_metric_fn, base.run(model, plan.base.tokens, **forward_kw(plan.base)))
+        grads = torch.autograd.grad(base_metric, [base[n] for n in names]) if method == "atp" else None
     estimates = []
-    bar = tqdm(total=len(names), desc=f"{method} {site}", disable=not progress)
-    for i, name in enumerate(names):
+    ig_base = BaseRun(model, plan.base, metric, names, EngineOptions(grad=True)) if method == "ig" else None
+    for i, name in enumerate(tqdm(names, desc=f"{method} {site}", disable=not progress)):
         delta = (source[name] - base[name]).detach()
-        grad = grads[i] if method == "atp" else _ig_grad(model, metric, name, site, plan.layers[i], base[name].detach(),
-                                                        delta, steps, base_t, attn_mask)
-        estimates.append(_to_cells(delta * grad, site, grid.over))
-        bar.update(1)
-    bar.close()
+        grad = grads[i] if grads is not None else _ig_grad(ig_base, name, base[name].detach(), delta, steps)
+        estimates.append(_to_cells(delta * grad, grid))
     base_value = base_metric.detach().float()
     values = (base_value + torch.stack(estimates)).float().detach().cpu()
 
@@ -109,7 +121,7 @@ def attribution(model: Any, clean: Tensor | Sequence[str], corrupted: Tensor | S
     settings: dict[str, Any] = {"method": method, "steps": steps if method == "ig" else 1}
     if compare_exact:
         exact = sweep(model, plan.clean, plan.corrupted, metric, site=site, over=grid.over, direction=direction,
-                      layers=plan.layers, attention_mask=attn_mask, progress=progress)
+                      layers=plan.layers, progress=progress)
         extras["exact"] = exact.values
         a, b = values.flatten().double(), exact.values.flatten().double()
         settings["pearson_r"] = float(torch.corrcoef(torch.stack([a, b]))[0, 1]) if a.numel() > 1 else float("nan")
@@ -119,34 +131,28 @@ def attribution(model: Any, clean: Tensor | Sequence[str], corrupted: Tensor | S
                           metric=metric_name(metric), provenance=provenance, labels=plan.labels(), extras=extras)
 
 
-def _ig_grad(model: Any, metric: Callable[[Tensor], Tensor], name: str, kind: str, layer: int, base_act: Tensor,
-             delta: Tensor, steps: int, base_t: Tensor, attn_mask: Tensor | None) -> Tensor:
-    """Mean gradient along base -> base + delta at one site (midpoint rule), steps stacked."""
-    from tl_interp.engine._stacked import starts_mid_stack
-
-    batch = base_t.shape[0]
-    alphas = (torch.arange(steps, dtype=base_act.dtype, device=base_act.device) + 0.5) / steps
-    shape = (steps, *[1] * base_act.ndim)
-    path = (base_act.unsqueeze(0) + alphas.view(shape) * delta.unsqueeze(0)).reshape(steps * batch, *base_act.shape[1:])
-    path = path.detach().requires_grad_(True)
-    rep_mask = None if attn_mask is None else attn_mask.repeat(steps, 1)
+def _check_differentiable(model: Any, metric: Callable[..., Any], plan: Any) -> None:
+    """Gradient methods need a metric autograd can differentiate: check on dummy logits."""
+    cfg = model.cfg
+    vocab = getattr(cfg, "d_vocab_out", -1)
+    vocab = vocab if isinstance(vocab, int) and vocab > 0 else cfg.d_vocab
+    dummy = torch.randn(*plan.base.shape, vocab, requires_grad=True)
     with torch.enable_grad():
-        if starts_mid_stack(model):
-            if kind == "resid_pre":
-                start, iv = path, Intervention.identity()
-            else:
-                with torch.no_grad():
-                    start = hooks.cache(site_name("resid_pre", layer)).collect(
-                        model, base_t, **({} if attn_mask is None else {"attention_mask": attn_mask})
-                    )[site_name("resid_pre", layer)].repeat(steps, 1, 1)
-                iv = hooks.patch(name, path)
-            if attn_mask is None:
-                rep_mask = model.input_to_embed(base_t)[3]
-                rep_mask = None if rep_mask is None else rep_mask.repeat(steps, 1)
-            logits = iv.run(model, start, start_at_layer=layer, attention_mask=rep_mask)
-        else:
-            kw = {} if rep_mask is None else {"attention_mask": rep_mask}
-            logits = hooks.patch(name, path).run(model, base_t.repeat(steps, 1), **kw)
-        total = _scalar(metric, logits, steps, batch)
-        (grad,) = torch.autograd.grad(total, [path])
-    return grad.view(steps, batch, *base_act.shape[1:]).mean(0)
+        out = _scalar(metric, dummy)
+    if not isinstance(out, Tensor) or not out.requires_grad:
+        raise InputError("attribution needs a metric autograd can differentiate (e.g. logit_diff, answer_logprob); "
+                         "this one returns a value without a gradient (accuracy and argmax-based metrics are "
+                         "piecewise constant): use ti.patching.sweep for exact patching instead")
+
+
+def _ig_grad(base: BaseRun, name: str, base_act: Tensor, delta: Tensor, steps: int) -> Tensor:
+    """Mean gradient of the metric along base -> base + delta at one site (midpoint rule): each
+    integration point is a cell patching the site with that point, all points in stacked passes."""
+    alphas = (torch.arange(steps, dtype=base_act.dtype, device=base_act.device) + 0.5) / steps
+    path = (base_act.unsqueeze(0) + alphas.view(steps, *[1] * base_act.ndim) * delta.unsqueeze(0))
+    path = path.detach().requires_grad_(True)
+    cells = [hooks.patch(name, path[s]) for s in range(steps)]
+    values = base.evaluate(cells)  # (steps, batch) per prompt, or (steps,)
+    total = values.mean(-1).sum() if values.ndim == 2 else values.sum()
+    (grad,) = torch.autograd.grad(total, [path])
+    return grad.mean(0)

@@ -3,7 +3,10 @@
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
+import torch
 from torch import Tensor
+
+from tl_interp.errors import OptionError, UnsupportedError
 
 from tl_interp.results import Result, register_result
 
@@ -11,7 +14,7 @@ __all__ = ["PatchingResult"]
 
 
 @register_result
-@dataclass(frozen=True, eq=False)
+@dataclass(frozen=True, eq=False, repr=False)
 class PatchingResult(Result):
     """Metric values of patched runs, one per (layer, ...) cell.
 
@@ -33,8 +36,14 @@ class PatchingResult(Result):
 
     @property
     def normalized(self) -> Tensor:
-        """(patched - base) / (source - base): the fraction of the way to the source run."""
-        return (self.values - self.base) / (self.source - self.base)
+        """(patched - base) / (source - base): the fraction of the way to the source run.
+
+        Undefined (an error) when the two runs give the same metric value."""
+        gap = self.source - self.base
+        if bool((gap.abs() <= 1e-12 * (1 + self.base.abs())).any()):
+            raise UnsupportedError(f"the clean and corrupted runs give the same metric value ({float(self.base):.6g}), "
+                                   "so there is no gap to normalise by; read .values instead")
+        return (self.values - self.base) / gap
 
     @property
     def recovered(self) -> Tensor:
@@ -42,10 +51,14 @@ class PatchingResult(Result):
         return self.normalized
 
     def top(self, k: int = 10, *, by: str = "normalized") -> list[tuple[str, float]]:
-        """The k cells with the largest |effect|, as (label, value) pairs."""
+        """The k cells with the largest |effect|, as (label, value) pairs (NaNs last)."""
+        if by not in ("normalized", "values"):
+            raise OptionError(f"top(by=...) takes 'normalized' or 'values', not {by!r}")
+        if isinstance(k, bool) or k < 1:
+            raise OptionError(f"top(k): k must be a positive int, not {k!r}")
         values = self.normalized if by == "normalized" else self.values
         flat = values.flatten()
-        order = flat.abs().argsort(descending=True)[:k]
+        order = torch.nan_to_num(flat.abs(), nan=-1.0).argsort(descending=True)[:k]
         out = []
         for i in order.tolist():
             index, rem = [], i

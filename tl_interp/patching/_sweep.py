@@ -1,26 +1,11 @@
-"""Exact activation patching over layers x positions / heads, many patches per forward pass.
+"""Exact activation patching over layers x positions / heads / neurons, on the one engine.
 
 Denoising patches activations of the clean run into the corrupted run; noising patches the
-corrupted run's into the clean run (Heimersheim & Nanda 2024). The values equal
-TransformerLens's ``get_act_patch_*`` for the same inputs; the speed comes from
-DESIGN.md's performance principles:
-
-- every cell of a layer (each position, head, ...) is a row group of one stacked batch,
-  chunked to a memory budget, with one boolean mask saying what each group patches;
-- a patch at layer L cannot change layers < L, so HookedTransformer runs start from the
-  cached residual stream at L (``start_at_layer``), and a ``resid_pre`` patch is applied
-  to that starting residual directly;
-- when the metric says where it reads (``tl_interp.metrics``), the unembedding runs only at
-  those positions; metric values stay on device until the sweep ends;
-- when it reads the last position of unpadded prompts, a patch at position p runs only
-  positions p.. against the base run's cached keys and values, and the final block runs its
-  queries, attention output and MLP at the last position alone;
-- a cell whose patch writes exactly the values the base run already has (e.g. positions
-  before the first token where clean and corrupted differ) changes nothing: it takes the
-  base run's value without a forward pass.
-
-Models that cannot start mid-stack (TransformerBridge, custom modules) take the exact full
-forward path, still batched.
+corrupted run's into the clean run (Heimersheim & Nanda 2024). Every cell is the hook
+``hooks.patch(site, source_activation, positions=p | heads=h | neurons=n)``, so a cell's
+value is, by construction, what that patch gives applied by hand; the engine
+(``tl_interp.engine``) runs many cells per forward pass from the cheapest exact starting
+point. The values equal TransformerLens's ``get_act_patch_*`` for the same inputs.
 """
 
 from collections.abc import Callable, Sequence
@@ -29,64 +14,52 @@ from typing import Any, Literal
 
 import torch
 from torch import Tensor
-from tqdm.auto import tqdm
 
+from tl_interp._checks import checked
 from tl_interp import hooks
 from tl_interp.engine._grid import Grid, make_grid
-from tl_interp.engine._stacked import StackedRun, check_metric, d_vocab, metric_name
+from tl_interp.engine.executors import Executor, Plan, execute
+from tl_interp.engine.inputs import Inputs, as_batch
+from tl_interp.engine.run import EngineOptions, check_metric
+from tl_interp.errors import InputError, OptionError, ShapeError
+from tl_interp.metrics import bind, is_metric
+from tl_interp.models._adapter import Tokenized, adapt
 from tl_interp.patching._result import PatchingResult
-from tl_interp.errors import ShapeError
 from tl_interp.results import Provenance, prompt_hash
 from tl_interp.sites import resolve
 from tl_interp.sites import site as site_name
 
-__all__ = ["sweep", "prepare_inputs", "plan_sweep", "SweepPlan"]
+__all__ = ["sweep", "plan_sweep", "SweepPlan", "metric_name"]
 
 Direction = Literal["denoise", "noise"]
-Prompts = Tensor | str | Sequence[str]
 
 
-def prepare_inputs(model: Any, clean: Prompts, corrupted: Prompts,
-                   attention_mask: Tensor | None) -> tuple[Tensor, Tensor, Tensor | None, list[str]]:
-    """Tokens for both runs (tokenising strings with padding), checked to align, + pos labels."""
-    from tl_interp.models import adapt
+def metric_name(metric: Callable[..., Any]) -> str:
+    """A label for a metric (its ``name``, else the function's name)."""
+    return str(getattr(metric, "name", None) or getattr(metric, "__name__", "metric"))
 
-    adapter = adapt(model)
-    tokenized = []
-    for prompts in (clean, corrupted):
-        if isinstance(prompts, Tensor):
-            tokenized.append((prompts if prompts.ndim == 2 else prompts[None], None))
-        else:
-            t = adapter.tokenize(prompts)
-            tokenized.append((t.tokens, t.attention_mask))
-    (clean_t, clean_mask), (corrupt_t, corrupt_mask) = tokenized
-    if clean_t.shape != corrupt_t.shape:
-        raise ShapeError(f"clean and corrupted inputs must have the same shape (batch, pos) so positions "
-                         f"line up; got clean {tuple(clean_t.shape)} and corrupted {tuple(corrupt_t.shape)}")
-    if attention_mask is None and clean_mask is not None:
-        if corrupt_mask is not None and not torch.equal(clean_mask, corrupt_mask):
-            rows = (clean_mask.sum(1) != corrupt_mask.sum(1)).nonzero().flatten().tolist()
-            raise ShapeError(f"clean and corrupted prompts tokenize to different lengths in rows {rows}; "
-                             "patching needs prompts of equal token length, row by row")
-        attention_mask = clean_mask if bool((clean_mask == 0).any()) else None
-    labels = [str(i) for i in range(clean_t.shape[1])]
-    if getattr(model, "tokenizer", None) is not None:
-        try:
-            labels = [f"{s}" for s in model.to_str_tokens(corrupt_t[0])]
-        except Exception:  # a tokenizer that cannot render ids still leaves index labels
-            pass
-    return clean_t, corrupt_t, attention_mask, labels
+
+def _pair(model: Any, clean: Inputs, corrupted: Inputs, attention_mask: Tensor | None) -> tuple[Tokenized, Tokenized]:
+    """Both runs' checked batches, aligned position by position."""
+    clean_b = as_batch(model, clean, attention_mask=attention_mask, role="clean")
+    corrupt_b = as_batch(model, corrupted, attention_mask=attention_mask, role="corrupted")
+    if clean_b.shape != corrupt_b.shape:
+        raise ShapeError(f"clean and corrupted inputs must have the same shape (batch, pos) so positions line up; got "
+                         f"clean {clean_b.shape} and corrupted {corrupt_b.shape}")
+    if not torch.equal(clean_b.attention_mask, corrupt_b.attention_mask):
+        rows = (clean_b.attention_mask != corrupt_b.attention_mask).any(1).nonzero().flatten().tolist()
+        raise ShapeError(f"clean and corrupted prompts are padded differently in rows {rows}; patching needs prompts "
+                         "of equal token length, row by row")
+    return clean_b, corrupt_b
 
 
 @dataclass(frozen=True)
 class SweepPlan:
     """Everything a patching study fixes before its first forward pass (shared by sweep and
-    attribution): the two runs' tokens, which is patched into which, the grid, the layers."""
+    attribution): both runs, which is patched into which, the grid, the layers."""
 
-    clean: Tensor
-    corrupted: Tensor
-    attention_mask: Tensor | None
-    pos_labels: list[str]
+    clean: Tokenized
+    corrupted: Tokenized
     site: str
     direction: str
     grid: Grid
@@ -94,80 +67,87 @@ class SweepPlan:
     names: list[str]
 
     @property
-    def base(self) -> Tensor:
+    def base(self) -> Tokenized:
         """The run being patched into."""
         return self.corrupted if self.direction == "denoise" else self.clean
 
     @property
-    def source(self) -> Tensor:
+    def source(self) -> Tokenized:
         """The run patched from."""
         return self.clean if self.direction == "denoise" else self.corrupted
 
-    @property
-    def forward_kw(self) -> dict[str, Any]:
-        return {} if self.attention_mask is None else {"attention_mask": self.attention_mask}
-
     def labels(self) -> dict[str, tuple[str, ...]]:
         labels = {"layer": tuple(f"L{layer}" for layer in self.layers)}
+        tokens = tuple(self.base.str_tokens[0])
         for axis in ("pos", "dest_pos"):
             if axis in self.grid.over:
-                labels[axis] = tuple(self.pos_labels)
-        if "head" in self.grid.over:
-            labels["head"] = tuple(f"H{h}" for h in range(self.grid.sizes["head"]))
+                labels[axis] = tokens
+        if "head_index" in self.grid.over:
+            labels["head_index"] = tuple(f"H{h}" for h in range(self.grid.sizes["head_index"]))
         return labels
 
     def provenance(self, model: Any, what: str, **settings: Any) -> Provenance:
-        from tl_interp.models import adapt
-
         arrow = "clean -> corrupted" if self.direction == "denoise" else "corrupted -> clean"
         cells = " x ".join(("layer",) + self.grid.over)
         return Provenance.make(
             adapt(model).model_id, interventions=[f"{what} {arrow} at {self.site} per {cells} cell"],
-            prompt_hash=prompt_hash(self.clean, self.corrupted),
+            prompt_hash=prompt_hash(self.clean.tokens, self.corrupted.tokens),
             settings={"site": self.site, "over": list(self.grid.over), "direction": self.direction,
                       "layers": self.layers, **settings})
 
 
-def plan_sweep(model: Any, clean: Prompts, corrupted: Prompts, metric: Callable[[Tensor], Tensor], *, site: str,
-               over: Sequence[str] | None, direction: str, layers: Sequence[int] | None,
+def plan_sweep(model: Any, clean: Inputs, corrupted: Inputs, metric: Callable[..., Any], *, site: str,
+               over: str | Sequence[str] | None, direction: str, layers: Sequence[int] | None,
                attention_mask: Tensor | None) -> SweepPlan:
     """Check every input of a patching study and fix its plan: no forward pass runs here."""
     if direction not in ("denoise", "noise"):
-        raise ValueError(f"direction must be 'denoise' or 'noise', not {direction!r}")
-    clean_t, corrupt_t, attn_mask, pos_labels = prepare_inputs(model, clean, corrupted, attention_mask)
-    batch, seq = clean_t.shape
+        raise OptionError(f"direction must be 'denoise' or 'noise', not {direction!r}")
+    clean_b, corrupt_b = _pair(model, clean, corrupted, attention_mask)
+    check_metric(model, metric, clean_b)
     cfg = model.cfg
-    check_metric(metric, (batch, seq), d_vocab(model))
-    grid = make_grid(site, None if over is None else tuple(over), seq_len=seq, n_heads=cfg.n_heads,
-                     n_kv_heads=getattr(cfg, "n_key_value_heads", None) or cfg.n_heads, batch=batch,
+    grid = make_grid(site, over, seq_len=clean_b.shape[1], n_heads=cfg.n_heads,
+                     n_kv_heads=getattr(cfg, "n_key_value_heads", None) or cfg.n_heads,
                      d_mlp=getattr(cfg, "d_mlp", None))
     layer_list = list(range(cfg.n_layers)) if layers is None else list(layers)
+    if not layer_list:
+        raise OptionError("layers is empty; give at least one layer (or None for all)")
+    bad = [layer for layer in layer_list if isinstance(layer, bool) or not 0 <= layer < cfg.n_layers]
+    if bad:
+        raise OptionError(f"layers {bad} are out of range; the model has layers 0..{cfg.n_layers - 1}")
     names = [site_name(site, layer) for layer in layer_list]
+    hooks.cache(names).validate(model)  # names exist and fire on this model
     resolve(model, names, context=f"patching {site}")
-    return SweepPlan(clean_t, corrupt_t, attn_mask, pos_labels, site, direction, grid, layer_list, names)
+    return SweepPlan(clean_b, corrupt_b, site, direction, grid, layer_list, names)
 
 
-def sweep(model: Any, clean: Prompts, corrupted: Prompts, metric: Callable[[Tensor], Tensor], *,
-          site: str = "resid_pre", over: Sequence[str] | None = None, direction: Direction = "denoise",
-          layers: Sequence[int] | None = None, attention_mask: Tensor | None = None,
-          memory_mb: float = 1024.0, progress: bool = True) -> PatchingResult:
-    """Exact activation patching of one site kind over layers and positions / heads.
+@checked
+def sweep(model: Any, clean: Inputs, corrupted: Inputs, metric: Callable[..., Any], *,
+          site: str = "resid_pre", over: str | Sequence[str] | None = None, direction: Direction = "denoise",
+          layers: Sequence[int] | None = None, attention_mask: Tensor | None = None, memory_mb: float = 1024.0,
+          fast_paths: bool = True, skip_unchanged: bool = True, executor: Executor | None = None,
+          progress: bool = True) -> PatchingResult:
+    """Exact activation patching of one site kind over layers and positions / heads / neurons.
 
     Args:
-        model: HookedTransformer / HookedSAETransformer (fast path), or TransformerBridge.
-        clean, corrupted: token tensors ``(batch, pos)`` of equal shape, or prompts to tokenise
-            (rows must tokenise to equal lengths pairwise; padding gets an attention mask).
-        metric: a ``tl_interp.metrics`` metric, or any ``logits (batch, pos, d_vocab) -> scalar``
-            function, exactly as TransformerLens's patching functions take it.
-        site: ``resid_pre``/``resid_mid``/``resid_post``/``attn_out``/``mlp_out``,
-            ``z``/``q``/``k``/``v``/``result`` (heads; k/v count key-value heads), ``pattern``.
-        over: the axes after ``layer``: ``("pos",)`` (default for residual-like sites) or
-            ``()``; ``("head",)`` (default for heads) or ``("pos", "head")``; for patterns
-            ``("head",)`` or ``("head", "dest_pos")``. Same layouts as TransformerLens.
+        model: HookedTransformer / HookedSAETransformer (fast paths), or TransformerBridge.
+        clean, corrupted: inputs of equal token shape (strings, token tensors, or Tokenized);
+            padded rows must be padded alike.
+        metric: a ``tl_interp.metrics`` metric (it reads each prompt's last real token) or any
+            ``logits (batch, pos, d_vocab) -> scalar`` function, exactly as TransformerLens's
+            patching functions take it (plain functions refuse padded inputs).
+        site: the site kind patched at every layer: ``resid_pre``/``resid_mid``/``resid_post``/
+            ``attn_out``/``mlp_out``, ``mlp_pre``/``mlp_post``, ``z``/``q``/``k``/``v``/``result``
+            (heads; k/v count key-value heads), ``pattern``.
+        over: the result axes after ``layer``: ``"pos"`` (default for residual-like sites) or
+            ``()``; ``"head_index"`` (default for heads) or ``("pos", "head_index")``;
+            ``"d_mlp"`` (default for MLP activations), ``"pos"`` or ``()``; for patterns
+            ``"head_index"`` or ``("head_index", "dest_pos")``. Same layouts as TransformerLens.
         direction: ``"denoise"`` (clean into corrupted) or ``"noise"`` (corrupted into clean).
         layers: which layers (default all).
-        attention_mask: for padded token tensors (tokenised prompts bring their own).
+        attention_mask: for padded token tensors (strings and Tokenized bring their own).
         memory_mb: the budget for one stacked forward pass.
+        fast_paths, skip_unchanged: engine options (results are exact either way).
+        executor: where the cells run (default: this process; ``ti.distributed``).
         progress: show a progress bar.
 
     Returns:
@@ -187,22 +167,30 @@ def sweep(model: Any, clean: Prompts, corrupted: Prompts, metric: Callable[[Tens
     """
     plan = plan_sweep(model, clean, corrupted, metric, site=site, over=over, direction=direction, layers=layers,
                       attention_mask=attention_mask)
+    options = EngineOptions(memory_mb=memory_mb, fast_paths=fast_paths, skip_unchanged=skip_unchanged)
     grid = plan.grid
-    with torch.inference_mode():
+    with torch.no_grad():
         source_cache = hooks.cache(plan.names)
-        source_value = metric(source_cache.run(model, plan.source, **plan.forward_kw)).float()
-        run = StackedRun(model, metric, plan.base, plan.attention_mask, plan.layers, memory_mb, sites=plan.names)
-        bar = tqdm(total=len(plan.layers) * len(grid.cells), desc=f"patching {site}", disable=not progress)
-        values = torch.stack([run.evaluate(name, site, layer, source_cache[name], grid, bar.update)
-                              for layer, name in zip(plan.layers, plan.names)]).float()
-        bar.close()
-        base_value = run.base_values.float()
-        if run.per_prompt:  # (layer, cell, batch) per-prompt values -> the metric's mean over prompts
-            values, base_value = values.mean(-1), base_value.mean(-1)
-
-    provenance = plan.provenance(model, "patch", fast_path=run.fast, cells_per_forward=run.cells_per_forward,
-                                 prefix_reuse=run.reuse_prefix, final_block_split=run.final_block_runs > 0,
-                                 cells_skipped=run.cells_skipped)
-    return PatchingResult(values=values.view(len(plan.layers), *grid.shape).cpu(), axes=("layer", *grid.over),
-                          metric=metric_name(metric), provenance=provenance, labels=plan.labels(),
-                          extras={"base": base_value.cpu(), "source": source_value.cpu()})
+        kw = {"attention_mask": plan.source.attention_mask} if plan.source.padded else {}
+        source_logits = source_cache.run(model, plan.source.tokens, **kw)
+    source_value = bind(metric, plan.source)(source_logits).float()
+    cells, keys = [], []
+    for layer, name in zip(plan.layers, plan.names):
+        for cell in grid.cells:
+            cells.append(hooks.patch(name, source_cache[name], **grid.selection(cell)))
+            keys.append((layer, *cell))
+    work = Plan(model, plan.base, metric, tuple(cells), tuple(keys), tuple(plan.names), options,
+                label=f"patching {site}",
+                signature={"study": "patching", "site": site, "over": list(grid.over), "direction": direction,
+                           "source": prompt_hash(plan.source.tokens)})
+    outcome = execute(work, executor, progress=progress)
+    values, base_value = outcome.values, outcome.base
+    if isinstance(values, dict):
+        raise InputError("patching sweeps take one metric, not a MetricSet")
+    if is_metric(metric):  # (cell, batch) per-prompt values -> the metric's mean over prompts
+        values, base_value = values.float().mean(-1), base_value.float().mean(-1)
+    provenance = plan.provenance(model, "patch", engine=outcome.paths, **outcome.stats)
+    extras = {"base": base_value.float().cpu(), "source": source_value.detach().cpu()}
+    return PatchingResult(values=values.float().reshape(len(plan.layers), *grid.shape).cpu(),
+                          axes=("layer", *grid.over), metric=metric_name(metric), provenance=provenance,
+                          labels=plan.labels(), extras=extras)

@@ -15,13 +15,13 @@ from collections.abc import Sequence
 from typing import Any, Literal, TypeAlias
 
 import torch
-from beartype import beartype
 from torch import Tensor
 from tqdm.auto import tqdm
 
+from tl_interp._checks import checked
 from tl_interp import hooks
 from tl_interp._types import NameFilter
-from tl_interp.engine._stacked import starts_mid_stack
+from tl_interp.engine.compat import is_hooked_transformer
 from tl_interp.steering._vector import SteeringVector
 from tl_interp.errors import ShapeError
 from tl_interp.models._adapter import adapt
@@ -80,7 +80,7 @@ def read_activations(model: Any, prompts: Sequence[str], where: NameFilter, *, p
         raise ShapeError(f"read_activations: position must be 'last', 'mean' or an int, not {position!r}")
     ad = adapt(model)
     layers = [site_info(model, n).layer for n in names]
-    stop = max(layers) + 1 if starts_mid_stack(model) and all(layer is not None for layer in layers) else None
+    stop = max(layers) + 1 if is_hooked_transformer(model) and all(layer is not None for layer in layers) else None
     out: dict[str, list[Tensor]] = {n: [] for n in names}
     starts = range(0, len(prompts), batch_size)
     for lo in tqdm(starts, desc="reading activations", disable=not progress or len(starts) < 2):
@@ -115,7 +115,7 @@ def _provenance(model: Any, positive: Sequence[str], negative: Sequence[str], po
                 n_negative=len(negative), source_prompts=(*positive, *negative))
 
 
-@beartype
+@checked
 def contrast_vectors(model: Any, positive: Sequence[str], negative: Sequence[str], where: NameFilter, *,
                      position: ReadRule = "last", paired: bool = False, name: str | None = None,
                      batch_size: int = 32, progress: bool = False) -> list[SteeringVector]:
@@ -138,7 +138,7 @@ def contrast_vectors(model: Any, positive: Sequence[str], negative: Sequence[str
                            name=name or f"contrast @ {n}", method="mean_diff", **prov) for n in pos]
 
 
-@beartype
+@checked
 def contrast_vector(model: Any, positive: Sequence[str], negative: Sequence[str], site: str, *,
                     position: ReadRule = "last", paired: bool = False, name: str | None = None,
                     batch_size: int = 32, progress: bool = False) -> SteeringVector:
@@ -176,7 +176,7 @@ def _first_pc(diffs: Tensor, center: bool) -> Tensor:
     return direction if float(diffs.mean(0) @ direction) >= 0 else -direction
 
 
-@beartype
+@checked
 def pca_vectors(model: Any, positive: Sequence[str], negative: Sequence[str], where: NameFilter, *,
                 position: ReadRule = "last", center: bool = False, name: str | None = None,
                 batch_size: int = 32, progress: bool = False) -> list[SteeringVector]:
@@ -196,7 +196,7 @@ def pca_vectors(model: Any, positive: Sequence[str], negative: Sequence[str], wh
     return out
 
 
-@beartype
+@checked
 def pca_vector(model: Any, positive: Sequence[str], negative: Sequence[str], site: str, *,
                position: ReadRule = "last", center: bool = False, name: str | None = None,
                batch_size: int = 32, progress: bool = False) -> SteeringVector:
@@ -231,7 +231,7 @@ def sae_hook_name(sae: Any) -> str:
     return _sae_hook_name(sae)
 
 
-@beartype
+@checked
 def sae_contrast_vector(model: Any, sae: Any, positive: Sequence[str], negative: Sequence[str], *,
                         position: ReadRule = "last", paired: bool = False, name: str | None = None,
                         sae_id: str | None = None, keep_error: bool = True, batch_size: int = 32,

@@ -14,12 +14,12 @@ from dataclasses import dataclass, replace
 from typing import Any
 
 import torch
-from beartype import beartype
 from torch import Tensor
 
+from tl_interp._checks import checked
 from tl_interp.steering._build import sae_name
-from tl_interp.steering._vector import SteeringVector
-from tl_interp.errors import ShapeError
+from tl_interp.errors import InputError, OptionError, ShapeError
+from tl_interp.steering._vector import SteeringVector, sae_identity
 
 __all__ = ["decompose", "Decomposition"]
 
@@ -103,7 +103,7 @@ class Decomposition:
                              "coefficient": self.coefficients.tolist(), "cosine": self.cosines.tolist()})
 
 
-@beartype
+@checked
 def decompose(vector: SteeringVector, sae: Any, k: int = 20, *, tol: float = 1e-6) -> Decomposition:
     """Write a residual steering vector as ``k`` SAE decoder directions plus a residual.
 
@@ -126,16 +126,22 @@ def decompose(vector: SteeringVector, sae: Any, k: int = 20, *, tol: float = 1e-
         ([5, 40], 1.0)
     """
     if vector.space != "residual":
-        raise ShapeError(f"decompose takes a residual-space vector; {vector.name!r} is already in SAE space")
+        raise InputError(f"decompose takes a residual-space vector; {vector.name!r} is already in SAE space")
+    sae_id, hook = sae_identity(sae)
+    if hook is not None and hook != vector.site:
+        raise InputError(f"decompose: {vector.name!r} was read at {vector.site}, the SAE {sae_id!r} reads {hook}; "
+                         "decompose a vector with the SAE trained at its own site")
+    if isinstance(k, bool) or not isinstance(k, int):
+        raise OptionError(f"decompose: k must be an int, got {k!r}")
     W = sae.W_dec.detach().double().cpu()  # (d_sae, d_in)
     if W.shape[1] != vector.vector.shape[0]:
         raise ShapeError(f"decompose: the SAE has d_in={W.shape[1]}, the vector has {vector.vector.shape[0]} entries")
     if not 1 <= k <= W.shape[0]:
-        raise ShapeError(f"decompose: k must be in 1..{W.shape[0]} (d_sae), got {k}")
+        raise OptionError(f"decompose: k must be in 1..{W.shape[0]} (d_sae), got {k}")
     v = vector.vector.double().cpu()
     v2 = float(v @ v)
     if v2 == 0.0:
-        raise ShapeError(f"decompose: {vector.name!r} is the zero vector")
+        raise InputError(f"decompose: {vector.name!r} is the zero vector")
     unit = W / W.norm(dim=1, keepdim=True).clamp_min(1e-12)
     chosen: list[int] = []
     residual, coef = v.clone(), torch.zeros(0, dtype=torch.float64)

@@ -31,14 +31,19 @@ from dataclasses import dataclass
 from typing import Any
 
 import torch
-from beartype import beartype
 from torch import Tensor
 
-from tl_interp.steering._apply import Variant, check_vectors, steered_last_logits
-from tl_interp.steering._report import SteeringReport
-from tl_interp.steering._vector import PositionRule, SteeringVector, rule_label
-from tl_interp.errors import ShapeError
+from tl_interp._checks import checked, renamed
+from tl_interp import metrics
+from tl_interp.engine.executors import Executor
+from tl_interp.engine.inputs import as_batch
+from tl_interp.engine.run import EngineOptions, Staged
+from tl_interp.errors import InputError, OptionError
 from tl_interp.models._adapter import adapt
+from tl_interp.positions import Positions
+from tl_interp.steering._apply import Variant, check_vectors, run_variants
+from tl_interp.steering._report import SteeringReport
+from tl_interp.steering._vector import SteeringVector, rule_label
 from tl_interp.results import Provenance, prompt_hash
 from tl_interp.stats import bootstrap_mean_ci
 
@@ -77,27 +82,31 @@ def answer_token(model: Any, answer: str, context: str = "") -> int:
     ad = adapt(model)
     tok = ad.tokenizer
     if tok is None:
-        raise ShapeError("evaluate: the model has no tokenizer to read answers with")
+        raise InputError("evaluate: the model has no tokenizer to read answers with")
     ids = list(tok(answer, add_special_tokens=False)["input_ids"])
     if len(ids) != 1:
         pieces = tok.convert_ids_to_tokens(ids)
         hint = " (BPE vocabularies usually want a leading space, e.g. ' four')" if not answer.startswith(" ") else ""
-        raise ShapeError(f"evaluate{context}: the answer {answer!r} is {len(ids)} tokens {pieces}, not one; "
+        raise InputError(f"evaluate{context}: the answer {answer!r} is {len(ids)} tokens {pieces}, not one; "
                          f"give a single-token answer{hint}")
+    unk = getattr(tok, "unk_token_id", None)
+    if unk is not None and int(ids[0]) == unk and answer.strip() != str(getattr(tok, "unk_token", "")):
+        raise InputError(f"evaluate{context}: the answer {answer!r} is not in the model's vocabulary (it maps to the "
+                         f"unknown token {tok.unk_token!r})")
     return int(ids[0])
 
 
 def _check_tasks(model: Any, tasks: Mapping[str, Sequence[tuple[str, str]]]) -> dict[str, list[tuple[str, int, str]]]:
     if not tasks:
-        raise ShapeError("evaluate: no tasks given; pass {task name: [(prompt, expected answer), ...]}")
+        raise InputError("evaluate: no tasks given; pass {task name: [(prompt, expected answer), ...]}")
     out: dict[str, list[tuple[str, int, str]]] = {}
     for name, pairs in tasks.items():
         if not pairs:
-            raise ShapeError(f"evaluate: task {name!r} has no prompts")
+            raise InputError(f"evaluate: task {name!r} has no prompts")
         rows = []
         for i, pair in enumerate(pairs):
             if not (isinstance(pair, tuple | list) and len(pair) == 2 and all(isinstance(p, str) for p in pair)):
-                raise ShapeError(f"evaluate: task {name!r} item {i} must be a (prompt, answer) pair of strings, "
+                raise InputError(f"evaluate: task {name!r} item {i} must be a (prompt, answer) pair of strings, "
                                  f"got {pair!r}")
             prompt, answer = pair
             rows.append((prompt, answer_token(model, answer, f" (task {name!r}, prompt {prompt!r})"), answer))
@@ -110,30 +119,31 @@ def _vectors(vectors: Sequence[SteeringVector] | SteeringVector) -> list[Steerin
     names = [v.name for v in vs]
     dup = sorted({n for n in names if names.count(n) > 1})
     if dup:
-        raise ShapeError(f"evaluate: vector names must be unique (they label the table); repeated: {dup}. "
+        raise InputError(f"evaluate: vector names must be unique (they label the table); repeated: {dup}. "
                          "Use vector.renamed(...)")
     return vs
 
 
-@beartype
+@renamed(multipliers="scales")
+@checked
 def evaluate(model: Any, vectors: Sequence[SteeringVector] | SteeringVector,
-             tasks: Mapping[str, Sequence[tuple[str, str]]], multipliers: Sequence[float], *,
-             controls: Controls = Controls(), positions: PositionRule = "all",
+             tasks: Mapping[str, Sequence[tuple[str, str]]], scales: Sequence[float], *,
+             controls: Controls = Controls(), positions: Positions = "all",
              target_tokens: Sequence[str] | None = None, n_boot: int = 2000, seed: int = 0,
-             memory_mb: float = 1024.0, prompts_per_pass: int = 256, progress: bool = True) -> SteeringReport:
+             memory_mb: float = 1024.0, executor: Executor | None = None, progress: bool = True) -> SteeringReport:
     """Score every vector at every multiplier on every task, with controls and intervals.
 
     Args:
         model: the model (HookedTransformer: stacked passes start at the steered layer).
         vectors: the steering vectors (unique names).
         tasks: ``{name: [(prompt, expected single-token answer), ...]}``.
-        multipliers: e.g. ``[0, 2, 4, 8]``; 0 is the unsteered model exactly.
+        scales: e.g. ``[0, 2, 4, 8]``; 0 is the unsteered model exactly.
         controls: random-vector seeds, unrelated prompts, seen/held-out split (``Controls``).
         positions: where vectors are added: ``"all"`` real tokens, ``"last"``, ``From(k)``.
         target_tokens: answers counted as "on target" (default: every expected answer).
         n_boot, seed: bootstrap resamples and seed (recorded in provenance).
         memory_mb: budget for one stacked forward pass.
-        prompts_per_pass: prompts tokenised and run together (padding is per block).
+        executor: where the cells run (default: this process; ``ti.distributed``).
         progress: progress bar.
 
     Returns:
@@ -150,13 +160,15 @@ def evaluate(model: Any, vectors: Sequence[SteeringVector] | SteeringVector,
         [1.0, 1.0]
     """
     vs = _vectors(vectors)
-    mults = [float(m) for m in multipliers]
-    if not mults:
-        raise ShapeError("evaluate: no multipliers given")
+    mults = [float(m) for m in scales]
+    if not mults or any(not torch.isfinite(torch.tensor(m)) for m in mults):
+        raise InputError(f"evaluate: scales must be a non-empty list of finite numbers, got {mults}")
+    if isinstance(n_boot, bool) or n_boot < 1:
+        raise OptionError(f"evaluate: n_boot must be at least 1, got {n_boot}")
     check_vectors(model, vs, "evaluate")
     checked = _check_tasks(model, tasks)
     if isinstance(controls.unrelated_prompts, str):
-        raise ShapeError("evaluate: Controls.unrelated_prompts is a list of prompts, not one string")
+        raise InputError("evaluate: Controls.unrelated_prompts is a list of prompts, not one string")
     ad = adapt(model)
 
     # -- the vectors: the user's, then a random control of each -----------------------------
@@ -169,8 +181,8 @@ def evaluate(model: Any, vectors: Sequence[SteeringVector] | SteeringVector,
     targets = ([answer_token(model, t, " (target_tokens)") for t in target_tokens] if target_tokens is not None
                else sorted({e[2] for e in entries if e[2] >= 0}))
     if not targets:
-        raise ShapeError("evaluate: target_tokens is empty; give the answers that count as on target")
-    per_prompt, base = _score(model, ad, entries, variants, targets, positions, memory_mb, prompts_per_pass, progress)
+        raise InputError("evaluate: target_tokens is empty; give the answers that count as on target")
+    per_prompt, base = _score(model, entries, variants, targets, positions, memory_mb, executor, progress)
 
     # -- aggregate: (vector, multiplier, task) means with intervals ---------------------------
     n_v, n_m, n_r = len(vs), len(mults), len(seeds)
@@ -260,58 +272,37 @@ def _aggregate(rows_pp: dict[str, Tensor], base: dict[str, Tensor], entries: lis
     return stats, base_stats
 
 
-def _score(model: Any, ad: Any, entries: list[tuple[str, str, int, str]], variants: list[Variant],
-           targets: list[int], positions: PositionRule, memory_mb: float, prompts_per_pass: int,
+def _score(model: Any, entries: list[tuple[str, str, int, str]], variants: list[Variant], targets: list[int],
+           positions: Positions, memory_mb: float, executor: Executor | None,
            progress: bool) -> tuple[dict[str, Tensor], dict[str, Tensor]]:
     """Per-prompt metrics ``(variant, prompt)`` and unsteered ``(prompt,)``, in ``entries`` order.
 
-    Prompts run in blocks of similar token length (little padding); each block is one
-    unsteered pass plus the stacked variants.
+    Every metric is a ``ti.metrics`` metric read from the same logits; the logit difference
+    and "changed" compare against the unsteered top token, which the engine reads from the
+    base run before any steered pass (a staged metric).
     """
-    from tqdm.auto import tqdm
-
-    vocab = adapt(model).d_vocab or model.cfg.d_vocab
-    on_target = torch.zeros(max(vocab, max(targets, default=0) + 1), dtype=torch.bool)
-    on_target[targets] = True
+    batch = as_batch(model, [e[1] for e in entries])
+    answers = torch.tensor([e[2] for e in entries], device=batch.tokens.device)
     target_ids = torch.tensor(targets, dtype=torch.long)
-    lengths = [len(ad.tokenize(e[1]).tokens[0]) for e in entries]
-    order = sorted(range(len(entries)), key=lambda i: lengths[i])
-    blocks = [order[lo:lo + prompts_per_pass] for lo in range(0, len(order), prompts_per_pass)]
-    steered_parts: dict[str, list[Tensor]] = {}
-    base_parts: dict[str, list[Tensor]] = {}
-    for block in tqdm(blocks, desc="steering battery", disable=not progress):
-        batch = ad.tokenize([entries[i][1] for i in block])
-        answers = torch.tensor([entries[i][2] for i in block])
-        state: dict[str, Tensor] = {}
 
-        def reduce(logits: Tensor) -> dict[str, Tensor]:
-            logits = logits.float()
-            top1 = logits.argmax(-1)
-            if "base_top1" not in state:  # the engine reduces the unsteered logits first
-                state["base_top1"] = top1[0]
-            has = answers >= 0
-            safe = answers.clamp_min(0).to(logits.device).expand(top1.shape)
-            ans_logit = logits.gather(-1, safe[..., None])[..., 0]
-            ans_prob = torch.softmax(logits, -1).gather(-1, safe[..., None])[..., 0]
-            ref_logit = logits.gather(-1, state["base_top1"].expand(top1.shape)[..., None])[..., 0]
-            in_class = target_ids.to(logits.device)[logits[..., target_ids.to(logits.device)].argmax(-1)]
-            nan = torch.tensor(float("nan"))
-            return {"top1": top1.cpu(),
-                    "accuracy": torch.where(has, (top1.cpu() == answers).float(), nan),
-                    "target_accuracy": torch.where(has, (in_class.cpu() == answers).float(), nan),
-                    "prob": torch.where(has, ans_prob.cpu(), nan),
-                    "logit_diff": torch.where(has, (ans_logit - ref_logit).cpu(), nan),
-                    "changed": (top1 != state["base_top1"]).float().cpu(),
-                    "on_target": on_target[top1.cpu()].float()}
+    def metric_for(rows: list[int]) -> Staged:
+        ans = answers[torch.tensor(rows, device=answers.device)]
 
-        base, steered = steered_last_logits(model, batch, variants, reduce, positions=positions,
-                                            memory_mb=memory_mb, progress=progress and len(blocks) == 1)
-        for k, v in steered.items():
-            steered_parts.setdefault(k, []).append(v)
-        for k, v in base.items():
-            base_parts.setdefault(k, []).append(v)
-    inverse = torch.empty(len(order), dtype=torch.long)
-    inverse[torch.tensor(order)] = torch.arange(len(order))
-    per_prompt = {k: torch.cat(v, -1)[..., inverse] for k, v in steered_parts.items()}
-    base_out = {k: torch.cat(v, -1)[inverse] for k, v in base_parts.items()}
-    return per_prompt, base_out
+        def battery(unsteered_top: Any) -> metrics.MetricSet:
+            top = unsteered_top.long()
+            return metrics.MetricSet({
+                "top1": metrics.top_token(),
+                "accuracy": metrics.accuracy(ans),
+                "target_accuracy": metrics.best_of(target_ids, ans),
+                "prob": metrics.answer_prob(ans),
+                "logit_diff": metrics.logit_diff(ans, top),
+                "changed": metrics.changed(top),
+                "on_target": metrics.in_set(target_ids),
+            })
+
+        return Staged(metrics.top_token(), battery)
+
+    steered, base = run_variants(model, batch, [v.cell(positions) for v in variants], metric_for,
+                                 options=EngineOptions(memory_mb=memory_mb), executor=executor,
+                                 label="steering battery", progress=progress)
+    return steered, base  # type: ignore[return-value]

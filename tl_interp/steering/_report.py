@@ -30,7 +30,7 @@ def _check_metric(metric: str) -> None:
 
 
 @register_result
-@dataclass(frozen=True, eq=False)
+@dataclass(frozen=True, eq=False, repr=False)
 class SteeringReport(Result):
     """Steering battery results; see the module docstring for the layout."""
 

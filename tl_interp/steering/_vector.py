@@ -6,16 +6,14 @@ built (mean difference, PCA, SAE features, random control), the position rule it
 with, a hash of the prompts (and the prompts themselves, so an evaluation can keep them out
 of the held-out columns), and it saves and loads through one safetensors file.
 
-Position rules (where a vector is read and where it is added):
-
-- ``"last"``: each prompt's last non-pad token;
-- ``"all"``: every real (non-pad) token;
-- ``From(k)``: every real token from position ``k`` on (``k=0`` is BOS when one is prepended);
-- ``"mean"`` (reading only): the mean over real tokens, with the attention mask.
+Where a vector is added follows the positions vocabulary (``tl_interp.positions``):
+``"last"`` (each prompt's last real token), ``"all"`` (every real token), ``From(k)`` (each
+row's real tokens from the k-th on), explicit indices or masks.
 """
 
 import json
 import os
+import warnings
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Literal, TypeAlias
@@ -26,66 +24,40 @@ from torch import Tensor
 
 from tl_interp import hooks
 from tl_interp._io import atomic_file
-from tl_interp._types import PositionSelection
-from tl_interp.errors import ShapeError
+from tl_interp.errors import InputError, ShapeError, TlInterpDeprecationWarning
 from tl_interp.intervention import Intervention
-from tl_interp.models._adapter import Tokenized
+from tl_interp.positions import From, Positions, describe
 
-__all__ = ["SteeringVector", "From", "PositionRule", "Space", "steer_positions"]
+__all__ = ["SteeringVector", "From", "PositionRule", "Space", "steer_positions", "sae_identity"]
 
 Space: TypeAlias = Literal["residual", "sae"]
+PositionRule: TypeAlias = Positions  # the positions vocabulary (kept as the steering module's old name)
 
 
-@dataclass(frozen=True)
-class From:
-    """Position rule: every real token from position ``index`` on (in each row).
-
-    Example:
-        >>> From(3)
-        From(3)
-    """
-
-    index: int
-
-    def __post_init__(self) -> None:
-        if self.index < 0:
-            raise ShapeError(f"From(index) counts from the start of the prompt; got {self.index}")
-
-    def __repr__(self) -> str:
-        return f"From({self.index})"
+def rule_label(rule: object) -> str:
+    return describe(rule).strip("'")
 
 
-PositionRule: TypeAlias = Literal["all", "last"] | From
-
-
-def rule_label(rule: "PositionRule | str") -> str:
-    return repr(rule) if isinstance(rule, From) else str(rule)
-
-
-def steer_positions(rule: PositionRule | PositionSelection, tokens: Tokenized | None = None) -> PositionSelection:
-    """The ``positions=`` selection a position rule means for a batch.
-
-    Args:
-        rule: ``"all"``, ``"last"``, ``From(k)``, or any explicit position selection (passed on).
-        tokens: the batch, for per-row rules under padding; without it ``"last"`` is ``-1``
-            and ``"all"`` is every position (right for unpadded batches).
+def steer_positions(rule: Positions, tokens: Any = None) -> Positions:
+    """Deprecated: position rules are now resolved by the hooks themselves; returns ``rule``.
 
     Example:
-        >>> steer_positions("last"), steer_positions(From(2))
-        (-1, slice(2, None, None))
+        >>> steer_positions("last")
+        'last'
     """
-    if isinstance(rule, str):
-        if rule not in ("all", "last"):
-            raise ShapeError(f"unknown position rule {rule!r}; use 'all', 'last', From(k) or explicit positions")
-        if tokens is None:
-            return None if rule == "all" else -1
-        return tokens.attention_mask.bool() if rule == "all" else tokens.last_index
-    if isinstance(rule, From):
-        if tokens is None:
-            return slice(rule.index, None)
-        pos = torch.arange(tokens.tokens.shape[1], device=tokens.tokens.device)
-        return tokens.attention_mask.bool() & (pos >= rule.index)
+    warnings.warn("steer_positions is no longer needed: pass positions ('last', 'all', From(k), ...) "
+                  "straight to SteeringVector.intervention or hooks.add", TlInterpDeprecationWarning, stacklevel=2)
     return rule
+
+
+def sae_identity(sae: Any) -> tuple[str, str | None]:
+    """``(name, hook name)`` of an SAE: what a feature-space vector must match (the hook is
+    None when the SAE's config names none)."""
+    card = getattr(sae, "card", None)
+    name = str(card.get("name")) if isinstance(card, dict) and card.get("name") else type(sae).__name__
+    metadata = getattr(sae.cfg, "metadata", None)
+    hook = getattr(metadata, "hook_name", None) or getattr(sae.cfg, "hook_name", None)
+    return name, hook or None
 
 
 @dataclass(frozen=True, eq=False)
@@ -127,12 +99,22 @@ class SteeringVector:
         if self.vector.ndim != 1:
             raise ShapeError(f"a steering vector is 1-D; got shape {tuple(self.vector.shape)}")
         if not bool(torch.isfinite(self.vector).all()):
-            raise ShapeError(f"steering vector {self.name!r} has non-finite entries")
+            raise InputError(f"steering vector {self.name!r} has non-finite entries (NaN or inf)")
         if self.space not in ("residual", "sae"):
-            raise ShapeError(f"space must be 'residual' or 'sae', not {self.space!r}")
-        if self.space == "sae" and self.sae is not None and self.vector.shape[0] != int(self.sae.cfg.d_sae):
-            raise ShapeError(f"feature-space vector {self.name!r} has {self.vector.shape[0]} entries; "
-                             f"the SAE has d_sae={int(self.sae.cfg.d_sae)}")
+            from tl_interp.errors import OptionError
+
+            raise OptionError(f"space must be 'residual' or 'sae', not {self.space!r}")
+        if self.space == "sae" and self.sae is not None:
+            if self.vector.shape[0] != int(self.sae.cfg.d_sae):
+                raise ShapeError(f"feature-space vector {self.name!r} has {self.vector.shape[0]} entries; "
+                                 f"the SAE has d_sae={int(self.sae.cfg.d_sae)}")
+            name, hook = sae_identity(self.sae)
+            if self.sae_id is not None and self.sae_id != name:
+                raise InputError(f"feature-space vector {self.name!r} belongs to the SAE {self.sae_id!r}; the SAE "
+                                 f"given is {name!r} (same width is not the same features). Pass the vector's own SAE")
+            if hook is not None and hook != self.site:
+                raise InputError(f"feature-space vector {self.name!r} is applied at {self.site}; the SAE given reads "
+                                 f"{hook}. Pass the SAE trained at {self.site}")
         object.__setattr__(self, "vector", self.vector.detach())
         object.__setattr__(self, "source_prompts", tuple(self.source_prompts))
 
@@ -153,9 +135,9 @@ class SteeringVector:
     def renamed(self, name: str) -> "SteeringVector":
         return replace(self, name=name)
 
-    def scaled(self, factor: float) -> "SteeringVector":
-        """The same vector times ``factor`` (the name records it)."""
-        return replace(self, vector=self.vector * factor, name=f"{self.name} x{factor:g}")
+    def scaled(self, scale: float) -> "SteeringVector":
+        """The same vector times ``scale`` (the name records it)."""
+        return replace(self, vector=self.vector * scale, name=f"{self.name} x{scale:g}")
 
     def cosine(self, other: "SteeringVector") -> float:
         """Cosine similarity with a vector of the same width."""
@@ -209,8 +191,7 @@ class SteeringVector:
                              "or build it with sae_contrast_vector")
         return self.sae
 
-    def intervention(self, scale: float = 1.0, positions: PositionRule | PositionSelection = "all",
-                     tokens: Tokenized | None = None) -> Intervention:
+    def intervention(self, scale: float = 1.0, positions: Positions = "all", tokens: Any = None) -> Intervention:
         """The hook that applies ``scale * vector`` at the vector's site.
 
         Residual space: ``hooks.add``. SAE space: ``hooks.sae_splice`` with
@@ -218,20 +199,23 @@ class SteeringVector:
 
         Args:
             scale: the multiplier; 0 leaves the model exactly unchanged.
-            positions: ``"all"``, ``"last"``, ``From(k)`` or an explicit selection.
-            tokens: the padded batch the rule refers to (needed for per-row rules under padding).
+            positions: where to add it (``"all"`` real tokens, ``"last"``, ``From(k)``, indices ...);
+                padding-aware selections follow each run's attention mask.
+            tokens: deprecated and ignored (positions follow the run's padding by themselves).
 
         Example:
             >>> v = SteeringVector(torch.ones(8), "blocks.0.hook_resid_pre")
             >>> print(v.intervention(2.0, "last"))
             Intervention (1 hook):
-              1. add 2 x vector (norm 2.83) (pos -1) at blocks.0.hook_resid_pre
+              1. add 2 x vector (norm 2.83) (pos 'last') at blocks.0.hook_resid_pre
         """
-        where = steer_positions(positions, tokens)
+        if tokens is not None:
+            warnings.warn("SteeringVector.intervention(tokens=...) is no longer needed and is ignored",
+                          TlInterpDeprecationWarning, stacklevel=2)
         if self.space == "residual":
-            return hooks.add(self.site, self.vector, scale=scale, positions=where)
+            return hooks.add(self.site, self.vector, scale=scale, positions=positions)
         return hooks.sae_splice(self._need_sae(), hooks.add_features(self.vector, scale), keep_error=self.keep_error,
-                                where=self.site, positions=where)
+                                where=self.site, positions=positions)
 
     # -- persistence ---------------------------------------------------------------------
     def _meta(self) -> dict[str, Any]:

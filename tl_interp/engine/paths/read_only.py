@@ -1,0 +1,35 @@
+"""Unembed only where the metric reads: passes stop at the final residual stream, keep one
+position per row, and the engine's head (``compat.head``: final norm, unembedding, soft cap)
+turns those rows into logits -- exactly the end of the model's own forward, on fewer rows."""
+
+from typing import Any
+
+import torch
+from torch import Tensor
+
+from tl_interp.engine import compat
+from tl_interp.metrics import is_metric
+
+__all__ = ["reason", "take"]
+
+
+def reason(model: Any, metric: Any) -> str | None:
+    """Why logits can't be computed at the read positions alone, or None."""
+    if not compat.is_hooked_transformer(model):
+        return f"{type(model).__name__} runs its own head"
+    if not is_metric(metric):
+        return "the metric is a plain function of the full logits"
+    if metric.positions is None:
+        return f"the metric {metric.name} reads every position"
+    if not compat.head_is_plain(model):
+        return "a hook is attached to ln_final or unembed, so the model's own head must run"
+    if not (compat.usable("head") and compat.usable("forward")):
+        return "a TransformerLens guard failed"
+    return None
+
+
+def take(resid: Tensor, positions: Tensor, offset: int) -> Tensor:
+    """Rows of ``resid`` ``(rows, window, d)`` at absolute ``positions`` ``(rows,)`` of a window
+    starting at ``offset``: ``(rows, d)``."""
+    rows = torch.arange(resid.shape[0], device=resid.device)
+    return resid[rows, positions.to(resid.device) - offset]

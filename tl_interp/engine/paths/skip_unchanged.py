@@ -1,0 +1,88 @@
+"""Cells whose edit changes nothing take the base run's value without a pass.
+
+Each cell's hooks are applied to the base run's activations at their sites, in the model's
+hook order. A cell's first edited site sees exactly the base activation in a real pass (nothing
+upstream of it changed), so if every hook returns its input bit for bit, the pass would be the
+base run itself. Where a hook does change something, the first position it changes bounds the
+``prefix_kv`` path: positions before it are unchanged at every layer (hooks built by
+``tl_interp.hooks`` act position by position).
+"""
+
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import torch
+from torch import Tensor
+
+from tl_interp._context import RunContext, running
+from tl_interp.hooks._select import position_axis
+from tl_interp.sites import site_info
+
+__all__ = ["footprints", "UNCHANGED"]
+
+UNCHANGED = -1
+
+
+def _changed_from(model: Any, name: str, before: Tensor, after: Tensor) -> int | None:
+    """The first position where ``after`` differs from ``before`` (bit for bit), or None."""
+    if after.shape != before.shape:
+        return 0
+    if before.dtype.is_floating_point:  # -0.0 vs 0.0 and NaNs count as changes
+        ints = {1: torch.uint8, 2: torch.int16, 4: torch.int32, 8: torch.int64}[before.element_size()]
+        diff = after.contiguous().view(ints) != before.contiguous().view(ints)
+    else:
+        diff = after != before
+    if not bool(diff.any()):
+        return None
+    axes = site_info(model, name).axes_for(before.ndim)
+    pos = position_axis(axes)
+    if pos is None:
+        return 0
+    per_pos = diff.movedim(pos, -1).reshape(-1, diff.shape[pos]).any(0)
+    return int(per_pos.nonzero()[0])
+
+
+def footprints(model: Any, bound: Sequence[Mapping[str, list[Any]]], base: Mapping[str, Tensor],
+               context: RunContext, *, skip: bool = True) -> list[int]:
+    """Per cell: ``UNCHANGED``, or the first position its hooks change (0 when unknown).
+
+    With ``skip=False`` no cell is ``UNCHANGED``: a cell that changes nothing on the base run
+    gets the first position its hooks write at all (probed on a random activation of the
+    same shape), so it is still computed, from there.
+    """
+    order = {name: i for i, name in enumerate(model.hook_dict)}
+    out = []
+    with running(context), torch.no_grad():
+        for cell in bound:
+            first: int | None = None
+            for name in sorted(cell, key=lambda n: order.get(n, len(order))):
+                if name not in base:
+                    first = 0
+                    break
+                act = base[name]
+                for fn in cell[name]:
+                    result = fn(act.clone(), hook=model.hook_dict[name])
+                    edited = act if result is None else result
+                    where = _changed_from(model, name, act, edited)
+                    if where is not None:
+                        first = where if first is None else min(first, where)
+                    act = edited
+            if first is None and not skip:
+                first = _reach(model, cell, base)
+            out.append(UNCHANGED if first is None else first)
+    return out
+
+
+def _reach(model: Any, cell: Mapping[str, list[Any]], base: Mapping[str, Tensor]) -> int:
+    """The first position a cell's hooks write, on a random activation (where every value they
+    write differs, almost surely, from what was there)."""
+    generator = torch.Generator().manual_seed(0)
+    reach = None
+    for name, fns in cell.items():
+        probe = torch.randn(base[name].shape, generator=generator).to(base[name])
+        for fn in fns:
+            result = fn(probe.clone(), hook=model.hook_dict[name])
+            where = _changed_from(model, name, probe, probe if result is None else result)
+            if where is not None:
+                reach = where if reach is None else min(reach, where)
+    return 0 if reach is None else reach

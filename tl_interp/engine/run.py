@@ -1,0 +1,286 @@
+"""The engine: a base run and the stacked passes of its cells, read by one metric.
+
+Every batched study is the same loop -- plan cells, group them into stacked passes, run each
+pass from the cheapest exact starting point, read only what the metric reads, reduce -- and
+this module is that loop. A *cell* is an ``Intervention`` applied to a copy of the base batch
+(a patch at one position, a head ablated, a steering vector at one scale, a point on an
+integrated-gradients path). ``BaseRun`` runs the batch once, unedited, keeping what passes
+reuse: the residual stream where they start, the activations at the sites cells edit (to skip
+cells that change nothing), the keys and values (to start at the first edited position), and
+the metric's base value. ``BaseRun.evaluate(cells)`` returns every cell's value.
+
+The fast paths live in ``engine.paths``; each says why it is off (``BaseRun.paths``), and the
+exact full forward pass of the model runs instead. Values equal, cell by cell, the metric of
+``cell.run(model, batch)`` (up to float rounding of batched arithmetic).
+"""
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+from torch import Tensor
+
+from tl_interp import hooks
+from tl_interp._context import RunContext
+from tl_interp.engine import compat
+from tl_interp.engine.passes import CostModel, cells_per_pass, chunks
+from tl_interp.engine.paths import mid_stack, prefix_kv, read_only, skip_unchanged, split_final
+from tl_interp.engine.stack import bound_cells, stack
+from tl_interp.errors import InputError, OptionError
+from tl_interp.intervention import Intervention
+from tl_interp.metrics import bind, is_metric
+from tl_interp.models._adapter import Tokenized
+from tl_interp.sites import site as site_name
+
+__all__ = ["EngineOptions", "BaseRun", "Values", "check_metric", "Staged"]
+
+Values = Tensor | dict[str, Tensor]
+
+
+@dataclass(frozen=True)
+class EngineOptions:
+    """How the engine may run a study's cells (every option keeps results exact).
+
+    Attributes:
+        memory_mb: budget of one stacked forward pass (see ``engine.passes``).
+        fast_paths: allow the fast paths (False: every pass is the model's full forward).
+        skip_unchanged: give cells whose edit changes nothing the base value without a pass.
+        grad: keep the autograd graph through the passes (integrated gradients).
+        cost: the pass planner's constants.
+    """
+
+    memory_mb: float = 1024.0
+    fast_paths: bool = True
+    skip_unchanged: bool = True
+    grad: bool = False
+    cost: CostModel = field(default_factory=CostModel)
+
+    def __post_init__(self) -> None:
+        if not self.memory_mb > 0:
+            raise OptionError(f"memory_mb must be positive, got {self.memory_mb}")
+
+
+def _score(metric: Any, logits: Tensor, n: int, batch: int, read: bool) -> Values:
+    """Values of ``n`` cells from their logits: per prompt ``(n, batch)`` for tl_interp metrics
+    (logits at the read positions when ``read``), one scalar per cell for plain functions."""
+    if is_metric(metric):
+        shaped = logits.reshape(n, batch, *logits.shape[1:])
+        return metric.score(shaped) if read else metric.per_prompt(shaped)
+    values = []
+    for i in range(n):
+        value = metric(logits[i * batch:(i + 1) * batch])
+        if not isinstance(value, Tensor) or value.ndim != 0:
+            got = tuple(value.shape) if isinstance(value, Tensor) else type(value).__name__
+            raise InputError(f"the metric must return a scalar (0-dim tensor) for logits (batch, pos, d_vocab), as "
+                             f"TransformerLens's patching functions expect; it returned {got}. Reduce over the batch "
+                             "(e.g. .mean()) or pass a tl_interp.metrics metric")
+        values.append(value)
+    return torch.stack(values)
+
+
+@dataclass(frozen=True, eq=False)
+class Staged:
+    """A metric that depends on the base run: ``first`` is read from the base run's logits,
+    then ``then(first's base values)`` scores the base run and every cell (e.g. "the logit
+    difference against the unsteered top token"). One base forward pass serves both."""
+
+    first: Any
+    then: Callable[[Values], Any]
+
+
+def check_metric(model: Any, metric: Callable[..., Any], batch: Tokenized) -> Callable[..., Any]:
+    """Bind the metric to the batch and call it on dummy logits, so a metric that cannot read
+    this batch, or returns the wrong shape, fails before any forward pass. Returns it bound."""
+    bound = bind(metric, batch)
+    cfg = model.cfg
+    vocab = getattr(cfg, "d_vocab_out", -1)
+    vocab = vocab if isinstance(vocab, int) and vocab > 0 else cfg.d_vocab
+    dummy = torch.zeros(*batch.shape, vocab, device=batch.tokens.device)
+    try:
+        with torch.no_grad():
+            out = bound.per_prompt(dummy) if is_metric(bound) else bound(dummy)
+    except (InputError, OptionError):
+        raise
+    except Exception as err:  # a metric that cannot even take logits of the right shape
+        raise InputError(f"the metric failed on logits of shape (batch, pos, d_vocab) = {tuple(dummy.shape)}: "
+                         f"{type(err).__name__}: {err}") from err
+    if not is_metric(bound) and (not isinstance(out, Tensor) or out.ndim != 0):
+        got = tuple(out.shape) if isinstance(out, Tensor) else type(out).__name__
+        raise InputError(f"the metric must return a scalar (0-dim tensor) for logits (batch, pos, d_vocab), as "
+                         f"TransformerLens's patching functions expect; it returned {got}. Reduce over the batch "
+                         "(e.g. .mean()) or pass a tl_interp.metrics metric")
+    return bound
+
+
+class BaseRun:
+    """One batch run once, unedited, with what the passes of its cells reuse.
+
+    Args:
+        model: the model.
+        batch: the checked inputs (``engine.inputs.as_batch``).
+        metric: a ``tl_interp.metrics`` metric / ``MetricSet`` (per-prompt values) or any
+            ``logits -> scalar`` function; bound to the batch here.
+        sites: hook names the cells will edit (their base activations are kept for
+            ``skip_unchanged``, and the residual stream entering their layers for ``mid_stack``).
+        options: ``EngineOptions``.
+    """
+
+    def __init__(self, model: Any, batch: Tokenized, metric: Any, sites: Sequence[str] = (),
+                 options: EngineOptions = EngineOptions()) -> None:
+        self.model, self.batch, self.options = model, batch, options
+        self._staged = metric if isinstance(metric, Staged) else None
+        self.metric = bind(metric.first if isinstance(metric, Staged) else metric, batch)
+        self.rows, self.seq = batch.shape
+        fast = options.fast_paths
+        off = "fast paths disabled (fast_paths=False)"
+        self.mid_reason = mid_stack.reason(model) if fast else off
+        self.read_reason = read_only.reason(model, self.metric) if fast else off
+        self.read_positions: Tensor | None = None
+        if self.read_reason is None:
+            self.read_positions = self.metric.positions.long()  # type: ignore[union-attr]
+        self.prefix_reason = (prefix_kv.reason(model, batch, self.metric, self.read_reason) if fast else off)
+        if self.mid_reason is not None and self.prefix_reason is None:
+            self.prefix_reason = f"needs mid-stack starts ({self.mid_reason})"
+        self.split_reason = (split_final.reason(model, batch, self.read_positions, self.read_reason) if fast else off)
+        if self.mid_reason is not None and self.split_reason is None:
+            self.split_reason = f"needs mid-stack starts ({self.mid_reason})"
+        # what TL's own forward uses as the mask: the batch's when padded, else its default
+        self.forward_mask = batch.attention_mask if batch.padded else compat.tl_default_mask(model, batch.tokens)
+        self.context = RunContext(real=batch.attention_mask.bool() if batch.padded else None)
+        self.stats = {"passes": 0, "cells_skipped": 0, "final_block_split": 0, "prefix_passes": 0}
+        self._run_base(list(dict.fromkeys(sites)))
+
+    # -- the base run ---------------------------------------------------------------------
+    def _run_base(self, sites: list[str]) -> None:
+        model = self.model
+        layers = sorted({layer for layer in (mid_stack.start_layer(model, [s]) for s in sites) if layer is not None})
+        starts = [site_name("resid_pre", layer) for layer in layers] if self.mid_reason is None else []
+        names = list(dict.fromkeys([*starts, *(sites if not self.options.grad else [])]))
+        cache = hooks.cache(names) if names else None
+        kw: dict[str, Any] = {} if self.forward_mask is None else {"attention_mask": self.forward_mask}
+        kv = None
+        if self.prefix_reason is None:
+            kv = compat.new_kv_cache(model, self.rows)
+            kw = {"past_kv_cache": kv, "attention_mask": torch.ones_like(self.batch.tokens)}
+        if self.read_reason is None:
+            kw["stop_at_layer"] = model.cfg.n_layers
+        iv = cache or Intervention.identity()
+        with torch.no_grad():
+            out = iv.run(model, self.batch.tokens, **kw)
+            self.acts = dict(cache.store) if cache is not None else {}
+            self.kv = compat.kv_entries(kv) if kv is not None else []
+            if self.read_reason is None:
+                self.base_logits = compat.head(model, read_only.take(out, self.read_positions, 0))
+                self.values = _score(self.metric, self.base_logits, 1, self.rows, read=True)
+            else:
+                self.base_logits = out
+                self.values = _score(self.metric, out, 1, self.rows, read=False)
+        self.values = {k: v[0] for k, v in self.values.items()} if isinstance(self.values, dict) else self.values[0]
+        if self._staged is not None:
+            self._rebind(self._staged.then(self.values))
+
+    def _rebind(self, metric: Any) -> None:
+        """Score with another metric reading the same positions, from the base run's logits."""
+        bound = bind(metric, self.batch)
+        if self.read_reason is None and not (is_metric(bound) and bound.positions is not None
+                                             and torch.equal(bound.positions.long(), self.read_positions)):
+            raise InputError("a staged metric must read the same positions as its first stage")
+        self.metric = bound
+        values = _score(bound, self.base_logits, 1, self.rows, read=self.read_reason is None)
+        self.values = {k: v[0] for k, v in values.items()} if isinstance(values, dict) else values[0]
+
+    @property
+    def paths(self) -> dict[str, str]:
+        """Each fast path: ``"on"`` or why it is off (for provenance)."""
+        reasons = {"mid_stack": self.mid_reason, "read_only": self.read_reason, "prefix_kv": self.prefix_reason,
+                   "split_final": self.split_reason,
+                   "skip_unchanged": None if self.options.skip_unchanged and not self.options.grad
+                   else "off (skip_unchanged=False or gradients kept)"}
+        return {k: "on" if v is None else f"off: {v}" for k, v in reasons.items()}
+
+    # -- the passes ----------------------------------------------------------------------
+    def evaluate(self, cells: Sequence[Intervention], progress: Callable[[int], None] | None = None) -> Values:
+        """Every cell's value: ``(n_cells, batch)`` per prompt for tl_interp metrics (a dict of
+        them for a MetricSet), ``(n_cells,)`` for plain functions. All checks run first."""
+        bound = bound_cells(self.model, cells)  # every name, index and width checked here
+        n = len(bound)
+        if n == 0:
+            return self.values[None][:0] if isinstance(self.values, Tensor) else \
+                {k: v[None][:0] for k, v in self.values.items()}
+        skip = self.options.skip_unchanged and not self.options.grad
+        first = (skip_unchanged.footprints(self.model, bound, self.acts, self.context, skip=skip)
+                 if not self.options.grad and all(name in self.acts for cell in bound for name in cell) else [0] * n)
+        if self.prefix_reason is not None:
+            first = [skip_unchanged.UNCHANGED if f == skip_unchanged.UNCHANGED else 0 for f in first]
+        live = [i for i in range(n) if first[i] != skip_unchanged.UNCHANGED]
+        self.stats["cells_skipped"] += n - len(live)
+        if progress is not None and n > len(live):
+            progress(n - len(live))
+        results: dict[int, Values] = {}
+        by_layer: dict[int | None, list[int]] = {}
+        for i in live:
+            layer = mid_stack.start_layer(self.model, bound[i]) if self.mid_reason is None else None
+            by_layer.setdefault(layer, []).append(i)
+        full = self.read_reason is not None
+        per_pass = cells_per_pass(self.model, self.rows, self.seq, self.options.memory_mb, full)
+        grad = torch.enable_grad() if self.options.grad else torch.inference_mode()
+        with grad:
+            for layer, members in sorted(by_layer.items(), key=lambda kv: -1 if kv[0] is None else kv[0]):
+                blocks_plain = layer is not None and compat.blocks_are_plain(self.model, layer)
+                starts = [first[i] if blocks_plain else 0 for i in members]
+                device = self.batch.tokens.device.type
+                for chunk, first_pos in chunks(starts, per_pass, self.seq, self.rows, self.options.cost, device):
+                    idx = [members[k] for k in chunk]
+                    values = self._pass(layer, [bound[i] for i in idx], first_pos)
+                    for j, i in enumerate(idx):
+                        results[i] = {k: v[j] for k, v in values.items()} if isinstance(values, dict) else values[j]
+                    if progress is not None:
+                        progress(len(idx))
+        base = self.values
+        rows = [results.get(i, base) for i in range(n)]
+        if isinstance(base, dict):
+            return {k: torch.stack([r[k] for r in rows]) for k in base}  # type: ignore[index]
+        return torch.stack(rows)  # type: ignore[arg-type]
+
+    def _pass(self, layer: int | None, cells: list[dict[str, list[Any]]], first_pos: int) -> Values:
+        """One stacked forward pass over ``cells``, starting at ``layer`` and position ``first_pos``."""
+        model, n, rows = self.model, len(cells), self.rows
+        stacked = stack(cells, rows)
+        self.stats["passes"] += 1
+        mask = None if self.forward_mask is None else self.forward_mask.repeat(n, 1)
+        if layer is None:  # from the tokens (an edit outside the blocks, or no mid-stack starts)
+            kw: dict[str, Any] = {} if mask is None else {"attention_mask": mask}
+            if self.read_reason is None:
+                kw["stop_at_layer"] = model.cfg.n_layers
+            out = stacked.run(model, self.batch.tokens.repeat(n, 1), **kw)
+            return self._read(out, n, 0)
+        n_layers = model.cfg.n_layers
+        split = (self.split_reason is None and layer < n_layers - 1
+                 and all(mid_stack.start_layer(model, [name]) < n_layers - 1 for c in cells for name in c))
+        stop = n_layers - 1 if split else n_layers
+        start = self.acts[site_name("resid_pre", layer)].repeat(n, 1, 1)
+        kw = {"attention_mask": mask}
+        prefix = None
+        if first_pos > 0:  # positions < first_pos equal the base run's: run the rest only
+            start = start[:, first_pos:]
+            kw = {"past_kv_cache": compat.frozen_prefix_cache(model, self.kv, first_pos, n, range(layer, stop))}
+            last_k, last_v = self.kv[n_layers - 1]
+            prefix = (last_k[:, :first_pos].repeat(n, 1, 1, 1), last_v[:, :first_pos].repeat(n, 1, 1, 1))
+            self.stats["prefix_passes"] += 1
+        if self.read_reason is None:
+            kw["stop_at_layer"] = stop
+        with stacked.applied(model):
+            out = model(start, start_at_layer=layer, **kw)
+        if split:  # no cell edits the final block: it runs at the last position alone
+            self.stats["final_block_split"] += 1
+            return self._read(compat.final_block_last(model, out, prefix), n, self.seq - 1)
+        return self._read(out, n, first_pos)
+
+    def _read(self, out: Tensor, n: int, offset: int) -> Values:
+        """Values from a pass's output: final residuals (read-only head) or full logits."""
+        if self.read_reason is None:
+            positions = self.read_positions.repeat(n)
+            logits = compat.head(self.model, read_only.take(out, positions, offset))
+            return _score(self.metric, logits, n, self.rows, read=True)
+        return _score(self.metric, out, n, self.rows, read=False)
