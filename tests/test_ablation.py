@@ -36,7 +36,7 @@ def test_head_scan_finds_the_induction_circuit(induction: tuple) -> None:
     induction_head = divmod(int(scores.argmax()), model.cfg.n_heads)
     assert induction_head[0] == 1 and float(scores.max()) > 0.5
     assert list(induction_head) == model.card["evaluation"]["induction_head"]
-    res = ti.ablation.scan(model, tokens, metric, units="heads", progress=False)
+    res = ti.ablation.scan(model, tokens, metric, over="head_index", progress=False)
     ranking = res.ranking()
     assert ranking[0]["index"] == induction_head
     assert ranking[0]["ci_low"] > 2.0  # nats of repeated-half loss: far from zero
@@ -46,7 +46,7 @@ def test_head_scan_finds_the_induction_circuit(induction: tuple) -> None:
 
 def test_scan_values_equal_one_at_a_time_runs(induction: tuple) -> None:
     model, tokens, metric = induction
-    res = ti.ablation.scan(model, tokens, metric, units="heads", progress=False)
+    res = ti.ablation.scan(model, tokens, metric, over="head_index", progress=False)
     base = metric(model(tokens))
     for layer in range(model.cfg.n_layers):
         for head in range(model.cfg.n_heads):
@@ -54,12 +54,16 @@ def test_scan_values_equal_one_at_a_time_runs(induction: tuple) -> None:
             assert_close(res.values[layer, head], (one - base).float(), rtol=0, atol=1e-5)
 
 
+UNITS = {"layers": dict(site=("attn_out", "mlp_out"), over=()), "neurons": dict(over="d_mlp"),
+         "positions": dict(over="pos")}
+
+
 @pytest.mark.parametrize("units, shape", [("layers", (2, 2)), ("neurons", (2, 64)), ("positions", (2, 6))])
 def test_other_units_match_hand_written_ablations(units: str, shape: tuple) -> None:
     model = llama_style()
     tokens = torch.randint(1, 61, (4, 6), generator=torch.Generator().manual_seed(0))
     metric = ti.metrics.answer_logprob(torch.tensor([3, 4, 5, 6]))
-    res = ti.ablation.scan(model, tokens, metric, units=units, progress=False)
+    res = ti.ablation.scan(model, tokens, metric, progress=False, **UNITS[units])
     assert res.values.shape == shape
     base = metric(model(tokens))
     one = {"layers": hooks.zero_ablate(site("mlp_out", 1)),
@@ -84,15 +88,73 @@ def test_mean_ablation_uses_the_reference_mean_without_pads() -> None:
     assert_close(res.values[0, 2], (metric(manual) - metric(model(tokens))).float(), rtol=0, atol=1e-5)
 
 
-def test_resample_ablation_is_seeded() -> None:
+def test_resample_scan_with_two_prompts_swaps_them_and_equals_the_hook_by_hand() -> None:
     model = gpt2_style()
-    tokens = torch.randint(1, 61, (6, 5), generator=torch.Generator().manual_seed(3))
-    reference = torch.randint(1, 61, (9, 5), generator=torch.Generator().manual_seed(4))
-    metric = ti.metrics.answer_logprob(1)
-    a, b, c = (ti.ablation.scan(model, tokens, metric, method="resample", reference=reference, seed=s, progress=False)
-               for s in (0, 0, 1))
-    assert torch.equal(a.values, b.values) and not torch.equal(a.values, c.values)
-    assert a.provenance.seed == 0
+    tokens = torch.randint(1, 61, (2, 5), generator=torch.Generator().manual_seed(3))
+    metric = ti.metrics.answer_logprob(torch.tensor([1, 2]))
+    res = ti.ablation.scan(model, tokens, metric, method="resample", seed=0, progress=False)
+    z = hooks.cache(site("z", 1)).collect(model, tokens)[site("z", 1)]
+    by_hand = metric(hooks.resample_ablate(site("z", 1), z, seed=0, heads=3).run(model, tokens))
+    assert_close(res.values[1, 3], (by_hand - metric(model(tokens))).float(), rtol=0, atol=1e-5)
+    swapped = metric(hooks.patch(site("z", 1), z.flip(0), heads=3).run(model, tokens))  # each takes the other's
+    assert_close(by_hand, swapped, rtol=0, atol=0)
+    assert float(res.values.abs().max()) > 0  # self-draws would make every effect exactly 0
+
+
+def test_resample_draws_are_other_reference_rows_and_seeded() -> None:
+    from tl_interp.hooks._ablate import resample_draws
+
+    for seed in range(20):
+        draws = resample_draws(7, 7, seed, None, "test")
+        assert bool((draws != torch.arange(7)).all()) and bool(((draws >= 0) & (draws < 7)).all())
+    assert torch.equal(resample_draws(7, 7, 3, None, "t"), resample_draws(7, 7, 3, None, "t"))
+    assert not torch.equal(resample_draws(50, 50, 0, None, "t"), resample_draws(50, 50, 1, None, "t"))
+    with pytest.raises(ti.InputError, match="at least 2 prompts"):
+        resample_draws(1, 1, 0, None, "resample")
+
+
+def test_a_resampled_row_equals_some_other_reference_row() -> None:
+    model = gpt2_style()
+    tokens = torch.randint(1, 61, (5, 4), generator=torch.Generator().manual_seed(8))
+    name = site("resid_pre", 1)
+    ref = hooks.cache(name).collect(model, tokens)[name]
+    after = hooks.cache(name)
+    (hooks.resample_ablate(name, ref, seed=4) + after).run(model, tokens)
+    for row in range(5):
+        matches = [j for j in range(5) if torch.equal(after[name][row], ref[j])]
+        assert matches and row not in matches
+
+
+def test_mean_and_resample_scans_equal_the_hooks_applied_by_hand_cell_by_cell() -> None:
+    model = llama_style()
+    tokens = torch.randint(1, 61, (3, 5), generator=torch.Generator().manual_seed(9))
+    metric = ti.metrics.logit_diff(torch.tensor([1, 2, 3]), 7)
+    base = metric(model(tokens))
+    name = site("mlp_post", 0)
+    acts = hooks.cache(name).collect(model, tokens)[name]
+    mean = acts.reshape(-1, acts.shape[-1]).mean(0)
+    for method, factory in (("mean", lambda n: hooks.mean_ablate(name, mean, neurons=n)),
+                            ("resample", lambda n: hooks.resample_ablate(name, acts, seed=2, neurons=n))):
+        res = ti.ablation.scan(model, tokens, metric, over="d_mlp", method=method, seed=2, layers=[0],
+                               progress=False)
+        for n in (0, 7, 63):
+            by_hand = metric(factory(n).run(model, tokens)) - base
+            assert_close(res.values[0, n], by_hand.float(), rtol=0, atol=1e-5), (method, n)
+
+
+def test_any_callable_metric_works_and_equals_the_metric_object() -> None:
+    model = gpt2_style()
+    tokens = torch.randint(1, 61, (3, 5), generator=torch.Generator().manual_seed(1))
+    metric = ti.metrics.answer_prob(7)
+
+    def plain(logits: torch.Tensor) -> torch.Tensor:
+        return logits[:, -1].softmax(-1)[:, 7].mean()
+
+    a = ti.ablation.scan(model, tokens, metric, progress=False)
+    b = ti.ablation.scan(model, tokens, plain, progress=False)
+    assert_close(a.values, b.values, rtol=0, atol=1e-6)
+    assert "ci_low" in a.extras and "ci_low" not in b.extras  # intervals need per-prompt values
+    assert b.ranking(2)[0]["index"] == a.ranking(2)[0]["index"]
 
 
 def test_batched_scan_equals_the_mean_of_smaller_batches() -> None:
@@ -122,13 +184,34 @@ def test_bootstrap_interval_matches_scipy() -> None:
         assert abs(low[i].item() - ref.low) < 0.02 and abs(high[i].item() - ref.high) < 0.02
 
 
-def test_bad_input() -> None:
+@pytest.mark.parametrize("kwargs, error, message", [
+    (dict(units="blocks"), ti.OptionError, r"units must be one of heads, neurons, positions, layers"),
+    (dict(method="bogus"), ti.OptionError, r"method must be one of 'zero', 'mean', 'resample', not 'bogus'"),
+    (dict(n_boot=0), ti.OptionError, r"n_boot must be at least 1"),
+    (dict(over="d_model"), ti.OptionError, r"over=\('d_model',\) has no default site"),
+    (dict(site="z", over="pos"), ti.OptionError, r"a z sweep goes over"),
+    (dict(reference_mask=torch.ones(3, 5, dtype=torch.long), method="mean"), ti.InputError,
+     r"reference_mask was given without reference="),
+    (dict(reference=torch.randint(1, 61, (2, 5))), ti.InputError, r"zero ablation uses no reference"),
+    (dict(layers=[5]), ti.OptionError, r"layers \[5\] are not valid"),
+])
+def test_bad_input_fails_before_any_forward_pass(kwargs: dict, error: type, message: str) -> None:
     model = gpt2_style()
     tokens = torch.randint(1, 61, (3, 5))
-    # under the test suite's jaxtyping import hook beartype rejects it first; either way a TypeError
-    with pytest.raises(TypeError, match="metric"):
-        ti.ablation.scan(model, tokens, lambda logits: logits.mean(), progress=False)
-    with pytest.raises((ValueError, TypeError), match="units"):
-        ti.ablation.scan(model, tokens, ti.metrics.answer_prob(1), units="blocks", progress=False)  # type: ignore[arg-type]
-    with pytest.raises(ti.ShapeError, match="needs at least 2 prompts"):
+    calls: list[int] = []
+    model.hook_dict["hook_embed"].add_hook(lambda act, hook: calls.append(1))
+    with pytest.raises(error, match=message):
+        ti.ablation.scan(model, tokens, ti.metrics.answer_prob(1), progress=False, **kwargs)
+    assert calls == []
+
+
+def test_a_per_prompt_metric_needs_two_prompts_and_ranking_checks_k() -> None:
+    model = gpt2_style()
+    tokens = torch.randint(1, 61, (3, 5))
+    with pytest.raises(ti.InputError, match="needs at least 2 prompts"):
         ti.ablation.scan(model, tokens[:1], ti.metrics.answer_prob(1), progress=False)
+    res = ti.ablation.scan(model, tokens, ti.metrics.answer_prob(1), progress=False)
+    for bad in (0, -1):
+        with pytest.raises(ti.OptionError, match="k must be a positive int"):
+            res.ranking(bad)
+    assert len(res.ranking()) == res.values.numel() and len(res.ranking(3)) == 3

@@ -22,7 +22,7 @@ from tl_interp.steering import (
     pca_vector,
     sae_contrast_vector,
 )
-from tl_interp.errors import HookNameError, ShapeError
+from tl_interp.errors import HookNameError, InputError, ShapeError
 from tl_interp.models.zoo.ordinal_data import analogy_tasks, paired_lists
 
 NO_CONTROLS = Controls(random_seeds=(), unrelated_prompts=())
@@ -145,14 +145,12 @@ def test_batched_evaluation_equals_prompt_by_prompt_hooks(model: Any, pairs: tup
                 assert abs(float(rep.extras["pp_prob"][i, k, j]) - float(prob)) < 1e-5
 
 
-def test_full_forward_path_equals_mid_stack_path(model: Any, pairs: tuple, monkeypatch: Any) -> None:
-    import tl_interp.steering._apply as apply_mod
-
+@pytest.mark.parametrize("rule", ["all", "last"])
+def test_full_forward_path_equals_the_fast_paths(model: Any, pairs: tuple, rule: str) -> None:
     v = contrast_vector(model, *pairs, site("resid_mid", 2), name="mid")
     prompts = ["one , two ,", "march , april , may ,", "after july comes"]
-    fast = next_token_logits(model, prompts, v, [1.0, 5.0])
-    monkeypatch.setattr(apply_mod, "starts_mid_stack", lambda m: False)  # TransformerBridge's path
-    slow = next_token_logits(model, prompts, v, [1.0, 5.0])
+    fast = next_token_logits(model, prompts, v, [1.0, 5.0], positions=rule)
+    slow = next_token_logits(model, prompts, v, [1.0, 5.0], positions=rule, fast_paths=False)  # the bridge's path
     assert_close(fast, slow, atol=1e-4, rtol=0)
 
 
@@ -163,7 +161,7 @@ def test_generation_under_steering(model: Any, pairs: tuple) -> None:
     both = generate(model, prompts, [v, w], [0.0, 6.0], max_new_tokens=2)
     assert [r["vector"] for r in both] == ["L1"] * 6 + ["L2 post"] * 6
     rows = both[:6]
-    assert [r["multiplier"] for r in rows] == [0.0] * 3 + [6.0] * 3
+    assert [r["scale"] for r in rows] == [0.0] * 3 + [6.0] * 3
     assert [r["completion"] for r in both[6:9]] == [r["completion"] for r in rows[:3]]  # x0: the same model
     for r in rows[:3]:  # multiplier 0: exactly the model's own greedy generation
         ref = model.generate(model.to_tokens(r["prompt"]), max_new_tokens=2, do_sample=False, verbose=False)
@@ -293,16 +291,16 @@ def test_bad_input_fails_before_any_forward_pass(no_forward: Any) -> None:
     narrow = SteeringVector(torch.ones(64), site("resid_pre", 1), name="narrow")
     with pytest.raises(ShapeError, match=r"blocks\.1\.hook_resid_pre.*64 entries.*d_model=128"):
         evaluate(model, narrow, tasks, [1.0], progress=False)
-    with pytest.raises(ShapeError, match="positive prompt set is empty"):
+    with pytest.raises(InputError, match="positive prompt set is empty"):
         contrast_vector(model, [], ["january ,"], site("resid_pre", 1))
-    with pytest.raises(ShapeError, match="paired prompts need sets of equal size"):
+    with pytest.raises(InputError, match="paired prompts need sets of equal size"):
         pca_vector(model, ["one ,", "two ,"], ["january ,"], site("resid_pre", 1))
     wide = SteeringVector(torch.ones(128), site("resid_pre", 1), name="v")
-    with pytest.raises(ShapeError, match=r"answer 'five six' is 2 tokens"):
+    with pytest.raises(InputError, match=r"answer 'five six' is 2 tokens"):
         evaluate(model, wide, {"months": [("march , april ,", "five six")]}, [1.0], progress=False)
     with pytest.raises(HookNameError, match="resid_pre"):
         evaluate(model, SteeringVector(torch.ones(128), "blocks.1.hook_resid_pr"), tasks, [1.0], progress=False)
-    with pytest.raises(ShapeError, match="names must be unique"):
+    with pytest.raises(InputError, match="names must be unique"):
         evaluate(model, [wide, wide], tasks, [1.0], progress=False)
-    with pytest.raises(ShapeError, match="task 'months' has no prompts"):
+    with pytest.raises(InputError, match="task 'months' has no prompts"):
         evaluate(model, wide, {"months": []}, [1.0], progress=False)

@@ -115,7 +115,7 @@ def _names(model: Any, hook: Any) -> list[str]:
 @checked
 def next_token_logits(model: Any, inputs: Inputs, vectors: Sequence[SteeringVector] | SteeringVector,
                       scales: Sequence[float] | float, *, positions: Positions = "all", memory_mb: float = 1024.0,
-                      executor: Executor | None = None, progress: bool = False) -> Tensor:
+                      fast_paths: bool = True, executor: Executor | None = None, progress: bool = False) -> Tensor:
     """Next-token logits of every prompt under every (vector, scale), batched.
 
     Returns:
@@ -134,7 +134,7 @@ def next_token_logits(model: Any, inputs: Inputs, vectors: Sequence[SteeringVect
     check_vectors(model, vs, "next_token_logits")
     var = variants(vs, scales, "next_token_logits")
     steered, _ = run_variants(model, batch, [v.cell(positions) for v in var], lambda rows: _LOGITS,
-                              options=EngineOptions(memory_mb=memory_mb), executor=executor,
+                              options=EngineOptions(memory_mb=memory_mb, fast_paths=fast_paths), executor=executor,
                               label="steering", progress=progress)
     return steered.view(len(vs), -1, len(batch), steered.shape[-1])  # type: ignore[union-attr]
 

@@ -23,7 +23,7 @@ from tl_interp import hooks
 from tl_interp._types import NameFilter
 from tl_interp.engine.compat import is_hooked_transformer
 from tl_interp.steering._vector import SteeringVector
-from tl_interp.errors import ShapeError
+from tl_interp.errors import InputError, ShapeError
 from tl_interp.models._adapter import adapt
 from tl_interp.results import prompt_hash
 from tl_interp.sites import resolve, site_info
@@ -37,11 +37,11 @@ ReadRule: TypeAlias = Literal["last", "mean"] | int
 def _check_prompts(fn: str, positive: Sequence[str], negative: Sequence[str], paired: bool) -> None:
     for label, prompts in (("positive", positive), ("negative", negative)):
         if isinstance(prompts, str):
-            raise ShapeError(f"{fn}: the {label} prompts must be a list of strings, not one string")
+            raise InputError(f"{fn}: the {label} prompts must be a list of strings, not one string")
         if len(prompts) == 0:
-            raise ShapeError(f"{fn}: the {label} prompt set is empty; give at least one prompt")
+            raise InputError(f"{fn}: the {label} prompt set is empty; give at least one prompt")
     if paired and len(positive) != len(negative):
-        raise ShapeError(f"{fn}: paired prompts need sets of equal size; got {len(positive)} positive and "
+        raise InputError(f"{fn}: paired prompts need sets of equal size; got {len(positive)} positive and "
                          f"{len(negative)} negative")
 
 
@@ -183,7 +183,7 @@ def pca_vectors(model: Any, positive: Sequence[str], negative: Sequence[str], wh
     """First principal direction of paired differences at every site ``where`` names."""
     _check_prompts("pca_vector", positive, negative, paired=True)
     if len(positive) < 2:
-        raise ShapeError("pca_vector: a principal direction needs at least 2 pairs")
+        raise InputError("pca_vector: a principal direction needs at least 2 pairs")
     pos = read_activations(model, positive, where, position=position, batch_size=batch_size, progress=progress)
     neg = read_activations(model, negative, where, position=position, batch_size=batch_size, progress=progress)
     prov = _provenance(model, positive, negative, position)

@@ -130,7 +130,8 @@ def evaluate(model: Any, vectors: Sequence[SteeringVector] | SteeringVector,
              tasks: Mapping[str, Sequence[tuple[str, str]]], scales: Sequence[float], *,
              controls: Controls = Controls(), positions: Positions = "all",
              target_tokens: Sequence[str] | None = None, n_boot: int = 2000, seed: int = 0,
-             memory_mb: float = 1024.0, executor: Executor | None = None, progress: bool = True) -> SteeringReport:
+             memory_mb: float = 1024.0, fast_paths: bool = True, executor: Executor | None = None,
+             progress: bool = True) -> SteeringReport:
     """Score every vector at every multiplier on every task, with controls and intervals.
 
     Args:
@@ -143,6 +144,7 @@ def evaluate(model: Any, vectors: Sequence[SteeringVector] | SteeringVector,
         target_tokens: answers counted as "on target" (default: every expected answer).
         n_boot, seed: bootstrap resamples and seed (recorded in provenance).
         memory_mb: budget for one stacked forward pass.
+        fast_paths: engine option (results are exact either way).
         executor: where the cells run (default: this process; ``ti.distributed``).
         progress: progress bar.
 
@@ -182,7 +184,8 @@ def evaluate(model: Any, vectors: Sequence[SteeringVector] | SteeringVector,
                else sorted({e[2] for e in entries if e[2] >= 0}))
     if not targets:
         raise InputError("evaluate: target_tokens is empty; give the answers that count as on target")
-    per_prompt, base = _score(model, entries, variants, targets, positions, memory_mb, executor, progress)
+    options = EngineOptions(memory_mb=memory_mb, fast_paths=fast_paths)
+    per_prompt, base = _score(model, entries, variants, targets, positions, options, executor, progress)
 
     # -- aggregate: (vector, multiplier, task) means with intervals ---------------------------
     n_v, n_m, n_r = len(vs), len(mults), len(seeds)
@@ -195,12 +198,13 @@ def evaluate(model: Any, vectors: Sequence[SteeringVector] | SteeringVector,
     extras: dict[str, Tensor] = {k: v for k, v in stats.items() if k != "accuracy"}
     extras.update(base_stats)
     extras.update({f"pp_{k}": v for k, v in rows_pp.items()})
-    extras.update({f"base_pp_{k}": v for k, v in base.items()})
+    extras.update({f"base_pp_{k}": v for k, v in base.items() if k != "top1"})
     if n_r:
         extras.update({f"pp_random_{k}": shaped[k][n_v:].view(n_v, n_r, n_m, -1) for k in METRICS})
-    extras["pp_top1"] = per_prompt["top1"].view(len(all_vectors), n_m, -1)[:n_v]
-    extras["base_pp_top1"] = base["top1"]
-    ids = sorted({int(t) for t in torch.cat([extras["pp_top1"].flatten(), base["top1"], torch.tensor(targets or [0])]).tolist()}
+    extras["pp_top1"] = per_prompt["top1"].view(len(all_vectors), n_m, -1)[:n_v].long()
+    extras["base_pp_top1"] = base["top1"].long()
+    ids = sorted({int(t) for t in torch.cat([extras["pp_top1"].flatten(), extras["base_pp_top1"],
+                                             torch.tensor(targets or [0])]).tolist()}
                  | {e[2] for e in entries if e[2] >= 0})
     vocab = {i: ad.tokenizer.decode([i]) for i in ids}  # type: ignore[union-attr]
     meta = {
@@ -273,7 +277,7 @@ def _aggregate(rows_pp: dict[str, Tensor], base: dict[str, Tensor], entries: lis
 
 
 def _score(model: Any, entries: list[tuple[str, str, int, str]], variants: list[Variant], targets: list[int],
-           positions: Positions, memory_mb: float, executor: Executor | None,
+           positions: Positions, options: EngineOptions, executor: Executor | None,
            progress: bool) -> tuple[dict[str, Tensor], dict[str, Tensor]]:
     """Per-prompt metrics ``(variant, prompt)`` and unsteered ``(prompt,)``, in ``entries`` order.
 
@@ -303,6 +307,6 @@ def _score(model: Any, entries: list[tuple[str, str, int, str]], variants: list[
         return Staged(metrics.top_token(), battery)
 
     steered, base = run_variants(model, batch, [v.cell(positions) for v in variants], metric_for,
-                                 options=EngineOptions(memory_mb=memory_mb), executor=executor,
+                                 options=options, executor=executor,
                                  label="steering battery", progress=progress)
     return steered, base  # type: ignore[return-value]
