@@ -1,14 +1,16 @@
 """Benchmark: the batched steering battery vs a prompt-by-prompt ``run_with_hooks`` loop.
 
-Seed 003 evaluated steering one prompt, one vector and one multiplier at a time with
-``model.run_with_hooks``. ``ti.steering.evaluate`` stacks every (vector, multiplier) along
-the batch, starts at the steered layer and unembeds only the last token. Both score the same
-battery (top-1 token and answer probability per prompt); this prints both times, the ratio
-and the largest disagreement, measured in the same run.
+Seed 003 evaluated steering one prompt, one vector and one scale at a time with
+``model.run_with_hooks``. ``ti.steering.evaluate`` stacks every (vector, scale) along the
+batch, starts at the steered layer, unembeds only the last token, and with
+``positions="last"`` runs only the last position (the unsteered run's keys and values serve
+the others). Both score the same battery (top-1 token and answer probability per prompt);
+this prints both times, the ratio and the largest disagreement, measured in the same run,
+for vectors added at every position and at the last one.
 
-  (a) ordinal-4l: numbers-minus-months vectors at layers 1-3, 4 multipliers, the held-out
+  (a) ordinal-4l: numbers-minus-months vectors at layers 1-3, 4 scales, the held-out
       analogy battery (~215 prompts);
-  (b) SmolLM2-135M (``--real``): 2 layers x 3 multipliers x 23 month lists.
+  (b) SmolLM2-135M (``--real``): 2 layers x 3 scales x 24 month lists.
 
 Run: python benchmarks/steering.py [--real] [--repeats N] [--threads T]
 """
@@ -30,8 +32,8 @@ NO_CONTROLS = Controls(random_seeds=(), unrelated_prompts=())
 
 
 
-def loop(model, vectors, prompts, answers, multipliers):
-    """The reference: one ``run_with_hooks`` per (vector, multiplier, prompt)."""
+def loop(model, vectors, prompts, answers, multipliers, positions):
+    """The reference: one ``run_with_hooks`` per (vector, scale, prompt)."""
     top1 = torch.empty(len(vectors), len(multipliers), len(prompts), dtype=torch.long)
     prob = torch.empty(len(vectors), len(multipliers), len(prompts))
     tokens = [model.to_tokens(p) for p in prompts]
@@ -39,6 +41,9 @@ def loop(model, vectors, prompts, answers, multipliers):
         for i, v in enumerate(vectors):
             for k, m in enumerate(multipliers):
                 def add(act, hook, vec=v.vector, m=m):
+                    if positions == "last":
+                        act[:, -1] += m * vec
+                        return act
                     return act + m * vec
 
                 for j, tok in enumerate(tokens):
@@ -48,16 +53,18 @@ def loop(model, vectors, prompts, answers, multipliers):
     return top1, prob
 
 
-def compare(label, model, vectors, tasks, multipliers, repeats):
+def compare(label, model, vectors, tasks, multipliers, repeats, positions):
     prompts = [p for pairs in tasks.values() for p, _ in pairs]
     answers = [ti.steering.answer_token(model, a) for pairs in tasks.values() for _, a in pairs]
-    (w_ref, c_ref), (top1, prob) = timed(lambda: loop(model, vectors, prompts, answers, multipliers), repeats)
+    (w_ref, c_ref), (top1, prob) = timed(lambda: loop(model, vectors, prompts, answers, multipliers, positions),
+                                         repeats)
     (w_us, c_us), rep = timed(lambda: ti.steering.evaluate(model, vectors, tasks, multipliers, controls=NO_CONTROLS,
-                                                           progress=False, n_boot=200), repeats)
+                                                           positions=positions, progress=False, n_boot=200), repeats)
     agree = float((rep.extras["pp_top1"] == top1).float().mean())
     diff = float((rep.extras["pp_prob"] - prob).abs().max())
     n = len(vectors) * len(multipliers) * len(prompts)
-    print(f"[{label}] {len(vectors)} vectors x {len(multipliers)} multipliers x {len(prompts)} prompts = {n} runs: "
+    print(f"[{label}, positions={positions!r}] {len(vectors)} vectors x {len(multipliers)} scales x {len(prompts)} "
+          f"prompts = {n} runs: "
           f"run_with_hooks loop {w_ref:.2f}s wall / {c_ref:.2f}s CPU, batched evaluate {w_us:.2f}s wall / "
           f"{c_us:.2f}s CPU; speed-up {w_ref / w_us:.1f}x wall, {c_ref / c_us:.1f}x CPU; top-1 agreement "
           f"{agree:.4f}, max |d prob| {diff:.1e}")
@@ -77,7 +84,9 @@ def main() -> None:
     pos, neg = paired_lists("train")
     vectors = [v.renamed(f"L{v.layer}") for v in
                ti.steering.contrast_vectors(model, pos, neg, [site("resid_pre", layer) for layer in (1, 2, 3)])]
-    compare("a: ordinal-4l", model, vectors, analogy_tasks(("test", "heldout")), [1.0, 2.0, 4.0, 8.0], args.repeats)
+    for positions in ("all", "last"):
+        compare("a: ordinal-4l", model, vectors, analogy_tasks(("test", "heldout")), [1.0, 2.0, 4.0, 8.0],
+                args.repeats, positions)
 
     if args.real:
         model = ti.models.load("smollm2-135m")
@@ -89,7 +98,9 @@ def main() -> None:
                    ti.steering.contrast_vectors(model, pos, neg, [site("resid_pre", layer) for layer in (10, 20)])]
         tasks = {"months": [(", ".join(months[s:s + n]) + ",", " " + numbers[s + n])
                             for n in (3, 4, 5) for s in range(8) if s + n < 12]}
-        compare("b: SmolLM2-135M", model, vectors, {"months": tasks["months"][:24]}, [2.0, 4.0, 8.0], 1)
+        for positions in ("all", "last"):
+            compare("b: SmolLM2-135M", model, vectors, {"months": tasks["months"][:24]}, [2.0, 4.0, 8.0], 1,
+                    positions)
 
 
 if __name__ == "__main__":

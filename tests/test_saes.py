@@ -120,8 +120,12 @@ def test_an_empty_splice_with_the_error_term_reproduces_the_model(ordinal: Any, 
 def test_a_splice_without_the_error_term_matches_run_with_saes(ordinal: Any, ordinal_tokens: torch.Tensor) -> None:
     sae = load_sae(ORDINAL)
     theirs = _hooked_sae_transformer(ordinal).run_with_saes(ordinal_tokens, saes=[sae], use_error_term=False)
-    ours = hooks.sae_splice(sae, keep_error=False).run(ordinal, ordinal_tokens)
+    ours = hooks.sae_splice(sae, keep_error=False, positions="all").run(ordinal, ordinal_tokens)  # as sae-lens: everywhere
     assert_close(ours, theirs, rtol=0, atol=1e-5)
+    trained = hooks.sae_splice(sae, keep_error=False)  # default: the card's positions (1: for this SAE)
+    assert "positions From(1) from the SAE's card" in str(trained)
+    by_hand = hooks.sae_splice(sae, keep_error=False, positions=slice(1, None)).run(ordinal, ordinal_tokens)
+    assert torch.equal(trained.run(ordinal, ordinal_tokens), by_hand)
     assert not torch.allclose(ours, ordinal(ordinal_tokens), atol=1e-3)  # the SAE is lossy: the check can fail
 
 

@@ -37,8 +37,9 @@ Pattern: TypeAlias = Float[Tensor, "batch head_index query_pos key_pos"]
 # Positions: see tl_interp.positions (ints, slices, lists, masks, per-row indices, "last",
 # "all", From(k), token finders).
 PositionSelection: TypeAlias = Positions
-# Heads, neurons and batch rows: an int, a slice, a list of ints or a boolean mask.
-IndexSelection: TypeAlias = int | slice | Sequence[int] | Tensor | None
+# Heads, neurons and batch rows: an int, a slice, a list of ints or a boolean mask. (Lists are
+# typed Sequence[Any]: the selection checks every item itself, where a type checker samples one.)
+IndexSelection: TypeAlias = int | slice | Sequence[Any] | Tensor | None
 
 # A TransformerLens hook function: fn(activation, hook=HookPoint) -> activation | None.
 HookFn: TypeAlias = Callable[..., Any]

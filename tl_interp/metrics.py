@@ -96,7 +96,7 @@ class MetricSet:
         >>> import torch
         >>> ms = MetricSet({"acc": accuracy(1), "p": answer_prob(1)})
         >>> {k: v.tolist() for k, v in ms.per_prompt(torch.zeros(2, 3, 4)).items()}
-        {'acc': [1.0, 1.0], 'p': [0.25, 0.25]}
+        {'acc': [0.0, 0.0], 'p': [0.25, 0.25]}
     """
 
     metrics: Mapping[str, Metric]

@@ -132,7 +132,8 @@ def first(token: str | int, *, offset: int = 0, occurrence: int = 0) -> Finder:
     return Finder(token, offset, occurrence)
 
 
-Positions: TypeAlias = int | slice | Sequence[int] | Tensor | Literal["all", "last"] | From | Finder | None
+# Lists are typed Sequence[Any]: selections check every item themselves (a type checker samples one).
+Positions: TypeAlias = int | slice | Sequence[Any] | Tensor | Literal["all", "last"] | From | Finder | None
 
 
 def is_symbolic(positions: object) -> bool:

@@ -50,7 +50,7 @@ def stack(bound: Sequence[dict[str, list[Any]]], batch: int, label: str = "stack
         >>> model, tokens = HookedTransformer(cfg), torch.tensor([[1, 2, 3]])
         >>> cells = [hooks.scale("blocks.0.hook_mlp_out", s) for s in (0.0, 1.0)]
         >>> out = stack(bound_cells(model, cells), 1).run(model, tokens.repeat(2, 1))
-        >>> torch.equal(out[1], model(tokens)[0]), torch.equal(out[0], cells[0].run(model, tokens)[0])
+        >>> torch.allclose(out[1], model(tokens)[0], atol=1e-6), torch.allclose(out[0], cells[0].run(model, tokens)[0], atol=1e-6)
         (True, True)
     """
     names = list(dict.fromkeys(name for cell in bound for name in cell))
