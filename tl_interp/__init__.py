@@ -46,6 +46,7 @@ __all__ = [
     "results",
     "viz",
     "stats",
+    "similarity",
     "__version__",
 ]
 
@@ -58,6 +59,7 @@ _LAZY = {
     "results": "tl_interp.results",
     "viz": "tl_interp.viz",
     "stats": "tl_interp.stats",
+    "similarity": "tl_interp.similarity",
 }
 
 
