@@ -264,3 +264,13 @@ def test_constant_inputs_and_bad_options_are_refused():
         sim.cka(X0, Y0, kernel="poly")
     with pytest.raises(ShapeError, match=r"X must be \(n, features\), got shape \(80,\)"):
         sim.procrustes(X0[:, 0], Y0)
+
+
+@pytest.mark.parametrize("debiased", [False, True])
+def test_cka_feature_space_and_gram_forms_agree(debiased):
+    from tl_interp.similarity._kernels import _centred_grams, _feature_terms, _gram_terms
+
+    xc, yc = X0 - X0.mean(0), Y0 - Y0.mean(0)
+    features = torch.stack(_feature_terms(xc, yc, debiased))
+    grams = torch.stack(_gram_terms(*_centred_grams(xc, yc, "linear", 0.5, debiased)))
+    torch.testing.assert_close(features, grams, rtol=1e-10, atol=1e-8)

@@ -2,6 +2,7 @@
 uniform under a true null and never 0; ``compare`` returns a typed, saveable result."""
 
 import functools
+import itertools
 
 import numpy as np
 import pytest
@@ -10,9 +11,9 @@ import torch
 
 from tl_interp import similarity as sim
 from tl_interp import stats
-from tl_interp.errors import InputError, OptionError
+from tl_interp.errors import InputError, OptionError, TlInterpWarning
 from tl_interp.results import Result
-from tl_interp.similarity._kernels import _cka_null
+from tl_interp.similarity._kernels import _cka_null, _weighted_unbiased_hsic, cka_debiased_resampled
 from tl_interp.similarity._neighbors import knn_resampled
 from tl_interp.similarity._rsa import rsa_resampled
 
@@ -27,7 +28,7 @@ def related(n, d1, d2, seed=0):
 
 
 CASES = {  # (metric, options, shapes): shapes chosen to reach each batched path
-    "cka linear, gram gather": (sim.cka, {}, (30, 20, 25)),
+    "cka linear, gram gather": (sim.cka, {}, (60, 60, 70)),
     "cka linear, cross-product": (sim.cka, {}, (30, 3, 4)),
     "cka linear, cross-product on factors (d > n)": (sim.cka, {}, (6, 20, 15)),
     "cka rbf": (sim.cka, {"kernel": "rbf", "threshold": 0.8}, (30, 5, 7)),
@@ -60,8 +61,8 @@ def test_vectorised_null_equals_the_loop_on_the_same_permutations(case):
 def test_cka_takes_the_cross_product_path_only_when_it_is_cheaper():
     x, y = related(30, 3, 4)
     assert _cka_null(x, y).evaluate.__name__ == "_cross_product"
-    x, y = related(30, 20, 25)
-    assert type(_cka_null(x, y).evaluate).__name__ == "PairGather"
+    x, y = related(60, 60, 70)
+    assert type(_cka_null(x, y).evaluate).__name__ == "DenseGather"
 
 
 def test_kendall_rsa_has_no_batched_null_and_runs_the_loop():
@@ -160,3 +161,42 @@ def test_compare_checks_everything_before_the_long_work():
         sim.compare(X[:12], Y[:12], metrics=("cka", "svcca"), options={"svcca": {"keep": 1.0}})
     with pytest.raises(OptionError, match="n_permutations must be an int >= 1, got 0"):
         sim.compare(X, Y, n_permutations=0)
+
+
+def test_compare_warns_when_a_biased_metric_falls_outside_its_bootstrap_interval():
+    x, y = randn(20, 40, seed=30), randn(20, 40, seed=31)  # unrelated, few rows: CKA is biased upwards
+    with pytest.warns(TlInterpWarning, match=r"bootstrap interval of cka \[0\.\d+, 0\.\d+\] does not contain its score "
+                                           r"0\.\d+ \(resampled scores are shifted by \+0\.\d+ on average\): cka is "
+                                           r"biased at n=20 rows"):
+        res = sim.compare(x, y, metrics=("cka", "cka_debiased"), n_permutations=50, n_boot=100)
+    assert res.score("cka")["boot_bias"] > 0.05
+    debiased = res.score("cka_debiased")  # resampled as counts over distinct items: no such shift
+    assert debiased["ci_low"] < debiased["score"] < debiased["ci_high"] and abs(debiased["boot_bias"]) < 0.05
+
+
+def test_weighted_unbiased_hsic_is_the_u_statistic_over_distinct_items():
+    k, l = randn(6, 3, seed=32), randn(6, 4, seed=33)
+    k, l = k @ k.T, l @ l.T
+    w = torch.tensor([1.0, 3, 2, 1, 4, 2], dtype=torch.float64)
+
+    def mean_over_distinct(fn, order):
+        tuples = list(itertools.permutations(range(6), order))
+        weights = torch.tensor([float(torch.prod(w[list(t)])) for t in tuples], dtype=torch.float64)
+        return float((weights * torch.tensor([float(fn(*t)) for t in tuples], dtype=torch.float64)).sum()
+                     / weights.sum())
+
+    brute = (mean_over_distinct(lambda i, j: k[i, j] * l[i, j], 2)
+             + mean_over_distinct(lambda i, j, q, r: k[i, j] * l[q, r], 4)
+             - 2 * mean_over_distinct(lambda i, j, q: k[i, j] * l[i, q], 3))
+    assert float(_weighted_unbiased_hsic(k, l, w)) == pytest.approx(brute, rel=1e-10)
+
+
+def test_resampled_debiased_cka_reads_copies_as_weights():
+    x, y = related(15, 4, 5, seed=34)
+    assert cka_debiased_resampled(x, y, torch.arange(15)) == pytest.approx(sim.cka(x, y, debiased=True), abs=1e-12)
+    rows = torch.tensor([0, 0, 3, 5, 5, 5, 7, 9, 9, 11, 12, 12, 14, 14, 1])
+    ours = cka_debiased_resampled(x[rows], y[rows], rows)
+    # a resample of all 15 rows twice over weights every item alike: the plain estimate again
+    twice = torch.cat([torch.arange(15)] * 2)
+    assert cka_debiased_resampled(x[twice], y[twice], twice) == pytest.approx(sim.cka(x, y, debiased=True), abs=1e-12)
+    assert -1 <= ours <= 1

@@ -35,7 +35,7 @@ def _drop_constant(xc: Tensor, name: str, what: str) -> Tensor:
         shown = dead[:10].tolist()
         warnings.warn(f"{what}: {dead.numel()} of {xc.shape[1]} units of {name} are constant (indices {shown}"
                       f"{' ...' if dead.numel() > 10 else ''}) and carry no signal; they were dropped",
-                      TlInterpWarning, stacklevel=4)
+                      TlInterpWarning, stacklevel=5)
         xc = xc[:, xc.abs().amax(0) > 0]
     return xc
 

@@ -4,6 +4,13 @@ For every metric: the score, its null distribution over B random reorderings of 
 same permutations for every metric, vectorised through ``ti.stats.permutation_test``), the
 p-value (1 + #{null >= score}) / (B + 1), and a percentile bootstrap interval over rows (the
 same resamples for every metric; RSA and mutual kNN leave out pairs of copies of one row).
+
+Resampled rows repeat items, and CKA, CCA and Procrustes scores grow as the number of distinct
+items shrinks (their small-sample bias), so at small n the percentile interval can sit above
+the score: ``compare`` then warns with the numbers, and records the shift as ``boot_bias``.
+The permutation null is the test; the interval is a spread, trustworthy when its bias is small.
+Debiased CKA's unbiased HSIC assumes distinct items, so its resamples are read as counts over
+their distinct items (copies weight an item and never pair with it); it has no such bias.
 """
 
 from collections.abc import Callable, Mapping, Sequence
@@ -17,11 +24,11 @@ from beartype import beartype
 from torch import Tensor
 from tqdm.auto import tqdm
 
-from tl_interp.errors import InputError, OptionError, TlInterpError
+from tl_interp.errors import InputError, OptionError, TlInterpError, TlInterpWarning
 from tl_interp.results import Provenance, Result, prompt_hash, register_result
 from tl_interp.similarity._cca import pwcca, svcca
 from tl_interp.similarity._inputs import ArrayLike, paired_rows
-from tl_interp.similarity._kernels import cka
+from tl_interp.similarity._kernels import cka, cka_debiased_resampled
 from tl_interp.similarity._neighbors import knn_chance, knn_resampled, mutual_knn
 from tl_interp.similarity._procrustes import procrustes
 from tl_interp.similarity._rsa import rsa, rsa_resampled
@@ -30,11 +37,13 @@ from tl_interp.stats._inputs import check_count
 
 __all__ = ["METRICS", "SimilarityResult", "compare"]
 
+
+
 # name -> (metric, fixed options, resampled form taking source row ids, or None)
 METRICS: dict[str, tuple[Callable[..., float], dict[str, Any], Callable[..., float] | None]] = {
     "cka": (cka, {}, None),
     "cka_rbf": (cka, {"kernel": "rbf"}, None),
-    "cka_debiased": (cka, {"debiased": True}, None),
+    "cka_debiased": (cka, {"debiased": True}, cka_debiased_resampled),
     "svcca": (svcca, {}, None),
     "pwcca": (pwcca, {}, None),
     "procrustes": (procrustes, {}, None),
@@ -48,7 +57,8 @@ DEFAULT_METRICS = ("cka", "svcca", "procrustes", "rsa", "mutual_knn")
 @dataclass(frozen=True, eq=False)
 class SimilarityResult(Result):
     """Scores per metric (axis ``"metric"``) with extras ``p_value``, ``ci_low``, ``ci_high``,
-    ``chance`` (NaN where a metric has no closed-form chance level) and ``null`` (metric, B)."""
+    ``boot_bias`` (mean resampled score - score), ``chance`` (NaN where a metric has no
+    closed-form chance level) and ``null`` (metric, B)."""
 
     kind: ClassVar[str] = "similarity"
 
@@ -57,6 +67,7 @@ class SimilarityResult(Result):
         i = self.labels["metric"].index(metric)
         return {"score": float(self.values[i]), "p_value": float(self.extras["p_value"][i]),
                 "ci_low": float(self.extras["ci_low"][i]), "ci_high": float(self.extras["ci_high"][i]),
+                "boot_bias": float(self.extras["boot_bias"][i]),
                 "chance": float(self.extras["chance"][i]), "null_mean": float(self.extras["null"][i].mean()),
                 "null_q95": float(self.extras["null"][i].quantile(0.95))}
 
@@ -80,7 +91,7 @@ def _resolved(metrics: Sequence[str], options: Mapping[str, Mapping[str, Any]]) 
     unknown = [m for m in list(metrics) + list(options) if m not in METRICS]
     if unknown:
         raise OptionError(f"compare: unknown metrics {unknown}; choose from {tuple(METRICS)}")
-    if not metrics or len(set(metrics)) != len(metrics):
+    if len(set(metrics)) != len(metrics) or not metrics:
         raise OptionError(f"compare: metrics must be distinct names, got {tuple(metrics)}")
     out = []
     for name in metrics:
@@ -103,6 +114,17 @@ def _bootstrap(stat: Any, resampled: Any, x: Tensor, y: Tensor, index: Tensor, n
                                  "or pass n_boot with more rows") from err
             bar.update(1)
     return torch.tensor(values, dtype=torch.float64)
+
+
+def _warn_if_shifted(plan: list, values: Tensor, low: Tensor, high: Tensor, bias: Tensor, n: int) -> None:
+    # Resamples repeat rows, and most of these scores rise as the number of distinct items falls
+    # (small-sample bias), so the resampled scores can sit above the score itself.
+    for (name, _, _), v, lo, hi, b in zip(plan, values.tolist(), low.tolist(), high.tolist(), bias.tolist()):
+        if not lo <= v <= hi:
+            warnings.warn(f"compare: the bootstrap interval of {name} [{lo:.3f}, {hi:.3f}] does not contain its score "
+                          f"{v:.3f} (resampled scores are shifted by {b:+.3f} on average): {name} is biased at n={n} "
+                          "rows, so the interval is not a confidence interval for it; judge it by its permutation "
+                          "null (for CKA, also read cka_debiased against its null)", TlInterpWarning, stacklevel=4)
 
 
 @beartype
@@ -142,16 +164,17 @@ def compare(X: ArrayLike, Y: ArrayLike, *, metrics: Sequence[str] = DEFAULT_METR
     n = x.shape[0]
     scores = [stat(x, y) for _, stat, _ in plan]  # every pitfall is raised here, before the long work
     perms = permutation_indices(n, n_permutations, seed=seed)
-    nulls = [permutation_test(stat, x, y, permutations=perms, progress=progress).null for _, stat, _ in plan]
+    tests = [permutation_test(stat, x, y, permutations=perms, progress=progress) for _, stat, _ in plan]
     index = bootstrap_indices(n, n_boot, seed=seed)
     bar = tqdm(total=n_boot * len(plan), desc="bootstrap", disable=not progress)
     boots = [_bootstrap(stat, resampled, x, y, index, name, bar) for name, stat, resampled in plan]
     bar.close()
     values = torch.tensor(scores, dtype=torch.float64)
-    null = torch.stack(nulls)
+    null = torch.stack([t.null for t in tests])
     low, high = percentile_interval(torch.stack(boots), alpha, dim=1)
-    gamma = values.abs()[:, None] * torch.finfo(torch.float64).eps * 100
-    p = (1 + (null >= values[:, None] - gamma).sum(1).double()) / (n_permutations + 1)
+    bias = torch.stack(boots).mean(1) - values
+    _warn_if_shifted(plan, values, low, high, bias, n)
+    p = torch.stack([t.p_value for t in tests])
     k = {**METRICS["mutual_knn"][1], **options.get("mutual_knn", {})}.get("k", 10)
     chance = torch.tensor([knn_chance(n, k) if name == "mutual_knn" else float("nan") for name, _, _ in plan],
                           dtype=torch.float64)
@@ -160,4 +183,5 @@ def compare(X: ArrayLike, Y: ArrayLike, *, metrics: Sequence[str] = DEFAULT_METR
     provenance = Provenance.make(model_id, prompt_hash=prompt_hash(x, y), seed=seed, settings=settings)
     return SimilarityResult(values=values, axes=("metric",), metric="similarity", provenance=provenance,
                             labels={"metric": tuple(name for name, _, _ in plan)},
-                            extras={"p_value": p, "ci_low": low, "ci_high": high, "chance": chance, "null": null})
+                            extras={"p_value": p, "ci_low": low, "ci_high": high, "boot_bias": bias, "chance": chance,
+                                    "null": null})

@@ -40,7 +40,7 @@ def _neighbours(x: Tensor, k: int, name: str, source: Tensor | None = None) -> T
     ties = int((top.values[:, k - 1] == top.values[:, k]).sum())
     if ties and source is None:
         warnings.warn(f"mutual_knn: {ties} rows of {name} have a tie at their {k}-th neighbour (duplicate or "
-                      "equidistant rows); which neighbour is kept is arbitrary", TlInterpWarning, stacklevel=4)
+                      "equidistant rows); which neighbour is kept is arbitrary", TlInterpWarning, stacklevel=5)
     return top.indices[:, :k]
 
 
@@ -82,7 +82,12 @@ def knn_resampled(x: Tensor, y: Tensor, source: Tensor, *, k: int = 10) -> float
 
 
 def knn_chance(n: int, k: int) -> float:
-    """Expected ``mutual_knn`` of unrelated representations: k / (n - 1)."""
+    """Expected ``mutual_knn`` of unrelated representations: k / (n - 1).
+
+    Example:
+        >>> knn_chance(11, 5)
+        0.5
+    """
     return k / (n - 1)
 
 

@@ -14,11 +14,11 @@ import torch
 from beartype import beartype
 from torch import Tensor
 
-from tl_interp.errors import InputError
+from tl_interp.errors import InputError, ShapeError
 from tl_interp.similarity._gather import off_diagonal_gather
 from tl_interp.similarity._inputs import ArrayLike, paired_rows
 from tl_interp.stats import PreparedNull, register_null
-from tl_interp.stats._inputs import check_choice
+from tl_interp.stats._inputs import as_float64, check_choice
 
 __all__ = ["rsa", "rdm", "rsa_resampled"]
 
@@ -26,8 +26,29 @@ _RDMS = ("correlation", "euclidean", "cosine")
 _COMPARES = ("spearman", "pearson", "kendall")
 
 
-def rdm(x: Tensor, kind: str, name: str = "X") -> Tensor:
-    """Condensed dissimilarities of the rows of ``x`` (pdist order), float64."""
+@beartype
+def rdm(X: ArrayLike, kind: str = "correlation") -> Tensor:
+    """Condensed dissimilarities of the rows of X ``(n, d)``, in scipy.spatial.distance.pdist order.
+
+    Args:
+        X: activations, one row per item.
+        kind: ``"correlation"`` (1 - Pearson r of two rows), ``"euclidean"`` or ``"cosine"``.
+
+    Returns:
+        float64 tensor of the n(n-1)/2 dissimilarities of pairs i < j.
+
+    Example:
+        >>> import torch
+        >>> rdm(torch.tensor([[0.0, 0.0], [3.0, 4.0], [0.0, 1.0]]), "euclidean").tolist()
+        [5.0, 1.0, 4.242640687119285]
+    """
+    x = as_float64(X, "X", min_ndim=2)
+    if x.ndim != 2:
+        raise ShapeError(f"rdm: X must be (n, features), got shape {tuple(x.shape)}")
+    return _rdm(x, kind, "X")
+
+
+def _rdm(x: Tensor, kind: str, name: str) -> Tensor:
     check_choice(kind, "rdm", _RDMS)
     i, j = torch.triu_indices(x.shape[0], x.shape[0], offset=1)
     if kind == "euclidean":
@@ -53,9 +74,6 @@ def _standardised(v: Tensor, compare: str, name: str) -> Tensor:
         raise InputError(f"rsa: every dissimilarity of {name} is the same ({float(v[0]):.6g}); a correlation "
                          "with it is undefined")
     return (v - v.mean()) / sd
-
-
-_rdm = rdm  # the parameter named rdm shadows the function inside rsa()
 
 
 def _rdms(X: ArrayLike, Y: ArrayLike, kind: str, compare: str) -> tuple[Tensor, Tensor]:
@@ -89,21 +107,13 @@ def rsa(X: ArrayLike, Y: ArrayLike, *, rdm: str = "correlation", compare: str = 
     return float((zx @ zy) / zx.numel())
 
 
-def _square(condensed: Tensor, n: int) -> Tensor:
-    full = torch.zeros(n, n, dtype=torch.float64)
-    i, j = torch.triu_indices(n, n, offset=1)
-    full[i, j] = condensed
-    full[j, i] = condensed
-    return full
-
-
 @register_null(rsa)
 def _rsa_null(x: Tensor, y: Tensor, *, rdm: str = "correlation", compare: str = "spearman") -> PreparedNull | None:
     if compare == "kendall":
         return None  # tau needs a sort per permutation: the loop runs
     dx, dy = _rdms(x, y, rdm, compare)
     zx, zy = _standardised(dx, compare, "X"), _standardised(dy, compare, "Y")
-    gather = off_diagonal_gather(zx, _square(zy, x.shape[0]), 1 / zx.numel())
+    gather = off_diagonal_gather(zx, zy, 1 / zx.numel())
     return PreparedNull(gather, gather.chunk)
 
 

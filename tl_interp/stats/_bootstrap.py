@@ -33,7 +33,13 @@ def bootstrap_indices(n: int, n_boot: int, *, seed: int) -> Tensor:
 
 
 def percentile_interval(values: Tensor, alpha: float, dim: int = -1) -> tuple[Tensor, Tensor]:
-    """The alpha/2 and 1-alpha/2 quantiles of ``values`` along ``dim`` (linear interpolation)."""
+    """The alpha/2 and 1-alpha/2 quantiles of ``values`` along ``dim`` (linear interpolation).
+
+    Example:
+        >>> import torch
+        >>> [float(b) for b in percentile_interval(torch.arange(101.0), 0.1)]
+        [5.0, 95.0]
+    """
     if not 0 < alpha < 1:
         raise OptionError(f"alpha must be in (0, 1), got {alpha}")
     q = torch.tensor([alpha / 2, 1 - alpha / 2], dtype=torch.float64)

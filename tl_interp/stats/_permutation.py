@@ -67,7 +67,17 @@ _NULLS: dict[Callable[..., Any], Callable[..., PreparedNull | None]] = {}
 
 def register_null(metric: Callable[..., Any]) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
     """Decorator: ``prepare(x, y, **metric_kwargs) -> PreparedNull | None`` becomes ``metric``'s fast null
-    (``None``: no batched form for these options, the loop runs)."""
+    (``None``: no batched form for these options, the loop runs). Its values must equal the loop's.
+
+    Example:
+        >>> import torch
+        >>> def dot(x, y): return float(x @ y)
+        >>> @register_null(dot)
+        ... def _dot_null(x, y):
+        ...     return PreparedNull(lambda perms: y[perms] @ x, chunk=256)
+        >>> permutation_test(dot, torch.arange(5.0), torch.arange(5.0), n_permutations=99).vectorized
+        True
+    """
     def _register(prepare: Callable[..., PreparedNull | None]) -> Callable[..., PreparedNull | None]:
         _NULLS[metric] = prepare
         return prepare
@@ -105,7 +115,14 @@ def permutation_indices(n: int, n_permutations: int, *, seed: int, kind: str = "
 
 
 def permutation_p_value(null: Tensor, observed: Tensor, alternative: str) -> Tensor:
-    """(1 + #{null at least as extreme}) / (B + 1), with scipy's relative tie tolerance."""
+    """(1 + #{null at least as extreme}) / (B + 1), with scipy's relative tie tolerance.
+
+    Example:
+        >>> import torch
+        >>> float(permutation_p_value(torch.tensor([0.1, 0.5, 0.9], dtype=torch.float64),
+        ...                           torch.tensor(0.5, dtype=torch.float64), "greater"))
+        0.75
+    """
     check_choice(alternative, "alternative", _ALTERNATIVES)
     gamma = observed.abs() * torch.finfo(torch.float64).eps * 100
     b = null.shape[0]
