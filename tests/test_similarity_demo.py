@@ -26,4 +26,4 @@ def test_cross_model_demo_writes_its_findings(tmp_path: Path) -> None:
     jacc = summary["sae_jaccard"]["smollm2-135m (smollm2-135m-res-l15)"]
     assert jacc["jaccard"] < jacc["null_mean"]
     text = (out / "summary.md").read_text()
-    assert "Significant after Holm" in text and "What each model encodes on its own" in text
+    assert "## Headline" in text and "significant after Holm" in text and "What each model encodes on its own" in text

@@ -274,3 +274,13 @@ def test_cka_feature_space_and_gram_forms_agree(debiased):
     features = torch.stack(_feature_terms(xc, yc, debiased))
     grams = torch.stack(_gram_terms(*_centred_grams(xc, yc, "linear", 0.5, debiased)))
     torch.testing.assert_close(features, grams, rtol=1e-10, atol=1e-8)
+
+
+def test_match_units_equals_scipy_linear_sum_assignment_on_rectangular_correlations():
+    a, b = randn(60, 7, seed=40), randn(60, 4, seed=41)
+    b = b + a[:, :4] * 0.5
+    corr = np.corrcoef(a.numpy().T, b.numpy().T)[:7, 7:]
+    rows, cols = scipy.optimize.linear_sum_assignment(corr, maximize=True)
+    match = sim.match_units(a, b)
+    assert match.pairs.tolist() == [[int(r), int(c)] for r, c in zip(rows, cols)]
+    assert float(match.correlations.sum()) == pytest.approx(corr[rows, cols].sum(), abs=1e-12)

@@ -116,6 +116,23 @@ def _bootstrap(stat: Any, resampled: Any, x: Tensor, y: Tensor, index: Tensor, n
     return torch.tensor(values, dtype=torch.float64)
 
 
+def _intervals(plan: list, boots: list[Tensor], values: Tensor, alpha: float) -> tuple[Tensor, Tensor, Tensor]:
+    """Percentile interval and mean shift per metric over the resamples it could score."""
+    low, high, bias = [], [], []
+    for (name, _, _), b, v in zip(plan, boots, values):
+        ok = b[~torch.isnan(b)]
+        if ok.numel() < b.numel():  # debiased CKA: < 4 distinct items, or a non-positive weighted HSIC
+            warnings.warn(f"compare: {b.numel() - ok.numel()} of {b.numel()} bootstrap resamples of {name} have no "
+                          "score; its interval uses the others", TlInterpWarning, stacklevel=4)
+        if ok.numel() == 0:
+            raise InputError(f"compare: no bootstrap resample of {name} could be scored; use more rows")
+        lo, hi = percentile_interval(ok, alpha)
+        low.append(lo)
+        high.append(hi)
+        bias.append(ok.mean() - v)
+    return torch.stack(low), torch.stack(high), torch.stack(bias)
+
+
 def _warn_if_shifted(plan: list, values: Tensor, low: Tensor, high: Tensor, bias: Tensor, n: int) -> None:
     # Resamples repeat rows, and most of these scores rise as the number of distinct items falls
     # (small-sample bias), so the resampled scores can sit above the score itself.
@@ -171,8 +188,7 @@ def compare(X: ArrayLike, Y: ArrayLike, *, metrics: Sequence[str] = DEFAULT_METR
     bar.close()
     values = torch.tensor(scores, dtype=torch.float64)
     null = torch.stack([t.null for t in tests])
-    low, high = percentile_interval(torch.stack(boots), alpha, dim=1)
-    bias = torch.stack(boots).mean(1) - values
+    low, high, bias = _intervals(plan, boots, values, alpha)
     _warn_if_shifted(plan, values, low, high, bias, n)
     p = torch.stack([t.p_value for t in tests])
     k = {**METRICS["mutual_knn"][1], **options.get("mutual_knn", {})}.get("k", 10)
