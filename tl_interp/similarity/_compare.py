@@ -110,8 +110,8 @@ def _bootstrap(stat: Any, resampled: Any, x: Tensor, y: Tensor, index: Tensor, n
                 values.append(resampled(x[rows], y[rows], rows) if resampled else stat(x[rows], y[rows]))
             except TlInterpError as err:
                 raise InputError(f"compare: bootstrap resample {b} of {name} failed: {err}. Resamples repeat "
-                                 "rows, so they hold fewer distinct items; lower the metric's dimensions "
-                                 "or pass n_boot with more rows") from err
+                                 "rows, so they hold fewer distinct items than X; lower the metric's dimensions "
+                                 "(e.g. options={'svcca': {'dims': ...}}) or use more rows") from err
             bar.update(1)
     return torch.tensor(values, dtype=torch.float64)
 
@@ -168,8 +168,10 @@ def compare(X: ArrayLike, Y: ArrayLike, *, metrics: Sequence[str] = DEFAULT_METR
 
     Example:
         >>> import torch
-        >>> X = torch.randn(40, 6, generator=torch.Generator().manual_seed(0))
-        >>> res = compare(X, X + 0.5 * torch.randn(40, 6), metrics=("cka", "rsa"), n_permutations=99, n_boot=50)
+        >>> g = torch.Generator().manual_seed(0)
+        >>> X = torch.randn(40, 6, generator=g)
+        >>> res = compare(X, X + 0.5 * torch.randn(40, 6, generator=g), metrics=("cka", "rsa"), n_permutations=99,
+        ...               n_boot=50)
         >>> res.labels["metric"], [round(p, 2) for p in res.extras["p_value"].tolist()]
         (('cka', 'rsa'), [0.01, 0.01])
     """
