@@ -45,6 +45,8 @@ __all__ = [
     "steering",
     "results",
     "viz",
+    "stats",
+    "similarity",
     "__version__",
 ]
 
@@ -56,6 +58,8 @@ _LAZY = {
     "steering": "tl_interp.steering",
     "results": "tl_interp.results",
     "viz": "tl_interp.viz",
+    "stats": "tl_interp.stats",
+    "similarity": "tl_interp.similarity",
 }
 
 

@@ -1,0 +1,205 @@
+"""``compare``: several similarity scores of X and Y, each with its random-pairing null and interval.
+
+For every metric: the score, its null distribution over B random reorderings of Y's rows (the
+same permutations for every metric, vectorised through ``ti.stats.permutation_test``), the
+p-value (1 + #{null >= score}) / (B + 1), and a percentile bootstrap interval over rows (the
+same resamples for every metric; RSA and mutual kNN leave out pairs of copies of one row).
+
+Resampled rows repeat items, and CKA, CCA and Procrustes scores grow as the number of distinct
+items shrinks (their small-sample bias), so at small n the percentile interval can sit above
+the score: ``compare`` then warns with the numbers, and records the shift as ``boot_bias``.
+The permutation null is the test; the interval is a spread, trustworthy when its bias is small.
+Debiased CKA's unbiased HSIC assumes distinct items, so its resamples are read as counts over
+their distinct items (copies weight an item and never pair with it); it has no such bias.
+"""
+
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+import functools
+import warnings
+from typing import Any, ClassVar
+
+import torch
+from beartype import beartype
+from torch import Tensor
+from tqdm.auto import tqdm
+
+from tl_interp.errors import InputError, OptionError, TlInterpError, TlInterpWarning
+from tl_interp.results import Provenance, Result, prompt_hash, register_result
+from tl_interp.similarity._cca import pwcca, svcca
+from tl_interp.similarity._inputs import ArrayLike, paired_rows
+from tl_interp.similarity._kernels import cka, cka_debiased_resampled
+from tl_interp.similarity._neighbors import knn_chance, knn_resampled, mutual_knn
+from tl_interp.similarity._procrustes import procrustes
+from tl_interp.similarity._rsa import rsa, rsa_resampled
+from tl_interp.stats import bootstrap_indices, percentile_interval, permutation_indices, permutation_test
+from tl_interp.stats._inputs import check_count
+
+__all__ = ["METRICS", "SimilarityResult", "compare"]
+
+
+
+# name -> (metric, fixed options, resampled form taking source row ids, or None)
+METRICS: dict[str, tuple[Callable[..., float], dict[str, Any], Callable[..., float] | None]] = {
+    "cka": (cka, {}, None),
+    "cka_rbf": (cka, {"kernel": "rbf"}, None),
+    "cka_debiased": (cka, {"debiased": True}, cka_debiased_resampled),
+    "svcca": (svcca, {}, None),
+    "pwcca": (pwcca, {}, None),
+    "procrustes": (procrustes, {}, None),
+    "rsa": (rsa, {}, rsa_resampled),
+    "mutual_knn": (mutual_knn, {}, knn_resampled),
+}
+DEFAULT_METRICS = ("cka", "svcca", "procrustes", "rsa", "mutual_knn")
+
+
+@register_result
+@dataclass(frozen=True, eq=False)
+class SimilarityResult(Result):
+    """Scores per metric (axis ``"metric"``) with extras ``p_value``, ``ci_low``, ``ci_high``,
+    ``boot_bias`` (mean resampled score - score), ``chance`` (NaN where a metric has no
+    closed-form chance level) and ``null`` (metric, B)."""
+
+    kind: ClassVar[str] = "similarity"
+
+    def score(self, metric: str) -> dict[str, float]:
+        """One metric's score, p-value, interval, chance level and null mean."""
+        i = self.labels["metric"].index(metric)
+        return {"score": float(self.values[i]), "p_value": float(self.extras["p_value"][i]),
+                "ci_low": float(self.extras["ci_low"][i]), "ci_high": float(self.extras["ci_high"][i]),
+                "boot_bias": float(self.extras["boot_bias"][i]),
+                "chance": float(self.extras["chance"][i]), "null_mean": float(self.extras["null"][i].mean()),
+                "null_q95": float(self.extras["null"][i].quantile(0.95))}
+
+    def summary(self) -> str:
+        """One line per metric: score [interval], null mean and 95th percentile, p."""
+        lines = []
+        for name in self.labels["metric"]:
+            s = self.score(name)
+            lines.append(f"{name:>12}: {s['score']:.3f} [{s['ci_low']:.3f}, {s['ci_high']:.3f}]  null "
+                         f"{s['null_mean']:.3f} (95% {s['null_q95']:.3f})  p={s['p_value']:.4f}")
+        return "\n".join(lines)
+
+    def figure(self, **kwargs: Any) -> Any:
+        """Each metric's score (a vertical line) against its null histogram (plotly, imported lazily)."""
+        from tl_interp.similarity._figure import null_figure
+
+        return null_figure(self, **kwargs)
+
+
+def _resolved(metrics: Sequence[str], options: Mapping[str, Mapping[str, Any]]) -> list[tuple[str, Any, Any]]:
+    unknown = [m for m in list(metrics) + list(options) if m not in METRICS]
+    if unknown:
+        raise OptionError(f"compare: unknown metrics {unknown}; choose from {tuple(METRICS)}")
+    if len(set(metrics)) != len(metrics) or not metrics:
+        raise OptionError(f"compare: metrics must be distinct names, got {tuple(metrics)}")
+    out = []
+    for name in metrics:
+        fn, fixed, resampled = METRICS[name]
+        kwargs = {**fixed, **options.get(name, {})}
+        out.append((name, functools.partial(fn, **kwargs), resampled and functools.partial(resampled, **kwargs)))
+    return out
+
+
+def _bootstrap(stat: Any, resampled: Any, x: Tensor, y: Tensor, index: Tensor, name: str, bar: Any) -> Tensor:
+    values = []
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # one warning per resample would bury the real ones
+        for b, rows in enumerate(index):
+            try:
+                values.append(resampled(x[rows], y[rows], rows) if resampled else stat(x[rows], y[rows]))
+            except TlInterpError as err:
+                raise InputError(f"compare: bootstrap resample {b} of {name} failed: {err}. Resamples repeat "
+                                 "rows, so they hold fewer distinct items than X; lower the metric's dimensions "
+                                 "(e.g. options={'svcca': {'dims': ...}}) or use more rows") from err
+            bar.update(1)
+    return torch.tensor(values, dtype=torch.float64)
+
+
+def _intervals(plan: list, boots: list[Tensor], values: Tensor, alpha: float) -> tuple[Tensor, Tensor, Tensor]:
+    """Percentile interval and mean shift per metric over the resamples it could score."""
+    low, high, bias = [], [], []
+    for (name, _, _), b, v in zip(plan, boots, values):
+        ok = b[~torch.isnan(b)]
+        if ok.numel() < b.numel():  # debiased CKA: < 4 distinct items, or a non-positive weighted HSIC
+            warnings.warn(f"compare: {b.numel() - ok.numel()} of {b.numel()} bootstrap resamples of {name} have no "
+                          "score; its interval uses the others", TlInterpWarning, stacklevel=4)
+        if ok.numel() == 0:
+            raise InputError(f"compare: no bootstrap resample of {name} could be scored; use more rows")
+        lo, hi = percentile_interval(ok, alpha)
+        low.append(lo)
+        high.append(hi)
+        bias.append(ok.mean() - v)
+    return torch.stack(low), torch.stack(high), torch.stack(bias)
+
+
+def _warn_if_shifted(plan: list, values: Tensor, low: Tensor, high: Tensor, bias: Tensor, n: int) -> None:
+    # Resamples repeat rows, and most of these scores rise as the number of distinct items falls
+    # (small-sample bias), so the resampled scores can sit above the score itself.
+    for (name, _, _), v, lo, hi, b in zip(plan, values.tolist(), low.tolist(), high.tolist(), bias.tolist()):
+        if not lo <= v <= hi:
+            warnings.warn(f"compare: the bootstrap interval of {name} [{lo:.3f}, {hi:.3f}] does not contain its score "
+                          f"{v:.3f} (resampled scores are shifted by {b:+.3f} on average): {name} is biased at n={n} "
+                          "rows, so the interval is not a confidence interval for it; judge it by its permutation "
+                          "null (for CKA, also read cka_debiased against its null)", TlInterpWarning, stacklevel=4)
+
+
+@beartype
+def compare(X: ArrayLike, Y: ArrayLike, *, metrics: Sequence[str] = DEFAULT_METRICS,
+            options: Mapping[str, Mapping[str, Any]] | None = None, n_permutations: int = 1000,
+            n_boot: int = 1000, alpha: float = 0.05, seed: int = 0, model_id: str = "activations",
+            progress: bool = False) -> SimilarityResult:
+    """Similarity scores of X ``(n, d1)`` and Y ``(n, d2)`` with random-pairing nulls and bootstrap intervals.
+
+    Args:
+        X, Y: activations of the same n items (rows paired), e.g. two models or two layers.
+        metrics: names from ``METRICS``: ``"cka"``, ``"cka_rbf"``, ``"cka_debiased"``, ``"svcca"``,
+            ``"pwcca"``, ``"procrustes"``, ``"rsa"``, ``"mutual_knn"``.
+        options: keyword options per metric, e.g. ``{"svcca": {"dims": 10}, "mutual_knn": {"k": 5}}``.
+        n_permutations: random reorderings of Y's rows for every null (shared by all metrics).
+        n_boot: bootstrap resamples of rows for the intervals (shared by all metrics).
+        alpha: 1 - coverage of the intervals.
+        seed: seed of the permutations and of the resamples (recorded in provenance).
+        model_id: what X and Y are, for provenance (``"smollm2-135m L10 vs ordinal-4l L2"``).
+        progress: show progress bars.
+
+    Returns:
+        ``SimilarityResult`` over axis ``"metric"``; ``.summary()``, ``.figure()``, ``.to_frame()``.
+
+    Example:
+        >>> import torch
+        >>> g = torch.Generator().manual_seed(0)
+        >>> X = torch.randn(40, 6, generator=g)
+        >>> res = compare(X, X + 0.5 * torch.randn(40, 6, generator=g), metrics=("cka", "rsa"), n_permutations=99,
+        ...               n_boot=50)
+        >>> res.labels["metric"], [round(p, 2) for p in res.extras["p_value"].tolist()]
+        (('cka', 'rsa'), [0.01, 0.01])
+    """
+    check_count(n_permutations, "n_permutations")
+    check_count(n_boot, "n_boot")
+    options = dict(options or {})
+    plan = _resolved(metrics, options)
+    x, y = paired_rows(X, Y, "compare", min_rows=3)
+    n = x.shape[0]
+    scores = [stat(x, y) for _, stat, _ in plan]  # every pitfall is raised here, before the long work
+    perms = permutation_indices(n, n_permutations, seed=seed)
+    tests = [permutation_test(stat, x, y, permutations=perms, progress=progress) for _, stat, _ in plan]
+    index = bootstrap_indices(n, n_boot, seed=seed)
+    bar = tqdm(total=n_boot * len(plan), desc="bootstrap", disable=not progress)
+    boots = [_bootstrap(stat, resampled, x, y, index, name, bar) for name, stat, resampled in plan]
+    bar.close()
+    values = torch.tensor(scores, dtype=torch.float64)
+    null = torch.stack([t.null for t in tests])
+    low, high, bias = _intervals(plan, boots, values, alpha)
+    _warn_if_shifted(plan, values, low, high, bias, n)
+    p = torch.stack([t.p_value for t in tests])
+    k = {**METRICS["mutual_knn"][1], **options.get("mutual_knn", {})}.get("k", 10)
+    chance = torch.tensor([knn_chance(n, k) if name == "mutual_knn" else float("nan") for name, _, _ in plan],
+                          dtype=torch.float64)
+    settings = {"n": n, "d_x": x.shape[1], "d_y": y.shape[1], "n_permutations": n_permutations, "n_boot": n_boot,
+                "alpha": alpha, "options": {k2: dict(v) for k2, v in options.items()}}
+    provenance = Provenance.make(model_id, prompt_hash=prompt_hash(x, y), seed=seed, settings=settings)
+    return SimilarityResult(values=values, axes=("metric",), metric="similarity", provenance=provenance,
+                            labels={"metric": tuple(name for name, _, _ in plan)},
+                            extras={"p_value": p, "ci_low": low, "ci_high": high, "boot_bias": bias, "chance": chance,
+                                    "null": null})
