@@ -271,7 +271,7 @@ def feature_page(sae: Any, model: Any, prompts: str | Sequence[str] | Tokenized,
     report.text(f"{len(chosen)} features with the highest maximum activation over {len(acts.labels)} prompts "
                 f"(of d_sae={int(sae.cfg.d_sae)}).")
     if chosen:
-        rows = [acts.features[i][acts.valid[i]][:, chosen] for i in range(len(acts.labels))]
+        rows = [acts.features[i][acts.valid[i]] for i in range(len(acts.labels))]
         toks = [[t for t, v in zip(acts.labels[i], acts.valid[i]) if v] for i in range(len(acts.labels))]
         report.view(topk(toks, rows, k=min(k, len(rows)), units=chosen, unit_name="feature"))
     for feature in chosen:

@@ -178,8 +178,10 @@ def svg_bars(heights: Sequence[float], edges: Sequence[float], *, width: int = 3
 @summary_for("patching")
 def _patching(result: Any) -> str:
     base, source = result.extras.get("base"), result.extras.get("source")
+    if base is None or source is None:
+        return _generic(result)
     line = ""
-    if base is not None and source is not None and base.numel() == 1 and source.numel() == 1:
+    if base.numel() == 1 and source.numel() == 1:
         line = (f"<div>base run {_fmt(float(base))}, source run {_fmt(float(source))}; cells show the fraction "
                 "of the way from base to source</div>")
     return line + values_summary(result, result.normalized, "recovered")
@@ -187,6 +189,8 @@ def _patching(result: Any) -> str:
 
 @summary_for("ablation")
 def _ablation(result: Any) -> str:
+    if "ci_low" not in result.extras or "ci_high" not in result.extras:
+        return _generic(result)
     rows = [[r["unit"], r["effect"], f"[{r['ci_low']:.3g}, {r['ci_high']:.3g}]"] for r in result.ranking(10)]
     base = result.extras.get("base")
     line = f"<div>unablated metric {_fmt(float(base))}</div>" if base is not None and base.numel() == 1 else ""
@@ -196,15 +200,13 @@ def _ablation(result: Any) -> str:
 
 @summary_for("steering")
 def _steering(result: Any) -> str:
+    if "accuracy_ci_low" not in result.extras or "multipliers" not in result.meta:
+        return _generic(result)
     frame = result.table("accuracy")
-    best = []
-    for task in result.tasks:
-        try:
-            b = result.best(task)
-        except (IndexError, ValueError, KeyError):  # a task no evaluated vector has values for
-            continue
-        best.append([task, b["vector"], b["multiplier"], b["accuracy"]])
-    return ("<div>accuracy [95% CI] by task:</div>"
-            + table_html(list(frame.columns), frame.values.tolist())
-            + ("<div>best evaluated vector per task:</div>"
-               + table_html(["task", "vector", "multiplier", "accuracy"], best) if best else ""))
+    mean = torch.nan_to_num(result.metric_values("accuracy").double(), nan=0.0).mean(-1)  # (vector, multiplier)
+    n_mult = mean.shape[1]
+    # unsteered, then each vector at its best multiplier (mean accuracy over tasks): a summary
+    keep = [0] + [1 + i * n_mult + int(mean[i].argmax()) for i in range(mean.shape[0])]
+    return (f"<div>accuracy [95% CI] by task: unsteered, and each vector at its best of {n_mult} multipliers "
+            "(<code>.table()</code> has every row):</div>"
+            + table_html(list(frame.columns), frame.iloc[keep].values.tolist()))

@@ -16,7 +16,7 @@ from beartype import beartype
 from torch import Tensor
 
 from tl_interp import hooks
-from tl_interp.errors import InputError, OptionError, ShapeError
+from tl_interp.errors import InputError, OptionError, SelectionError, ShapeError
 from tl_interp.intervention import Intervention
 from tl_interp.sites import site
 from tl_interp.viz._circuitsvis import Panel, View, Widget
@@ -201,7 +201,7 @@ def topk(tokens: Sequence[Sequence[str]], activations: Tensor | Sequence[Tensor]
     chosen = list(range(width)) if units is None else [int(u) for u in units]
     bad = [u for u in chosen if not 0 <= u < width]
     if bad or not chosen:
-        raise ShapeError(f"topk: {unit_name} index {bad[0] if bad else '(none)'} is out of range for "
+        raise SelectionError(f"topk: {unit_name} index {bad[0] if bad else '(none)'} is out of range for "
                          f"{width} {unit_name}s")
     peaks = torch.stack([r[:, chosen].amax(0) for r in rows])  # (prompt, unit)
     order = [peaks[:, u].argsort(descending=True, stable=True)[:k].tolist() for u in range(len(chosen))]
