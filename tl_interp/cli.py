@@ -52,6 +52,8 @@ def _register_result_kinds() -> None:
 def _report(args: argparse.Namespace) -> int:
     from pathlib import Path
 
+    from safetensors import SafetensorError
+
     from tl_interp.errors import ArtifactError
     from tl_interp.results import Result
     from tl_interp.viz import Report
@@ -62,7 +64,7 @@ def _report(args: argparse.Namespace) -> int:
     _register_result_kinds()
     try:
         result = Result.load(path)
-    except (KeyError, OSError, ValueError) as err:
+    except (KeyError, OSError, ValueError, SafetensorError) as err:
         raise ArtifactError(f"{path} is not a tl_interp result ({err}); pass a file written by Result.save") from err
     out = Path(args.output or path.with_suffix(".html"))
     report = Report(args.title or f"{type(result).__name__}: {result.metric} ({result.provenance.model_id})")

@@ -210,8 +210,8 @@ def topk(tokens: Sequence[Sequence[str]], activations: Tensor | Sequence[Tensor]
         widget = Widget("TopkSamples", {
             "tokens": [[[toks[p] for p in order[u]] for u in range(len(chosen))]],
             "activations": [[[rows[p][:, c] for p in order[u]] for u, c in enumerate(chosen)]],
-            "zerothDimensionName": "", "firstDimensionName": unit_name.capitalize(),
-            "zerothDimensionLabels": [""], "firstDimensionLabels": names})
+            "zerothDimensionName": "Prompts", "firstDimensionName": unit_name.capitalize(),
+            "zerothDimensionLabels": [f"all {len(rows)}"], "firstDimensionLabels": names})
     else:
         # units on the (labelled) first dimension: circuitsvis cannot label its third one
         top, bottom = [], []
