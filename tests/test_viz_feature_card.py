@@ -9,6 +9,9 @@ import tl_interp as ti
 from tl_interp.errors import InputError, SelectionError
 from tl_interp.models.saes import splice_positions
 
+from tests.test_viz_views import no_network  # noqa: F401 - the fixture
+
+pytestmark = pytest.mark.usefixtures("no_network")
 torch.set_grad_enabled(False)
 PROMPTS = ["one, two, three,", "january, february, march,", "monday, tuesday,", "five, six, seven, eight,",
            "uno, dos, tres,", "march, april,", "two, three, four, five, six,", "friday, saturday, sunday,"]

@@ -1,9 +1,7 @@
 """Every Result and Intervention displays itself in a notebook: a short summary, no JavaScript."""
 
 import re
-import socket
 from pathlib import Path
-from typing import Any
 
 import pytest
 import torch
@@ -15,17 +13,12 @@ import tl_interp.steering
 from tl_interp import hooks, site
 from tl_interp.results import _KINDS, Provenance, Result
 
+from tests.test_viz_views import no_network  # noqa: F401 - the fixture
+
+pytestmark = pytest.mark.usefixtures("no_network")
 torch.set_grad_enabled(False)
 STEERING = Path(__file__).resolve().parents[1] / "results" / "steering_numbers_months" / "report.safetensors"
 
-
-@pytest.fixture(autouse=True)
-def no_network(monkeypatch: pytest.MonkeyPatch) -> None:
-    def refuse(*args: Any, **kwargs: Any) -> None:
-        raise AssertionError("rendering a result opened a network connection")
-
-    monkeypatch.setattr(socket.socket, "connect", refuse)
-    monkeypatch.setattr(socket, "create_connection", refuse)
 
 
 def cell_texts(page: str) -> list[str]:

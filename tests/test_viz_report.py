@@ -1,7 +1,6 @@
 """Offline reports: each bundle inlined once per page, nothing fetched, any saved result renders."""
 
 import re
-import socket
 from pathlib import Path
 from typing import Any
 
@@ -14,16 +13,11 @@ from tl_interp.errors import ArtifactError, TypeCheckError
 from tl_interp.results import Provenance, Result
 from tl_interp.viz._circuitsvis import BUNDLE_MARKER
 
+from tests.test_viz_views import no_network  # noqa: F401 - the fixture
+
+pytestmark = pytest.mark.usefixtures("no_network")
 torch.set_grad_enabled(False)
 
-
-@pytest.fixture(autouse=True)
-def no_network(monkeypatch: pytest.MonkeyPatch) -> None:
-    def refuse(*args: Any, **kwargs: Any) -> None:
-        raise AssertionError("writing a report opened a network connection")
-
-    monkeypatch.setattr(socket.socket, "connect", refuse)
-    monkeypatch.setattr(socket, "create_connection", refuse)
 
 
 def views(n: int) -> list[Any]:

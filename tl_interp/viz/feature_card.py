@@ -257,6 +257,12 @@ def feature_page(sae: Any, model: Any, prompts: str | Sequence[str] | Tokenized,
 
     Returns:
         A ``ti.viz.Report`` (``.write(path)`` for an offline page).
+
+    Example:
+        >>> import tl_interp as ti
+        >>> model, sae = ti.models.load("ordinal-4l"), ti.models.load_sae("ordinal-4l-res-l2")
+        >>> ti.viz.feature_page(sae, model, ["one, two, three,", "january, february,"], n=2)
+        Report('Top features of the SAE at blocks.2.hook_resid_pre', 4 blocks)
     """
     from tl_interp.viz.report import Report
     from tl_interp.viz.views import topk
