@@ -24,7 +24,9 @@ pytestmark = pytest.mark.browser
 ROOT = Path(__file__).resolve().parents[1]
 LAUNCH_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
                "--disable-background-networking", "--disable-component-update", "--disable-sync"]
-ALL_DRAWN = "() => [...document.querySelectorAll('.tl-cv')].every(e => e.childElementCount > 0)"
+# drawn: React replaced the static preview with the widget
+ALL_DRAWN = ("() => [...document.querySelectorAll('.tl-cv')].every("
+             "e => e.childElementCount > 0 && !e.querySelector('.tl-cv-static'))")
 
 
 def chromium_path() -> str:
@@ -74,8 +76,9 @@ def open_page(browser: Any, path: Path, screenshot: Path) -> dict[str, Any]:
         page.wait_for_function(ALL_DRAWN, timeout=60_000)
     except Exception:  # reported below, with the widgets that stayed empty
         pass
-    widgets = page.evaluate("() => [...document.querySelectorAll('.tl-cv')].map("
-                            "e => [e.dataset.element, e.childElementCount, e.getBoundingClientRect().height])")
+    widgets = page.evaluate("() => [...document.querySelectorAll('.tl-cv')].map(e => [e.dataset.element, "
+                            "e.querySelector('.tl-cv-static') ? 0 : e.childElementCount, "
+                            "e.getBoundingClientRect().height])")
     page.screenshot(path=str(screenshot), full_page=True)
     if os.environ.get("TL_INTERP_SCREENSHOTS"):
         target = Path(os.environ["TL_INTERP_SCREENSHOTS"])
@@ -95,7 +98,6 @@ def check(loaded: dict[str, Any], expected_widgets: int) -> None:
 
 def every_view_report(path: Path) -> int:
     """A page with every kind of view, card, result and figure; returns its widget count."""
-    torch.set_grad_enabled(False)
     induction, ordinal = ti.models.load("induction-2l"), ti.models.load("ordinal-4l")
     sae = ti.models.load_sae("ordinal-4l-res-l2")
     tokens = ti.models.zoo.repeated_tokens(6, 8, generator=torch.Generator().manual_seed(0))
@@ -121,7 +123,8 @@ def every_view_report(path: Path) -> int:
     report.view(ti.viz.topk(batch.str_tokens, store["blocks.2.hook_mlp_out"], units=[0, 5, 9], layout="tokens",
                             attention_mask=batch.attention_mask, k=3))
     report.heading("results").add(scan).add(sweep).add(knock_out)
-    _, cache = ordinal.run_with_cache(batch.tokens, attention_mask=batch.attention_mask)
+    with torch.no_grad():
+        _, cache = ordinal.run_with_cache(batch.tokens, attention_mask=batch.attention_mask)
     top_feature = int(sae.encode(cache["blocks.2.hook_resid_pre"])[:, 1:].amax((0, 1)).argmax())
     report.heading("a feature card").card(ti.viz.feature_card(sae, ordinal, prompts, top_feature))
     report.write(path)
@@ -136,11 +139,11 @@ def test_a_report_with_every_view_type_renders_offline(browser: Any, tmp_path: P
 
 def test_the_checks_catch_console_errors_outside_requests_and_empty_widgets(browser: Any, tmp_path: Path) -> None:
     page = tmp_path / "broken.html"
-    page.write_text("<html><body><div class='tl-cv' data-element='Nothing'></div>"
+    page.write_text("<html><body><div class='tl-cv' data-element='Nothing'><div class='tl-cv-static'>x</div></div>"
                     "<img src='https://example.invalid/x.png'><script>console.error('boom')</script></body></html>")
     loaded = open_page(browser, page, tmp_path / "broken.png")
     assert "boom" in loaded["errors"] and "https://example.invalid/x.png" in loaded["outside"]
-    assert loaded["widgets"] == [["Nothing", 0, 0]]
+    assert [w[:2] for w in loaded["widgets"]] == [["Nothing", 0]]
     with pytest.raises(AssertionError):
         check(loaded, 1)
 

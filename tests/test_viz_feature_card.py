@@ -12,7 +12,6 @@ from tl_interp.models.saes import splice_positions
 from tests.test_viz_views import no_network  # noqa: F401 - the fixture
 
 pytestmark = pytest.mark.usefixtures("no_network")
-torch.set_grad_enabled(False)
 PROMPTS = ["one, two, three,", "january, february, march,", "monday, tuesday,", "five, six, seven, eight,",
            "uno, dos, tres,", "march, april,", "two, three, four, five, six,", "friday, saturday, sunday,"]
 
@@ -22,6 +21,7 @@ def ordinal() -> tuple[Any, Any]:
     return ti.models.load("ordinal-4l"), ti.models.load_sae("ordinal-4l-res-l2")
 
 
+@torch.no_grad()
 def brute_force_contexts(model: Any, sae: Any, prompts: list[str], feature: int) -> list[tuple[float, int, int]]:
     """(activation, prompt, position) of every read position, each prompt run alone, sorted by hand."""
     adapter, name = ti.models.adapt(model), sae.cfg.metadata.hook_name

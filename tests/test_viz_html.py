@@ -16,7 +16,6 @@ from tl_interp.results import _KINDS, Provenance, Result
 from tests.test_viz_views import no_network  # noqa: F401 - the fixture
 
 pytestmark = pytest.mark.usefixtures("no_network")
-torch.set_grad_enabled(False)
 STEERING = Path(__file__).resolve().parents[1] / "results" / "steering_numbers_months" / "report.safetensors"
 
 

@@ -16,7 +16,6 @@ from tl_interp.viz._circuitsvis import BUNDLE_MARKER
 from tests.test_viz_views import no_network  # noqa: F401 - the fixture
 
 pytestmark = pytest.mark.usefixtures("no_network")
-torch.set_grad_enabled(False)
 
 
 

@@ -17,7 +17,6 @@ from tl_interp.errors import InputError, OptionError, SelectionError, ShapeError
 from tl_interp.viz import _circuitsvis
 from tl_interp.viz._circuitsvis import BUNDLE_MARKER
 
-torch.set_grad_enabled(False)
 
 
 @pytest.fixture(scope="module")

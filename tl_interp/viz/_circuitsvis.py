@@ -87,19 +87,26 @@ def props_json(props: Mapping[str, Any]) -> str:
 
 @dataclass(frozen=True)
 class Widget:
-    """One circuitsvis React component (``element``, e.g. ``"AttentionHeads"``) with its props."""
+    """One circuitsvis React component (``element``, e.g. ``"AttentionHeads"``) with its props.
+
+    ``preview`` is static HTML shown where JavaScript does not run (GitHub's notebook viewer);
+    React replaces it when the widget renders.
+    """
 
     element: str
     props: Mapping[str, Any]
+    preview: str = ""
 
     def html(self) -> str:
         """A ``<div>`` and the script that renders into it (the page must carry the bundle)."""
         dom_id = f"tlcv-{uuid.uuid4().hex[:12]}"
-        missing = html.escape("circuitsvis is not loaded on this page: re-run the cell that first showed "
-                              "a tl_interp view, or use view.standalone_html() / ti.viz.Report")
-        return (f'<div id="{dom_id}" class="tl-cv" data-element="{html.escape(self.element)}"></div>'
+        missing = html.escape(" (circuitsvis is not loaded on this page: re-run the cell that first showed "
+                              "a tl_interp view, or use view.standalone_html() / ti.viz.Report)")
+        preview = (f'<div class="tl-cv-static">{self.preview}<div style="color:#666;font-size:11px">static '
+                   "preview; the interactive circuitsvis view needs JavaScript</div></div>") if self.preview else ""
+        return (f'<div id="{dom_id}" class="tl-cv" data-element="{html.escape(self.element)}">{preview}</div>'
                 f'<script>(function(){{if(!window.CircuitsVis){{document.getElementById("{dom_id}")'
-                f'.textContent="{missing}";return;}}CircuitsVis.render("{dom_id}",CircuitsVis.{self.element},'
+                f'.append("{missing}");return;}}CircuitsVis.render("{dom_id}",CircuitsVis.{self.element},'
                 f"{props_json(self.props)});}})();</script>")
 
 

@@ -26,7 +26,7 @@ from tl_interp.hooks._sae import _sae_hook_name
 from tl_interp.models import Tokenized, adapt
 from tl_interp.models.saes import splice_positions
 from tl_interp.stats import bootstrap_mean_ci
-from tl_interp.viz.html import _color, _fmt, svg_bars, table_html
+from tl_interp.viz.html import _fmt, colored_spans, svg_bars, table_html
 from tl_interp.viz._prompt import token_labels
 
 __all__ = ["FeatureCard", "Context", "feature_card", "feature_page"]
@@ -73,7 +73,8 @@ class FeatureCard:
         """The card as self-contained HTML (inline styles, an SVG histogram)."""
         top = max((c.activation for c in self.contexts), default=0.0)
         ctx = "".join(f"<div style='margin:2px 0'><span style='color:#666'>#{c.prompt} pos {c.position} "
-                      f"({_fmt(c.activation)}):</span> {_spans(c, top)}</div>" for c in self.contexts)
+                      f"({_fmt(c.activation)}):</span> {colored_spans(c.tokens, c.values, scale=top, focus=c.focus)}"
+                      "</div>" for c in self.contexts)
         ctx = ctx or "<div>the feature is not active on any token of these prompts</div>"
         logits = table_html(["promotes", "logit", "suppresses", "logit"],
                             [[a, b, c, d] for (a, b), (c, d) in zip(self.top_logits, self.bottom_logits)])
@@ -95,15 +96,6 @@ class FeatureCard:
 
     def _repr_html_(self) -> str:
         return self.html()
-
-
-def _spans(c: Context, top: float) -> str:
-    out = []
-    for i, (tok, v) in enumerate(zip(c.tokens, c.values)):
-        text = html.escape(tok.replace("\n", "\u23ce"))
-        border = "outline:1px solid #000;" if i == c.focus else ""
-        out.append(f"<span title='{v:.4g}' style='background:{_color(v, top)};{border}white-space:pre'>{text}</span>")
-    return "".join(out)
 
 
 @dataclass(frozen=True)

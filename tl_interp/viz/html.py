@@ -16,7 +16,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
-__all__ = ["result_html", "intervention_html", "heat_table", "table_html", "summary_for", "svg_bars"]
+__all__ = ["result_html", "intervention_html", "heat_table", "table_html", "colored_spans", "summary_for", "svg_bars"]
 
 MAX_SIDE = 40
 _SUMMARIES: dict[str, Callable[[Any], str]] = {}
@@ -45,6 +45,18 @@ def _color(value: float, scale: float) -> str:
     rgb = (33, 102, 172) if value > 0 else (178, 24, 43)
     mix = [round(255 + (c - 255) * a) for c in rgb]
     return "#{:02x}{:02x}{:02x}".format(*mix)
+
+
+def colored_spans(tokens: Sequence[str], values: Sequence[float], *, scale: float | None = None,
+                  focus: int | None = None) -> str:
+    """Tokens as inline spans colored by value (hover shows it); ``focus`` gets an outline."""
+    top = scale if scale is not None else max((abs(v) for v in values if math.isfinite(v)), default=0.0)
+    out = []
+    for i, (tok, v) in enumerate(zip(tokens, values)):
+        text = html.escape(str(tok).replace("\n", "\u23ce"))
+        border = "outline:1px solid #000;" if i == focus else ""
+        out.append(f"<span title='{v:.4g}' style='background:{_color(v, top)};{border}white-space:pre'>{text}</span>")
+    return "".join(out)
 
 
 def table_html(columns: Sequence[str], rows: Sequence[Sequence[Any]], *, digits: int = 4) -> str:

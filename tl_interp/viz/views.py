@@ -8,6 +8,7 @@ Python function would pass (``attention_heads``, ``colored_tokens(_multi)``,
 ``_circuitsvis``).
 """
 
+import html
 from collections.abc import Mapping, Sequence
 from typing import Any, Literal
 
@@ -20,10 +21,12 @@ from tl_interp.errors import InputError, OptionError, SelectionError, ShapeError
 from tl_interp.intervention import Intervention
 from tl_interp.sites import site
 from tl_interp.viz._circuitsvis import Panel, View, Widget
+from tl_interp.viz.html import colored_spans, heat_table
 from tl_interp.viz._prompt import Prompt, check_heads, check_layer, one_prompt, token_labels
 
 __all__ = ["attention", "tokens", "topk", "predictions"]
 
+PREVIEW_MAX_TOKENS = 40  # a static attention table beyond this would outweigh the widget
 Values = Tensor | Sequence[float] | Mapping[str, Tensor | Sequence[float]]
 
 
@@ -32,6 +35,13 @@ def _patterns(model: Any, ids: Tensor, name: str, heads: list[int], iv: Interven
     with torch.no_grad():
         (iv + store).run(model, ids)
     return store[name][0].double()  # (head_index, query_pos, key_pos)
+
+
+def _heads_widget(patterns: Tensor, labels: list[str], names: list[str]) -> Widget:
+    preview = ""
+    if len(labels) <= PREVIEW_MAX_TOKENS:
+        preview = f"<div>{names[0]} (rows: query positions)</div>" + heat_table(patterns[0], labels, labels)
+    return Widget("AttentionHeads", {"attention": patterns, "tokens": labels, "attentionHeadNames": names}, preview)
 
 
 @beartype
@@ -69,13 +79,11 @@ def attention(model: Any, prompt: Prompt, *, layer: int, heads: Sequence[int] | 
     names = [f"L{layer}H{h}" for h in chosen]
     base = _patterns(model, ids, name, chosen, Intervention.identity())
     data: dict[str, Any] = {"patterns": base, "tokens": labels, "heads": chosen, "layer": layer}
-    panels = [Panel("unmodified" if intervention is not None else f"layer {layer}",
-                    Widget("AttentionHeads", {"attention": base, "tokens": labels, "attentionHeadNames": names}))]
+    panels = [Panel("unmodified" if intervention is not None else f"layer {layer}", _heads_widget(base, labels, names))]
     if intervention is not None:
         edited = _patterns(model, ids, name, chosen, intervention)
         data["patterns_intervened"] = edited
-        panels.append(Panel("under the intervention", Widget(
-            "AttentionHeads", {"attention": edited, "tokens": labels, "attentionHeadNames": names})))
+        panels.append(Panel("under the intervention", _heads_widget(edited, labels, names)))
     note = f"{adapter.model_id}, {len(labels)} tokens"
     if intervention is not None:
         note += "; intervention: " + "; ".join(intervention.descriptions)
@@ -130,11 +138,13 @@ def tokens(tokens: Sequence[str], values: Values, *, labels: Sequence[str] | Non
     if not bool(torch.isfinite(table).all()):
         raise InputError("tokens: values contain NaN or inf; replace them first (e.g. values.nan_to_num())")
     toks = [str(t) for t in tokens]
+    preview = colored_spans(toks, table[:, 0].tolist())
     if table.shape[1] == 1 and names is None:
-        widget = Widget("ColoredTokens", {"tokens": toks, "values": table[:, 0]})
+        widget = Widget("ColoredTokens", {"tokens": toks, "values": table[:, 0]}, preview)
     else:
         names = names or [f"value {j}" for j in range(table.shape[1])]
-        widget = Widget("ColoredTokensMulti", {"tokens": toks, "values": table, "labels": names})
+        widget = Widget("ColoredTokensMulti", {"tokens": toks, "values": table, "labels": names},
+                        f"<div>{html.escape(names[0])}:</div>{preview}")
     return View(title, (Panel("", widget),), {"tokens": toks, "values": table, "labels": names})
 
 
@@ -206,12 +216,15 @@ def topk(tokens: Sequence[Sequence[str]], activations: Tensor | Sequence[Tensor]
     peaks = torch.stack([r[:, chosen].amax(0) for r in rows])  # (prompt, unit)
     order = [peaks[:, u].argsort(descending=True, stable=True)[:k].tolist() for u in range(len(chosen))]
     names = [f"{unit_name} {u}" for u in chosen]
+    best = order[0][0]
+    preview = (f"<div>{html.escape(names[0])}, its top prompt:</div>"
+               + colored_spans(toks[best], rows[best][:, chosen[0]].tolist()))
     if layout == "samples":
         widget = Widget("TopkSamples", {
             "tokens": [[[toks[p] for p in order[u]] for u in range(len(chosen))]],
             "activations": [[[rows[p][:, c] for p in order[u]] for u, c in enumerate(chosen)]],
             "zerothDimensionName": "Prompts", "firstDimensionName": unit_name.capitalize(),
-            "zerothDimensionLabels": [f"all {len(rows)}"], "firstDimensionLabels": names})
+            "zerothDimensionLabels": [f"all {len(rows)}"], "firstDimensionLabels": names}, preview)
     else:
         # units on the (labelled) first dimension: circuitsvis cannot label its third one
         top, bottom = [], []
@@ -224,7 +237,7 @@ def topk(tokens: Sequence[Sequence[str]], activations: Tensor | Sequence[Tensor]
             "tokens": toks, "topkVals": [t.values for t in top], "topkIdxs": [t.indices for t in top],
             "bottomkVals": [b.values.flip(1) for b in bottom], "bottomkIdxs": [b.indices.flip(1) for b in bottom],
             "firstDimensionName": unit_name.capitalize(), "thirdDimensionName": "activation",
-            "firstDimensionLabels": names})
+            "firstDimensionLabels": names}, preview)
     data = {"units": chosen, "order": order, "peaks": peaks, "tokens": toks}
     return View(f"Top {k} {'prompts' if layout == 'samples' else 'tokens'} per {unit_name}",
                 (Panel("", widget),), data, f"{len(rows)} prompts")
@@ -282,7 +295,10 @@ def predictions(model: Any, prompt: Prompt, *, intervention: Intervention | None
         with torch.no_grad():
             log_probs = iv.run(model, ids)[0].double().log_softmax(-1).cpu()
         data[key] = log_probs
-        panels.append(Panel(caption, Widget("TokenLogProbs", _log_prob_props(ids[0].cpu(), log_probs, k, to_string))))
+        props = _log_prob_props(ids[0].cpu(), log_probs, k, to_string)
+        preview = ("<div>log-prob of each token given the ones before:</div>"
+                   + colored_spans(props["prompt"][1:], props["correctTokenLogProb"].tolist()))
+        panels.append(Panel(caption, Widget("TokenLogProbs", props, preview)))
     note = f"{adapter.model_id}; hover a token for the top {k} predictions at the position before it"
     if intervention is not None:
         note += "; intervention: " + "; ".join(intervention.descriptions)
