@@ -101,7 +101,8 @@ def every_view_report(path: Path) -> int:
     induction, ordinal = ti.models.load("induction-2l"), ti.models.load("ordinal-4l")
     sae = ti.models.load_sae("ordinal-4l-res-l2")
     tokens = ti.models.zoo.repeated_tokens(6, 8, generator=torch.Generator().manual_seed(0))
-    knock_out = hooks.zero_ablate(site("z", 1), heads=[2])
+    knock_out = hooks.zero_ablate(site("z", 1), heads=[2])  # the induction head
+    no_previous_token = hooks.zero_ablate(site("z", 0))  # the heads that feed it
     prompts = ["one, two, three,", "january, february, march,", "monday, tuesday,", "five, six, seven,"]
     adapter = ti.models.adapt(ordinal)
     batch = adapter.tokenize(prompts)
@@ -114,7 +115,7 @@ def every_view_report(path: Path) -> int:
     store.run(ordinal, batch.tokens, attention_mask=batch.attention_mask)
     report = ti.viz.Report("Every view tl_interp draws")
     report.heading("attention").view(ti.viz.attention(induction, tokens[0], layer=1, heads=[2, 0],
-                                                      intervention=knock_out))
+                                                      intervention=no_previous_token))
     report.heading("predictions").view(ti.viz.predictions(induction, tokens[0], intervention=knock_out, k=5))
     report.heading("tokens").view(ti.viz.tokens(sweep.labels["pos"], sweep.values[1], title="patching, layer 1"))
     report.view(ti.viz.tokens(sweep.labels["pos"], {f"layer {i}": sweep.values[i] for i in range(4)}))
@@ -135,6 +136,15 @@ def test_a_report_with_every_view_type_renders_offline(browser: Any, tmp_path: P
     n = every_view_report(tmp_path / "every_view.html")
     check(open_page(browser, tmp_path / "every_view.html", tmp_path / "every_view.png"), n)
     assert (tmp_path / "every_view.png").stat().st_size > 10_000
+
+
+def test_a_notebook_style_view_replaces_its_static_preview(browser: Any, tmp_path: Path) -> None:
+    view = ti.viz.attention(ti.models.load("induction-2l"), torch.tensor([0, 5, 6, 7, 5, 6]), layer=1)
+    assert "tl-cv-static" in view.html()
+    page = tmp_path / "standalone.html"
+    page.write_text(f"<!doctype html><html><head><meta charset='utf-8'></head><body>{view.standalone_html()}"
+                    "</body></html>")
+    check(open_page(browser, page, tmp_path / "standalone.png"), 1)
 
 
 def test_the_checks_catch_console_errors_outside_requests_and_empty_widgets(browser: Any, tmp_path: Path) -> None:

@@ -189,6 +189,8 @@ def test_topk_removes_padding_and_refuses_bad_units() -> None:
         ti.viz.topk([["a"]], [torch.ones(1, 2)], units=[7])
     with pytest.raises(OptionError, match="pass units="):
         ti.viz.topk([["a"]], [torch.ones(1, 101)])
+    with pytest.raises(ShapeError, match="2 token lists for 1 prompts"):
+        ti.viz.topk([["a"], ["b"]], [torch.ones(1, 2)])
     with pytest.raises(ShapeError, match="prompt 0 has 2 tokens but activations of shape"):
         ti.viz.topk([["a", "b"]], [torch.ones(3, 2)])
 
@@ -236,3 +238,14 @@ def test_token_text_cannot_break_out_of_the_script() -> None:
     view = ti.viz.tokens(["</script><img src=x onerror=alert(1)>", "&"], [1.0, 2.0])
     fragment = view.html()
     assert "</script><img" not in fragment and "\\u003c/script\\u003e" in fragment
+
+
+def test_notebook_views_carry_a_static_preview_and_reports_do_not(induction: Any) -> None:
+    view = ti.viz.tokens(["The", " cat"], [0.5, -1.0])
+    notebook = view._repr_html_()
+    assert notebook.count('class="tl-cv-static"') == 1 and ">The</span>" in notebook and ">&#x27; cat" not in notebook
+    assert "title='-1'" in notebook  # each token's value on hover, without JavaScript
+    attention = ti.viz.attention(induction, torch.tensor([0, 5, 6]), layer=1, heads=[2])
+    assert "L1H2 (rows: query positions)" in attention.html() and "<table" in attention.html()
+    page = ti.viz.Report("r").view(view).view(attention).html()
+    assert "tl-cv-static" not in page

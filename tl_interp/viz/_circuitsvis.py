@@ -97,14 +97,15 @@ class Widget:
     props: Mapping[str, Any]
     preview: str = ""
 
-    def html(self) -> str:
+    def html(self, *, preview: bool = True) -> str:
         """A ``<div>`` and the script that renders into it (the page must carry the bundle)."""
         dom_id = f"tlcv-{uuid.uuid4().hex[:12]}"
         missing = html.escape(" (circuitsvis is not loaded on this page: re-run the cell that first showed "
                               "a tl_interp view, or use view.standalone_html() / ti.viz.Report)")
-        preview = (f'<div class="tl-cv-static">{self.preview}<div style="color:#666;font-size:11px">static '
-                   "preview; the interactive circuitsvis view needs JavaScript</div></div>") if self.preview else ""
-        return (f'<div id="{dom_id}" class="tl-cv" data-element="{html.escape(self.element)}">{preview}</div>'
+        static = (f'<div class="tl-cv-static">{self.preview}<div style="color:#666;font-size:11px">static '
+                  "preview; the interactive circuitsvis view needs JavaScript</div></div>") \
+            if self.preview and preview else ""
+        return (f'<div id="{dom_id}" class="tl-cv" data-element="{html.escape(self.element)}">{static}</div>'
                 f'<script>(function(){{if(!window.CircuitsVis){{document.getElementById("{dom_id}")'
                 f'.append("{missing}");return;}}CircuitsVis.render("{dom_id}",CircuitsVis.{self.element},'
                 f"{props_json(self.props)});}})();</script>")
@@ -138,13 +139,18 @@ class View:
         elements = ", ".join(p.widget.element for p in self.panels)
         return f"View({self.title!r}; {elements})"
 
-    def html(self) -> str:
-        """The view's HTML without the bundle (for a page that carries it once)."""
+    def html(self, *, preview: bool = True) -> str:
+        """The view's HTML without the bundle (for a page that carries it once).
+
+        Args:
+            preview: include each widget's static preview (for viewers without JavaScript;
+                a Report, always opened in a browser, leaves it out).
+        """
         note = f'<div class="tl-note">{html.escape(self.note)}</div>' if self.note else ""
         cells = "".join(
             f'<div class="tl-panel" style="flex:1 1 0;min-width:320px">'
             f'<div class="tl-caption" style="font-weight:600;margin:4px 0">{html.escape(p.caption)}</div>'
-            f"{p.widget.html()}</div>"
+            f"{p.widget.html(preview=preview)}</div>"
             for p in self.panels)
         return (f'<div class="tl-interp-view"><div class="tl-title" style="font-weight:700">'
                 f'{html.escape(self.title)}</div>{note}'

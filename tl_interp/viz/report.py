@@ -84,7 +84,7 @@ class Report:
     def view(self, view: View) -> "Report":
         """Add a circuitsvis view (the page carries circuitsvis's bundle once)."""
         self._has_views = True
-        self._blocks.append(view.html())
+        self._blocks.append(view.html(preview=False))  # a browser draws the widget itself
         return self
 
     def card(self, card: Any) -> "Report":

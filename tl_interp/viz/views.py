@@ -96,7 +96,8 @@ def _value_columns(values: Values, labels: Sequence[str] | None) -> tuple[Tensor
             raise InputError("tokens: values is an empty mapping; give at least one quantity")
         if labels is not None:
             raise OptionError("tokens: a mapping names its own quantities; drop labels=")
-        columns = [torch.as_tensor(v, dtype=torch.float64).flatten() for v in values.values()]
+        columns = [torch.as_tensor(v.detach().cpu() if isinstance(v, Tensor) else v, dtype=torch.float64).flatten()
+                   for v in values.values()]
         lengths = {len(c) for c in columns}
         if len(lengths) > 1:
             raise ShapeError(f"tokens: the quantities have different lengths {dict(zip(values, map(len, columns)))}")
@@ -150,6 +151,10 @@ def tokens(tokens: Sequence[str], values: Values, *, labels: Sequence[str] | Non
 
 def _per_prompt(tokens: Sequence[Sequence[str]], activations: Tensor | Sequence[Tensor],
                 attention_mask: Tensor | None) -> tuple[list[list[str]], list[Tensor]]:
+    n_prompts = activations.shape[0] if isinstance(activations, Tensor) else len(activations)
+    if len(tokens) != n_prompts or n_prompts == 0:
+        raise ShapeError(f"topk: {len(tokens)} token lists for {n_prompts} prompts of activations; give one "
+                         "token list per prompt (at least one)")
     if isinstance(activations, Tensor):
         if activations.ndim != 3:
             raise ShapeError(f"topk: activations must be (batch, pos, unit), got {tuple(activations.shape)}")
@@ -159,12 +164,11 @@ def _per_prompt(tokens: Sequence[Sequence[str]], activations: Tensor | Sequence[
             raise ShapeError(f"topk: attention_mask {tuple(mask.shape)} does not match activations "
                              f"{tuple(activations.shape[:2])}")
         rows = [activations[i].detach().cpu()[mask[i]] for i in range(activations.shape[0])]
+        # token lists of the padded width lose their pads too; unpadded ones are taken as they are
         toks = [[t for t, m in zip(tokens[i], mask[i]) if m] if len(tokens[i]) == mask.shape[1] else list(tokens[i])
-                for i in range(min(len(tokens), len(rows)))]
+                for i in range(n_prompts)]
     else:
         rows, toks = [a.detach().cpu() for a in activations], [list(t) for t in tokens]
-    if len(toks) != len(rows):
-        raise ShapeError(f"topk: {len(toks)} token lists for {len(rows)} prompts of activations")
     widths = {r.shape[-1] for r in rows}
     for i, (t, r) in enumerate(zip(toks, rows)):
         if r.ndim != 2 or len(t) != r.shape[0]:
