@@ -8,7 +8,9 @@
 # 1. how well it does (next-token accuracy, answer probability), batched with padding;
 # 2. which layers' attention and MLP outputs it needs (zero-ablating each, one at a time);
 # 3. at which layer the answer is present in the residual stream at the final token
-#    (activation patching, clean -> corrupted, of `resid_pre` at the last real token).
+#    (activation patching, clean -> corrupted, of `resid_pre` at the last real token);
+# 4. which heads of the attention layer whose ablation hurts most matter (an ablation scan of
+#    its heads), and where those heads attend (circuitsvis attention views).
 #
 # Everything is a composed tl_interp intervention; the report is one offline HTML file.
 # Run: `./dev.sh demo` (or `python demos/main_study.py --out reports`).
@@ -104,6 +106,14 @@ def main(argv=None):
             rows.append(summarise(answer_logits(model, hooks.zero_ablate(site(kind, layer)), batch, targets), targets))
         ablations[kind] = rows
 
+    # 2b. The attention layer whose ablation hurts most: ablate each of its heads.
+    worst_attn = min(range(adapter.n_layers), key=lambda i: ablations["attn_out"][i]["mean_answer_logprob"])
+    head_metric = ti.metrics.answer_logprob(targets, positions=batch.last_index)
+    head_scan = ti.ablation.scan(model, batch.tokens, head_metric, units="heads", layers=[worst_attn],
+                                 attention_mask=batch.attention_mask, progress=False)
+    top_heads = [row["index"][1] for row in head_scan.ranking(3)]
+    head_attention = ti.viz.attention(model, prompts[0], layer=worst_attn, heads=top_heads)
+
     # 3. Patch the clean run's resid_pre into the corrupted run, every layer x position
     #    (one stacked forward per layer, starting mid-stack; logits only at the answer position).
     clean_idx, corrupt_idx = zip(*PATCH_PAIRS)
@@ -124,6 +134,7 @@ def main(argv=None):
         "baseline": baseline,
         "batched_vs_unbatched_max_abs_logprob_diff": batch_gap,
         "ablations": ablations,
+        "head_scan": {"layer": worst_attn, "ranking": head_scan.ranking(5)},
         "patching_recovered_at_last_token": at_last,
         "clean_logit_diff": float(sweep.source),
         "corrupted_logit_diff": float(sweep.base),
@@ -133,16 +144,18 @@ def main(argv=None):
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     (out / "main_study.json").write_text(json.dumps(results, indent=2))
-    path = write_report(results, sweep, out / "main_study.html")
+    path = write_report(results, sweep, head_scan, head_attention, out / "main_study.html")
     print(json.dumps({k: results[k] for k in ("baseline", "batched_vs_unbatched_max_abs_logprob_diff")}, indent=2))
     worst = {k: min(range(len(v)), key=lambda i: v[i]["mean_answer_logprob"]) for k, v in ablations.items()}
     print(f"most damaging ablations: attn_out L{worst['attn_out']}, mlp_out L{worst['mlp_out']}")
     moved = next((i for i, r in enumerate(at_last) if r >= 0.5), None)
     print(f"patching: the last token's resid_pre carries >=50% of the answer from layer {moved} on")
+    print(f"heads of L{worst_attn} whose ablation hurts most: {top_heads}")
     print(f"report: {path} ({results['seconds']:.0f}s)")
+    return {"results": results, "sweep": sweep, "head_scan": head_scan, "head_attention": head_attention}
 
 
-def write_report(results, sweep, path):
+def write_report(results, sweep, head_scan, head_attention, path):
     import plotly.graph_objects as go
 
     report = Report(f"Where does {results['model']} continue a sequence?")
@@ -159,6 +172,15 @@ def write_report(results, sweep, path):
     fig.add_hline(y=b["mean_answer_logprob"], line_dash="dot", annotation_text="unablated")
     fig.update_layout(xaxis_title="layer", yaxis_title="mean log-prob of the answer", height=400)
     report.figure(fig)
+    layer = results["head_scan"]["layer"]
+    report.heading(f"The heads of layer {layer}, the attention layer whose ablation hurts most")
+    report.text(f"Zero-ablating each head of layer {layer} alone: the change in the mean log-prob of the answer, "
+                "with 95% bootstrap intervals over prompts (most damaging first).")
+    report.result(head_scan, figure=False)
+    report.text(f"Where the three most damaging heads attend on {results['prompts'][0]['prompt']!r} "
+                "(click a head to enlarge; rows are query positions, columns the positions attended to).",
+                note=True)
+    report.view(head_attention)
     report.heading("Patching resid_pre, clean -> corrupted, every layer and position")
     report.figure(sweep.figure(which="normalized", title="fraction of the logit difference recovered"))
     fig = go.Figure(go.Scatter(y=results["patching_recovered_at_last_token"], mode="lines+markers"))
@@ -174,5 +196,19 @@ def write_report(results, sweep, path):
     return report.write(path)
 
 
+# %%
 if __name__ == "__main__":
-    main()
+    study = main()
+
+# %% [markdown]
+# In a notebook the study's objects display themselves: the attention of the heads found,
+# the head scan and the patching sweep (tables with provenance).
+
+# %%
+study["head_attention"]
+
+# %%
+study["head_scan"]
+
+# %%
+study["sweep"]

@@ -3,6 +3,8 @@
     tl-interp models              every name ``ti.models.load`` accepts
     tl-interp inspect NAME|PATH   load a model and print its shape facts and hook points
     tl-interp train NAME [...]    retrain a zoo model (same as python -m tl_interp.models.train)
+    tl-interp report RESULT.safetensors -o page.html
+                                  render a saved result as one offline HTML page
 """
 
 import argparse
@@ -36,6 +38,41 @@ def _inspect(args: argparse.Namespace) -> int:
     return 0
 
 
+def _register_result_kinds() -> None:
+    """Import every study package, so ``Result.load`` rebuilds each saved kind's own class."""
+    import importlib
+
+    import tl_interp
+
+    for name in tl_interp._LAZY:
+        if name not in ("models", "results", "viz"):
+            importlib.import_module(f"tl_interp.{name}")
+
+
+def _report(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from safetensors import SafetensorError
+
+    from tl_interp.errors import ArtifactError
+    from tl_interp.results import Result
+    from tl_interp.viz import Report
+
+    path = Path(args.result)
+    if not path.is_file():
+        raise ArtifactError(f"no result file at {path}; pass a .safetensors file written by Result.save")
+    _register_result_kinds()
+    try:
+        result = Result.load(path)
+    except (KeyError, OSError, ValueError, SafetensorError) as err:
+        raise ArtifactError(f"{path} is not a tl_interp result ({err}); pass a file written by Result.save") from err
+    out = Path(args.output or path.with_suffix(".html"))
+    report = Report(args.title or f"{type(result).__name__}: {result.metric} ({result.provenance.model_id})")
+    report.result(result)
+    print(report.write(out))
+    return 0
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``tl-interp`` command."""
     parser = argparse.ArgumentParser(prog="tl-interp", description=__doc__,
@@ -46,6 +83,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     inspect.add_argument("name", help="a model name or a local Hugging Face directory")
     inspect.add_argument("--all-hooks", action="store_true")
     inspect.set_defaults(run=_inspect)
+    report = sub.add_parser("report", help="render a saved result (RESULT.safetensors) as an offline HTML page")
+    report.add_argument("result", help="a .safetensors file written by Result.save")
+    report.add_argument("-o", "--output", help="the page to write (default: RESULT.html)")
+    report.add_argument("--title", help="the page's title")
+    report.set_defaults(run=_report)
     sub.add_parser("train", help="retrain a zoo model (arguments as python -m tl_interp.models.train)",
                    add_help=False)
     args, rest = parser.parse_known_args(argv)

@@ -125,6 +125,12 @@ class Intervention:
         inner = "; ".join(h.description for h in self.hooks)
         return f"Intervention({inner})"
 
+    def _repr_html_(self) -> str:
+        """The hooks in order, as HTML, for notebooks."""
+        from tl_interp.viz.html import intervention_html
+
+        return intervention_html(self)
+
     @property
     def descriptions(self) -> tuple[str, ...]:
         """One line per hook, in order (recorded in results' provenance)."""

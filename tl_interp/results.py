@@ -144,6 +144,12 @@ class Result:
                 data[name] = extra.detach().cpu().flatten().tolist()
         return pd.DataFrame(data)
 
+    def _repr_html_(self) -> str:
+        """A compact table of the values and the provenance, for notebooks (no JavaScript)."""
+        from tl_interp.viz.html import result_html
+
+        return result_html(self)
+
     def figure(self, **kwargs: Any) -> Any:
         """A plotly figure of the values (heatmap for 2-D, bars/lines for 1-D)."""
         from tl_interp.viz.figures import result_figure

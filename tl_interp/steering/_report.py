@@ -162,67 +162,20 @@ class SteeringReport(Result):
                 "metric": metric, "mean": float(ours.mean()), "control_mean": float(theirs.mean()),
                 "effect": float(diff.mean()), "ci_low": float(low), "ci_high": float(high), "n": len(idx)}
 
-    # -- figures ----------------------------------------------------------------------------
+    # -- figures (drawn by tl_interp.viz.steering) ---------------------------------------------
     def figure(self, metric: str = "accuracy", *, multiplier: float | None = None,
                vectors: list[str] | None = None, title: str | None = None) -> Any:
-        """Grouped bars: tasks on the x axis, one bar per vector (and unsteered), 95% error bars.
+        """Grouped bars of a metric by task, one bar per vector; see ``tl_interp.viz.steering.figure``."""
+        from tl_interp.viz.steering import figure
 
-        Args:
-            multiplier: show this multiplier for every vector; default each vector's best
-                multiplier by its mean over tasks (the legend says which).
-            vectors: which rows (default: every evaluated vector, and the random control of
-                the one with the highest mean, so the chart stays readable).
-        """
-        import plotly.graph_objects as go
-
-        mean, (low, high) = self.metric_values(metric), self._interval(metric)
-        tasks = [t for j, t in enumerate(self.tasks) if not bool(torch.isnan(mean[:, :, j]).all())]
-        cols = [self._t(t) for t in tasks]
-        fig = go.Figure()
-        b = [self.extras[f"baseline_{metric}{s}"][cols].double() for s in ("", "_ci_low", "_ci_high")]
-        fig.add_bar(name="unsteered", x=tasks, y=b[0].tolist(),
-                    error_y=dict(type="data", symmetric=False, array=(b[2] - b[0]).tolist(),
-                                 arrayminus=(b[0] - b[1]).tolist()))
-        if vectors is None:
-            n_real = len(self.meta["vectors"])
-            vectors = list(self.vectors[:n_real])
-            if len(self.vectors) > n_real:
-                top = int(torch.nan_to_num(mean[:n_real][..., cols].double(), nan=-math.inf).mean(-1).amax(-1).argmax())
-                vectors.append(f"random ~ {self.vectors[top]}")
-        for v in vectors:
-            i = self._v(v)
-            if multiplier is None:
-                k = int(torch.nan_to_num(mean[i][:, cols].double(), nan=-math.inf).mean(-1).argmax())
-            else:
-                k = self._m(multiplier)
-            y, lo, hi = (t[i, k, cols].double() for t in (mean, low, high))
-            fig.add_bar(name=f"{v} x{self.multipliers[k]:g}", x=tasks, y=y.tolist(),
-                        error_y=dict(type="data", symmetric=False, array=(hi - y).tolist(),
-                                     arrayminus=(y - lo).tolist()))
-        fig.update_layout(barmode="group", yaxis_title=_METRIC_NAMES[metric], xaxis_title="task",
-                          title=title or f"Steering: {_METRIC_NAMES[metric]} by task ({self.provenance.model_id})",
-                          legend=dict(orientation="h", y=-0.35), xaxis=dict(tickangle=-20), height=560)
-        return fig
+        return figure(self, metric, multiplier=multiplier, vectors=vectors, title=title)
 
     def sweep_figure(self, task: str, metric: str = "accuracy", *, vectors: list[str] | None = None,
                      title: str | None = None) -> Any:
-        """A metric against the multiplier for each vector on one task, with 95% bands."""
-        import plotly.graph_objects as go
+        """A metric against the multiplier on one task; see ``tl_interp.viz.steering.sweep_figure``."""
+        from tl_interp.viz.steering import sweep_figure
 
-        j = self._t(task)
-        mean, (low, high) = self.metric_values(metric), self._interval(metric)
-        fig = go.Figure()
-        base = float(self.extras[f"baseline_{metric}"][j])
-        fig.add_hline(y=base, line_dash="dot", annotation_text="unsteered")
-        for v in vectors or list(self.vectors):
-            i = self._v(v)
-            fig.add_scatter(x=self.multipliers, y=mean[i, :, j].tolist(), mode="lines+markers", name=v,
-                            error_y=dict(type="data", symmetric=False,
-                                         array=(high[i, :, j] - mean[i, :, j]).tolist(),
-                                         arrayminus=(mean[i, :, j] - low[i, :, j]).tolist()))
-        fig.update_layout(xaxis_title="multiplier", yaxis_title=_METRIC_NAMES[metric],
-                          title=title or f"{task}: {_METRIC_NAMES[metric]} vs multiplier")
-        return fig
+        return sweep_figure(self, task, metric, vectors=vectors, title=title)
 
     # -- persistence ------------------------------------------------------------------------
     def _extra_meta(self) -> dict[str, Any]:

@@ -1,8 +1,18 @@
-"""Rendering: plotly figures and circuitsvis views of results, and offline HTML reports.
+"""Pictures of models and results: circuitsvis views, result tables, SAE feature cards, reports.
 
-Plotting libraries are imported lazily, inside the functions that need them.
+- views (circuitsvis, offline): ``attention``, ``tokens``, ``topk``, ``predictions``; each
+  returns a ``View`` that displays itself in Jupyter / VS Code and goes into a ``Report``;
+- ``feature_card`` / ``feature_page``: SAE features over a prompt set;
+- ``Report``: one self-contained offline HTML page, each JavaScript bundle inlined once;
+- every Result and Intervention displays itself in a notebook (``tl_interp.viz.html``).
+
+Nothing here touches the network. Plotting libraries are imported lazily.
 """
 
+from tl_interp.viz._circuitsvis import View, reset_notebook
+from tl_interp.viz.feature_card import FeatureCard, feature_card, feature_page
 from tl_interp.viz.report import Report
+from tl_interp.viz.views import attention, predictions, tokens, topk
 
-__all__ = ["Report"]
+__all__ = ["attention", "tokens", "topk", "predictions", "feature_card", "feature_page", "FeatureCard",
+           "View", "Report", "reset_notebook"]

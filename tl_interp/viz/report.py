@@ -1,7 +1,10 @@
-"""A standalone, offline HTML report: headings, prose, tables and plotly figures.
+"""A standalone, offline HTML report: prose, tables, plotly figures, circuitsvis views, cards.
 
-The first figure embeds plotly.js inline, so the file opens in a browser with no network;
-later figures reuse it. Written atomically (temporary file, then rename).
+Each JavaScript bundle is inlined once per page, not once per widget: plotly.js with the
+first figure, circuitsvis's bundle in the page head when the page has a view; so the file
+opens in a browser with no network and 20 views cost little more than one. Results,
+interventions and feature cards are added as the same HTML they show in a notebook.
+Written atomically (temporary file, then rename).
 """
 
 import html
@@ -10,6 +13,8 @@ from collections.abc import Sequence
 from typing import Any
 
 from tl_interp._io import atomic_file
+from tl_interp.errors import TypeCheckError
+from tl_interp.viz._circuitsvis import View, bundle_script
 
 __all__ = ["Report"]
 
@@ -27,13 +32,16 @@ pre { background: #f6f8fa; padding: 0.8em; overflow-x: auto; font-size: 0.85em; 
 class Report:
     """Collects sections and writes one self-contained HTML file.
 
+    ``add`` takes anything a notebook would show: a ``View``, a ``FeatureCard``, a Result,
+    an Intervention, a plotly figure, a pandas DataFrame or a string.
+
     Example:
         >>> import tempfile, os
         >>> r = Report("Demo")
         >>> r.text("Hello").table(["a", "b"], [[1, 2.5]])
         Report('Demo', 2 blocks)
         >>> path = r.write(os.path.join(tempfile.mkdtemp(), "r.html"))
-        >>> "<td>2.5</td>" in open(path).read()
+        >>> ">2.5</td>" in open(path).read()
         True
     """
 
@@ -41,6 +49,7 @@ class Report:
         self.title = title
         self._blocks: list[str] = []
         self._has_plotly = False
+        self._has_views = False
 
     def __repr__(self) -> str:
         return f"Report({self.title!r}, {len(self._blocks)} blocks)"
@@ -59,14 +68,10 @@ class Report:
         return self
 
     def table(self, columns: Sequence[str], rows: Sequence[Sequence[Any]], *, digits: int = 4) -> "Report":
-        def cell(v: Any) -> str:
-            if isinstance(v, float):
-                return html.escape(f"{v:.{digits}g}")
-            return html.escape(str(v))
+        """Add a table (floats to ``digits`` significant digits)."""
+        from tl_interp.viz.html import table_html
 
-        head = "".join(f"<th>{html.escape(str(c))}</th>" for c in columns)
-        body = "".join("<tr>" + "".join(f"<td>{cell(v)}</td>" for v in row) + "</tr>" for row in rows)
-        self._blocks.append(f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>")
+        self._blocks.append(table_html(columns, rows, digits=digits))
         return self
 
     def figure(self, fig: Any) -> "Report":
@@ -76,10 +81,61 @@ class Report:
         self._blocks.append(fig.to_html(full_html=False, include_plotlyjs=include))
         return self
 
+    def view(self, view: View) -> "Report":
+        """Add a circuitsvis view (the page carries circuitsvis's bundle once)."""
+        self._has_views = True
+        self._blocks.append(view.html(preview=False))  # a browser draws the widget itself
+        return self
+
+    def card(self, card: Any) -> "Report":
+        """Add an SAE feature card (``ti.viz.feature_card``)."""
+        self._blocks.append(card.html())
+        return self
+
+    def result(self, result: Any, *, figure: bool = True) -> "Report":
+        """Add a Result: its summary table and provenance, and its default figure when it has one."""
+        from tl_interp.viz.html import result_html
+
+        self._blocks.append(result_html(result))
+        if figure:
+            try:
+                fig = result.figure()
+            except ValueError:  # no default figure for this shape: the summary table stands alone
+                return self
+            self.figure(fig)
+        return self
+
+    def add(self, item: Any) -> "Report":
+        """Add a view, card, result, intervention, plotly figure, DataFrame or text."""
+        from tl_interp.intervention import Intervention
+        from tl_interp.results import Result
+        from tl_interp.viz.feature_card import FeatureCard
+        from tl_interp.viz.html import intervention_html
+
+        if isinstance(item, View):
+            return self.view(item)
+        if isinstance(item, FeatureCard):
+            return self.card(item)
+        if isinstance(item, Result):
+            return self.result(item)
+        if isinstance(item, Intervention):
+            self._blocks.append(intervention_html(item))
+            return self
+        if isinstance(item, str):
+            return self.text(item)
+        if hasattr(item, "to_plotly_json"):
+            return self.figure(item)
+        if hasattr(item, "columns") and hasattr(item, "itertuples"):
+            return self.table([str(c) for c in item.columns], [list(r) for r in item.itertuples(index=False)])
+        raise TypeCheckError(f"Report.add: cannot add a {type(item).__name__}; add a View, FeatureCard, Result, "
+                             "Intervention, plotly figure, pandas DataFrame or str")
+
     def html(self) -> str:
         body = "\n".join(self._blocks)
+        scripts = bundle_script() if self._has_views else ""
         return (f"<!doctype html><html><head><meta charset='utf-8'><title>{html.escape(self.title)}</title>"
-                f"<style>{_STYLE}</style></head><body><h1>{html.escape(self.title)}</h1>\n{body}\n</body></html>")
+                f"<style>{_STYLE}</style>{scripts}</head><body><h1>{html.escape(self.title)}</h1>\n{body}\n"
+                "</body></html>")
 
     def write(self, path: str | os.PathLike[str]) -> str:
         """Write the report atomically; returns the path written."""

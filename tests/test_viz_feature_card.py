@@ -1,0 +1,136 @@
+"""SAE feature cards: top contexts, logits and ablation effects equal independent references."""
+
+from typing import Any
+
+import pytest
+import torch
+
+import tl_interp as ti
+from tl_interp.errors import InputError, SelectionError
+from tl_interp.models.saes import splice_positions
+
+from tests.test_viz_views import no_network  # noqa: F401 - the fixture
+
+pytestmark = pytest.mark.usefixtures("no_network")
+PROMPTS = ["one, two, three,", "january, february, march,", "monday, tuesday,", "five, six, seven, eight,",
+           "uno, dos, tres,", "march, april,", "two, three, four, five, six,", "friday, saturday, sunday,"]
+
+
+@pytest.fixture(scope="module")
+def ordinal() -> tuple[Any, Any]:
+    return ti.models.load("ordinal-4l"), ti.models.load_sae("ordinal-4l-res-l2")
+
+
+@torch.no_grad()
+def brute_force_contexts(model: Any, sae: Any, prompts: list[str], feature: int) -> list[tuple[float, int, int]]:
+    """(activation, prompt, position) of every read position, each prompt run alone, sorted by hand."""
+    adapter, name = ti.models.adapt(model), sae.cfg.metadata.hook_name
+    first = splice_positions(sae).start or 0
+    found = []
+    for p, text in enumerate(prompts):
+        _, cache = model.run_with_cache(adapter.tokenize(text).tokens, names_filter=name)
+        acts = sae.encode(cache[name])[0, :, feature]
+        found += [(float(acts[pos]), p, pos) for pos in range(first, acts.shape[0])]
+    return sorted(found, key=lambda t: -t[0])
+
+
+def test_top_contexts_equal_a_brute_force_sort(ordinal: tuple[Any, Any]) -> None:
+    model, sae = ordinal
+    batch = ti.models.adapt(model).tokenize(PROMPTS)
+    _, cache = model.run_with_cache(batch.tokens, attention_mask=batch.attention_mask)
+    peaks = sae.encode(cache[sae.cfg.metadata.hook_name])[:, 1:].amax((0, 1))
+    feature = int(peaks.argmax())
+    card = ti.viz.feature_card(sae, model, PROMPTS, feature, k=6)
+    brute = [t for t in brute_force_contexts(model, sae, PROMPTS, feature) if t[0] > 0][:6]
+    assert len(card.contexts) == len(brute) > 0
+    assert [(c.prompt, c.position) for c in card.contexts] == [(p, pos) for _, p, pos in brute]
+    torch.testing.assert_close(torch.tensor([c.activation for c in card.contexts]),
+                               torch.tensor([a for a, _, _ in brute]), rtol=1e-5, atol=1e-5)
+    top = card.contexts[0]
+    assert top.tokens[top.focus] == batch.str_tokens[top.prompt][top.position]
+    assert top.values[top.focus] == top.activation
+    n_read = int(batch.attention_mask[:, 1:].sum())
+    assert card.n_tokens == n_read and card.n_active == sum(t[0] > 0 for t in brute_force_contexts(
+        model, sae, PROMPTS, feature))
+    assert sum(card.counts) == card.n_active
+
+
+def test_decoder_logits_are_w_dec_times_w_u(ordinal: tuple[Any, Any]) -> None:
+    model, sae = ordinal
+    card = ti.viz.feature_card(sae, model, PROMPTS[:3], 17)
+    logits = sae.W_dec[17].double() @ model.W_U.double()
+    top, bottom = logits.topk(10), logits.topk(10, largest=False)
+    assert [t for t, _ in card.top_logits] == [model.to_string(int(i)) for i in top.indices]
+    torch.testing.assert_close(torch.tensor([v for _, v in card.bottom_logits], dtype=torch.float64), bottom.values)
+
+
+def test_ablation_effect_equals_removing_the_features_decoder_contribution(ordinal: tuple[Any, Any]) -> None:
+    model, sae = ordinal
+    answers = [" four", " april", " wednesday", " nine", " cuatro", " may", " seven", " monday"]
+    answers = [a.strip() for a in answers]
+    batch = ti.models.adapt(model).tokenize(PROMPTS)
+    name = sae.cfg.metadata.hook_name
+    _, cache = model.run_with_cache(batch.tokens, attention_mask=batch.attention_mask, names_filter=name)
+    feature = int(sae.encode(cache[name])[:, 1:].amax((0, 1)).argmax())
+    card = ti.viz.feature_card(sae, model, PROMPTS, feature, answers=answers)
+
+    # the decoder is linear, so zeroing feature f removes exactly f's activation times W_dec[f]
+    def remove_feature(act: torch.Tensor, hook: Any) -> torch.Tensor:
+        f = sae.encode(act)[..., feature]
+        out = act.clone()
+        out[:, 1:] -= (f[:, 1:, None] * sae.W_dec[feature])
+        return out
+
+    logits = model.run_with_hooks(batch.tokens, attention_mask=batch.attention_mask, fwd_hooks=[(name, remove_feature)])
+    ids = torch.tensor([int(ti.models.adapt(model).tokenize(a, prepend_bos=False).tokens[0, 0]) for a in answers])
+    rows = torch.arange(len(PROMPTS))
+    expected = logits[rows, batch.last_index].softmax(-1)[rows, ids].double()
+    torch.testing.assert_close(card.p_ablated, expected, rtol=1e-4, atol=1e-6)
+    assert card.effect == pytest.approx(float((card.p_ablated - card.p_clean).mean()))
+    assert card.ci is not None and card.ci[0] <= card.effect <= card.ci[1]
+    page = card._repr_html_()
+    assert f"Feature {feature}" in page and "<svg" in page and "<script" not in page
+
+
+def test_a_feature_beyond_the_sae_width_fails_before_any_forward(ordinal: tuple[Any, Any],
+                                                                  monkeypatch: pytest.MonkeyPatch) -> None:
+    model, sae = ordinal
+
+    def fail(*args: Any, **kwargs: Any) -> None:
+        raise AssertionError("a forward pass ran before the bad feature index was refused")
+
+    monkeypatch.setattr(model, "forward", fail)
+    with pytest.raises(SelectionError, match=r"feature 1024 is out of range: .* d_sae=1024 features \(0..1023\)"):
+        ti.viz.feature_card(sae, model, PROMPTS, 1024)
+    with pytest.raises(SelectionError, match="feature -1 is out of range"):
+        ti.viz.feature_card(sae, model, PROMPTS, -1)
+
+
+def test_answers_must_be_one_single_token_per_prompt(ordinal: tuple[Any, Any]) -> None:
+    model, sae = ordinal
+    with pytest.raises(InputError, match="2 answers for 3 prompts"):
+        ti.viz.feature_card(sae, model, PROMPTS[:3], 0, answers=["four", "april"])
+
+
+def test_feature_page_has_a_topk_view_and_one_card_per_top_feature(ordinal: tuple[Any, Any]) -> None:
+    model, sae = ordinal
+    report = ti.viz.feature_page(sae, model, PROMPTS, n=3)
+    page = report.html()
+    assert page.count("class='tl-interp-feature'") == 3
+    assert page.count('data-element="TopkSamples"') == 1
+
+
+@pytest.mark.real_model
+def test_smollm2_feature_card_contexts_equal_a_brute_force_sort() -> None:
+    model, sae = ti.models.load("smollm2-135m"), ti.models.load_sae("smollm2-135m-res-l15")
+    prompts = ["<|im_start|>The function returns a list of strings.", "<|im_start|>import os\nimport sys",
+               "<|im_start|>January, February, March, April,", "<|im_start|>Raise a ValueError if the key is missing."]
+    batch = ti.models.adapt(model).tokenize(prompts)
+    name = sae.cfg.metadata.hook_name
+    _, cache = model.run_with_cache(batch.tokens, attention_mask=batch.attention_mask, names_filter=name)
+    feature = int(sae.encode(cache[name])[:, 2:].amax((0, 1)).argmax())
+    card = ti.viz.feature_card(sae, model, prompts, feature, k=5)
+    brute = [t for t in brute_force_contexts(model, sae, prompts, feature) if t[0] > 0][:5]
+    assert [(c.prompt, c.position) for c in card.contexts] == [(p, pos) for _, p, pos in brute]
+    torch.testing.assert_close(torch.tensor([c.activation for c in card.contexts]),
+                               torch.tensor([a for a, _, _ in brute]), rtol=1e-3, atol=1e-3)
