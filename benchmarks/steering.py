@@ -47,7 +47,7 @@ def loop(model, vectors, prompts, answers, multipliers, positions):
                     return act + m * vec
 
                 for j, tok in enumerate(tokens):
-                    logits = model.run_with_hooks(tok, fwd_hooks=[(v.site, add)])[0, -1]
+                    logits = model.run_with_hooks(tok, fwd_hooks=[(v.hook_name, add)])[0, -1]
                     top1[i, k, j] = logits.argmax()
                     prob[i, k, j] = torch.softmax(logits, -1)[answers[j]]
     return top1, prob

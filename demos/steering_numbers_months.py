@@ -208,7 +208,7 @@ def write_summary(out, model, report, sweep, head, best, best_final, parts, numb
               _md_table(examples), "",
               "## Greedy generations (mean-diff vector at the chosen layer)", "",
               "| prompt | multiplier | completion |", "|---|---|---|"]
-    lines += [f"| {g['prompt']!r} | {g['multiplier']:g} | {g['completion']!r} |" for g in generations]
+    lines += [f"| {g['prompt']!r} | {g['scale']:g} | {g['completion']!r} |" for g in generations]
     lines += ["", f"## The residual vector at the SAE's layer in SAE features", "",
               f"{len(parts.features)} features explain {parts.explained:.1%} of its squared norm; "
               f"{len(number_side)} have positive (number-side) coefficients.", "",

@@ -62,7 +62,7 @@ def test_contrast_vector_is_the_difference_of_per_prompt_means(model: Any, pairs
     v = contrast_vector(model, pos, neg, name, batch_size=7)  # padded batches of mixed lengths
     expected = _last_acts(model, pos, name).mean(0) - _last_acts(model, neg, name).mean(0)
     assert_close(v.vector, expected, atol=1e-5, rtol=0)
-    assert (v.site, v.n_positive, v.position_rule) == (name, len(pos), "last")
+    assert (v.hook_name, v.n_positive, v.position_rule) == (name, len(pos), "last")
     assert set(v.source_prompts) == set(pos) | set(neg)
 
 
@@ -108,7 +108,7 @@ def test_vector_save_load_round_trip(model: Any, pairs: tuple, tmp_path: Any) ->
     v = contrast_vector(model, *pairs, site("resid_pre", 1), name="numbers - months")
     w = SteeringVector.load(v.save(tmp_path / "v.safetensors"))
     assert torch.equal(w.vector, v.vector)
-    assert (w.name, w.site, w.prompt_hash, w.source_prompts) == (v.name, v.site, v.prompt_hash, v.source_prompts)
+    assert (w.name, w.hook_name, w.prompt_hash, w.source_prompts) == (v.name, v.hook_name, v.prompt_hash, v.source_prompts)
 
 
 # -- application -------------------------------------------------------------------------
@@ -190,7 +190,7 @@ def test_sae_space_vector_equals_its_decoded_residual_vector(model: Any, sae: An
     in_features = v.intervention(3.0, "last").run(model, tokens)
     in_residual = v.to_residual().intervention(3.0, "last").run(model, tokens)
     assert_close(in_features, in_residual, atol=1e-4, rtol=0)
-    dropped = SteeringVector(v.vector, v.site, space="sae", sae=sae, keep_error=False)
+    dropped = SteeringVector(v.vector, v.hook_name, space="sae", sae=sae, keep_error=False)
     assert not torch.allclose(dropped.intervention(3.0).run(model, tokens), in_features, atol=1e-3)
 
 

@@ -127,7 +127,7 @@ def contrast_vectors(model: Any, positive: Sequence[str], negative: Sequence[str
         >>> from tl_interp.models import load, make_tiny_hf_dir
         >>> model = load(make_tiny_hf_dir(tempfile.mkdtemp(), "gpt2"), device="cpu")
         >>> vs = contrast_vectors(model, ["the cat"], ["a dog"], [site("resid_pre", l) for l in range(2)])
-        >>> [v.site for v in vs]
+        >>> [v.hook_name for v in vs]
         ['blocks.0.hook_resid_pre', 'blocks.1.hook_resid_pre']
     """
     _check_prompts("contrast_vector", positive, negative, paired)
@@ -246,7 +246,7 @@ def sae_contrast_vector(model: Any, sae: Any, positive: Sequence[str], negative:
         >>> from tl_interp.models import load, load_sae
         >>> model, sae = load("ordinal-4l"), load_sae("ordinal-4l-res-l2")
         >>> v = sae_contrast_vector(model, sae, ["one , two ,"], ["january , february ,"])
-        >>> v.space, v.vector.shape, v.site
+        >>> v.space, v.vector.shape, v.hook_name
         ('sae', torch.Size([1024]), 'blocks.2.hook_resid_pre')
     """
     _check_prompts("sae_contrast_vector", positive, negative, paired)

@@ -128,8 +128,8 @@ def decompose(vector: SteeringVector, sae: Any, k: int = 20, *, tol: float = 1e-
     if vector.space != "residual":
         raise InputError(f"decompose takes a residual-space vector; {vector.name!r} is already in SAE space")
     sae_id, hook = sae_identity(sae)
-    if hook is not None and hook != vector.site:
-        raise InputError(f"decompose: {vector.name!r} was read at {vector.site}, the SAE {sae_id!r} reads {hook}; "
+    if hook is not None and hook != vector.hook_name:
+        raise InputError(f"decompose: {vector.name!r} was read at {vector.hook_name}, the SAE {sae_id!r} reads {hook}; "
                          "decompose a vector with the SAE trained at its own site")
     if isinstance(k, bool) or not isinstance(k, int):
         raise OptionError(f"decompose: k must be an int, got {k!r}")

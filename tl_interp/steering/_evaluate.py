@@ -1,9 +1,9 @@
-"""The steering evaluation battery: tasks x vectors x multipliers, with controls and intervals.
+"""The steering evaluation battery: tasks x vectors x scales, with controls and intervals.
 
 A task is a list of ``(prompt, expected answer)`` pairs, the answer being the single next
 token the steered model should produce (for a numbers-minus-months vector on
 ``"january , february , march ,"`` that is ``"four"``). Each prompt is scored under every
-(vector, multiplier) by
+(vector, scale) by
 
 - accuracy: the steered top-1 token is the expected answer;
 - answer probability: softmax probability of the expected answer;
@@ -132,7 +132,7 @@ def evaluate(model: Any, vectors: Sequence[SteeringVector] | SteeringVector,
              target_tokens: Sequence[str] | None = None, n_boot: int = 2000, seed: int = 0,
              memory_mb: float = 1024.0, fast_paths: bool = True, executor: Executor | None = None,
              progress: bool = True) -> SteeringReport:
-    """Score every vector at every multiplier on every task, with controls and intervals.
+    """Score every vector at every scale on every task, with controls and intervals.
 
     Args:
         model: the model (HookedTransformer: stacked passes start at the steered layer).
@@ -149,7 +149,7 @@ def evaluate(model: Any, vectors: Sequence[SteeringVector] | SteeringVector,
         progress: progress bar.
 
     Returns:
-        A ``SteeringReport``: ``values`` is accuracy over (vector, multiplier, task), with
+        A ``SteeringReport``: ``values`` is accuracy over (vector, scale, task), with
         intervals, the other metrics, the unsteered baseline and per-prompt answers.
 
     Example:
@@ -187,7 +187,7 @@ def evaluate(model: Any, vectors: Sequence[SteeringVector] | SteeringVector,
     options = EngineOptions(memory_mb=memory_mb, fast_paths=fast_paths)
     per_prompt, base = _score(model, entries, variants, targets, positions, options, executor, progress)
 
-    # -- aggregate: (vector, multiplier, task) means with intervals ---------------------------
+    # -- aggregate: (vector, scale, task) means with intervals ---------------------------
     n_v, n_m, n_r = len(vs), len(mults), len(seeds)
     shaped = {k: per_prompt[k].view(len(all_vectors), n_m, len(entries)) for k in METRICS}
     rows_pp = {k: (torch.cat([t[:n_v], t[n_v:].view(n_v, n_r, n_m, -1).mean(1)]) if n_r else t)
@@ -208,10 +208,10 @@ def evaluate(model: Any, vectors: Sequence[SteeringVector] | SteeringVector,
                  | {e[2] for e in entries if e[2] >= 0})
     vocab = {i: ad.tokenizer.decode([i]) for i in ids}  # type: ignore[union-attr]
     meta = {
-        "vectors": [{"name": v.name, "site": v.site, "space": v.space, "method": v.method, "norm": v.norm,
+        "vectors": [{"name": v.name, "hook_name": v.hook_name, "space": v.space, "method": v.method, "norm": v.norm,
                      "sae_id": v.sae_id, "prompt_hash": v.prompt_hash, "n_source_prompts": len(v.source_prompts)}
                     for v in vs],
-        "multipliers": mults, "columns": columns, "random_seeds": seeds,
+        "scales": mults, "columns": columns, "random_seeds": seeds,
         "prompts": [{"column": c, "prompt": p, "answer_id": a, "answer": s} for c, p, a, s in entries],
         "vocab": {str(k): v for k, v in vocab.items()}, "targets": targets,
     }
@@ -220,9 +220,9 @@ def evaluate(model: Any, vectors: Sequence[SteeringVector] | SteeringVector,
         prompt_hash=prompt_hash([e[1] for e in entries]), seed=seed,
         settings={"positions": rule_label(positions), "n_boot": n_boot, "random_seeds": seeds,
                   "unrelated_prompts": list(controls.unrelated_prompts), "split_seen": controls.split_seen})
-    return SteeringReport(values=stats["accuracy"].float(), axes=("vector", "multiplier", "task"), metric="accuracy",
+    return SteeringReport(values=stats["accuracy"].float(), axes=("vector", "scale", "task"), metric="accuracy",
                           provenance=provenance,
-                          labels={"vector": tuple(names), "multiplier": tuple(f"x{m:g}" for m in mults),
+                          labels={"vector": tuple(names), "scale": tuple(f"x{m:g}" for m in mults),
                                   "task": tuple(columns)},
                           extras={k: (v.float() if v.is_floating_point() else v) for k, v in extras.items()},
                           meta=meta)

@@ -1,9 +1,9 @@
 """``SteeringReport``: the typed result of ``steering.evaluate``.
 
-``values`` is accuracy over ``("vector", "multiplier", "task")``; extras hold the other
+``values`` is accuracy over ``("vector", "scale", "task")``; extras hold the other
 metrics (``prob``, ``logit_diff``, ``changed``, ``on_target``) with ``*_ci_low``/``*_ci_high``
 bootstrap bounds, the unsteered baseline per task (``baseline_<metric>``), and per-prompt
-values (``pp_<metric>``: ``(vector, multiplier, prompt)``; ``base_pp_<metric>``:
+values (``pp_<metric>``: ``(vector, scale, prompt)``; ``base_pp_<metric>``:
 ``(prompt,)``). Rows ``random ~ <vector>`` are the mean over random-vector seeds.
 """
 
@@ -14,6 +14,7 @@ from typing import Any, ClassVar
 import torch
 from torch import Tensor
 
+from tl_interp._checks import renamed
 from tl_interp.errors import SelectionError
 from tl_interp.results import Result, register_result
 from tl_interp.stats import bootstrap_mean_ci
@@ -43,8 +44,13 @@ class SteeringReport(Result):
         return self.labels["vector"]
 
     @property
+    def scales(self) -> list[float]:
+        return list(self.meta["scales"])
+
+    @property
     def multipliers(self) -> list[float]:
-        return list(self.meta["multipliers"])
+        """The old name of ``scales``."""
+        return self.scales
 
     @property
     def tasks(self) -> tuple[str, ...]:
@@ -55,10 +61,10 @@ class SteeringReport(Result):
             raise SelectionError(f"no vector {vector!r} in this report; it has {list(self.vectors)}")
         return self.vectors.index(vector)
 
-    def _m(self, multiplier: float) -> int:
-        if float(multiplier) not in self.multipliers:
-            raise SelectionError(f"no multiplier {multiplier!r} in this report; it has {self.multipliers}")
-        return self.multipliers.index(float(multiplier))
+    def _m(self, scale: float) -> int:
+        if float(scale) not in self.scales:
+            raise SelectionError(f"no scale {scale!r} in this report; it has {self.scales}")
+        return self.scales.index(float(scale))
 
     def _t(self, task: str) -> int:
         if task not in self.tasks:
@@ -66,7 +72,7 @@ class SteeringReport(Result):
         return self.tasks.index(task)
 
     def metric_values(self, metric: str = "accuracy") -> Tensor:
-        """``(vector, multiplier, task)`` means of a metric."""
+        """``(vector, scale, task)`` means of a metric."""
         _check_metric(metric)
         return self.values if metric == "accuracy" else self.extras[metric]
 
@@ -82,7 +88,7 @@ class SteeringReport(Result):
 
     # -- views ------------------------------------------------------------------------------
     def table(self, metric: str = "accuracy", *, intervals: bool = True) -> Any:
-        """Rows: vector x multiplier (and the unsteered baseline); columns: tasks.
+        """Rows: vector x scale (and the unsteered baseline); columns: tasks.
 
         With ``intervals``, cells read ``mean [low, high]`` (95% bootstrap over prompts).
         """
@@ -97,20 +103,21 @@ class SteeringReport(Result):
                 return ""
             return f"{m:.3f} [{lo:.3f}, {hi:.3f}]" if intervals else round(m, 4)
 
-        rows = [{"vector": "unsteered", "multiplier": "",
+        rows = [{"vector": "unsteered", "scale": "",
                  **{t: cell(float(b[0][j]), float(b[1][j]), float(b[2][j])) for j, t in enumerate(self.tasks)}}]
         for i, v in enumerate(self.vectors):
-            for k, m in enumerate(self.multipliers):
-                rows.append({"vector": v, "multiplier": m,
+            for k, m in enumerate(self.scales):
+                rows.append({"vector": v, "scale": m,
                              **{t: cell(float(mean[i, k, j]), float(low[i, k, j]), float(high[i, k, j]))
                                 for j, t in enumerate(self.tasks)}})
         return pd.DataFrame(rows)
 
-    def examples(self, vector: str, multiplier: float, task: str) -> Any:
+    @renamed(multiplier="scale")
+    def examples(self, vector: str, scale: float, task: str) -> Any:
         """Per-prompt rows: prompt, expected, unsteered answer, steered answer, correct."""
         import pandas as pd
 
-        i, k = self._v(vector), self._m(multiplier)
+        i, k = self._v(vector), self._m(scale)
         if i >= self.extras["pp_top1"].shape[0]:
             raise SelectionError(f"per-prompt answers are kept for the evaluated vectors, not for {vector!r}")
         rows = []
@@ -125,27 +132,28 @@ class SteeringReport(Result):
         return pd.DataFrame(rows)
 
     def best(self, task: str, metric: str = "accuracy") -> dict[str, Any]:
-        """The evaluated (not control) vector and multiplier with the highest mean on ``task``."""
+        """The evaluated (not control) vector and scale with the highest mean on ``task``."""
         n_real = len(self.meta["vectors"])
         values = self.metric_values(metric)[:n_real, :, self._t(task)]
         flat = torch.nan_to_num(values, nan=-math.inf).flatten().argmax()
         i, k = divmod(int(flat), values.shape[1])
-        return {"vector": self.vectors[i], "multiplier": self.multipliers[k], metric: float(values[i, k])}
+        return {"vector": self.vectors[i], "scale": self.scales[k], metric: float(values[i, k])}
 
-    def compare(self, vector: str, multiplier: float, task: str, *, against: str = "random",
+    @renamed(multiplier="scale")
+    def compare(self, vector: str, scale: float, task: str, *, against: str = "random",
                 metric: str = "accuracy", n_boot: int = 2000, seed: int = 0) -> dict[str, Any]:
-        """The paired effect of ``vector`` at ``multiplier`` on ``task`` against a control.
+        """The paired effect of ``vector`` at ``scale`` on ``task`` against a control.
 
         Args:
             against: ``"random"`` (the mean of its random vectors of the same norm, same
-                multiplier) or ``"unsteered"``.
+                scale) or ``"unsteered"``.
 
         Returns:
             ``effect`` (mean per-prompt difference), its 95% bootstrap interval
             (``ci_low``, ``ci_high``), both means and ``n`` prompts.
         """
         _check_metric(metric)
-        i, k, idx = self._v(vector), self._m(multiplier), self._prompt_index(task)
+        i, k, idx = self._v(vector), self._m(scale), self._prompt_index(task)
         ours = self.extras[f"pp_{metric}"][i, k, idx].double()
         if against == "random":
             control = f"random ~ {vector}"
@@ -158,21 +166,22 @@ class SteeringReport(Result):
             raise SelectionError(f"against must be 'random' or 'unsteered', not {against!r}")
         diff = ours - theirs
         low, high = bootstrap_mean_ci(diff, n_boot=n_boot, seed=seed) if len(idx) > 1 else (diff.mean(), diff.mean())
-        return {"vector": vector, "multiplier": float(multiplier), "task": task, "against": against,
+        return {"vector": vector, "scale": float(scale), "task": task, "against": against,
                 "metric": metric, "mean": float(ours.mean()), "control_mean": float(theirs.mean()),
                 "effect": float(diff.mean()), "ci_low": float(low), "ci_high": float(high), "n": len(idx)}
 
     # -- figures (drawn by tl_interp.viz.steering) ---------------------------------------------
-    def figure(self, metric: str = "accuracy", *, multiplier: float | None = None,
+    @renamed(multiplier="scale")
+    def figure(self, metric: str = "accuracy", *, scale: float | None = None,
                vectors: list[str] | None = None, title: str | None = None) -> Any:
         """Grouped bars of a metric by task, one bar per vector; see ``tl_interp.viz.steering.figure``."""
         from tl_interp.viz.steering import figure
 
-        return figure(self, metric, multiplier=multiplier, vectors=vectors, title=title)
+        return figure(self, metric, scale=scale, vectors=vectors, title=title)
 
     def sweep_figure(self, task: str, metric: str = "accuracy", *, vectors: list[str] | None = None,
                      title: str | None = None) -> Any:
-        """A metric against the multiplier on one task; see ``tl_interp.viz.steering.sweep_figure``."""
+        """A metric against the scale on one task; see ``tl_interp.viz.steering.sweep_figure``."""
         from tl_interp.viz.steering import sweep_figure
 
         return sweep_figure(self, task, metric, vectors=vectors, title=title)
@@ -183,4 +192,8 @@ class SteeringReport(Result):
 
     @classmethod
     def _rebuild(cls, extra_meta: dict[str, Any], **fields: Any) -> "SteeringReport":
+        if "multipliers" in extra_meta:  # written before the vocabulary's "scale"
+            extra_meta = {("scales" if k == "multipliers" else k): v for k, v in extra_meta.items()}
+            fields["axes"] = tuple("scale" if a == "multiplier" else a for a in fields["axes"])
+            fields["labels"] = {("scale" if k == "multiplier" else k): v for k, v in fields["labels"].items()}
         return cls(meta=extra_meta, **fields)

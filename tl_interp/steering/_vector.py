@@ -1,6 +1,6 @@
 """``SteeringVector``: a direction plus where it was read, how, and from which prompts.
 
-A steering vector is a value, not a bare tensor: it knows its site (the hook it was read at
+A steering vector is a value, not a bare tensor: it knows its hook point (the one it was read at
 and is applied at), its space (the residual stream, or an SAE's feature space), how it was
 built (mean difference, PCA, SAE features, random control), the position rule it was read
 with, a hash of the prompts (and the prompts themselves, so an evaluation can keep them out
@@ -67,7 +67,7 @@ class SteeringVector:
     Attributes:
         vector: ``(d_model,)`` in the residual stream (``space="residual"``) or ``(d_sae,)``
             SAE feature activations (``space="sae"``).
-        site: the hook name it was read at and is added at (for SAE space: the SAE's hook).
+        hook_name: the hook point it was read at and is added at (for SAE space: the SAE's).
         name: a label for tables and figures.
         space: ``"residual"`` or ``"sae"``.
         method: how it was built (``"mean_diff"``, ``"pca"``, ``"sae_mean_diff"``,
@@ -80,7 +80,7 @@ class SteeringVector:
     """
 
     vector: Float[Tensor, " d"]
-    site: str
+    hook_name: str
     name: str = "vector"
     space: Space = "residual"
     method: str = "mean_diff"
@@ -112,16 +112,21 @@ class SteeringVector:
             if self.sae_id is not None and self.sae_id != name:
                 raise InputError(f"feature-space vector {self.name!r} belongs to the SAE {self.sae_id!r}; the SAE "
                                  f"given is {name!r} (same width is not the same features). Pass the vector's own SAE")
-            if hook is not None and hook != self.site:
-                raise InputError(f"feature-space vector {self.name!r} is applied at {self.site}; the SAE given reads "
-                                 f"{hook}. Pass the SAE trained at {self.site}")
+            if hook is not None and hook != self.hook_name:
+                raise InputError(f"feature-space vector {self.name!r} is applied at {self.hook_name}; the SAE given reads "
+                                 f"{hook}. Pass the SAE trained at {self.hook_name}")
         object.__setattr__(self, "vector", self.vector.detach())
         object.__setattr__(self, "source_prompts", tuple(self.source_prompts))
 
     def __repr__(self) -> str:
-        where = f"{self.site}" + (f", SAE {self.sae_id}" if self.space == "sae" else "")
+        where = f"{self.hook_name}" + (f", SAE {self.sae_id}" if self.space == "sae" else "")
         return (f"SteeringVector({self.name!r}: {self.method}, {self.space} space, norm {self.norm:.3g}, "
                 f"at {where}, read at {self.position_rule})")
+
+    @property
+    def site(self) -> str:
+        """The hook point (the old name of ``hook_name``)."""
+        return self.hook_name
 
     @property
     def norm(self) -> float:
@@ -129,7 +134,7 @@ class SteeringVector:
 
     @property
     def layer(self) -> int | None:
-        parts = self.site.split(".")
+        parts = self.hook_name.split(".")
         return int(parts[1]) if len(parts) > 1 and parts[0] == "blocks" and parts[1].isdigit() else None
 
     def renamed(self, name: str) -> "SteeringVector":
@@ -213,13 +218,13 @@ class SteeringVector:
             warnings.warn("SteeringVector.intervention(tokens=...) is no longer needed and is ignored",
                           TlInterpDeprecationWarning, stacklevel=2)
         if self.space == "residual":
-            return hooks.add(self.site, self.vector, scale=scale, positions=positions)
+            return hooks.add(self.hook_name, self.vector, scale=scale, positions=positions)
         return hooks.sae_splice(self._need_sae(), hooks.add_features(self.vector, scale), keep_error=self.keep_error,
-                                where=self.site, positions=positions)
+                                where=self.hook_name, positions=positions)
 
     # -- persistence ---------------------------------------------------------------------
     def _meta(self) -> dict[str, Any]:
-        return {k: getattr(self, k) for k in ("site", "name", "space", "method", "model_id", "position_rule",
+        return {k: getattr(self, k) for k in ("hook_name", "name", "space", "method", "model_id", "position_rule",
                                               "prompt_hash", "n_positive", "n_negative", "seed", "sae_id",
                                               "keep_error")} | {"source_prompts": list(self.source_prompts)}
 
@@ -241,7 +246,7 @@ class SteeringVector:
             >>> import tempfile
             >>> v = SteeringVector(torch.arange(3.0), "blocks.1.hook_resid_post", name="demo")
             >>> w = SteeringVector.load(v.save(tempfile.mkdtemp() + "/v.safetensors"))
-            >>> torch.equal(w.vector, v.vector), w.name, w.site
+            >>> torch.equal(w.vector, v.vector), w.name, w.hook_name
             (True, 'demo', 'blocks.1.hook_resid_post')
         """
         from safetensors import safe_open
@@ -250,4 +255,6 @@ class SteeringVector:
             meta = json.loads(f.metadata()["tl_interp.steering_vector"])
             vector = f.get_tensor("vector")
         meta["source_prompts"] = tuple(meta["source_prompts"])
+        if "site" in meta:  # files written before the vocabulary's hook_name
+            meta["hook_name"] = meta.pop("site")
         return cls(vector=vector, sae=sae, **meta)

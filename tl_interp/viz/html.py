@@ -212,13 +212,13 @@ def _ablation(result: Any) -> str:
 
 @summary_for("steering")
 def _steering(result: Any) -> str:
-    if "accuracy_ci_low" not in result.extras or "multipliers" not in result.meta:
+    if "accuracy_ci_low" not in result.extras or "scales" not in result.meta:
         return _generic(result)
     frame = result.table("accuracy")
-    mean = torch.nan_to_num(result.metric_values("accuracy").double(), nan=0.0).mean(-1)  # (vector, multiplier)
+    mean = torch.nan_to_num(result.metric_values("accuracy").double(), nan=0.0).mean(-1)  # (vector, scale)
     n_mult = mean.shape[1]
-    # unsteered, then each vector at its best multiplier (mean accuracy over tasks): a summary
+    # unsteered, then each vector at its best scale (mean accuracy over tasks): a summary
     keep = [0] + [1 + i * n_mult + int(mean[i].argmax()) for i in range(mean.shape[0])]
-    return (f"<div>accuracy [95% CI] by task: unsteered, and each vector at its best of {n_mult} multipliers "
+    return (f"<div>accuracy [95% CI] by task: unsteered, and each vector at its best of {n_mult} scales "
             "(<code>.table()</code> has every row):</div>"
             + table_html(list(frame.columns), frame.iloc[keep].values.tolist()))

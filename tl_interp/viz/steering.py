@@ -1,4 +1,4 @@
-"""Plotly figures of a ``SteeringReport``: metric by task with 95% bars, and multiplier sweeps.
+"""Plotly figures of a ``SteeringReport``: metric by task with 95% bars, and scale sweeps.
 
 The drawing half of ``tl_interp.steering.SteeringReport``; its ``figure`` and
 ``sweep_figure`` methods call these. Plotly is imported lazily.
@@ -18,15 +18,15 @@ def _error_y(mean: torch.Tensor, low: torch.Tensor, high: torch.Tensor) -> dict[
     return dict(type="data", symmetric=False, array=(high - mean).tolist(), arrayminus=(mean - low).tolist())
 
 
-def figure(report: SteeringReport, metric: str = "accuracy", *, multiplier: float | None = None,
+def figure(report: SteeringReport, metric: str = "accuracy", *, scale: float | None = None,
            vectors: list[str] | None = None, title: str | None = None) -> Any:
     """Grouped bars: tasks on the x axis, one bar per vector (and unsteered), 95% error bars.
 
     Args:
         report: the steering report.
         metric: which metric (``"accuracy"``, ``"prob"``, ``"logit_diff"``, ...).
-        multiplier: show this multiplier for every vector; default each vector's best
-            multiplier by its mean over tasks (the legend says which).
+        scale: show this scale for every vector; default each vector's best scale by its
+            mean over tasks (the legend says which).
         vectors: which rows (default: every evaluated vector, and the random control of
             the one with the highest mean, so the chart stays readable).
         title: the figure's title.
@@ -50,12 +50,12 @@ def figure(report: SteeringReport, metric: str = "accuracy", *, multiplier: floa
             vectors.append(f"random ~ {report.vectors[top]}")
     for v in vectors:
         i = report._v(v)
-        if multiplier is None:
+        if scale is None:
             k = int(torch.nan_to_num(mean[i][:, cols].double(), nan=-math.inf).mean(-1).argmax())
         else:
-            k = report._m(multiplier)
+            k = report._m(scale)
         y, lo, hi = (t[i, k, cols].double() for t in (mean, low, high))
-        fig.add_bar(name=f"{v} x{report.multipliers[k]:g}", x=tasks, y=y.tolist(), error_y=_error_y(y, lo, hi))
+        fig.add_bar(name=f"{v} x{report.scales[k]:g}", x=tasks, y=y.tolist(), error_y=_error_y(y, lo, hi))
     fig.update_layout(barmode="group", yaxis_title=_METRIC_NAMES[metric], xaxis_title="task",
                       title=title or f"Steering: {_METRIC_NAMES[metric]} by task ({report.provenance.model_id})",
                       legend=dict(orientation="h", y=-0.35), xaxis=dict(tickangle=-20), height=560)
@@ -64,7 +64,7 @@ def figure(report: SteeringReport, metric: str = "accuracy", *, multiplier: floa
 
 def sweep_figure(report: SteeringReport, task: str, metric: str = "accuracy", *,
                  vectors: list[str] | None = None, title: str | None = None) -> Any:
-    """A metric against the multiplier for each vector on one task, with 95% bands.
+    """A metric against the scale for each vector on one task, with 95% bands.
 
     Args:
         report: the steering report.
@@ -84,8 +84,8 @@ def sweep_figure(report: SteeringReport, task: str, metric: str = "accuracy", *,
     fig.add_hline(y=float(report.extras[f"baseline_{metric}"][j]), line_dash="dot", annotation_text="unsteered")
     for v in vectors or list(report.vectors):
         i = report._v(v)
-        fig.add_scatter(x=report.multipliers, y=mean[i, :, j].tolist(), mode="lines+markers", name=v,
+        fig.add_scatter(x=report.scales, y=mean[i, :, j].tolist(), mode="lines+markers", name=v,
                         error_y=_error_y(mean[i, :, j], low[i, :, j], high[i, :, j]))
-    fig.update_layout(xaxis_title="multiplier", yaxis_title=_METRIC_NAMES[metric],
-                      title=title or f"{task}: {_METRIC_NAMES[metric]} vs multiplier")
+    fig.update_layout(xaxis_title="scale", yaxis_title=_METRIC_NAMES[metric],
+                      title=title or f"{task}: {_METRIC_NAMES[metric]} vs scale")
     return fig
