@@ -45,6 +45,7 @@ __all__ = [
     "steering",
     "results",
     "viz",
+    "stats",
     "__version__",
 ]
 
@@ -56,6 +57,7 @@ _LAZY = {
     "steering": "tl_interp.steering",
     "results": "tl_interp.results",
     "viz": "tl_interp.viz",
+    "stats": "tl_interp.stats",
 }
 
 
