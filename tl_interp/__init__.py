@@ -46,6 +46,9 @@ __all__ = [
     "results",
     "viz",
     "stats",
+    "geometry",
+    "weights",
+    "collect",
     "__version__",
 ]
 
@@ -58,6 +61,9 @@ _LAZY = {
     "results": "tl_interp.results",
     "viz": "tl_interp.viz",
     "stats": "tl_interp.stats",
+    "geometry": "tl_interp.geometry",
+    "weights": "tl_interp.weights",
+    "collect": "tl_interp.engine.collect:collect",  # module:attribute -> the function itself
 }
 
 
@@ -66,5 +72,7 @@ def __getattr__(name: str):
     if name in _LAZY:
         import importlib
 
-        return importlib.import_module(_LAZY[name])
+        module, _, attribute = _LAZY[name].partition(":")
+        loaded = importlib.import_module(module)
+        return getattr(loaded, attribute) if attribute else loaded
     raise AttributeError(f"module 'tl_interp' has no attribute {name!r}")
