@@ -46,6 +46,7 @@ __all__ = [
     "results",
     "viz",
     "stats",
+    "similarity",
     "geometry",
     "weights",
     "collect",
@@ -61,6 +62,7 @@ _LAZY = {
     "results": "tl_interp.results",
     "viz": "tl_interp.viz",
     "stats": "tl_interp.stats",
+    "similarity": "tl_interp.similarity",
     "geometry": "tl_interp.geometry",
     "weights": "tl_interp.weights",
     "collect": "tl_interp.engine.collect:collect",  # module:attribute -> the function itself

@@ -62,18 +62,19 @@ class PreparedNull:
     chunk: int
 
 
-_NULLS: dict[Callable[..., Any], Callable[..., PreparedNull]] = {}
+_NULLS: dict[Callable[..., Any], Callable[..., PreparedNull | None]] = {}
 
 
-def register_null(metric: Callable[..., Any]) -> Callable[[Callable[..., PreparedNull]], Callable[..., PreparedNull]]:
-    """Decorator: ``prepare(x, y, **metric_kwargs) -> PreparedNull`` becomes ``metric``'s fast null."""
-    def _register(prepare: Callable[..., PreparedNull]) -> Callable[..., PreparedNull]:
+def register_null(metric: Callable[..., Any]) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
+    """Decorator: ``prepare(x, y, **metric_kwargs) -> PreparedNull | None`` becomes ``metric``'s fast null
+    (``None``: no batched form for these options, the loop runs)."""
+    def _register(prepare: Callable[..., PreparedNull | None]) -> Callable[..., PreparedNull | None]:
         _NULLS[metric] = prepare
         return prepare
     return _register
 
 
-def _fast_null(statistic: Callable[..., Any]) -> tuple[Callable[..., PreparedNull], dict[str, Any]] | None:
+def _fast_null(statistic: Callable[..., Any]) -> tuple[Callable[..., PreparedNull | None], dict[str, Any]] | None:
     kwargs: dict[str, Any] = {}
     while isinstance(statistic, functools.partial) and not statistic.args:
         kwargs = {**statistic.keywords, **kwargs}
@@ -182,10 +183,9 @@ def permutation_test(statistic: Callable[..., Any], x: ArrayLike, y: ArrayLike |
     perms = permutation_indices(n, n_permutations, seed=seed, kind=kind) if permutations is None else permutations
     observed = _as_scalar(statistic(xt) if yt is None else statistic(xt, yt))
     fast = _fast_null(statistic) if kind == "pairings" else None
+    prepared = None if fast is None else fast[0](xt, yt, **fast[1])
     bar = tqdm(total=perms.shape[0], desc="permutations", disable=not progress)
-    if fast is not None:
-        prepare, kwargs = fast
-        prepared = prepare(xt, yt, **kwargs)
+    if prepared is not None:
         parts = []
         for block in perms.split(prepared.chunk):
             parts.append(prepared.evaluate(block))
@@ -200,4 +200,4 @@ def permutation_test(statistic: Callable[..., Any], x: ArrayLike, y: ArrayLike |
     bar.close()
     return PermutationTest(statistic=observed, p_value=permutation_p_value(null, observed, alternative), null=null,
                            n_permutations=int(perms.shape[0]), kind=kind, alternative=alternative,
-                           seed=None if permutations is not None else seed, vectorized=fast is not None)
+                           seed=None if permutations is not None else seed, vectorized=prepared is not None)

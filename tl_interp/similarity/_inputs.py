@@ -1,0 +1,36 @@
+"""Input checks shared by the similarity metrics: paired row matrices in float64, no NaN/Inf."""
+
+import torch
+from torch import Tensor
+
+from tl_interp.errors import InputError, ShapeError
+from tl_interp.stats._inputs import ArrayLike, as_float64
+
+__all__ = ["ArrayLike", "paired_rows", "centred"]
+
+
+def paired_rows(X: ArrayLike, Y: ArrayLike, what: str, *, min_rows: int = 2) -> tuple[Tensor, Tensor]:
+    """``X (n, d1)`` and ``Y (n, d2)`` as float64 CPU tensors, rows paired, finite."""
+    x, y = as_float64(X, f"{what}: X"), as_float64(Y, f"{what}: Y")
+    for name, t in (("X", x), ("Y", y)):
+        if t.ndim != 2:
+            raise ShapeError(f"{what}: {name} must be (n, features), got shape {tuple(t.shape)}; "
+                             "flatten the other axes into rows or features first")
+    if x.shape[0] != y.shape[0]:
+        raise ShapeError(f"{what}: X has {x.shape[0]} rows and Y has {y.shape[0]}; rows must be the same "
+                         "items (words, prompts) in both, in the same order")
+    if x.shape[0] < min_rows:
+        raise InputError(f"{what} needs at least {min_rows} rows (paired items), got {x.shape[0]}")
+    return x, y
+
+
+def centred(x: Tensor, name: str, what: str) -> Tensor:
+    """Columns minus their means; refuses an input that is constant (nothing to compare)."""
+    xc = x - x.mean(0, keepdim=True)
+    if not bool(xc.abs().max() > 0):
+        raise InputError(f"{what}: every row of {name} is the same (it has zero variance); there is "
+                         "nothing to compare")
+    return xc
+
+
+_ = torch

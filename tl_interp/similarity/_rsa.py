@@ -1,0 +1,120 @@
+"""Representational similarity analysis (Kriegeskorte, Mur & Bandettini 2008).
+
+Each side becomes a representational dissimilarity matrix (RDM) over its rows, condensed to
+the n(n-1)/2 pairs i < j in scipy.spatial.distance.pdist order ("correlation": 1 - Pearson r of
+two rows, "euclidean", "cosine": 1 - cosine similarity); the two RDMs are then compared by
+Spearman's rho (ties get average ranks, as in scipy.stats.spearmanr), Pearson's r, or Kendall's
+tau-b. The permutation null reorders Y's items: its RDM entries are gathered, never recomputed,
+and since the ranks of reordered entries are the reordered ranks, Spearman's null is a
+Pearson correlation of fixed standardised ranks: one gather and one dot product per permutation.
+"""
+
+import scipy.stats
+import torch
+from beartype import beartype
+from torch import Tensor
+
+from tl_interp.errors import InputError
+from tl_interp.similarity._gather import off_diagonal_gather
+from tl_interp.similarity._inputs import ArrayLike, paired_rows
+from tl_interp.stats import PreparedNull, register_null
+from tl_interp.stats._inputs import check_choice
+
+__all__ = ["rsa", "rdm", "rsa_resampled"]
+
+_RDMS = ("correlation", "euclidean", "cosine")
+_COMPARES = ("spearman", "pearson", "kendall")
+
+
+def rdm(x: Tensor, kind: str, name: str = "X") -> Tensor:
+    """Condensed dissimilarities of the rows of ``x`` (pdist order), float64."""
+    check_choice(kind, "rdm", _RDMS)
+    i, j = torch.triu_indices(x.shape[0], x.shape[0], offset=1)
+    if kind == "euclidean":
+        # differences, not |a|^2 + |b|^2 - 2ab: equal distances stay exactly equal (tied ranks as in pdist)
+        return torch.cdist(x, x, compute_mode="donot_use_mm_for_euclid_dist")[i, j]
+    z = x - x.mean(1, keepdim=True) if kind == "correlation" else x
+    norms = z.norm(dim=1)
+    bad = (norms == 0).nonzero().flatten()
+    if bad.numel():
+        what = "constant" if kind == "correlation" else "all zero"
+        raise InputError(f"rsa: {bad.numel()} rows of {name} are {what} (rows {bad[:10].tolist()}), so their "
+                         f"{kind} distance is undefined; drop them or use rdm='euclidean'")
+    z = z / norms[:, None]
+    return (1 - z @ z.T)[i, j]
+
+
+def _standardised(v: Tensor, compare: str, name: str) -> Tensor:
+    """Entries as z-scores (population sd) of their values or average ranks."""
+    if compare == "spearman":
+        v = torch.as_tensor(scipy.stats.rankdata(v.numpy()), dtype=torch.float64)
+    sd = v.std(correction=0)
+    if not bool(sd > 0):
+        raise InputError(f"rsa: every dissimilarity of {name} is the same ({float(v[0]):.6g}); a correlation "
+                         "with it is undefined")
+    return (v - v.mean()) / sd
+
+
+_rdm = rdm  # the parameter named rdm shadows the function inside rsa()
+
+
+def _rdms(X: ArrayLike, Y: ArrayLike, kind: str, compare: str) -> tuple[Tensor, Tensor]:
+    check_choice(compare, "compare", _COMPARES)
+    x, y = paired_rows(X, Y, "rsa", min_rows=3)
+    return _rdm(x, kind, "X"), _rdm(y, kind, "Y")
+
+
+@beartype
+def rsa(X: ArrayLike, Y: ArrayLike, *, rdm: str = "correlation", compare: str = "spearman") -> float:
+    """Correlation between the dissimilarity matrices of X's and Y's rows.
+
+    Args:
+        X, Y: activations ``(n, d1)`` and ``(n, d2)``, rows paired (n >= 3).
+        rdm: dissimilarity: ``"correlation"``, ``"euclidean"`` or ``"cosine"``.
+        compare: ``"spearman"``, ``"pearson"`` or ``"kendall"`` (tau-b).
+
+    Returns:
+        The correlation of the two condensed RDMs, in [-1, 1].
+
+    Example:
+        >>> import torch
+        >>> X = torch.randn(20, 5, generator=torch.Generator().manual_seed(0))
+        >>> round(rsa(X, 4 * X, rdm="euclidean"), 6)
+        1.0
+    """
+    dx, dy = _rdms(X, Y, rdm, compare)
+    if compare == "kendall":
+        return float(scipy.stats.kendalltau(dx.numpy(), dy.numpy()).statistic)
+    zx, zy = _standardised(dx, compare, "X"), _standardised(dy, compare, "Y")
+    return float((zx @ zy) / zx.numel())
+
+
+def _square(condensed: Tensor, n: int) -> Tensor:
+    full = torch.zeros(n, n, dtype=torch.float64)
+    i, j = torch.triu_indices(n, n, offset=1)
+    full[i, j] = condensed
+    full[j, i] = condensed
+    return full
+
+
+@register_null(rsa)
+def _rsa_null(x: Tensor, y: Tensor, *, rdm: str = "correlation", compare: str = "spearman") -> PreparedNull | None:
+    if compare == "kendall":
+        return None  # tau needs a sort per permutation: the loop runs
+    dx, dy = _rdms(x, y, rdm, compare)
+    zx, zy = _standardised(dx, compare, "X"), _standardised(dy, compare, "Y")
+    gather = off_diagonal_gather(zx, _square(zy, x.shape[0]), 1 / zx.numel())
+    return PreparedNull(gather, gather.chunk)
+
+
+def rsa_resampled(x: Tensor, y: Tensor, source: Tensor, *, rdm: str = "correlation", compare: str = "spearman") -> float:
+    """``rsa`` of bootstrap-resampled rows, leaving out the pairs of two copies of one item
+    (their dissimilarity is 0 on both sides by construction, which would inflate the score)."""
+    check_choice(compare, "compare", _COMPARES)
+    i, j = torch.triu_indices(x.shape[0], x.shape[0], offset=1)
+    keep = source[i] != source[j]
+    dx, dy = _rdm(x, rdm, "X")[keep], _rdm(y, rdm, "Y")[keep]
+    if compare == "kendall":
+        return float(scipy.stats.kendalltau(dx.numpy(), dy.numpy()).statistic)
+    zx, zy = _standardised(dx, compare, "X"), _standardised(dy, compare, "Y")
+    return float((zx @ zy) / zx.numel())
