@@ -97,7 +97,8 @@ def test_the_per_pair_cosine_tracks_a_score_that_is_built_from_it() -> None:
 
 def test_differences_along_one_direction_concentrate_beyond_the_repaired_baseline() -> None:
     A = gaussian(30, 10)
-    B = A + torch.linspace(-2, 2, 30, dtype=torch.float64)[:, None] * gaussian(10, seed=9) + 0.05 * gaussian(30, 10, seed=8)
+    along = torch.linspace(-2, 2, 30, dtype=torch.float64)[:, None] * gaussian(10, seed=9)
+    B = A + along + 0.05 * gaussian(30, 10, seed=8)
     g = geometry.paired(A, B, k=1, n_permutations=199, progress=False)
     assert g.pca_explained > 0.9 > g.baseline_pca_explained and g.pca_p_value < 0.01
 

@@ -172,3 +172,15 @@ def test_weight_results_save_and_load_exactly(tmp_path) -> None:
     again = ti.results.Result.load(c.save(tmp_path / "c.safetensors"))
     assert type(again).__name__ == "Congruence" and torch.equal(again.values, c.values)
     assert again.provenance.settings["weights_processed"] is False
+
+
+def test_congruence_reads_chosen_neurons_and_tokens_as_the_full_table_does() -> None:
+    model = with_random_gains(gpt2_style())
+    full = weights.congruence(model, 1)
+    part = weights.congruence(model, 1, neurons=[5, 2], token_ids=[0, 7])
+    assert_close(part.values, full.values[[5, 2]][:, [0, 7]])
+    assert part.labels["d_mlp"] == ("L1N5", "L1N2")
+    one = weights.congruence(model, 1, kind="in", neurons=[3])
+    assert_close(one.values, weights.congruence(model, 1, kind="in").values[[3]])
+    with pytest.raises(OptionError, match=r"neurons must be non-empty indices in \[0, 64\)"):
+        weights.congruence(model, 1, neurons=[64])

@@ -131,7 +131,8 @@ def subspace_ablation(model: Any, inputs: Any, where: NameFilter, subspaces: Map
                         f"random {q.shape[0]}-dim") for _ in range(n_random)]
         randoms.append(torch.stack(controls) if controls else torch.empty(0, dtype=torch.float64))
     bar.close()
-    prov = Provenance.make(adapt(model).model_id, interventions=[d for iv in ablations.values() for d in iv.descriptions],
+    described = [d for iv in ablations.values() for d in iv.descriptions]
+    prov = Provenance.make(adapt(model).model_id, interventions=described,
                            prompt_hash=prompt_hash(inputs) if isinstance(inputs, (Tensor, str, list)) else "",
                            seed=seed, settings={"n_random": n_random, "where": str(where)})
     label = metric_name or getattr(metric, "name", None) or getattr(metric, "__name__", "metric")

@@ -62,7 +62,7 @@ class PairedGeometry(Result):
 
     @property
     def improvement(self) -> float | Tensor:
-        """(shift - rotation) / shift: the residual a rotation removes relative to a shift (> 0: rotation fits better)."""
+        """(shift - rotation) / shift: how much less a rotation leaves unexplained (> 0: rotation fits better)."""
         return self._layerwise("improvement")
 
     def baseline(self, fit: str) -> float | Tensor:

@@ -42,7 +42,8 @@ def _basis(basis: Tensor, width: int, what: str) -> Tensor:
 
 
 @jaxtyped(typechecker=beartype)
-def project(X: Float[Tensor, "*batch d"], basis: Float[Tensor, " d"] | Float[Tensor, "k d"]) -> Float[Tensor, "*batch d"]:
+def project(X: Float[Tensor, "*batch d"],
+            basis: Float[Tensor, " d"] | Float[Tensor, "k d"]) -> Float[Tensor, "*batch d"]:
     """The component of each row of ``X`` inside the span of ``basis`` (float64).
 
     Example:

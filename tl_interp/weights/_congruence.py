@@ -59,9 +59,18 @@ class Congruence(Result):
         return rows
 
 
+def _subset(items: Sequence[int] | Tensor | None, size: int, what: str) -> Tensor | None:
+    if items is None:
+        return None
+    index = torch.as_tensor(items, dtype=torch.long).flatten()
+    if index.numel() == 0 or bool(((index < 0) | (index >= size)).any()):
+        raise OptionError(f"{what} must be non-empty indices in [0, {size}); got {index.tolist()[:8]}")
+    return index
+
+
 @beartype
-def congruence(model: Any, layer: int, *, kind: str = "out", token_ids: Sequence[int] | Tensor | None = None
-               ) -> Congruence:
+def congruence(model: Any, layer: int, *, kind: str = "out", token_ids: Sequence[int] | Tensor | None = None,
+               neurons: Sequence[int] | Tensor | None = None) -> Congruence:
     """Congruence of one layer's MLP neurons with the unembedding (``"out"``) or embedding (``"in"``).
 
     Args:
@@ -70,6 +79,8 @@ def congruence(model: Any, layer: int, *, kind: str = "out", token_ids: Sequence
         kind: ``"out"`` (``W_out @ W_U``), ``"in"`` (``(W_E @ W_in).T``) or, on gated MLPs,
             ``"gate"`` (``(W_E @ W_gate).T``).
         token_ids: restrict the token axis to these ids (default: the whole vocabulary).
+        neurons: restrict the neuron axis to these neurons (a full ``(d_mlp, d_vocab)`` float64
+            table of a large model is big: read it in chunks of neurons).
 
     Returns:
         ``Congruence`` with values ``(d_mlp, n_tokens)``, axes ``("d_mlp", "d_vocab")``, neuron
@@ -86,16 +97,17 @@ def congruence(model: Any, layer: int, *, kind: str = "out", token_ids: Sequence
     if kind not in _KINDS:
         raise OptionError(f"kind={kind!r}; choose 'out' (with the unembedding), 'in' or 'gate' (with the embedding)")
     fw = fold(model)
-    ids = None if token_ids is None else torch.as_tensor(token_ids, dtype=torch.long).flatten()
-    if ids is not None and (ids.numel() == 0 or bool(((ids < 0) | (ids >= model.cfg.d_vocab)).any())):
-        raise OptionError(f"token_ids must be non-empty ids in [0, {model.cfg.d_vocab}); got {ids.tolist()[:8]}")
+    ids = _subset(token_ids, model.cfg.d_vocab, "token_ids")
+    rows = _subset(neurons, model.cfg.d_mlp, "neurons")
     if kind == "out":
-        unembed = fw.unembed()
-        values = fw.mlp_out(layer) @ (unembed if ids is None else unembed[:, ids])
+        unembed, w_out = fw.unembed(), fw.mlp_out(layer)
+        values = (w_out if rows is None else w_out[rows]) @ (unembed if ids is None else unembed[:, ids])
     else:
+        w_in = fw.mlp_in(layer, gate=kind == "gate")
         embed = fw.embed()
-        values = ((embed if ids is None else embed[ids]) @ fw.mlp_in(layer, gate=kind == "gate")).T
-    labels = {"d_mlp": tuple(f"L{layer}N{i}" for i in range(values.shape[0])),
+        values = ((embed if ids is None else embed[ids]) @ (w_in if rows is None else w_in[:, rows])).T
+    chosen = range(values.shape[0]) if rows is None else rows.tolist()
+    labels = {"d_mlp": tuple(f"L{layer}N{i}" for i in chosen),
               "d_vocab": token_labels(model, ids)}
     prov = Provenance.make(adapt(model).model_id, settings={**fw.settings(), "layer": layer, "kind": kind,
                                                             "product": _KINDS[kind].format(l=layer)})
