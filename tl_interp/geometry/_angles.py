@@ -220,6 +220,14 @@ def angle_inputs(model: Any, prompts: Sequence[str], token: str | int, *, occurr
 
     Returns:
         ``AngleInputs`` (``states`` ``(n_layers + 1, n, pos, d)``, ``targets``, ``mask``).
+
+    Example:
+        >>> import tempfile
+        >>> from tl_interp.models import load, make_tiny_hf_dir
+        >>> model = load(make_tiny_hf_dir(tempfile.mkdtemp(), "gpt2"), device="cpu")
+        >>> inputs = angle_inputs(model, ["the cat sat", "a big cat"], " cat", progress=False)
+        >>> tuple(inputs.states.shape[:2]), inputs.targets.tolist()
+        ((3, 2), [2, 3])
     """
     n_layers = adapt(model).n_layers
     if n_layers is None:

@@ -59,7 +59,13 @@ def pearson(x: Tensor, y: Tensor) -> Tensor:
 
 @beartype
 def spearman(x: Tensor, y: Tensor) -> Tensor:
-    """Spearman's rho: Pearson's r of average ranks (0-d float64)."""
+    """Spearman's rho: Pearson's r of average ranks (0-d float64).
+
+    Example:
+        >>> import torch
+        >>> float(spearman(torch.tensor([1.0, 2.0, 3.0, 4.0]), torch.tensor([1.0, 4.0, 9.0, 16.0])))
+        1.0
+    """
     a, b = _pair(x, y, "spearman")
     return pearson(_ranks(a), _ranks(b))
 

@@ -64,6 +64,12 @@ def _relative(squared: Tensor, spread: Tensor) -> Tensor:
 def shift_residual(A: Float[Tensor, "n d"], B: Float[Tensor, "n d"]) -> Tensor:
     """Relative residual of ``B ~ A + t`` with the best single shift ``t`` (0-d float64).
 
+    Args:
+        A, B: paired states ``(n, d)``, row i of A with row i of B.
+
+    Returns:
+        0-d float64: ``||B - fit(A)|| / ||B - mean(B)||``.
+
     Example:
         >>> import torch
         >>> A = torch.randn(6, 3, generator=torch.Generator().manual_seed(0))
@@ -99,6 +105,12 @@ def _factor(x: Tensor) -> Tensor:
 def procrustes_rotation(A: Float[Tensor, "n d"], B: Float[Tensor, "n d"]) -> Float[Tensor, "d d"]:
     """The orthogonal ``Q`` minimising ``||A Q - B||_F`` (``scipy.linalg.orthogonal_procrustes``).
 
+    Args:
+        A, B: paired states ``(n, d)``.
+
+    Returns:
+        ``(d, d)`` float64 orthogonal matrix (unique when ``A^T B`` has full rank).
+
     Example:
         >>> import torch
         >>> Q = procrustes_rotation(torch.eye(3), torch.eye(3)[[1, 0, 2]])
@@ -113,6 +125,12 @@ def procrustes_rotation(A: Float[Tensor, "n d"], B: Float[Tensor, "n d"]) -> Flo
 @jaxtyped(typechecker=beartype)
 def rotation_residual(A: Float[Tensor, "n d"], B: Float[Tensor, "n d"]) -> Tensor:
     """Relative residual of ``B ~ A Q`` with the best orthogonal ``Q`` (0-d float64).
+
+    Args:
+        A, B: paired states ``(n, d)``, row i of A with row i of B.
+
+    Returns:
+        0-d float64: ``||B - fit(A)|| / ||B - mean(B)||``.
 
     Example:
         >>> import torch
@@ -146,6 +164,12 @@ def _rotation_residual_null(x: Tensor, y: Tensor) -> PreparedNull:
 def shift_rotation_residual(A: Float[Tensor, "n d"], B: Float[Tensor, "n d"]) -> Tensor:
     """Relative residual of ``B ~ (A - mean A) Q + mean B`` (rotation and shift; 0-d float64).
 
+    Args:
+        A, B: paired states ``(n, d)``, row i of A with row i of B.
+
+    Returns:
+        0-d float64: ``||B - fit(A)|| / ||B - mean(B)||``.
+
     Example:
         >>> import torch
         >>> A = torch.randn(8, 3, generator=torch.Generator().manual_seed(0))
@@ -166,6 +190,13 @@ def _shift_rotation_null(x: Tensor, y: Tensor) -> PreparedNull:
 @jaxtyped(typechecker=beartype)
 def difference_pca(A: Float[Tensor, "n d"], B: Float[Tensor, "n d"], k: int = 5) -> Tensor:
     """Share of the variance of the centred differences ``B - A`` in their top ``k`` components.
+
+    Args:
+        A, B: paired states ``(n, d)``.
+        k: number of principal components, ``1 <= k < min(n, d)``.
+
+    Returns:
+        0-d float64 in (0, 1].
 
     Example:
         >>> import torch

@@ -123,8 +123,17 @@ def fold(model: Any) -> FoldedWeights:
     return FoldedWeights(model, norm, processed=norm in _FOLDED)
 
 
+@beartype
 def token_labels(model: Any, ids: Tensor | list[int] | None = None) -> tuple[str, ...]:
-    """Token strings (``repr``-free, spaces kept) for ``ids`` or the whole vocabulary."""
+    """Token strings (spaces kept) for ``ids`` or the whole vocabulary; ``tok{i}`` without a tokenizer.
+
+    Example:
+        >>> from transformer_lens import HookedTransformer, HookedTransformerConfig
+        >>> cfg = HookedTransformerConfig(n_layers=1, d_model=8, n_heads=2, d_head=4, n_ctx=4,
+        ...                               d_vocab=5, act_fn="relu", d_mlp=16)
+        >>> token_labels(HookedTransformer(cfg), [0, 3])
+        ('tok0', 'tok3')
+    """
     tok = getattr(model, "tokenizer", None)
     vocab = model.cfg.d_vocab
     chosen = list(range(vocab)) if ids is None else [int(i) for i in ids]

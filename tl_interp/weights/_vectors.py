@@ -83,8 +83,23 @@ class Vectors:
         return Provenance.make(self.model_id, settings={"vectors": self.name, **self.settings, **settings})
 
 
+@beartype
 def as_vectors(W: "Tensor | Vectors", *, labels: Sequence[str] | None = None, name: str = "vectors") -> Vectors:
-    """``W`` as ``Vectors`` (rows, labels ``"0", "1", ...`` unless given); ``Vectors`` pass through."""
+    """``W`` as ``Vectors`` (rows, labels ``"0", "1", ...`` unless given); ``Vectors`` pass through.
+
+    Args:
+        W: a float tensor ``(n, d)`` whose rows are the vectors, or ``Vectors``.
+        labels: a label per row (replaces a ``Vectors``' own labels when given).
+        name: what the vectors are, for messages and provenance.
+
+    Returns:
+        ``Vectors`` with a float64 CPU matrix.
+
+    Example:
+        >>> import torch
+        >>> as_vectors(torch.ones(2, 3)).labels
+        ('0', '1')
+    """
     if isinstance(W, Vectors):
         if labels is not None:
             return Vectors(W.matrix, tuple(labels), W.name, W.model_id, W.settings)
@@ -120,20 +135,52 @@ def embedding(model: Any) -> Vectors:
 
 @beartype
 def unembedding(model: Any) -> Vectors:
-    """Unembedding directions ``W_U[:, t]`` (one row per token, ``ln_final``'s gain folded in)."""
+    """Unembedding directions ``W_U[:, t]`` (one row per token, ``ln_final``'s gain folded in).
+
+    Example:
+        >>> from transformer_lens import HookedTransformer, HookedTransformerConfig
+        >>> cfg = HookedTransformerConfig(n_layers=1, d_model=8, n_heads=2, d_head=4, n_ctx=4,
+        ...                               d_vocab=5, act_fn="relu", d_mlp=16)
+        >>> tuple(unembedding(HookedTransformer(cfg)).matrix.shape)
+        (5, 8)
+    """
     return _from_model(model, fold(model).unembed().T, token_labels(model), "W_U")
 
 
 @beartype
 def mlp_in(model: Any, layer: int, *, gate: bool = False) -> Vectors:
-    """A layer's MLP input (or gate) weights, one row per neuron (``ln2``'s gain folded in)."""
+    """A layer's MLP input (or gate) weights, one row per neuron (``ln2``'s gain folded in).
+
+    Args:
+        model: a HookedTransformer.
+        layer: the block.
+        gate: the gate weights ``W_gate`` of a gated MLP instead of ``W_in``.
+
+    Returns:
+        ``Vectors`` ``(d_mlp, d_model)`` labelled ``L{layer}N{i}``.
+
+    Example:
+        >>> from transformer_lens import HookedTransformer, HookedTransformerConfig
+        >>> cfg = HookedTransformerConfig(n_layers=1, d_model=8, n_heads=2, d_head=4, n_ctx=4,
+        ...                               d_vocab=5, act_fn="relu", d_mlp=16)
+        >>> mlp_in(HookedTransformer(cfg), 0).labels[:2]
+        ('L0N0', 'L0N1')
+    """
     w = fold(model).mlp_in(layer, gate=gate).T
     return _from_model(model, w, _neurons(layer, w.shape[0]), f"W_{'gate' if gate else 'in'}[{layer}]")
 
 
 @beartype
 def mlp_out(model: Any, layer: int) -> Vectors:
-    """A layer's MLP output weights ``W_out``, one row per neuron (centred for LayerNorm)."""
+    """A layer's MLP output weights ``W_out``, one row per neuron (centred for LayerNorm).
+
+    Example:
+        >>> from transformer_lens import HookedTransformer, HookedTransformerConfig
+        >>> cfg = HookedTransformerConfig(n_layers=1, d_model=8, n_heads=2, d_head=4, n_ctx=4,
+        ...                               d_vocab=5, act_fn="relu", d_mlp=16)
+        >>> mlp_out(HookedTransformer(cfg), 0).settings["weights_processed"]
+        False
+    """
     w = fold(model).mlp_out(layer)
     return _from_model(model, w, _neurons(layer, w.shape[0]), f"W_out[{layer}]")
 
@@ -141,6 +188,13 @@ def mlp_out(model: Any, layer: int) -> Vectors:
 @beartype
 def norms(W: Tensor | Vectors, *, labels: Sequence[str] | None = None) -> Result:
     """The L2 norm of every vector (row), as a labelled ``Result`` (``.figure()`` draws bars).
+
+    Args:
+        W: vectors as rows (a tensor or ``Vectors``).
+        labels: a label per row.
+
+    Returns:
+        ``Result`` with values ``(n,)`` on axis ``"vector"``.
 
     Example:
         >>> import torch
@@ -157,6 +211,13 @@ def orthogonalize(v: Float[Tensor, " d"], against: Float[Tensor, " d"] | Float[T
 
     The "right, not left" direction of a pair of unembedding vectors: what of ``v`` is left once
     everything it shares with ``against`` is removed (Gram-Schmidt against an orthonormal basis).
+
+    Args:
+        v: the direction ``(d,)``.
+        against: one direction ``(d,)`` or ``k`` directions ``(k, d)``.
+
+    Returns:
+        ``(d,)`` float64, orthogonal to every row of ``against``.
 
     Example:
         >>> import torch
@@ -177,6 +238,13 @@ def kurtosis(X: Float[Tensor, "..."], *, dim: int = -1, fisher: bool = True, bia
     Fisher's definition (excess kurtosis: 0 for a normal distribution) unless ``fisher=False``;
     ``bias=False`` applies the small-sample correction (pandas' ``.kurtosis()``). A heavy tail
     (a neuron that writes strongly to a few tokens) shows as a large kurtosis.
+
+    Args:
+        X: values; ``dim`` is the axis the kurtosis is taken over.
+        dim, fisher, bias: as ``scipy.stats.kurtosis(axis=, fisher=, bias=)``.
+
+    Returns:
+        float64 tensor, ``X``'s shape without ``dim``.
 
     Example:
         >>> import torch
