@@ -36,7 +36,6 @@ from tl_interp import hooks
 from tl_interp.geometry import low_rank, spectrum, subspace_ablation, variance_explained
 from tl_interp.models.zoo import all_pairs, groups
 
-torch.set_grad_enabled(False)
 IRREPS = ("trivial", "sign", "standard", "standard_sign", "5d_a", "5d_b", "6d")
 
 
@@ -64,6 +63,7 @@ def component_bases(chi: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
 
 
 # %%
+@torch.no_grad()  # no autograd anywhere here (and none switched off for whoever imports this module)
 def main(results: Path) -> dict:
     start = time.time()
     model = ti.models.load("s5-mlp")

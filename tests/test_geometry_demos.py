@@ -7,6 +7,7 @@ import sys
 from pathlib import Path
 
 import pytest
+import torch
 
 DEMOS = Path(__file__).resolve().parents[1] / "demos"
 
@@ -20,6 +21,7 @@ def load_demo(name: str):
 
 def test_the_s5_demo_finds_the_standard_representation(tmp_path: Path) -> None:
     found = load_demo("s5_representations").main(tmp_path)
+    assert torch.is_grad_enabled()  # the demo runs in this process: it must not switch autograd off for others
     assert found["carrier"] == "standard"
     ablation = found["ablation"]["standard"]
     assert ablation["dim"] == 16 and ablation["loss"] > 5 * ablation["random_max"]
