@@ -47,6 +47,9 @@ __all__ = [
     "viz",
     "stats",
     "similarity",
+    "geometry",
+    "weights",
+    "collect",
     "__version__",
 ]
 
@@ -60,6 +63,9 @@ _LAZY = {
     "viz": "tl_interp.viz",
     "stats": "tl_interp.stats",
     "similarity": "tl_interp.similarity",
+    "geometry": "tl_interp.geometry",
+    "weights": "tl_interp.weights",
+    "collect": "tl_interp.engine.collect:collect",  # module:attribute -> the function itself
 }
 
 
@@ -68,5 +74,7 @@ def __getattr__(name: str):
     if name in _LAZY:
         import importlib
 
-        return importlib.import_module(_LAZY[name])
+        module, _, attribute = _LAZY[name].partition(":")
+        loaded = importlib.import_module(module)
+        return getattr(loaded, attribute) if attribute else loaded
     raise AttributeError(f"module 'tl_interp' has no attribute {name!r}")

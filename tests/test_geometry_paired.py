@@ -1,0 +1,149 @@
+"""ti.geometry.paired: rotations and shifts are told apart, fits agree with scipy, nulls with loops."""
+
+import functools
+
+import pytest
+import scipy.linalg
+import scipy.stats
+import torch
+from torch.testing import assert_close
+
+import tl_interp as ti
+from tl_interp.errors import InputError, OptionError, ShapeError
+
+geometry = ti.geometry
+
+
+def gaussian(*shape: int, seed: int = 0) -> torch.Tensor:
+    return torch.randn(*shape, generator=torch.Generator().manual_seed(seed), dtype=torch.float64)
+
+
+def rotation(d: int, seed: int = 1) -> torch.Tensor:
+    return torch.linalg.qr(gaussian(d, d, seed=seed)).Q
+
+
+def test_an_exact_rotation_has_no_rotation_residual_and_a_large_shift_residual() -> None:
+    A = gaussian(40, 8)
+    g = geometry.paired(A, A @ rotation(8), n_permutations=99, progress=False)
+    assert g.rotation_residual < 1e-6 and g.shift_rotation_residual < 1e-6
+    assert g.shift_residual > 0.5 and g.improvement > 0.99
+    assert g.p_value("rotation") == pytest.approx(0.01) and g.baseline("rotation") > 0.5
+
+
+def test_an_exact_shift_has_no_shift_residual_and_a_rotation_cannot_mimic_it() -> None:
+    A = gaussian(40, 8)
+    g = geometry.paired(A, A + 3.0 * gaussian(8, seed=5), n_permutations=99, progress=False)
+    assert g.shift_residual < 1e-10 and g.shift_rotation_residual < 1e-6
+    assert g.rotation_residual > 0.3 and g.improvement < 0
+
+
+def test_rotation_fits_agree_with_scipy_orthogonal_procrustes() -> None:
+    A, B = gaussian(30, 5), gaussian(30, 5, seed=3) + gaussian(30, 5) @ rotation(5)
+    R, _ = scipy.linalg.orthogonal_procrustes(A.numpy(), B.numpy())
+    R = torch.as_tensor(R)
+    assert_close(geometry.procrustes_rotation(A, B), R)
+    centred = B - B.mean(0)
+    assert_close(geometry.rotation_residual(A, B), (B - A @ R).norm() / centred.norm())
+    Rc, _ = scipy.linalg.orthogonal_procrustes((A - A.mean(0)).numpy(), centred.numpy())
+    by_hand = (centred - (A - A.mean(0)) @ torch.as_tensor(Rc)).norm() / centred.norm()
+    assert_close(geometry.shift_rotation_residual(A, B), by_hand)
+    d = B - A
+    assert_close(geometry.shift_residual(A, B), (d - d.mean(0)).norm() / centred.norm())
+
+
+@pytest.mark.parametrize("n, d", [(12, 5), (6, 20)])
+@pytest.mark.parametrize("name", ["shift_residual", "rotation_residual", "shift_rotation_residual", "difference_pca"])
+def test_vectorised_nulls_equal_the_loop_over_permutations(name, n, d) -> None:
+    stat = getattr(geometry, name)
+    if name == "difference_pca":
+        stat = functools.partial(stat, k=2)
+    A, B = gaussian(n, d), gaussian(n, d, seed=2)
+    perms = ti.stats.permutation_indices(n, 64, seed=0)
+    fast = ti.stats.permutation_test(stat, A, B, permutations=perms, alternative="less")
+    loop = ti.stats.permutation_test(lambda a, b: stat(a, b), A, B, permutations=perms, alternative="less")
+    assert fast.vectorized and not loop.vectorized
+    assert_close(fast.null, loop.null)
+    assert_close(fast.p_value, loop.p_value)
+
+
+@pytest.mark.parametrize("method", ["pearson", "spearman", "kendall"])
+def test_correlations_match_scipy_including_ties_and_their_nulls_match_the_loop(method) -> None:
+    x = torch.tensor([1.0, 2.0, 2.0, 3.0, 5.0, 4.0, 7.0, 7.0, 6.0, 0.5], dtype=torch.float64)
+    y = torch.tensor([0.3, 0.1, 0.4, 0.4, 0.9, 0.5, 0.2, 1.0, 0.8, 0.8], dtype=torch.float64)
+    reference = {"pearson": scipy.stats.pearsonr, "spearman": scipy.stats.spearmanr,
+                 "kendall": scipy.stats.kendalltau}[method](x.numpy(), y.numpy()).statistic
+    stat = geometry.CORRELATIONS[method]
+    assert float(stat(x, y)) == pytest.approx(reference, abs=1e-12)
+    perms = ti.stats.permutation_indices(10, 200, seed=1)
+    fast = ti.stats.permutation_test(stat, x, y, permutations=perms, alternative="two-sided")
+    loop = ti.stats.permutation_test(lambda a, b: stat(a, b), x, y, permutations=perms, alternative="two-sided")
+    assert fast.vectorized and torch.allclose(fast.null, loop.null) and fast.p_value == loop.p_value
+
+
+def test_the_per_pair_cosine_tracks_a_score_that_is_built_from_it() -> None:
+    A = gaussian(30, 6)
+    noise = gaussian(30, 6, seed=4) * torch.linspace(0.1, 2.0, 30)[:, None]  # later pairs turn further
+    B = A + noise
+    score = -torch.arange(30.0)  # larger score, smaller turn
+    g = geometry.paired(A, B, score=score, n_permutations=499, progress=False)
+    cos = torch.nn.functional.cosine_similarity(A, B, dim=-1)
+    assert_close(g.cosine, cos)
+    assert_close(g.angles, torch.rad2deg(torch.acos(cos)))
+    rho = scipy.stats.spearmanr(cos.numpy(), score.numpy()).statistic
+    assert g.correlation("spearman") == pytest.approx(rho) and rho > 0.6
+    assert g.correlation_p_value("spearman") < 0.01
+    assert g.correlation("kendall") == pytest.approx(scipy.stats.kendalltau(cos.numpy(), score.numpy()).statistic)
+
+
+def test_differences_along_one_direction_concentrate_beyond_the_repaired_baseline() -> None:
+    A = gaussian(30, 10)
+    along = torch.linspace(-2, 2, 30, dtype=torch.float64)[:, None] * gaussian(10, seed=9)
+    B = A + along + 0.05 * gaussian(30, 10, seed=8)
+    g = geometry.paired(A, B, k=1, n_permutations=199, progress=False)
+    assert g.pca_explained > 0.9 > g.baseline_pca_explained and g.pca_p_value < 0.01
+
+
+def test_layers_are_analysed_one_by_one_with_the_same_permutations() -> None:
+    A = gaussian(3, 12, 5)
+    B = A + 0.5 * gaussian(3, 12, 5, seed=6)
+    score = gaussian(12, seed=7)
+    every = geometry.paired(A, B, score=score, n_permutations=99, seed=3, progress=False)
+    assert every.rotation_residual.shape == (3,) and every.cosine.shape == (3, 12)
+    for layer in range(3):
+        one = geometry.paired(A[layer], B[layer], score=score, n_permutations=99, seed=3, progress=False)
+        assert isinstance(one.rotation_residual, float)
+        assert one.rotation_residual == pytest.approx(float(every.rotation_residual[layer]))
+        assert one.p_value("shift") == pytest.approx(float(every.p_value("shift")[layer]))
+        assert one.correlation("pearson") == pytest.approx(float(every.correlation("pearson")[layer]))
+    low, high = every.cosine_interval
+    assert bool((low <= every.mean_cosine).all() and (every.mean_cosine <= high).all())
+    assert every.provenance.seed == 3
+
+
+def test_results_save_load_and_draw(tmp_path) -> None:
+    A = gaussian(2, 10, 4)
+    g = geometry.paired(A, A + gaussian(2, 10, 4, seed=1), score=gaussian(10, seed=2), n_permutations=49,
+                        progress=False)
+    back = ti.results.Result.load(g.save(tmp_path / "paired.safetensors"))
+    assert type(back).__name__ == "PairedGeometry"
+    assert torch.equal(back.rotation_residual, g.rotation_residual) and back.methods == g.methods
+    assert len(g.figure().data) == 2 * 3 + 2 + 3
+    assert g.angle_histogram(0).data[0].type == "histogram"
+
+
+def test_bad_pairs_fail_first_with_a_clear_message() -> None:
+    A = gaussian(10, 4)
+    with pytest.raises(ShapeError, match=r"same shape \(the same pairs\), got \(10, 4\) and \(9, 4\)"):
+        geometry.paired(A, A[:9], progress=False)
+    with pytest.raises(InputError, match="at least 3 pairs, got 2"):
+        geometry.paired(A[:2], A[:2], progress=False)
+    with pytest.raises(ShapeError, match="score has 9 values for 10 pairs"):
+        geometry.paired(A, A + 1, score=torch.ones(9), progress=False)
+    with pytest.raises(InputError, match="B holds NaN"):
+        geometry.paired(A, torch.full_like(A, float("nan")), progress=False)
+    with pytest.raises(OptionError, match="k=4 principal components of 10 pairs in 4 dimensions"):
+        geometry.paired(A, A + 1, k=4, progress=False)
+    with pytest.raises(OptionError, match="no 'spearman' correlation.*paired\\(\\) got no score"):
+        geometry.paired(A, A + gaussian(10, 4, seed=1), n_permutations=9, progress=False).correlation()
+    with pytest.raises(InputError, match="one sample is constant"):
+        geometry.pearson(torch.ones(5), torch.arange(5.0))

@@ -1,0 +1,92 @@
+"""Subspaces: any basis of a span gives the same answer; ablation through the hook equals projecting by hand."""
+
+import numpy as np
+import pytest
+import torch
+from jaxtyping import TypeCheckError
+from torch.testing import assert_close
+
+import tl_interp as ti
+from tests.conftest import ToyMLP
+from tl_interp.errors import HookNameError, InputError, OptionError, ShapeError
+
+geometry = ti.geometry
+
+
+def gaussian(*shape: int, seed: int = 0) -> torch.Tensor:
+    return torch.randn(*shape, generator=torch.Generator().manual_seed(seed), dtype=torch.float64)
+
+
+def test_variance_explained_depends_on_the_span_not_the_basis() -> None:
+    X = gaussian(200, 10) * torch.linspace(0.2, 3.0, 10, dtype=torch.float64)
+    skewed = gaussian(3, 10, seed=1)
+    mixed = torch.tensor([[2.0, 0.0, 0.0], [1.0, 1.0, 0.0], [0.5, -3.0, 7.0]], dtype=torch.float64) @ skewed
+    q, _ = torch.linalg.qr(skewed.T)
+    Xc = X - X.mean(0)
+    by_hand = float(((Xc @ q) ** 2).sum() / (Xc ** 2).sum())
+    assert geometry.variance_explained(X, skewed) == pytest.approx(by_hand)
+    assert geometry.variance_explained(X, mixed) == pytest.approx(by_hand)
+    assert geometry.variance_explained(X, torch.cat([skewed, skewed[:1] * 4])) == pytest.approx(by_hand)
+    assert geometry.variance_explained(X, gaussian(10, 10, seed=2)) == pytest.approx(1.0)
+    uncentred = float(((X @ q) ** 2).sum() / (X ** 2).sum())
+    assert geometry.variance_explained(X, mixed, center=False) == pytest.approx(uncentred)
+    assert_close(geometry.project(X, mixed), X @ q @ q.T)
+
+
+def test_spectrum_and_low_rank_follow_the_svd() -> None:
+    X = gaussian(30, 8) @ torch.diag(torch.tensor([5.0, 4, 3, 2, 1, 0.5, 0.1, 0.01], dtype=torch.float64))
+    s = geometry.spectrum(X)
+    assert_close(s.singular_values, torch.as_tensor(np.linalg.svd(X.numpy(), compute_uv=False)))
+    p = s.singular_values / s.singular_values.sum()
+    assert s.effective_rank == pytest.approx(float(torch.exp(-(p * p.log()).sum())))
+    assert geometry.spectrum(torch.eye(6, dtype=torch.float64)).effective_rank == pytest.approx(6.0)
+    assert s.rank(1.0) == 8 and s.rank(0.0) == 1 and s.explained.sum() == pytest.approx(1.0)
+    for k in (1, 3, 8):
+        approx = geometry.low_rank(X, k)
+        assert torch.linalg.matrix_rank(approx) == k
+        rest = (s.singular_values[k:] ** 2).sum().sqrt()
+        assert float((X - approx).norm()) == pytest.approx(float(rest), abs=1e-9)  # Eckart-Young
+
+
+def test_subspace_ablation_through_the_hook_equals_projecting_by_hand() -> None:
+    toy = ToyMLP()
+    pairs = torch.randint(0, 12, (40, 2), generator=torch.Generator().manual_seed(0))
+    labels = torch.randint(0, 12, (40,), generator=torch.Generator().manual_seed(1))
+    loss = lambda logits: torch.nn.functional.cross_entropy(logits, labels)  # noqa: E731
+    basis = gaussian(3, 16, seed=3).float()
+    table = geometry.subspace_ablation(toy, pairs, "hook_hidden", {"three": basis, "one": basis[0]}, metric=loss,
+                                       metric_name="loss", n_random=2, seed=5, progress=False)
+    _, cache = toy.run_with_cache(pairs)
+    hidden = cache["hook_hidden"].double()
+    q, _ = torch.linalg.qr(basis.double().T)
+    by_hand = loss(((hidden - hidden @ q @ q.T) @ toy.W_U.detach().double()).float())
+    assert float(table.values[0]) == pytest.approx(float(by_hand), rel=1e-5)
+    assert table.baseline == pytest.approx(float(loss(toy(pairs).detach())), rel=1e-6)
+    assert table.extras["dims"].tolist() == [3, 1] and table.extras["random"].shape == (2, 2)
+    again = geometry.subspace_ablation(toy, pairs, "hook_hidden", {"three": basis, "one": basis[0]}, metric=loss,
+                                       n_random=2, seed=5, progress=False)
+    assert torch.equal(again.extras["random"], table.extras["random"])
+    assert "| three | 3 |" in table.markdown() and table.provenance.seed == 5
+    assert_close(table.change, table.values - table.baseline)
+
+
+def test_bad_subspace_requests_fail_first() -> None:
+    with pytest.raises(TypeCheckError, match=r"parameter 'basis'(.|\n)*d=4"):  # the signature ties basis to X
+        geometry.variance_explained(torch.ones(5, 4), torch.ones(2, 3))
+    with pytest.raises(InputError, match="X has no variance around its mean"):
+        geometry.variance_explained(torch.ones(5, 4), torch.eye(4))
+    with pytest.raises(InputError, match=r"k=9; choose 1 <= k <= 4"):
+        geometry.low_rank(torch.randn(6, 4), 9)
+    toy = ToyMLP()
+    pairs = torch.randint(0, 12, (5, 2))
+    with pytest.raises(ShapeError, match="16"):
+        geometry.subspace_ablation(toy, pairs, "hook_hidden", {"wrong": torch.ones(2, 7)},
+                                   metric=lambda x: x.sum(), progress=False)
+    with pytest.raises(HookNameError, match="did you mean 'hook_hidden'"):
+        geometry.subspace_ablation(toy, pairs, "hook_hiden", {"a": torch.ones(2, 16)}, metric=lambda x: x.sum(),
+                                   progress=False)
+    with pytest.raises(OptionError, match="at least one subspace"):
+        geometry.subspace_ablation(toy, pairs, "hook_hidden", {}, metric=lambda x: x.sum(), progress=False)
+    with pytest.raises(InputError, match="the metric must return one finite number"):
+        geometry.subspace_ablation(toy, pairs, "hook_hidden", {"a": torch.ones(2, 16)}, metric=lambda x: x,
+                                   progress=False)

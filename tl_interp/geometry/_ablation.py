@@ -1,0 +1,142 @@
+"""Subspace ablation: the metric when a subspace is projected out of a site, against random subspaces.
+
+For each named subspace (rows spanning it), ``hooks.project_out(where, basis)`` removes the
+activations' component in its span (directional ablation) and the model's output is scored
+by ``metric``. A subspace's effect is read against ``n_random`` random subspaces of the same
+dimension at the same site (Gaussian bases, seeded): ablating *any* k of d directions costs
+something, and only a cost well above the random ones says the subspace carries the
+computation.
+"""
+
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+from beartype import beartype
+from torch import Tensor
+from tqdm.auto import tqdm
+
+from tl_interp import hooks
+from tl_interp._types import NameFilter
+from tl_interp.errors import InputError, OptionError
+from tl_interp.intervention import Intervention
+from tl_interp.models._adapter import adapt
+from tl_interp.results import Provenance, Result, prompt_hash, register_result
+
+__all__ = ["SubspaceAblation", "subspace_ablation"]
+
+
+@register_result
+@dataclass(frozen=True, eq=False)
+class SubspaceAblation(Result):
+    """The metric with each subspace ablated (``values``, one per subspace) and its controls.
+
+    Extras: ``baseline`` (0-d, no ablation), ``dims`` (each subspace's dimension), ``random``
+    ``(subspace, n_random)`` (the metric with random subspaces of the same dimension ablated).
+    """
+
+    kind = "subspace_ablation"
+
+    @property
+    def baseline(self) -> float:
+        return float(self.extras["baseline"])
+
+    @property
+    def change(self) -> Tensor:
+        """Metric with the subspace ablated minus the metric without ablation."""
+        return self.values - self.extras["baseline"]
+
+    @property
+    def random_mean(self) -> Tensor:
+        return self.extras["random"].mean(1)
+
+    def markdown(self, *, digits: int = 4) -> str:
+        """A table: subspace, dimension, metric ablated, change, random subspaces of that dimension."""
+        lines = [f"| subspace | dim | {self.metric} ablated | change | random subspaces (mean [min, max]) |",
+                 "|---|---|---|---|---|"]
+        for i, name in enumerate(self.labels["subspace"]):
+            rnd = self.extras["random"][i]
+            lines.append(f"| {name} | {int(self.extras['dims'][i])} | {float(self.values[i]):.{digits}g} | "
+                         f"{float(self.change[i]):+.{digits}g} | {float(rnd.mean()):.{digits}g} "
+                         f"[{float(rnd.min()):.{digits}g}, {float(rnd.max()):.{digits}g}] |")
+        lines.append(f"\nNo ablation: {self.metric} = {self.baseline:.{digits}g}.")
+        return "\n".join(lines)
+
+
+def _score(metric: Callable[[Any], Any], output: Any, label: str) -> Tensor:
+    value = torch.as_tensor(metric(output)).detach().double().cpu()
+    if value.numel() != 1 or not bool(torch.isfinite(value).all()):
+        raise InputError(f"subspace_ablation: the metric must return one finite number; for {label} it returned "
+                         f"{value.reshape(-1)[:4].tolist()} (shape {tuple(value.shape)})")
+    return value.reshape(())
+
+
+@beartype
+def subspace_ablation(model: Any, inputs: Any, where: NameFilter, subspaces: Mapping[str, Tensor], *,
+                      metric: Callable[[Any], Any], metric_name: str | None = None, n_random: int = 3, seed: int = 0,
+                      forward_kwargs: Mapping[str, Any] | None = None, progress: bool = True) -> SubspaceAblation:
+    """The metric when each subspace is projected out at ``where``, with random-subspace controls.
+
+    Args:
+        model: any HookedRootModule (a transformer or a custom toy network).
+        inputs: the model's input, passed as ``model(inputs, **forward_kwargs)``.
+        where: the site(s) to ablate at (``hook_hidden``, ``blocks.3.hook_resid_post``, ...).
+        subspaces: ``{name: basis}``, each basis ``(k, d)`` (or ``(d,)``) spanning a subspace of
+            the site's last axis; orthonormalised by ``hooks.project_out``.
+        metric: ``model output -> scalar`` (e.g. a cross-entropy loss).
+        metric_name: its name in tables (default: the metric's ``name`` or ``__name__``).
+        n_random: random subspaces of each dimension to ablate as controls (0 for none).
+        seed: seed of the random bases (recorded in provenance).
+        forward_kwargs: extra keyword arguments of the forward call (``attention_mask=...``).
+        progress: show a progress bar.
+
+    Returns:
+        ``SubspaceAblation``; ``.markdown()`` is the table.
+
+    Example:
+        >>> import torch
+        >>> from tl_interp.models.zoo import S5MLP, all_pairs
+        >>> model, (pairs, labels) = S5MLP(), all_pairs()
+        >>> loss = lambda logits: torch.nn.functional.cross_entropy(logits, labels[:64])
+        >>> table = subspace_ablation(model, pairs[:64], "hook_hidden", {"first": torch.eye(128)[:4]},
+        ...                           metric=loss, n_random=2, progress=False)
+        >>> table.labels["subspace"], tuple(table.extras["random"].shape)
+        (('first',), (1, 2))
+    """
+    if not subspaces:
+        raise OptionError("subspace_ablation: give at least one subspace ({name: basis})")
+    if n_random < 0:
+        raise OptionError(f"n_random must be >= 0, got {n_random}")
+    kwargs = dict(forward_kwargs or {})
+    ablations = {name: hooks.project_out(where, basis) for name, basis in subspaces.items()}
+    for iv in ablations.values():
+        iv.validate(model)  # names and widths, before any forward pass
+    bases = {name: hooks.orthonormal_basis(basis) for name, basis in subspaces.items()}
+    generator = torch.Generator().manual_seed(seed)
+    total = 1 + len(bases) * (1 + n_random)
+    bar = tqdm(total=total, desc="subspace ablation", disable=not progress)
+
+    def run(iv: Intervention, label: str) -> Tensor:
+        with torch.no_grad():
+            out = _score(metric, iv.run(model, inputs, **kwargs), label)
+        bar.update(1)
+        return out
+
+    baseline = run(Intervention.identity(), "no ablation")
+    values, randoms = [], []
+    for name, q in bases.items():
+        values.append(run(ablations[name], name))
+        controls = [run(hooks.project_out(where, torch.randn(q.shape, generator=generator, dtype=torch.float64)),
+                        f"random {q.shape[0]}-dim") for _ in range(n_random)]
+        randoms.append(torch.stack(controls) if controls else torch.empty(0, dtype=torch.float64))
+    bar.close()
+    described = [d for iv in ablations.values() for d in iv.descriptions]
+    prov = Provenance.make(adapt(model).model_id, interventions=described,
+                           prompt_hash=prompt_hash(inputs) if isinstance(inputs, (Tensor, str, list)) else "",
+                           seed=seed, settings={"n_random": n_random, "where": str(where)})
+    label = metric_name or getattr(metric, "name", None) or getattr(metric, "__name__", "metric")
+    return SubspaceAblation(torch.stack(values), ("subspace",), "metric" if label == "<lambda>" else label,
+                            prov, {"subspace": tuple(bases)},
+                            {"baseline": baseline, "dims": torch.tensor([q.shape[0] for q in bases.values()]),
+                             "random": torch.stack(randoms)})

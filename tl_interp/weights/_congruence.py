@@ -1,0 +1,114 @@
+"""Congruence: how strongly each MLP neuron's weights line up with each token's (un)embedding.
+
+The output congruence of neuron i with token t is ``(W_out[i] @ W_U)[t]``: the direct effect on
+token t's logit of one unit of the neuron's activation (a neuron's "direct logit attribution"
+per unit activation). The input congruence is ``(W_E @ W_in)[t, i]``: how much token t's
+embedding, read directly through ``ln2``, drives the neuron. Both are read through ``fold``
+(layer norm folded the way TransformerLens processes weights), and the result says whether
+the model's weights were processed.
+
+With ``center_unembed`` (part of TransformerLens's processing) ``W_U`` has mean zero over the
+vocabulary, which shifts each neuron's row of output congruence by a constant: rankings of
+tokens per neuron (``top_k``) and logit differences are unchanged.
+"""
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+from beartype import beartype
+from torch import Tensor
+
+from tl_interp.errors import OptionError
+from tl_interp.models._adapter import adapt
+from tl_interp.results import Provenance, Result, register_result
+from tl_interp.weights._fold import fold, token_labels
+from tl_interp.weights._topk import TopK, top_k
+from tl_interp.weights._vectors import kurtosis
+
+__all__ = ["Congruence", "congruence"]
+
+_KINDS = {"out": "W_out[{l}] @ W_U", "in": "(W_E @ W_in[{l}]).T", "gate": "(W_E @ W_gate[{l}]).T"}
+
+
+@register_result
+@dataclass(frozen=True, eq=False)
+class Congruence(Result):
+    """Per neuron, per token congruence ``(d_mlp, d_vocab)`` of one layer's MLP, float64."""
+
+    kind = "congruence"
+
+    def top_k(self, k: int = 10, *, neurons: Sequence[int | str] | None = None, largest: bool = True) -> TopK:
+        """The ``k`` tokens with the largest (``largest=False``: smallest) congruence per neuron."""
+        rows = None if neurons is None else self._rows(neurons)
+        return top_k(self.values, k, row_labels=self.labels["d_mlp"], column_labels=self.labels["d_vocab"],
+                     rows=rows, largest=largest)
+
+    def kurtosis(self) -> Tensor:
+        """Excess kurtosis of each neuron's congruence over the vocabulary ``(d_mlp,)``."""
+        return kurtosis(self.values, dim=1)
+
+    def _rows(self, neurons: Sequence[int | str]) -> list[int]:
+        where = {label: i for i, label in enumerate(self.labels["d_mlp"])}
+        rows = []
+        for n in neurons:
+            if isinstance(n, str) and n not in where:
+                raise OptionError(f"no neuron {n!r}; neurons are labelled like {self.labels['d_mlp'][0]!r}")
+            rows.append(where[n] if isinstance(n, str) else int(n))
+        return rows
+
+
+def _subset(items: Sequence[int] | Tensor | None, size: int, what: str) -> Tensor | None:
+    if items is None:
+        return None
+    index = torch.as_tensor(items, dtype=torch.long).flatten()
+    if index.numel() == 0 or bool(((index < 0) | (index >= size)).any()):
+        raise OptionError(f"{what} must be non-empty indices in [0, {size}); got {index.tolist()[:8]}")
+    return index
+
+
+@beartype
+def congruence(model: Any, layer: int, *, kind: str = "out", token_ids: Sequence[int] | Tensor | None = None,
+               neurons: Sequence[int] | Tensor | None = None) -> Congruence:
+    """Congruence of one layer's MLP neurons with the unembedding (``"out"``) or embedding (``"in"``).
+
+    Args:
+        model: a HookedTransformer (processed or not: the weights are read with layer norm folded).
+        layer: the block whose MLP is read.
+        kind: ``"out"`` (``W_out @ W_U``), ``"in"`` (``(W_E @ W_in).T``) or, on gated MLPs,
+            ``"gate"`` (``(W_E @ W_gate).T``).
+        token_ids: restrict the token axis to these ids (default: the whole vocabulary).
+        neurons: restrict the neuron axis to these neurons (a full ``(d_mlp, d_vocab)`` float64
+            table of a large model is big: read it in chunks of neurons).
+
+    Returns:
+        ``Congruence`` with values ``(d_mlp, n_tokens)``, axes ``("d_mlp", "d_vocab")``, neuron
+        and token labels; provenance settings record ``weights_processed``.
+
+    Example:
+        >>> from transformer_lens import HookedTransformer, HookedTransformerConfig
+        >>> cfg = HookedTransformerConfig(n_layers=1, d_model=8, n_heads=2, d_head=4, n_ctx=4,
+        ...                               d_vocab=5, act_fn="relu", d_mlp=16)
+        >>> c = congruence(HookedTransformer(cfg), 0)
+        >>> tuple(c.values.shape), c.provenance.settings["weights_processed"]
+        ((16, 5), False)
+    """
+    if kind not in _KINDS:
+        raise OptionError(f"kind={kind!r}; choose 'out' (with the unembedding), 'in' or 'gate' (with the embedding)")
+    fw = fold(model)
+    ids = _subset(token_ids, model.cfg.d_vocab, "token_ids")
+    rows = _subset(neurons, model.cfg.d_mlp, "neurons")
+    if kind == "out":
+        unembed, w_out = fw.unembed(), fw.mlp_out(layer)
+        values = (w_out if rows is None else w_out[rows]) @ (unembed if ids is None else unembed[:, ids])
+    else:
+        w_in = fw.mlp_in(layer, gate=kind == "gate")
+        embed = fw.embed()
+        values = ((embed if ids is None else embed[ids]) @ (w_in if rows is None else w_in[:, rows])).T
+    chosen = range(values.shape[0]) if rows is None else rows.tolist()
+    labels = {"d_mlp": tuple(f"L{layer}N{i}" for i in chosen),
+              "d_vocab": token_labels(model, ids)}
+    prov = Provenance.make(adapt(model).model_id, settings={**fw.settings(), "layer": layer, "kind": kind,
+                                                            "product": _KINDS[kind].format(l=layer)})
+    return Congruence(values.cpu(), ("d_mlp", "d_vocab"), f"congruence_{kind}", prov, labels)

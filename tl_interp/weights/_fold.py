@@ -1,0 +1,143 @@
+"""A model's weights as TransformerLens's weight processing leaves them (layer norm folded).
+
+Static weight analyses read vectors *through* the normalisation that follows them: a neuron's
+output vector reaches the unembedding after ``ln_final``, its input vector sees the residual
+after ``ln2``. TransformerLens's ``fold_ln`` multiplies each norm's gain into the next matrix
+(and, for LayerNorm, ``center_writing_weights`` removes the mean over ``d_model`` from
+vectors written into the residual, which the norm would subtract anyway). ``fold(model)``
+gives those effective weights for any HookedTransformer: as they are when the model was loaded
+processed (``normalization_type`` "LNPre"/"RMSPre"), folded here by the same rule when it was
+not, so an analysis gives the same answer either way, and records which case it was.
+
+Not folded (as in TransformerLens): the norm's division by each input's scale, a positive
+number per token that rescales a vector but never changes its direction; biases.
+"""
+
+from dataclasses import dataclass
+from typing import Any
+
+from beartype import beartype
+from torch import Tensor
+
+from tl_interp.errors import SelectionError, UnsupportedError
+from tl_interp.models._adapter import adapt
+
+__all__ = ["FoldedWeights", "fold", "token_labels"]
+
+_FOLDED = ("LNPre", "RMSPre")
+_LAYER_NORMS = ("LN", "LNPre")
+
+
+@dataclass(frozen=True, eq=False)
+class FoldedWeights:
+    """Effective (layer-norm-folded) weights of one HookedTransformer, in float64.
+
+    Attributes:
+        model: the model (its weights are read, never changed).
+        normalization: the model's ``cfg.normalization_type`` (``"LNPre"``, ``"RMS"``, ``None``...).
+        processed: the weights were already folded when the model was loaded.
+    """
+
+    model: Any
+    normalization: str | None
+    processed: bool
+
+    @property
+    def folded_here(self) -> bool:
+        """Whether norm gains are folded by this object (the model was loaded unprocessed)."""
+        return self.normalization in ("LN", "RMS")
+
+    def _centre(self, vectors: Tensor) -> Tensor:
+        # LayerNorm subtracts each input's mean over d_model: only the centred part of a vector
+        # written into the residual stream reaches the next matrix (idempotent if already centred)
+        if self.normalization in _LAYER_NORMS:
+            return vectors - vectors.mean(-1, keepdim=True)
+        return vectors
+
+    def _gain(self, norm: Any) -> Tensor | None:
+        return norm.w.detach().double() if self.folded_here else None
+
+    def _layer(self, layer: int) -> Any:
+        n = self.model.cfg.n_layers
+        if isinstance(layer, bool) or not 0 <= layer < n:
+            raise SelectionError(f"layer {layer} is out of range; the model has {n} layers (0..{n - 1})")
+        if self.model.cfg.attn_only:
+            raise UnsupportedError(f"{adapt(self.model).model_id} is attention-only: it has no MLP weights")
+        return self.model.blocks[layer]
+
+    def embed(self) -> Tensor:
+        """``(d_vocab, d_model)`` token embeddings as the first norm sees them (centred for LayerNorm)."""
+        return self._centre(self.model.W_E.detach().double())
+
+    def unembed(self) -> Tensor:
+        """``(d_model, d_vocab)`` unembedding with ``ln_final``'s gain folded in."""
+        w_u = self.model.W_U.detach().double()
+        gain = self._gain(self.model.ln_final)
+        return w_u if gain is None else gain[:, None] * w_u
+
+    def mlp_in(self, layer: int, *, gate: bool = False) -> Tensor:
+        """``(d_model, d_mlp)`` input (or gate) weights of a layer's MLP with ``ln2``'s gain folded in."""
+        block = self._layer(layer)
+        if gate and not self.model.cfg.gated_mlp:
+            raise UnsupportedError(f"{adapt(self.model).model_id} has no gated MLP; use kind='in'")
+        w = (block.mlp.W_gate if gate else block.mlp.W_in).detach().double()
+        gain = self._gain(block.ln2)
+        return w if gain is None else gain[:, None] * w
+
+    def mlp_out(self, layer: int) -> Tensor:
+        """``(d_mlp, d_model)`` output weights of a layer's MLP (centred for LayerNorm)."""
+        return self._centre(self._layer(layer).mlp.W_out.detach().double())
+
+    def settings(self) -> dict[str, Any]:
+        """What provenance records: whether the weights were processed, and how they were read."""
+        return {"weights_processed": self.processed, "normalization_type": self.normalization,
+                "folded_by_tl_interp": self.folded_here,
+                "reading": "layer norm folded as TransformerLens's fold_ln + center_writing_weights"}
+
+
+@beartype
+def fold(model: Any) -> FoldedWeights:
+    """The layer-norm-folded weights of a HookedTransformer (processed or not).
+
+    Args:
+        model: a ``HookedTransformer`` (or ``HookedSAETransformer``).
+
+    Returns:
+        ``FoldedWeights``; its ``processed`` says whether the model was loaded with folded weights.
+
+    Example:
+        >>> from transformer_lens import HookedTransformer, HookedTransformerConfig
+        >>> cfg = HookedTransformerConfig(n_layers=1, d_model=8, n_heads=2, d_head=4, n_ctx=4,
+        ...                               d_vocab=5, act_fn="relu", d_mlp=16, normalization_type="LN")
+        >>> fw = fold(HookedTransformer(cfg))
+        >>> fw.processed, fw.folded_here, tuple(fw.mlp_out(0).shape)
+        (False, True, (16, 8))
+    """
+    from transformer_lens import HookedTransformer
+
+    if not isinstance(model, HookedTransformer):
+        raise UnsupportedError(f"ti.weights reads HookedTransformer weights (W_E, W_in, W_out, W_U); got "
+                               f"{type(model).__name__}. Load the model as a HookedTransformer "
+                               "(ti.models.load does for supported checkpoints)")
+    norm = model.cfg.normalization_type
+    return FoldedWeights(model, norm, processed=norm in _FOLDED)
+
+
+@beartype
+def token_labels(model: Any, ids: Tensor | list[int] | None = None) -> tuple[str, ...]:
+    """Token strings (spaces kept) for ``ids`` or the whole vocabulary; ``tok{i}`` without a tokenizer.
+
+    Example:
+        >>> from transformer_lens import HookedTransformer, HookedTransformerConfig
+        >>> cfg = HookedTransformerConfig(n_layers=1, d_model=8, n_heads=2, d_head=4, n_ctx=4,
+        ...                               d_vocab=5, act_fn="relu", d_mlp=16)
+        >>> token_labels(HookedTransformer(cfg), [0, 3])
+        ('tok0', 'tok3')
+    """
+    tok = getattr(model, "tokenizer", None)
+    vocab = model.cfg.d_vocab
+    chosen = list(range(vocab)) if ids is None else [int(i) for i in ids]
+    if tok is None:
+        return tuple(f"tok{i}" for i in chosen)
+    return tuple(tok.batch_decode([[i] for i in chosen], clean_up_tokenization_spaces=False))
+
