@@ -33,7 +33,7 @@ from tqdm.auto import tqdm
 
 from tl_interp import hooks
 from tl_interp._types import NameFilter
-from tl_interp.engine._stacked import starts_mid_stack
+from tl_interp.engine.compat import is_hooked_transformer
 from tl_interp.engine.inputs import Inputs, as_batch
 from tl_interp.errors import OptionError, SelectionError, ShapeError, UnsupportedError
 from tl_interp.hooks._select import position_axis
@@ -146,7 +146,7 @@ def _plan(model: Any, positions: Positions, batch: Tokenized) -> _Plan:
 
 def _stop_layer(model: Any, names: tuple[str, ...]) -> int | None:
     """One past the deepest block read, when the model can stop there (HookedTransformer)."""
-    if not starts_mid_stack(model) or any(n.startswith(_AFTER_BLOCKS) for n in names):
+    if not is_hooked_transformer(model) or any(n.startswith(_AFTER_BLOCKS) for n in names):
         return None
     layers = [site_info(model, n).layer for n in names]
     return max((layer for layer in layers if layer is not None), default=-1) + 1
