@@ -66,7 +66,7 @@ def prompts(model_name: str, words: list[str]) -> list[str]:
 
 def word_rows(model, model_name: str, words: list[str], names: list[str]) -> dict[str, torch.Tensor]:
     """{hook name: (n_words, d)}: the last-token residual, averaged over the templates."""
-    acts = ti.steering.read_activations(model, prompts(model_name, words), names, position="last")
+    acts = ti.steering.read_activations(model, prompts(model_name, words), names, positions="last")
     return {k: v.double().reshape(len(words), len(TEMPLATES), -1).mean(1) for k, v in acts.items()}
 
 
@@ -74,7 +74,7 @@ def sae_codes(model, model_name: str, sae_name: str, words: list[str]) -> torch.
     """(n_words, d_sae): the SAE code of each word's last token, averaged over templates."""
     sae = ti.models.load_sae(sae_name)
     hook = sae.cfg.metadata.hook_name
-    acts = ti.steering.read_activations(model, prompts(model_name, words), hook, position="last")[hook]
+    acts = ti.steering.read_activations(model, prompts(model_name, words), hook, positions="last")[hook]
     with torch.no_grad():
         codes = sae.encode(acts.to(sae.W_enc.dtype))
     return codes.double().reshape(len(words), len(TEMPLATES), -1).mean(1)

@@ -69,14 +69,21 @@ def test_contrast_vector_is_the_difference_of_per_prompt_means(model: Any, pairs
 def test_mean_and_fixed_position_rules(model: Any) -> None:
     pos, neg = ["one , two , three ,", "after one comes"], ["january ,", "after may comes"]
     name = site("resid_post", 1)
-    v = contrast_vector(model, pos, neg, name, position="mean")
+    v = contrast_vector(model, pos, neg, name, positions="all", reduce="mean")
     ref = [torch.stack([model.run_with_cache(model.to_tokens(p), names_filter=name)[1][name][0].mean(0)
                         for p in ps]).mean(0) for ps in (pos, neg)]
     assert_close(v.vector, ref[0] - ref[1], atol=1e-5, rtol=0)
-    second_last = contrast_vector(model, pos, neg, name, position=-2)
+    with pytest.warns(ti.errors.TlInterpDeprecationWarning, match="positions='all', reduce='mean'"):
+        old = contrast_vector(model, pos, neg, name, position="mean")  # the old spelling still works
+    assert torch.equal(old.vector, v.vector)
+    ad = ti.models.adapt(model)
+    pos_b, neg_b = ad.tokenize(pos), ad.tokenize(neg)
+    # one index per row differs between the two sets: read each with ti.collect (the reader steering uses)
+    pos_v = ti.collect(model, pos_b, name, positions=pos_b.last_index - 1, progress=False)[name].double().mean(0)
+    neg_v = ti.collect(model, neg_b, name, positions=neg_b.last_index - 1, progress=False)[name].double().mean(0)
     ref = [torch.stack([model.run_with_cache(model.to_tokens(p), names_filter=name)[1][name][0, -2]
                         for p in ps]).mean(0) for ps in (pos, neg)]
-    assert_close(second_last.vector, ref[0] - ref[1], atol=1e-5, rtol=0)
+    assert_close((pos_v - neg_v).float(), ref[0] - ref[1], atol=1e-5, rtol=0)
 
 
 def test_per_layer_vectors_match_single_site_vectors(model: Any, pairs: tuple) -> None:

@@ -67,7 +67,7 @@ def test_patching_result_shows_the_fraction_recovered_and_both_baselines() -> No
 def test_ablation_result_ranks_the_known_induction_head_first() -> None:
     model = ti.models.load("induction-2l")
     tokens = ti.models.zoo.repeated_tokens(8, 10, generator=torch.Generator().manual_seed(0))
-    result = ti.ablation.scan(model, tokens, ti.metrics.loss(tokens), units="heads", n_boot=200, progress=False)
+    result = ti.ablation.scan(model, tokens, ti.metrics.loss(tokens), over="head_index", n_boot=200, progress=False)
     page = result._repr_html_()
     ranking = page.split("most damaging first:")[1]
     first = re.search(r"<tbody><tr><td[^>]*>([^<]*)</td><td[^>]*>([^<]*)</td>", ranking)

@@ -155,7 +155,7 @@ def test_topk_orders_prompts_by_their_peak_like_a_brute_force_sort() -> None:
     gen = torch.Generator().manual_seed(0)
     acts = [torch.randn(n, 6, generator=gen) for n in (3, 5, 4, 2, 6)]
     toks = [[f"t{i}.{j}" for j in range(a.shape[0])] for i, a in enumerate(acts)]
-    view = ti.viz.topk(toks, acts, k=3, units=[4, 1], unit_name="feature")
+    view = ti.viz.topk(toks, acts, k=3, neurons=[4, 1], unit_name="feature")
     for u, unit in enumerate([4, 1]):
         brute = sorted(range(len(acts)), key=lambda p: -max(float(x) for x in acts[p][:, unit]))[:3]
         assert view.data["order"][u] == brute
@@ -170,7 +170,7 @@ def test_topk_tokens_layout_matches_circuitsvis_for_the_chosen_units() -> None:
     gen = torch.Generator().manual_seed(1)
     acts = [torch.randn(n, 5, generator=gen).double() for n in (4, 6)]
     toks = [[f"a{j}" for j in range(4)], [f"b{j}" for j in range(6)]]
-    view = ti.viz.topk(toks, acts, k=3, units=[2, 0], layout="tokens")
+    view = ti.viz.topk(toks, acts, k=3, neurons=[2, 0], layout="tokens")
     # circuitsvis's own topk_tokens on the same units laid out (unit, pos, 1)
     ref = circuitsvis_props(circuitsvis.topk_tokens, circuitsvis.topk_tokens.topk_tokens, toks,
                             [a[:, [2, 0]].T[:, :, None].numpy() for a in acts], max_k=3,
@@ -186,8 +186,8 @@ def test_topk_removes_padding_and_refuses_bad_units() -> None:
     assert view.data["tokens"] == [["a", "b"], ["c", "d", "e"]]
     assert view.data["peaks"][0].tolist() == [2.0, 3.0]  # the pad row (4, 5) is not a peak
     with pytest.raises(SelectionError, match="neuron index 7 is out of range for 2 neurons"):
-        ti.viz.topk([["a"]], [torch.ones(1, 2)], units=[7])
-    with pytest.raises(OptionError, match="pass units="):
+        ti.viz.topk([["a"]], [torch.ones(1, 2)], neurons=[7])
+    with pytest.raises(OptionError, match="pass neurons="):
         ti.viz.topk([["a"]], [torch.ones(1, 101)])
     with pytest.raises(ShapeError, match="2 token lists for 1 prompts"):
         ti.viz.topk([["a"], ["b"]], [torch.ones(1, 2)])

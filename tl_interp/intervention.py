@@ -14,13 +14,16 @@ import dataclasses
 import threading
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 
 from tl_interp._context import RunContext, running
 from tl_interp._types import HookFn, NameFilter
 from tl_interp.errors import HookNameError, InputError
+
+if TYPE_CHECKING:
+    from tl_interp.engine.inputs import Inputs
 from tl_interp.sites import SiteInfo, describe_where, resolve, site_info
 
 __all__ = ["Hook", "Intervention", "HookBuilder", "Firing"]
@@ -237,7 +240,7 @@ class Intervention:
                     handle.hook.remove()
                     point.fwd_hooks = [h for h in point.fwd_hooks if h is not handle]
 
-    def run(self, model: Any, inputs: Any = None, *args: Any, **kwargs: Any) -> Any:
+    def run(self, model: Any, inputs: "Inputs" = None, *args: Any, **kwargs: Any) -> Any:
         """Run the model on ``inputs`` under this intervention and return its output.
 
         Strings and lists of strings are tokenised by tl_interp (one by one, right-padded,

@@ -140,11 +140,13 @@ def _same_positions(a: Reader, b: Reader) -> bool:
     return a == b
 
 
-def is_metric(metric: object) -> bool:
+@checked
+def is_metric(metric: Any) -> bool:
     """Whether ``metric`` gives per-prompt values (a ``Metric`` or ``MetricSet``)."""
     return isinstance(metric, (Metric, MetricSet))
 
 
+@checked
 def bind(metric: Callable[[Tensor], Any], batch: Any) -> Callable[[Tensor], Any]:
     """A metric ready to read ``batch``: tl_interp metrics are bound (``.at``); a plain
     function must not see padding, because nothing tells it where each prompt ends."""

@@ -22,6 +22,7 @@ import torch
 from safetensors.torch import load_file, save_file
 from torch import Tensor
 
+from tl_interp._checks import checked
 from tl_interp._io import atomic_file
 from tl_interp.errors import ShapeError
 
@@ -30,13 +31,15 @@ __all__ = ["Provenance", "Result", "prompt_hash", "register_result"]
 _KINDS: dict[str, type["Result"]] = {}
 
 
+@checked
 def register_result(cls: type["Result"]) -> type["Result"]:
     """Class decorator: lets ``Result.load`` rebuild this subclass from its ``kind``."""
     _KINDS[cls.kind] = cls
     return cls
 
 
-def prompt_hash(*inputs: Any) -> str:
+@checked
+def prompt_hash(*items: Any) -> str:
     """A short stable hash of prompts (strings or token tensors), for provenance.
 
     Example:
@@ -44,7 +47,7 @@ def prompt_hash(*inputs: Any) -> str:
         True
     """
     h = hashlib.sha256()
-    for item in inputs:
+    for item in items:
         if isinstance(item, Tensor):
             h.update(str(tuple(item.shape)).encode())
             h.update(item.detach().cpu().contiguous().numpy().tobytes())

@@ -13,6 +13,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any, get_args
 
+from tl_interp._checks import checked
 from tl_interp._types import NameFilter, SiteKind
 from tl_interp.errors import HookNameError
 
@@ -50,6 +51,7 @@ _TEMPLATES: dict[str, str] = {
 SITE_KINDS: tuple[str, ...] = get_args(SiteKind)
 
 
+@checked
 def site(kind: str, layer: int | None = None) -> str:
     """The TransformerLens hook name for a kind of activation at a layer.
 

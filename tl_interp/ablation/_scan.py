@@ -43,14 +43,8 @@ _UNITS = {"heads": ("z", ("head_index",)), "neurons": ("mlp_post", ("d_mlp",)), 
           "layers": (("attn_out", "mlp_out"), ())}
 
 
-def _where(site: str | Sequence[str] | None, over: str | Sequence[str] | None,
-           units: str | None) -> tuple[tuple[str, ...], tuple[str, ...] | None]:
-    if units is not None:
-        if units not in _UNITS:
-            raise OptionError(f"units must be one of {', '.join(_UNITS)}, not {units!r}")
-        warnings.warn(f"units={units!r} is now site=/over= (units='heads' is over='head_index')",
-                      TlInterpDeprecationWarning, stacklevel=4)
-        site, over = _UNITS[units]
+def _where(site: str | Sequence[str] | None,
+           over: str | Sequence[str] | None) -> tuple[tuple[str, ...], tuple[str, ...] | None]:
     chosen = normalize_over(over)
     if site is None:
         if chosen is None:
@@ -90,13 +84,34 @@ def _mean(acts: Tensor, reference: Tokenized, batch: Tokenized, mean_over: str, 
     return ((x * weight).sum(0) / count.clamp_min(1)).to(acts.dtype)
 
 
+def _units_alias(fn: Callable[..., Any]) -> Callable[..., Any]:
+    """``units=`` (retired): ``"heads"`` is ``over="head_index"``, ``"layers"`` is the attention and
+    MLP outputs whole, ... -- mapped with a warning."""
+    import functools
+
+    @functools.wraps(fn)
+    def call(*args: Any, units: str | None = None, **kwargs: Any) -> Any:
+        if units is not None:
+            if units not in _UNITS:
+                raise OptionError(f"units must be one of {', '.join(_UNITS)}, not {units!r}")
+            if kwargs.get("site") is not None or kwargs.get("over") is not None:
+                raise OptionError("scan: give site=/over= (units= is their old form), not both")
+            warnings.warn(f"units={units!r} is now site=/over= (units='heads' is over='head_index')",
+                          TlInterpDeprecationWarning, stacklevel=2)
+            kwargs["site"], kwargs["over"] = _UNITS[units]
+        return fn(*args, **kwargs)
+
+    return call
+
+
+@_units_alias
 @checked
 def scan(model: Any, inputs: Inputs, metric: Callable[..., Any], *, over: str | Sequence[str] | None = None,
          site: str | Sequence[str] | None = None, method: Method = "zero", reference: Inputs | None = None,
          reference_mask: Tensor | None = None, mean_over: Literal["tokens", "prompts"] = "tokens", seed: int = 0,
          attention_mask: Tensor | None = None, layers: Sequence[int] | None = None, n_boot: int = 2000,
          memory_mb: float = 1024.0, fast_paths: bool = True, skip_unchanged: bool = True,
-         executor: Executor | None = None, progress: bool = True, units: str | None = None) -> AblationResult:
+         executor: Executor | None = None, progress: bool = True) -> AblationResult:
     """Ablate each unit of a kind, one at a time; rank units by the metric's change.
 
     Args:
@@ -120,7 +135,6 @@ def scan(model: Any, inputs: Inputs, metric: Callable[..., Any], *, over: str | 
         n_boot: bootstrap resamples for the 95% intervals.
         memory_mb, fast_paths, skip_unchanged, executor: engine options (as ``sweep``).
         progress: show a progress bar.
-        units: deprecated: ``"heads"`` / ``"neurons"`` / ``"positions"`` / ``"layers"``.
 
     Returns:
         An AblationResult: ``values`` ``(layer, *over)`` (or ``(layer, site, *over)``) of the mean
@@ -136,7 +150,7 @@ def scan(model: Any, inputs: Inputs, metric: Callable[..., Any], *, over: str | 
         >>> res.values.shape
         torch.Size([2, 2])
     """
-    kinds, over_axes = _where(site, over, units)
+    kinds, over_axes = _where(site, over)
     if isinstance(n_boot, bool) or n_boot < 1:
         raise OptionError(f"n_boot must be at least 1, got {n_boot}")
     if method == "zero" and (reference is not None or reference_mask is not None):

@@ -27,10 +27,10 @@ from dataclasses import dataclass
 from typing import Any, Literal
 
 import torch
-from beartype import beartype
 from torch import Tensor
 from tqdm.auto import tqdm
 
+from tl_interp._checks import checked
 from tl_interp import hooks
 from tl_interp._types import NameFilter
 from tl_interp.engine.compat import is_hooked_transformer
@@ -216,7 +216,7 @@ def _forward_kwargs(batch: Tokenized, lo: int, hi: int, stop: int | None) -> tup
     return batch.tokens[lo:hi, :width], kwargs, width
 
 
-@beartype
+@checked
 def collect(model: Any, inputs: Inputs, where: NameFilter, *, positions: Positions = "last",
             reduce: str | None = None, attention_mask: Tensor | None = None, batch_size: int = 32,
             device: str | torch.device = "cpu", dtype: torch.dtype = torch.float32,

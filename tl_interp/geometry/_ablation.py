@@ -13,10 +13,10 @@ from dataclasses import dataclass
 from typing import Any
 
 import torch
-from beartype import beartype
 from torch import Tensor
 from tqdm.auto import tqdm
 
+from tl_interp._checks import checked
 from tl_interp import hooks
 from tl_interp._types import NameFilter
 from tl_interp.errors import InputError, OptionError
@@ -72,7 +72,7 @@ def _score(metric: Callable[[Any], Any], output: Any, label: str) -> Tensor:
     return value.reshape(())
 
 
-@beartype
+@checked
 def subspace_ablation(model: Any, inputs: Any, where: NameFilter, subspaces: Mapping[str, Tensor], *,
                       metric: Callable[[Any], Any], metric_name: str | None = None, n_random: int = 3, seed: int = 0,
                       forward_kwargs: Mapping[str, Any] | None = None, progress: bool = True) -> SubspaceAblation:

@@ -14,12 +14,12 @@ from dataclasses import dataclass
 from typing import Any
 
 import torch
-from beartype import beartype
 from torch import Tensor
 
+from tl_interp._checks import checked
 from tl_interp import stats
 from tl_interp.engine.collect import collect
-from tl_interp.engine.inputs import as_batch
+from tl_interp.engine.inputs import Inputs, as_batch
 from tl_interp.errors import InputError, OptionError, SelectionError, ShapeError
 from tl_interp.models._adapter import Tokenized, adapt
 from tl_interp.positions import first
@@ -120,7 +120,7 @@ def _shuffled(states: Tensor, mask: Tensor, generator: torch.Generator) -> tuple
     return _angles(picked[..., 0, :], picked[..., 1, :]), layers, positions
 
 
-@beartype
+@checked
 def layer_angles(states: Tensor, *, targets: Tensor, others: Tensor | None = None, mask: Tensor | None = None,
                  baseline: str | None = "shuffled", correction: str = "bonferroni", seed: int = 0,
                  model_id: str = "states", layer_labels: Sequence[str] | None = None) -> LayerAngles:
@@ -206,14 +206,14 @@ class AngleInputs:
     model_id: str
 
 
-@beartype
-def angle_inputs(model: Any, prompts: Sequence[str], token: str | int, *, occurrence: int = 0,
+@checked
+def angle_inputs(model: Any, inputs: Inputs, token: str | int, *, occurrence: int = 0,
                  batch_size: int = 16, progress: bool = True) -> AngleInputs:
     """States of every layer (resid_pre of each block, then the final resid_post) and target positions.
 
     Args:
         model: a HookedTransformer (or any model ``ti.collect`` reads).
-        prompts: the sentences; every one must contain ``token``.
+        inputs: the sentences (any input form); every one must contain ``token``.
         token: the target token (one token, e.g. ``" her"``) or its id.
         occurrence: which occurrence in each prompt is the target (0: the first).
         batch_size, progress: as ``ti.collect``.
@@ -234,7 +234,7 @@ def angle_inputs(model: Any, prompts: Sequence[str], token: str | int, *, occurr
         raise InputError("angle_inputs: the model declares no n_layers; collect the states with ti.collect")
     names = tuple(site("resid_pre", layer) for layer in range(n_layers)) + (site("resid_post", n_layers - 1),)
     finder = first(token, occurrence=occurrence)
-    batch = as_batch(model, list(prompts), role="prompts")
+    batch = as_batch(model, inputs, role="inputs")
     targets = finder.resolve(model, batch.tokens.cpu(), batch.attention_mask.cpu())  # names rows without it
     states = collect(model, batch, names, positions="all", batch_size=batch_size, progress=progress)
     return AngleInputs(states.stack(), targets, states.mask, batch, names, adapt(model).model_id)

@@ -12,9 +12,9 @@ from typing import Any
 
 import scipy.stats
 import torch
-from beartype import beartype
 from torch import Tensor
 
+from tl_interp._checks import checked
 from tl_interp.errors import InputError, OptionError, ShapeError
 from tl_interp.stats import PermutationTest, PreparedNull, permutation_indices, permutation_test, register_null
 
@@ -44,7 +44,7 @@ def _ranks(v: Tensor) -> Tensor:
     return torch.as_tensor(scipy.stats.rankdata(v.numpy()), dtype=torch.float64)
 
 
-@beartype
+@checked
 def pearson(x: Tensor, y: Tensor) -> Tensor:
     """Pearson's r of two paired 1-D samples (0-d float64).
 
@@ -57,7 +57,7 @@ def pearson(x: Tensor, y: Tensor) -> Tensor:
     return (_standard(a, "pearson") * _standard(b, "pearson")).mean().clamp(-1.0, 1.0)
 
 
-@beartype
+@checked
 def spearman(x: Tensor, y: Tensor) -> Tensor:
     """Spearman's rho: Pearson's r of average ranks (0-d float64).
 
@@ -74,7 +74,7 @@ def _signs(v: Tensor) -> Tensor:
     return torch.sign(v[:, None] - v[None, :])
 
 
-@beartype
+@checked
 def kendall(x: Tensor, y: Tensor) -> Tensor:
     """Kendall's tau-b, ties handled as scipy's ``kendalltau`` (0-d float64).
 
@@ -126,7 +126,7 @@ def _kendall_null(x: Tensor, y: Tensor) -> PreparedNull:
 CORRELATIONS = {"pearson": pearson, "spearman": spearman, "kendall": kendall}
 
 
-@beartype
+@checked
 def correlate(x: Any, y: Any, *, methods: Sequence[str] = ("pearson", "spearman", "kendall"),
               n_permutations: int = 2000, alternative: str = "two-sided", seed: int = 0,
               permutations: Tensor | None = None) -> dict[str, PermutationTest]:

@@ -20,10 +20,10 @@ fewer pairs than dimensions it fits unrelated pairs well too, which is why the b
 """
 
 import torch
-from beartype import beartype
-from jaxtyping import Float, jaxtyped
+from jaxtyping import Float
 from torch import Tensor
 
+from tl_interp._checks import checked
 from tl_interp.errors import InputError, ShapeError
 from tl_interp.stats import PreparedNull, register_null
 
@@ -60,7 +60,7 @@ def _relative(squared: Tensor, spread: Tensor) -> Tensor:
     return (squared.clamp(min=0.0) / spread).sqrt()
 
 
-@jaxtyped(typechecker=beartype)
+@checked
 def shift_residual(A: Float[Tensor, "n d"], B: Float[Tensor, "n d"]) -> Tensor:
     """Relative residual of ``B ~ A + t`` with the best single shift ``t`` (0-d float64).
 
@@ -101,7 +101,7 @@ def _factor(x: Tensor) -> Tensor:
     return torch.linalg.qr(x.T, mode="reduced").R
 
 
-@jaxtyped(typechecker=beartype)
+@checked
 def procrustes_rotation(A: Float[Tensor, "n d"], B: Float[Tensor, "n d"]) -> Float[Tensor, "d d"]:
     """The orthogonal ``Q`` minimising ``||A Q - B||_F`` (``scipy.linalg.orthogonal_procrustes``).
 
@@ -122,7 +122,7 @@ def procrustes_rotation(A: Float[Tensor, "n d"], B: Float[Tensor, "n d"]) -> Flo
     return u @ vh
 
 
-@jaxtyped(typechecker=beartype)
+@checked
 def rotation_residual(A: Float[Tensor, "n d"], B: Float[Tensor, "n d"]) -> Tensor:
     """Relative residual of ``B ~ A Q`` with the best orthogonal ``Q`` (0-d float64).
 
@@ -160,7 +160,7 @@ def _rotation_residual_null(x: Tensor, y: Tensor) -> PreparedNull:
     return _rotation_null(x, y, _spread(y, "rotation_residual"))
 
 
-@jaxtyped(typechecker=beartype)
+@checked
 def shift_rotation_residual(A: Float[Tensor, "n d"], B: Float[Tensor, "n d"]) -> Tensor:
     """Relative residual of ``B ~ (A - mean A) Q + mean B`` (rotation and shift; 0-d float64).
 
@@ -187,7 +187,7 @@ def _shift_rotation_null(x: Tensor, y: Tensor) -> PreparedNull:
     return _rotation_null(x - x.mean(0), y - y.mean(0), _spread(y, "shift_rotation_residual"))
 
 
-@jaxtyped(typechecker=beartype)
+@checked
 def difference_pca(A: Float[Tensor, "n d"], B: Float[Tensor, "n d"], k: int = 5) -> Tensor:
     """Share of the variance of the centred differences ``B - A`` in their top ``k`` components.
 

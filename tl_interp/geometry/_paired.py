@@ -18,10 +18,10 @@ from dataclasses import dataclass
 from typing import Any
 
 import torch
-from beartype import beartype
 from torch import Tensor
 from tqdm.auto import tqdm
 
+from tl_interp._checks import checked
 from tl_interp.errors import InputError, OptionError, ShapeError
 from tl_interp.geometry._correlation import CORRELATIONS, correlate
 from tl_interp.geometry._fits import difference_pca, rotation_residual, shift_residual, shift_rotation_residual
@@ -165,7 +165,7 @@ def _states(A: Tensor, B: Tensor) -> tuple[Tensor, Tensor, bool]:
     return a, b, single
 
 
-@beartype
+@checked
 def paired(A: Tensor, B: Tensor, *, score: Any = None, n_permutations: int = 1000, k: int | None = None,
            seed: int = 0, n_boot: int = 2000, alpha: float = 0.05, layer_labels: list[str] | None = None,
            model_id: str = "states", progress: bool = True) -> PairedGeometry:

@@ -16,10 +16,10 @@ is the space (``d``).
 from dataclasses import dataclass
 
 import torch
-from beartype import beartype
-from jaxtyping import Float, jaxtyped
+from jaxtyping import Float
 from torch import Tensor
 
+from tl_interp._checks import checked
 from tl_interp.errors import InputError, ShapeError
 from tl_interp.hooks import orthonormal_basis
 
@@ -41,7 +41,7 @@ def _basis(basis: Tensor, width: int, what: str) -> Tensor:
     return orthonormal_basis(basis.detach().cpu())
 
 
-@jaxtyped(typechecker=beartype)
+@checked
 def project(X: Float[Tensor, "*batch d"],
             basis: Float[Tensor, " d"] | Float[Tensor, "k d"]) -> Float[Tensor, "*batch d"]:
     """The component of each row of ``X`` inside the span of ``basis`` (float64).
@@ -56,7 +56,7 @@ def project(X: Float[Tensor, "*batch d"],
     return (x @ q.T) @ q
 
 
-@jaxtyped(typechecker=beartype)
+@checked
 def variance_explained(X: Float[Tensor, "*batch n d"], basis: Float[Tensor, " d"] | Float[Tensor, "k d"], *,
                        center: bool = True) -> float:
     """Share of the variance of ``X`` (squared norm of centred rows) inside the span of ``basis``.
@@ -98,7 +98,7 @@ class Spectrum:
         return int((self.explained.cumsum(0) < share - 1e-12).sum()) + 1
 
 
-@jaxtyped(typechecker=beartype)
+@checked
 def spectrum(X: Float[Tensor, "n d"], *, center: bool = False) -> Spectrum:
     """The singular value spectrum of ``X`` (optionally of its centred rows).
 
@@ -120,7 +120,7 @@ def spectrum(X: Float[Tensor, "n d"], *, center: bool = False) -> Spectrum:
     return Spectrum(values, power / power.sum(), float(entropy.exp()))
 
 
-@jaxtyped(typechecker=beartype)
+@checked
 def low_rank(X: Float[Tensor, "n d"], k: int) -> Float[Tensor, "n d"]:
     """The best rank-``k`` approximation of ``X`` in Frobenius norm (float64).
 

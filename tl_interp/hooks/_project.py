@@ -11,7 +11,7 @@ import torch
 from jaxtyping import Float
 from torch import Tensor
 
-from tl_interp._checks import checked
+from tl_interp._checks import checked, renamed
 from tl_interp._types import IndexSelection, NameFilter, PositionSelection
 from tl_interp.errors import ShapeError
 from tl_interp.hooks._edit import check_finite, check_trailing, edit_intervention
@@ -111,11 +111,12 @@ def _project(op: str, verb: str, where: NameFilter, q: Tensor, *, keep: bool,
     return edit_intervention(op, verb, where, selection, make_edit)
 
 
+@renamed(direction="vector")
 @checked
-def set_component(where: NameFilter, direction: Float[Tensor, "d"], value: float | Float[Tensor, "*batch_pos"], *,
+def set_component(where: NameFilter, vector: Float[Tensor, "d"], value: float | Float[Tensor, "*batch_pos"], *,
                   positions: PositionSelection = None, heads: IndexSelection = None,
                   rows: IndexSelection = None) -> Intervention:
-    """Shift the selected activations along ``direction`` so their component equals ``value``.
+    """Shift the selected activations along ``vector`` so their component equals ``value``.
 
     With u the unit direction, x becomes x + (value - x.u) u: everything orthogonal to u
     is untouched. ``value`` is a number or a tensor broadcastable to the activation
@@ -127,10 +128,10 @@ def set_component(where: NameFilter, direction: Float[Tensor, "d"], value: float
         Intervention (1 hook):
           1. set component along direction to 0 at blocks.1.hook_resid_pre
     """
-    norm = direction.detach().to(torch.float64).norm()
+    norm = vector.detach().to(torch.float64).norm()
     if not torch.isfinite(norm) or norm == 0:
-        raise ShapeError(f"set_component at {describe_where(where)}: the direction must be finite and non-zero")
-    u = direction.detach().to(torch.float64) / norm  # keep the sign: "along" u, not -u
+        raise ShapeError(f"set_component at {describe_where(where)}: the vector must be finite and non-zero")
+    u = vector.detach().to(torch.float64) / norm  # keep the sign: "along" u, not -u
     check_finite(value, "the value", f"set_component at {describe_where(where)}")
     label = f"tensor {tuple(value.shape)}" if isinstance(value, Tensor) else f"{value:g}"
     selection = Selection(positions, heads, None, rows)

@@ -141,7 +141,7 @@ class ModelAdapter:
 
     def tokenize(
         self,
-        prompts: str | Sequence[str],
+        texts: str | Sequence[str],
         *,
         prepend_bos: bool | None = None,
         padding_side: Literal["left", "right"] = "right",
@@ -149,7 +149,8 @@ class ModelAdapter:
         """Tokenise prompts into a padded batch with an attention mask.
 
         Args:
-            prompts: One prompt or several.
+            texts: One prompt or several (strings; ``tl_interp.engine.inputs.as_batch`` takes
+                every input form).
             prepend_bos: Prepend the BOS token; ``None`` uses the model's default
                 (``cfg.default_prepend_bos``; ``False`` for custom modules without a cfg).
             padding_side: Where shorter prompts are padded.
@@ -174,7 +175,7 @@ class ModelAdapter:
                 f"tokenize: {self.model_id} ({self.family}) has no tokenizer; set "
                 "model.tokenizer to a transformers tokenizer, or pass token ids directly"
             )
-        texts = [prompts] if isinstance(prompts, str) else list(prompts)
+        texts = [texts] if isinstance(texts, str) else list(texts)
         if not texts:
             raise ShapeError("tokenize: got an empty list of prompts; pass at least one string")
         rows = [self._encode(text, prepend_bos) for text in texts]

@@ -19,9 +19,9 @@ and are dropped with a warning. CCA is invariant to any invertible linear map of
 import warnings
 
 import torch
-from beartype import beartype
 from torch import Tensor
 
+from tl_interp._checks import checked
 from tl_interp.errors import InputError, OptionError, TlInterpWarning
 from tl_interp.similarity._inputs import ArrayLike, centred, paired_rows
 from tl_interp.stats import PreparedNull, register_null
@@ -77,7 +77,7 @@ def _svcca_bases(X: ArrayLike, Y: ArrayLike, keep: float, dims: int | None) -> t
     return ux, uy
 
 
-@beartype
+@checked
 def svcca(X: ArrayLike, Y: ArrayLike, *, keep: float = 0.99, dims: int | None = None) -> float:
     """Mean canonical correlation after an SVD that keeps ``keep`` of each side's variance.
 
@@ -132,7 +132,7 @@ def _pwcca_score(ux: Tensor, uy: Tensor, loads: Tensor, x_side: bool) -> Tensor:
     return (weights * rho.clamp(max=1.0)).sum(-1)
 
 
-@beartype
+@checked
 def pwcca(X: ArrayLike, Y: ArrayLike) -> float:
     """Projection-weighted CCA (Morcos et al. 2018): canonical correlations weighted by their share of X.
 

@@ -20,10 +20,10 @@ import warnings
 from typing import Any, ClassVar
 
 import torch
-from beartype import beartype
 from torch import Tensor
 from tqdm.auto import tqdm
 
+from tl_interp._checks import checked
 from tl_interp.errors import InputError, OptionError, TlInterpError, TlInterpWarning
 from tl_interp.results import Provenance, Result, prompt_hash, register_result
 from tl_interp.similarity._cca import pwcca, svcca
@@ -144,7 +144,7 @@ def _warn_if_shifted(plan: list, values: Tensor, low: Tensor, high: Tensor, bias
                           "null (for CKA, also read cka_debiased against its null)", TlInterpWarning, stacklevel=4)
 
 
-@beartype
+@checked
 def compare(X: ArrayLike, Y: ArrayLike, *, metrics: Sequence[str] = DEFAULT_METRICS,
             options: Mapping[str, Mapping[str, Any]] | None = None, n_permutations: int = 1000,
             n_boot: int = 1000, alpha: float = 0.05, seed: int = 0, model_id: str = "activations",

@@ -13,9 +13,9 @@ and to reordering units; it is not invariant to general invertible linear maps.
 """
 
 import torch
-from beartype import beartype
 from torch import Tensor
 
+from tl_interp._checks import checked
 from tl_interp.errors import InputError
 from tl_interp.similarity._gather import symmetric_gather
 from tl_interp.similarity._inputs import ArrayLike, centred, paired_rows
@@ -113,7 +113,7 @@ def _norm(xx: Tensor, yy: Tensor) -> Tensor:
     return norm
 
 
-@beartype
+@checked
 def cka(X: ArrayLike, Y: ArrayLike, *, kernel: str = "linear", threshold: float = 0.5,
         debiased: bool = False) -> float:
     """Centred kernel alignment of the rows of X ``(n, d1)`` and Y ``(n, d2)``, in float64.

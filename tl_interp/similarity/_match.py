@@ -11,9 +11,9 @@ from dataclasses import dataclass
 
 import scipy.optimize
 import torch
-from beartype import beartype
 from torch import Tensor
 
+from tl_interp._checks import checked
 from tl_interp.errors import InputError
 from tl_interp.similarity._inputs import ArrayLike, paired_rows
 from tl_interp.stats._inputs import check_choice
@@ -59,7 +59,7 @@ def _constant(n_units: int, live: Tensor) -> Tensor:
     return mask.nonzero().flatten()
 
 
-@beartype
+@checked
 def match_units(A: ArrayLike, B: ArrayLike, *, method: str = "hungarian") -> UnitMatch:
     """Pair units of A ``(n, u1)`` with units of B ``(n, u2)`` by activation correlation.
 

@@ -14,9 +14,9 @@ from collections.abc import Iterable
 import warnings
 
 import torch
-from beartype import beartype
 from torch import Tensor
 
+from tl_interp._checks import checked
 from tl_interp.errors import InputError, SelectionError, TlInterpWarning
 from tl_interp.similarity._gather import PairGather
 from tl_interp.similarity._inputs import ArrayLike, paired_rows
@@ -53,7 +53,7 @@ def _knn_sets(X: ArrayLike, Y: ArrayLike, k: int) -> tuple[Tensor, Tensor]:
     return _neighbours(x, k, "X"), _neighbours(y, k, "Y")
 
 
-@beartype
+@checked
 def mutual_knn(X: ArrayLike, Y: ArrayLike, *, k: int = 10) -> float:
     """Mean fraction of each item's k nearest neighbours (cosine, rows L2-normalised) shared by X and Y.
 
@@ -81,6 +81,7 @@ def knn_resampled(x: Tensor, y: Tensor, source: Tensor, *, k: int = 10) -> float
     return int((nx[:, :, None] == ny[:, None, :]).any(-1).sum()) / nx.numel()
 
 
+@checked
 def knn_chance(n: int, k: int) -> float:
     """Expected ``mutual_knn`` of unrelated representations: k / (n - 1).
 
@@ -103,7 +104,7 @@ def _knn_null(x: Tensor, y: Tensor, *, k: int = 10) -> PreparedNull:
     return PreparedNull(gather, gather.chunk)
 
 
-@beartype
+@checked
 def jaccard(a: Iterable[int] | Tensor, b: Iterable[int] | Tensor) -> float:
     """Jaccard index |a & b| / |a | b| of two sets of indices.
 
@@ -133,7 +134,7 @@ def _topk(v: Tensor, k: int, name: str) -> set[int]:
     return set(v.topk(k).indices.tolist())
 
 
-@beartype
+@checked
 def jaccard_topk(x: ArrayLike, y: ArrayLike, *, k: int) -> float:
     """Jaccard index of the indices of the k largest entries of two vectors.
 

@@ -13,9 +13,9 @@ reflection), translation and isotropic scale. Distances (Williams, Kunz, Kornbli
 import math
 
 import torch
-from beartype import beartype
 from torch import Tensor
 
+from tl_interp._checks import checked
 from tl_interp.similarity._inputs import ArrayLike, centred, paired_rows
 from tl_interp.stats import PreparedNull, register_null
 from tl_interp.stats._inputs import check_choice
@@ -37,7 +37,7 @@ def _reduced(X: ArrayLike, Y: ArrayLike, what: str) -> tuple[Tensor, Tensor]:
     return out[0], out[1]
 
 
-@beartype
+@checked
 def procrustes(X: ArrayLike, Y: ArrayLike) -> float:
     """Procrustes similarity ||Xn^T Yn||_* of the centred, unit-norm X and Y, in [0, 1].
 
@@ -68,7 +68,7 @@ def _procrustes_null(x: Tensor, y: Tensor) -> PreparedNull:
     return PreparedNull(_procrustes_permuted, max(1, (1 << 21) // (b.shape[0] * b.shape[1])))
 
 
-@beartype
+@checked
 def procrustes_distance(X: ArrayLike, Y: ArrayLike, kind: str = "angular") -> float:
     """Procrustes shape distance: ``"angular"`` arccos(similarity) or ``"euclidean"`` sqrt(2 - 2 similarity).
 

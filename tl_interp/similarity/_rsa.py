@@ -11,9 +11,9 @@ Pearson correlation of fixed standardised ranks: one gather and one dot product 
 
 import scipy.stats
 import torch
-from beartype import beartype
 from torch import Tensor
 
+from tl_interp._checks import checked
 from tl_interp.errors import InputError, ShapeError
 from tl_interp.similarity._gather import off_diagonal_gather
 from tl_interp.similarity._inputs import ArrayLike, paired_rows
@@ -26,7 +26,7 @@ _RDMS = ("correlation", "euclidean", "cosine")
 _COMPARES = ("spearman", "pearson", "kendall")
 
 
-@beartype
+@checked
 def rdm(X: ArrayLike, kind: str = "correlation") -> Tensor:
     """Condensed dissimilarities of the rows of X ``(n, d)``, in scipy.spatial.distance.pdist order.
 
@@ -82,7 +82,7 @@ def _rdms(X: ArrayLike, Y: ArrayLike, kind: str, compare: str) -> tuple[Tensor, 
     return _rdm(x, kind, "X"), _rdm(y, kind, "Y")
 
 
-@beartype
+@checked
 def rsa(X: ArrayLike, Y: ArrayLike, *, rdm: str = "correlation", compare: str = "spearman") -> float:
     """Correlation between the dissimilarity matrices of X's and Y's rows.
 

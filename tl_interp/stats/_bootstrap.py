@@ -9,17 +9,18 @@ from collections.abc import Callable
 from typing import Any
 
 import torch
-from beartype import beartype
-from jaxtyping import Float, jaxtyped
+from jaxtyping import Float
 from torch import Tensor
 from tqdm.auto import tqdm
 
+from tl_interp._checks import checked
 from tl_interp.errors import InputError, OptionError, ShapeError
 from tl_interp.stats._inputs import ArrayLike, as_float64, check_count
 
 __all__ = ["bootstrap_mean_ci", "bootstrap_ci", "bootstrap_indices", "percentile_interval"]
 
 
+@checked
 def bootstrap_indices(n: int, n_boot: int, *, seed: int) -> Tensor:
     """``(n_boot, n)`` row indices drawn with replacement, the same for the same ``(n, n_boot, seed)``.
 
@@ -32,6 +33,7 @@ def bootstrap_indices(n: int, n_boot: int, *, seed: int) -> Tensor:
     return torch.randint(n, (n_boot, n), generator=generator)
 
 
+@checked
 def percentile_interval(values: Tensor, alpha: float, dim: int = -1) -> tuple[Tensor, Tensor]:
     """The alpha/2 and 1-alpha/2 quantiles of ``values`` along ``dim`` (linear interpolation).
 
@@ -47,7 +49,7 @@ def percentile_interval(values: Tensor, alpha: float, dim: int = -1) -> tuple[Te
     return bounds[0], bounds[1]
 
 
-@jaxtyped(typechecker=beartype)
+@checked
 def bootstrap_mean_ci(values: Float[Tensor, "*units n"], *, n_boot: int = 2000, alpha: float = 0.05,
                       seed: int = 0) -> tuple[Float[Tensor, "*units"], Float[Tensor, "*units"]]:
     """Percentile bootstrap interval of the mean over the last axis (e.g. prompts).
@@ -81,7 +83,7 @@ def bootstrap_mean_ci(values: Float[Tensor, "*units n"], *, n_boot: int = 2000, 
     return percentile_interval(torch.cat(parts, dim=-1), alpha)
 
 
-@beartype
+@checked
 def bootstrap_ci(statistic: Callable[..., Any], *samples: ArrayLike, n_boot: int = 2000, alpha: float = 0.05,
                  seed: int = 0, vectorized: bool = False, progress: bool = False) -> tuple[Tensor, Tensor]:
     """Percentile bootstrap interval of ``statistic(*samples)``, resampling rows (axis 0).

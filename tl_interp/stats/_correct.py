@@ -10,9 +10,9 @@ correct each family separately by calling once per family.
 """
 
 import torch
-from beartype import beartype
 from torch import Tensor
 
+from tl_interp._checks import checked
 from tl_interp.errors import InputError
 from tl_interp.stats._inputs import ArrayLike, as_float64, check_choice
 
@@ -21,7 +21,7 @@ __all__ = ["correct"]
 _METHODS = ("bonferroni", "holm", "fdr_bh")
 
 
-@beartype
+@checked
 def correct(p_values: ArrayLike | list[float], method: str = "bonferroni") -> Tensor:
     """Adjusted p-values, same shape as ``p_values``, clipped to [0, 1].
 

@@ -25,10 +25,10 @@ from dataclasses import dataclass
 from typing import Any
 
 import torch
-from beartype import beartype
 from torch import Tensor
 from tqdm.auto import tqdm
 
+from tl_interp._checks import checked
 from tl_interp.errors import InputError, ShapeError
 from tl_interp.stats._inputs import ArrayLike, as_float64, check_choice, check_count
 
@@ -65,6 +65,7 @@ class PreparedNull:
 _NULLS: dict[Callable[..., Any], Callable[..., PreparedNull | None]] = {}
 
 
+@checked
 def register_null(metric: Callable[..., Any]) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
     """Decorator: ``prepare(x, y, **metric_kwargs) -> PreparedNull | None`` becomes ``metric``'s fast null
     (``None``: no batched form for these options, the loop runs). Its values must equal the loop's.
@@ -93,7 +94,7 @@ def _fast_null(statistic: Callable[..., Any]) -> tuple[Callable[..., PreparedNul
     return None if prepare is None else (prepare, kwargs)
 
 
-@beartype
+@checked
 def permutation_indices(n: int, n_permutations: int, *, seed: int, kind: str = "pairings") -> Tensor:
     """The permutations ``permutation_test`` uses: ``(n_permutations, n)`` row orders, or flips for signs.
 
@@ -114,6 +115,7 @@ def permutation_indices(n: int, n_permutations: int, *, seed: int, kind: str = "
     return torch.cat(blocks)
 
 
+@checked
 def permutation_p_value(null: Tensor, observed: Tensor, alternative: str) -> Tensor:
     """(1 + #{null at least as extreme}) / (B + 1), with scipy's relative tie tolerance.
 
@@ -164,7 +166,7 @@ def _check(kind: str, x: Tensor, y: Tensor | None, permutations: Tensor | None) 
     return n
 
 
-@beartype
+@checked
 def permutation_test(statistic: Callable[..., Any], x: ArrayLike, y: ArrayLike | None = None, *,
                      n_permutations: int = 10_000, kind: str = "pairings", alternative: str = "greater",
                      seed: int = 0, permutations: Tensor | None = None, progress: bool = False) -> PermutationTest:

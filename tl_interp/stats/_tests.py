@@ -16,9 +16,9 @@ from dataclasses import dataclass
 
 import scipy.special
 import torch
-from beartype import beartype
 from torch import Tensor
 
+from tl_interp._checks import checked
 from tl_interp.errors import InputError, ShapeError
 from tl_interp.stats._inputs import ArrayLike, as_float64, check_choice
 
@@ -48,7 +48,7 @@ def _paired(a: ArrayLike, b: ArrayLike, what: str) -> Tensor:
     return x - y
 
 
-@beartype
+@checked
 def paired_ttest(a: ArrayLike, b: ArrayLike, *, alternative: str = "two-sided") -> TTest:
     """Student's paired t-test of mean(a - b) = 0, pairs on the last axis.
 
@@ -79,7 +79,7 @@ def paired_ttest(a: ArrayLike, b: ArrayLike, *, alternative: str = "two-sided") 
     return TTest(statistic=t, p_value=p, df=df, mean_difference=mean, cohens_d=mean / sd, alternative=alternative)
 
 
-@beartype
+@checked
 def cohens_d_paired(a: ArrayLike, b: ArrayLike) -> Tensor:
     """Cohen's d for paired samples: mean(a - b) / sd(a - b, ddof=1) over the last axis.
 
@@ -92,7 +92,7 @@ def cohens_d_paired(a: ArrayLike, b: ArrayLike) -> Tensor:
     return d.mean(-1) / d.std(-1, correction=1)
 
 
-@beartype
+@checked
 def hedges_g(a: ArrayLike, b: ArrayLike) -> Tensor:
     """Hedges' g of two independent samples (last axis): bias-corrected standardised mean difference.
 

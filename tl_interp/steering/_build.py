@@ -7,39 +7,42 @@ al. 2023, "Representation Engineering"; repeng's ``pca_diff``); ``sae_contrast_v
 the mean difference of SAE feature activations (a vector in feature space). The ``*_vectors``
 forms read many sites (e.g. every layer) from the same forward passes.
 
-Activations are read with the attention mask: "last" is each prompt's last real token and
-"mean" averages over real tokens only, so batching and padding never change a vector.
+Activations are read by ``ti.collect`` with the attention mask: ``positions="last"`` is each
+prompt's last real token and ``reduce="mean"`` averages over real tokens only, so batching and
+padding never change a vector.
 """
 
+import warnings
 from collections.abc import Sequence
-from typing import Any, Literal, TypeAlias
+from typing import Any, Literal
 
 import torch
 from torch import Tensor
-from tqdm.auto import tqdm
 
-from tl_interp._checks import checked
-from tl_interp import hooks
+from tl_interp._checks import checked, renamed
 from tl_interp._types import NameFilter
-from tl_interp.engine.compat import is_hooked_transformer
-from tl_interp.steering._vector import SteeringVector
-from tl_interp.errors import InputError, ShapeError
-from tl_interp.models._adapter import adapt
+from tl_interp.engine.collect import collect
+from tl_interp.engine.inputs import Inputs, as_batch
+from tl_interp.errors import InputError, ShapeError, TlInterpDeprecationWarning
+from tl_interp.models._adapter import Tokenized, adapt
+from tl_interp.positions import Positions, describe
 from tl_interp.results import prompt_hash
 from tl_interp.sites import resolve, site_info
+from tl_interp.steering._vector import SteeringVector
 
 __all__ = ["contrast_vector", "contrast_vectors", "pca_vector", "pca_vectors", "sae_contrast_vector",
            "read_activations"]
 
-ReadRule: TypeAlias = Literal["last", "mean"] | int
+Reduce = Literal["mean"] | None
 
 
-def _check_prompts(fn: str, positive: Sequence[str], negative: Sequence[str], paired: bool) -> None:
-    for label, prompts in (("positive", positive), ("negative", negative)):
-        if isinstance(prompts, str):
-            raise InputError(f"{fn}: the {label} prompts must be a list of strings, not one string")
-        if len(prompts) == 0:
-            raise InputError(f"{fn}: the {label} prompt set is empty; give at least one prompt")
+def _batch(model: Any, prompts: Inputs, role: str, fn: str) -> Tokenized:
+    if isinstance(prompts, (list, tuple)) and len(prompts) == 0:
+        raise InputError(f"{fn}: the {role} prompt set is empty; give at least one prompt")
+    return as_batch(model, prompts, role=f"{fn}: {role}")
+
+
+def _check_pairs(fn: str, positive: Tokenized, negative: Tokenized, paired: bool) -> None:
     if paired and len(positive) != len(negative):
         raise InputError(f"{fn}: paired prompts need sets of equal size; got {len(positive)} positive and "
                          f"{len(negative)} negative")
@@ -53,18 +56,38 @@ def _check_sites(model: Any, names: tuple[str, ...], fn: str) -> None:
                              "(batch, pos, d) such as resid_pre/resid_post/attn_out/mlp_out")
 
 
-def read_activations(model: Any, prompts: Sequence[str], where: NameFilter, *, position: ReadRule = "last",
-                     batch_size: int = 32, progress: bool = False) -> dict[str, Tensor]:
+def _positions(positions: Any, reduce: Reduce) -> tuple[Positions, Reduce]:
+    """The old read rule ``"mean"`` is ``positions="all", reduce="mean"``."""
+    if positions == "mean":
+        warnings.warn("positions='mean' is now positions='all', reduce='mean'", TlInterpDeprecationWarning,
+                      stacklevel=4)
+        return "all", "mean"
+    return positions, reduce
+
+
+def _read(model: Any, batch: Tokenized, where: NameFilter, positions: Positions, reduce: Reduce, batch_size: int,
+          progress: bool, fn: str) -> dict[str, Tensor]:
+    names = resolve(model, where, context=fn)
+    _check_sites(model, names, fn)
+    states = collect(model, batch, list(names), positions=positions, reduce=reduce, batch_size=batch_size,
+                     progress=progress)
+    out = {}
+    for n in names:
+        acts = states[n]
+        if acts.ndim != 2:
+            raise InputError(f"{fn}: positions={describe(positions)} read several positions per prompt; a vector "
+                             "needs one per prompt: use 'last', one index per row, or reduce='mean'")
+        out[n] = acts
+    return out
+
+
+@renamed(prompts="inputs", position="positions")
+@checked
+def read_activations(model: Any, inputs: Inputs, where: NameFilter, *, positions: Positions = "last",
+                     reduce: Reduce = None, batch_size: int = 32, progress: bool = False) -> dict[str, Tensor]:
     """One activation vector per prompt at each site: ``{hook name: (n_prompts, d)}``, float32, CPU.
 
-    Args:
-        model: any model ``tl_interp.models.adapt`` accepts (with a tokenizer).
-        prompts: the prompts.
-        where: hook name(s) or a name filter.
-        position: ``"last"`` (last real token), ``"mean"`` (mean over real tokens) or an int
-            (``k >= 0``: position ``k``; ``k < 0``: counted back from the last real token).
-        batch_size: prompts per forward pass.
-        progress: show a progress bar.
+    A thin view of ``ti.collect`` (use it directly for anything beyond one vector per prompt).
 
     Example:
         >>> import tempfile
@@ -74,51 +97,33 @@ def read_activations(model: Any, prompts: Sequence[str], where: NameFilter, *, p
         >>> tuple(acts["blocks.1.hook_resid_pre"].shape)
         (2, 64)
     """
-    names = resolve(model, where, context="read_activations")
-    _check_sites(model, names, "read_activations")
-    if isinstance(position, str) and position not in ("last", "mean"):
-        raise ShapeError(f"read_activations: position must be 'last', 'mean' or an int, not {position!r}")
-    ad = adapt(model)
-    layers = [site_info(model, n).layer for n in names]
-    stop = max(layers) + 1 if is_hooked_transformer(model) and all(layer is not None for layer in layers) else None
-    out: dict[str, list[Tensor]] = {n: [] for n in names}
-    starts = range(0, len(prompts), batch_size)
-    for lo in tqdm(starts, desc="reading activations", disable=not progress or len(starts) < 2):
-        batch = ad.tokenize(list(prompts[lo:lo + batch_size]))
-        keep = None if position == "mean" else _read_index(position, batch.last_index, batch.tokens.shape[1])
-        store = hooks.cache(names, positions=keep, dtype=torch.float32).collect(
-            model, batch.tokens, attention_mask=batch.attention_mask,
-            **({} if stop is None else {"stop_at_layer": stop}))
-        for n in names:
-            act = store[n]
-            if position == "mean":
-                w = batch.attention_mask.to(act.dtype)[..., None]
-                act = (act * w).sum(1) / w.sum(1)
-            out[n].append(act.cpu())
-    return {n: torch.cat(parts) for n, parts in out.items()}
+    positions, reduce = _positions(positions, reduce)
+    return _read(model, as_batch(model, inputs), where, positions, reduce, batch_size, progress, "read_activations")
 
 
-def _read_index(position: ReadRule, last: Tensor, seq: int) -> Tensor:
-    if position == "last":
-        return last
-    assert isinstance(position, int)
-    index = torch.full_like(last, position) if position >= 0 else last + position + 1
-    if bool(((index < 0) | (index > last)).any()):
-        raise ShapeError(f"read_activations: position {position} falls outside some prompts (their last real "
-                         f"tokens are at {last.tolist()})")
-    return index
+def _texts(inputs: Inputs, batch: Tokenized) -> tuple[str, ...]:
+    """The prompts as given (strings), else decoded from the batch's real tokens."""
+    if isinstance(inputs, str):
+        return (inputs,)
+    if isinstance(inputs, (list, tuple)) and all(isinstance(t, str) for t in inputs):
+        return tuple(inputs)
+    return tuple("".join(t for t, m in zip(row, mask) if m)
+                 for row, mask in zip(batch.str_tokens, batch.attention_mask.tolist()))
 
 
-def _provenance(model: Any, positive: Sequence[str], negative: Sequence[str], position: ReadRule) -> dict[str, Any]:
-    return dict(model_id=adapt(model).model_id, position_rule=str(position),
-                prompt_hash=prompt_hash(list(positive), list(negative)), n_positive=len(positive),
-                n_negative=len(negative), source_prompts=(*positive, *negative))
+def _provenance(model: Any, positive: Tokenized, negative: Tokenized, positions: Positions, reduce: Reduce,
+                texts: tuple[str, ...]) -> dict[str, Any]:
+    rule = describe(positions).strip("'") + (" (mean)" if reduce == "mean" else "")
+    return dict(model_id=adapt(model).model_id, position_rule=rule,
+                prompt_hash=prompt_hash(positive.tokens, negative.tokens), n_positive=len(positive),
+                n_negative=len(negative), source_prompts=texts)
 
 
+@renamed(position="positions")
 @checked
-def contrast_vectors(model: Any, positive: Sequence[str], negative: Sequence[str], where: NameFilter, *,
-                     position: ReadRule = "last", paired: bool = False, name: str | None = None,
-                     batch_size: int = 32, progress: bool = False) -> list[SteeringVector]:
+def contrast_vectors(model: Any, positive: Inputs, negative: Inputs, where: NameFilter, *,
+                     positions: Positions = "last", reduce: Reduce = None, paired: bool = False,
+                     name: str | None = None, batch_size: int = 32, progress: bool = False) -> list[SteeringVector]:
     """Mean-difference vectors (positive minus negative) at every site ``where`` names.
 
     Example:
@@ -130,28 +135,34 @@ def contrast_vectors(model: Any, positive: Sequence[str], negative: Sequence[str
         >>> [v.hook_name for v in vs]
         ['blocks.0.hook_resid_pre', 'blocks.1.hook_resid_pre']
     """
-    _check_prompts("contrast_vector", positive, negative, paired)
-    pos = read_activations(model, positive, where, position=position, batch_size=batch_size, progress=progress)
-    neg = read_activations(model, negative, where, position=position, batch_size=batch_size, progress=progress)
-    prov = _provenance(model, positive, negative, position)
+    fn = "contrast_vector"
+    positions, reduce = _positions(positions, reduce)
+    pos_b, neg_b = _batch(model, positive, "positive", fn), _batch(model, negative, "negative", fn)
+    _check_pairs(fn, pos_b, neg_b, paired)
+    pos = _read(model, pos_b, where, positions, reduce, batch_size, progress, fn)
+    neg = _read(model, neg_b, where, positions, reduce, batch_size, progress, fn)
+    prov = _provenance(model, pos_b, neg_b, positions, reduce, _texts(positive, pos_b) + _texts(negative, neg_b))
     return [SteeringVector((pos[n].double().mean(0) - neg[n].double().mean(0)).float(), n,
                            name=name or f"contrast @ {n}", method="mean_diff", **prov) for n in pos]
 
 
+@renamed(site="where", position="positions")
 @checked
-def contrast_vector(model: Any, positive: Sequence[str], negative: Sequence[str], site: str, *,
-                    position: ReadRule = "last", paired: bool = False, name: str | None = None,
-                    batch_size: int = 32, progress: bool = False) -> SteeringVector:
-    """The mean activation on ``positive`` minus the mean on ``negative``, at one site.
+def contrast_vector(model: Any, positive: Inputs, negative: Inputs, where: str, *, positions: Positions = "last",
+                    reduce: Reduce = None, paired: bool = False, name: str | None = None, batch_size: int = 32,
+                    progress: bool = False) -> SteeringVector:
+    """The mean activation on ``positive`` minus the mean on ``negative``, at one hook point.
 
     Args:
         model: the model (any family ``adapt`` accepts, with a tokenizer).
-        positive, negative: prompt sets (``paired=True`` checks they pair one to one; the
-            mean difference of pairs equals the difference of means).
-        site: a hook name, e.g. ``site("resid_pre", 6)``.
-        position: ``"last"`` (last real token, default), ``"mean"`` (masked mean over
-            tokens) or an int position (negative: from the last real token back).
-        name: label for tables (default ``"contrast @ <site>"``).
+        positive, negative: prompt sets (any input form; ``paired=True`` checks they pair one to
+            one -- the mean difference of pairs equals the difference of means).
+        where: a hook name, e.g. ``site("resid_pre", 6)``.
+        positions: where each prompt is read: ``"last"`` (last real token, default), one index
+            per row, a token finder such as ``first(" her")``; with ``reduce="mean"`` any
+            selection of several positions (``"all"`` for the masked mean over real tokens).
+        reduce: ``"mean"`` to average the selected positions of each prompt.
+        name: label for tables (default ``"contrast @ <hook>"``).
 
     Returns:
         A residual-space ``SteeringVector`` remembering the prompts and how it was read.
@@ -164,8 +175,8 @@ def contrast_vector(model: Any, positive: Sequence[str], negative: Sequence[str]
         >>> v.vector.shape, v.method, v.n_positive
         (torch.Size([64]), 'mean_diff', 1)
     """
-    return contrast_vectors(model, positive, negative, site, position=position, paired=paired, name=name,
-                            batch_size=batch_size, progress=progress)[0]
+    return contrast_vectors(model, positive, negative, where, positions=positions, reduce=reduce, paired=paired,
+                            name=name, batch_size=batch_size, progress=progress)[0]
 
 
 def _first_pc(diffs: Tensor, center: bool) -> Tensor:
@@ -176,17 +187,21 @@ def _first_pc(diffs: Tensor, center: bool) -> Tensor:
     return direction if float(diffs.mean(0) @ direction) >= 0 else -direction
 
 
+@renamed(position="positions")
 @checked
-def pca_vectors(model: Any, positive: Sequence[str], negative: Sequence[str], where: NameFilter, *,
-                position: ReadRule = "last", center: bool = False, name: str | None = None,
-                batch_size: int = 32, progress: bool = False) -> list[SteeringVector]:
+def pca_vectors(model: Any, positive: Inputs, negative: Inputs, where: NameFilter, *, positions: Positions = "last",
+                reduce: Reduce = None, center: bool = False, name: str | None = None, batch_size: int = 32,
+                progress: bool = False) -> list[SteeringVector]:
     """First principal direction of paired differences at every site ``where`` names."""
-    _check_prompts("pca_vector", positive, negative, paired=True)
-    if len(positive) < 2:
+    fn = "pca_vector"
+    positions, reduce = _positions(positions, reduce)
+    pos_b, neg_b = _batch(model, positive, "positive", fn), _batch(model, negative, "negative", fn)
+    _check_pairs(fn, pos_b, neg_b, paired=True)
+    if len(pos_b) < 2:
         raise InputError("pca_vector: a principal direction needs at least 2 pairs")
-    pos = read_activations(model, positive, where, position=position, batch_size=batch_size, progress=progress)
-    neg = read_activations(model, negative, where, position=position, batch_size=batch_size, progress=progress)
-    prov = _provenance(model, positive, negative, position)
+    pos = _read(model, pos_b, where, positions, reduce, batch_size, progress, fn)
+    neg = _read(model, neg_b, where, positions, reduce, batch_size, progress, fn)
+    prov = _provenance(model, pos_b, neg_b, positions, reduce, _texts(positive, pos_b) + _texts(negative, neg_b))
     out = []
     for n in pos:
         diffs = pos[n].double() - neg[n].double()
@@ -196,16 +211,17 @@ def pca_vectors(model: Any, positive: Sequence[str], negative: Sequence[str], wh
     return out
 
 
+@renamed(site="where", position="positions")
 @checked
-def pca_vector(model: Any, positive: Sequence[str], negative: Sequence[str], site: str, *,
-               position: ReadRule = "last", center: bool = False, name: str | None = None,
-               batch_size: int = 32, progress: bool = False) -> SteeringVector:
+def pca_vector(model: Any, positive: Inputs, negative: Inputs, where: str, *, positions: Positions = "last",
+               reduce: Reduce = None, center: bool = False, name: str | None = None, batch_size: int = 32,
+               progress: bool = False) -> SteeringVector:
     """First principal direction of the paired differences ``positive[i] - negative[i]``.
 
     The direction is the top right-singular vector of the difference matrix (uncentred by
     default, so a consistent shift counts; ``center=True`` is repeng's centred ``pca_diff``),
     its sign chosen so the mean difference projects positively, and its length the mean
-    projection of the differences, so multipliers are comparable with ``contrast_vector``.
+    projection of the differences, so scales are comparable with ``contrast_vector``.
 
     Example:
         >>> import tempfile
@@ -215,8 +231,8 @@ def pca_vector(model: Any, positive: Sequence[str], negative: Sequence[str], sit
         >>> v.method, v.vector.shape
         ('pca', torch.Size([64]))
     """
-    return pca_vectors(model, positive, negative, site, position=position, center=center, name=name,
-                       batch_size=batch_size, progress=progress)[0]
+    return pca_vectors(model, positive, negative, where, positions=positions, reduce=reduce, center=center,
+                       name=name, batch_size=batch_size, progress=progress)[0]
 
 
 def sae_name(sae: Any) -> str:
@@ -231,9 +247,10 @@ def sae_hook_name(sae: Any) -> str:
     return _sae_hook_name(sae)
 
 
+@renamed(position="positions")
 @checked
-def sae_contrast_vector(model: Any, sae: Any, positive: Sequence[str], negative: Sequence[str], *,
-                        position: ReadRule = "last", paired: bool = False, name: str | None = None,
+def sae_contrast_vector(model: Any, sae: Any, positive: Inputs, negative: Inputs, *, positions: Positions = "last",
+                        reduce: Reduce = None, paired: bool = False, name: str | None = None,
                         sae_id: str | None = None, keep_error: bool = True, batch_size: int = 32,
                         progress: bool = False) -> SteeringVector:
     """Mean SAE feature activations on ``positive`` minus on ``negative`` (a feature-space vector).
@@ -249,18 +266,20 @@ def sae_contrast_vector(model: Any, sae: Any, positive: Sequence[str], negative:
         >>> v.space, v.vector.shape, v.hook_name
         ('sae', torch.Size([1024]), 'blocks.2.hook_resid_pre')
     """
-    _check_prompts("sae_contrast_vector", positive, negative, paired)
+    fn = "sae_contrast_vector"
+    positions, reduce = _positions(positions, reduce)
     hook = sae_hook_name(sae)
     width = int(sae.cfg.d_in)
+    pos_b, neg_b = _batch(model, positive, "positive", fn), _batch(model, negative, "negative", fn)
+    _check_pairs(fn, pos_b, neg_b, paired)
     feats = []
-    for prompts in (positive, negative):
-        acts = read_activations(model, prompts, hook, position=position, batch_size=batch_size,
-                                progress=progress)[hook]
+    for batch in (pos_b, neg_b):
+        acts = _read(model, batch, hook, positions, reduce, batch_size, progress, fn)[hook]
         if acts.shape[-1] != width:
             raise ShapeError(f"sae_contrast_vector: the SAE has d_in={width}, {hook} has width {acts.shape[-1]}")
         with torch.no_grad():
             feats.append(sae.encode(acts.to(sae.W_dec.dtype)).double().mean(0))
-    prov = _provenance(model, positive, negative, position)
+    prov = _provenance(model, pos_b, neg_b, positions, reduce, _texts(positive, pos_b) + _texts(negative, neg_b))
     return SteeringVector((feats[0] - feats[1]).float(), hook, name=name or f"SAE contrast @ {hook}", space="sae",
                           method="sae_mean_diff", sae_id=sae_id or sae_name(sae),
                           keep_error=keep_error, sae=sae, **prov)

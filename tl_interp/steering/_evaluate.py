@@ -71,6 +71,7 @@ class Controls:
     split_seen: bool = True
 
 
+@checked
 def answer_token(model: Any, answer: str, context: str = "") -> int:
     """The single token id of ``answer``; a clear error if it is several tokens (or none).
 

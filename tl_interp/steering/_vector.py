@@ -22,6 +22,7 @@ import torch
 from jaxtyping import Float
 from torch import Tensor
 
+from tl_interp._checks import checked
 from tl_interp import hooks
 from tl_interp._io import atomic_file
 from tl_interp.errors import InputError, ShapeError, TlInterpDeprecationWarning
@@ -38,6 +39,7 @@ def rule_label(rule: object) -> str:
     return describe(rule).strip("'")
 
 
+@checked
 def steer_positions(rule: Positions, tokens: Any = None) -> Positions:
     """Deprecated: position rules are now resolved by the hooks themselves; returns ``rule``.
 

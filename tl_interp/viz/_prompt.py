@@ -73,10 +73,17 @@ def check_layer(adapter: ModelAdapter, layer: int) -> None:
         raise SelectionError(f"layer {layer} is out of range: {adapter.model_id} has {n} layers (0..{n - 1})")
 
 
-def check_heads(adapter: ModelAdapter, heads: Sequence[int] | None) -> list[int]:
+def check_heads(adapter: ModelAdapter, heads: Any) -> list[int]:
     """The heads to show (all by default); SelectionError for an index beyond ``n_heads``."""
     n = adapter.n_heads or 0
-    chosen = list(range(n)) if heads is None else [int(h) for h in heads]
+    if heads is None:
+        chosen = list(range(n))
+    elif isinstance(heads, (slice, Tensor)) or isinstance(heads, int):
+        from tl_interp.hooks._select import _index_mask
+
+        chosen = _index_mask(heads, n, "head", "heads=").nonzero().flatten().tolist()
+    else:
+        chosen = [int(h) for h in heads]
     if not chosen:
         raise SelectionError("heads=[] selects nothing; pass at least one head index or None for all")
     bad = [h for h in chosen if not 0 <= h < n]

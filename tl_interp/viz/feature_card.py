@@ -17,10 +17,11 @@ from dataclasses import dataclass
 from typing import Any
 
 import torch
-from beartype import beartype
 from torch import Tensor
 
+from tl_interp._checks import checked
 from tl_interp import hooks, metrics
+from tl_interp.engine.inputs import Inputs, as_batch
 from tl_interp.errors import InputError, OptionError, SelectionError
 from tl_interp.hooks._sae import _sae_hook_name
 from tl_interp.models import Tokenized, adapt
@@ -114,9 +115,9 @@ def _check_feature(sae: Any, feature: int) -> None:
                              f"d_sae={d_sae} features (0..{d_sae - 1})")
 
 
-def _activations(sae: Any, model: Any, prompts: str | Sequence[str] | Tokenized) -> _Activations:
+def _activations(sae: Any, model: Any, prompts: Inputs) -> _Activations:
     adapter = adapt(model)
-    batch = prompts if isinstance(prompts, Tokenized) else adapter.tokenize(prompts)
+    batch = as_batch(model, prompts)
     name = _sae_hook_name(sae)
     store = hooks.cache(name)
     with torch.no_grad():
@@ -205,8 +206,8 @@ def _check_options(k: int, window: int, bins: int) -> None:
         raise OptionError(f"feature_card: window must be >= 0, got {window}")
 
 
-@beartype
-def feature_card(sae: Any, model: Any, prompts: str | Sequence[str] | Tokenized, feature: int, *,
+@checked
+def feature_card(sae: Any, model: Any, inputs: Inputs, feature: int, *,
                  answers: Sequence[str] | Tensor | None = None, k: int = 10, window: int = 8, bins: int = 30,
                  seed: int = 0) -> FeatureCard:
     """A card for one SAE feature over a prompt set.
@@ -214,7 +215,7 @@ def feature_card(sae: Any, model: Any, prompts: str | Sequence[str] | Tokenized,
     Args:
         sae: a sae_lens SAE (``ti.models.load_sae(...)``) on ``model``'s residual stream.
         model: the model the SAE reads.
-        prompts: the prompt set (text, several texts, or a ``Tokenized`` batch).
+        inputs: the prompt set (text, several texts, token ids or a ``Tokenized`` batch).
         feature: the feature index, ``0 <= feature < d_sae``.
         answers: one answer per prompt (single-token strings or ids) for the ablation effect;
             default the model's own top prediction at each prompt's last token.
@@ -235,11 +236,11 @@ def feature_card(sae: Any, model: Any, prompts: str | Sequence[str] | Tokenized,
     """
     _check_feature(sae, feature)
     _check_options(k, window, bins)
-    return _card(sae, model, _activations(sae, model, prompts), feature, answers, k, window, bins, seed)
+    return _card(sae, model, _activations(sae, model, inputs), feature, answers, k, window, bins, seed)
 
 
-@beartype
-def feature_page(sae: Any, model: Any, prompts: str | Sequence[str] | Tokenized, *, n: int = 8,
+@checked
+def feature_page(sae: Any, model: Any, inputs: Inputs, *, n: int = 8,
                  answers: Sequence[str] | Tensor | None = None, k: int = 10, title: str | None = None,
                  seed: int = 0) -> Any:
     """A Report of the ``n`` features with the highest maximum activation over the prompts.
@@ -262,7 +263,7 @@ def feature_page(sae: Any, model: Any, prompts: str | Sequence[str] | Tokenized,
     if n < 1:
         raise OptionError(f"feature_page: n must be >= 1, got {n}")
     _check_options(k, 8, 30)
-    acts = _activations(sae, model, prompts)
+    acts = _activations(sae, model, inputs)
     peaks = acts.features.amax((0, 1))
     chosen = [int(i) for i in peaks.argsort(descending=True, stable=True)[:n] if float(peaks[i]) > 0]
     report = Report(title or f"Top features of the SAE at {_sae_hook_name(sae)}")
@@ -271,7 +272,7 @@ def feature_page(sae: Any, model: Any, prompts: str | Sequence[str] | Tokenized,
     if chosen:
         rows = [acts.features[i][acts.valid[i]] for i in range(len(acts.labels))]
         toks = [[t for t, v in zip(acts.labels[i], acts.valid[i]) if v] for i in range(len(acts.labels))]
-        report.view(topk(toks, rows, k=min(k, len(rows)), units=chosen, unit_name="feature"))
+        report.view(topk(toks, rows, k=min(k, len(rows)), neurons=chosen, unit_name="feature"))
     for feature in chosen:
         report.card(_card(sae, model, acts, feature, answers, k, 8, 30, seed))
     return report

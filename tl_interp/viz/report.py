@@ -67,11 +67,11 @@ class Report:
         self._blocks.append(f"<pre>{html.escape(text)}</pre>")
         return self
 
-    def table(self, columns: Sequence[str], rows: Sequence[Sequence[Any]], *, digits: int = 4) -> "Report":
-        """Add a table (floats to ``digits`` significant digits)."""
+    def table(self, columns: Sequence[str], data: Sequence[Sequence[Any]], *, digits: int = 4) -> "Report":
+        """Add a table: ``data`` holds one sequence per row (floats to ``digits`` significant digits)."""
         from tl_interp.viz.html import table_html
 
-        self._blocks.append(table_html(columns, rows, digits=digits))
+        self._blocks.append(table_html(columns, data, digits=digits))
         return self
 
     def figure(self, fig: Any) -> "Report":

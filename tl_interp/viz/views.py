@@ -13,10 +13,11 @@ from collections.abc import Mapping, Sequence
 from typing import Any, Literal
 
 import torch
-from beartype import beartype
 from torch import Tensor
 
+from tl_interp._checks import checked
 from tl_interp import hooks
+from tl_interp._types import IndexSelection
 from tl_interp.errors import InputError, OptionError, SelectionError, ShapeError
 from tl_interp.intervention import Intervention
 from tl_interp.sites import site
@@ -44,8 +45,8 @@ def _heads_widget(patterns: Tensor, labels: list[str], names: list[str]) -> Widg
     return Widget("AttentionHeads", {"attention": patterns, "tokens": labels, "attentionHeadNames": names}, preview)
 
 
-@beartype
-def attention(model: Any, prompt: Prompt, *, layer: int, heads: Sequence[int] | None = None,
+@checked
+def attention(model: Any, prompt: Prompt, *, layer: int, heads: IndexSelection = None,
               intervention: Intervention | None = None, row: int = 0,
               attention_mask: Tensor | None = None) -> View:
     """Attention patterns of some heads of one layer on one prompt (circuitsvis ``attention_heads``).
@@ -54,7 +55,7 @@ def attention(model: Any, prompt: Prompt, *, layer: int, heads: Sequence[int] | 
         model: a TransformerLens model.
         prompt: text, a list of prompts (with ``row``), a ``Tokenized`` batch, or token ids.
         layer: the layer whose heads to show.
-        heads: head indices (default every head).
+        heads: which heads (an index, list, slice or mask; default every head).
         intervention: also show the patterns under this intervention, side by side.
         row: which prompt of a batch; its padding is removed.
         attention_mask: the mask of padded token ids.
@@ -112,7 +113,7 @@ def _value_columns(values: Values, labels: Sequence[str] | None) -> tuple[Tensor
     return table, None if labels is None else list(labels)
 
 
-@beartype
+@checked
 def tokens(tokens: Sequence[str], values: Values, *, labels: Sequence[str] | None = None,
            title: str = "Values per token") -> View:
     """Tokens colored by one or several per-token quantities (circuitsvis ``colored_tokens(_multi)``).
@@ -179,9 +180,9 @@ def _per_prompt(tokens: Sequence[Sequence[str]], activations: Tensor | Sequence[
     return [[str(x) for x in t] for t in toks], [r.double() for r in rows]
 
 
-@beartype
+@checked
 def topk(tokens: Sequence[Sequence[str]], activations: Tensor | Sequence[Tensor], *, k: int = 10,
-         units: Sequence[int] | None = None, unit_name: str = "neuron",
+         neurons: IndexSelection = None, unit_name: str = "neuron",
          layout: Literal["samples", "tokens"] = "samples", attention_mask: Tensor | None = None) -> View:
     """The most-activating prompts or tokens of neurons / SAE features over a prompt set.
 
@@ -190,14 +191,15 @@ def topk(tokens: Sequence[Sequence[str]], activations: Tensor | Sequence[Tensor]
         activations: ``(pos, unit)`` per prompt, or one ``(batch, pos, unit)`` tensor (with
             ``attention_mask`` when padded; padding is removed).
         k: how many prompts (``layout="samples"``) or tokens per prompt (``"tokens"``).
-        units: which units (default all, up to 100); each is labelled with its true index.
+        neurons: which units -- neurons or SAE features -- (default all, up to 100); each is
+            labelled with its true index.
         unit_name: what a unit is called ("neuron", "feature").
         layout: ``"samples"``: for each unit its k prompts with the highest maximum activation,
             in that order (circuitsvis ``topk_samples``); ``"tokens"``: for each unit and
             prompt its k highest and lowest tokens (circuitsvis ``topk_tokens``).
 
     Returns:
-        A View; ``data["order"][u]`` lists unit ``units[u]``'s prompts by maximum activation.
+        A View; ``data["order"][u]`` lists unit ``neurons[u]``'s prompts by maximum activation.
 
     Example:
         >>> import torch
@@ -209,10 +211,15 @@ def topk(tokens: Sequence[Sequence[str]], activations: Tensor | Sequence[Tensor]
         raise OptionError(f"topk: k must be >= 1, got {k}")
     toks, rows = _per_prompt(tokens, activations, attention_mask)
     width = rows[0].shape[-1]
-    if units is None and width > 100:
-        raise OptionError(f"topk: {width} {unit_name}s are too many to draw; pass units=[...] (e.g. the top "
+    if neurons is None and width > 100:
+        raise OptionError(f"topk: {width} {unit_name}s are too many to draw; pass neurons=[...] (e.g. the top "
                           "features by maximum activation)")
-    chosen = list(range(width)) if units is None else [int(u) for u in units]
+    if neurons is None or isinstance(neurons, (Sequence, tuple)):
+        chosen = list(range(width)) if neurons is None else [int(u) for u in neurons]
+    else:
+        from tl_interp.hooks._select import _index_mask
+
+        chosen = _index_mask(neurons, width, unit_name, "topk").nonzero().flatten().tolist()
     bad = [u for u in chosen if not 0 <= u < width]
     if bad or not chosen:
         raise SelectionError(f"topk: {unit_name} index {bad[0] if bad else '(none)'} is out of range for "
@@ -259,7 +266,7 @@ def _log_prob_props(ids: Tensor, log_probs: Tensor, k: int, to_string: Any) -> d
             "correctTokenLogProb": lp.gather(-1, target)[:, 0]}
 
 
-@beartype
+@checked
 def predictions(model: Any, prompt: Prompt, *, intervention: Intervention | None = None, k: int = 10,
                 row: int = 0, attention_mask: Tensor | None = None) -> View:
     """Next-token log-probs at every position, with the top k (circuitsvis ``token_log_probs``).

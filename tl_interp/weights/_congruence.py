@@ -17,9 +17,9 @@ from dataclasses import dataclass
 from typing import Any
 
 import torch
-from beartype import beartype
 from torch import Tensor
 
+from tl_interp._checks import checked
 from tl_interp.errors import OptionError
 from tl_interp.models._adapter import adapt
 from tl_interp.results import Provenance, Result, register_result
@@ -68,7 +68,7 @@ def _subset(items: Sequence[int] | Tensor | None, size: int, what: str) -> Tenso
     return index
 
 
-@beartype
+@checked
 def congruence(model: Any, layer: int, *, kind: str = "out", token_ids: Sequence[int] | Tensor | None = None,
                neurons: Sequence[int] | Tensor | None = None) -> Congruence:
     """Congruence of one layer's MLP neurons with the unembedding (``"out"``) or embedding (``"in"``).

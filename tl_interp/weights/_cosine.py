@@ -13,9 +13,9 @@ from typing import Any
 
 import numpy as np
 import torch
-from beartype import beartype
 from torch import Tensor
 
+from tl_interp._checks import checked
 from tl_interp.errors import InputError, OptionError
 from tl_interp.results import Result, register_result
 from tl_interp.weights._vectors import Vectors, as_vectors
@@ -83,7 +83,7 @@ class CosineMatrix(Result):
                        colorbar="cosine", **kwargs)
 
 
-@beartype
+@checked
 def cosine_matrix(W: Tensor | Vectors, *, cluster: bool = True, method: str = "average",
                   labels: Sequence[str] | None = None) -> CosineMatrix:
     """Pairwise cosine similarities of the rows of ``W``, with a hierarchical-clustering order.
@@ -141,7 +141,7 @@ class Cluster:
         return pd.DataFrame({"label": self.labels, "index": self.indices.tolist(), "cosine": self.cosines.tolist()})
 
 
-@beartype
+@checked
 def cluster_around(W: Tensor | Vectors, exemplar: int | str, *, threshold: float = 0.5, absolute: bool = True,
                    labels: Sequence[str] | None = None) -> Cluster:
     """The vectors aligned with ``exemplar`` (itself included): cosine above ``threshold``.

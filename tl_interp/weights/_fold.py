@@ -16,9 +16,9 @@ number per token that rescales a vector but never changes its direction; biases.
 from dataclasses import dataclass
 from typing import Any
 
-from beartype import beartype
 from torch import Tensor
 
+from tl_interp._checks import checked
 from tl_interp.errors import SelectionError, UnsupportedError
 from tl_interp.models._adapter import adapt
 
@@ -95,7 +95,7 @@ class FoldedWeights:
                 "reading": "layer norm folded as TransformerLens's fold_ln + center_writing_weights"}
 
 
-@beartype
+@checked
 def fold(model: Any) -> FoldedWeights:
     """The layer-norm-folded weights of a HookedTransformer (processed or not).
 
@@ -123,7 +123,7 @@ def fold(model: Any) -> FoldedWeights:
     return FoldedWeights(model, norm, processed=norm in _FOLDED)
 
 
-@beartype
+@checked
 def token_labels(model: Any, ids: Tensor | list[int] | None = None) -> tuple[str, ...]:
     """Token strings (spaces kept) for ``ids`` or the whole vocabulary; ``tok{i}`` without a tokenizer.
 

@@ -11,9 +11,9 @@ from dataclasses import dataclass
 from typing import Any
 
 import torch
-from beartype import beartype
 from torch import Tensor
 
+from tl_interp._checks import checked
 from tl_interp.errors import OptionError, SelectionError, ShapeError
 
 __all__ = ["TopK", "top_k"]
@@ -50,7 +50,7 @@ class TopK:
         return "\n".join(lines)
 
 
-@beartype
+@checked
 def top_k(scores: Tensor, k: int, *, row_labels: Sequence[str] | None = None,
           column_labels: Sequence[str] | None = None, rows: Sequence[int] | None = None,
           largest: bool = True) -> TopK:

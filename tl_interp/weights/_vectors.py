@@ -13,10 +13,10 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import torch
-from beartype import beartype
-from jaxtyping import Float, jaxtyped
+from jaxtyping import Float
 from torch import Tensor
 
+from tl_interp._checks import checked
 from tl_interp.errors import InputError, SelectionError, ShapeError
 from tl_interp.hooks import orthonormal_basis
 from tl_interp.models._adapter import adapt
@@ -83,7 +83,7 @@ class Vectors:
         return Provenance.make(self.model_id, settings={"vectors": self.name, **self.settings, **settings})
 
 
-@beartype
+@checked
 def as_vectors(W: "Tensor | Vectors", *, labels: Sequence[str] | None = None, name: str = "vectors") -> Vectors:
     """``W`` as ``Vectors`` (rows, labels ``"0", "1", ...`` unless given); ``Vectors`` pass through.
 
@@ -119,7 +119,7 @@ def _from_model(model: Any, matrix: Tensor, labels: tuple[str, ...], name: str) 
     return Vectors(matrix.cpu(), labels, name, adapt(model).model_id, fold(model).settings())
 
 
-@beartype
+@checked
 def embedding(model: Any) -> Vectors:
     """Token embeddings ``W_E`` (one row per token, centred for LayerNorm models).
 
@@ -133,7 +133,7 @@ def embedding(model: Any) -> Vectors:
     return _from_model(model, fold(model).embed(), token_labels(model), "W_E")
 
 
-@beartype
+@checked
 def unembedding(model: Any) -> Vectors:
     """Unembedding directions ``W_U[:, t]`` (one row per token, ``ln_final``'s gain folded in).
 
@@ -147,7 +147,7 @@ def unembedding(model: Any) -> Vectors:
     return _from_model(model, fold(model).unembed().T, token_labels(model), "W_U")
 
 
-@beartype
+@checked
 def mlp_in(model: Any, layer: int, *, gate: bool = False) -> Vectors:
     """A layer's MLP input (or gate) weights, one row per neuron (``ln2``'s gain folded in).
 
@@ -170,7 +170,7 @@ def mlp_in(model: Any, layer: int, *, gate: bool = False) -> Vectors:
     return _from_model(model, w, _neurons(layer, w.shape[0]), f"W_{'gate' if gate else 'in'}[{layer}]")
 
 
-@beartype
+@checked
 def mlp_out(model: Any, layer: int) -> Vectors:
     """A layer's MLP output weights ``W_out``, one row per neuron (centred for LayerNorm).
 
@@ -185,7 +185,7 @@ def mlp_out(model: Any, layer: int) -> Vectors:
     return _from_model(model, w, _neurons(layer, w.shape[0]), f"W_out[{layer}]")
 
 
-@beartype
+@checked
 def norms(W: Tensor | Vectors, *, labels: Sequence[str] | None = None) -> Result:
     """The L2 norm of every vector (row), as a labelled ``Result`` (``.figure()`` draws bars).
 
@@ -205,7 +205,7 @@ def norms(W: Tensor | Vectors, *, labels: Sequence[str] | None = None) -> Result
     return Result(v.matrix.norm(dim=1), ("vector",), "l2_norm", v.provenance(), {"vector": v.labels})
 
 
-@jaxtyped(typechecker=beartype)
+@checked
 def orthogonalize(v: Float[Tensor, " d"], against: Float[Tensor, " d"] | Float[Tensor, "k d"]) -> Float[Tensor, " d"]:
     """``v`` minus its projection onto the span of ``against`` (one direction or ``k`` rows), float64.
 
@@ -231,7 +231,7 @@ def orthogonalize(v: Float[Tensor, " d"], against: Float[Tensor, " d"] | Float[T
     return x - (x @ q.T) @ q
 
 
-@jaxtyped(typechecker=beartype)
+@checked
 def kurtosis(X: Float[Tensor, "..."], *, dim: int = -1, fisher: bool = True, bias: bool = True) -> Tensor:
     """Kurtosis along ``dim`` (float64), as ``scipy.stats.kurtosis`` computes it.
 
