@@ -6,7 +6,8 @@
 # ("January, February, March," -> " April"):
 #
 # 1. how well it does (next-token accuracy, answer probability), batched with padding;
-# 2. which layers' attention and MLP outputs it needs (zero-ablating each, one at a time);
+# 2. which layers' attention and MLP outputs it needs (an ablation scan: zero-ablating each,
+#    one at a time, with bootstrap intervals over prompts);
 # 3. at which layer the answer is present in the residual stream at the final token
 #    (activation patching, clean -> corrupted, of `resid_pre` at the last real token);
 # 4. which heads of the attention layer whose ablation hurts most matter (an ablation scan of
@@ -22,10 +23,8 @@ import time
 from pathlib import Path
 
 import torch
-from tqdm import tqdm
-
 import tl_interp as ti
-from tl_interp import hooks, site
+
 from tl_interp.viz import Report
 
 # Ordinal lists long enough that the model continues them rather than closing with " and".
@@ -59,20 +58,12 @@ def answer_ids(adapter, answers):
     return torch.tensor(ids)
 
 
-def answer_logits(model, iv, batch, targets):
-    """Logits at each row's last real token under an intervention: (batch, d_vocab)."""
-    logits = iv.run(model, batch.tokens, attention_mask=batch.attention_mask)
-    return logits[torch.arange(len(targets)), batch.last_index]
-
-
-def summarise(last_logits, targets):
-    logp = last_logits.log_softmax(-1)
-    rows = torch.arange(len(targets))
-    return {
-        "accuracy": float((last_logits.argmax(-1) == targets).float().mean()),
-        "mean_answer_logprob": float(logp[rows, targets].mean()),
-        "mean_answer_prob": float(logp[rows, targets].exp().mean()),
-    }
+def summarise(logits, batch, targets):
+    """Accuracy and answer (log-)probability at each prompt's last real token (ti.metrics, bound to the batch)."""
+    battery = ti.metrics.MetricSet({"accuracy": ti.metrics.accuracy(targets),
+                                    "mean_answer_logprob": ti.metrics.answer_logprob(targets),
+                                    "mean_answer_prob": ti.metrics.answer_prob(targets)}).at(batch)
+    return {name: float(values.mean()) for name, values in battery.per_prompt(logits).items()}
 
 
 # %%
@@ -92,25 +83,26 @@ def main(argv=None):
     print(f"loaded {adapter.model_id} ({adapter.n_layers} layers) in {time.time() - started:.1f}s")
 
     # 1. Baseline, batched with padding; check it against prompt-by-prompt runs.
-    base_logits = answer_logits(model, ti.Intervention.identity(), batch, targets)
-    baseline = summarise(base_logits, targets)
+    logits = ti.Intervention.identity().run(model, batch.tokens, attention_mask=batch.attention_mask)
+    baseline = summarise(logits, batch, targets)
+    base_logits = logits[torch.arange(len(prompts)), batch.last_index]
     one_by_one = torch.stack([model(adapter.tokenize(p).tokens)[0, -1] for p in prompts])
     batch_gap = float((one_by_one.log_softmax(-1) - base_logits.log_softmax(-1)).abs().max())
     predictions = [adapter.model.to_string(int(t)) for t in base_logits.argmax(-1)]
 
-    # 2. Zero-ablate each layer's attention output and MLP output, one at a time.
-    ablations = {}
-    for kind in ("attn_out", "mlp_out"):
-        rows = []
-        for layer in tqdm(range(adapter.n_layers), desc=f"ablating {kind}"):
-            rows.append(summarise(answer_logits(model, hooks.zero_ablate(site(kind, layer)), batch, targets), targets))
-        ablations[kind] = rows
+    # 2. Zero-ablate each layer's attention output and MLP output, one at a time: an ablation
+    #    scan over whole sites, with 95% bootstrap intervals over prompts.
+    logprob = ti.metrics.answer_logprob(targets)
+    layer_scan = ti.ablation.scan(model, batch, logprob, site=("attn_out", "mlp_out"), over=())
+    ablations = {kind: [{"effect": float(layer_scan.values[layer, k]),
+                         "ci_low": float(layer_scan.extras["ci_low"][layer, k]),
+                         "ci_high": float(layer_scan.extras["ci_high"][layer, k])}
+                        for layer in range(adapter.n_layers)]
+                 for k, kind in enumerate(("attn_out", "mlp_out"))}
 
     # 2b. The attention layer whose ablation hurts most: ablate each of its heads.
-    worst_attn = min(range(adapter.n_layers), key=lambda i: ablations["attn_out"][i]["mean_answer_logprob"])
-    head_metric = ti.metrics.answer_logprob(targets, positions=batch.last_index)
-    head_scan = ti.ablation.scan(model, batch.tokens, head_metric, units="heads", layers=[worst_attn],
-                                 attention_mask=batch.attention_mask, progress=False)
+    worst_attn = min(range(adapter.n_layers), key=lambda i: ablations["attn_out"][i]["effect"])
+    head_scan = ti.ablation.scan(model, batch, logprob, over="head_index", layers=[worst_attn], progress=False)
     top_heads = [row["index"][1] for row in head_scan.ranking(3)]
     head_attention = ti.viz.attention(model, prompts[0], layer=worst_attn, heads=top_heads)
 
@@ -121,9 +113,8 @@ def main(argv=None):
     corrupt = adapter.tokenize([prompts[i] for i in corrupt_idx])
     if bool((clean.attention_mask == 0).any()) or bool((corrupt.attention_mask == 0).any()):
         raise ValueError("PATCH_PAIRS must all have one token length")
-    metric = ti.metrics.logit_diff(targets[list(clean_idx)], targets[list(corrupt_idx)], positions=clean.last_index)
-    sweep = ti.patching.sweep(model, clean.tokens, corrupt.tokens, metric, site="resid_pre",
-                              attention_mask=clean.attention_mask)
+    metric = ti.metrics.logit_diff(targets[list(clean_idx)], targets[list(corrupt_idx)])
+    sweep = ti.patching.sweep(model, clean, corrupt, metric, site="resid_pre")
     sweep.save(Path(args.out) / "main_study_patching.safetensors")
     recovered = sweep.normalized.nan_to_num()
     at_last = recovered[:, -1].tolist()  # the final position (all rows have one length)
@@ -146,13 +137,14 @@ def main(argv=None):
     (out / "main_study.json").write_text(json.dumps(results, indent=2))
     path = write_report(results, sweep, head_scan, head_attention, out / "main_study.html")
     print(json.dumps({k: results[k] for k in ("baseline", "batched_vs_unbatched_max_abs_logprob_diff")}, indent=2))
-    worst = {k: min(range(len(v)), key=lambda i: v[i]["mean_answer_logprob"]) for k, v in ablations.items()}
+    worst = {k: min(range(len(v)), key=lambda i: v[i]["effect"]) for k, v in ablations.items()}
     print(f"most damaging ablations: attn_out L{worst['attn_out']}, mlp_out L{worst['mlp_out']}")
     moved = next((i for i, r in enumerate(at_last) if r >= 0.5), None)
     print(f"patching: the last token's resid_pre carries >=50% of the answer from layer {moved} on")
     print(f"heads of L{worst_attn} whose ablation hurts most: {top_heads}")
     print(f"report: {path} ({results['seconds']:.0f}s)")
-    return {"results": results, "sweep": sweep, "head_scan": head_scan, "head_attention": head_attention}
+    return {"results": results, "sweep": sweep, "layer_scan": layer_scan, "head_scan": head_scan,
+            "head_attention": head_attention}
 
 
 def write_report(results, sweep, head_scan, head_attention, path):
@@ -168,9 +160,12 @@ def write_report(results, sweep, head_scan, head_attention, path):
     report.heading("Zero-ablating one layer's output")
     fig = go.Figure()
     for kind, rows in results["ablations"].items():
-        fig.add_scatter(y=[r["mean_answer_logprob"] for r in rows], name=kind, mode="lines+markers")
-    fig.add_hline(y=b["mean_answer_logprob"], line_dash="dot", annotation_text="unablated")
-    fig.update_layout(xaxis_title="layer", yaxis_title="mean log-prob of the answer", height=400)
+        effect = [r["effect"] for r in rows]
+        fig.add_scatter(y=effect, name=kind, mode="lines+markers",
+                        error_y=dict(type="data", symmetric=False, array=[r["ci_high"] - e for r, e in zip(rows, effect)],
+                                     arrayminus=[e - r["ci_low"] for r, e in zip(rows, effect)]))
+    fig.add_hline(y=0.0, line_dash="dot", annotation_text="unablated")
+    fig.update_layout(xaxis_title="layer", yaxis_title="change in the answer's log-prob (95% CI)", height=400)
     report.figure(fig)
     layer = results["head_scan"]["layer"]
     report.heading(f"The heads of layer {layer}, the attention layer whose ablation hurts most")

@@ -140,6 +140,7 @@ def main(results: Path) -> dict:
     found["keep_only"] = kept
     found["seconds"] = round(time.time() - start, 1)
     write(results, found, table_)
+    found["ablation_result"] = table_
     return found
 
 
@@ -231,3 +232,15 @@ if __name__ == "__main__":
     args = parser.parse_args()
     out = main(args.results)
     print((args.results / "summary.md").read_text())
+
+# %% [markdown]
+# In a notebook the subspace-ablation result displays itself: the loss with each representation's
+# neuron subspace removed, against random subspaces of the same dimension.
+
+# %%
+if __name__ == "__main__":
+    try:
+        from IPython.display import display
+    except ImportError:  # run as a plain script without IPython
+        display = print
+    display(out["ablation_result"])

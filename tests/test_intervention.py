@@ -62,8 +62,18 @@ def test_interventions_are_immutable() -> None:
 
 def test_bind_gives_transformer_lens_fwd_hooks(tcase: Case) -> None:
     iv = hooks.zero_ablate(tcase.heads, heads=[0, 2], positions=-1) + hooks.scale(tcase.resid, 1.5)
-    theirs = tcase.model.run_with_hooks(tcase.inputs, fwd_hooks=iv.bind(tcase.model))
-    assert torch.equal(iv.run(tcase.model, tcase.inputs), theirs)
+
+    def zero_heads(act: torch.Tensor, hook: Any) -> torch.Tensor:  # the same edits, written by hand
+        act = act.clone()
+        act[:, -1, [0, 2]] = 0.0
+        return act
+
+    def scale(act: torch.Tensor, hook: Any) -> torch.Tensor:
+        return act * 1.5
+
+    by_hand = tcase.model.run_with_hooks(tcase.inputs, fwd_hooks=[(tcase.heads, zero_heads), (tcase.resid, scale)])
+    assert torch.equal(tcase.model.run_with_hooks(tcase.inputs, fwd_hooks=iv.bind(tcase.model)), by_hand)
+    assert torch.equal(iv.run(tcase.model, tcase.inputs), by_hand)
     assert iv.bind(tcase.model)[0][1].__name__ == "_zero_ablate"
 
 

@@ -3,7 +3,8 @@
 Each ``demos/*.py`` percent-cell script is converted to a notebook (``# %%`` starts a code
 cell, ``# %% [markdown]`` a markdown cell), executed with nbclient + ipykernel in a fresh
 folder (so the demo's outputs land there), and its outputs must contain a circuitsvis view
-(``tl-interp-view``) and the circuitsvis bundle exactly once. Demos that load SmolLM2 (their
+(``tl-interp-view``, with the circuitsvis bundle exactly once) or a displayed result (toy
+networks without tokens have nothing for circuitsvis to draw). Demos that load SmolLM2 (their
 source says ``smollm2``) run behind the ``real_model`` marker; the others in the default
 suite. With ``TL_INTERP_WRITE_NOTEBOOKS=DIR`` the executed notebooks are written to DIR when
 they are under 2 MB (``demos/notebooks/`` holds the committed ones).
@@ -24,8 +25,10 @@ DEMOS = sorted((ROOT / "demos").glob("*.py"))
 BUNDLE_MARKER = "tl-interp-circuitsvis-bundle"
 MAX_COMMITTED_BYTES = 2_000_000
 # The first cell of every converted notebook: a kernel's own argv (-f connection.json) is not
-# the demo's command line, so argparse must see none.
-SETUP_CELL = "import sys\nsys.argv = sys.argv[:1]"
+# the demo's command line, so argparse must see none; and a kernel has no __file__, so the
+# demo is placed at demos/<name> under the working folder (its results land there too).
+SETUP_CELL = ("import sys\nfrom pathlib import Path\nsys.argv = sys.argv[:1]\n"
+              "__file__ = str(Path.cwd() / 'demos' / {name!r})")
 # Demos whose cells display no view yet (each needs a cell ending in a view or result);
 # strict, so an entry must go once its demo shows one.
 WITHOUT_VIEWS = {"steering_numbers_months.py"}
@@ -35,9 +38,9 @@ class MissingViews(AssertionError):
     """A demo ran as a notebook but its outputs show no rendered view."""
 
 
-def percent_to_notebook(source: str) -> "nbformat.NotebookNode":
+def percent_to_notebook(source: str, name: str = "demo.py") -> "nbformat.NotebookNode":
     """A notebook from a percent-cell script (the subset of jupytext's format the demos use)."""
-    cells = [nbformat.v4.new_code_cell(SETUP_CELL, metadata={"tags": ["injected-by-test"]})]
+    cells = [nbformat.v4.new_code_cell(SETUP_CELL.format(name=name), metadata={"tags": ["injected-by-test"]})]
     chunks = re.split(r"^(# %%.*)$", source, flags=re.MULTILINE)
     preamble, rest = chunks[0], chunks[1:]
     if preamble.strip():
@@ -61,7 +64,7 @@ def html_outputs(nb: "nbformat.NotebookNode") -> list[str]:
 
 
 def execute(script: Path, workdir: Path, monkeypatch: pytest.MonkeyPatch) -> "nbformat.NotebookNode":
-    nb = percent_to_notebook(script.read_text())
+    nb = percent_to_notebook(script.read_text(), script.name)
     # the kernel is this interpreter (its kernelspec says plain "python"), offline, on few threads
     monkeypatch.setenv("PATH", f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}")
     for name, value in (("HF_HUB_OFFLINE", "1"), ("OMP_NUM_THREADS", "1"), ("MKL_NUM_THREADS", "1")):
@@ -75,10 +78,12 @@ def execute(script: Path, workdir: Path, monkeypatch: pytest.MonkeyPatch) -> "nb
 def check_views(nb: "nbformat.NotebookNode", name: str) -> None:
     pages = html_outputs(nb)
     views = sum(page.count('class="tl-interp-view"') for page in pages)
-    if views == 0:
-        raise MissingViews(f"{name} ran as a notebook but no cell output shows a tl_interp view; end a cell with "
-                           "a view (ti.viz.attention(...), ...) or a result")
-    assert sum(page.count(BUNDLE_MARKER) for page in pages) == 1, "the circuitsvis bundle must ride along once"
+    results = sum(page.count('class="tl-interp-result"') for page in pages)
+    if views + results == 0:
+        raise MissingViews(f"{name} ran as a notebook but no cell output shows a tl_interp view or result; end a "
+                           "cell with a view (ti.viz.attention(...), ...) or a result")
+    if views:
+        assert sum(page.count(BUNDLE_MARKER) for page in pages) == 1, "the circuitsvis bundle must ride along once"
 
 
 def keep(nb: "nbformat.NotebookNode", name: str) -> None:
@@ -124,7 +129,7 @@ def test_conversion_and_execution_on_a_small_percent_script(tmp_path: Path, monk
                       'model = ti.models.load("induction-2l")\ntokens = torch.tensor([0, 5, 6, 7, 5, 6, 7])\n\n'
                       "# %% the induction head\nti.viz.attention(model, tokens, layer=1, heads=[2])\n\n"
                       "# %%\nti.viz.predictions(model, tokens)\n")
-    nb = percent_to_notebook(script.read_text())
+    nb = percent_to_notebook(script.read_text(), script.name)
     assert [c.cell_type for c in nb.cells] == ["code", "markdown", "code", "code", "code"]
     assert nb.cells[1].source.startswith("# A tiny demo") and nb.cells[3].source.startswith("# the induction head")
     executed = execute(script, tmp_path, monkeypatch)

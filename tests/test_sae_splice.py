@@ -40,7 +40,10 @@ def tokens() -> torch.Tensor:
 @pytest.mark.parametrize("kind", ["standard", "topk"])
 def test_empty_edit_with_error_term_reproduces_the_model(model: Any, tokens: torch.Tensor, kind: str) -> None:
     sae = make_sae(kind)
-    assert torch.equal(hooks.sae_splice(sae).run(model, tokens), model(tokens))
+    assert torch.equal(hooks.sae_splice(sae, positions="all").run(model, tokens), model(tokens))
+    # an identity edit goes through encode, decode and the error term: x + (dec(f) - dec(f)) is x exactly
+    identity = hooks.sae_splice(sae, lambda features: features, positions="all")
+    assert torch.equal(identity.run(model, tokens), model(tokens))
     # the error term also cancels for an edit that changes nothing
     assert_close(hooks.sae_splice(sae, hooks.scale_features([0, 1], 1.0)).run(model, tokens), model(tokens),
                  rtol=1e-6, atol=1e-5)

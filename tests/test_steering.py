@@ -128,8 +128,12 @@ def test_multiplier_zero_is_exactly_unsteered(model: Any, pairs: tuple) -> None:
     tasks = analogy_tasks("heldout")
     rep = evaluate(model, v.renamed("v"), {"months": tasks["months"]}, [0.0, 4.0], controls=NO_CONTROLS,
                    progress=False)
-    assert torch.equal(rep.extras["pp_prob"][0, 0], rep.extras["base_pp_prob"])
-    assert torch.equal(rep.extras["pp_top1"][0, 0], rep.extras["base_pp_top1"])
+    # scale 0 against a fresh, unhooked forward of every prompt on its own (not the report's own baseline)
+    for j, entry in enumerate(rep.meta["prompts"]):
+        with torch.no_grad():
+            logits = model(model.to_tokens(entry["prompt"]))[0, -1]
+        assert int(rep.extras["pp_top1"][0, 0, j]) == int(logits.argmax())
+        assert abs(float(rep.extras["pp_prob"][0, 0, j]) - float(logits.softmax(-1)[entry["answer_id"]])) < 1e-6
 
 
 @pytest.mark.parametrize("rule", ["all", "last", From(2)])
@@ -274,8 +278,8 @@ def test_numbers_minus_months_on_held_out_months_beats_random_vectors(model: Any
     held_out = analogy_tasks(("test", "heldout"))
     rep = evaluate(model, vectors, {"months": held_out["months"], "numbers": held_out["numbers"]}, mults,
                    controls=Controls(random_seeds=tuple(range(8))), progress=False)
-    domain = rep.compare(best["vector"], best["multiplier"], "months", metric="on_target")
-    shift = rep.compare(best["vector"], best["multiplier"], "months", metric="logit_diff")
+    domain = rep.compare(best["vector"], best["scale"], "months", metric="on_target")
+    shift = rep.compare(best["vector"], best["scale"], "months", metric="logit_diff")
     assert domain["ci_low"] > 0, domain  # a real effect: the interval excludes zero
     assert shift["ci_low"] > 0, shift
 

@@ -26,6 +26,7 @@ from tl_interp.errors import OptionError, ShapeError, TlInterpDeprecationWarning
 __all__ = ["checked", "is_checked", "renamed"]
 
 F = TypeVar("F", bound=Callable[..., Any])
+_UnionType = type(int | str)
 _PARAM = re.compile(r"parameter (?:'|\")?(\w+)(?:'|\")?")
 
 
@@ -50,6 +51,9 @@ def _short(value: Any) -> str:
 
 
 def _hint_label(hint: Any) -> str:
+    members = [a for a in typing.get_args(hint)] if typing.get_origin(hint) in (typing.Union, _UnionType) else []
+    if members:
+        return " | ".join(_hint_label(a) for a in members)
     text = hint.__name__ if isinstance(hint, type) else str(hint)
     text = text.replace("typing.", "").replace("collections.abc.", "").replace("torch.", "")
     return text if len(text) <= 120 else text[:117] + "..."
@@ -86,7 +90,10 @@ def _translate(err: Exception, fn: Callable[..., Any], args: tuple[Any, ...], kw
             kinds = sorted({str(h.__name__).split("[")[0] for h in arrays})
             return TypeCheckError(f"{label}: {name} has dtype {value.dtype}; it takes a {' or '.join(kinds)} tensor "
                                   f"({_hint_label(hint)})")
-        return ShapeError(f"{label}: {name} has shape {tuple(value.shape)}, which does not fit {_hint_label(hint)}")
+        dims = message.split("axis annotation are as follows.", 1)
+        bound = ", ".join(line.strip() for line in dims[1].splitlines() if "=" in line) if len(dims) == 2 else ""
+        return ShapeError(f"{label}: {name} has shape {tuple(value.shape)}, which does not fit {_hint_label(hint)}"
+                          + (f" (with {bound} from the other arguments)" if bound else ""))
     return TypeCheckError(f"{label}: {name} is {_short(value)}; it takes {_hint_label(hint)}")
 
 

@@ -40,13 +40,11 @@ def _inspect(args: argparse.Namespace) -> int:
 
 def _register_result_kinds() -> None:
     """Import every study package, so ``Result.load`` rebuilds each saved kind's own class."""
-    import importlib
-
     import tl_interp
 
     for name in tl_interp._LAZY:
         if name not in ("models", "results", "viz"):
-            importlib.import_module(f"tl_interp.{name}")
+            getattr(tl_interp, name)  # imports the study package (and registers its result kinds)
 
 
 def _report(args: argparse.Namespace) -> int:

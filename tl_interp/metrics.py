@@ -147,7 +147,7 @@ def is_metric(metric: Any) -> bool:
 
 
 @checked
-def bind(metric: Callable[[Tensor], Any], batch: Any) -> Callable[[Tensor], Any]:
+def bind(metric: Any, batch: Any) -> Any:
     """A metric ready to read ``batch``: tl_interp metrics are bound (``.at``); a plain
     function must not see padding, because nothing tells it where each prompt ends."""
     if is_metric(metric):

@@ -89,6 +89,11 @@ class Staged:
     then: Callable[[Values], Any]
 
 
+def _only(values: Values) -> Values:
+    """The values of the single 'cell' of a base run."""
+    return {k: v[0] for k, v in values.items()} if isinstance(values, dict) else values[0]
+
+
 def check_metric(model: Any, metric: Callable[..., Any], batch: Tokenized) -> Callable[..., Any]:
     """Bind the metric to the batch and call it on dummy logits, so a metric that cannot read
     this batch, or returns the wrong shape, fails before any forward pass. Returns it bound."""
@@ -170,13 +175,9 @@ class BaseRun:
             out = iv.run(model, self.batch.tokens, **kw)
             self.acts = dict(cache.store) if cache is not None else {}
             self.kv = compat.kv_entries(kv) if kv is not None else []
-            if self.read_reason is None:
-                self.base_logits = compat.head(model, read_only.take(out, self.read_positions, 0))
-                self.values = _score(self.metric, self.base_logits, 1, self.rows, read=True)
-            else:
-                self.base_logits = out
-                self.values = _score(self.metric, out, 1, self.rows, read=False)
-        self.values = {k: v[0] for k, v in self.values.items()} if isinstance(self.values, dict) else self.values[0]
+            self.base_logits = (compat.head(model, read_only.take(out, self.read_positions, 0))
+                                if self.read_reason is None else out)
+            self.values = _only(_score(self.metric, self.base_logits, 1, self.rows, read=self.read_reason is None))
         if self._staged is not None:
             self._rebind(self._staged.then(self.values))
 
@@ -187,8 +188,7 @@ class BaseRun:
                                              and torch.equal(bound.positions.long(), self.read_positions)):
             raise InputError("a staged metric must read the same positions as its first stage")
         self.metric = bound
-        values = _score(bound, self.base_logits, 1, self.rows, read=self.read_reason is None)
-        self.values = {k: v[0] for k, v in values.items()} if isinstance(values, dict) else values[0]
+        self.values = _only(_score(bound, self.base_logits, 1, self.rows, read=self.read_reason is None))
 
     @property
     def paths(self) -> dict[str, str]:
@@ -196,7 +196,7 @@ class BaseRun:
         reasons = {"mid_stack": self.mid_reason, "read_only": self.read_reason, "prefix_kv": self.prefix_reason,
                    "split_final": self.split_reason,
                    "skip_unchanged": None if self.options.skip_unchanged and not self.options.grad
-                   else "off (skip_unchanged=False or gradients kept)"}
+                   else "skip_unchanged=False or gradients kept"}
         return {k: "on" if v is None else f"off: {v}" for k, v in reasons.items()}
 
     # -- the passes ----------------------------------------------------------------------
