@@ -2,6 +2,7 @@
 
 from typing import Any
 
+import pytest
 import torch
 from torch.testing import assert_close
 
@@ -63,3 +64,36 @@ def test_attribution_of_a_resid_sweep_is_batched_like_unbatched() -> None:
                for i in range(4)]
     assert_close(whole.values - whole.base, torch.stack([s.values - s.base for s in singles]).mean(0),
                  rtol=1e-4, atol=1e-5)
+
+
+# (site, over) -> the axes of the activation (batch first) TL's gradient is summed over, by hand
+LAYOUT_SUMS = {
+    ("resid_pre", ("pos",)): (0, 2),
+    ("z", ("head_index",)): (0, 1, 3),
+    ("z", ("pos", "head_index")): (0, 3),
+    ("pattern", ("head_index",)): (0, 2, 3),
+    ("pattern", ("head_index", "dest_pos")): (0, 3),
+    ("mlp_post", ("d_mlp",)): (0, 1),
+    ("mlp_post", ("pos",)): (0, 2),
+}
+
+
+@pytest.mark.parametrize("site, over", list(LAYOUT_SUMS))
+def test_attribution_cells_sum_the_gradient_formula_over_each_layout(site: str, over: tuple) -> None:
+    model = gpt2_style()
+    clean, corrupted, metric = pair()
+    names = [ti.site(site, layer) for layer in range(2)]
+    _, clean_cache = model.run_with_cache(clean)
+    _, corrupted_cache = model.run_with_cache(corrupted)
+    grads: dict[str, torch.Tensor] = {}
+    model.reset_hooks()
+    for name in names:  # TransformerLens's own backward hooks capture the gradients
+        model.add_hook(name, lambda g, hook: grads.__setitem__(hook.name, g.detach()), dir="bwd")
+    base = metric(model(corrupted))
+    base.backward()
+    model.reset_hooks()
+    est = ti.patching.attribution(model, clean, corrupted, metric, site=site, over=over, progress=False)
+    for layer, name in enumerate(names):
+        contrib = (clean_cache[name] - corrupted_cache[name]) * grads[name]
+        assert_close(est.values[layer], (base.detach() + contrib.sum(LAYOUT_SUMS[(site, over)])).float(),
+                     rtol=1e-4, atol=1e-5)

@@ -13,6 +13,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from torch import Tensor
+
 from tl_interp.errors import OptionError, TlInterpDeprecationWarning
 
 __all__ = ["SWEEP_SITES", "Grid", "make_grid", "normalize_over", "OVER_ALIASES"]
@@ -57,6 +59,22 @@ class Grid:
     @property
     def shape(self) -> tuple[int, ...]:
         return tuple(self.sizes[a] for a in self.over)
+
+    @property
+    def act_axes(self) -> tuple[str, ...]:
+        """The site's activation axes after ``batch``, named as the grid names them."""
+        if self.kind == "pattern":
+            return ("head_index", "dest_pos", "src_pos")
+        if SWEEP_SITES[self.kind] is _HEADS:
+            return ("pos", "head_index", "d_head")
+        return ("pos", "d_mlp") if SWEEP_SITES[self.kind] is _MLP else ("pos", "d_model")
+
+    def sum_to_cells(self, contrib: Tensor) -> Tensor:
+        """Per-entry contributions ``(batch, *activation)`` summed over the batch and every axis
+        the grid does not keep: ``self.shape``."""
+        keep = [1 + self.act_axes.index(a) for a in self.over]
+        drop = [d for d in range(contrib.ndim) if d not in keep]
+        return contrib.sum(drop) if drop else contrib
 
     @property
     def cells(self) -> list[tuple[int, ...]]:

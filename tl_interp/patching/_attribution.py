@@ -19,7 +19,6 @@ from tqdm.auto import tqdm
 
 from tl_interp._checks import checked
 from tl_interp import hooks
-from tl_interp.engine._grid import SWEEP_SITES, Grid
 from tl_interp.engine.inputs import Inputs
 from tl_interp.engine.run import BaseRun, EngineOptions
 from tl_interp.errors import InputError, OptionError
@@ -28,28 +27,6 @@ from tl_interp.patching._result import PatchingResult
 from tl_interp.patching._sweep import metric_name, plan_sweep, sweep
 
 __all__ = ["attribution"]
-
-# result axis -> the activation axis it indexes, per site kind's layout after the batch axis
-_LAYOUTS = {"pos": ("pos", "d"), "mlp": ("pos", "d_mlp"), "heads": ("pos", "head_index", "d"),
-            "pattern": ("head_index", "dest_pos", "src_pos")}
-
-
-def _layout(kind: str) -> tuple[str, ...]:
-    if kind == "pattern":
-        return _LAYOUTS["pattern"]
-    if SWEEP_SITES[kind][0] == ("head_index",):
-        return _LAYOUTS["heads"]
-    return _LAYOUTS["mlp"] if kind in ("mlp_pre", "mlp_post") else _LAYOUTS["pos"]
-
-
-def _to_cells(contrib: Tensor, grid: Grid) -> Tensor:
-    """Sum per-entry contributions ``(batch, *act)`` over the batch and everything but the
-    grid's axes (the gradients are of the batch-mean metric), as ``grid.shape``."""
-    axes = _layout(grid.kind)
-    keep = [1 + axes.index(a) for a in grid.over]
-    drop = [d for d in range(contrib.ndim) if d not in keep]
-    return contrib.sum(drop) if drop else contrib
-
 
 def _scalar(metric: Callable[..., Any], logits: Tensor) -> Tensor:
     """The metric's batch mean (what a sweep reports), differentiable."""
@@ -113,7 +90,7 @@ def attribution(model: Any, clean: Inputs, corrupted: Inputs, metric: Callable[.
     for i, name in enumerate(tqdm(names, desc=f"{method} {site}", disable=not progress)):
         delta = (source[name] - base[name]).detach()
         grad = grads[i] if grads is not None else _ig_grad(ig_base, name, base[name].detach(), delta, steps)
-        estimates.append(_to_cells(delta * grad, grid))
+        estimates.append(grid.sum_to_cells(delta * grad))
     base_value = base_metric.detach().float()
     values = (base_value + torch.stack(estimates)).float().detach().cpu()
 
