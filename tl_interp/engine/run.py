@@ -209,11 +209,15 @@ class BaseRun:
             return self.values[None][:0] if isinstance(self.values, Tensor) else \
                 {k: v[None][:0] for k, v in self.values.items()}
         skip = self.options.skip_unchanged and not self.options.grad
-        first = (skip_unchanged.footprints(self.model, bound, self.acts, self.context, skip=skip)
+        unchanged = skip_unchanged.UNCHANGED
+        first = (skip_unchanged.footprints(self.model, bound, self.acts, self.context)
                  if not self.options.grad and all(name in self.acts for cell in bound for name in cell) else [0] * n)
+        if not skip:  # computed anyway: from the first position read (all before it are the base run's)
+            start = int(self.read_positions.min()) if self.read_positions is not None else 0
+            first = [start if f == unchanged else f for f in first]
         if self.prefix_reason is not None:
-            first = [skip_unchanged.UNCHANGED if f == skip_unchanged.UNCHANGED else 0 for f in first]
-        live = [i for i in range(n) if first[i] != skip_unchanged.UNCHANGED]
+            first = [unchanged if f == unchanged else 0 for f in first]
+        live = [i for i in range(n) if first[i] != unchanged]
         self.stats["cells_skipped"] += n - len(live)
         if progress is not None and n > len(live):
             progress(n - len(live))

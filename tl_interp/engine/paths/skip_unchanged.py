@@ -1,5 +1,9 @@
 """Cells whose edit changes nothing take the base run's value without a pass.
 
+With skipping off (``skip_unchanged=False``) such a cell still gets its own pass, started at
+the first position the metric reads (every position before it is the base run's), so it is
+computed, exactly, at the smallest cost.
+
 Each cell's hooks are applied to the base run's activations at their sites, in the model's
 hook order. A cell's first edited site sees exactly the base activation in a real pass (nothing
 upstream of it changed), so if every hook returns its input bit for bit, the pass would be the
@@ -43,13 +47,8 @@ def _changed_from(model: Any, name: str, before: Tensor, after: Tensor) -> int |
 
 
 def footprints(model: Any, bound: Sequence[Mapping[str, list[Any]]], base: Mapping[str, Tensor],
-               context: RunContext, *, skip: bool = True) -> list[int]:
-    """Per cell: ``UNCHANGED``, or the first position its hooks change (0 when unknown).
-
-    With ``skip=False`` no cell is ``UNCHANGED``: a cell that changes nothing on the base run
-    gets the first position its hooks write at all (probed on a random activation of the
-    same shape), so it is still computed, from there.
-    """
+               context: RunContext) -> list[int]:
+    """Per cell: ``UNCHANGED``, or the first position its hooks change (0 when unknown)."""
     order = {name: i for i, name in enumerate(model.hook_dict)}
     out = []
     with running(context), torch.no_grad():
@@ -67,22 +66,5 @@ def footprints(model: Any, bound: Sequence[Mapping[str, list[Any]]], base: Mappi
                     if where is not None:
                         first = where if first is None else min(first, where)
                     act = edited
-            if first is None and not skip:
-                first = _reach(model, cell, base)
             out.append(UNCHANGED if first is None else first)
     return out
-
-
-def _reach(model: Any, cell: Mapping[str, list[Any]], base: Mapping[str, Tensor]) -> int:
-    """The first position a cell's hooks write, on a random activation (where every value they
-    write differs, almost surely, from what was there)."""
-    generator = torch.Generator().manual_seed(0)
-    reach = None
-    for name, fns in cell.items():
-        probe = torch.randn(base[name].shape, generator=generator).to(base[name])
-        for fn in fns:
-            result = fn(probe.clone(), hook=model.hook_dict[name])
-            where = _changed_from(model, name, probe, probe if result is None else result)
-            if where is not None:
-                reach = where if reach is None else min(reach, where)
-    return 0 if reach is None else reach
