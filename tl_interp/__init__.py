@@ -47,6 +47,7 @@ __all__ = [
     "viz",
     "stats",
     "similarity",
+    "distributed",
     "__version__",
 ]
 
@@ -60,6 +61,7 @@ _LAZY = {
     "viz": "tl_interp.viz",
     "stats": "tl_interp.stats",
     "similarity": "tl_interp.similarity",
+    "distributed": "tl_interp.distributed",
 }
 
 
