@@ -23,9 +23,9 @@ warnings.filterwarnings("ignore")
 
 import ray  # noqa: E402
 import torch  # noqa: E402
-from transformer_lens import HookedTransformer, HookedTransformerConfig  # noqa: E402
 
 import tl_interp as ti  # noqa: E402
+from _cases import random_patching_case  # noqa: E402
 from _timing import timed  # noqa: E402
 
 
@@ -35,14 +35,8 @@ def main() -> None:
     parser.add_argument("--workers", type=int, default=2)
     args = parser.parse_args()
     torch.set_num_threads(1)
-    cfg = HookedTransformerConfig(n_layers=6, d_model=256, n_heads=8, d_head=32, d_mlp=1024, d_vocab=2000,
-                                  n_ctx=64, act_fn="gelu_new", normalization_type="LN", seed=0)
-    model = HookedTransformer(cfg).eval()
-    g = torch.Generator().manual_seed(0)
-    clean = torch.randint(0, 2000, (8, 16), generator=g)
-    corrupted = clean.clone()
-    corrupted[:, 5] = torch.randint(0, 2000, (8,), generator=g)
-    metric = ti.metrics.logit_diff(torch.randint(0, 2000, (8,), generator=g), torch.randint(0, 2000, (8,), generator=g))
+    model, clean, corrupted, metric = random_patching_case()
+    cfg = model.cfg
 
     def sweep(executor=None):
         return ti.patching.sweep(model, clean, corrupted, metric, site="z", over=("pos", "head_index"),

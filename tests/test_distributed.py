@@ -211,6 +211,15 @@ def test_hooks_attached_by_hand_are_refused(executor):
         model.reset_hooks()
 
 
+def test_options_out_of_range_are_refused():
+    with pytest.raises(OptionError, match="num_workers must be at least 1"):
+        ti.distributed.RayExecutor(num_workers=0)
+    with pytest.raises(OptionError, match="shard_size must be at least 1"):
+        ti.distributed.RayExecutor(shard_size=0)
+    with pytest.raises(ti.errors.TypeCheckError, match="num_workers"):
+        ti.distributed.RayExecutor(num_workers="two")
+
+
 def test_without_ray_the_error_names_the_extra(monkeypatch):
     monkeypatch.setitem(sys.modules, "ray", None)
     with pytest.raises(UnsupportedError, match=r"pip install tl_interp\[ray\]"):

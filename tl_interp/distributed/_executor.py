@@ -25,7 +25,7 @@ from tqdm.auto import tqdm
 
 from tl_interp._checks import checked
 from tl_interp.distributed import _cluster
-from tl_interp.distributed._fingerprint import model_digest
+from tl_interp.distributed._fingerprint import blake, model_digest
 from tl_interp.distributed._store import Shard, ShardStore, shard_addresses
 from tl_interp.distributed._worker import dumps
 from tl_interp.engine.executors import Outcome, Plan
@@ -207,11 +207,14 @@ class RayExecutor:
         name = getattr(model, "tl_interp_load_name", None)
         if name is not None:
             source = ("name", digest, name, dict(getattr(model, "tl_interp_load_kwargs", {})))
-            try:
-                ray.get([a.prepare.remote(source) for a in pool.actors])
+            same = True
+            for ref in [a.prepare.remote(source) for a in pool.actors]:  # every answer read: no stray errors
+                try:
+                    ray.get(ref)
+                except UnsupportedError:  # changed since it was loaded: send the client's own
+                    same = False
+            if same:
                 return source, "load by name"
-            except UnsupportedError:  # changed since it was loaded: send the client's own
-                pass
         ref = pool.shipped.get(digest)
         if ref is None:
             ref = ray.put(dumps(model))
@@ -230,7 +233,9 @@ class RayExecutor:
         _cluster.wait_ready(pool, timeout=120.0)
         source, info["model_transfer"] = self._source(pool, plan.model, digest)
         info["workers"] = len(pool.actors)
-        plan_ref, plan_id = ray.put(payload), uuid.uuid4().hex
+        # workers keep base runs by plan: the same content (known from the store's addresses) is the same plan
+        plan_id = blake(*(a.encode() for a in addresses)).hex() if addresses is not None else uuid.uuid4().hex
+        plan_ref = ray.put(payload)
         queue, idle = deque(todo), list(range(len(pool.actors)))[::-1]
         running: dict[Any, tuple[int, int, float]] = {}
         overheads: list[float] = []
