@@ -39,6 +39,8 @@ def test_the_version_guard_refuses_untested_releases() -> None:
 def test_the_head_is_the_end_of_the_models_own_forward(model: Any) -> None:
     resid = model(TOKENS, stop_at_layer=model.cfg.n_layers)
     assert_close(compat.head(model, resid), model(TOKENS), rtol=0, atol=1e-6)
+    weight = compat.unembed_weight_of(model)  # the same product on a copy made once
+    assert torch.equal(compat.head(model, resid, unembed_weight=weight), compat.head(model, resid))
 
 
 def test_a_frozen_prefix_cache_gives_the_suffix_of_the_full_forward(model: Any) -> None:

@@ -14,10 +14,13 @@ Also here: which hook points a TL config never fires (``silent_reason``), and ho
 the sequence a forward call starts (``call_offset``: key-value-cached generation).
 """
 
+import contextlib
 import functools
 import importlib.metadata
 import inspect
 import warnings
+from collections.abc import Iterator
+from contextvars import ContextVar
 from typing import Any
 
 import torch
@@ -27,7 +30,7 @@ from tl_interp.errors import FastPathWarning
 
 __all__ = ["TESTED_RANGE", "tl_version", "usable", "silent_reason", "call_offset", "is_hooked_transformer",
            "new_kv_cache", "kv_entries", "frozen_prefix_cache", "final_block_last", "head", "head_is_plain",
-           "blocks_are_plain", "kv_previous_mask", "tl_default_mask", "final_block_reason"]
+           "blocks_are_plain", "kv_previous_mask", "tl_default_mask", "final_block_reason", "unembed_weight_of", "reusing_unembed_weight"]
 
 TESTED_RANGE = ((3, 9), (4, 0))  # [3.9, 4.0): the versions the compatibility tests ran on
 _QK_NORM_IN_FORWARD = ("OlmoeForCausalLM", "Olmo2ForCausalLM", "Olmo3ForCausalLM")
@@ -299,17 +302,57 @@ def final_block_reason(model: Any) -> str | None:
 
 
 # -- the model head ---------------------------------------------------------------------------
-def head(model: Any, resid: Tensor) -> Tensor:
+def head(model: Any, resid: Tensor, *, unembed_weight: Tensor | None = None) -> Tensor:
     """Final norm, unembedding and logit soft cap of residuals ``(..., d_model)``: exactly the
-    end of ``HookedTransformer.forward``."""
+    end of ``HookedTransformer.forward``.
+
+    ``unembed_weight`` is ``unembed_weight_of(model)`` computed once by a caller that unembeds
+    many times: TL's ``Unembed.forward`` copies the transposed ``W_U`` into contiguous memory on
+    every call (as Hugging Face's layout), which for a large vocabulary costs more than the
+    product itself. With no hook on the unembedding (``head_is_plain``) the same
+    ``F.linear(x, W_U.T.contiguous(), b_U)`` is computed on the copy.
+    """
     from transformer_lens.utilities import apply_softcap
 
     shape = resid.shape
     x = resid.reshape(-1, 1, shape[-1])
     if model.cfg.normalization_type is not None:
         x = model.ln_final(x)
-    logits = apply_softcap(model.unembed(x), model.cfg.output_logits_soft_cap)
+    if unembed_weight is None:
+        logits = model.unembed(x)
+    else:
+        logits = torch.nn.functional.linear(x, unembed_weight, model.unembed.b_U)
+    logits = apply_softcap(logits, model.cfg.output_logits_soft_cap)
     return logits.reshape(*shape[:-1], logits.shape[-1])
+
+
+_REUSED: ContextVar[dict[tuple[int, int], Tensor] | None] = ContextVar("tl_interp_unembed_weights", default=None)
+
+
+def unembed_weight_of(model: Any) -> Tensor:
+    """The unembedding weight in the layout TL's ``Unembed.forward`` multiplies by (made once
+    per ``reusing_unembed_weight`` block; keyed by the parameter's version, so an edited
+    ``W_U`` is never served stale)."""
+    w = model.unembed.W_U
+    cache = _REUSED.get()
+    key = (id(w), w._version)
+    if cache is not None and key in cache:
+        return cache[key]
+    out = w.T.contiguous()
+    if cache is not None:
+        cache[key] = out
+    return out
+
+
+@contextlib.contextmanager
+def reusing_unembed_weight() -> Iterator[None]:
+    """Within the block, ``unembed_weight_of`` copies each model's ``W_U`` once (a study that
+    runs several base runs -- steering's groups of prompts by length -- unembeds once each)."""
+    token = _REUSED.set({})
+    try:
+        yield
+    finally:
+        _REUSED.reset(token)
 
 
 def _plain(module: Any) -> bool:

@@ -18,7 +18,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-__all__ = ["CostModel", "cells_per_pass", "chunks"]
+__all__ = ["CostModel", "cells_per_pass", "chunks", "merge_layers"]
 
 
 @dataclass(frozen=True)
@@ -29,11 +29,15 @@ class CostModel:
         pass_cost_tokens: fixed cost of one pass in token-blocks, by device type.
         other_device_pass_cost: the same for devices not listed.
         max_band: the widest band of first positions considered.
+        block_cost_tokens: fixed cost of running one block in a pass, in token-blocks (TL
+            re-lays out the block's weights on every call): cells whose first edited layer is
+            later may join an earlier layer's passes when that is cheaper (``merge_layers``).
     """
 
     pass_cost_tokens: tuple[tuple[str, int], ...] = (("cpu", 96),)
     other_device_pass_cost: int = 512
     max_band: int = 64
+    block_cost_tokens: int = 30
 
     def pass_cost(self, device_type: str) -> int:
         return dict(self.pass_cost_tokens).get(device_type, self.other_device_pass_cost)
@@ -73,6 +77,30 @@ def chunks(first: Sequence[int], per_pass: int, seq: int, rows: int, cost: CostM
         group = [i for i in order if positions[lo] <= first[i] <= positions[hi - 1]]
         out += [(group[k:k + per_pass], first[group[k]]) for k in range(0, len(group), per_pass)]
     return out
+
+
+def merge_layers(groups: dict[int | None, list[int]], first: Sequence[int], *, n_layers: int, seq: int, rows: int,
+                 per_pass: int, cost: CostModel) -> list[tuple[int | None, list[int]]]:
+    """Start-layer groups of cells, some merged into an earlier layer's passes.
+
+    A group starting at layer L joins the passes of an earlier group (starting at L0) when
+    recomputing layers L0..L-1 for its cells (``rows * (seq - first) * (L - L0)`` token-blocks)
+    costs less than the blocks L.. of the passes it would need on its own. Cells editing the
+    final block keep their own passes (so the others can still run it at the last position).
+    """
+    order = sorted(groups, key=lambda layer: -1 if layer is None else layer)
+    merged: list[tuple[int | None, list[int]]] = []
+    for layer in order:
+        members = groups[layer]
+        if merged and layer is not None and merged[-1][0] is not None and layer < n_layers - 1:
+            start = merged[-1][0]
+            extra = sum(rows * (seq - first[i]) * (layer - start) for i in members)
+            saved = cost.block_cost_tokens * (n_layers - layer) * -(-len(members) // per_pass)
+            if extra <= saved:
+                merged[-1] = (start, merged[-1][1] + members)
+                continue
+        merged.append((layer, list(members)))
+    return merged
 
 
 def _bands(positions: list[int], counts: list[int], per_pass: int, seq: int, rows: int, pass_cost: int,

@@ -24,7 +24,7 @@ from torch import Tensor
 from tl_interp import hooks
 from tl_interp._context import RunContext
 from tl_interp.engine import compat
-from tl_interp.engine.passes import CostModel, cells_per_pass, chunks
+from tl_interp.engine.passes import CostModel, cells_per_pass, chunks, merge_layers
 from tl_interp.engine.paths import mid_stack, prefix_kv, read_only, skip_unchanged, split_final
 from tl_interp.engine.stack import bound_cells, stack
 from tl_interp.errors import InputError, OptionError
@@ -175,11 +175,29 @@ class BaseRun:
             out = iv.run(model, self.batch.tokens, **kw)
             self.acts = dict(cache.store) if cache is not None else {}
             self.kv = compat.kv_entries(kv) if kv is not None else []
-            self.base_logits = (compat.head(model, read_only.take(out, self.read_positions, 0))
-                                if self.read_reason is None else out)
-            self.values = _only(_score(self.metric, self.base_logits, 1, self.rows, read=self.read_reason is None))
+        self._values: Values | None = None
+        if self.read_reason is None:  # unembedded later, with the cells' rows, in one call
+            self._base_rows: Tensor | None = read_only.take(out, self.read_positions, 0)
+        else:
+            self._base_rows = None
+            self._finish_base(out)
+
+    def _finish_base(self, logits: Tensor) -> None:
+        """The base run's values from its logits (at the read positions, or all of them)."""
+        self.base_logits = logits
+        with torch.no_grad():
+            self._values = _only(_score(self.metric, logits, 1, self.rows, read=self.read_reason is None))
         if self._staged is not None:
-            self._rebind(self._staged.then(self.values))
+            self._rebind(self._staged.then(self._values))
+
+    @property
+    def values(self) -> Values:
+        """The metric on the base run: ``(batch,)`` per prompt, a dict for a MetricSet, a scalar
+        for a plain function."""
+        if self._values is None:
+            with torch.no_grad():
+                self._finish_base(self._head(self._base_rows))
+        return self._values  # type: ignore[return-value]
 
     def _rebind(self, metric: Any) -> None:
         """Score with another metric reading the same positions, from the base run's logits."""
@@ -188,7 +206,7 @@ class BaseRun:
                                              and torch.equal(bound.positions.long(), self.read_positions)):
             raise InputError("a staged metric must read the same positions as its first stage")
         self.metric = bound
-        self.values = _only(_score(bound, self.base_logits, 1, self.rows, read=self.read_reason is None))
+        self._values = _only(_score(bound, self.base_logits, 1, self.rows, read=self.read_reason is None))
 
     @property
     def paths(self) -> dict[str, str]:
@@ -221,7 +239,7 @@ class BaseRun:
         self.stats["cells_skipped"] += n - len(live)
         if progress is not None and n > len(live):
             progress(n - len(live))
-        results: dict[int, Values] = {}
+        outputs: list[tuple[list[int], Tensor]] = []  # (cells, their read rows or logits) per pass
         by_layer: dict[int | None, list[int]] = {}
         for i in live:
             layer = mid_stack.start_layer(self.model, bound[i]) if self.mid_reason is None else None
@@ -229,25 +247,26 @@ class BaseRun:
         full = self.read_reason is not None
         per_pass = cells_per_pass(self.model, self.rows, self.seq, self.options.memory_mb, full)
         grad = torch.enable_grad() if self.options.grad else torch.inference_mode()
+        groups = merge_layers(by_layer, first, n_layers=self.model.cfg.n_layers, seq=self.seq, rows=self.rows,
+                              per_pass=per_pass, cost=self.options.cost)
         with grad:
-            for layer, members in sorted(by_layer.items(), key=lambda kv: -1 if kv[0] is None else kv[0]):
+            for layer, members in groups:
                 blocks_plain = layer is not None and compat.blocks_are_plain(self.model, layer)
                 starts = [first[i] if blocks_plain else 0 for i in members]
                 device = self.batch.tokens.device.type
                 for chunk, first_pos in chunks(starts, per_pass, self.seq, self.rows, self.options.cost, device):
                     idx = [members[k] for k in chunk]
-                    values = self._pass(layer, [bound[i] for i in idx], first_pos)
-                    for j, i in enumerate(idx):
-                        results[i] = {k: v[j] for k, v in values.items()} if isinstance(values, dict) else values[j]
+                    outputs.append((idx, self._pass(layer, [bound[i] for i in idx], first_pos)))
                     if progress is not None:
                         progress(len(idx))
+            results = self._score_passes(outputs)
         base = self.values
         rows = [results.get(i, base) for i in range(n)]
         if isinstance(base, dict):
             return {k: torch.stack([r[k] for r in rows]) for k in base}  # type: ignore[index]
         return torch.stack(rows)  # type: ignore[arg-type]
 
-    def _pass(self, layer: int | None, cells: list[dict[str, list[Any]]], first_pos: int) -> Values:
+    def _pass(self, layer: int | None, cells: list[dict[str, list[Any]]], first_pos: int) -> Tensor:
         """One stacked forward pass over ``cells``, starting at ``layer`` and position ``first_pos``."""
         model, n, rows = self.model, len(cells), self.rows
         stacked = stack(cells, rows)
@@ -281,10 +300,40 @@ class BaseRun:
             return self._read(compat.final_block_last(model, out, prefix), n, self.seq - 1)
         return self._read(out, n, first_pos)
 
-    def _read(self, out: Tensor, n: int, offset: int) -> Values:
-        """Values from a pass's output: final residuals (read-only head) or full logits."""
+    def _read(self, out: Tensor, n: int, offset: int) -> Tensor:
+        """What a pass gives: its final residuals at the read positions (read-only head), else
+        its full logits."""
         if self.read_reason is None:
-            positions = self.read_positions.repeat(n)
-            logits = compat.head(self.model, read_only.take(out, positions, offset))
-            return _score(self.metric, logits, n, self.rows, read=True)
-        return _score(self.metric, out, n, self.rows, read=False)
+            return read_only.take(out, self.read_positions.repeat(n), offset)
+        return out
+
+    def _score_passes(self, outputs: list[tuple[list[int], Tensor]]) -> dict[int, Values]:
+        """Every computed cell's values. With the read-only head, the rows of the base run and of
+        every pass are unembedded together, in as few calls as the memory budget allows: the
+        unembedding matrix is read once, not once per pass."""
+        if self.read_reason is not None:
+            scored = [(idx, _score(self.metric, out, len(idx), self.rows, read=False)) for idx, out in outputs]
+        else:
+            parts = ([] if self._values is not None else [self._base_rows]) + [rows for _, rows in outputs]
+            logits = self._head(torch.cat(parts)) if parts else None
+            if self._values is None:
+                self._finish_base(logits[:self.rows])
+                logits = logits[self.rows:]
+            scored, at = [], 0
+            for idx, rows in outputs:
+                n = len(idx)
+                scored.append((idx, _score(self.metric, logits[at:at + n * self.rows], n, self.rows, read=True)))
+                at += n * self.rows
+        results: dict[int, Values] = {}
+        for idx, values in scored:
+            for j, i in enumerate(idx):
+                results[i] = {k: v[j] for k, v in values.items()} if isinstance(values, dict) else values[j]
+        return results
+
+    def _head(self, rows: Tensor) -> Tensor:
+        """``compat.head`` of many rows, in chunks whose logits fit the memory budget."""
+        vocab = self.model.cfg.d_vocab_out if getattr(self.model.cfg, "d_vocab_out", -1) > 0 else self.model.cfg.d_vocab
+        per_chunk = max(1, int(self.options.memory_mb * 2**20 // (4 * 3 * vocab)))
+        weight = compat.unembed_weight_of(self.model)  # copied once (or reused), not per chunk
+        return torch.cat([compat.head(self.model, rows[lo:lo + per_chunk], unembed_weight=weight)
+                          for lo in range(0, len(rows), per_chunk)])

@@ -20,6 +20,7 @@ import torch
 from torch import Tensor
 
 from tl_interp._checks import checked, renamed
+from tl_interp.engine.compat import reusing_unembed_weight
 from tl_interp.engine.executors import Executor, Plan, execute
 from tl_interp.engine.inputs import Inputs, as_batch, by_length, context_length
 from tl_interp.engine.run import EngineOptions
@@ -87,13 +88,14 @@ def run_variants(model: Any, batch: Tokenized, cells: Sequence[Intervention], me
     """
     sites = tuple(dict.fromkeys(name for cell in cells for hook in cell for name in _names(model, hook)))
     steered_parts, base_parts, rows_order = [], [], []
-    for rows, group in by_length(batch):
-        plan = Plan(model, group, metric_for(rows), tuple(cells), tuple((i,) for i in range(len(cells))), sites, options,
-                    label=label, signature={"study": "steering", "rows": rows})
-        outcome = execute(plan, executor, progress=progress)
-        steered_parts.append(outcome.values)
-        base_parts.append(outcome.base)
-        rows_order += rows
+    with reusing_unembed_weight():  # one unembedding matrix layout for every group
+        for rows, group in by_length(batch):
+            plan = Plan(model, group, metric_for(rows), tuple(cells), tuple((i,) for i in range(len(cells))), sites,
+                        options, label=label, signature={"study": "steering", "rows": rows})
+            outcome = execute(plan, executor, progress=progress)
+            steered_parts.append(outcome.values)
+            base_parts.append(outcome.base)
+            rows_order += rows
     inverse = torch.empty(len(rows_order), dtype=torch.long)
     inverse[torch.tensor(rows_order)] = torch.arange(len(rows_order))
 
