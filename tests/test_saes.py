@@ -25,7 +25,7 @@ from tl_interp.models.saes import (
 )
 from tl_interp.models.saes.corpus import heldout_data
 from tl_interp.models.saes.evaluate import measure, splice_losses
-from tl_interp.models.saes.train import main as train_main
+from tl_interp.training.cli import main as train_main
 
 ORDINAL = "ordinal-4l-res-l2"
 SMOLLM2 = "smollm2-135m-res-l15"
@@ -91,7 +91,7 @@ def test_the_ordinal_sae_was_trained_on_the_packaged_ordinal_model() -> None:
     recorded = sae_card(ORDINAL)["model"]["weights_sha256"]
     assert _sha256(weights_path("ordinal-4l")) == recorded, (
         "ordinal-4l's weights changed since its SAE was trained; retrain it with "
-        f"`python -m tl_interp.models.saes.train {ORDINAL}`")
+        f"`python -m tl_interp.models.train {ORDINAL}`")
 
 
 def test_an_unknown_sae_name_lists_the_known_ones() -> None:

@@ -8,7 +8,7 @@ here from the seeds the cards name.
 import pytest
 import torch
 
-from tl_interp.errors import ModelLoadError, SelectionError
+from tl_interp.errors import ArtifactError, ModelLoadError, SelectionError
 from tl_interp.models import zoo
 from tl_interp.models.zoo import induction, s5_mlp
 
@@ -43,7 +43,7 @@ def test_an_unknown_name_names_the_closest_model():
 
 
 def test_a_directory_without_weights_says_how_to_train_them(tmp_path):
-    with pytest.raises(ModelLoadError, match=r"python -m tl_interp.models.train s5-mlp --out"):
+    with pytest.raises(ArtifactError, match=r"s5-mlp.json. is missing; retrain it with `python -m tl_interp.models.train s5-mlp --out"):
         zoo.load("s5-mlp", directory=tmp_path)
 
 

@@ -145,8 +145,10 @@ def test_batched_answers_equal_one_prompt_at_a_time(model):
 
 def test_card_records_the_weights_it_describes(model):
     info = model.card
-    path = zoo.ZOO_DIR / info["weights"]["file"]
-    assert path.stat().st_size == info["weights"]["bytes"] < 5_000_000
+    path = zoo.ZOO_DIR / "weights" / "ordinal-4l.safetensors"
+    assert path.stat().st_size == info["files"]["weights/ordinal-4l.safetensors"]["bytes"] < 5_000_000
+    assert set(info["files"]) == {"weights/ordinal-4l.safetensors", "tokenizers/ordinal-4l/tokenizer.json",
+                                  "tokenizers/ordinal-4l/tokenizer_config.json"}
     assert info["provenance"]["seed"] == 0 and info["provenance"]["steps"] > 0
     assert info["architecture"]["n_layers"] == 4 and info["tokenizer"]["vocab_size"] == model.cfg.d_vocab
 
@@ -179,7 +181,7 @@ def test_training_is_deterministic_under_a_seed_and_depends_on_it():
 
 
 def ordinal_train_weights(seed: int) -> dict[str, torch.Tensor]:
-    from tl_interp.models.zoo.ordinal_train import train_ordinal_4l
+    from tl_interp.training.ordinal import train_ordinal_4l
 
     trained, _ = train_ordinal_4l(steps=3, seed=seed, batch_size=8)
     return {k: p.detach().clone() for k, p in trained.named_parameters()}

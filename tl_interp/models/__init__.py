@@ -44,20 +44,16 @@ __all__ = [
 
 
 def _zoo_registry() -> Mapping[str, Callable[..., Any]]:
-    try:
-        zoo = importlib.import_module("tl_interp.models.zoo")
-    except ModuleNotFoundError as err:
-        if err.name in ("tl_interp.models.zoo",):
-            return {}
-        raise
-    return getattr(zoo, "REGISTRY", {})
+    # imported on first use (it pulls in transformers' tokenizers); the zoo is bundled, so an
+    # import error here is a bug to see, never a reason to pretend the zoo is empty
+    return importlib.import_module("tl_interp.models.zoo").REGISTRY
 
 
 def known_names() -> tuple[str, ...]:
     """Every model name ``load`` accepts besides a directory path.
 
     Returns:
-        ``"smollm2-135m"`` followed by the zoo's names (none if the zoo is not installed).
+        ``"smollm2-135m"`` followed by the zoo's names.
 
     Example:
         >>> "smollm2-135m" in known_names()

@@ -16,7 +16,7 @@ __all__ = ["SAESpec", "SPECS", "splice_positions"]
 
 @dataclass(frozen=True)
 class SAESpec:
-    """One bundled SAE's recipe (``SPECS[name]``); ``python -m tl_interp.models.saes.train`` runs it.
+    """One bundled SAE's recipe (``SPECS[name]``); ``python -m tl_interp.models.train`` runs it.
 
     Attributes:
         name: the SAE's name (its folder under ``tl_interp/models/saes/``).
