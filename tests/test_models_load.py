@@ -75,3 +75,39 @@ def test_dtype_is_applied_to_directory_loads(tmp_path: Path) -> None:
 def test_public_names() -> None:
     assert set(models.__all__) >= {"load", "adapt", "ModelAdapter", "Tokenized", "make_tiny_hf_dir"}
     assert all(hasattr(models, name) for name in models.__all__)
+
+
+@pytest.mark.parametrize("backend", ["hooked", "bridge"])
+def test_local_directories_load_with_trust_remote_code_false_explicitly(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, backend: str) -> None:
+    import transformers
+
+    path = models.make_tiny_hf_dir(tmp_path, "llama")
+    calls: list[tuple[str, Any]] = []
+    for cls in (transformers.AutoConfig, transformers.AutoTokenizer, transformers.AutoModelForCausalLM):
+        real = cls.from_pretrained.__func__
+
+        def spy(klass: Any, *args: Any, _real: Any = real, _name: str = cls.__name__, **kw: Any) -> Any:
+            calls.append((_name, kw.get("trust_remote_code", "not passed")))
+            return _real(klass, *args, **kw)
+
+        monkeypatch.setattr(cls, "from_pretrained", classmethod(spy))
+    models.load(path, device="cpu", backend=backend)
+    # tl_interp's own calls come first; TransformerLens's later reload of the tokenizer passes
+    # nothing, which is why directories with code of their own are refused (next test)
+    ours = calls[:3] if backend == "hooked" else calls[:1]
+    assert all(flag is False for _, flag in ours), calls
+    if backend == "hooked":
+        assert [name for name, _ in ours] == ["AutoConfig", "AutoModelForCausalLM", "AutoTokenizer"]
+
+
+@pytest.mark.parametrize("file", ["config.json", "tokenizer_config.json"])
+def test_a_directory_with_code_of_its_own_is_refused_before_loading(tmp_path: Path, file: str) -> None:
+    import json
+
+    path = models.make_tiny_hf_dir(tmp_path, "llama")
+    doc = json.loads((path / file).read_text())
+    (path / file).write_text(json.dumps({**doc, "auto_map": {"AutoModelForCausalLM": "modeling_x.X"}}))
+    with pytest.raises(ModelLoadError, match=rf"{file}' has an 'auto_map' entry: the directory ships its own "
+                                             r"Python code, which tl_interp never runs"):
+        models.load(path, device="cpu")

@@ -40,6 +40,7 @@ from tl_interp.errors import ArtifactError
 __all__ = [
     "atomic_file",
     "atomic_dir",
+    "remove_stale",
     "sha256_file",
     "write_checked_json",
     "read_checked_json",
@@ -85,8 +86,12 @@ def _pid_alive(pid: int) -> bool:
     return True
 
 
-def _remove_stale(parent: Path, prefix: str) -> None:
-    """Delete ``prefix<pid>-...`` temporaries in ``parent`` whose writer process is gone."""
+def remove_stale(parent: Path, prefix: str) -> None:
+    """Delete ``prefix<pid>-...`` temporaries in ``parent`` whose writer process is gone.
+
+    Example:
+        >>> remove_stale(Path(tempfile.mkdtemp()), ".x.tmp-")  # nothing to remove
+    """
     pattern = re.compile(re.escape(prefix) + r"(\d+)-")
     with contextlib.suppress(OSError):
         for entry in parent.iterdir():
@@ -115,7 +120,7 @@ def atomic_file(final: str | os.PathLike[str]) -> Iterator[Path]:
     target = Path(final)
     target.parent.mkdir(parents=True, exist_ok=True)
     prefix = f".{target.name}.tmp-"
-    _remove_stale(target.parent, prefix)
+    remove_stale(target.parent, prefix)
     fd, name = tempfile.mkstemp(dir=target.parent, prefix=f"{prefix}{os.getpid()}-")
     os.close(fd)
     tmp = Path(name)
@@ -152,7 +157,7 @@ def atomic_dir(final: Path) -> Iterator[Path]:
     """
     final.parent.mkdir(parents=True, exist_ok=True)
     prefix = f".{final.name}.tmp-"
-    _remove_stale(final.parent, prefix)
+    remove_stale(final.parent, prefix)
     tmp = Path(tempfile.mkdtemp(prefix=f"{prefix}{os.getpid()}-", dir=final.parent))
     try:
         yield tmp

@@ -18,6 +18,7 @@ otherwise. Everything runs with the hub switched off and ``trust_remote_code=Fal
 explicitly, so a directory's own Python code is never run and no interactive prompt asks.
 """
 
+import json
 import logging
 import os
 from pathlib import Path
@@ -64,6 +65,19 @@ def _check_dir(path: Path) -> None:
             f"{str(path)!r} has no config.json, so it is not a Hugging Face model directory; "
             "save one with model.save_pretrained(dir) and tokenizer.save_pretrained(dir)"
         )
+    for name in ("config.json", "tokenizer_config.json"):
+        try:
+            custom = "auto_map" in json.loads((path / name).read_text())
+        except (OSError, ValueError):
+            continue
+        if custom:
+            # trust_remote_code=False is passed to every load, but TransformerLens reloads the
+            # tokenizer without it; refusing here means no code runs and no prompt can appear
+            raise ModelLoadError(
+                f"{str(path / name)!r} has an 'auto_map' entry: the directory ships its own Python code, "
+                "which tl_interp never runs (trust_remote_code=False); convert the model to a standard "
+                "transformers architecture first"
+            )
 
 
 def load_tokenizer(path: Path) -> Any | None:

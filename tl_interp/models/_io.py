@@ -42,6 +42,7 @@ __all__ = [
     "read_entry",
     "versions",
     "load_or_build",
+    "cached_model",
 ]
 
 CACHE_ENV_VAR = "TL_INTERP_CACHE"
@@ -206,3 +207,31 @@ def load_or_build(
         write_entry(entry, state_dict, tokenizer, meta)
         del state_dict
     return read_entry(entry)
+
+
+def cached_model(
+    entry: Path,
+    build: Callable[[], tuple[Mapping[str, torch.Tensor], Any, Mapping[str, Any]]],
+    *,
+    refresh: bool,
+    device: str,
+    dtype: torch.dtype,
+) -> Any:
+    """The HookedTransformer stored in cache entry ``entry`` (built first if needed).
+
+    The tokenizer pads on the right, whatever the checkpoint's tokenizer said (Gemma's GGUF
+    says left), as tl_interp's batches assume.
+
+    Raises:
+        ModelLoadError: the cache is not writable when the entry must be built.
+        ArtifactError: the entry is corrupt, or its config does not fit its weights.
+    """
+    from tl_interp.models._convert import build_hooked
+
+    meta, state_dict, tokenizer = load_or_build(entry, build, refresh=refresh)
+    tokenizer.padding_side = "right"
+    try:
+        return build_hooked(meta["cfg"], state_dict, tokenizer=tokenizer, device=device, dtype=dtype, processing=None)
+    except (KeyError, ValueError, TypeError) as err:
+        raise ArtifactError(f"the cache entry {str(entry)!r} does not describe a loadable model ({err}); "
+                            "pass refresh=True to rebuild it, or delete that directory") from err

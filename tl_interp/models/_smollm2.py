@@ -35,7 +35,7 @@ from tl_interp.models._convert import (
     processing_flags,
 )
 from tl_interp.models._hf import default_device
-from tl_interp.models._io import entry_path, hub_offline, load_or_build, versions
+from tl_interp.models._io import cached_model, entry_path, hub_offline, versions
 
 __all__ = ["load", "gguf_path", "gguf_sha256", "cache_entry", "NAME", "ALIASES"]
 
@@ -195,12 +195,5 @@ def load(
         (30, 9, 3)
     """
     entry = cache_entry(processed=processed, n_ctx=n_ctx)
-    meta, state_dict, tokenizer = load_or_build(
-        entry, lambda: _convert(processed=processed, n_ctx=n_ctx), refresh=refresh
-    )
-    try:
-        return build_hooked(meta["cfg"], state_dict, tokenizer=tokenizer, device=device or default_device(),
-                            dtype=dtype, processing=None)
-    except (KeyError, ValueError, TypeError) as err:
-        raise ArtifactError(f"the cache entry {str(entry)!r} does not describe a loadable model ({err}); "
-                            "pass refresh=True to rebuild it, or delete that directory") from err
+    build = lambda: _convert(processed=processed, n_ctx=n_ctx)  # noqa: E731 - run only on a cache miss
+    return cached_model(entry, build, refresh=refresh, device=device or default_device(), dtype=dtype)
