@@ -70,14 +70,18 @@ def fixed_threads(n: int) -> Iterator[None]:
         torch.set_num_threads(before)
 
 
-def command(name: str, *, steps: int, seed: int) -> str:
-    """The command that reproduces a run: ``python -m tl_interp.models.train NAME --steps N --seed S``.
+def command(name: str, *, steps: int, seed: int, threads: int = 1) -> str:
+    """The command that reproduces a run: ``python -m tl_interp.models.train NAME --steps N --seed S``
+    (and ``--threads T`` when the run did not use one thread: the weights depend on it).
 
     Example:
         >>> command("s5-mlp", steps=10, seed=0)
         'python -m tl_interp.models.train s5-mlp --steps 10 --seed 0'
+        >>> command("s5-mlp", steps=10, seed=0, threads=2)
+        'python -m tl_interp.models.train s5-mlp --steps 10 --seed 0 --threads 2'
     """
-    return f"python -m tl_interp.models.train {name} --steps {steps} --seed {seed}"
+    return f"python -m tl_interp.models.train {name} --steps {steps} --seed {seed}" + (
+        f" --threads {threads}" if threads != 1 else "")
 
 
 def provenance(
@@ -100,7 +104,7 @@ def provenance(
         0.0
     """
     return {
-        "command": command(name, steps=steps, seed=seed),
+        "command": command(name, steps=steps, seed=seed, threads=torch.get_num_threads()),
         "steps": steps,
         "seed": seed,
         **{key: round(value, 1) for key, value in seconds.items()},
