@@ -29,6 +29,7 @@ from tl_interp.training.cli import main as train_main
 
 ORDINAL = "ordinal-4l-res-l2"
 SMOLLM2 = "smollm2-135m-res-l15"
+GEMMA = "gemma-3-270m-res-l9"
 MAX_SAE_BYTES = 25 * 2**20
 
 
@@ -95,15 +96,15 @@ def test_the_ordinal_sae_was_trained_on_the_packaged_ordinal_model() -> None:
 
 
 def test_an_unknown_sae_name_lists_the_known_ones() -> None:
-    with pytest.raises(ModelLoadError, match=r"no bundled SAE 'ordinal-4l-res-l3'; did you mean "
-                                             r"'ordinal-4l-res-l2'\? known SAEs: smollm2-135m-res-l15, ordinal-4l-res-l2"):
+    with pytest.raises(ModelLoadError, match=r"no bundled SAE 'ordinal-4l-res-l3'; did you mean 'ordinal-4l-res-l2'\? "
+                                             r"known SAEs: smollm2-135m-res-l15, ordinal-4l-res-l2, gemma-3-270m-res-l9"):
         load_sae("ordinal-4l-res-l3")
     with pytest.raises(ModelLoadError, match=r"SAE 'ordinal-4l-res-l2' has no weights at .*; train it with"):
         load_sae(ORDINAL, directory="/nonexistent")
 
 
 def test_tl_interp_models_reexports_load_sae_without_importing_sae_lens() -> None:
-    assert models.load_sae is load_sae and models.SAE_NAMES == SAE_NAMES == (SMOLLM2, ORDINAL)
+    assert models.load_sae is load_sae and models.SAE_NAMES == SAE_NAMES == (SMOLLM2, ORDINAL, GEMMA)
     code = "import sys, tl_interp.models; assert 'sae_lens' not in sys.modules, 'sae_lens imported eagerly'"
     subprocess.run([sys.executable, "-c", code], check=True, timeout=120)
 
@@ -265,3 +266,20 @@ def test_smollm2_training_script_runs_a_few_steps_offline(tmp_path: Path, monkey
     sae = load_sae(SMOLLM2, directory=tmp_path)
     assert sae.cfg.metadata.hook_name == "blocks.15.hook_resid_pre"
     assert set(sae.card["evaluation"]) >= {"explained_variance", "l0", "dead_fraction", "ce_loss_increase"}
+
+
+@pytest.mark.real_model
+@pytest.mark.gemma
+def test_gemma_sae_card_figures_are_remeasured_independently_on_held_out_text() -> None:
+    from tests.test_gemma import _require_package
+
+    _require_package()
+    spec = SPECS[GEMMA]
+    gemma = models.load("gemma-3-270m", device="cpu")
+    sae = load_sae(GEMMA)
+    assert sae.W_enc.dtype == torch.float32 and sae_card(GEMMA)["storage_dtype"] == "float16"
+    tokens, mask = heldout_data(spec, gemma, n=4)
+    measured = independent_figures(sae, gemma, tokens, mask, first=spec.first_position, loss=spec.loss)
+    _figures_agree(measured, sae_card(GEMMA)["evaluation"], {  # 4 of the card's 32 chunks
+        "explained_variance": 0.06, "l0": 0.5, "ce_loss_increase": 0.8, "ce_loss_recovered": 0.08,
+    })

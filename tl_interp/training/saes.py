@@ -24,6 +24,7 @@ Nothing touches the network: the model loads offline, the data are built in-proc
 The same name, steps, seed and thread count give bit-identical weights.
 """
 
+import copy
 import os
 import platform
 import shutil
@@ -81,6 +82,11 @@ def _model_provenance(spec: SAESpec) -> dict[str, Any]:
 
         path = weights_path(spec.model)
         return {"name": spec.model, "weights_file": path.name, "weights_sha256": sha256_file(path)}
+    if spec.model == "gemma-3-270m":
+        from tl_interp.models import _gemma
+
+        return {"name": spec.model, "weights_file": _gemma.package().MODEL_NAME,
+                "weights_sha256": _gemma.source_sha256()}
     from tl_interp.models import _smollm2
 
     return {"name": spec.model, "weights_file": _smollm2.gguf_path().name, "weights_sha256": _smollm2.gguf_sha256()}
@@ -135,7 +141,9 @@ def train_sae(
     sae.eval()
     trained_seconds = time.perf_counter() - start
 
-    evaluation = measure(sae, model, spec, *heldout_data(spec, model, n_heldout))
+    if spec.storage == "float16":  # what write_sae stores; the card measures the rounded weights
+        sae = sae.to(torch.float16)
+    evaluation = measure(copy.deepcopy(sae).to(torch.float32), model, spec, *heldout_data(spec, model, n_heldout))
     card = {
         "name": name,
         "summary": f"TopK SAE (k={spec.k}, {spec.d_sae} features) on {spec.model}'s residual stream at "
@@ -143,6 +151,7 @@ def train_sae(
         "model": _model_provenance(spec),
         "hook_name": spec.hook_name,
         "splice_positions": f"{spec.first_position}:",
+        "storage_dtype": spec.storage,
         "spec": spec.to_dict(),
         "training_data": _data_description(spec),
         "n_training_activations": int(acts.shape[0]),

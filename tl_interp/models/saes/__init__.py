@@ -5,12 +5,16 @@
   CPython's ``pydoc_data.topics`` documentation text.
 - ``ordinal-4l-res-l2``: TopK SAE (k=16, 1024 features) on ``ordinal-4l``'s residual stream
   at ``blocks.2.hook_resid_pre`` (the middle of its 4 layers), trained on its own prompts.
+- ``gemma-3-270m-res-l9``: TopK SAE (k=32, 2560 features) on Gemma-3-270M's residual stream at
+  ``blocks.9.hook_resid_pre`` (the middle of its 18 layers), trained on the same documentation
+  text as SmolLM2's; weights stored in float16 (computed in float32). The model itself is
+  opt-in (``tl_interp[gemma]``); retraining needs it, loading the SAE does not.
 
 Each lives in ``tl_interp/models/saes/<name>/`` as ``cfg.json`` + ``sae_weights.safetensors``
 (``sae_lens.SAE.load_from_disk`` reads it) and ``card.json`` (data, hyperparameters, seed,
 held-out explained variance, L0, dead features, CE loss spliced in vs clean vs zero-ablated;
 checksummed, with the SHA-256 of the other two files, verified by ``load_sae``).
-Both read only the positions they were trained on, ``cfg.metadata.seqpos_slice`` (also the
+Each reads only the positions it was trained on, ``cfg.metadata.seqpos_slice`` (also the
 card's ``splice_positions``): 2: for SmolLM2, whose position 0 is the attention sink and
 whose position 1 often carries a massive activation too (residual norm ~1e3..2e4 against
 ~150 elsewhere); 1: for ordinal-4l, whose position 0 is BOS. Splice them there:
@@ -28,6 +32,8 @@ Example:
 import difflib
 from pathlib import Path
 from typing import Any
+
+import torch
 
 from tl_interp._io import read_checked_json, verify_manifest
 from tl_interp.errors import ModelLoadError
@@ -118,5 +124,7 @@ def load_sae(name: str, *, directory: Path | str | None = None, device: str = "c
     card = sae_card(name, directory=directory)
     verify_manifest(folder, card.get("files", {}), fix=_fix(name, directory))
     sae = SAE.load_from_disk(folder, device=device)
+    if sae.cfg.dtype != "float32":  # stored in float16 to stay small (card: storage_dtype)
+        sae = sae.to(torch.float32)
     sae.card = card
     return sae.eval()
