@@ -38,6 +38,9 @@ GEMMA = Setup(
 )
 
 
+READING = "## Reading"
+
+
 # %%
 def _best(headline: dict, metric: str = "accuracy") -> dict:
     """The vector x multiplier with the highest effect over random vectors on held-out month lists."""
@@ -103,7 +106,10 @@ def write_comparison(smollm2_dir: Path, gemma_dir: Path) -> str:
     lines += ["", "Full tables: [SmolLM2](../steering_numbers_months/summary.md), "
               "[Gemma](summary.md).", ""]
     text = "\n".join(lines)
-    (gemma_dir / "comparison.md").write_text(text)
+    target = gemma_dir / "comparison.md"
+    if target.is_file() and READING in target.read_text():  # a hand-written reading of the numbers stays
+        text += "\n" + READING + target.read_text().split(READING, 1)[1]
+    target.write_text(text)
     return text
 
 
