@@ -30,6 +30,13 @@ def test_saved_files_get_the_permissions_the_umask_allows(tmp_path: Path, umask:
             (tmp / "inner.txt").write_text("y")
     finally:
         os.umask(old)
+    old = os.umask(umask)
+    try:
+        # safetensors writes through a private temporary of its own: the mode must still follow the umask
+        path = save_checked(tmp_path / "x.safetensors", {"v": torch.ones(2)}, {})
+    finally:
+        os.umask(old)
+    assert path.stat().st_mode & 0o777 == mode
     assert (tmp_path / "f.txt").stat().st_mode & 0o777 == mode
     assert (tmp_path / "entry" / "inner.txt").stat().st_mode & 0o777 == mode
     assert (tmp_path / "entry").stat().st_mode & 0o777 == mode | 0o111 & ~umask

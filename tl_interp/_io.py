@@ -124,9 +124,10 @@ def atomic_file(final: str | os.PathLike[str]) -> Iterator[Path]:
     fd, name = tempfile.mkstemp(dir=target.parent, prefix=f"{prefix}{os.getpid()}-")
     os.close(fd)
     tmp = Path(name)
-    os.chmod(tmp, 0o666 & ~_umask())
     try:
         yield tmp
+        # after the body: a writer may replace the file (safetensors writes its own 0600 temporary)
+        os.chmod(tmp, 0o666 & ~_umask())
         _fsync(tmp)
         os.replace(tmp, target)
         _fsync(target.parent)
