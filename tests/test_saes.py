@@ -143,11 +143,12 @@ def test_splice_losses_from_the_cached_residual_equal_full_edited_runs(ordinal: 
 
 @torch.no_grad()
 def independent_figures(sae: Any, model: Any, tokens: torch.Tensor, mask: torch.Tensor, *, first: int,
-                        loss: str) -> dict[str, float]:
+                        loss: str, losses: bool = True) -> dict[str, float]:
     """The card's figures recomputed from their definitions with sae-lens's encode/decode and
     plain TransformerLens hooks written here (not tl_interp's measure / sae_splice)."""
     hook = sae.cfg.metadata.hook_name
-    _, cache = model.run_with_cache(tokens, names_filter=hook)
+    layer = int(hook.split(".")[1])
+    _, cache = model.run_with_cache(tokens, names_filter=hook, stop_at_layer=layer + 1)
     real = mask[:, first:].bool()
     acts = cache[hook][:, first:][real].double()
     feats = sae.encode(acts.float())
@@ -157,6 +158,8 @@ def independent_figures(sae: Any, model: Any, tokens: torch.Tensor, mask: torch.
         "l0": float((feats != 0).sum(-1).double().mean()),
         "dead_fraction": float(((feats != 0).sum(0) == 0).double().mean()),
     }
+    if not losses:
+        return figures
 
     def splice(act: torch.Tensor, hook: Any) -> torch.Tensor:
         return torch.cat([act[:, :first], sae.decode(sae.encode(act[:, first:]))], dim=1)
@@ -278,8 +281,11 @@ def test_gemma_sae_card_figures_are_remeasured_independently_on_held_out_text() 
     gemma = models.load("gemma-3-270m", device="cpu")
     sae = load_sae(GEMMA)
     assert sae.W_enc.dtype == torch.float32 and sae_card(GEMMA)["storage_dtype"] == "float16"
-    tokens, mask = heldout_data(spec, gemma, n=4)
-    measured = independent_figures(sae, gemma, tokens, mask, first=spec.first_position, loss=spec.loss)
-    _figures_agree(measured, sae_card(GEMMA)["evaluation"], {  # 4 of the card's 32 chunks
-        "explained_variance": 0.06, "l0": 0.5, "ce_loss_increase": 0.8, "ce_loss_recovered": 0.08,
-    })
+    card = sae_card(GEMMA)["evaluation"]
+    tokens, mask = heldout_data(spec, gemma)  # all 32 chunks: activations only, no 262k-token logits
+    reconstruction = independent_figures(sae, gemma, tokens, mask, first=spec.first_position, loss=spec.loss,
+                                         losses=False)
+    _figures_agree(reconstruction, card, {"explained_variance": 1e-3, "l0": 1e-3, "dead_fraction": 1e-3})
+    # losses on 4 chunks (their explained variance is 0.81, not 0.66: chunks differ a lot)
+    measured = independent_figures(sae, gemma, tokens[:4], mask[:4], first=spec.first_position, loss=spec.loss)
+    _figures_agree(measured, card, {"ce_loss_increase": 0.3, "ce_loss_recovered": 0.05})
