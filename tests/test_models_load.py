@@ -46,15 +46,18 @@ def test_zoo_names_route_to_the_registry_with_keyword_arguments(monkeypatch: pyt
     assert "toy-zoo" in models.known_names()
 
 
-def test_a_missing_zoo_package_is_tolerated(monkeypatch: pytest.MonkeyPatch) -> None:
+def test_an_import_error_in_the_bundled_zoo_is_raised_not_hidden(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setitem(sys.modules, "tl_interp.models.zoo", None)  # import now fails
-    assert models.known_names() == ("smollm2-135m",)
-    with pytest.raises(ModelLoadError, match="Known names: 'smollm2-135m'\\."):
+    with pytest.raises(ImportError, match="tl_interp.models.zoo"):
         models.load("induction-2l")
+    with pytest.raises(ImportError, match="tl_interp.models.zoo"):
+        models.known_names()
 
 
-def test_real_zoo_names_are_known_when_the_zoo_exists() -> None:
-    zoo = pytest.importorskip("tl_interp.models.zoo")
+def test_real_zoo_names_are_known() -> None:
+    from tl_interp.models import zoo
+
+    assert set(zoo.REGISTRY) == {"induction-2l", "s5-mlp", "ordinal-4l"}
     assert set(zoo.REGISTRY) <= set(models.known_names())
 
 
@@ -72,3 +75,39 @@ def test_dtype_is_applied_to_directory_loads(tmp_path: Path) -> None:
 def test_public_names() -> None:
     assert set(models.__all__) >= {"load", "adapt", "ModelAdapter", "Tokenized", "make_tiny_hf_dir"}
     assert all(hasattr(models, name) for name in models.__all__)
+
+
+@pytest.mark.parametrize("backend", ["hooked", "bridge"])
+def test_local_directories_load_with_trust_remote_code_false_explicitly(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, backend: str) -> None:
+    import transformers
+
+    path = models.make_tiny_hf_dir(tmp_path, "llama")
+    calls: list[tuple[str, Any]] = []
+    for cls in (transformers.AutoConfig, transformers.AutoTokenizer, transformers.AutoModelForCausalLM):
+        real = cls.from_pretrained.__func__
+
+        def spy(klass: Any, *args: Any, _real: Any = real, _name: str = cls.__name__, **kw: Any) -> Any:
+            calls.append((_name, kw.get("trust_remote_code", "not passed")))
+            return _real(klass, *args, **kw)
+
+        monkeypatch.setattr(cls, "from_pretrained", classmethod(spy))
+    models.load(path, device="cpu", backend=backend)
+    # tl_interp's own calls come first; TransformerLens's later reload of the tokenizer passes
+    # nothing, which is why directories with code of their own are refused (next test)
+    ours = calls[:3] if backend == "hooked" else calls[:1]
+    assert all(flag is False for _, flag in ours), calls
+    if backend == "hooked":
+        assert [name for name, _ in ours] == ["AutoConfig", "AutoModelForCausalLM", "AutoTokenizer"]
+
+
+@pytest.mark.parametrize("file", ["config.json", "tokenizer_config.json"])
+def test_a_directory_with_code_of_its_own_is_refused_before_loading(tmp_path: Path, file: str) -> None:
+    import json
+
+    path = models.make_tiny_hf_dir(tmp_path, "llama")
+    doc = json.loads((path / file).read_text())
+    (path / file).write_text(json.dumps({**doc, "auto_map": {"AutoModelForCausalLM": "modeling_x.X"}}))
+    with pytest.raises(ModelLoadError, match=rf"{file}' has an 'auto_map' entry: the directory ships its own "
+                                             r"Python code, which tl_interp never runs"):
+        models.load(path, device="cpu")

@@ -25,10 +25,11 @@ from tl_interp.models.saes import (
 )
 from tl_interp.models.saes.corpus import heldout_data
 from tl_interp.models.saes.evaluate import measure, splice_losses
-from tl_interp.models.saes.train import main as train_main
+from tl_interp.training.cli import main as train_main
 
 ORDINAL = "ordinal-4l-res-l2"
 SMOLLM2 = "smollm2-135m-res-l15"
+GEMMA = "gemma-3-270m-res-l9"
 MAX_SAE_BYTES = 25 * 2**20
 
 
@@ -91,19 +92,19 @@ def test_the_ordinal_sae_was_trained_on_the_packaged_ordinal_model() -> None:
     recorded = sae_card(ORDINAL)["model"]["weights_sha256"]
     assert _sha256(weights_path("ordinal-4l")) == recorded, (
         "ordinal-4l's weights changed since its SAE was trained; retrain it with "
-        f"`python -m tl_interp.models.saes.train {ORDINAL}`")
+        f"`python -m tl_interp.models.train {ORDINAL}`")
 
 
 def test_an_unknown_sae_name_lists_the_known_ones() -> None:
-    with pytest.raises(ModelLoadError, match=r"no bundled SAE 'ordinal-4l-res-l3'; did you mean "
-                                             r"'ordinal-4l-res-l2'\? known SAEs: smollm2-135m-res-l15, ordinal-4l-res-l2"):
+    with pytest.raises(ModelLoadError, match=r"no bundled SAE 'ordinal-4l-res-l3'; did you mean 'ordinal-4l-res-l2'\? "
+                                             r"known SAEs: smollm2-135m-res-l15, ordinal-4l-res-l2, gemma-3-270m-res-l9"):
         load_sae("ordinal-4l-res-l3")
     with pytest.raises(ModelLoadError, match=r"SAE 'ordinal-4l-res-l2' has no weights at .*; train it with"):
         load_sae(ORDINAL, directory="/nonexistent")
 
 
 def test_tl_interp_models_reexports_load_sae_without_importing_sae_lens() -> None:
-    assert models.load_sae is load_sae and models.SAE_NAMES == SAE_NAMES == (SMOLLM2, ORDINAL)
+    assert models.load_sae is load_sae and models.SAE_NAMES == SAE_NAMES == (SMOLLM2, ORDINAL, GEMMA)
     code = "import sys, tl_interp.models; assert 'sae_lens' not in sys.modules, 'sae_lens imported eagerly'"
     subprocess.run([sys.executable, "-c", code], check=True, timeout=120)
 
@@ -144,13 +145,67 @@ def test_splice_losses_from_the_cached_residual_equal_full_edited_runs(ordinal: 
     assert fast["zero_ablated"] > fast["spliced"] + 1.0
 
 
-def test_the_ordinal_card_figures_are_remeasured_on_held_out_text(ordinal: Any) -> None:
+@torch.no_grad()
+def independent_figures(sae: Any, model: Any, tokens: torch.Tensor, mask: torch.Tensor, *, first: int,
+                        loss: str, losses: bool = True) -> dict[str, float]:
+    """The card's figures recomputed from their definitions with sae-lens's encode/decode and
+    plain TransformerLens hooks written here (not tl_interp's measure / sae_splice)."""
+    hook = sae.cfg.metadata.hook_name
+    layer = int(hook.split(".")[1])
+    _, cache = model.run_with_cache(tokens, names_filter=hook, stop_at_layer=layer + 1)
+    real = mask[:, first:].bool()
+    acts = cache[hook][:, first:][real].double()
+    feats = sae.encode(acts.float())
+    recon = sae.decode(feats).double()
+    figures = {
+        "explained_variance": float(1 - (recon - acts).pow(2).sum() / (acts - acts.mean(0)).pow(2).sum()),
+        "l0": float((feats != 0).sum(-1).double().mean()),
+        "dead_fraction": float(((feats != 0).sum(0) == 0).double().mean()),
+    }
+    if not losses:
+        return figures
+
+    def splice(act: torch.Tensor, hook: Any) -> torch.Tensor:
+        return torch.cat([act[:, :first], sae.decode(sae.encode(act[:, first:]))], dim=1)
+
+    def zero(act: torch.Tensor, hook: Any) -> torch.Tensor:
+        return torch.cat([act[:, :first], torch.zeros_like(act[:, first:])], dim=1)
+
+    def mean_loss(logits: torch.Tensor) -> float:
+        logp = logits.double().log_softmax(-1)
+        if loss == "answer":  # the last real token, predicted one position before it
+            last = mask.sum(-1) - 1
+            rows = torch.arange(tokens.shape[0])
+            return float(-logp[rows, last - 1, tokens[rows, last]].mean())
+        per_token = -logp[:, :-1].gather(-1, tokens[:, 1:, None])[..., 0]
+        keep = mask[:, 1:].double()  # targets that are real tokens
+        return float(((per_token * keep).sum(-1) / keep.sum(-1)).mean())
+
+    clean = mean_loss(model(tokens, attention_mask=mask))
+    spliced = mean_loss(model.run_with_hooks(tokens, attention_mask=mask, fwd_hooks=[(hook, splice)]))
+    zeroed = mean_loss(model.run_with_hooks(tokens, attention_mask=mask, fwd_hooks=[(hook, zero)]))
+    figures.update(loss_clean=clean, ce_loss_increase=spliced - clean, zero_ablation_increase=zeroed - clean,
+                   ce_loss_recovered=(zeroed - spliced) / (zeroed - clean))
+    return figures
+
+
+def test_the_ordinal_card_figures_are_remeasured_independently_on_held_out_text(ordinal: Any) -> None:
     spec = SPECS[ORDINAL]
-    measured = measure(load_sae(ORDINAL), ordinal, spec, *heldout_data(spec, ordinal, n=500))
+    tokens, mask = heldout_data(spec, ordinal, n=500)
+    measured = independent_figures(load_sae(ORDINAL), ordinal, tokens, mask, first=spec.first_position, loss=spec.loss)
     _figures_agree(measured, sae_card(ORDINAL)["evaluation"], {  # 500 of the card's 2000 sequences
-        "explained_variance": 0.005, "l0": 0.1, "ce_loss_increase": 0.005, "zero_ablation_increase": 0.05,
-        "ce_loss_recovered": 0.002, "loss_clean": 0.01,
+        "explained_variance": 0.005, "l0": 0.1, "dead_fraction": 0.01, "ce_loss_increase": 0.005,
+        "zero_ablation_increase": 0.05, "ce_loss_recovered": 0.002, "loss_clean": 0.01,
     })
+
+
+def test_measure_equals_the_independent_recomputation(ordinal: Any) -> None:
+    spec = SPECS[ORDINAL]
+    tokens, mask = heldout_data(spec, ordinal, n=120)
+    sae = load_sae(ORDINAL)
+    ours = measure(sae, ordinal, spec, tokens, mask)
+    theirs = independent_figures(sae, ordinal, tokens, mask, first=spec.first_position, loss=spec.loss)
+    _figures_agree(ours, theirs, {key: 1e-4 for key in theirs})
 
 
 def _no_network(*args: Any, **kwargs: Any) -> None:
@@ -201,9 +256,10 @@ def test_smollm2_sae_without_the_error_term_matches_run_with_saes(smollm2: Any, 
 
 
 @pytest.mark.real_model
-def test_smollm2_card_figures_are_remeasured_on_held_out_text(smollm2: Any) -> None:
+def test_smollm2_card_figures_are_remeasured_independently_on_held_out_text(smollm2: Any) -> None:
     spec = SPECS[SMOLLM2]
-    measured = measure(load_sae(SMOLLM2), smollm2, spec, *heldout_data(spec, smollm2, n=16))
+    tokens, mask = heldout_data(spec, smollm2, n=16)
+    measured = independent_figures(load_sae(SMOLLM2), smollm2, tokens, mask, first=spec.first_position, loss=spec.loss)
     _figures_agree(measured, sae_card(SMOLLM2)["evaluation"], {  # 16 of the card's 32 chunks
         "explained_variance": 0.03, "l0": 0.5, "ce_loss_increase": 0.06, "zero_ablation_increase": 0.5,
         "ce_loss_recovered": 0.01,
@@ -217,3 +273,23 @@ def test_smollm2_training_script_runs_a_few_steps_offline(tmp_path: Path, monkey
     sae = load_sae(SMOLLM2, directory=tmp_path)
     assert sae.cfg.metadata.hook_name == "blocks.15.hook_resid_pre"
     assert set(sae.card["evaluation"]) >= {"explained_variance", "l0", "dead_fraction", "ce_loss_increase"}
+
+
+@pytest.mark.real_model
+@pytest.mark.gemma
+def test_gemma_sae_card_figures_are_remeasured_independently_on_held_out_text() -> None:
+    from tests.test_gemma import _require_package
+
+    _require_package()
+    spec = SPECS[GEMMA]
+    gemma = models.load("gemma-3-270m", device="cpu")
+    sae = load_sae(GEMMA)
+    assert sae.W_enc.dtype == torch.float32 and sae_card(GEMMA)["storage_dtype"] == "float16"
+    card = sae_card(GEMMA)["evaluation"]
+    tokens, mask = heldout_data(spec, gemma)  # all 32 chunks: activations only, no 262k-token logits
+    reconstruction = independent_figures(sae, gemma, tokens, mask, first=spec.first_position, loss=spec.loss,
+                                         losses=False)
+    _figures_agree(reconstruction, card, {"explained_variance": 1e-3, "l0": 1e-3, "dead_fraction": 1e-3})
+    # losses on 4 chunks (their explained variance is 0.81, not 0.66: chunks differ a lot)
+    measured = independent_figures(sae, gemma, tokens[:4], mask[:4], first=spec.first_position, loss=spec.loss)
+    _figures_agree(measured, card, {"ce_loss_increase": 0.3, "ce_loss_recovered": 0.05})

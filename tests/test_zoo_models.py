@@ -2,13 +2,16 @@
 
 Quality thresholds are the ones recorded in each card under ``quality_thresholds`` (and
 defined next to the model in ``tl_interp.models.zoo``); the held-out data are regenerated
-here from the seeds the cards name.
+here from the seeds the cards name. The card's numbers are checked against an independent
+recomputation (TransformerLens's own per-token loss, attention patterns read from its
+cache, heads ablated with a hook written here, S5 products composed from permutations),
+not against the functions that wrote the card.
 """
 
 import pytest
 import torch
 
-from tl_interp.errors import ModelLoadError, SelectionError
+from tl_interp.errors import ArtifactError, ModelLoadError, SelectionError
 from tl_interp.models import zoo
 from tl_interp.models.zoo import induction, s5_mlp
 
@@ -27,6 +30,37 @@ def held_out_repeats(half_len: int = induction.EVAL_HALF_LEN, seed: int = induct
     return induction.repeated_tokens(256, half_len, generator=torch.Generator().manual_seed(seed))
 
 
+def tl_half_losses(model, tokens, zero=()):
+    """First/repeated-half losses from TransformerLens's per-token loss, heads zeroed by a hand-written hook."""
+    half_len = (tokens.shape[1] - 1) // 2
+
+    def zero_heads(z, hook):
+        z = z.clone()
+        for layer, head in zero:
+            if hook.name == f"blocks.{layer}.attn.hook_z":
+                z[:, :, head] = 0.0
+        return z
+
+    hooks = [(f"blocks.{layer}.attn.hook_z", zero_heads) for layer in {layer for layer, _ in zero}]
+    with torch.no_grad():
+        per_token = model.run_with_hooks(tokens, return_type="loss", loss_per_token=True, fwd_hooks=hooks)
+    # per_token[:, p] scores token p + 1: the targets r[1:] of each copy
+    return float(per_token[:, 1:half_len].mean()), float(per_token[:, half_len + 1:].mean())
+
+
+def tl_head_scores(model, tokens):
+    """Previous-token and induction scores read off TransformerLens's attention patterns."""
+    half_len = (tokens.shape[1] - 1) // 2
+    _, cache = model.run_with_cache(tokens)
+    pos = torch.arange(1, tokens.shape[1])
+    second = torch.arange(half_len + 1, 2 * half_len + 1)
+    prev = torch.stack([cache["pattern", layer][:, :, pos, pos - 1].mean(dim=(0, 2))
+                        for layer in range(model.cfg.n_layers)])
+    ind = torch.stack([cache["pattern", layer][:, :, second, second - half_len + 1].mean(dim=(0, 2))
+                       for layer in range(model.cfg.n_layers)])
+    return prev, ind
+
+
 def test_registry_holds_both_models_and_each_loader_attaches_its_card():
     assert {"induction-2l", "s5-mlp"} <= set(zoo.REGISTRY)
     for name in ("induction-2l", "s5-mlp"):
@@ -43,7 +77,7 @@ def test_an_unknown_name_names_the_closest_model():
 
 
 def test_a_directory_without_weights_says_how_to_train_them(tmp_path):
-    with pytest.raises(ModelLoadError, match=r"python -m tl_interp.models.train s5-mlp --out"):
+    with pytest.raises(ArtifactError, match=r"s5-mlp.json. is missing; retrain it with `python -m tl_interp.models.train s5-mlp --out"):
         zoo.load("s5-mlp", directory=tmp_path)
 
 
@@ -74,14 +108,22 @@ def test_the_card_names_the_heads_and_losses_the_packaged_weights_measure(induct
     card = induction_model.card
     ev = card["evaluation"]
     assert card["quality_thresholds"] == induction.QUALITY_THRESHOLDS
-    first, repeated = induction.half_losses(induction_model, held_out_repeats())
-    prev, ind = induction.head_scores(induction_model, held_out_repeats())
+    first, repeated = tl_half_losses(induction_model, held_out_repeats())
+    prev, ind = tl_head_scores(induction_model, held_out_repeats())
     assert first == pytest.approx(ev["first_half_loss"], abs=1e-3)
     assert repeated == pytest.approx(ev["repeated_half_loss"], abs=1e-3)
     torch.testing.assert_close(prev, torch.tensor(ev["previous_token_scores"]), rtol=0, atol=1e-3)
     torch.testing.assert_close(ind, torch.tensor(ev["induction_scores"]), rtol=0, atol=1e-3)
     assert prev[tuple(ev["previous_token_head"])] == prev.max()
     assert ind[tuple(ev["induction_head"])] == ind.max()
+
+
+def test_the_library_functions_agree_with_the_independent_recomputation(induction_model):
+    tokens = held_out_repeats(12, seed=3)
+    assert induction.half_losses(induction_model, tokens, zero_ablate=[(0, 1)]) == pytest.approx(
+        tl_half_losses(induction_model, tokens, zero=[(0, 1)]), abs=1e-6)
+    for ours, theirs in zip(induction.head_scores(induction_model, tokens), tl_head_scores(induction_model, tokens)):
+        torch.testing.assert_close(ours, theirs, rtol=0, atol=1e-6)
 
 
 @pytest.mark.parametrize("half_len", [10, 20])
@@ -108,7 +150,7 @@ def test_one_induction_head_is_the_single_point_of_failure_and_prev_token_heads_
     q = induction.QUALITY_THRESHOLDS
     ev = induction_model.card["evaluation"]
     tokens = held_out_repeats()
-    prev, ind = induction.head_scores(induction_model, tokens)
+    prev, ind = tl_head_scores(induction_model, tokens)
     n_layers, n_heads = ind.shape
 
     def heads_above(scores, threshold):
@@ -121,11 +163,9 @@ def test_one_induction_head_is_the_single_point_of_failure_and_prev_token_heads_
     assert len(prev_heads) >= 2 and all(layer == 0 for layer, _ in prev_heads)
     assert sorted(prev_heads) == sorted(tuple(h) for h in ev["previous_token_heads"])
 
-    _, clean = induction.half_losses(induction_model, tokens)
+    _, clean = tl_half_losses(induction_model, tokens)
     effect = {
-        (layer, head): induction.half_losses(
-            induction_model, tokens, zero_ablate=[(layer, head)]
-        )[1] - clean
+        (layer, head): tl_half_losses(induction_model, tokens, zero=[(layer, head)])[1] - clean
         for layer in range(n_layers)
         for head in range(n_heads)
     }
@@ -154,10 +194,10 @@ def test_cutting_the_previous_token_heads_or_layer_1_breaks_induction(induction_
     prev_heads = [tuple(h) for h in ev["previous_token_heads"]]
     assert prev_heads and all(layer == 0 for layer, _ in prev_heads)
     tokens = held_out_repeats()
-    _, clean = induction.half_losses(induction_model, tokens)
-    _, no_prev = induction.half_losses(induction_model, tokens, zero_ablate=prev_heads)
+    _, clean = tl_half_losses(induction_model, tokens)
+    _, no_prev = tl_half_losses(induction_model, tokens, zero=prev_heads)
     layer_1 = [(1, head) for head in range(induction_model.cfg.n_heads)]
-    _, no_layer_1 = induction.half_losses(induction_model, tokens, zero_ablate=layer_1)
+    _, no_layer_1 = tl_half_losses(induction_model, tokens, zero=layer_1)
     assert no_prev > 10 * clean  # K-composition: induction needs the previous-token heads
     assert no_layer_1 > 0.9 * ev["uniform_loss"]  # nothing else copies in context
     recorded = ev["repeated_half_loss_zero_ablating_previous_token_heads"]
@@ -179,8 +219,15 @@ def test_s5_mlp_is_near_perfect_on_held_out_pairs(s5_model):
     train_idx, test_idx = s5_mlp.train_test_split(ev["split_seed"], fraction)
     assert len(test_idx) == ev["n_test"]
     assert not set(train_idx.tolist()) & set(test_idx.tolist())
-    pairs, labels = s5_mlp.all_pairs()
-    acc, loss = s5_mlp.accuracy_and_loss(s5_model, pairs[test_idx], labels[test_idx])
+    # labels composed from the permutations here, (x * y)(i) = x(y(i)), not from the table
+    els = zoo.elements()
+    index = {p: i for i, p in enumerate(els)}
+    pairs = torch.tensor([[t // 120, t % 120] for t in test_idx.tolist()])
+    labels = torch.tensor([index[tuple(els[x][els[y][i]] for i in range(5))] for x, y in pairs.tolist()])
+    with torch.no_grad():
+        logits = s5_model(pairs).double()
+    acc = float((logits.argmax(-1) == labels).double().mean())
+    loss = float(torch.nn.functional.cross_entropy(logits, labels))
     assert acc >= s5_mlp.QUALITY_THRESHOLDS["min_test_accuracy"]
     assert acc == pytest.approx(ev["test_accuracy"], abs=1e-6)
     assert loss == pytest.approx(ev["test_loss"], rel=1e-3)

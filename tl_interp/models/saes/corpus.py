@@ -141,7 +141,7 @@ def ordinal_sequences(
     """``n`` sequences drawn as ordinal-4l's training batches are, each ending in its answer.
 
     A task uniformly, then a prompt of it from ``splits``; with probability ``context_prob``
-    a solved example from the same splits and ``"."`` go first (as in ``ordinal_train``).
+    a solved example from the same splits and ``"."`` go first (as in ``tl_interp.training.ordinal``).
 
     Args:
         tokenizer: the ordinal-4l tokenizer (``model.tokenizer``).

@@ -30,10 +30,12 @@ from tl_interp.models.saes.specs import SAESpec, splice_positions
 __all__ = ["splice_positions", "site_activations", "reconstruction_stats", "splice_losses", "measure"]
 
 _TOKENS_PER_BATCH = 4096
+_LOGITS_PER_BATCH = 2**28  # 1 GiB of float32 logits: Gemma's 262k vocabulary caps a batch at 1024 tokens
 
 
-def _rows(tokens: Tensor) -> int:
-    return max(1, _TOKENS_PER_BATCH // tokens.shape[1])
+def _rows(tokens: Tensor, d_vocab: int = 0) -> int:
+    per_batch = min(_TOKENS_PER_BATCH, _LOGITS_PER_BATCH // d_vocab) if d_vocab else _TOKENS_PER_BATCH
+    return max(1, per_batch // tokens.shape[1])
 
 
 def _batches(tokens: Tensor, mask: Tensor, batch_size: int) -> Iterator[tuple[Tensor, Tensor]]:
@@ -142,7 +144,8 @@ def splice_losses(
         tokens, mask: right-padded held-out sequences.
         loss: ``"next_token"`` (mean over real tokens) or ``"answer"`` (the last real token).
         positions: where to splice and ablate (default ``splice_positions(sae)``).
-        batch_size: rows per forward pass (default: ~4096 tokens' worth).
+        batch_size: rows per forward pass (default: ~4096 tokens' worth, fewer for a large
+            vocabulary so the logits stay under 1 GiB).
 
     Returns:
         ``{"clean", "spliced", "spliced_all_positions", "zero_ablated"}`` mean losses (nats)
@@ -167,7 +170,7 @@ def splice_losses(
         "zero_ablated": hooks.zero_ablate(hook, positions=positions),
     }
     sums = dict.fromkeys(["clean", *runs], 0.0)
-    for t, m in _batches(tokens, mask, batch_size or _rows(tokens)):
+    for t, m in _batches(tokens, mask, batch_size or _rows(tokens, model.cfg.d_vocab)):
         capture = hooks.cache(hook)
         sums["clean"] += float(_per_prompt_loss(loss, capture.run(model, t), t, m).sum())
         resid = capture[hook]

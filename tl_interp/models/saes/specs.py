@@ -1,6 +1,6 @@
 """What each bundled SAE is: its model, hook point, size, data and training hyperparameters.
 
-Both SAEs are TopK SAEs (Gao et al. 2024, "Scaling and evaluating sparse autoencoders",
+All SAEs are TopK SAEs (Gao et al. 2024, "Scaling and evaluating sparse autoencoders",
 arXiv:2406.04093) trained with sae-lens's ``SAETrainer``. TopK rather than ReLU + L1
 because L0 is set directly by ``k``: there is no L1 coefficient to sweep (a sweep does not fit
 a 10-minute CPU budget), no shrinkage of feature activations, and the AuxK loss revives dead
@@ -16,7 +16,7 @@ __all__ = ["SAESpec", "SPECS", "splice_positions"]
 
 @dataclass(frozen=True)
 class SAESpec:
-    """One bundled SAE's recipe (``SPECS[name]``); ``python -m tl_interp.models.saes.train`` runs it.
+    """One bundled SAE's recipe (``SPECS[name]``); ``python -m tl_interp.models.train`` runs it.
 
     Attributes:
         name: the SAE's name (its folder under ``tl_interp/models/saes/``).
@@ -38,6 +38,8 @@ class SAESpec:
         lr: Adam learning rate (constant after warm-up, linear decay to 0 over the last 20%).
         loss: what the CE figures measure: ``"next_token"`` (mean next-token loss of every
             position) or ``"answer"`` (loss of the answer, the last token of each row).
+        storage: dtype of the saved weights; ``"float16"`` halves the committed file (the
+            card is measured on the rounded weights; ``load_sae`` computes in float32).
     """
 
     name: str
@@ -54,6 +56,7 @@ class SAESpec:
     batch_size: int
     lr: float
     loss: Literal["next_token", "answer"]
+    storage: Literal["float32", "float16"] = "float32"
 
     @property
     def hook_name(self) -> str:
@@ -93,5 +96,12 @@ SPECS: dict[str, SAESpec] = {
         name="ordinal-4l-res-l2", model="ordinal-4l", layer=2, first_position=1, d_sae=1024, k=16,
         data="ordinal", n_train=12000, n_heldout=2000, context_size=32,
         steps=1500, batch_size=1024, lr=3e-3, loss="answer",
+    ),
+    # Gemma-3-270M (opt-in model): the middle of its 18 layers, 4 x d_model features, stored
+    # in float16 so the folder stays ~7 MB; position 0 is BOS, the attention sink.
+    "gemma-3-270m-res-l9": SAESpec(
+        name="gemma-3-270m-res-l9", model="gemma-3-270m", layer=9, first_position=1, d_sae=2560, k=32,
+        data="pydoc", n_train=800, n_heldout=32, context_size=128,
+        steps=1000, batch_size=1024, lr=3e-3, loss="next_token", storage="float16",
     ),
 }

@@ -1,14 +1,16 @@
 """Where the zoo keeps its weights and model cards, and how they are read and written.
 
-A zoo directory holds ``weights/<name>.safetensors`` (parameters only, float32) and
-``cards/<name>.json`` (how the weights were made and what they measure). The packaged
-directory is this package's own; ``python -m tl_interp.models.train NAME --out DIR`` writes
-the same layout anywhere, and every loader takes ``directory=`` to read it back.
-Writes are atomic (temporary file, then ``os.replace``), so an interrupted run never leaves
-a half-written file where a loader would find it.
+A zoo directory holds ``weights/<name>.safetensors`` (parameters only, float32),
+``cards/<name>.json`` (how the weights were made and what they measure) and, for models with
+their own tokenizer, ``tokenizers/<name>/``. The card is checksummed and lists every other
+file of the model with its size and SHA-256 (``card["files"]``); the loaders verify both
+before using anything, so a flipped byte, a truncated or a foreign file raises
+``ArtifactError`` instead of loading garbage. The packaged directory is this package's own;
+``python -m tl_interp.models.train NAME --out DIR`` writes the same layout anywhere, and
+every loader takes ``directory=`` to read it back. Writes are atomic (``tl_interp._io``).
 """
 
-import json
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -16,7 +18,7 @@ import torch
 from safetensors.torch import load_file, save_file
 from torch import Tensor, nn
 
-from tl_interp._io import atomic_file
+from tl_interp._io import atomic_file, manifest, read_checked_json, verify_manifest, write_checked_json
 from tl_interp.errors import ModelLoadError
 
 __all__ = [
@@ -33,6 +35,12 @@ __all__ = [
 ZOO_DIR = Path(__file__).resolve().parent
 
 
+def _fix(name: str, directory: Path | str | None) -> str:
+    if directory is None:
+        return f"reinstall tl_interp (or retrain with `python -m tl_interp.models.train {name}`)"
+    return f"retrain it with `python -m tl_interp.models.train {name} --out {directory}`"
+
+
 def weights_path(name: str, directory: Path | str | None = None) -> Path:
     """Path of ``<directory>/weights/<name>.safetensors`` (the packaged zoo by default)."""
     return Path(directory or ZOO_DIR) / "weights" / f"{name}.safetensors"
@@ -44,43 +52,47 @@ def card_path(name: str, directory: Path | str | None = None) -> Path:
 
 
 def read_card(name: str, directory: Path | str | None = None) -> dict[str, Any]:
-    """Read the model card of zoo model ``name`` as a dict."""
-    path = card_path(name, directory)
-    if not path.is_file():
-        raise ModelLoadError(
-            f"no model card for zoo model {name!r} at {path}; "
-            f"train it with `python -m tl_interp.models.train {name} --out {path.parent.parent}`"
-        )
-    return json.loads(path.read_text())
+    """Read (and verify the checksum of) the model card of zoo model ``name``.
+
+    Raises:
+        ArtifactError: the card is missing, corrupt or not a tl_interp card.
+    """
+    return read_checked_json(card_path(name, directory), fix=_fix(name, directory))
 
 
-def write_card(name: str, card: dict[str, Any], directory: Path | str | None = None) -> Path:
-    """Write a model card as indented JSON, atomically; returns its path."""
-    path = card_path(name, directory)
-    with atomic_file(path) as tmp:
-        tmp.write_text(json.dumps(card, indent=2, sort_keys=False) + "\n")
-    return path
+def write_card(
+    name: str, card: dict[str, Any], directory: Path | str | None = None, *, files: Sequence[str] = ()
+) -> Path:
+    """Write a model card atomically, with the manifest of ``files`` and its checksum.
+
+    Args:
+        name: The model's name.
+        card: The card (``files`` is replaced).
+        directory: The zoo directory (default the packaged one).
+        files: Paths relative to ``directory`` that belong to the model (weights, tokenizer).
+
+    Returns:
+        The card's path.
+    """
+    root = Path(directory or ZOO_DIR)
+    return write_checked_json(card_path(name, directory), {**card, "files": manifest(root, files)})
 
 
 def read_weights(name: str, directory: Path | str | None = None) -> dict[str, Tensor]:
-    """Read the parameters of zoo model ``name`` from its safetensors file."""
-    path = weights_path(name, directory)
-    if not path.is_file():
-        raise ModelLoadError(
-            f"no weights for zoo model {name!r} at {path}; "
-            f"train them with `python -m tl_interp.models.train {name} --out {path.parent.parent}`"
-        )
-    return load_file(path)
+    """Read the parameters of zoo model ``name``, after verifying every file its card lists.
+
+    Raises:
+        ArtifactError: the card or one of its files is missing, truncated or corrupt.
+    """
+    card = read_card(name, directory)
+    verify_manifest(Path(directory or ZOO_DIR), card.get("files", {}), fix=_fix(name, directory))
+    return load_file(weights_path(name, directory))
 
 
-def write_weights(
-    name: str, model: nn.Module, directory: Path | str | None = None
-) -> Path:
+def write_weights(name: str, model: nn.Module, directory: Path | str | None = None) -> Path:
     """Save ``model``'s parameters (not buffers) as float32 safetensors, atomically."""
     path = weights_path(name, directory)
-    tensors = {
-        k: p.detach().to(torch.float32).contiguous() for k, p in model.named_parameters()
-    }
+    tensors = {k: p.detach().to(torch.float32).contiguous() for k, p in model.named_parameters()}
     with atomic_file(path) as tmp:
         save_file(tensors, str(tmp), metadata={"zoo_model": name})
     return path

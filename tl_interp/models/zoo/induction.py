@@ -20,40 +20,7 @@ over the context and copies an arbitrary earlier token). Copying is weakest at t
 shortest trained length (repeated-half loss ~1.1 at ``L = 8``, at most 0.35 for
 ``L = 10..31``).
 
-Choices, and why:
-
-- No normalization (``normalization_type=None``) and no MLPs: the logits are exactly a sum
-  of direct, one-head and two-head paths, so QK/OV circuits and composition scores read
-  straight off the weights, with no LayerNorm to fold or linearise.
-- Standard learned positional embeddings, which the previous-token heads need.
-- The half length ``L`` is drawn afresh (8..31) for every micro-batch, so the repeat
-  cannot be found by position alone: a layer-1 head that attends to a fixed offset does not
-  solve the task, a content-based induction head does. Each step averages four
-  micro-batches of 16 sequences with their own ``L``: with one ``L`` per step, the
-  gradient at early positions flips between "don't copy" (long ``L``: they are in the first
-  copy) and "copy" (short ``L``), and a single induction head never settled at short
-  lengths (its repeated-half loss at ``L = 10`` swung between 0.3 and 2.1 nats from one
-  checkpoint to the next).
-- Three heads of width 32 per layer (not four of 16): a single head must copy all 64
-  tokens through its OV circuit, whose rank is at most ``d_head``.
-- Head dropout on layer 0 (``LAYER_0_HEAD_DROPOUT``): in training, each layer-0 head's
-  output (``hook_z``) is zeroed independently per sequence with probability 0.5 (no
-  rescaling), so no single head can be relied on and previous-token information is written
-  redundantly by several heads.
-- A sparsity penalty on layer 1 (``LAYER_1_SPARSITY_WEIGHT``): the Hoyer ratio
-  ``sum(n) / ||n||_2 - 1`` of the heads' mean output norms ``n`` (``|z_h W_O^h|``, averaged
-  over batch and positions) is added to the loss, from the first step. It is scale-free and
-  zero exactly when one head carries all of layer 1's output. Alternatives that did not
-  work in our trial runs: a plain L1 (group lasso) penalty on the norms cannot break the tie
-  between heads that write the same thing (layer 1 kept two or three induction heads); a
-  concave ``sqrt`` penalty silenced every layer-1 head before induction could form; a Hoyer
-  penalty switched on only after induction had formed was gamed by inflating one head's
-  norm (three induction heads stayed). Without either regulariser (the earlier recipe, four
-  heads of width 16) layer 1 grew four redundant induction heads, and a previous-token
-  head, not an induction head, came first in an ablation scan.
-
-``training_loss`` implements both; ``python -m tl_interp.models.train induction-2l`` runs
-them (``tl_interp.models.train.train_induction_2l``).
+Why the model is built and trained as it is: ``tl_interp.training.induction``.
 
 Scores, as in TransformerLens's induction demo, computed from ``blocks.{l}.attn.hook_pattern``
 on held-out ``BOS + r + r`` sequences of half length ``L``:
@@ -83,14 +50,11 @@ __all__ = [
     "EVAL_SEED",
     "N_HEADS",
     "D_HEAD",
-    "LAYER_0_HEAD_DROPOUT",
-    "LAYER_1_SPARSITY_WEIGHT",
     "QUALITY_THRESHOLDS",
     "induction_config",
     "repeated_tokens",
     "head_scores",
     "half_losses",
-    "training_loss",
 ]
 
 BOS_TOKEN = 0
@@ -101,8 +65,6 @@ EVAL_HALF_LEN = 31
 EVAL_SEED = 1_000_003  # held-out sequences come from this seed, never a training seed
 N_HEADS = 3  # per layer
 D_HEAD = 32
-LAYER_0_HEAD_DROPOUT = 0.5  # training only: P(a layer-0 head's output is zeroed), per sequence
-LAYER_1_SPARSITY_WEIGHT = 0.2  # training only: weight of the Hoyer penalty on layer-1 heads
 
 # What the packaged model must measure on held-out BOS + r + r (tests check these; the card
 # records them). Why these numbers: a model without in-context copying cannot beat ln 64 =
@@ -273,63 +235,3 @@ def half_losses(
     first = per_token[:, 1:half_len]  # targets at positions 2..L
     repeated = per_token[:, half_len + 1 :]  # targets at positions L+2..2L
     return float(first.mean()), float(repeated.mean())
-
-
-@jaxtyped(typechecker=beartype)
-def training_loss(
-    model: HookedTransformer,
-    tokens: Int[Tensor, "batch pos"],
-    *,
-    generator: torch.Generator,
-    head_dropout: float = LAYER_0_HEAD_DROPOUT,
-    sparsity_weight: float = LAYER_1_SPARSITY_WEIGHT,
-) -> tuple[Float[Tensor, ""], Float[Tensor, ""], Float[Tensor, ""]]:
-    """The training objective of ``induction-2l``: next-token loss with its two regularisers.
-
-    Layer-0 head dropout: each layer-0 head's ``hook_z`` is zeroed, independently for every
-    sequence, with probability ``head_dropout`` (no rescaling of the survivors), so that
-    previous-token information has to be written by more than one head. Layer-1 sparsity:
-    with ``n_h`` the mean over batch and positions of ``|z_h W_O^h|`` (head ``h``'s output
-    norm), the Hoyer ratio ``sum(n) / ||n||_2 - 1`` (0 when one head does all the writing,
-    ``sqrt(n_heads) - 1`` when all write equally) times ``sparsity_weight`` is added, so that
-    one head does the induction.
-
-    Args:
-        model: the model being trained (any HookedTransformer with at least 2 layers).
-        tokens: a batch of ``BOS + r + r`` sequences.
-        generator: draws the dropout mask (the training data stream's generator, so a seed
-            fixes the masks too).
-        head_dropout: probability of dropping each layer-0 head for a sequence.
-        sparsity_weight: weight of the layer-1 Hoyer penalty.
-
-    Returns:
-        ``(total, next_token_loss, layer_1_sparsity)``; backpropagate ``total``.
-
-    Example:
-        >>> _ = torch.manual_seed(0)
-        >>> model = HookedTransformer(induction_config(init_weights=True))
-        >>> g = torch.Generator().manual_seed(0)
-        >>> tokens = repeated_tokens(4, 8, generator=g)
-        >>> total, lm, sparsity = training_loss(model, tokens, generator=g)
-        >>> bool(total >= lm), 0 <= float(sparsity.detach()) <= 3**0.5 - 1 + 1e-6
-        (True, True)
-    """
-    n_heads = model.cfg.n_heads
-    keep = (torch.rand(tokens.shape[0], 1, n_heads, 1, generator=generator) >= head_dropout)
-    keep = keep.to(model.cfg.dtype)
-    captured: dict[str, Tensor] = {}
-
-    def _drop_heads(z: Float[Tensor, "batch pos head_index d_head"], hook: HookPoint) -> Tensor:
-        return z * keep
-
-    def _capture(z: Float[Tensor, "batch pos head_index d_head"], hook: HookPoint) -> Tensor:
-        captured["z"] = z
-        return z
-
-    hooks = [("blocks.0.attn.hook_z", _drop_heads), ("blocks.1.attn.hook_z", _capture)]
-    with model.hooks(fwd_hooks=hooks):  # removed on exit, always
-        lm_loss = model(tokens, return_type="loss")
-    out = torch.einsum("bphd,hdm->bphm", captured["z"], model.W_O[1])
-    norms = out.norm(dim=-1).mean(dim=(0, 1))  # (n_heads,)
-    sparsity = norms.sum() / (norms.pow(2).sum() + 1e-8).sqrt() - 1
-    return lm_loss + sparsity_weight * sparsity, lm_loss, sparsity

@@ -11,7 +11,7 @@ vector), evaluated on ``ordinal_tasks(split)``.
 
 Architecture: 4 layers, d_model 128, 4 heads of 32, d_mlp 512, LayerNorm, GELU, learned
 positions, n_ctx 32, BOS first: a GPT-2-style block, the family most TransformerLens tooling
-assumes. Training and its choices: ``ordinal_train``.
+assumes. Training and its choices: ``tl_interp.training.ordinal``.
 """
 
 import json
@@ -133,8 +133,9 @@ def load_ordinal_4l(*, directory: Path | str | None = None) -> HookedTransformer
         >>> model.to_str_tokens("after july comes")
         ['<bos>', 'after', 'july', 'comes']
     """
+    weights = read_weights(NAME, directory)  # verifies every file the card lists, tokenizer too
     model = HookedTransformer(ordinal_config(init_weights=False), tokenizer=read_tokenizer(directory))
-    load_parameters(NAME, model, read_weights(NAME, directory))
+    load_parameters(NAME, model, weights)
     model.card = read_card(NAME, directory)
     return model.eval()
 

@@ -1,54 +1,50 @@
 """Train a bundled SAE with sae-lens's own trainer, offline and deterministically, on CPU.
 
-    python -m tl_interp.models.saes.train NAME [--steps N] [--seed S] [--out DIR]
-                                               [--n-train N] [--n-heldout N] [--threads T]
+    python -m tl_interp.models.train NAME [--steps N] [--seed S] [--out DIR]
+                                          [--n-train N] [--n-heldout N] [--threads T]
 
-(also ``python -m tl_interp.models.train NAME``) writes ``DIR/NAME/`` in sae-lens's disk
-format (``cfg.json`` + ``sae_weights.safetensors``, loadable with
-``sae_lens.SAE.load_from_disk``) plus ``card.json``; DIR defaults to the packaged
-``tl_interp/models/saes``. Steps:
+writes ``DIR/NAME/`` in sae-lens's disk format (``cfg.json`` + ``sae_weights.safetensors``,
+loadable with ``sae_lens.SAE.load_from_disk``) plus ``card.json`` (checksummed, with the
+SHA-256 of the other two files); DIR defaults to the packaged ``tl_interp/models/saes``.
+Steps:
 
 1. the model's residual stream at ``blocks.L.hook_resid_pre`` is computed once for the
-   training sequences (``corpus``; real tokens from ``SAESpec.first_position`` on) and kept in memory;
+   training sequences (``tl_interp.models.saes.corpus``; real tokens from
+   ``SAESpec.first_position`` on) and kept in memory;
 2. ``sae_lens.training.sae_trainer.SAETrainer`` trains a ``TopKTrainingSAE`` on seeded
    shuffles of those activations (several epochs) -- the trainer, loss, AuxK, LR schedule,
    norm scaling and its folding are sae-lens's; only the data provider is ours, because
    sae-lens's ``ActivationsStore`` would recompute every activation it trains on (too slow
    on CPU) and reads datasets through the ``datasets`` hub machinery;
 3. the trained SAE is saved with ``save_inference_model`` (as sae-lens's runner does),
-   reloaded with ``SAE.load_from_disk``, and measured on held-out text (``evaluate``).
+   reloaded with ``SAE.load_from_disk``, and measured on held-out text
+   (``tl_interp.models.saes.evaluate``).
 
 Nothing touches the network: the model loads offline, the data are built in-process.
 The same name, steps, seed and thread count give bit-identical weights.
 """
 
-import argparse
-import hashlib
-import json
+import copy
 import os
 import platform
 import shutil
-import sys
 import tempfile
 import time
-from collections.abc import Iterator, Sequence
-from importlib import metadata
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import torch
 from torch import Tensor
 
-from tl_interp.models.saes import corpus
+from tl_interp._io import manifest, sha256_file, write_checked_json
+from tl_interp.models.saes import SAES_DIR, corpus
 from tl_interp.models.saes.corpus import heldout_data, shuffled_batches, train_data
 from tl_interp.models.saes.evaluate import measure, site_activations
 from tl_interp.models.saes.specs import SPECS, SAESpec
+from tl_interp.training.common import provenance, sig
 
-__all__ = ["train_sae", "write_sae", "main"]
-
-SAES_DIR = Path(__file__).resolve().parent
-DEFAULT_SEED = 0
-DEFAULT_THREADS = 1
+__all__ = ["train_sae", "write_sae"]
 
 
 def _load_model(spec: SAESpec) -> Any:
@@ -85,19 +81,19 @@ def _model_provenance(spec: SAESpec) -> dict[str, Any]:
         from tl_interp.models.zoo._store import weights_path
 
         path = weights_path(spec.model)
-    else:
-        from tl_interp.models._smollm2 import gguf_path
+        return {"name": spec.model, "weights_file": path.name, "weights_sha256": sha256_file(path)}
+    if spec.model == "gemma-3-270m":
+        from tl_interp.models import _gemma
 
-        path = gguf_path()
-    return {"name": spec.model, "weights_file": path.name, "weights_sha256": _sha256(path)}
+        return {"name": spec.model, "weights_file": _gemma.package().MODEL_NAME,
+                "weights_sha256": _gemma.source_sha256()}
+    from tl_interp.models import _smollm2
 
-
-def _sha256(path: Path) -> str:
-    return hashlib.sha256(path.read_bytes()).hexdigest()
+    return {"name": spec.model, "weights_file": _smollm2.gguf_path().name, "weights_sha256": _smollm2.gguf_sha256()}
 
 
 def train_sae(
-    name: str, *, seed: int = DEFAULT_SEED, steps: int | None = None, n_train: int | None = None,
+    name: str, *, seed: int = 0, steps: int | None = None, n_train: int | None = None,
     n_heldout: int | None = None, model: Any = None,
 ) -> tuple[Any, dict[str, Any]]:
     """Train SAE ``name`` (a key of ``SPECS``) and measure it on held-out text.
@@ -145,7 +141,9 @@ def train_sae(
     sae.eval()
     trained_seconds = time.perf_counter() - start
 
-    evaluation = measure(sae, model, spec, *heldout_data(spec, model, n_heldout))
+    if spec.storage == "float16":  # what write_sae stores; the card measures the rounded weights
+        sae = sae.to(torch.float16)
+    evaluation = measure(copy.deepcopy(sae).to(torch.float32), model, spec, *heldout_data(spec, model, n_heldout))
     card = {
         "name": name,
         "summary": f"TopK SAE (k={spec.k}, {spec.d_sae} features) on {spec.model}'s residual stream at "
@@ -153,6 +151,7 @@ def train_sae(
         "model": _model_provenance(spec),
         "hook_name": spec.hook_name,
         "splice_positions": f"{spec.first_position}:",
+        "storage_dtype": spec.storage,
         "spec": spec.to_dict(),
         "training_data": _data_description(spec),
         "n_training_activations": int(acts.shape[0]),
@@ -163,22 +162,14 @@ def train_sae(
             **{k: v for k, v in vars(trainer.cfg).items() if k not in ("logger", "checkpoint_path")},
             "normalize_activations": "expected_average_only_in (folded into the saved weights)",
             "aux_loss_coefficient": sae_cfg.aux_loss_coefficient,
-            "final_window_l0": _sig(float(trainer.feature_sparsity.sum())) if trainer.n_frac_active_samples else None,
+            "final_window_l0": sig(float(trainer.feature_sparsity.sum()), 5) if trainer.n_frac_active_samples else None,
         },
         "evaluation": evaluation,
-        "provenance": {
-            "command": f"python -m tl_interp.models.saes.train {name} --steps {steps} --seed {seed}",
-            "seed": seed,
-            "steps": steps,
-            "torch_threads": torch.get_num_threads(),
-            "activation_seconds": round(collected, 1),
-            "training_seconds": round(trained_seconds - collected, 1),
-            "evaluation_seconds": round(time.perf_counter() - start - trained_seconds, 1),
-            "torch": torch.__version__,
-            "sae_lens": metadata.version("sae-lens"),
-            "transformer_lens": metadata.version("transformer-lens"),
-            "python": platform.python_version(),
-        },
+        "provenance": provenance(name, steps=steps, seed=seed, libraries=("sae-lens",), seconds={
+            "activation_seconds": collected,
+            "training_seconds": trained_seconds - collected,
+            "evaluation_seconds": time.perf_counter() - start - trained_seconds,
+        }),
     }
     return sae, card
 
@@ -199,10 +190,6 @@ def _data_description(spec: SAESpec) -> dict[str, Any]:
         "chunks": f"{spec.context_size} tokens: <|im_start|> + {spec.context_size - 1} corpus tokens",
         "heldout": "the first n_heldout chunks of the held-out documents",
     }
-
-
-def _sig(x: float) -> float:
-    return float(f"{x:.5g}")
 
 
 def write_sae(name: str, sae: Any, card: dict[str, Any], directory: Path | str | None = None) -> Path:
@@ -228,8 +215,7 @@ def write_sae(name: str, sae: Any, card: dict[str, Any], directory: Path | str |
     tmp = Path(tempfile.mkdtemp(prefix=f".{name}.tmp-", dir=final.parent))
     try:
         weights, cfg = sae.save_model(tmp)
-        card = {**card, "files": {p.name: {"bytes": p.stat().st_size, "sha256": _sha256(p)} for p in (weights, cfg)}}
-        (tmp / "card.json").write_text(json.dumps(card, indent=2) + "\n")
+        write_checked_json(tmp / "card.json", {**card, "files": manifest(tmp, [Path(weights).name, Path(cfg).name])})
         tmp.chmod(0o755)
         for p in tmp.iterdir():
             p.chmod(0o644)
@@ -241,34 +227,3 @@ def write_sae(name: str, sae: Any, card: dict[str, Any], directory: Path | str |
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     return final
-
-
-def main(argv: Sequence[str] | None = None) -> int:
-    """Command-line entry point; see the module docstring. Returns the exit status."""
-    parser = argparse.ArgumentParser(prog="python -m tl_interp.models.saes.train",
-                                     description="Train a bundled SAE with sae-lens's SAETrainer.")
-    parser.add_argument("name", choices=sorted(SPECS))
-    parser.add_argument("--steps", type=int, default=None, help="default: per SAE")
-    parser.add_argument("--seed", type=int, default=DEFAULT_SEED)
-    parser.add_argument("--out", type=Path, default=None, help="default: the packaged tl_interp/models/saes")
-    parser.add_argument("--n-train", type=int, default=None, help="training sequences (default: per SAE)")
-    parser.add_argument("--n-heldout", type=int, default=None, help="held-out sequences measured (default: per SAE)")
-    parser.add_argument("--threads", type=int, default=DEFAULT_THREADS, help="torch threads (results depend on it)")
-    args = parser.parse_args(argv)
-
-    threads = torch.get_num_threads()
-    torch.set_num_threads(args.threads)
-    try:
-        sae, card = train_sae(args.name, seed=args.seed, steps=args.steps, n_train=args.n_train,
-                              n_heldout=args.n_heldout)
-    finally:
-        torch.set_num_threads(threads)
-    folder = write_sae(args.name, sae, card, args.out)
-    size = sum(p.stat().st_size for p in folder.iterdir())
-    print(f"wrote {folder} ({size} bytes)")
-    print(json.dumps(card["evaluation"]))
-    return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())

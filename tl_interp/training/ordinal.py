@@ -1,5 +1,7 @@
 """Training of ``ordinal-4l`` (``python -m tl_interp.models.train ordinal-4l``), with its card.
 
+The model, its data and its evaluation live in ``tl_interp.models.zoo.ordinal``.
+
 Choices, and why:
 
 - Loss only on the answer token. The held-out list prompts are prefixes of longer training
@@ -16,34 +18,21 @@ Choices, and why:
   Evaluation prompts never carry such context.
 """
 
-import math
-import platform
 import time
-from importlib import metadata
 from typing import Any
 
-import tokenizers
 import torch
-import transformers
 from torch import nn
 from tqdm.auto import tqdm
 from transformer_lens import HookedTransformer
 
 from tl_interp.models.zoo import ordinal_data as data
 from tl_interp.models.zoo.ordinal import NAME, answer_logits, evaluate_ordinal_4l, ordinal_config
+from tl_interp.training.common import SCHEDULE, provenance, warmup_cosine
 
 __all__ = ["DEFAULT_STEPS", "train_ordinal_4l"]
 
 DEFAULT_STEPS = 800
-_SCHEDULE = "linear warm-up over 5% of steps, then cosine decay to 10% of lr"
-
-
-def _warmup_cosine(steps: int, step: int) -> float:
-    warmup = max(1, steps // 20)
-    if step < warmup:
-        return (step + 1) / warmup
-    progress = min(1.0, (step - warmup) / max(1, steps - warmup))
-    return 0.1 + 0.45 * (1.0 + math.cos(math.pi * progress))
 
 
 def train_ordinal_4l(
@@ -85,7 +74,7 @@ def train_ordinal_4l(
     bos, sep = tok.bos_token_id, tok.convert_tokens_to_ids(data.SEPARATOR)
     gen = torch.Generator().manual_seed(seed)
     opt = torch.optim.AdamW(model.parameters(), lr=lr, betas=(0.9, 0.98), weight_decay=weight_decay)
-    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: _warmup_cosine(steps, s))
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, warmup_cosine(steps))
     final_losses: list[float] = []
     model.train()
     for step in tqdm(range(steps), desc=NAME, mininterval=5, disable=steps < 50):
@@ -117,12 +106,13 @@ def train_ordinal_4l(
     seconds = time.perf_counter() - start_time
     hyper = {
         "optimizer": "AdamW", "lr": lr, "betas": [0.9, 0.98], "weight_decay": weight_decay,
-        "batch_size": batch_size, "grad_clip_norm": 1.0, "schedule": _SCHEDULE,
+        "batch_size": batch_size, "grad_clip_norm": 1.0, "schedule": SCHEDULE,
         "context_prob": context_prob, "loss": "cross-entropy on the answer token only",
     }
     card = _card(model, tok, hyper, evaluate_ordinal_4l(model, tokenizer=tok))
     card["training_loss_last_50_steps"] = round(sum(final_losses) / max(1, len(final_losses)), 5)
-    card["provenance"] = _provenance(steps, seed, seconds)
+    card["provenance"] = provenance(NAME, steps=steps, seed=seed, seconds={"training_seconds": seconds},
+                                    libraries=("transformers", "tokenizers"))
     return model, card
 
 
@@ -165,19 +155,4 @@ def _card(
         ),
         "hyperparameters": hyper,
         "evaluation": evaluation,
-    }
-
-
-def _provenance(steps: int, seed: int, seconds: float) -> dict[str, Any]:
-    return {
-        "command": f"python -m tl_interp.models.train {NAME} --steps {steps} --seed {seed}",
-        "steps": steps,
-        "seed": seed,
-        "training_seconds": round(seconds, 1),
-        "torch_threads": torch.get_num_threads(),
-        "torch": torch.__version__,
-        "transformer_lens": metadata.version("transformer-lens"),
-        "transformers": transformers.__version__,
-        "tokenizers": tokenizers.__version__,
-        "python": platform.python_version(),
     }
