@@ -18,17 +18,25 @@ engine's stacked passes -- describes that here, in a context variable that the h
   here knows where its rows end (selections that depend on padding then refuse to run).
 
 Context variables are per thread (and per asyncio task), so a context never leaks between
-threads.
+threads. ``describing_calls(model)`` is how ``Intervention.applied`` keeps the context right
+for every forward call made while it is active (``model.generate`` included): it wraps the
+model's ``forward`` once, however many interventions (and threads) are applied, and refuses a
+call that would run past the model's context length before TransformerLens fails inside it.
 """
 
 import contextlib
-from collections.abc import Iterator
+import threading
+from collections.abc import Callable, Iterator
 from contextvars import ContextVar
 from dataclasses import dataclass
+from typing import Any
 
+import torch
 from torch import Tensor
 
-__all__ = ["RunContext", "current", "running"]
+from tl_interp.errors import InputError
+
+__all__ = ["RunContext", "current", "running", "describing_calls", "call_context"]
 
 
 @dataclass(frozen=True)
@@ -64,3 +72,101 @@ def running(context: RunContext) -> Iterator[RunContext]:
         yield context
     finally:
         _CURRENT.reset(token)
+
+
+# -- describing every forward call of a model ----------------------------------------------
+_WRAP_LOCK = threading.Lock()
+Watcher = Callable[[dict[str, Any]], None]
+
+
+@contextlib.contextmanager
+def describing_calls(model: Any, watcher: Watcher | None = None) -> Iterator[None]:
+    """While active, every forward call of ``model`` makes its layout the current run context,
+    and ``watcher`` sees each call's keyword arguments (before the call runs).
+
+    The wrapper is installed by the first user and removed by the last (reference counted),
+    so nested and concurrent ``applied`` blocks share it and none removes it under another.
+    """
+    with _WRAP_LOCK:
+        wrapper = model.__dict__.get("forward")
+        if not getattr(wrapper, "_tl_interp_contextual", False):
+            wrapper = _wrap(model)
+        wrapper._tl_interp_users += 1  # type: ignore[attr-defined]
+        if watcher is not None:
+            wrapper._tl_interp_watchers.append(watcher)  # type: ignore[attr-defined]
+    try:
+        yield
+    finally:
+        with _WRAP_LOCK:
+            if watcher is not None:
+                wrapper._tl_interp_watchers.remove(watcher)  # type: ignore[attr-defined]
+            wrapper._tl_interp_users -= 1  # type: ignore[attr-defined]
+            if wrapper._tl_interp_users == 0 and model.__dict__.get("forward") is wrapper:  # type: ignore[attr-defined]
+                previous = wrapper._tl_interp_previous  # type: ignore[attr-defined]
+                if previous is None:
+                    del model.forward
+                else:
+                    model.forward = previous
+
+
+def _wrap(model: Any) -> Callable[..., Any]:
+    previous = model.__dict__.get("forward")  # a forward the user set on the instance, if any
+    original = model.forward
+
+    def forward(*args: Any, **kwargs: Any) -> Any:
+        context = call_context(model, args, kwargs)
+        for watch in list(forward._tl_interp_watchers):  # type: ignore[attr-defined]
+            watch(kwargs)
+        with running(context):
+            return original(*args, **kwargs)
+
+    forward._tl_interp_contextual = True  # type: ignore[attr-defined]
+    forward._tl_interp_users = 0  # type: ignore[attr-defined]
+    forward._tl_interp_watchers = []  # type: ignore[attr-defined]
+    forward._tl_interp_previous = previous  # type: ignore[attr-defined]
+    model.forward = forward
+    return forward
+
+
+def call_context(model: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> RunContext:
+    """Where a forward call's positions sit: its offset, real tokens and token ids.
+
+    Raises ``InputError`` for a call whose positions would pass the model's context
+    (``cfg.n_ctx``): TransformerLens would fail inside the forward pass with an index error.
+    """
+    from tl_interp.engine.compat import call_offset, kv_previous_mask, tl_default_mask
+
+    inp = args[0] if args else kwargs.get("input", kwargs.get("tokens"))
+    if isinstance(inp, (list, tuple)) and len(inp) > 1:
+        return RunContext(padding_known=False)
+    offset = call_offset(kwargs)
+    if offset is None:
+        return RunContext(padding_known=False, offset_known=False)
+    tokens = inp if isinstance(inp, torch.Tensor) and not inp.dtype.is_floating_point else None
+    if tokens is not None and tokens.ndim == 1:
+        tokens = tokens[None]
+    length = inp.shape[1] if isinstance(inp, torch.Tensor) and inp.ndim >= 2 else None
+    if length is not None:
+        check_context_length(model, offset + length, "forward")
+    mask = kwargs.get("attention_mask")
+    if mask is None and tokens is not None and offset == 0:
+        mask = tl_default_mask(model, tokens)  # what TL's forward itself computes (left padding)
+    real = None
+    if isinstance(mask, torch.Tensor):
+        real = mask.bool()
+        if length is not None and real.shape[1] == length and offset > 0:
+            cache = kwargs.get("past_kv_cache")
+            previous = kv_previous_mask(cache) if cache is not None else None
+            if previous is None or previous.shape[1] != offset:
+                previous = torch.ones(real.shape[0], offset, dtype=torch.bool, device=real.device)
+            real = torch.cat([previous.bool(), real], 1)
+    return RunContext(real=real, offset=offset, tokens=tokens if offset == 0 else None)
+
+
+def check_context_length(model: Any, total: int, what: str) -> None:
+    """Refuse ``total`` positions when the model's context (``cfg.n_ctx``) is shorter."""
+    n_ctx = getattr(getattr(model, "cfg", None), "n_ctx", None)
+    if isinstance(n_ctx, int) and not isinstance(n_ctx, bool) and 0 < n_ctx < total:
+        raise InputError(f"{what}: the sequence would reach {total} positions, past the model's context of "
+                         f"n_ctx={n_ctx}; shorten the input (or max_new_tokens when generating). tl_interp never "
+                         "truncates")

@@ -47,8 +47,13 @@ def _freeze(sel: object, field: str) -> object:
                                "first: pass positions=finder.resolve(model, tokens) (one index per row)")
     if isinstance(sel, From) and field != "positions":
         raise SelectionError(f"{field}={sel!r}: From(k) selects positions only")
+    if isinstance(sel, slice) and sel.step is not None and (isinstance(sel.step, bool) or not isinstance(sel.step, int)
+                                                           or sel.step <= 0):
+        raise SelectionError(f"{field}={describe(sel)}: a slice's step must be a positive int, got {sel.step!r}")
     if isinstance(sel, Sequence) and not isinstance(sel, Tensor):
         items = tuple(sel)
+        if not items:  # an empty list would make the hook a silent no-op
+            raise SelectionError(f"{field}=[] selects nothing; give at least one index, or {field}=None for all")
         for item in items:
             if isinstance(item, bool) or not isinstance(item, int):
                 raise SelectionError(f"selection lists hold ints; got {item!r} in {list(items)!r}")
@@ -56,6 +61,8 @@ def _freeze(sel: object, field: str) -> object:
     if isinstance(sel, Tensor):
         if sel.dtype != torch.bool and sel.dtype.is_floating_point:
             raise SelectionError(f"a selection tensor must be bool or integer, not {sel.dtype}")
+        if sel.dtype != torch.bool and sel.numel() == 0:
+            raise SelectionError(f"{field}: an empty index tensor selects nothing; give at least one index")
         return sel.detach()
     return sel
 
@@ -192,6 +199,11 @@ class Selection:
     def check(self, context: str, info: SiteInfo) -> None:
         """Raise SelectionError if the selection cannot apply at this site (no forward pass)."""
         if info.axes is None:
+            if self.heads is not None:  # generic layouts have no head axis: refuse now, not mid-run
+                raise SelectionError(f"{context}: heads= needs a head-indexed site, and tl_interp does not know the "
+                                     f"layout of {info.name!r} (a custom module's hook point, read as batch first, "
+                                     "features last); select along the last axis with neurons=, or give hooks.patch "
+                                     "a mask= broadcastable to the activation")
             return  # an unknown layout is checked when the activation arrives
         self._axes_for(context, info.axes)
         if self.heads is not None and "head_index" in info.sizes:
@@ -273,10 +285,12 @@ def fit_to_activation(t: Tensor, act: Tensor, axes: tuple[str, ...], what: str, 
     lay = layout(act.shape[0], act.shape[pos], context)
     axis = pos if t.ndim == act.ndim else pos - 1
     if t.shape[axis] not in (1, act.shape[pos]):
-        if t.shape[axis] < lay.total:
+        if t.shape[axis] < lay.total or lay.offset == 0:
+            why = ("during generation the sequence grows past the prompt; select the prompt's positions explicitly"
+                   if lay.offset else f"give {what} for {act.shape[pos]} positions: a run on inputs of the same "
+                   "token length")
             raise ShapeError(f"{context}: {what} covers {t.shape[axis]} positions; the activation is at positions "
-                             f"{lay.offset}..{lay.total - 1} (during generation the sequence grows past the prompt; "
-                             "select the prompt's positions explicitly)")
+                             f"{lay.offset}..{lay.total - 1} ({why})")
         t = t.narrow(axis, lay.offset, act.shape[pos])
     return t.to(act.device)
 
