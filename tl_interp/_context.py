@@ -15,7 +15,10 @@ engine's stacked passes -- describes that here, in a context variable that the h
 - ``offset_known``: False when a generation cache of unknown length is in use, so absolute
   positions can't be placed (position selections then refuse to run);
 - ``padding_known``: False when the model tokenised a list of strings itself, so nothing
-  here knows where its rows end (selections that depend on padding then refuse to run).
+  here knows where its rows end (selections that depend on padding then refuse to run);
+- ``outside_forward``: True for activations computed outside a forward call while the model
+  generates (``HookedTransformer.generate`` adds positional embeddings itself), whose window
+  of positions nothing describes (position selections then refuse to run).
 
 Context variables are per thread (and per asyncio task), so a context never leaks between
 threads. ``describing_calls(model)`` is how ``Intervention.applied`` keeps the context right
@@ -36,7 +39,7 @@ from torch import Tensor
 
 from tl_interp.errors import InputError
 
-__all__ = ["RunContext", "current", "running", "describing_calls", "call_context"]
+__all__ = ["RunContext", "current", "running", "describing_calls", "call_context", "check_context_length"]
 
 
 @dataclass(frozen=True)
@@ -48,12 +51,13 @@ class RunContext:
     tokens: Tensor | None = None
     padding_known: bool = True
     offset_known: bool = True
+    outside_forward: bool = False
 
     def rows(self, start: int, stop: int) -> "RunContext":
         """The context of rows ``start:stop`` (one group of a stacked pass)."""
         return RunContext(None if self.real is None else self.real[start:stop], self.offset,
                           None if self.tokens is None else self.tokens[start:stop], self.padding_known,
-                          self.offset_known)
+                          self.offset_known, self.outside_forward)
 
 
 _CURRENT: ContextVar[RunContext | None] = ContextVar("tl_interp_run_context", default=None)
@@ -76,7 +80,7 @@ def running(context: RunContext) -> Iterator[RunContext]:
 
 # -- describing every forward call of a model ----------------------------------------------
 _WRAP_LOCK = threading.Lock()
-Watcher = Callable[[dict[str, Any]], None]
+Watcher = Callable[[dict[str, Any]], None]  # sees each forward call's keyword arguments
 
 
 @contextlib.contextmanager
@@ -84,48 +88,79 @@ def describing_calls(model: Any, watcher: Watcher | None = None) -> Iterator[Non
     """While active, every forward call of ``model`` makes its layout the current run context,
     and ``watcher`` sees each call's keyword arguments (before the call runs).
 
-    The wrapper is installed by the first user and removed by the last (reference counted),
-    so nested and concurrent ``applied`` blocks share it and none removes it under another.
+    ``model.generate`` of a HookedTransformer is wrapped too: a request that would pass the
+    context is refused before any step, watchers see it as one whole-model call (so a hook
+    that never fires during it is reported), and activations it computes outside the forward
+    calls (TransformerLens embeds positions itself) are marked as such. The wrappers are
+    installed by the first user and removed by the last (reference counted), so nested and
+    concurrent ``applied`` blocks share them and none removes them under another.
     """
     with _WRAP_LOCK:
-        wrapper = model.__dict__.get("forward")
-        if not getattr(wrapper, "_tl_interp_contextual", False):
-            wrapper = _wrap(model)
-        wrapper._tl_interp_users += 1  # type: ignore[attr-defined]
+        forward = model.__dict__.get("forward")
+        if not getattr(forward, "_tl_interp_contextual", False):
+            forward = _wrap(model)
+        forward._tl_interp_users += 1  # type: ignore[attr-defined]
         if watcher is not None:
-            wrapper._tl_interp_watchers.append(watcher)  # type: ignore[attr-defined]
+            forward._tl_interp_watchers.append(watcher)  # type: ignore[attr-defined]
     try:
         yield
     finally:
         with _WRAP_LOCK:
             if watcher is not None:
-                wrapper._tl_interp_watchers.remove(watcher)  # type: ignore[attr-defined]
-            wrapper._tl_interp_users -= 1  # type: ignore[attr-defined]
-            if wrapper._tl_interp_users == 0 and model.__dict__.get("forward") is wrapper:  # type: ignore[attr-defined]
-                previous = wrapper._tl_interp_previous  # type: ignore[attr-defined]
-                if previous is None:
-                    del model.forward
-                else:
-                    model.forward = previous
+                forward._tl_interp_watchers.remove(watcher)  # type: ignore[attr-defined]
+            forward._tl_interp_users -= 1  # type: ignore[attr-defined]
+            if forward._tl_interp_users == 0:  # type: ignore[attr-defined]
+                for attr, previous in forward._tl_interp_previous.items():  # type: ignore[attr-defined]
+                    if previous is None:
+                        model.__dict__.pop(attr, None)
+                    else:
+                        setattr(model, attr, previous)
 
 
 def _wrap(model: Any) -> Callable[..., Any]:
-    previous = model.__dict__.get("forward")  # a forward the user set on the instance, if any
-    original = model.forward
+    from tl_interp.engine.compat import is_hooked_transformer
+
+    # a forward/generate the user set on the instance, if any, is restored afterwards
+    previous = {attr: model.__dict__.get(attr) for attr in ("forward", "generate")}
+    original_forward, original_generate = model.forward, getattr(model, "generate", None)
 
     def forward(*args: Any, **kwargs: Any) -> Any:
         context = call_context(model, args, kwargs)
         for watch in list(forward._tl_interp_watchers):  # type: ignore[attr-defined]
             watch(kwargs)
         with running(context):
-            return original(*args, **kwargs)
+            return original_forward(*args, **kwargs)
+
+    def generate(*args: Any, **kwargs: Any) -> Any:
+        _check_generation(model, args, kwargs)
+        for watch in list(forward._tl_interp_watchers):  # type: ignore[attr-defined]
+            watch({})  # one whole-model call: every hook is expected to fire
+        with running(RunContext(outside_forward=True)):
+            return original_generate(*args, **kwargs)  # type: ignore[misc]
 
     forward._tl_interp_contextual = True  # type: ignore[attr-defined]
     forward._tl_interp_users = 0  # type: ignore[attr-defined]
     forward._tl_interp_watchers = []  # type: ignore[attr-defined]
-    forward._tl_interp_previous = previous  # type: ignore[attr-defined]
     model.forward = forward
+    if is_hooked_transformer(model) and original_generate is not None:
+        model.generate = generate
+    else:
+        previous.pop("generate")
+    forward._tl_interp_previous = previous  # type: ignore[attr-defined]
     return forward
+
+
+def _check_generation(model: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> None:
+    """Refuse a ``HookedTransformer.generate`` call whose last step would pass ``n_ctx``."""
+    inp = args[0] if args else kwargs.get("input", "")
+    new = args[1] if len(args) > 1 else kwargs.get("max_new_tokens", 10)
+    if isinstance(inp, (str, list)):
+        inp = model.to_tokens(inp, move_to_device=False, truncate=False)
+    if not isinstance(inp, torch.Tensor) or not isinstance(new, int) or inp.ndim == 0:
+        return
+    length = int(inp.shape[1] if inp.ndim == 3 else inp.shape[-1])  # embeddings (batch, pos, d) or tokens
+    # the last new token is sampled, never fed back: the longest step holds length + new - 1 positions
+    check_context_length(model, length + new - 1, f"generate ({length} prompt tokens, max_new_tokens={new})")
 
 
 def call_context(model: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> RunContext:
@@ -164,7 +199,15 @@ def call_context(model: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> R
 
 
 def check_context_length(model: Any, total: int, what: str) -> None:
-    """Refuse ``total`` positions when the model's context (``cfg.n_ctx``) is shorter."""
+    """Refuse ``total`` positions when the model's context (``cfg.n_ctx``) is shorter.
+
+    Example:
+        >>> from types import SimpleNamespace
+        >>> check_context_length(SimpleNamespace(cfg=SimpleNamespace(n_ctx=4)), 5, "run")
+        Traceback (most recent call last):
+        ...
+        tl_interp.errors.InputError: run: the sequence would reach 5 positions, past the model's context of n_ctx=4; shorten the input (or max_new_tokens when generating). tl_interp never truncates
+    """
     n_ctx = getattr(getattr(model, "cfg", None), "n_ctx", None)
     if isinstance(n_ctx, int) and not isinstance(n_ctx, bool) and 0 < n_ctx < total:
         raise InputError(f"{what}: the sequence would reach {total} positions, past the model's context of "

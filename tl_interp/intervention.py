@@ -195,7 +195,9 @@ class Intervention:
         the model tells the hooks where its positions sit (its attention mask, and the offset
         of a key-value-cached generation step), so ``positions=3`` keeps meaning position 3 of
         the sequence during ``model.generate`` and ``positions="last"`` each row's last real
-        token.
+        token. When the block ends normally, a hook that never ran although a forward call
+        covered its point is an error (a hook point this model never computes, e.g. on a
+        TransformerBridge), as is a ``model.generate`` request that would pass ``n_ctx``.
 
         Yields:
             The model.
@@ -214,8 +216,7 @@ class Intervention:
         """
         with self.counted(model, seq_len=seq_len) as firing:
             yield model
-        if firing.forwards and not firing.partial:  # every forward call ran the whole model
-            firing.check(self)
+        firing.check(self)  # a hook that never ran although a forward call covered its point
 
     @contextlib.contextmanager
     def counted(self, model: Any, *, seq_len: int | None = None) -> Iterator["Firing"]:
@@ -246,7 +247,7 @@ class Intervention:
         with an attention mask; never truncated) so that padding-aware selections know where
         each row ends; token tensors go to the model as they are. Every bound hook must fire:
         one that never ran (its site is not computed by this model) is an error, unless the
-        call starts or stops mid-stack (``start_at_layer`` / ``stop_at_layer``).
+        call skipped its part of the model (before ``start_at_layer``, from ``stop_at_layer``).
 
         Example:
             >>> import torch
@@ -273,8 +274,7 @@ class Intervention:
             check_context_length(model, seq_len, "run")
         with self.counted(model, seq_len=seq_len) as firing:
             out = model(inputs, *args, **kwargs)
-        if not firing.partial:
-            firing.check(self)
+        firing.check(self)
         return out
 
 
@@ -291,19 +291,26 @@ class Firing:
     predicate: list[int]
     counts: list[int] = dataclasses.field(default_factory=list)
     owner: int | None = None  # the thread that applied the hooks (calls of other threads are not counted)
-    forwards: int = 0  # forward calls of the model in the owner thread while applied
-    partial: bool = False  # whether one started or stopped mid-stack (later hooks need not fire)
+    # (start_at_layer, stop_at_layer) of each forward call in the owner thread while applied
+    calls: list[tuple[int | None, int | None]] = dataclasses.field(default_factory=list)
 
     def __post_init__(self) -> None:
         self.counts = [0] * len(self.names)
 
     def observe(self, kwargs: dict[str, Any]) -> None:
         """Record one forward call (its keyword arguments) made while the hooks are applied."""
-        if self.owner is not None and threading.get_ident() != self.owner:
-            return
-        self.forwards += 1
-        if kwargs.get("start_at_layer") is not None or kwargs.get("stop_at_layer") is not None:
-            self.partial = True
+        if self.owner is None or threading.get_ident() == self.owner:
+            self.calls.append((kwargs.get("start_at_layer"), kwargs.get("stop_at_layer")))
+
+    def covered(self, name: str) -> bool:
+        """Whether some recorded call ran the part of the model where ``name`` sits."""
+        layer = _block_of(name)
+        for start, stop in self.calls:
+            if layer is not None and (start is None or layer >= start) and (stop is None or layer < stop):
+                return True
+            if layer is None and (stop is None if name.startswith(_AFTER_BLOCKS) else start is None):
+                return True
+        return False
 
     def check(self, intervention: "Intervention") -> None:
         """Raise if a hook never ran: its site is not computed by this model."""
@@ -312,11 +319,20 @@ class Firing:
             if group >= 0:
                 ran_by_filter[group] = ran_by_filter.get(group, False) or count > 0
         silent = [name for name, group, count in zip(self.names, self.predicate, self.counts)
-                  if count == 0 and (group < 0 or not ran_by_filter[group])]
+                  if count == 0 and (group < 0 or not ran_by_filter[group]) and self.covered(name)]
         if silent:
             raise HookNameError(f"{'; '.join(intervention.descriptions)}: the hook point(s) {silent} never fired "
                                 "during the forward pass: this model does not compute those activations (check "
                                 "its config switches, e.g. use_attn_result, or the architecture)")
+
+
+_AFTER_BLOCKS = ("ln_final.", "unembed.", "hook_unembed")  # model-level points after the blocks
+
+
+def _block_of(name: str) -> int | None:
+    """The block index of a hook name (``blocks.3.`` ...), or None for model-level points."""
+    parts = name.split(".")
+    return int(parts[1]) if len(parts) > 2 and parts[0] == "blocks" and parts[1].isdigit() else None
 
 
 def _scoped(fn: HookFn, firing: Firing, index: int, owner: int) -> HookFn:

@@ -101,6 +101,11 @@ class Layout:
 def layout(rows: int, window: int, context: str, *, needs_padding: bool = False) -> Layout:
     """The layout of an activation with ``rows`` rows and ``window`` positions, in this run."""
     ctx = current() or RunContext()
+    if ctx.outside_forward:
+        raise UnsupportedError(f"{context}: this activation is computed outside the model's forward calls while it "
+                               "generates (HookedTransformer.generate embeds the sequence itself), so nothing says "
+                               "which positions it covers; select positions at a block's hook point (e.g. "
+                               "blocks.0.hook_resid_pre), or every position (positions=None)")
     if needs_padding and not ctx.padding_known:
         raise UnsupportedError(f"{context}: this selection follows each row's padding, but the model tokenised a "
                                "list of strings itself, so nothing knows where its rows end; pass token ids and "
