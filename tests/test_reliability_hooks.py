@@ -17,7 +17,7 @@ import tl_interp as ti
 from tests.conftest import ToyMLP, bridge_llama, no_hooks_attached
 from tests.reliability import at_positions, no_forward, tiny, tl_run
 from tl_interp import hooks, site
-from tl_interp.errors import HookNameError, InputError, SelectionError, ShapeError, UnsupportedError
+from tl_interp.errors import HookNameError, InputError, SelectionError, ShapeError, TypeCheckError, UnsupportedError
 from tl_interp.positions import From, first
 
 TOKENS = torch.randint(1, 61, (2, 5), generator=torch.Generator().manual_seed(0))
@@ -450,3 +450,81 @@ def test_hook_docstrings_name_only_functions_that_exist() -> None:
             if obj is None:
                 missing.append(f"hooks.{name}: ti.{ref}")
     assert not missing, missing
+
+
+# -- further selections ---------------------------------------------------------------------
+def test_per_row_positions_edit_one_position_in_each_row() -> None:
+    # own probe: a (batch,) index tensor (e.g. Tokenized.last_index), negative entries included
+    model = tiny()
+    index = torch.tensor([1, -1])
+
+    def per_row(a: torch.Tensor, hook: Any) -> torch.Tensor:
+        out = a.clone()
+        out[0, 1] = 0
+        out[1, 4] = 0
+        return out
+
+    expected = tl_run(model, TOKENS, [(site("resid_pre", 1), per_row)])
+    assert_close(hooks.zero_ablate(site("resid_pre", 1), positions=index).run(model, TOKENS), expected, rtol=0, atol=0)
+
+
+def test_positions_on_a_pattern_select_query_positions() -> None:
+    # own probe: the pattern's position axis is the query (destination) position
+    model = tiny()
+
+    def query_2_head_1(a: torch.Tensor, hook: Any) -> torch.Tensor:
+        out = a.clone()
+        out[:, 1, 2, :] = 0
+        return out
+
+    expected = tl_run(model, TOKENS, [(site("pattern", 0), query_2_head_1)])
+    got = hooks.zero_ablate(site("pattern", 0), heads=1, positions=2).run(model, TOKENS)
+    assert_close(got, expected, rtol=0, atol=0)
+
+
+def test_a_one_row_source_is_broadcast_over_the_batch() -> None:
+    # own probe, correct behaviour: a (1, pos, d) source patches every row
+    model = tiny()
+    source = torch.randn(1, 5, 32)
+    expected = tl_run(model, TOKENS, [(site("resid_pre", 1), lambda a, hook: source.expand_as(a).clone())])
+    assert_close(hooks.patch(site("resid_pre", 1), source).run(model, TOKENS), expected, rtol=0, atol=0)
+
+
+@pytest.mark.parametrize("make, error, message", [
+    (lambda: From(-1), SelectionError, r"index must be an int >= 0, got -1"),  # own probe
+    (lambda: hooks.Selection(mask_=torch.ones(2)), SelectionError, "mask= must be a boolean tensor"),  # own probe
+    (lambda: hooks.zero_ablate(site("z", 0), heads="all"), SelectionError, "the only named selections"),  # own
+    (lambda: hooks.zero_ablate(site("z", 0), heads=From(1)), TypeCheckError, "heads is From\\(1\\); it takes int"),
+    (lambda: hooks.Selection(heads=From(1)), SelectionError, "From\\(k\\) selects positions only"),
+    (lambda: hooks.zero_ablate(site("z", 0), heads=[0, 1.5]), SelectionError, "selection lists hold ints"),
+])
+def test_malformed_selections_are_refused_when_built(make: Any, error: type, message: str) -> None:
+    with pytest.raises(error, match=message):
+        make()
+
+
+def test_a_token_finder_names_rows_without_the_token() -> None:
+    # own probe: first(token) on rows that lack it
+    tokens = torch.tensor([[1, 7, 3], [4, 5, 6]])
+    with pytest.raises(SelectionError, match=r"rows \[1\] do not contain the token 7"):
+        first(7).resolve(None, tokens)
+
+
+def test_padding_aware_positions_refuse_in_a_bound_hook_run_by_transformer_lens() -> None:
+    # own probe: model.run_with_hooks(list of prompts, fwd_hooks=iv.bind(model)) -- TL pads, the hook can't see it
+    from tests.reliability import ordinal
+
+    model = ordinal()
+    bound = hooks.add(site("resid_pre", 1), torch.ones(128), positions="last").bind(model)
+    with pytest.raises(UnsupportedError, match="bind\\(\\) hook in TransformerLens's run_with_hooks"):
+        model.run_with_hooks(["one , two ,", "january , february , march ,"], fwd_hooks=bound)
+    model.reset_hooks()
+
+
+def test_literal_positions_in_a_bound_hook_match_transformer_lens() -> None:
+    # own probe, correct behaviour: bind() with literal positions is plain TL
+    model = tiny()
+    v = torch.randn(32)
+    bound = hooks.add(site("resid_pre", 1), v, positions=-1).bind(model)
+    expected = tl_run(model, TOKENS, [(site("resid_pre", 1), at_positions([4], lambda a: a + v))])
+    assert_close(model.run_with_hooks(TOKENS, fwd_hooks=bound), expected, rtol=0, atol=0)

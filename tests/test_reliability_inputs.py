@@ -235,3 +235,19 @@ def test_an_integer_memory_budget_is_accepted() -> None:
     result = ti.patching.sweep(tiny(), TOKENS, TOKENS.flip(0), ti.metrics.logit_diff(1, 2), memory_mb=512,
                                progress=False)
     assert result.values.shape == (2, 5)
+
+
+def test_a_per_row_metric_position_on_padding_is_refused() -> None:
+    # own probe: a (batch,) reader tensor that points at a pad
+    model = ordinal()
+    metric = ti.metrics.logit_diff(ids(model, ["three", "april"]), ids(model, ["four", "may"]),
+                                   positions=torch.tensor([6, 6]))
+    with no_forward(model), pytest.raises(SelectionError, match=r"padding in rows \[0\]"):
+        ti.patching.sweep(model, CLEAN, CORRUPTED, metric, progress=False)
+
+
+def test_a_metric_reading_one_position_per_row_needs_one_per_prompt() -> None:
+    # own probe: a reader tensor of the wrong length
+    metric = ti.metrics.logit_diff(1, 2, positions=torch.tensor([1, 2, 3]))
+    with no_forward(tiny()), pytest.raises(ti.ShapeError, match="reads 3 positions for a batch of 2 prompts"):
+        ti.patching.sweep(tiny(), TOKENS, TOKENS.flip(0), metric, progress=False)

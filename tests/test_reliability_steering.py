@@ -273,3 +273,25 @@ def test_steering_honours_a_users_positional_hook_on_ln_final() -> None:
     finally:
         model.reset_hooks(including_permanent=True)
     assert_close(got[0, 0, 0], expected, rtol=1e-5, atol=1e-5)
+
+
+def test_steering_the_last_token_of_padded_prompts_steers_each_prompts_own_last_token() -> None:
+    # own probe: positions="last" with prompts of different lengths
+    model = ordinal()
+    v = vector()
+    got = ti.steering.next_token_logits(model, PROMPTS, v, [2.0], positions="last")
+    for i, prompt in enumerate(PROMPTS):
+        tokens = model.to_tokens(prompt)
+        expected = tl_run(model, tokens, [(SITE, lambda a, hook: torch.cat([a[:, :-1], a[:, -1:] + 2.0 * v.vector], 1))])
+        assert_close(got[0, 0, i], expected[0, -1], rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("kwargs, message", [
+    ({"target_tokens": []}, "target_tokens is empty"),  # own probe
+    ({"controls": Controls(random_seeds=(), unrelated_prompts="a a a a")}, "unrelated_prompts is a list of prompts"),
+])
+def test_evaluate_refuses_empty_targets_and_a_string_of_controls(kwargs: dict[str, Any], message: str) -> None:
+    model = ordinal()
+    options = {"controls": NO_CONTROLS} | kwargs
+    with no_forward(model), pytest.raises(InputError, match=message):
+        ti.steering.evaluate(model, vector(), {"t": [(PROMPTS[0], "three")]}, [1.0], progress=False, **options)

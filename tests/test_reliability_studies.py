@@ -22,7 +22,7 @@ from tl_interp.errors import InputError, OptionError, ShapeError, UnsupportedErr
 from tl_interp.hooks._ablate import resample_draws
 from tl_interp.models import Tokenized
 from tl_interp.patching import PatchingResult
-from tl_interp.results import Provenance
+from tl_interp.results import Provenance, Result
 
 G = torch.Generator().manual_seed(0)
 CLEAN = torch.randint(1, 61, (2, 6), generator=G)
@@ -324,3 +324,56 @@ def test_a_resample_reference_of_another_length_is_refused_before_any_forward_pa
     with no_forward(model), pytest.raises(ShapeError, match="positions"):
         ti.ablation.scan(model, CLEAN, METRIC, method="resample", reference=torch.randint(1, 61, (3, 4)), n_boot=10,
                          progress=False)
+
+
+# -- further probes ------------------------------------------------------------------------------
+def test_a_noising_sweep_equals_transformer_lens_patching_corrupted_into_clean() -> None:
+    # own probe: direction="noise" is the mirror image (corrupted activations into the clean run)
+    model = tiny()
+    _, corrupted_cache = model.run_with_cache(CORRUPTED)
+    expected = tlp.get_act_patch_resid_pre(model, CLEAN, corrupted_cache, METRIC)
+    got = ti.patching.sweep(model, CLEAN, CORRUPTED, METRIC, direction="noise", progress=False)
+    assert_close(got.values, expected, rtol=1e-5, atol=1e-5)
+
+
+def test_mean_ablation_averages_only_the_real_tokens_of_a_padded_reference() -> None:
+    # own probe: the reference's padding must not enter the mean
+    model = tiny()
+    reference = torch.randint(1, 61, (3, 6), generator=torch.Generator().manual_seed(7))
+    mask = torch.tensor([[1, 1, 1, 1, 1, 1], [1, 1, 1, 0, 0, 0], [1, 1, 1, 1, 0, 0]])
+    scan = ti.ablation.scan(model, CLEAN, METRIC, site="z", method="mean", reference=reference, reference_mask=mask,
+                            n_boot=10, progress=False)
+    _, cache = model.run_with_cache(reference, attention_mask=mask)
+    z = cache[site("z", 1)].double()  # (3, 6, heads, d_head)
+    mean = (z * mask[..., None, None]).sum((0, 1)) / mask.sum()
+    base = METRIC(model(CLEAN))
+
+    def mean_head_2(a: torch.Tensor, hook: Any) -> torch.Tensor:
+        out = a.clone()
+        out[:, :, 2] = mean[2].to(a.dtype)
+        return out
+
+    expected = METRIC(tl_run(model, CLEAN, [(site("z", 1), mean_head_2)])) - base
+    assert_close(scan.values[1, 2], expected, rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
+def test_low_precision_sweeps_take_the_fast_paths_exactly(dtype: torch.dtype) -> None:
+    # own probe: float16 / bfloat16 models, fast paths against the model's full forward
+    model = tiny(dtype=dtype)
+    fast = ti.patching.sweep(model, CLEAN, CORRUPTED, METRIC, progress=False)
+    exact = ti.patching.sweep(model, CLEAN, CORRUPTED, METRIC, progress=False, fast_paths=False)
+    assert bool(fast.values.isfinite().all())
+    assert_close(fast.values, exact.values, rtol=2e-2, atol=2e-2)
+
+
+def test_figures_and_top_refuse_what_they_cannot_show() -> None:
+    # own probes: a 4-D result has no default figure; top(k) needs k >= 1 and a known view
+    four = Result(values=torch.zeros(2, 2, 2, 2), axes=("layer", "pos", "head_index", "d_head"), metric="m",
+                  provenance=Provenance.make("test"))
+    with pytest.raises(UnsupportedError, match="no default figure for 4-D values"):
+        four.figure()
+    with pytest.raises(OptionError, match="k must be a positive int"):
+        _patching(torch.randn(2, 6)).top(0)
+    with pytest.raises(OptionError, match="takes 'normalized' or 'values'"):
+        _patching(torch.randn(2, 6)).top(3, by="recovered")

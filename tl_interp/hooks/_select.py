@@ -10,7 +10,9 @@ Positions follow ``tl_interp.positions`` (ints, slices, lists, masks, per-row in
 context (``tl_interp._context``) says which window of positions an activation covers (a
 key-value-cached generation step, or an engine pass that starts from a cached prefix), and which
 positions are padding; this module is the one place that turns that into masks and fits
-per-position tensors to the activation's window.
+per-position tensors to the activation's window. Where nothing describes the run (a ``bind()``
+hook run by TransformerLens itself, or an activation ``generate`` computes outside its forward
+calls), a selection that would need that description refuses to run rather than guess.
 """
 
 from collections.abc import Sequence
@@ -100,7 +102,14 @@ class Layout:
 
 def layout(rows: int, window: int, context: str, *, needs_padding: bool = False) -> Layout:
     """The layout of an activation with ``rows`` rows and ``window`` positions, in this run."""
-    ctx = current() or RunContext()
+    ctx = current()
+    if ctx is None:  # a hook from bind() run by TransformerLens itself: nothing describes the batch
+        if needs_padding:
+            raise UnsupportedError(f"{context}: this selection ('last', 'all' or From(k)) follows each row's padding, "
+                                   "but the hook runs outside tl_interp's runs (a bind() hook in TransformerLens's "
+                                   "run_with_hooks), where nothing says where rows end; run it with Intervention.run "
+                                   "or .applied, or select literal positions (-1, slice(k, None)) for an unpadded batch")
+        ctx = RunContext()
     if ctx.outside_forward:
         raise UnsupportedError(f"{context}: this activation is computed outside the model's forward calls while it "
                                "generates (HookedTransformer.generate embeds the sequence itself), so nothing says "
