@@ -10,6 +10,7 @@ when it is merged.
 
 import json
 import os
+import re
 import shutil
 import signal
 import subprocess
@@ -66,31 +67,28 @@ def a_result() -> Result:
 
 
 # -- issue item 9: corrupted files ---------------------------------------------------------
+def _zoo(tmp: Path, file: str) -> tuple[Path, Any]:
+    zoo = copy_zoo(tmp)
+    return zoo / file, lambda: ti.models.zoo.load("ordinal-4l", directory=zoo)
+
+
+def _sae(tmp: Path, file: str) -> tuple[Path, Any]:
+    saes = copy_sae(tmp)
+    return saes / "ordinal-4l-res-l2" / file, lambda: ti.models.load_sae("ordinal-4l-res-l2", directory=saes)
+
+
+@pytest.mark.parametrize("copy, file", [
+    (_zoo, "weights/ordinal-4l.safetensors"),  # probe 9: "same-size byte corruption of ... zoo weights"
+    (_zoo, "cards/ordinal-4l.json"),  # probe 9 for cards (a digit changed: the JSON still parses)
+    (_sae, "sae_weights.safetensors"),  # probe 9: "... or SAE weights loads silently"
+    (_sae, "card.json"),
+])
 @MODELS_BRANCH
-def test_a_flipped_byte_in_zoo_weights_is_an_artifact_error(tmp_path: Path) -> None:
-    # probe 9: "same-size byte corruption of ... zoo weights loads silently"
-    zoo = copy_zoo(tmp_path)
-    flip_data_byte(zoo / "weights" / "ordinal-4l.safetensors")
-    with pytest.raises(ArtifactError, match="ordinal-4l.safetensors"):
-        ti.models.zoo.load("ordinal-4l", directory=zoo)
-
-
-@MODELS_BRANCH
-def test_a_flipped_digit_in_a_zoo_card_is_an_artifact_error(tmp_path: Path) -> None:
-    # probe 9 for cards
-    zoo = copy_zoo(tmp_path)
-    flip_json_digit(zoo / "cards" / "ordinal-4l.json")
-    with pytest.raises(ArtifactError, match="ordinal-4l.json"):
-        ti.models.zoo.load("ordinal-4l", directory=zoo)
-
-
-@MODELS_BRANCH
-def test_a_flipped_byte_in_sae_weights_is_an_artifact_error(tmp_path: Path) -> None:
-    # probe 9: "... or SAE weights loads silently"
-    saes = copy_sae(tmp_path)
-    flip_data_byte(saes / "ordinal-4l-res-l2" / "sae_weights.safetensors")
-    with pytest.raises(ArtifactError, match="sae_weights.safetensors"):
-        ti.models.load_sae("ordinal-4l-res-l2", directory=saes)
+def test_a_flipped_byte_in_a_packaged_artefact_is_an_artifact_error(tmp_path: Path, copy: Any, file: str) -> None:
+    path, load = copy(tmp_path, file)
+    (flip_data_byte if path.suffix == ".safetensors" else flip_json_digit)(path)
+    with pytest.raises(ArtifactError, match=re.escape(path.name)):
+        load()
 
 
 @MODELS_BRANCH
