@@ -68,8 +68,9 @@ def test_a_left_padded_token_batch_scans_like_its_rows_alone() -> None:
     answers, wrong = ids(model, ["three", "april"]), ids(model, ["four", "may"])
     padded = ti.ablation.scan(model, tokens, ti.metrics.logit_diff(answers, wrong), attention_mask=mask, n_boot=10,
                               progress=False)
-    singles = [ti.ablation.scan(model, rows[i][None].repeat(2, 1), ti.metrics.logit_diff(int(answers[i]), int(wrong[i])),
-                                n_boot=10, progress=False).values for i in range(2)]
+    singles = [ti.ablation.scan(model, rows[i][None].repeat(2, 1),
+                                ti.metrics.logit_diff(int(answers[i]), int(wrong[i])), n_boot=10, progress=False).values
+               for i in range(2)]
     assert_close(padded.values, torch.stack(singles).mean(0), rtol=1e-4, atol=1e-4)
 
 
@@ -102,7 +103,8 @@ def test_a_plain_metric_function_on_a_padded_batch_is_refused(study: str) -> Non
 
     run = (lambda: ti.patching.sweep(model, CLEAN, CORRUPTED, metric, progress=False)) if study == "sweep" else (
         lambda: ti.ablation.scan(model, CLEAN, metric, progress=False))
-    with no_forward(model), pytest.raises(InputError, match="plain metric function sees the logits of the padded batch"):
+    message = "plain metric function sees the logits of the padded batch"
+    with no_forward(model), pytest.raises(InputError, match=message):
         run()
 
 
@@ -111,7 +113,8 @@ def test_prompts_longer_than_the_context_are_refused_not_truncated() -> None:
     # probe 3: tokenisation used to truncate silently
     model = ordinal()
     long = " ".join(["one ,"] * 20)  # 41 tokens with BOS; n_ctx is 32
-    with no_forward(model), pytest.raises(InputError, match=r"41 tokens \(prompts \[1\]\) exceed the model's context of n_ctx=32"):
+    message = r"41 tokens \(prompts \[1\]\) exceed the model's context of n_ctx=32"
+    with no_forward(model), pytest.raises(InputError, match=message):
         ti.ablation.scan(model, ["one , two ,", long], ordinal_metric(), progress=False)
 
 
@@ -166,7 +169,8 @@ def test_malformed_prompt_inputs_are_refused_before_any_forward_pass(inputs: Any
 def test_words_outside_a_word_level_vocabulary_are_flagged() -> None:
     # own probe: the model would read <unk> for "zebra"
     model = ordinal()
-    with pytest.warns(TlInterpWarning, match=r"prompt 1 \('zebra , two ,'\) has 1 word\(s\) outside the model's vocabulary"):
+    message = r"prompt 1 \('zebra , two ,'\) has 1 word\(s\) outside the model's vocabulary"
+    with pytest.warns(TlInterpWarning, match=message):
         as_batch(model, ["one , two ,", "zebra , two ,"])
 
 
@@ -177,7 +181,8 @@ def test_studies_on_a_custom_module_are_refused_before_any_forward_pass(study: s
     pairs = torch.randint(0, 12, (3, 2))
     run = (lambda: ti.patching.sweep(model, pairs, pairs, lambda x: x.sum(), progress=False)) if study == "sweep" else (
         lambda: ti.ablation.scan(model, pairs, lambda x: x.sum(), progress=False))
-    with no_forward(model), pytest.raises(UnsupportedError, match="ToyMLP is a custom HookedRootModule.*Intervention.run"):
+    message = "ToyMLP is a custom HookedRootModule.*Intervention.run"
+    with no_forward(model), pytest.raises(UnsupportedError, match=message):
         run()
 
 

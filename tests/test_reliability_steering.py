@@ -63,7 +63,8 @@ def test_loading_a_feature_space_vector_with_another_sae_is_refused(tmp_path: An
 
 def test_a_feature_space_vector_at_another_layer_is_refused() -> None:
     # probe 7: "a vector read at one layer with another layer's SAE"
-    with pytest.raises(InputError, match="applied at blocks.1.hook_resid_pre; the SAE given reads blocks.2.hook_resid_pre"):
+    message = "applied at blocks.1.hook_resid_pre; the SAE given reads blocks.2.hook_resid_pre"
+    with pytest.raises(InputError, match=message):
         SteeringVector(torch.zeros(1024), site("resid_pre", 1), space="sae", sae=sae())
 
 
@@ -109,7 +110,8 @@ NAN, INF = float("nan"), float("inf")
 
 
 @pytest.mark.parametrize("call, message", [
-    (lambda m: ti.steering.next_token_logits(m, PROMPTS, vector(), [NAN]), r"scales must be finite numbers, got \[nan\]"),
+    (lambda m: ti.steering.next_token_logits(m, PROMPTS, vector(), [NAN]),
+     r"scales must be finite numbers, got \[nan\]"),
     (lambda m: ti.steering.next_token_logits(m, PROMPTS, vector(), INF), r"got \[inf\]"),
     (lambda m: ti.steering.generate(m, PROMPTS, vector(), [1.0, NAN]), "scales must be finite"),
     (lambda m: ti.steering.evaluate(m, vector(), {"t": [(PROMPTS[0], "three")]}, [INF], controls=NO_CONTROLS,
@@ -282,7 +284,8 @@ def test_steering_the_last_token_of_padded_prompts_steers_each_prompts_own_last_
     got = ti.steering.next_token_logits(model, PROMPTS, v, [2.0], positions="last")
     for i, prompt in enumerate(PROMPTS):
         tokens = model.to_tokens(prompt)
-        expected = tl_run(model, tokens, [(SITE, lambda a, hook: torch.cat([a[:, :-1], a[:, -1:] + 2.0 * v.vector], 1))])
+        steer_last = lambda a, hook: torch.cat([a[:, :-1], a[:, -1:] + 2.0 * v.vector], 1)  # noqa: E731
+        expected = tl_run(model, tokens, [(SITE, steer_last)])
         assert_close(got[0, 0, i], expected[0, -1], rtol=1e-5, atol=1e-5)
 
 
