@@ -15,20 +15,31 @@ engine's stacked passes -- describes that here, in a context variable that the h
 - ``offset_known``: False when a generation cache of unknown length is in use, so absolute
   positions can't be placed (position selections then refuse to run);
 - ``padding_known``: False when the model tokenised a list of strings itself, so nothing
-  here knows where its rows end (selections that depend on padding then refuse to run).
+  here knows where its rows end (selections that depend on padding then refuse to run);
+- ``outside_forward``: True for activations computed outside a forward call while the model
+  generates (``HookedTransformer.generate`` adds positional embeddings itself), whose window
+  of positions nothing describes (position selections then refuse to run).
 
 Context variables are per thread (and per asyncio task), so a context never leaks between
-threads.
+threads. ``describing_calls(model)`` is how ``Intervention.applied`` keeps the context right
+for every forward call made while it is active (``model.generate`` included): it wraps the
+model's ``forward`` once, however many interventions (and threads) are applied, and refuses a
+call that would run past the model's context length before TransformerLens fails inside it.
 """
 
 import contextlib
-from collections.abc import Iterator
+import threading
+from collections.abc import Callable, Iterator
 from contextvars import ContextVar
 from dataclasses import dataclass
+from typing import Any
 
+import torch
 from torch import Tensor
 
-__all__ = ["RunContext", "current", "running"]
+from tl_interp.errors import InputError
+
+__all__ = ["RunContext", "current", "running", "describing_calls", "call_context", "check_context_length"]
 
 
 @dataclass(frozen=True)
@@ -40,12 +51,13 @@ class RunContext:
     tokens: Tensor | None = None
     padding_known: bool = True
     offset_known: bool = True
+    outside_forward: bool = False
 
     def rows(self, start: int, stop: int) -> "RunContext":
         """The context of rows ``start:stop`` (one group of a stacked pass)."""
         return RunContext(None if self.real is None else self.real[start:stop], self.offset,
                           None if self.tokens is None else self.tokens[start:stop], self.padding_known,
-                          self.offset_known)
+                          self.offset_known, self.outside_forward)
 
 
 _CURRENT: ContextVar[RunContext | None] = ContextVar("tl_interp_run_context", default=None)
@@ -64,3 +76,140 @@ def running(context: RunContext) -> Iterator[RunContext]:
         yield context
     finally:
         _CURRENT.reset(token)
+
+
+# -- describing every forward call of a model ----------------------------------------------
+_WRAP_LOCK = threading.Lock()
+Watcher = Callable[[dict[str, Any]], None]  # sees each forward call's keyword arguments
+
+
+@contextlib.contextmanager
+def describing_calls(model: Any, watcher: Watcher | None = None) -> Iterator[None]:
+    """While active, every forward call of ``model`` makes its layout the current run context,
+    and ``watcher`` sees each call's keyword arguments (before the call runs).
+
+    ``model.generate`` of a HookedTransformer is wrapped too: a request that would pass the
+    context is refused before any step, watchers see it as one whole-model call (so a hook
+    that never fires during it is reported), and activations it computes outside the forward
+    calls (TransformerLens embeds positions itself) are marked as such. The wrappers are
+    installed by the first user and removed by the last (reference counted), so nested and
+    concurrent ``applied`` blocks share them and none removes them under another.
+    """
+    with _WRAP_LOCK:
+        forward = model.__dict__.get("forward")
+        if not getattr(forward, "_tl_interp_contextual", False):
+            forward = _wrap(model)
+        forward._tl_interp_users += 1  # type: ignore[attr-defined]
+        if watcher is not None:
+            forward._tl_interp_watchers.append(watcher)  # type: ignore[attr-defined]
+    try:
+        yield
+    finally:
+        with _WRAP_LOCK:
+            if watcher is not None:
+                forward._tl_interp_watchers.remove(watcher)  # type: ignore[attr-defined]
+            forward._tl_interp_users -= 1  # type: ignore[attr-defined]
+            if forward._tl_interp_users == 0:  # type: ignore[attr-defined]
+                for attr, previous in forward._tl_interp_previous.items():  # type: ignore[attr-defined]
+                    if previous is None:
+                        model.__dict__.pop(attr, None)
+                    else:
+                        setattr(model, attr, previous)
+
+
+def _wrap(model: Any) -> Callable[..., Any]:
+    from tl_interp.engine.compat import is_hooked_transformer
+
+    # a forward/generate the user set on the instance, if any, is restored afterwards
+    previous = {attr: model.__dict__.get(attr) for attr in ("forward", "generate")}
+    original_forward, original_generate = model.forward, getattr(model, "generate", None)
+
+    def forward(*args: Any, **kwargs: Any) -> Any:
+        context = call_context(model, args, kwargs)
+        for watch in list(forward._tl_interp_watchers):  # type: ignore[attr-defined]
+            watch(kwargs)
+        with running(context):
+            return original_forward(*args, **kwargs)
+
+    def generate(*args: Any, **kwargs: Any) -> Any:
+        _check_generation(model, args, kwargs)
+        for watch in list(forward._tl_interp_watchers):  # type: ignore[attr-defined]
+            watch({})  # one whole-model call: every hook is expected to fire
+        with running(RunContext(outside_forward=True)):
+            return original_generate(*args, **kwargs)  # type: ignore[misc]
+
+    forward._tl_interp_contextual = True  # type: ignore[attr-defined]
+    forward._tl_interp_users = 0  # type: ignore[attr-defined]
+    forward._tl_interp_watchers = []  # type: ignore[attr-defined]
+    model.forward = forward
+    if is_hooked_transformer(model) and original_generate is not None:
+        model.generate = generate
+    else:
+        previous.pop("generate")
+    forward._tl_interp_previous = previous  # type: ignore[attr-defined]
+    return forward
+
+
+def _check_generation(model: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> None:
+    """Refuse a ``HookedTransformer.generate`` call whose last step would pass ``n_ctx``."""
+    inp = args[0] if args else kwargs.get("input", "")
+    new = args[1] if len(args) > 1 else kwargs.get("max_new_tokens", 10)
+    if isinstance(inp, (str, list)):
+        inp = model.to_tokens(inp, move_to_device=False, truncate=False)
+    if not isinstance(inp, torch.Tensor) or not isinstance(new, int) or inp.ndim == 0:
+        return
+    length = int(inp.shape[1] if inp.ndim == 3 else inp.shape[-1])  # embeddings (batch, pos, d) or tokens
+    # the last new token is sampled, never fed back: the longest step holds length + new - 1 positions
+    check_context_length(model, length + new - 1, f"generate ({length} prompt tokens, max_new_tokens={new})")
+
+
+def call_context(model: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> RunContext:
+    """Where a forward call's positions sit: its offset, real tokens and token ids.
+
+    Raises ``InputError`` for a call whose positions would pass the model's context
+    (``cfg.n_ctx``): TransformerLens would fail inside the forward pass with an index error.
+    """
+    from tl_interp.engine.compat import call_offset, kv_previous_mask, tl_default_mask
+
+    inp = args[0] if args else kwargs.get("input", kwargs.get("tokens"))
+    if isinstance(inp, (list, tuple)) and len(inp) > 1:
+        return RunContext(padding_known=False)
+    offset = call_offset(kwargs)
+    if offset is None:
+        return RunContext(padding_known=False, offset_known=False)
+    tokens = inp if isinstance(inp, torch.Tensor) and not inp.dtype.is_floating_point else None
+    if tokens is not None and tokens.ndim == 1:
+        tokens = tokens[None]
+    length = inp.shape[1] if isinstance(inp, torch.Tensor) and inp.ndim >= 2 else None
+    if length is not None:
+        check_context_length(model, offset + length, "forward")
+    mask = kwargs.get("attention_mask")
+    if mask is None and tokens is not None and offset == 0:
+        mask = tl_default_mask(model, tokens)  # what TL's forward itself computes (left padding)
+    real = None
+    if isinstance(mask, torch.Tensor):
+        real = mask.bool()
+        if length is not None and real.shape[1] == length and offset > 0:
+            cache = kwargs.get("past_kv_cache")
+            previous = kv_previous_mask(cache) if cache is not None else None
+            if previous is None or previous.shape[1] != offset:
+                previous = torch.ones(real.shape[0], offset, dtype=torch.bool, device=real.device)
+            real = torch.cat([previous.bool(), real], 1)
+    return RunContext(real=real, offset=offset, tokens=tokens if offset == 0 else None)
+
+
+def check_context_length(model: Any, total: int, what: str) -> None:
+    """Refuse ``total`` positions when the model's context (``cfg.n_ctx``) is shorter.
+
+    Example:
+        >>> from types import SimpleNamespace
+        >>> check_context_length(SimpleNamespace(cfg=SimpleNamespace(n_ctx=4)), 5, "run")
+        Traceback (most recent call last):
+        ...
+        tl_interp.errors.InputError: run: the sequence would reach 5 positions, past the model's context of n_ctx=4; shorten the input (or max_new_tokens when generating). tl_interp never truncates
+    """
+    n_ctx = getattr(getattr(model, "cfg", None), "n_ctx", None)
+    if isinstance(n_ctx, int) and not isinstance(n_ctx, bool) and 0 < n_ctx < total:
+        raise InputError(f"{what}: the sequence would reach {total} positions, past the model's context of "
+                         f"n_ctx={n_ctx}; shorten the input (or max_new_tokens when generating). tl_interp never "
+                         "truncates")

@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Any
 
 import torch
 
-from tl_interp._context import RunContext, running
+from tl_interp._context import check_context_length, describing_calls
 from tl_interp._types import HookFn, NameFilter
 from tl_interp.errors import HookNameError, InputError
 
@@ -198,7 +198,9 @@ class Intervention:
         the model tells the hooks where its positions sit (its attention mask, and the offset
         of a key-value-cached generation step), so ``positions=3`` keeps meaning position 3 of
         the sequence during ``model.generate`` and ``positions="last"`` each row's last real
-        token.
+        token. When the block ends normally, a hook that never ran although a forward call
+        covered its point is an error (a hook point this model never computes, e.g. on a
+        TransformerBridge), as is a ``model.generate`` request that would pass ``n_ctx``.
 
         Yields:
             The model.
@@ -215,18 +217,19 @@ class Intervention:
             >>> model.hook_dict["blocks.0.hook_mlp_out"].fwd_hooks
             []
         """
-        with self.counted(model, seq_len=seq_len):
+        with self.counted(model, seq_len=seq_len) as firing:
             yield model
+        firing.check(self)  # a hook that never ran although a forward call covered its point
 
     @contextlib.contextmanager
     def counted(self, model: Any, *, seq_len: int | None = None) -> Iterator["Firing"]:
         """``applied``, yielding a ``Firing`` record of how many times each bound hook ran."""
         bound = self._bind(model, seq_len)
-        firing = Firing([name for name, _, _ in bound], [group for _, _, group in bound])
         owner = threading.get_ident()
+        firing = Firing([name for name, _, _ in bound], [group for _, _, group in bound], owner=owner)
         hook_dict = model.hook_dict
         registered: list[tuple[Any, Any]] = []
-        with _contextual_forward(model):
+        with describing_calls(model, firing.observe):
             try:
                 for i, (name, fn, _) in enumerate(bound):
                     point = hook_dict[name]
@@ -247,7 +250,7 @@ class Intervention:
         with an attention mask; never truncated) so that padding-aware selections know where
         each row ends; token tensors go to the model as they are. Every bound hook must fire:
         one that never ran (its site is not computed by this model) is an error, unless the
-        call starts or stops mid-stack (``start_at_layer`` / ``stop_at_layer``).
+        call skipped its part of the model (before ``start_at_layer``, from ``stop_at_layer``).
 
         Example:
             >>> import torch
@@ -269,10 +272,12 @@ class Intervention:
             inputs = batch.tokens
             if batch.padded:
                 kwargs["attention_mask"] = batch.attention_mask
-        with self.counted(model, seq_len=_seq_len_of((inputs, *args), kwargs)) as firing:
+        seq_len = _seq_len_of((inputs, *args), kwargs)
+        if seq_len is not None:  # before binding: TransformerLens would fail inside the forward pass
+            check_context_length(model, seq_len, "run")
+        with self.counted(model, seq_len=seq_len) as firing:
             out = model(inputs, *args, **kwargs)
-        if "start_at_layer" not in kwargs and "stop_at_layer" not in kwargs:
-            firing.check(self)
+        firing.check(self)
         return out
 
 
@@ -288,9 +293,27 @@ class Firing:
     names: list[str]
     predicate: list[int]
     counts: list[int] = dataclasses.field(default_factory=list)
+    owner: int | None = None  # the thread that applied the hooks (calls of other threads are not counted)
+    # (start_at_layer, stop_at_layer) of each forward call in the owner thread while applied
+    calls: list[tuple[int | None, int | None]] = dataclasses.field(default_factory=list)
 
     def __post_init__(self) -> None:
         self.counts = [0] * len(self.names)
+
+    def observe(self, kwargs: dict[str, Any]) -> None:
+        """Record one forward call (its keyword arguments) made while the hooks are applied."""
+        if self.owner is None or threading.get_ident() == self.owner:
+            self.calls.append((kwargs.get("start_at_layer"), kwargs.get("stop_at_layer")))
+
+    def covered(self, name: str) -> bool:
+        """Whether some recorded call ran the part of the model where ``name`` sits."""
+        layer = _block_of(name)
+        for start, stop in self.calls:
+            if layer is not None and (start is None or layer >= start) and (stop is None or layer < stop):
+                return True
+            if layer is None and (stop is None if name.startswith(_AFTER_BLOCKS) else start is None):
+                return True
+        return False
 
     def check(self, intervention: "Intervention") -> None:
         """Raise if a hook never ran: its site is not computed by this model."""
@@ -299,11 +322,20 @@ class Firing:
             if group >= 0:
                 ran_by_filter[group] = ran_by_filter.get(group, False) or count > 0
         silent = [name for name, group, count in zip(self.names, self.predicate, self.counts)
-                  if count == 0 and (group < 0 or not ran_by_filter[group])]
+                  if count == 0 and (group < 0 or not ran_by_filter[group]) and self.covered(name)]
         if silent:
-            raise HookNameError(f"{intervention.descriptions}: the hook point(s) {silent} never fired during the "
-                                "forward pass: this model does not compute those activations (check its config "
-                                "switches, e.g. use_attn_result, or the architecture)")
+            raise HookNameError(f"{'; '.join(intervention.descriptions)}: the hook point(s) {silent} never fired "
+                                "during the forward pass: this model does not compute those activations (check "
+                                "its config switches, e.g. use_attn_result, or the architecture)")
+
+
+_AFTER_BLOCKS = ("ln_final.", "unembed.", "hook_unembed")  # model-level points after the blocks
+
+
+def _block_of(name: str) -> int | None:
+    """The block index of a hook name (``blocks.3.`` ...), or None for model-level points."""
+    parts = name.split(".")
+    return int(parts[1]) if len(parts) > 2 and parts[0] == "blocks" and parts[1].isdigit() else None
 
 
 def _scoped(fn: HookFn, firing: Firing, index: int, owner: int) -> HookFn:
@@ -317,59 +349,6 @@ def _scoped(fn: HookFn, firing: Firing, index: int, owner: int) -> HookFn:
 
     scoped.__name__ = getattr(fn, "__name__", "hook")
     return scoped
-
-
-@contextlib.contextmanager
-def _contextual_forward(model: Any) -> Iterator[None]:
-    """While active, every forward call of ``model`` makes its layout the current run context."""
-    if getattr(model.__dict__.get("forward"), "_tl_interp_contextual", False):
-        yield  # an enclosing ``applied`` already describes every call
-        return
-    original = model.forward
-
-    def forward(*args: Any, **kwargs: Any) -> Any:
-        with running(_call_context(model, args, kwargs)):
-            return original(*args, **kwargs)
-
-    forward._tl_interp_contextual = True  # type: ignore[attr-defined]
-    previous = model.__dict__.get("forward")
-    model.forward = forward
-    try:
-        yield
-    finally:
-        if previous is None:
-            del model.forward
-        else:
-            model.forward = previous
-
-
-def _call_context(model: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> RunContext:
-    """Where a forward call's positions sit: its offset, real tokens and token ids."""
-    from tl_interp.engine.compat import call_offset, kv_previous_mask, tl_default_mask
-
-    inp = args[0] if args else kwargs.get("input", kwargs.get("tokens"))
-    if isinstance(inp, (list, tuple)) and len(inp) > 1:
-        return RunContext(padding_known=False)
-    offset = call_offset(kwargs)
-    if offset is None:
-        return RunContext(padding_known=False, offset_known=False)
-    tokens = inp if isinstance(inp, torch.Tensor) and not inp.dtype.is_floating_point else None
-    if tokens is not None and tokens.ndim == 1:
-        tokens = tokens[None]
-    length = inp.shape[1] if isinstance(inp, torch.Tensor) and inp.ndim >= 2 else None
-    mask = kwargs.get("attention_mask")
-    if mask is None and tokens is not None and offset == 0:
-        mask = tl_default_mask(model, tokens)  # what TL's forward itself computes (left padding)
-    real = None
-    if isinstance(mask, torch.Tensor):
-        real = mask.bool()
-        if length is not None and real.shape[1] == length and offset > 0:
-            cache = kwargs.get("past_kv_cache")
-            previous = kv_previous_mask(cache) if cache is not None else None
-            if previous is None or previous.shape[1] != offset:
-                previous = torch.ones(real.shape[0], offset, dtype=torch.bool, device=real.device)
-            real = torch.cat([previous.bool(), real], 1)
-    return RunContext(real=real, offset=offset, tokens=tokens if offset == 0 else None)
 
 
 def _seq_len_of(args: Sequence[Any], kwargs: dict[str, Any]) -> int | None:

@@ -180,7 +180,24 @@ def _bind_positions(positions: Reader, batch: Any, name: str) -> Reader:
     return index.to(batch.tokens.device)
 
 
+def _check_ids(ids: Answers, vocab: int, what: str, *, allow_missing: bool = True) -> None:
+    """Token ids the logits can be read at: ``0 <= id < d_vocab`` (``-1``: no answer, if allowed).
+
+    An id past the vocabulary would be an index error -- or, for comparisons with the top
+    token, a silent "never right" -- and any other negative id a silent NaN."""
+    values = torch.as_tensor(ids)
+    if values.numel() == 0:
+        return
+    low, high = int(values.min()), int(values.max())
+    floor = -1 if allow_missing else 0
+    if low < floor or high >= vocab:
+        bad = high if high >= vocab else low
+        missing = " (-1 means 'no expected answer')" if allow_missing else ""
+        raise InputError(f"{what}: token id {bad} is outside the vocabulary (d_vocab={vocab}){missing}")
+
+
 def _gather(logits: Tensor, answers: Answers) -> Tensor:
+    _check_ids(answers, logits.shape[-1], "answers")
     if isinstance(answers, int):
         if answers < 0:
             return torch.full(logits.shape[:-1], float("nan"), device=logits.device)
@@ -265,6 +282,7 @@ def accuracy(answers: Answers, *, positions: Reader = "last") -> Metric:
     _check_answers(answers)
 
     def score(x: Tensor) -> Tensor:
+        _check_ids(answers, x.shape[-1], "accuracy answers")
         top = x.argmax(-1)
         target = _answer_tensor(answers, x.device, top.shape)
         hit = (top == target).to(torch.float32)
@@ -297,8 +315,12 @@ def changed(reference: Answers, *, positions: Reader = "last") -> Metric:
         [1.0]
     """
     _check_answers(reference, "reference")
-    return Metric("changed", _check_reader(positions),
-                  lambda x: (x.argmax(-1) != _answer_tensor(reference, x.device, x.shape[:-1])).to(torch.float32))
+
+    def score(x: Tensor) -> Tensor:
+        _check_ids(reference, x.shape[-1], "changed reference", allow_missing=False)
+        return (x.argmax(-1) != _answer_tensor(reference, x.device, x.shape[:-1])).to(torch.float32)
+
+    return Metric("changed", _check_reader(positions), score)
 
 
 @checked
@@ -314,8 +336,12 @@ def in_set(tokens: Int[Tensor, "n_tokens"], *, positions: Reader = "last") -> Me
     if tokens.numel() == 0:
         raise InputError("in_set needs at least one token id")
     ids = tokens.detach().long()
-    return Metric("in_set", _check_reader(positions),
-                  lambda x: torch.isin(x.argmax(-1), ids.to(x.device)).to(torch.float32))
+
+    def score(x: Tensor) -> Tensor:
+        _check_ids(ids, x.shape[-1], "in_set tokens", allow_missing=False)
+        return torch.isin(x.argmax(-1), ids.to(x.device)).to(torch.float32)
+
+    return Metric("in_set", _check_reader(positions), score)
 
 
 @checked
@@ -335,6 +361,8 @@ def best_of(candidates: Int[Tensor, "n_candidates"], answers: Answers, *, positi
     ids = candidates.detach().long()
 
     def score(x: Tensor) -> Tensor:
+        _check_ids(ids, x.shape[-1], "best_of candidates", allow_missing=False)
+        _check_ids(answers, x.shape[-1], "best_of answers")
         cand = ids.to(x.device)
         picked = cand[x[..., cand].argmax(-1)]
         target = _answer_tensor(answers, x.device, picked.shape)
@@ -362,6 +390,10 @@ def kl_div(reference: Float[Tensor, "batch d_vocab"], *, positions: Reader = "la
     ref_logp = reference.detach().double().log_softmax(-1)
 
     def score(x: Tensor) -> Tensor:
+        if ref_logp.shape != x.shape[-2:]:
+            raise ShapeError(f"kl_div: the reference logits have shape {tuple(ref_logp.shape)}, the logits it reads "
+                             f"have (batch, d_vocab) = {tuple(x.shape[-2:])}; give the reference run's logits at the "
+                             "same positions, one row per prompt")
         logp = x.double().log_softmax(-1)
         r = ref_logp.to(x.device)
         return (r.exp() * (r - logp)).sum(-1).clamp(min=0).to(torch.float32)
@@ -385,6 +417,10 @@ def loss(tokens: Int[Tensor, "batch pos"], attention_mask: Int[Tensor, "batch po
         mask = (attention_mask[:, 1:] * attention_mask[:, :-1]).float()
 
     def score(x: Tensor) -> Tensor:
+        if tuple(x.shape[-3:-1]) != tuple(tokens.shape):
+            raise ShapeError(f"loss: the tokens have shape {tuple(tokens.shape)}, the logits (batch, pos) = "
+                             f"{tuple(x.shape[-3:-1])}; give the tokens of the run being scored")
+        _check_ids(targets, x.shape[-1], "loss tokens", allow_missing=False)
         logp = x[..., :-1, :].float().log_softmax(-1)
         picked = logp.gather(-1, targets.to(x.device).expand(logp.shape[:-1]).unsqueeze(-1)).squeeze(-1)
         m = mask.to(x.device)

@@ -5,17 +5,19 @@
 ``Tokenized`` (tokens, attention mask, each row's last real token, token strings) and
 refuses, with an ``InputError`` that names the row and the fix, what a forward pass would
 get silently wrong or fail on deep inside TransformerLens: float "tokens", ids outside the
-vocabulary, an empty sequence, masks of the wrong shape or with holes, and prompts longer
-than the model's context (tokenisation never truncates).
+vocabulary, an empty sequence, masks of the wrong shape or with holes, prompts longer than
+the model's context (tokenisation never truncates). Words a word-level vocabulary does not
+have (read as its unknown token) give a ``TlInterpWarning``.
 """
 
+import warnings
 from collections.abc import Sequence
 from typing import Any, TypeAlias
 
 import torch
 from torch import Tensor
 
-from tl_interp.errors import InputError, UnsupportedError
+from tl_interp.errors import InputError, TlInterpWarning, UnsupportedError
 from tl_interp.models._adapter import Tokenized, adapt
 from tl_interp.positions import real_bounds
 
@@ -152,7 +154,27 @@ def as_batch(model: Any, inputs: Inputs, *, attention_mask: Tensor | None = None
         raise InputError(f"{role}: the list of prompts is empty")
     batch = adapt(model).tokenize(texts, prepend_bos=prepend_bos)
     _check_length(model, batch.tokens.shape[1], role, batch.attention_mask.sum(1).tolist())
+    _check_known_words(model, texts, batch, role)
     return batch
+
+
+def _check_known_words(model: Any, texts: list[str], batch: Tokenized, role: str) -> None:
+    """Warn about prompts with words a word-level vocabulary does not have: the model reads its
+    unknown token in their place, not the prompt as written (a warning, not an error: that is
+    the model's defined behaviour, and control prompts are sometimes chosen to be foreign)."""
+    tok = getattr(model, "tokenizer", None)
+    unk = getattr(tok, "unk_token_id", None)
+    if unk is None or unk in {getattr(tok, k, None) for k in ("bos_token_id", "eos_token_id", "pad_token_id")}:
+        return  # byte-level vocabularies spell every text; an unk shared with BOS/EOS is not a marker
+    hits = ((batch.tokens == unk) & batch.attention_mask.bool()).sum(1).tolist()
+    unk_text = str(getattr(tok, "unk_token", ""))
+    for i, n in enumerate(hits):
+        written = texts[i].count(unk_text) if unk_text else 0  # the unknown token typed on purpose
+        if n > written:
+            warnings.warn(f"{role}: prompt {i} ({texts[i][:60]!r}) has {n} word(s) outside the model's vocabulary; "
+                          f"the model reads {unk_text!r} in their place. Use words the tokenizer knows",
+                          TlInterpWarning, stacklevel=3)
+            return
 
 
 def by_length(batch: Tokenized) -> list[tuple[list[int], Tokenized]]:

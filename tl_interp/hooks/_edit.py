@@ -8,17 +8,17 @@ so reprs and tracebacks read well.
 
 from collections.abc import Callable
 
+import torch
 from torch import Tensor
 
 from tl_interp._types import NameFilter
-import torch
-
 from tl_interp.errors import InputError, ShapeError
 from tl_interp.hooks._select import Selection, apply_masked
 from tl_interp.intervention import Intervention
 from tl_interp.sites import SiteInfo, describe_where
 
-__all__ = ["edit_intervention", "Edit", "check_trailing", "check_broadcast", "check_finite", "check_fits_dtype"]
+__all__ = ["edit_intervention", "Edit", "check_trailing", "check_broadcast", "check_finite", "check_fits_dtype",
+           "check_no_overflow"]
 
 # (activation, its axes) -> the edited activation, broadcastable to the activation's shape.
 Edit = Callable[[Tensor, tuple[str, ...]], Tensor]
@@ -48,7 +48,7 @@ def edit_intervention(op: str, verb: str, where: NameFilter, selection: Selectio
         def hook_fn(act: Tensor, hook: object) -> Tensor:
             axes = info.axes_for(act.ndim)
             mask = selection.mask(act, axes, context)
-            return apply_masked(act, edit(act, axes), mask)
+            return check_no_overflow(act, apply_masked(act, edit(act, axes), mask), context)
 
         hook_fn.__name__ = hook_fn.__qualname__ = f"_{op}"
         return hook_fn
@@ -84,6 +84,16 @@ def check_finite(value: Tensor | float, what: str, context: str) -> None:
     finite = bool(torch.isfinite(value).all()) if isinstance(value, Tensor) else bool(torch.isfinite(torch.tensor(float(value))))
     if not finite:
         raise InputError(f"{context}: {what} has non-finite entries (NaN or inf); give finite numbers")
+
+
+def check_no_overflow(act: Tensor, edited: Tensor, context: str) -> Tensor:
+    """``edited``, unless the edit turned finite values into inf/NaN (a value past the dtype's
+    range, e.g. a large scale in float16): that would poison every later value silently."""
+    if edited.dtype.is_floating_point and not bool(torch.isfinite(edited).all()) and bool(torch.isfinite(act).all()):
+        largest = torch.finfo(edited.dtype).max
+        raise InputError(f"{context}: the edit wrote non-finite values (inf or NaN) into a {edited.dtype} activation "
+                         f"(its largest value is {largest:.3g}); use a smaller scale or value, or a float32 model")
+    return edited
 
 
 def check_fits_dtype(magnitude: float, info: SiteInfo, what: str, context: str) -> None:

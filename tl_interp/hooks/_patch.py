@@ -15,7 +15,7 @@ from transformer_lens import ActivationCache
 from tl_interp._checks import checked
 from tl_interp._types import IndexSelection, NameFilter, PositionSelection
 from tl_interp.errors import HookNameError, ShapeError
-from tl_interp.hooks._edit import check_trailing, edit_intervention
+from tl_interp.hooks._edit import check_finite, check_trailing, edit_intervention
 from tl_interp.hooks._select import Selection, fit_to_activation
 from tl_interp.intervention import Intervention
 
@@ -66,6 +66,7 @@ def patch(where: NameFilter, source: Source, *, positions: PositionSelection = N
     def make_edit(name, info, context):
         src = _source_for(source, name, context)
         check_trailing(context, info, tuple(src.shape), "the source")
+        check_finite(src.detach(), "the source activation", context)
 
         def edit(act: Tensor, axes: tuple[str, ...]) -> Tensor:
             fitted = fit_to_activation(src, act, axes, "the source", context)

@@ -42,8 +42,7 @@ def orthonormal_basis(basis: Float[Tensor, "d"] | Float[Tensor, "k d"], *,
         True
     """
     rows = basis.detach().to(torch.float64).reshape(-1, basis.shape[-1])
-    if not torch.isfinite(rows).all():
-        raise ShapeError("the basis has non-finite entries")
+    check_finite(rows, "the basis", "orthonormal_basis")
     _, singular, vh = torch.linalg.svd(rows, full_matrices=False)
     if singular.numel() == 0 or singular[0] == 0:
         raise ShapeError("the basis is all zeros; it spans no subspace")
@@ -128,9 +127,10 @@ def set_component(where: NameFilter, vector: Float[Tensor, "d"], value: float | 
         Intervention (1 hook):
           1. set component along direction to 0 at blocks.1.hook_resid_pre
     """
+    check_finite(vector.detach(), "the vector", f"set_component at {describe_where(where)}")
     norm = vector.detach().to(torch.float64).norm()
-    if not torch.isfinite(norm) or norm == 0:
-        raise ShapeError(f"set_component at {describe_where(where)}: the vector must be finite and non-zero")
+    if norm == 0:
+        raise ShapeError(f"set_component at {describe_where(where)}: the vector is the zero vector; give a non-zero one")
     u = vector.detach().to(torch.float64) / norm  # keep the sign: "along" u, not -u
     check_finite(value, "the value", f"set_component at {describe_where(where)}")
     label = f"tensor {tuple(value.shape)}" if isinstance(value, Tensor) else f"{value:g}"

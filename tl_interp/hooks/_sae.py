@@ -20,7 +20,7 @@ from torch import Tensor
 
 from tl_interp._checks import checked, renamed
 from tl_interp._types import IndexSelection, PositionSelection
-from tl_interp.errors import ShapeError
+from tl_interp.errors import InputError, ShapeError
 from tl_interp.hooks._edit import check_finite, check_trailing, edit_intervention
 from tl_interp.hooks._select import Selection
 from tl_interp.intervention import Intervention
@@ -146,12 +146,34 @@ def card_splice_positions(sae: Any) -> From | None:
     return From(int(start))
 
 
-def _sae_hook_name(sae: Any) -> str:
+def _own_hook_name(sae: Any) -> str | None:
     metadata = getattr(sae.cfg, "metadata", None)
-    name = getattr(metadata, "hook_name", None) or getattr(sae.cfg, "hook_name", None)
+    return getattr(metadata, "hook_name", None) or getattr(sae.cfg, "hook_name", None) or None
+
+
+def _sae_hook_name(sae: Any) -> str:
+    name = _own_hook_name(sae)
     if not name:
         raise ShapeError("the SAE's config names no hook point (cfg.metadata.hook_name); pass where=")
     return name
+
+
+def _check_edit(edit: Callable[[Tensor], Tensor], d_sae: int, context: str) -> None:
+    """Run the feature edit on dummy features, so one that returns the wrong shape (or fails)
+    is refused before any forward pass instead of inside one."""
+    dummy = torch.zeros(1, 2, d_sae)
+    try:
+        with torch.no_grad():
+            out = edit(dummy)
+    except (ShapeError, InputError):
+        raise
+    except Exception as err:
+        raise ShapeError(f"{context}: the feature edit failed on features of shape (batch, pos, d_sae) = "
+                         f"{tuple(dummy.shape)}: {type(err).__name__}: {err}") from err
+    if not isinstance(out, Tensor) or out.shape != dummy.shape:
+        got = tuple(out.shape) if isinstance(out, Tensor) else type(out).__name__
+        raise ShapeError(f"{context}: the feature edit must return features of the shape it gets "
+                         f"(..., d_sae={d_sae}); on {tuple(dummy.shape)} it returned {got}")
 
 
 @checked
@@ -183,8 +205,15 @@ def sae_splice(sae: Any, edit: FeatureEdit | Callable[[Tensor], Tensor] | None =
         Intervention (1 hook):
           1. SAE splice (ablate features [3, 7]; error kept) at blocks.0.hook_resid_post
     """
+    own = _own_hook_name(sae)
+    if where is not None and own is not None and where != own:
+        raise InputError(f"sae_splice: the SAE was trained at {own}; at {where} its features would read "
+                         "activations it never saw (same width is not the same space). Splice it at its own site "
+                         "(omit where=), or use the SAE trained at " + where)
     name = where or _sae_hook_name(sae)
     d_in = int(sae.cfg.d_in)
+    if edit is not None:
+        _check_edit(edit, int(sae.cfg.d_sae), f"sae_splice at {name}")
     is_z = name.endswith("hook_z")
     label = str(edit) if isinstance(edit, FeatureEdit) else ("no edit" if edit is None else getattr(edit, "__name__", "edit"))
     card_positions = card_splice_positions(sae) if positions is None else None

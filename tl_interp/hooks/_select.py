@@ -10,7 +10,9 @@ Positions follow ``tl_interp.positions`` (ints, slices, lists, masks, per-row in
 context (``tl_interp._context``) says which window of positions an activation covers (a
 key-value-cached generation step, or an engine pass that starts from a cached prefix), and which
 positions are padding; this module is the one place that turns that into masks and fits
-per-position tensors to the activation's window.
+per-position tensors to the activation's window. Where nothing describes the run (a ``bind()``
+hook run by TransformerLens itself, or an activation ``generate`` computes outside its forward
+calls), a selection that would need that description refuses to run rather than guess.
 """
 
 from collections.abc import Sequence
@@ -47,8 +49,13 @@ def _freeze(sel: object, field: str) -> object:
                                "first: pass positions=finder.resolve(model, tokens) (one index per row)")
     if isinstance(sel, From) and field != "positions":
         raise SelectionError(f"{field}={sel!r}: From(k) selects positions only")
+    if isinstance(sel, slice) and sel.step is not None and (isinstance(sel.step, bool) or not isinstance(sel.step, int)
+                                                           or sel.step <= 0):
+        raise SelectionError(f"{field}={describe(sel)}: a slice's step must be a positive int, got {sel.step!r}")
     if isinstance(sel, Sequence) and not isinstance(sel, Tensor):
         items = tuple(sel)
+        if not items:  # an empty list would make the hook a silent no-op
+            raise SelectionError(f"{field}=[] selects nothing; give at least one index, or {field}=None for all")
         for item in items:
             if isinstance(item, bool) or not isinstance(item, int):
                 raise SelectionError(f"selection lists hold ints; got {item!r} in {list(items)!r}")
@@ -56,6 +63,8 @@ def _freeze(sel: object, field: str) -> object:
     if isinstance(sel, Tensor):
         if sel.dtype != torch.bool and sel.dtype.is_floating_point:
             raise SelectionError(f"a selection tensor must be bool or integer, not {sel.dtype}")
+        if sel.dtype != torch.bool and sel.numel() == 0:
+            raise SelectionError(f"{field}: an empty index tensor selects nothing; give at least one index")
         return sel.detach()
     return sel
 
@@ -93,7 +102,19 @@ class Layout:
 
 def layout(rows: int, window: int, context: str, *, needs_padding: bool = False) -> Layout:
     """The layout of an activation with ``rows`` rows and ``window`` positions, in this run."""
-    ctx = current() or RunContext()
+    ctx = current()
+    if ctx is None:  # a hook from bind() run by TransformerLens itself: nothing describes the batch
+        if needs_padding:
+            raise UnsupportedError(f"{context}: this selection ('last', 'all' or From(k)) follows each row's padding, "
+                                   "but the hook runs outside tl_interp's runs (a bind() hook in TransformerLens's "
+                                   "run_with_hooks), where nothing says where rows end; run it with Intervention.run "
+                                   "or .applied, or select literal positions (-1, slice(k, None)) for an unpadded batch")
+        ctx = RunContext()
+    if ctx.outside_forward:
+        raise UnsupportedError(f"{context}: this activation is computed outside the model's forward calls while it "
+                               "generates (HookedTransformer.generate embeds the sequence itself), so nothing says "
+                               "which positions it covers; select positions at a block's hook point (e.g. "
+                               "blocks.0.hook_resid_pre), or every position (positions=None)")
     if needs_padding and not ctx.padding_known:
         raise UnsupportedError(f"{context}: this selection follows each row's padding, but the model tokenised a "
                                "list of strings itself, so nothing knows where its rows end; pass token ids and "
@@ -192,6 +213,11 @@ class Selection:
     def check(self, context: str, info: SiteInfo) -> None:
         """Raise SelectionError if the selection cannot apply at this site (no forward pass)."""
         if info.axes is None:
+            if self.heads is not None:  # generic layouts have no head axis: refuse now, not mid-run
+                raise SelectionError(f"{context}: heads= needs a head-indexed site, and tl_interp does not know the "
+                                     f"layout of {info.name!r} (a custom module's hook point, read as batch first, "
+                                     "features last); select along the last axis with neurons=, or give hooks.patch "
+                                     "a mask= broadcastable to the activation")
             return  # an unknown layout is checked when the activation arrives
         self._axes_for(context, info.axes)
         if self.heads is not None and "head_index" in info.sizes:
@@ -273,10 +299,12 @@ def fit_to_activation(t: Tensor, act: Tensor, axes: tuple[str, ...], what: str, 
     lay = layout(act.shape[0], act.shape[pos], context)
     axis = pos if t.ndim == act.ndim else pos - 1
     if t.shape[axis] not in (1, act.shape[pos]):
-        if t.shape[axis] < lay.total:
+        if t.shape[axis] < lay.total or lay.offset == 0:
+            why = ("during generation the sequence grows past the prompt; select the prompt's positions explicitly"
+                   if lay.offset else f"give {what} for {act.shape[pos]} positions: a run on inputs of the same "
+                   "token length")
             raise ShapeError(f"{context}: {what} covers {t.shape[axis]} positions; the activation is at positions "
-                             f"{lay.offset}..{lay.total - 1} (during generation the sequence grows past the prompt; "
-                             "select the prompt's positions explicitly)")
+                             f"{lay.offset}..{lay.total - 1} ({why})")
         t = t.narrow(axis, lay.offset, act.shape[pos])
     return t.to(act.device)
 

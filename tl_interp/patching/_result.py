@@ -7,10 +7,11 @@ import torch
 from torch import Tensor
 
 from tl_interp.errors import OptionError, UnsupportedError
-
 from tl_interp.results import Result, register_result
 
 __all__ = ["PatchingResult"]
+
+_SAME = 1e-5  # a gap this small (relative) between the two runs is float32 rounding, not a difference
 
 
 @register_result
@@ -38,12 +39,16 @@ class PatchingResult(Result):
     def normalized(self) -> Tensor:
         """(patched - base) / (source - base): the fraction of the way to the source run.
 
-        Undefined (an error) when the two runs give the same metric value."""
-        gap = self.source - self.base
-        if bool((gap.abs() <= 1e-12 * (1 + self.base.abs())).any()):
-            raise UnsupportedError(f"the clean and corrupted runs give the same metric value ({float(self.base):.6g}), "
-                                   "so there is no gap to normalise by; read .values instead")
-        return (self.values - self.base) / gap
+        Undefined (an error) when the two runs give the same metric value, up to the float32
+        rounding the metric is computed with (a relative gap below ``1e-5``): dividing by a
+        rounding error would give arbitrary numbers."""
+        base, source = self.base.double(), self.source.double()
+        gap = source - base
+        if bool((gap.abs() <= _SAME * (1 + torch.maximum(base.abs(), source.abs()))).any()):
+            raise UnsupportedError(f"the clean and corrupted runs give the same metric value ({float(base.flatten()[0]):.6g}"
+                                   f" vs {float(source.flatten()[0]):.6g}, within float32 rounding), so there is no "
+                                   "gap to normalise by; read .values instead")
+        return ((self.values.double() - base) / gap).float()
 
     @property
     def recovered(self) -> Tensor:

@@ -2,6 +2,8 @@
 
 from typing import Any
 
+from tl_interp.errors import OptionError, UnsupportedError
+
 __all__ = ["result_figure", "heatmap"]
 
 
@@ -28,6 +30,30 @@ def heatmap(values: Any, *, x_labels: list[str], y_labels: list[str], x_title: s
     return fig
 
 
+def _view(result: Any, which: str) -> Any:
+    """The values a figure shows: ``"values"``, a derived view (a property such as
+    ``"normalized"``) or an extra, of the values' shape."""
+    import torch
+
+    if which == "values":
+        return result.values
+    if which in result.extras:
+        values = result.extras[which]
+    else:
+        derived = [name for name in dir(type(result)) if isinstance(getattr(type(result), name, None), property)
+                   and not name.startswith("_")]
+        if which not in derived:
+            choices = ["values", *sorted(set(derived) | set(result.extras))]
+            raise OptionError(f"figure(which={which!r}): this {type(result).__name__} has no such view; choose one of "
+                              f"{', '.join(map(repr, choices))}")
+        values = getattr(result, which)
+    if not isinstance(values, torch.Tensor) or values.shape != result.values.shape:
+        shape = tuple(values.shape) if isinstance(values, torch.Tensor) else type(values).__name__
+        raise OptionError(f"figure(which={which!r}): that view has shape {shape}, not the values' "
+                          f"{tuple(result.values.shape)}; plot it from result.to_frame() or .extras")
+    return values
+
+
 def result_figure(result: Any, *, which: str = "values", title: str | None = None) -> Any:
     """The natural figure for a Result: heatmap for 2-D values, bars for 1-D.
 
@@ -39,9 +65,7 @@ def result_figure(result: Any, *, which: str = "values", title: str | None = Non
     """
     import plotly.graph_objects as go
 
-    values = result.values if which == "values" else getattr(result, which, None)
-    if values is None:
-        values = result.extras[which]
+    values = _view(result, which)
     title = title or f"{result.metric} ({which}) - {result.provenance.model_id}"
 
     def labels(axis_index: int) -> list[str]:
@@ -57,6 +81,7 @@ def result_figure(result: Any, *, which: str = "values", title: str | None = Non
         values = values.gather(-1, index).squeeze(-1)
         title += f" (largest |value| over {result.axes[2]})"
     if values.ndim != 2:
-        raise ValueError(f"no default figure for {values.ndim}-D results; use to_frame()")
+        raise UnsupportedError(f"no default figure for {values.ndim}-D values ({which!r}, axes {result.axes}); "
+                               "plot result.to_frame() yourself")
     return heatmap(values, x_labels=labels(1), y_labels=labels(0), x_title=result.axes[1],
                    y_title=result.axes[0], title=title, colorbar=which)
