@@ -34,6 +34,7 @@ import json
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import torch
 
@@ -99,7 +100,7 @@ def pairs(split: str, prefix: str = PREFIX) -> tuple[list[str], list[str]]:
 
 
 # %%
-def main(setup: Setup = SMOLLM2) -> None:
+def main(setup: Setup = SMOLLM2) -> Any:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--results", default=setup.results)
     parser.add_argument("--report", default=setup.report)
@@ -183,6 +184,7 @@ def main(setup: Setup = SMOLLM2) -> None:
     write_html(Path(args.report), report, sweep, head, examples, setup.title)
     write_figures(out, report, sweep)
     print(f"done in {time.time() - t0:.0f} s; results in {out}")
+    return report
 
 
 # %%
@@ -212,9 +214,9 @@ def write_summary(out, model, report, sweep, head, best, best_final, parts, numb
              "(steering should leave them intact; unsteered 1.0).", "",
              "| vector | x | accuracy | random | effect [95% CI] | top-1 is a number | number lists kept |",
              "|---|---|---|---|---|---|---|"]
-    by_key = {(h["vector"], h["multiplier"], h["metric"]): h for h in head}
+    by_key = {(h["vector"], h["scale"], h["metric"]): h for h in head}
     for name in [v for v in report.vectors if not v.startswith("random ~")]:
-        for m in report.multipliers:
+        for m in report.scales:
             a, t = by_key[(name, m, "accuracy")], by_key[(name, m, "on_target")]
             kept = float(report.values[report._v(name), report._m(m), report._t(keep)])
             lines.append(f"| {name} | {m:g} | {a['mean']:.2f} | {a['control_mean']:.2f} | {a['effect']:+.2f} "
@@ -244,7 +246,7 @@ def layer_figure(sweep):
     layers = [int(v.split("L")[-1]) for v in sweep.vectors]
     values, (low, high) = sweep.extras["logit_diff"][:, :, 0], sweep._interval("logit_diff")
     fig = go.Figure()
-    for k, m in enumerate(sweep.multipliers):
+    for k, m in enumerate(sweep.scales):
         fig.add_scatter(x=layers, y=values[:, k].tolist(), mode="lines+markers", name=f"x{m:g}",
                         error_y=dict(type="data", symmetric=False, array=(high[:, k, 0] - values[:, k]).tolist(),
                                      arrayminus=(values[:, k] - low[:, k, 0]).tolist()))
@@ -280,4 +282,16 @@ def write_html(path: Path, report, sweep, head, examples, title: str = SMOLLM2.t
 
 
 if __name__ == "__main__":
-    main()
+    report = main()
+
+# %% [markdown]
+# In a notebook the steering report displays itself: accuracy by task with 95% intervals for the
+# unsteered model and each vector at its best scale, and the provenance.
+
+# %%
+if __name__ == "__main__":
+    try:
+        from IPython.display import display
+    except ImportError:  # run as a plain script without IPython
+        display = print
+    display(report)

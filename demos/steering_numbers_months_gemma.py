@@ -42,6 +42,11 @@ READING = "## Reading"
 
 
 # %%
+def _scale(row: dict) -> float:
+    """A comparison row's scale ("multiplier" in results written before the vocabulary's "scale")."""
+    return row.get("scale", row.get("multiplier"))
+
+
 def _best(headline: dict, metric: str = "accuracy") -> dict:
     """The vector x multiplier with the highest effect over random vectors on held-out month lists."""
     rows = [h for h in headline["comparisons"] if h["metric"] == metric]
@@ -51,10 +56,10 @@ def _best(headline: dict, metric: str = "accuracy") -> dict:
 def _row(name: str, headline: dict) -> str:
     chosen = headline["chosen"]
     best = _best(headline)
-    on_target = {(h["vector"], h["multiplier"]): h for h in headline["comparisons"] if h["metric"] == "on_target"}
-    number = on_target[(best["vector"], best["multiplier"])]
+    on_target = {(h["vector"], _scale(h)): h for h in headline["comparisons"] if h["metric"] == "on_target"}
+    number = on_target[(best["vector"], _scale(best))]
     return (f"| {name} | {chosen['vector']} x{chosen['multiplier']:g} (dev accuracy {chosen['accuracy']:.2f}) | "
-            f"{best['vector']} x{best['multiplier']:g} | {best['mean']:.2f} | {best['control_mean']:.2f} | "
+            f"{best['vector']} x{_scale(best):g} | {best['mean']:.2f} | {best['control_mean']:.2f} | "
             f"{best['effect']:+.2f} [{best['ci_low']:+.2f}, {best['ci_high']:+.2f}] | {number['mean']:.2f} |")
 
 
@@ -62,7 +67,7 @@ def _sae_rows(headline: dict) -> list[str]:
     out = []
     for h in headline["comparisons"]:
         if h["metric"] == "accuracy" and ("SAE" in h["vector"] or "decomposed" in h["vector"]):
-            out.append(f"{h['vector']} x{h['multiplier']:g}: {h['mean']:.2f} (effect {h['effect']:+.2f} "
+            out.append(f"{h['vector']} x{_scale(h):g}: {h['mean']:.2f} (effect {h['effect']:+.2f} "
                        f"[{h['ci_low']:+.2f}, {h['ci_high']:+.2f}])")
     return out
 
@@ -92,17 +97,17 @@ def write_comparison(smollm2_dir: Path, gemma_dir: Path) -> str:
     if significant(b_smol) and significant(b_gem):
         lines.append(f"- **Replicates:** on both models a residual numbers-minus-months vector turns some held-out "
                      f"month lists into the number at the same index, above random vectors (SmolLM2 "
-                     f"{b_smol['mean']:.2f} with {b_smol['vector']} x{b_smol['multiplier']:g}; Gemma "
-                     f"{b_gem['mean']:.2f} with {b_gem['vector']} x{b_gem['multiplier']:g}).")
+                     f"{b_smol['mean']:.2f} with {b_smol['vector']} x{_scale(b_smol):g}; Gemma "
+                     f"{b_gem['mean']:.2f} with {b_gem['vector']} x{_scale(b_gem):g}).")
     else:
         for name, b in (("SmolLM2-135M", b_smol), ("Gemma-3-270M", b_gem)):
             verdict = "beats" if significant(b) else "does not beat"
-            lines.append(f"- {name}: the best vector ({b['vector']} x{b['multiplier']:g}, accuracy {b['mean']:.2f}) "
+            lines.append(f"- {name}: the best vector ({b['vector']} x{_scale(b):g}, accuracy {b['mean']:.2f}) "
                          f"{verdict} random vectors (interval {b['ci_low']:+.2f}..{b['ci_high']:+.2f}).")
     for name, h in sae_best.items():
         verdict = "above random" if h["ci_low"] > 0 else "not above random"
         lines.append(f"- SAE-layer vectors on {name} (SAE space or decomposed): best {h['vector']} "
-                     f"x{h['multiplier']:g}, accuracy {h['mean']:.2f}, {verdict}.")
+                     f"x{_scale(h):g}, accuracy {h['mean']:.2f}, {verdict}.")
     lines += ["", "Full tables: [SmolLM2](../steering_numbers_months/summary.md), "
               "[Gemma](summary.md).", ""]
     text = "\n".join(lines)

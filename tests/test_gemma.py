@@ -220,7 +220,9 @@ def test_every_patching_site_and_granularity_equals_transformer_lens(gemma: Any,
 @pytest.mark.parametrize("units", ["heads", "layers", "positions"])
 def test_ablation_scan_cells_equal_the_hooks_applied_by_hand(gemma: Any, pairs: tuple, units: str) -> None:
     clean, _, metric = pairs
-    res = ti.ablation.scan(gemma, clean, metric, units=units, n_boot=10, progress=False)
+    where = {"heads": dict(over="head_index"), "layers": dict(site=("attn_out", "mlp_out"), over=()),
+             "positions": dict(over="pos")}[units]
+    res = ti.ablation.scan(gemma, clean, metric, n_boot=10, progress=False, **where)
     base = metric(gemma(clean))
     if units == "heads":
         cells = {(layer, head): hooks.zero_ablate(site("z", layer), heads=head)
@@ -247,11 +249,11 @@ def test_batched_steering_equals_a_prompt_loop(gemma: Any, positions: str) -> No
     vector = ti.steering.SteeringVector(torch.randn(640, generator=torch.Generator().manual_seed(0)) * 20,
                                         "blocks.6.hook_resid_pre", name="random")
     prompts = ["January, February, March,", "one, two,", "The capital of France is"]
-    multipliers = [0.0, 1.0, 4.0]
-    batched = ti.steering.next_token_logits(gemma, prompts, vector, multipliers, positions=positions)
+    scales = [0.0, 1.0, 4.0]
+    batched = ti.steering.next_token_logits(gemma, prompts, vector, scales, positions=positions)
     worst = 0.0
     with torch.no_grad():
-        for k, m in enumerate(multipliers):
+        for k, m in enumerate(scales):
             for j, prompt in enumerate(prompts):  # one run_with_hooks per prompt, as seed 003 did
                 hook_positions = None if positions == "all" else -1
                 fwd = vector.intervention(m, hook_positions).bind(gemma)

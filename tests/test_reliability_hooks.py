@@ -48,9 +48,7 @@ def test_a_hook_point_behind_a_config_switch_is_refused_naming_the_switch(make: 
 
 @pytest.mark.parametrize("kind, message", [
     ("mlp_out", "never fires on this model: the model is attention-only"),  # probe 1: mlp_out on attn-only
-    pytest.param("mlp_in", "never fires on this model: the model is attention-only", marks=pytest.mark.xfail(
-        strict=True, reason="engine: compat.silent_reason checks use_hook_mlp_in before attn_only, so the "
-                            "message tells an attention-only model to call set_use_hook_mlp_in(True)")),
+    ("mlp_in", "never fires on this model: the model is attention-only"),
     ("mlp_post", "no hook point 'blocks.0.mlp.hook_post'"),  # own probes: points the model doesn't have
     ("mlp_pre", "no hook point 'blocks.0.mlp.hook_pre'"),
     ("resid_mid", "no hook point 'blocks.0.hook_resid_mid'"),

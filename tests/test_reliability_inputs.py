@@ -233,8 +233,6 @@ def test_the_old_prompts_per_pass_option_is_refused_by_name() -> None:
         ti.ablation.scan(tiny(), TOKENS, ti.metrics.logit_diff(1, 2), prompts_per_pass=0, progress=False)
 
 
-@pytest.mark.xfail(strict=True, reason="checks: @checked (beartype) refuses an int for a float parameter, so "
-                                      "memory_mb=512 is a TypeCheckError")
 def test_an_integer_memory_budget_is_accepted() -> None:
     # own probe: memory_mb=512 (an int where a float is declared)
     result = ti.patching.sweep(tiny(), TOKENS, TOKENS.flip(0), ti.metrics.logit_diff(1, 2), memory_mb=512,

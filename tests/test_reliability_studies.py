@@ -308,8 +308,6 @@ def test_a_results_repr_is_a_short_summary_and_the_data_stays_whole() -> None:
     assert len(frame) == 420 and torch.equal(torch.tensor(frame["value"].to_numpy()), values.flatten())
 
 
-@pytest.mark.xfail(strict=True, reason="engine: scan checks the reference length after the reference's forward pass "
-                                      "(in _mean), not with the other inputs")
 def test_a_reference_of_another_length_for_per_position_means_is_refused_before_any_forward_pass() -> None:
     model = tiny()
     with no_forward(model), pytest.raises(ShapeError, match="token length"):
@@ -317,8 +315,6 @@ def test_a_reference_of_another_length_for_per_position_means_is_refused_before_
                          n_boot=10, progress=False)
 
 
-@pytest.mark.xfail(strict=True, reason="engine: scan(method='resample') with a reference of another token length "
-                                      "fails in the cells' hooks, after the reference and base forward passes")
 def test_a_resample_reference_of_another_length_is_refused_before_any_forward_pass() -> None:
     model = tiny()
     with no_forward(model), pytest.raises(ShapeError, match="positions"):

@@ -15,7 +15,7 @@ import typing
 from collections.abc import Callable
 from typing import Any, TypeVar
 
-from beartype import beartype
+from beartype import BeartypeConf, beartype
 from beartype.roar import BeartypeCallHintParamViolation
 from jaxtyping import TypeCheckError as JaxtypingError
 from jaxtyping import jaxtyped
@@ -27,6 +27,8 @@ __all__ = ["checked", "is_checked", "renamed"]
 
 F = TypeVar("F", bound=Callable[..., Any])
 _UnionType = type(int | str)
+# PEP 484's numeric tower: an int is accepted where a float is declared (memory_mb=512, scale=2)
+_BEARTYPE = beartype(conf=BeartypeConf(is_pep484_tower=True))
 _PARAM = re.compile(r"parameter (?:'|\")?(\w+)(?:'|\")?")
 
 
@@ -110,7 +112,7 @@ def checked(fn: F) -> F:
         ...
         tl_interp.errors.OptionError: ti._checks.pick: how must be one of 'a', 'b', not 'c'
     """
-    wrapped = jaxtyped(typechecker=beartype)(fn)
+    wrapped = jaxtyped(typechecker=_BEARTYPE)(fn)
 
     @functools.wraps(fn)
     def call(*args: Any, **kwargs: Any) -> Any:

@@ -28,6 +28,8 @@ from tl_interp.errors import ArtifactError, ShapeError
 __all__ = ["Provenance", "Result", "prompt_hash", "register_result"]
 
 _KINDS: dict[str, type["Result"]] = {}
+_STUDIES = ("tl_interp.patching", "tl_interp.ablation", "tl_interp.steering", "tl_interp.similarity",
+            "tl_interp.geometry")
 
 
 @checked
@@ -208,10 +210,14 @@ class Result:
         except (KeyError, TypeError, ValueError) as err:
             raise ArtifactError(f"{str(path)!r} is a safetensors file but not a saved tl_interp result "
                                 f"({type(err).__name__}: {err}); {fix}") from err
-        if kind not in _KINDS and (module == "tl_interp" or module.startswith("tl_interp.")):
+        if kind not in _KINDS:
             import importlib  # the defining module registers the kind; only tl_interp's own are imported
 
-            importlib.import_module(module)
+            if module == "tl_interp" or module.startswith("tl_interp."):
+                importlib.import_module(module)
+            elif not module:  # written before results recorded their module: tl_interp's studies
+                for study in _STUDIES:
+                    importlib.import_module(study)
         if kind not in _KINDS:
             raise ArtifactError(f"{str(path)!r} holds a result of kind {kind!r} (module {module!r}), which "
                                 f"this tl_interp does not define; known kinds: {', '.join(sorted(_KINDS))}")

@@ -180,6 +180,13 @@ def scan(model: Any, inputs: Inputs, metric: Callable[..., Any], *, over: str | 
     if method != "zero":
         ref_batch = batch if reference is None else as_batch(model, reference, attention_mask=reference_mask,
                                                               role="reference")
+        per_position = method == "resample" or mean_over == "prompts"
+        if per_position and ref_batch.shape[1] != batch.shape[1]:
+            how = "resample ablation takes each unit's value at the same positions" if method == "resample" else \
+                "mean_over='prompts' averages each position over the reference prompts"
+            raise ShapeError(f"{how}, so the reference needs the inputs' token length ({batch.shape[1]} positions), "
+                             f"got {ref_batch.shape[1]}; use reference prompts of that length"
+                             + ("" if method == "resample" else " or mean_over='tokens'"))
     cells, keys = _cells(model, batch, ref_batch, reference is None, method, mean_over, seed, layer_list, kinds, grids,
                          names)
     options = EngineOptions(memory_mb=memory_mb, fast_paths=fast_paths, skip_unchanged=skip_unchanged)

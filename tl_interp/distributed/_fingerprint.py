@@ -25,6 +25,8 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
+from tl_interp._checks import checked
+
 __all__ = ["Fingerprint", "model_digest", "tensor_digest", "blake"]
 
 _CODE_FIELDS = ("co_argcount", "co_posonlyargcount", "co_kwonlyargcount", "co_flags", "co_names", "co_varnames",
@@ -191,6 +193,7 @@ def _globals_used(fn: types.FunctionType) -> dict[str, Any]:
     return {n: scope[n] for n in sorted(names) if n in scope and n != "__builtins__"}
 
 
+@checked
 def model_digest(model: nn.Module) -> str:
     """A digest of a model's weights, buffers, class and configuration (its device left out).
 

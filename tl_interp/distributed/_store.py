@@ -23,6 +23,7 @@ from safetensors import safe_open
 from safetensors.torch import save_file
 from torch import Tensor
 
+from tl_interp._checks import checked
 from tl_interp._io import atomic_file
 from tl_interp.engine.executors import Plan
 from tl_interp.engine.run import Values
@@ -46,6 +47,7 @@ class Shard:
     stats: dict[str, Any]
 
 
+@checked
 def shard_addresses(plan: Plan, model_digest: str, ranges: list[tuple[int, int]]) -> list[str]:
     """The address (hex digest) of each cell range of ``plan`` on the model ``model_digest``."""
     from tl_interp import __version__

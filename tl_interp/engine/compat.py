@@ -163,14 +163,14 @@ def silent_reason(model: Any, name: str) -> str | None:
     if not is_hooked_transformer(model):
         return None  # other families are checked after a run: a hook that never fired is an error
     cfg = model.cfg
+    if getattr(cfg, "attn_only", False) and any(part in name for part in _MLP_PARTS):
+        return "the model is attention-only (cfg.attn_only=True): it has no MLP"
     for suffix, switch, needed in _SWITCHES:
         if name.endswith(suffix) and bool(getattr(cfg, switch, False)) != needed:
             setter = {"use_attn_result": "set_use_attn_result", "use_attn_in": "set_use_attn_in",
                       "use_split_qkv_input": "set_use_split_qkv_input", "use_hook_mlp_in": "set_use_hook_mlp_in"}
             fix = f" (call model.{setter[switch]}(True))" if switch in setter else ""
             return f"it is computed only with cfg.{switch}=True{fix}"
-    if getattr(cfg, "attn_only", False) and any(part in name for part in _MLP_PARTS):
-        return "the model is attention-only (cfg.attn_only=True): it has no MLP"
     if name.endswith(("hook_rot_q", "hook_rot_k")) and cfg.positional_embedding_type != "rotary":
         return f"it exists only with rotary embeddings (this model's are {cfg.positional_embedding_type!r})"
     if name == "hook_pos_embed" and cfg.positional_embedding_type not in ("standard", "shortformer"):

@@ -154,6 +154,7 @@ class BaseRun:
         self.forward_mask = batch.attention_mask if batch.padded else compat.tl_default_mask(model, batch.tokens)
         self.context = RunContext(real=batch.attention_mask.bool() if batch.padded else None)
         self.stats = {"passes": 0, "cells_skipped": 0, "final_block_split": 0, "prefix_passes": 0}
+        self._unembed_weight: Tensor | None = None
         self._run_base(list(dict.fromkeys(sites)))
 
     # -- the base run ---------------------------------------------------------------------
@@ -308,17 +309,15 @@ class BaseRun:
         return out
 
     def _score_passes(self, outputs: list[tuple[list[int], Tensor]]) -> dict[int, Values]:
-        """Every computed cell's values. With the read-only head, the rows of the base run and of
-        every pass are unembedded together, in as few calls as the memory budget allows: the
-        unembedding matrix is read once, not once per pass."""
+        """Every computed cell's values. With the read-only head, the rows of every pass are
+        unembedded together, in as few calls as the memory budget allows, so the unembedding
+        matrix is read once, not once per pass. (The base run's own rows are unembedded alone,
+        so its values never depend on which cells ran with it.)"""
         if self.read_reason is not None:
             scored = [(idx, _score(self.metric, out, len(idx), self.rows, read=False)) for idx, out in outputs]
         else:
-            parts = ([] if self._values is not None else [self._base_rows]) + [rows for _, rows in outputs]
-            logits = self._head(torch.cat(parts)) if parts else None
-            if self._values is None:
-                self._finish_base(logits[:self.rows])
-                logits = logits[self.rows:]
+            self.values  # noqa: B018 - the base run's values first, from its own rows (never batched with cells')
+            logits = self._head(torch.cat([rows for _, rows in outputs])) if outputs else None
             scored, at = [], 0
             for idx, rows in outputs:
                 n = len(idx)
@@ -334,6 +333,8 @@ class BaseRun:
         """``compat.head`` of many rows, in chunks whose logits fit the memory budget."""
         vocab = self.model.cfg.d_vocab_out if getattr(self.model.cfg, "d_vocab_out", -1) > 0 else self.model.cfg.d_vocab
         per_chunk = max(1, int(self.options.memory_mb * 2**20 // (4 * 3 * vocab)))
-        weight = compat.unembed_weight_of(self.model)  # copied once (or reused), not per chunk
+        if self._unembed_weight is None:  # TL's layout of W_U, copied once per base run (or per study)
+            self._unembed_weight = compat.unembed_weight_of(self.model)
+        weight = self._unembed_weight
         return torch.cat([compat.head(self.model, rows[lo:lo + per_chunk], unembed_weight=weight)
                           for lo in range(0, len(rows), per_chunk)])

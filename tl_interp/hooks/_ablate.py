@@ -57,8 +57,8 @@ def mean_ablate(where: NameFilter, mean: Float[Tensor, "*site_shape"], *, positi
         where: hook name, names, or name predicate.
         mean: the reference mean, broadcastable to the activation without its batch axis:
             per feature (``(d_model,)``, ``(head_index, d_head)``) or per position
-            (``(pos, d_model)``). ``ti.steering.read_activations(model, prompts, where,
-            position="mean")`` gives each prompt's mean over its real tokens (padding
+            (``(pos, d_model)``). ``ti.collect(model, prompts, where, positions="all",
+            reduce="mean")`` gives each prompt's mean over its real tokens (padding
             excluded); average its rows for a per-feature mean.
         positions, heads, neurons, rows: which entries to replace.
 

@@ -26,6 +26,7 @@ from typing import Any
 
 import torch
 
+from tl_interp._checks import checked
 from tl_interp.errors import ModelLoadError
 from tl_interp.models import _gemma, _hf, _smollm2
 from tl_interp.models._adapter import Family, ModelAdapter, Tokenized, adapt
@@ -66,6 +67,7 @@ def known_names() -> tuple[str, ...]:
 
 
 @recorded
+@checked
 def load(
     name_or_path: str | os.PathLike[str],
     *,

@@ -21,6 +21,7 @@ from torch import Tensor
 from transformer_lens import HookedRootModule, HookedTransformer
 from transformer_lens.model_bridge import TransformerBridge
 
+from tl_interp._checks import checked
 from tl_interp._types import Tokens
 from tl_interp.errors import ModelLoadError, ShapeError
 
@@ -205,6 +206,7 @@ class ModelAdapter:
         return Tokenized(tokens.to(device), mask.to(device), last.to(device), str_tokens)
 
 
+@checked
 def adapt(model: Any) -> ModelAdapter:
     """Describe a model for tl_interp: family, sizes, hook names, id and tokenisation.
 

@@ -15,6 +15,8 @@ from typing import Literal
 
 import torch
 
+from tl_interp._checks import checked
+
 __all__ = ["make_tiny_hf_dir", "TINY_VOCAB"]
 
 _SPECIALS = ("<pad>", "<bos>", "<eos>", "<unk>")
@@ -86,6 +88,7 @@ def _perturb_(model: torch.nn.Module, gen: torch.Generator, d_model: int) -> Non
                 p.copy_(noise / d_model**0.5)
 
 
+@checked
 def make_tiny_hf_dir(
     path: str | os.PathLike[str],
     arch: Literal["llama", "gpt2"],

@@ -46,12 +46,15 @@ class Variant:
         return self.vector.intervention(self.scale, positions)
 
 
-def check_vectors(model: Any, vectors: Sequence[SteeringVector], context: str) -> None:
-    """Every check a run would make (site exists, width fits, SAE matches), before any forward pass."""
+def check_vectors(model: Any, vectors: Sequence[SteeringVector], context: str,
+                  scales: Sequence[float] = (1.0,)) -> None:
+    """Every check a run would make (site exists, width fits, SAE matches, scale x vector fits
+    the model's dtype), for every (vector, scale), before any forward pass."""
     if not vectors:
         raise InputError(f"{context}: no steering vectors given")
     for v in vectors:
-        v.intervention(1.0).validate(model)
+        for scale in scales:
+            v.intervention(scale).validate(model)
 
 
 def _scales(scales: Sequence[float] | float, context: str) -> list[float]:
@@ -133,8 +136,8 @@ def next_token_logits(model: Any, inputs: Inputs, vectors: Sequence[SteeringVect
     """
     batch = as_batch(model, inputs)
     vs = [vectors] if isinstance(vectors, SteeringVector) else list(vectors)
-    check_vectors(model, vs, "next_token_logits")
     var = variants(vs, scales, "next_token_logits")
+    check_vectors(model, vs, "next_token_logits", sorted({v.scale for v in var}, key=abs)[-1:])
     steered, _ = run_variants(model, batch, [v.cell(positions) for v in var], lambda rows: _LOGITS,
                               options=EngineOptions(memory_mb=memory_mb, fast_paths=fast_paths), executor=executor,
                               label="steering", progress=progress)
@@ -174,8 +177,8 @@ def generate(model: Any, inputs: Inputs, vectors: Sequence[SteeringVector] | Ste
         raise InputError(f"generate: the longest prompt has {longest} tokens; with max_new_tokens={max_new_tokens} "
                          f"the sequence would pass the model's context of n_ctx={n_ctx}")
     vs = [vectors] if isinstance(vectors, SteeringVector) else list(vectors)
-    check_vectors(model, vs, "generate")
     var = variants(vs, scales, "generate")
+    check_vectors(model, vs, "generate", sorted({v.scale for v in var}, key=abs)[-1:])
     generate_kwargs.setdefault("do_sample", False)
     generate_kwargs.setdefault("verbose", False)
     texts = [" ".join(s) for s in batch.str_tokens] if not isinstance(inputs, (str, list, tuple)) else (

@@ -28,7 +28,7 @@ from tl_interp.models._adapter import Tokenized, adapt
 from tl_interp.positions import Positions, describe
 from tl_interp.results import prompt_hash
 from tl_interp.sites import resolve, site_info
-from tl_interp.steering._vector import SteeringVector
+from tl_interp.steering._vector import SteeringVector, sae_identity
 
 __all__ = ["contrast_vector", "contrast_vectors", "pca_vector", "pca_vectors", "sae_contrast_vector",
            "read_activations"]
@@ -236,9 +236,8 @@ def pca_vector(model: Any, positive: Inputs, negative: Inputs, where: str, *, po
 
 
 def sae_name(sae: Any) -> str:
-    """The bundled name of an SAE (its card's), else its class name."""
-    card = getattr(sae, "card", None)
-    return str(card.get("name")) if isinstance(card, dict) and card.get("name") else type(sae).__name__
+    """The bundled name of an SAE (its card's), else its class and a digest of its decoder."""
+    return sae_identity(sae)[0]
 
 
 def sae_hook_name(sae: Any) -> str:

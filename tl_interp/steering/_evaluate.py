@@ -168,7 +168,7 @@ def evaluate(model: Any, vectors: Sequence[SteeringVector] | SteeringVector,
         raise InputError(f"evaluate: scales must be a non-empty list of finite numbers, got {mults}")
     if isinstance(n_boot, bool) or n_boot < 1:
         raise OptionError(f"evaluate: n_boot must be at least 1, got {n_boot}")
-    check_vectors(model, vs, "evaluate")
+    check_vectors(model, vs, "evaluate", sorted(mults, key=abs)[-1:])
     checked = _check_tasks(model, tasks)
     if isinstance(controls.unrelated_prompts, str):
         raise InputError("evaluate: Controls.unrelated_prompts is a list of prompts, not one string")

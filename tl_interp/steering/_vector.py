@@ -56,7 +56,13 @@ def sae_identity(sae: Any) -> tuple[str, str | None]:
     """``(name, hook name)`` of an SAE: what a feature-space vector must match (the hook is
     None when the SAE's config names none)."""
     card = getattr(sae, "card", None)
-    name = str(card.get("name")) if isinstance(card, dict) and card.get("name") else type(sae).__name__
+    if isinstance(card, dict) and card.get("name"):
+        name = str(card.get("name"))
+    else:  # no card: the class and its decoder's weights say which SAE it is
+        import hashlib
+
+        w = sae.W_dec.detach().float().cpu().contiguous()
+        name = f"{type(sae).__name__}:{hashlib.sha256(w.numpy().tobytes()).hexdigest()[:12]}"
     metadata = getattr(sae.cfg, "metadata", None)
     hook = getattr(metadata, "hook_name", None) or getattr(sae.cfg, "hook_name", None)
     return name, hook or None

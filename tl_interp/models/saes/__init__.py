@@ -35,6 +35,7 @@ from typing import Any
 
 import torch
 
+from tl_interp._checks import checked
 from tl_interp._io import read_checked_json, verify_manifest
 from tl_interp.errors import ModelLoadError
 from tl_interp.models.saes.specs import SPECS, SAESpec, splice_positions
@@ -94,6 +95,7 @@ def sae_card(name: str, *, directory: Path | str | None = None) -> dict[str, Any
     return read_checked_json(sae_path(name, directory=directory) / "card.json", fix=_fix(name, directory))
 
 
+@checked
 def load_sae(name: str, *, directory: Path | str | None = None, device: str = "cpu") -> Any:
     """Load a bundled SAE with ``sae_lens.SAE.load_from_disk``, eval mode.
 
