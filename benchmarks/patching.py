@@ -5,7 +5,8 @@ the same run:
   (a) a random 6-layer d_model-256 HookedTransformer, 8 prompts x 16 tokens, resid_pre over
       every layer and position (TL: get_act_patch_resid_pre); also attribution patching
       (ti.patching.attribution) against the same TL sweep, with its correlation to exact;
-  (b) SmolLM2-135M on real clean/corrupted prompt pairs (skip with --skip-real).
+  (b) SmolLM2-135M on real clean/corrupted prompt pairs (skip with --skip-real);
+  (c) Gemma-3-270M (--gemma; the opt-in package must be installed).
 
 The corrupted prompts differ from the clean ones at one position, as in most studies, so
 the cells before it (and, entering layer 0, all but that one) patch values identical to the
@@ -13,7 +14,7 @@ base run's: the sweep skips their forward passes (exact: such a patch changes no
 A second line times the sweep with that skipping turned off, every cell through the
 stacked-forward engine, to show what the engine alone gives.
 
-Run: python benchmarks/patching.py [--skip-real] [--repeats N]
+Run: python benchmarks/patching.py [--skip-real] [--gemma] [--repeats N]
 """
 
 import argparse
@@ -42,6 +43,8 @@ def compare(label, model, clean, corrupted, metric, repeats, attribution=True):
     print(f"[{label}] resid_pre sweep {tuple(ref.shape)}: TransformerLens {w_tl:.2f}s wall / {c_tl:.2f}s CPU, "
           f"tl_interp {w_us:.2f}s wall / {c_us:.2f}s CPU; speed-up {w_tl / w_us:.1f}x wall, {c_tl / c_us:.1f}x CPU; "
           f"max |diff| {diff:.1e} ({skipped}/{cells} cells unchanged, skipped)")
+    paths = ", ".join(f"{k} {v}" for k, v in ours.provenance.settings["engine"].items())
+    print(f"[{label}]   fast paths: {paths}")
     (w_all, c_all), every = timed(lambda: ti.patching.sweep(model, clean, corrupted, metric, progress=False,
                                                             skip_unchanged=False), repeats)
     diff = (every.values - ref.float().cpu()).abs().max().item()
@@ -59,6 +62,7 @@ def compare(label, model, clean, corrupted, metric, repeats, attribution=True):
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--skip-real", action="store_true")
+    parser.add_argument("--gemma", action="store_true", help="also Gemma-3-270M (opt-in package; slow)")
     parser.add_argument("--repeats", type=int, default=2)
     parser.add_argument("--threads", type=int, default=1,
                         help="torch threads (1 keeps timings steady on a shared machine)")
@@ -70,23 +74,28 @@ def main() -> None:
     compare("a: random 6L d256", model, clean, corrupted, metric, args.repeats)
 
     if not args.skip_real:
-        model = ti.models.load("smollm2-135m")
-        adapter = ti.models.adapt(model)
         # equal token lengths in every row, so TransformerLens sees unpadded inputs too
         pairs = [("January, February, March, April,", "June, July, August, September,", " May", " October"),
                  ("March, April, May, June,", "August, September, October, November,", " July", " December"),
                  ("one, two, three, four,", "five, six, seven, eight,", " five", " nine"),
                  ("two, three, four, five,", "four, five, six, seven,", " six", " eight")]
-        clean = adapter.tokenize([p[0] for p in pairs])
-        corrupted = adapter.tokenize([p[1] for p in pairs])
-        if not torch.equal(clean.attention_mask, corrupted.attention_mask):
-            raise SystemExit("benchmark pairs must tokenize to equal lengths")
-        ids = lambda words: torch.tensor([adapter.tokenize(w, prepend_bos=False).tokens[0, 0] for w in words])  # noqa: E731
-        metric = ti.metrics.logit_diff(ids([p[2] for p in pairs]), ids([p[3] for p in pairs]), positions=clean.last_index)
-        if bool((clean.attention_mask == 0).any()):
-            raise SystemExit("benchmark pairs should be unpadded so TransformerLens sees the same inputs")
-        compare("b: SmolLM2-135M", model, clean.tokens, corrupted.tokens, metric, 1)
+        compare("b: SmolLM2-135M", *real_case(ti.models.load("smollm2-135m"), pairs), 1)
+    if args.gemma:
+        pairs = [("January, February, March,", "June, July, August,", " April", " September"),
+                 ("one, two, three,", "five, six, seven,", " four", " eight")]
+        compare("c: Gemma-3-270M", *real_case(ti.models.load("gemma-3-270m"), pairs), 1)
 
+
+def real_case(model, pairs):
+    """A real model and its clean/corrupted pairs (of one token length) with their answers' logit difference."""
+    adapter = ti.models.adapt(model)
+    clean = adapter.tokenize([p[0] for p in pairs])
+    corrupted = adapter.tokenize([p[1] for p in pairs])
+    if clean.padded or corrupted.padded or clean.shape != corrupted.shape:
+        raise SystemExit("benchmark pairs must tokenize to one length, unpadded, so TransformerLens sees the same inputs")
+    ids = lambda words: torch.tensor([adapter.tokenize(w, prepend_bos=False).tokens[0, 0] for w in words])  # noqa: E731
+    metric = ti.metrics.logit_diff(ids([p[2] for p in pairs]), ids([p[3] for p in pairs]))
+    return model, clean.tokens, corrupted.tokens, metric
 
 if __name__ == "__main__":
     main()

@@ -99,12 +99,14 @@ def read_all(smol_layers: list[int], ordinal_layers: list[int]) -> dict:
 # ## Similarity of every SmolLM2 layer with ordinal-4l, against random pairings
 
 # %%
+LAST_COMPARISON = None
 ITEM_SETS = {"all 32 words": slice(0, 32), "20 numbers only": slice(0, 20)}
 SVCCA_DIMS = {"all 32 words": 8, "20 numbers only": 5}
 
 
 def similarity_table(acts: dict, n_permutations: int, n_boot: int) -> list[dict]:
     rows = []
+    global LAST_COMPARISON
     for set_name, items in ITEM_SETS.items():
         options = {"svcca": {"dims": SVCCA_DIMS[set_name]}, "mutual_knn": {"k": 5}}
         for ord_name, Y in acts["ordinal"].items():
@@ -116,6 +118,7 @@ def similarity_table(acts: dict, n_permutations: int, n_boot: int) -> list[dict]
                     res = ti.similarity.compare(X[items], Y[items], metrics=METRICS, options=options,
                                                 n_permutations=n_permutations, n_boot=n_boot, seed=0,
                                                 model_id=f"smollm2-135m {smol_name} vs ordinal-4l {ord_name}")
+                LAST_COMPARISON = res  # the notebook shows one comparison with its nulls
                 for metric in METRICS:
                     rows.append({"items": set_name, "smollm2": smol_name, "ordinal": ord_name, "metric": metric,
                                  **{k: round(v, 4) for k, v in res.score(metric).items()}})
@@ -282,3 +285,15 @@ def main() -> None:
 
 if __name__ == "__main__":
     main()
+
+# %% [markdown]
+# In a notebook a comparison displays itself: each metric's score, its random-pairing null,
+# p-value and bootstrap interval.
+
+# %%
+if __name__ == "__main__":
+    try:
+        from IPython.display import display
+    except ImportError:  # run as a plain script without IPython
+        display = print
+    display(LAST_COMPARISON)

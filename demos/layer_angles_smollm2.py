@@ -112,7 +112,7 @@ def main(results: Path, *, n_sentences: int, seed: int, batch_size: int) -> dict
                                                  * later.sum()).median()), 1)
     found["seconds"] = round(time.time() - start, 1)
     write(results, found, res)
-    return found
+    return {**found, "result": res}
 
 
 # %%
@@ -185,5 +185,17 @@ if __name__ == "__main__":
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--batch-size", type=int, default=16)
     args = parser.parse_args()
-    main(args.results, n_sentences=args.sentences, seed=args.seed, batch_size=args.batch_size)
+    out = main(args.results, n_sentences=args.sentences, seed=args.seed, batch_size=args.batch_size)
     print((args.results / "summary.md").read_text())
+
+# %% [markdown]
+# In a notebook the layer-angle result displays itself (per-layer means, corrected p-values).
+
+# %%
+if __name__ == "__main__":
+    try:
+        from IPython.display import display
+    except ImportError:  # run as a plain script without IPython
+        display = print
+    display(out["result"])
+

@@ -147,7 +147,7 @@ def main(results: Path, *, n_pairs: int, n_permutations: int, seed: int) -> dict
             "p_pca": g.pca_p_value}.items()}}
     found["seconds"] = round(time.time() - start, 1)
     write(results, found, g)
-    return found
+    return {**found, "result": g}
 
 
 # %%
@@ -253,5 +253,17 @@ if __name__ == "__main__":
     parser.add_argument("--permutations", type=int, default=1000)
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args()
-    main(args.results, n_pairs=args.pairs, n_permutations=args.permutations, seed=args.seed)
+    out = main(args.results, n_pairs=args.pairs, n_permutations=args.permutations, seed=args.seed)
     print((args.results / "summary.md").read_text())
+
+# %% [markdown]
+# In a notebook the paired-geometry result displays itself.
+
+# %%
+if __name__ == "__main__":
+    try:
+        from IPython.display import display
+    except ImportError:  # run as a plain script without IPython
+        display = print
+    display(out["result"])
+

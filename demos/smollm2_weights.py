@@ -119,7 +119,7 @@ def main(results: Path, *, layer: int, n_neurons: int, n_random: int, seed: int)
                                          "top_tokens": list(inputs.labels[i])} for i in range(len(first))]
     found["seconds"] = round(time.time() - start, 1)
     write(results, found, cosines, table)
-    return found
+    return {**found, "result": cosines}
 
 
 # %%
@@ -220,5 +220,17 @@ if __name__ == "__main__":
     parser.add_argument("--random", type=int, default=200)
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args()
-    main(args.results, layer=args.layer, n_neurons=args.neurons, n_random=args.random, seed=args.seed)
+    out = main(args.results, layer=args.layer, n_neurons=args.neurons, n_random=args.random, seed=args.seed)
     print((args.results / "summary.md").read_text())
+
+# %% [markdown]
+# In a notebook the clustered cosine matrix of the chosen neurons' output vectors displays itself.
+
+# %%
+if __name__ == "__main__":
+    try:
+        from IPython.display import display
+    except ImportError:  # run as a plain script without IPython
+        display = print
+    display(out["result"])
+

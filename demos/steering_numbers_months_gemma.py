@@ -120,6 +120,17 @@ def write_comparison(smollm2_dir: Path, gemma_dir: Path) -> str:
 
 # %%
 if __name__ == "__main__":
-    if "--compare-only" not in sys.argv:
-        main(GEMMA)
-    print(write_comparison(Path(SMOLLM2.results), Path(GEMMA.results)))
+    report = None if "--compare-only" in sys.argv else main(GEMMA)
+    if (Path(SMOLLM2.results) / "headline.json").is_file():  # the comparison needs SmolLM2's run too
+        print(write_comparison(Path(SMOLLM2.results), Path(GEMMA.results)))
+
+# %% [markdown]
+# In a notebook the Gemma steering report displays itself.
+
+# %%
+if __name__ == "__main__" and report is not None:
+    try:
+        from IPython.display import display
+    except ImportError:  # run as a plain script without IPython
+        display = print
+    display(report)

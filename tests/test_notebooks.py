@@ -27,8 +27,19 @@ MAX_COMMITTED_BYTES = 2_000_000
 # The first cell of every converted notebook: a kernel's own argv (-f connection.json) is not
 # the demo's command line, so argparse must see none; and a kernel has no __file__, so the
 # demo is placed at demos/<name> under the working folder (its results land there too).
-SETUP_CELL = ("import sys\nfrom pathlib import Path\nsys.argv = sys.argv[:1]\n"
-              "__file__ = str(Path.cwd() / 'demos' / {name!r})")
+SETUP_CELL = ("import sys\nfrom pathlib import Path\nsys.argv = sys.argv[:1] + {args!r}\n"
+              "__file__ = str(Path.cwd() / 'demos' / {name!r})\n"
+              "sys.path.append({demos!r})  # demos that reuse another demo's code import it from there")
+# The longest demos run reduced as notebooks (their full runs are what `results/` holds, and each
+# has a reduced run in its own test too): the same cells, fewer layers, scales and samples.
+QUICK_ARGS = {
+    "steering_numbers_months.py": ["--layers", "14,26", "--multipliers", "2", "--seeds", "1"],
+    "steering_numbers_months_gemma.py": ["--layers", "9,15", "--multipliers", "1", "--seeds", "1"],
+    "cross_model_similarity.py": ["--quick"],
+    "paired_states_smollm2.py": ["--pairs", "12", "--permutations", "99"],
+    "layer_angles_smollm2.py": ["--sentences", "12"],
+    "smollm2_weights.py": ["--neurons", "6", "--random", "50"],
+}
 # Demos whose cells display no view yet (each needs a cell ending in a view or result);
 # strict, so an entry must go once its demo shows one.
 WITHOUT_VIEWS: set[str] = set()
@@ -40,7 +51,9 @@ class MissingViews(AssertionError):
 
 def percent_to_notebook(source: str, name: str = "demo.py") -> "nbformat.NotebookNode":
     """A notebook from a percent-cell script (the subset of jupytext's format the demos use)."""
-    cells = [nbformat.v4.new_code_cell(SETUP_CELL.format(name=name), metadata={"tags": ["injected-by-test"]})]
+    cells = [nbformat.v4.new_code_cell(SETUP_CELL.format(name=name, args=QUICK_ARGS.get(name, []),
+                                                         demos=str(ROOT / "demos")),
+                                       metadata={"tags": ["injected-by-test"]})]
     chunks = re.split(r"^(# %%.*)$", source, flags=re.MULTILINE)
     preamble, rest = chunks[0], chunks[1:]
     if preamble.strip():
