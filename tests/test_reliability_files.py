@@ -169,9 +169,12 @@ def test_a_flipped_byte_in_the_smollm2_conversion_cache_is_an_artifact_error(tmp
     monkeypatch.setenv("TL_INTERP_CACHE", str(tmp_path / "cache"))
     ti.models.load("smollm2-135m", device="cpu")
     entry = _smollm2.cache_entry()
+    intact = tmp_path / "intact.safetensors"
+    shutil.copyfile(entry / "model.safetensors", intact)
     flip_data_byte(entry / "model.safetensors")
     with pytest.raises(ArtifactError, match="model.safetensors"):
         ti.models.load("smollm2-135m", device="cpu")
+    shutil.copyfile(intact, entry / "model.safetensors")  # the weights intact again: now only the tokenizer goes
     shutil.rmtree(entry / "tokenizer")  # probe 9: "a missing cached tokenizer loads a model with tokenizer=None"
     with pytest.raises(ArtifactError, match="tokenizer"):
         ti.models.load("smollm2-135m", device="cpu", refresh=False)

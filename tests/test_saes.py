@@ -250,7 +250,7 @@ def test_smollm2_sae_empty_splice_with_the_error_term_reproduces_the_model(smoll
 def test_smollm2_sae_without_the_error_term_matches_run_with_saes(smollm2: Any, smollm2_tokens: torch.Tensor) -> None:
     sae = load_sae(SMOLLM2)
     theirs = _hooked_sae_transformer(smollm2).run_with_saes(smollm2_tokens, saes=[sae], use_error_term=False)
-    ours = hooks.sae_splice(sae, keep_error=False).run(smollm2, smollm2_tokens)
+    ours = hooks.sae_splice(sae, keep_error=False, positions="all").run(smollm2, smollm2_tokens)  # as sae-lens
     assert_close(ours, theirs, rtol=0, atol=1e-5)
     assert not torch.allclose(ours, smollm2(smollm2_tokens), atol=1e-2)
 

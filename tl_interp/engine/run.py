@@ -22,7 +22,7 @@ import torch
 from torch import Tensor
 
 from tl_interp import hooks
-from tl_interp._context import RunContext
+from tl_interp._context import RunContext, running
 from tl_interp.engine import compat
 from tl_interp.engine.passes import CostModel, cells_per_pass, chunks, merge_layers
 from tl_interp.engine.paths import mid_stack, prefix_kv, read_only, skip_unchanged, split_final
@@ -280,8 +280,12 @@ class BaseRun:
             out = stacked.run(model, self.batch.tokens.repeat(n, 1), **kw)
             return self._read(out, n, 0)
         n_layers = model.cfg.n_layers
-        split = (self.split_reason is None and layer < n_layers - 1
-                 and all(mid_stack.start_layer(model, [name]) < n_layers - 1 for c in cells for name in c))
+        final_input = site_name("resid_pre", n_layers - 1)
+        # the final block runs at the last position alone when no cell edits inside it; cells that
+        # edit only its input (resid_pre) are applied to that input here, before the block runs
+        edits_input_only = layer == n_layers - 1 and all(set(c) == {final_input} for c in cells)
+        split = self.split_reason is None and (edits_input_only or (
+            layer < n_layers - 1 and all(mid_stack.start_layer(model, [name]) < n_layers - 1 for c in cells for name in c)))
         stop = n_layers - 1 if split else n_layers
         start = self.acts[site_name("resid_pre", layer)].repeat(n, 1, 1)
         kw = {"attention_mask": mask}
@@ -294,9 +298,14 @@ class BaseRun:
             self.stats["prefix_passes"] += 1
         if self.read_reason is None:
             kw["stop_at_layer"] = stop
-        with stacked.applied(model):
-            out = model(start, start_at_layer=layer, **kw)
-        if split:  # no cell edits the final block: it runs at the last position alone
+        if split and edits_input_only:
+            (name, edit), = stacked.bind(model)  # the cells' hooks, in the pass's window of positions
+            with running(RunContext(offset=first_pos)):
+                out = edit(start, hook=model.hook_dict[name])
+        else:
+            with stacked.applied(model):
+                out = model(start, start_at_layer=layer, **kw)
+        if split:  # no cell edits inside the final block: it runs at the last position alone
             self.stats["final_block_split"] += 1
             return self._read(compat.final_block_last(model, out, prefix), n, self.seq - 1)
         return self._read(out, n, first_pos)
