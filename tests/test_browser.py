@@ -119,9 +119,9 @@ def every_view_report(path: Path) -> int:
     report.heading("predictions").view(ti.viz.predictions(induction, tokens[0], intervention=knock_out, k=5))
     report.heading("tokens").view(ti.viz.tokens(sweep.labels["pos"], sweep.values[1], title="patching, layer 1"))
     report.view(ti.viz.tokens(sweep.labels["pos"], {f"layer {i}": sweep.values[i] for i in range(4)}))
-    report.heading("topk").view(ti.viz.topk(batch.str_tokens, store["blocks.2.hook_mlp_out"], units=[0, 5, 9],
+    report.heading("topk").view(ti.viz.topk(batch.str_tokens, store["blocks.2.hook_mlp_out"], neurons=[0, 5, 9],
                                             attention_mask=batch.attention_mask, k=3))
-    report.view(ti.viz.topk(batch.str_tokens, store["blocks.2.hook_mlp_out"], units=[0, 5, 9], layout="tokens",
+    report.view(ti.viz.topk(batch.str_tokens, store["blocks.2.hook_mlp_out"], neurons=[0, 5, 9], layout="tokens",
                             attention_mask=batch.attention_mask, k=3))
     report.heading("results").add(scan).add(sweep).add(knock_out)
     with torch.no_grad():
