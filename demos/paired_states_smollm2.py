@@ -127,7 +127,8 @@ def main(results: Path, *, n_pairs: int, n_permutations: int, seed: int) -> dict
     g = geometry.paired(states["chosen"], states["rejected"], score=score, n_permutations=n_permutations, seed=seed,
                         model_id=collected.model_id, progress=False)
     layers = len(where)
-    spearman_corrected = ti.stats.correct(g.correlation_p_value("spearman"), "bonferroni")
+    spearman_corrected = ti.stats.correct(g.correlation_p_value("spearman"), "bonferroni",
+                                          n_permutations=n_permutations)
     found: dict = {
         "model": collected.model_id, "n_pairs": len(pairs), "n_layers": layers, "seed": seed,
         "d_model": model.cfg.d_model,

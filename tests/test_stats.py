@@ -1,6 +1,7 @@
 """ti.stats agrees with scipy and statsmodels where they have the same test, and refuses bad input."""
 
 import functools
+import warnings
 
 import numpy as np
 import pytest
@@ -9,7 +10,7 @@ import torch
 from statsmodels.stats.multitest import multipletests
 
 from tl_interp import stats
-from tl_interp.errors import InputError, OptionError, ShapeError
+from tl_interp.errors import InputError, OptionError, ShapeError, TlInterpWarning
 from tl_interp.stats import bootstrap_mean_ci
 
 
@@ -104,6 +105,30 @@ def test_correct_refuses_values_outside_unit_interval_and_unknown_methods():
     with pytest.raises(OptionError, match="method='bh' is not one of"):
         stats.correct([0.1], "bh")
 
+
+
+@pytest.mark.parametrize("method", ["bonferroni", "holm"])
+def test_correct_warns_when_permutation_p_values_are_too_coarse_for_the_family(method):
+    # 300 tests at the floor of 999 permutations: 300 / 1000 = 0.3, so none can ever pass 0.05
+    floor = [1 / 1000] * 300
+    with pytest.warns(TlInterpWarning, match=rf"{method} over 300 permutation p-values with 999 permutations can't go "
+                                             r"below 300 / 1000 = 0.3 > alpha 0.05: no test can pass, whatever the "
+                                             r"data. Use at least 5999 permutations"):
+        adjusted = stats.correct(floor, method, n_permutations=999)
+    assert float(adjusted.min()) == pytest.approx(0.3)
+    # the suggested count is enough: every test at its floor now passes
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        assert bool((stats.correct([1 / 6000] * 300, method, n_permutations=5999) <= 0.05).all())
+    with pytest.raises(InputError, match="n_permutations must be >= 1 and alpha in \\(0, 1\\), got 0 and 0.05"):
+        stats.correct([0.1], method, n_permutations=0)
+
+
+def test_correct_does_not_warn_for_fdr_bh_whose_floor_is_not_multiplied_by_m():
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        adjusted = stats.correct([1 / 1000] * 300, "fdr_bh", n_permutations=999)
+    assert float(adjusted.max()) == pytest.approx(1 / 1000)
 
 # -- bootstrap -----------------------------------------------------------------------------
 def test_bootstrap_mean_ci_keeps_its_import_path_and_matches_the_generic_bootstrap():

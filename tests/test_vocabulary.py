@@ -84,7 +84,7 @@ CHECKS: dict[str, Callable[[Any], bool]] = {
     "layers": lambda h: _is(h, Sequence[int] | None, Sequence[int]),
     "seed": lambda h: _is(h, int, int | None),
     "n_boot": lambda h: h is int,
-    "n_permutations": lambda h: h is int,
+    "n_permutations": lambda h: _is(h, int, int | None),
     "progress": lambda h: h is bool,
     "memory_mb": lambda h: h is float,
     "fast_paths": lambda h: h is bool,
