@@ -193,9 +193,5 @@ if __name__ == "__main__":
 
 # %%
 if __name__ == "__main__":
-    try:
-        from IPython.display import display
-    except ImportError:  # run as a plain script without IPython
-        display = print
-    display(out["result"])
+    ti.viz.show(out["result"])
 

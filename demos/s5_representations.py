@@ -239,8 +239,4 @@ if __name__ == "__main__":
 
 # %%
 if __name__ == "__main__":
-    try:
-        from IPython.display import display
-    except ImportError:  # run as a plain script without IPython
-        display = print
-    display(out["ablation_result"])
+    ti.viz.show(out["ablation_result"])

@@ -290,8 +290,4 @@ if __name__ == "__main__":
 
 # %%
 if __name__ == "__main__":
-    try:
-        from IPython.display import display
-    except ImportError:  # run as a plain script without IPython
-        display = print
-    display(report)
+    ti.viz.show(report)

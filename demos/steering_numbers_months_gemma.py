@@ -26,6 +26,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))  # the SmolLM2 demo, wh
 
 from steering_numbers_months import SMOLLM2, Setup, main  # noqa: E402
 
+import tl_interp as ti  # noqa: E402
+
 GEMMA = Setup(
     model="gemma-3-270m",
     sae="gemma-3-270m-res-l9",
@@ -129,8 +131,4 @@ if __name__ == "__main__":
 
 # %%
 if __name__ == "__main__" and report is not None:
-    try:
-        from IPython.display import display
-    except ImportError:  # run as a plain script without IPython
-        display = print
-    display(report)
+    ti.viz.show(report)

@@ -109,3 +109,25 @@ def test_interventions_list_their_hooks_in_order_escaped() -> None:
     assert items == ["zero-ablate (heads [3]) at blocks.1.attn.hook_z", "&lt;scale&gt; at blocks.0.hook_resid_pre"]
     assert "2 hooks, applied in order" in page
     assert "identity" in ti.Intervention.identity()._repr_html_()
+
+
+class _Shown:
+    def __repr__(self) -> str:
+        return "plain repr"
+
+    def _repr_html_(self) -> str:
+        return "<b>rich</b>"
+
+
+def test_show_prints_outside_a_kernel_and_displays_the_html_inside_one(monkeypatch: pytest.MonkeyPatch,
+                                                                       capsys: pytest.CaptureFixture) -> None:
+    import IPython
+    import IPython.display
+
+    ti.viz.show(_Shown())  # no kernel under pytest: printed
+    assert capsys.readouterr().out == "plain repr\n"
+    shown = []
+    monkeypatch.setattr(IPython, "get_ipython", lambda: object())
+    monkeypatch.setattr(IPython.display, "display", lambda obj: shown.append(obj._repr_html_()))
+    ti.viz.show(_Shown())
+    assert shown == ["<b>rich</b>"] and capsys.readouterr().out == ""
