@@ -215,8 +215,8 @@ def test_jaccard_topk_refuses_a_k_that_cuts_through_tied_zeros():
     sae_acts = torch.tensor([0.0, 2.0, 0.0, 1.5, 0.0, 0.0])
     with pytest.raises(InputError, match=r"top-3 of x is ambiguous: 2 entries are larger than 0 and 4 are tied"):
         sim.jaccard_topk(sae_acts, sae_acts, k=3)
-    with pytest.raises(SelectionError, match="k=7 but y has 6 entries"):
-        sim.jaccard_topk(torch.arange(7.0), sae_acts, k=7)
+    with pytest.raises(SelectionError, match="k=7 but x has 6 entries"):
+        sim.jaccard_topk(torch.arange(6.0), sae_acts, k=7)
 
 
 # -- pitfalls ------------------------------------------------------------------------------

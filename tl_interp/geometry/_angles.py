@@ -25,6 +25,7 @@ from tl_interp.models._adapter import Tokenized, adapt
 from tl_interp.positions import first
 from tl_interp.results import Provenance, Result, register_result
 from tl_interp.sites import site
+from tl_interp.stats._inputs import check_finite, unit_scale
 
 __all__ = ["LayerAngles", "layer_angles", "AngleInputs", "angle_inputs", "COMPARISONS"]
 
@@ -99,6 +100,7 @@ def _check_positions(name: str, positions: Tensor, batch: int, width: int, mask:
 
 def _angles(x: Tensor, y: Tensor) -> Tensor:
     """Angle in degrees between matching vectors of x and y (last axis), float64."""
+    x, y = unit_scale(x, dim=-1)[0], unit_scale(y, dim=-1)[0]  # exact per vector: no overflow of the norms
     norms = x.norm(dim=-1) * y.norm(dim=-1)
     if not bool((norms > 0).all()):
         raise InputError("layer_angles: a zero vector has no direction (states with zero norm)")
@@ -167,10 +169,15 @@ def layer_angles(states: Tensor, *, targets: Tensor, others: Tensor | None = Non
     else:
         real = mask.detach().cpu().bool()
     x = states.detach().double().cpu()
-    if not bool(torch.isfinite(x[:, real]).all()):
-        raise InputError("layer_angles: the states hold NaN or Inf at real positions")
+    check_finite(x[:, real], "layer_angles: the states at real positions", "remove or impute those prompts first")
     target = _check_positions("targets", targets, batch, width, real)
     other = _check_positions("others", target - 1 if others is None else others, batch, width, real)
+    same = (other == target).nonzero().flatten().tolist()
+    if same:
+        raise SelectionError(f"layer_angles: others equal targets in rows {same[:10]} ({len(same)} of {batch} "
+                             "prompts), so 'target vs other' would compare angles with themselves (zero differences, "
+                             "no t-test); pass others= positions that differ from targets (default: the token "
+                             "before each target)")
     rows = torch.arange(batch)
     kinds = {"target": _angles(x[:-1, rows, target], x[1:, rows, target]),
              "other": _angles(x[:-1, rows, other], x[1:, rows, other])}

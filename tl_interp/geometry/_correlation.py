@@ -17,6 +17,7 @@ from torch import Tensor
 from tl_interp._checks import checked
 from tl_interp.errors import InputError, OptionError, ShapeError
 from tl_interp.stats import PermutationTest, PreparedNull, permutation_indices, permutation_test, register_null
+from tl_interp.stats._inputs import check_finite, unit_scale
 
 __all__ = ["pearson", "spearman", "kendall", "correlate", "CORRELATIONS"]
 
@@ -24,7 +25,8 @@ _CHUNK_ENTRIES = 1 << 22
 
 
 def _pair(x: Tensor, y: Tensor, what: str) -> tuple[Tensor, Tensor]:
-    a, b = torch.as_tensor(x).double().flatten(), torch.as_tensor(y).double().flatten()
+    a = check_finite(torch.as_tensor(x).detach().double().flatten().cpu(), f"{what}: x", "drop those pairs first")
+    b = check_finite(torch.as_tensor(y).detach().double().flatten().cpu(), f"{what}: y", "drop those pairs first")
     if a.shape != b.shape:
         raise ShapeError(f"{what}: the two samples must pair up, got {a.numel()} and {b.numel()} values")
     if a.numel() < 3:
@@ -33,6 +35,7 @@ def _pair(x: Tensor, y: Tensor, what: str) -> tuple[Tensor, Tensor]:
 
 
 def _standard(v: Tensor, what: str) -> Tensor:
+    v = unit_scale(v)[0]  # exact; correlations are scale-free, and squares of 1e200 would overflow
     sd = v.std(correction=0)
     if not bool(sd > 0):
         raise InputError(f"{what}: one sample is constant ({float(v[0]):.6g} everywhere); a correlation with it "

@@ -26,8 +26,9 @@ from torch import Tensor
 from tl_interp._checks import checked
 from tl_interp.errors import InputError, ShapeError
 from tl_interp.stats import PreparedNull, register_null
+from tl_interp.stats._inputs import check_finite, unit_scale
 
-__all__ = ["shift_residual", "rotation_residual", "shift_rotation_residual", "difference_pca", "procrustes_rotation"]
+__all__ = ["max_components", "shift_residual", "rotation_residual", "shift_rotation_residual", "difference_pca", "procrustes_rotation"]
 
 _CHUNK_ENTRIES = 1 << 22  # permutations per batched evaluation: (chunk, n, n) stays ~32 MB
 
@@ -38,10 +39,11 @@ def _pair(A: Tensor, B: Tensor, what: str) -> tuple[Tensor, Tensor]:
                          f"and {tuple(B.shape)}")
     if A.shape[0] < 2:
         raise InputError(f"{what} needs at least 2 pairs, got {A.shape[0]}")
-    a, b = A.detach().double().cpu(), B.detach().double().cpu()
-    if not bool(torch.isfinite(a).all() and torch.isfinite(b).all()):
-        raise InputError(f"{what}: the states hold NaN or Inf")
-    return a, b
+    a = check_finite(A.detach().double().cpu(), f"{what}: A", "remove or impute those pairs first")
+    b = check_finite(B.detach().double().cpu(), f"{what}: B", "remove or impute those pairs first")
+    # one common power of two (exact): the relative residuals are unchanged, and squares can't overflow
+    exponent = unit_scale(torch.stack([a, b]))[1]
+    return torch.ldexp(a, -exponent), torch.ldexp(b, -exponent)
 
 
 def _spread(b: Tensor, what: str) -> Tensor:
@@ -50,6 +52,11 @@ def _spread(b: Tensor, what: str) -> Tensor:
     if not bool(spread > 0):
         raise InputError(f"{what}: every row of B is the same, so no fit can be compared with its mean")
     return spread
+
+
+def max_components(n: int, d: int) -> int:
+    """The rank the centred differences of n pairs in d dimensions can have: min(n - 1, d)."""
+    return min(n - 1, d)
 
 
 def _chunk(n: int) -> int:
@@ -83,6 +90,7 @@ def shift_residual(A: Float[Tensor, "n d"], B: Float[Tensor, "n d"]) -> Tensor:
 
 @register_null(shift_residual)
 def _shift_null(x: Tensor, y: Tensor) -> PreparedNull:
+    x, y = _pair(x, y, "shift_residual")
     # ||B_p - A - mean||^2 = ||A||^2 + ||B||^2 - 2 sum_i <a_i, b_p(i)> - n ||mean(B) - mean(A)||^2
     n = x.shape[0]
     cross = x @ y.T
@@ -157,6 +165,7 @@ def _rotation_null(a: Tensor, b: Tensor, spread: Tensor) -> PreparedNull:
 
 @register_null(rotation_residual)
 def _rotation_residual_null(x: Tensor, y: Tensor) -> PreparedNull:
+    x, y = _pair(x, y, "rotation_residual")
     return _rotation_null(x, y, _spread(y, "rotation_residual"))
 
 
@@ -183,6 +192,7 @@ def shift_rotation_residual(A: Float[Tensor, "n d"], B: Float[Tensor, "n d"]) ->
 
 @register_null(shift_rotation_residual)
 def _shift_rotation_null(x: Tensor, y: Tensor) -> PreparedNull:
+    x, y = _pair(x, y, "shift_rotation_residual")
     # permuting B's rows leaves its mean alone: the null of the centred rotation fit
     return _rotation_null(x - x.mean(0), y - y.mean(0), _spread(y, "shift_rotation_residual"))
 
@@ -206,9 +216,11 @@ def difference_pca(A: Float[Tensor, "n d"], B: Float[Tensor, "n d"], k: int = 5)
         1.0
     """
     a, b = _pair(A, B, "difference_pca")
-    if not 1 <= k < min(a.shape):
+    top = max_components(*a.shape)
+    if not 1 <= k < top:
         raise InputError(f"difference_pca: k={k} components of {a.shape[0]} pairs in {a.shape[1]} dimensions; "
-                         f"choose 1 <= k < {min(a.shape)}")
+                         f"choose 1 <= k < {top} (the centred differences span at most min(n - 1, d) = {top} "
+                         "directions, so k >= that explains all of them for every pairing)")
     d = (b - a) - (b - a).mean(0)
     power = torch.linalg.svdvals(d) ** 2
     if not bool(power.sum() > 0):
@@ -218,6 +230,7 @@ def difference_pca(A: Float[Tensor, "n d"], B: Float[Tensor, "n d"], k: int = 5)
 
 @register_null(difference_pca)
 def _difference_pca_null(x: Tensor, y: Tensor, *, k: int = 5) -> PreparedNull:
+    x, y = _pair(x, y, "difference_pca")
     # Gram of the centred differences of the re-paired states: all from fixed n x n blocks
     ac, bc = x - x.mean(0), y - y.mean(0)
     g_bb, g_ba, g_aa = bc @ bc.T, bc @ ac.T, ac @ ac.T

@@ -14,6 +14,7 @@ rows re-paired at random, the same permutations for every statistic and layer):
 """
 
 import functools
+import warnings
 from dataclasses import dataclass
 from typing import Any
 
@@ -22,11 +23,14 @@ from torch import Tensor
 from tqdm.auto import tqdm
 
 from tl_interp._checks import checked
-from tl_interp.errors import InputError, OptionError, ShapeError
+from tl_interp.errors import InputError, OptionError, ShapeError, TlInterpWarning
 from tl_interp.geometry._correlation import CORRELATIONS, correlate
-from tl_interp.geometry._fits import difference_pca, rotation_residual, shift_residual, shift_rotation_residual
+from tl_interp.geometry._fits import (difference_pca, max_components, rotation_residual, shift_residual,
+                                     shift_rotation_residual)
 from tl_interp.results import Provenance, Result, register_result
 from tl_interp.stats import bootstrap_mean_ci, permutation_indices, permutation_test
+from tl_interp.stats._inputs import check_finite, smallest_p_value, unit_scale
+from tl_interp.stats._permutation import n_arrangements
 
 __all__ = ["PairedGeometry", "paired"]
 
@@ -156,13 +160,31 @@ def _states(A: Tensor, B: Tensor) -> tuple[Tensor, Tensor, bool]:
     if a.shape[1] < 3:
         raise InputError(f"paired: permutation tests and intervals need at least 3 pairs, got {a.shape[1]}")
     for name, t in (("A", a), ("B", b)):
-        if not bool(torch.isfinite(t).all()):
-            raise InputError(f"paired: {name} holds NaN or Inf")
+        check_finite(t, f"paired: {name}", "remove or impute those pairs first")
+    # one common power of two (exact): cosines and relative residuals are unchanged, squares can't overflow
+    exponent = unit_scale(torch.stack([a, b]))[1]
+    a, b = torch.ldexp(a, -exponent), torch.ldexp(b, -exponent)
+    for name, t in (("A", a), ("B", b)):
         zero = (t.norm(dim=-1) == 0).nonzero()
         if len(zero):
             raise InputError(f"paired: {name} has zero vectors (layer {int(zero[0, 0])}, pair {int(zero[0, 1])}); "
                              "a cosine needs a direction")
     return a, b, single
+
+
+def _warn_if_unreachable(n: int, n_permutations: int, alpha: float, two_sided: bool) -> None:
+    """Warn when no permutation p-value of ``paired`` can go below ``alpha``, as ``stats.correct`` does."""
+    arrangements = n_arrangements("pairings", n, n)
+    floors = {"the fits and the difference PCA": smallest_p_value(arrangements, n_permutations, "greater")}
+    if two_sided:
+        floors["the two-sided score correlations"] = smallest_p_value(arrangements, n_permutations, "two-sided")
+    stuck = {what: floor for what, floor in floors.items() if floor > alpha}
+    if stuck:
+        said = "; ".join(f"{what}: {floor:.3g}" for what, floor in stuck.items())
+        warnings.warn(f"paired: with {n} pairs ({arrangements:.0f} distinct pairings) and {n_permutations} "
+                      f"permutations, the smallest reachable p-value is above alpha {alpha} ({said}): those tests "
+                      "can't reach significance, whatever the data. Use more pairs (or more permutations)",
+                      TlInterpWarning, stacklevel=3)
 
 
 @checked
@@ -197,20 +219,22 @@ def paired(A: Tensor, B: Tensor, *, score: Any = None, n_permutations: int = 100
     """
     a, b, single = _states(A, B)
     layers, n, d = a.shape
-    k = min(5, min(n, d) - 1) if k is None else k
-    if not 1 <= k < min(n, d):
-        raise OptionError(f"paired: k={k} principal components of {n} pairs in {d} dimensions; choose 1 <= k < "
-                          f"{min(n, d)}")
+    top = max_components(n, d)  # the centred differences span at most min(n - 1, d) directions
+    k = min(5, top - 1) if k is None else k
+    if not 1 <= k < top:
+        raise OptionError(f"paired: k={k} principal components of {n} pairs in {d} dimensions; the centred "
+                          f"differences span at most min(n - 1, d) = {top} directions, so choose 1 <= k < "
+                          f"{top} (a k that explains every direction gives a share of 1 for every pairing)")
     scores = None
     if score is not None:
         scores = torch.as_tensor(score).detach().double().flatten().cpu()
         if scores.numel() != n:
             raise ShapeError(f"paired: score has {scores.numel()} values for {n} pairs; give one score per pair")
-        if not bool(torch.isfinite(scores).all()):
-            raise InputError("paired: score holds NaN or Inf")
+        check_finite(scores, "paired: score", "give every pair a finite score")
     labels = layer_labels or [str(i) for i in range(layers)]
     if len(labels) != layers:
         raise ShapeError(f"paired: {len(labels)} layer labels for {layers} layers")
+    _warn_if_unreachable(n, n_permutations, alpha, scores is not None)
     perms = permutation_indices(n, n_permutations, seed=seed)
     cosine = torch.nn.functional.cosine_similarity(a, b, dim=-1)
     rows: dict[str, list[Tensor]] = {}

@@ -20,8 +20,9 @@ from jaxtyping import Float
 from torch import Tensor
 
 from tl_interp._checks import checked
-from tl_interp.errors import InputError, ShapeError
+from tl_interp.errors import InputError, OptionError, ShapeError
 from tl_interp.hooks import orthonormal_basis
+from tl_interp.stats._inputs import check_finite, unit_scale
 
 __all__ = ["project", "variance_explained", "Spectrum", "spectrum", "low_rank"]
 
@@ -30,9 +31,7 @@ def _rows(X: Tensor, what: str) -> Tensor:
     if X.ndim < 2:
         raise ShapeError(f"{what}: X holds samples as rows, (n, d) or (..., n, d); got shape {tuple(X.shape)}")
     x = X.detach().double().reshape(-1, X.shape[-1]).cpu()
-    if not bool(torch.isfinite(x).all()):
-        raise InputError(f"{what}: X holds NaN or Inf")
-    return x
+    return check_finite(x, f"{what}: X", "remove or impute those rows first")
 
 
 def _basis(basis: Tensor, width: int, what: str) -> Tensor:
@@ -52,7 +51,7 @@ def project(X: Float[Tensor, "*batch d"],
         [[1.0, 0.0, 0.0]]
     """
     q = _basis(basis, X.shape[-1], "project")
-    x = X.detach().double().cpu()
+    x = check_finite(X.detach().double().cpu(), "project: X", "remove or impute those rows first")
     return (x @ q.T) @ q
 
 
@@ -75,9 +74,9 @@ def variance_explained(X: Float[Tensor, "*batch n d"], basis: Float[Tensor, " d"
         >>> variance_explained(X, torch.tensor([[1.0, 0.0]]))
         0.2
     """
-    x = _rows(X, "variance_explained")
+    x = unit_scale(_rows(X, "variance_explained"))[0]  # a ratio: exact power-of-two scaling avoids overflow
     if center:
-        x = x - x.mean(0)
+        x = unit_scale(x - x.mean(0))[0]
     total = (x ** 2).sum()
     if not bool(total > 0):
         raise InputError("variance_explained: X has no variance" + (" around its mean" if center else ""))
@@ -94,8 +93,18 @@ class Spectrum:
     effective_rank: float
 
     def rank(self, share: float = 0.99) -> int:
-        """How many directions hold ``share`` of the variance."""
-        return int((self.explained.cumsum(0) < share - 1e-12).sum()) + 1
+        """How many directions hold ``share`` (in (0, 1]) of the variance; at most the number with variance.
+
+        Example:
+            >>> import torch
+            >>> spectrum(torch.diag(torch.tensor([3.0, 1.0, 0.0]))).rank(1.0)
+            2
+        """
+        if not 0 < share <= 1:
+            raise OptionError(f"Spectrum.rank: share={share} is not a fraction of the variance in (0, 1]; e.g. 0.99 "
+                              "for the directions holding 99% of it")
+        held = int((self.explained > 0).sum())
+        return min(held, int((self.explained.cumsum(0) < share - 1e-12).sum()) + 1)
 
 
 @checked
@@ -111,13 +120,15 @@ def spectrum(X: Float[Tensor, "n d"], *, center: bool = False) -> Spectrum:
     x = _rows(X, "spectrum")
     if center:
         x = x - x.mean(0)
+    # shares and entropy are scale-free: compute them at unit scale (exact), give the values back at X's scale
+    x, exponent = unit_scale(x)
     values = torch.linalg.svdvals(x)
     if not bool(values.sum() > 0):
         raise InputError("spectrum: X is all zeros")
     p = values / values.sum()
     entropy = -(p[p > 0] * p[p > 0].log()).sum()
     power = values ** 2
-    return Spectrum(values, power / power.sum(), float(entropy.exp()))
+    return Spectrum(torch.ldexp(values, exponent), power / power.sum(), float(entropy.exp()))
 
 
 @checked

@@ -15,7 +15,10 @@ their distinct items (copies weight an item and never pair with it); it has no s
 
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
+import difflib
 import functools
+import inspect
+import math
 import warnings
 from typing import Any, ClassVar
 
@@ -33,7 +36,7 @@ from tl_interp.similarity._neighbors import knn_chance, knn_resampled, mutual_kn
 from tl_interp.similarity._procrustes import procrustes
 from tl_interp.similarity._rsa import rsa, rsa_resampled
 from tl_interp.stats import bootstrap_indices, percentile_interval, permutation_indices, permutation_test
-from tl_interp.stats._inputs import check_count
+from tl_interp.stats._inputs import check_count, smallest_p_value, unit_scale
 
 __all__ = ["METRICS", "SimilarityResult", "compare"]
 
@@ -96,9 +99,28 @@ def _resolved(metrics: Sequence[str], options: Mapping[str, Mapping[str, Any]]) 
     out = []
     for name in metrics:
         fn, fixed, resampled = METRICS[name]
+        _check_options(name, fn, fixed, options.get(name, {}))
         kwargs = {**fixed, **options.get(name, {})}
         out.append((name, functools.partial(fn, **kwargs), resampled and functools.partial(resampled, **kwargs)))
     return out
+
+
+def _check_options(name: str, fn: Callable[..., float], fixed: Mapping[str, Any], given: Any) -> None:
+    """Each metric's options must be keyword options of its function (a typo would be a bare TypeError)."""
+    valid = tuple(p.name for p in inspect.signature(fn).parameters.values() if p.kind is inspect.Parameter.KEYWORD_ONLY)
+    if not isinstance(given, Mapping):
+        raise OptionError(f"compare: options[{name!r}] must be a dict of keyword options of {fn.__name__}, got "
+                          f"{type(given).__name__}; valid options: {valid}")
+    unknown = [k for k in given if k not in valid]
+    if unknown:
+        hints = [f"{k!r} (did you mean {close[0]!r}?)" if (close := difflib.get_close_matches(k, valid, 1)) else repr(k)
+                 for k in unknown]
+        raise OptionError(f"compare: unknown option {', '.join(hints)} for metric {name!r} ({fn.__name__}); valid "
+                          f"options: {valid}")
+    clash = [k for k in given if k in fixed and given[k] != fixed[k]]
+    if clash:
+        raise OptionError(f"compare: metric {name!r} is {fn.__name__} with {dict(fixed)}; options {clash} can't change "
+                          f"that (use the metric whose name says it, e.g. 'cka' vs 'cka_rbf')")
 
 
 def _bootstrap(stat: Any, resampled: Any, x: Tensor, y: Tensor, index: Tensor, name: str, bar: Any) -> Tensor:
@@ -144,6 +166,14 @@ def _warn_if_shifted(plan: list, values: Tensor, low: Tensor, high: Tensor, bias
                           "null (for CKA, also read cka_debiased against its null)", TlInterpWarning, stacklevel=4)
 
 
+def _warn_if_unreachable(n: int, n_permutations: int, alpha: float) -> None:
+    floor = smallest_p_value(math.factorial(n) if n <= 20 else math.inf, n_permutations, "greater")
+    if floor > alpha:
+        warnings.warn(f"compare: with {n} rows and {n_permutations} permutations no p-value can go below {floor:.3g} "
+                      f"(max(1 / (B + 1), 1 / {n}!)) > alpha {alpha}: no metric can reach significance, whatever the "
+                      "data. Use more rows or more permutations", TlInterpWarning, stacklevel=3)
+
+
 @checked
 def compare(X: ArrayLike, Y: ArrayLike, *, metrics: Sequence[str] = DEFAULT_METRICS,
             options: Mapping[str, Mapping[str, Any]] | None = None, n_permutations: int = 1000,
@@ -179,8 +209,10 @@ def compare(X: ArrayLike, Y: ArrayLike, *, metrics: Sequence[str] = DEFAULT_METR
     check_count(n_boot, "n_boot")
     options = dict(options or {})
     plan = _resolved(metrics, options)
-    x, y = paired_rows(X, Y, "compare", min_rows=3)
+    raw_x, raw_y = paired_rows(X, Y, "compare", min_rows=3, rescale=False)
+    x, y = unit_scale(raw_x)[0], unit_scale(raw_y)[0]  # every metric is scale-invariant (_inputs)
     n = x.shape[0]
+    _warn_if_unreachable(n, n_permutations, alpha)
     scores = [stat(x, y) for _, stat, _ in plan]  # every pitfall is raised here, before the long work
     perms = permutation_indices(n, n_permutations, seed=seed)
     tests = [permutation_test(stat, x, y, permutations=perms, progress=progress) for _, stat, _ in plan]
@@ -198,7 +230,7 @@ def compare(X: ArrayLike, Y: ArrayLike, *, metrics: Sequence[str] = DEFAULT_METR
                           dtype=torch.float64)
     settings = {"n": n, "d_x": x.shape[1], "d_y": y.shape[1], "n_permutations": n_permutations, "n_boot": n_boot,
                 "alpha": alpha, "options": {k2: dict(v) for k2, v in options.items()}}
-    provenance = Provenance.make(model_id, prompt_hash=prompt_hash(x, y), seed=seed, settings=settings)
+    provenance = Provenance.make(model_id, prompt_hash=prompt_hash(raw_x, raw_y), seed=seed, settings=settings)
     return SimilarityResult(values=values, axes=("metric",), metric="similarity", provenance=provenance,
                             labels={"metric": tuple(name for name, _, _ in plan)},
                             extras={"p_value": p, "ci_low": low, "ci_high": high, "boot_bias": bias, "chance": chance,

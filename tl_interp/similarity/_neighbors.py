@@ -17,7 +17,7 @@ import torch
 from torch import Tensor
 
 from tl_interp._checks import checked
-from tl_interp.errors import InputError, SelectionError, TlInterpWarning
+from tl_interp.errors import InputError, SelectionError, ShapeError, TlInterpWarning
 from tl_interp.similarity._gather import PairGather
 from tl_interp.similarity._inputs import ArrayLike, paired_rows
 from tl_interp.stats import PreparedNull, register_null
@@ -83,12 +83,16 @@ def knn_resampled(x: Tensor, y: Tensor, source: Tensor, *, k: int = 10) -> float
 
 @checked
 def knn_chance(n: int, k: int) -> float:
-    """Expected ``mutual_knn`` of unrelated representations: k / (n - 1).
+    """Expected ``mutual_knn`` of unrelated representations: k / (n - 1), for 1 <= k <= n - 2.
 
     Example:
         >>> knn_chance(11, 5)
         0.5
     """
+    if n < 3 or not 1 <= k <= n - 2:
+        raise SelectionError(f"knn_chance: k={k} neighbours among n={n} items; mutual_knn needs n >= 3 and "
+                             f"1 <= k <= n - 2{f' = {n - 2}' if n >= 3 else ''} (each item has n - 1 others, and "
+                             "k = n - 1 makes every item everyone's neighbour); pass (n, k) as mutual_knn gets them")
     return k / (n - 1)
 
 
@@ -143,4 +147,9 @@ def jaccard_topk(x: ArrayLike, y: ArrayLike, *, k: int) -> float:
         >>> jaccard_topk(torch.tensor([5.0, 4, 3, 0, 1]), torch.tensor([0.0, 4, 3, 5, 1]), k=3)
         0.5
     """
-    return jaccard(_topk(as_float64(x, "x"), k, "x"), _topk(as_float64(y, "y"), k, "y"))
+    a, b = as_float64(x, "jaccard_topk: x"), as_float64(y, "jaccard_topk: y")
+    if a.shape != b.shape:
+        raise ShapeError(f"jaccard_topk: x has shape {tuple(a.shape)} and y {tuple(b.shape)}; the top-k indices of "
+                         "two vectors only compare when entry i means the same thing in both (the same features "
+                         "or tokens), so they must have the same length")
+    return jaccard(_topk(a, k, "x"), _topk(b, k, "y"))

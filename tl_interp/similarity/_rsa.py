@@ -18,7 +18,7 @@ from tl_interp.errors import InputError, ShapeError
 from tl_interp.similarity._gather import off_diagonal_gather
 from tl_interp.similarity._inputs import ArrayLike, paired_rows
 from tl_interp.stats import PreparedNull, register_null
-from tl_interp.stats._inputs import as_float64, check_choice
+from tl_interp.stats._inputs import as_float64, check_choice, unit_scale
 
 __all__ = ["rsa", "rdm", "rsa_resampled"]
 
@@ -51,10 +51,11 @@ def rdm(X: ArrayLike, kind: str = "correlation") -> Tensor:
 def _rdm(x: Tensor, kind: str, name: str) -> Tensor:
     check_choice(kind, "rdm", _RDMS)
     i, j = torch.triu_indices(x.shape[0], x.shape[0], offset=1)
+    x, exponent = unit_scale(x)  # exact: no overflow of squared entries at any finite scale
     if kind == "euclidean":
         # differences, not |a|^2 + |b|^2 - 2ab: equal distances stay exactly equal (tied ranks as in pdist)
-        return torch.cdist(x, x, compute_mode="donot_use_mm_for_euclid_dist")[i, j]
-    z = x - x.mean(1, keepdim=True) if kind == "correlation" else x
+        return torch.ldexp(torch.cdist(x, x, compute_mode="donot_use_mm_for_euclid_dist")[i, j], exponent)
+    z = unit_scale(x - x.mean(1, keepdim=True), dim=1)[0] if kind == "correlation" else unit_scale(x, dim=1)[0]
     norms = z.norm(dim=1)
     bad = (norms == 0).nonzero().flatten()
     if bad.numel():

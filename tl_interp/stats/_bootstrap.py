@@ -3,6 +3,8 @@
 Resample rows with replacement, recompute the statistic, take the alpha/2 and 1-alpha/2
 quantiles. Computed in float64 and seeded; every sample handed to one statistic is resampled
 with the same row indices (a paired bootstrap), so intervals of paired quantities agree.
+NaN/Inf inputs, and a statistic that returns NaN/Inf on some resample, are refused
+(``InputError`` naming the statistic and the resample): a quantile of NaNs is NaN.
 """
 
 from collections.abc import Callable
@@ -15,7 +17,7 @@ from tqdm.auto import tqdm
 
 from tl_interp._checks import checked
 from tl_interp.errors import InputError, OptionError, ShapeError
-from tl_interp.stats._inputs import ArrayLike, as_float64, check_count
+from tl_interp.stats._inputs import ArrayLike, as_float64, check_count, check_finite, statistic_name
 
 __all__ = ["bootstrap_mean_ci", "bootstrap_ci", "bootstrap_indices", "percentile_interval"]
 
@@ -44,6 +46,7 @@ def percentile_interval(values: Tensor, alpha: float, dim: int = -1) -> tuple[Te
     """
     if not 0 < alpha < 1:
         raise OptionError(f"alpha must be in (0, 1), got {alpha}")
+    check_finite(values, "percentile_interval: values", "an interval of NaN/Inf values means nothing; drop them")
     q = torch.tensor([alpha / 2, 1 - alpha / 2], dtype=torch.float64)
     bounds = torch.quantile(values.double(), q, dim=dim)
     return bounds[0], bounds[1]
@@ -72,13 +75,13 @@ def bootstrap_mean_ci(values: Float[Tensor, "*units n"], *, n_boot: int = 2000, 
         >>> bool(low < 4.5 < high)
         True
     """
-    n = values.shape[-1]
+    x = as_float64(values, "bootstrap_mean_ci: values")
+    n = x.shape[-1]
     if n < 2:
         raise ShapeError(f"a bootstrap interval needs at least 2 prompts, got {n}")
     if not 0 < alpha < 1:
         raise OptionError(f"alpha must be in (0, 1), got {alpha}")
     index = bootstrap_indices(n, n_boot, seed=seed)
-    x = values.detach().double().cpu()
     parts = [x[..., block].mean(-1) for block in index.split(256)]  # each (*units, block)
     return percentile_interval(torch.cat(parts, dim=-1), alpha)
 
@@ -121,11 +124,26 @@ def bootstrap_ci(statistic: Callable[..., Any], *samples: ArrayLike, n_boot: int
     if n < 2:
         raise ShapeError(f"a bootstrap interval needs at least 2 rows, got {n}")
     index = bootstrap_indices(n, n_boot, seed=seed)
+    name = statistic_name(statistic)
     if vectorized:
-        stats = [torch.as_tensor(statistic(*[d[block] for d in data]), dtype=torch.float64)
+        stats = [_vectorized_value(statistic(*[d[block] for d in data]), block.shape[0], name)
                  for block in index.split(256)]
         values = torch.cat(stats, dim=0)
     else:
         values = torch.stack([torch.as_tensor(statistic(*[d[row] for d in data]), dtype=torch.float64)
                               for row in tqdm(index, desc="bootstrap", disable=not progress)])
+    check_finite(values, f"bootstrap_ci: the statistic {name} on the {n_boot} resamples (axis 0)",
+                 "an interval of non-finite values means nothing; make the statistic finite on every resample "
+                 "(e.g. guard its divisions by zero: a resample can repeat one row n times)")
     return percentile_interval(values, alpha, dim=0)
+
+
+def _vectorized_value(value: Any, rows: int, name: str) -> Tensor:
+    """A vectorised statistic's value for a block of ``rows`` resamples: it must lead with that axis."""
+    t = torch.as_tensor(value, dtype=torch.float64)
+    if t.ndim == 0 or t.shape[0] != rows:
+        raise ShapeError(f"bootstrap_ci(vectorized=True): the statistic {name} got a block of {rows} resamples "
+                         f"(samples shaped (resamples, n, ...)) and returned shape {tuple(t.shape)}; it must return "
+                         f"one value per resample, shape ({rows}, ...): reduce over axis 1, not over all axes "
+                         "(e.g. a.mean(1), not a.mean()), or pass vectorized=False")
+    return t

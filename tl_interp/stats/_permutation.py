@@ -4,7 +4,9 @@ p = (1 + #{null >= observed}) / (B + 1) for ``alternative="greater"`` (Phipson &
 the observed arrangement counts as one of the permutations), mirrored for ``"less"``, and
 2 min(p_less, p_greater) clipped to 1 for ``"two-sided"`` (scipy.stats.permutation_test's
 rule). Ties are counted within a relative 100 float64 eps of the observed value, as scipy does,
-so a null value that equals the observed one up to rounding counts as a tie.
+so a null value that equals the observed one up to rounding counts as a tie. A NaN or inf
+observed or null value is refused (``InputError`` naming the statistic): NaN compares as
+neither larger nor smaller, so it would otherwise get the smallest p-value.
 
 Kinds of permutation (the same as scipy's ``permutation_type``):
 
@@ -20,6 +22,7 @@ per metric). Any other statistic runs in a loop.
 """
 
 import functools
+import math
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -30,7 +33,7 @@ from tqdm.auto import tqdm
 
 from tl_interp._checks import checked
 from tl_interp.errors import InputError, ShapeError
-from tl_interp.stats._inputs import ArrayLike, as_float64, check_choice, check_count
+from tl_interp.stats._inputs import ArrayLike, as_float64, check_choice, check_count, check_finite, statistic_name
 
 __all__ = ["PermutationTest", "PreparedNull", "permutation_test", "permutation_indices", "register_null",
            "permutation_p_value"]
@@ -38,6 +41,11 @@ __all__ = ["PermutationTest", "PreparedNull", "permutation_test", "permutation_i
 _KINDS = ("pairings", "labels", "signs")
 _ALTERNATIVES = ("greater", "less", "two-sided")
 _BLOCK = 1024  # permutations drawn per generator call: fixes the stream, whatever the consumer
+# NaN is neither >= nor <= anything, so a NaN statistic would count as beaten by no permutation
+# and get the smallest p-value; an inf one ties only with inf. Neither has a meaningful p-value.
+_NONFINITE_FIX = ("a p-value of a non-finite statistic means nothing (a NaN would count as beaten by no permutation); "
+                  "make the statistic return a finite number, e.g. guard its divisions by zero, or drop the "
+                  "degenerate rows")
 
 
 @dataclass(frozen=True)
@@ -126,6 +134,8 @@ def permutation_p_value(null: Tensor, observed: Tensor, alternative: str) -> Ten
         0.75
     """
     check_choice(alternative, "alternative", _ALTERNATIVES)
+    check_finite(observed, "permutation_p_value: the observed statistic", _NONFINITE_FIX)
+    check_finite(null, "permutation_p_value: the null", _NONFINITE_FIX)
     gamma = observed.abs() * torch.finfo(torch.float64).eps * 100
     b = null.shape[0]
     greater = (1 + (null >= observed - gamma).sum(0).double()) / (b + 1)
@@ -161,9 +171,50 @@ def _check(kind: str, x: Tensor, y: Tensor | None, permutations: Tensor | None) 
     n = x.shape[0] + (y.shape[0] if kind == "labels" else 0)
     if n < 2:
         raise InputError(f"a permutation test needs at least 2 rows, got {n}")
-    if permutations is not None and (permutations.ndim != 2 or permutations.shape[1] != n):
-        raise ShapeError(f"permutations must have shape (n_permutations, {n}), got {tuple(permutations.shape)}")
+    if permutations is not None:
+        _check_permutations(kind, n, permutations)
     return n
+
+
+def n_arrangements(kind: str, n: int, n_x: int) -> float:
+    """How many distinct arrangements a permutation test of this kind can draw (inf past ~1e300)."""
+    try:
+        if kind == "pairings":
+            return float(math.factorial(n)) if n <= 170 else math.inf
+        if kind == "labels":
+            return float(math.comb(n, n_x))
+        return 2.0 ** n
+    except OverflowError:
+        return math.inf
+
+
+def _check_permutations(kind: str, n: int, permutations: Any) -> None:
+    """Explicit permutations must be what ``permutation_indices`` draws: row orders, or bool flips for signs."""
+    fix = f"build them with permutation_indices({n}, n_permutations, seed=..., kind={kind!r})"
+    if not isinstance(permutations, Tensor):
+        raise InputError(f"permutations must be a tensor, got {type(permutations).__name__}; {fix}")
+    if permutations.ndim != 2 or permutations.shape[1] != n:
+        raise ShapeError(f"permutations must have shape (n_permutations, {n}), got {tuple(permutations.shape)}")
+    if kind == "signs":
+        if permutations.dtype != torch.bool:
+            raise InputError(f"kind='signs' takes permutations as bool flips (True: swap the pair / flip the sign), "
+                             f"got dtype {permutations.dtype}; {fix}")
+        return
+    if permutations.dtype.is_floating_point or permutations.dtype.is_complex or permutations.dtype == torch.bool:
+        raise InputError(f"kind={kind!r} takes permutations as integer row orders (each row a reordering of "
+                         f"0..{n - 1}), got dtype {permutations.dtype}; {fix}")
+    p = permutations.detach().cpu().long()
+    outside = ((p < 0) | (p >= n)).any(1).nonzero().flatten()
+    if outside.numel():
+        row = int(outside[0])
+        raise InputError(f"permutations row {row} has indices outside 0..{n - 1} (min {int(p[row].min())}, max "
+                         f"{int(p[row].max())}; {outside.numel()} such rows); {fix}")
+    repeated = (p.sort(1).values != torch.arange(n)).any(1).nonzero().flatten()
+    if repeated.numel():
+        row = int(repeated[0])
+        raise InputError(f"permutations row {row} is not a permutation of 0..{n - 1}: it repeats rows and leaves "
+                         f"others out ({repeated.numel()} such rows); a permutation null reorders every row exactly "
+                         f"once (resampling with replacement is a bootstrap); {fix}")
 
 
 @checked
@@ -181,6 +232,7 @@ def permutation_test(statistic: Callable[..., Any], x: ArrayLike, y: ArrayLike |
         seed: seed of the permutations (``permutation_indices(n, B, seed=seed, kind=kind)``).
         permutations: explicit ``(B, n)`` row orders (bool flips for signs) instead of drawing
             them, e.g. to share one set across several statistics; overrides ``n_permutations``.
+            Each row must be a permutation of ``0..n-1`` (``InputError`` otherwise).
         progress: show a progress bar.
 
     Returns:
@@ -199,8 +251,13 @@ def permutation_test(statistic: Callable[..., Any], x: ArrayLike, y: ArrayLike |
     xt = as_float64(x, "x")
     yt = None if y is None else as_float64(y, "y")
     n = _check(kind, xt, yt, permutations)
-    perms = permutation_indices(n, n_permutations, seed=seed, kind=kind) if permutations is None else permutations
+    if permutations is None:
+        perms = permutation_indices(n, n_permutations, seed=seed, kind=kind)
+    else:
+        perms = permutations.detach().cpu() if kind == "signs" else permutations.detach().cpu().long()
+    name = statistic_name(statistic)
     observed = _as_scalar(statistic(xt) if yt is None else statistic(xt, yt))
+    check_finite(observed, f"permutation_test: the observed value of the statistic {name}", _NONFINITE_FIX)
     fast = _fast_null(statistic) if kind == "pairings" else None
     prepared = None if fast is None else fast[0](xt, yt, **fast[1])
     bar = tqdm(total=perms.shape[0], desc="permutations", disable=not progress)
@@ -217,6 +274,8 @@ def permutation_test(statistic: Callable[..., Any], x: ArrayLike, y: ArrayLike |
             bar.update(1)
         null = torch.stack(values)
     bar.close()
+    check_finite(null, f"permutation_test: the null of the statistic {name} (its value under each of the "
+                       f"{perms.shape[0]} permutations)", _NONFINITE_FIX)
     return PermutationTest(statistic=observed, p_value=permutation_p_value(null, observed, alternative), null=null,
                            n_permutations=int(perms.shape[0]), kind=kind, alternative=alternative,
                            seed=None if permutations is not None else seed, vectorized=prepared is not None)

@@ -2,8 +2,9 @@
 
 - ``paired_ttest``: t = mean(d) / (sd(d) / sqrt(n)) on the differences d = a - b, n - 1 degrees
   of freedom, p from Student's t distribution; equal to ``scipy.stats.ttest_rel(a, b, axis=-1)``.
-  Constant differences follow scipy: a non-zero constant gives t = +-inf and p = 0, all-zero
-  differences give t = NaN and p = NaN (nothing to test).
+  Constant differences are refused (``InputError`` naming the tests): scipy returns t = +-inf
+  and p = 0 for a non-zero constant, t = NaN and p = NaN for all-zero differences, and a
+  NaN p-value is not a test (nor is an infinite t from differences without variation).
 - ``cohens_d_paired``: mean(d) / sd(d, ddof=1) (Cohen 1988's d_z), = t / sqrt(n).
 - ``hedges_g``: Cohen's d of two independent samples with the pooled standard deviation,
   times the exact small-sample correction J(m) = Gamma(m/2) / (sqrt(m/2) Gamma((m-1)/2)),
@@ -70,13 +71,27 @@ def paired_ttest(a: ArrayLike, b: ArrayLike, *, alternative: str = "two-sided") 
     d = _paired(a, b, "paired_ttest")
     n = d.shape[-1]
     mean, sd = d.mean(-1), d.std(-1, correction=1)
-    # float division semantics give scipy's answers for constant differences: c/0 = inf, 0/0 = nan
+    _refuse_constant(d, sd)
     t = mean / (sd / n ** 0.5)
     df = torch.full_like(t, n - 1.0)
     cdf = torch.as_tensor(scipy.special.stdtr(df.numpy(), t.numpy()), dtype=torch.float64)
     sf = torch.as_tensor(scipy.special.stdtr(df.numpy(), -t.numpy()), dtype=torch.float64)
     p = {"greater": sf, "less": cdf, "two-sided": (2 * torch.minimum(cdf, sf)).clamp(max=1.0)}[alternative]
     return TTest(statistic=t, p_value=p, df=df, mean_difference=mean, cohens_d=mean / sd, alternative=alternative)
+
+
+def _refuse_constant(d: Tensor, sd: Tensor) -> None:
+    """No t-test of differences without variation: t would be +-inf (p = 0) or 0/0 (p = NaN)."""
+    bad = sd == 0
+    if bool(bad.any()):
+        first = tuple(int(i) for i in bad.nonzero()[0]) if bad.ndim else ()
+        value = float(d[first][0])
+        which = "all zero (a and b are equal there: t = 0/0)" if value == 0 else \
+            f"all {value:.6g} (t = {'+' if value > 0 else '-'}inf, p = 0)"
+        raise InputError(f"paired_ttest: the differences a - b have no variation in {int(bad.sum())} of "
+                         f"{sd.numel()} tests (first at index {first}: {which}); a t-test needs differences that "
+                         "vary across pairs. Check that a and b are not copies (e.g. the same positions), or leave "
+                         "those units out")
 
 
 @checked

@@ -16,7 +16,7 @@ import torch
 from torch import Tensor
 
 from tl_interp._checks import checked
-from tl_interp.errors import InputError, OptionError
+from tl_interp.errors import InputError, OptionError, SelectionError
 from tl_interp.results import Result, register_result
 from tl_interp.weights._vectors import Vectors, as_vectors
 
@@ -69,6 +69,10 @@ class CosineMatrix(Result):
 
         if "linkage" not in self.extras:
             raise OptionError("clusters() needs the dendrogram: build the matrix with cluster=True")
+        n = int(self.extras["linkage"].shape[0]) + 1
+        if isinstance(n_clusters, bool) or not isinstance(n_clusters, int) or not 1 <= n_clusters <= n:
+            raise SelectionError(f"clusters: n_clusters={n_clusters!r} with {n} vectors; choose an int in [1, {n}] "
+                                 "(scipy's fcluster would silently give one cluster per vector for 0)")
         ids = fcluster(self.extras["linkage"].numpy(), t=n_clusters, criterion="maxclust")
         return torch.as_tensor(ids, dtype=torch.long)
 

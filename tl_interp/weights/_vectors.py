@@ -21,6 +21,7 @@ from tl_interp.errors import InputError, SelectionError, ShapeError
 from tl_interp.hooks import orthonormal_basis
 from tl_interp.models._adapter import adapt
 from tl_interp.results import Provenance, Result
+from tl_interp.stats._inputs import check_finite, unit_scale
 from tl_interp.weights._fold import fold, token_labels
 
 __all__ = ["Vectors", "as_vectors", "embedding", "unembedding", "mlp_in", "mlp_out", "norms", "orthogonalize",
@@ -227,7 +228,7 @@ def orthogonalize(v: Float[Tensor, " d"], against: Float[Tensor, " d"] | Float[T
     if v.shape[-1] != against.shape[-1]:
         raise ShapeError(f"orthogonalize: v has {v.shape[-1]} entries, against has {against.shape[-1]}")
     q = orthonormal_basis(against)
-    x = v.detach().double()
+    x = check_finite(v.detach().double(), "orthogonalize: v", "give a finite direction")
     return x - (x @ q.T) @ q
 
 
@@ -251,11 +252,16 @@ def kurtosis(X: Float[Tensor, "..."], *, dim: int = -1, fisher: bool = True, bia
         >>> round(float(kurtosis(torch.tensor([1.0, 2.0, 3.0, 4.0, 10.0]))), 4)
         -0.212
     """
-    x = X.detach().double()
+    if not -max(X.ndim, 1) <= dim < max(X.ndim, 1):
+        raise SelectionError(f"kurtosis: dim={dim} but X has {X.ndim} axes (shape {tuple(X.shape)}); choose dim in "
+                             f"[{-X.ndim}, {X.ndim - 1}], the axis the values to describe lie along")
+    x = check_finite(X.detach().double(), "kurtosis: X", "remove or impute them first")
     n = x.shape[dim]
     if n < (4 if not bias else 2):
         raise InputError(f"kurtosis needs at least {4 if not bias else 2} values along dim {dim}, got {n}")
-    d = x - x.mean(dim, keepdim=True)
+    # m4 / m2^2 is scale-free: compute it at unit scale per slice (exact), so 1e200 can't overflow
+    x = unit_scale(x, dim=dim)[0]
+    d = unit_scale(x - x.mean(dim, keepdim=True), dim=dim)[0]
     m2, m4 = (d ** 2).mean(dim), (d ** 4).mean(dim)
     g2 = m4 / m2 ** 2
     if not bias:
