@@ -37,6 +37,9 @@ def centred(x: Tensor, name: str, what: str) -> Tensor:
     refuses an input that is constant (nothing to compare)."""
     x = unit_scale(x)[0]
     xc = x - x.mean(0, keepdim=True)
+    # a constant column centres to exactly 0: its mean can be off by rounding, and the rescaling below
+    # would blow that rounding up to a column of +-0.5
+    xc[:, (x == x[:1]).all(0)] = 0.0
     if not bool(xc.abs().max() > 0):
         raise InputError(f"{what}: every row of {name} is the same (it has zero variance); there is "
                          "nothing to compare")
