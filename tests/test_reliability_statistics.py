@@ -163,6 +163,15 @@ def test_only_a_truly_constant_representation_is_refused() -> None:
     assert sim.cka(1e6 + 1e-3 * X, Y) == pytest.approx(linear_cka_numpy(X.numpy(), Y.numpy()), rel=1e-6)
 
 
+def test_rsa_with_kendall_refuses_a_constant_rdm_like_spearman_and_pearson() -> None:
+    # scipy's kendalltau gives NaN for a constant sample: before, rsa(compare="kendall") returned it
+    with pytest.raises(InputError, match=r"rsa: every dissimilarity of Y is the same \(1.41421\)"):
+        sim.rsa(X[:6], torch.eye(6, dtype=torch.float64), rdm="euclidean", compare="kendall")
+    expected = scipy.stats.kendalltau(scipy.spatial.distance.pdist(X.numpy(), "correlation"),
+                                      scipy.spatial.distance.pdist(Y.numpy(), "correlation")).statistic
+    assert sim.rsa(X, Y, compare="kendall") == pytest.approx(expected, rel=1e-12)
+
+
 def test_euclidean_rdm_keeps_its_scale_without_overflow() -> None:
     expected = scipy.spatial.distance.pdist(X.numpy()) * 1e200
     assert_close(sim.rdm(X * 1e200, "euclidean"), torch.as_tensor(expected), rtol=1e-12, atol=0)

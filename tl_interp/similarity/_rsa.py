@@ -77,9 +77,16 @@ def _standardised(v: Tensor, compare: str, name: str) -> Tensor:
     return (v - v.mean()) / sd
 
 
+def _kendall(dx: Tensor, dy: Tensor) -> float:
+    """Kendall's tau-b of two RDMs; a constant RDM is refused as for the other correlations (scipy gives NaN)."""
+    _standardised(dx, "pearson", "X")
+    _standardised(dy, "pearson", "Y")
+    return float(scipy.stats.kendalltau(dx.numpy(), dy.numpy()).statistic)
+
+
 def _rdms(X: ArrayLike, Y: ArrayLike, kind: str, compare: str) -> tuple[Tensor, Tensor]:
     check_choice(compare, "compare", _COMPARES)
-    x, y = paired_rows(X, Y, "rsa", min_rows=3)
+    x, y = paired_rows(X, Y, "rsa", min_rows=3, rescale=False)  # _rdm scales exactly itself
     return _rdm(x, kind, "X"), _rdm(y, kind, "Y")
 
 
@@ -103,7 +110,7 @@ def rsa(X: ArrayLike, Y: ArrayLike, *, rdm: str = "correlation", compare: str = 
     """
     dx, dy = _rdms(X, Y, rdm, compare)
     if compare == "kendall":
-        return float(scipy.stats.kendalltau(dx.numpy(), dy.numpy()).statistic)
+        return _kendall(dx, dy)
     zx, zy = _standardised(dx, compare, "X"), _standardised(dy, compare, "Y")
     return float((zx @ zy) / zx.numel())
 
@@ -126,6 +133,6 @@ def rsa_resampled(x: Tensor, y: Tensor, source: Tensor, *, rdm: str = "correlati
     keep = source[i] != source[j]
     dx, dy = _rdm(x, rdm, "X")[keep], _rdm(y, rdm, "Y")[keep]
     if compare == "kendall":
-        return float(scipy.stats.kendalltau(dx.numpy(), dy.numpy()).statistic)
+        return _kendall(dx, dy)
     zx, zy = _standardised(dx, compare, "X"), _standardised(dy, compare, "Y")
     return float((zx @ zy) / zx.numel())

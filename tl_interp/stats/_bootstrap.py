@@ -46,6 +46,9 @@ def percentile_interval(values: Tensor, alpha: float, dim: int = -1) -> tuple[Te
     """
     if not 0 < alpha < 1:
         raise OptionError(f"alpha must be in (0, 1), got {alpha}")
+    if not -max(values.ndim, 1) <= dim < max(values.ndim, 1):
+        raise OptionError(f"percentile_interval: dim={dim} but values have {values.ndim} axes (shape "
+                          f"{tuple(values.shape)}); pass the axis that holds the resamples")
     check_finite(values, "percentile_interval: values", "an interval of NaN/Inf values means nothing; drop them")
     q = torch.tensor([alpha / 2, 1 - alpha / 2], dtype=torch.float64)
     bounds = torch.quantile(values.double(), q, dim=dim)
