@@ -150,6 +150,19 @@ def test_scale_free_scores_are_the_same_at_any_finite_scale(name: str, scale: fl
     assert_close(torch.as_tensor(score(X * scale, scaled_y), dtype=torch.float64), reference, rtol=1e-9, atol=1e-12)
 
 
+@pytest.mark.parametrize("scale", [1e-200, 1e200, 1e300])
+def test_t_tests_and_effect_sizes_are_the_same_at_any_finite_scale(scale: float) -> None:
+    # before: at 1e200 the variance overflowed and t came out 0 (p = 1), d_z 0, Hedges' g NaN
+    a, b = gaussian(3, 9, seed=16), gaussian(3, 9, seed=17)
+    ref = scipy.stats.ttest_rel(a.numpy(), b.numpy(), axis=-1)
+    t = stats.paired_ttest(a * scale, b * scale)
+    assert_close(t.statistic, torch.as_tensor(ref.statistic), rtol=1e-12, atol=0)
+    assert_close(t.p_value, torch.as_tensor(ref.pvalue), rtol=1e-9, atol=0)
+    assert_close(t.mean_difference, (a - b).mean(-1) * scale, rtol=1e-12, atol=0)
+    assert_close(stats.cohens_d_paired(a * scale, b * scale), stats.cohens_d_paired(a, b), rtol=1e-12, atol=0)
+    assert_close(stats.hedges_g(a * scale, b[:, :5] * scale), stats.hedges_g(a, b[:, :5]), rtol=1e-12, atol=0)
+
+
 def test_cka_at_extreme_scales_matches_the_numpy_formula_at_unit_scale() -> None:
     expected = linear_cka_numpy(X.numpy(), Y.numpy())
     for scale in (1e-200, 1.0, 1e200):

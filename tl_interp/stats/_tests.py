@@ -21,7 +21,7 @@ from torch import Tensor
 
 from tl_interp._checks import checked
 from tl_interp.errors import InputError, ShapeError
-from tl_interp.stats._inputs import ArrayLike, as_float64, check_choice
+from tl_interp.stats._inputs import ArrayLike, as_float64, check_choice, unit_scale
 
 __all__ = ["TTest", "paired_ttest", "cohens_d_paired", "hedges_g"]
 
@@ -70,14 +70,17 @@ def paired_ttest(a: ArrayLike, b: ArrayLike, *, alternative: str = "two-sided") 
     check_choice(alternative, "alternative", _ALTERNATIVES)
     d = _paired(a, b, "paired_ttest")
     n = d.shape[-1]
-    mean, sd = d.mean(-1), d.std(-1, correction=1)
+    # t and d_z are scale-free: compute them at unit scale per test (exact), so 1e200 can't overflow
+    scaled, exponent = unit_scale(d, dim=-1)
+    mean, sd = scaled.mean(-1), scaled.std(-1, correction=1)
     _refuse_constant(d, sd)
     t = mean / (sd / n ** 0.5)
     df = torch.full_like(t, n - 1.0)
     cdf = torch.as_tensor(scipy.special.stdtr(df.numpy(), t.numpy()), dtype=torch.float64)
     sf = torch.as_tensor(scipy.special.stdtr(df.numpy(), -t.numpy()), dtype=torch.float64)
     p = {"greater": sf, "less": cdf, "two-sided": (2 * torch.minimum(cdf, sf)).clamp(max=1.0)}[alternative]
-    return TTest(statistic=t, p_value=p, df=df, mean_difference=mean, cohens_d=mean / sd, alternative=alternative)
+    return TTest(statistic=t, p_value=p, df=df, mean_difference=torch.ldexp(mean, exponent.squeeze(-1)),
+                 cohens_d=mean / sd, alternative=alternative)
 
 
 def _refuse_constant(d: Tensor, sd: Tensor) -> None:
@@ -103,7 +106,7 @@ def cohens_d_paired(a: ArrayLike, b: ArrayLike) -> Tensor:
         >>> round(float(cohens_d_paired(torch.tensor([2.0, 3.0, 5.0]), torch.tensor([1.0, 1.0, 1.0]))), 4)
         1.5275
     """
-    d = _paired(a, b, "cohens_d_paired")
+    d = unit_scale(_paired(a, b, "cohens_d_paired"), dim=-1)[0]  # scale-free: exact unit scale, no overflow
     return d.mean(-1) / d.std(-1, correction=1)
 
 
@@ -126,6 +129,9 @@ def hedges_g(a: ArrayLike, b: ArrayLike) -> Tensor:
     if na < 2 or nb < 2:
         raise InputError(f"hedges_g needs at least 2 values per sample, got {na} and {nb}")
     m = na + nb - 2
+    # scale-free: one exact power of two per test for both samples, so 1e200 can't overflow the variances
+    exponent = unit_scale(torch.cat([x, y], dim=-1), dim=-1)[1]
+    x, y = torch.ldexp(x, -exponent), torch.ldexp(y, -exponent)
     pooled = (((na - 1) * x.var(-1, correction=1) + (nb - 1) * y.var(-1, correction=1)) / m).sqrt()
     j = torch.exp(torch.lgamma(torch.tensor(m / 2, dtype=torch.float64))
                   - torch.lgamma(torch.tensor((m - 1) / 2, dtype=torch.float64))) / (m / 2) ** 0.5
