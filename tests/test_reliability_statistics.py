@@ -185,6 +185,15 @@ def test_rsa_with_kendall_refuses_a_constant_rdm_like_spearman_and_pearson() -> 
     assert sim.rsa(X, Y, compare="kendall") == pytest.approx(expected, rel=1e-12)
 
 
+def test_a_constant_input_has_no_variance_at_any_scale() -> None:
+    # the mean of a constant column is off by rounding; rescaled, that rounding must not pose as variance
+    constant = torch.full((7, 3), 0.1, dtype=torch.float64)
+    with pytest.raises(InputError, match="variance_explained: X has no variance around its mean"):
+        geometry.variance_explained(constant, torch.eye(3)[:1])
+    with pytest.raises(InputError, match="spectrum: X is all zeros"):
+        geometry.spectrum(constant, center=True)
+
+
 def test_euclidean_rdm_keeps_its_scale_without_overflow() -> None:
     expected = scipy.spatial.distance.pdist(X.numpy()) * 1e200
     assert_close(sim.rdm(X * 1e200, "euclidean"), torch.as_tensor(expected), rtol=1e-12, atol=0)

@@ -22,7 +22,7 @@ from torch import Tensor
 from tl_interp._checks import checked
 from tl_interp.errors import InputError, OptionError, ShapeError
 from tl_interp.hooks import orthonormal_basis
-from tl_interp.stats._inputs import check_finite, unit_scale
+from tl_interp.stats._inputs import centre, check_finite, unit_scale
 
 __all__ = ["project", "variance_explained", "Spectrum", "spectrum", "low_rank"]
 
@@ -76,7 +76,7 @@ def variance_explained(X: Float[Tensor, "*batch n d"], basis: Float[Tensor, " d"
     """
     x = unit_scale(_rows(X, "variance_explained"))[0]  # a ratio: exact power-of-two scaling avoids overflow
     if center:
-        x = unit_scale(x - x.mean(0))[0]
+        x = unit_scale(centre(x))[0]
     total = (x ** 2).sum()
     if not bool(total > 0):
         raise InputError("variance_explained: X has no variance" + (" around its mean" if center else ""))
@@ -119,7 +119,7 @@ def spectrum(X: Float[Tensor, "n d"], *, center: bool = False) -> Spectrum:
     """
     x = _rows(X, "spectrum")
     if center:
-        x = x - x.mean(0)
+        x = centre(x)
     # shares and entropy are scale-free: compute them at unit scale (exact), give the values back at X's scale
     x, exponent = unit_scale(x)
     values = torch.linalg.svdvals(x)

@@ -10,7 +10,7 @@ representation whose rows are exactly equal is refused.
 from torch import Tensor
 
 from tl_interp.errors import InputError, ShapeError
-from tl_interp.stats._inputs import ArrayLike, as_float64, unit_scale
+from tl_interp.stats._inputs import ArrayLike, as_float64, centre, unit_scale
 
 __all__ = ["ArrayLike", "paired_rows", "centred"]
 
@@ -36,10 +36,7 @@ def centred(x: Tensor, name: str, what: str) -> Tensor:
     """Columns minus their means, scaled by a power of two to a largest magnitude in [0.5, 1);
     refuses an input that is constant (nothing to compare)."""
     x = unit_scale(x)[0]
-    xc = x - x.mean(0, keepdim=True)
-    # a constant column centres to exactly 0: its mean can be off by rounding, and the rescaling below
-    # would blow that rounding up to a column of +-0.5
-    xc[:, (x == x[:1]).all(0)] = 0.0
+    xc = centre(x)
     if not bool(xc.abs().max() > 0):
         raise InputError(f"{what}: every row of {name} is the same (it has zero variance); there is "
                          "nothing to compare")

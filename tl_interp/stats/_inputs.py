@@ -23,7 +23,7 @@ from torch import Tensor
 
 from tl_interp.errors import InputError, OptionError
 
-__all__ = ["ArrayLike", "as_float64", "check_finite", "statistic_name", "unit_scale", "check_count", "check_choice",
+__all__ = ["ArrayLike", "as_float64", "check_finite", "statistic_name", "unit_scale", "centre", "check_count", "check_choice",
            "smallest_p_value"]
 
 ArrayLike: TypeAlias = np.ndarray | Tensor
@@ -69,6 +69,16 @@ def unit_scale(x: Tensor, dim: int | None = None) -> tuple[Tensor, Tensor]:
     peak = x.abs().amax() if dim is None else x.abs().amax(dim, keepdim=True)
     exponent = torch.frexp(peak).exponent
     return torch.ldexp(x, -exponent), exponent
+
+
+def centre(x: Tensor, dim: int = 0) -> Tensor:
+    """``x`` minus its mean along ``dim``; a slice that is constant along ``dim`` becomes exactly 0.
+
+    Its computed mean can be off by rounding, and ``unit_scale`` would blow that rounding up into
+    a slice that seems to vary.
+    """
+    xc = x - x.mean(dim, keepdim=True)
+    return xc.masked_fill((x == x.narrow(dim, 0, 1)).all(dim, keepdim=True), 0.0)
 
 
 def smallest_p_value(n_arrangements: float, n_permutations: int, alternative: str) -> float:

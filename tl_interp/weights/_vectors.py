@@ -21,7 +21,7 @@ from tl_interp.errors import InputError, SelectionError, ShapeError
 from tl_interp.hooks import orthonormal_basis
 from tl_interp.models._adapter import adapt
 from tl_interp.results import Provenance, Result
-from tl_interp.stats._inputs import check_finite, unit_scale
+from tl_interp.stats._inputs import centre, check_finite, unit_scale
 from tl_interp.weights._fold import fold, token_labels
 
 __all__ = ["Vectors", "as_vectors", "embedding", "unembedding", "mlp_in", "mlp_out", "norms", "orthogonalize",
@@ -261,7 +261,7 @@ def kurtosis(X: Float[Tensor, "..."], *, dim: int = -1, fisher: bool = True, bia
         raise InputError(f"kurtosis needs at least {4 if not bias else 2} values along dim {dim}, got {n}")
     # m4 / m2^2 is scale-free: compute it at unit scale per slice (exact), so 1e200 can't overflow
     x = unit_scale(x, dim=dim)[0]
-    d = unit_scale(x - x.mean(dim, keepdim=True), dim=dim)[0]
+    d = unit_scale(centre(x, dim), dim=dim)[0]
     m2, m4 = (d ** 2).mean(dim), (d ** 4).mean(dim)
     g2 = m4 / m2 ** 2
     if not bias:
