@@ -18,7 +18,6 @@ from dataclasses import dataclass
 import difflib
 import functools
 import inspect
-import math
 import warnings
 from typing import Any, ClassVar
 
@@ -37,6 +36,7 @@ from tl_interp.similarity._procrustes import procrustes
 from tl_interp.similarity._rsa import rsa, rsa_resampled
 from tl_interp.stats import bootstrap_indices, percentile_interval, permutation_indices, permutation_test
 from tl_interp.stats._inputs import check_count, smallest_p_value, unit_scale
+from tl_interp.stats._permutation import n_arrangements
 
 __all__ = ["METRICS", "SimilarityResult", "compare"]
 
@@ -167,7 +167,7 @@ def _warn_if_shifted(plan: list, values: Tensor, low: Tensor, high: Tensor, bias
 
 
 def _warn_if_unreachable(n: int, n_permutations: int, alpha: float) -> None:
-    floor = smallest_p_value(math.factorial(n) if n <= 20 else math.inf, n_permutations, "greater")
+    floor = smallest_p_value(n_arrangements("pairings", n, n), n_permutations, "greater")
     if floor > alpha:
         warnings.warn(f"compare: with {n} rows and {n_permutations} permutations no p-value can go below {floor:.3g} "
                       f"(max(1 / (B + 1), 1 / {n}!)) > alpha {alpha}: no metric can reach significance, whatever the "

@@ -1,7 +1,10 @@
 """Statistics for studies, as ``ti.stats``: tests, corrections, effect sizes, intervals.
 
 All functions accept numpy arrays or torch tensors, compute in float64 on CPU, refuse
-NaN/Inf with an ``InputError``, and return torch float64 tensors (0-d for scalars).
+NaN/Inf with an ``InputError`` (in the inputs, and in the values a statistic returns: a NaN or
+inf statistic, null value or bootstrap replicate has no p-value or interval), and return torch
+float64 tensors (0-d for scalars). Scale-free quantities (t, effect sizes) are computed at an
+exact power-of-two unit scale, so any finite scale gives the same answer.
 
 - ``paired_ttest(a, b, *, alternative)`` -> ``TTest`` (= ``scipy.stats.ttest_rel(a, b, axis=-1)``);
 - ``correct(p_values, method)``: Bonferroni, Holm, Benjamini-Hochberg;
