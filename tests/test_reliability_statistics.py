@@ -194,6 +194,20 @@ def test_a_constant_input_has_no_variance_at_any_scale() -> None:
         geometry.spectrum(constant, center=True)
 
 
+def test_match_units_leaves_out_constant_units_and_keeps_units_at_any_scale() -> None:
+    a = X.clone()
+    a[:, 1] = 0.1  # constant, but its computed mean is off by rounding
+    a[:, 2] *= 1e-200
+    b = torch.cat([X[:, [0, 2, 3]], Y], dim=1)
+    m = sim.match_units(a, b)
+    assert m.constant_a.tolist() == [1]
+    expected = np.corrcoef(X.numpy().T, b.numpy().T)[:4, 4:]  # units 0, 2, 3 of A against every unit of B
+    got = {tuple(p): float(r) for p, r in zip(m.pairs.tolist(), m.correlations)}
+    for i, j in got:
+        assert got[(i, j)] == pytest.approx(expected[i, j], rel=1e-12)
+    assert {i: j for i, j in got} == {0: 0, 2: 1, 3: 2}
+
+
 def test_euclidean_rdm_keeps_its_scale_without_overflow() -> None:
     expected = scipy.spatial.distance.pdist(X.numpy()) * 1e200
     assert_close(sim.rdm(X * 1e200, "euclidean"), torch.as_tensor(expected), rtol=1e-12, atol=0)

@@ -16,7 +16,7 @@ from torch import Tensor
 from tl_interp._checks import checked
 from tl_interp.errors import InputError
 from tl_interp.similarity._inputs import ArrayLike, paired_rows
-from tl_interp.stats._inputs import check_choice
+from tl_interp.stats._inputs import centre, check_choice, unit_scale
 
 __all__ = ["UnitMatch", "match_units", "unit_correlations"]
 
@@ -45,7 +45,9 @@ def unit_correlations(a: Tensor, b: Tensor) -> tuple[Tensor, Tensor, Tensor]:
     live = []
     standard = []
     for t in (a, b):
-        tc = t - t.mean(0)
+        # constant units centre to exactly 0 (not to rounding noise that would pose as a live unit), and
+        # each unit is scaled by its own power of two (exact) so a unit at 1e-200 or 1e200 keeps its correlations
+        tc = unit_scale(centre(t), dim=0)[0]
         sd = tc.norm(dim=0)
         keep = (sd > 0).nonzero().flatten()
         live.append(keep)
