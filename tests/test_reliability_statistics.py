@@ -63,7 +63,8 @@ def test_a_non_finite_statistic_gets_an_error_not_the_smallest_p_value(statistic
 
 def test_permutation_p_value_refuses_a_nan_null() -> None:
     null = torch.tensor([0.1, float("nan"), 0.3], dtype=torch.float64)
-    with pytest.raises(InputError, match=r"permutation_p_value: the null has 1 NaN/Inf entries \(first at index \(1,\)\)"):
+    with pytest.raises(InputError, match=r"permutation_p_value: the null has 1 NaN/Inf entries \(first at index "
+                                         r"\(1,\)\)"):
         stats.permutation_p_value(null, torch.tensor(0.5, dtype=torch.float64), "greater")
 
 
@@ -78,7 +79,8 @@ def test_a_finite_statistic_keeps_scipys_permutation_p_value() -> None:
 
 
 def test_bootstrap_mean_ci_refuses_nan_instead_of_returning_nan_bounds() -> None:
-    with pytest.raises(InputError, match=r"bootstrap_mean_ci: values has 1 NaN/Inf entries \(first at index \(0, 2\)\)"):
+    with pytest.raises(InputError, match=r"bootstrap_mean_ci: values has 1 NaN/Inf entries \(first at index "
+                                         r"\(0, 2\)\)"):
         stats.bootstrap_mean_ci(torch.tensor([[1.0, 2.0, float("nan"), 4.0]]))
     # finite values: numpy's percentiles of the same resampled means
     values = gaussian(30, seed=4)
@@ -301,8 +303,9 @@ def test_project_and_orthogonalize_refuse_nan_like_variance_explained() -> None:
 def test_paired_with_few_pairs_warns_with_the_smallest_reachable_p_value() -> None:
     a, b = gaussian(4, 3, seed=11), gaussian(4, 3, seed=12)
     # 4 pairs: 24 pairings, so a two-sided correlation can't go below 2 / 24 = 0.0833
-    with pytest.warns(TlInterpWarning, match=r"with 4 pairs \(24 distinct pairings\) and 999 permutations, the smallest "
-                                             r"reachable p-value is above alpha 0.05 \(the two-sided score correlations: "
+    with pytest.warns(TlInterpWarning, match=r"with 4 pairs \(24 distinct pairings\) and 999 permutations, the "
+                                             r"smallest reachable p-value is above alpha 0.05 \(the two-sided score "
+                                             r"correlations: "
                                              r"0.0833\)"):
         g = geometry.paired(a, b, score=torch.arange(4.0), n_permutations=999, progress=False)
     assert g.correlation_p_value("pearson") >= 2 / 24
@@ -317,7 +320,8 @@ def test_paired_default_k_leaves_the_difference_pca_room_to_vary() -> None:
     a = gaussian(4, 6, seed=13)
     g = geometry.paired(a, a + gaussian(4, 6, seed=14), n_permutations=99, progress=False)
     assert g.provenance.settings["k"] == 2 and g.pca_explained < 1
-    with pytest.raises(OptionError, match=r"k=3 principal components of 4 pairs in 6 dimensions; the centred differences "
+    with pytest.raises(OptionError, match=r"k=3 principal components of 4 pairs in 6 dimensions; the centred "
+                                          r"differences "
                                           r"span at most min\(n - 1, d\) = 3 directions"):
         geometry.paired(a, a + 1, k=3, progress=False)
 

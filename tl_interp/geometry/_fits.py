@@ -28,7 +28,8 @@ from tl_interp.errors import InputError, ShapeError
 from tl_interp.stats import PreparedNull, register_null
 from tl_interp.stats._inputs import check_finite, unit_scale
 
-__all__ = ["max_components", "shift_residual", "rotation_residual", "shift_rotation_residual", "difference_pca", "procrustes_rotation"]
+__all__ = ["max_components", "shift_residual", "rotation_residual", "shift_rotation_residual", "difference_pca",
+           "procrustes_rotation"]
 
 _CHUNK_ENTRIES = 1 << 22  # permutations per batched evaluation: (chunk, n, n) stays ~32 MB
 

@@ -23,8 +23,8 @@ from torch import Tensor
 
 from tl_interp.errors import InputError, OptionError
 
-__all__ = ["ArrayLike", "as_float64", "check_finite", "statistic_name", "unit_scale", "centre", "check_count", "check_choice",
-           "smallest_p_value"]
+__all__ = ["ArrayLike", "as_float64", "check_finite", "statistic_name", "unit_scale", "centre", "check_count",
+           "check_choice", "smallest_p_value"]
 
 ArrayLike: TypeAlias = np.ndarray | Tensor
 
