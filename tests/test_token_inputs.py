@@ -86,3 +86,17 @@ def test_good_ids_and_residual_inputs_still_run() -> None:
     with iv.applied(model):  # a float residual from start_at_layer is not token ids
         out = model(resid, start_at_layer=0)
     assert torch.equal(out, model(resid, start_at_layer=0))
+
+
+@pytest.mark.parametrize("token, message", [(-3, r"token id -3 at row 0, position 1 .*from the end"),
+                                            (89, r"token id 89 at row 0, position 1 .*\(d_vocab=89\); give ids in 0..88")])
+def test_sae_evaluation_refuses_ids_outside_the_vocabulary_before_any_forward_pass(token: int, message: str) -> None:
+    # a sibling: the SAE card figures run the model on held-out token tensors directly
+    from tl_interp.models.saes.evaluate import site_activations, splice_losses
+
+    model, sae = ti.models.load("ordinal-4l"), ti.models.load_sae("ordinal-4l-res-l2")
+    tokens, mask = torch.tensor([[1, token, 5]]), torch.ones(1, 3, dtype=torch.long)
+    with no_forward(model), pytest.raises(InputError, match="site_activations: " + message):
+        site_activations(model, 2, tokens, mask)
+    with no_forward(model), pytest.raises(InputError, match="splice_losses: " + message):
+        splice_losses(sae, model, tokens, mask)
