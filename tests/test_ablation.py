@@ -62,7 +62,7 @@ UNITS = {"layers": dict(site=("attn_out", "mlp_out"), over=()), "neurons": dict(
 def test_other_units_match_hand_written_ablations(units: str, shape: tuple) -> None:
     model = llama_style()
     tokens = torch.randint(1, 61, (4, 6), generator=torch.Generator().manual_seed(0))
-    metric = ti.metrics.answer_logprob(torch.tensor([3, 4, 5, 6]))
+    metric = ti.metrics.answer_logprob(torch.tensor([3, 4, 5, 6]), positions=-1)
     res = ti.ablation.scan(model, tokens, metric, progress=False, **UNITS[units])
     assert res.values.shape == shape
     base = metric(model(tokens))
@@ -79,7 +79,7 @@ def test_mean_ablation_uses_the_reference_mean_without_pads() -> None:
     reference = torch.randint(1, 61, (5, 8), generator=torch.Generator().manual_seed(2))
     ref_mask = torch.ones_like(reference)
     ref_mask[0, 5:] = 0
-    metric = ti.metrics.answer_prob(7)
+    metric = ti.metrics.answer_prob(7, positions=-1)
     res = ti.ablation.scan(model, tokens, metric, method="mean", reference=reference, reference_mask=ref_mask,
                            progress=False)
     z = hooks.cache(site("z", 0)).collect(model, reference)[site("z", 0)]
@@ -91,7 +91,7 @@ def test_mean_ablation_uses_the_reference_mean_without_pads() -> None:
 def test_resample_scan_with_two_prompts_swaps_them_and_equals_the_hook_by_hand() -> None:
     model = gpt2_style()
     tokens = torch.randint(1, 61, (2, 5), generator=torch.Generator().manual_seed(3))
-    metric = ti.metrics.answer_logprob(torch.tensor([1, 2]))
+    metric = ti.metrics.answer_logprob(torch.tensor([1, 2]), positions=-1)
     res = ti.ablation.scan(model, tokens, metric, method="resample", seed=0, progress=False)
     z = hooks.cache(site("z", 1)).collect(model, tokens)[site("z", 1)]
     by_hand = metric(hooks.resample_ablate(site("z", 1), z, seed=0, heads=3).run(model, tokens))
@@ -128,7 +128,7 @@ def test_a_resampled_row_equals_some_other_reference_row() -> None:
 def test_mean_and_resample_scans_equal_the_hooks_applied_by_hand_cell_by_cell() -> None:
     model = llama_style()
     tokens = torch.randint(1, 61, (3, 5), generator=torch.Generator().manual_seed(9))
-    metric = ti.metrics.logit_diff(torch.tensor([1, 2, 3]), 7)
+    metric = ti.metrics.logit_diff(torch.tensor([1, 2, 3]), 7, positions=-1)
     base = metric(model(tokens))
     name = site("mlp_post", 0)
     acts = hooks.cache(name).collect(model, tokens)[name]

@@ -15,7 +15,7 @@ def pair(seed: int = 0) -> tuple[torch.Tensor, torch.Tensor, Any]:
     clean = torch.randint(1, 61, (4, 7), generator=g)
     corrupted = clean.clone()
     corrupted[:, 3] = torch.randint(1, 61, (4,), generator=g)
-    return clean, corrupted, ti.metrics.logit_diff(torch.tensor([1, 2, 3, 4]), torch.tensor([5, 6, 7, 8]))
+    return clean, corrupted, ti.metrics.logit_diff(torch.tensor([1, 2, 3, 4]), torch.tensor([5, 6, 7, 8]), positions=-1)
 
 
 def test_attribution_patching_equals_the_gradient_formula() -> None:

@@ -18,7 +18,7 @@ from tl_interp.engine.passes import CostModel
 from tl_interp.engine.run import BaseRun, EngineOptions
 
 TOKENS = torch.randint(1, 61, (3, 7), generator=torch.Generator().manual_seed(1))
-METRIC = ti.metrics.logit_diff(torch.tensor([1, 2, 3]), torch.tensor([4, 5, 6]))
+METRIC = ti.metrics.logit_diff(torch.tensor([1, 2, 3]), torch.tensor([4, 5, 6]), positions=-1)  # unpadded
 FREE_PASSES = CostModel(pass_cost_tokens=(("cpu", 0),))  # one band per position: every prefix path taken
 
 
@@ -88,9 +88,10 @@ def test_padded_rows_read_their_last_real_token() -> None:
     tokens[1, 4:] = 0
     batch = as_batch(model, tokens, attention_mask=mask)
     cells = [hooks.zero_ablate(site("z", 1), heads=h) for h in range(4)]
-    values = BaseRun(model, batch, METRIC, [site("z", 1)]).evaluate(cells)
+    last = ti.metrics.logit_diff(torch.tensor([1, 2, 3]), torch.tensor([4, 5, 6]))  # each row's last real token
+    values = BaseRun(model, batch, last, [site("z", 1)]).evaluate(cells)
     for row, n in ((0, 7), (1, 4)):
-        metric = ti.metrics.logit_diff(torch.tensor([[1, 2, 3][row]]), torch.tensor([[4, 5, 6][row]]))
+        metric = ti.metrics.logit_diff(torch.tensor([[1, 2, 3][row]]), torch.tensor([[4, 5, 6][row]]), positions=-1)
         one = tokens[row:row + 1, :n]
         expected = torch.stack([metric.per_prompt(c.run(model, one))[0] for c in cells])
         assert_close(values[:, row], expected, rtol=0, atol=2e-5)

@@ -40,7 +40,8 @@ def pair(batch: int = 3, seq: int = 6, seed: int = 0) -> tuple[torch.Tensor, tor
     clean = torch.randint(1, 61, (batch, seq), generator=g)
     corrupted = clean.clone()
     corrupted[:, 2] = torch.randint(1, 61, (batch,), generator=g)
-    metric = ti.metrics.logit_diff(torch.randint(1, 61, (batch,), generator=g), torch.randint(1, 61, (batch,), generator=g))
+    metric = ti.metrics.logit_diff(torch.randint(1, 61, (batch,), generator=g), torch.randint(1, 61, (batch,), generator=g),
+                                   positions=-1)  # unpadded
     return clean, corrupted, metric
 
 
@@ -135,7 +136,7 @@ def test_bridge_takes_the_exact_full_forward_path(tmp_path: Any) -> None:
     clean = torch.randint(4, 100, (2, 5), generator=torch.Generator().manual_seed(0))
     corrupted = clean.clone()
     corrupted[:, 1] = torch.tensor([7, 9])
-    metric = ti.metrics.logit_diff(torch.tensor([10, 11]), torch.tensor([12, 13]))
+    metric = ti.metrics.logit_diff(torch.tensor([10, 11]), torch.tensor([12, 13]), positions=-1)
     _, clean_cache = bridge.run_with_cache(clean)
     expected = tlp.get_act_patch_attn_head_out_all_pos(bridge, corrupted, clean_cache, metric)
     ours = ti.patching.sweep(bridge, clean, corrupted, metric, site="z", progress=False)

@@ -85,6 +85,31 @@ def test_metrics_read_each_prompts_last_real_token_by_default() -> None:
     assert_close(metric.per_prompt(logits), expected, rtol=0, atol=0)
 
 
+def test_a_metric_outside_a_study_takes_the_batch_and_never_reads_a_pad() -> None:
+    # issue 19 item 5: metric(model(batch.tokens, attention_mask=...)) read row 0's padding (2.43, not 5.58)
+    model = ordinal()
+    batch = ti.models.adapt(model).tokenize(CLEAN)  # 5 and 7 tokens: row 0 right-padded
+    assert batch.padded
+    logits = model(batch.tokens, attention_mask=batch.attention_mask)
+    metric = ordinal_metric()
+    alone = torch.stack([ordinal_metric(slice(i, i + 1))(model(ti.models.adapt(model).tokenize(CLEAN[i]).tokens))
+                         for i in range(2)])  # each prompt alone, unpadded: the reference
+    with pytest.raises(InputError, match=r"metric logit_diff reads each prompt's last real token, but it was given "
+                                         r"logits of 2 prompts and no batch.*metric\(logits, batch\)"):
+        metric(logits)
+    assert_close(metric(logits, batch), alone.mean(), rtol=1e-5, atol=1e-5)
+    assert_close(metric.at(batch)(logits), alone.mean(), rtol=1e-5, atol=1e-5)
+    assert_close(metric.per_prompt(logits, batch), alone, rtol=1e-5, atol=1e-5)
+    both = ti.metrics.MetricSet({"d": metric, "p": ti.metrics.answer_prob(ids(model, ["three", "april"]))})
+    assert_close(both.per_prompt(logits, batch)["d"], alone, rtol=1e-5, atol=1e-5)
+    with pytest.raises(InputError, match="cannot know where each row ends"):
+        both.per_prompt(logits)
+    # one row has no padding to read; an explicit position is the caller's claim (checked against a batch)
+    assert_close(ordinal_metric(slice(1, 2))(logits[1:]), alone[1], rtol=1e-5, atol=1e-5)
+    with pytest.raises(SelectionError, match=r"padding in rows \[0\]"):
+        ti.metrics.logit_diff(1, 2, positions=-1)(logits, batch)
+
+
 def test_a_metric_reading_a_literal_position_that_is_padding_is_refused() -> None:
     # probe 2: "or refuse with an error that says how"
     model = ordinal()
@@ -210,7 +235,7 @@ def test_a_metric_that_cannot_read_these_logits_is_refused_before_any_forward_pa
 
 def test_an_answer_of_minus_one_means_no_answer_and_scores_nan() -> None:
     # own probe, correct behaviour: -1 is the documented "no expected answer"
-    values = ti.metrics.logit_diff(torch.tensor([-1, 3]), 2).per_prompt(torch.randn(2, 4, 5))
+    values = ti.metrics.logit_diff(torch.tensor([-1, 3]), 2, positions=-1).per_prompt(torch.randn(2, 4, 5))
     assert torch.isnan(values[0]) and not torch.isnan(values[1])
 
 
@@ -254,3 +279,32 @@ def test_a_metric_reading_one_position_per_row_needs_one_per_prompt() -> None:
     metric = ti.metrics.logit_diff(1, 2, positions=torch.tensor([1, 2, 3]))
     with no_forward(tiny()), pytest.raises(ti.ShapeError, match="reads 3 positions for a batch of 2 prompts"):
         ti.patching.sweep(tiny(), TOKENS, TOKENS.flip(0), metric, progress=False)
+
+
+# -- issue 19, unclear errors: a device this torch cannot use --------------------------------
+_NO_CUDA = pytest.mark.skipif(torch.cuda.is_available(), reason="needs a torch without a usable CUDA device")
+
+
+@_NO_CUDA
+@pytest.mark.parametrize("call", ["collect", "cache", "load", "load_sae"])
+@pytest.mark.parametrize("device", ["cuda", "cuda:0", torch.device("cuda")])
+def test_a_cuda_device_on_a_cpu_only_torch_is_a_typed_error_before_any_forward_pass(call: str, device: Any) -> None:
+    # was: AssertionError "Torch not compiled with CUDA enabled" after the forward passes
+    if call.startswith("load") and not isinstance(device, str):
+        pytest.skip("the loaders take device names (str)")
+    model = tiny()
+    run = {"collect": lambda: ti.collect(model, TOKENS, "blocks.0.hook_resid_post", device=device, progress=False),
+           "cache": lambda: ti.hooks.cache("blocks.0.hook_resid_post", device=device),
+           "load": lambda: ti.models.load("induction-2l", device=device),
+           "load_sae": lambda: ti.models.load_sae("ordinal-4l-res-l2", device=device)}[call]
+    message = rf"device={device!r}".replace("(", r"\(").replace(")", r"\)") + \
+        r" but (this torch build has no CUDA|no CUDA GPU is visible).*use device='cpu'"
+    with no_forward(model), pytest.raises(UnsupportedError, match=message):
+        run()
+
+
+@pytest.mark.parametrize("device", ["cdua", "gpu", 3.5])
+def test_a_device_that_is_not_a_device_is_named_with_the_choices(device: Any) -> None:
+    model = tiny()
+    with no_forward(model), pytest.raises((OptionError, TypeCheckError), match=r"device"):
+        ti.collect(model, TOKENS, "blocks.0.hook_resid_post", device=device, progress=False)

@@ -28,7 +28,7 @@ G = torch.Generator().manual_seed(0)
 CLEAN = torch.randint(1, 61, (2, 6), generator=G)
 CORRUPTED = CLEAN.clone()
 CORRUPTED[:, 2] = torch.randint(1, 61, (2,), generator=G)
-METRIC = ti.metrics.logit_diff(torch.tensor([3, 7]), torch.tensor([5, 9]))
+METRIC = ti.metrics.logit_diff(torch.tensor([3, 7]), torch.tensor([5, 9]), positions=-1)  # unpadded
 
 
 @contextlib.contextmanager

@@ -315,3 +315,52 @@ def test_bad_input_fails_before_any_forward_pass(no_forward: Any) -> None:
         evaluate(model, [wide, wide], tasks, [1.0], progress=False)
     with pytest.raises(InputError, match="task 'months' has no prompts"):
         evaluate(model, wide, {"months": []}, [1.0], progress=False)
+
+
+def _retrained(sae: Any, seed: int = 5) -> Any:
+    """A copy with the same card (same name) and other weights: a retrained SAE of the same name."""
+    import copy
+
+    other = copy.deepcopy(sae)
+    with torch.no_grad():
+        other.W_dec.add_(0.1 * torch.randn(other.W_dec.shape, generator=torch.Generator().manual_seed(seed)))
+    return other
+
+
+@pytest.mark.parametrize("edit", ["W_dec", "W_enc", "b_enc", "b_dec"])
+def test_a_feature_space_vector_refuses_an_sae_with_its_card_name_but_other_weights(sae: Any, tmp_path: Any,
+                                                                                   edit: str) -> None:
+    # issue 19 item 8: identity was the card name when a card exists, so a retrained SAE of the same name passed
+    v = sae_contrast_vector(ti.models.load("ordinal-4l"), sae, ["one , two ,"], ["january , february ,"])
+    import copy
+
+    other = copy.deepcopy(sae)
+    with torch.no_grad():
+        getattr(other, edit).add_(0.01)
+    assert other.card["name"] == sae.card["name"]
+    message = (r"was built with SAE weights of digest [0-9a-f]{16}; the SAE given \('ordinal-4l-res-l2'\) has weights "
+               r"of digest [0-9a-f]{16}: a matching name is not the same features")
+    path = v.save(tmp_path / "v.safetensors")
+    with pytest.raises(InputError, match=message):
+        SteeringVector.load(path, sae=other)
+    with pytest.raises(InputError, match=message):
+        SteeringVector(v.vector, v.hook_name, space="sae", sae=other, sae_id=v.sae_id, sae_digest=v.sae_digest)
+    again = SteeringVector.load(path, sae=sae)  # its own SAE (or an identical copy) still loads
+    assert again.sae_digest == v.sae_digest == ti.steering._vector.sae_digest(copy.deepcopy(sae))
+    assert torch.equal(again.vector, v.vector)
+
+
+def test_a_vector_saved_before_weight_digests_loads_with_a_warning(sae: Any, tmp_path: Any) -> None:
+    import json
+
+    from tl_interp._io import load_checked, save_checked
+    from tl_interp.errors import TlInterpWarning
+
+    v = SteeringVector(torch.zeros(sae.cfg.d_sae), sae.cfg.metadata.hook_name, space="sae", sae=sae)
+    tensors, header = load_checked(v.save(tmp_path / "v.safetensors"), fix="")
+    meta = json.loads(header["tl_interp.steering_vector"])
+    del meta["sae_digest"]  # as files written before this check
+    old = save_checked(tmp_path / "old.safetensors", tensors, {"tl_interp.steering_vector": json.dumps(meta)})
+    with pytest.warns(TlInterpWarning, match="only the SAE's name .* can be checked, not its weights"):
+        w = SteeringVector.load(old, sae=_retrained(sae))
+    assert w.sae_digest == ti.steering._vector.sae_digest(w.sae)

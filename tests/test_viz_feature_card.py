@@ -1,5 +1,6 @@
 """SAE feature cards: top contexts, logits and ablation effects equal independent references."""
 
+import copy
 from typing import Any
 
 import pytest
@@ -56,9 +57,12 @@ def test_top_contexts_equal_a_brute_force_sort(ordinal: tuple[Any, Any]) -> None
 
 
 def test_decoder_logits_are_w_dec_times_w_u(ordinal: tuple[Any, Any]) -> None:
+    # W_U as TransformerLens's processing leaves it (as sae_vis reads it), whether the model was processed or not
     model, sae = ordinal
     card = ti.viz.feature_card(sae, model, PROMPTS[:3], 17)
-    logits = sae.W_dec[17].double() @ model.W_U.double()
+    processed = copy.deepcopy(model)
+    processed.process_weights_(fold_ln=True, center_writing_weights=True, center_unembed=True)
+    logits = sae.W_dec[17].double() @ processed.W_U.double()
     top, bottom = logits.topk(10), logits.topk(10, largest=False)
     assert [t for t, _ in card.top_logits] == [model.to_string(int(i)) for i in top.indices]
     torch.testing.assert_close(torch.tensor([v for _, v in card.bottom_logits], dtype=torch.float64), bottom.values)

@@ -40,13 +40,15 @@ def processed(model, *, center_unembed=False):
 
 def test_congruence_is_the_product_of_folded_weights_by_hand(unprocessed) -> None:
     model, layer = unprocessed, 1
-    centre = (lambda w: w - w.mean(-1, keepdim=True)) if model.cfg.normalization_type == "LN" else (lambda w: w)
+    ln = model.cfg.normalization_type == "LN"
+    centre = (lambda w, dim=-1: w - w.mean(dim, keepdim=True)) if ln else (lambda w, dim=-1: w)
     w_out = centre(model.blocks[layer].mlp.W_out.detach().double())
-    w_u = model.ln_final.w.detach().double()[:, None] * model.W_U.detach().double()
+    w_u = centre(model.ln_final.w.detach().double()[:, None] * model.W_U.detach().double(), 0)
+    w_u = w_u - w_u.mean(-1, keepdim=True)  # center_unembed, for every norm
     out = weights.congruence(model, layer)
     assert_close(out.values, w_out @ w_u)
     w_e = centre(model.W_E.detach().double())
-    w_in = model.blocks[layer].ln2.w.detach().double()[:, None] * model.blocks[layer].mlp.W_in.detach().double()
+    w_in = centre(model.blocks[layer].ln2.w.detach().double()[:, None] * model.blocks[layer].mlp.W_in.detach().double(), 0)
     assert_close(weights.congruence(model, layer, kind="in").values, (w_e @ w_in).T)
     assert out.provenance.settings["weights_processed"] is False
     assert out.provenance.settings["folded_by_tl_interp"] is True
@@ -59,12 +61,11 @@ def test_congruence_is_the_same_whether_transformer_lens_folded_the_weights_or_n
         theirs = weights.congruence(folded, 0, kind=kind)
         assert_close(mine.values, theirs.values, atol=1e-5, rtol=1e-5)
         assert theirs.provenance.settings["weights_processed"] is True
-    direct = folded.blocks[0].mlp.W_out.detach().double() @ folded.W_U.detach().double()
-    assert_close(weights.congruence(folded, 0).values, direct)
-    # centring the unembedding shifts each neuron's row by a constant, nothing else
-    centred = weights.congruence(processed(unprocessed, center_unembed=True), 0).values
-    plain = weights.congruence(unprocessed, 0).values
-    assert_close(centred - centred.mean(1, keepdim=True), plain - plain.mean(1, keepdim=True), atol=1e-5, rtol=1e-5)
+    # read as TransformerLens's center_unembed leaves W_U, whether or not it was applied
+    centred = processed(unprocessed, center_unembed=True)
+    direct = centred.blocks[0].mlp.W_out.detach().double() @ centred.W_U.detach().double()
+    assert_close(weights.congruence(centred, 0).values, direct)
+    assert_close(weights.congruence(folded, 0).values, direct, atol=1e-5, rtol=1e-5)
 
 
 def test_gated_mlps_have_a_gate_congruence_and_others_refuse_it() -> None:
@@ -117,7 +118,9 @@ def test_vectors_read_from_a_model_carry_labels_and_provenance() -> None:
     assert out.labels[:2] == ("L1N0", "L1N1") and out.matrix.shape == (64, 32)
     assert out.settings["weights_processed"] is False
     unembed = weights.unembedding(model)
-    folded_unembed = model.ln_final.w.detach().double()[:, None] * model.W_U.detach().double()
+    reference = copy.deepcopy(model)
+    reference.process_weights_(fold_ln=True, center_writing_weights=True, center_unembed=True)
+    folded_unembed = reference.W_U.detach().double()
     assert_close(weights.norms(unembed).values, folded_unembed.norm(dim=0))
     assert weights.norms(unembed).labels["vector"] == unembed.labels
     assert len(weights.mlp_in(model, 0)) == 64 and len(weights.embedding(model)) == model.cfg.d_vocab

@@ -39,7 +39,8 @@ from torch import Tensor
 
 from tl_interp.errors import InputError
 
-__all__ = ["RunContext", "current", "running", "describing_calls", "call_context", "check_context_length"]
+__all__ = ["RunContext", "current", "running", "describing_calls", "call_context", "check_call_tokens",
+           "check_context_length"]
 
 
 @dataclass(frozen=True)
@@ -150,9 +151,26 @@ def _wrap(model: Any) -> Callable[..., Any]:
     return forward
 
 
+def check_call_tokens(model: Any, inp: Any, kwargs: dict[str, Any], role: str) -> None:
+    """Token ids given to a transformer's forward (or ``generate``) call, checked by the one
+    input check (``engine.inputs.check_tokens``): residual-stream inputs (``start_at_layer``,
+    ``(batch, pos, d_model)`` embeddings), strings and custom models' inputs pass unchecked."""
+    if kwargs.get("start_at_layer") is not None or not isinstance(inp, torch.Tensor):
+        return
+    if inp.ndim == 3 and inp.dtype.is_floating_point:
+        return  # input embeddings (batch, pos, d_model)
+    from tl_interp.engine.inputs import check_tokens
+    from tl_interp.models._adapter import adapt
+
+    if adapt(model).family != "custom":
+        check_tokens(model, inp, role)
+
+
 def _check_generation(model: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> None:
-    """Refuse a ``HookedTransformer.generate`` call whose last step would pass ``n_ctx``."""
+    """Refuse a ``HookedTransformer.generate`` call with bad token ids, or whose last step would
+    pass ``n_ctx``."""
     inp = args[0] if args else kwargs.get("input", "")
+    check_call_tokens(model, inp, {}, "generate")
     new = args[1] if len(args) > 1 else kwargs.get("max_new_tokens", 10)
     if isinstance(inp, (str, list)):
         inp = model.to_tokens(inp, move_to_device=False, truncate=False)
@@ -172,6 +190,7 @@ def call_context(model: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> R
     from tl_interp.engine.compat import call_offset, kv_previous_mask, tl_default_mask
 
     inp = args[0] if args else kwargs.get("input", kwargs.get("tokens"))
+    check_call_tokens(model, inp, kwargs, "forward")
     if isinstance(inp, (list, tuple)) and len(inp) > 1:
         return RunContext(padding_known=False)
     offset = call_offset(kwargs)

@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Any
 
 import torch
 
-from tl_interp._context import check_context_length, describing_calls
+from tl_interp._context import check_call_tokens, check_context_length, describing_calls
 from tl_interp._types import HookFn, NameFilter
 from tl_interp.errors import HookNameError, InputError
 
@@ -248,9 +248,11 @@ class Intervention:
 
         Strings and lists of strings are tokenised by tl_interp (one by one, right-padded,
         with an attention mask; never truncated) so that padding-aware selections know where
-        each row ends; token tensors go to the model as they are. Every bound hook must fire:
-        one that never ran (its site is not computed by this model) is an error, unless the
-        call skipped its part of the model (before ``start_at_layer``, from ``stop_at_layer``).
+        each row ends; token tensors go to the model as they are, after the one token check
+        every entry point uses (``engine.inputs.check_tokens``: integer ids in ``0..d_vocab-1``,
+        shape ``(pos,)`` or ``(batch, pos)``). Every bound hook must fire: one that never ran
+        (its site is not computed by this model) is an error, unless the call skipped its part
+        of the model (before ``start_at_layer``, from ``stop_at_layer``).
 
         Example:
             >>> import torch
@@ -272,6 +274,7 @@ class Intervention:
             inputs = batch.tokens
             if batch.padded:
                 kwargs["attention_mask"] = batch.attention_mask
+        check_call_tokens(model, inputs, kwargs, "run")  # the one token check, before binding any hook
         seq_len = _seq_len_of((inputs, *args), kwargs)
         if seq_len is not None:  # before binding: TransformerLens would fail inside the forward pass
             check_context_length(model, seq_len, "run")

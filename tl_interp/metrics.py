@@ -8,8 +8,11 @@ over stacked variants (leading axes before ``batch``) without a Python loop.
 
 Studies bind a metric to their batch (``metric.at(batch)``): ``"last"`` becomes each row's
 last real token, and a literal position that is padding in some row is refused, so a padded
-batch gives the mean of the per-prompt results. Called directly on logits without a batch,
-``"last"`` reads position -1 (right for unpadded and left-padded batches).
+batch gives the mean of the per-prompt results. Outside a study, give the batch with the
+logits, ``metric(logits, batch)`` (or bind once: ``metric.at(batch)``); logits alone do not say
+where each row ends, so an unbound ``"last"`` metric reads them only when there is one row
+(position -1) and refuses more rows rather than read a right-padded row's padding. With a
+batch you know is unpadded, ``positions=-1`` says so.
 
 Answers are one token id per prompt (an int for all, or a ``(batch,)`` tensor); an answer of
 ``-1`` means "no expected answer" and scores NaN for that prompt. ``MetricSet`` evaluates
@@ -65,8 +68,19 @@ class Metric:
         """
         return replace(self, positions=_bind_positions(self.positions, batch, self.name))
 
-    def read(self, logits: Float[Tensor, "*variants batch pos d_vocab"]) -> Tensor:
-        """The logits this metric reads: ``(..., batch, d_vocab)`` (or all positions)."""
+    def read(self, logits: Float[Tensor, "*variants batch pos d_vocab"], batch: Any = None) -> Tensor:
+        """The logits this metric reads: ``(..., batch, d_vocab)`` (or all positions).
+
+        ``batch`` (the ``Tokenized`` batch the logits come from) binds the metric first (``at``).
+        """
+        if batch is not None:
+            return self.at(batch).read(logits)
+        if self.positions == "last" and logits.ndim >= 3 and logits.shape[-3] > 1:
+            raise InputError(f"metric {self.name} reads each prompt's last real token, but it was given logits of "
+                             f"{logits.shape[-3]} prompts and no batch, so it cannot know where each row ends (a "
+                             "right-padded row would be read at its padding); call metric(logits, batch) with the "
+                             "Tokenized batch (or bind once: metric.at(batch)), or give positions=-1 if no row is "
+                             "right-padded")
         positions = -1 if self.positions == "last" else self.positions
         if positions is None:
             return logits
@@ -79,13 +93,30 @@ class Metric:
         rows = torch.arange(batch, device=logits.device)
         return logits[..., rows, positions.to(logits.device).long(), :]
 
-    def per_prompt(self, logits: Float[Tensor, "*variants batch pos d_vocab"]) -> Float[Tensor, "*variants batch"]:
-        """One value per prompt (and per leading variant axis)."""
-        return self.score(self.read(logits))
+    def per_prompt(self, logits: Float[Tensor, "*variants batch pos d_vocab"],
+                   batch: Any = None) -> Float[Tensor, "*variants batch"]:
+        """One value per prompt (and per leading variant axis); ``batch`` as in ``read``."""
+        return self.score(self.read(logits, batch))
 
-    def __call__(self, logits: Float[Tensor, "batch pos d_vocab"]) -> Float[Tensor, ""]:
-        """The mean over prompts: the scalar TransformerLens's patching functions expect."""
-        return self.per_prompt(logits).mean(-1)
+    def __call__(self, logits: Float[Tensor, "batch pos d_vocab"], batch: Any = None) -> Float[Tensor, ""]:
+        """The mean over prompts: the scalar TransformerLens's patching functions expect.
+
+        Args:
+            logits: the model's output for the batch.
+            batch: the ``Tokenized`` batch the logits come from, so ``"last"`` reads each row's
+                last real token; needed with more than one row unless the metric is bound
+                (``metric.at(batch)``) or reads a literal position.
+
+        Example:
+            >>> import torch
+            >>> from tl_interp.models import Tokenized
+            >>> batch = Tokenized(torch.tensor([[5, 6, 0], [5, 6, 7]]), torch.tensor([[1, 1, 0], [1, 1, 1]]),
+            ...                   torch.tensor([1, 2]), [["a", "b", "-"], ["a", "b", "c"]])
+            >>> logits = torch.zeros(2, 3, 4); logits[0, 1, 2] = logits[1, 2, 2] = 4.0
+            >>> float(logit_diff(2, 0)(logits, batch))
+            4.0
+        """
+        return self.per_prompt(logits, batch).mean(-1)
 
 
 @dataclass(frozen=True, eq=False)
@@ -94,7 +125,7 @@ class MetricSet:
 
     Example:
         >>> import torch
-        >>> ms = MetricSet({"acc": accuracy(1), "p": answer_prob(1)})
+        >>> ms = MetricSet({"acc": accuracy(1, positions=-1), "p": answer_prob(1, positions=-1)})
         >>> {k: v.tolist() for k, v in ms.per_prompt(torch.zeros(2, 3, 4)).items()}
         {'acc': [0.0, 0.0], 'p': [0.25, 0.25]}
     """
@@ -124,14 +155,15 @@ class MetricSet:
         """Every member bound to ``batch`` (see ``Metric.at``)."""
         return MetricSet({k: m.at(batch) for k, m in self.metrics.items()})
 
-    def read(self, logits: Tensor) -> Tensor:
-        return next(iter(self.metrics.values())).read(logits)
+    def read(self, logits: Tensor, batch: Any = None) -> Tensor:
+        return next(iter(self.metrics.values())).read(logits, batch)
 
     def score(self, read: Tensor) -> dict[str, Tensor]:
         return {k: m.score(read) for k, m in self.metrics.items()}
 
-    def per_prompt(self, logits: Tensor) -> dict[str, Tensor]:
-        return self.score(self.read(logits))
+    def per_prompt(self, logits: Tensor, batch: Any = None) -> dict[str, Tensor]:
+        """Each member's per-prompt values; ``batch`` as in ``Metric.read``."""
+        return self.score(self.read(logits, batch))
 
 
 def _same_positions(a: Reader, b: Reader) -> bool:
@@ -231,7 +263,7 @@ def logit_diff(correct: Answers, incorrect: Answers, *, positions: Reader = "las
     Example:
         >>> import torch
         >>> logits = torch.zeros(2, 3, 5); logits[:, -1, 1] = 2.0
-        >>> float(logit_diff(1, 0)(logits))
+        >>> float(logit_diff(1, 0, positions=-1)(logits))
         2.0
     """
     _check_answers(correct, "correct")
@@ -276,7 +308,7 @@ def accuracy(answers: Answers, *, positions: Reader = "last") -> Metric:
     Example:
         >>> import torch
         >>> logits = torch.zeros(2, 1, 3); logits[0, 0, 2] = 1.0
-        >>> accuracy(torch.tensor([2, 2])).per_prompt(logits).tolist()
+        >>> accuracy(torch.tensor([2, 2]), positions=-1).per_prompt(logits).tolist()
         [1.0, 0.0]
     """
     _check_answers(answers)
@@ -382,7 +414,7 @@ def kl_div(reference: Float[Tensor, "batch d_vocab"], *, positions: Reader = "la
     Example:
         >>> import torch
         >>> ref = torch.randn(2, 5)
-        >>> float(kl_div(ref)(ref[:, None, :]))
+        >>> float(kl_div(ref, positions=-1)(ref[:, None, :]))
         0.0
     """
     if not bool(torch.isfinite(reference).all()):

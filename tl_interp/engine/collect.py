@@ -31,6 +31,7 @@ from torch import Tensor
 from tqdm.auto import tqdm
 
 from tl_interp._checks import checked
+from tl_interp._device import check_device
 from tl_interp import hooks
 from tl_interp._types import NameFilter
 from tl_interp.engine.compat import is_hooked_transformer
@@ -260,6 +261,7 @@ def collect(model: Any, inputs: Inputs, where: NameFilter, *, positions: Positio
         ...
         tl_interp.errors.SelectionError: collect: positions=-1 lands on padding in rows [1]; padding is never read. Use positions='last' for each prompt's last real token, or 'all' / From(k) for real tokens
     """
+    check_device(device, "collect")  # before any forward pass: a CUDA-less torch fails at the first copy
     names = resolve(model, where, context="collect")
     if reduce not in (None, "mean"):
         raise OptionError(f"collect: reduce={reduce!r}; use None (keep positions) or 'mean'")

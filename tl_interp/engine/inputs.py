@@ -21,7 +21,7 @@ from tl_interp.errors import InputError, TlInterpWarning, UnsupportedError
 from tl_interp.models._adapter import Tokenized, adapt
 from tl_interp.positions import real_bounds
 
-__all__ = ["Inputs", "as_batch", "context_length", "by_length"]
+__all__ = ["Inputs", "as_batch", "check_tokens", "context_length", "by_length"]
 
 Inputs: TypeAlias = str | Sequence[str] | Tensor | Tokenized
 
@@ -61,8 +61,49 @@ def _check_ids(model: Any, tokens: Tensor, role: str) -> None:
     bad = ((tokens < 0) | (tokens >= vocab)).nonzero()
     if len(bad):
         row, pos = (int(i) for i in bad[0])
+        why = " (a negative id would index the embedding from the end)" if int(tokens[row, pos]) < 0 else ""
         raise InputError(f"{role}: token id {int(tokens[row, pos])} at row {row}, position {pos} is outside the "
-                         f"vocabulary (d_vocab={vocab})")
+                         f"vocabulary (d_vocab={vocab}){why}; give ids in 0..{vocab - 1}")
+
+
+def check_tokens(model: Any, tokens: Any, role: str = "inputs") -> Tensor:
+    """The one check of token ids every entry point uses (studies, ``collect``, steering,
+    ``Intervention.run`` and every forward or ``generate`` call made under ``applied``).
+
+    Token ids must be an integer tensor of shape ``(pos,)`` or ``(batch, pos)`` with at least
+    one row and one position, each id in ``0..d_vocab-1``: a negative id would silently index
+    the embedding from the end, a larger one fail deep inside TransformerLens.
+
+    Args:
+        model: the model the ids are for (its ``cfg.d_vocab``).
+        tokens: the ids.
+        role: what they are, for the error message (``"clean"``, ``"run"``).
+
+    Returns:
+        ``(batch, pos)`` ids (a ``(pos,)`` tensor gets a batch axis of one).
+
+    Example:
+        >>> import torch
+        >>> from types import SimpleNamespace
+        >>> model = SimpleNamespace(cfg=SimpleNamespace(d_vocab=5))
+        >>> check_tokens(model, torch.tensor([1, 2])).tolist()
+        [[1, 2]]
+        >>> check_tokens(model, torch.tensor([[1, -2]]), "run")
+        Traceback (most recent call last):
+        ...
+        tl_interp.errors.InputError: run: token id -2 at row 0, position 1 is outside the vocabulary (d_vocab=5) (a negative id would index the embedding from the end); give ids in 0..4
+    """
+    if not isinstance(tokens, Tensor):
+        raise InputError(f"{role}: token ids must be a tensor, not {type(tokens).__name__}")
+    if tokens.dtype.is_floating_point or tokens.dtype == torch.bool or tokens.is_complex():
+        raise InputError(f"{role}: token ids must be an integer tensor, not {tokens.dtype} (residual-stream inputs "
+                         "are not token ids); convert with .long() if they are ids")
+    shaped = tokens[None] if tokens.ndim == 1 else tokens
+    if shaped.ndim != 2 or shaped.shape[0] == 0 or shaped.shape[1] == 0:
+        raise InputError(f"{role}: token ids must be (batch, pos) with at least one row and one position; "
+                         f"got shape {tuple(tokens.shape)}")
+    _check_ids(model, shaped, role)
+    return shaped
 
 
 def _check_length(model: Any, width: int, role: str, lengths: list[int] | None = None) -> None:
@@ -108,7 +149,7 @@ def as_batch(model: Any, inputs: Inputs, *, attention_mask: Tensor | None = None
         >>> as_batch(HookedTransformer(cfg), torch.tensor([[1, 9]]))
         Traceback (most recent call last):
         ...
-        tl_interp.errors.InputError: inputs: token id 9 at row 0, position 1 is outside the vocabulary (d_vocab=5)
+        tl_interp.errors.InputError: inputs: token id 9 at row 0, position 1 is outside the vocabulary (d_vocab=5); give ids in 0..4
     """
     family = adapt(model).family
     if family == "custom":
@@ -121,23 +162,15 @@ def as_batch(model: Any, inputs: Inputs, *, attention_mask: Tensor | None = None
         mask = _check_mask(inputs.attention_mask, tuple(inputs.tokens.shape), role)
         if not torch.equal(real_bounds(mask)[1].cpu(), inputs.last_index.cpu().long()):
             raise InputError(f"{role}: the Tokenized batch's last_index disagrees with its attention mask")
-        _check_ids(model, inputs.tokens, role)
+        check_tokens(model, inputs.tokens, role)
         _check_length(model, inputs.tokens.shape[1], role)
         return inputs
     if isinstance(inputs, Tensor):
-        tokens = inputs
-        if tokens.dtype.is_floating_point or tokens.dtype == torch.bool or tokens.is_complex():
-            raise InputError(f"{role}: token ids must be an integer tensor, not {tokens.dtype} (residual-stream inputs "
-                             "are not token ids)")
-        if tokens.ndim == 1:
-            tokens = tokens[None]
-            attention_mask = None if attention_mask is None else attention_mask.reshape(1, -1)
-        if tokens.ndim != 2 or tokens.shape[0] == 0 or tokens.shape[1] == 0:
-            raise InputError(f"{role}: token ids must be (batch, pos) with at least one row and one position; "
-                             f"got shape {tuple(inputs.shape)}")
+        if inputs.ndim == 1 and isinstance(attention_mask, Tensor):
+            attention_mask = attention_mask.reshape(1, -1)
+        tokens = check_tokens(model, inputs, role)
         mask = (torch.ones_like(tokens, dtype=torch.long) if attention_mask is None
                 else _check_mask(attention_mask, tuple(tokens.shape), role))
-        _check_ids(model, tokens, role)
         _check_length(model, tokens.shape[1], role)
         device = tokens.device
         return Tokenized(tokens.long(), mask.to(device), real_bounds(mask)[1].to(device), _str_tokens(model, tokens))

@@ -14,6 +14,7 @@ import torch
 from torch import Tensor
 
 from tl_interp._checks import checked
+from tl_interp._device import check_device
 from tl_interp._types import IndexSelection, NameFilter, PositionSelection
 from tl_interp.errors import SelectionError, UnsupportedError
 from tl_interp.hooks._select import Selection, layout
@@ -202,6 +203,8 @@ def cache(where: NameFilter, *, positions: PositionSelection = None, heads: Inde
         Intervention (1 hook):
           1. cache (pos -1) at <names where <lambda>>
     """
+    if device is not None:
+        check_device(device, "cache")
     selection = Selection(positions, heads, None, rows)
     store = ActivationStore()
 

@@ -105,6 +105,10 @@ def load(
         tl_interp.errors.ModelLoadError: unknown model 'no-such-model'. ...
     """
     name = os.fspath(name_or_path)
+    if device is not None:  # before anything is read: a CUDA-less torch would fail mid-load
+        from tl_interp._device import check_device
+
+        check_device(device, f"load({name!r})")
     if name.lower() in _smollm2.ALIASES:
         return _smollm2.load(device=device, dtype=dtype, **kw)
     if name.lower() in _gemma.ALIASES:

@@ -25,11 +25,11 @@ from torch import Tensor
 from tl_interp._checks import checked
 from tl_interp import hooks
 from tl_interp._io import load_checked, save_checked
-from tl_interp.errors import ArtifactError, InputError, ShapeError, TlInterpDeprecationWarning
+from tl_interp.errors import ArtifactError, InputError, ShapeError, TlInterpDeprecationWarning, TlInterpWarning
 from tl_interp.intervention import Intervention
 from tl_interp.positions import From, Positions, describe
 
-__all__ = ["SteeringVector", "From", "PositionRule", "Space", "steer_positions", "sae_identity"]
+__all__ = ["SteeringVector", "From", "PositionRule", "Space", "steer_positions", "sae_identity", "sae_digest"]
 
 Space: TypeAlias = Literal["residual", "sae"]
 PositionRule: TypeAlias = Positions  # the positions vocabulary (kept as the steering module's old name)
@@ -68,6 +68,27 @@ def sae_identity(sae: Any) -> tuple[str, str | None]:
     return name, hook or None
 
 
+def sae_digest(sae: Any) -> str:
+    """A digest of an SAE's weights (every tensor of its state dict: ``W_enc``, ``W_dec``, the
+    biases, thresholds), which a feature-space vector checks whatever the SAE's card says: two
+    SAEs sharing a card name (a retrained or edited copy) have different features.
+
+    Example:
+        >>> from sae_lens import StandardSAE, StandardSAEConfig
+        >>> sae = StandardSAE(StandardSAEConfig(d_in=4, d_sae=8))
+        >>> len(sae_digest(sae)), sae_digest(sae) == sae_digest(sae)
+        (16, True)
+    """
+    import hashlib
+
+    h = hashlib.sha256()
+    for key, tensor in sorted(sae.state_dict().items()):
+        t = tensor.detach().cpu().contiguous()
+        h.update(f"{key}:{t.dtype}:{tuple(t.shape)};".encode())
+        h.update(t.view(torch.uint8).numpy().tobytes() if t.numel() else b"")
+    return h.hexdigest()[:16]
+
+
 @dataclass(frozen=True, eq=False)
 class SteeringVector:
     """A steering direction and its provenance.
@@ -82,7 +103,9 @@ class SteeringVector:
             ``"random"``, ``"decomposed"``, ...).
         model_id, position_rule, prompt_hash, n_positive, n_negative, seed: provenance.
         source_prompts: the prompts it was built from (kept out of held-out evaluation).
-        sae_id: which SAE a feature-space vector belongs to.
+        sae_id: which SAE a feature-space vector belongs to (its card name, else class and decoder digest).
+        sae_digest: a digest of that SAE's weights (``sae_digest``), recorded from the SAE it is
+            built with and checked against every SAE it is given, card or no card.
         keep_error: SAE space only: splice with the SAE's reconstruction error kept.
         sae: the SAE object (SAE space only; not saved: pass it to ``load``).
     """
@@ -102,6 +125,7 @@ class SteeringVector:
     sae_id: str | None = None
     keep_error: bool = True
     sae: Any = field(default=None, repr=False, compare=False)
+    sae_digest: str | None = None
 
     def __post_init__(self) -> None:
         if self.vector.ndim != 1:
@@ -123,6 +147,13 @@ class SteeringVector:
             if hook is not None and hook != self.hook_name:
                 raise InputError(f"feature-space vector {self.name!r} is applied at {self.hook_name}; the SAE given reads "
                                  f"{hook}. Pass the SAE trained at {self.hook_name}")
+            digest = sae_digest(self.sae)
+            if self.sae_digest is not None and self.sae_digest != digest:
+                raise InputError(f"feature-space vector {self.name!r} was built with SAE weights of digest "
+                                 f"{self.sae_digest}; the SAE given ({name!r}) has weights of digest {digest}: a "
+                                 "matching name is not the same features (a retrained or edited copy?). Pass the "
+                                 "SAE the vector was built with")
+            object.__setattr__(self, "sae_digest", digest)
         object.__setattr__(self, "vector", self.vector.detach())
         object.__setattr__(self, "source_prompts", tuple(self.source_prompts))
 
@@ -234,7 +265,7 @@ class SteeringVector:
     def _meta(self) -> dict[str, Any]:
         return {k: getattr(self, k) for k in ("hook_name", "name", "space", "method", "model_id", "position_rule",
                                               "prompt_hash", "n_positive", "n_negative", "seed", "sae_id",
-                                              "keep_error")} | {"source_prompts": list(self.source_prompts)}
+                                              "keep_error", "sae_digest")} | {"source_prompts": list(self.source_prompts)}
 
     def save(self, path: str | os.PathLike[str]) -> Path:
         """Write the vector and its provenance to one checksummed safetensors file, atomically."""
@@ -266,4 +297,8 @@ class SteeringVector:
         except (KeyError, TypeError, ValueError) as err:
             raise ArtifactError(f"{str(path)!r} is a safetensors file but not a saved steering vector "
                                 f"({type(err).__name__}: {err}); {fix}") from err
+        if meta.get("space") == "sae" and meta.get("sae_digest") is None and sae is not None:
+            warnings.warn(f"{str(path)!r} was saved before steering vectors recorded their SAE's weights: only the "
+                          f"SAE's name ({meta.get('sae_id')!r}) can be checked, not its weights; save it again "
+                          "(SteeringVector.load(...).save(...)) to record them", TlInterpWarning, stacklevel=2)
         return cls(vector=vector, sae=sae, **meta)

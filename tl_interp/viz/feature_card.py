@@ -3,7 +3,9 @@
 A card (after Anthropic's "Towards Monosemanticity" feature browser and sae_vis) holds, for
 one feature over a prompt set: its top-activating contexts (tokens colored by the feature's
 activation), a histogram of its non-zero activations, the tokens its decoder direction
-promotes and suppresses most (``W_dec[feature] @ W_U``, no final norm, as sae_vis does), and
+promotes and suppresses most (``W_dec[feature] @ W_U``, as sae_vis does on a model TransformerLens
+processed: ``W_U`` read through ``ti.weights.fold``, ``ln_final``'s gain folded in and centred, so
+the card is the same whether the model was loaded processed or not), and
 the change in the answer's probability at each prompt's last token when the feature is
 ablated through ``hooks.sae_splice`` (error term kept, so only the feature changes), with a
 95% bootstrap interval over prompts. Only the positions the SAE reads (its
@@ -175,7 +177,13 @@ def _card(sae: Any, model: Any, acts: _Activations, feature: int, answers: Seque
     adapter = adapt(model)
     direction = sae.W_dec[feature].detach().double().cpu()
     if direction.shape[0] == model.W_U.shape[0]:
-        logit = direction @ model.W_U.detach().double().cpu()
+        from transformer_lens import HookedTransformer
+
+        from tl_interp.weights import fold
+
+        # a TransformerBridge has no foldable norms here: its W_U is read as it is
+        w_u = fold(model).unembed() if isinstance(model, HookedTransformer) else model.W_U.detach().double()
+        logit = direction @ w_u.cpu()
         top, bottom = logit.topk(10), logit.topk(10, largest=False)
         top_logits = tuple(zip(token_labels(adapter, top.indices.tolist()), top.values.tolist()))
         bottom_logits = tuple(zip(token_labels(adapter, bottom.indices.tolist()), bottom.values.tolist()))

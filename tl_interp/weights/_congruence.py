@@ -7,9 +7,10 @@ embedding, read directly through ``ln2``, drives the neuron. Both are read throu
 (layer norm folded the way TransformerLens processes weights), and the result says whether
 the model's weights were processed.
 
-With ``center_unembed`` (part of TransformerLens's processing) ``W_U`` has mean zero over the
-vocabulary, which shifts each neuron's row of output congruence by a constant: rankings of
-tokens per neuron (``top_k``) and logit differences are unchanged.
+``W_U`` is read centred over the vocabulary, as TransformerLens's ``center_unembed`` leaves it
+(also for a model loaded unprocessed): each neuron's row of output congruence has mean zero,
+which shifts the uncentred row by a constant and leaves rankings of tokens per neuron
+(``top_k``) and logit differences unchanged.
 """
 
 from collections.abc import Sequence

@@ -2,15 +2,26 @@
 
 Static weight analyses read vectors *through* the normalisation that follows them: a neuron's
 output vector reaches the unembedding after ``ln_final``, its input vector sees the residual
-after ``ln2``. TransformerLens's ``fold_ln`` multiplies each norm's gain into the next matrix
-(and, for LayerNorm, ``center_writing_weights`` removes the mean over ``d_model`` from
-vectors written into the residual, which the norm would subtract anyway). ``fold(model)``
-gives those effective weights for any HookedTransformer: as they are when the model was loaded
-processed (``normalization_type`` "LNPre"/"RMSPre"), folded here by the same rule when it was
-not, so an analysis gives the same answer either way, and records which case it was.
+after ``ln2``. ``fold(model)`` gives the weights exactly as TransformerLens's
+``load_and_process_state_dict`` (``from_pretrained``'s default) leaves them, for a model loaded
+either way, so an analysis gives the same answer whatever state the model is in:
+
+- ``fold_ln`` multiplies each norm's gain into the matrix that reads it (``W_in``, ``W_gate``,
+  ``W_U``) and, for LayerNorm, centres the reading matrix over ``d_model`` (``W_in`` and
+  ``W_U``, not ``W_gate``, as ``ProcessWeights._fold_mlp_layer_norm`` does): the norm's output
+  has mean zero, so that component is never read;
+- ``center_writing_weights`` (LayerNorm only) removes the mean over ``d_model`` from ``W_E``
+  and ``W_out``, which the next norm would subtract anyway;
+- ``center_unembed`` removes the mean over the vocabulary from ``W_U`` (any norm): softmax is
+  shift-invariant, so log-probabilities are unchanged.
+
+Each centring is idempotent, so it is applied whatever flags the model was loaded with, and a
+gain is multiplied in only when the model still has one (``normalization_type`` "LN"/"RMS";
+"LNPre"/"RMSPre" means TransformerLens folded it). Provenance records which case it was.
 
 Not folded (as in TransformerLens): the norm's division by each input's scale, a positive
-number per token that rescales a vector but never changes its direction; biases.
+number per token that rescales a vector but never changes its direction; biases, which no
+reading here uses (``fold_value_biases`` moves biases only).
 """
 
 from dataclasses import dataclass
@@ -47,11 +58,13 @@ class FoldedWeights:
         """Whether norm gains are folded by this object (the model was loaded unprocessed)."""
         return self.normalization in ("LN", "RMS")
 
-    def _centre(self, vectors: Tensor) -> Tensor:
+    def _centre(self, vectors: Tensor, dim: int = -1) -> Tensor:
         # LayerNorm subtracts each input's mean over d_model: only the centred part of a vector
-        # written into the residual stream reaches the next matrix (idempotent if already centred)
+        # written into the residual stream reaches the next matrix, and a matrix reading the
+        # norm's (mean-zero) output never sees its own mean over d_model. Idempotent, so a model
+        # TransformerLens already centred reads the same.
         if self.normalization in _LAYER_NORMS:
-            return vectors - vectors.mean(-1, keepdim=True)
+            return vectors - vectors.mean(dim, keepdim=True)
         return vectors
 
     def _gain(self, norm: Any) -> Tensor | None:
@@ -70,19 +83,28 @@ class FoldedWeights:
         return self._centre(self.model.W_E.detach().double())
 
     def unembed(self) -> Tensor:
-        """``(d_model, d_vocab)`` unembedding with ``ln_final``'s gain folded in."""
+        """``(d_model, d_vocab)`` unembedding: ``ln_final``'s gain folded in, centred as TransformerLens does.
+
+        Centred over ``d_model`` for LayerNorm (``fold_ln``) and over the vocabulary for every
+        model (``center_unembed``).
+        """
         w_u = self.model.W_U.detach().double()
         gain = self._gain(self.model.ln_final)
-        return w_u if gain is None else gain[:, None] * w_u
+        w_u = self._centre(w_u if gain is None else gain[:, None] * w_u, dim=0)
+        return w_u - w_u.mean(-1, keepdim=True)
 
     def mlp_in(self, layer: int, *, gate: bool = False) -> Tensor:
-        """``(d_model, d_mlp)`` input (or gate) weights of a layer's MLP with ``ln2``'s gain folded in."""
+        """``(d_model, d_mlp)`` input (or gate) weights of a layer's MLP with ``ln2``'s gain folded in.
+
+        ``W_in`` is centred over ``d_model`` for LayerNorm; ``W_gate`` is not (as in TransformerLens).
+        """
         block = self._layer(layer)
         if gate and not self.model.cfg.gated_mlp:
             raise UnsupportedError(f"{adapt(self.model).model_id} has no gated MLP; use kind='in'")
         w = (block.mlp.W_gate if gate else block.mlp.W_in).detach().double()
         gain = self._gain(block.ln2)
-        return w if gain is None else gain[:, None] * w
+        w = w if gain is None else gain[:, None] * w
+        return w if gate else self._centre(w, dim=0)
 
     def mlp_out(self, layer: int) -> Tensor:
         """``(d_mlp, d_model)`` output weights of a layer's MLP (centred for LayerNorm)."""
@@ -92,7 +114,7 @@ class FoldedWeights:
         """What provenance records: whether the weights were processed, and how they were read."""
         return {"weights_processed": self.processed, "normalization_type": self.normalization,
                 "folded_by_tl_interp": self.folded_here,
-                "reading": "layer norm folded as TransformerLens's fold_ln + center_writing_weights"}
+                "reading": "as TransformerLens's fold_ln + center_writing_weights + center_unembed"}
 
 
 @checked

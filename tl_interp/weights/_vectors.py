@@ -136,7 +136,10 @@ def embedding(model: Any) -> Vectors:
 
 @checked
 def unembedding(model: Any) -> Vectors:
-    """Unembedding directions ``W_U[:, t]`` (one row per token, ``ln_final``'s gain folded in).
+    """Unembedding directions ``W_U[:, t]`` (one row per token) as TransformerLens's processing leaves them.
+
+    ``ln_final``'s gain folded in, centred over the vocabulary (``center_unembed``) and, for
+    LayerNorm, over ``d_model``: the same whether the model was loaded processed or not.
 
     Example:
         >>> from transformer_lens import HookedTransformer, HookedTransformerConfig
@@ -151,6 +154,9 @@ def unembedding(model: Any) -> Vectors:
 @checked
 def mlp_in(model: Any, layer: int, *, gate: bool = False) -> Vectors:
     """A layer's MLP input (or gate) weights, one row per neuron (``ln2``'s gain folded in).
+
+    For LayerNorm models ``W_in`` is centred over ``d_model`` (as ``fold_ln`` leaves it; the gate
+    is not, as in TransformerLens).
 
     Args:
         model: a HookedTransformer.

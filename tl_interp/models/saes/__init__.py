@@ -122,6 +122,9 @@ def load_sae(name: str, *, directory: Path | str | None = None, device: str = "c
     """
     from sae_lens import SAE
 
+    from tl_interp._device import check_device
+
+    check_device(device, f"load_sae({name!r})")
     folder = sae_path(name, directory=directory)
     card = sae_card(name, directory=directory)
     verify_manifest(folder, card.get("files", {}), fix=_fix(name, directory))

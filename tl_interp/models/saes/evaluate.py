@@ -71,6 +71,9 @@ def site_activations(
         >>> site_activations(model, 2, tokens, mask).shape[0] == int(mask[:, 1:].sum())
         True
     """
+    from tl_interp.engine.inputs import check_tokens
+
+    check_tokens(model, tokens, "site_activations")  # the one token check (a negative id reads W_E[-1])
     out = []
     for t, m in _batches(tokens, mask, batch_size or _rows(tokens)):
         resid = model(t, stop_at_layer=layer)
@@ -161,6 +164,9 @@ def splice_losses(
         >>> out["clean"] <= out["spliced"] < out["zero_ablated"]
         True
     """
+    from tl_interp.engine.inputs import check_tokens
+
+    check_tokens(model, tokens, "splice_losses")  # the one token check, before any forward pass
     hook = sae.cfg.metadata.hook_name
     layer = int(hook.split(".")[1])
     positions = splice_positions(sae) if positions is None else positions
