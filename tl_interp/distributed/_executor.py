@@ -193,22 +193,10 @@ class RayExecutor:
         rejected = 0
         if addresses is not None:
             for i, address in enumerate(addresses):
-                try:
-                    found = self.store.read(address)  # type: ignore[union-attr]
-                except ArtifactError as err:  # never used: computed again, and the file replaced
-                    warnings.warn(f"RayExecutor: {err}. Computing this shard ({ranges[i][0]}..{ranges[i][1]}) "
-                                  "again; its file is replaced when done", TlInterpWarning, stacklevel=2)
-                    rejected += 1
-                    continue
-                if found is not None and (found.lo, found.hi) == ranges[i] and _rows(found.values) == \
-                        ranges[i][1] - ranges[i][0]:
+                found = self._stored(address, ranges[i])
+                rejected += found is False
+                if isinstance(found, Shard):
                     shards[i] = found
-                elif found is not None:
-                    warnings.warn(f"RayExecutor: the shard {str(self.store.path(address))!r} holds cells "  # type: ignore[union-attr]
-                                  f"{found.lo}..{found.hi} ({_rows(found.values)} rows), not {ranges[i][0]}.."
-                                  f"{ranges[i][1]}. Computing this shard again; its file is replaced when done",
-                                  TlInterpWarning, stacklevel=2)
-                    rejected += 1
         reused = len(shards)
         todo = [i for i in range(len(ranges)) if i not in shards]
         info: dict[str, Any] = {"workers": 0, "base_runs": 0, "shard_overhead_ms": 0.0, "worker_compute_s": 0.0,
@@ -229,6 +217,24 @@ class RayExecutor:
                  "model_transfer": info["model_transfer"]}
         return Outcome(_to(_cat([s.values for s in ordered]), device), _to(ordered[0].base, device),
                        dict(ordered[0].paths), stats)
+
+    def _stored(self, address: str, cells: tuple[int, int]) -> Shard | bool | None:
+        """The stored shard at ``address`` if it is intact and holds ``cells``; None if none is
+        stored; False (after a warning naming the file) if it is damaged or misplaced: then it is
+        computed again and its file replaced, never used."""
+        lo, hi = cells
+        redo = f"Computing this shard ({lo}..{hi}) again; its file is replaced when done"
+        try:
+            found = self.store.read(address)  # type: ignore[union-attr]
+        except ArtifactError as err:
+            warnings.warn(f"RayExecutor: {err}. {redo}", TlInterpWarning, stacklevel=3)
+            return False
+        if found is None or ((found.lo, found.hi) == cells and _rows(found.values) == hi - lo):
+            return found
+        path = self.store.path(address)  # type: ignore[union-attr]
+        warnings.warn(f"RayExecutor: the shard {str(path)!r} holds cells {found.lo}..{found.hi} "
+                      f"({_rows(found.values)} rows), not {lo}..{hi}. {redo}", TlInterpWarning, stacklevel=3)
+        return False
 
     def _source(self, pool: _cluster.Pool, model: Any, digest: str, deadline: float) -> tuple[tuple[Any, ...], str]:
         """How workers get the model: by name when a replica loaded by name is the same model
