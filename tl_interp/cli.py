@@ -3,8 +3,13 @@
     tl-interp models              every name ``ti.models.load`` accepts
     tl-interp inspect NAME|PATH   load a model and print its shape facts and hook points
     tl-interp train NAME [...]    retrain a zoo model (same as python -m tl_interp.models.train)
-    tl-interp report RESULT.safetensors -o page.html
+    tl-interp report RESULT.safetensors [-o page.html] [--force]
                                   render a saved result as one offline HTML page
+
+Outputs: a path named with ``-o`` is written (replacing a file there, as any save does); a
+default output name (``RESULT.html``) never replaces an existing file unless ``--force`` is
+given; no command ever writes over one of its inputs. ``train --out DIR`` writes the named
+model into ``DIR`` (replacing that model, which is what retraining is for).
 """
 
 import argparse
@@ -52,6 +57,7 @@ def _report(args: argparse.Namespace) -> int:
 
     from safetensors import SafetensorError
 
+    from tl_interp._io import check_target, refuse_existing
     from tl_interp.errors import ArtifactError
     from tl_interp.results import Result
     from tl_interp.viz import Report
@@ -59,12 +65,16 @@ def _report(args: argparse.Namespace) -> int:
     path = Path(args.result)
     if not path.is_file():
         raise ArtifactError(f"no result file at {path}; pass a .safetensors file written by Result.save")
+    out = Path(args.output) if args.output else path.with_suffix(".html")
+    # before loading anything: the input is never written over, an unnamed existing page never replaced
+    refuse_existing(out, inputs=[path], named=bool(args.output) or args.force,
+                    fix="Pass --force to replace it, or -o PAGE.html to write another file")
+    check_target(out)
     _register_result_kinds()
     try:
         result = Result.load(path)
     except (KeyError, OSError, ValueError, SafetensorError) as err:
         raise ArtifactError(f"{path} is not a tl_interp result ({err}); pass a file written by Result.save") from err
-    out = Path(args.output or path.with_suffix(".html"))
     report = Report(args.title or f"{type(result).__name__}: {result.metric} ({result.provenance.model_id})")
     report.result(result)
     print(report.write(out))
@@ -83,7 +93,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     inspect.set_defaults(run=_inspect)
     report = sub.add_parser("report", help="render a saved result (RESULT.safetensors) as an offline HTML page")
     report.add_argument("result", help="a .safetensors file written by Result.save")
-    report.add_argument("-o", "--output", help="the page to write (default: RESULT.html)")
+    report.add_argument("-o", "--output", help="the page to write, replaced if it exists (default: RESULT.html, "
+                                               "never replacing an existing file without --force)")
+    report.add_argument("--force", action="store_true", help="replace an existing RESULT.html")
     report.add_argument("--title", help="the page's title")
     report.set_defaults(run=_report)
     sub.add_parser("train", help="retrain a zoo model (arguments as python -m tl_interp.models.train)",

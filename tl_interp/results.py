@@ -174,7 +174,11 @@ class Result:
         """Write values, extras and metadata to one checksummed safetensors file, atomically.
 
         The file records the result's kind and defining module (so ``Result.load`` rebuilds the
-        subclass in a fresh process) and the order of the extras.
+        subclass in a fresh process) and the order of the extras. A file already at ``path`` is
+        replaced (you named it), atomically.
+
+        Raises:
+            ArtifactError: ``path`` is a directory or lies under a file (naming it and the fix).
         """
         tensors = {"values": self.values}
         tensors.update({f"extra.{k}": v for k, v in self.extras.items()})

@@ -7,6 +7,7 @@ cluster and resource shape, shared by every ``RayExecutor`` of the session: work
 generic (each task says which model it needs), so switching studies or models reuses them.
 """
 
+import math
 import os
 import socket
 import sys
@@ -16,7 +17,7 @@ from typing import Any
 
 from tl_interp.errors import OptionError, UnsupportedError
 
-__all__ = ["import_ray", "connect", "pool", "Pool"]
+__all__ = ["import_ray", "connect", "pool", "Pool", "wait_ready", "wait_loaded"]
 
 INSTALL = "pip install tl_interp[ray]"
 _POOLS: dict[tuple[Any, ...], "Pool"] = {}
@@ -140,14 +141,88 @@ def pool(num_workers: int | None, cpus: float, gpus: float, max_restarts: int, m
     return _POOLS[key]
 
 
+def _phases(p: Pool, answered: set[int], loading: bool) -> list[str]:
+    """What each worker of ``p`` is doing, from Ray's actor table (the workers not in ``answered``)."""
+    ray = import_ray()
+    free = ray.available_resources()
+    fits = all(free.get(kind, 0) + 1e-9 >= p.options[key] for kind, key in (("CPU", "num_cpus"), ("GPU", "num_gpus")))
+    out = []
+    for i, actor in enumerate(p.actors):
+        if i in answered:
+            out.append("ready" if loading else "started")
+            continue
+        try:  # the GCS actor table; Ray's public state API needs the dashboard, which local instances lack
+            from ray._private import state
+
+            info = state.actors(actor._actor_id.hex()) or {}
+        except Exception:  # noqa: BLE001 - an internal of Ray: say we can't tell rather than fail
+            info = {}
+        status, port = info.get("State"), (info.get("Address") or {}).get("Port", 0)
+        if status == "ALIVE":
+            out.append("loading the model" if loading else "started, busy with an earlier task")
+        elif status in ("PENDING_CREATION", "DEPENDENCIES_UNREADY"):
+            # a leased worker has an address; without one it waits for resources, or (when they are
+            # free) for Ray to get round to it
+            out.append("starting its process (importing torch and tl_interp)" if port else
+                       "waiting for Ray to start a process" if fits else "not scheduled")
+        elif status == "RESTARTING":
+            out.append("restarting after its process died")
+        elif status == "DEAD":
+            out.append("dead (its process exited; see Ray's worker logs)")
+        else:
+            out.append("in an unknown state")
+    return out
+
+
+def _explain(p: Pool, phases: list[str], waited: float, what: str) -> str:
+    ray = import_ray()
+    counts: dict[str, int] = {}
+    for phase in phases:
+        counts[phase] = counts.get(phase, 0) + 1
+    doing = ", ".join(f"{n} {phase}" for phase, n in counts.items())
+    text = (f"RayExecutor: {what} within start_timeout={waited:.0f}s; the {len(phases)} workers: {doing}. ")
+    if "not scheduled" not in counts:
+        return text + ("Ray has the resources: the workers are slow, not blocked (a loaded machine, a large model); "
+                       "pass a longer start_timeout=")
+    total, free = ray.cluster_resources(), ray.available_resources()
+    need = {"CPU": p.options["num_cpus"], "GPU": p.options["num_gpus"]}
+    short = [f"{len(p.actors)} workers x {each:g} {kind} = {len(p.actors) * each:g}, the cluster has "
+             f"{total.get(kind, 0):g}" for kind, each in need.items()
+             if each and len(p.actors) * each > total.get(kind, 0) + 1e-9]
+    if short:
+        return text + (f"The cluster lacks the resources ({'; '.join(short)}): pass fewer num_workers= or smaller "
+                       "cpus_per_worker= / gpus_per_worker=, or add nodes")
+    return text + (f"The cluster has the resources in total, but other tasks or actors hold them now (free: "
+                   f"{free.get('CPU', 0):g} CPU, {free.get('GPU', 0):g} GPU); wait for them, or pass a longer "
+                   "start_timeout=")
+
+
 def wait_ready(p: Pool, timeout: float) -> None:
-    """Block until every actor has started (so placement problems surface as one clear error)."""
+    """Block until every actor has started (so placement problems surface as one clear error).
+
+    Raises:
+        UnsupportedError: not every actor answered within ``timeout`` seconds; says what each
+            was doing, and blames resources only when Ray lacks them.
+    """
     ray = import_ray()
     refs = [a.pid.remote() for a in p.actors]
-    start = time.monotonic()
-    ready, _ = ray.wait(refs, num_returns=len(refs), timeout=timeout)
+    ready, _ = ray.wait(refs, num_returns=len(refs), timeout=None if math.isinf(timeout) else timeout)
     if len(ready) < len(refs):
-        raise UnsupportedError(f"RayExecutor: only {len(ready)} of {len(refs)} workers started within "
-                               f"{time.monotonic() - start:.0f}s; the cluster lacks the resources "
-                               f"({p.options['num_cpus']} CPU, {p.options['num_gpus']} GPU each): pass fewer "
-                               "num_workers= or smaller cpus_per_worker=")
+        answered = {i for i, ref in enumerate(refs) if ref in ready}
+        raise UnsupportedError(_explain(p, _phases(p, answered, loading=False), timeout,
+                                        f"only {len(ready)} of {len(refs)} workers started"))
+
+
+def wait_loaded(p: Pool, refs: list[Any], deadline: float, timeout: float) -> None:
+    """Block until every worker answered its ``prepare`` task (holds the model), or the deadline.
+
+    Raises:
+        UnsupportedError: saying how many workers hold the model and what the others are doing.
+    """
+    ray = import_ray()
+    left = max(0.0, deadline - time.monotonic())
+    ready, _ = ray.wait(refs, num_returns=len(refs), timeout=None if math.isinf(left) else left)
+    if len(ready) < len(refs):
+        answered = {i for i, ref in enumerate(refs) if ref in ready}
+        raise UnsupportedError(_explain(p, _phases(p, answered, loading=True), timeout,
+                                        f"only {len(ready)} of {len(refs)} workers had loaded the model"))

@@ -15,6 +15,7 @@ the address reachable, the model free of hooks a replica would not have.
 import math
 import time
 import uuid
+import warnings
 from collections import deque
 from collections.abc import Sequence
 from typing import Any
@@ -30,7 +31,7 @@ from tl_interp.distributed._store import Shard, ShardStore, shard_addresses
 from tl_interp.distributed._worker import dumps
 from tl_interp.engine.executors import Outcome, Plan
 from tl_interp.engine.run import Values
-from tl_interp.errors import OptionError, UnsupportedError
+from tl_interp.errors import ArtifactError, OptionError, TlInterpWarning, UnsupportedError
 
 __all__ = ["RayExecutor"]
 
@@ -107,11 +108,18 @@ class RayExecutor:
             GPU (one replica per GPU), else 0.
         max_restarts, max_task_retries: Ray's retries of a worker that died and of its tasks.
         connect_timeout: seconds to wait for the address to answer.
+        start_timeout: seconds to wait for the workers to start and hold the model (their
+            processes import torch and load or unpickle it: seconds on an idle machine, minutes
+            on a loaded one). When it expires the error says what each worker was doing (not
+            scheduled, starting, loading the model) and blames resources only if Ray lacks them.
 
     Raises:
         UnsupportedError: Ray is not installed.
         OptionError: nothing answers at ``address`` within ``connect_timeout``.
         ArtifactError: ``store`` can't be written.
+
+    A stored shard that is corrupt, truncated or another shard's (swapped in) is never used:
+    ``run`` warns, naming the file, computes that shard again and replaces the file.
 
     Example:
         >>> import tl_interp as ti
@@ -124,17 +132,24 @@ class RayExecutor:
     @checked
     def __init__(self, address: str | None = None, num_workers: int | None = None, store: str | None = None, *,
                  shard_size: int | None = None, cpus_per_worker: float = 1.0, gpus_per_worker: float | None = None,
-                 max_restarts: int = 3, max_task_retries: int = 3, connect_timeout: float = 5.0) -> None:
+                 max_restarts: int = 3, max_task_retries: int = 3, connect_timeout: float = 5.0,
+                 start_timeout: float = 600.0) -> None:
         for label, value in (("num_workers", num_workers), ("shard_size", shard_size)):
             if value is not None and value < 1:
                 raise OptionError(f"RayExecutor: {label} must be at least 1 (or None), got {value}")
-        if cpus_per_worker <= 0 or (gpus_per_worker is not None and gpus_per_worker < 0) or connect_timeout <= 0:
-            raise OptionError("RayExecutor: cpus_per_worker and connect_timeout must be positive, gpus_per_worker "
-                              f"at least 0; got {cpus_per_worker}, {connect_timeout}, {gpus_per_worker}")
+        positive = {"cpus_per_worker": cpus_per_worker, "connect_timeout": connect_timeout,
+                    "start_timeout": start_timeout}
+        for label, number in positive.items():
+            if not number > 0 or math.isinf(number) and label != "start_timeout":
+                raise OptionError(f"RayExecutor: {label} must be a positive number of "
+                                  f"{'CPUs' if label.startswith('cpus') else 'seconds'}, got {number}")
+        if gpus_per_worker is not None and not gpus_per_worker >= 0:
+            raise OptionError(f"RayExecutor: gpus_per_worker must be at least 0 (or None), got {gpus_per_worker}")
         self.store = ShardStore(store) if store is not None else None  # checked before anything connects
         self.address, self.num_workers, self.shard_size = address, num_workers, shard_size
         self.cpus, self.gpus = cpus_per_worker, gpus_per_worker
         self.restarts, self.retries, self.timeout = max_restarts, max_task_retries, connect_timeout
+        self.start_timeout = start_timeout
         self._ray = _cluster.connect(address, connect_timeout)
 
     def ranges(self, n: int) -> list[tuple[int, int]]:
@@ -160,7 +175,8 @@ class RayExecutor:
         Returns:
             An ``Outcome`` equal to ``LocalExecutor().run(plan)``'s, with ``stats`` saying how
             it ran: ``executor="ray"``, ``workers``, ``shards``, ``shards_computed``,
-            ``shards_reused``, ``shard_overhead_ms`` (per shard: the round trip less the
+            ``shards_reused``, ``shards_rejected`` (stored files found damaged or misplaced, and
+            recomputed), ``shard_overhead_ms`` (per shard: the round trip less the
             worker's own time), ``base_runs`` and the engine's counts.
         """
         if plan.options.grad:
@@ -174,10 +190,12 @@ class RayExecutor:
         ranges = self.ranges(len(plan.cells))
         addresses = shard_addresses(plan, digest, ranges) if self.store is not None else None
         shards: dict[int, Shard] = {}
+        rejected = 0
         if addresses is not None:
             for i, address in enumerate(addresses):
-                found = self.store.read(address)  # type: ignore[union-attr]
-                if found is not None:
+                found = self._stored(address, ranges[i])
+                rejected += found is False
+                if isinstance(found, Shard):
                     shards[i] = found
         reused = len(shards)
         todo = [i for i in range(len(ranges)) if i not in shards]
@@ -194,21 +212,41 @@ class RayExecutor:
         device = plan.batch.tokens.device
         stats = {**{k: info[k] for k in _ENGINE_COUNTS}, "executor": "ray", "workers": info["workers"],
                  "shards": len(ranges), "shard_size": ranges[0][1] - ranges[0][0], "shards_computed": len(todo),
-                 "shards_reused": reused, "base_runs": info["base_runs"],
+                 "shards_reused": reused, "shards_rejected": rejected, "base_runs": info["base_runs"],
                  "shard_overhead_ms": info["shard_overhead_ms"], "worker_compute_s": info["worker_compute_s"],
                  "model_transfer": info["model_transfer"]}
         return Outcome(_to(_cat([s.values for s in ordered]), device), _to(ordered[0].base, device),
                        dict(ordered[0].paths), stats)
 
-    def _source(self, pool: _cluster.Pool, model: Any, digest: str) -> tuple[tuple[Any, ...], str]:
+    def _stored(self, address: str, cells: tuple[int, int]) -> Shard | bool | None:
+        """The stored shard at ``address`` if it is intact and holds ``cells``; None if none is
+        stored; False (after a warning naming the file) if it is damaged or misplaced: then it is
+        computed again and its file replaced, never used."""
+        lo, hi = cells
+        redo = f"Computing this shard ({lo}..{hi}) again; its file is replaced when done"
+        try:
+            found = self.store.read(address)  # type: ignore[union-attr]
+        except ArtifactError as err:
+            warnings.warn(f"RayExecutor: {err}. {redo}", TlInterpWarning, stacklevel=3)
+            return False
+        if found is None or ((found.lo, found.hi) == cells and _rows(found.values) == hi - lo):
+            return found
+        path = self.store.path(address)  # type: ignore[union-attr]
+        warnings.warn(f"RayExecutor: the shard {str(path)!r} holds cells {found.lo}..{found.hi} "
+                      f"({_rows(found.values)} rows), not {lo}..{hi}. {redo}", TlInterpWarning, stacklevel=3)
+        return False
+
+    def _source(self, pool: _cluster.Pool, model: Any, digest: str, deadline: float) -> tuple[tuple[Any, ...], str]:
         """How workers get the model: by name when a replica loaded by name is the same model
         (weights, configuration), else its pickled bytes through the object store."""
         ray = self._ray
         name = getattr(model, "tl_interp_load_name", None)
         if name is not None:
             source = ("name", digest, name, dict(getattr(model, "tl_interp_load_kwargs", {})))
+            refs = [a.prepare.remote(source) for a in pool.actors]
+            _cluster.wait_loaded(pool, refs, deadline, self.start_timeout)
             same = True
-            for ref in [a.prepare.remote(source) for a in pool.actors]:  # every answer read: no stray errors
+            for ref in refs:  # every answer read: no stray errors
                 try:
                     ray.get(ref)
                 except UnsupportedError:  # changed since it was loaded: send the client's own
@@ -221,7 +259,9 @@ class RayExecutor:
             pool.shipped.clear()
             pool.shipped[digest] = ref
         source = ("pickle", digest, [ref])
-        ray.get([a.prepare.remote(source) for a in pool.actors])
+        refs = [a.prepare.remote(source) for a in pool.actors]
+        _cluster.wait_loaded(pool, refs, deadline, self.start_timeout)
+        ray.get(refs)
         return source, "object store"
 
     def _compute(self, plan: Plan, digest: str, payload: bytes, ranges: list[tuple[int, int]], todo: list[int],
@@ -230,8 +270,9 @@ class RayExecutor:
         ray = self._ray
         on_gpu = any(p.is_cuda for p in plan.model.parameters())
         pool = self._pool(on_gpu)
-        _cluster.wait_ready(pool, timeout=120.0)
-        source, info["model_transfer"] = self._source(pool, plan.model, digest)
+        deadline = time.monotonic() + self.start_timeout  # one budget: processes started and the model held
+        _cluster.wait_ready(pool, timeout=self.start_timeout)
+        source, info["model_transfer"] = self._source(pool, plan.model, digest, deadline)
         info["workers"] = len(pool.actors)
         # workers keep base runs by plan: the same content (known from the store's addresses) is the same plan
         plan_id = blake(*(a.encode() for a in addresses)).hex() if addresses is not None else uuid.uuid4().hex

@@ -8,9 +8,13 @@ package version. Rerunning a study with the same ``store=`` reads back every sha
 finished, so a sweep interrupted by a crash or Ctrl-C resumes where it stopped, and a changed
 input (other prompts, weights, vectors, seed) addresses other shards.
 
-Files are written atomically (``tl_interp._io.atomic_file``): a reader never sees half a
-shard. Each holds the shard's values, the base run's values and, in its metadata, the fast
-paths the engine took and the shard's own address (checked on reading).
+Files are written atomically and checksummed like every artefact (``tl_interp._io.save_checked``:
+a SHA-256 of the tensors and metadata in the file's own header), so a reader never sees half a
+shard and a damaged one is never used. Each holds the shard's values, the base run's values
+and, in its metadata, the fast paths the engine took and the shard's own address. Reading
+checks both: a flipped byte, a truncated file, or a valid shard of another cell range or plan
+copied in its place is an ``ArtifactError`` naming the file (``RayExecutor`` then recomputes
+that shard, with a warning naming the file, and replaces it).
 """
 
 import json
@@ -19,12 +23,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from safetensors import safe_open
-from safetensors.torch import save_file
 from torch import Tensor
 
 from tl_interp._checks import checked
-from tl_interp._io import atomic_file
+from tl_interp._io import atomic_file, load_checked, save_checked
 from tl_interp.engine.executors import Plan
 from tl_interp.engine.run import Values
 from tl_interp.errors import ArtifactError
@@ -32,7 +34,7 @@ from tl_interp.distributed._fingerprint import Fingerprint, blake, tensor_digest
 
 __all__ = ["ShardStore", "Shard", "shard_addresses"]
 
-FORMAT = "tl_interp-shard-1"
+FORMAT = "tl_interp-shard-2"  # 2: checksummed; shard-1 files (no checksum) have other addresses, never read
 
 
 @dataclass(frozen=True)
@@ -92,6 +94,11 @@ class ShardStore:
         >>> store.write("ab12", Shard(0, 2, torch.ones(2, 3), torch.zeros(3), {"read_only": "on"}, {}))
         >>> store.read("ab12").values.shape, store.read("cd34")
         (torch.Size([2, 3]), None)
+        >>> _ = store.path("ab12").rename(store.path("cd34"))  # a shard under another's name
+        >>> store.read("cd34")  # doctest: +ELLIPSIS
+        Traceback (most recent call last):
+        ...
+        tl_interp.errors.ArtifactError: the shard '.../cd34.safetensors' is intact but is not the shard stored ...
     """
 
     def __init__(self, root: str | os.PathLike[str]) -> None:
@@ -114,32 +121,36 @@ class ShardStore:
         return self.root / f"{address}.safetensors"
 
     def read(self, address: str) -> Shard | None:
-        """The finished shard at ``address``, or None if it was never written."""
+        """The finished shard at ``address``, or None if it was never written.
+
+        Raises:
+            ArtifactError: the file is corrupt, truncated, carries no checksum, or holds
+                another address's shard (swapped or copied in); the message names the file.
+        """
         path = self.path(address)
         if not path.exists():
             return None
-        try:
-            with safe_open(str(path), framework="pt") as f:
-                meta = f.metadata() or {}
-                tensors = {k: f.get_tensor(k) for k in f.keys()}
-        except Exception as err:  # noqa: BLE001 - any unreadable file is reported the same way
-            raise ArtifactError(f"the shard {str(path)!r} can't be read ({type(err).__name__}: {err}); delete it "
-                                "and rerun to compute it again") from None
+        fix = "delete it and rerun to compute it again (RayExecutor recomputes it by itself)"
+        tensors, meta = load_checked(path, fix=fix)
         if meta.get("format") != FORMAT or meta.get("address") != address:
-            raise ArtifactError(f"the shard {str(path)!r} is not the shard stored under its name (format "
-                                f"{meta.get('format')!r}, address {meta.get('address')!r}); delete it and rerun")
-        keys = json.loads(meta["keys"])
-        return Shard(int(meta["lo"]), int(meta["hi"]), _unflat("values", tensors, keys),
-                     _unflat("base", tensors, keys), json.loads(meta["paths"]), json.loads(meta["stats"]))
+            raise ArtifactError(f"the shard {str(path)!r} is intact but is not the shard stored under its name (format "
+                                f"{meta.get('format')!r}, address {meta.get('address')!r}): it was swapped or copied "
+                                f"from another plan or store; {fix}")
+        try:
+            keys = json.loads(meta["keys"])
+            return Shard(int(meta["lo"]), int(meta["hi"]), _unflat("values", tensors, keys),
+                         _unflat("base", tensors, keys), json.loads(meta["paths"]), json.loads(meta["stats"]))
+        except (KeyError, TypeError, ValueError) as err:
+            raise ArtifactError(f"the shard {str(path)!r} lacks part of a shard ({type(err).__name__}: {err}); "
+                                f"{fix}") from None
 
     def write(self, address: str, shard: Shard) -> None:
-        """Write ``shard`` under ``address``, atomically."""
+        """Write ``shard`` under ``address``, atomically, with its checksum."""
         keys = None if isinstance(shard.values, Tensor) else list(shard.values)
         tensors = {**_flat("values", shard.values), **_flat("base", shard.base)}
         meta = {"format": FORMAT, "address": address, "lo": str(shard.lo), "hi": str(shard.hi),
                 "keys": json.dumps(keys), "paths": json.dumps(shard.paths), "stats": json.dumps(shard.stats)}
-        with atomic_file(self.path(address)) as tmp:
-            save_file(tensors, str(tmp), metadata=meta)
+        save_checked(self.path(address), tensors, meta)
 
     def __len__(self) -> int:
         return sum(1 for _ in self.root.glob("*.safetensors"))

@@ -37,7 +37,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from tl_interp._io import manifest, sha256_file, write_checked_json
+from tl_interp._io import check_target, manifest, sha256_file, write_checked_json
 from tl_interp.models.saes import SAES_DIR, corpus
 from tl_interp.models.saes.corpus import heldout_data, shuffled_batches, train_data
 from tl_interp.models.saes.evaluate import measure, site_activations
@@ -210,7 +210,7 @@ def write_sae(name: str, sae: Any, card: dict[str, Any], directory: Path | str |
         >>> sorted(p.name for p in folder.iterdir())
         ['card.json', 'cfg.json', 'sae_weights.safetensors']
     """
-    final = Path(directory or SAES_DIR) / name
+    final = check_target(Path(directory or SAES_DIR) / name, directory=True)
     final.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{name}.tmp-", dir=final.parent))
     try:

@@ -138,7 +138,13 @@ class Report:
                 "</body></html>")
 
     def write(self, path: str | os.PathLike[str]) -> str:
-        """Write the report atomically; returns the path written."""
+        """Write the report atomically; returns the path written.
+
+        A file already at ``path`` is replaced (you named it).
+
+        Raises:
+            ArtifactError: ``path`` is a directory or lies under a file (naming it and the fix).
+        """
         with atomic_file(path) as tmp:
             tmp.write_text(self.html(), encoding="utf-8")
         return str(path)
