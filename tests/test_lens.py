@@ -180,3 +180,15 @@ def test_head_columns_is_the_heads_logits_at_those_columns() -> None:
         resid = torch.randn(3, 4, model.cfg.d_model, generator=torch.Generator().manual_seed(0))
         columns = torch.tensor([5, 0, 17])
         assert_close(compat.head_columns(model, resid, columns), compat.head(model, resid)[..., columns])
+
+
+def test_the_lens_equals_transformer_lens_accumulated_resid_with_the_final_norm(model) -> None:
+    tokens, _ = _tokens(model, n=2, width=6)
+    tokens = tokens.clamp(min=1)  # unpadded: TL's cache helpers know nothing of padding
+    lens = ti.lens.logit_lens(model, tokens, top_k=model.cfg.d_vocab, progress=False)
+    _, cache = model.run_with_cache(tokens)
+    stack, labels = cache.accumulated_resid(apply_ln=True, pos_slice=-1, return_labels=True)
+    assert labels[-1] == "final_post" and len(labels) == model.cfg.n_layers + 1
+    probs = (stack @ model.W_U + model.b_U).softmax(-1)  # (layer, batch, d_vocab)
+    ours = torch.zeros_like(probs).scatter_(-1, lens.extras["top_tokens"][:, :, 0], lens.extras["top_probs"][:, :, 0])
+    assert_close(ours, probs, atol=1e-5, rtol=1e-4)
