@@ -192,3 +192,27 @@ def test_the_lens_equals_transformer_lens_accumulated_resid_with_the_final_norm(
     probs = (stack @ model.W_U + model.b_U).softmax(-1)  # (layer, batch, d_vocab)
     ours = torch.zeros_like(probs).scatter_(-1, lens.extras["top_tokens"][:, :, 0], lens.extras["top_probs"][:, :, 0])
     assert_close(ours, probs, atol=1e-5, rtol=1e-4)
+
+
+def test_the_trainer_lowers_the_exact_kl_and_is_deterministic() -> None:
+    from tl_interp.models.saes.corpus import ordinal_heldout, ordinal_sequences
+    from tl_interp.training.lens import LensSpec, _top_tokens, fit_translators, heldout_kl, residuals
+
+    model = _zoo("ordinal-4l")
+    tokens, _ = ordinal_sequences(model.tokenizer, 64, seed=0)
+    resid = residuals(model, tokens[:, :5], 1, progress=False)
+    spec = LensSpec("toy", "ordinal-4l", tokens_per_step=64, top_k=8, n_sampled=32)
+    top = _top_tokens(model, resid[-1], spec.top_k)
+    w, b, _ = fit_translators(model, resid, top, spec, steps=30, seed=0, progress=False)
+    w2, b2, _ = fit_translators(model, resid, top, spec, steps=30, seed=0, progress=False)
+    assert torch.equal(w, w2) and torch.equal(b, b2)
+    assert all(p.requires_grad for p in model.parameters())  # restored after training
+    held, _ = ordinal_heldout(model.tokenizer, 32)
+    held_resid = residuals(model, held[:, :5], 1, progress=False)
+    logit = heldout_kl(model, None, held_resid)
+    tuned = heldout_kl(model, Translators(w, b), held_resid)
+    assert sum(tuned) < sum(logit)
+    # heldout_kl is the lens's KL: the same numbers through ti.lens
+    lens = ti.lens.tuned_lens(model, held[:, :5], translators=Translators(w, b), positions=slice(1, None),
+                              progress=False)
+    assert_close(lens.values[:-1].double().mean((1, 2)), torch.tensor(tuned, dtype=torch.float64), atol=1e-4, rtol=1e-4)

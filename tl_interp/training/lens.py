@@ -42,7 +42,7 @@ from tl_interp.engine import compat
 from tl_interp.lens._translators import LENSES_DIR, Translators
 from tl_interp.training.common import provenance, sig
 
-__all__ = ["LensSpec", "SPECS", "train_tuned_lens", "write_lens", "heldout_kl", "residuals"]
+__all__ = ["LensSpec", "SPECS", "train_tuned_lens", "fit_translators", "write_lens", "heldout_kl", "residuals"]
 
 
 @dataclass(frozen=True)
@@ -125,32 +125,39 @@ def _sampled_vocab(top: Tensor, vocab: int, n_sampled: int, gen: torch.Generator
     return torch.cat([kept, sample]), offset
 
 
-def train_tuned_lens(name: str, *, seed: int = 0, steps: int | None = None, n_train: int | None = None,
-                     n_heldout: int | None = None, model: Any = None, progress: bool = True
-                     ) -> tuple[Translators, dict[str, Any]]:
-    """Train tuned lens ``name`` (a key of ``SPECS``) and measure it against the logit lens on held-out text.
+def fit_translators(model: Any, resid: Tensor, top: Tensor, spec: LensSpec, *, steps: int, seed: int,
+                    progress: bool = True) -> tuple[Tensor, Tensor, list[list[float]]]:
+    """The training loop: translators for every layer from residuals ``(n_layers + 1, n_tokens, d_model)``
+    (``residuals(...)``) and each token's top-``top_k`` final tokens ``top`` ``(n_tokens, k)``.
 
     Returns:
-        ``(translators, card)``; the card's ``evaluation`` holds the exact held-out KL per layer
-        of both lenses.
+        ``(weight, bias, losses)``: ``(n_layers, d, d)``, ``(n_layers, d)`` and each step's
+        per-layer training loss (sampled-vocabulary KL, nats).
+
+    Example:
+        >>> from tl_interp.models.zoo import load
+        >>> from tl_interp.models.saes.corpus import ordinal_sequences
+        >>> model = load("ordinal-4l")
+        >>> tokens, mask = ordinal_sequences(model.tokenizer, 16, seed=0)
+        >>> resid = residuals(model, tokens[:, :5], 1, progress=False)
+        >>> spec = LensSpec("toy", "ordinal-4l", tokens_per_step=32, top_k=4, n_sampled=16)
+        >>> w, b, losses = fit_translators(model, resid, _top_tokens(model, resid[-1], 4), spec, steps=5, seed=0,
+        ...                                progress=False)
+        >>> tuple(w.shape), losses[-1][0] < losses[0][0]
+        ((4, 128, 128), True)
     """
-    from tl_interp import models
-    from tl_interp.models.saes.corpus import chunk_tokens, pydoc_text
-
-    spec = SPECS[name]
-    steps = spec.steps if steps is None else steps
-    n_train = spec.n_train if n_train is None else n_train
-    n_heldout = spec.n_heldout if n_heldout is None else n_heldout
-    start = time.perf_counter()
-    model = models.load(spec.model, device="cpu") if model is None else model
-    for p in model.parameters():
+    frozen = [p for p in model.parameters() if p.requires_grad]
+    for p in frozen:  # gradients reach only the translators (and never the model's .grad)
         p.requires_grad_(False)
-    chunks = chunk_tokens(model.tokenizer, pydoc_text("train"), spec.context_size)
-    pick = torch.randperm(chunks.shape[0], generator=torch.Generator().manual_seed(seed))[:n_train].sort().values
-    resid = residuals(model, chunks[pick], spec.first_position, dtype=torch.float16, progress=progress)
-    top = _top_tokens(model, resid[-1], spec.top_k)
-    collected = time.perf_counter() - start
+    try:
+        return _fit(model, resid, top, spec, steps=steps, seed=seed, progress=progress)
+    finally:
+        for p in frozen:
+            p.requires_grad_(True)
 
+
+def _fit(model: Any, resid: Tensor, top: Tensor, spec: LensSpec, *, steps: int, seed: int,
+         progress: bool) -> tuple[Tensor, Tensor, list[list[float]]]:
     torch.manual_seed(seed)
     gen = torch.Generator().manual_seed(seed)
     n_layers, d = model.cfg.n_layers, model.cfg.d_model
@@ -184,11 +191,42 @@ def train_tuned_lens(name: str, *, seed: int = 0, steps: int | None = None, n_tr
         opt.zero_grad(set_to_none=False)
         sched.step()
         losses.append(step_losses)
+    return weight.detach(), bias.detach(), losses
+
+
+def train_tuned_lens(name: str, *, seed: int = 0, steps: int | None = None, n_train: int | None = None,
+                     n_heldout: int | None = None, model: Any = None, progress: bool = True
+                     ) -> tuple[Translators, dict[str, Any]]:
+    """Train tuned lens ``name`` (a key of ``SPECS``) and measure it against the logit lens on held-out text.
+
+    Returns:
+        ``(translators, card)``; the card's ``evaluation`` holds the exact held-out KL per layer
+        of both lenses.
+    """
+    from tl_interp import models
+    from tl_interp.models.saes.corpus import chunk_tokens, pydoc_text
+
+    spec = SPECS[name]
+    steps = spec.steps if steps is None else steps
+    n_train = spec.n_train if n_train is None else n_train
+    n_heldout = spec.n_heldout if n_heldout is None else n_heldout
+    start = time.perf_counter()
+    model = models.load(spec.model, device="cpu") if model is None else model
+    for p in model.parameters():
+        p.requires_grad_(False)
+    chunks = chunk_tokens(model.tokenizer, pydoc_text("train"), spec.context_size)
+    pick = torch.randperm(chunks.shape[0], generator=torch.Generator().manual_seed(seed))[:n_train].sort().values
+    resid = residuals(model, chunks[pick], spec.first_position, dtype=torch.float16, progress=progress)
+    top = _top_tokens(model, resid[-1], spec.top_k)
+    collected = time.perf_counter() - start
+
+    weight, bias, losses = fit_translators(model, resid, top, spec, steps=steps, seed=seed, progress=progress)
+    n_tokens = resid.shape[1]
     trained_seconds = time.perf_counter() - start
 
     # Stored in float16: measure what is stored.
     dtype = getattr(torch, spec.storage)
-    translators = Translators(weight.detach().to(dtype).float(), bias.detach().to(dtype).float(), spec.model)
+    translators = Translators(weight.to(dtype).float(), bias.to(dtype).float(), spec.model)
     held = chunk_tokens(model.tokenizer, pydoc_text("heldout"), spec.context_size)[:n_heldout]
     held_resid = residuals(model, held, spec.first_position, progress=progress)
     logit_kl = heldout_kl(model, None, held_resid)
