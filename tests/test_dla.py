@@ -208,3 +208,13 @@ def test_post_norm_blocks_refuse_per_head_attribution_but_not_per_component() ->
         ti.lens.direct_logit_attribution(model, tokens, 3, by="head", progress=False)
     dla = ti.lens.direct_logit_attribution(model, tokens, 3, by="component", progress=False)
     assert_close(dla.total, model(tokens)[:, -1, 3], atol=1e-4, rtol=1e-5)
+
+
+def test_a_padded_batch_attributes_as_its_prompts_one_by_one() -> None:
+    model = ti.models.load("ordinal-4l")
+    prompts = ["after may comes", "one two three four", "after june"]
+    batched = ti.lens.direct_logit_attribution(model, prompts, " july", by="head", progress=False)
+    for row, prompt in enumerate(prompts):
+        alone = ti.lens.direct_logit_attribution(model, prompt, " july", by="head", progress=False)
+        assert_close(batched.values[:, row], alone.values[:, 0], atol=1e-5, rtol=1e-4)
+        assert_close(batched.extras["renormalised"][:, row], alone.extras["renormalised"][:, 0], atol=1e-5, rtol=1e-4)
