@@ -61,17 +61,25 @@ def main(out: Path, n_chunks: int = 16, n_boot: int = 1000) -> dict:
     (out / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
     (out / "card.json").write_text(json.dumps(card, indent=2) + "\n")
     _markdown(out, summary, card)
+    write_report(out, summary, model, translators)
+    return summary
+
+
+def write_report(out: Path, summary: dict, model, translators) -> None:
+    """``figures.html``: the per-layer table and one prompt through both lenses (tables only, no
+    plotly bundle, so the committed page stays small; ``result.figure()`` draws them)."""
+    rows = summary["layers"]
     report = ti.viz.Report("Tuned lens vs logit lens, SmolLM2-135M")
-    report.text(f"Held-out: {n_chunks} chunks, {int(mask.sum())} tokens, positions {first}:")
+    report.text(f"Held-out: {summary['n_chunks']} chunks, {summary['tokens']} tokens, positions {summary['positions']}")
     report.table(["layer", "logit lens KL", "tuned lens KL", "difference", "95% CI"],
                  [[r["layer"], r["logit_lens_kl"], r["tuned_lens_kl"], r["difference"],
                    f"[{r['ci95'][0]:.3g}, {r['ci95'][1]:.3g}]"] for r in rows])
     example = "<|im_start|>The months of the year are January, February, March,"
     report.heading("One prompt: the last position through both lenses")
-    report.add(ti.lens.logit_lens(model, example, answers=[" April"], progress=False))
-    report.add(ti.lens.tuned_lens(model, example, translators=translators, answers=[" April"], progress=False))
+    report.result(ti.lens.logit_lens(model, example, answers=[" April"], progress=False), figure=False)
+    report.result(ti.lens.tuned_lens(model, example, translators=translators, answers=[" April"], progress=False),
+                  figure=False)
     report.write(out / "figures.html")
-    return summary
 
 
 def _markdown(out: Path, summary: dict, card: dict) -> None:
