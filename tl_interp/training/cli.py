@@ -3,7 +3,9 @@
 A zoo model's name trains it (``TRAINERS``) and writes ``DIR/weights/NAME.safetensors`` and
 ``DIR/cards/NAME.json`` (plus ``DIR/tokenizers/NAME/`` for ordinal-4l); DIR defaults to the
 packaged zoo, ``tl_interp/models/zoo``. A bundled SAE's name (``SAE_NAMES``) trains it with
-sae-lens and writes ``DIR/NAME/`` (default: the packaged ``tl_interp/models/saes``).
+sae-lens and writes ``DIR/NAME/`` (default: the packaged ``tl_interp/models/saes``). A bundled
+tuned lens's name (``LENS_NAMES``) trains its translators (``tl_interp.training.lens``) and writes
+``DIR/NAME/`` (default: the packaged ``tl_interp/models/lenses``).
 The same name, steps, seed and thread count give bit-identical weights.
 """
 
@@ -16,6 +18,7 @@ from typing import Any
 
 from torch import nn
 
+from tl_interp.lens._translators import LENS_NAMES
 from tl_interp.models.saes import SAE_NAMES
 from tl_interp.models.zoo import _store, ordinal
 from tl_interp.training import induction, s5_mlp
@@ -65,11 +68,28 @@ def _train_sae(argv: Sequence[str]) -> int:
     return 0
 
 
+def _train_lens(argv: Sequence[str]) -> int:
+    from tl_interp.training.lens import SPECS, train_tuned_lens, write_lens
+
+    parser = _parser(list(SPECS), sae=True)
+    parser.description = "Retrain a bundled tuned lens (per-layer translators, KL to the final distribution)."
+    args = parser.parse_args(argv)
+    with fixed_threads(args.threads):
+        translators, card = train_tuned_lens(args.name, seed=args.seed, steps=args.steps, n_train=args.n_train,
+                                             n_heldout=args.n_heldout)
+    folder = write_lens(args.name, translators, card, args.out)
+    print(f"wrote {folder} ({sum(p.stat().st_size for p in folder.iterdir())} bytes)")
+    print(json.dumps(card["evaluation"]))
+    return 0
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Command-line entry point; see the module docstring. Returns the exit status."""
     argv = list(sys.argv[1:] if argv is None else argv)
     if argv and argv[0] in SAE_NAMES:
         return _train_sae(argv)
+    if argv and argv[0] in LENS_NAMES:
+        return _train_lens(argv)
     args = _parser(list(TRAINERS), sae=False).parse_args(argv)
     steps = args.steps if args.steps is not None else DEFAULT_STEPS[args.name]
     with fixed_threads(args.threads):  # determinism, and a fair share of a shared machine
