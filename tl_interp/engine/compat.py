@@ -30,7 +30,8 @@ from tl_interp.errors import FastPathWarning
 
 __all__ = ["TESTED_RANGE", "tl_version", "usable", "silent_reason", "call_offset", "is_hooked_transformer",
            "new_kv_cache", "kv_entries", "frozen_prefix_cache", "final_block_last", "head", "head_is_plain",
-           "blocks_are_plain", "kv_previous_mask", "tl_default_mask", "final_block_reason", "unembed_weight_of", "reusing_unembed_weight"]
+           "blocks_are_plain", "kv_previous_mask", "tl_default_mask", "final_block_reason", "unembed_weight_of", "reusing_unembed_weight",
+           "receiver_hooks", "head_write_reason"]
 
 TESTED_RANGE = ((3, 9), (4, 0))  # [3.9, 4.0): the versions the compatibility tests ran on
 _QK_NORM_IN_FORWARD = ("OlmoeForCausalLM", "Olmo2ForCausalLM", "Olmo3ForCausalLM")
@@ -376,3 +377,56 @@ def head_is_plain(model: Any) -> bool:
 def blocks_are_plain(model: Any, first: int) -> bool:
     """No hook attached in blocks ``first..`` (positions are sliced there on the prefix paths)."""
     return all(_plain(block) for block in model.blocks[first:])
+
+
+# -- path patching: per-receiver input hooks ---------------------------------------------------
+_FLAGS = ("use_split_qkv_input", "use_hook_mlp_in", "ungroup_grouped_query_attention")
+
+
+@contextlib.contextmanager
+def receiver_hooks(model: Any, *, split_qkv: bool = False, mlp_in: bool = False,
+                   ungroup: bool = False) -> Iterator[None]:
+    """Within the block, TL fires each head's own q/k/v input hook (``use_split_qkv_input``),
+    the MLP's input hook (``use_hook_mlp_in``) and, on grouped-query models, gives every query
+    head its own key and value (``ungroup_grouped_query_attention``: the key-value weights
+    repeated per head, the same numbers). The config is restored on every exit path.
+
+    Example:
+        >>> from transformer_lens import HookedTransformer, HookedTransformerConfig
+        >>> cfg = HookedTransformerConfig(n_layers=1, d_model=8, n_heads=2, d_head=4, n_ctx=4, d_vocab=5,
+        ...                               act_fn="relu", d_mlp=16)
+        >>> model = HookedTransformer(cfg)
+        >>> with receiver_hooks(model, split_qkv=True):
+        ...     model.cfg.use_split_qkv_input
+        True
+        >>> model.cfg.use_split_qkv_input
+        False
+    """
+    cfg = model.cfg
+    saved = {flag: getattr(cfg, flag, False) for flag in _FLAGS}
+    try:
+        if split_qkv:
+            model.set_use_split_qkv_input(True)
+        if mlp_in:
+            model.set_use_hook_mlp_in(True)
+        if ungroup and getattr(cfg, "n_key_value_heads", None) is not None:
+            model.set_ungroup_grouped_query_attention(True)
+        yield
+    finally:
+        for flag, value in saved.items():
+            setattr(cfg, flag, value)
+
+
+def head_write_reason(model: Any) -> str | None:
+    """Why a head's write into the residual stream is not ``z[h] @ W_O[h]`` (a norm after the
+    attention output mixes the heads), or None."""
+    try:
+        from transformer_lens.utilities.architectures import POST_NORM_ARCHITECTURES
+    except ImportError:  # an older TransformerLens has no post-norm blocks
+        POST_NORM_ARCHITECTURES = ()
+    cfg = model.cfg
+    if getattr(cfg, "use_normalization_before_and_after", False):
+        return "its attention output is normalised after the heads are summed (cfg.use_normalization_before_and_after)"
+    if cfg.original_architecture in POST_NORM_ARCHITECTURES:
+        return f"{cfg.original_architecture} normalises the attention output after the heads are summed (post-norm)"
+    return None
