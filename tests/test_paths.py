@@ -108,7 +108,8 @@ def test_paths_equal_the_two_pass_recipe_on_ordinal_4l_with_mlps() -> None:
     adapter = ti.models.adapt(model)
     clean = adapter.tokenize(["january is followed by", "march is followed by"]).tokens
     corrupt = adapter.tokenize(["june is followed by", "august is followed by"]).tokens
-    metric = lambda logits: (logits[:, -1, [27, 29]].diagonal() - logits[:, -1, [32, 34]].diagonal()).mean()  # noqa: E731
+    def metric(logits):  # TransformerLens's plain-function form: february/april against july/september
+        return (logits[:, -1, [27, 29]].diagonal() - logits[:, -1, [32, 34]].diagonal()).mean()
     senders = [(0, 1), ("mlp", 0), (1, 3), {(0, 0), ("mlp", 1)}]
     receivers = [(2, 1, "q"), (1, 2, "v"), ("mlp", 1), ("mlp", 2), "logits", {(2, 0, "k"), ("mlp", 3), (3, 1, "v")}]
     res = _check(model, clean, corrupt, metric, senders, receivers)
@@ -133,6 +134,7 @@ def test_paths_equal_the_two_pass_recipe_on_a_gqa_rotary_rmsnorm_model() -> None
     # heads sharing a key-value head still receive separately: their key inputs give different values
     assert not torch.allclose(res.values[:, 0], res.values[:, 2])
     assert model.cfg.ungroup_grouped_query_attention is False and not no_switch_left_on(model)
+    assert "ungrouped" in res.provenance.settings["engine"]["prefix_kv"]  # TL's cache holds key-value heads
 
 
 def no_switch_left_on(model) -> bool:
@@ -209,5 +211,37 @@ def test_bad_senders_and_receivers_are_refused_before_any_forward_pass() -> None
 
 def test_head_senders_are_refused_where_a_norm_mixes_the_heads() -> None:
     model = HookedTransformer(_cfg(normalization_type="RMS", use_normalization_before_and_after=True)).eval()
-    _refuse(model, r"head senders on HookedTransformer: its attention output is normalised after the heads", UnsupportedError,
-            senders=(0, 1), receivers="logits")
+    _refuse(model, r"head senders on HookedTransformer: its attention output is normalised after the heads",
+            UnsupportedError, senders=(0, 1), receivers="logits")
+
+
+# -- TransformerLens's direct path patching (a frozen, linearised receiver norm) ---------------
+@pytest.mark.parametrize("make", [gpt2_style, llama_style], ids=["layernorm", "gqa_rotary_rmsnorm"])
+def test_frozen_norm_equals_transformer_lens_direct_path_patching(make) -> None:
+    from transformer_lens.tools.analysis.direct_path_patching import get_act_patch_direct_path
+
+    model = make()
+    model.process_weights_(fold_ln=True, center_writing_weights=True, center_unembed=True)  # TL's stated setting
+    g = torch.Generator().manual_seed(1)
+    clean = torch.randint(1, 61, (2, 6), generator=g)
+    corrupt = clean.clone()
+    corrupt[:, 1] = (corrupt[:, 1] + 5) % 61
+    metric = ti.metrics.logit_diff(3, 4)
+    _, clean_cache = model.run_with_cache(clean)
+    _, corrupt_cache = model.run_with_cache(corrupt)
+    n = model.cfg.n_heads
+    res = ti.patching.paths(model, clean, corrupt, metric, senders=[(0, h) for h in range(n)],
+                            receivers=[(1, h, "q") for h in range(n)], direction="denoise", norm="frozen",
+                            progress=False)
+    for h in range(n):
+        tl = get_act_patch_direct_path(model, corrupt, clean_cache, corrupt_cache, metric, src_layer=0, src_head=h,
+                                       component="q", verbose=False)
+        torch.testing.assert_close(res.values[h], tl[1].float(), atol=1e-5, rtol=0)
+    exact = ti.patching.paths(model, clean, corrupt, metric, senders=[(0, h) for h in range(n)],
+                              receivers=[(1, h, "q") for h in range(n)], direction="denoise", progress=False)
+    assert not torch.allclose(exact.values, res.values, atol=1e-5)  # recomputing the norm is a different number
+
+
+def test_frozen_norm_is_refused_for_receivers_it_does_not_cover() -> None:
+    _refuse(gpt2_style(), r"norm='frozen' .* patches head inputs only; receivers \['logits'\] are not heads",
+            OptionError, senders=(0, 1), receivers="logits", norm="frozen")

@@ -22,7 +22,7 @@ from tl_interp.hooks._edit import check_finite, check_trailing, edit_interventio
 from tl_interp.hooks._select import Selection, fit_to_activation
 from tl_interp.intervention import Intervention
 
-__all__ = ["path_input"]
+__all__ = ["path_input", "path_projection"]
 
 
 @checked
@@ -50,7 +50,8 @@ def path_input(where: str, delta: Float[Tensor, "batch pos d_model"], *, base: F
         ...                               act_fn="relu", d_mlp=16, use_split_qkv_input=True)
         >>> model, tokens = HookedTransformer(cfg), torch.tensor([[1, 2, 3]])
         >>> _, cache = model.run_with_cache(tokens)
-        >>> iv = path_input("blocks.1.hook_q_input", torch.zeros(1, 3, 8), base=cache["blocks.1.hook_resid_pre"], heads=1)
+        >>> base = cache["blocks.1.hook_resid_pre"]
+        >>> iv = path_input("blocks.1.hook_q_input", torch.zeros(1, 3, 8), base=base, heads=1)
         >>> print(iv)
         Intervention (1 hook):
           1. path input: base + sender delta (heads 1) at blocks.1.hook_q_input
@@ -80,3 +81,39 @@ def path_input(where: str, delta: Float[Tensor, "batch pos d_model"], *, base: F
     return edit_intervention("path_input", "path input: base + sender delta", where,
                              Selection(heads=heads), make_edit)
 
+
+
+@checked
+def path_projection(where: str, delta: Float[Tensor, "batch pos d_model"], *, weight: Float[Tensor, "d_model d_head"],
+                    head: int) -> Intervention:
+    """Add one head's projection of a sender's (already normalised) change to its query, key or value.
+
+    The frozen-norm linearisation of ``path_input`` that TransformerLens's direct path patching
+    uses: the receiver's norm keeps the base run's scale, so its input change is linear in the
+    sender's and lands on the head's ``q``/``k``/``v`` (before rotary) as ``delta @ weight``.
+
+    Args:
+        where: ``blocks.L.attn.hook_q`` / ``hook_k`` / ``hook_v``.
+        delta: the sender's change through the receiver's norm at the base run's scale
+            (``(d - mean d) * w / scale`` for LayerNorm, ``d * w / scale`` for RMSNorm).
+        weight: the head's projection, ``W_Q[head]`` / ``W_K[head]`` / ``W_V[head]``.
+        head: the receiving head.
+
+    Example:
+        >>> import torch
+        >>> print(path_projection("blocks.1.attn.hook_q", torch.zeros(1, 3, 8), weight=torch.zeros(8, 4), head=0))
+        Intervention (1 hook):
+          1. path projection: + delta @ W (heads 0) at blocks.1.attn.hook_q
+    """
+    check_finite(delta.detach(), "delta", f"path_projection at {where}")
+
+    def make_edit(name, info, context):
+        check_trailing(context, info, tuple(weight.shape[-1:]), "the projection")
+
+        def edit(act: Tensor, axes: tuple[str, ...]) -> Tensor:
+            change = fit_to_activation((delta @ weight).unsqueeze(-2), act, axes, "the projected change", context)
+            return act + change.to(act.dtype)
+
+        return edit
+
+    return edit_intervention("path_projection", "path projection: + delta @ W", where, Selection(heads=head), make_edit)

@@ -14,8 +14,8 @@ layer (``mid_stack``) and position (``prefix_kv``).
 The direction follows ``ti.patching.sweep``: ``"noise"`` (the paper's: senders take the
 corrupted run's output, the clean run is frozen) or ``"denoise"`` (senders take the clean
 run's output into the frozen corrupted run -- TransformerLens's ``get_act_patch_direct_path``,
-which linearises the receiver's norm at the corrupted run's scale; here the norm is
-recomputed, so the two agree where that scale does not move).
+which linearises the receiver's norm at the corrupted run's scale: ``norm="frozen"`` gives
+that linearisation, the default ``"recompute"`` the exact path).
 """
 
 from collections.abc import Callable
@@ -43,10 +43,14 @@ from tl_interp.sites import site as site_name
 __all__ = ["paths"]
 
 Direction = Literal["denoise", "noise"]
+Norm = Literal["recompute", "frozen"]
+_FROZEN_NORMS = ("LN", "LNPre", "RMS", "RMSPre", None)
 
 
-def _input_hook(node: Node, n_layers: int) -> str:
-    """The hook whose activation is ``node``'s input (a receiver)."""
+def _input_hook(node: Node, n_layers: int, norm: str = "recompute") -> str:
+    """The hook a receiver's edit is made at: its input, or its q/k/v with a frozen norm."""
+    if node.kind == "head" and norm == "frozen":
+        return f"blocks.{node.layer}.attn.hook_{node.input}"
     if node.kind == "head":
         return f"blocks.{node.layer}.hook_{node.input}_input"
     if node.kind == "mlp":
@@ -75,8 +79,19 @@ def _write(node: Node, cache: Any, model: Any) -> Tensor:
     return act[:, :, node.head] @ model.blocks[node.layer].attn.W_O[node.head]
 
 
-def _refuse_early(model: Any, rows: list[tuple[Node, ...]], cols: list[tuple[Node, ...]], parallel: bool) -> None:
+def _refuse_early(model: Any, rows: list[tuple[Node, ...]], cols: list[tuple[Node, ...]], parallel: bool,
+                  norm: str) -> None:
     """Every check on senders and receivers that needs no forward pass."""
+    if norm == "frozen":
+        others = [str(r) for col in cols for r in col if r.kind != "head"]
+        if others:
+            raise OptionError(f"norm='frozen' (TransformerLens's linearised direct path) patches head inputs only; "
+                              f"receivers {others} are not heads: use norm='recompute'")
+        cfg = model.cfg
+        if getattr(cfg, "use_qk_norm", False) or cfg.normalization_type not in _FROZEN_NORMS:
+            raise UnsupportedError(f"norm='frozen' on {cfg.normalization_type!r} norms"
+                                   f"{' with q/k norms' if getattr(cfg, 'use_qk_norm', False) else ''}: the frozen "
+                                   "linearisation covers LayerNorm and RMSNorm before q/k/v only; use norm='recompute'")
     if any(n.kind == "head" for row in rows for n in row):
         why = compat.head_write_reason(model)
         if why is not None:
@@ -91,9 +106,9 @@ def _refuse_early(model: Any, rows: list[tuple[Node, ...]], cols: list[tuple[Nod
 
 @checked
 def paths(model: Any, clean: Inputs, corrupted: Inputs, metric: Callable[..., Any], *, senders: Any, receivers: Any,
-          direction: Direction = "noise", attention_mask: Tensor | None = None, memory_mb: float = 1024.0,
-          fast_paths: bool = True, skip_unchanged: bool = True, executor: Executor | None = None,
-          progress: bool = True) -> PatchingResult:
+          direction: Direction = "noise", norm: Norm = "recompute", attention_mask: Tensor | None = None,
+          memory_mb: float = 1024.0, fast_paths: bool = True, skip_unchanged: bool = True,
+          executor: Executor | None = None, progress: bool = True) -> PatchingResult:
     """Path patching: each sender's effect on the metric through each receiver set's inputs only.
 
     Args:
@@ -109,6 +124,9 @@ def paths(model: Any, clean: Inputs, corrupted: Inputs, metric: Callable[..., An
             them (one column), or a list of these.
         direction: ``"noise"`` (senders from the corrupted run, everything else frozen at the
             clean run: the IOI paper) or ``"denoise"`` (clean senders into the corrupted run).
+        norm: ``"recompute"`` (a receiver's norm is recomputed from its new input: exact) or
+            ``"frozen"`` (its scale stays the base run's, and the change enters the head's
+            q/k/v linearly: TransformerLens's ``get_act_patch_direct_path``; head receivers).
         attention_mask: for padded token tensors.
         memory_mb, fast_paths, skip_unchanged, executor, progress: as in ``ti.patching.sweep``.
 
@@ -135,18 +153,23 @@ def paths(model: Any, clean: Inputs, corrupted: Inputs, metric: Callable[..., An
     cfg = model.cfg
     parallel = bool(getattr(cfg, "parallel_attn_mlp", False))
     rows, cols = parse_senders(senders, cfg), parse_receivers(receivers, cfg)
-    _refuse_early(model, rows, cols, parallel)
+    if norm not in ("recompute", "frozen"):
+        raise OptionError(f"norm must be 'recompute' or 'frozen', not {norm!r}")
+    _refuse_early(model, rows, cols, parallel, norm)
     clean_b, corrupt_b = _pair(model, clean, corrupted, attention_mask)
     check_metric(model, metric, clean_b)
     base_b, source_b = (corrupt_b, clean_b) if direction == "denoise" else (clean_b, corrupt_b)
     options = EngineOptions(memory_mb=memory_mb, fast_paths=fast_paths, skip_unchanged=skip_unchanged)
     every = sorted({r for col in cols for r in col})
     n_layers = cfg.n_layers
-    switches = dict(split_qkv=any(r.kind == "head" for r in every), mlp_in=any(r.kind == "mlp" for r in every),
+    switches = dict(split_qkv=norm == "recompute" and any(r.kind == "head" for r in every),
+                    mlp_in=any(r.kind == "mlp" for r in every),
                     ungroup=any(r.kind == "head" and r.input in "kv" for r in every))
     with compat.receiver_hooks(model, **switches):
         outputs = sorted({_output_hook(s) for row in rows for s in row})
         bases = sorted({_base_hook(r, n_layers, parallel) for r in every})
+        if norm == "frozen" and cfg.normalization_type is not None:
+            bases += sorted({f"blocks.{r.layer}.ln1.hook_scale" for r in every})
         kw_base = {"attention_mask": base_b.attention_mask} if base_b.padded else {}
         kw_source = {"attention_mask": source_b.attention_mask} if source_b.padded else {}
         with torch.no_grad():
@@ -156,17 +179,53 @@ def paths(model: Any, clean: Inputs, corrupted: Inputs, metric: Callable[..., An
             source_logits = source_cache.run(model, source_b.tokens, **kw_source)
             deltas = {s: _write(s, source_cache, model) - _write(s, base_cache, model)
                       for s in sorted({s for row in rows for s in row})}
-        cells, keys, where = _cells(rows, cols, deltas, base_cache, n_layers, parallel)
-        names = tuple(sorted({_input_hook(r, n_layers) for r in every}))
+        edit = _frozen_edit(model, base_cache) if norm == "frozen" else _input_edit(base_cache, n_layers, parallel)
+        cells, keys, where = _cells(rows, cols, deltas, edit, n_layers, parallel, norm)
+        names = tuple(sorted({_input_hook(r, n_layers, norm) for r in every}))
         work = Plan(model, base_b, metric, tuple(cells), tuple(keys), names, options, label="path patching",
-                    signature={"study": "paths", "direction": direction, "senders": [group_label(r) for r in rows],
+                    signature={"study": "paths", "direction": direction, "norm": norm,
+                               "senders": [group_label(r) for r in rows],
                                "receivers": [group_label(c) for c in cols], "source": prompt_hash(source_b.tokens)})
         outcome = execute(work, executor, progress=progress)
-    return _result(model, metric, outcome, where, rows, cols, source_logits, source_b, base_b, direction, switches)
+    return _result(model, metric, outcome, where, rows, cols, source_logits, source_b, base_b, direction,
+                   {**switches, "norm": norm})
 
 
-def _cells(rows: list[tuple[Node, ...]], cols: list[tuple[Node, ...]], deltas: dict[Node, Tensor], base_cache: Any,
-           n_layers: int, parallel: bool) -> tuple[list[Intervention], list[tuple[int, int]], list[tuple[int, int]]]:
+Edit = Callable[[str, Tensor, list[Node]], Intervention]
+
+
+def _input_edit(base_cache: Any, n_layers: int, parallel: bool) -> Edit:
+    """The exact receiver edit: the input hook set to the base input plus the senders' change."""
+    def edit(name: str, delta: Tensor, members: list[Node]) -> Intervention:
+        heads = sorted({r.head for r in members}) if members[0].kind == "head" else None
+        return hooks.path_input(name, delta, heads=heads, base=base_cache[_base_hook(members[0], n_layers, parallel)])
+    return edit
+
+
+def _frozen_edit(model: Any, base_cache: Any) -> Edit:
+    """TransformerLens's linearised receiver edit: the change through ``ln1`` at the base run's
+    scale, projected by each receiving head's W_Q / W_K / W_V onto its q / k / v."""
+    cfg = model.cfg
+
+    def edit(name: str, delta: Tensor, members: list[Node]) -> Intervention:
+        layer = members[0].layer
+        ln1 = model.blocks[layer].ln1
+        if cfg.normalization_type in ("LN", "LNPre"):
+            delta = delta - delta.mean(-1, keepdim=True)
+        if cfg.normalization_type is not None:
+            delta = delta / base_cache[f"blocks.{layer}.ln1.hook_scale"]
+        if cfg.normalization_type in ("LN", "RMS"):
+            delta = delta * ln1.w
+        attn = model.blocks[layer].attn
+        weights = {"q": attn.W_Q, "k": attn.W_K, "v": attn.W_V}
+        return sum((hooks.path_projection(name, delta, weight=weights[r.input][r.head].detach(), head=r.head)
+                    for r in members), Intervention.identity())
+    return edit
+
+
+def _cells(rows: list[tuple[Node, ...]], cols: list[tuple[Node, ...]], deltas: dict[Node, Tensor], edit: Any,
+           n_layers: int, parallel: bool,
+           norm: str) -> tuple[list[Intervention], list[tuple[str, str]], list[tuple[int, int]]]:
     """One intervention per (sender row, receiver column) with a path: a ``path_input`` edit per
     receiver input hook (the heads reading one hook share the senders that reach them)."""
     cells, keys, where = [], [], []
@@ -177,16 +236,14 @@ def _cells(rows: list[tuple[Node, ...]], cols: list[tuple[Node, ...]], deltas: d
             for r in col:
                 reaching = tuple(s for s in row if reaches(s, r, parallel))
                 if reaching:
-                    by_hook.setdefault((_input_hook(r, n_layers), reaching), []).append(r)
+                    by_hook.setdefault((_input_hook(r, n_layers, norm), reaching), []).append(r)
             if not by_hook:
                 continue  # no path: NaN in the result
             edits = []
             for (name, reaching), members in by_hook.items():
                 if reaching not in summed:
                     summed[reaching] = torch.stack([deltas[s] for s in reaching]).sum(0)
-                heads = sorted({r.head for r in members}) if members[0].kind == "head" else None
-                edits.append(hooks.path_input(name, summed[reaching], heads=heads,
-                                              base=base_cache[_base_hook(members[0], n_layers, parallel)]))
+                edits.append(edit(name, summed[reaching], members))
             cells.append(sum(edits, Intervention.identity()))
             keys.append((group_label(row), group_label(col)))
             where.append((i, j))
