@@ -245,3 +245,18 @@ def test_frozen_norm_equals_transformer_lens_direct_path_patching(make) -> None:
 def test_frozen_norm_is_refused_for_receivers_it_does_not_cover() -> None:
     _refuse(gpt2_style(), r"norm='frozen' .* patches head inputs only; receivers \['logits'\] are not heads",
             OptionError, senders=(0, 1), receivers="logits", norm="frozen")
+
+
+def test_a_padded_batch_equals_its_prompts_one_by_one() -> None:
+    model = ti.models.load("ordinal-4l")
+    clean = ["january is followed by", "the next month after october is"]
+    corrupt = ["june is followed by", "the next month after march is"]
+    right, wrong = torch.tensor([27, 37]), torch.tensor([32, 29])  # february / november vs july / april
+    senders, receivers = [(0, 1), ("mlp", 1), (2, 3)], [(3, 0, "qk"), ("mlp", 2), "logits"]
+    both = ti.patching.paths(model, clean, corrupt, ti.metrics.logit_diff(right, wrong), senders=senders,
+                             receivers=receivers, progress=False)
+    for row in range(2):
+        alone = ti.patching.paths(model, clean[row], corrupt[row], ti.metrics.logit_diff(int(right[row]), int(wrong[row])),
+                                  senders=senders, receivers=receivers, progress=False)
+        torch.testing.assert_close(both.extras["per_prompt"][..., row], alone.values, atol=1e-5, rtol=0,
+                                   equal_nan=True)
