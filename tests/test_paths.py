@@ -11,7 +11,8 @@ import torch
 from transformer_lens import HookedTransformer
 
 import tl_interp as ti
-from tests.conftest import _cfg, gpt2_style, llama_style
+from tests.conftest import _cfg, gpt2_style, llama_style, no_hooks_attached
+from tl_interp.engine.executors import LocalExecutor
 from tl_interp.errors import OptionError, SelectionError, UnsupportedError
 
 FLAGS = ("use_split_qkv_input", "use_hook_mlp_in", "ungroup_grouped_query_attention")
@@ -141,7 +142,7 @@ def no_switch_left_on(model) -> bool:
     return any(getattr(model.cfg, f) for f in FLAGS)
 
 
-def test_the_switches_are_restored_after_an_error_mid_study() -> None:
+def test_the_switches_are_restored_and_no_hook_is_left_after_an_error_mid_study() -> None:
     model = gpt2_style()
     tokens = torch.tensor([[1, 2, 3, 4]])
 
@@ -153,7 +154,7 @@ def test_the_switches_are_restored_after_an_error_mid_study() -> None:
     with pytest.raises(RuntimeError, match="boom"):
         ti.patching.paths(model, tokens, tokens.flip(-1), metric, senders=(0, 1), receivers=(1, 0, "q"),
                           progress=False, fast_paths=False)
-    assert not no_switch_left_on(model)
+    assert not no_switch_left_on(model) and no_hooks_attached(model)
 
 
 def test_patching_a_run_into_itself_changes_nothing() -> None:
@@ -169,7 +170,7 @@ def test_the_result_saves_loads_and_renders(tmp_path) -> None:
     clean = torch.tensor([[0, 5, 6, 7, 0, 5, 6]])
     corrupt = torch.tensor([[0, 5, 6, 7, 0, 9, 6]])
     res = ti.patching.paths(model, clean, corrupt, ti.metrics.logit_diff(7, 9), senders=[(0, 0), (0, 1)],
-                            receivers=[(1, 0, "k"), "logits"], progress=False)
+                            receivers=[(1, 0, "k"), "logits"], progress=False, executor=LocalExecutor())
     back = ti.results.Result.load(res.save(tmp_path / "p.safetensors"))
     torch.testing.assert_close(back.values, res.values)
     assert back.labels == res.labels and "L0H1" in back._repr_html_()
