@@ -62,12 +62,13 @@ def path_input(where: str, delta: Float[Tensor, "batch pos d_model"], *, base: F
         raise ShapeError(f"path_input at {where}: delta has shape {tuple(delta.shape)} and base {tuple(base.shape)}; "
                          "both are the residual stream (batch, pos, d_model) of runs on the same inputs")
     check_finite(delta.detach(), "delta", f"path_input at {where}")
+    total = base + delta  # once: the hook runs in every pass (and on the base run, to find what changes)
 
     def make_edit(name, info, context):
         check_trailing(context, info, tuple(base.shape[-1:]), "the residual stream")
 
         def edit(act: Tensor, axes: tuple[str, ...]) -> Tensor:
-            value = base + delta
+            value = total
             if act.ndim == value.ndim + 1:  # a per-head input: the same residual stream for every head
                 value = value.unsqueeze(-2)
             fitted = fit_to_activation(value, act, axes, "the path input", context)
