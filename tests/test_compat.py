@@ -108,4 +108,3 @@ def test_receiver_hooks_fire_each_heads_own_inputs_and_are_switched_off_again() 
         torch.testing.assert_close(logits, plain, atol=1e-5, rtol=0)  # the same function, more hook points
     assert not (model.cfg.use_split_qkv_input or model.cfg.use_hook_mlp_in
                 or model.cfg.ungroup_grouped_query_attention)
-    assert compat.head_write_reason(model) is None

@@ -212,7 +212,7 @@ def test_bad_senders_and_receivers_are_refused_before_any_forward_pass() -> None
 
 def test_head_senders_are_refused_where_a_norm_mixes_the_heads() -> None:
     model = HookedTransformer(_cfg(normalization_type="RMS", use_normalization_before_and_after=True)).eval()
-    _refuse(model, r"head senders on HookedTransformer: its attention output is normalised after the heads",
+    _refuse(model, r"head senders on HookedTransformer: each block normalises its attention and MLP outputs",
             UnsupportedError, senders=(0, 1), receivers="logits")
 
 

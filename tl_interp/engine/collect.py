@@ -163,11 +163,14 @@ class States(Mapping[str, Tensor]):
             ``reduce=None``); otherwise ``None``.
         positions: a label of the selection; ``reduce``: ``None`` or ``"mean"``.
         model_id: the model's id, for provenance.
+        index: the absolute positions read: ``(n,)`` for one position per row, ``(k,)`` for
+            ``k`` fixed positions; ``None`` for per-row masks (``mask`` says which).
     """
 
     def __init__(self, tensors: dict[str, Tensor], *, batch: Tokenized | None, mask: Tensor | None,
-                 positions: str, reduce: str | None, model_id: str) -> None:
+                 positions: str, reduce: str | None, model_id: str, index: Tensor | None = None) -> None:
         self._tensors = tensors
+        self.index = index
         self.names = tuple(tensors)
         self.batch = batch
         self.mask = mask
@@ -297,8 +300,9 @@ def collect(model: Any, inputs: Inputs, where: NameFilter, *, positions: Positio
             parts[name].append(act.to(dtype))
     tensors = {name: torch.cat(chunks) for name, chunks in parts.items()}
     label = repr(positions) if isinstance(positions, Finder) else describe(positions)
+    index = plan.index if plan.kind == "row" else torch.tensor(plan.fixed) if plan.kind == "fixed" else None
     return States(tensors, batch=batch, mask=plan.mask if keep_mask else None, positions=label, reduce=reduce,
-                  model_id=adapt(model).model_id)
+                  model_id=adapt(model).model_id, index=index)
 
 
 def _masked(act: Tensor, mask: Tensor, reduce: str | None, full: int) -> Tensor:

@@ -29,9 +29,9 @@ from torch import Tensor
 from tl_interp.errors import FastPathWarning
 
 __all__ = ["TESTED_RANGE", "tl_version", "usable", "silent_reason", "call_offset", "is_hooked_transformer",
-           "new_kv_cache", "kv_entries", "frozen_prefix_cache", "final_block_last", "head", "head_is_plain",
-           "blocks_are_plain", "kv_previous_mask", "tl_default_mask", "final_block_reason", "unembed_weight_of", "reusing_unembed_weight",
-           "receiver_hooks", "head_write_reason"]
+           "new_kv_cache", "kv_entries", "frozen_prefix_cache", "final_block_last", "head", "head_columns",
+           "linear_writes_reason", "head_is_plain", "blocks_are_plain", "kv_previous_mask", "tl_default_mask",
+           "final_block_reason", "unembed_weight_of", "reusing_unembed_weight", "receiver_hooks"]
 
 TESTED_RANGE = ((3, 9), (4, 0))  # [3.9, 4.0): the versions the compatibility tests ran on
 _QK_NORM_IN_FORWARD = ("OlmoeForCausalLM", "Olmo2ForCausalLM", "Olmo3ForCausalLM")
@@ -302,6 +302,24 @@ def final_block_reason(model: Any) -> str | None:
     return None
 
 
+def linear_writes_reason(model: Any) -> str | None:
+    """Why a block's heads / neurons do not write ``z @ W_O + b_O`` / ``post @ W_out + b_out``
+    straight into the residual stream (so per-head or per-neuron contributions would not sum to
+    ``hook_attn_out`` / ``hook_mlp_out``), or None."""
+    try:
+        from transformer_lens.utilities.architectures import POST_NORM_ARCHITECTURES
+    except ImportError:
+        POST_NORM_ARCHITECTURES = ()
+    cfg = model.cfg
+    if getattr(cfg, "use_normalization_before_and_after", False):
+        return "each block normalises its attention and MLP outputs (ln1_post / ln2_post) before the residual add"
+    if cfg.original_architecture in POST_NORM_ARCHITECTURES:
+        return f"{cfg.original_architecture} is post-norm (ln1 / ln2 after attention and MLP)"
+    if getattr(cfg, "num_experts", None):
+        return "the MLPs are mixtures of experts"
+    return None
+
+
 # -- the model head ---------------------------------------------------------------------------
 def head(model: Any, resid: Tensor, *, unembed_weight: Tensor | None = None) -> Tensor:
     """Final norm, unembedding and logit soft cap of residuals ``(..., d_model)``: exactly the
@@ -323,6 +341,21 @@ def head(model: Any, resid: Tensor, *, unembed_weight: Tensor | None = None) -> 
         logits = model.unembed(x)
     else:
         logits = torch.nn.functional.linear(x, unembed_weight, model.unembed.b_U)
+    logits = apply_softcap(logits, model.cfg.output_logits_soft_cap)
+    return logits.reshape(*shape[:-1], logits.shape[-1])
+
+
+def head_columns(model: Any, resid: Tensor, columns: Tensor) -> Tensor:
+    """``head(model, resid)[..., columns]`` without computing the other logits: the final norm,
+    the unembedding's ``columns`` and the soft cap (a tuned lens trains on a sampled vocabulary,
+    whose full unembedding would cost 30x its forward on CPU)."""
+    from transformer_lens.utilities import apply_softcap
+
+    shape = resid.shape
+    x = resid.reshape(-1, 1, shape[-1])
+    if model.cfg.normalization_type is not None:
+        x = model.ln_final(x)
+    logits = x @ model.unembed.W_U[:, columns] + model.unembed.b_U[columns]
     logits = apply_softcap(logits, model.cfg.output_logits_soft_cap)
     return logits.reshape(*shape[:-1], logits.shape[-1])
 
@@ -416,17 +449,3 @@ def receiver_hooks(model: Any, *, split_qkv: bool = False, mlp_in: bool = False,
         for flag, value in saved.items():
             setattr(cfg, flag, value)
 
-
-def head_write_reason(model: Any) -> str | None:
-    """Why a head's write into the residual stream is not ``z[h] @ W_O[h]`` (a norm after the
-    attention output mixes the heads), or None."""
-    try:
-        from transformer_lens.utilities.architectures import POST_NORM_ARCHITECTURES
-    except ImportError:  # an older TransformerLens has no post-norm blocks
-        POST_NORM_ARCHITECTURES = ()
-    cfg = model.cfg
-    if getattr(cfg, "use_normalization_before_and_after", False):
-        return "its attention output is normalised after the heads are summed (cfg.use_normalization_before_and_after)"
-    if cfg.original_architecture in POST_NORM_ARCHITECTURES:
-        return f"{cfg.original_architecture} normalises the attention output after the heads are summed (post-norm)"
-    return None

@@ -93,7 +93,7 @@ def _refuse_early(model: Any, rows: list[tuple[Node, ...]], cols: list[tuple[Nod
                                    f"{' with q/k norms' if getattr(cfg, 'use_qk_norm', False) else ''}: the frozen "
                                    "linearisation covers LayerNorm and RMSNorm before q/k/v only; use norm='recompute'")
     if any(n.kind == "head" for row in rows for n in row):
-        why = compat.head_write_reason(model)
+        why = compat.linear_writes_reason(model)
         if why is not None:
             raise UnsupportedError(f"head senders on {type(model).__name__}: {why}, so one head's write into the "
                                    "residual stream is not z @ W_O; use MLP senders, or ti.patching.sweep at site 'z'")

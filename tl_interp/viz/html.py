@@ -222,3 +222,17 @@ def _steering(result: Any) -> str:
     return (f"<div>accuracy [95% CI] by task: unsteered, and each vector at its best of {n_mult} scales "
             "(<code>.table()</code> has every row):</div>"
             + table_html(list(frame.columns), frame.iloc[keep].values.tolist()))
+
+
+@summary_for("lens")
+def _lens(result: Any) -> str:
+    from tl_interp.viz.lens import lens_html
+
+    return lens_html(result)
+
+
+@summary_for("dla")
+def _dla(result: Any) -> str:
+    from tl_interp.viz.lens import dla_html
+
+    return dla_html(result)
