@@ -12,9 +12,11 @@
 #    into the logits (the direct paths, with the final norm recomputed), then, for the top DLA
 #    heads, every upstream head and MLP into each of their query, key and value inputs.
 #
-# Prompts: 8 lists of three consecutive months (clean) against the list five months later
-# (corrupted: "June, July, August," for "January, February, March,"), all 7 tokens; the metric
-# is the logit difference between the clean and the corrupted answer. Path patching runs in the
+# Prompts: 8 lists of three consecutive months after "The months: " (clean) against the list
+# five months later (corrupted: "June, July, August," for "January, February, March,"), all of
+# one token length; the metric is the logit difference between the clean and the corrupted
+# answer. (On the bare list SmolLM2's top token is " and", the answer second: the demo measures
+# and reports that, and reads the prompts where the answer is the model's own top token.) Path patching runs in the
 # paper's direction: the clean run frozen, a sender's output taken from the corrupted run, so a
 # path's *fraction* is how much of the clean-to-corrupted drop it carries alone.
 #
@@ -34,16 +36,17 @@ import tl_interp as ti
 MONTHS = ("January February March April May June July August September October November "
           "December").split()
 PREFIX = "<|im_start|>"  # SmolLM2 adds no BOS of its own (as in the steering demo)
+CONTEXT = "The months: "  # without it SmolLM2 continues a bare list with " and" (the answer second)
 SHIFT = 5
 
 
-def month_pairs(n: int) -> tuple[list[str], list[str], list[str], list[str]]:
+def month_pairs(n: int, context: str = CONTEXT) -> tuple[list[str], list[str], list[str], list[str]]:
     """Clean and corrupted prompts (three consecutive months), their answers (the fourth month)."""
     clean, corrupted, right, wrong = [], [], [], []
     for start in range(n):
         other = (start + SHIFT) % 12
-        clean.append(PREFIX + ", ".join(MONTHS[start:start + 3]) + ",")
-        corrupted.append(PREFIX + ", ".join(MONTHS[(other + k) % 12] for k in range(3)) + ",")
+        clean.append(PREFIX + context + ", ".join(MONTHS[start:start + 3]) + ",")
+        corrupted.append(PREFIX + context + ", ".join(MONTHS[(other + k) % 12] for k in range(3)) + ",")
         right.append(" " + MONTHS[start + 3])
         wrong.append(" " + MONTHS[(other + 3) % 12])
     return clean, corrupted, right, wrong
@@ -64,16 +67,29 @@ def main(results: Path, *, n_pairs: int = 8, top: int = 3, first_sender_layer: i
     found: dict = {"model": adapter.model_id, "n_pairs": n_pairs, "prompts": clean_s[:2] + ["..."],
                    "corrupted": corrupt_s[:2] + ["..."], "tokens": int(clean.shape[1])}
 
+    timing = {"load": round(time.time() - start, 1)}
+
     # 1. logit lens: the layer from which the answer stays the top token
     lens = ti.lens.logit_lens(model, clean, answers=right, progress=False)
     rank = lens.extras["answer_rank"][:, :, 0, 0]  # (layer, batch)
     prob = lens.extras["answer_prob"][:, :, 0, 0]
     n_states = rank.shape[0]
-    stays = [next(layer for layer in range(n_states) if bool((rank[layer:, b] == 0).all())) for b in range(n_pairs)]
+    stays = [next((layer for layer in range(n_states) if bool((rank[layer:, b] == 0).all())), None)
+             for b in range(n_pairs)]
+    if None in stays:
+        raise SystemExit(f"the answer is not the model's top token on prompts {[i for i, s in enumerate(stays) if s is None]}")
+    bare = adapter.tokenize(month_pairs(n_pairs, context="")[0])
+    with torch.no_grad():
+        bare_logits = model(bare.tokens)[:, -1]
+    bare_rank = (bare_logits > bare_logits.gather(1, right[:, None])).sum(1)
+    found["bare_list"] = {"answer_rank": bare_rank.tolist(),
+                          "top_token": [adapter.tokenizer.decode([int(t)]) for t in bare_logits.argmax(-1)]}
     found["lens"] = {"top_from_layer": stays, "median_top_from": float(torch.tensor(stays).float().median()),
                      "mean_prob": [round(float(p), 3) for p in prob.mean(1)],
                      "top1_fraction": [round(float(x), 3) for x in (rank == 0).float().mean(1)],
                      "layers": list(lens.labels["layer"])}
+
+    timing["lens"] = round(time.time() - start - sum(timing.values()), 1)
 
     # 2. direct logit attribution by head (the final norm's scale frozen at the clean run)
     dla = ti.lens.direct_logit_attribution(model, clean, right, against=wrong, by="head", progress=False)
@@ -85,6 +101,9 @@ def main(results: Path, *, n_pairs: int = 8, top: int = 3, first_sender_layer: i
                     "logit_diff": round(float(dla.extras["logit"].mean()), 3),
                     "heads_total": round(float(heads.sum()), 3), "ranking": dla.ranking(10),
                     "approximation": dla.approximation()}
+
+    timing["dla"] = round(time.time() - start - sum(timing.values()), 1)
+    print(f"lens and DLA done ({timing})", flush=True)
 
     # 3a. path patching: every head and MLP into the logits only
     senders = [(layer, h) for layer in range(first_sender_layer, cfg.n_layers) for h in range(cfg.n_heads)]
@@ -101,9 +120,10 @@ def main(results: Path, *, n_pairs: int = 8, top: int = 3, first_sender_layer: i
     dla_rows = heads[first_sender_layer:]
     found["direct"]["corr_with_dla"] = round(float(torch.corrcoef(torch.stack([head_direct.flatten(),
                                                                              dla_rows.flatten()]))[0, 1]), 3)
-    for layer, h in top_heads:
-        found["direct"].setdefault("top_dla_heads", {})[f"L{layer}H{h}"] = round(float(head_direct[layer - first_sender_layer, h]), 3) \
-            if layer >= first_sender_layer else None
+    found["direct"]["top_dla_heads"] = {f"L{layer}H{h}": round(float(head_direct[layer - first_sender_layer, h]), 3)
+                                        for layer, h in top_heads if layer >= first_sender_layer}
+    timing["direct_paths"] = round(time.time() - start - sum(timing.values()), 1)
+    print(f"direct paths done ({timing})", flush=True)
 
     # 3b. which upstream paths carry it into the top DLA heads' queries, keys and values
     upstream = {}
@@ -119,7 +139,9 @@ def main(results: Path, *, n_pairs: int = 8, top: int = 3, first_sender_layer: i
             x: [(res.label("sender", i), round(float(norm[i, j]), 3))
                 for i in norm[:, j].abs().argsort(descending=True)[:5].tolist()] for j, x in enumerate("qkv")}
         found["upstream"][f"L{layer}H{h}"]["total"] = {x: round(float(norm[:, j].sum()), 3) for j, x in enumerate("qkv")}
-    found["seconds"] = round(time.time() - start, 1)
+        timing[f"into_L{layer}H{h}"] = round(time.time() - start - sum(timing.values()), 1)
+        print(f"paths into L{layer}H{h} done ({timing})", flush=True)
+    found["seconds"], found["timing"] = round(time.time() - start, 1), timing
     write(results, found, lens, dla, direct, upstream)
     return {**found, "lens_result": lens, "dla_result": dla, "direct_result": direct, "upstream_results": upstream}
 
@@ -152,13 +174,19 @@ def write(results: Path, found: dict, lens, dla, direct, upstream: dict) -> None
         f"clean-to-corrupted drop carried alone are "
         + ", ".join(f"{n} {v:+.2f}" for n, v in directf["top"][:6])
         + f"; all heads' direct paths sum to {directf['heads_sum']:+.2f}, all MLPs' to {directf['mlps_sum']:+.2f}. "
-        f"Across heads, the direct-path fraction correlates with DLA at r = {directf['corr_with_dla']}.",
+        f"Across heads, the direct-path fraction correlates with DLA at r = {directf['corr_with_dla']}; the top DLA "
+        f"heads' own direct paths carry " + ", ".join(f"{n} {v:+.2f}" for n, v in directf["top_dla_heads"].items())
+        + ".",
     ]
     for head, per in found.get("upstream", {}).items():
         lines.append(f"- **Into {head}** (path patching into its inputs): "
                      + "; ".join(f"{x}: " + ", ".join(f"{n} {v:+.2f}" for n, v in per[x][:3])
                                  + f" (all senders {per['total'][x]:+.2f})" for x in "qkv") + ".")
+    bare = found["bare_list"]
     lines += ["", "## Not found / caveats", "",
+              f"- On the bare list (no \"{CONTEXT.strip()}\" before it) the answer is not SmolLM2's top token: its rank "
+              f"per prompt is {bare['answer_rank']} (top tokens {sorted(set(bare['top_token']))}); the study reads the "
+              "prompts with the context, where it is the top token on every prompt.",
               "- DLA reads the clean run alone (a head's direct write, its norm scale frozen); path patching measures "
               "what changes when a sender takes the corrupted run's output. They answer different questions, so "
               "their rankings need not agree; the correlation above says how far they do.",
