@@ -261,3 +261,15 @@ def test_a_padded_batch_equals_its_prompts_one_by_one() -> None:
                                   senders=senders, receivers=receivers, progress=False)
         torch.testing.assert_close(both.extras["per_prompt"][..., row], alone.values, atol=1e-5, rtol=0,
                                    equal_nan=True)
+
+
+def test_labels_written_as_strings_mean_the_same_components() -> None:
+    model = gpt2_style()
+    clean, corrupt = torch.tensor([[1, 2, 3, 4, 5]]), torch.tensor([[1, 7, 3, 4, 5]])
+    metric = ti.metrics.logit_diff(1, 2)
+    as_tuples = ti.patching.paths(model, clean, corrupt, metric, senders=[(0, 3), ("mlp", 0)],
+                                  receivers=[(1, 2, "qv"), ("mlp", 1)], progress=False)
+    as_strings = ti.patching.paths(model, clean, corrupt, metric, senders=["L0H3", "MLP0"],
+                                   receivers=[{"L1H2.q", "L1H2.v"}, "MLP1"], progress=False)
+    torch.testing.assert_close(as_strings.values, as_tuples.values, atol=0, rtol=0)
+    assert as_tuples.labels == {"sender": ("L0H3", "MLP0"), "receivers": ("L1H2.q+L1H2.v", "MLP1")}
