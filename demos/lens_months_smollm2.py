@@ -25,6 +25,7 @@
 
 # %%
 import argparse
+import html
 import json
 import time
 from pathlib import Path
@@ -147,8 +148,8 @@ def main(results: Path, *, n_pairs: int = 8, top: int = 3, first_sender_layer: i
 
 
 # %%
-def write(results: Path, found: dict, lens, dla, direct, upstream: dict) -> None:
-    results.mkdir(parents=True, exist_ok=True)
+def summary_lines(found: dict) -> list[str]:
+    """``summary.md`` from the numbers in ``headline.json``."""
     lensf, dlaf, directf = found["lens"], found["dla"], found["direct"]
     layers = lensf["layers"]
     first = int(lensf["median_top_from"])
@@ -182,6 +183,15 @@ def write(results: Path, found: dict, lens, dla, direct, upstream: dict) -> None
         lines.append(f"- **Into {head}** (path patching into its inputs): "
                      + "; ".join(f"{x}: " + ", ".join(f"{n} {v:+.2f}" for n, v in per[x][:3])
                                  + f" (all senders {per['total'][x]:+.2f})" for x in "qkv") + ".")
+    totals = {head: per["total"] for head, per in found.get("upstream", {}).items()}
+    if totals:
+        by_value = [head for head, t in totals.items() if t["v"] > max(t["q"], t["k"])]
+        carriers = [n for n, v in directf["top"] if v > 0.05]
+        lines.append(f"- **What was found**: the direct paths carrying more than 5% each are {', '.join(carriers)}; "
+                     f"the traced heads get what they write through their value input in {len(by_value)} of "
+                     f"{len(totals)} cases (" + "; ".join(f"{h}: v {t['v']:+.2f}, q {t['q']:+.2f}, k {t['k']:+.2f}"
+                                                        for h, t in totals.items())
+                     + "), i.e. the month read at earlier positions matters, where the head looks barely does.")
     bare = found["bare_list"]
     lines += ["", "## Not found / caveats", "",
               f"- On the bare list (no \"{CONTEXT.strip()}\" before it) the answer is not SmolLM2's top token: its rank "
@@ -195,21 +205,40 @@ def write(results: Path, found: dict, lens, dla, direct, upstream: dict) -> None
               "per-input totals above are sums of separate patches, not one joint patch.",
               f"- {found['n_pairs']} prompts of one template (three consecutive months, comma-separated); other "
               "templates (sentences, weekdays, numbers) and other corruptions were not tested.",
-              "- Figures: [figures.html](figures.html) (one self-contained page)."]
+              "- Senders are heads and MLPs; the token and position embeddings are not senders, so a path from "
+              "the tokens themselves into a head's value input is not measured (MLP0 stands in for it above).",
+              "- Figures: [figures.html](figures.html) (plotly from its CDN)."]
+    return lines
+
+
+def write(results: Path, found: dict, lens, dla, direct, upstream: dict) -> None:
+    results.mkdir(parents=True, exist_ok=True)
+    lines = summary_lines(found)
     (results / "summary.md").write_text("\n".join(lines) + "\n")
-    headline = {k: v for k, v in found.items() if k not in ("prompts", "corrupted")}
-    (results / "headline.json").write_text(json.dumps(headline, indent=1, default=str) + "\n")
+    (results / "headline.json").write_text(json.dumps(found, indent=1, default=str) + "\n")
+    lens.save(results / "lens.safetensors")
+    dla.save(results / "dla_by_head.safetensors")
     direct.save(results / "direct_paths.safetensors")
     for head, res in upstream.items():
         res.save(results / f"into_{head}.safetensors")
-    page = ti.viz.Report("SmolLM2-135M, months: logit lens, DLA by head, path patching")
-    page.text(" ".join(lines[2:3]))
-    page.heading("1. Logit lens").result(lens)
-    page.heading("2. Direct logit attribution by head").result(dla)
-    page.heading("3a. Direct paths into the logits").result(direct)
-    for head, res in upstream.items():
-        page.heading(f"3b. Paths into {head}'s query, key and value").result(res)
-    page.write(results / "figures.html")
+    write_figures(results, lines[2], lens, dla, direct, upstream)
+
+
+def write_figures(results: Path, intro: str, lens, dla, direct, upstream: dict) -> None:
+    """``figures.html``: each result's table and figure, plotly from its CDN (a small file to commit;
+    ``ti.viz.Report`` writes the same page with plotly inlined, for offline reading)."""
+    from tl_interp.viz.html import result_html
+
+    sections = [("1. Logit lens", lens), ("2. Direct logit attribution by head", dla),
+                ("3a. Direct paths into the logits", direct)]
+    sections += [(f"3b. Paths into {head}'s query, key and value", res) for head, res in upstream.items()]
+    parts = ["<html><head><meta charset='utf-8'><script src='https://cdn.plot.ly/plotly-2.35.2.min.js'></script>"
+             "</head><body><h1>SmolLM2-135M, months: logit lens, DLA by head, path patching</h1>",
+             f"<p>{html.escape(intro)}</p>"]
+    for title, res in sections:
+        parts += [f"<h2>{html.escape(title)}</h2>", result_html(res),
+                  res.figure().to_html(full_html=False, include_plotlyjs=False)]
+    (results / "figures.html").write_text("".join(parts) + "</body></html>\n")
 
 
 # %%
