@@ -95,3 +95,16 @@ def test_a_failed_guard_warns_once_and_studies_stay_exact(monkeypatch: pytest.Mo
         compat._warn_once.cache_clear()
     assert slow.provenance.settings["engine"]["mid_stack"].startswith("off")
     assert_close(slow.values, fast.values, rtol=0, atol=1e-5)
+
+
+def test_receiver_hooks_fire_each_heads_own_inputs_and_are_switched_off_again() -> None:
+    model = llama_style()  # grouped-query: 4 query heads, 2 key-value heads
+    tokens = torch.tensor([[1, 2, 3, 4]])
+    plain = model(tokens)
+    with compat.receiver_hooks(model, split_qkv=True, mlp_in=True, ungroup=True):
+        logits, cache = model.run_with_cache(tokens)
+        assert cache["blocks.1.hook_k_input"].shape == (1, 4, 4, 32)  # one key input per query head
+        assert cache["blocks.1.attn.hook_k"].shape[2] == 4 and "blocks.1.hook_mlp_in" in cache
+        torch.testing.assert_close(logits, plain, atol=1e-5, rtol=0)  # the same function, more hook points
+    assert not (model.cfg.use_split_qkv_input or model.cfg.use_hook_mlp_in
+                or model.cfg.ungroup_grouped_query_attention)

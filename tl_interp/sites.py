@@ -159,6 +159,8 @@ def site_info(model: Any, name: str) -> SiteInfo:
     d_model, d_head, d_mlp = (_cfg_get(cfg, k) for k in ("d_model", "d_head", "d_mlp"))
     n_heads = _cfg_get(cfg, "n_heads")
     n_kv = _cfg_get(cfg, "n_key_value_heads") or n_heads
+    if cfg is not None and getattr(cfg, "ungroup_grouped_query_attention", False) is True:
+        n_kv = n_heads  # ungrouped: every query head has its own keys and values
     d_vocab = _cfg_get(cfg, "d_vocab_out") or _cfg_get(cfg, "d_vocab")
     if cfg is not None and d_vocab is not None and d_vocab < 0:
         d_vocab = _cfg_get(cfg, "d_vocab")

@@ -29,8 +29,9 @@ from torch import Tensor
 from tl_interp.errors import FastPathWarning
 
 __all__ = ["TESTED_RANGE", "tl_version", "usable", "silent_reason", "call_offset", "is_hooked_transformer",
-           "new_kv_cache", "kv_entries", "frozen_prefix_cache", "final_block_last", "head", "head_columns", "linear_writes_reason", "head_is_plain",
-           "blocks_are_plain", "kv_previous_mask", "tl_default_mask", "final_block_reason", "unembed_weight_of", "reusing_unembed_weight"]
+           "new_kv_cache", "kv_entries", "frozen_prefix_cache", "final_block_last", "head", "head_columns",
+           "linear_writes_reason", "head_is_plain", "blocks_are_plain", "kv_previous_mask", "tl_default_mask",
+           "final_block_reason", "unembed_weight_of", "reusing_unembed_weight", "receiver_hooks"]
 
 TESTED_RANGE = ((3, 9), (4, 0))  # [3.9, 4.0): the versions the compatibility tests ran on
 _QK_NORM_IN_FORWARD = ("OlmoeForCausalLM", "Olmo2ForCausalLM", "Olmo3ForCausalLM")
@@ -409,3 +410,42 @@ def head_is_plain(model: Any) -> bool:
 def blocks_are_plain(model: Any, first: int) -> bool:
     """No hook attached in blocks ``first..`` (positions are sliced there on the prefix paths)."""
     return all(_plain(block) for block in model.blocks[first:])
+
+
+# -- path patching: per-receiver input hooks ---------------------------------------------------
+_FLAGS = ("use_split_qkv_input", "use_hook_mlp_in", "ungroup_grouped_query_attention")
+
+
+@contextlib.contextmanager
+def receiver_hooks(model: Any, *, split_qkv: bool = False, mlp_in: bool = False,
+                   ungroup: bool = False) -> Iterator[None]:
+    """Within the block, TL fires each head's own q/k/v input hook (``use_split_qkv_input``),
+    the MLP's input hook (``use_hook_mlp_in``) and, on grouped-query models, gives every query
+    head its own key and value (``ungroup_grouped_query_attention``: the key-value weights
+    repeated per head, the same numbers). The config is restored on every exit path.
+
+    Example:
+        >>> from transformer_lens import HookedTransformer, HookedTransformerConfig
+        >>> cfg = HookedTransformerConfig(n_layers=1, d_model=8, n_heads=2, d_head=4, n_ctx=4, d_vocab=5,
+        ...                               act_fn="relu", d_mlp=16)
+        >>> model = HookedTransformer(cfg)
+        >>> with receiver_hooks(model, split_qkv=True):
+        ...     model.cfg.use_split_qkv_input
+        True
+        >>> model.cfg.use_split_qkv_input
+        False
+    """
+    cfg = model.cfg
+    saved = {flag: getattr(cfg, flag, False) for flag in _FLAGS}
+    try:
+        if split_qkv:
+            model.set_use_split_qkv_input(True)
+        if mlp_in:
+            model.set_use_hook_mlp_in(True)
+        if ungroup and getattr(cfg, "n_key_value_heads", None) is not None:
+            model.set_ungroup_grouped_query_attention(True)
+        yield
+    finally:
+        for flag, value in saved.items():
+            setattr(cfg, flag, value)
+

@@ -9,6 +9,7 @@ key-value heads on GQA models), ``neurons`` (feature axis, e.g. mlp pre/post), `
 from tl_interp.hooks._ablate import mean_ablate, resample_ablate, zero_ablate
 from tl_interp.hooks._cache import ActivationStore, CacheIntervention, cache
 from tl_interp.hooks._patch import patch
+from tl_interp.hooks._path import path_input, path_projection
 from tl_interp.hooks._project import orthonormal_basis, project_onto, project_out, set_component
 from tl_interp.hooks._sae import (
     FeatureEdit,
@@ -27,6 +28,8 @@ __all__ = [
     "mean_ablate",
     "resample_ablate",
     "patch",
+    "path_input",
+    "path_projection",
     "add",
     "scale",
     "project_out",

@@ -1,7 +1,8 @@
-"""Activation patching studies: exact sweeps (and attribution patching), as ``ti.patching``."""
+"""Activation patching studies: exact sweeps (and attribution patching), path patching, as ``ti.patching``."""
 
 from tl_interp.patching._attribution import attribution
+from tl_interp.patching._paths import paths
 from tl_interp.patching._result import PatchingResult
 from tl_interp.patching._sweep import sweep
 
-__all__ = ["sweep", "attribution", "PatchingResult"]
+__all__ = ["sweep", "attribution", "paths", "PatchingResult"]
