@@ -48,6 +48,35 @@ def _kw(mask):
     return {} if mask is None else {"attention_mask": mask}
 
 
+def _head(node):
+    m = re.fullmatch(r"a(\d+)\.h(\d+)", node)
+    return (int(m[1]), int(m[2])) if m else None
+
+
+def _normed(model, cache, layer, replaced):
+    """What layer ``layer``'s attention adds to the residual stream with the heads in
+    ``replaced`` (head -> value) swapped in: ``ln1_post(sum of heads + b_O)``."""
+    result = cache[f"blocks.{layer}.attn.hook_result"].clone()
+    for head, value in replaced.items():
+        result[:, :, head] = value
+    return model.blocks[layer].ln1_post(result.sum(2) + model.blocks[layer].attn.b_O)
+
+
+def delta_of(model, now_cache, other_value, senders):
+    """What a receiver's input gains when ``senders`` carry ``other_value(s)`` instead of their
+    values in ``now_cache``: additive, except heads behind Gemma's attention output norm."""
+    total, by_layer = 0, {}
+    for s in senders:
+        h = _head(s)
+        if h is not None and model.cfg.use_normalization_before_and_after:
+            by_layer.setdefault(h[0], {})[h[1]] = other_value(s)
+        else:
+            total = total + other_value(s) - sender_out(model, now_cache, s)
+    for layer, replaced in by_layer.items():
+        total = total + _normed(model, now_cache, layer, replaced) - _normed(model, now_cache, layer, {})
+    return total
+
+
 def single_edges(model, clean, corrupted, per_prompt, edges, mask=None):
     """Exact effect of patching each edge alone: (n_prompts, n_edges), one forward per edge."""
     with flags(model), torch.no_grad():
@@ -57,7 +86,7 @@ def single_edges(model, clean, corrupted, per_prompt, edges, mask=None):
         out = []
         for edge in edges:
             sender, receiver = edge.split("->")
-            delta = sender_out(model, kc, sender) - sender_out(model, cc, sender)
+            delta = delta_of(model, cc, lambda s: sender_out(model, kc, s), [sender])
             hook, head = receiver_at(model, receiver)
 
             def add(act, hook, delta=delta, head=head):
@@ -97,12 +126,11 @@ def circuit_values(model, clean, other_cache, per_prompt, all_edges, circuit, ma
     def make(head, senders_):
         def corrupt(act, hook):
             act = act.clone()
-            for s in senders_:
-                delta = value(s) - sender_out(model, current, s)
-                if head is None:
-                    act += delta
-                else:
-                    act[:, :, head] += delta
+            delta = delta_of(model, current, value, senders_)
+            if head is None:
+                act += delta
+            else:
+                act[:, :, head] += delta
             return act
 
         return corrupt

@@ -13,6 +13,13 @@ run's value of its sender, while the senders' current values are read during the
 Sender outputs: ``hook_embed`` (the input node: the token embeddings; positional embeddings
 are no node, as in the reference), ``blocks.L.attn.hook_result`` (per head, before ``b_O``)
 and ``blocks.L.hook_mlp_out``. Biases are never edges: they stay at their value.
+
+When a layer normalises its attention output before adding it (Gemma's ``ln1_post``), what a
+receiver reads of layer L's heads is ``norm(sum of the heads + b_O)``: a receiver that reads
+some of them ablated reads ``norm(A + sum over those heads of (h_other - h_now))`` where ``A``
+is the layer's current pre-norm sum, in place of ``norm(A)`` (the reference's
+``evaluate_graph``). One edge's difference is then ``norm(A + h_other - h_now) - norm(A)``
+(``sender_deltas``).
 """
 
 from collections.abc import Sequence
@@ -25,7 +32,9 @@ from tl_interp.circuits._graph import Graph, Receiver
 from tl_interp.hooks._select import layout
 from tl_interp.intervention import Intervention
 
-__all__ = ["sender_hooks", "add_to_receiver", "edge_edit", "circuit_edit", "window"]
+__all__ = ["sender_hooks", "add_to_receiver", "edge_edit", "circuit_edit", "window", "sender_deltas", "Norms"]
+
+Norms = list[tuple[Any, Tensor]] | None  # per layer (attention output norm, b_O), or None: additive
 
 
 def sender_hooks(g: Graph) -> list[tuple[str, int]]:
@@ -69,6 +78,35 @@ def add_to_receiver(act: Tensor, head: int | Tensor | None, delta: Tensor) -> Te
     return torch.where(mask[:, None], act + delta, act)
 
 
+def _head_blocks(g: Graph, upto: int) -> list[tuple[int, int]]:
+    """``(layer, index of its first head among the senders)`` for the layers whose heads are
+    among the first ``upto`` senders."""
+    out, at = [], 0
+    for name, n in sender_hooks(g):
+        if at >= upto:
+            break
+        if name.endswith("attn.hook_result"):
+            out.append((int(name.split(".")[1]), at))
+        at += n
+    return out
+
+
+def sender_deltas(g: Graph, norms: Norms, now: Tensor, other: Tensor) -> Tensor:
+    """What patching each edge alone adds to its receiver's input, per sender:
+    ``other - now``, or for a head of a normalised attention output
+    ``norm(A + other_h - now_h) - norm(A)``. Shapes ``(batch, pos, n_senders, d_model)``."""
+    delta = other - now
+    if norms is None:
+        return delta
+    delta = delta.clone()
+    for layer, at in _head_blocks(g, now.shape[2]):
+        norm, bias = norms[layer]
+        heads = slice(at, at + g.n_heads)
+        total = now[:, :, heads].sum(2) + bias  # the layer's pre-norm attention output
+        delta[:, :, heads] = norm(total[:, :, None] + delta[:, :, heads]) - norm(total)[:, :, None]
+    return delta
+
+
 def edge_edit(receiver: Receiver, delta: Tensor, label: str) -> Intervention:
     """The cell patching one edge: ``delta = s_other - s_now`` (batch, pos, d_model) added to
     ``receiver``'s input."""
@@ -80,7 +118,7 @@ def edge_edit(receiver: Receiver, delta: Tensor, label: str) -> Intervention:
     return Intervention.single(receiver.hook_name, _edge_edit, f"patch edge {label}")
 
 
-def circuit_edit(g: Graph, keep: Tensor, other: Tensor, clean: Tensor, label: str) -> Intervention:
+def circuit_edit(g: Graph, keep: Tensor, other: Tensor, clean: Tensor, label: str, norms: Norms = None) -> Intervention:
     """The cell of a circuit: every edge not in ``keep`` carries its sender's ``other`` value.
 
     Args:
@@ -91,6 +129,7 @@ def circuit_edit(g: Graph, keep: Tensor, other: Tensor, clean: Tensor, label: st
         clean: the same in the run being edited, unedited (the values of senders before the
             first layer a pass runs).
         label: for ``print``.
+        norms: ``compat.attention_output_norms`` (None when attention outputs add as they are).
     """
     excluded = (~keep.bool()).cpu()
     state: dict[int, tuple[int, Tensor]] = {}  # first sender index -> (window offset, its current values)
@@ -127,29 +166,45 @@ def circuit_edit(g: Graph, keep: Tensor, other: Tensor, clean: Tensor, label: st
         if bool(excluded[r.offset:r.offset + r.n_senders].any()):
             by_hook.setdefault(r.hook_name, []).append(r)
     for name, receivers in by_hook.items():
-        hooks.append(Intervention.single(name, _receiver_hook(receivers, excluded, other, current, label),
+        hooks.append(Intervention.single(name, _receiver_hook(g, receivers, excluded, other, current, label, norms),
                                          f"corrupt edges outside {label}"))
     return sum(hooks, Intervention.identity())
 
 
-def _receiver_hook(receivers: Sequence[Receiver], excluded: Tensor, other: Tensor, current: Any, label: str):
-    """One input hook point's edit for a circuit: every receiver at it gets the summed
-    ``other - current`` of its excluded senders."""
+def _receiver_hook(g: Graph, receivers: Sequence[Receiver], excluded: Tensor, other: Tensor, current: Any,
+                   label: str, norms: Norms):
+    """One input hook point's edit for a circuit: every receiver at it reads its excluded
+    senders' ``other`` values in place of their current ones."""
     n = max(r.n_senders for r in receivers)
-    heads = [r.head for r in receivers]
+    slots = [r.head for r in receivers]  # the receiving heads, or [None] for an MLP / logits input
+    weights = torch.zeros(len(receivers), n)
+    for i, r in enumerate(receivers):
+        weights[i, :r.n_senders] = excluded[r.offset:r.offset + r.n_senders].float()
+    blocks = _head_blocks(g, n) if norms is not None else []
+    additive = torch.ones(n)
+    for _, at in blocks:
+        additive[at:at + g.n_heads] = 0.0
 
     def _corrupt_outside(act: Tensor, hook: Any) -> Tensor:
-        diff = window(other[:, :, :n], act, label) - current(n, act)  # (batch, pos, sender, d_model)
-        if heads[0] is None:
-            (r,) = receivers
-            weights = excluded[r.offset:r.offset + r.n_senders].to(diff.dtype).to(diff.device)
-            return add_to_receiver(act, None, torch.einsum("bpsd,s->bpd", diff, weights))
-        weights = torch.zeros(act.shape[2], n, dtype=diff.dtype)
+        now = current(n, act)
+        diff = window(other[:, :, :n], act, label) - now  # (batch, pos, sender, d_model)
+        w = weights.to(diff.dtype).to(diff.device)
+        update = torch.einsum("bpsd,rs->bprd", diff, w * additive.to(w))  # (batch, pos, receiver, d_model)
+        for layer, at in blocks:
+            heads = slice(at, at + g.n_heads)
+            if not bool(w[:, heads].any()):
+                continue
+            norm, bias = norms[layer]  # type: ignore[index]
+            total = now[:, :, heads].sum(2) + bias
+            moved = total[:, :, None] + torch.einsum("bphd,rh->bprd", diff[:, :, heads], w[:, heads])
+            update = update + norm(moved) - norm(total)[:, :, None]
+        if slots[0] is None:
+            return add_to_receiver(act, None, update[:, :, 0])
         mask = torch.zeros(act.shape[2], dtype=torch.bool)
-        for r in receivers:
-            weights[r.head] = excluded[r.offset:r.offset + r.n_senders].to(diff.dtype)
-            mask[r.head] = True
-        delta = torch.einsum("bpsd,hs->bphd", diff, weights.to(diff.device))
+        delta = torch.zeros(*update.shape[:2], act.shape[2], update.shape[-1], dtype=update.dtype, device=update.device)
+        for i, head in enumerate(slots):
+            mask[head] = True
+            delta[:, :, head] = update[:, :, i]
         return add_to_receiver(act, mask, delta)
 
     return _corrupt_outside

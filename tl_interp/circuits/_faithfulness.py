@@ -127,8 +127,10 @@ def faithfulness(model: Any, circuits: Sequence[Any], clean: Inputs, corrupted: 
     with compat.edge_hooks_on(model):
         clean_s, _ = sender_values(model, g, clean_b)
         other = ablated_values(model, g, ablation, clean_b, corrupt_b, clean_s)
-        cells = [circuit_edit(g, keep, other, clean_s, f"circuit {i}") for i, keep in enumerate(keeps)]
-        cells.append(circuit_edit(g, torch.zeros(len(g.edges), dtype=torch.bool), other, clean_s, "empty circuit"))
+        norms = compat.attention_output_norms(model)
+        cells = [circuit_edit(g, keep, other, clean_s, f"circuit {i}", norms) for i, keep in enumerate(keeps)]
+        cells.append(circuit_edit(g, torch.zeros(len(g.edges), dtype=torch.bool), other, clean_s, "empty circuit",
+                                  norms))
         sites = [*dict.fromkeys(r.hook_name for r in g.receivers), *(n for n, _ in sender_hooks(g)[1:])]
         plan = Plan(model, clean_b, metric, tuple(cells), tuple((i,) for i in range(len(cells))), tuple(sites),
                     EngineOptions(memory_mb=memory_mb), label="circuits",

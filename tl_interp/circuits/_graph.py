@@ -145,14 +145,15 @@ def graph(model: Any) -> Graph:
 
     Args:
         model: a HookedTransformer with a pre-norm residual stream (GPT-2, LLaMA, attention-only,
-            rotary, RMSNorm, grouped-query attention, parallel attention + MLP blocks).
+            rotary, RMSNorm, grouped-query attention, parallel attention + MLP blocks, Gemma's
+            extra norms after attention / MLP outputs).
 
     Returns:
         The ``Graph``; its ``edges`` are MIB's edge names.
 
     Raises:
-        UnsupportedError: the architecture has no well-defined edges (post-norm blocks, Gemma's
-            extra norms after attention/MLP outputs), said before any forward pass.
+        UnsupportedError: the architecture has no well-defined edges (post-norm blocks, a
+            TransformerBridge), said before any forward pass.
 
     Example:
         >>> import tl_interp as ti

@@ -23,7 +23,10 @@ over the batch. Differences from the reference, on purpose: padded batches of un
 work (padding contributes nothing); a ``"mean"`` ablation interpolates EAP-IG-activations
 towards the mean (the reference interpolates towards zero there); grouped-query attention is
 scored per query head from TransformerLens's ungrouped computation (``compat.edge_hooks_on``),
-equal to the scores of the model with its K/V weights copied per head.
+equal to the scores of the model with its K/V weights copied per head; where a layer normalises
+its attention output (Gemma's ``ln1_post``) a head's ``D_s`` is what it changes in that output,
+``norm(A + h_ablated - h_clean) - norm(A)`` (``_edit.sender_deltas``; the reference multiplies
+the gradient by the raw ``h_ablated - h_clean`` there, ignoring the norm).
 """
 
 from collections.abc import Callable
@@ -36,7 +39,7 @@ from tqdm.auto import tqdm
 
 from tl_interp import hooks
 from tl_interp._checks import checked
-from tl_interp.circuits._edit import edge_edit, sender_hooks
+from tl_interp.circuits._edit import edge_edit, sender_deltas, sender_hooks
 from tl_interp.circuits._graph import Graph
 from tl_interp.circuits._runs import ablated_values, forward_kw, prepare, sender_values
 from tl_interp.engine import compat
@@ -167,7 +170,7 @@ def attribute(model: Any, clean: Inputs, corrupted: Inputs, metric: Callable[...
             clean_value = bound.per_prompt(clean_logits).float()
             corrupt_value = (bind(metric, corrupt_b).per_prompt(model(corrupt_b.tokens, **forward_kw(corrupt_b)))
                              .float() if ablation != "mean" else torch.full_like(clean_value, float("nan")))
-        diff = other - clean_s
+        diff = sender_deltas(g, compat.attention_output_norms(model), clean_s, other)
         if method == "exact":
             per_prompt, stats = _exact(model, g, clean_b, metric, diff, memory_mb, executor, progress)
             settings.update(stats)

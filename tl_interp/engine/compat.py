@@ -31,7 +31,8 @@ from tl_interp.errors import FastPathWarning
 __all__ = ["TESTED_RANGE", "tl_version", "usable", "silent_reason", "call_offset", "is_hooked_transformer",
            "new_kv_cache", "kv_entries", "frozen_prefix_cache", "final_block_last", "head", "head_is_plain",
            "blocks_are_plain", "kv_previous_mask", "tl_default_mask", "final_block_reason", "unembed_weight_of", "reusing_unembed_weight",
-           "edge_graph_reason", "edge_hooks_on", "kv_cache_reason"]
+           "edge_graph_reason", "edge_hooks_on", "kv_cache_reason",
+           "attention_output_norms"]
 
 TESTED_RANGE = ((3, 9), (4, 0))  # [3.9, 4.0): the versions the compatibility tests ran on
 _QK_NORM_IN_FORWARD = ("OlmoeForCausalLM", "Olmo2ForCausalLM", "Olmo3ForCausalLM")
@@ -399,10 +400,6 @@ def edge_graph_reason(model: Any) -> str | None:
         return (f"{cfg.original_architecture} is post-norm: each sublayer's output is normalised before it is "
                 "added to the residual stream, so a head's contribution to a later input is not its own output "
                 "but depends on every other head of its layer")
-    if getattr(cfg, "use_normalization_before_and_after", False):
-        return ("the model normalises each attention / MLP output before adding it to the residual stream "
-                "(cfg.use_normalization_before_and_after, Gemma's extra norms), so a single head's contribution "
-                "is not additive; tl_interp does not score edges from such heads yet")
     if getattr(cfg, "n_devices", 1) != 1:
         return "the model is split over several devices"
     return None
@@ -440,3 +437,13 @@ def kv_cache_reason(model: Any) -> str | None:
     if getattr(cfg, "n_key_value_heads", None) is not None and getattr(cfg, "ungroup_grouped_query_attention", False):
         return "grouped-query attention is ungrouped (TL's cache holds n_key_value_heads per layer)"
     return None
+
+
+def attention_output_norms(model: Any) -> list[tuple[Any, Tensor]] | None:
+    """Per layer, ``(norm, b_O)`` when the model normalises each attention output before adding it
+    to the residual stream (Gemma's ``ln1_post``, ``cfg.use_normalization_before_and_after``): the
+    layer adds ``norm(sum of its heads' results + b_O)``. None for models that add the sum itself.
+    (The MLP's post-norm sits before ``hook_mlp_out``, so an MLP's output stays additive.)"""
+    if not getattr(model.cfg, "use_normalization_before_and_after", False):
+        return None
+    return [(block.ln1_post, block.attn.b_O) for block in model.blocks]
