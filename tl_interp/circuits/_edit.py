@@ -185,26 +185,28 @@ def _receiver_hook(g: Graph, receivers: Sequence[Receiver], excluded: Tensor, ot
     for _, at in blocks:
         additive[at:at + g.n_heads] = 0.0
 
+    head_index = torch.tensor([h for h in slots if h is not None], dtype=torch.long)
+
     def _corrupt_outside(act: Tensor, hook: Any) -> Tensor:
         now = current(n, act)
         diff = window(other[:, :, :n], act, label) - now  # (batch, pos, sender, d_model)
         w = weights.to(diff.dtype).to(diff.device)
-        update = torch.einsum("bpsd,rs->bprd", diff, w * additive.to(w))  # (batch, pos, receiver, d_model)
+        update = torch.matmul(w * additive.to(w), diff)  # (batch, pos, receiver, d_model)
         for layer, at in blocks:
             heads = slice(at, at + g.n_heads)
             if not bool(w[:, heads].any()):
                 continue
             norm, bias = norms[layer]  # type: ignore[index]
             total = now[:, :, heads].sum(2) + bias
-            moved = total[:, :, None] + torch.einsum("bphd,rh->bprd", diff[:, :, heads], w[:, heads])
+            moved = total[:, :, None] + torch.matmul(w[:, heads], diff[:, :, heads])
             update = update + norm(moved) - norm(total)[:, :, None]
         if slots[0] is None:
             return add_to_receiver(act, None, update[:, :, 0])
-        mask = torch.zeros(act.shape[2], dtype=torch.bool)
-        delta = torch.zeros(*update.shape[:2], act.shape[2], update.shape[-1], dtype=update.dtype, device=update.device)
-        for i, head in enumerate(slots):
-            mask[head] = True
-            delta[:, :, head] = update[:, :, i]
+        index = head_index.to(act.device)
+        mask = torch.zeros(act.shape[2], dtype=torch.bool, device=act.device)
+        mask[index] = True
+        delta = update.new_zeros(*update.shape[:2], act.shape[2], update.shape[-1])
+        delta[:, :, index] = update
         return add_to_receiver(act, mask, delta)
 
     return _corrupt_outside

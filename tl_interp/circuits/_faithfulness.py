@@ -19,7 +19,7 @@ import torch
 from torch import Tensor
 
 from tl_interp._checks import checked
-from tl_interp.circuits._edit import circuit_edit, sender_hooks
+from tl_interp.circuits._edit import circuit_edit
 from tl_interp.circuits._graph import Graph
 from tl_interp.circuits._runs import ablated_values, prepare, sender_values
 from tl_interp.engine import compat
@@ -131,7 +131,10 @@ def faithfulness(model: Any, circuits: Sequence[Any], clean: Inputs, corrupted: 
         cells = [circuit_edit(g, keep, other, clean_s, f"circuit {i}", norms) for i, keep in enumerate(keeps)]
         cells.append(circuit_edit(g, torch.zeros(len(g.edges), dtype=torch.bool), other, clean_s, "empty circuit",
                                   norms))
-        sites = [*dict.fromkeys(r.hook_name for r in g.receivers), *(n for n, _ in sender_hooks(g)[1:])]
+        # only the residual stream entering layer 0 (passes start there): checking which cells change
+        # nothing would run every cell's edits once more on the base activations, and only the
+        # full circuit changes nothing
+        sites = ["blocks.0.hook_resid_pre"]
         plan = Plan(model, clean_b, metric, tuple(cells), tuple((i,) for i in range(len(cells))), tuple(sites),
                     EngineOptions(memory_mb=memory_mb), label="circuits",
                     signature={"study": "circuits.faithfulness", "ablation": ablation})

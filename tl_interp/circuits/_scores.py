@@ -107,8 +107,9 @@ class EdgeScores(Result):
         lines = [f"{self.method} edge scores of {self.metric} on {self.provenance.model_id}: "
                  f"{len(self.names)} edges, {self.per_prompt.shape[0]} prompts, ablation={s.get('ablation')}"
                  + (f", steps={s['steps']}" if "steps" in s else ""),
-                 f"metric clean {float(self.extras['clean'].mean()):.4g}, corrupted "
-                 f"{float(self.extras['corrupted'].mean()):.4g}"]
+                 f"metric clean {float(self.extras['clean'].mean()):.4g}"
+                 + (f", corrupted {float(self.extras['corrupted'].mean()):.4g}"
+                    if bool(torch.isfinite(self.extras["corrupted"]).all()) else "")]
         lines += [f"  {name:<24} {score:+.4g}" for name, score in self.top(k)]
         return "\n".join(lines)
 
