@@ -20,7 +20,11 @@ summed over positions and ``d_model`` (the reference's ``aggregation="sum"``):
 Scores are the mean over prompts of per-prompt scores (``per_prompt``); the reference divides a
 batch-level metric's gradient by the number of prompts, which is the same for a metric summed
 over the batch. Differences from the reference, on purpose: padded batches of unequal lengths
-work (padding contributes nothing); a ``"mean"`` ablation interpolates EAP-IG-activations
+work (padding contributes nothing); gradients are read by adding a zero tensor at every
+receiver input, so in EAP-IG-activations' runs that hold the embeddings fixed the layer-0
+inputs still get their gradient (the reference's backward hooks never fire there unless a
+learned positional embedding makes those inputs require grad: on rotary models its
+EAP-IG-activations scores differ from ours for that reason alone); a ``"mean"`` ablation interpolates EAP-IG-activations
 towards the mean (the reference interpolates towards zero there); grouped-query attention is
 scored per query head from TransformerLens's ungrouped computation (``compat.edge_hooks_on``),
 equal to the scores of the model with its K/V weights copied per head; where a layer normalises
