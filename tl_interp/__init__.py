@@ -52,6 +52,7 @@ __all__ = [
     "collect",
     "distributed",
     "lens",
+    "circuits",
     "__version__",
 ]
 
@@ -70,6 +71,7 @@ _LAZY = {
     "collect": "tl_interp.engine.collect:collect",  # module:attribute -> the function itself
     "distributed": "tl_interp.distributed",
     "lens": "tl_interp.lens",
+    "circuits": "tl_interp.circuits",
 }
 
 

@@ -31,7 +31,8 @@ from tl_interp.errors import FastPathWarning
 __all__ = ["TESTED_RANGE", "tl_version", "usable", "silent_reason", "call_offset", "is_hooked_transformer",
            "new_kv_cache", "kv_entries", "frozen_prefix_cache", "final_block_last", "head", "head_columns",
            "linear_writes_reason", "head_is_plain", "blocks_are_plain", "kv_previous_mask", "tl_default_mask",
-           "final_block_reason", "unembed_weight_of", "reusing_unembed_weight", "receiver_hooks"]
+           "final_block_reason", "unembed_weight_of", "reusing_unembed_weight", "receiver_hooks",
+           "edge_graph_reason", "edge_hooks_on", "kv_cache_reason", "attention_output_norms"]
 
 TESTED_RANGE = ((3, 9), (4, 0))  # [3.9, 4.0): the versions the compatibility tests ran on
 _QK_NORM_IN_FORWARD = ("OlmoeForCausalLM", "Olmo2ForCausalLM", "Olmo3ForCausalLM")
@@ -412,17 +413,21 @@ def blocks_are_plain(model: Any, first: int) -> bool:
     return all(_plain(block) for block in model.blocks[first:])
 
 
-# -- path patching: per-receiver input hooks ---------------------------------------------------
-_FLAGS = ("use_split_qkv_input", "use_hook_mlp_in", "ungroup_grouped_query_attention")
+# -- per-component hook points (path patching, circuits) ---------------------------------------
+_SWITCHES = {"split_qkv": "use_split_qkv_input", "attn_result": "use_attn_result",
+             "mlp_in": "use_hook_mlp_in", "ungroup": "ungroup_grouped_query_attention"}
 
 
 @contextlib.contextmanager
-def receiver_hooks(model: Any, *, split_qkv: bool = False, mlp_in: bool = False,
+def receiver_hooks(model: Any, *, split_qkv: bool = False, attn_result: bool = False, mlp_in: bool = False,
                    ungroup: bool = False) -> Iterator[None]:
     """Within the block, TL fires each head's own q/k/v input hook (``use_split_qkv_input``),
-    the MLP's input hook (``use_hook_mlp_in``) and, on grouped-query models, gives every query
-    head its own key and value (``ungroup_grouped_query_attention``: the key-value weights
-    repeated per head, the same numbers). The config is restored on every exit path.
+    each head's result (``use_attn_result``), the MLP's input hook (``use_hook_mlp_in``) and, on
+    grouped-query models, gives every query head its own key and value
+    (``ungroup_grouped_query_attention``: TL repeats the shared K/V weights inside each forward
+    pass; the model's parameters are not copied). Switches that don't apply (an MLP input on an
+    attention-only model, ungrouping without GQA) stay off. The config is restored on every exit
+    path. The one place path patching and circuits switch these on.
 
     Example:
         >>> from transformer_lens import HookedTransformer, HookedTransformerConfig
@@ -436,16 +441,64 @@ def receiver_hooks(model: Any, *, split_qkv: bool = False, mlp_in: bool = False,
         False
     """
     cfg = model.cfg
-    saved = {flag: getattr(cfg, flag, False) for flag in _FLAGS}
+    wanted = {"split_qkv": split_qkv, "attn_result": attn_result,
+              "mlp_in": mlp_in and not getattr(cfg, "attn_only", False),
+              "ungroup": ungroup and getattr(cfg, "n_key_value_heads", None) is not None}
+    flags = [_SWITCHES[name] for name, on in wanted.items() if on]
+    saved = {flag: getattr(cfg, flag, False) for flag in flags}
     try:
-        if split_qkv:
-            model.set_use_split_qkv_input(True)
-        if mlp_in:
-            model.set_use_hook_mlp_in(True)
-        if ungroup and getattr(cfg, "n_key_value_heads", None) is not None:
-            model.set_ungroup_grouped_query_attention(True)
+        for flag in flags:
+            setattr(cfg, flag, True)
         yield
     finally:
         for flag, value in saved.items():
             setattr(cfg, flag, value)
 
+
+# -- edge-level studies (ti.circuits) -------------------------------------------------------
+def edge_graph_reason(model: Any) -> str | None:
+    """Why a model's residual stream is not a sum of per-head / per-MLP outputs that each reader
+    (a head's query, key, value input, an MLP's input, the unembedding) takes in whole, so that
+    "edges" between components are not well defined; None when they are."""
+    if not is_hooked_transformer(model):
+        return (f"edge graphs need a HookedTransformer (per-head q/k/v inputs and per-head results); got "
+                f"{type(model).__name__}")
+    try:
+        from transformer_lens.utilities.architectures import POST_NORM_ARCHITECTURES
+    except ImportError:  # an older TransformerLens has no post-norm blocks
+        POST_NORM_ARCHITECTURES = set()
+    cfg = model.cfg
+    if cfg.original_architecture in POST_NORM_ARCHITECTURES:
+        return (f"{cfg.original_architecture} is post-norm: each sublayer's output is normalised before it is "
+                "added to the residual stream, so a head's contribution to a later input is not its own output "
+                "but depends on every other head of its layer")
+    if getattr(cfg, "n_devices", 1) != 1:
+        return "the model is split over several devices"
+    return None
+
+
+def edge_hooks_on(model: Any) -> contextlib.AbstractContextManager[None]:
+    """Every hook point an edge-level study reads and writes (``receiver_hooks`` with all
+    switches): per-head q/k/v inputs, per-head results, the MLP input and, for grouped-query
+    attention, one key / value input per query head."""
+    return receiver_hooks(model, split_qkv=True, attn_result=True, mlp_in=True, ungroup=True)
+
+
+def kv_cache_reason(model: Any) -> str | None:
+    """Why TL's key-value cache can't run this model as configured, or None: with grouped-query
+    attention ungrouped, attention keeps a key / value per query head while TL's forward checks
+    the cache against ``n_key_value_heads``."""
+    cfg = model.cfg
+    if getattr(cfg, "n_key_value_heads", None) is not None and getattr(cfg, "ungroup_grouped_query_attention", False):
+        return "grouped-query attention is ungrouped (TL's cache holds n_key_value_heads per layer)"
+    return None
+
+
+def attention_output_norms(model: Any) -> list[tuple[Any, Tensor]] | None:
+    """Per layer, ``(norm, b_O)`` when the model normalises each attention output before adding it
+    to the residual stream (Gemma's ``ln1_post``, ``cfg.use_normalization_before_and_after``): the
+    layer adds ``norm(sum of its heads' results + b_O)``. None for models that add the sum itself.
+    (The MLP's post-norm sits before ``hook_mlp_out``, so an MLP's output stays additive.)"""
+    if not getattr(model.cfg, "use_normalization_before_and_after", False):
+        return None
+    return [(block.ln1_post, block.attn.b_O) for block in model.blocks]

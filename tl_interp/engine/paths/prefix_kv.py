@@ -24,8 +24,8 @@ def reason(model: Any, batch: Tokenized, metric: Any, read_reason: str | None) -
         return "attention is bidirectional"
     if cfg.positional_embedding_type not in ("standard", "rotary"):
         return f"{cfg.positional_embedding_type} positional embeddings"
-    if getattr(cfg, "n_key_value_heads", None) is not None and getattr(cfg, "ungroup_grouped_query_attention", False):
-        return "grouped-query attention is ungrouped (TL's key-value cache is sized for the key-value heads)"
+    if compat.kv_cache_reason(model) is not None:
+        return compat.kv_cache_reason(model)
     if not compat.usable("kv_cache"):
         return "the TransformerLens key-value cache guard failed"
     return None
