@@ -414,7 +414,7 @@ def blocks_are_plain(model: Any, first: int) -> bool:
 
 
 # -- per-component hook points (path patching, circuits) ---------------------------------------
-_SWITCHES = {"split_qkv": "use_split_qkv_input", "attn_result": "use_attn_result",
+_COMPONENT_SWITCHES = {"split_qkv": "use_split_qkv_input", "attn_result": "use_attn_result",
              "mlp_in": "use_hook_mlp_in", "ungroup": "ungroup_grouped_query_attention"}
 
 
@@ -444,7 +444,7 @@ def receiver_hooks(model: Any, *, split_qkv: bool = False, attn_result: bool = F
     wanted = {"split_qkv": split_qkv, "attn_result": attn_result,
               "mlp_in": mlp_in and not getattr(cfg, "attn_only", False),
               "ungroup": ungroup and getattr(cfg, "n_key_value_heads", None) is not None}
-    flags = [_SWITCHES[name] for name, on in wanted.items() if on]
+    flags = [_COMPONENT_SWITCHES[name] for name, on in wanted.items() if on]
     saved = {flag: getattr(cfg, flag, False) for flag in flags}
     try:
         for flag in flags:
