@@ -95,7 +95,7 @@ def test_paths_equal_the_two_pass_recipe_on_induction_2l() -> None:
     model = ti.models.load("induction-2l")
     clean = torch.tensor([[0, 5, 6, 7, 8, 0, 5, 6, 7], [0, 9, 3, 4, 2, 0, 9, 3, 4]])
     corrupt = torch.tensor([[0, 5, 6, 7, 8, 0, 11, 6, 7], [0, 9, 3, 4, 2, 0, 12, 3, 4]])
-    metric = ti.metrics.logit_diff(torch.tensor([8, 2]), torch.tensor([11, 12]))
+    metric = ti.metrics.logit_diff(torch.tensor([8, 2]), torch.tensor([11, 12]), positions=-1)  # unpadded: read by hand too
     senders = [(0, h) for h in range(model.cfg.n_heads)] + [{(0, 0), (0, 2)}]
     receivers = [(1, h, x) for h in range(model.cfg.n_heads) for x in "qkv"] + ["logits", {(1, 0, "k"), (1, 1, "q")}]
     res = _check(model, clean, corrupt, metric, senders, receivers)
@@ -124,7 +124,7 @@ def test_paths_equal_the_two_pass_recipe_on_a_gqa_rotary_rmsnorm_model() -> None
     clean = torch.randint(1, 61, (3, 7), generator=g)
     corrupt = clean.clone()
     corrupt[:, 2] = (corrupt[:, 2] + 7) % 61
-    metric = ti.metrics.logit_diff(3, 4)
+    metric = ti.metrics.logit_diff(3, 4, positions=-1)  # unpadded: read by hand too
     senders = [(0, h) for h in range(4)] + [("mlp", 0)]
     receivers = [(1, h, x) for h in range(4) for x in "kv"] + [(1, 1, "q"), ("mlp", 1), "logits"]
     res = ti.patching.paths(model, clean, corrupt, metric, senders=senders, receivers=receivers, progress=False)
@@ -227,7 +227,7 @@ def test_frozen_norm_equals_transformer_lens_direct_path_patching(make) -> None:
     clean = torch.randint(1, 61, (2, 6), generator=g)
     corrupt = clean.clone()
     corrupt[:, 1] = (corrupt[:, 1] + 5) % 61
-    metric = ti.metrics.logit_diff(3, 4)
+    metric = ti.metrics.logit_diff(3, 4, positions=-1)  # unpadded: read by hand too
     _, clean_cache = model.run_with_cache(clean)
     _, corrupt_cache = model.run_with_cache(corrupt)
     n = model.cfg.n_heads
@@ -266,7 +266,7 @@ def test_a_padded_batch_equals_its_prompts_one_by_one() -> None:
 def test_labels_written_as_strings_mean_the_same_components() -> None:
     model = gpt2_style()
     clean, corrupt = torch.tensor([[1, 2, 3, 4, 5]]), torch.tensor([[1, 7, 3, 4, 5]])
-    metric = ti.metrics.logit_diff(1, 2)
+    metric = ti.metrics.logit_diff(1, 2, positions=-1)
     as_tuples = ti.patching.paths(model, clean, corrupt, metric, senders=[(0, 3), ("mlp", 0)],
                                   receivers=[(1, 2, "qv"), ("mlp", 1)], progress=False)
     as_strings = ti.patching.paths(model, clean, corrupt, metric, senders=["L0H3", "MLP0"],
