@@ -228,6 +228,8 @@ def _steering(result: Any) -> str:
 def _lens(result: Any) -> str:
     from tl_interp.viz.lens import lens_html
 
+    if result.values.ndim != 3 or not {"mask", "position", "tokens", "top_tokens", "top_probs"} <= set(result.extras):
+        return _generic(result)
     return lens_html(result)
 
 
@@ -235,4 +237,6 @@ def _lens(result: Any) -> str:
 def _dla(result: Any) -> str:
     from tl_interp.viz.lens import dla_html
 
+    if result.values.ndim != 2 or not {"constant", "logit", "renormalised", "centring"} <= set(result.extras):
+        return _generic(result)
     return dla_html(result)
