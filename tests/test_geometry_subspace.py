@@ -90,3 +90,14 @@ def test_bad_subspace_requests_fail_first() -> None:
     with pytest.raises(InputError, match="the metric must return one finite number"):
         geometry.subspace_ablation(toy, pairs, "hook_hidden", {"a": torch.ones(2, 16)}, metric=lambda x: x,
                                    progress=False)
+
+
+def test_subspace_ablation_binds_a_tl_interp_metric_to_its_padded_batch():
+    model = ti.models.load("ordinal-4l")
+    batch = ti.models.adapt(model).tokenize(["one two three", "one two three four five"])
+    metric = ti.metrics.logit_diff(1, 2)
+    table = ti.geometry.subspace_ablation(model, batch.tokens, "blocks.1.hook_resid_post",
+                                          {"a": torch.eye(model.cfg.d_model)[:2]}, metric=metric, n_random=0,
+                                          forward_kwargs={"attention_mask": batch.attention_mask}, progress=False)
+    expected = metric(model(batch.tokens, attention_mask=batch.attention_mask), batch).mean()
+    assert abs(float(table.baseline) - float(expected)) < 1e-6

@@ -20,7 +20,9 @@ from tl_interp._checks import checked
 from tl_interp import hooks
 from tl_interp._types import NameFilter
 from tl_interp.errors import InputError, OptionError
+from tl_interp.engine.inputs import as_batch
 from tl_interp.intervention import Intervention
+from tl_interp.metrics import is_metric
 from tl_interp.models._adapter import adapt
 from tl_interp.results import Provenance, Result, prompt_hash, register_result
 
@@ -109,6 +111,8 @@ def subspace_ablation(model: Any, inputs: Any, where: NameFilter, subspaces: Map
     if n_random < 0:
         raise OptionError(f"n_random must be >= 0, got {n_random}")
     kwargs = dict(forward_kwargs or {})
+    if is_metric(metric):  # a tl_interp metric reads each prompt's last real token: bind it to the batch
+        metric = metric.at(as_batch(model, inputs, attention_mask=kwargs.get("attention_mask")))
     ablations = {name: hooks.project_out(where, basis) for name, basis in subspaces.items()}
     for iv in ablations.values():
         iv.validate(model)  # names and widths, before any forward pass
