@@ -140,7 +140,7 @@ class FaithfulnessCurve(Result):
         return curve_figure(self, **kwargs)
 
     def _repr_html_(self) -> str:
-        import tl_interp.viz.circuit  # noqa: F401  (registers this kind's summary)
+        import tl_interp.viz  # noqa: F401  (registers this kind's summary)
         from tl_interp.viz.html import result_html
 
         return result_html(self)

@@ -84,6 +84,12 @@ class EdgeStability(Result):
         freq = self.extras["in_top_k"]
         return [(self.label("edge", i), float(freq[i])) for i in order if float(freq[i]) < threshold]
 
+    def _repr_html_(self) -> str:
+        import tl_interp.viz  # noqa: F401  (registers this kind's summary)
+        from tl_interp.viz.html import result_html
+
+        return result_html(self)
+
     @classmethod
     def _rebuild(cls, extra_meta: dict[str, Any], **fields: Any) -> "EdgeStability":
         return cls(**fields)
