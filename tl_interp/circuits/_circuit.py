@@ -292,14 +292,15 @@ def _mib_cfg(graph: Any, d_model: int | None, *, need_d_model: bool = True) -> d
     heads = [tuple(map(int, m.groups())) for m in map(_HEAD.match, graph.nodes) if m]
     mlps = [int(m.group(1)) for m in map(_MLP.match, graph.nodes) if m]
     layers = max([h[0] for h in heads] + mlps, default=-1) + 1
-    cfg: dict[str, Any] = {"n_layers": layers, "n_heads": max((h[1] for h in heads), default=-1) + 1,
-                           "parallel_attn_mlp": False}
+    cfg: dict[str, Any] = {"n_layers": getattr(graph, "n_layers", layers),
+                           "n_heads": getattr(graph, "n_heads", max((h[1] for h in heads), default=-1) + 1),
+                           "parallel_attn_mlp": bool(getattr(graph, "parallel", False))}
     d_model = d_model if d_model is not None else getattr(graph, "d_model", None)
     if d_model is None and hasattr(graph, "cfg"):
         d_model = getattr(graph.cfg, "d_model", None) if not isinstance(graph.cfg, Mapping) else graph.cfg.get("d_model")
     if d_model is None and need_d_model:
-        raise OptionError("MIB's circuit files record the model's d_model (its loader sizes neuron masks with it) and "
-                          "this graph does not carry it: pass to_json(..., d_model=model.cfg.d_model)")
+        raise OptionError("MIB's circuit files record the model's d_model (its loader sizes neuron masks with it), "
+                          "which the graph does not know: pass to_json(..., d_model=model.cfg.d_model)")
     if d_model is not None:
         cfg["d_model"] = int(d_model)
     return cfg
