@@ -51,6 +51,7 @@ __all__ = [
     "weights",
     "collect",
     "distributed",
+    "circuits",
     "__version__",
 ]
 
@@ -68,6 +69,7 @@ _LAZY = {
     "weights": "tl_interp.weights",
     "collect": "tl_interp.engine.collect:collect",  # module:attribute -> the function itself
     "distributed": "tl_interp.distributed",
+    "circuits": "tl_interp.circuits",
 }
 
 

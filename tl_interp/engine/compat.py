@@ -30,7 +30,8 @@ from tl_interp.errors import FastPathWarning
 
 __all__ = ["TESTED_RANGE", "tl_version", "usable", "silent_reason", "call_offset", "is_hooked_transformer",
            "new_kv_cache", "kv_entries", "frozen_prefix_cache", "final_block_last", "head", "head_is_plain",
-           "blocks_are_plain", "kv_previous_mask", "tl_default_mask", "final_block_reason", "unembed_weight_of", "reusing_unembed_weight"]
+           "blocks_are_plain", "kv_previous_mask", "tl_default_mask", "final_block_reason", "unembed_weight_of", "reusing_unembed_weight",
+           "edge_graph_reason", "edge_hooks_on", "kv_cache_reason"]
 
 TESTED_RANGE = ((3, 9), (4, 0))  # [3.9, 4.0): the versions the compatibility tests ran on
 _QK_NORM_IN_FORWARD = ("OlmoeForCausalLM", "Olmo2ForCausalLM", "Olmo3ForCausalLM")
@@ -376,3 +377,66 @@ def head_is_plain(model: Any) -> bool:
 def blocks_are_plain(model: Any, first: int) -> bool:
     """No hook attached in blocks ``first..`` (positions are sliced there on the prefix paths)."""
     return all(_plain(block) for block in model.blocks[first:])
+
+
+# -- edge-level studies (ti.circuits) -------------------------------------------------------
+_EDGE_SWITCHES = ("use_split_qkv_input", "use_attn_result", "use_hook_mlp_in")
+
+
+def edge_graph_reason(model: Any) -> str | None:
+    """Why a model's residual stream is not a sum of per-head / per-MLP outputs that each reader
+    (a head's query, key, value input, an MLP's input, the unembedding) takes in whole, so that
+    "edges" between components are not well defined; None when they are."""
+    if not is_hooked_transformer(model):
+        return (f"edge graphs need a HookedTransformer (per-head q/k/v inputs and per-head results); got "
+                f"{type(model).__name__}")
+    try:
+        from transformer_lens.utilities.architectures import POST_NORM_ARCHITECTURES
+    except ImportError:  # an older TransformerLens has no post-norm blocks
+        POST_NORM_ARCHITECTURES = set()
+    cfg = model.cfg
+    if cfg.original_architecture in POST_NORM_ARCHITECTURES:
+        return (f"{cfg.original_architecture} is post-norm: each sublayer's output is normalised before it is "
+                "added to the residual stream, so a head's contribution to a later input is not its own output "
+                "but depends on every other head of its layer")
+    if getattr(cfg, "use_normalization_before_and_after", False):
+        return ("the model normalises each attention / MLP output before adding it to the residual stream "
+                "(cfg.use_normalization_before_and_after, Gemma's extra norms), so a single head's contribution "
+                "is not additive; tl_interp does not score edges from such heads yet")
+    if getattr(cfg, "n_devices", 1) != 1:
+        return "the model is split over several devices"
+    return None
+
+
+@contextlib.contextmanager
+def edge_hooks_on(model: Any) -> Iterator[None]:
+    """Switch on the hook points an edge-level study reads and writes -- per-head q/k/v inputs
+    (``use_split_qkv_input``), per-head results (``use_attn_result``), the MLP input
+    (``use_hook_mlp_in``) and, for grouped-query attention, one key / value input per query head
+    (``ungroup_grouped_query_attention``: TL repeats the shared K/V weights inside each forward
+    pass; the model's parameters are not copied) -- and restore the model's own settings on
+    every exit path."""
+    cfg = model.cfg
+    switches = list(_EDGE_SWITCHES)
+    if getattr(cfg, "n_key_value_heads", None) is not None:
+        switches.append("ungroup_grouped_query_attention")
+    if getattr(cfg, "attn_only", False):
+        switches.remove("use_hook_mlp_in")
+    saved = {name: getattr(cfg, name) for name in switches}
+    try:
+        for name in switches:
+            setattr(cfg, name, True)
+        yield
+    finally:
+        for name, value in saved.items():
+            setattr(cfg, name, value)
+
+
+def kv_cache_reason(model: Any) -> str | None:
+    """Why TL's key-value cache can't run this model as configured, or None: with grouped-query
+    attention ungrouped, attention keeps a key / value per query head while TL's forward checks
+    the cache against ``n_key_value_heads``."""
+    cfg = model.cfg
+    if getattr(cfg, "n_key_value_heads", None) is not None and getattr(cfg, "ungroup_grouped_query_attention", False):
+        return "grouped-query attention is ungrouped (TL's cache holds n_key_value_heads per layer)"
+    return None

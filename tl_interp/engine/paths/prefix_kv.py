@@ -24,6 +24,8 @@ def reason(model: Any, batch: Tokenized, metric: Any, read_reason: str | None) -
         return "attention is bidirectional"
     if cfg.positional_embedding_type not in ("standard", "rotary"):
         return f"{cfg.positional_embedding_type} positional embeddings"
+    if compat.kv_cache_reason(model) is not None:
+        return compat.kv_cache_reason(model)
     if not compat.usable("kv_cache"):
         return "the TransformerLens key-value cache guard failed"
     return None

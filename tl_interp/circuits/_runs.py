@@ -1,0 +1,93 @@
+"""What every edge study fixes before its first forward pass, and the senders' values it reads.
+
+``prepare`` checks everything (the architecture, both batches, the metric, the ablation) and
+returns the graph; ``sender_values`` reads every sender's output on a batch as one
+``(batch, pos, n_senders, d_model)`` tensor; ``ablated_values`` gives the values edges carry
+when ablated: the corrupted run's, their mean over the corrupted prompts (each prompt's mean
+over its real tokens, then the mean over prompts, as the reference's
+``compute_mean_activations``), or zero.
+"""
+
+from collections.abc import Callable
+from typing import Any
+
+import torch
+from torch import Tensor
+
+from tl_interp import hooks
+from tl_interp.circuits._edit import sender_hooks
+from tl_interp.circuits._graph import Graph, graph
+from tl_interp.engine.inputs import Inputs
+from tl_interp.engine.run import check_metric
+from tl_interp.errors import InputError, OptionError
+from tl_interp.metrics import is_metric
+from tl_interp.models._adapter import Tokenized
+
+__all__ = ["ABLATIONS", "prepare", "sender_values", "ablated_values", "forward_kw"]
+
+ABLATIONS = ("corrupted", "mean", "zero")
+
+
+def prepare(model: Any, clean: Inputs, corrupted: Inputs, metric: Callable[..., Any], ablation: str,
+            *, differentiable: bool) -> tuple[Graph, Tokenized, Tokenized]:
+    """Every check of an edge study, before any forward pass: (graph, clean batch, corrupted batch)."""
+    from tl_interp.patching._sweep import _pair  # the one rule for aligning two runs position by position
+
+    if ablation not in ABLATIONS:
+        raise OptionError(f"ablation must be one of {ABLATIONS}, not {ablation!r}")
+    g = graph(model)
+    if ablation == "mean":  # the mean is over the corrupted prompts, which need not align with the clean ones
+        from tl_interp.engine.inputs import as_batch
+
+        clean_b = as_batch(model, clean, role="clean")
+        corrupt_b = as_batch(model, corrupted, role="corrupted")
+    else:
+        clean_b, corrupt_b = _pair(model, clean, corrupted, None)
+    if not is_metric(metric) or isinstance(metric, dict):
+        raise InputError("edge studies need a tl_interp.metrics metric (per-prompt values, e.g. "
+                         "ti.metrics.logit_diff(correct, incorrect)); a plain logits -> scalar function gives no "
+                         "per-prompt values for intervals")
+    bound = check_metric(model, metric, clean_b)
+    if type(bound).__name__ == "MetricSet":
+        raise InputError("edge studies take one metric, not a MetricSet")
+    if differentiable:
+        vocab = model.cfg.d_vocab_out if getattr(model.cfg, "d_vocab_out", -1) > 0 else model.cfg.d_vocab
+        dummy = torch.randn(*clean_b.shape, vocab, requires_grad=True)
+        with torch.enable_grad():
+            out = bound.per_prompt(dummy)
+        if not out.requires_grad:
+            raise InputError(f"gradient methods need a metric autograd can differentiate; {bound.name!r} is "
+                             "piecewise constant (accuracy, argmax): use method='exact' or a logit / probability "
+                             "metric")
+    return g, clean_b, corrupt_b
+
+
+def forward_kw(batch: Tokenized) -> dict[str, Tensor]:
+    return {"attention_mask": batch.attention_mask} if batch.padded else {}
+
+
+def sender_values(model: Any, g: Graph, batch: Tokenized) -> tuple[Tensor, Tensor]:
+    """Every sender's output on ``batch`` (``(batch, pos, n_senders, d_model)``, zero on padding)
+    and the run's logits. Needs ``compat.edge_hooks_on``."""
+    names = [name for name, _ in sender_hooks(g)]
+    cache = hooks.cache(names)
+    with torch.no_grad():
+        logits = cache.run(model, batch.tokens, **forward_kw(batch))
+    rows, pos = batch.shape
+    parts = [cache[name].reshape(rows, pos, n, -1) for name, n in sender_hooks(g)]
+    real = batch.attention_mask.to(parts[0].device).bool()[:, :, None, None]
+    return torch.cat(parts, 2) * real, logits
+
+
+def ablated_values(model: Any, g: Graph, ablation: str, clean: Tokenized, corrupted: Tokenized,
+                   clean_values: Tensor) -> Tensor:
+    """The values ablated edges carry, shaped like ``clean_values`` (zero on padding)."""
+    real = clean.attention_mask.to(clean_values.device).bool()[:, :, None, None]
+    if ablation == "zero":
+        return torch.zeros_like(clean_values)
+    values, _ = sender_values(model, g, corrupted)
+    if ablation == "corrupted":
+        return values
+    mask = corrupted.attention_mask.to(values.device)[:, :, None, None].to(values.dtype)
+    per_prompt = (values * mask).sum(1) / mask.sum(1)  # (prompt, sender, d_model)
+    return per_prompt.mean(0)[None, None].expand_as(clean_values) * real
