@@ -27,7 +27,8 @@ def per_head_inputs(model):
     finally:
         model.set_use_attn_result(saved[0])
         model.set_use_split_qkv_input(saved[1])
-        model.set_use_hook_mlp_in(saved[2])
+        if not cfg.attn_only:
+            model.set_use_hook_mlp_in(saved[2])
         cfg.ungroup_grouped_query_attention = saved[3]
 
 
