@@ -5,6 +5,7 @@ single-edge patching); ``faithfulness`` evaluates many circuits exactly, on the 
 """
 
 from tl_interp.circuits._graph import Graph, graph
+from tl_interp.circuits._faithfulness import Faithfulness, faithfulness
 from tl_interp.circuits._scores import EdgeScores, attribute
 
-__all__ = ["Graph", "graph", "EdgeScores", "attribute"]
+__all__ = ["Graph", "graph", "EdgeScores", "attribute", "Faithfulness", "faithfulness"]

@@ -117,7 +117,8 @@ class Graph:
             return self._index[edge]
         except (KeyError, TypeError):
             pass
-        close = difflib.get_close_matches(str(edge), self.edges, n=3, cutoff=0.6)
+        same = [e for e in self.edges if e.lower() == str(edge).lower()]  # a case slip first
+        close = list(dict.fromkeys(same + difflib.get_close_matches(str(edge), self.edges, n=3, cutoff=0.6)))[:3]
         hint = f"; did you mean {', '.join(repr(c) for c in close)}?" if close else (
             "; edges look like 'a0.h3->m1', 'a2.h1->a3.h0<q>', 'input->a0.h0<k>', 'm3->logits'")
         raise HookNameError(f"no edge {edge!r} in this graph ({len(self.nodes)} nodes, n_layers={self.n_layers}, "
