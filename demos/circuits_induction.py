@@ -112,7 +112,7 @@ def write_summary(run) -> dict:
         f"`BOS + r + r[:-1]` (half length {run['args'].half}), corrupted first half; metric: logit difference of "
         f"`r[-1]` against `s[-1]`. Clean {numbers['clean']:.2f}, corrupted {numbers['corrupted']:.2f}.", "",
         "## Found", "",
-        f"- **K-composition is at the top.** The edges from the previous-token heads into the induction head's key "
+        f"- **K-composition ranks high.** The edges from the previous-token heads into the induction head's key "
         f"input rank (of {headline['graph_edges']} edges):", ""]
     lines += ["| method | " + " | ".join(k_edges) + " | top edge |", "|---|" + "---|" * (len(k_edges) + 1)]
     for m, s in scores.items():
@@ -130,6 +130,14 @@ def write_summary(run) -> dict:
         lines.append(f"| {m} | {float(e['cpr'][i]):.3f} [{float(e['cpr_low'][i]):.3f}, {float(e['cpr_high'][i]):.3f}] | "
                      f"{float(e['cmd'][i]):.3f} [{float(e['cmd_low'][i]):.3f}, {float(e['cmd_high'][i]):.3f}] | "
                      + " | ".join(f"{v:.2f}" for v in curve.values[i].tolist()) + " |")
+    reach = []
+    for i, m in enumerate(curve.methods):
+        hit = [b for b, v in zip(curve.labels["budget"], curve.values[i].tolist()) if v >= 0.9]
+        reach.append(f"{m} at {hit[0]} ({int(e['n_requested'][curve.labels['budget'].index(hit[0])])} edges)"
+                     if hit else f"{m} never")
+    lines += ["", "Smallest budget whose top-n circuit reaches f >= 0.9: " + "; ".join(reach) + f". The greedy "
+              f"circuit above reaches f = {numbers['f']:.2f} with {len(circuit)} edges: at tiny budgets, keeping the "
+              "circuit connected from input to logits matters more than the ranking."]
     lines += ["", "Edges per budget (`int(b * N)`, before pruning): " +
               ", ".join(str(int(n)) for n in e["n_requested"].tolist()) +
               ". With 52 edges the budgets below 2% hold no edge, so f is 0 there for every method.", "",

@@ -101,7 +101,7 @@ class Circuit:
 
     Attributes:
         edges: the circuit's edge names (MIB's), in the graph's order.
-        graph: the model's graph (``ti.circuits.graph(model)``).
+        graph: the model's graph (``ti.circuits.graph(model)``; anything with ``nodes`` and ``edges``).
         scores: optional per-edge scores over *all* the graph's edges (written to circuit
             files, drawn as edge widths); ``None`` when the circuit was given by hand.
         method: where the circuit came from (``"eap"``, ``"eap-ig-inputs"``, a file ...).

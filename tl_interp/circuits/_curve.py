@@ -15,7 +15,7 @@ in one ``faithfulness`` call (many circuits per stacked pass); intervals come fr
 prompts (one set of resamples for every method, so intervals of methods are paired).
 """
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, ClassVar, Literal
 
@@ -24,7 +24,11 @@ from torch import Tensor
 
 from tl_interp._checks import checked
 from tl_interp.circuits._circuit import Circuit
+from tl_interp.circuits._faithfulness import faithfulness
 from tl_interp.circuits._stability import dense, resampled_scores, top_k_survival
+from tl_interp.circuits._scores import EdgeScores
+from tl_interp.engine.executors import Executor
+from tl_interp.engine.inputs import Inputs
 from tl_interp.errors import InputError, OptionError, ShapeError, UnsupportedError
 from tl_interp.results import Provenance, Result, register_result
 from tl_interp.stats import bootstrap_indices, percentile_interval
@@ -155,11 +159,12 @@ def _budget_label(b: float) -> str:
 
 
 @checked
-def faithfulness_curve(scores: Any, model: Any, clean: Any, corrupted: Any, metric: Any, *,
+def faithfulness_curve(scores: EdgeScores | Sequence[EdgeScores], model: Any, clean: Inputs, corrupted: Inputs,
+                       metric: Callable[..., Any], *,
                        budgets: Sequence[float] = MIB_BUDGETS, selection: Literal["top", "greedy"] = "top",
                        absolute: bool = True, ablation: Literal["corrupted", "mean", "zero"] = "corrupted",
                        n_boot: int = 1000, alpha: float = 0.05, seed: int = 0, progress: bool = True,
-                       executor: Any = None) -> FaithfulnessCurve:
+                       executor: Executor | None = None) -> FaithfulnessCurve:
     """MIB's faithfulness curve of one or several edge scorings, evaluated exactly in one batched call.
 
     Args:
@@ -178,10 +183,9 @@ def faithfulness_curve(scores: Any, model: Any, clean: Any, corrupted: Any, metr
     Returns:
         ``FaithfulnessCurve``.
     """
-    from tl_interp.circuits._faithfulness import faithfulness
     from tl_interp.patching._sweep import metric_name
 
-    runs = [scores] if hasattr(scores, "per_prompt") else list(scores)
+    runs = [scores] if isinstance(scores, EdgeScores) else list(scores)
     if not runs:
         raise InputError("faithfulness_curve needs at least one EdgeScores")
     graph = runs[0].graph

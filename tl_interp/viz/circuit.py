@@ -14,6 +14,7 @@ import math
 import re
 from typing import Any
 
+from tl_interp._checks import checked
 from tl_interp.viz.html import _fmt, summary_for, table_html
 
 __all__ = ["circuit_html", "curve_figure"]
@@ -47,6 +48,7 @@ def _layout(nodes: list[str], all_nodes: tuple[str, ...]) -> tuple[dict[str, tup
     return pos, len(bands), width
 
 
+@checked
 def circuit_html(circuit: Any, *, max_edges: int = _MAX_EDGES) -> str:
     """An inline-SVG picture of a ``Circuit`` (nodes by layer, edges weighted by score).
 
@@ -119,6 +121,7 @@ def _ends(edge: str) -> tuple[str, str, str | None]:
     return m["s"], m["r"], m["x"]
 
 
+@checked
 def curve_figure(curve: Any, *, title: str | None = None) -> Any:
     """Faithfulness f against the edge budget (log axis), one line per method, interval bands.
 
