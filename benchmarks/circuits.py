@@ -15,8 +15,9 @@ Each number is measured against its reference in the same run:
 
 Cases: ``ordinal-4l`` (months continuation, 8 prompts) and SmolLM2-135M (the months task,
 " April" after three months against a corrupted list; ``--skip-real`` skips it). On SmolLM2
-the single-edge loop runs over a sample of edges and is extrapolated to every edge, and the
-batched exact scoring of all ~1.2e5 edges is left out unless ``--exact-real`` (hours on CPU).
+the single-edge loop runs over a sample of edges and is extrapolated to every edge, the batched
+exact scoring of all ~1.2e5 edges is left out unless ``--exact-real`` (hours on CPU), and the
+third set of circuits ranks EAP's scores by signed value (MIB's CPR selection) instead.
 
 Run: python benchmarks/circuits.py [--skip-real] [--exact-real] [--repeats N] [--threads N]
 """
@@ -130,13 +131,12 @@ def run_case(label, model, clean, corrupted, metric, answers, *, repeats, exact,
         print(f"[{label}] exact batched: {w_ex:.2f}s wall / {c_ex:.2f}s CPU; speed-up {w_loop * scale / w_ex:.1f}x wall, "
               f"{c_loop * scale / c_ex:.1f}x CPU (goal >= 10x); max |diff| vs loop {diff:.1e}; peak {peak_mb():.0f} MB")
     else:
-        (w_ig, _), scores["eap-ig-activations"] = timed(lambda: circuits.attribute(
-            model, clean, corrupted, metric, method="eap-ig-activations", steps=5, progress=False), 1)
-        print(f"[{label}] exact batched over all edges skipped (--exact-real); third method eap-ig-activations "
-              f"(5 steps): {w_ig:.1f}s wall")
+        print(f"[{label}] exact batched over all edges skipped (--exact-real: hours on CPU); the third set of "
+              "circuits ranks EAP's scores by signed value (MIB's CPR selection)")
 
     budgets = [int(b * len(g.edges)) for b in MIB_BUDGETS]
-    circuit_list = [Circuit.top(s, n) for s in scores.values() for n in budgets]
+    selections = [(s, True) for s in scores.values()] + ([] if exact else [(scores["eap"], False)])
+    circuit_list = [Circuit.top(s, n, absolute=a) for s, a in selections for n in budgets]
     (w_f, c_f), result = timed(lambda: circuits.faithfulness(model, circuit_list, clean, corrupted, metric,
                                                             progress=False), repeats)
 
@@ -148,7 +148,7 @@ def run_case(label, model, clean, corrupted, metric, answers, *, repeats, exact,
             return torch.stack([score(circuit_forward(model, g, clean, sender_outputs(model, g, corrupted)
                                                       if as_reference else source, m)) for m in masks])
 
-    print(f"[{label}] faithfulness of {len(circuit_list)} circuits (10 budgets x {len(scores)} methods), batched: "
+    print(f"[{label}] faithfulness of {len(circuit_list)} circuits (10 budgets x {len(selections)} methods), batched: "
           f"{w_f:.2f}s wall / {c_f:.2f}s CPU; peak {peak_mb():.0f} MB")
     for name, flag in (("one forward per circuit, corrupted run once", False),
                        ("the reference's evaluate_graph (corrupted + patched forward per circuit)", True)):
