@@ -127,3 +127,18 @@ def test_induction_top_edges_hold_k_composition_and_a_small_circuit_recovers_the
     f = (reference.mean() - corrupted_v) / (clean_v - corrupted_v)
     assert clean_v - corrupted_v > 5  # the task: induction gives a large logit difference
     assert f > 0.9  # 8 of 52 edges carry most of it, measured exactly
+
+
+def test_curve_inputs_that_cannot_be_honoured_are_refused_before_any_forward_pass() -> None:
+    from tests.conftest import attn_only
+
+    model = gpt2_style()
+    clean, corrupted, metric, _ = _task(model)
+    scores = circuits.attribute(model, clean, corrupted, metric, method="eap", progress=False)
+    other = circuits.attribute(attn_only(), clean, corrupted, metric, method="eap", progress=False)
+    with pytest.raises(ti.InputError, match="every EdgeScores must be of the same graph"):
+        faithfulness_curve([scores, other], model, clean, corrupted, metric, progress=False)
+    with pytest.raises(ti.OptionError, match=r"budgets must be increasing fractions .* got \[0.5, 0.1\]"):
+        faithfulness_curve(scores, model, clean, corrupted, metric, budgets=[0.5, 0.1], progress=False)
+    with pytest.raises(ti.OptionError, match="selection must be one of 'top', 'greedy'"):
+        faithfulness_curve(scores, model, clean, corrupted, metric, selection="best", progress=False)
