@@ -15,7 +15,7 @@ import re
 from typing import Any
 
 from tl_interp._checks import checked
-from tl_interp.viz.html import _fmt, summary_for, table_html
+from tl_interp.viz.html import _fmt, _generic, summary_for, table_html
 
 __all__ = ["circuit_html", "curve_figure"]
 
@@ -160,6 +160,8 @@ def curve_figure(curve: Any, *, title: str | None = None) -> Any:
 @summary_for("faithfulness_curve")
 def _curve_summary(curve: Any) -> str:
     e = curve.extras
+    if not {"cpr", "cpr_low", "cpr_high", "cmd", "cmd_low", "cmd_high"} <= set(e) or "method" not in curve.labels:
+        return _generic(curve)
     rows = [[m, float(e["cpr"][i]), f"[{float(e['cpr_low'][i]):.3g}, {float(e['cpr_high'][i]):.3g}]",
              float(e["cmd"][i]), f"[{float(e['cmd_low'][i]):.3g}, {float(e['cmd_high'][i]):.3g}]"]
             for i, m in enumerate(curve.labels["method"])]
@@ -176,6 +178,8 @@ def _curve_summary(curve: Any) -> str:
 
 @summary_for("edge_stability")
 def _stability_summary(result: Any) -> str:
+    if not {"ks", "survival", "survival_low", "survival_high", "ci_low", "ci_high", "in_top_k"} <= set(result.extras):
+        return _generic(result)
     ks = result.ks
     rows = [[k, float(s), f"[{float(lo):.3g}, {float(hi):.3g}]"] for k, s, lo, hi in
             zip(ks, result.survival.tolist(), result.extras["survival_low"].tolist(),
