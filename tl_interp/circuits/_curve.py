@@ -182,6 +182,19 @@ def faithfulness_curve(scores: EdgeScores | Sequence[EdgeScores], model: Any, cl
 
     Returns:
         ``FaithfulnessCurve``.
+
+    Example:
+        >>> import torch, tl_interp as ti
+        >>> from transformer_lens import HookedTransformer, HookedTransformerConfig
+        >>> cfg = HookedTransformerConfig(n_layers=2, d_model=16, n_heads=2, d_head=8, n_ctx=8,
+        ...                               d_vocab=10, act_fn="relu", d_mlp=32, seed=0)
+        >>> model = HookedTransformer(cfg)
+        >>> clean, corrupt = torch.tensor([[1, 2, 3, 4], [2, 3, 4, 1]]), torch.tensor([[1, 2, 5, 4], [2, 3, 6, 1]])
+        >>> metric = ti.metrics.logit_diff(torch.tensor([3, 4]), torch.tensor([5, 6]))
+        >>> scores = ti.circuits.attribute(model, clean, corrupt, metric, method="eap", progress=False)
+        >>> curve = ti.circuits.faithfulness_curve(scores, model, clean, corrupt, metric, n_boot=20, progress=False)
+        >>> curve.values.shape, round(float(curve.values[0, -1]), 4)  # at 100% of the edges: the whole model
+        (torch.Size([1, 10]), 1.0)
     """
     from tl_interp.patching._sweep import metric_name
 
