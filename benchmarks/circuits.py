@@ -19,7 +19,7 @@ the single-edge loop runs over a sample of edges and is extrapolated to every ed
 exact scoring of all ~1.2e5 edges is left out unless ``--exact-real`` (hours on CPU), and the
 third set of circuits ranks EAP's scores by signed value (MIB's CPR selection) instead.
 
-Run: python benchmarks/circuits.py [--skip-real] [--exact-real] [--repeats N] [--threads N]
+Run: python benchmarks/circuits.py [--skip-real | --skip-zoo] [--exact-real] [--repeats N] [--threads N]
 """
 
 import argparse
@@ -161,14 +161,16 @@ def run_case(label, model, clean, corrupted, metric, answers, *, repeats, exact,
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--skip-real", action="store_true")
+    parser.add_argument("--skip-zoo", action="store_true", help="SmolLM2 only")
     parser.add_argument("--exact-real", action="store_true", help="batched exact scoring of every SmolLM2 edge (hours)")
     parser.add_argument("--repeats", type=int, default=2)
     parser.add_argument("--threads", type=int, default=1, help="torch threads (1 keeps timings steady)")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads")
-    model = ti.models.load("ordinal-4l")
-    run_case("ordinal-4l", model, *months_case(model, lower=True), repeats=args.repeats, exact=True)
+    if not args.skip_zoo:
+        model = ti.models.load("ordinal-4l")
+        run_case("ordinal-4l", model, *months_case(model, lower=True), repeats=args.repeats, exact=True)
     if not args.skip_real:
         model = ti.models.load("smollm2-135m")
         run_case("SmolLM2-135M", model, *months_case(model, lower=False), repeats=1, exact=args.exact_real,
