@@ -39,6 +39,7 @@ QUICK_ARGS = {
     "paired_states_smollm2.py": ["--pairs", "12", "--permutations", "99"],
     "layer_angles_smollm2.py": ["--sentences", "12"],
     "smollm2_weights.py": ["--neurons", "6", "--random", "50"],
+    "circuits_months_smollm2.py": ["--quick", "--circuit-edges", "30"],
 }
 # Demos whose cells display no view yet (each needs a cell ending in a view or result);
 # strict, so an entry must go once its demo shows one.

@@ -3,6 +3,7 @@
 - views (circuitsvis, offline): ``attention``, ``tokens``, ``topk``, ``predictions``; each
   returns a ``View`` that displays itself in Jupyter / VS Code and goes into a ``Report``;
 - ``feature_card`` / ``feature_page``: SAE features over a prompt set;
+- ``circuit_html`` / ``curve_figure``: a circuit as an offline SVG graph, a faithfulness curve;
 - ``Report``: one self-contained offline HTML page, each JavaScript bundle inlined once;
 - every Result and Intervention displays itself in a notebook (``tl_interp.viz.html``);
   ``show(obj)`` displays one from a cell that also runs as a plain script.
@@ -12,9 +13,11 @@ Nothing here touches the network. Plotting libraries are imported lazily.
 
 from tl_interp.viz._circuitsvis import View, reset_notebook
 from tl_interp.viz._show import show
+from tl_interp.viz.circuit import circuit_html, curve_figure
 from tl_interp.viz.feature_card import FeatureCard, feature_card, feature_page
 from tl_interp.viz.report import Report
 from tl_interp.viz.views import attention, predictions, tokens, topk
 
 __all__ = ["attention", "tokens", "topk", "predictions", "feature_card", "feature_page", "FeatureCard",
-           "View", "Report", "reset_notebook", "show"]
+           "View", "Report", "reset_notebook", "show",
+           "circuit_html", "curve_figure"]

@@ -106,7 +106,8 @@ class Report:
         return self
 
     def add(self, item: Any) -> "Report":
-        """Add a view, card, result, intervention, plotly figure, DataFrame or text."""
+        """Add a view, card, result, intervention, circuit, plotly figure, DataFrame or text."""
+        from tl_interp.circuits._circuit import Circuit
         from tl_interp.intervention import Intervention
         from tl_interp.results import Result
         from tl_interp.viz.feature_card import FeatureCard
@@ -125,10 +126,13 @@ class Report:
             return self.text(item)
         if hasattr(item, "to_plotly_json"):
             return self.figure(item)
+        if isinstance(item, Circuit):  # its SVG graph
+            self._blocks.append(item._repr_html_())
+            return self
         if hasattr(item, "columns") and hasattr(item, "itertuples"):
             return self.table([str(c) for c in item.columns], [list(r) for r in item.itertuples(index=False)])
         raise TypeCheckError(f"Report.add: cannot add a {type(item).__name__}; add a View, FeatureCard, Result, "
-                             "Intervention, plotly figure, pandas DataFrame or str")
+                             "Intervention, Circuit, plotly figure, pandas DataFrame or str")
 
     def html(self) -> str:
         body = "\n".join(self._blocks)

@@ -1,0 +1,90 @@
+"""The loop the circuit benchmarks compare against: one forward pass per circuit, as the
+reference EAP-IG code evaluates circuits (``evaluate_graph``): every sender's output is
+recorded as the pass runs, and each receiver whose inputs are not all in the circuit gets
+``sum over missing senders of (ablated - current)`` added (one einsum per receiver), on a
+model set to expose per-head inputs (grouped-query attention ungrouped, as the reference
+requires).
+"""
+
+from contextlib import contextmanager
+
+import torch
+
+
+@contextmanager
+def per_head_inputs(model):
+    """Turn on the hook points the loop needs; restore the model's settings afterwards."""
+    cfg = model.cfg
+    saved = (cfg.use_attn_result, cfg.use_split_qkv_input, cfg.use_hook_mlp_in, cfg.ungroup_grouped_query_attention)
+    model.set_use_attn_result(True)
+    model.set_use_split_qkv_input(True)
+    if not cfg.attn_only:
+        model.set_use_hook_mlp_in(True)
+    if cfg.n_key_value_heads is not None:
+        cfg.ungroup_grouped_query_attention = True
+    try:
+        yield model
+    finally:
+        model.set_use_attn_result(saved[0])
+        model.set_use_split_qkv_input(saved[1])
+        if not cfg.attn_only:
+            model.set_use_hook_mlp_in(saved[2])
+        cfg.ungroup_grouped_query_attention = saved[3]
+
+
+def _sender_hooks(graph, model, store):
+    """Hooks writing every sender's output into ``store[:, :, index]`` (batch, pos, sender, d_model)."""
+    out, at = [], 0
+
+    def put(start, n, per_head):
+        def hook(act, hook):
+            store[:, :, start:start + n] = act.detach() if per_head else act.detach()[:, :, None]
+            return act
+        return hook
+
+    out.append(("hook_embed", put(0, 1, False)))
+    at = 1
+    for layer in range(graph.n_layers):
+        out.append((f"blocks.{layer}.attn.hook_result", put(at, graph.n_heads, True)))
+        at += graph.n_heads
+        if graph.mlp:
+            out.append((f"blocks.{layer}.hook_mlp_out", put(at, 1, False)))
+            at += 1
+    return out
+
+
+def sender_outputs(model, graph, tokens):
+    """(batch, pos, n_senders, d_model) outputs of a plain run."""
+    store = torch.zeros(tokens.shape[0], tokens.shape[1], len(graph.senders), model.cfg.d_model)
+    with torch.no_grad():
+        model.run_with_hooks(tokens, fwd_hooks=_sender_hooks(graph, model, store))
+    return store
+
+
+def circuit_forward(model, graph, clean, ablated, in_circuit):
+    """Logits of one forward on ``clean`` with every edge outside ``in_circuit`` (a bool per
+    edge, graph order) carrying ``ablated`` (the senders' ablated outputs)."""
+    current = torch.zeros_like(ablated)
+    hooks = _sender_hooks(graph, model, current)
+    heads: dict[str, list] = {}
+    for r in graph.receivers:
+        keep = in_circuit[r.offset:r.offset + r.n_senders]
+        if bool(keep.all()):
+            continue
+        heads.setdefault(r.hook_name, []).append((r.head, r.n_senders, (~keep).float()))
+
+    def receive(parts):
+        def hook(act, hook):
+            act = act.clone()
+            for head, n, missing in parts:
+                delta = torch.einsum("bpsd,s->bpd", ablated[:, :, :n] - current[:, :, :n], missing)
+                if head is None:
+                    act += delta
+                else:
+                    act[:, :, head] += delta
+            return act
+        return hook
+
+    hooks += [(name, receive(parts)) for name, parts in heads.items()]
+    with torch.no_grad():
+        return model.run_with_hooks(clean, fwd_hooks=hooks)

@@ -1,0 +1,150 @@
+"""How stable edge scores and the circuits built from them are when the prompts are resampled.
+
+Every edge score the toolkit computes (EAP, EAP-IG, exact) is a mean over prompts of a
+per-prompt score, so resampling prompts with replacement (a paired bootstrap, Efron &
+Tibshirani 1993) needs no new forward pass: each resample's scores are a reweighted mean of
+``EdgeScores.per_prompt``. From the resamples: a percentile interval per edge, and how many
+of the top-k edges stay in the top-k (Jaccard-free "survival": |top_k(resample) ∩ top_k| / k),
+the number that says whether a circuit is a finding or an accident of the prompt sample.
+"""
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any, ClassVar
+
+import torch
+from torch import Tensor
+
+from tl_interp._checks import checked
+from tl_interp.errors import OptionError, ShapeError
+from tl_interp.results import Provenance, Result, register_result
+from tl_interp.stats import bootstrap_indices, percentile_interval
+
+__all__ = ["EdgeStability", "stability", "resampled_scores", "top_k_survival"]
+
+
+def resampled_scores(per_prompt: Tensor, *, n_boot: int, seed: int) -> Tensor:
+    """``(n_boot, n_edges)`` mean scores over prompts resampled with replacement
+    (``stats.bootstrap_indices(n_prompts, n_boot, seed=seed)``), float32 to bound memory."""
+    n = per_prompt.shape[0]
+    if n < 2:
+        raise ShapeError(f"resampling prompts needs at least 2 prompts' scores, got {n}")
+    index = bootstrap_indices(n, n_boot, seed=seed)
+    # each resample's mean is a count-weighted mean of the per-prompt rows: one matmul
+    counts = torch.zeros(n_boot, n, dtype=torch.float64).scatter_add_(1, index, torch.ones(n_boot, n, dtype=torch.float64))
+    return (counts.float() @ per_prompt.detach().float().cpu()) / n
+
+
+def _top_mask(values: Tensor, k: int) -> Tensor:
+    """Boolean mask of the k largest entries along the last axis (ties broken by position)."""
+    mask = torch.zeros_like(values, dtype=torch.bool)
+    if k > 0:
+        mask.scatter_(-1, torch.topk(values, k, dim=-1, sorted=False).indices, True)
+    return mask
+
+
+def top_k_survival(scores: Tensor, resampled: Tensor, ks: Sequence[int], *, absolute: bool = True) -> Tensor:
+    """``(len(ks), n_boot)``: the fraction of the top-k edges of ``scores`` that are also in
+    the top-k of each resample (1 where k is 0)."""
+    key, rkey = (scores.abs(), resampled.abs()) if absolute else (scores, resampled)
+    out = torch.ones(len(ks), resampled.shape[0], dtype=torch.float64)
+    for i, k in enumerate(ks):
+        if k > 0:
+            base = _top_mask(key.float()[None], k)
+            out[i] = (_top_mask(rkey, k) & base).sum(-1).double() / k
+    return out
+
+
+@register_result
+@dataclass(frozen=True, eq=False, repr=False)
+class EdgeStability(Result):
+    """Edge scores with bootstrap intervals over prompts, and top-k survival.
+
+    ``values`` (axis ``edge``): each edge's score (the mean over prompts). Extras:
+    ``ci_low`` / ``ci_high`` (per edge), ``in_top_k`` (per edge: the fraction of resamples
+    whose top-k holds it), ``survival`` (per k in ``ks``: the mean fraction of the top-k that
+    stays in a resample's top-k) with ``survival_low`` / ``survival_high``, and ``ks``.
+    """
+
+    kind: ClassVar[str] = "edge_stability"
+
+    @property
+    def survival(self) -> Tensor:
+        return self.extras["survival"]
+
+    @property
+    def ks(self) -> list[int]:
+        return [int(k) for k in self.extras["ks"].tolist()]
+
+    def unstable(self, k: int | None = None, *, threshold: float = 0.5) -> list[tuple[str, float]]:
+        """Edges of the top-k (the first ``ks`` by default) found in fewer than ``threshold``
+        of the resamples' top-k, as (edge, frequency)."""
+        k = k if k is not None else self.ks[0]
+        order = self.values.abs().argsort(descending=True)[:k].tolist()
+        freq = self.extras["in_top_k"]
+        return [(self.label("edge", i), float(freq[i])) for i in order if float(freq[i]) < threshold]
+
+    def _repr_html_(self) -> str:
+        import tl_interp.viz  # noqa: F401  (registers this kind's summary)
+        from tl_interp.viz.html import result_html
+
+        return result_html(self)
+
+    @classmethod
+    def _rebuild(cls, extra_meta: dict[str, Any], **fields: Any) -> "EdgeStability":
+        return cls(**fields)
+
+
+@checked
+def stability(scores: Any, *, k: int | Sequence[int] = 20, n_boot: int = 200, alpha: float = 0.05, seed: int = 0,
+              absolute: bool = True) -> EdgeStability:
+    """Edge intervals and top-k survival from prompts resampled with replacement.
+
+    Args:
+        scores: an ``EdgeScores`` with per-prompt values (``ti.circuits.attribute``).
+        k: the circuit size(s) whose survival is reported; per-edge frequencies use the first.
+        n_boot: number of resamples (each is one matmul over the per-prompt scores).
+        alpha: 1 - coverage of the intervals.
+        seed: seed of the resampling (``stats.bootstrap_indices``).
+        absolute: rank edges by |score| (as ``Circuit.top``) or by the signed score.
+
+    Returns:
+        ``EdgeStability``.
+
+    Example:
+        >>> import torch
+        >>> from types import SimpleNamespace
+        >>> per_prompt = torch.tensor([[3.0, 1.0, 0.1], [2.5, 1.2, 0.0], [3.2, 0.9, 0.2]])
+        >>> s = SimpleNamespace(names=("a", "b", "c"), per_prompt=per_prompt, scores=per_prompt.mean(0), method="eap")
+        >>> float(stability(s, k=1, n_boot=50).survival[0])
+        1.0
+    """
+    ks = [k] if isinstance(k, int) else list(k)
+    per_prompt = scores.per_prompt
+    names = tuple(scores.names)
+    if per_prompt.ndim != 2 or per_prompt.shape[1] != len(names):
+        raise ShapeError(f"per-prompt scores must be (n_prompts, n_edges={len(names)}), got {tuple(per_prompt.shape)}")
+    if not ks or any(isinstance(x, bool) or not 0 <= x <= len(names) for x in ks):
+        raise OptionError(f"k must be between 0 and the number of edges ({len(names)}), got {k!r}")
+    mean = per_prompt.detach().double().cpu().mean(0)
+    resampled = resampled_scores(per_prompt, n_boot=n_boot, seed=seed)
+    low, high = percentile_interval(resampled, alpha, dim=0)
+    survival = top_k_survival(mean, resampled, ks, absolute=absolute)
+    s_low, s_high = percentile_interval(survival, alpha, dim=1)
+    rkey = resampled.abs() if absolute else resampled
+    in_top = _top_mask(rkey, ks[0]).double().mean(0)
+    provenance = getattr(scores, "provenance", None)
+    prov = Provenance.make(provenance.model_id if provenance else "", prompt_hash=getattr(provenance, "prompt_hash", ""),
+                           seed=seed, settings={"n_boot": n_boot, "alpha": alpha, "absolute": absolute,
+                                                "method": getattr(scores, "method", "")})
+    return EdgeStability(mean, ("edge",), f"{getattr(scores, 'method', '')} edge score".strip(), prov,
+                         labels={"edge": names},
+                         extras=dense({"ci_low": low, "ci_high": high, "in_top_k": in_top, "survival": survival.mean(1),
+                                 "survival_low": s_low, "survival_high": s_high,
+                                 "ks": torch.tensor(ks, dtype=torch.int64)}))
+
+
+def dense(extras: dict[str, Tensor]) -> dict[str, Tensor]:
+    """Extras in standard strides: quantiles of a length-1 axis come back with stride 2, which
+    the checksummed writer cannot view as bytes."""
+    return {k: v.detach().clone(memory_format=torch.contiguous_format) for k, v in extras.items()}
