@@ -53,8 +53,8 @@ import torch
 import tl_interp as ti
 from tl_interp import site
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))  # demos/_model_notes.py
-from _model_notes import weights_note  # noqa: E402
+sys.path.insert(0, str(Path(__file__).resolve().parent))  # demos/_shared/model_notes.py
+from _shared.model_notes import weights_note  # noqa: E402
 
 NUMBERS = ("one two three four five six seven eight nine ten eleven twelve thirteen fourteen fifteen sixteen "
            "seventeen eighteen nineteen twenty").split()

@@ -29,8 +29,8 @@ import torch
 import tl_interp as ti
 from tl_interp import geometry
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))  # demos/_model_notes.py
-from _model_notes import weights_note  # noqa: E402
+sys.path.insert(0, str(Path(__file__).resolve().parent))  # demos/_shared/model_notes.py
+from _shared.model_notes import weights_note  # noqa: E402
 
 SENTENCES = [
     "We met her at the station before noon.",

