@@ -256,6 +256,15 @@ def selection_text(sweep, report, head: list[dict], best: dict, held: str = "mon
     return "".join(text)
 
 
+def headline_intro(report, keep: str = "numbers (unchanged)") -> str:
+    """The paragraph above the headline table; the unsteered number-list accuracy is read, not assumed."""
+    unsteered = float(report.extras["baseline_accuracy"][report._t(keep)])
+    return ("Accuracy = the steered top-1 token is the number at the same index (\" four\" after "
+            "\"January, February, March,\"). Effects are paired differences from the mean of the random "
+            "vectors, 95% bootstrap intervals over prompts. Last column: accuracy on plain number lists "
+            f"(steering should leave them intact; unsteered {unsteered:.2f}).")
+
+
 def _md_table(frame) -> str:
     cols = list(frame.columns)
     lines = ["| " + " | ".join(map(str, cols)) + " |", "|" + "---|" * len(cols)]
@@ -275,10 +284,7 @@ def write_summary(out, model, report, sweep, head, best, best_final, parts, numb
              *([note, ""] if (note := weights_note([report.provenance.model_id])) else []),
              selection_text(sweep, report, head, best, held, keep), "",
              "## Headline: held-out month lists, against random vectors of the same norm", "",
-             "Accuracy = the steered top-1 token is the number at the same index (\" four\" after "
-             "\"January, February, March,\"). Effects are paired differences from the mean of the random "
-             "vectors, 95% bootstrap intervals over prompts. Last column: accuracy on plain number lists "
-             "(steering should leave them intact; unsteered 1.0).", "",
+             headline_intro(report, keep), "",
              "| vector | x | accuracy | random | effect [95% CI] | top-1 is a number | number lists kept |",
              "|---|---|---|---|---|---|---|"]
     by_key = {(h["vector"], _scale(h), h["metric"]): h for h in head}
