@@ -173,10 +173,7 @@ def main(setup: Setup = SMOLLM2) -> Any:
     head = [report.compare(v.name, m, "months -> numbers", metric=metric)
             for v in vectors for m in mults for metric in ("accuracy", "on_target", "logit_diff")]
     best_final = {"vector": resid.name, "multiplier": best["multiplier"]}
-    examples = report.examples(resid.name, mults[0], "months -> numbers").drop(columns=["correct", "answer_prob"])
-    examples = examples.rename(columns={"steered": f"x{mults[0]:g}"})
-    for m in mults[1:]:
-        examples[f"x{m:g}"] = report.examples(resid.name, m, "months -> numbers")["steered"]
+    examples = examples_table(report, resid.name)
     generations = ti.steering.generate(model, [prefix + "January, February, March,", prefix + "Today is Monday, tomorrow is"],
                                        resid, [0.0, best_final["multiplier"]], max_new_tokens=6)
     write_summary(out, model, report, sweep, head, best, best_final, parts, number_side, examples, generations,
@@ -214,6 +211,9 @@ def selection_text(sweep, report, head: list[dict], best: dict, held: str = "mon
     grid = f"{n_vectors} layers x {n_scales} multipliers"
     name, scale = best["vector"], float(best["multiplier"])
     label = f"{name} x{scale:g}"
+    # the chosen cell's dev figures, read from the sweep itself
+    cell = (sweep.vectors.index(name), [float(m) for m in sweep.scales].index(scale))
+    dev_acc, dev_diff = float(acc[cell]), float(diff[cell])
     top = acc.max()
     tied = [(sweep.vectors[i], float(sweep.scales[k])) for i, k in (acc == top).nonzero().tolist()]
     n_dev = len(sweep._prompt_index(sweep.tasks[0]))
@@ -221,15 +221,15 @@ def selection_text(sweep, report, head: list[dict], best: dict, held: str = "mon
             "to break ties"]
     if len(tied) == cells:
         text.append(f", but dev accuracy was {float(top):.2g} in all {cells} cells ({grid}), so the choice was by mean "
-                    f"logit difference alone ({best['logit_diff']:+.2f} at {label}, the largest).")
+                    f"logit difference alone ({dev_diff:+.2f} at {label}, the largest).")
     elif len(tied) == 1:
-        text.append(f": dev accuracy {best['accuracy']:.2f} at {label} was the highest of the {cells} cells "
-                    f"({grid}), so accuracy alone decided (mean logit difference {best['logit_diff']:+.2f}).")
+        text.append(f": dev accuracy {dev_acc:.2f} at {label} was the highest of the {cells} cells "
+                    f"({grid}), so accuracy alone decided (mean logit difference {dev_diff:+.2f}).")
     else:
         others = ", ".join(f"{v} x{m:g}" for v, m in tied if (v, m) != (name, scale))
-        text.append(f": the highest dev accuracy, {best['accuracy']:.2f}, was shared by {len(tied)} of the {cells} "
+        text.append(f": the highest dev accuracy, {dev_acc:.2f}, was shared by {len(tied)} of the {cells} "
                     f"cells ({grid}; also {others}), and among them {label} had the largest mean logit difference "
-                    f"({best['logit_diff']:+.2f}), so the tie was broken by logit difference.")
+                    f"({dev_diff:+.2f}), so the tie was broken by logit difference.")
     rows = {(h["vector"], float(_scale(h))): h for h in head if h["metric"] == "accuracy" and h.get("task", held) == held}
 
     def kept(m: float) -> float:
@@ -254,6 +254,16 @@ def selection_text(sweep, report, head: list[dict], best: dict, held: str = "mon
         text.append(f" The scales the rule did not choose ({name}; held-out observations, not selected results): "
                     + "; ".join(f"x{m:g} {figure(float(m))}, keeps {kept(float(m)):.2f}" for m in unchosen) + ".")
     return "".join(text)
+
+
+def examples_table(report, name: str, task: str = "months -> numbers"):
+    """Per-prompt answers of one vector on ``task``, a column per multiplier."""
+    mults = list(report.scales)
+    examples = report.examples(name, mults[0], task).drop(columns=["correct", "answer_prob"])
+    examples = examples.rename(columns={"steered": f"x{mults[0]:g}"})
+    for m in mults[1:]:
+        examples[f"x{m:g}"] = report.examples(name, m, task)["steered"]
+    return examples
 
 
 def headline_intro(report, keep: str = "numbers (unchanged)") -> str:
