@@ -230,7 +230,8 @@ def selection_text(sweep, report, head: list[dict], best: dict, held: str = "mon
         text.append(f": the highest dev accuracy, {dev_acc:.2f}, was shared by {len(tied)} of the {cells} "
                     f"cells ({grid}; also {others}), and among them {label} had the largest mean logit difference "
                     f"({dev_diff:+.2f}), so the tie was broken by logit difference.")
-    rows = {(h["vector"], float(_scale(h))): h for h in head if h["metric"] == "accuracy" and h.get("task", held) == held}
+    rows = {(h["vector"], float(_scale(h))): h for h in head
+            if h["metric"] == "accuracy" and h.get("task", held) == held}
 
     def kept(m: float) -> float:
         return float(report.values[report._v(name), report._m(m), report._t(keep)])
