@@ -43,6 +43,7 @@ import argparse
 import functools
 import importlib.util
 import json
+import sys
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
@@ -51,6 +52,9 @@ import torch
 
 import tl_interp as ti
 from tl_interp import site
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))  # demos/_shared/model_notes.py
+from _shared.model_notes import weights_note  # noqa: E402
 
 NUMBERS = ("one two three four five six seven eight nine ten eleven twelve thirteen fourteen fifteen sixteen "
            "seventeen eighteen nineteen twenty").split()
@@ -286,12 +290,19 @@ def _table(subset: list[dict], partner: str) -> list[str]:
 
 def write(out: Path, tables: dict[str, list[dict]], own: list[dict], jacc: dict, settings: dict) -> None:
     out.mkdir(parents=True, exist_ok=True)
-    (out / "summary.json").write_text(json.dumps({"settings": settings, "similarity": tables, "own_structure": own,
-                                                  "sae_jaccard": jacc}, indent=1))
+    summary = {"settings": settings, "similarity": tables, "own_structure": own, "sae_jaccard": jacc}
+    (out / "summary.json").write_text(json.dumps(summary, indent=1))
+    (out / "summary.md").write_text(summary_text(summary))
+
+
+def summary_text(summary: dict) -> str:
+    """``summary.md`` from ``summary.json`` alone (so it can be checked without a run)."""
+    settings, tables = summary["settings"], summary["similarity"]
+    own, jacc = summary["own_structure"], summary["sae_jaccard"]
     others = " and ".join(tables)
     lines = [f"# Cross-model similarity: SmolLM2-135M vs {others} on number and month words", "",
              "Made by `demos/cross_model_similarity.py`; every number, with bootstrap intervals, is in "
-             "`summary.json`.", "", "## Headline", ""]
+             "`summary.json`.", "", weights_note(["smollm2-135m", *tables]), "", "## Headline", ""]
     for partner, rows in tables.items():
         lines += headline(partner, rows, settings["n_permutations"])
     lines += own_lines(own)
@@ -329,7 +340,7 @@ def write(out: Path, tables: dict[str, list[dict]], own: list[dict], jacc: dict,
     for name, j in jacc.items():
         lines.append(f"| {name} | {j['k']} | {j['jaccard']:.3f} | {j['null_mean']:.3f} | {_p(j['p_value_less'])} |")
     lines += ["", f"Settings: {json.dumps(settings)}"]
-    (out / "summary.md").write_text("\n".join(lines) + "\n")
+    return "\n".join(lines) + "\n"
 
 
 def main() -> None:

@@ -20,6 +20,7 @@
 # %%
 import argparse
 import json
+import sys
 import time
 from pathlib import Path
 
@@ -27,6 +28,9 @@ import torch
 
 import tl_interp as ti
 from tl_interp import geometry
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))  # demos/_shared/model_notes.py
+from _shared.model_notes import weights_note  # noqa: E402
 
 SENTENCES = [
     "We met her at the station before noon.",
@@ -120,8 +124,8 @@ def _layers(layers: list[int]) -> str:
     return ", ".join(map(str, layers)) if layers else "none"
 
 
-def write(results: Path, found: dict, res) -> None:
-    results.mkdir(parents=True, exist_ok=True)
+def summary_text(found: dict) -> str:
+    """``summary.md`` from the numbers in ``summary.json`` alone (so it can be checked without a run)."""
     vs_other, vs_shuffled = found["target vs other"], found["target vs shuffled"]
     mean = found["mean_angle"]
     n_layers = found["n_layers"]
@@ -133,6 +137,8 @@ def write(results: Path, found: dict, res) -> None:
         f"{found['n_sentences']} sentences, each with the target token ' her'; the angle at layer l is between the "
         f"residual stream before block l and before block l+1 (after the last block for l = {n_layers - 1}). "
         f"Paired t-tests over sentences, {found['correction']} (x{n_layers}); shuffled baseline seed {found['seed']}.",
+        "",
+        weights_note(["smollm2-135m"]),
         "",
         "## Headline",
         "",
@@ -169,7 +175,12 @@ def write(results: Path, found: dict, res) -> None:
               f"- {found['n_sentences']} hand-written sentences with ' her' as object or possessive; other "
               "constructions and tokens were not tested.",
               "- Figure: [figures.html](figures.html) (plotly from its CDN)."]
-    (results / "summary.md").write_text("\n".join(lines) + "\n")
+    return "\n".join(lines) + "\n"
+
+
+def write(results: Path, found: dict, res) -> None:
+    results.mkdir(parents=True, exist_ok=True)
+    (results / "summary.md").write_text(summary_text(found))
     (results / "summary.json").write_text(json.dumps(found, indent=1) + "\n")
     (results / "figures.html").write_text("<html><body>" + res.figure().to_html(full_html=False,
                                                                                  include_plotlyjs="cdn")

@@ -19,6 +19,7 @@
 # %%
 import argparse
 import json
+import sys
 import time
 from pathlib import Path
 
@@ -26,6 +27,9 @@ import torch
 import tl_interp as ti
 
 from tl_interp.viz import Report
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))  # demos/_shared/model_notes.py
+from _shared.model_notes import weights_note  # noqa: E402
 
 # Ordinal lists long enough that the model continues them rather than closing with " and".
 SEQUENCES = [
@@ -155,6 +159,9 @@ def write_report(results, sweep, head_scan, head_attention, path):
     report.text(f"Next-token accuracy {b['accuracy']:.0%}, mean answer probability {b['mean_answer_prob']:.3f} "
                 f"on {len(results['prompts'])} ordinal prompts (batched with padding; max |log-prob| gap to "
                 f"unbatched runs {results['batched_vs_unbatched_max_abs_logprob_diff']:.1e}).")
+    note = weights_note([results["model"]], markdown=False)  # SmolLM2 is a de-quantised Q4_1 GGUF
+    if note:
+        report.text(note, note=True)
     report.table(["prompt", "expected", "predicted"],
                  [[r["prompt"], repr(r["expected"]), repr(r["predicted"])] for r in results["prompts"]])
     report.heading("Zero-ablating one layer's output")

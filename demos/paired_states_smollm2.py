@@ -22,6 +22,7 @@
 # %%
 import argparse
 import json
+import sys
 import time
 from pathlib import Path
 
@@ -29,6 +30,9 @@ import torch
 
 import tl_interp as ti
 from tl_interp import geometry, site
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))  # demos/_shared/model_notes.py
+from _shared.model_notes import weights_note  # noqa: E402
 
 PAIRS = [
     ("What is the capital of France?", "The capital of France is Paris.", "The capital of France is Lyon."),
@@ -146,6 +150,7 @@ def main(results: Path, *, n_pairs: int, n_permutations: int, seed: int) -> dict
             "p_spearman": g.correlation_p_value("spearman"), "p_spearman_bonferroni": spearman_corrected,
             "pca_explained": g.pca_explained, "baseline_pca_explained": g.baseline_pca_explained,
             "p_pca": g.pca_p_value}.items()}}
+    found["pca_k"] = g.provenance.settings["k"]
     found["seconds"] = round(time.time() - start, 1)
     write(results, found, g)
     return {**found, "result": g}
@@ -167,10 +172,11 @@ def _layers(mask) -> str:
     return ", ".join(runs)
 
 
-def write(results: Path, found: dict, g) -> None:
-    results.mkdir(parents=True, exist_ok=True)
+def summary_text(found: dict) -> str:
+    """``summary.md`` from the numbers in ``summary.json`` alone (so it can be checked without a run)."""
     pl, layers = found["per_layer"], found["n_layers"]
-    k = g.provenance.settings["k"]
+    # results written before "pca_k" was stored used geometry.paired's default k
+    k = found.get("pca_k", min(5, min(found["n_pairs"], found["d_model"]) - 1))
     rotation_better = [r < s for r, s in zip(pl["rotation_residual"], pl["shift_residual"])]
     pairing_rotation = [p <= 0.05 / layers for p in pl["p_rotation"]]
     pairing_shift = [p <= 0.05 / layers for p in pl["p_shift"]]
@@ -188,6 +194,8 @@ def write(results: Path, found: dict, g) -> None:
         f"{found['logprob_ratio']['mean']:+.2f} nats). Baselines re-pair chosen and rejected states at random "
         f"({found['n_permutations']} permutations, seed {found['seed']}); p-values are one-sided (true pairing fits "
         f"better) and compared with 0.05/{layers} (Bonferroni over layers).",
+        "",
+        weights_note(["smollm2-135m"]),
         "",
         "## Headline",
         "",
@@ -238,7 +246,13 @@ def write(results: Path, found: dict, g) -> None:
               "- One model, one hand-written set of pairs; no DPO training.",
               "- Figures: [figures.html](figures.html) (plotly from its CDN): per-layer lines and the angle "
               f"histogram at layer {best}."]
-    (results / "summary.md").write_text("\n".join(lines) + "\n")
+    return "\n".join(lines) + "\n"
+
+
+def write(results: Path, found: dict, g) -> None:
+    results.mkdir(parents=True, exist_ok=True)
+    best = max(range(found["n_layers"]), key=lambda i: abs(found["per_layer"]["spearman"][i]))
+    (results / "summary.md").write_text(summary_text(found))
     (results / "summary.json").write_text(json.dumps(found, indent=1) + "\n")
     figures = [g.figure(), g.angle_histogram(best)]
     html = [f.to_html(full_html=False, include_plotlyjs="cdn" if i == 0 else False) for i, f in enumerate(figures)]

@@ -31,6 +31,7 @@
 # %%
 import argparse
 import json
+import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -42,6 +43,9 @@ import tl_interp as ti
 from tl_interp import site
 from tl_interp.steering import Controls
 from tl_interp.viz import Report
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))  # demos/_shared/model_notes.py
+from _shared.model_notes import weights_note  # noqa: E402
 
 NUMBERS = "one two three four five six seven eight nine ten eleven twelve".split()
 MONTHS = ("January February March April May June July August September October November "
@@ -130,11 +134,7 @@ def main(setup: Setup = SMOLLM2) -> Any:
     dev = {"months": lists(MONTHS, "dev", NUMBERS, prefix)}
     sweep = ti.steering.evaluate(model, sweep_vectors, dev, mults, controls=Controls(random_seeds=(), unrelated_prompts=()),
                                  progress=True)
-    # the question's metric (accuracy) first, mean logit difference to break ties
-    acc, diff = sweep.values[:, :, 0].double(), sweep.extras["logit_diff"][:, :, 0].double()
-    i, k = divmod(int((acc * 1e6 + diff).flatten().argmax()), len(mults))
-    best = {"vector": sweep.vectors[i], "multiplier": mults[k], "accuracy": float(acc[i, k]),
-            "logit_diff": float(diff[i, k])}
+    best = choose(sweep)
     layer = int(best["vector"].split("L")[-1])
     print(f"chosen on dev month lists: layer {layer}, multiplier {best['multiplier']:g} "
           f"(accuracy {best['accuracy']:.2f}, mean logit diff {best['logit_diff']:.2f})")
@@ -173,10 +173,7 @@ def main(setup: Setup = SMOLLM2) -> Any:
     head = [report.compare(v.name, m, "months -> numbers", metric=metric)
             for v in vectors for m in mults for metric in ("accuracy", "on_target", "logit_diff")]
     best_final = {"vector": resid.name, "multiplier": best["multiplier"]}
-    examples = report.examples(resid.name, mults[0], "months -> numbers").drop(columns=["correct", "answer_prob"])
-    examples = examples.rename(columns={"steered": f"x{mults[0]:g}"})
-    for m in mults[1:]:
-        examples[f"x{m:g}"] = report.examples(resid.name, m, "months -> numbers")["steered"]
+    examples = examples_table(report, resid.name)
     generations = ti.steering.generate(model, [prefix + "January, February, March,", prefix + "Today is Monday, tomorrow is"],
                                        resid, [0.0, best_final["multiplier"]], max_new_tokens=6)
     write_summary(out, model, report, sweep, head, best, best_final, parts, number_side, examples, generations,
@@ -188,6 +185,97 @@ def main(setup: Setup = SMOLLM2) -> Any:
 
 
 # %%
+def choose(sweep) -> dict:
+    """The dev sweep's cell: the question's metric (accuracy) first, mean logit difference to break ties."""
+    acc, diff = sweep.values[:, :, 0].double(), sweep.extras["logit_diff"][:, :, 0].double()
+    i, k = divmod(int((acc * 1e6 + diff).flatten().argmax()), len(sweep.scales))
+    return {"vector": sweep.vectors[i], "multiplier": float(sweep.scales[k]), "accuracy": float(acc[i, k]),
+            "logit_diff": float(diff[i, k])}
+
+
+def _scale(row: dict) -> float:
+    """A comparison row's scale ("multiplier" in results written before the vocabulary's "scale")."""
+    return row.get("scale", row.get("multiplier"))
+
+
+def selection_text(sweep, report, head: list[dict], best: dict, held: str = "months -> numbers",
+                   keep: str = "numbers (unchanged)") -> str:
+    """How the vector was chosen and how the chosen setting did on held-out lists, from the data alone.
+
+    Says which criterion actually decided (accuracy, or logit difference when accuracy tied), reports
+    the chosen cell's held-out accuracy as the result, and the vector's other scales as not chosen.
+    """
+    acc, diff = sweep.values[:, :, 0].double(), sweep.extras["logit_diff"][:, :, 0].double()
+    n_vectors, n_scales = acc.shape
+    cells = acc.numel()
+    grid = f"{n_vectors} layers x {n_scales} multipliers"
+    name, scale = best["vector"], float(best["multiplier"])
+    label = f"{name} x{scale:g}"
+    # the chosen cell's dev figures, read from the sweep itself
+    cell = (sweep.vectors.index(name), [float(m) for m in sweep.scales].index(scale))
+    dev_acc, dev_diff = float(acc[cell]), float(diff[cell])
+    top = acc.max()
+    tied = [(sweep.vectors[i], float(sweep.scales[k])) for i, k in (acc == top).nonzero().tolist()]
+    n_dev = len(sweep._prompt_index(sweep.tasks[0]))
+    text = [f"Chosen on {n_dev} dev month lists: **{label}**. The rule was accuracy first, mean logit difference "
+            "to break ties"]
+    if len(tied) == cells:
+        text.append(f", but dev accuracy was {float(top):.2g} in all {cells} cells ({grid}), so the choice was by mean "
+                    f"logit difference alone ({dev_diff:+.2f} at {label}, the largest).")
+    elif len(tied) == 1:
+        text.append(f": dev accuracy {dev_acc:.2f} at {label} was the highest of the {cells} cells "
+                    f"({grid}), so accuracy alone decided (mean logit difference {dev_diff:+.2f}).")
+    else:
+        others = ", ".join(f"{v} x{m:g}" for v, m in tied if (v, m) != (name, scale))
+        text.append(f": the highest dev accuracy, {dev_acc:.2f}, was shared by {len(tied)} of the {cells} "
+                    f"cells ({grid}; also {others}), and among them {label} had the largest mean logit difference "
+                    f"({dev_diff:+.2f}), so the tie was broken by logit difference.")
+    rows = {(h["vector"], float(_scale(h))): h for h in head
+            if h["metric"] == "accuracy" and h.get("task", held) == held}
+
+    def kept(m: float) -> float:
+        return float(report.values[report._v(name), report._m(m), report._t(keep)])
+
+    def figure(m: float) -> str:
+        a = rows[(name, m)]
+        return f"{a['mean']:.2f} [{a['ci_low']:.2f}, {a['ci_high']:.2f}]"
+
+    chosen = report.examples(name, scale, held)
+    answers = set(chosen["steered"])
+    what = f"scores accuracy {figure(scale)}"
+    if len(answers) == 1:  # one answer whatever the list: say so, it is what the accuracy measures
+        answer = answers.pop()
+        what = (f"answers \"{answer}\" to every list: accuracy {figure(scale)}, the {int(chosen['correct'].sum())} "
+                f"lists whose answer is{answer}")
+    text.append(f" Test month lists: {len(report._prompt_index(held))} held-out prompts (never used to build or "
+                f"choose). On them the chosen {label} {what} (random vectors of the same norm "
+                f"{rows[(name, scale)]['control_mean']:.2f}), and it keeps {kept(scale):.2f} of plain number lists.")
+    unchosen = [m for m in report.scales if float(m) != scale and (name, float(m)) in rows]
+    if unchosen:
+        text.append(f" The scales the rule did not choose ({name}; held-out observations, not selected results): "
+                    + "; ".join(f"x{m:g} {figure(float(m))}, keeps {kept(float(m)):.2f}" for m in unchosen) + ".")
+    return "".join(text)
+
+
+def examples_table(report, name: str, task: str = "months -> numbers"):
+    """Per-prompt answers of one vector on ``task``, a column per multiplier."""
+    mults = list(report.scales)
+    examples = report.examples(name, mults[0], task).drop(columns=["correct", "answer_prob"])
+    examples = examples.rename(columns={"steered": f"x{mults[0]:g}"})
+    for m in mults[1:]:
+        examples[f"x{m:g}"] = report.examples(name, m, task)["steered"]
+    return examples
+
+
+def headline_intro(report, keep: str = "numbers (unchanged)") -> str:
+    """The paragraph above the headline table; the unsteered number-list accuracy is read, not assumed."""
+    unsteered = float(report.extras["baseline_accuracy"][report._t(keep)])
+    return ("Accuracy = the steered top-1 token is the number at the same index (\" four\" after "
+            "\"January, February, March,\"). Effects are paired differences from the mean of the random "
+            "vectors, 95% bootstrap intervals over prompts. Last column: accuracy on plain number lists "
+            f"(steering should leave them intact; unsteered {unsteered:.2f}).")
+
+
 def _md_table(frame) -> str:
     cols = list(frame.columns)
     lines = ["| " + " | ".join(map(str, cols)) + " |", "|" + "---|" * len(cols)]
@@ -204,17 +292,13 @@ def write_summary(out, model, report, sweep, head, best, best_final, parts, numb
              f"(tl_interp {report.provenance.version}). Full results: `report.safetensors` "
              "(`ti.results.Result.load`); figures: [figures.html](figures.html) (plotly from its CDN), or offline "
              f"in `{report_path}` after running the demo.", "",
-             f"Layer and multiplier chosen on dev month lists by accuracy (ties: mean logit difference): "
-             f"**{best['vector']} x{best['multiplier']:g}**. Test month lists: "
-             f"{len(report._prompt_index(held))} held-out prompts (never used to build or choose).", "",
+             *([note, ""] if (note := weights_note([report.provenance.model_id])) else []),
+             selection_text(sweep, report, head, best, held, keep), "",
              "## Headline: held-out month lists, against random vectors of the same norm", "",
-             "Accuracy = the steered top-1 token is the number at the same index (\" four\" after "
-             "\"January, February, March,\"). Effects are paired differences from the mean of the random "
-             "vectors, 95% bootstrap intervals over prompts. Last column: accuracy on plain number lists "
-             "(steering should leave them intact; unsteered 1.0).", "",
+             headline_intro(report, keep), "",
              "| vector | x | accuracy | random | effect [95% CI] | top-1 is a number | number lists kept |",
              "|---|---|---|---|---|---|---|"]
-    by_key = {(h["vector"], h["scale"], h["metric"]): h for h in head}
+    by_key = {(h["vector"], _scale(h), h["metric"]): h for h in head}
     for name in [v for v in report.vectors if not v.startswith("random ~")]:
         for m in report.scales:
             a, t = by_key[(name, m, "accuracy")], by_key[(name, m, "on_target")]

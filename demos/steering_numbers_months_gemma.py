@@ -25,6 +25,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))  # the SmolLM2 demo, whose study this reruns
 
 from steering_numbers_months import SMOLLM2, Setup, main  # noqa: E402
+from _shared.model_notes import weights_note  # noqa: E402
 
 import tl_interp as ti  # noqa: E402
 
@@ -49,39 +50,70 @@ def _scale(row: dict) -> float:
     return row.get("scale", row.get("multiplier"))
 
 
+def _rows(headline: dict, metric: str) -> dict:
+    return {(h["vector"], float(_scale(h))): h for h in headline["comparisons"] if h["metric"] == metric}
+
+
+def _chosen(headline: dict, metric: str = "accuracy") -> dict:
+    """The held-out comparison of the vector x multiplier chosen on dev lists: the result to report."""
+    c = headline["chosen"]
+    return _rows(headline, metric)[(c["vector"], float(c["multiplier"]))]
+
+
 def _best(headline: dict, metric: str = "accuracy") -> dict:
-    """The vector x multiplier with the highest effect over random vectors on held-out month lists."""
+    """The vector x multiplier with the highest effect on held-out lists: seen after the fact, never chosen by."""
     rows = [h for h in headline["comparisons"] if h["metric"] == metric]
     return max(rows, key=lambda h: (h["effect"], h["mean"]))
 
 
-def _row(name: str, headline: dict) -> str:
-    chosen = headline["chosen"]
-    best = _best(headline)
-    on_target = {(h["vector"], _scale(h)): h for h in headline["comparisons"] if h["metric"] == "on_target"}
-    number = on_target[(best["vector"], _scale(best))]
-    return (f"| {name} | {chosen['vector']} x{chosen['multiplier']:g} (dev accuracy {chosen['accuracy']:.2f}) | "
-            f"{best['vector']} x{_scale(best):g} | {best['mean']:.2f} | {best['control_mean']:.2f} | "
-            f"{best['effect']:+.2f} [{best['ci_low']:+.2f}, {best['ci_high']:+.2f}] | {number['mean']:.2f} |")
+def _how(results: Path, headline: dict) -> str:
+    """What decided the choice on dev lists, from the saved sweep (accuracy, or logit difference on a tie)."""
+    c = headline["chosen"]
+    sweep_file = results / "layer_sweep.safetensors"
+    if not sweep_file.is_file():
+        return f"dev accuracy {c['accuracy']:.2f}"
+    acc = ti.results.Result.load(sweep_file).values[:, :, 0]
+    tied, cells = int((acc == acc.max()).sum()), acc.numel()
+    if tied == cells:
+        return f"by logit difference alone: dev accuracy {float(acc.max()):.2g} in all {cells} cells"
+    if tied > 1:
+        return f"dev accuracy {c['accuracy']:.2f}, a {tied}-way tie broken by logit difference"
+    return f"dev accuracy {c['accuracy']:.2f}"
 
 
-def _sae_rows(headline: dict) -> list[str]:
-    out = []
-    for h in headline["comparisons"]:
-        if h["metric"] == "accuracy" and ("SAE" in h["vector"] or "decomposed" in h["vector"]):
-            out.append(f"{h['vector']} x{_scale(h):g}: {h['mean']:.2f} (effect {h['effect']:+.2f} "
-                       f"[{h['ci_low']:+.2f}, {h['ci_high']:+.2f}])")
-    return out
+def _one_answer(results: Path, headline: dict) -> str | None:
+    """The steered answer when the chosen setting gives the same one to every held-out list."""
+    report_file = results / "report.safetensors"
+    if not report_file.is_file():
+        return None
+    c = headline["chosen"]
+    answers = set(ti.results.Result.load(report_file).examples(c["vector"], float(c["multiplier"]),
+                                                                "months -> numbers")["steered"])
+    return answers.pop() if len(answers) == 1 else None
+
+
+def _row(name: str, results: Path, headline: dict) -> str:
+    c = _chosen(headline)
+    number = _chosen(headline, "on_target")
+    answer = _one_answer(results, headline)
+    return (f"| {name} | {c['vector']} x{_scale(c):g} | {_how(results, headline)} | {c['mean']:.2f}"
+            + (f" (always \"{answer}\")" if answer else "")
+            + f" | {c['control_mean']:.2f} | {c['effect']:+.2f} [{c['ci_low']:+.2f}, {c['ci_high']:+.2f}] | "
+            f"{number['mean']:.2f} |")
 
 
 def write_comparison(smollm2_dir: Path, gemma_dir: Path) -> str:
-    """``comparison.md``: the two models' headline results, and what replicates."""
+    """``comparison.md``: the two models' chosen settings on held-out lists, and what replicates."""
     smol = json.loads((smollm2_dir / "headline.json").read_text())
     gem = json.loads((gemma_dir / "headline.json").read_text())
-    b_smol, b_gem = _best(smol), _best(gem)
+    models = (("SmolLM2-135M", smol), ("Gemma-3-270M", gem))
+    c_smol, c_gem = _chosen(smol), _chosen(gem)
 
     def significant(b: dict) -> bool:
         return b["ci_low"] > 0
+
+    def label(h: dict) -> str:
+        return f"{h['vector']} x{_scale(h):g}"
 
     sae_best = {name: max((h for h in hl["comparisons"] if h["metric"] == "accuracy"
                            and ("SAE" in h["vector"] or "decomposed" in h["vector"])),
@@ -90,22 +122,32 @@ def write_comparison(smollm2_dir: Path, gemma_dir: Path) -> str:
         "# Numbers-minus-months steering: SmolLM2-135M vs Gemma-3-270M", "",
         "Same study on both (`demos/steering_numbers_months.py`, `demos/steering_numbers_months_gemma.py`): "
         "held-out month lists, accuracy = the steered top-1 token is the number at the same index; effect = "
-        "paired difference from random vectors of the same norm, 95% bootstrap interval over prompts.", "",
-        "| model | chosen on dev | best on test | accuracy | random | effect [95% CI] | top-1 is a number |",
+        "paired difference from random vectors of the same norm, 95% bootstrap interval over prompts. Each row is "
+        "the setting chosen on dev lists (rule: accuracy first, mean logit difference to break ties; the column "
+        "says what decided).", "",
+        weights_note(["smollm2-135m", "gemma-3-270m"]), "",
+        "| model | chosen on dev | decided by | held-out accuracy | random | effect [95% CI] | top-1 is a number |",
         "|---|---|---|---|---|---|---|",
-        _row("SmolLM2-135M", smol), _row("Gemma-3-270M", gem), "",
+        _row("SmolLM2-135M", smollm2_dir, smol), _row("Gemma-3-270M", gemma_dir, gem), "",
         "## What replicates and what does not", "",
     ]
-    if significant(b_smol) and significant(b_gem):
-        lines.append(f"- **Replicates:** on both models a residual numbers-minus-months vector turns some held-out "
-                     f"month lists into the number at the same index, above random vectors (SmolLM2 "
-                     f"{b_smol['mean']:.2f} with {b_smol['vector']} x{_scale(b_smol):g}; Gemma "
-                     f"{b_gem['mean']:.2f} with {b_gem['vector']} x{_scale(b_gem):g}).")
+    if significant(c_smol) and significant(c_gem):
+        lines.append(f"- **Replicates:** on both models the chosen residual numbers-minus-months vector turns some "
+                     f"held-out month lists into the number at the same index, above random vectors (SmolLM2 "
+                     f"{c_smol['mean']:.2f} with {label(c_smol)}; Gemma {c_gem['mean']:.2f} with {label(c_gem)}).")
     else:
-        for name, b in (("SmolLM2-135M", b_smol), ("Gemma-3-270M", b_gem)):
+        for name, c in models:
+            b = _chosen(c)
             verdict = "beats" if significant(b) else "does not beat"
-            lines.append(f"- {name}: the best vector ({b['vector']} x{_scale(b):g}, accuracy {b['mean']:.2f}) "
-                         f"{verdict} random vectors (interval {b['ci_low']:+.2f}..{b['ci_high']:+.2f}).")
+            lines.append(f"- {name}: the chosen vector ({label(b)}, accuracy {b['mean']:.2f}) {verdict} random "
+                         f"vectors (interval {b['ci_low']:+.2f}..{b['ci_high']:+.2f}).")
+    unchosen = [(name, _best(hl)) for name, hl in models if _best(hl) is not _chosen(hl)
+                and _best(hl)["effect"] > _chosen(hl)["effect"]]
+    if unchosen:
+        lines.append("- Not chosen, seen on the test lists only (an observation after the fact, not a selected "
+                     "result): the best held-out cell was " + "; ".join(
+                         f"{name} {label(b)}, {b['mean']:.2f} [{b['ci_low']:+.2f}, {b['ci_high']:+.2f}]"
+                         for name, b in unchosen) + ".")
     for name, h in sae_best.items():
         verdict = "above random" if h["ci_low"] > 0 else "not above random"
         lines.append(f"- SAE-layer vectors on {name} (SAE space or decomposed): best {h['vector']} "
