@@ -16,7 +16,8 @@ DEMO = Path(__file__).resolve().parents[1] / "demos" / "circuits_months_smollm2.
 @pytest.mark.real_model
 def test_circuits_months_demo_writes_results(tmp_path: Path) -> None:
     out = tmp_path / "results"
-    cmd = [sys.executable, str(DEMO), "--results", str(out), "--quick", "--circuit-edges", "30"]
+    cmd = [sys.executable, str(DEMO), "--results", str(out), "--quick", "--circuit-edges", "30", "--prompts", "4",
+           "--n-boot", "100"]  # reduced: CI runs it in minutes
     subprocess.run(cmd, check=True, timeout=3600)
     summary = (out / "summary.md").read_text()
     assert "## Found" in summary and "## Not found / caveats" in summary and "CPR" in summary

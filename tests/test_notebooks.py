@@ -39,7 +39,10 @@ QUICK_ARGS = {
     "paired_states_smollm2.py": ["--pairs", "12", "--permutations", "99"],
     "layer_angles_smollm2.py": ["--sentences", "12"],
     "smollm2_weights.py": ["--neurons", "6", "--random", "50"],
-    "circuits_months_smollm2.py": ["--quick", "--circuit-edges", "30"],
+    "circuits_months_smollm2.py": ["--quick", "--circuit-edges", "30", "--prompts", "4", "--n-boot", "100"],
+    "circuits_induction.py": ["--prompts", "16", "--n-boot", "100"],
+    "lens_months_smollm2.py": ["--pairs", "3", "--top", "1", "--first-sender-layer", "20"],
+    "tuned_lens_smollm2.py": ["--chunks", "2"],
 }
 # Demos whose cells display no view yet (each needs a cell ending in a view or result);
 # strict, so an entry must go once its demo shows one.
