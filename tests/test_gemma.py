@@ -173,7 +173,7 @@ def pairs(gemma: Any) -> tuple[torch.Tensor, torch.Tensor, Any]:
     corrupted = gemma.to_tokens(["one, two,", "five, six,"])
     assert clean.shape == corrupted.shape == (2, 5)
     ids = [gemma.to_single_token(w) for w in (" March", " Wednesday", " three", " seven")]
-    metric = ti.metrics.logit_diff(torch.tensor(ids[:2]), torch.tensor(ids[2:]))
+    metric = ti.metrics.logit_diff(torch.tensor(ids[:2]), torch.tensor(ids[2:]), positions=-1)  # unpadded; TL reads it too
     return clean, corrupted, metric
 
 
