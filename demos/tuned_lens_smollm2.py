@@ -129,3 +129,12 @@ if __name__ == "__main__":
     args = parser.parse_args()
     result = main(args.out, args.chunks)
     print(json.dumps({k: v for k, v in result.items() if k != "card_evaluation"}, indent=1)[:3000])
+
+# %% [markdown]
+# One prompt through the tuned lens: where " April" becomes likely, layer by layer.
+
+# %%
+if __name__ == "__main__":
+    ti.viz.show(ti.lens.tuned_lens(ti.models.load("smollm2-135m"),
+                                   "<|im_start|>The months of the year are January, February, March,",
+                                   translators=NAME, answers=[" April"], progress=False))
