@@ -13,7 +13,7 @@ from torch.testing import assert_close
 import tl_interp as ti
 from tests.conftest import gpt2_style, llama_style
 from tl_interp import hooks
-from tl_interp.engine import compat
+from tl_interp import compat
 from tl_interp.errors import FastPathWarning
 
 

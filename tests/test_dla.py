@@ -12,7 +12,7 @@ import torch
 from torch.testing import assert_close
 
 import tl_interp as ti
-from tl_interp.engine import compat
+from tl_interp import compat
 from tl_interp.errors import InputError, OptionError, UnsupportedError
 from tl_interp.lens import DLAResult
 

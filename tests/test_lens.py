@@ -174,7 +174,7 @@ def test_translators_round_trip_and_refuse_a_corrupt_file(tmp_path: Path) -> Non
 
 
 def test_head_columns_is_the_heads_logits_at_those_columns() -> None:
-    from tl_interp.engine import compat
+    from tl_interp import compat
 
     for model in (llama_style(), gpt2_style()):
         resid = torch.randn(3, 4, model.cfg.d_model, generator=torch.Generator().manual_seed(0))

@@ -119,7 +119,7 @@ def describing_calls(model: Any, watcher: Watcher | None = None) -> Iterator[Non
 
 
 def _wrap(model: Any) -> Callable[..., Any]:
-    from tl_interp.engine.compat import is_hooked_transformer
+    from tl_interp.compat import is_hooked_transformer
 
     # a forward/generate the user set on the instance, if any, is restored afterwards
     previous = {attr: model.__dict__.get(attr) for attr in ("forward", "generate")}
@@ -187,7 +187,7 @@ def call_context(model: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> R
     Raises ``InputError`` for a call whose positions would pass the model's context
     (``cfg.n_ctx``): TransformerLens would fail inside the forward pass with an index error.
     """
-    from tl_interp.engine.compat import call_offset, kv_previous_mask, tl_default_mask
+    from tl_interp.compat import call_offset, kv_previous_mask, tl_default_mask
 
     inp = args[0] if args else kwargs.get("input", kwargs.get("tokens"))
     check_call_tokens(model, inp, kwargs, "forward")

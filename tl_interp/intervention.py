@@ -163,7 +163,7 @@ class Intervention:
     def _bind(self, model: Any, seq_len: int | None) -> list[tuple[str, HookFn, int]]:
         """``bind``, recording for each entry the index of its hook when that hook is a name
         filter (-1 for a named hook point)."""
-        from tl_interp.engine.compat import silent_reason
+        from tl_interp.compat import silent_reason
 
         bound: list[tuple[str, HookFn, int]] = []
         for index, hook in enumerate(self.hooks):

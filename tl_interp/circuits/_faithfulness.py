@@ -22,7 +22,7 @@ from tl_interp._checks import checked
 from tl_interp.circuits._edit import circuit_edit
 from tl_interp.circuits._graph import Graph
 from tl_interp.circuits._runs import ablated_values, prepare, sender_values
-from tl_interp.engine import compat
+from tl_interp import compat
 from tl_interp.engine.executors import Executor, Plan, execute
 from tl_interp.engine.inputs import Inputs
 from tl_interp.engine.run import EngineOptions

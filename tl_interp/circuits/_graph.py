@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from tl_interp._checks import checked
-from tl_interp.engine import compat
+from tl_interp import compat
 from tl_interp.errors import HookNameError, UnsupportedError
 
 __all__ = ["Graph", "graph", "Receiver"]

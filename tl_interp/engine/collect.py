@@ -34,7 +34,7 @@ from tl_interp._checks import checked
 from tl_interp._device import check_device
 from tl_interp import hooks
 from tl_interp._types import NameFilter
-from tl_interp.engine.compat import is_hooked_transformer
+from tl_interp.compat import is_hooked_transformer
 from tl_interp.engine.inputs import Inputs, as_batch
 from tl_interp.errors import OptionError, SelectionError, ShapeError, UnsupportedError
 from tl_interp.hooks._select import position_axis

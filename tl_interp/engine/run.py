@@ -23,7 +23,7 @@ from torch import Tensor
 
 from tl_interp import hooks
 from tl_interp._context import RunContext, running
-from tl_interp.engine import compat
+from tl_interp import compat
 from tl_interp.engine.passes import CostModel, cells_per_pass, chunks, merge_layers
 from tl_interp.engine.paths import mid_stack, prefix_kv, read_only, skip_unchanged, split_final
 from tl_interp.engine.stack import bound_cells, stack

@@ -30,7 +30,7 @@ import torch
 from torch import Tensor
 
 from tl_interp._checks import checked
-from tl_interp.engine import compat
+from tl_interp import compat
 from tl_interp.engine.collect import collect
 from tl_interp.engine.inputs import Inputs, as_batch
 from tl_interp.errors import InputError, OptionError, UnsupportedError

@@ -2,7 +2,7 @@
 
 Logit lens (nostalgebraist 2020): layer ``l``'s residual stream ``h_l`` is read through the
 model's own final norm and unembedding, ``p_l = softmax(head(h_l))`` with
-``head = soft_cap(unembed(ln_final(.)))`` -- ``engine.compat.head``, the same head the model's
+``head = soft_cap(unembed(ln_final(.)))`` -- ``compat.head``, the same head the model's
 forward ends with, so the final reading *is* the model's distribution. Tuned lens (Belrose
 et al. 2023): ``p_l = softmax(head(h_l + W_l h_l + b_l))`` with trained translators
 (``Translators``). Per layer and read position: the top ``top_k`` tokens and probabilities,
@@ -25,7 +25,7 @@ import torch
 from torch import Tensor
 
 from tl_interp._checks import checked
-from tl_interp.engine import compat
+from tl_interp import compat
 from tl_interp.engine.collect import collect
 from tl_interp.engine.inputs import Inputs, as_batch
 from tl_interp.errors import OptionError, ShapeError

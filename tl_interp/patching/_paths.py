@@ -26,7 +26,7 @@ from torch import Tensor
 
 from tl_interp import hooks
 from tl_interp._checks import checked
-from tl_interp.engine import compat
+from tl_interp import compat
 from tl_interp.engine.executors import Executor, Plan, execute
 from tl_interp.engine.inputs import Inputs
 from tl_interp.engine.run import EngineOptions, check_metric

@@ -20,7 +20,7 @@ import torch
 from torch import Tensor
 
 from tl_interp._checks import checked, renamed
-from tl_interp.engine.compat import reusing_unembed_weight
+from tl_interp.compat import reusing_unembed_weight
 from tl_interp.engine.executors import Executor, Plan, execute
 from tl_interp.engine.inputs import Inputs, as_batch, by_length, context_length
 from tl_interp.engine.run import EngineOptions

@@ -38,7 +38,7 @@ import torch
 from torch import Tensor
 from tqdm.auto import tqdm
 
-from tl_interp.engine import compat
+from tl_interp import compat
 from tl_interp.lens._translators import LENSES_DIR, Translators
 from tl_interp.training.common import provenance, sig
 

@@ -4,7 +4,7 @@ stream there (``blocks.L.hook_resid_pre``) is cached and repeated for every cell
 from collections.abc import Iterable
 from typing import Any
 
-from tl_interp.engine import compat
+from tl_interp import compat
 from tl_interp.sites import site_info
 
 __all__ = ["reason", "start_layer"]

@@ -5,7 +5,7 @@ positions >= p runs positions p.. against a frozen copy of the base run's keys a
 
 from typing import Any
 
-from tl_interp.engine import compat
+from tl_interp import compat
 from tl_interp.models._adapter import Tokenized
 
 __all__ = ["reason"]

@@ -7,7 +7,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from tl_interp.engine import compat
+from tl_interp import compat
 from tl_interp.metrics import is_metric
 
 __all__ = ["reason", "take"]

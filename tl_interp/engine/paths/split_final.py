@@ -6,7 +6,7 @@ from typing import Any
 
 from torch import Tensor
 
-from tl_interp.engine import compat
+from tl_interp import compat
 from tl_interp.models._adapter import Tokenized
 
 __all__ = ["reason"]
