@@ -37,6 +37,8 @@ from typing import Any
 import torch
 from torch import Tensor
 
+from tl_interp.compat import call_offset, is_hooked_transformer, kv_previous_mask, tl_default_mask
+from tl_interp.compat.forward import install, installed_forward, uninstall
 from tl_interp.errors import InputError
 
 __all__ = ["RunContext", "current", "running", "describing_calls", "call_context", "check_call_tokens",
@@ -97,7 +99,7 @@ def describing_calls(model: Any, watcher: Watcher | None = None) -> Iterator[Non
     concurrent ``applied`` blocks share them and none removes them under another.
     """
     with _WRAP_LOCK:
-        forward = model.__dict__.get("forward")
+        forward = installed_forward(model)
         if not getattr(forward, "_tl_interp_contextual", False):
             forward = _wrap(model)
         forward._tl_interp_users += 1  # type: ignore[attr-defined]
@@ -111,18 +113,11 @@ def describing_calls(model: Any, watcher: Watcher | None = None) -> Iterator[Non
                 forward._tl_interp_watchers.remove(watcher)  # type: ignore[attr-defined]
             forward._tl_interp_users -= 1  # type: ignore[attr-defined]
             if forward._tl_interp_users == 0:  # type: ignore[attr-defined]
-                for attr, previous in forward._tl_interp_previous.items():  # type: ignore[attr-defined]
-                    if previous is None:
-                        model.__dict__.pop(attr, None)
-                    else:
-                        setattr(model, attr, previous)
+                uninstall(model, forward._tl_interp_previous)  # type: ignore[attr-defined]
 
 
 def _wrap(model: Any) -> Callable[..., Any]:
-    from tl_interp.compat import is_hooked_transformer
-
-    # a forward/generate the user set on the instance, if any, is restored afterwards
-    previous = {attr: model.__dict__.get(attr) for attr in ("forward", "generate")}
+    # a forward/generate the user set on the instance, if any, is restored afterwards (uninstall)
     original_forward, original_generate = model.forward, getattr(model, "generate", None)
 
     def forward(*args: Any, **kwargs: Any) -> Any:
@@ -142,12 +137,8 @@ def _wrap(model: Any) -> Callable[..., Any]:
     forward._tl_interp_contextual = True  # type: ignore[attr-defined]
     forward._tl_interp_users = 0  # type: ignore[attr-defined]
     forward._tl_interp_watchers = []  # type: ignore[attr-defined]
-    model.forward = forward
-    if is_hooked_transformer(model) and original_generate is not None:
-        model.generate = generate
-    else:
-        previous.pop("generate")
-    forward._tl_interp_previous = previous  # type: ignore[attr-defined]
+    wraps_generate = is_hooked_transformer(model) and original_generate is not None
+    forward._tl_interp_previous = install(model, forward, generate if wraps_generate else None)  # type: ignore[attr-defined]
     return forward
 
 
@@ -187,8 +178,6 @@ def call_context(model: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> R
     Raises ``InputError`` for a call whose positions would pass the model's context
     (``cfg.n_ctx``): TransformerLens would fail inside the forward pass with an index error.
     """
-    from tl_interp.compat import call_offset, kv_previous_mask, tl_default_mask
-
     inp = args[0] if args else kwargs.get("input", kwargs.get("tokens"))
     check_call_tokens(model, inp, kwargs, "forward")
     if isinstance(inp, (list, tuple)) and len(inp) > 1:

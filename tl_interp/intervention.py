@@ -20,6 +20,8 @@ import torch
 
 from tl_interp._context import check_call_tokens, check_context_length, describing_calls
 from tl_interp._types import HookFn, NameFilter
+from tl_interp.compat import silent_reason
+from tl_interp.compat.hook_points import add_forward_hook, remove_forward_hook
 from tl_interp.errors import HookNameError, InputError
 
 if TYPE_CHECKING:
@@ -163,8 +165,6 @@ class Intervention:
     def _bind(self, model: Any, seq_len: int | None) -> list[tuple[str, HookFn, int]]:
         """``bind``, recording for each entry the index of its hook when that hook is a name
         filter (-1 for a named hook point)."""
-        from tl_interp.compat import silent_reason
-
         bound: list[tuple[str, HookFn, int]] = []
         for index, hook in enumerate(self.hooks):
             is_filter = callable(hook.where) and not isinstance(hook.where, str)
@@ -233,15 +233,11 @@ class Intervention:
             try:
                 for i, (name, fn, _) in enumerate(bound):
                     point = hook_dict[name]
-                    before = list(point.fwd_hooks)
-                    point.add_hook(_scoped(fn, firing, i, owner), dir="fwd")
-                    handle = next(h for h in point.fwd_hooks if not any(h is b for b in before))
-                    registered.append((point, handle))
+                    registered.append((point, add_forward_hook(point, _scoped(fn, firing, i, owner))))
                 yield firing
             finally:
                 for point, handle in reversed(registered):
-                    handle.hook.remove()
-                    point.fwd_hooks = [h for h in point.fwd_hooks if h is not handle]
+                    remove_forward_hook(point, handle)
 
     def run(self, model: Any, inputs: "Inputs" = None, *args: Any, **kwargs: Any) -> Any:
         """Run the model on ``inputs`` under this intervention and return its output.

@@ -1,4 +1,4 @@
-"""Every TransformerLens internal tl_interp relies on, in one place, behind a version guard.
+"""Every outside library's internals tl_interp relies on, in one place, behind a version guard.
 
 The engine's fast paths use parts of TransformerLens (TL) that are not its public API: the
 key-value cache classes and their fields, ``Attention.calculate_qkv_matrices`` called with an
@@ -12,6 +12,17 @@ the engine falls back to the exact full forward pass and says so once (``FastPat
 
 Also here: which hook points a TL config never fires (``silent_reason``), and how far into
 the sequence a forward call starts (``call_offset``: key-value-cached generation).
+
+The other internals live in this package's modules, each behind ``usable`` / ``require`` too:
+``hook_points`` (a HookPoint's hook list: adding one hook and removing exactly it),
+``forward`` (wrapping a model instance's ``forward`` / ``generate``), ``convert`` (TL's
+``weight_conversions`` and ``SUPPORTED_ACTIVATIONS``), ``sae`` (sae-lens's
+``cfg.metadata``) and ``hub`` (the Hugging Face hub's offline switch). Nothing outside this
+package imports a TransformerLens or sae-lens module other than their public top levels
+(``tests/test_compat.py`` greps for it). A fast path whose internal fails its check is turned
+off (``usable``); a feature with no exact fallback refuses to run (``require`` raises
+``UnsupportedError``). Those are checked by behaviour alone (each check runs the internal on a
+tiny object), not by version: a release outside the tested range that keeps them still runs.
 """
 
 import contextlib
@@ -19,16 +30,16 @@ import functools
 import importlib.metadata
 import inspect
 import warnings
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextvars import ContextVar
 from typing import Any
 
 import torch
 from torch import Tensor
 
-from tl_interp.errors import FastPathWarning
+from tl_interp.errors import FastPathWarning, UnsupportedError
 
-__all__ = ["TESTED_RANGE", "tl_version", "usable", "silent_reason", "call_offset", "is_hooked_transformer",
+__all__ = ["TESTED_RANGE", "tl_version", "usable", "require", "silent_reason", "call_offset", "is_hooked_transformer",
            "new_kv_cache", "kv_entries", "frozen_prefix_cache", "final_block_last", "head", "head_columns",
            "linear_writes_reason", "head_is_plain", "blocks_are_plain", "kv_previous_mask", "tl_default_mask",
            "final_block_reason", "unembed_weight_of", "reusing_unembed_weight", "receiver_hooks",
@@ -100,15 +111,18 @@ def _check_head() -> str | None:
 
 _CHECKS = {"kv_cache": _check_kv_cache, "forward": _check_forward, "split_qkv": _check_split_qkv,
            "head": _check_head}
+# internals with no exact fallback (``require``), checked by behaviour only: feature -> check
+_NO_FALLBACK: dict[str, Callable[[], str | None]] = {}  # filled from this package's modules, at the end
 
 
 @functools.cache
 def _reason(feature: str) -> str | None:
-    version = _version_reason(tl_version())
+    check = _NO_FALLBACK.get(feature) or _CHECKS[feature]
+    version = None if feature in _NO_FALLBACK else _version_reason(tl_version())
     if version:
         return version
     try:
-        return _CHECKS[feature]()
+        return check()
     except (ImportError, AttributeError, TypeError, ValueError) as err:
         return f"{feature}: {type(err).__name__}: {err}"
 
@@ -130,6 +144,18 @@ def usable(feature: str) -> bool:
     if reason is not None:
         _warn_once(feature, reason)
     return reason is None
+
+
+def require(feature: str, what: str) -> None:
+    """Raise ``UnsupportedError`` when an internal with no exact fallback is not as expected.
+
+    Example:
+        >>> require("hook_points", "Intervention.applied")
+    """
+    reason = _reason(feature)
+    if reason is not None:
+        raise UnsupportedError(f"{what}: the installed libraries changed an internal tl_interp relies on ({reason}); "
+                               "install the versions in constraints.txt")
 
 
 def is_hooked_transformer(model: Any) -> bool:
@@ -502,3 +528,10 @@ def attention_output_norms(model: Any) -> list[tuple[Any, Tensor]] | None:
     if not getattr(model.cfg, "use_normalization_before_and_after", False):
         return None
     return [(block.ln1_post, block.attn.b_O) for block in model.blocks]
+
+
+# -- the other libraries' internals (modules of this package) --------------------------------
+from tl_interp.compat import convert, forward, hook_points, hub, sae  # noqa: E402
+
+for _module in (convert, forward, hook_points, hub, sae):
+    _NO_FALLBACK.update(_module.CHECKS)

@@ -25,6 +25,7 @@ from torch import Tensor
 from tqdm.auto import tqdm
 
 from tl_interp._checks import checked
+from tl_interp.compat.hook_points import attached_hooks
 from tl_interp.distributed import _cluster
 from tl_interp.distributed._fingerprint import blake, model_digest
 from tl_interp.distributed._store import Shard, ShardStore, shard_addresses
@@ -61,8 +62,7 @@ def _payload(plan: Plan) -> bytes:
 
 def _check_model(model: Any) -> None:
     """A replica is the model as loaded or pickled: hooks the client attached by hand would be missing."""
-    attached = [name for name, hp in getattr(model, "hook_dict", {}).items()
-                if getattr(hp, "fwd_hooks", None) or getattr(hp, "bwd_hooks", None)]
+    attached = [name for name, hp in getattr(model, "hook_dict", {}).items() if attached_hooks(hp)]
     if attached:
         raise UnsupportedError(f"RayExecutor: the model has hooks attached at {attached[:3]}; workers run replicas "
                                "without them, so results would differ from a local run. Remove them "

@@ -20,6 +20,7 @@ from torch import Tensor
 
 from tl_interp._checks import checked, renamed
 from tl_interp._types import IndexSelection, PositionSelection
+from tl_interp.compat.sae import sae_hook_name
 from tl_interp.errors import InputError, ShapeError
 from tl_interp.hooks._edit import check_finite, check_trailing, edit_intervention
 from tl_interp.hooks._select import Selection
@@ -147,8 +148,7 @@ def card_splice_positions(sae: Any) -> From | None:
 
 
 def _own_hook_name(sae: Any) -> str | None:
-    metadata = getattr(sae.cfg, "metadata", None)
-    return getattr(metadata, "hook_name", None) or getattr(sae.cfg, "hook_name", None) or None
+    return sae_hook_name(sae)
 
 
 def _sae_hook_name(sae: Any) -> str:

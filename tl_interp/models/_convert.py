@@ -15,10 +15,9 @@ from collections.abc import Callable, Mapping
 from typing import Any
 
 import torch
-from transformer_lens import HookedTransformer
-from transformer_lens.config import HookedTransformerConfig
-from transformer_lens.pretrained import weight_conversions as wc
-from transformer_lens.utilities.activation_functions import SUPPORTED_ACTIVATIONS
+from transformer_lens import HookedTransformer, HookedTransformerConfig
+
+from tl_interp.compat.convert import CONVERTERS, supported_activations, weight_converter
 
 __all__ = [
     "HOOKED_ARCHITECTURES",
@@ -151,11 +150,12 @@ def _gpt2(hf_config: Any) -> dict[str, Any]:
     }
 
 
-_BUILDERS: dict[str, tuple[Callable[[Any], dict[str, Any]], Callable[..., dict[str, Any]]]] = {
-    "GPT2LMHeadModel": (_gpt2, wc.convert_gpt2_weights),
-    "LlamaForCausalLM": (_llama, wc.convert_llama_weights),
-    "MistralForCausalLM": (_mistral, wc.convert_mistral_weights),
-    "Qwen2ForCausalLM": (_qwen2, wc.convert_qwen2_weights),
+# config builders; the weights go through TL's converter for the same architecture (compat.convert)
+_BUILDERS: dict[str, Callable[[Any], dict[str, Any]]] = {
+    "GPT2LMHeadModel": _gpt2,
+    "LlamaForCausalLM": _llama,
+    "MistralForCausalLM": _mistral,
+    "Qwen2ForCausalLM": _qwen2,
 }
 HOOKED_ARCHITECTURES: tuple[str, ...] = tuple(_BUILDERS)
 
@@ -192,8 +192,8 @@ def hooked_config_dict(
     arch = architecture or (getattr(hf_config, "architectures", None) or [None])[0]
     if arch not in _BUILDERS:
         raise UnsupportedForHooked(f"architecture {arch!r}")
-    cfg = _BUILDERS[arch][0](hf_config)
-    if cfg["act_fn"] not in SUPPORTED_ACTIVATIONS:
+    cfg = _BUILDERS[arch](hf_config)
+    if cfg["act_fn"] not in supported_activations():
         raise UnsupportedForHooked(f"activation {cfg['act_fn']!r}")
     if n_ctx is not None:
         cfg["n_ctx"] = min(cfg["n_ctx"], n_ctx)
@@ -218,7 +218,7 @@ def convert_state_dict(hf_model: torch.nn.Module, cfg_dict: Mapping[str, Any]) -
         The state dict in TransformerLens layout, on CPU in float32.
     """
     cfg = HookedTransformerConfig.from_dict({**cfg_dict, "device": "cpu", "dtype": torch.float32})
-    converter = _BUILDERS[cfg_dict["original_architecture"]][1]
+    converter = weight_converter(cfg_dict["original_architecture"])
     with torch.no_grad():
         state_dict = converter(hf_model, cfg)
     return {k: v.detach().to("cpu", torch.float32).contiguous() for k, v in state_dict.items()}

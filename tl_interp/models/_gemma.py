@@ -29,10 +29,11 @@ import torch
 from transformer_lens import HookedTransformer
 
 from tl_interp._io import remove_stale
+from tl_interp.compat.hub import hub_offline
 from tl_interp.errors import ArtifactError, ModelLoadError
 from tl_interp.models._convert import DEFAULT_N_CTX_CAP
 from tl_interp.models._hf import default_device
-from tl_interp.models._io import cached_model, check_cache_writable, entry_path, hub_offline, versions
+from tl_interp.models._io import cached_model, check_cache_writable, entry_path, versions
 
 __all__ = ["load", "cache_entry", "package", "source_sha256", "NAME", "ALIASES", "INSTALL"]
 

@@ -28,6 +28,7 @@ import torch
 from transformer_lens import HookedTransformer
 from transformer_lens.model_bridge import TransformerBridge
 
+from tl_interp.compat.hub import hub_offline
 from tl_interp.errors import ModelLoadError
 from tl_interp.models._convert import (
     DEFAULT_N_CTX_CAP,
@@ -38,7 +39,6 @@ from tl_interp.models._convert import (
     hooked_config_dict,
     processing_flags,
 )
-from tl_interp.models._io import hub_offline
 
 __all__ = ["load", "Backend", "default_device"]
 

@@ -1,8 +1,7 @@
 """Offline guards and the on-disk cache of converted checkpoints shared by the model loaders.
 
-Nothing in ``tl_interp.models`` may reach the Hugging Face hub: ``hub_offline`` switches
-``huggingface_hub`` into offline mode for the duration of a local load (the environment
-variable alone is read once, at import time, so the module constant is patched too).
+Nothing in ``tl_interp.models`` may reach the Hugging Face hub: the loaders run under
+``tl_interp.compat.hub_offline`` (the hub's offline switch is one of its guarded internals).
 
 The cache lives in ``$TL_INTERP_CACHE`` or ``~/.cache/tl_interp``. An entry is a directory
 ``<name>-<key>/`` holding ``model.safetensors`` (final TransformerLens weights),
@@ -14,14 +13,13 @@ Entries are built in a temporary sibling and renamed into place, and verified on
 (a streaming SHA-256 of the 650 MB SmolLM2 weights costs ~0.5 s).
 """
 
-import contextlib
 import hashlib
 import importlib.metadata
 import json
 import os
 import shutil
 import tempfile
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -32,7 +30,6 @@ from tl_interp._io import atomic_dir, manifest, read_checked_json, verify_manife
 from tl_interp.errors import ArtifactError, ModelLoadError
 
 __all__ = [
-    "hub_offline",
     "cache_root",
     "atomic_dir",
     "CACHE_ENV_VAR",
@@ -47,34 +44,6 @@ __all__ = [
 
 CACHE_ENV_VAR = "TL_INTERP_CACHE"
 _ENTRY_FORMAT = 2
-
-
-@contextlib.contextmanager
-def hub_offline() -> Iterator[None]:
-    """Run the body with the Hugging Face hub in offline mode, then restore the old mode.
-
-    Example:
-        >>> with hub_offline():
-        ...     import huggingface_hub.constants as c
-        ...     c.is_offline_mode()
-        True
-    """
-    import huggingface_hub.constants as hub_constants
-
-    old_env = {k: os.environ.get(k) for k in ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE")}
-    old_const = hub_constants.HF_HUB_OFFLINE
-    os.environ["HF_HUB_OFFLINE"] = "1"
-    os.environ["TRANSFORMERS_OFFLINE"] = "1"
-    hub_constants.HF_HUB_OFFLINE = True
-    try:
-        yield
-    finally:
-        hub_constants.HF_HUB_OFFLINE = old_const
-        for key, value in old_env.items():
-            if value is None:
-                os.environ.pop(key, None)
-            else:
-                os.environ[key] = value
 
 
 def cache_root() -> Path:

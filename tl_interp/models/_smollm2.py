@@ -25,6 +25,7 @@ import torch
 from transformer_lens import HookedTransformer
 
 from tl_interp._io import sha256_file
+from tl_interp.compat.hub import hub_offline
 from tl_interp.errors import ArtifactError, ModelLoadError
 from tl_interp.models._convert import (
     DEFAULT_N_CTX_CAP,
@@ -35,7 +36,7 @@ from tl_interp.models._convert import (
     processing_flags,
 )
 from tl_interp.models._hf import default_device
-from tl_interp.models._io import cached_model, entry_path, hub_offline, versions
+from tl_interp.models._io import cached_model, entry_path, versions
 
 __all__ = ["load", "gguf_path", "gguf_sha256", "cache_entry", "NAME", "ALIASES"]
 

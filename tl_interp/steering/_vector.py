@@ -25,6 +25,7 @@ from torch import Tensor
 from tl_interp._checks import checked
 from tl_interp import hooks
 from tl_interp._io import load_checked, save_checked
+from tl_interp.compat.sae import sae_hook_name
 from tl_interp.errors import ArtifactError, InputError, ShapeError, TlInterpDeprecationWarning, TlInterpWarning
 from tl_interp.intervention import Intervention
 from tl_interp.positions import From, Positions, describe
@@ -63,9 +64,7 @@ def sae_identity(sae: Any) -> tuple[str, str | None]:
 
         w = sae.W_dec.detach().float().cpu().contiguous()
         name = f"{type(sae).__name__}:{hashlib.sha256(w.numpy().tobytes()).hexdigest()[:12]}"
-    metadata = getattr(sae.cfg, "metadata", None)
-    hook = getattr(metadata, "hook_name", None) or getattr(sae.cfg, "hook_name", None)
-    return name, hook or None
+    return name, sae_hook_name(sae)
 
 
 def sae_digest(sae: Any) -> str:

@@ -38,6 +38,7 @@ import torch
 from torch import Tensor
 
 from tl_interp._io import check_target, manifest, sha256_file, write_checked_json
+from tl_interp.compat.sae import sae_metadata, trainer_config
 from tl_interp.models.saes import SAES_DIR, corpus
 from tl_interp.models.saes.corpus import heldout_data, shuffled_batches, train_data
 from tl_interp.models.saes.evaluate import measure, site_activations
@@ -54,10 +55,9 @@ def _load_model(spec: SAESpec) -> Any:
 
 
 def _trainer(spec: SAESpec, sae: Any, provider: Iterator[Tensor], steps: int) -> Any:
-    from sae_lens.config import LoggingConfig, SAETrainerConfig
-    from sae_lens.training.sae_trainer import SAETrainer
+    from sae_lens import LoggingConfig, SAETrainer
 
-    cfg = SAETrainerConfig(
+    cfg = trainer_config(
         total_training_samples=steps * spec.batch_size,
         train_batch_size_samples=spec.batch_size,
         lr=spec.lr,
@@ -116,9 +116,7 @@ def train_sae(
         >>> sae.cfg.metadata.hook_name, card["provenance"]["steps"]
         ('blocks.2.hook_resid_pre', 2)
     """
-    from sae_lens import SAE
-    from sae_lens.saes.sae import SAEMetadata
-    from sae_lens.saes.topk_sae import TopKTrainingSAE, TopKTrainingSAEConfig
+    from sae_lens import SAE, TopKTrainingSAE, TopKTrainingSAEConfig
 
     spec = SPECS[name]
     steps = spec.steps if steps is None else steps
@@ -129,7 +127,7 @@ def train_sae(
     collected = time.perf_counter() - start
 
     torch.manual_seed(seed)
-    meta = SAEMetadata(model_name=spec.model, hook_name=spec.hook_name, context_size=spec.context_size,
+    meta = sae_metadata(model_name=spec.model, hook_name=spec.hook_name, context_size=spec.context_size,
                        prepend_bos=True, seqpos_slice=[spec.first_position, None])
     sae_cfg = TopKTrainingSAEConfig(d_in=model.cfg.d_model, d_sae=spec.d_sae, k=spec.k,
                                     normalize_activations="expected_average_only_in", metadata=meta)

@@ -24,6 +24,7 @@ from jaxtyping import Float, Int, jaxtyped
 from torch import Tensor
 
 from tl_interp import hooks, metrics
+from tl_interp.compat.sae import sae_hook_name
 from tl_interp.intervention import Intervention
 from tl_interp.models.saes.specs import SAESpec, splice_positions
 
@@ -167,7 +168,7 @@ def splice_losses(
     from tl_interp.engine.inputs import check_tokens
 
     check_tokens(model, tokens, "splice_losses")  # the one token check, before any forward pass
-    hook = sae.cfg.metadata.hook_name
+    hook = sae_hook_name(sae)
     layer = int(hook.split(".")[1])
     positions = splice_positions(sae) if positions is None else positions
     runs: dict[str, Intervention] = {

@@ -11,6 +11,8 @@ latents. Inputs are scaled to mean norm sqrt(d_in) during training (sae-lens's
 from dataclasses import asdict, dataclass
 from typing import Any, Literal
 
+from tl_interp.compat.sae import sae_seqpos_slice
+
 __all__ = ["SAESpec", "SPECS", "splice_positions"]
 
 
@@ -78,11 +80,11 @@ def splice_positions(sae: Any) -> slice:
 
     Example:
         >>> from sae_lens import TopKSAE, TopKSAEConfig
-        >>> from sae_lens.saes.sae import SAEMetadata
-        >>> splice_positions(TopKSAE(TopKSAEConfig(d_in=4, d_sae=8, k=2, metadata=SAEMetadata(seqpos_slice=[2, None]))))
+        >>> from tl_interp.compat.sae import sae_metadata
+        >>> splice_positions(TopKSAE(TopKSAEConfig(d_in=4, d_sae=8, k=2, metadata=sae_metadata(seqpos_slice=[2, None]))))
         slice(2, None, None)
     """
-    bounds = getattr(sae.cfg.metadata, "seqpos_slice", None) or (None,)
+    bounds = sae_seqpos_slice(sae) or (None,)
     return slice(*bounds)
 
 

@@ -1,0 +1,58 @@
+"""Wrapping one model instance's ``forward`` and ``generate`` (the run context, ``_context.py``).
+
+``torch.nn.Module.__call__`` looks ``forward`` up on the instance, so a function stored in the
+instance's ``__dict__`` shadows the class's method for every call of that model (and of no other
+model); ``HookedTransformer.generate`` runs each step through ``self.forward``, so its steps pass
+the wrapper too. Restoring deletes the instance attribute (or puts back one the user had set).
+"""
+
+import inspect
+from collections.abc import Callable
+from typing import Any
+
+__all__ = ["installed_forward", "install", "uninstall"]
+
+
+def _check_instance_forward() -> str | None:
+    import torch
+    from transformer_lens import HookedTransformer
+
+    module = torch.nn.Identity()
+    module.forward = lambda x: x + 1  # type: ignore[method-assign]
+    if not torch.equal(module(torch.zeros(1)), torch.ones(1)):
+        return "torch.nn.Module.__call__ no longer calls an instance's own forward"
+    if "self.forward(" not in inspect.getsource(HookedTransformer.generate):
+        return "HookedTransformer.generate no longer runs its steps through self.forward"
+    return None
+
+
+CHECKS = {"forward_wrap": _check_instance_forward}
+
+
+def installed_forward(model: Any) -> Any:
+    """The ``forward`` stored on the instance itself (a wrapper, or the user's own), or None."""
+    return model.__dict__.get("forward")
+
+
+def install(model: Any, forward: Callable[..., Any], generate: Callable[..., Any] | None) -> dict[str, Any]:
+    """Make ``forward`` (and ``generate``, when given) this instance's own; returns what
+    ``uninstall`` restores (the instance's previous attributes, None where it had none)."""
+    from tl_interp.compat import require
+
+    require("forward_wrap", "describing the model's forward calls")
+    previous = {attr: model.__dict__.get(attr) for attr in ("forward", "generate")}
+    model.forward = forward
+    if generate is None:
+        previous.pop("generate")
+    else:
+        model.generate = generate
+    return previous
+
+
+def uninstall(model: Any, previous: dict[str, Any]) -> None:
+    """Put back the instance attributes ``install`` replaced (the class's methods show again)."""
+    for attr, value in previous.items():
+        if value is None:
+            model.__dict__.pop(attr, None)
+        else:
+            setattr(model, attr, value)
