@@ -71,6 +71,11 @@ class SteeringReport(Result):
             raise SelectionError(f"no task {task!r} in this report; it has {list(self.tasks)}")
         return self.tasks.index(task)
 
+    def metric_label(self, metric: str) -> str:
+        """The axis label of a metric (``"logit_diff"`` -> ``"logit diff vs unsteered answer"``)."""
+        _check_metric(metric)
+        return _METRIC_NAMES[metric]
+
     def metric_values(self, metric: str = "accuracy") -> Tensor:
         """``(vector, scale, task)`` means of a metric."""
         _check_metric(metric)

@@ -31,6 +31,7 @@ from tl_interp.models.saes import splice_positions
 from tl_interp.stats import bootstrap_mean_ci
 from tl_interp.viz.html import _fmt, colored_spans, svg_bars, table_html
 from tl_interp.viz._prompt import token_labels
+from tl_interp.viz.report import Card
 
 __all__ = ["FeatureCard", "Context", "feature_card", "feature_page"]
 
@@ -48,7 +49,7 @@ class Context:
 
 
 @dataclass(frozen=True)
-class FeatureCard:
+class FeatureCard(Card):
     """Everything one card shows; ``html()`` / ``_repr_html_`` render it."""
 
     feature: int

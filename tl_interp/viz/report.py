@@ -7,6 +7,7 @@ interventions and feature cards are added as the same HTML they show in a notebo
 Written atomically (temporary file, then rename).
 """
 
+import abc
 import html
 import os
 from collections.abc import Sequence
@@ -16,7 +17,7 @@ from tl_interp._io import atomic_file
 from tl_interp.errors import TypeCheckError
 from tl_interp.viz._circuitsvis import View, bundle_script
 
-__all__ = ["Report"]
+__all__ = ["Report", "Card"]
 
 _STYLE = """
 body { font-family: system-ui, sans-serif; max-width: 1100px; margin: 2em auto; padding: 0 1em; color: #222; }
@@ -27,6 +28,14 @@ th { background: #f4f4f4; } td:first-child, th:first-child { text-align: left; }
 pre { background: #f6f8fa; padding: 0.8em; overflow-x: auto; font-size: 0.85em; }
 .note { color: #555; font-size: 0.9em; }
 """
+
+
+class Card(abc.ABC):
+    """A block of self-contained HTML that a page shows as it is (``ti.viz.feature_card``'s cards)."""
+
+    @abc.abstractmethod
+    def html(self) -> str:
+        """The block's HTML."""
 
 
 class Report:
@@ -110,12 +119,11 @@ class Report:
         from tl_interp.circuits._circuit import Circuit
         from tl_interp.intervention import Intervention
         from tl_interp.results import Result
-        from tl_interp.viz.feature_card import FeatureCard
         from tl_interp.viz.html import intervention_html
 
         if isinstance(item, View):
             return self.view(item)
-        if isinstance(item, FeatureCard):
+        if isinstance(item, Card):
             return self.card(item)
         if isinstance(item, Result):
             return self.result(item)

@@ -1,15 +1,14 @@
 """Plotly figures of a ``SteeringReport``: metric by task with 95% bars, and scale sweeps.
 
 The drawing half of ``tl_interp.steering.SteeringReport``; its ``figure`` and
-``sweep_figure`` methods call these. Plotly is imported lazily.
+``sweep_figure`` methods call these (so this module never imports ``steering``: ``report`` is
+a SteeringReport, read through its methods). Plotly is imported lazily.
 """
 
 import math
 from typing import Any
 
 import torch
-
-from tl_interp.steering._report import _METRIC_NAMES, SteeringReport
 
 __all__ = ["figure", "sweep_figure"]
 
@@ -18,12 +17,12 @@ def _error_y(mean: torch.Tensor, low: torch.Tensor, high: torch.Tensor) -> dict[
     return dict(type="data", symmetric=False, array=(high - mean).tolist(), arrayminus=(mean - low).tolist())
 
 
-def figure(report: SteeringReport, metric: str = "accuracy", *, scale: float | None = None,
+def figure(report: Any, metric: str = "accuracy", *, scale: float | None = None,
            vectors: list[str] | None = None, title: str | None = None) -> Any:
     """Grouped bars: tasks on the x axis, one bar per vector (and unsteered), 95% error bars.
 
     Args:
-        report: the steering report.
+        report: the steering report (a ``SteeringReport``).
         metric: which metric (``"accuracy"``, ``"prob"``, ``"logit_diff"``, ...).
         scale: show this scale for every vector; default each vector's best scale by its
             mean over tasks (the legend says which).
@@ -56,18 +55,18 @@ def figure(report: SteeringReport, metric: str = "accuracy", *, scale: float | N
             k = report._m(scale)
         y, lo, hi = (t[i, k, cols].double() for t in (mean, low, high))
         fig.add_bar(name=f"{v} x{report.scales[k]:g}", x=tasks, y=y.tolist(), error_y=_error_y(y, lo, hi))
-    fig.update_layout(barmode="group", yaxis_title=_METRIC_NAMES[metric], xaxis_title="task",
-                      title=title or f"Steering: {_METRIC_NAMES[metric]} by task ({report.provenance.model_id})",
+    fig.update_layout(barmode="group", yaxis_title=report.metric_label(metric), xaxis_title="task",
+                      title=title or f"Steering: {report.metric_label(metric)} by task ({report.provenance.model_id})",
                       legend=dict(orientation="h", y=-0.35), xaxis=dict(tickangle=-20), height=560)
     return fig
 
 
-def sweep_figure(report: SteeringReport, task: str, metric: str = "accuracy", *,
+def sweep_figure(report: Any, task: str, metric: str = "accuracy", *,
                  vectors: list[str] | None = None, title: str | None = None) -> Any:
     """A metric against the scale for each vector on one task, with 95% bands.
 
     Args:
-        report: the steering report.
+        report: the steering report (a ``SteeringReport``).
         task: which task (a column of the report).
         metric: which metric.
         vectors: which rows (default all).
@@ -86,6 +85,6 @@ def sweep_figure(report: SteeringReport, task: str, metric: str = "accuracy", *,
         i = report._v(v)
         fig.add_scatter(x=report.scales, y=mean[i, :, j].tolist(), mode="lines+markers", name=v,
                         error_y=_error_y(mean[i, :, j], low[i, :, j], high[i, :, j]))
-    fig.update_layout(xaxis_title="scale", yaxis_title=_METRIC_NAMES[metric],
-                      title=title or f"{task}: {_METRIC_NAMES[metric]} vs scale")
+    fig.update_layout(xaxis_title="scale", yaxis_title=report.metric_label(metric),
+                      title=title or f"{task}: {report.metric_label(metric)} vs scale")
     return fig
