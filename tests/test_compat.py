@@ -1,9 +1,15 @@
-"""Every TransformerLens internal the engine relies on, checked against TL's own forward pass.
+"""Every outside library's internal tl_interp relies on, checked by behaviour (the engine's
+against TL's own forward pass), and a scan that nothing outside ``tl_interp.compat`` uses one.
 
 If a TransformerLens release changes one of them, the test of that internal fails here (and
-``compat.usable`` turns the fast path off, so studies still give exact values, more slowly).
+``compat.usable`` turns the fast path off, so studies still give exact values, more slowly;
+an internal with no exact fallback refuses to run, ``compat.require``).
 """
 
+import ast
+import os
+import re
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -108,3 +114,211 @@ def test_receiver_hooks_fire_each_heads_own_inputs_and_are_switched_off_again() 
         torch.testing.assert_close(logits, plain, atol=1e-5, rtol=0)  # the same function, more hook points
     assert not (model.cfg.use_split_qkv_input or model.cfg.use_hook_mlp_in
                 or model.cfg.ungroup_grouped_query_attention)
+
+
+# -- the internals with no exact fallback (compat.require) --------------------------------------
+@pytest.mark.parametrize("feature", ["hook_points", "forward_wrap", "weight_conversions", "sae_metadata",
+                                     "sae_trainer", "hub_offline"])
+def test_every_internal_without_a_fallback_is_as_expected(feature: str) -> None:
+    assert compat._reason(feature) is None
+    compat.require(feature, "the test")
+
+
+def test_a_changed_internal_without_a_fallback_refuses_before_any_forward(monkeypatch: pytest.MonkeyPatch) -> None:
+    model = gpt2_style()
+    calls: list[int] = []
+    model.blocks[0].hook_resid_pre.add_hook(lambda act, hook: calls.append(1), dir="fwd")
+    monkeypatch.setitem(compat._NO_FALLBACK, "hook_points", lambda: "HookPoint.add_hook changed")
+    compat._reason.cache_clear()
+    try:
+        with pytest.raises(ti.errors.UnsupportedError, match=r"attaching a hook: .*HookPoint.add_hook changed.*"
+                                                             r"constraints.txt"):
+            hooks.zero_ablate("blocks.0.hook_resid_pre").run(model, TOKENS)
+    finally:
+        compat._reason.cache_clear()
+    assert calls == []  # refused before the forward pass
+    model.reset_hooks()
+
+
+def test_a_hook_added_and_removed_leaves_the_users_own_hooks_in_place() -> None:
+    from tl_interp.compat.hook_points import add_forward_hook, attached_hooks, remove_forward_hook
+
+    model = gpt2_style()
+    point = model.hook_dict["blocks.0.hook_resid_post"]
+    point.add_hook(lambda act, hook: act * 2, dir="fwd")  # the user's
+    users = model(TOKENS)
+    handle = add_forward_hook(point, lambda act, hook: act * 0)
+    assert attached_hooks(point) == 2
+    assert not torch.equal(model(TOKENS), users)
+    remove_forward_hook(point, handle)
+    assert attached_hooks(point) == 1
+    assert torch.equal(model(TOKENS), users)  # the user's hook still runs, ours never again
+    model.reset_hooks()
+    assert attached_hooks(point) == 0
+
+
+def test_an_instance_forward_wraps_that_model_only_and_generate_steps_pass_it() -> None:
+    from tl_interp.compat.forward import install, installed_forward, uninstall
+
+    model, other = gpt2_style(), gpt2_style()
+    seen: list[int] = []
+    original = model.forward
+
+    def forward(*args: Any, **kwargs: Any) -> Any:
+        seen.append(1)
+        return original(*args, **kwargs)
+
+    previous = install(model, forward, None)
+    assert installed_forward(model) is forward and installed_forward(other) is None
+    model(TOKENS)
+    other(TOKENS)
+    assert len(seen) == 1
+    model.generate(TOKENS[:1, :3], max_new_tokens=3, use_past_kv_cache=False, verbose=False, do_sample=False,
+                   stop_at_eos=False)
+    assert len(seen) == 4  # one forward per generated token
+    uninstall(model, previous)
+    assert "forward" not in model.__dict__ and installed_forward(model) is None
+    model.forward = forward  # a user's own instance forward is put back after a wrap
+    previous = install(model, original, None)
+    uninstall(model, previous)
+    assert model.__dict__["forward"] is forward
+
+
+@pytest.mark.parametrize("arch", ["GPT2LMHeadModel", "LlamaForCausalLM"])
+def test_tl_weight_conversions_reproduce_the_hugging_face_forward(arch: str) -> None:
+    from transformer_lens import HookedTransformer, HookedTransformerConfig
+    from transformers import GPT2Config, GPT2LMHeadModel, LlamaConfig, LlamaForCausalLM
+
+    from tl_interp.compat.convert import weight_converter
+    from tl_interp.models._convert import hooked_config_dict
+
+    torch.manual_seed(0)
+    if arch == "GPT2LMHeadModel":
+        hf = GPT2LMHeadModel(GPT2Config(n_embd=32, n_layer=2, n_head=4, n_positions=16, vocab_size=61,
+                                        architectures=[arch]))
+    else:
+        hf = LlamaForCausalLM(LlamaConfig(hidden_size=32, num_hidden_layers=2, num_attention_heads=4,
+                                          num_key_value_heads=2, intermediate_size=64, vocab_size=61,
+                                          max_position_embeddings=16, architectures=[arch]))
+    cfg = HookedTransformerConfig.from_dict({**hooked_config_dict(hf.config, model_name="tiny"), "device": "cpu",
+                                             "dtype": torch.float32})
+    model = HookedTransformer(cfg)
+    with torch.no_grad():
+        model.load_and_process_state_dict(weight_converter(arch)(hf.eval(), cfg), fold_ln=False,
+                                          center_writing_weights=False, center_unembed=False)
+        assert_close(model(TOKENS), hf(TOKENS).logits, rtol=0, atol=1e-4)
+
+
+def test_the_activations_tl_lists_are_the_ones_its_mlps_run() -> None:
+    from transformer_lens import HookedTransformer, HookedTransformerConfig
+
+    from tl_interp.compat.convert import supported_activations
+
+    names = supported_activations()
+    assert {"gelu_new", "silu", "gelu", "relu"} <= names
+    for act in ("gelu_new", "silu", "relu"):
+        cfg = HookedTransformerConfig(n_layers=1, d_model=8, n_heads=2, d_head=4, n_ctx=4, d_vocab=5, act_fn=act,
+                                      d_mlp=16)
+        assert HookedTransformer(cfg)(torch.tensor([[1, 2]])).shape == (1, 2, 5)
+
+
+def test_an_saes_hook_point_and_positions_are_read_from_its_config() -> None:
+    from sae_lens import TopKSAE, TopKSAEConfig
+
+    from tl_interp.compat.sae import sae_hook_name, sae_metadata, sae_seqpos_slice
+    from tl_interp.models.saes import load_sae
+
+    meta = sae_metadata(hook_name="blocks.1.hook_resid_pre", seqpos_slice=[2, None])
+    sae = TopKSAE(TopKSAEConfig(d_in=4, d_sae=8, k=2, metadata=meta))
+    assert sae_hook_name(sae) == "blocks.1.hook_resid_pre" and sae_seqpos_slice(sae) == (2, None)
+    assert sae_hook_name(TopKSAE(TopKSAEConfig(d_in=4, d_sae=8, k=2))) is None
+    bundled = load_sae("ordinal-4l-res-l2")  # a bundled SAE, as sae-lens loads it from disk
+    assert sae_hook_name(bundled) == "blocks.2.hook_resid_pre"
+    assert sae_seqpos_slice(bundled) == (1, None)
+
+
+def test_the_hub_is_offline_inside_and_restored_after_even_on_error(monkeypatch: pytest.MonkeyPatch) -> None:
+    import huggingface_hub.constants as hub_constants
+
+    from tl_interp.compat.hub import hub_offline
+
+    monkeypatch.setattr(hub_constants, "HF_HUB_OFFLINE", False)
+    monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
+    with pytest.raises(RuntimeError, match="inside"), hub_offline():
+        # what huggingface_hub and transformers consult before any request
+        assert hub_constants.is_offline_mode() and os.environ["TRANSFORMERS_OFFLINE"] == "1"
+        raise RuntimeError("inside")
+    assert not hub_constants.is_offline_mode()
+    assert "HF_HUB_OFFLINE" not in os.environ
+
+
+# -- nothing outside compat/ touches the outside libraries' internals -------------------------------
+PUBLIC = {"transformer_lens", "transformer_lens.hook_points", "transformer_lens.model_bridge", "transformer_lens.utils",
+          "sae_lens"}
+# internals that are no module: attribute chains, names and strings only compat/ may use
+INTERNAL_NAMES = {"fwd_hooks", "bwd_hooks", "add_hook", "HF_HUB_OFFLINE", "SUPPORTED_ACTIVATIONS", "weight_conversions"}
+# private attributes of other libraries that are not TransformerLens's or sae-lens's
+OTHER_PRIVATE = {"_actor_id": "Ray's ActorID (distributed/_cluster.py)"}
+PACKAGE = Path(ti.__file__).parent
+
+
+def _sources() -> list[Path]:
+    return sorted(p for p in PACKAGE.rglob("*.py") if "compat" not in p.relative_to(PACKAGE).parts)
+
+
+def _defined_names() -> set[str]:
+    """Every name tl_interp defines or assigns (its own private names are not outside ones)."""
+    names: set[str] = set()
+    for path in PACKAGE.rglob("*.py"):
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)):
+                names.add(node.name)
+            elif isinstance(node, ast.Name) and isinstance(node.ctx, ast.Store):
+                names.add(node.id)
+            elif isinstance(node, ast.Attribute) and isinstance(node.ctx, ast.Store):
+                names.add(node.attr)
+            elif isinstance(node, ast.arg):
+                names.add(node.arg)
+            elif isinstance(node, ast.keyword) and node.arg:
+                names.add(node.arg)
+    return names
+
+
+def _outside_internals(path: Path, defined: set[str]) -> list[str]:
+    text = path.read_text()
+    found = [f"{path.name}: doctest imports {m}" for m in
+             re.findall(r">>> .*?(?:from|import) ((?:transformer_lens|sae_lens)[\w.]*)", text) if m not in PUBLIC]
+    for node in ast.walk(ast.parse(text)):
+        modules = ([a.name for a in node.names] if isinstance(node, ast.Import)
+                   else [node.module or ""] if isinstance(node, ast.ImportFrom) else [])
+        found += [f"{path.name}:{node.lineno}: imports {m}" for m in modules
+                  if m.split(".")[0] in ("transformer_lens", "sae_lens") and m not in PUBLIC]
+        if isinstance(node, ast.Attribute):
+            if node.attr in INTERNAL_NAMES:
+                found.append(f"{path.name}:{node.lineno}: .{node.attr}")
+            elif node.attr in ("hook_name", "seqpos_slice") and getattr(node.value, "attr", None) == "metadata":
+                found.append(f"{path.name}:{node.lineno}: .metadata.{node.attr}")
+            elif (node.attr.startswith("_") and not node.attr.startswith("__") and node.attr not in defined
+                  and node.attr not in OTHER_PRIVATE):
+                found.append(f"{path.name}:{node.lineno}: private .{node.attr}")
+        if isinstance(node, (ast.Name, ast.Constant)) and (getattr(node, "id", None) in INTERNAL_NAMES
+                                                           or getattr(node, "value", None) in INTERNAL_NAMES):
+            found.append(f"{path.name}:{node.lineno}: {getattr(node, 'id', None) or node.value}")
+    return found
+
+
+def test_no_transformer_lens_or_sae_lens_internal_is_used_outside_compat() -> None:
+    defined = _defined_names()
+    found = [f for path in _sources() for f in _outside_internals(path, defined)]
+    assert found == []
+
+
+def test_the_internals_scan_finds_a_planted_internal(tmp_path: Path) -> None:
+    planted = tmp_path / "planted.py"
+    planted.write_text('"""\n>>> from sae_lens.saes.sae import SAEMetadata\n"""\n'
+                       "from transformer_lens.pretrained import weight_conversions\n"
+                       "def f(point, sae, module):\n"
+                       "    point.fwd_hooks.clear()\n"
+                       "    return sae.cfg.metadata.hook_name, module._forward_hooks, 'HF_HUB_OFFLINE'\n")
+    found = _outside_internals(planted, _defined_names())
+    assert len(found) == 6, found
