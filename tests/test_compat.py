@@ -136,7 +136,8 @@ def test_a_changed_internal_without_a_fallback_refuses_before_any_forward(monkey
             hooks.zero_ablate("blocks.0.hook_resid_pre").run(model, TOKENS)
     finally:
         compat._reason.cache_clear()
-    assert calls == []  # refused before the forward pass
+    assert calls == []  # refused before the forward pass, leaving nothing attached
+    assert "forward" not in model.__dict__ and compat.hook_points.attached_hooks(model.blocks[0].hook_resid_pre) == 1
     model.reset_hooks()
 
 
