@@ -128,14 +128,14 @@ def test_a_changed_internal_without_a_fallback_refuses_before_any_forward(monkey
     model = gpt2_style()
     calls: list[int] = []
     model.blocks[0].hook_resid_pre.add_hook(lambda act, hook: calls.append(1), dir="fwd")
-    monkeypatch.setitem(compat._NO_FALLBACK, "hook_points", lambda: "HookPoint.add_hook changed")
-    compat._reason.cache_clear()
+    monkeypatch.setitem(compat._guard.NO_FALLBACK, "hook_points", lambda: "HookPoint.add_hook changed")
+    compat._guard.reason.cache_clear()
     try:
         with pytest.raises(ti.errors.UnsupportedError, match=r"attaching a hook: .*HookPoint.add_hook changed.*"
                                                              r"constraints.txt"):
             hooks.zero_ablate("blocks.0.hook_resid_pre").run(model, TOKENS)
     finally:
-        compat._reason.cache_clear()
+        compat._guard.reason.cache_clear()
     assert calls == []  # refused before the forward pass, leaving nothing attached
     assert "forward" not in model.__dict__ and compat.hook_points.attached_hooks(model.blocks[0].hook_resid_pre) == 1
     model.reset_hooks()

@@ -44,6 +44,24 @@ def test_a_lazy_import_up_the_layers_breaks_the_contract(tmp_path: Path) -> None
     assert "tl_interp.errors -> tl_interp.viz.report" in run.stdout
 
 
+# Import cycles left in place, each with its reason (the layers contract allows imports within a
+# layer, so cycles are checked here).
+KNOWN_CYCLES = {
+    # html's summaries of lens / DLA results call viz/lens.py, whose tables call html.table_html;
+    # both lazily, inside viz/ (the HTML rendering is being reworked separately)
+    frozenset({"tl_interp.viz.html", "tl_interp.viz.lens"}),
+}
+
+
+def test_no_two_modules_import_each_other() -> None:
+    import grimp
+
+    graph = grimp.build_graph("tl_interp", cache_dir=None)
+    cycles = {frozenset({m, d}) for m in graph.modules for d in graph.find_modules_directly_imported_by(m)
+              if graph.find_shortest_chain(importer=d, imported=m)}
+    assert cycles == KNOWN_CYCLES
+
+
 def _documented() -> tuple[list[str], set[str]]:
     """The layer table (highest first) and the named exceptions of docs/architecture.md."""
     page = (ROOT / "docs" / "architecture.md").read_text()

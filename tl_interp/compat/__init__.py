@@ -30,14 +30,17 @@ import functools
 import importlib.metadata
 import inspect
 import warnings
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from contextvars import ContextVar
 from typing import Any
 
 import torch
 from torch import Tensor
 
-from tl_interp.errors import FastPathWarning, UnsupportedError
+# the other internals, each module registering its checks with _guard (imported for that)
+from tl_interp.compat import _guard, convert, forward, hook_points, hub, sae  # noqa: F401
+from tl_interp.compat._guard import require
+from tl_interp.errors import FastPathWarning
 
 __all__ = ["TESTED_RANGE", "tl_version", "usable", "require", "silent_reason", "call_offset", "is_hooked_transformer",
            "new_kv_cache", "kv_entries", "frozen_prefix_cache", "final_block_last", "head", "head_columns",
@@ -111,18 +114,17 @@ def _check_head() -> str | None:
 
 _CHECKS = {"kv_cache": _check_kv_cache, "forward": _check_forward, "split_qkv": _check_split_qkv,
            "head": _check_head}
-# internals with no exact fallback (``require``), checked by behaviour only: feature -> check
-_NO_FALLBACK: dict[str, Callable[[], str | None]] = {}  # filled from this package's modules, at the end
 
 
 @functools.cache
 def _reason(feature: str) -> str | None:
-    check = _NO_FALLBACK.get(feature) or _CHECKS[feature]
-    version = None if feature in _NO_FALLBACK else _version_reason(tl_version())
+    if feature in _guard.NO_FALLBACK:  # no exact fallback: checked by behaviour only (compat/_guard.py)
+        return _guard.reason(feature)
+    version = _version_reason(tl_version())
     if version:
         return version
     try:
-        return check()
+        return _CHECKS[feature]()
     except (ImportError, AttributeError, TypeError, ValueError) as err:
         return f"{feature}: {type(err).__name__}: {err}"
 
@@ -144,18 +146,6 @@ def usable(feature: str) -> bool:
     if reason is not None:
         _warn_once(feature, reason)
     return reason is None
-
-
-def require(feature: str, what: str) -> None:
-    """Raise ``UnsupportedError`` when an internal with no exact fallback is not as expected.
-
-    Example:
-        >>> require("hook_points", "Intervention.applied")
-    """
-    reason = _reason(feature)
-    if reason is not None:
-        raise UnsupportedError(f"{what}: the installed libraries changed an internal tl_interp relies on ({reason}); "
-                               "install the versions in constraints.txt")
 
 
 def is_hooked_transformer(model: Any) -> bool:
@@ -528,10 +518,3 @@ def attention_output_norms(model: Any) -> list[tuple[Any, Tensor]] | None:
     if not getattr(model.cfg, "use_normalization_before_and_after", False):
         return None
     return [(block.ln1_post, block.attn.b_O) for block in model.blocks]
-
-
-# -- the other libraries' internals (modules of this package) --------------------------------
-from tl_interp.compat import convert, forward, hook_points, hub, sae  # noqa: E402
-
-for _module in (convert, forward, hook_points, hub, sae):
-    _NO_FALLBACK.update(_module.CHECKS)

@@ -10,6 +10,8 @@ import inspect
 from collections.abc import Callable
 from typing import Any
 
+from tl_interp.compat._guard import NO_FALLBACK, require
+
 __all__ = ["CONVERTERS", "weight_converter", "supported_activations"]
 
 # architecture -> the TL function that maps its Hugging Face weights (model, cfg) -> state dict
@@ -33,7 +35,7 @@ def _check_conversions() -> str | None:
     return None
 
 
-CHECKS = {"weight_conversions": _check_conversions}
+NO_FALLBACK.update({"weight_conversions": _check_conversions})
 
 
 def weight_converter(architecture: str) -> Callable[[Any, Any], dict[str, Any]]:
@@ -44,8 +46,6 @@ def weight_converter(architecture: str) -> Callable[[Any, Any], dict[str, Any]]:
         >>> weight_converter("LlamaForCausalLM").__name__
         'convert_llama_weights'
     """
-    from tl_interp.compat import require
-
     require("weight_conversions", f"converting a {architecture} checkpoint")
     from transformer_lens.pretrained import weight_conversions
 
@@ -59,8 +59,6 @@ def supported_activations() -> frozenset[str]:
         >>> "silu" in supported_activations()
         True
     """
-    from tl_interp.compat import require
-
     require("weight_conversions", "checking an activation function")
     from transformer_lens.utilities.activation_functions import SUPPORTED_ACTIVATIONS
 

@@ -10,6 +10,8 @@ import inspect
 from collections.abc import Callable
 from typing import Any
 
+from tl_interp.compat._guard import NO_FALLBACK, require
+
 __all__ = ["installed_forward", "install", "uninstall"]
 
 
@@ -26,7 +28,7 @@ def _check_instance_forward() -> str | None:
     return None
 
 
-CHECKS = {"forward_wrap": _check_instance_forward}
+NO_FALLBACK.update({"forward_wrap": _check_instance_forward})
 
 
 def installed_forward(model: Any) -> Any:
@@ -37,8 +39,6 @@ def installed_forward(model: Any) -> Any:
 def install(model: Any, forward: Callable[..., Any], generate: Callable[..., Any] | None) -> dict[str, Any]:
     """Make ``forward`` (and ``generate``, when given) this instance's own; returns what
     ``uninstall`` restores (the instance's previous attributes, None where it had none)."""
-    from tl_interp.compat import require
-
     require("forward_wrap", "describing the model's forward calls")
     previous = {attr: model.__dict__.get(attr) for attr in ("forward", "generate")}
     model.forward = forward

@@ -9,6 +9,7 @@ finds its own handle in the list and removes only it.
 from typing import Any
 
 from tl_interp._types import HookFn
+from tl_interp.compat._guard import NO_FALLBACK, require
 
 __all__ = ["add_forward_hook", "remove_forward_hook", "attached_hooks"]
 
@@ -29,7 +30,7 @@ def _check_hook_list() -> str | None:
     return None
 
 
-CHECKS = {"hook_points": _check_hook_list}
+NO_FALLBACK.update({"hook_points": _check_hook_list})
 
 
 def add_forward_hook(point: Any, fn: HookFn) -> Any:
@@ -46,8 +47,6 @@ def add_forward_hook(point: Any, fn: HookFn) -> Any:
         >>> point(torch.ones(1)).item(), attached_hooks(point)
         (1.0, 0)
     """
-    from tl_interp.compat import require
-
     require("hook_points", "attaching a hook")
     before = list(point.fwd_hooks)
     point.add_hook(fn, dir="fwd")

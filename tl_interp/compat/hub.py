@@ -9,6 +9,8 @@ import contextlib
 import os
 from collections.abc import Iterator
 
+from tl_interp.compat._guard import NO_FALLBACK, require
+
 __all__ = ["hub_offline"]
 
 
@@ -22,7 +24,7 @@ def _check_offline_switch() -> str | None:
     return None
 
 
-CHECKS = {"hub_offline": _check_offline_switch}
+NO_FALLBACK.update({"hub_offline": _check_offline_switch})
 
 
 @contextlib.contextmanager
@@ -38,8 +40,6 @@ def hub_offline() -> Iterator[None]:
         ...     c.is_offline_mode()
         True
     """
-    from tl_interp.compat import require
-
     require("hub_offline", "loading a model offline")
     import huggingface_hub.constants as hub_constants
 

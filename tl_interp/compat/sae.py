@@ -10,6 +10,8 @@ tl_interp reads them through the functions here.
 import dataclasses
 from typing import Any
 
+from tl_interp.compat._guard import NO_FALLBACK, require
+
 __all__ = ["sae_hook_name", "sae_seqpos_slice", "sae_metadata", "trainer_config"]
 
 
@@ -33,7 +35,7 @@ def _check_trainer() -> str | None:
     return f"sae_lens SAETrainerConfig lost {missing}" if missing else None
 
 
-CHECKS = {"sae_metadata": _check_metadata, "sae_trainer": _check_trainer}
+NO_FALLBACK.update({"sae_metadata": _check_metadata, "sae_trainer": _check_trainer})
 
 
 def _metadata(sae: Any) -> Any:
@@ -60,8 +62,6 @@ def sae_seqpos_slice(sae: Any) -> tuple[int | None, ...] | None:
 
 def sae_metadata(**fields: Any) -> Any:
     """A sae-lens ``SAEMetadata`` (the ``metadata=`` of an SAE config) with ``fields`` set."""
-    from tl_interp.compat import require
-
     require("sae_metadata", "building an SAE config")
     from sae_lens.saes.sae import SAEMetadata
 
@@ -70,8 +70,6 @@ def sae_metadata(**fields: Any) -> Any:
 
 def trainer_config(**fields: Any) -> Any:
     """A sae-lens ``SAETrainerConfig`` (what ``SAETrainer`` takes) with ``fields`` set."""
-    from tl_interp.compat import require
-
     require("sae_trainer", "training an SAE")
     from sae_lens.config import SAETrainerConfig
 
