@@ -289,6 +289,9 @@ def _outside_internals(path: Path, defined: set[str]) -> list[str]:
     text = path.read_text()
     found = [f"{path.name}: doctest imports {m}" for m in
              re.findall(r">>> .*?(?:from|import) ((?:transformer_lens|sae_lens)[\w.]*)", text) if m not in PUBLIC]
+    found += [f"{path.name}: doctest reads {m}" for m in re.findall(
+        rf"(?:>>>|\.\.\.) .*?(\.(?:{'|'.join(INTERNAL_NAMES)}|_forward_hooks|_forward_pre_hooks|metadata\.hook_name|"
+        r"metadata\.seqpos_slice)\b)", text)]
     for node in ast.walk(ast.parse(text)):
         modules = ([a.name for a in node.names] if isinstance(node, ast.Import)
                    else [node.module or ""] if isinstance(node, ast.ImportFrom) else [])
@@ -316,10 +319,10 @@ def test_no_transformer_lens_or_sae_lens_internal_is_used_outside_compat() -> No
 
 def test_the_internals_scan_finds_a_planted_internal(tmp_path: Path) -> None:
     planted = tmp_path / "planted.py"
-    planted.write_text('"""\n>>> from sae_lens.saes.sae import SAEMetadata\n"""\n'
+    planted.write_text('"""\n>>> from sae_lens.saes.sae import SAEMetadata\n>>> point.fwd_hooks\n"""\n'
                        "from transformer_lens.pretrained import weight_conversions\n"
                        "def f(point, sae, module):\n"
                        "    point.fwd_hooks.clear()\n"
                        "    return sae.cfg.metadata.hook_name, module._forward_hooks, 'HF_HUB_OFFLINE'\n")
     found = _outside_internals(planted, _defined_names())
-    assert len(found) == 6, found
+    assert len(found) == 7, found

@@ -214,8 +214,9 @@ class Intervention:
             >>> model = HookedTransformer(cfg)
             >>> with hooks.zero_ablate(site("mlp_out", 0)).applied(model):
             ...     logits = model(torch.tensor([[1, 2, 3]]))
-            >>> model.hook_dict["blocks.0.hook_mlp_out"].fwd_hooks
-            []
+            >>> from tl_interp.compat.hook_points import attached_hooks
+            >>> attached_hooks(model.hook_dict["blocks.0.hook_mlp_out"])
+            0
         """
         with self.counted(model, seq_len=seq_len) as firing:
             yield model

@@ -111,9 +111,10 @@ def train_sae(
         format) and its card (everything but the saved files' sizes and hashes).
 
     Example:
+        >>> from tl_interp.compat.sae import sae_hook_name
         >>> from tl_interp.models.zoo import load
         >>> sae, card = train_sae("ordinal-4l-res-l2", steps=2, n_train=120, n_heldout=10, model=load("ordinal-4l"))
-        >>> sae.cfg.metadata.hook_name, card["provenance"]["steps"]
+        >>> sae_hook_name(sae), card["provenance"]["steps"]
         ('blocks.2.hook_resid_pre', 2)
     """
     from sae_lens import SAE, TopKTrainingSAE, TopKTrainingSAEConfig

@@ -23,9 +23,10 @@ whose position 1 often carries a massive activation too (residual norm ~1e3..2e4
 ``python -m tl_interp.models.train NAME`` (see ``train``).
 
 Example:
+    >>> from tl_interp.compat.sae import sae_hook_name
     >>> from tl_interp.models.saes import load_sae
     >>> sae = load_sae("ordinal-4l-res-l2")
-    >>> sae.cfg.metadata.hook_name, sae.cfg.d_sae
+    >>> sae_hook_name(sae), sae.cfg.d_sae
     ('blocks.2.hook_resid_pre', 1024)
 """
 
