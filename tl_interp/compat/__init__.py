@@ -1,4 +1,4 @@
-"""Every outside library's internals tl_interp relies on, in one place, behind a version guard.
+"""Every outside library's internals tl_interp relies on, in one place, each behind a check.
 
 The engine's fast paths use parts of TransformerLens (TL) that are not its public API: the
 key-value cache classes and their fields, ``Attention.calculate_qkv_matrices`` called with an
@@ -13,7 +13,7 @@ the engine falls back to the exact full forward pass and says so once (``FastPat
 Also here: which hook points a TL config never fires (``silent_reason``), and how far into
 the sequence a forward call starts (``call_offset``: key-value-cached generation).
 
-The other internals live in this package's modules, each behind ``usable`` / ``require`` too:
+The other internals live in this package's modules, each behind ``require``:
 ``hook_points`` (a HookPoint's hook list: adding one hook and removing exactly it),
 ``forward`` (wrapping a model instance's ``forward`` / ``generate``), ``convert`` (TL's
 ``weight_conversions`` and ``SUPPORTED_ACTIVATIONS``), ``sae`` (sae-lens's
