@@ -25,6 +25,7 @@ from tl_interp.errors import InputError, OptionError
 from tl_interp.metrics import bind, is_metric
 from tl_interp.patching._result import PatchingResult
 from tl_interp.patching._sweep import metric_name, plan_sweep, sweep
+from tl_interp.sites import d_vocab_out
 
 __all__ = ["attribution"]
 
@@ -110,10 +111,7 @@ def attribution(model: Any, clean: Inputs, corrupted: Inputs, metric: Callable[.
 
 def _check_differentiable(model: Any, metric: Callable[..., Any], plan: Any) -> None:
     """Gradient methods need a metric autograd can differentiate: check on dummy logits."""
-    cfg = model.cfg
-    vocab = getattr(cfg, "d_vocab_out", -1)
-    vocab = vocab if isinstance(vocab, int) and vocab > 0 else cfg.d_vocab
-    dummy = torch.randn(*plan.base.shape, vocab, requires_grad=True)
+    dummy = torch.randn(*plan.base.shape, d_vocab_out(model), requires_grad=True)
     with torch.enable_grad():
         out = _scalar(metric, dummy)
     if not isinstance(out, Tensor) or not out.requires_grad:
