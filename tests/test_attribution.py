@@ -7,7 +7,7 @@ import torch
 from torch.testing import assert_close
 
 import tl_interp as ti
-from tests.conftest import gpt2_style, llama_style
+from tests.conftest import PlanRecorder, gpt2_style, llama_style
 from tl_interp.errors import OptionError, UnsupportedError
 
 
@@ -115,34 +115,21 @@ def _ig_by_hand(model: Any, base: torch.Tensor, source: torch.Tensor, metric: An
     return (delta * total / steps).sum((0, 2))  # over="pos": batch and d_model summed
 
 
-class Capture:
-    """An executor that keeps the plans it is given and runs them here."""
-
-    def __init__(self) -> None:
-        self.plans: list[Any] = []
-
-    def run(self, plan: Any, *, progress: bool = True) -> Any:
-        self.plans.append(plan)
-        return ti.engine.executors.LocalExecutor().run(plan, progress=False)
-
-
 @pytest.mark.parametrize("memory_mb", [1024.0, 0.05])
 def test_integrated_gradients_on_the_engine_equal_a_hook_loop_at_any_memory_budget(memory_mb: float) -> None:
     model = gpt2_style()
     clean, corrupted, metric = pair(4)
-    local = ti.engine.executors.LocalExecutor()
+    recorder = PlanRecorder()
     ig = ti.patching.attribution(model, clean, corrupted, metric, method="ig", steps=5, memory_mb=memory_mb,
-                                 executor=local, progress=False)
+                                 executor=recorder, progress=False)
     by_hand = torch.stack([_ig_by_hand(model, corrupted, clean, metric, ti.site("resid_pre", layer), 5)
                            for layer in range(2)])
     assert_close(ig.values - ig.base, by_hand, rtol=1e-4, atol=1e-5)
-    # the cells are a Plan with the budget, one per site; a subclass of the local executor runs them
-    captured = type("CaptureLocal", (ti.engine.executors.LocalExecutor,), {"run": Capture.run, "plans": []})()
-    again = ti.patching.attribution(model, clean, corrupted, metric, method="ig", steps=5, memory_mb=memory_mb,
-                                    executor=captured, progress=False)
-    assert torch.equal(again.values, ig.values)
-    assert [p.sites for p in captured.plans] == [(ti.site("resid_pre", 0),), (ti.site("resid_pre", 1),)]
-    assert all(p.options.memory_mb == memory_mb and p.options.grad and len(p.cells) == 5 for p in captured.plans)
+    # the cells are a Plan with the budget, one per site
+    assert [p.sites for p in recorder.plans] == [(ti.site("resid_pre", 0),), (ti.site("resid_pre", 1),)]
+    assert all(p.options.memory_mb == memory_mb and p.options.grad and len(p.cells) == 5 for p in recorder.plans)
+    assert torch.equal(ti.patching.attribution(model, clean, corrupted, metric, method="ig", steps=5,
+                                               memory_mb=memory_mb, progress=False).values, ig.values)
 
 
 def test_integrated_gradients_refuse_an_executor_in_another_process_before_any_forward_pass() -> None:
@@ -154,7 +141,5 @@ def test_integrated_gradients_refuse_an_executor_in_another_process_before_any_f
     with no_forward(model), pytest.raises(UnsupportedError, match=r"method='ig'.*RayExecutor.*autograd graph"):
         ti.patching.attribution(model, clean, corrupted, metric, method="ig", executor=RayExecutor(num_workers=1),
                                 progress=False)
-    with no_forward(model), pytest.raises(UnsupportedError, match=r"method='ig'.*Capture can't run"):
-        ti.patching.attribution(model, clean, corrupted, metric, method="ig", executor=Capture(), progress=False)
     with no_forward(model), pytest.raises(OptionError, match="memory_mb must be positive"):
         ti.patching.attribution(model, clean, corrupted, metric, method="ig", memory_mb=0, progress=False)

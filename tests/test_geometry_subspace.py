@@ -6,7 +6,7 @@ import torch
 from torch.testing import assert_close
 
 import tl_interp as ti
-from tests.conftest import ToyMLP
+from tests.conftest import PlanRecorder, ToyMLP
 from tl_interp.errors import HookNameError, InputError, OptionError, ShapeError
 
 geometry = ti.geometry
@@ -103,17 +103,6 @@ def test_subspace_ablation_binds_a_tl_interp_metric_to_its_padded_batch():
     assert abs(float(table.baseline) - float(expected)) < 1e-6
 
 
-class CaptureLocal(ti.engine.executors.LocalExecutor):
-    """The local executor, keeping the plans it runs."""
-
-    def __init__(self) -> None:
-        self.plans: list = []
-
-    def run(self, plan, *, progress=True, cells=None):
-        self.plans.append(plan)
-        return super().run(plan, progress=False, cells=cells)
-
-
 @pytest.mark.parametrize("memory_mb", [1024.0, 0.05])
 def test_subspace_ablation_of_a_transformer_runs_on_the_engine_and_equals_a_hook_loop(memory_mb: float) -> None:
     from tests.conftest import gpt2_style
@@ -123,7 +112,7 @@ def test_subspace_ablation_of_a_transformer_runs_on_the_engine_and_equals_a_hook
     where = "blocks.1.hook_resid_pre"
     metric = lambda logits: logits[:, -1].log_softmax(-1)[:, 7].mean()  # noqa: E731  plain output -> scalar
     basis = gaussian(2, model.cfg.d_model, seed=4).float()
-    executor = CaptureLocal()
+    executor = PlanRecorder()
     table = geometry.subspace_ablation(model, tokens, where, {"two": basis}, metric=metric, n_random=3, seed=1,
                                        memory_mb=memory_mb, executor=executor, progress=False)
     generator = torch.Generator().manual_seed(1)
@@ -155,7 +144,7 @@ def test_subspace_ablation_refuses_what_its_runner_cannot_honour_before_any_forw
     toy, pairs = ToyMLP(), torch.randint(0, 12, (5, 2))
     with no_forward(toy), pytest.raises(UnsupportedError, match="ToyMLP is a custom HookedRootModule.*drop executor="):
         geometry.subspace_ablation(toy, pairs, "hook_hidden", {"a": torch.ones(2, 16)}, metric=lambda x: x.sum(),
-                                   executor=CaptureLocal(), progress=False)
+                                   executor=PlanRecorder(), progress=False)
     model = gpt2_style()
     tokens = torch.randint(1, 61, (2, 5))
     with no_forward(model), pytest.raises(UnsupportedError, match=r"forward_kwargs \['prepend_bos'\]"):

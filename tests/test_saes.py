@@ -297,17 +297,9 @@ def test_gemma_sae_card_figures_are_remeasured_independently_on_held_out_text() 
 
 
 def test_splice_losses_send_their_cells_to_the_executor_with_the_budget(ordinal: Any) -> None:
-    from tl_interp.engine.executors import LocalExecutor
+    from tests.conftest import PlanRecorder
 
-    class Capture:
-        def __init__(self) -> None:
-            self.plans: list[Any] = []
-
-        def run(self, plan: Any, *, progress: bool = True) -> Any:
-            self.plans.append(plan)
-            return LocalExecutor().run(plan, progress=False)
-
-    sae, capture = load_sae(ORDINAL), Capture()
+    sae, capture = load_sae(ORDINAL), PlanRecorder()
     tokens, mask = heldout_data(SPECS[ORDINAL], ordinal, n=24)
     here = splice_losses(sae, ordinal, tokens, mask, memory_mb=2.0)
     there = splice_losses(sae, ordinal, tokens, mask, memory_mb=2.0, executor=capture)

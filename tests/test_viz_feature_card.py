@@ -10,6 +10,7 @@ import tl_interp as ti
 from tl_interp.errors import InputError, SelectionError
 from tl_interp.models.saes import splice_positions
 
+from tests.conftest import PlanRecorder
 from tests.test_viz_views import no_network  # noqa: F401 - the fixture
 
 pytestmark = pytest.mark.usefixtures("no_network")
@@ -142,23 +143,12 @@ def test_smollm2_feature_card_contexts_equal_a_brute_force_sort() -> None:
                                torch.tensor([a for a, _, _ in brute]), rtol=1e-3, atol=1e-3)
 
 
-class CaptureLocal(ti.engine.executors.LocalExecutor):
-    """The local executor, keeping the plans it runs."""
-
-    def __init__(self) -> None:
-        self.plans: list[Any] = []
-
-    def run(self, plan: Any, *, progress: bool = True, cells: Any = None) -> Any:
-        self.plans.append(plan)
-        return super().run(plan, progress=False, cells=cells)
-
-
 @pytest.mark.parametrize("memory_mb", [1024.0, 0.05])
 def test_feature_ablation_cells_equal_one_hook_run_per_feature(ordinal: tuple[Any, Any], memory_mb: float) -> None:
     model, sae = ordinal
     batch = ti.models.adapt(model).tokenize(PROMPTS)
     name, features = sae.cfg.metadata.hook_name, [3, 17, 40, 512]
-    executor = CaptureLocal()
+    executor = PlanRecorder()
     res = ti.ablation.feature_ablation(sae, model, PROMPTS, features, memory_mb=memory_mb, executor=executor,
                                        progress=False)
     rows = torch.arange(len(PROMPTS))
