@@ -22,6 +22,8 @@ warnings.filterwarnings("ignore", message=".*deprecated.*")
 from transformer_lens import HookedTransformer, HookedTransformerConfig  # noqa: E402
 from transformer_lens.hook_points import HookedRootModule, HookPoint  # noqa: E402
 
+from tl_interp.engine.executors import LocalExecutor  # noqa: E402
+
 D_VOCAB = 61
 SEQ = 7
 
@@ -140,3 +142,14 @@ def no_hooks_attached(model: Any) -> bool:
     """True when no forward or backward hook remains on any hook point."""
     return all(not hp.fwd_hooks and not hp.bwd_hooks and not hp._forward_hooks and not hp._backward_hooks
                for hp in model.hook_dict.values())
+
+
+class PlanRecorder(LocalExecutor):
+    """The local executor, keeping the plans it runs: what a study sent to its executor."""
+
+    def __init__(self) -> None:
+        self.plans: list[Any] = []
+
+    def run(self, plan: Any, *, progress: bool = True, cells: Any = None) -> Any:
+        self.plans.append(plan)
+        return super().run(plan, progress=False, cells=cells)

@@ -193,7 +193,7 @@ def test_bootstrap_interval_matches_scipy() -> None:
     (dict(reference_mask=torch.ones(3, 5, dtype=torch.long), method="mean"), ti.InputError,
      r"reference_mask was given without reference="),
     (dict(reference=torch.randint(1, 61, (2, 5))), ti.InputError, r"zero ablation uses no reference"),
-    (dict(layers=[5]), ti.OptionError, r"layers \[5\] are not valid"),
+    (dict(layers=[5]), ti.OptionError, r"layers \[5\] are out of range"),
 ])
 def test_bad_input_fails_before_any_forward_pass(kwargs: dict, error: type, message: str) -> None:
     model = gpt2_style()

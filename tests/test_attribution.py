@@ -7,7 +7,8 @@ import torch
 from torch.testing import assert_close
 
 import tl_interp as ti
-from tests.conftest import gpt2_style, llama_style
+from tests.conftest import PlanRecorder, gpt2_style, llama_style
+from tl_interp.errors import OptionError, UnsupportedError
 
 
 def pair(seed: int = 0) -> tuple[torch.Tensor, torch.Tensor, Any]:
@@ -97,3 +98,48 @@ def test_attribution_cells_sum_the_gradient_formula_over_each_layout(site: str, 
         contrib = (clean_cache[name] - corrupted_cache[name]) * grads[name]
         assert_close(est.values[layer], (base.detach() + contrib.sum(LAYOUT_SUMS[(site, over)])).float(),
                      rtol=1e-4, atol=1e-5)
+
+
+def _ig_by_hand(model: Any, base: torch.Tensor, source: torch.Tensor, metric: Any, name: str,
+                steps: int) -> torch.Tensor:
+    """Integrated gradients at one site with TransformerLens hooks, one point per forward pass."""
+    _, base_cache = model.run_with_cache(base)
+    _, source_cache = model.run_with_cache(source)
+    a, delta = base_cache[name], source_cache[name] - base_cache[name]
+    total = torch.zeros_like(a)
+    for s in range(steps):
+        point = (a + (s + 0.5) / steps * delta).requires_grad_(True)
+        logits = model.run_with_hooks(base, fwd_hooks=[(name, lambda act, hook: point)])
+        (grad,) = torch.autograd.grad(metric(logits), [point])
+        total += grad
+    return (delta * total / steps).sum((0, 2))  # over="pos": batch and d_model summed
+
+
+@pytest.mark.parametrize("memory_mb", [1024.0, 0.05])
+def test_integrated_gradients_on_the_engine_equal_a_hook_loop_at_any_memory_budget(memory_mb: float) -> None:
+    model = gpt2_style()
+    clean, corrupted, metric = pair(4)
+    recorder = PlanRecorder()
+    ig = ti.patching.attribution(model, clean, corrupted, metric, method="ig", steps=5, memory_mb=memory_mb,
+                                 executor=recorder, progress=False)
+    by_hand = torch.stack([_ig_by_hand(model, corrupted, clean, metric, ti.site("resid_pre", layer), 5)
+                           for layer in range(2)])
+    assert_close(ig.values - ig.base, by_hand, rtol=1e-4, atol=1e-5)
+    # the cells are a Plan with the budget, one per site
+    assert [p.sites for p in recorder.plans] == [(ti.site("resid_pre", 0),), (ti.site("resid_pre", 1),)]
+    assert all(p.options.memory_mb == memory_mb and p.options.grad and len(p.cells) == 5 for p in recorder.plans)
+    assert torch.equal(ti.patching.attribution(model, clean, corrupted, metric, method="ig", steps=5,
+                                               memory_mb=memory_mb, progress=False).values, ig.values)
+
+
+def test_integrated_gradients_refuse_an_executor_in_another_process_before_any_forward_pass() -> None:
+    from tests.reliability import no_forward
+    from tl_interp.distributed import RayExecutor
+
+    model = gpt2_style()
+    clean, corrupted, metric = pair(5)
+    with no_forward(model), pytest.raises(UnsupportedError, match=r"method='ig'.*RayExecutor.*autograd graph"):
+        ti.patching.attribution(model, clean, corrupted, metric, method="ig", executor=RayExecutor(num_workers=1),
+                                progress=False)
+    with no_forward(model), pytest.raises(OptionError, match="memory_mb must be positive"):
+        ti.patching.attribution(model, clean, corrupted, metric, method="ig", memory_mb=0, progress=False)

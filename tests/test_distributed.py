@@ -279,6 +279,22 @@ def test_scan_through_ray_equals_the_local_scan(model, executor, method, padded)
     assert [r["unit"] for r in dist.ranking()] == [r["unit"] for r in local.ranking()]
 
 
+def test_feature_and_subspace_ablation_through_ray_equal_the_local_runs(executor):
+    model, sae = ti.models.load("ordinal-4l"), ti.models.load_sae("ordinal-4l-res-l2")
+    prompts = ["one , two , three ,", "january , february ,", "monday , tuesday ,", "five , six , seven ,"]
+    kw = dict(answers=["four", "march", "wednesday", "eight"], n_boot=100, progress=False)
+    local = ti.ablation.feature_ablation(sae, model, prompts, [3, 17, 571, 987], **kw)
+    dist = ti.ablation.feature_ablation(sae, model, prompts, [3, 17, 571, 987], executor=executor, **kw)
+    _assert_same(local, dist)
+    assert dist.provenance.settings["executor"] == "ray"
+    basis = {"two": torch.eye(model.cfg.d_model)[:2], "eight": torch.eye(model.cfg.d_model)[8:16]}
+    kw = dict(metric=ti.metrics.logit_diff(9, 10), n_random=2, progress=False)
+    local = ti.geometry.subspace_ablation(model, prompts, "blocks.1.hook_resid_post", basis, **kw)
+    dist = ti.geometry.subspace_ablation(model, prompts, "blocks.1.hook_resid_post", basis, executor=executor, **kw)
+    _assert_same(local, dist)
+    assert dist.provenance.settings["executor"] == "ray"
+
+
 def _steering_models():
     ordinal = ti.models.load("ordinal-4l")
     llama = HookedTransformer(_cfg(act_fn="silu", normalization_type="RMS", positional_embedding_type="rotary",

@@ -6,7 +6,7 @@ import torch
 from torch.testing import assert_close
 
 import tl_interp as ti
-from tests.conftest import ToyMLP
+from tests.conftest import PlanRecorder, ToyMLP
 from tl_interp.errors import HookNameError, InputError, OptionError, ShapeError
 
 geometry = ti.geometry
@@ -101,3 +101,55 @@ def test_subspace_ablation_binds_a_tl_interp_metric_to_its_padded_batch():
                                           forward_kwargs={"attention_mask": batch.attention_mask}, progress=False)
     expected = metric(model(batch.tokens, attention_mask=batch.attention_mask), batch).mean()
     assert abs(float(table.baseline) - float(expected)) < 1e-6
+
+
+@pytest.mark.parametrize("memory_mb", [1024.0, 0.05])
+def test_subspace_ablation_of_a_transformer_runs_on_the_engine_and_equals_a_hook_loop(memory_mb: float) -> None:
+    from tests.conftest import gpt2_style
+
+    model = gpt2_style()
+    tokens = torch.randint(1, 61, (3, 6), generator=torch.Generator().manual_seed(2))
+    where = "blocks.1.hook_resid_pre"
+    metric = lambda logits: logits[:, -1].log_softmax(-1)[:, 7].mean()  # noqa: E731  plain output -> scalar
+    basis = gaussian(2, model.cfg.d_model, seed=4).float()
+    executor = PlanRecorder()
+    table = geometry.subspace_ablation(model, tokens, where, {"two": basis}, metric=metric, n_random=3, seed=1,
+                                       memory_mb=memory_mb, executor=executor, progress=False)
+    generator = torch.Generator().manual_seed(1)
+    q, _ = torch.linalg.qr(basis.double().T)
+    controls = [torch.linalg.qr(torch.randn(basis.shape, generator=generator, dtype=torch.float64).T)[0]
+                for _ in range(3)]
+
+    def ablated(q: torch.Tensor) -> float:  # TransformerLens hooks written here, one forward pass each
+        def project_out(act: torch.Tensor, hook) -> torch.Tensor:
+            x = act.double()
+            return (x - x @ q @ q.T).to(act.dtype)
+
+        return float(metric(model.run_with_hooks(tokens, fwd_hooks=[(where, project_out)])))
+
+    assert table.baseline == pytest.approx(float(metric(model(tokens))), abs=1e-5)
+    assert float(table.values[0]) == pytest.approx(ablated(q), abs=1e-5)
+    assert_close(table.extras["random"][0], torch.tensor([ablated(c) for c in controls], dtype=torch.float64),
+                 rtol=0, atol=1e-5)
+    (plan,) = executor.plans
+    assert len(plan.cells) == 4 and plan.options.memory_mb == memory_mb and plan.sites == (where,)
+    assert table.provenance.settings["engine"]["mid_stack"] == "on"
+
+
+def test_subspace_ablation_refuses_what_its_runner_cannot_honour_before_any_forward_pass() -> None:
+    from tests.conftest import gpt2_style
+    from tests.reliability import no_forward
+    from tl_interp.errors import UnsupportedError
+
+    toy, pairs = ToyMLP(), torch.randint(0, 12, (5, 2))
+    with no_forward(toy), pytest.raises(UnsupportedError, match="ToyMLP is a custom HookedRootModule.*drop executor="):
+        geometry.subspace_ablation(toy, pairs, "hook_hidden", {"a": torch.ones(2, 16)}, metric=lambda x: x.sum(),
+                                   executor=PlanRecorder(), progress=False)
+    model = gpt2_style()
+    tokens = torch.randint(1, 61, (2, 5))
+    with no_forward(model), pytest.raises(UnsupportedError, match=r"forward_kwargs \['prepend_bos'\]"):
+        geometry.subspace_ablation(model, tokens, "blocks.0.hook_resid_post", {"a": torch.ones(2, model.cfg.d_model)},
+                                   metric=lambda x: x.sum(), forward_kwargs={"prepend_bos": False}, progress=False)
+    with no_forward(model), pytest.raises(OptionError, match="memory_mb must be positive"):
+        geometry.subspace_ablation(model, tokens, "blocks.0.hook_resid_post", {"a": torch.ones(2, model.cfg.d_model)},
+                                   metric=lambda x: x.sum(), memory_mb=-1, progress=False)

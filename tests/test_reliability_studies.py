@@ -233,7 +233,7 @@ def test_ranking_puts_the_most_harmful_unit_first() -> None:
     ({"n_boot": 0}, OptionError, "n_boot must be at least 1, got 0"),  # unclear error: n_boot=0
     ({"method": "max"}, OptionError, "method must be one of 'zero', 'mean', 'resample', not 'max'"),
     ({"reference": CLEAN}, InputError, "zero ablation uses no reference"),  # own probe
-    ({"layers": [2]}, OptionError, r"layers \[2\] are not valid; the model has layers 0..1"),  # own probe
+    ({"layers": [2]}, OptionError, r"layers \[2\] are out of range; the model has layers 0..1"),  # own probe
     ({"site": "resid_pr", "over": "pos"}, OptionError, "got 'resid_pr'"),  # own probe
     ({"over": "neuron_index"}, OptionError, "has no default site; name it with site="),  # own probe
 ])

@@ -131,10 +131,11 @@ def test_a_splice_without_the_error_term_matches_run_with_saes(ordinal: Any, ord
 
 
 @torch.no_grad()
-def test_splice_losses_from_the_cached_residual_equal_full_edited_runs(ordinal: Any) -> None:
+@pytest.mark.parametrize("memory_mb", [1024.0, 2.0])  # one plan of 64 rows; plans of a few rows, a cell per pass
+def test_splice_losses_on_the_engine_equal_full_edited_runs(ordinal: Any, memory_mb: float) -> None:
     sae = load_sae(ORDINAL)
     tokens, mask = heldout_data(SPECS[ORDINAL], ordinal, n=64)
-    fast = splice_losses(sae, ordinal, tokens, mask, loss="answer", batch_size=16)
+    fast = splice_losses(sae, ordinal, tokens, mask, loss="answer", memory_mb=memory_mb)
     last = mask.sum(-1) - 1
     answer_loss = lambda logits: -metrics.answer_logprob(tokens[torch.arange(64), last], positions=last - 1)(logits)
     spliced = hooks.sae_splice(sae, keep_error=False, positions=slice(1, None)).run(ordinal, tokens)
@@ -293,3 +294,16 @@ def test_gemma_sae_card_figures_are_remeasured_independently_on_held_out_text() 
     # losses on 4 chunks (their explained variance is 0.81, not 0.66: chunks differ a lot)
     measured = independent_figures(sae, gemma, tokens[:4], mask[:4], first=spec.first_position, loss=spec.loss)
     _figures_agree(measured, card, {"ce_loss_increase": 0.3, "ce_loss_recovered": 0.05})
+
+
+def test_splice_losses_send_their_cells_to_the_executor_with_the_budget(ordinal: Any) -> None:
+    from tests.conftest import PlanRecorder
+
+    sae, capture = load_sae(ORDINAL), PlanRecorder()
+    tokens, mask = heldout_data(SPECS[ORDINAL], ordinal, n=24)
+    here = splice_losses(sae, ordinal, tokens, mask, memory_mb=2.0)
+    there = splice_losses(sae, ordinal, tokens, mask, memory_mb=2.0, executor=capture)
+    assert there == here
+    assert len(capture.plans) > 1 and sum(len(p.batch) for p in capture.plans) == 24
+    assert all(p.options.memory_mb == 2.0 and p.keys == (("spliced",), ("spliced_all_positions",), ("zero_ablated",))
+               for p in capture.plans)

@@ -307,7 +307,7 @@ def test_bad_input_fails_before_any_forward_pass(no_forward: Any) -> None:
     with pytest.raises(InputError, match="paired prompts need sets of equal size"):
         pca_vector(model, ["one ,", "two ,"], ["january ,"], site("resid_pre", 1))
     wide = SteeringVector(torch.ones(128), site("resid_pre", 1), name="v")
-    with pytest.raises(InputError, match=r"answer 'five six' is 2 tokens"):
+    with pytest.raises(InputError, match=r"the answer: 'five six' is 2 tokens"):
         evaluate(model, wide, {"months": [("march , april ,", "five six")]}, [1.0], progress=False)
     with pytest.raises(HookNameError, match="resid_pre"):
         evaluate(model, SteeringVector(torch.ones(128), "blocks.1.hook_resid_pr"), tasks, [1.0], progress=False)

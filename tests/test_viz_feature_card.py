@@ -10,6 +10,7 @@ import tl_interp as ti
 from tl_interp.errors import InputError, SelectionError
 from tl_interp.models.saes import splice_positions
 
+from tests.conftest import PlanRecorder
 from tests.test_viz_views import no_network  # noqa: F401 - the fixture
 
 pytestmark = pytest.mark.usefixtures("no_network")
@@ -90,6 +91,8 @@ def test_ablation_effect_equals_removing_the_features_decoder_contribution(ordin
     rows = torch.arange(len(PROMPTS))
     expected = logits[rows, batch.last_index].softmax(-1)[rows, ids].double()
     torch.testing.assert_close(card.p_ablated, expected, rtol=1e-4, atol=1e-6)
+    clean = model(batch.tokens, attention_mask=batch.attention_mask)[rows, batch.last_index].softmax(-1)[rows, ids]
+    torch.testing.assert_close(card.p_clean, clean.double(), rtol=1e-4, atol=1e-6)
     assert card.effect == pytest.approx(float((card.p_ablated - card.p_clean).mean()))
     assert card.ci is not None and card.ci[0] <= card.effect <= card.ci[1]
     page = card._repr_html_()
@@ -138,3 +141,61 @@ def test_smollm2_feature_card_contexts_equal_a_brute_force_sort() -> None:
     assert [(c.prompt, c.position) for c in card.contexts] == [(p, pos) for _, p, pos in brute]
     torch.testing.assert_close(torch.tensor([c.activation for c in card.contexts]),
                                torch.tensor([a for a, _, _ in brute]), rtol=1e-3, atol=1e-3)
+
+
+@pytest.mark.parametrize("memory_mb", [1024.0, 0.05])
+def test_feature_ablation_cells_equal_one_hook_run_per_feature(ordinal: tuple[Any, Any], memory_mb: float) -> None:
+    model, sae = ordinal
+    batch = ti.models.adapt(model).tokenize(PROMPTS)
+    name, features = sae.cfg.metadata.hook_name, [3, 17, 40, 512]
+    executor = PlanRecorder()
+    res = ti.ablation.feature_ablation(sae, model, PROMPTS, features, memory_mb=memory_mb, executor=executor,
+                                       progress=False)
+    rows = torch.arange(len(PROMPTS))
+    with torch.no_grad():
+        clean = model(batch.tokens, attention_mask=batch.attention_mask)[rows, batch.last_index]
+        ids = clean.argmax(-1)  # the default answer: the model's own top token
+        expected = []
+        for feature in features:  # sae-lens encode/decode and a TL hook written here, one forward pass each
+            def remove(act: torch.Tensor, hook: Any, feature: int = feature) -> torch.Tensor:
+                f = sae.encode(act)
+                edited = f.clone()
+                edited[..., feature] = 0
+                out = act.clone()
+                out[:, 1:] = act[:, 1:] + (sae.decode(edited) - sae.decode(f))[:, 1:]
+                return out
+
+            logits = model.run_with_hooks(batch.tokens, attention_mask=batch.attention_mask, fwd_hooks=[(name, remove)])
+            expected.append(logits[rows, batch.last_index].softmax(-1)[rows, ids])
+    assert torch.equal(res.extras["answers"], ids)
+    torch.testing.assert_close(res.extras["p_clean"], clean.softmax(-1)[rows, ids].double(), rtol=1e-4, atol=1e-6)
+    torch.testing.assert_close(res.extras["p_ablated"], torch.stack(expected).double(), rtol=1e-4, atol=1e-6)
+    torch.testing.assert_close(res.values, (res.extras["p_ablated"] - res.extras["p_clean"]).mean(-1))
+    (plan,) = executor.plans
+    assert len(plan.cells) == len(features) and plan.options.memory_mb == memory_mb
+    assert res.provenance.settings["engine"]["mid_stack"] == "on"
+    assert [r["unit"] for r in res.ranking(1)] == [f"F{features[int(res.values.argmin())]}"]
+
+
+def test_feature_ablation_refuses_bad_requests_before_any_forward_pass(ordinal: tuple[Any, Any]) -> None:
+    from tests.reliability import no_forward
+
+    model, sae = ordinal
+    with no_forward(model):
+        with pytest.raises(SelectionError, match="feature 1024 is out of range"):
+            ti.ablation.feature_ablation(sae, model, PROMPTS, [1, 1024], progress=False)
+        with pytest.raises(InputError, match=r"feature ablation answers: 'four five' is 2 tokens"):
+            ti.ablation.feature_ablation(sae, model, PROMPTS[:2], [1], answers=["four", "four five"], progress=False)
+        with pytest.raises(ti.OptionError, match="memory_mb must be positive"):
+            ti.viz.feature_card(sae, model, PROMPTS, 1, memory_mb=0)
+
+
+def test_a_page_of_cards_equals_its_cards_one_by_one(ordinal: tuple[Any, Any]) -> None:
+    # the page ablates its three features as cells of one plan; each card alone is a plan of one cell
+    model, sae = ordinal
+    page = ti.viz.feature_page(sae, model, PROMPTS, n=3).html()
+    batch = ti.models.adapt(model).tokenize(PROMPTS)
+    _, cache = model.run_with_cache(batch.tokens, attention_mask=batch.attention_mask)
+    peaks = sae.encode(cache[sae.cfg.metadata.hook_name])[:, 1:].amax((0, 1))
+    for feature in peaks.argsort(descending=True)[:3].tolist():
+        assert ti.viz.feature_card(sae, model, PROMPTS, feature).html() in page

@@ -70,16 +70,9 @@ class Finder:
         """The token id this finder looks for (a string must be exactly one token)."""
         if isinstance(self.token, int):
             return self.token
-        tok = getattr(model, "tokenizer", None)
-        if tok is None:
-            raise InputError(f"{self!r}: the model has no tokenizer to turn {self.token!r} into an id; "
-                             "give the token id instead")
-        ids = tok(self.token, add_special_tokens=False)["input_ids"]
-        if len(ids) != 1:
-            pieces = tok.convert_ids_to_tokens(ids)
-            raise InputError(f"{self!r}: {self.token!r} is {len(ids)} tokens ({pieces}), not one; "
-                             "give a single token (often with a leading space, e.g. ' her')")
-        return int(ids[0])
+        from tl_interp._tokens import single_token
+
+        return single_token(model, self.token, repr(self), noun="token")
 
     def resolve(self, model: Any, tokens: Tensor, real: Tensor | None = None) -> Tensor:
         """``(batch,)`` positions of the token in each row; an error naming rows without it.

@@ -17,7 +17,7 @@ from tl_interp._checks import checked
 from tl_interp._types import NameFilter, SiteKind
 from tl_interp.errors import HookNameError
 
-__all__ = ["site", "SITE_KINDS", "SiteInfo", "site_info", "hook_names", "resolve", "describe_where"]
+__all__ = ["site", "SITE_KINDS", "SiteInfo", "site_info", "d_vocab_out", "hook_names", "resolve", "describe_where"]
 
 _TEMPLATES: dict[str, str] = {
     "embed": "hook_embed",
@@ -141,6 +141,28 @@ def _cfg_get(cfg: Any, key: str) -> int | None:
     return int(value) if isinstance(value, int) and not isinstance(value, bool) else None
 
 
+def _vocab_out(cfg: Any) -> int | None:
+    out = _cfg_get(cfg, "d_vocab_out")
+    return out if out is not None and out > 0 else _cfg_get(cfg, "d_vocab")
+
+
+def d_vocab_out(model: Any) -> int:
+    """The width of the model's logits: ``cfg.d_vocab_out``, or ``cfg.d_vocab`` where a config
+    leaves it unset (TransformerLens's ``-1`` before ``__post_init__``, configs without it).
+
+    Example:
+        >>> from transformer_lens import HookedTransformerConfig
+        >>> from types import SimpleNamespace
+        >>> cfg = HookedTransformerConfig(n_layers=1, d_model=8, n_heads=2, d_head=4, n_ctx=4, d_vocab=5, act_fn="relu")
+        >>> d_vocab_out(SimpleNamespace(cfg=cfg)), d_vocab_out(SimpleNamespace(cfg=SimpleNamespace(d_vocab=7, d_vocab_out=-1)))
+        (5, 7)
+    """
+    vocab = _vocab_out(getattr(model, "cfg", None))
+    if vocab is None:
+        raise AttributeError(f"{type(model).__name__} has no config with d_vocab / d_vocab_out")
+    return vocab
+
+
 def site_info(model: Any, name: str) -> SiteInfo:
     """Layout of the activation at ``name`` on ``model`` (axes and config-fixed sizes).
 
@@ -161,9 +183,7 @@ def site_info(model: Any, name: str) -> SiteInfo:
     n_kv = _cfg_get(cfg, "n_key_value_heads") or n_heads
     if cfg is not None and getattr(cfg, "ungroup_grouped_query_attention", False) is True:
         n_kv = n_heads  # ungrouped: every query head has its own keys and values
-    d_vocab = _cfg_get(cfg, "d_vocab_out") or _cfg_get(cfg, "d_vocab")
-    if cfg is not None and d_vocab is not None and d_vocab < 0:
-        d_vocab = _cfg_get(cfg, "d_vocab")
+    d_vocab = _vocab_out(cfg)
 
     dtype = getattr(cfg, "dtype", None)
 

@@ -22,7 +22,7 @@ from torch import Tensor
 from tl_interp._checks import checked
 from tl_interp import hooks
 from tl_interp.ablation._result import AblationResult
-from tl_interp.engine._grid import make_grid, normalize_over
+from tl_interp.engine._grid import check_layers, model_grid, normalize_over
 from tl_interp.engine.executors import Executor, Plan, execute
 from tl_interp.engine.inputs import Inputs, as_batch
 from tl_interp.engine.run import EngineOptions, check_metric
@@ -163,14 +163,8 @@ def scan(model: Any, inputs: Inputs, metric: Callable[..., Any], *, over: str | 
         raise InputError("an ablation scan with a per-prompt metric needs at least 2 prompts for its bootstrap "
                          "intervals")
     check_metric(model, metric, batch)
-    cfg = model.cfg
-    layer_list = list(range(cfg.n_layers)) if layers is None else list(layers)
-    bad = [layer for layer in layer_list if isinstance(layer, bool) or not 0 <= layer < cfg.n_layers]
-    if bad or not layer_list:
-        raise OptionError(f"layers {bad or '[]'} are not valid; the model has layers 0..{cfg.n_layers - 1}")
-    grids = [make_grid(kind, over_axes if over_axes is not None else None, seq_len=batch.shape[1],
-                       n_heads=cfg.n_heads, n_kv_heads=getattr(cfg, "n_key_value_heads", None) or cfg.n_heads,
-                       d_mlp=getattr(cfg, "d_mlp", None)) for kind in kinds]
+    layer_list = check_layers(model, layers)
+    grids = [model_grid(model, kind, over_axes, batch.shape[1]) for kind in kinds]
     if len({g.over for g in grids}) != 1:
         raise OptionError(f"the site kinds {kinds} have different unit grids; scan one kind at a time")
     grid_over = grids[0].over

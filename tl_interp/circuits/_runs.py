@@ -22,6 +22,7 @@ from tl_interp.engine.run import check_metric
 from tl_interp.errors import InputError, OptionError
 from tl_interp.metrics import is_metric
 from tl_interp.models._adapter import Tokenized
+from tl_interp.sites import d_vocab_out
 
 __all__ = ["ABLATIONS", "prepare", "sender_values", "ablated_values", "forward_kw"]
 
@@ -51,8 +52,7 @@ def prepare(model: Any, clean: Inputs, corrupted: Inputs, metric: Callable[..., 
     if type(bound).__name__ == "MetricSet":
         raise InputError("edge studies take one metric, not a MetricSet")
     if differentiable:
-        vocab = model.cfg.d_vocab_out if getattr(model.cfg, "d_vocab_out", -1) > 0 else model.cfg.d_vocab
-        dummy = torch.randn(*clean_b.shape, vocab, requires_grad=True)
+        dummy = torch.randn(*clean_b.shape, d_vocab_out(model), requires_grad=True)
         with torch.enable_grad():
             out = bound.per_prompt(dummy)
         if not out.requires_grad:

@@ -17,7 +17,7 @@ from torch import Tensor
 
 from tl_interp.errors import OptionError, TlInterpDeprecationWarning
 
-__all__ = ["SWEEP_SITES", "Grid", "make_grid", "normalize_over", "OVER_ALIASES"]
+__all__ = ["SWEEP_SITES", "Grid", "make_grid", "model_grid", "check_layers", "normalize_over", "OVER_ALIASES"]
 
 _RESID = (("pos",), (("pos",), ()))
 _MLP = (("d_mlp",), (("d_mlp",), ("pos",), ()))
@@ -98,3 +98,34 @@ def make_grid(kind: str, over: str | Sequence[str] | None, *, seq_len: int, n_he
     heads = n_kv_heads if kind in ("k", "v") else n_heads
     sizes = {"pos": seq_len, "dest_pos": seq_len, "head_index": heads, "d_mlp": d_mlp or 0}
     return Grid(kind, chosen, sizes)
+
+
+def model_grid(model: Any, kind: str, over: str | Sequence[str] | None, seq_len: int) -> Grid:
+    """``make_grid`` with the sizes read from the model's config (key-value heads for k/v)."""
+    cfg = model.cfg
+    return make_grid(kind, over, seq_len=seq_len, n_heads=cfg.n_heads,
+                     n_kv_heads=getattr(cfg, "n_key_value_heads", None) or cfg.n_heads,
+                     d_mlp=getattr(cfg, "d_mlp", None))
+
+
+def check_layers(model: Any, layers: Sequence[int] | None) -> list[int]:
+    """The layers a study runs over (default all), each checked against the model.
+
+    Example:
+        >>> from types import SimpleNamespace
+        >>> model = SimpleNamespace(cfg=SimpleNamespace(n_layers=2))
+        >>> check_layers(model, None), check_layers(model, [1])
+        ([0, 1], [1])
+        >>> check_layers(model, [2, -1])
+        Traceback (most recent call last):
+        ...
+        tl_interp.errors.OptionError: layers [2, -1] are out of range; the model has layers 0..1
+    """
+    n_layers = model.cfg.n_layers
+    chosen = list(range(n_layers)) if layers is None else list(layers)
+    if not chosen:
+        raise OptionError("layers is empty; give at least one layer (or None for all)")
+    bad = [layer for layer in chosen if isinstance(layer, bool) or not 0 <= layer < n_layers]
+    if bad:
+        raise OptionError(f"layers {bad} are out of range; the model has layers 0..{n_layers - 1}")
+    return chosen

@@ -18,6 +18,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from tl_interp.sites import d_vocab_out
+
 __all__ = ["CostModel", "cells_per_pass", "chunks", "merge_layers"]
 
 
@@ -48,8 +50,7 @@ def floats_per_token(model: Any, seq: int, full_logits: bool) -> int:
     cfg = model.cfg
     d_mlp = getattr(cfg, "d_mlp", None) or 0
     heads = cfg.n_heads
-    vocab = getattr(cfg, "d_vocab_out", -1)
-    vocab = vocab if isinstance(vocab, int) and vocab > 0 else cfg.d_vocab
+    vocab = d_vocab_out(model)
     return 8 * cfg.d_model + 3 * d_mlp + 4 * cfg.d_head * heads + 3 * heads * seq + (3 * vocab if full_logits else 0)
 
 

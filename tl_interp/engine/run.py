@@ -31,6 +31,7 @@ from tl_interp.errors import InputError, OptionError
 from tl_interp.intervention import Intervention
 from tl_interp.metrics import bind, is_metric
 from tl_interp.models._adapter import Tokenized
+from tl_interp.sites import d_vocab_out
 from tl_interp.sites import site as site_name
 
 __all__ = ["EngineOptions", "BaseRun", "Values", "check_metric", "Staged"]
@@ -98,10 +99,7 @@ def check_metric(model: Any, metric: Callable[..., Any], batch: Tokenized) -> Ca
     """Bind the metric to the batch and call it on dummy logits, so a metric that cannot read
     this batch, or returns the wrong shape, fails before any forward pass. Returns it bound."""
     bound = bind(metric, batch)
-    cfg = model.cfg
-    vocab = getattr(cfg, "d_vocab_out", -1)
-    vocab = vocab if isinstance(vocab, int) and vocab > 0 else cfg.d_vocab
-    dummy = torch.zeros(*batch.shape, vocab, device=batch.tokens.device)
+    dummy = torch.zeros(*batch.shape, d_vocab_out(model), device=batch.tokens.device)
     try:
         with torch.no_grad():
             out = bound.per_prompt(dummy) if is_metric(bound) else bound(dummy)
@@ -340,8 +338,7 @@ class BaseRun:
 
     def _head(self, rows: Tensor) -> Tensor:
         """``compat.head`` of many rows, in chunks whose logits fit the memory budget."""
-        vocab = self.model.cfg.d_vocab_out if getattr(self.model.cfg, "d_vocab_out", -1) > 0 else self.model.cfg.d_vocab
-        per_chunk = max(1, int(self.options.memory_mb * 2**20 // (4 * 3 * vocab)))
+        per_chunk = max(1, int(self.options.memory_mb * 2**20 // (4 * 3 * d_vocab_out(self.model))))
         if self._unembed_weight is None:  # TL's layout of W_U, copied once per base run (or per study)
             self._unembed_weight = compat.unembed_weight_of(self.model)
         weight = self._unembed_weight

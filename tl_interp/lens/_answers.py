@@ -6,8 +6,10 @@ from typing import Any, TypeAlias
 import torch
 from torch import Tensor
 
+from tl_interp._tokens import single_token
 from tl_interp.errors import InputError, ShapeError
 from tl_interp.models._adapter import adapt
+from tl_interp.sites import d_vocab_out
 
 __all__ = ["AnswerTokens", "answer_ids", "token_strings"]
 
@@ -19,15 +21,7 @@ def _single(model: Any, answer: int | str, what: str) -> int:
         raise InputError(f"{what}: {answer!r} is a bool; give a token id or a single-token string")
     if isinstance(answer, int):
         return answer
-    tok = adapt(model).tokenizer
-    if tok is None:
-        raise InputError(f"{what}: the model has no tokenizer to read {answer!r} with; give token ids")
-    ids = list(tok(answer, add_special_tokens=False)["input_ids"])
-    if len(ids) != 1:
-        hint = " (BPE vocabularies usually want a leading space, e.g. ' April')" if not answer.startswith(" ") else ""
-        raise InputError(f"{what}: {answer!r} is {len(ids)} tokens {tok.convert_ids_to_tokens(ids)}, not one; "
-                         f"give a single-token answer{hint}")
-    return int(ids[0])
+    return single_token(model, answer, what)
 
 
 def answer_ids(model: Any, answers: AnswerTokens, n: int, what: str = "answers") -> tuple[Tensor, tuple[str, ...]]:
@@ -52,7 +46,7 @@ def answer_ids(model: Any, answers: AnswerTokens, n: int, what: str = "answers")
         flat = [_single(model, a, what) for a in items]
         ids = torch.tensor(flat, dtype=torch.long)[None].expand(n, -1)
         labels = tuple(a if isinstance(a, str) else token_strings(model, [a])[0] for a in items)
-    vocab = int(model.cfg.d_vocab_out)
+    vocab = d_vocab_out(model)
     bad = ids[(ids < 0) | (ids >= vocab)]
     if bad.numel():
         raise InputError(f"{what}: token id {int(bad[0])} is outside the vocabulary (d_vocab={vocab})")

@@ -19,12 +19,14 @@ from tqdm.auto import tqdm
 
 from tl_interp._checks import checked
 from tl_interp import hooks
+from tl_interp.engine.executors import Executor, LocalExecutor, Plan, execute
 from tl_interp.engine.inputs import Inputs
-from tl_interp.engine.run import BaseRun, EngineOptions
-from tl_interp.errors import InputError, OptionError
+from tl_interp.engine.run import EngineOptions
+from tl_interp.errors import InputError, OptionError, UnsupportedError
 from tl_interp.metrics import bind, is_metric
 from tl_interp.patching._result import PatchingResult
 from tl_interp.patching._sweep import metric_name, plan_sweep, sweep
+from tl_interp.sites import d_vocab_out
 
 __all__ = ["attribution"]
 
@@ -38,7 +40,8 @@ def attribution(model: Any, clean: Inputs, corrupted: Inputs, metric: Callable[.
                 site: str = "resid_pre", over: str | Sequence[str] | None = None,
                 direction: Literal["denoise", "noise"] = "denoise", method: Literal["atp", "ig"] = "atp",
                 steps: int = 16, layers: Sequence[int] | None = None, attention_mask: Tensor | None = None,
-                compare_exact: bool = False, progress: bool = True) -> PatchingResult:
+                compare_exact: bool = False, memory_mb: float = 1024.0, executor: Executor | None = None,
+                progress: bool = True) -> PatchingResult:
     """Gradient-based estimate of a patching sweep (same sites, granularities and layout).
 
     Args:
@@ -49,6 +52,11 @@ def attribution(model: Any, clean: Inputs, corrupted: Inputs, metric: Callable[.
         steps: integration points for ``"ig"``.
         compare_exact: also run the exact sweep; its values go to ``extras["exact"]`` and the
             Pearson correlation and max abs error to ``provenance.settings``.
+        memory_mb: the budget for one stacked forward pass (of ``"ig"``'s integration points and
+            of ``compare_exact``'s sweep; ``"atp"`` is one forward and one backward pass).
+        executor: where ``compare_exact``'s sweep and ``"ig"``'s cells run (default: this
+            process). Integrated gradients keep the autograd graph through their passes, which
+            can't leave this process: another executor is refused for ``"ig"`` before any pass.
         progress: show a progress bar.
 
     Returns:
@@ -69,6 +77,11 @@ def attribution(model: Any, clean: Inputs, corrupted: Inputs, metric: Callable[.
         raise OptionError(f"method must be 'atp' or 'ig', not {method!r}")
     if isinstance(steps, bool) or steps < 1:
         raise OptionError(f"steps must be at least 1, got {steps}")
+    if method == "ig" and executor is not None and not isinstance(executor, LocalExecutor):
+        raise UnsupportedError(f"attribution(method='ig'): {type(executor).__name__} can't run integrated gradients: "
+                               "their passes keep the autograd graph, which can't cross process boundaries; run them "
+                               "here (executor=None), or use method='atp' / ti.patching.sweep(executor=...)")
+    options = EngineOptions(memory_mb=memory_mb, grad=True)  # checks memory_mb before any pass
     plan = plan_sweep(model, clean, corrupted, metric, site=site, over=over, direction=direction, layers=layers,
                       attention_mask=attention_mask)
     grid, names = plan.grid, plan.names
@@ -86,10 +99,12 @@ def attribution(model: Any, clean: Inputs, corrupted: Inputs, metric: Callable[.
         base_metric = _scalar(base_metric_fn, base.run(model, plan.base.tokens, **forward_kw(plan.base)))
         grads = torch.autograd.grad(base_metric, [base[n] for n in names]) if method == "atp" else None
     estimates = []
-    ig_base = BaseRun(model, plan.base, metric, names, EngineOptions(grad=True)) if method == "ig" else None
     for i, name in enumerate(tqdm(names, desc=f"{method} {site}", disable=not progress)):
         delta = (source[name] - base[name]).detach()
-        grad = grads[i] if grads is not None else _ig_grad(ig_base, name, base[name].detach(), delta, steps)
+        if grads is not None:
+            grad = grads[i]
+        else:
+            grad = _ig_grad(model, plan.base, metric, name, base[name].detach(), delta, steps, options, executor)
         estimates.append(grid.sum_to_cells(delta * grad))
     base_value = base_metric.detach().float()
     values = (base_value + torch.stack(estimates)).float().detach().cpu()
@@ -98,7 +113,7 @@ def attribution(model: Any, clean: Inputs, corrupted: Inputs, metric: Callable[.
     settings: dict[str, Any] = {"method": method, "steps": steps if method == "ig" else 1}
     if compare_exact:
         exact = sweep(model, plan.clean, plan.corrupted, metric, site=site, over=grid.over, direction=direction,
-                      layers=plan.layers, progress=progress)
+                      layers=plan.layers, memory_mb=memory_mb, executor=executor, progress=progress)
         extras["exact"] = exact.values
         a, b = values.flatten().double(), exact.values.flatten().double()
         settings["pearson_r"] = float(torch.corrcoef(torch.stack([a, b]))[0, 1]) if a.numel() > 1 else float("nan")
@@ -110,10 +125,7 @@ def attribution(model: Any, clean: Inputs, corrupted: Inputs, metric: Callable[.
 
 def _check_differentiable(model: Any, metric: Callable[..., Any], plan: Any) -> None:
     """Gradient methods need a metric autograd can differentiate: check on dummy logits."""
-    cfg = model.cfg
-    vocab = getattr(cfg, "d_vocab_out", -1)
-    vocab = vocab if isinstance(vocab, int) and vocab > 0 else cfg.d_vocab
-    dummy = torch.randn(*plan.base.shape, vocab, requires_grad=True)
+    dummy = torch.randn(*plan.base.shape, d_vocab_out(model), requires_grad=True)
     with torch.enable_grad():
         out = _scalar(metric, dummy)
     if not isinstance(out, Tensor) or not out.requires_grad:
@@ -122,14 +134,17 @@ def _check_differentiable(model: Any, metric: Callable[..., Any], plan: Any) -> 
                          "piecewise constant): use ti.patching.sweep for exact patching instead")
 
 
-def _ig_grad(base: BaseRun, name: str, base_act: Tensor, delta: Tensor, steps: int) -> Tensor:
+def _ig_grad(model: Any, batch: Any, metric: Callable[..., Any], name: str, base_act: Tensor, delta: Tensor,
+             steps: int, options: EngineOptions, executor: Executor | None) -> Tensor:
     """Mean gradient of the metric along base -> base + delta at one site (midpoint rule): each
-    integration point is a cell patching the site with that point, all points in stacked passes."""
+    integration point is a cell patching the site with that point, one plan for the engine."""
     alphas = (torch.arange(steps, dtype=base_act.dtype, device=base_act.device) + 0.5) / steps
     path = (base_act.unsqueeze(0) + alphas.view(steps, *[1] * base_act.ndim) * delta.unsqueeze(0))
     path = path.detach().requires_grad_(True)
-    cells = [hooks.patch(name, path[s]) for s in range(steps)]
-    values = base.evaluate(cells)  # (steps, batch) per prompt, or (steps,)
+    cells = tuple(hooks.patch(name, path[s]) for s in range(steps))
+    work = Plan(model, batch, metric, cells, tuple((s,) for s in range(steps)), (name,), options,
+                label=f"integrated gradients at {name}", signature={"study": "ig", "site": name, "steps": steps})
+    values = execute(work, executor, progress=False).values  # (steps, batch) per prompt, or (steps,)
     total = values.mean(-1).sum() if values.ndim == 2 else values.sum()
     (grad,) = torch.autograd.grad(total, [path])
     return grad.mean(0)

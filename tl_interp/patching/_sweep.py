@@ -17,7 +17,7 @@ from torch import Tensor
 
 from tl_interp._checks import checked
 from tl_interp import hooks
-from tl_interp.engine._grid import Grid, make_grid
+from tl_interp.engine._grid import Grid, check_layers, model_grid
 from tl_interp.engine.executors import Executor, Plan, execute
 from tl_interp.engine.inputs import Inputs, as_batch
 from tl_interp.engine.run import EngineOptions, check_metric
@@ -104,16 +104,8 @@ def plan_sweep(model: Any, clean: Inputs, corrupted: Inputs, metric: Callable[..
         raise OptionError(f"direction must be 'denoise' or 'noise', not {direction!r}")
     clean_b, corrupt_b = _pair(model, clean, corrupted, attention_mask)
     check_metric(model, metric, clean_b)
-    cfg = model.cfg
-    grid = make_grid(site, over, seq_len=clean_b.shape[1], n_heads=cfg.n_heads,
-                     n_kv_heads=getattr(cfg, "n_key_value_heads", None) or cfg.n_heads,
-                     d_mlp=getattr(cfg, "d_mlp", None))
-    layer_list = list(range(cfg.n_layers)) if layers is None else list(layers)
-    if not layer_list:
-        raise OptionError("layers is empty; give at least one layer (or None for all)")
-    bad = [layer for layer in layer_list if isinstance(layer, bool) or not 0 <= layer < cfg.n_layers]
-    if bad:
-        raise OptionError(f"layers {bad} are out of range; the model has layers 0..{cfg.n_layers - 1}")
+    grid = model_grid(model, site, over, clean_b.shape[1])
+    layer_list = check_layers(model, layers)
     names = [site_name(site, layer) for layer in layer_list]
     hooks.cache(names).validate(model)  # names exist and fire on this model
     resolve(model, names, context=f"patching {site}")

@@ -34,6 +34,7 @@ import torch
 from torch import Tensor
 
 from tl_interp._checks import checked, renamed
+from tl_interp._tokens import single_token
 from tl_interp import metrics
 from tl_interp.engine.executors import Executor
 from tl_interp.engine.inputs import as_batch
@@ -80,21 +81,7 @@ def answer_token(model: Any, answer: str, context: str = "") -> int:
         >>> answer_token(load("ordinal-4l"), "four") == load("ordinal-4l").to_single_token("four")
         True
     """
-    ad = adapt(model)
-    tok = ad.tokenizer
-    if tok is None:
-        raise InputError("evaluate: the model has no tokenizer to read answers with")
-    ids = list(tok(answer, add_special_tokens=False)["input_ids"])
-    if len(ids) != 1:
-        pieces = tok.convert_ids_to_tokens(ids)
-        hint = " (BPE vocabularies usually want a leading space, e.g. ' four')" if not answer.startswith(" ") else ""
-        raise InputError(f"evaluate{context}: the answer {answer!r} is {len(ids)} tokens {pieces}, not one; "
-                         f"give a single-token answer{hint}")
-    unk = getattr(tok, "unk_token_id", None)
-    if unk is not None and int(ids[0]) == unk and answer.strip() != str(getattr(tok, "unk_token", "")):
-        raise InputError(f"evaluate{context}: the answer {answer!r} is not in the model's vocabulary (it maps to the "
-                         f"unknown token {tok.unk_token!r})")
-    return int(ids[0])
+    return single_token(model, answer, f"evaluate{context}: the answer")
 
 
 def _check_tasks(model: Any, tasks: Mapping[str, Sequence[tuple[str, str]]]) -> dict[str, list[tuple[str, int, str]]]:

@@ -1,16 +1,14 @@
 """SAE feature cards: where a feature fires, what it writes, and what ablating it costs.
 
-A card (after Anthropic's "Towards Monosemanticity" feature browser and sae_vis) holds, for
+A card (after Anthropic's "Towards Monosemanticity" feature browser and sae_vis) shows, for
 one feature over a prompt set: its top-activating contexts (tokens colored by the feature's
 activation), a histogram of its non-zero activations, the tokens its decoder direction
-promotes and suppresses most (``W_dec[feature] @ W_U``, as sae_vis does on a model TransformerLens
-processed: ``W_U`` read through ``ti.weights.fold``, ``ln_final``'s gain folded in and centred, so
-the card is the same whether the model was loaded processed or not), and
-the change in the answer's probability at each prompt's last token when the feature is
-ablated through ``hooks.sae_splice`` (error term kept, so only the feature changes), with a
-95% bootstrap interval over prompts. Only the positions the SAE reads (its
-``seqpos_slice``) and real tokens count. The card is plain HTML (no JavaScript); the page of
-top features adds a circuitsvis ``topk`` view.
+promotes and suppresses most, and the change in the answer's probability at each prompt's
+last token when the feature is ablated, with a 95% bootstrap interval over prompts. Only the
+positions the SAE reads (its ``seqpos_slice``) and real tokens count. The numbers come from
+``tl_interp.ablation._features`` (activations, decoder logits, and the ablation cells, run on
+the engine); this module picks what a card shows and renders it as plain HTML (no
+JavaScript); the page of top features adds a circuitsvis ``topk`` view.
 """
 
 import html
@@ -22,13 +20,14 @@ import torch
 from torch import Tensor
 
 from tl_interp._checks import checked
-from tl_interp import hooks, metrics
-from tl_interp.engine.inputs import Inputs, as_batch
-from tl_interp.errors import InputError, OptionError, SelectionError
+from tl_interp.ablation._features import (FeatureActivations, _ablation, check_feature, decoder_logits,
+                                          feature_activations, prompt_answers)
+from tl_interp.engine.executors import Executor
+from tl_interp.engine.inputs import Inputs
+from tl_interp.engine.run import EngineOptions
+from tl_interp.errors import OptionError
 from tl_interp.hooks._sae import _sae_hook_name
-from tl_interp.models import Tokenized, adapt
-from tl_interp.models.saes import splice_positions
-from tl_interp.stats import bootstrap_mean_ci
+from tl_interp.models import adapt
 from tl_interp.viz.html import _fmt, colored_spans, svg_bars, table_html
 from tl_interp.viz._prompt import token_labels
 from tl_interp.viz.report import Card
@@ -102,61 +101,10 @@ class FeatureCard(Card):
         return self.html()
 
 
-@dataclass(frozen=True)
-class _Activations:
-    batch: Tokenized
-    labels: list[list[str]]
-    features: Tensor  # (batch, pos, d_sae), float64, zero where the SAE does not read
-    valid: Tensor  # (batch, pos) bool: real tokens the SAE reads
-    logits: Tensor  # (batch, pos, d_vocab) of the unmodified model
-
-
-def _check_feature(sae: Any, feature: int) -> None:
-    d_sae = int(sae.cfg.d_sae)
-    if not 0 <= feature < d_sae:
-        raise SelectionError(f"feature {feature} is out of range: the SAE at {_sae_hook_name(sae)} has "
-                             f"d_sae={d_sae} features (0..{d_sae - 1})")
-
-
-def _activations(sae: Any, model: Any, prompts: Inputs) -> _Activations:
-    adapter = adapt(model)
-    batch = as_batch(model, prompts)
-    name = _sae_hook_name(sae)
-    store = hooks.cache(name)
-    with torch.no_grad():
-        logits = store.run(model, batch.tokens, attention_mask=batch.attention_mask)
-        features = sae.encode(store[name]).double().cpu()
-    valid = batch.attention_mask.bool().cpu()
-    reads = torch.zeros_like(valid)
-    reads[:, splice_positions(sae)] = True
-    valid &= reads
-    labels = [token_labels(adapter, row) for row in batch.tokens.tolist()]
-    return _Activations(batch, labels, features * valid[..., None], valid, logits.cpu())
-
-
-def _answers(model: Any, acts: _Activations, answers: Sequence[str] | Tensor | None) -> tuple[Tensor, list[str]]:
-    adapter = adapt(model)
-    rows = torch.arange(acts.batch.tokens.shape[0])
-    if answers is None:
-        ids = acts.logits[rows, acts.batch.last_index.cpu()].argmax(-1)
-    elif isinstance(answers, Tensor):
-        ids = answers.cpu().long().flatten()
-    else:
-        ids_list = []
-        for a in answers:
-            toks = adapter.tokenize(a, prepend_bos=False).tokens[0]
-            if toks.numel() != 1:
-                raise InputError(f"answer {a!r} is {toks.numel()} tokens for {adapter.model_id}; give "
-                                 "single-token answers (or token ids)")
-            ids_list.append(int(toks[0]))
-        ids = torch.tensor(ids_list)
-    if ids.shape != rows.shape:
-        raise InputError(f"{ids.numel()} answers for {rows.numel()} prompts; give one answer per prompt")
-    return ids, token_labels(adapter, ids.tolist())
-
-
-def _card(sae: Any, model: Any, acts: _Activations, feature: int, answers: Sequence[str] | Tensor | None,
+def _card(sae: Any, model: Any, acts: FeatureActivations, labels: list[list[str]], feature: int, ablation: Any, column: int,
           k: int, window: int, bins: int, seed: int) -> FeatureCard:
+    """The card of one feature: its contexts and histogram from ``acts``, its decoder logits,
+    and column ``column`` of ``ablation`` (``ti.ablation.feature_ablation``'s result)."""
     f = acts.features[..., feature]  # (batch, pos)
     flat = f.flatten()
     order = flat.argsort(descending=True, stable=True)[:k].tolist()
@@ -167,7 +115,7 @@ def _card(sae: Any, model: Any, acts: _Activations, feature: int, answers: Seque
             break
         real = acts.batch.attention_mask[p].bool().cpu().nonzero().flatten().tolist()
         lo, hi = max(real[0], pos - window), min(real[-1], pos + 2)
-        contexts.append(Context(p, pos, float(flat[i]), tuple(acts.labels[p][lo:hi + 1]),
+        contexts.append(Context(p, pos, float(flat[i]), tuple(labels[p][lo:hi + 1]),
                                 tuple(f[p, lo:hi + 1].tolist()), pos - lo))
     active = flat[acts.valid.flatten() & (flat > 0)]
     if active.numel():
@@ -176,35 +124,22 @@ def _card(sae: Any, model: Any, acts: _Activations, feature: int, answers: Seque
     else:
         counts, edges = torch.zeros(bins), torch.linspace(0.0, 1.0, bins + 1)
     adapter = adapt(model)
-    direction = sae.W_dec[feature].detach().double().cpu()
-    if direction.shape[0] == model.W_U.shape[0]:
-        from transformer_lens import HookedTransformer
-
-        from tl_interp.weights import fold
-
-        # a TransformerBridge has no foldable norms here: its W_U is read as it is
-        w_u = fold(model).unembed() if isinstance(model, HookedTransformer) else model.W_U.detach().double()
-        logit = direction @ w_u.cpu()
-        top, bottom = logit.topk(10), logit.topk(10, largest=False)
+    top_logits: tuple[tuple[str, float], ...] = ()
+    bottom_logits: tuple[tuple[str, float], ...] = ()
+    written = decoder_logits(sae, model, feature)
+    if written is not None:  # e.g. an SAE on hook_z: its decoder does not live in the residual stream
+        top, bottom = written
         top_logits = tuple(zip(token_labels(adapter, top.indices.tolist()), top.values.tolist()))
         bottom_logits = tuple(zip(token_labels(adapter, bottom.indices.tolist()), bottom.values.tolist()))
-    else:  # e.g. an SAE on hook_z: its decoder does not live in the residual stream
-        top_logits = bottom_logits = ()
-    ids, names = _answers(model, acts, answers)
-    metric = metrics.answer_prob(ids.to(acts.batch.tokens.device), positions=acts.batch.last_index)
-    splice = hooks.sae_splice(sae, hooks.ablate_features([feature]), positions=splice_positions(sae))
-    with torch.no_grad():
-        ablated = splice.run(model, acts.batch.tokens, attention_mask=acts.batch.attention_mask)
-    p_clean = metric.per_prompt(acts.logits.to(ablated.device)).double().cpu()
-    p_ablated = metric.per_prompt(ablated).double().cpu()
-    delta = p_ablated - p_clean
+    ids = ablation.extras["answers"]
+    p_clean, p_ablated = ablation.extras["p_clean"], ablation.extras["p_ablated"][column]
     ci = None
-    if delta.numel() >= 2:
-        low, high = bootstrap_mean_ci(delta, seed=seed)
-        ci = (float(low), float(high))
-    return FeatureCard(feature, _sae_hook_name(sae), adapter.model_id, tuple(contexts), tuple(counts.tolist()),
+    if "ci_low" in ablation.extras:
+        ci = (float(ablation.extras["ci_low"][column]), float(ablation.extras["ci_high"][column]))
+    return FeatureCard(feature, acts.hook_name, adapter.model_id, tuple(contexts), tuple(counts.tolist()),
                        tuple(edges.tolist()), int(acts.valid.sum()), int(active.numel()), top_logits, bottom_logits,
-                       tuple(names), p_clean, p_ablated, float(delta.mean()), ci, seed)
+                       tuple(token_labels(adapter, ids.tolist())), p_clean, p_ablated,
+                       float(ablation.values[column]), ci, seed)
 
 
 def _check_options(k: int, window: int, bins: int) -> None:
@@ -218,7 +153,7 @@ def _check_options(k: int, window: int, bins: int) -> None:
 @checked
 def feature_card(sae: Any, model: Any, inputs: Inputs, feature: int, *,
                  answers: Sequence[str] | Tensor | None = None, k: int = 10, window: int = 8, bins: int = 30,
-                 seed: int = 0) -> FeatureCard:
+                 seed: int = 0, memory_mb: float = 1024.0, executor: Executor | None = None) -> FeatureCard:
     """A card for one SAE feature over a prompt set.
 
     Args:
@@ -232,6 +167,8 @@ def feature_card(sae: Any, model: Any, inputs: Inputs, feature: int, *,
         window: tokens of context shown before the top token (two after).
         bins: histogram bins.
         seed: seed of the bootstrap interval (recorded on the card).
+        memory_mb, executor: where and within what budget the ablation runs (as
+            ``ti.ablation.feature_ablation``).
 
     Returns:
         A FeatureCard (displays itself in notebooks; ``Report.card`` adds it to a page).
@@ -243,19 +180,20 @@ def feature_card(sae: Any, model: Any, inputs: Inputs, feature: int, *,
         >>> card.n_tokens  # real tokens after BOS, the positions the SAE reads
         10
     """
-    _check_feature(sae, feature)
+    check_feature(sae, feature)
     _check_options(k, window, bins)
-    return _card(sae, model, _activations(sae, model, inputs), feature, answers, k, window, bins, seed)
+    return _cards(sae, model, inputs, [feature], answers, k, window, bins, seed, memory_mb, executor)[2][0]
 
 
 @checked
 def feature_page(sae: Any, model: Any, inputs: Inputs, *, n: int = 8,
                  answers: Sequence[str] | Tensor | None = None, k: int = 10, title: str | None = None,
-                 seed: int = 0) -> Any:
+                 seed: int = 0, memory_mb: float = 1024.0, executor: Executor | None = None) -> Any:
     """A Report of the ``n`` features with the highest maximum activation over the prompts.
 
     It opens with a circuitsvis ``topk`` view of those features (their top prompts) and then
-    has one card per feature. Arguments as for ``feature_card``.
+    has one card per feature (their ablations are cells of one engine plan). Arguments as
+    for ``feature_card``.
 
     Returns:
         A ``ti.viz.Report`` (``.write(path)`` for an offline page).
@@ -272,16 +210,37 @@ def feature_page(sae: Any, model: Any, inputs: Inputs, *, n: int = 8,
     if n < 1:
         raise OptionError(f"feature_page: n must be >= 1, got {n}")
     _check_options(k, 8, 30)
-    acts = _activations(sae, model, inputs)
-    peaks = acts.features.amax((0, 1))
-    chosen = [int(i) for i in peaks.argsort(descending=True, stable=True)[:n] if float(peaks[i]) > 0]
+    acts, labels, cards = _cards(sae, model, inputs, None, answers, k, 8, 30, seed, memory_mb, executor, n=n)
     report = Report(title or f"Top features of the SAE at {_sae_hook_name(sae)}")
-    report.text(f"{len(chosen)} features with the highest maximum activation over {len(acts.labels)} prompts "
+    report.text(f"{len(cards)} features with the highest maximum activation over {len(acts.batch)} prompts "
                 f"(of d_sae={int(sae.cfg.d_sae)}).")
-    if chosen:
-        rows = [acts.features[i][acts.valid[i]] for i in range(len(acts.labels))]
-        toks = [[t for t, v in zip(acts.labels[i], acts.valid[i]) if v] for i in range(len(acts.labels))]
-        report.view(topk(toks, rows, k=min(k, len(rows)), neurons=chosen, unit_name="feature"))
-    for feature in chosen:
-        report.card(_card(sae, model, acts, feature, answers, k, 8, 30, seed))
+    if cards:
+        rows = [acts.features[i][acts.valid[i]] for i in range(len(labels))]
+        toks = [[t for t, v in zip(labels[i], acts.valid[i]) if v] for i in range(len(labels))]
+        report.view(topk(toks, rows, k=min(k, len(rows)), neurons=[c.feature for c in cards], unit_name="feature"))
+    for card in cards:
+        report.card(card)
     return report
+
+
+def _labels(model: Any, acts: FeatureActivations) -> list[list[str]]:
+    adapter = adapt(model)
+    return [token_labels(adapter, row) for row in acts.batch.tokens.tolist()]
+
+
+def _cards(sae: Any, model: Any, inputs: Inputs, features: list[int] | None, answers: Sequence[str] | Tensor | None,
+           k: int, window: int, bins: int, seed: int, memory_mb: float, executor: Executor | None,
+           n: int = 0) -> tuple[FeatureActivations, list[list[str]], list[FeatureCard]]:
+    """Cards of ``features`` (default: the ``n`` with the highest peak activation), their
+    ablations one engine plan; with the activations and each prompt's token labels."""
+    options = EngineOptions(memory_mb=memory_mb)  # the budget checked before any pass
+    acts = feature_activations(sae, model, inputs)
+    if features is None:
+        peaks = acts.features.amax((0, 1))
+        features = [int(i) for i in peaks.argsort(descending=True, stable=True)[:n] if float(peaks[i]) > 0]
+    ids = prompt_answers(model, answers, len(acts.batch), acts.top_tokens)
+    labels = _labels(model, acts)
+    if not features:
+        return acts, labels, []
+    ablation = _ablation(sae, model, acts.batch, features, ids, seed, 2000, options, executor, progress=False)
+    return acts, labels, [_card(sae, model, acts, labels, f, ablation, i, k, window, bins, seed) for i, f in enumerate(features)]

@@ -10,9 +10,10 @@
   ``cfg.metadata.seqpos_slice``, which skips the attention sink / BOS); also spliced at every
   position. ``ce_loss_recovered`` is ``(zero - spliced) / (zero - clean)``, 1 for a perfect SAE.
 
-Only the layers from the hook's on are recomputed for the edited runs: the clean run caches
-the residual at the hook, and the edited runs start there (``start_at_layer``); the hook
-fires on that input, so this equals a full edited forward pass.
+The edited runs are cells of one engine plan per batch of rows (``engine.executors.Plan``):
+the engine runs the clean batch once, caches the residual at the hook, and starts every edited
+pass there (``mid_stack``), which equals a full edited forward pass. Batches of rows and
+cells per pass follow ``memory_mb`` (the engine's memory model, ``engine.passes``).
 """
 
 from collections.abc import Iterator
@@ -25,18 +26,21 @@ from torch import Tensor
 
 from tl_interp import hooks, metrics
 from tl_interp.compat.sae import sae_hook_name
+from tl_interp.engine.collect import collect
+from tl_interp.engine.executors import Executor, Plan, execute
+from tl_interp.engine.inputs import as_batch, check_tokens
+from tl_interp.engine.passes import floats_per_token
+from tl_interp.engine.run import EngineOptions
 from tl_interp.intervention import Intervention
 from tl_interp.models.saes.specs import SAESpec, splice_positions
+from tl_interp.sites import site
 
 __all__ = ["splice_positions", "site_activations", "reconstruction_stats", "splice_losses", "measure"]
 
-_TOKENS_PER_BATCH = 4096
-_LOGITS_PER_BATCH = 2**28  # 1 GiB of float32 logits: Gemma's 262k vocabulary caps a batch at 1024 tokens
 
-
-def _rows(tokens: Tensor, d_vocab: int = 0) -> int:
-    per_batch = min(_TOKENS_PER_BATCH, _LOGITS_PER_BATCH // d_vocab) if d_vocab else _TOKENS_PER_BATCH
-    return max(1, per_batch // tokens.shape[1])
+def rows_per_pass(model: Any, seq: int, memory_mb: float, *, full_logits: bool) -> int:
+    """Rows of ``seq`` tokens one forward pass holds within ``memory_mb`` (the engine's model)."""
+    return max(1, int(memory_mb * 2**20 // (4 * seq * floats_per_token(model, seq, full_logits))))
 
 
 def _batches(tokens: Tensor, mask: Tensor, batch_size: int) -> Iterator[tuple[Tensor, Tensor]]:
@@ -48,18 +52,18 @@ def _batches(tokens: Tensor, mask: Tensor, batch_size: int) -> Iterator[tuple[Te
 @torch.no_grad()
 def site_activations(
     model: Any, layer: int, tokens: Int[Tensor, "batch pos"], mask: Int[Tensor, "batch pos"], *,
-    first_position: int = 1, batch_size: int | None = None,
+    first_position: int = 1, memory_mb: float = 1024.0,
 ) -> Float[Tensor, "n d_model"]:
     """The residual stream at ``blocks.{layer}.hook_resid_pre`` of the real tokens from ``first_position`` on.
 
-    Runs only the first ``layer`` blocks (``stop_at_layer``); rows must be right-padded.
+    Read with ``ti.collect`` (the forward pass stops at ``layer``); rows must be right-padded.
 
     Args:
         model: a HookedTransformer.
         layer: the block whose input is read.
         tokens, mask: right-padded sequences and their attention mask.
         first_position: skip the positions before it (``SAESpec.first_position``).
-        batch_size: rows per forward pass (default: ~4096 tokens' worth).
+        memory_mb: the budget of one forward pass (rows per pass follow the engine's memory model).
 
     Returns:
         ``(n, d_model)``: the activations where ``mask`` is 1, row by row.
@@ -72,14 +76,13 @@ def site_activations(
         >>> site_activations(model, 2, tokens, mask).shape[0] == int(mask[:, 1:].sum())
         True
     """
-    from tl_interp.engine.inputs import check_tokens
-
     check_tokens(model, tokens, "site_activations")  # the one token check (a negative id reads W_E[-1])
-    out = []
-    for t, m in _batches(tokens, mask, batch_size or _rows(tokens)):
-        resid = model(t, stop_at_layer=layer)
-        out.append(resid[:, first_position:][m[:, first_position:].bool()].float())
-    return torch.cat(out)
+    reads = mask.bool().clone()
+    reads[:, :first_position] = False
+    name = site("resid_pre", layer)
+    states = collect(model, tokens, name, positions=reads, attention_mask=mask, progress=False,
+                     batch_size=rows_per_pass(model, tokens.shape[1], memory_mb, full_logits=False))
+    return states[name][states.mask]
 
 
 @jaxtyped(typechecker=beartype)
@@ -120,12 +123,13 @@ def reconstruction_stats(sae: Any, acts: Float[Tensor, "n d_in"], *, batch_size:
     }
 
 
-def _per_prompt_loss(kind: Literal["next_token", "answer"], logits: Tensor, tokens: Tensor, mask: Tensor) -> Tensor:
+def _loss_metric(kind: Literal["next_token", "answer"], tokens: Tensor, mask: Tensor) -> tuple[float, Any]:
+    """The per-prompt loss as ``sign * metric``: mean next-token loss over real tokens, or the
+    negative log-probability of the last real token, predicted one position before it."""
     if kind == "next_token":
-        return metrics.loss(tokens, mask).per_prompt(logits)
-    last = mask.sum(-1) - 1  # the answer is the last real token, predicted one position before
-    answers = tokens[torch.arange(tokens.shape[0]), last]
-    return -metrics.answer_logprob(answers, positions=last - 1).per_prompt(logits)
+        return 1.0, metrics.loss(tokens, mask)
+    last = mask.sum(-1) - 1
+    return -1.0, metrics.answer_logprob(tokens[torch.arange(tokens.shape[0]), last], positions=last - 1)
 
 
 @jaxtyped(typechecker=beartype)
@@ -138,7 +142,8 @@ def splice_losses(
     *,
     loss: Literal["next_token", "answer"] = "next_token",
     positions: slice | None = None,
-    batch_size: int | None = None,
+    memory_mb: float = 1024.0,
+    executor: Executor | None = None,
 ) -> dict[str, Any]:
     """CE loss clean, with the SAE spliced in (error dropped), and with the site zero-ablated.
 
@@ -148,8 +153,9 @@ def splice_losses(
         tokens, mask: right-padded held-out sequences.
         loss: ``"next_token"`` (mean over real tokens) or ``"answer"`` (the last real token).
         positions: where to splice and ablate (default ``splice_positions(sae)``).
-        batch_size: rows per forward pass (default: ~4096 tokens' worth, fewer for a large
-            vocabulary so the logits stay under 1 GiB).
+        memory_mb: the budget of one forward pass: rows per engine plan (one edited run of
+            them per pass) and cells per pass follow the engine's memory model.
+        executor: where each batch's edited runs go (default: this process; ``ti.distributed``).
 
     Returns:
         ``{"clean", "spliced", "spliced_all_positions", "zero_ablated"}`` mean losses (nats)
@@ -165,25 +171,27 @@ def splice_losses(
         >>> out["clean"] <= out["spliced"] < out["zero_ablated"]
         True
     """
-    from tl_interp.engine.inputs import check_tokens
-
     check_tokens(model, tokens, "splice_losses")  # the one token check, before any forward pass
     hook = sae_hook_name(sae)
-    layer = int(hook.split(".")[1])
     positions = splice_positions(sae) if positions is None else positions
     runs: dict[str, Intervention] = {
         "spliced": hooks.sae_splice(sae, keep_error=False, positions=positions),
         "spliced_all_positions": hooks.sae_splice(sae, keep_error=False),
         "zero_ablated": hooks.zero_ablate(hook, positions=positions),
     }
+    options = EngineOptions(memory_mb=memory_mb)
+    for iv in runs.values():
+        iv.validate(model)
     sums = dict.fromkeys(["clean", *runs], 0.0)
-    for t, m in _batches(tokens, mask, batch_size or _rows(tokens, model.cfg.d_vocab)):
-        capture = hooks.cache(hook)
-        sums["clean"] += float(_per_prompt_loss(loss, capture.run(model, t), t, m).sum())
-        resid = capture[hook]
-        for key, iv in runs.items():
-            logits = iv.run(model, resid, start_at_layer=layer)
-            sums[key] += float(_per_prompt_loss(loss, logits, t, m).sum())
+    for t, m in _batches(tokens, mask, rows_per_pass(model, tokens.shape[1], memory_mb, full_logits=True)):
+        sign, metric = _loss_metric(loss, t, m)
+        plan = Plan(model, as_batch(model, t, attention_mask=m), metric, tuple(runs.values()),
+                    tuple((key,) for key in runs), (hook,), options, label="SAE splice losses",
+                    signature={"study": "sae_splice_losses", "hook": hook, "loss": loss, "positions": str(positions)})
+        outcome = execute(plan, executor, progress=False)
+        sums["clean"] += sign * float(outcome.base.sum())
+        for k, key in enumerate(runs):
+            sums[key] += sign * float(outcome.values[k].sum())
     out: dict[str, Any] = {key: value / tokens.shape[0] for key, value in sums.items()}
     out["ce_loss_increase"] = out["spliced"] - out["clean"]
     out["ce_loss_increase_all_positions"] = out["spliced_all_positions"] - out["clean"]
@@ -197,7 +205,8 @@ def _sig(x: float, digits: int = 5) -> float:
 
 
 @beartype
-def measure(sae: Any, model: Any, spec: SAESpec, tokens: Tensor, mask: Tensor) -> dict[str, Any]:
+def measure(sae: Any, model: Any, spec: SAESpec, tokens: Tensor, mask: Tensor, *, memory_mb: float = 1024.0,
+            executor: Executor | None = None) -> dict[str, Any]:
     """Every card figure of ``sae`` on the held-out ``tokens`` (see the module docstring).
 
     Args:
@@ -205,6 +214,7 @@ def measure(sae: Any, model: Any, spec: SAESpec, tokens: Tensor, mask: Tensor) -
         model: its model.
         spec: its spec (layer and loss kind).
         tokens, mask: held-out sequences (``heldout_data``).
+        memory_mb, executor: as ``splice_losses``.
 
     Returns:
         The figures, rounded to 5 significant digits, with ``n_sequences`` and ``n_tokens``.
@@ -220,8 +230,9 @@ def measure(sae: Any, model: Any, spec: SAESpec, tokens: Tensor, mask: Tensor) -
         True
     """
     stats = reconstruction_stats(sae, site_activations(model, spec.layer, tokens, mask,
-                                                       first_position=spec.first_position))
-    losses = splice_losses(sae, model, tokens, mask, loss=spec.loss, positions=spec.positions)
+                                                       first_position=spec.first_position, memory_mb=memory_mb))
+    losses = splice_losses(sae, model, tokens, mask, loss=spec.loss, positions=spec.positions, memory_mb=memory_mb,
+                           executor=executor)
     out: dict[str, Any] = {"n_sequences": int(tokens.shape[0])}
     out.update({k: (v if isinstance(v, int) else _sig(v)) for k, v in stats.items()})
     out.update({f"loss_{k}" if k in ("clean", "spliced", "spliced_all_positions", "zero_ablated") else k: _sig(v)
