@@ -24,7 +24,7 @@ from tl_interp.models.saes import (
     splice_positions,
 )
 from tl_interp.models.saes.corpus import heldout_data
-from tl_interp.models.saes.evaluate import measure, splice_losses
+from tl_interp.ablation.saes import measure, splice_losses
 from tl_interp.training.cli import main as train_main
 
 ORDINAL = "ordinal-4l-res-l2"

@@ -92,7 +92,7 @@ def test_good_ids_and_residual_inputs_still_run() -> None:
                                             (89, r"token id 89 at row 0, position 1 .*\(d_vocab=89\); give ids in 0..88")])
 def test_sae_evaluation_refuses_ids_outside_the_vocabulary_before_any_forward_pass(token: int, message: str) -> None:
     # a sibling: the SAE card figures run the model on held-out token tensors directly
-    from tl_interp.models.saes.evaluate import site_activations, splice_losses
+    from tl_interp.ablation.saes import site_activations, splice_losses
 
     model, sae = ti.models.load("ordinal-4l"), ti.models.load_sae("ordinal-4l-res-l2")
     tokens, mask = torch.tensor([[1, token, 5]]), torch.ones(1, 3, dtype=torch.long)

@@ -18,7 +18,7 @@ Steps:
    on CPU) and reads datasets through the ``datasets`` hub machinery;
 3. the trained SAE is saved with ``save_inference_model`` (as sae-lens's runner does),
    reloaded with ``SAE.load_from_disk``, and measured on held-out text
-   (``tl_interp.models.saes.evaluate``).
+   (``tl_interp.ablation.saes``).
 
 Nothing touches the network: the model loads offline, the data are built in-process.
 The same name, steps, seed and thread count give bit-identical weights.
@@ -41,7 +41,7 @@ from tl_interp._io import check_target, manifest, sha256_file, write_checked_jso
 from tl_interp.compat.sae import sae_metadata, trainer_config
 from tl_interp.models.saes import SAES_DIR, corpus
 from tl_interp.models.saes.corpus import heldout_data, shuffled_batches, train_data
-from tl_interp.models.saes.evaluate import measure, site_activations
+from tl_interp.ablation.saes import measure, site_activations
 from tl_interp.models.saes.specs import SPECS, SAESpec
 from tl_interp.training.common import provenance, sig
 
