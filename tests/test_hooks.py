@@ -126,10 +126,14 @@ def test_add_scaled_vector_at_last_position(case: Case) -> None:
     run_both(case, hooks.add(case.resid, vector, scale=3.0, positions=-1), case.resid, manual)
 
 
-def test_add_with_scale_zero_changes_nothing(case: Case) -> None:
+def test_add_with_scale_zero_changes_nothing_and_a_small_scale_adds_exactly_its_share(case: Case) -> None:
     width = hooks.cache(case.resid).collect(case.model, case.inputs)[case.resid].shape[-1]
-    out = hooks.add(case.resid, torch.randn(width), scale=0.0).run(case.model, case.inputs)
+    vector = torch.randn(width)
+    out = hooks.add(case.resid, vector, scale=0.0).run(case.model, case.inputs)
     assert torch.equal(out, case.model(case.inputs))
+    # the same hook at scale 1/64 is not a no-op: it adds exactly vector / 64 (a power of two: exact),
+    # so the bit-identical output above is the zero scale's doing, not a hook that never edits
+    run_both(case, hooks.add(case.resid, vector, scale=1 / 64), case.resid, lambda a: a + vector / 64)
 
 
 def test_scale_heads(tcase: Case) -> None:

@@ -183,10 +183,21 @@ def test_generation_under_steering(model: Any, pairs: tuple) -> None:
 # -- SAE space ---------------------------------------------------------------------------
 
 
-def test_zero_sae_space_vector_changes_nothing(model: Any, sae: Any) -> None:
-    zero = SteeringVector(torch.zeros(sae.cfg.d_sae), sae.cfg.metadata.hook_name, space="sae", sae=sae)
+def test_zero_sae_space_vector_changes_nothing_and_one_feature_adds_its_decoder_row(model: Any, sae: Any) -> None:
+    hook_name = sae.cfg.metadata.hook_name
+    zero = SteeringVector(torch.zeros(sae.cfg.d_sae), hook_name, space="sae", sae=sae)
     tokens = model.to_tokens(["one , two ,", "after may comes"])
     assert torch.equal(zero.intervention(5.0).run(model, tokens), model(tokens))
+    # not a splice that never edits: with the error term kept, feature k at scale s adds s x the
+    # decoder's row k (reference: a hand-written TransformerLens hook; prompts of one length, no padding)
+    tokens = model.to_tokens(["one , two ,", "march , april ,"])
+    one = torch.zeros(sae.cfg.d_sae)
+    one[17] = 1.0
+    steered = SteeringVector(one, hook_name, space="sae", sae=sae).intervention(5.0).run(model, tokens)
+    row = sae.W_dec[17].detach()
+    expected = model.run_with_hooks(tokens, fwd_hooks=[(hook_name, lambda act, hook: act + 5.0 * row)])
+    assert_close(steered, expected, atol=1e-4, rtol=0)
+    assert not torch.allclose(steered, model(tokens), atol=1e-2)
 
 
 def test_sae_space_vector_equals_its_decoded_residual_vector(model: Any, sae: Any, pairs: tuple) -> None:
