@@ -2,6 +2,7 @@
 
 import functools
 
+import numpy as np
 import pytest
 import scipy.linalg
 import scipy.stats
@@ -109,12 +110,26 @@ def test_layers_are_analysed_one_by_one_with_the_same_permutations() -> None:
     score = gaussian(12, seed=7)
     every = geometry.paired(A, B, score=score, n_permutations=99, seed=3, progress=False)
     assert every.rotation_residual.shape == (3,) and every.cosine.shape == (3, 12)
+    perms = ti.stats.permutation_indices(12, 99, seed=3)  # the seed's re-pairings (public)
     for layer in range(3):
-        one = geometry.paired(A[layer], B[layer], score=score, n_permutations=99, seed=3, progress=False)
-        assert isinstance(one.rotation_residual, float)
-        assert one.rotation_residual == pytest.approx(float(every.rotation_residual[layer]))
-        assert one.p_value("shift") == pytest.approx(float(every.p_value("shift")[layer]))
-        assert one.correlation("pearson") == pytest.approx(float(every.correlation("pearson")[layer]))
+        a, b = A[layer].numpy(), B[layer].numpy()
+        # references by hand, layer by layer: scipy's rotation, the shift residual on every
+        # re-pairing and its p-value (1 + #{null <= observed}) / (B + 1), scipy's Pearson r
+        R, _ = scipy.linalg.orthogonal_procrustes(a, b)
+        bc = b - b.mean(0)
+        assert float(every.rotation_residual[layer]) == pytest.approx(np.linalg.norm(b - a @ R) / np.linalg.norm(bc))
+
+        def shift(b_paired: np.ndarray) -> float:
+            d = b_paired - a
+            return np.linalg.norm(d - d.mean(0)) / np.linalg.norm(bc)
+
+        null = np.array([shift(b[p]) for p in perms.numpy()])
+        assert float(every.p_value("shift")[layer]) == pytest.approx((1 + np.sum(null <= shift(b))) / 100)
+        cos = (a * b).sum(1) / (np.linalg.norm(a, axis=1) * np.linalg.norm(b, axis=1))
+        pearson = scipy.stats.pearsonr(cos, score.numpy()).statistic
+        assert float(every.correlation("pearson")[layer]) == pytest.approx(pearson)
+    one = geometry.paired(A[1], B[1], score=score, n_permutations=99, seed=3, progress=False)
+    assert isinstance(one.rotation_residual, float) and one.p_value("shift") == float(every.p_value("shift")[1])
     low, high = every.cosine_interval
     assert bool((low <= every.mean_cosine).all() and (every.mean_cosine <= high).all())
     assert every.provenance.seed == 3
