@@ -8,6 +8,8 @@ from torch.testing import assert_close
 
 import tl_interp as ti
 from tests.conftest import gpt2_style, llama_style
+from tests.reliability import no_forward, tiny
+from tl_interp.errors import InputError, OptionError
 
 
 def pair(seed: int = 0) -> tuple[torch.Tensor, torch.Tensor, Any]:
@@ -97,3 +99,24 @@ def test_attribution_cells_sum_the_gradient_formula_over_each_layout(site: str, 
         contrib = (clean_cache[name] - corrupted_cache[name]) * grads[name]
         assert_close(est.values[layer], (base.detach() + contrib.sum(LAYOUT_SUMS[(site, over)])).float(),
                      rtol=1e-4, atol=1e-5)
+
+
+# == moved from tests/test_reliability_studies.py (issue 10's probes, now beside the module they test) ==
+G = torch.Generator().manual_seed(0)
+CLEAN = torch.randint(1, 61, (2, 6), generator=G)
+CORRUPTED = CLEAN.clone()
+CORRUPTED[:, 2] = torch.randint(1, 61, (2,), generator=G)
+METRIC = ti.metrics.logit_diff(torch.tensor([3, 7]), torch.tensor([5, 9]), positions=-1)  # unpadded
+
+
+@pytest.mark.parametrize("kwargs, error, message", [
+    ({"metric": ti.metrics.accuracy(3)}, InputError, "needs a metric autograd can differentiate"),  # unclear error
+    ({"method": "ig", "steps": 0}, OptionError, "steps must be at least 1, got 0"),  # own probe
+    ({"method": "grad"}, OptionError, "method must be one of 'atp', 'ig'"),  # own probe
+])
+def test_attribution_refuses_what_it_cannot_compute_before_any_forward_pass(kwargs: dict[str, Any], error: type,
+                                                                             message: str) -> None:
+    model = tiny()
+    metric = kwargs.pop("metric", METRIC)
+    with no_forward(model), pytest.raises(error, match=message):
+        ti.patching.attribution(model, CLEAN, CORRUPTED, metric, progress=False, **kwargs)
