@@ -1,7 +1,5 @@
 """Ablation scans: exact against one-at-a-time hook runs, and they find the known mechanism."""
 
-import contextlib
-from collections.abc import Iterator
 from typing import Any
 
 import numpy as np
@@ -13,6 +11,7 @@ from torch.testing import assert_close
 import tl_interp as ti
 from tests.conftest import gpt2_style, llama_style, no_hooks_attached
 from tests.reliability import no_forward, tiny, tl_run
+from tests.token_pair import CLEAN, METRIC, halve_last, user_hook
 from tl_interp import hooks, site
 from tl_interp.errors import InputError, OptionError, ShapeError
 from tl_interp.hooks._ablate import resample_draws
@@ -222,20 +221,7 @@ def test_a_per_prompt_metric_needs_two_prompts_and_ranking_checks_k() -> None:
     assert len(res.ranking()) == res.values.numel() and len(res.ranking(3)) == 3
 
 
-# == moved from tests/test_reliability_studies.py (issue 10's probes, now beside the module they test) ==
-G = torch.Generator().manual_seed(0)
-CLEAN = torch.randint(1, 61, (2, 6), generator=G)
-METRIC = ti.metrics.logit_diff(torch.tensor([3, 7]), torch.tensor([5, 9]), positions=-1)  # unpadded
-
-
-@contextlib.contextmanager
-def user_hook(model: Any, name: str, fn: Any) -> Iterator[None]:
-    """A user's own (permanent) TransformerLens hook, removed afterwards."""
-    model.add_hook(name, fn, is_permanent=True)
-    try:
-        yield
-    finally:
-        model.reset_hooks(including_permanent=True)
+# -- issue 10's reliability probes (formerly tests/test_reliability_studies.py), beside the module they test --
 
 
 # -- issue item 4: resample ablation never draws a prompt's own activations -----------------
@@ -276,16 +262,12 @@ def test_a_reference_that_cannot_exclude_self_is_refused() -> None:
 
 
 # -- issue item 6: fast paths and the user's hooks on the head and final block ---------------
-def _halve_last(a: torch.Tensor, hook: Any) -> torch.Tensor:
-    out = a.clone()
-    out[:, -1] = out[:, -1] * 0.5  # positional: only the last position
-    return out
 
 
 def test_a_users_hook_on_ln_final_is_honoured_by_scans() -> None:
     # probe 6 for scans: compared with TL hooks cell by cell
     model = tiny()
-    with user_hook(model, "ln_final.hook_normalized", _halve_last):
+    with user_hook(model, "ln_final.hook_normalized", halve_last):
         scan = ti.ablation.scan(model, CLEAN, METRIC, site="z", n_boot=10, progress=False)
         base = METRIC(model(CLEAN))
         for layer, head in ((0, 1), (1, 3)):

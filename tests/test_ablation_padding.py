@@ -1,20 +1,14 @@
 """Ablation scans of padded batches equal the mean of their prompts' own scans."""
 
-from typing import Any
-
 import torch
 from torch.testing import assert_close
 
 import tl_interp as ti
+from tests.prompt_pair import CLEAN, ids
 from tests.reliability import ordinal
 
 
-# -- from tests/test_reliability_inputs.py (issue 10's probes) --
-CLEAN = ["one , two ,", "january , february , march ,"]  # 5 and 7 tokens with BOS: right-padded
-
-
-def ids(model: Any, words: list[str]) -> torch.Tensor:
-    return torch.tensor([model.to_single_token(w) for w in words])
+# -- issue 10's reliability probes (formerly tests/test_reliability_inputs.py) --
 
 
 def test_a_padded_scan_equals_the_mean_of_per_prompt_scans() -> None:

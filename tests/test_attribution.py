@@ -9,6 +9,7 @@ from torch.testing import assert_close
 import tl_interp as ti
 from tests.conftest import gpt2_style, llama_style
 from tests.reliability import no_forward, tiny
+from tests.token_pair import CLEAN, CORRUPTED, METRIC
 from tl_interp.errors import InputError, OptionError
 
 
@@ -101,12 +102,7 @@ def test_attribution_cells_sum_the_gradient_formula_over_each_layout(site: str, 
                      rtol=1e-4, atol=1e-5)
 
 
-# == moved from tests/test_reliability_studies.py (issue 10's probes, now beside the module they test) ==
-G = torch.Generator().manual_seed(0)
-CLEAN = torch.randint(1, 61, (2, 6), generator=G)
-CORRUPTED = CLEAN.clone()
-CORRUPTED[:, 2] = torch.randint(1, 61, (2,), generator=G)
-METRIC = ti.metrics.logit_diff(torch.tensor([3, 7]), torch.tensor([5, 9]), positions=-1)  # unpadded
+# -- issue 10's reliability probes (formerly tests/test_reliability_studies.py), beside the module they test --
 
 
 @pytest.mark.parametrize("kwargs, error, message", [

@@ -31,7 +31,7 @@ def test_unknown_model_is_a_clear_error() -> None:
         main(["inspect", "no-such-model"])
 
 
-# == moved from tests/test_reliability_writes.py (issue 10's probes, now beside the module they test) ==
+# -- issue 10's reliability probes (formerly tests/test_reliability_writes.py), beside the module they test --
 def a_result() -> Result:
     return Result(values=torch.arange(6.0).reshape(2, 3), axes=("layer", "pos"), metric="logit_diff",
                   provenance=Provenance.make("test"))

@@ -8,7 +8,7 @@ from tests.reliability import no_forward, tiny
 from tl_interp.errors import OptionError
 
 
-# -- from tests/test_reliability_inputs.py (issue 10's probes) --
+# -- issue 10's reliability probes (formerly tests/test_reliability_inputs.py) --
 TOKENS = torch.randint(1, 61, (2, 5), generator=torch.Generator().manual_seed(0))
 
 

@@ -120,7 +120,7 @@ def test_angle_inputs_read_every_layer_with_padding_as_if_each_sentence_ran_alon
         geometry.angle_inputs(model, ["the cat", "no such word"], token, progress=False)
 
 
-# == moved from tests/test_reliability_statistics.py (issue 10's probes, now beside the module they test) ==
+# -- issue 10's reliability probes (formerly tests/test_reliability_statistics.py), beside the module they test --
 def gaussian(*shape: int, seed: int = 0) -> torch.Tensor:
     return torch.randn(*shape, generator=torch.Generator().manual_seed(seed), dtype=torch.float64)
 

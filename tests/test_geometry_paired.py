@@ -164,7 +164,7 @@ def test_bad_pairs_fail_first_with_a_clear_message() -> None:
         geometry.pearson(torch.ones(5), torch.arange(5.0))
 
 
-# == moved from tests/test_reliability_statistics.py (issue 10's probes, now beside the module they test) ==
+# -- issue 10's reliability probes (formerly tests/test_reliability_statistics.py), beside the module they test --
 def test_paired_geometry_at_1e200_equals_paired_at_unit_scale() -> None:
     a, b = gaussian(12, 4, seed=7), gaussian(12, 4, seed=8)
     ref = geometry.paired(a, b, n_permutations=99, n_boot=50, progress=False)

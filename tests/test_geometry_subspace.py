@@ -104,7 +104,7 @@ def test_subspace_ablation_binds_a_tl_interp_metric_to_its_padded_batch():
     assert abs(float(table.baseline) - float(expected)) < 1e-6
 
 
-# == moved from tests/test_reliability_statistics.py (issue 10's probes, now beside the module they test) ==
+# -- issue 10's reliability probes (formerly tests/test_reliability_statistics.py), beside the module they test --
 X, Y = gaussian(12, 4, seed=1), gaussian(12, 3, seed=2)
 
 

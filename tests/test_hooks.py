@@ -198,7 +198,7 @@ def test_orthonormal_basis_keeps_the_span_of_dependent_directions() -> None:
     assert_close(q @ q.T, torch.eye(2, dtype=q.dtype))
 
 
-# == moved from tests/test_reliability_hooks.py (issue 10's probes, now beside the module they test) ==
+# -- issue 10's reliability probes (formerly tests/test_reliability_hooks.py), beside the module they test --
 TOKENS = torch.randint(1, 61, (2, 5), generator=torch.Generator().manual_seed(0))
 _BRIDGE: list[Any] = []
 
@@ -342,7 +342,7 @@ def test_hook_docstrings_name_only_functions_that_exist() -> None:
     assert not missing, missing
 
 
-# == moved from tests/test_reliability_studies.py (issue 10's probes, now beside the module they test) ==
+# -- issue 10's reliability probes (formerly tests/test_reliability_studies.py), beside the module they test --
 def test_a_separate_reference_set_is_drawn_from_uniformly_with_the_seed() -> None:
     # probe 4, correct behaviour: a reference of another size may give any of its rows. Checked as
     # properties of what the model sees, not against a copy of the implementation's RNG call:

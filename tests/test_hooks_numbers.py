@@ -12,7 +12,7 @@ from tl_interp import hooks, site
 from tl_interp.errors import InputError
 
 
-# -- from tests/test_reliability_hooks.py (issue 10's probes) --
+# -- issue 10's reliability probes (formerly tests/test_reliability_hooks.py) --
 TOKENS = torch.randint(1, 61, (2, 5), generator=torch.Generator().manual_seed(0))
 
 

@@ -14,7 +14,7 @@ from tl_interp.errors import SelectionError, TypeCheckError, UnsupportedError
 from tl_interp.positions import From, first
 
 
-# -- from tests/test_reliability_selections.py (issue 10's probes) --
+# -- issue 10's reliability probes (formerly tests/test_reliability_selections.py) --
 TOKENS = torch.randint(1, 61, (2, 5), generator=torch.Generator().manual_seed(0))
 
 

@@ -211,7 +211,7 @@ def test_selection_values_are_validated_when_built() -> None:
         hooks.zero_ablate(site("z", 0), heads=True)
 
 
-# == moved from tests/test_reliability_hooks.py (issue 10's probes, now beside the module they test) ==
+# -- issue 10's reliability probes (formerly tests/test_reliability_hooks.py), beside the module they test --
 TOKENS = torch.randint(1, 61, (2, 5), generator=torch.Generator().manual_seed(0))
 
 

@@ -15,7 +15,7 @@ from tl_interp.errors import HookNameError, InputError, SelectionError, ShapeErr
 from tl_interp.positions import From
 
 
-# -- from tests/test_reliability_generation.py (issue 10's probes) --
+# -- issue 10's reliability probes (formerly tests/test_reliability_generation.py) --
 SITE, READ = site("resid_pre", 2), site("resid_post", 3)
 V = torch.randn(128, generator=torch.Generator().manual_seed(5)) * 4
 PROMPT_LEN, NEW = 5, 4  # "one , two ," with BOS

@@ -11,7 +11,7 @@ from tests.reliability import at_positions, ordinal, tiny, tl_run
 from tl_interp import hooks, site
 
 
-# -- from tests/test_reliability_threads.py (issue 10's probes) --
+# -- issue 10's reliability probes (formerly tests/test_reliability_threads.py) --
 TOKENS = torch.randint(1, 61, (2, 5), generator=torch.Generator().manual_seed(0))
 
 

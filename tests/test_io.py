@@ -200,7 +200,7 @@ def test_the_stale_sweep_removes_only_the_targets_own_temporaries(tmp_path: Path
     assert len(list(tmp_path.iterdir())) == 52  # 50 others, g.txt's temporary, f.txt
 
 
-# == moved from tests/test_reliability_writes.py (issue 10's probes, now beside the module they test) ==
+# -- issue 10's reliability probes (formerly tests/test_reliability_writes.py), beside the module they test --
 def a_result() -> Result:
     return Result(values=torch.arange(6.0).reshape(2, 3), axes=("layer", "pos"), metric="logit_diff",
                   provenance=Provenance.make("test"))

@@ -248,7 +248,7 @@ def test_only_tl_interp_modules_are_imported_to_restore_a_kind(tmp_path: Path) -
         Result.load(tmp_path / "evil.safetensors")
 
 
-# == moved from tests/test_reliability_files.py (issue 10's probes, now beside the module they test) ==
+# -- issue 10's reliability probes (formerly tests/test_reliability_files.py), beside the module they test --
 def flip_data_byte(path: Path) -> None:
     """Change one byte of a safetensors file's tensor data (its size stays the same)."""
     raw = bytearray(path.read_bytes())

@@ -7,23 +7,13 @@ import torch
 from torch.testing import assert_close
 
 import tl_interp as ti
+from tests.prompt_pair import CLEAN, CORRUPTED, ids, ordinal_metric
 from tests.reliability import no_forward, ordinal, tiny
 from tl_interp.errors import InputError, SelectionError
 
 
-# -- from tests/test_reliability_inputs.py (issue 10's probes) --
+# -- issue 10's reliability probes (formerly tests/test_reliability_inputs.py) --
 TOKENS = torch.randint(1, 61, (2, 5), generator=torch.Generator().manual_seed(0))
-CLEAN = ["one , two ,", "january , february , march ,"]  # 5 and 7 tokens with BOS: right-padded
-CORRUPTED = ["two , one ,", "february , january , april ,"]  # the same lengths, row by row
-
-
-def ids(model: Any, words: list[str]) -> torch.Tensor:
-    return torch.tensor([model.to_single_token(w) for w in words])
-
-
-def ordinal_metric(rows: slice = slice(None)) -> Any:
-    model = ordinal()
-    return ti.metrics.logit_diff(ids(model, ["three", "april"])[rows], ids(model, ["four", "may"])[rows])
 
 
 def test_metrics_read_each_prompts_last_real_token_by_default() -> None:

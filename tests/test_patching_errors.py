@@ -7,16 +7,12 @@ import torch
 
 import tl_interp as ti
 from tests.reliability import no_forward, tiny
+from tests.token_pair import CLEAN, CORRUPTED, METRIC
 from tl_interp.errors import OptionError, ShapeError
 from tl_interp.models import Tokenized
 
 
-# -- from tests/test_reliability_studies.py (issue 10's probes) --
-G = torch.Generator().manual_seed(0)
-CLEAN = torch.randint(1, 61, (2, 6), generator=G)
-CORRUPTED = CLEAN.clone()
-CORRUPTED[:, 2] = torch.randint(1, 61, (2,), generator=G)
-METRIC = ti.metrics.logit_diff(torch.tensor([3, 7]), torch.tensor([5, 9]), positions=-1)  # unpadded
+# -- issue 10's reliability probes (formerly tests/test_reliability_studies.py) --
 
 
 @pytest.mark.parametrize("kwargs, error, message", [

@@ -1,8 +1,6 @@
 """Patching sweeps on their fast paths equal TransformerLens's patching, with a user's own hooks on
 the model, inside an applied intervention, noising, and in low precision."""
 
-import contextlib
-from collections.abc import Iterator
 from typing import Any
 
 import pytest
@@ -13,44 +11,20 @@ from transformer_lens import patching as tlp
 import tl_interp as ti
 from tests.conftest import no_hooks_attached
 from tests.reliability import tiny
+from tests.token_pair import CLEAN, CORRUPTED, METRIC, halve_last, tl_sweep, user_hook
 from tl_interp import hooks, site
 
 
-# -- from tests/test_reliability_studies.py (issue 10's probes) --
-G = torch.Generator().manual_seed(0)
-CLEAN = torch.randint(1, 61, (2, 6), generator=G)
-CORRUPTED = CLEAN.clone()
-CORRUPTED[:, 2] = torch.randint(1, 61, (2,), generator=G)
-METRIC = ti.metrics.logit_diff(torch.tensor([3, 7]), torch.tensor([5, 9]), positions=-1)  # unpadded
-
-
-@contextlib.contextmanager
-def user_hook(model: Any, name: str, fn: Any) -> Iterator[None]:
-    """A user's own (permanent) TransformerLens hook, removed afterwards."""
-    model.add_hook(name, fn, is_permanent=True)
-    try:
-        yield
-    finally:
-        model.reset_hooks(including_permanent=True)
-
-
-def tl_sweep(model: Any) -> torch.Tensor:
-    """TransformerLens's residual-stream patching sweep of CLEAN into CORRUPTED (hooks on the model stay)."""
-    _, clean_cache = model.run_with_cache(CLEAN)
-    return tlp.get_act_patch_resid_pre(model, CORRUPTED, clean_cache, METRIC)
+# -- issue 10's reliability probes (formerly tests/test_reliability_studies.py) --
 
 
 # -- issue item 6: fast paths and the user's hooks on the head and final block ---------------
-def _halve_last(a: torch.Tensor, hook: Any) -> torch.Tensor:
-    out = a.clone()
-    out[:, -1] = out[:, -1] * 0.5  # positional: only the last position
-    return out
 
 
 def test_a_users_positional_hook_on_ln_final_is_honoured_by_sweeps() -> None:
     # probe 6: "a user's positional hook there gives wrong values (or an IndexError) in sweeps"
     model = tiny()
-    with user_hook(model, "ln_final.hook_normalized", _halve_last):
+    with user_hook(model, "ln_final.hook_normalized", halve_last):
         expected = tl_sweep(model)
         got = ti.patching.sweep(model, CLEAN, CORRUPTED, METRIC, progress=False)
         assert "off" in got.provenance.settings["engine"]["read_only"]
@@ -78,7 +52,7 @@ def test_a_users_hook_on_unembed_is_honoured_by_sweeps() -> None:
 def test_a_users_positional_hook_in_the_final_block_is_honoured() -> None:
     # probe 6 for the split-final-block path
     model = tiny()
-    with user_hook(model, "blocks.1.hook_resid_mid", _halve_last):
+    with user_hook(model, "blocks.1.hook_resid_mid", halve_last):
         expected = tl_sweep(model)
         got = ti.patching.sweep(model, CLEAN, CORRUPTED, METRIC, progress=False)
     assert_close(got.values, expected, rtol=1e-5, atol=1e-5)

@@ -1,26 +1,14 @@
 """A padded patching sweep equals the mean of its prompts' own sweeps."""
 
-from typing import Any
-
 import torch
 from torch.testing import assert_close
 
 import tl_interp as ti
+from tests.prompt_pair import CLEAN, CORRUPTED, ordinal_metric
 from tests.reliability import ordinal
 
 
-# -- from tests/test_reliability_inputs.py (issue 10's probes) --
-CLEAN = ["one , two ,", "january , february , march ,"]  # 5 and 7 tokens with BOS: right-padded
-CORRUPTED = ["two , one ,", "february , january , april ,"]  # the same lengths, row by row
-
-
-def ids(model: Any, words: list[str]) -> torch.Tensor:
-    return torch.tensor([model.to_single_token(w) for w in words])
-
-
-def ordinal_metric(rows: slice = slice(None)) -> Any:
-    model = ordinal()
-    return ti.metrics.logit_diff(ids(model, ["three", "april"])[rows], ids(model, ["four", "may"])[rows])
+# -- issue 10's reliability probes (formerly tests/test_reliability_inputs.py) --
 
 
 # -- issue item 2: padded prompts and metrics reading position -1 ----------------------------

@@ -8,16 +8,14 @@ from torch.testing import assert_close
 
 import tl_interp as ti
 from tests.reliability import tiny
+from tests.token_pair import CLEAN, METRIC
 from tl_interp.ablation import AblationResult
 from tl_interp.errors import OptionError, UnsupportedError
 from tl_interp.patching import PatchingResult
 from tl_interp.results import Provenance, Result
 
 
-# -- from tests/test_reliability_studies.py (issue 10's probes) --
-G = torch.Generator().manual_seed(0)
-CLEAN = torch.randint(1, 61, (2, 6), generator=G)
-METRIC = ti.metrics.logit_diff(torch.tensor([3, 7]), torch.tensor([5, 9]), positions=-1)  # unpadded
+# -- issue 10's reliability probes (formerly tests/test_reliability_studies.py) --
 
 
 def test_equal_clean_and_corrupted_runs_have_no_normalized_view() -> None:

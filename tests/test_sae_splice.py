@@ -126,7 +126,7 @@ def test_an_sae_of_the_wrong_width_fails_before_running(model: Any, tokens: torc
     assert no_hooks_attached(model)
 
 
-# == moved from tests/test_reliability_steering.py (issue 10's probes, now beside the module they test) ==
+# -- issue 10's reliability probes (formerly tests/test_reliability_steering.py), beside the module they test --
 SITE = site("resid_pre", 2)
 PROMPTS = ["one , two ,", "january , february , march ,"]
 

@@ -13,7 +13,7 @@ from tl_interp import geometry, similarity as sim, stats, weights
 from tl_interp.errors import InputError, OptionError, SelectionError, ShapeError, TlInterpWarning
 
 
-# -- from tests/test_reliability_statistics.py (issue 10's probes) --
+# -- issue 10's reliability probes (formerly tests/test_reliability_statistics.py) --
 def gaussian(*shape: int, seed: int = 0) -> torch.Tensor:
     return torch.randn(*shape, generator=torch.Generator().manual_seed(seed), dtype=torch.float64)
 

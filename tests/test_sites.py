@@ -77,7 +77,7 @@ def test_hook_names_rejects_a_plain_module() -> None:
         hook_names(torch.nn.Linear(2, 2))
 
 
-# == moved from tests/test_reliability_hooks.py (issue 10's probes, now beside the module they test) ==
+# -- issue 10's reliability probes (formerly tests/test_reliability_hooks.py), beside the module they test --
 TOKENS = torch.randint(1, 61, (2, 5), generator=torch.Generator().manual_seed(0))
 
 

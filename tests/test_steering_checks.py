@@ -16,7 +16,7 @@ from tl_interp.errors import HookNameError, InputError, OptionError, ShapeError,
 from tl_interp.steering import Controls, SteeringVector
 
 
-# -- from tests/test_reliability_steering.py (issue 10's probes) --
+# -- issue 10's reliability probes (formerly tests/test_reliability_steering.py) --
 SITE = site("resid_pre", 2)
 PROMPTS = ["one , two ,", "january , february , march ,"]
 NO_CONTROLS = Controls(random_seeds=(), unrelated_prompts=())

@@ -13,6 +13,7 @@ import torch
 
 import tl_interp as ti
 from tests.conftest import ToyMLP
+from tests.prompt_pair import CLEAN, ordinal_metric
 from tests.reliability import no_forward, ordinal, tiny
 from tl_interp.engine.inputs import as_batch
 from tl_interp.errors import InputError, TlInterpWarning, TypeCheckError, UnsupportedError
@@ -105,18 +106,8 @@ def test_sae_evaluation_refuses_ids_outside_the_vocabulary_before_any_forward_pa
         splice_losses(sae, model, tokens, mask)
 
 
-# == moved from tests/test_reliability_inputs.py (issue 10's probes, now beside the module they test) ==
+# -- issue 10's reliability probes (formerly tests/test_reliability_inputs.py), beside the module they test --
 TOKENS = torch.randint(1, 61, (2, 5), generator=torch.Generator().manual_seed(0))
-CLEAN = ["one , two ,", "january , february , march ,"]  # 5 and 7 tokens with BOS: right-padded
-
-
-def ids(model: Any, words: list[str]) -> torch.Tensor:
-    return torch.tensor([model.to_single_token(w) for w in words])
-
-
-def ordinal_metric(rows: slice = slice(None)) -> Any:
-    model = ordinal()
-    return ti.metrics.logit_diff(ids(model, ["three", "april"])[rows], ids(model, ["four", "may"])[rows])
 
 
 # -- issue item 3: longer than the context -------------------------------------------------

@@ -190,7 +190,7 @@ def test_congruence_reads_chosen_neurons_and_tokens_as_the_full_table_does() -> 
         weights.congruence(model, 1, neurons=[64])
 
 
-# == moved from tests/test_reliability_statistics.py (issue 10's probes, now beside the module they test) ==
+# -- issue 10's reliability probes (formerly tests/test_reliability_statistics.py), beside the module they test --
 def gaussian(*shape: int, seed: int = 0) -> torch.Tensor:
     return torch.randn(*shape, generator=torch.Generator().manual_seed(seed), dtype=torch.float64)
 
