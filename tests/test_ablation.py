@@ -222,8 +222,6 @@ def test_a_per_prompt_metric_needs_two_prompts_and_ranking_checks_k() -> None:
 
 
 # -- issue 10's reliability probes (formerly tests/test_reliability_studies.py), beside the module they test --
-
-
 # -- issue item 4: resample ablation never draws a prompt's own activations -----------------
 def test_resample_with_two_prompts_swaps_them_exactly() -> None:
     # probe 4: "with 2 prompts, seed 0, every effect is exactly 0" -- each must draw the other
@@ -262,8 +260,6 @@ def test_a_reference_that_cannot_exclude_self_is_refused() -> None:
 
 
 # -- issue item 6: fast paths and the user's hooks on the head and final block ---------------
-
-
 def test_a_users_hook_on_ln_final_is_honoured_by_scans() -> None:
     # probe 6 for scans: compared with TL hooks cell by cell
     model = tiny()

@@ -9,8 +9,6 @@ from tests.reliability import ordinal
 
 
 # -- issue 10's reliability probes (formerly tests/test_reliability_inputs.py) --
-
-
 def test_a_padded_scan_equals_the_mean_of_per_prompt_scans() -> None:
     # probe 2 for ablation scans (per-prompt metric, heads)
     model = ordinal()

@@ -103,8 +103,6 @@ def test_attribution_cells_sum_the_gradient_formula_over_each_layout(site: str, 
 
 
 # -- issue 10's reliability probes (formerly tests/test_reliability_studies.py), beside the module they test --
-
-
 @pytest.mark.parametrize("kwargs, error, message", [
     ({"metric": ti.metrics.accuracy(3)}, InputError, "needs a metric autograd can differentiate"),  # unclear error
     ({"method": "ig", "steps": 0}, OptionError, "steps must be at least 1, got 0"),  # own probe

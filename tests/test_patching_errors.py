@@ -13,8 +13,6 @@ from tl_interp.models import Tokenized
 
 
 # -- issue 10's reliability probes (formerly tests/test_reliability_studies.py) --
-
-
 @pytest.mark.parametrize("kwargs, error, message", [
     ({"site": "resid_pr"}, OptionError, "sweeps cover the site kinds .* got 'resid_pr'"),  # own probe
     ({"over": "head_index"}, OptionError, "a resid_pre sweep goes over"),  # own probe

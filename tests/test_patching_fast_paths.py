@@ -16,11 +16,7 @@ from tl_interp import hooks, site
 
 
 # -- issue 10's reliability probes (formerly tests/test_reliability_studies.py) --
-
-
 # -- issue item 6: fast paths and the user's hooks on the head and final block ---------------
-
-
 def test_a_users_positional_hook_on_ln_final_is_honoured_by_sweeps() -> None:
     # probe 6: "a user's positional hook there gives wrong values (or an IndexError) in sweeps"
     model = tiny()

@@ -9,8 +9,6 @@ from tests.reliability import ordinal
 
 
 # -- issue 10's reliability probes (formerly tests/test_reliability_inputs.py) --
-
-
 # -- issue item 2: padded prompts and metrics reading position -1 ----------------------------
 def test_a_padded_sweep_equals_the_mean_of_per_prompt_sweeps() -> None:
     # probe 2: lists of strings of different lengths are right-padded; the metric must not read a pad

@@ -16,8 +16,6 @@ from tl_interp.results import Provenance, Result
 
 
 # -- issue 10's reliability probes (formerly tests/test_reliability_studies.py) --
-
-
 def test_equal_clean_and_corrupted_runs_have_no_normalized_view() -> None:
     # probe 11: "clean == corrupted gives NaN normalized" (or, with rounding, arbitrary numbers)
     result = ti.patching.sweep(tiny(), CLEAN, CLEAN, METRIC, progress=False)
