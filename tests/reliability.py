@@ -1,4 +1,4 @@
-"""Helpers of the reliability suite (tests/test_reliability_*.py, issue 10).
+"""Helpers of issue 10's reliability probes (now in the test file of the module each probes).
 
 - ``no_forward(model)``: while active, any forward pass of ``model`` raises ``ForwardRan``
   (its ``forward`` is swapped and its embedding hook point raises), so a test that expects a

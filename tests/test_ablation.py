@@ -9,8 +9,12 @@ from scipy import stats as scipy_stats
 from torch.testing import assert_close
 
 import tl_interp as ti
-from tests.conftest import gpt2_style, llama_style
+from tests.conftest import gpt2_style, llama_style, no_hooks_attached
+from tests.reliability import no_forward, tiny, tl_run
+from tests.token_pair import CLEAN, METRIC, halve_last, user_hook
 from tl_interp import hooks, site
+from tl_interp.errors import InputError, OptionError, ShapeError
+from tl_interp.hooks._ablate import resample_draws
 from tl_interp.stats import bootstrap_mean_ci
 
 
@@ -215,3 +219,131 @@ def test_a_per_prompt_metric_needs_two_prompts_and_ranking_checks_k() -> None:
         with pytest.raises(ti.OptionError, match="k must be a positive int"):
             res.ranking(bad)
     assert len(res.ranking()) == res.values.numel() and len(res.ranking(3)) == 3
+
+
+# -- issue 10's reliability probes (formerly tests/test_reliability_studies.py), beside the module they test --
+# -- issue item 4: resample ablation never draws a prompt's own activations -----------------
+def test_resample_with_two_prompts_swaps_them_exactly() -> None:
+    # probe 4: "with 2 prompts, seed 0, every effect is exactly 0" -- each must draw the other
+    model = tiny()
+    scan = ti.ablation.scan(model, CLEAN, METRIC, site="z", method="resample", seed=0, n_boot=10, progress=False)
+    assert bool((scan.values != 0).any())
+    _, cache = model.run_with_cache(CLEAN)
+    base = METRIC(model(CLEAN))
+    for layer in range(2):
+        for head in range(4):
+            def swap(a: torch.Tensor, hook: Any, layer: int = layer, head: int = head) -> torch.Tensor:
+                out = a.clone()
+                out[:, :, head] = cache[site("z", layer)][[1, 0], :, head]
+                return out
+
+            effect = METRIC(tl_run(model, CLEAN, [(site("z", layer), swap)])) - base
+            assert_close(scan.values[layer, head], effect, rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("n", [2, 3, 5, 9])
+def test_resample_draws_from_the_batch_are_a_derangement(n: int) -> None:
+    # probe 4: draws come from other prompts, for every seed
+    for seed in range(25):
+        draw = resample_draws(n, n, seed, None, "test")
+        assert bool((draw != torch.arange(n)).all()) and bool(((draw >= 0) & (draw < n)).all())
+
+
+def test_a_reference_that_cannot_exclude_self_is_refused() -> None:
+    # probe 4: "a reference set that can't provide that is an error"
+    model = tiny()
+    with pytest.raises(InputError, match="needs at least 2 prompts, so each can draw another"):
+        ti.ablation.scan(model, CLEAN[:1], lambda x: x[:, -1, 1].mean(), method="resample", progress=False)
+    with pytest.raises(ShapeError, match="the reference has 3 rows and the batch 2"):
+        hooks.resample_ablate(site("resid_pre", 1), torch.randn(3, 6, 32), exclude_self=True).run(model, CLEAN)
+    assert no_hooks_attached(model)
+
+
+# -- issue item 6: fast paths and the user's hooks on the head and final block ---------------
+def test_a_users_hook_on_ln_final_is_honoured_by_scans() -> None:
+    # probe 6 for scans: compared with TL hooks cell by cell
+    model = tiny()
+    with user_hook(model, "ln_final.hook_normalized", halve_last):
+        scan = ti.ablation.scan(model, CLEAN, METRIC, site="z", n_boot=10, progress=False)
+        base = METRIC(model(CLEAN))
+        for layer, head in ((0, 1), (1, 3)):
+            def zero(a: torch.Tensor, hook: Any, head: int = head) -> torch.Tensor:
+                out = a.clone()
+                out[:, :, head] = 0
+                return out
+
+            expected = METRIC(model.run_with_hooks(CLEAN, fwd_hooks=[(site("z", layer), zero)])) - base
+            assert_close(scan.values[layer, head], expected, rtol=1e-5, atol=1e-5)
+
+
+# -- issue item 11: references, baselines, rankings -----------------------------------------
+def test_a_reference_mask_without_a_reference_is_refused_before_any_forward_pass() -> None:
+    # probe 11: "reference_mask is dropped when reference is None"
+    model = tiny()
+    with no_forward(model), pytest.raises(InputError, match="reference_mask was given without reference="):
+        ti.ablation.scan(model, CLEAN, METRIC, method="mean", reference_mask=torch.ones(2, 6), progress=False)
+
+
+def test_an_empty_reference_is_refused_before_any_forward_pass() -> None:
+    # probe 11: "an empty reference gives NaN effects"
+    model = tiny()
+    with no_forward(model), pytest.raises(InputError, match=r"reference: token ids must be .* got shape \(0, 6\)"):
+        ti.ablation.scan(model, CLEAN, METRIC, method="mean", reference=torch.zeros(0, 6, dtype=torch.long),
+                         progress=False)
+    with pytest.raises(InputError, match="the reference set is empty"):
+        hooks.resample_ablate(site("resid_pre", 0), torch.zeros(0, 6, 32))
+
+
+# -- unclear errors ------------------------------------------------------------------------
+@pytest.mark.parametrize("kwargs, error, message", [
+    ({"n_boot": 0}, OptionError, "n_boot must be at least 1, got 0"),  # unclear error: n_boot=0
+    ({"method": "max"}, OptionError, "method must be one of 'zero', 'mean', 'resample', not 'max'"),
+    ({"reference": CLEAN}, InputError, "zero ablation uses no reference"),  # own probe
+    ({"layers": [2]}, OptionError, r"layers \[2\] are out of range; the model has layers 0..1"),  # own probe
+    ({"site": "resid_pr", "over": "pos"}, OptionError, "got 'resid_pr'"),  # own probe
+    ({"over": "neuron_index"}, OptionError, "has no default site; name it with site="),  # own probe
+])
+def test_scan_options_are_checked_before_any_forward_pass(kwargs: dict[str, Any], error: type, message: str) -> None:
+    model = tiny()
+    with no_forward(model), pytest.raises(error, match=message):
+        ti.ablation.scan(model, CLEAN, METRIC, progress=False, **kwargs)
+
+
+def test_a_per_prompt_scan_of_one_prompt_is_refused_before_any_forward_pass() -> None:
+    with no_forward(tiny()), pytest.raises(InputError, match="needs at least 2 prompts for its bootstrap"):
+        ti.ablation.scan(tiny(), CLEAN[:1], ti.metrics.logit_diff(3, 5), progress=False)
+
+
+def test_a_reference_of_another_length_for_per_position_means_is_refused_before_any_forward_pass() -> None:
+    model = tiny()
+    with no_forward(model), pytest.raises(ShapeError, match="token length"):
+        ti.ablation.scan(model, CLEAN, METRIC, method="mean", mean_over="prompts", reference=CLEAN[:, :4],
+                         n_boot=10, progress=False)
+
+
+def test_a_resample_reference_of_another_length_is_refused_before_any_forward_pass() -> None:
+    model = tiny()
+    with no_forward(model), pytest.raises(ShapeError, match="positions"):
+        ti.ablation.scan(model, CLEAN, METRIC, method="resample", reference=torch.randint(1, 61, (3, 4)), n_boot=10,
+                         progress=False)
+
+
+def test_mean_ablation_averages_only_the_real_tokens_of_a_padded_reference() -> None:
+    # own probe: the reference's padding must not enter the mean
+    model = tiny()
+    reference = torch.randint(1, 61, (3, 6), generator=torch.Generator().manual_seed(7))
+    mask = torch.tensor([[1, 1, 1, 1, 1, 1], [1, 1, 1, 0, 0, 0], [1, 1, 1, 1, 0, 0]])
+    scan = ti.ablation.scan(model, CLEAN, METRIC, site="z", method="mean", reference=reference, reference_mask=mask,
+                            n_boot=10, progress=False)
+    _, cache = model.run_with_cache(reference, attention_mask=mask)
+    z = cache[site("z", 1)].double()  # (3, 6, heads, d_head)
+    mean = (z * mask[..., None, None]).sum((0, 1)) / mask.sum()
+    base = METRIC(model(CLEAN))
+
+    def mean_head_2(a: torch.Tensor, hook: Any) -> torch.Tensor:
+        out = a.clone()
+        out[:, :, 2] = mean[2].to(a.dtype)
+        return out
+
+    expected = METRIC(tl_run(model, CLEAN, [(site("z", 1), mean_head_2)])) - base
+    assert_close(scan.values[1, 2], expected, rtol=1e-5, atol=1e-5)

@@ -8,7 +8,9 @@ from torch.testing import assert_close
 
 import tl_interp as ti
 from tests.conftest import PlanRecorder, gpt2_style, llama_style
-from tl_interp.errors import OptionError, UnsupportedError
+from tests.reliability import no_forward, tiny
+from tests.token_pair import CLEAN, CORRUPTED, METRIC
+from tl_interp.errors import InputError, OptionError, UnsupportedError
 
 
 def pair(seed: int = 0) -> tuple[torch.Tensor, torch.Tensor, Any]:
@@ -143,3 +145,17 @@ def test_integrated_gradients_refuse_an_executor_in_another_process_before_any_f
                                 progress=False)
     with no_forward(model), pytest.raises(OptionError, match="memory_mb must be positive"):
         ti.patching.attribution(model, clean, corrupted, metric, method="ig", memory_mb=0, progress=False)
+
+
+# -- issue 10's reliability probes (formerly tests/test_reliability_studies.py), beside the module they test --
+@pytest.mark.parametrize("kwargs, error, message", [
+    ({"metric": ti.metrics.accuracy(3)}, InputError, "needs a metric autograd can differentiate"),  # unclear error
+    ({"method": "ig", "steps": 0}, OptionError, "steps must be at least 1, got 0"),  # own probe
+    ({"method": "grad"}, OptionError, "method must be one of 'atp', 'ig'"),  # own probe
+])
+def test_attribution_refuses_what_it_cannot_compute_before_any_forward_pass(kwargs: dict[str, Any], error: type,
+                                                                             message: str) -> None:
+    model = tiny()
+    metric = kwargs.pop("metric", METRIC)
+    with no_forward(model), pytest.raises(error, match=message):
+        ti.patching.attribution(model, CLEAN, CORRUPTED, metric, progress=False, **kwargs)

@@ -9,6 +9,7 @@ import torch
 from torch.testing import assert_close
 
 import tl_interp as ti
+from tl_interp import geometry
 from tl_interp.errors import InputError, OptionError, SelectionError
 from tl_interp.positions import real_bounds
 
@@ -117,3 +118,16 @@ def test_angle_inputs_read_every_layer_with_padding_as_if_each_sentence_ran_alon
     assert res.figure().data and res.angles["shuffled"].shape == (model.cfg.n_layers, 4)
     with pytest.raises(SelectionError, match=r"rows \[1\] do not contain the token"):
         geometry.angle_inputs(model, ["the cat", "no such word"], token, progress=False)
+
+
+# -- issue 10's reliability probes (formerly tests/test_reliability_statistics.py), beside the module they test --
+def gaussian(*shape: int, seed: int = 0) -> torch.Tensor:
+    return torch.randn(*shape, generator=torch.Generator().manual_seed(seed), dtype=torch.float64)
+
+
+def test_layer_angles_with_others_equal_to_targets_names_the_positions_not_nan_p_values() -> None:
+    states = gaussian(3, 5, 6, 4, seed=6)
+    t = torch.tensor([1, 2, 3, 4, 5])
+    with pytest.raises(SelectionError, match=r"others equal targets in rows \[0, 1, 2, 3, 4\] \(5 of 5 prompts\).*"
+                                             r"pass others= positions that differ from targets"):
+        geometry.layer_angles(states, targets=t, others=t)

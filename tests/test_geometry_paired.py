@@ -2,14 +2,15 @@
 
 import functools
 
+import numpy as np
 import pytest
-import scipy.linalg
 import scipy.stats
 import torch
 from torch.testing import assert_close
 
 import tl_interp as ti
-from tl_interp.errors import InputError, OptionError, ShapeError
+from tl_interp import geometry
+from tl_interp.errors import InputError, OptionError, ShapeError, TlInterpWarning
 
 geometry = ti.geometry
 
@@ -109,12 +110,26 @@ def test_layers_are_analysed_one_by_one_with_the_same_permutations() -> None:
     score = gaussian(12, seed=7)
     every = geometry.paired(A, B, score=score, n_permutations=99, seed=3, progress=False)
     assert every.rotation_residual.shape == (3,) and every.cosine.shape == (3, 12)
+    perms = ti.stats.permutation_indices(12, 99, seed=3)  # the seed's re-pairings (public)
     for layer in range(3):
-        one = geometry.paired(A[layer], B[layer], score=score, n_permutations=99, seed=3, progress=False)
-        assert isinstance(one.rotation_residual, float)
-        assert one.rotation_residual == pytest.approx(float(every.rotation_residual[layer]))
-        assert one.p_value("shift") == pytest.approx(float(every.p_value("shift")[layer]))
-        assert one.correlation("pearson") == pytest.approx(float(every.correlation("pearson")[layer]))
+        a, b = A[layer].numpy(), B[layer].numpy()
+        # references by hand, layer by layer: scipy's rotation, the shift residual on every
+        # re-pairing and its p-value (1 + #{null <= observed}) / (B + 1), scipy's Pearson r
+        R, _ = scipy.linalg.orthogonal_procrustes(a, b)
+        bc = b - b.mean(0)
+        assert float(every.rotation_residual[layer]) == pytest.approx(np.linalg.norm(b - a @ R) / np.linalg.norm(bc))
+
+        def shift(b_paired: np.ndarray) -> float:
+            d = b_paired - a
+            return np.linalg.norm(d - d.mean(0)) / np.linalg.norm(bc)
+
+        null = np.array([shift(b[p]) for p in perms.numpy()])
+        assert float(every.p_value("shift")[layer]) == pytest.approx((1 + np.sum(null <= shift(b))) / 100)
+        cos = (a * b).sum(1) / (np.linalg.norm(a, axis=1) * np.linalg.norm(b, axis=1))
+        pearson = scipy.stats.pearsonr(cos, score.numpy()).statistic
+        assert float(every.correlation("pearson")[layer]) == pytest.approx(pearson)
+    one = geometry.paired(A[1], B[1], score=score, n_permutations=99, seed=3, progress=False)
+    assert isinstance(one.rotation_residual, float) and one.p_value("shift") == float(every.p_value("shift")[1])
     low, high = every.cosine_interval
     assert bool((low <= every.mean_cosine).all() and (every.mean_cosine <= high).all())
     assert every.provenance.seed == 3
@@ -147,3 +162,40 @@ def test_bad_pairs_fail_first_with_a_clear_message() -> None:
         geometry.paired(A, A + gaussian(10, 4, seed=1), n_permutations=9, progress=False).correlation()
     with pytest.raises(InputError, match="one sample is constant"):
         geometry.pearson(torch.ones(5), torch.arange(5.0))
+
+
+# -- issue 10's reliability probes (formerly tests/test_reliability_statistics.py), beside the module they test --
+def test_paired_geometry_at_1e200_equals_paired_at_unit_scale() -> None:
+    a, b = gaussian(12, 4, seed=7), gaussian(12, 4, seed=8)
+    ref = geometry.paired(a, b, n_permutations=99, n_boot=50, progress=False)
+    big = geometry.paired(a * 1e200, b * 1e200, n_permutations=99, n_boot=50, progress=False)
+    for fit in ("shift", "rotation", "shift_rotation"):
+        assert big.p_value(fit) == ref.p_value(fit)
+    assert_close(big.cosine, ref.cosine)
+    assert big.pca_explained == pytest.approx(ref.pca_explained, rel=1e-12)
+
+
+def test_paired_with_few_pairs_warns_with_the_smallest_reachable_p_value() -> None:
+    a, b = gaussian(4, 3, seed=11), gaussian(4, 3, seed=12)
+    # 4 pairs: 24 pairings, so a two-sided correlation can't go below 2 / 24 = 0.0833
+    with pytest.warns(TlInterpWarning, match=r"with 4 pairs \(24 distinct pairings\) and 999 permutations, the "
+                                             r"smallest reachable p-value is above alpha 0.05 \(the two-sided score "
+                                             r"correlations: "
+                                             r"0.0833\)"):
+        g = geometry.paired(a, b, score=torch.arange(4.0), n_permutations=999, progress=False)
+    assert g.correlation_p_value("pearson") >= 2 / 24
+    # 3 pairs: 6 pairings, even the one-sided fits can't go below 1 / 6
+    with pytest.warns(TlInterpWarning, match=r"the fits and the difference PCA: 0.167"):
+        geometry.paired(a[:3], b[:3], n_permutations=999, progress=False)
+
+
+def test_paired_default_k_leaves_the_difference_pca_room_to_vary() -> None:
+    # 4 pairs in 6 dimensions: the centred differences span 3 directions, so k = 3 would explain all of them
+    # for every pairing (before: the default k = 3 gave p = 1 whatever the data)
+    a = gaussian(4, 6, seed=13)
+    g = geometry.paired(a, a + gaussian(4, 6, seed=14), n_permutations=99, progress=False)
+    assert g.provenance.settings["k"] == 2 and g.pca_explained < 1
+    with pytest.raises(OptionError, match=r"k=3 principal components of 4 pairs in 6 dimensions; the centred "
+                                          r"differences "
+                                          r"span at most min\(n - 1, d\) = 3 directions"):
+        geometry.paired(a, a + 1, k=3, progress=False)

@@ -7,9 +7,9 @@ from torch.testing import assert_close
 
 import tl_interp as ti
 from tests.conftest import PlanRecorder, ToyMLP
+from tl_interp import geometry, weights
 from tl_interp.errors import HookNameError, InputError, OptionError, ShapeError
 
-geometry = ti.geometry
 
 
 def gaussian(*shape: int, seed: int = 0) -> torch.Tensor:
@@ -153,3 +153,39 @@ def test_subspace_ablation_refuses_what_its_runner_cannot_honour_before_any_forw
     with no_forward(model), pytest.raises(OptionError, match="memory_mb must be positive"):
         geometry.subspace_ablation(model, tokens, "blocks.0.hook_resid_post", {"a": torch.ones(2, model.cfg.d_model)},
                                    metric=lambda x: x.sum(), memory_mb=-1, progress=False)
+
+
+# -- issue 10's reliability probes (formerly tests/test_reliability_statistics.py), beside the module they test --
+X, Y = gaussian(12, 4, seed=1), gaussian(12, 3, seed=2)
+
+
+def test_a_constant_input_has_no_variance_at_any_scale() -> None:
+    # the mean of a constant column is off by rounding; rescaled, that rounding must not pose as variance
+    constant = torch.full((7, 3), 0.1, dtype=torch.float64)
+    with pytest.raises(InputError, match="variance_explained: X has no variance around its mean"):
+        geometry.variance_explained(constant, torch.eye(3)[:1])
+    with pytest.raises(InputError, match="spectrum: X is all zeros"):
+        geometry.spectrum(constant, center=True)
+
+
+def test_spectrum_keeps_the_singular_values_at_their_scale() -> None:
+    expected = np.linalg.svd(X.numpy(), compute_uv=False) * 1e200
+    assert_close(geometry.spectrum(X * 1e200).singular_values, torch.as_tensor(expected), rtol=1e-12, atol=0)
+
+
+def test_spectrum_rank_takes_a_share_in_0_1_and_never_exceeds_the_directions_with_variance() -> None:
+    s = geometry.spectrum(torch.diag(torch.tensor([3.0, 1.0, 0.0], dtype=torch.float64)))
+    for share in (0.0, 1.5, -0.1):
+        with pytest.raises(OptionError, match=f"share={share} is not a fraction of the variance in \\(0, 1\\]"):
+            s.rank(share)  # before: rank(1.5) = 3 (more than the 2 directions with variance), rank(0) = 1
+    assert [s.rank(x) for x in (0.5, 0.9, 0.95, 1.0)] == [1, 1, 2, 2]  # shares 0.9, 0.1, 0
+
+
+def test_project_and_orthogonalize_refuse_nan_like_variance_explained() -> None:
+    nan_row = torch.tensor([[float("nan"), 1.0]])
+    with pytest.raises(InputError, match=r"project: X has 1 NaN/Inf entries \(first at index \(0, 0\)\)"):
+        geometry.project(nan_row, torch.tensor([[1.0, 0.0]]))
+    with pytest.raises(InputError, match=r"orthogonalize: v has 1 NaN/Inf entries"):
+        weights.orthogonalize(nan_row[0], torch.tensor([1.0, 0.0]))
+    with pytest.raises(InputError, match=r"variance_explained: X has 1 NaN/Inf entries"):
+        geometry.variance_explained(nan_row, torch.tensor([[1.0, 0.0]]))

@@ -5,10 +5,11 @@ from typing import Any
 
 import pytest
 import torch
-
 from torch.testing import assert_close
 
+import tl_interp as ti
 from tests.conftest import Case, ToyMLP, llama_style, no_hooks_attached
+from tests.reliability import tiny
 from tl_interp import HookNameError, Intervention, SelectionError, ShapeError, hooks, site
 
 
@@ -208,3 +209,37 @@ def test_selection_values_are_validated_when_built() -> None:
         hooks.zero_ablate(site("z", 0), heads=torch.tensor([0.0, 1.0]))
     with pytest.raises(SelectionError, match="cannot be a bool"):
         hooks.zero_ablate(site("z", 0), heads=True)
+
+
+# -- issue 10's reliability probes (formerly tests/test_reliability_hooks.py), beside the module they test --
+TOKENS = torch.randint(1, 61, (2, 5), generator=torch.Generator().manual_seed(0))
+
+
+# -- interrupts -----------------------------------------------------------------------------
+def test_keyboard_interrupt_mid_run_leaves_no_hooks_and_the_forward_restored() -> None:
+    # own probe: KeyboardInterrupt mid-run
+    model = tiny()
+
+    def interrupt(act: torch.Tensor, hook: Any) -> torch.Tensor:
+        raise KeyboardInterrupt
+
+    iv = hooks.zero_ablate(site("resid_pre", 0)) + ti.Intervention.single(site("resid_pre", 1), interrupt)
+    with pytest.raises(KeyboardInterrupt):
+        iv.run(model, TOKENS)
+    assert no_hooks_attached(model) and "forward" not in model.__dict__
+
+
+def test_keyboard_interrupt_inside_a_sweep_leaves_no_hooks() -> None:
+    # own probe: interrupted during the engine's stacked passes
+    model = tiny()
+    calls = []
+
+    def metric(logits: torch.Tensor) -> torch.Tensor:
+        calls.append(1)
+        if len(calls) == 3:  # 1: checked on dummy logits, 2: the base run, 3: the first stacked pass
+            raise KeyboardInterrupt
+        return logits[:, -1, 1].mean()
+
+    with pytest.raises(KeyboardInterrupt):
+        ti.patching.sweep(model, TOKENS, TOKENS.flip(0), metric, progress=False)
+    assert no_hooks_attached(model) and "forward" not in model.__dict__

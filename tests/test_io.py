@@ -6,7 +6,9 @@ import signal
 import subprocess
 import sys
 import textwrap
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import pytest
 import torch
@@ -14,6 +16,9 @@ import torch
 from tl_interp import _io
 from tl_interp._io import atomic_dir, atomic_file, load_checked, read_checked_json, save_checked, write_checked_json
 from tl_interp.errors import ArtifactError
+from tl_interp.results import Provenance, Result
+from tl_interp.steering import SteeringVector
+from tl_interp.viz import Report
 
 
 def _litter(folder: Path) -> list[str]:
@@ -193,3 +198,80 @@ def test_the_stale_sweep_removes_only_the_targets_own_temporaries(tmp_path: Path
     with atomic_file(tmp_path / "f.txt") as tmp:
         tmp.write_text("x")
     assert len(list(tmp_path.iterdir())) == 52  # 50 others, g.txt's temporary, f.txt
+
+
+# -- issue 10's reliability probes (formerly tests/test_reliability_writes.py), beside the module they test --
+def a_result() -> Result:
+    return Result(values=torch.arange(6.0).reshape(2, 3), axes=("layer", "pos"), metric="logit_diff",
+                  provenance=Provenance.make("test"))
+
+
+def _vector() -> SteeringVector:
+    return SteeringVector(torch.ones(4), "blocks.0.hook_resid_pre", name="v")
+
+
+WRITERS: dict[str, Callable[[Path], Any]] = {
+    "Result.save": lambda p: a_result().save(p),
+    "Report.write": lambda p: Report("t").text("x").write(p),
+    "SteeringVector.save": lambda p: _vector().save(p),
+}
+
+
+@pytest.mark.parametrize("writer", list(WRITERS))
+def test_writing_to_a_directory_is_an_artifact_error_naming_it(tmp_path: Path, writer: str) -> None:
+    target = tmp_path / "out"
+    target.mkdir()
+    (target / "keep.txt").write_text("kept")
+    with pytest.raises(ArtifactError, match=rf"can't write '{target}': it is a directory, and this writes one file; "
+                                            rf"pass a file path, e.g. '{target}/name', or another name"):
+        WRITERS[writer](target)
+    assert sorted(p.name for p in target.iterdir()) == ["keep.txt"]  # no temporary left behind
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["out"]
+
+
+@pytest.mark.parametrize("writer", list(WRITERS))
+def test_writing_under_a_file_is_an_artifact_error_naming_it(tmp_path: Path, writer: str) -> None:
+    blocker = tmp_path / "a-file"
+    blocker.write_text("not a directory")
+    with pytest.raises(ArtifactError, match=r"can't write '.*a-file/sub/x': '.*a-file' is a file, not a directory"):
+        WRITERS[writer](blocker / "sub" / "x")
+    assert blocker.read_text() == "not a directory"
+
+
+READERS: dict[str, Callable[[Path], Any]] = {
+    "Result.save": lambda p: Result.load(p).values.tolist(),
+    "Report.write": lambda p: "<p>x</p>" in p.read_text() or p.read_text(),
+    "SteeringVector.save": lambda p: SteeringVector.load(p).vector.tolist(),
+}
+
+
+@pytest.mark.parametrize("writer", list(WRITERS))
+def test_a_named_existing_file_is_replaced_as_any_save_replaces_it(tmp_path: Path, writer: str) -> None:
+    target = tmp_path / "out.bin"
+    WRITERS[writer](target)
+    first = READERS[writer](target)
+    target.write_text("older content")
+    WRITERS[writer](target)
+    assert READERS[writer](target) == first and target.read_bytes() != b"older content"
+
+
+def test_a_directory_writer_refuses_a_file_in_the_way(tmp_path: Path) -> None:
+    from tl_interp._io import atomic_dir
+
+    blocker = tmp_path / "entry"
+    blocker.write_text("a file")
+    with pytest.raises(ArtifactError, match=r"can't write the folder '.*entry': a file of that name is in the way"):
+        with atomic_dir(blocker):
+            pass
+    assert blocker.read_text() == "a file"
+
+
+def test_the_sae_writer_refuses_a_file_in_the_way(tmp_path: Path) -> None:
+    from sae_lens import TopKSAE, TopKSAEConfig
+
+    from tl_interp.training.saes import write_sae
+
+    (tmp_path / "x").write_text("a file")
+    with pytest.raises(ArtifactError, match=r"can't write the folder '.*/x': a file of that name is in the way"):
+        write_sae("x", TopKSAE(TopKSAEConfig(d_in=4, d_sae=8, k=2)), {}, tmp_path)
+    assert (tmp_path / "x").read_text() == "a file"

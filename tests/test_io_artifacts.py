@@ -6,6 +6,8 @@ Kinds: zoo weights, cards and tokenizer; SAE weights, cfg and card; a model cach
 saved ``Result``s and ``SteeringVector``s. Each test also loads the intact copy, so it can fail.
 """
 
+import json
+import os
 import shutil
 import subprocess
 import sys
@@ -16,6 +18,7 @@ from typing import Any
 import pytest
 import torch
 
+import tl_interp as ti
 from tl_interp import models
 from tl_interp.errors import ArtifactError, ModelLoadError
 from tl_interp.models import _smollm2, zoo
@@ -243,3 +246,149 @@ def test_only_tl_interp_modules_are_imported_to_restore_a_kind(tmp_path: Path) -
     with pytest.raises(ArtifactError, match=r"holds a result of kind 'evil' \(module 'os'\), which this tl_interp "
                                             r"does not define"):
         Result.load(tmp_path / "evil.safetensors")
+
+
+# -- issue 10's reliability probes (formerly tests/test_reliability_files.py), beside the module they test --
+def flip_data_byte(path: Path) -> None:
+    """Change one byte of a safetensors file's tensor data (its size stays the same)."""
+    raw = bytearray(path.read_bytes())
+    header = int.from_bytes(raw[:8], "little")
+    at = 8 + header + (len(raw) - 8 - header) // 2
+    raw[at] ^= 0x40
+    path.write_bytes(bytes(raw))
+
+
+def copy_zoo(tmp: Path) -> Path:
+    from tl_interp.models.zoo._store import ZOO_DIR
+
+    shutil.copytree(ZOO_DIR, tmp / "zoo", ignore=shutil.ignore_patterns("*.py", "__pycache__"))
+    return tmp / "zoo"
+
+
+def copy_sae(tmp: Path, name: str = "ordinal-4l-res-l2") -> Path:
+    from tl_interp.models.saes import SAES_DIR
+
+    shutil.copytree(SAES_DIR / name, tmp / "saes" / name)
+    return tmp / "saes"
+
+
+def a_result() -> Result:
+    return Result(values=torch.arange(12.0).reshape(3, 4), axes=("layer", "pos"), metric="m",
+                  provenance=Provenance.make("test"), extras={"zeta": torch.ones(3, 4), "alpha": torch.zeros(3, 4)})
+
+
+def test_an_untouched_saved_result_loads_exactly(tmp_path: Path) -> None:
+    # probe 9, correct behaviour: the checksum accepts the file it wrote
+    result = a_result()
+    loaded = Result.load(result.save(tmp_path / "r.safetensors"))
+    assert torch.equal(loaded.values, result.values)
+    assert all(torch.equal(loaded.extras[k], v) for k, v in result.extras.items())
+
+
+@pytest.mark.parametrize("corrupt", ["empty", "truncated", "foreign", "json"])
+def test_an_unreadable_result_file_is_an_artifact_error_naming_it(tmp_path: Path, corrupt: str) -> None:
+    # unclear error: "loading a truncated, empty or foreign result ... file (TypeError, KeyError, SafetensorError)"
+    path = a_result().save(tmp_path / "r.safetensors")
+    if corrupt == "empty":
+        path.write_bytes(b"")
+    elif corrupt == "truncated":
+        path.write_bytes(path.read_bytes()[: len(path.read_bytes()) // 2])
+    elif corrupt == "foreign":  # a valid safetensors file of another kind: a steering vector
+        SteeringVector(torch.ones(4), "blocks.0.hook_resid_pre").save(path)
+    else:
+        path.write_text(json.dumps({"not": "a result"}))
+    with pytest.raises(ArtifactError, match="r.safetensors"):
+        Result.load(path)
+
+
+@pytest.mark.parametrize("corrupt", ["empty", "truncated", "foreign"])
+def test_an_unreadable_vector_file_is_an_artifact_error_naming_it(tmp_path: Path, corrupt: str) -> None:
+    # unclear error: truncated / empty / foreign vector files
+    path = SteeringVector(torch.ones(4), "blocks.0.hook_resid_pre").save(tmp_path / "v.safetensors")
+    if corrupt == "empty":
+        path.write_bytes(b"")
+    elif corrupt == "truncated":
+        path.write_bytes(path.read_bytes()[:20])
+    else:
+        a_result().save(path)
+    with pytest.raises(ArtifactError, match="v.safetensors"):
+        SteeringVector.load(path)
+
+
+@pytest.mark.parametrize("which, corrupt", [("sae_weights.safetensors", "truncated"), ("cfg.json", "empty"),
+                                            ("card.json", "truncated")])
+def test_an_unreadable_sae_file_is_an_artifact_error_naming_it(tmp_path: Path, which: str, corrupt: str) -> None:
+    # unclear error: truncated SAE and card files
+    saes = copy_sae(tmp_path)
+    path = saes / "ordinal-4l-res-l2" / which
+    path.write_bytes(b"" if corrupt == "empty" else path.read_bytes()[: len(path.read_bytes()) // 2])
+    with pytest.raises(ArtifactError, match=which):
+        ti.models.load_sae("ordinal-4l-res-l2", directory=saes)
+
+
+def test_a_truncated_zoo_card_is_an_artifact_error_naming_it(tmp_path: Path) -> None:
+    zoo = copy_zoo(tmp_path)
+    card = zoo / "cards" / "ordinal-4l.json"
+    card.write_text(card.read_text()[:40])
+    with pytest.raises(ArtifactError, match="ordinal-4l.json"):
+        ti.models.zoo.load("ordinal-4l", directory=zoo)
+
+
+@pytest.mark.real_model
+def test_a_flipped_byte_in_the_smollm2_conversion_cache_is_an_artifact_error(tmp_path: Path,
+                                                                              monkeypatch: pytest.MonkeyPatch) -> None:
+    # probe 9: "same-size byte corruption of a cached SmolLM2 conversion ... loads silently"
+    from tl_interp.models import _smollm2
+
+    monkeypatch.setenv("TL_INTERP_CACHE", str(tmp_path / "cache"))
+    ti.models.load("smollm2-135m", device="cpu")
+    entry = _smollm2.cache_entry()
+    intact = tmp_path / "intact.safetensors"
+    shutil.copyfile(entry / "model.safetensors", intact)
+    flip_data_byte(entry / "model.safetensors")
+    with pytest.raises(ArtifactError, match="model.safetensors"):
+        ti.models.load("smollm2-135m", device="cpu")
+    shutil.copyfile(intact, entry / "model.safetensors")  # the weights intact again: now only the tokenizer goes
+    shutil.rmtree(entry / "tokenizer")  # probe 9: "a missing cached tokenizer loads a model with tokenizer=None"
+    with pytest.raises(ArtifactError, match="tokenizer"):
+        ti.models.load("smollm2-135m", device="cpu", refresh=False)
+
+
+# -- the conversion cache and the loaders -------------------------------------------------------
+def test_the_conversion_cache_is_keyed_by_the_checkpoints_content(tmp_path: Path,
+                                                                    monkeypatch: pytest.MonkeyPatch) -> None:
+    # probe 12: "the SmolLM2 conversion cache is keyed by the venv path" (its GGUF's place and mtime)
+    from tl_interp.models import _smollm2
+
+    first, second = tmp_path / "venv-a" / _smollm2._GGUF, tmp_path / "venv-b" / _smollm2._GGUF
+    first.parent.mkdir()
+    second.parent.mkdir()
+    first.write_bytes(b"GGUF" + bytes(range(256)) * 4)
+    shutil.copyfile(first, second)
+    os.utime(second, (1_000_000, 1_000_000))
+    monkeypatch.setattr(_smollm2, "_recorded_sha256", lambda: None)  # these stand-ins are not pip's file
+    monkeypatch.setattr(_smollm2, "gguf_path", lambda: first)
+    key_a = _smollm2.cache_entry().name
+    monkeypatch.setattr(_smollm2, "gguf_path", lambda: second)
+    assert _smollm2.cache_entry().name == key_a
+
+
+class ConversionStarted(BaseException):
+    """The 40-second conversion began (the unwritable cache should have been refused first)."""
+
+
+def test_an_unwritable_cache_is_refused_before_the_conversion(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    # unclear error: "an unwritable TL_INTERP_CACHE (fails after 40 s of conversion)"
+    import transformers
+
+    blocker = tmp_path / "a-file"
+    blocker.write_text("not a directory")
+    monkeypatch.setenv("TL_INTERP_CACHE", str(blocker / "cache"))
+
+    def started(*args: Any, **kwargs: Any) -> Any:
+        raise ConversionStarted
+
+    monkeypatch.setattr(transformers.AutoModelForCausalLM, "from_pretrained", started)
+    monkeypatch.setattr(transformers.AutoTokenizer, "from_pretrained", started)
+    with pytest.raises((ArtifactError, ModelLoadError), match="TL_INTERP_CACHE"):
+        ti.models.load("smollm2-135m", device="cpu", refresh=True)

@@ -6,7 +6,6 @@ Slow (two GGUF dequantisations, ~1-2 min on 2 CPU cores): marked ``real_model``,
 """
 
 import os
-import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -28,17 +27,15 @@ ATOL = 5e-4
 
 
 @pytest.fixture(scope="module")
-def cold(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Any, float, Path]]:
+def cold(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Any, Path]]:
     """First load into an empty cache: dequantise, convert, process, write the cache."""
     from tl_interp.models import _smollm2
 
     old = os.environ.get("TL_INTERP_CACHE")
     os.environ["TL_INTERP_CACHE"] = str(tmp_path_factory.mktemp("tl_interp_cache"))
     try:
-        start = time.perf_counter()
         model = _smollm2.load(device="cpu")
-        seconds = time.perf_counter() - start
-        yield model, seconds, _smollm2.cache_entry()
+        yield model, _smollm2.cache_entry()
     finally:
         if old is None:
             os.environ.pop("TL_INTERP_CACHE", None)
@@ -61,7 +58,7 @@ def hf() -> tuple[Any, Any]:
     return model.eval(), tok
 
 
-def test_config_matches_the_checkpoint(cold: tuple[Any, float, Path], hf: tuple[Any, Any]) -> None:
+def test_config_matches_the_checkpoint(cold: tuple[Any, Path], hf: tuple[Any, Any]) -> None:
     model, hf_cfg = cold[0], hf[0].config
     cfg = model.cfg
     assert (cfg.n_layers, cfg.d_model, cfg.n_heads, cfg.n_key_value_heads, cfg.d_head, cfg.d_mlp) == (
@@ -76,7 +73,7 @@ def test_config_matches_the_checkpoint(cold: tuple[Any, float, Path], hf: tuple[
 
 
 @pytest.mark.parametrize("prompt", PROMPTS, ids=["capital", "chat", "ioi", "code"])
-def test_log_probs_match_hugging_face(cold: tuple[Any, float, Path], hf: tuple[Any, Any], prompt: str) -> None:
+def test_log_probs_match_hugging_face(cold: tuple[Any, Path], hf: tuple[Any, Any], prompt: str) -> None:
     model, (hf_model, tok) = cold[0], hf
     tokens = model.to_tokens(prompt)
     assert tokens[0].tolist() == tok(prompt)["input_ids"]  # same tokenisation, no BOS added
@@ -90,7 +87,7 @@ def test_log_probs_match_hugging_face(cold: tuple[Any, float, Path], hf: tuple[A
 
 @pytest.mark.parametrize("side", ["right", "left"])
 def test_padded_batch_log_probs_match_hugging_face(
-    cold: tuple[Any, float, Path], hf: tuple[Any, Any], side: str
+    cold: tuple[Any, Path], hf: tuple[Any, Any], side: str
 ) -> None:
     from tl_interp.models import adapt
 
@@ -110,20 +107,20 @@ def test_padded_batch_log_probs_match_hugging_face(
     torch.testing.assert_close(ours[real], expected[real], atol=ATOL, rtol=0)
 
 
-def test_greedy_continuation_is_sensible(cold: tuple[Any, float, Path]) -> None:
+def test_greedy_continuation_is_sensible(cold: tuple[Any, Path]) -> None:
     out = cold[0].generate("The capital of France is", max_new_tokens=3, do_sample=False, verbose=False)
     assert "Paris" in out
 
 
-def test_cache_entry_is_complete(cold: tuple[Any, float, Path]) -> None:
-    entry = cold[2]
+def test_cache_entry_is_complete(cold: tuple[Any, Path]) -> None:
+    entry = cold[1]
     assert (entry / "model.safetensors").is_file() and (entry / "config.json").is_file()
     assert (entry / "tokenizer" / "tokenizer.json").is_file()
     assert not [p for p in entry.parent.iterdir() if ".tmp-" in p.name]  # no leftovers
 
 
-def test_warm_load_is_fast_identical_and_never_touches_hugging_face_models(
-    cold: tuple[Any, float, Path], monkeypatch: pytest.MonkeyPatch
+def test_warm_load_is_identical_and_never_touches_hugging_face_models(
+    cold: tuple[Any, Path], monkeypatch: pytest.MonkeyPatch
 ) -> None:
     import transformers
 
@@ -134,12 +131,8 @@ def test_warm_load_is_fast_identical_and_never_touches_hugging_face_models(
 
     monkeypatch.setattr(transformers.AutoModelForCausalLM, "from_pretrained", refuse)
     monkeypatch.setattr(transformers.LlamaForCausalLM, "from_pretrained", refuse)
-    monkeypatch.setenv("TL_INTERP_CACHE", str(cold[2].parent))
-    start = time.perf_counter()
-    warm = _smollm2.load(device="cpu")
-    seconds = time.perf_counter() - start
-    print(f"SmolLM2 load: cold {cold[1]:.1f} s, warm {seconds:.1f} s")
-    assert seconds < 15.0 and seconds < cold[1] / 3
+    monkeypatch.setenv("TL_INTERP_CACHE", str(cold[1].parent))
+    warm = _smollm2.load(device="cpu")  # how long it takes is not a test's business (no clocks)
     tokens = warm.to_tokens(PROMPTS[2])
     with torch.no_grad():
         assert torch.equal(warm(tokens), cold[0](tokens))

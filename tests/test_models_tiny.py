@@ -1,6 +1,5 @@
 """make_tiny_hf_dir writes a loadable, deterministic tiny HF model with a real tokenizer."""
 
-import time
 from pathlib import Path
 
 import pytest
@@ -12,11 +11,8 @@ from tl_interp.models import make_tiny_hf_dir
 
 
 @pytest.mark.parametrize("arch", ["llama", "gpt2"])
-def test_tiny_dir_is_written_in_under_a_second(tmp_path: Path, arch: str) -> None:
-    make_tiny_hf_dir(tmp_path / "warmup", arch)  # first call pays for lazy transformers imports
-    start = time.perf_counter()
+def test_tiny_dir_holds_a_config_weights_and_a_tokenizer(tmp_path: Path, arch: str) -> None:
     path = make_tiny_hf_dir(tmp_path / "tiny", arch)
-    assert time.perf_counter() - start < 1.0
     assert {"config.json", "model.safetensors", "tokenizer.json"} <= {p.name for p in path.iterdir()}
 
 

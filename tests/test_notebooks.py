@@ -44,9 +44,6 @@ QUICK_ARGS = {
     "lens_months_smollm2.py": ["--pairs", "3", "--top", "1", "--first-sender-layer", "20"],
     "tuned_lens_smollm2.py": ["--chunks", "2"],
 }
-# Demos whose cells display no view yet (each needs a cell ending in a view or result);
-# strict, so an entry must go once its demo shows one.
-WITHOUT_VIEWS: set[str] = set()
 
 
 class MissingViews(AssertionError):
@@ -118,16 +115,31 @@ def demo_params() -> list[object]:
     params = []
     for script in DEMOS:
         marks = [pytest.mark.real_model] if "smollm2" in script.read_text().lower() else []
-        if script.name in WITHOUT_VIEWS:
-            marks.append(pytest.mark.xfail(raises=MissingViews, strict=True,
-                                           reason="the demo displays no view yet (its owner adds a display cell)"))
         params.append(pytest.param(script, marks=marks, id=script.stem))
     return params
 
 
 def test_the_demos_are_discovered() -> None:
     assert {p.name for p in DEMOS} >= {"main_study.py"}
-    assert WITHOUT_VIEWS <= {p.name for p in DEMOS}, "an entry of WITHOUT_VIEWS names no demo"
+
+
+def notebook_with_html(*pages: str) -> "nbformat.NotebookNode":
+    cells = [nbformat.v4.new_code_cell("x", outputs=[nbformat.v4.new_output("display_data", {"text/html": page})])
+             for page in pages]
+    return nbformat.v4.new_notebook(cells=cells + [nbformat.v4.new_markdown_cell("text")])
+
+
+def test_the_view_check_refuses_a_notebook_that_shows_nothing_and_accepts_one_that_does() -> None:
+    # the check every demo goes through can fail: no view or result -> MissingViews, views without
+    # the circuitsvis bundle (or with it twice) -> AssertionError
+    with pytest.raises(MissingViews, match="no cell output shows a tl_interp view or result"):
+        check_views(notebook_with_html("<p>a table</p>"), "demo.py")
+    view = f'<div class="tl-interp-view"></div><script class="{BUNDLE_MARKER}"></script>'
+    check_views(notebook_with_html(view), "demo.py")
+    check_views(notebook_with_html('<div class="tl-interp-result"></div>'), "demo.py")
+    for pages in (['<div class="tl-interp-view"></div>'], [view, view]):
+        with pytest.raises(AssertionError, match="bundle must ride along once"):
+            check_views(notebook_with_html(*pages), "demo.py")
 
 
 @pytest.mark.parametrize("script", demo_params())

@@ -1,5 +1,6 @@
 """sae_splice against sae-lens's own HookedSAETransformer, on HookedTransformer and HookedSAETransformer."""
 
+import functools
 from typing import Any
 
 import pytest
@@ -8,8 +9,12 @@ from sae_lens import HookedSAETransformer, StandardSAE, StandardSAEConfig, TopKS
 from sae_lens.saes.sae import SAEMetadata
 from torch.testing import assert_close
 
+import tl_interp as ti
 from tests.conftest import _cfg, no_hooks_attached
+from tests.reliability import no_forward, ordinal, tl_run
 from tl_interp import ShapeError, hooks, site
+from tl_interp.errors import InputError
+from tl_interp.positions import From
 
 HOOK = site("resid_post", 0)
 
@@ -119,3 +124,86 @@ def test_an_sae_of_the_wrong_width_fails_before_running(model: Any, tokens: torc
     with pytest.raises(ShapeError, match=r"sae_splice at blocks.0.hook_resid_post: the SAE input has 48 entries, the site has d_model=32"):
         hooks.sae_splice(make_sae(d_in=48)).run(model, tokens)
     assert no_hooks_attached(model)
+
+
+# -- issue 10's reliability probes (formerly tests/test_reliability_steering.py), beside the module they test --
+SITE = site("resid_pre", 2)
+PROMPTS = ["one , two ,", "january , february , march ,"]
+
+
+@functools.cache
+def sae() -> Any:
+    return ti.models.load_sae("ordinal-4l-res-l2")
+
+
+def test_an_sae_spliced_at_a_site_it_was_not_trained_at_is_refused() -> None:
+    # own probe for item 7: hooks.sae_splice(sae, where=another site of the same width)
+    with pytest.raises(InputError, match="trained at blocks.2.hook_resid_pre; at blocks.1.hook_resid_pre its features"):
+        hooks.sae_splice(sae(), where=site("resid_pre", 1))
+    with pytest.raises(InputError, match="at blocks.0.attn.hook_z"):
+        hooks.sae_splice(sae(), where=site("z", 0))
+
+
+# -- issue item 12: the SAE card's splice positions ----------------------------------------
+def test_sae_splice_uses_the_cards_positions_by_default_and_says_so() -> None:
+    # probe 12: "hooks.sae_splice(sae) splices at every position although ... trained on positions 2:"
+    iv = hooks.sae_splice(sae(), keep_error=False)
+    assert "positions From(1) from the SAE's card" in str(iv)
+    model = ordinal()
+    tokens = model.to_tokens(PROMPTS[1])
+
+    def reconstruct_from_1(a: torch.Tensor, hook: Any) -> torch.Tensor:
+        out = a.clone()
+        out[:, 1:] = sae().decode(sae().encode(a[:, 1:]))
+        return out
+
+    expected = tl_run(model, tokens, [(SITE, reconstruct_from_1)])
+    assert_close(iv.run(model, tokens), expected, rtol=1e-5, atol=1e-5)
+    assert torch.equal(hooks.sae_splice(sae(), keep_error=False, positions=From(1)).run(model, tokens),
+                       iv.run(model, tokens))  # the card's default is exactly From(1)
+
+
+def test_positions_all_overrides_the_card() -> None:
+    # probe 12, correct behaviour: every real token when asked
+    model = ordinal()
+    tokens = model.to_tokens(PROMPTS[1])
+    expected = tl_run(model, tokens, [(SITE, lambda a, hook: sae().decode(sae().encode(a)))])
+    got = hooks.sae_splice(sae(), keep_error=False, positions="all").run(model, tokens)
+    assert "from the SAE's card" not in str(hooks.sae_splice(sae(), positions="all"))
+    assert_close(got, expected, rtol=1e-5, atol=1e-5)
+
+
+def test_an_empty_splice_with_the_error_kept_leaves_the_model_bit_identical() -> None:
+    model = ordinal()
+    tokens = model.to_tokens(PROMPTS[1])
+    assert torch.equal(hooks.sae_splice(sae()).run(model, tokens), model(tokens))
+
+
+@pytest.mark.real_model
+def test_the_smollm2_sae_splice_loss_follows_its_card() -> None:
+    # probe 12 on the real model: reconstruction-only loss 6.06 at every position vs 4.46 on the card's
+    model = ti.models.load("smollm2-135m")
+    big = ti.models.load_sae("smollm2-135m-res-l15")
+    tokens = model.to_tokens("<|im_start|>The quick brown fox jumps over the lazy dog, and then it runs far away.",
+                             prepend_bos=False)
+    metric = ti.metrics.loss(tokens)
+    default = metric(hooks.sae_splice(big, keep_error=False).run(model, tokens))
+    card = metric(hooks.sae_splice(big, keep_error=False, positions=From(2)).run(model, tokens))
+    everywhere = metric(hooks.sae_splice(big, keep_error=False, positions="all").run(model, tokens))
+    assert_close(default, card, rtol=0, atol=0)
+    assert float(everywhere) > float(default)
+
+
+# -- unclear errors: SAE edits ------------------------------------------------------------------
+@pytest.mark.parametrize("edit, message", [
+    (lambda f: f[..., :10], r"must return features of the shape it gets .* returned \(1, 2, 10\)"),  # wrong shape
+    (lambda f: None, "returned NoneType"),  # own probe
+    (lambda f: f @ torch.ones(3, 3), "the feature edit failed on features of shape"),  # own probe: it raises
+    (hooks.clamp_features(5000, 1.0), r"feature index out of range for d_sae=1024: \[5000\]"),  # own probe
+    (hooks.add_features(torch.ones(10)), "the feature-space vector has 10 entries, the SAE has d_sae=1024"),
+])
+def test_a_feature_edit_that_cannot_apply_is_refused_before_any_forward_pass(edit: Any, message: str) -> None:
+    # unclear error: "an SAE edit returning the wrong shape"
+    model = ordinal()
+    with no_forward(model), pytest.raises(ShapeError, match=message):
+        hooks.sae_splice(sae(), edit).run(model, model.to_tokens(PROMPTS[0]))

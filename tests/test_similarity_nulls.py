@@ -6,14 +6,16 @@ import itertools
 
 import numpy as np
 import pytest
+import scipy.spatial
 import scipy.stats
 import torch
+from torch.utils._python_dispatch import TorchDispatchMode
 
 from tl_interp import similarity as sim
 from tl_interp import stats
 from tl_interp.errors import InputError, OptionError, TlInterpWarning
 from tl_interp.results import Result
-from tl_interp.similarity._kernels import _cka_null, _weighted_unbiased_hsic, cka_debiased_resampled
+from tl_interp.similarity._kernels import _weighted_unbiased_hsic, cka_debiased_resampled
 from tl_interp.similarity._neighbors import knn_resampled
 from tl_interp.similarity._rsa import rsa_resampled
 
@@ -58,11 +60,42 @@ def test_vectorised_null_equals_the_loop_on_the_same_permutations(case):
     assert fast.statistic == pytest.approx(metric(x, y, **options), abs=1e-14)
 
 
-def test_cka_takes_the_cross_product_path_only_when_it_is_cheaper():
-    x, y = related(30, 3, 4)
-    assert _cka_null(x, y).evaluate.__name__ == "_cross_product"
-    x, y = related(60, 60, 70)
-    assert type(_cka_null(x, y).evaluate).__name__ == "DenseGather"
+class Work(TorchDispatchMode):
+    """Counts the work of every tensor op run inside it: entries written, plus multiply-adds of
+    matrix products (a deterministic cost model: no clocks)."""
+
+    PRODUCTS = {torch.ops.aten.mm.default, torch.ops.aten.bmm.default, torch.ops.aten.addmm.default,
+                torch.ops.aten.dot.default, torch.ops.aten.mv.default}
+
+    def __init__(self):
+        super().__init__()
+        self.total = 0
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        out = func(*args, **(kwargs or {}))
+        self.total += sum(t.numel() for t in (out if isinstance(out, (tuple, list)) else [out])
+                          if isinstance(t, torch.Tensor))
+        if func in self.PRODUCTS:
+            a, b = args[1:3] if func == torch.ops.aten.addmm.default else args[:2]
+            self.total += a.numel() * (b.shape[-1] if b.ndim > 1 else 1)
+        return out
+
+
+def null_work_per_permutation(n, d1, d2, n_permutations=64):
+    x, y = related(n, d1, d2)
+    with Work() as work:
+        res = stats.permutation_test(sim.cka, x, y, n_permutations=n_permutations)
+    assert res.vectorized
+    return work.total / n_permutations
+
+
+def test_the_linear_cka_null_costs_whichever_of_the_two_exact_ways_is_cheaper():
+    # narrow activations: reordering the n x n Gram matrix per permutation (>= n^2 entries) would
+    # cost far more than one (d1, n) @ (n, d2) product; wide ones: the other way round
+    n, d1, d2 = 300, 3, 4
+    assert null_work_per_permutation(n, d1, d2) < n * n / 4, null_work_per_permutation(n, d1, d2)
+    n, d1, d2 = 60, 60, 70
+    assert null_work_per_permutation(n, d1, d2) < n * min(n, d1) * min(n, d2) / 4, null_work_per_permutation(n, d1, d2)
 
 
 def test_kendall_rsa_has_no_batched_null_and_runs_the_loop():
@@ -109,13 +142,31 @@ def result():
                        options={"mutual_knn": {"k": 5}}, n_permutations=199, n_boot=100, seed=7, model_id="toy")
 
 
-def test_compare_scores_are_the_metrics_and_nulls_are_the_permutation_tests(result):
+def numpy_linear_cka(x, y):
+    """Reference: linear CKA = ||Xc^T Yc||_F^2 / (||Xc^T Xc||_F ||Yc^T Yc||_F) (Kornblith et al. 2019)."""
+    x, y = np.asarray(x), np.asarray(y)
+    x, y = x - x.mean(0), y - y.mean(0)
+    return np.linalg.norm(x.T @ y) ** 2 / (np.linalg.norm(x.T @ x) * np.linalg.norm(y.T @ y))
+
+
+def scipy_procrustes_similarity(x, y):
+    """Reference: scipy's disparity is 1 - similarity^2 (widths padded with zeros to match)."""
+    x, y = np.asarray(x), np.asarray(y)
+    width = max(x.shape[1], y.shape[1])
+    pad = lambda a: np.pad(a, ((0, 0), (0, width - a.shape[1])))  # noqa: E731
+    return float(np.sqrt(1 - scipy.spatial.procrustes(pad(x), pad(y))[2]))
+
+
+def test_compare_scores_nulls_and_p_values_equal_numpy_references(result):
+    # independent of the toolkit's metric and null code: numpy CKA on each of the seed's
+    # permutations (the public permutation_indices gives them), the p-value counted by hand
     assert result.labels["metric"] == ("cka", "svcca", "procrustes", "rsa", "mutual_knn", "cka_debiased")
-    assert float(result.values[0]) == sim.cka(X, Y)
-    assert float(result.values[4]) == sim.mutual_knn(X, Y, k=5)
-    ref = stats.permutation_test(sim.cka, X, Y, n_permutations=199, seed=7)
-    torch.testing.assert_close(result.extras["null"][0], ref.null)
-    assert float(result.extras["p_value"][0]) == float(ref.p_value)
+    assert float(result.values[0]) == pytest.approx(numpy_linear_cka(X, Y), rel=1e-12)
+    assert float(result.values[2]) == pytest.approx(scipy_procrustes_similarity(X, Y), rel=1e-9)
+    perms = stats.permutation_indices(40, 199, seed=7).numpy()
+    null = np.array([numpy_linear_cka(X, Y.numpy()[p]) for p in perms])
+    np.testing.assert_allclose(result.extras["null"][0].numpy(), null, rtol=1e-9)
+    assert float(result.extras["p_value"][0]) == pytest.approx((1 + np.sum(null >= numpy_linear_cka(X, Y))) / 200)
     assert result.extras["null"].shape == (6, 199)
 
 
@@ -130,10 +181,14 @@ def test_compare_reports_intervals_chance_and_provenance(result):
     assert "cka:" in result.summary() and result.score("rsa")["p_value"] == float(result.extras["p_value"][3])
 
 
-def test_compare_bootstrap_equals_stats_bootstrap_for_a_plain_metric(result):
-    low, high = stats.bootstrap_ci(sim.procrustes, X, Y, n_boot=100, seed=7)
-    assert float(result.extras["ci_low"][2]) == pytest.approx(float(low), abs=1e-12)
-    assert float(result.extras["ci_high"][2]) == pytest.approx(float(high), abs=1e-12)
+def test_compare_bootstrap_is_the_percentile_interval_of_the_metric_on_resampled_rows(result):
+    # reference: scipy's Procrustes on each of the seed's resamples of rows (public bootstrap_indices),
+    # and numpy's linearly interpolated 2.5% and 97.5% quantiles
+    x, y = X.numpy(), Y.numpy()
+    scores = [scipy_procrustes_similarity(x[i], y[i]) for i in stats.bootstrap_indices(40, 100, seed=7).numpy()]
+    low, high = np.quantile(scores, [0.025, 0.975])
+    assert float(result.extras["ci_low"][2]) == pytest.approx(low, abs=1e-9)
+    assert float(result.extras["ci_high"][2]) == pytest.approx(high, abs=1e-9)
 
 
 def test_resampled_rsa_and_knn_leave_out_copies_and_equal_the_metric_without_copies():

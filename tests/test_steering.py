@@ -157,12 +157,24 @@ def test_batched_evaluation_equals_prompt_by_prompt_hooks(model: Any, pairs: tup
 
 
 @pytest.mark.parametrize("rule", ["all", "last"])
-def test_full_forward_path_equals_the_fast_paths(model: Any, pairs: tuple, rule: str) -> None:
+def test_full_forward_path_and_fast_paths_equal_hand_written_hooks(model: Any, pairs: tuple, rule: str) -> None:
     v = contrast_vector(model, *pairs, site("resid_mid", 2), name="mid")
     prompts = ["one , two ,", "march , april , may ,", "after july comes"]
     fast = next_token_logits(model, prompts, v, [1.0, 5.0], positions=rule)
     slow = next_token_logits(model, prompts, v, [1.0, 5.0], positions=rule, fast_paths=False)  # the bridge's path
-    assert_close(fast, slow, atol=1e-4, rtol=0)
+    # reference: one unpadded prompt at a time, scale x vector added by a hand-written hook
+    where = slice(None) if rule == "all" else slice(-1, None)
+    for k, scale in enumerate([1.0, 5.0]):
+        def steer(act: torch.Tensor, hook: Any, scale: float = scale) -> torch.Tensor:
+            act = act.clone()
+            act[:, where] += scale * v.vector.to(act.dtype)
+            return act
+
+        for j, prompt in enumerate(prompts):
+            with torch.no_grad():
+                expected = model.run_with_hooks(model.to_tokens(prompt), fwd_hooks=[(v.hook_name, steer)])[0, -1]
+            assert_close(fast[0, k, j], expected, atol=1e-4, rtol=0)
+            assert_close(slow[0, k, j], expected, atol=1e-4, rtol=0)
 
 
 def test_generation_under_steering(model: Any, pairs: tuple) -> None:
@@ -183,10 +195,21 @@ def test_generation_under_steering(model: Any, pairs: tuple) -> None:
 # -- SAE space ---------------------------------------------------------------------------
 
 
-def test_zero_sae_space_vector_changes_nothing(model: Any, sae: Any) -> None:
-    zero = SteeringVector(torch.zeros(sae.cfg.d_sae), sae.cfg.metadata.hook_name, space="sae", sae=sae)
+def test_zero_sae_space_vector_changes_nothing_and_one_feature_adds_its_decoder_row(model: Any, sae: Any) -> None:
+    hook_name = sae.cfg.metadata.hook_name
+    zero = SteeringVector(torch.zeros(sae.cfg.d_sae), hook_name, space="sae", sae=sae)
     tokens = model.to_tokens(["one , two ,", "after may comes"])
     assert torch.equal(zero.intervention(5.0).run(model, tokens), model(tokens))
+    # not a splice that never edits: with the error term kept, feature k at scale s adds s x the
+    # decoder's row k (reference: a hand-written TransformerLens hook; prompts of one length, no padding)
+    tokens = model.to_tokens(["one , two ,", "march , april ,"])
+    one = torch.zeros(sae.cfg.d_sae)
+    one[17] = 1.0
+    steered = SteeringVector(one, hook_name, space="sae", sae=sae).intervention(5.0).run(model, tokens)
+    row = sae.W_dec[17].detach()
+    expected = model.run_with_hooks(tokens, fwd_hooks=[(hook_name, lambda act, hook: act + 5.0 * row)])
+    assert_close(steered, expected, atol=1e-4, rtol=0)
+    assert not torch.allclose(steered, model(tokens), atol=1e-2)
 
 
 def test_sae_space_vector_equals_its_decoded_residual_vector(model: Any, sae: Any, pairs: tuple) -> None:

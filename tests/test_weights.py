@@ -10,6 +10,7 @@ from torch.testing import assert_close
 
 import tl_interp as ti
 from tests.conftest import ToyMLP, attn_only, gpt2_style, llama_style
+from tl_interp import weights
 from tl_interp.errors import InputError, OptionError, SelectionError, UnsupportedError
 
 weights = ti.weights
@@ -187,3 +188,22 @@ def test_congruence_reads_chosen_neurons_and_tokens_as_the_full_table_does() -> 
     assert_close(one.values, weights.congruence(model, 1, kind="in").values[[3]])
     with pytest.raises(OptionError, match=r"neurons must be non-empty indices in \[0, 64\)"):
         weights.congruence(model, 1, neurons=[64])
+
+
+# -- issue 10's reliability probes (formerly tests/test_reliability_statistics.py), beside the module they test --
+def gaussian(*shape: int, seed: int = 0) -> torch.Tensor:
+    return torch.randn(*shape, generator=torch.Generator().manual_seed(seed), dtype=torch.float64)
+
+
+def test_clusters_refuses_zero_clusters() -> None:
+    cm = weights.cosine_matrix(gaussian(6, 3, seed=10))
+    with pytest.raises(SelectionError, match=r"n_clusters=0 with 6 vectors; choose an int in \[1, 6\]"):
+        cm.clusters(0)  # before: one cluster per row
+    assert cm.clusters(2).unique().numel() == 2
+
+
+def test_kurtosis_names_an_axis_that_does_not_exist_and_matches_scipy_otherwise() -> None:
+    z = gaussian(6, 20, seed=15)
+    with pytest.raises(SelectionError, match=r"kurtosis: dim=5 but X has 2 axes \(shape \(6, 20\)\)"):
+        weights.kurtosis(z, dim=5)  # before: IndexError "tuple index out of range"
+    assert_close(weights.kurtosis(z * 1e200, dim=1), torch.as_tensor(scipy.stats.kurtosis(z.numpy(), axis=1)))

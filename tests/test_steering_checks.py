@@ -1,9 +1,5 @@
-"""Reliability probes (issue 10): steering vectors and SAEs.
-
-On the zoo's ordinal-4l and its bundled SAE (``ordinal-4l-res-l2``: blocks.2.hook_resid_pre,
-trained on positions ``1:``); references are hand-written TransformerLens hooks that call the
-SAE's own ``encode``/``decode``.
-"""
+"""Steering vectors: a feature-space vector only with its own SAE; non-finite and overflowing
+vectors and scales refused before any forward pass; steered logits equal hand-written hooks."""
 
 import copy
 import functools
@@ -15,11 +11,12 @@ from torch.testing import assert_close
 
 import tl_interp as ti
 from tests.reliability import no_forward, ordinal, tl_run
-from tl_interp import hooks, site
+from tl_interp import site
 from tl_interp.errors import HookNameError, InputError, OptionError, ShapeError, TypeCheckError
-from tl_interp.positions import From
 from tl_interp.steering import Controls, SteeringVector
 
+
+# -- issue 10's reliability probes (formerly tests/test_reliability_steering.py) --
 SITE = site("resid_pre", 2)
 PROMPTS = ["one , two ,", "january , february , march ,"]
 NO_CONTROLS = Controls(random_seeds=(), unrelated_prompts=())
@@ -94,14 +91,6 @@ def test_a_feature_space_vector_refuses_an_uncarded_sae_with_other_weights() -> 
         SteeringVector(v.vector, SITE, space="sae", sae=second, sae_id=v.sae_id)
 
 
-def test_an_sae_spliced_at_a_site_it_was_not_trained_at_is_refused() -> None:
-    # own probe for item 7: hooks.sae_splice(sae, where=another site of the same width)
-    with pytest.raises(InputError, match="trained at blocks.2.hook_resid_pre; at blocks.1.hook_resid_pre its features"):
-        hooks.sae_splice(sae(), where=site("resid_pre", 1))
-    with pytest.raises(InputError, match="at blocks.0.attn.hook_z"):
-        hooks.sae_splice(sae(), where=site("z", 0))
-
-
 # -- issue item 10: non-finite and overflowing steering ------------------------------------
 NAN, INF = float("nan"), float("inf")
 
@@ -139,71 +128,6 @@ def test_a_steering_scale_that_overflows_float16_is_refused_before_any_forward_p
     model = ti.models.load("ordinal-4l", dtype=torch.float16)
     with no_forward(model), pytest.raises(InputError, match="beyond the largest torch.float16 value"):
         ti.steering.next_token_logits(model, PROMPTS, vector(), [1e5])
-
-
-# -- issue item 12: the SAE card's splice positions ----------------------------------------
-def test_sae_splice_uses_the_cards_positions_by_default_and_says_so() -> None:
-    # probe 12: "hooks.sae_splice(sae) splices at every position although ... trained on positions 2:"
-    iv = hooks.sae_splice(sae(), keep_error=False)
-    assert "positions From(1) from the SAE's card" in str(iv)
-    model = ordinal()
-    tokens = model.to_tokens(PROMPTS[1])
-
-    def reconstruct_from_1(a: torch.Tensor, hook: Any) -> torch.Tensor:
-        out = a.clone()
-        out[:, 1:] = sae().decode(sae().encode(a[:, 1:]))
-        return out
-
-    expected = tl_run(model, tokens, [(SITE, reconstruct_from_1)])
-    assert_close(iv.run(model, tokens), expected, rtol=1e-5, atol=1e-5)
-    assert torch.equal(hooks.sae_splice(sae(), keep_error=False, positions=From(1)).run(model, tokens),
-                       iv.run(model, tokens))  # the card's default is exactly From(1)
-
-
-def test_positions_all_overrides_the_card() -> None:
-    # probe 12, correct behaviour: every real token when asked
-    model = ordinal()
-    tokens = model.to_tokens(PROMPTS[1])
-    expected = tl_run(model, tokens, [(SITE, lambda a, hook: sae().decode(sae().encode(a)))])
-    got = hooks.sae_splice(sae(), keep_error=False, positions="all").run(model, tokens)
-    assert "from the SAE's card" not in str(hooks.sae_splice(sae(), positions="all"))
-    assert_close(got, expected, rtol=1e-5, atol=1e-5)
-
-
-def test_an_empty_splice_with_the_error_kept_leaves_the_model_bit_identical() -> None:
-    model = ordinal()
-    tokens = model.to_tokens(PROMPTS[1])
-    assert torch.equal(hooks.sae_splice(sae()).run(model, tokens), model(tokens))
-
-
-@pytest.mark.real_model
-def test_the_smollm2_sae_splice_loss_follows_its_card() -> None:
-    # probe 12 on the real model: reconstruction-only loss 6.06 at every position vs 4.46 on the card's
-    model = ti.models.load("smollm2-135m")
-    big = ti.models.load_sae("smollm2-135m-res-l15")
-    tokens = model.to_tokens("<|im_start|>The quick brown fox jumps over the lazy dog, and then it runs far away.",
-                             prepend_bos=False)
-    metric = ti.metrics.loss(tokens)
-    default = metric(hooks.sae_splice(big, keep_error=False).run(model, tokens))
-    card = metric(hooks.sae_splice(big, keep_error=False, positions=From(2)).run(model, tokens))
-    everywhere = metric(hooks.sae_splice(big, keep_error=False, positions="all").run(model, tokens))
-    assert_close(default, card, rtol=0, atol=0)
-    assert float(everywhere) > float(default)
-
-
-# -- unclear errors: SAE edits ------------------------------------------------------------------
-@pytest.mark.parametrize("edit, message", [
-    (lambda f: f[..., :10], r"must return features of the shape it gets .* returned \(1, 2, 10\)"),  # wrong shape
-    (lambda f: None, "returned NoneType"),  # own probe
-    (lambda f: f @ torch.ones(3, 3), "the feature edit failed on features of shape"),  # own probe: it raises
-    (hooks.clamp_features(5000, 1.0), r"feature index out of range for d_sae=1024: \[5000\]"),  # own probe
-    (hooks.add_features(torch.ones(10)), "the feature-space vector has 10 entries, the SAE has d_sae=1024"),
-])
-def test_a_feature_edit_that_cannot_apply_is_refused_before_any_forward_pass(edit: Any, message: str) -> None:
-    # unclear error: "an SAE edit returning the wrong shape"
-    model = ordinal()
-    with no_forward(model), pytest.raises(ShapeError, match=message):
-        hooks.sae_splice(sae(), edit).run(model, model.to_tokens(PROMPTS[0]))
 
 
 # -- evaluation and application -----------------------------------------------------------

@@ -1,11 +1,5 @@
-"""Reliability probes (issue 10): interventions under ``model.generate``.
-
-With the key-value cache on, each generation step runs only the new position; a position
-selection must keep meaning the same absolute positions of the growing sequence. The
-reference is a plain TransformerLens run, without a cache, over the whole generated
-sequence with a hand-written hook at those absolute positions: the final block's residual
-stream of every cached step, concatenated, must equal it.
-"""
+"""Interventions during generation: positions keep their absolute meaning under the KV cache,
+and what generate cannot honour is refused before any forward pass."""
 
 from typing import Any
 
@@ -20,6 +14,8 @@ from tl_interp import hooks, site
 from tl_interp.errors import HookNameError, InputError, SelectionError, ShapeError, UnsupportedError
 from tl_interp.positions import From
 
+
+# -- issue 10's reliability probes (formerly tests/test_reliability_generation.py) --
 SITE, READ = site("resid_pre", 2), site("resid_post", 3)
 V = torch.randn(128, generator=torch.Generator().manual_seed(5)) * 4
 PROMPT_LEN, NEW = 5, 4  # "one , two ," with BOS

@@ -1,9 +1,4 @@
-"""Reliability probes (issue 10): interventions and threads sharing one model.
-
-Hooks registered by ``.applied()`` act only in the thread that applied them (issue item 11),
-and the forward wrapper that tells hooks where positions sit is shared, reference-counted,
-so one thread leaving its block never removes it under another still inside.
-"""
+"""Interventions applied in one thread are invisible to another."""
 
 import threading
 from typing import Any
@@ -15,6 +10,8 @@ from tests.conftest import no_hooks_attached
 from tests.reliability import at_positions, ordinal, tiny, tl_run
 from tl_interp import hooks, site
 
+
+# -- issue 10's reliability probes (formerly tests/test_reliability_threads.py) --
 TOKENS = torch.randint(1, 61, (2, 5), generator=torch.Generator().manual_seed(0))
 
 

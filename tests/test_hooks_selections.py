@@ -1,9 +1,5 @@
-"""Reliability probes (issue 10): position, head, neuron and row selections.
-
-Each test is one probe: the input, and either the exact expected behaviour (against a plain
-TransformerLens run with hand-written hooks) or the typed error and its message. "Before
-any forward pass" is checked with ``no_forward`` (a model whose forward raises).
-"""
+"""Selections (positions, heads, neurons, rows) that cannot be honoured are refused; the
+others edit exactly what TransformerLens's hand-written hooks edit."""
 
 from typing import Any
 
@@ -17,6 +13,8 @@ from tl_interp import hooks, site
 from tl_interp.errors import SelectionError, TypeCheckError, UnsupportedError
 from tl_interp.positions import From, first
 
+
+# -- issue 10's reliability probes (formerly tests/test_reliability_selections.py) --
 TOKENS = torch.randint(1, 61, (2, 5), generator=torch.Generator().manual_seed(0))
 
 
