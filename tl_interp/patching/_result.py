@@ -7,7 +7,7 @@ import torch
 from torch import Tensor
 
 from tl_interp.errors import OptionError, UnsupportedError
-from tl_interp.results import Result, register_result
+from tl_interp.results import Result, number, register_result
 
 __all__ = ["PatchingResult"]
 
@@ -74,6 +74,24 @@ class PatchingResult(Result):
             label = ", ".join(f"{a} {self.label(a, j)}" for a, j in zip(self.axes, index))
             out.append((label, float(flat[i])))
         return out
+
+    def _headline(self) -> str:
+        head = f"base {number(self.base)}, source {number(self.source)}"
+        try:
+            cells, what = self.top_cells(3, self.normalized), " (fraction recovered)"
+        except UnsupportedError:  # no gap between the runs: the raw values are all there is
+            cells, what = self.top_cells(3), ""
+        return f"{head}; top: " + ", ".join(f"{where} {value:.4g}" for where, value in cells) + what
+
+    def _summary_lines(self) -> list[str]:
+        lines = [f"{'base run':>24}: {number(self.base)}", f"{'source run':>24}: {number(self.source)}"]
+        try:
+            recovered = self.normalized
+        except UnsupportedError:
+            return lines + ["  (the runs do not differ: no recovered fraction)"] + super()._summary_lines()
+        raw = dict(self.top_cells(self.values.numel()))
+        lines.append("the 10 cells of largest |recovered| (fraction of the way from base to source, raw value):")
+        return lines + [f"{where:>24}: {value:+.3f}  ({raw[where]:.4g})" for where, value in self.top_cells(10, recovered)]
 
     @classmethod
     def _rebuild(cls, extra_meta: dict[str, Any], **fields: Any) -> "PatchingResult":
