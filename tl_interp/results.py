@@ -254,8 +254,13 @@ class Result:
 
         return result_html(self)
 
+    def neutral(self, which: str = "values") -> tuple[float, str]:
+        """The value of view ``which`` that means "no change" (a figure draws it white) and the
+        colour bar's title; 0 unless the study says otherwise (a patching sweep: its base run)."""
+        return 0.0, which
+
     def figure(self, **kwargs: Any) -> Any:
-        """A plotly figure of the values (heatmap for 2-D, bars/lines for 1-D)."""
+        """A plotly figure of the values (heatmap for 2-D, bars/lines for 1-D; ``scale="symlog"``)."""
         from tl_interp.viz.figures import result_figure
 
         return result_figure(self, **kwargs)

@@ -75,6 +75,15 @@ class PatchingResult(Result):
             out.append((label, float(flat[i])))
         return out
 
+    def neutral(self, which: str = "values") -> tuple[float, str]:
+        """Raw values: the base run (an unpatched cell is white, not saturated), when it is one number;
+        the normalised view: 0 (= the base run; 1 = the source run)."""
+        if which == "values" and self.base.numel() == 1:
+            return float(self.base), f"{self.metric}; white = base run {float(self.base):.4g}"
+        if which in ("normalized", "recovered"):
+            return 0.0, "fraction recovered (0 = base run, 1 = source run)"
+        return 0.0, which
+
     def _headline(self) -> str:
         head = f"base {number(self.base)}, source {number(self.source)}"
         try:
