@@ -29,10 +29,14 @@ from tl_interp.hooks._sae import _sae_hook_name
 from tl_interp.models import Tokenized, adapt
 from tl_interp.models.saes import splice_positions
 from tl_interp.stats import bootstrap_mean_ci
-from tl_interp.viz.html import _fmt, colored_spans, svg_bars, table_html
+from tl_interp.viz.html import _fmt, colored_spans, svg_bars, table_html, visible
 from tl_interp.viz._prompt import token_labels
 
-__all__ = ["FeatureCard", "Context", "feature_card", "feature_page"]
+__all__ = ["FeatureCard", "Context", "feature_card", "feature_page", "DENSE_RATE"]
+
+# A feature active on at least this share of the tokens it reads is flagged: it is more likely a
+# bias- or position-like direction than a specific feature (its top contexts say little).
+DENSE_RATE = 0.5
 
 
 @dataclass(frozen=True)
@@ -68,9 +72,14 @@ class FeatureCard:
     ci: tuple[float, float] | None
     seed: int
 
+    @property
+    def dense(self) -> bool:
+        """Active on at least ``DENSE_RATE`` of the tokens it reads (the card flags it)."""
+        return self.n_tokens > 0 and self.n_active / self.n_tokens >= DENSE_RATE
+
     def __repr__(self) -> str:
         return (f"FeatureCard(feature {self.feature} at {self.hook_name}; active on {self.n_active}/"
-                f"{self.n_tokens} tokens; ablation effect {self.effect:+.4g})")
+                f"{self.n_tokens} tokens{' (dense)' if self.dense else ''}; ablation effect {self.effect:+.4g})")
 
     def html(self) -> str:
         """The card as self-contained HTML (inline styles, an SVG histogram)."""
@@ -80,17 +89,21 @@ class FeatureCard:
                       "</div>" for c in self.contexts)
         ctx = ctx or "<div>the feature is not active on any token of these prompts</div>"
         logits = table_html(["promotes", "logit", "suppresses", "logit"],
-                            [[a, b, c, d] for (a, b), (c, d) in zip(self.top_logits, self.bottom_logits)])
+                            [[visible(a), b, visible(c), d] for (a, b), (c, d) in zip(self.top_logits, self.bottom_logits)])
         rate = self.n_active / max(self.n_tokens, 1)
+        dense = (f"<span class='tl-dense' title='active on at least {DENSE_RATE:.0%} of the tokens it reads: more "
+                 "likely a bias- or position-like direction than a specific feature' style='background:#fff3cd;"
+                 "color:#664d03;border:1px solid #e0b000;border-radius:4px;padding:0 6px;margin-left:6px'>"
+                 f"&#9888; dense: active on {self.n_active} of {self.n_tokens} tokens</span>") if self.dense else ""
         ci = f" [95% CI {self.ci[0]:+.4g}, {self.ci[1]:+.4g}]" if self.ci else ""
         worst = sorted(range(len(self.answers)), key=lambda i: -abs(float(self.p_ablated[i] - self.p_clean[i])))[:5]
-        rows = [[i, self.answers[i], float(self.p_clean[i]), float(self.p_ablated[i])] for i in worst]
+        rows = [[i, visible(self.answers[i]), float(self.p_clean[i]), float(self.p_ablated[i])] for i in worst]
         hist = svg_bars(list(self.counts), list(self.edges), x_title="activation (non-zero)") if self.n_active else ""
         return (f"<div class='tl-interp-feature' style='font-family:system-ui,sans-serif;font-size:13px;"
                 f"border:1px solid #ddd;padding:8px;margin:8px 0'>"
                 f"<div><b>Feature {self.feature}</b> at <code>{html.escape(self.hook_name)}</code> "
                 f"({html.escape(self.model_id)}): active on {self.n_active} of {self.n_tokens} tokens "
-                f"({rate:.1%})</div><div style='display:flex;gap:16px;flex-wrap:wrap'>"
+                f"({rate:.1%}){dense}</div><div style='display:flex;gap:16px;flex-wrap:wrap'>"
                 f"<div style='flex:2 1 400px'><div><b>Top contexts</b></div>{ctx}</div>"
                 f"<div style='flex:1 1 300px'>{hist}{logits}</div></div>"
                 f"<div><b>Ablating it</b> changes the answer's probability by {self.effect:+.4g} on average over "
