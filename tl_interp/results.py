@@ -25,7 +25,7 @@ from tl_interp._checks import checked
 from tl_interp._io import load_checked, save_checked
 from tl_interp.errors import ArtifactError, ShapeError, UnsupportedError
 
-__all__ = ["Provenance", "Result", "prompt_hash", "register_result", "short", "bounded", "number"]
+__all__ = ["Provenance", "Result", "prompt_hash", "register_result"]
 
 _KINDS: dict[str, type["Result"]] = {}
 _STUDIES = ("tl_interp.patching", "tl_interp.ablation", "tl_interp.steering", "tl_interp.similarity",
