@@ -72,3 +72,11 @@ def test_a_view_saved_as_png_shows_the_drawn_widget(browser: Any, tmp_path: Path
     width, height, ink = _opened(browser, path)
     assert (width, height) == (900, 700) and ink > 0.02
     assert view.save(tmp_path / "attention.pdf").read_bytes()[:5] == b"%PDF-"
+
+
+def test_a_feature_card_saved_as_png_is_drawn(browser: Any, tmp_path: Path) -> None:  # noqa: F811
+    from tests.test_viz_feature_card import _card
+
+    path = _card(48, 48).save(tmp_path / "card.png")
+    width, height, ink = _opened(browser, path)
+    assert (width, height) == (1200, 700) and ink > 0.01

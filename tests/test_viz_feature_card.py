@@ -186,3 +186,9 @@ def test_a_dense_feature_is_flagged_and_a_sparse_one_is_not() -> None:
     assert not sparse.dense and "tl-dense" not in sparse.html()
     assert "(dense)" in repr(dense) and "(dense)" not in repr(sparse)
     assert _card(24, 48).dense and not _card(23, 48).dense  # the threshold: half the tokens read
+
+
+def test_a_card_saved_as_html_is_a_whole_page_with_the_card(tmp_path: Any) -> None:
+    card = _card(48, 48)
+    text = card.save(tmp_path / "card.html").read_text()
+    assert text.startswith("<!doctype html>") and card.html() in text

@@ -14,8 +14,10 @@ top features adds a circuitsvis ``topk`` view.
 """
 
 import html
+import os
 from collections.abc import Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -112,6 +114,15 @@ class FeatureCard:
 
     def _repr_html_(self) -> str:
         return self.html()
+
+    def save(self, path: str | os.PathLike[str]) -> Path:
+        """Write the card as ``.html`` (self-contained), or ``.png`` / ``.pdf`` drawn by a local
+        headless Chromium (``tl_interp.viz._save.save_view``); the suffix picks the format."""
+        from tl_interp.viz._save import save_view
+
+        page = (f"<!doctype html><html><head><meta charset='utf-8'><title>Feature {self.feature}</title></head>"
+                f"<body style='margin:16px'>{self.html()}</body></html>")
+        return save_view(page, path, height=700)
 
 
 @dataclass(frozen=True)
