@@ -215,3 +215,10 @@ def test_a_dataclass_subclass_that_forgets_repr_false_still_prints_short() -> No
 def test_long_labels_are_shortened_and_newlines_escaped() -> None:
     assert short("x" * 100) == "x" * 23 + "…" and short("a\nb") == "a\\nb"
     assert len(bounded("y" * 5000)) == REPR_MAX_CHARS
+
+
+def test_a_result_missing_an_extra_its_headline_reads_still_prints() -> None:
+    from tl_interp.patching import PatchingResult
+
+    bare = PatchingResult(torch.tensor([[1.0, -4.0]]), ("layer", "pos"), "m", Provenance("x"))  # no base/source
+    assert repr(bare) == "PatchingResult(m; layer=1, pos=2; top: [0, 1] -4, [0, 0] 1; model=x)"

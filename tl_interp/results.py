@@ -23,7 +23,7 @@ from torch import Tensor
 
 from tl_interp._checks import checked
 from tl_interp._io import load_checked, save_checked
-from tl_interp.errors import ArtifactError, ShapeError, UnsupportedError
+from tl_interp.errors import ArtifactError, ShapeError
 
 __all__ = ["Provenance", "Result", "prompt_hash", "register_result"]
 
@@ -161,8 +161,8 @@ class Result:
         """
         try:
             headline = self._headline()
-        except (KeyError, UnsupportedError):  # an extra the kind's headline reads is missing
-            headline = Result._headline(self)
+        except (KeyError, IndexError, ValueError):  # an extra its headline reads is missing or malformed:
+            headline = Result._headline(self)  # a repr never raises; the generic line is still true
         parts = [self.metric, self.shape_text(", "), headline, self.provenance_line()]
         return bounded(f"{type(self).__name__}({'; '.join(p for p in parts if p)})")
 
