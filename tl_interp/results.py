@@ -32,9 +32,50 @@ _STUDIES = ("tl_interp.patching", "tl_interp.ablation", "tl_interp.steering", "t
             "tl_interp.geometry")
 
 
+REPR_MAX_CHARS = 1500  # a repr is a line to read, never the data: .values / .to_frame() / .summary() hold more
+LABEL_CHARS = 24
+
+
+def short(text: Any, limit: int = LABEL_CHARS) -> str:
+    """``text`` on one line (newlines and tabs escaped), cut to ``limit`` characters with an ellipsis.
+
+    Example:
+        >>> short("a very long token label indeed", 10), short("\\n")
+        ('a very lo…', '\\\\n')
+    """
+    text = str(text).replace("\n", "\\n").replace("\r", "\\r").replace("\t", "\\t")
+    return text if len(text) <= limit else text[:limit - 1] + "…"
+
+
+def number(value: Tensor | float) -> str:
+    """A scalar to 4 significant digits; a tensor of several values as its mean and count.
+
+    Example:
+        >>> number(torch.tensor(-5.4912)), number(torch.tensor([1.0, 2.0]))
+        ('-5.491', 'mean 1.5 over 2')
+    """
+    if isinstance(value, Tensor) and value.numel() != 1:
+        return f"mean {float(value.double().mean()):.4g} over {value.numel()}" if value.numel() else "none"
+    return f"{float(value):.4g}"
+
+
+def bounded(text: str, limit: int = REPR_MAX_CHARS) -> str:
+    """``text`` cut to ``limit`` characters (saying so), for reprs."""
+    return text if len(text) <= limit else text[:limit - 5] + " ...)"
+
+
 @checked
 def register_result(cls: type["Result"]) -> type["Result"]:
-    """Class decorator: lets ``Result.load`` rebuild this subclass from its ``kind``."""
+    """Class decorator: lets ``Result.load`` rebuild this subclass from its ``kind``.
+
+    A ``@dataclass`` subclass gets a generated ``__repr__`` that prints every field in full
+    (a 1536-vector cosine matrix printed its labels twice); unless the class defines its own,
+    the short ``Result.__repr__`` is put back.
+    """
+    own = cls.__dict__.get("__repr__")
+    if own is not None and getattr(cls, "__dataclass_params__", None) is not None \
+            and cls.__dataclass_params__.repr and hasattr(own, "__wrapped__"):  # the dataclass-generated one
+        cls.__repr__ = Result.__repr__  # type: ignore[method-assign]
     _KINDS[cls.kind] = cls
     return cls
 
@@ -110,20 +151,79 @@ class Result:
                                  f"{self.values.shape[self.axes.index(axis)]}")
 
     def __repr__(self) -> str:
-        """A short summary: shape, the largest cells, provenance (full data: ``.values``,
-        ``.to_frame()``)."""
-        shape = ", ".join(f"{a}={n}" for a, n in zip(self.axes, self.values.shape))
-        flat = self.values.detach().double().flatten()
-        top = ""
-        if flat.numel() and self.values.ndim:
-            order = torch.nan_to_num(flat.abs(), nan=-1.0).argsort(descending=True)[:3].tolist()
-            cells = []
-            for i in order:
-                index = [int(j) for j in torch.unravel_index(torch.tensor(i), self.values.shape)]
-                where = ", ".join(self.label(a, j) for a, j in zip(self.axes, index))
-                cells.append(f"[{where}] {float(flat[i]):.4g}")
-            top = "; top: " + ", ".join(cells)
-        return f"{type(self).__name__}({self.metric}; {shape}; model={self.provenance.model_id}{top})"
+        """One line: kind, shape, the headline numbers, provenance (full data: ``.values``,
+        ``.to_frame()``; a few readable lines: ``.summary()``).
+
+        Example:
+            >>> r = Result(torch.tensor([[1.0, -2.0]]), ("layer", "pos"), "logit diff", Provenance("m", seed=0))
+            >>> r
+            Result(logit diff; layer=1, pos=2; top: [0, 1] -2, [0, 0] 1; model=m, seed=0)
+        """
+        try:
+            headline = self._headline()
+        except (KeyError, IndexError, ValueError):  # an extra its headline reads is missing or malformed:
+            headline = Result._headline(self)  # a repr never raises; the generic line is still true
+        parts = [self.metric, self.shape_text(", "), headline, self.provenance_line()]
+        return bounded(f"{type(self).__name__}({'; '.join(p for p in parts if p)})")
+
+    def shape_text(self, sep: str = " x ") -> str:
+        """``"layer=30 x pos=12"`` (``"scalar"`` for 0-d values)."""
+        return sep.join(f"{a}={n}" for a, n in zip(self.axes, self.values.shape)) or "scalar"
+
+    def provenance_line(self) -> str:
+        """The provenance in one line: model, prompt hash, seed, version, number of interventions."""
+        p = self.provenance
+        items = [f"model={short(p.model_id, 60)}"]
+        if p.prompt_hash:
+            items.append(f"prompts={p.prompt_hash}")
+        if p.seed is not None:
+            items.append(f"seed={p.seed}")
+        if p.interventions:
+            items.append(f"{len(p.interventions)} intervention{'s' if len(p.interventions) > 1 else ''}")
+        if p.version:
+            items.append(f"tl_interp {p.version}")
+        return ", ".join(items)
+
+    def top_cells(self, k: int = 3, values: Tensor | None = None) -> list[tuple[str, float]]:
+        """The ``k`` cells of largest |value| (NaNs last) as ``("[label, label]", value)``, labels shortened."""
+        values = self.values if values is None else values
+        flat = values.detach().double().flatten().cpu()
+        if not flat.numel() or not values.ndim:
+            return []
+        order = torch.nan_to_num(flat.abs(), nan=-1.0).argsort(descending=True, stable=True)[:k].tolist()
+        out = []
+        for i in order:
+            index = [int(j) for j in torch.unravel_index(torch.tensor(i), values.shape)]
+            out.append(("[" + ", ".join(short(self.label(a, j)) for a, j in zip(self.axes, index)) + "]", float(flat[i])))
+        return out
+
+    def _headline(self) -> str:
+        """The main numbers in one short line (a study's subclass says what they are)."""
+        if not self.values.ndim:
+            return f"value {float(self.values):.4g}"
+        cells = self.top_cells(3)
+        return ("top: " + ", ".join(f"{where} {value:.4g}" for where, value in cells)) if cells else "empty"
+
+    def _summary_lines(self) -> list[str]:
+        """The body of ``summary()``: one line per headline item (a subclass's own numbers)."""
+        if not self.values.ndim:
+            return [f"{self.metric:>12}: {float(self.values):.4g}"]
+        return [f"{where:>24}: {value:.4g}" for where, value in self.top_cells(10)] or ["(no values)"]
+
+    def summary(self) -> str:
+        """A few plain-text lines: what the result is, its main numbers, where it came from.
+
+        Example:
+            >>> r = Result(torch.tensor([0.5, -2.0]), ("layer",), "logit diff", Provenance("m"))
+            >>> print(r.summary())
+            Result: logit diff over layer=2
+                                 [1]: -2
+                                 [0]: 0.5
+            provenance: model=m
+        """
+        kind = type(self).__name__
+        return "\n".join([f"{kind}: {self.metric} over {self.shape_text()}", *self._summary_lines(),
+                          f"provenance: {self.provenance_line()}"])
 
     def label(self, axis: str, index: int) -> str:
         """The label of ``index`` along ``axis`` (the index itself when unlabelled)."""
@@ -154,8 +254,13 @@ class Result:
 
         return result_html(self)
 
+    def neutral(self, which: str = "values") -> tuple[float, str]:
+        """The value of view ``which`` that means "no change" (a figure draws it white) and the
+        colour bar's title; 0 unless the study says otherwise (a patching sweep: its base run)."""
+        return 0.0, which
+
     def figure(self, **kwargs: Any) -> Any:
-        """A plotly figure of the values (heatmap for 2-D, bars/lines for 1-D)."""
+        """A plotly figure of the values (heatmap for 2-D, bars/lines for 1-D; ``scale="symlog"``)."""
         from tl_interp.viz.figures import result_figure
 
         return result_figure(self, **kwargs)

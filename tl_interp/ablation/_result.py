@@ -1,12 +1,13 @@
 """The result of an ablation scan: the effect of ablating each unit, with intervals."""
 
+import math
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
 from torch import Tensor
 
 from tl_interp.errors import OptionError
-from tl_interp.results import Result, register_result
+from tl_interp.results import Result, number, register_result, short
 
 __all__ = ["AblationResult"]
 
@@ -52,6 +53,17 @@ class AblationResult(Result):
             rows.append({"unit": unit, "index": tuple(index), "effect": float(flat[i]),
                          "ci_low": float(lo[i]), "ci_high": float(hi[i])})
         return rows
+
+    def _headline(self) -> str:
+        worst = ", ".join(f"{short(r['unit'])} {r['effect']:+.3g}" for r in self.ranking(3))
+        return f"unablated {number(self.base)}; most damaging: {worst}"
+
+    def _summary_lines(self) -> list[str]:
+        lines = [f"{'unablated':>24}: {number(self.base)}", "most damaging first (change when ablated, 95% CI):"]
+        for r in self.ranking(10):
+            ci = f"  [{r['ci_low']:+.3g}, {r['ci_high']:+.3g}]" if not math.isnan(r["ci_low"]) else ""
+            lines.append(f"{short(r['unit']):>24}: {r['effect']:+.4g}{ci}")
+        return lines
 
     @classmethod
     def _rebuild(cls, extra_meta: dict[str, Any], **fields: Any) -> "AblationResult":

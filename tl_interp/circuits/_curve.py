@@ -30,7 +30,7 @@ from tl_interp.circuits._scores import EdgeScores
 from tl_interp.engine.executors import Executor
 from tl_interp.engine.inputs import Inputs
 from tl_interp.errors import InputError, OptionError, ShapeError, UnsupportedError
-from tl_interp.results import Provenance, Result, register_result
+from tl_interp.results import Provenance, Result, register_result, short
 from tl_interp.stats import bootstrap_indices, percentile_interval
 
 __all__ = ["MIB_BUDGETS", "FaithfulnessCurve", "faithfulness_curve", "area_under", "curve_statistics"]
@@ -136,6 +136,17 @@ class FaithfulnessCurve(Result):
             row.update({f"f@{b}": float(self.values[i, j]) for j, b in enumerate(self.labels["budget"])})
             rows.append(row)
         return pd.DataFrame(rows)
+
+    def _headline(self) -> str:
+        return ", ".join(f"{short(m)} CPR {float(self.cpr[i]):.3g} CMD {float(self.cmd[i]):.3g}"
+                         for i, m in enumerate(self.methods[:6])) + f" over {len(self.budgets)} budgets"
+
+    def _summary_lines(self) -> list[str]:
+        e = self.extras
+        lines = ["per method: CPR (area under f, higher better) and CMD (area under |1 - f|, lower better), 95% CI"]
+        return lines + [f"{short(m):>24}: CPR {float(e['cpr'][i]):.3f} [{float(e['cpr_low'][i]):.3f}, "
+                        f"{float(e['cpr_high'][i]):.3f}]  CMD {float(e['cmd'][i]):.3f} [{float(e['cmd_low'][i]):.3f}, "
+                        f"{float(e['cmd_high'][i]):.3f}]" for i, m in enumerate(self.methods)]
 
     def figure(self, **kwargs: Any) -> Any:
         """f against the budget per method, with interval bands (``ti.viz.circuit.curve_figure``)."""

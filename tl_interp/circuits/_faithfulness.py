@@ -28,7 +28,7 @@ from tl_interp.engine.inputs import Inputs
 from tl_interp.engine.run import EngineOptions
 from tl_interp.errors import InputError, UnsupportedError
 from tl_interp.models._adapter import adapt
-from tl_interp.results import Provenance, Result, prompt_hash, register_result
+from tl_interp.results import Provenance, Result, bounded, prompt_hash, register_result
 
 __all__ = ["Faithfulness", "faithfulness"]
 
@@ -73,8 +73,24 @@ class Faithfulness(Result):
             f = ", ".join(f"{v:.3g}" for v in self.normalized.tolist()[:6])
         except UnsupportedError:
             f = "undefined"
-        return (f"Faithfulness({self.metric}; {self.values.shape[0]} circuits, {self.values.shape[1]} prompts; "
-                f"model={self.provenance.model_id}; f: {f})")
+        if self.values.shape[0] > 6:
+            f += f", ... {self.values.shape[0] - 6} more"
+        return bounded(f"Faithfulness({self.metric}; {self.values.shape[0]} circuits, {self.values.shape[1]} prompts; "
+                       f"f: {f}; {self.provenance_line()})")
+
+    def _summary_lines(self) -> list[str]:
+        lines = [f"{'full model':>24}: {float(self.clean.double().mean()):.4g} (mean over prompts)",
+                 f"{'empty circuit':>24}: {float(self.corrupted.double().mean()):.4g}"]
+        try:
+            f = self.normalized.tolist()
+        except UnsupportedError:
+            f = [float("nan")] * self.values.shape[0]
+        sizes = self.extras.get("n_edges")
+        for i, value in enumerate(f):
+            size = f", {int(sizes[i])} edges" if sizes is not None else ""
+            lines.append(f"{self.label('circuit', i):>24}: f={value + 0.0:.4g} (metric {float(self.values[i].double().mean()):.4g}"
+                         f"{size})")
+        return lines
 
 
 def _edge_set(g: Graph, circuit: Any, i: int) -> Tensor:

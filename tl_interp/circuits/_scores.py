@@ -54,7 +54,7 @@ from tl_interp.errors import OptionError
 from tl_interp.intervention import Intervention
 from tl_interp.metrics import bind
 from tl_interp.models._adapter import adapt
-from tl_interp.results import Provenance, Result, prompt_hash, register_result
+from tl_interp.results import Provenance, Result, bounded, prompt_hash, register_result, short
 
 __all__ = ["EdgeScores", "attribute", "METHODS"]
 
@@ -118,9 +118,9 @@ class EdgeScores(Result):
         return "\n".join(lines)
 
     def __repr__(self) -> str:
-        top = ", ".join(f"{n} {v:+.3g}" for n, v in self.top(3))
-        return (f"EdgeScores({self.method}, {self.metric}; {len(self.names)} edges, {self.per_prompt.shape[0]} "
-                f"prompts; model={self.provenance.model_id}; top: {top})")
+        top = ", ".join(f"{short(n, 32)} {v:+.3g}" for n, v in self.top(3))
+        return bounded(f"EdgeScores({self.method}, {self.metric}; {len(self.names)} edges, {self.per_prompt.shape[0]} "
+                       f"prompts; top: {top}; {self.provenance_line()})")
 
 
 @checked

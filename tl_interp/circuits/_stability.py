@@ -17,7 +17,7 @@ from torch import Tensor
 
 from tl_interp._checks import checked
 from tl_interp.errors import OptionError, ShapeError
-from tl_interp.results import Provenance, Result, register_result
+from tl_interp.results import Provenance, Result, register_result, short
 from tl_interp.stats import bootstrap_indices, percentile_interval
 
 __all__ = ["EdgeStability", "stability", "resampled_scores", "top_k_survival"]
@@ -83,6 +83,20 @@ class EdgeStability(Result):
         order = self.values.abs().argsort(descending=True)[:k].tolist()
         freq = self.extras["in_top_k"]
         return [(self.label("edge", i), float(freq[i])) for i in order if float(freq[i]) < threshold]
+
+    def _headline(self) -> str:
+        survival = ", ".join(f"top-{k} {float(s):.2f}" for k, s in zip(self.ks[:4], self.survival.tolist()))
+        return f"survival: {survival}; {len(self.unstable())} of the top {self.ks[0]} edges unstable (<50%)"
+
+    def _summary_lines(self) -> list[str]:
+        e = self.extras
+        lines = ["top-k survival: mean fraction of the top k still in the top k when prompts are resampled (95% CI)"]
+        lines += [f"{'top-' + str(k):>24}: {float(s):.3f} [{float(lo):.3f}, {float(hi):.3f}]" for k, s, lo, hi in
+                  zip(self.ks, self.survival.tolist(), e["survival_low"].tolist(), e["survival_high"].tolist())]
+        unstable = self.unstable()
+        lines.append(f"unstable edges of the top {self.ks[0]} (in fewer than half the resamples' top): "
+                     + (", ".join(f"{short(n, 32)} {f:.2f}" for n, f in unstable[:10]) or "none"))
+        return lines
 
     def _repr_html_(self) -> str:
         import tl_interp.viz  # noqa: F401  (registers this kind's summary)

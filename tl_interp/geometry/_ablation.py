@@ -32,14 +32,14 @@ from tl_interp.engine.run import EngineOptions, check_metric
 from tl_interp.intervention import Intervention
 from tl_interp.metrics import is_metric
 from tl_interp.models._adapter import adapt
+from tl_interp.results import Provenance, Result, prompt_hash, register_result, short
 from tl_interp.sites import resolve
-from tl_interp.results import Provenance, Result, prompt_hash, register_result
 
 __all__ = ["SubspaceAblation", "subspace_ablation"]
 
 
 @register_result
-@dataclass(frozen=True, eq=False)
+@dataclass(frozen=True, eq=False, repr=False)
 class SubspaceAblation(Result):
     """The metric with each subspace ablated (``values``, one per subspace) and its controls.
 
@@ -61,6 +61,21 @@ class SubspaceAblation(Result):
     @property
     def random_mean(self) -> Tensor:
         return self.extras["random"].mean(1)
+
+    def _headline(self) -> str:
+        changes = ", ".join(f"{short(name)} {float(self.change[i]):+.3g} (random {float(self.random_mean[i] - self.baseline):+.3g})"
+                            for i, name in enumerate(self.labels["subspace"][:3]))
+        more = f", ... {len(self.labels['subspace']) - 3} more" if len(self.labels["subspace"]) > 3 else ""
+        return f"no ablation {self.baseline:.4g}; change when ablated: {changes}{more}"
+
+    def _summary_lines(self) -> list[str]:
+        lines = [f"{'no ablation':>24}: {self.baseline:.4g}",
+                 "change when ablated; random subspaces of the same dimension: mean [min, max] change"]
+        for i, name in enumerate(self.labels["subspace"]):
+            rnd = self.extras["random"][i] - self.extras["baseline"]
+            lines.append(f"{short(name):>24}: {float(self.change[i]):+.4g} (dim {int(self.extras['dims'][i])}); random "
+                         f"{float(rnd.mean()):+.4g} [{float(rnd.min()):+.4g}, {float(rnd.max()):+.4g}]")
+        return lines
 
     def markdown(self, *, digits: int = 4) -> str:
         """A table: subspace, dimension, metric ablated, change, random subspaces of that dimension."""

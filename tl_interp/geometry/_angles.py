@@ -23,7 +23,7 @@ from tl_interp.engine.inputs import Inputs, as_batch
 from tl_interp.errors import InputError, OptionError, SelectionError, ShapeError
 from tl_interp.models._adapter import Tokenized, adapt
 from tl_interp.positions import first
-from tl_interp.results import Provenance, Result, register_result
+from tl_interp.results import Provenance, Result, register_result, short
 from tl_interp.sites import site
 from tl_interp.stats._inputs import check_finite, unit_scale
 
@@ -35,7 +35,7 @@ _CORRECTIONS = ("bonferroni", "holm", "fdr_bh", "none")
 
 
 @register_result
-@dataclass(frozen=True, eq=False)
+@dataclass(frozen=True, eq=False, repr=False)
 class LayerAngles(Result):
     """Angles in degrees ``(kind, layer, batch)`` for kinds target / other / shuffled, and the tests.
 
@@ -73,6 +73,22 @@ class LayerAngles(Result):
     def significant(self, alpha: float = 0.05) -> dict[str, Tensor]:
         """Which layers' corrected p-values are below ``alpha``."""
         return {c: p <= alpha for c, p in self.p_values.items()}
+
+    def _headline(self) -> str:
+        means = ", ".join(f"{k} {float(a.mean()):.1f}°" for k, a in self.angles.items())
+        found = [f"{c}: {int(s.sum())}/{len(s)} layers p<=0.05" for c, s in self.significant().items()]
+        return f"mean angle {means}; " + "; ".join(found)
+
+    def _summary_lines(self) -> list[str]:
+        correction = self.provenance.settings.get("correction", "?")
+        lines = [f"per layer: mean angle (degrees) of each kind; per comparison the {correction}-corrected p "
+                 "and Cohen's d_z"]
+        angles, p, d = self.angles, self.p_values, self.effect_sizes
+        for i in range(self.values.shape[1]):
+            kinds = "  ".join(f"{k} {float(a[i].mean()):6.2f}" for k, a in angles.items())
+            tests = "  ".join(f"{c.split(' vs ')[1]}: p={float(p[c][i]):.3g} d={float(d[c][i]):+.2f}" for c in p)
+            lines.append(f"{short(self.label('layer', i), 12):>12}: {kinds}  |  {tests}")
+        return lines
 
     def figure(self, **kwargs: Any) -> Any:
         """Mean angle per layer (with bootstrap intervals) for each kind, and the t-values."""

@@ -26,12 +26,14 @@ def paired_figure(result: Any, *, title: str | None = None) -> Any:
     import plotly.graph_objects as go
     from plotly.subplots import make_subplots
 
+    from tl_interp.viz._plotly import savable
+
     x = list(result.labels["layer"])
     methods = result.methods
     n_rows = 3 if methods else 2
     titles = ["relative residual of B given A (dashed: re-paired baseline)", "per-pair cosine (mean, 95% CI)"]
-    fig = make_subplots(rows=n_rows, cols=1, shared_xaxes=True, subplot_titles=titles + (
-        ["correlation of cosine with the score"] if methods else []))
+    fig = savable(make_subplots(rows=n_rows, cols=1, shared_xaxes=True, subplot_titles=titles + (
+        ["correlation of cosine with the score"] if methods else [])))
     ex = result.extras
     for fit in ("shift", "rotation", "shift_rotation"):
         colour = _COLOURS[fit]
@@ -52,9 +54,11 @@ def angle_histogram(result: Any, layer: int = -1, *, bins: int = 30, title: str 
     """Histogram of the per-pair angles (degrees) at one layer."""
     import plotly.graph_objects as go
 
+    from tl_interp.viz._plotly import Figure
+
     angles = result.angles if result.angles.ndim == 1 else result.angles[layer]
     label = "" if result.angles.ndim == 1 else f" at layer {result.labels['layer'][layer]}"
-    fig = go.Figure(go.Histogram(x=angles.tolist(), nbinsx=bins))
+    fig = Figure(go.Histogram(x=angles.tolist(), nbinsx=bins))
     fig.update_layout(title=title or f"angle between paired states{label}", xaxis_title="angle (degrees)",
                       yaxis_title="pairs")
     return fig
@@ -65,10 +69,12 @@ def angles_figure(result: Any, *, alpha: float = 0.05, title: str | None = None)
     import plotly.graph_objects as go
     from plotly.subplots import make_subplots
 
+    from tl_interp.viz._plotly import savable
+
     x = list(result.labels["layer"])
-    fig = make_subplots(rows=2, cols=1, shared_xaxes=True, subplot_titles=[
+    fig = savable(make_subplots(rows=2, cols=1, shared_xaxes=True, subplot_titles=[
         "angle to the next layer (degrees; mean, 95% CI over prompts)",
-        f"paired t (filled: corrected p <= {alpha})"])
+        f"paired t (filled: corrected p <= {alpha})"]))
     low, high = bootstrap_mean_ci(result.values, seed=result.provenance.seed or 0)
     for i, kind in enumerate(result.labels["kind"]):
         _band(fig, x, low[i], high[i], _COLOURS[kind], 1, kind)

@@ -27,7 +27,7 @@ from tl_interp.errors import InputError, OptionError, ShapeError, TlInterpWarnin
 from tl_interp.geometry._correlation import CORRELATIONS, correlate
 from tl_interp.geometry._fits import (difference_pca, max_components, rotation_residual, shift_residual,
                                      shift_rotation_residual)
-from tl_interp.results import Provenance, Result, register_result
+from tl_interp.results import Provenance, Result, register_result, short
 from tl_interp.stats import bootstrap_mean_ci, permutation_indices, permutation_test
 from tl_interp.stats._inputs import check_finite, smallest_p_value, unit_scale
 from tl_interp.stats._permutation import n_arrangements
@@ -38,7 +38,7 @@ _FITS = {"shift": shift_residual, "rotation": rotation_residual, "shift_rotation
 
 
 @register_result
-@dataclass(frozen=True, eq=False)
+@dataclass(frozen=True, eq=False, repr=False)
 class PairedGeometry(Result):
     """Per-layer paired geometry. ``values`` are the per-pair cosines ``(layer, pair)``.
 
@@ -133,6 +133,28 @@ class PairedGeometry(Result):
     @property
     def pca_p_value(self) -> float | Tensor:
         return self._layerwise("p_pca")
+
+    def _headline(self) -> str:
+        e = self.extras
+        cos, gain = e["mean_cosine"].double(), e["improvement"].double()
+        if bool(e["single"]):
+            return (f"{self.values.shape[1]} pairs; mean cosine {float(cos[0]):.3f}; rotation improves on shift by "
+                    f"{float(gain[0]):.1%} (p={float(e['p_rotation'][0]):.3g})")
+        best = int(gain.argmax())
+        return (f"{self.values.shape[1]} pairs; mean cosine {float(cos.min()):.3f}..{float(cos.max()):.3f} over "
+                f"{len(cos)} layers; rotation's largest improvement on shift {float(gain[best]):.1%} at layer "
+                f"{short(self.label('layer', best), 12)} (p={float(e['p_rotation'][best]):.3g})")
+
+    def _summary_lines(self) -> list[str]:
+        e = self.extras
+        lines = ["per layer: mean cosine [95% CI]; relative residual of shift / rotation (re-paired baseline, p)"]
+        for i in range(self.values.shape[0]):
+            lines.append(f"{short(self.label('layer', i), 12):>12}: cos {float(e['mean_cosine'][i]):.3f} "
+                         f"[{float(e['cosine_low'][i]):.3f}, {float(e['cosine_high'][i]):.3f}]  shift "
+                         f"{float(e['shift_residual'][i]):.3f} ({float(e['baseline_shift'][i]):.3f}, "
+                         f"p={float(e['p_shift'][i]):.3g})  rotation {float(e['rotation_residual'][i]):.3f} "
+                         f"({float(e['baseline_rotation'][i]):.3f}, p={float(e['p_rotation'][i]):.3g})")
+        return lines
 
     def figure(self, **kwargs: Any) -> Any:
         """Per-layer lines: residuals against their baselines, mean cosine with its interval, correlations."""

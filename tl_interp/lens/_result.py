@@ -6,7 +6,7 @@ from typing import Any, ClassVar
 from torch import Tensor
 
 from tl_interp.errors import OptionError
-from tl_interp.results import Result, register_result
+from tl_interp.results import Result, register_result, short
 
 __all__ = ["LensResult", "DLAResult"]
 
@@ -81,6 +81,17 @@ class LensResult(Result):
                     entry[f"rank({name})"] = int(self.extras["answer_rank"][layer, row, slot, j])
             out.append(entry)
         return out
+
+    def _headline(self) -> str:
+        mask = self.extras["mask"].bool()
+        kl = self.values.double()[:, mask].mean(-1)  # (layer,): mean over every read position
+        n_layers = kl.shape[0]
+        shown = sorted({0, n_layers // 2, max(n_layers - 2, 0)})
+        trail = ", ".join(f"{short(self.label('layer', i), 8)} {float(kl[i]):.3g}" for i in shown)
+        first = self.layer_table(0)[-2 if n_layers > 1 else -1]
+        top = first["top"][0] if first["top"] else ("?", float("nan"))
+        return (f"{int(mask.sum())} read positions; mean KL(final||layer) nats: {trail}; prompt 0 at layer "
+                f"{short(first['layer'], 8)} reads {short(top[0], 16)!r} p={top[1]:.2f}")
 
     def summary(self, row: int = 0, pos: int | None = None) -> str:
         """A plain-text table, one line per layer (see ``layer_table``)."""
@@ -165,6 +176,10 @@ class DLAResult(Result):
         err = (self.total - self.extras["logit"]).abs()
         return {"max_frozen_vs_renormalised": float(gap.max()) if gap.numel() else 0.0,
                 "max_sum_error": float(err.max()), "max_abs_centring": float(self.extras["centring"].abs().max())}
+
+    def _headline(self) -> str:
+        top = ", ".join(f"{short(name)} {value:+.3g}" for name, value in self.ranking(3))
+        return f"by {self.by}; mean logit {float(self.extras['logit'].double().mean()):.4g}; top: {top}"
 
     def summary(self, k: int = 10) -> str:
         """The top components, the logit they sum to and what the frozen norm leaves out."""

@@ -7,7 +7,7 @@ import torch
 from torch import Tensor
 
 from tl_interp.errors import OptionError, UnsupportedError
-from tl_interp.results import Result, register_result
+from tl_interp.results import Result, number, register_result
 
 __all__ = ["PatchingResult"]
 
@@ -74,6 +74,33 @@ class PatchingResult(Result):
             label = ", ".join(f"{a} {self.label(a, j)}" for a, j in zip(self.axes, index))
             out.append((label, float(flat[i])))
         return out
+
+    def neutral(self, which: str = "values") -> tuple[float, str]:
+        """Raw values: the base run (an unpatched cell is white, not saturated), when it is one number;
+        the normalised view: 0 (= the base run; 1 = the source run)."""
+        if which == "values" and self.base.numel() == 1:
+            return float(self.base), f"{self.metric}; white = base run {float(self.base):.4g}"
+        if which in ("normalized", "recovered"):
+            return 0.0, "fraction recovered (0 = base run, 1 = source run)"
+        return 0.0, which
+
+    def _headline(self) -> str:
+        head = f"base {number(self.base)}, source {number(self.source)}"
+        try:
+            cells, what = self.top_cells(3, self.normalized), " (fraction recovered)"
+        except UnsupportedError:  # no gap between the runs: the raw values are all there is
+            cells, what = self.top_cells(3), ""
+        return f"{head}; top: " + ", ".join(f"{where} {value:.4g}" for where, value in cells) + what
+
+    def _summary_lines(self) -> list[str]:
+        lines = [f"{'base run':>24}: {number(self.base)}", f"{'source run':>24}: {number(self.source)}"]
+        try:
+            recovered = self.normalized
+        except UnsupportedError:
+            return lines + ["  (the runs do not differ: no recovered fraction)"] + super()._summary_lines()
+        raw = dict(self.top_cells(self.values.numel()))
+        lines.append("the 10 cells of largest |recovered| (fraction of the way from base to source, raw value):")
+        return lines + [f"{where:>24}: {value:+.3f}  ({raw[where]:.4g})" for where, value in self.top_cells(10, recovered)]
 
     @classmethod
     def _rebuild(cls, extra_meta: dict[str, Any], **fields: Any) -> "PatchingResult":

@@ -57,7 +57,7 @@ DEFAULT_METRICS = ("cka", "svcca", "procrustes", "rsa", "mutual_knn")
 
 
 @register_result
-@dataclass(frozen=True, eq=False)
+@dataclass(frozen=True, eq=False, repr=False)
 class SimilarityResult(Result):
     """Scores per metric (axis ``"metric"``) with extras ``p_value``, ``ci_low``, ``ci_high``,
     ``boot_bias`` (mean resampled score - score), ``chance`` (NaN where a metric has no
@@ -73,6 +73,12 @@ class SimilarityResult(Result):
                 "boot_bias": float(self.extras["boot_bias"][i]),
                 "chance": float(self.extras["chance"][i]), "null_mean": float(self.extras["null"][i].mean()),
                 "null_q95": float(self.extras["null"][i].quantile(0.95))}
+
+    def _headline(self) -> str:
+        names = self.labels["metric"]
+        scores = ", ".join(f"{n} {float(self.values[i]):.3f} (p={float(self.extras['p_value'][i]):.3g})"
+                           for i, n in enumerate(names[:6]))
+        return scores + (f", ... {len(names) - 6} more" if len(names) > 6 else "")
 
     def summary(self) -> str:
         """One line per metric: score [interval], null mean and 95th percentile, p."""

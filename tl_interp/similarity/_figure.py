@@ -18,9 +18,11 @@ def null_figure(result: Any, *, title: str | None = None) -> Any:
     """
     from plotly.subplots import make_subplots
 
+    from tl_interp.viz._plotly import savable
+
     names = result.labels["metric"]
     p = result.extras["p_value"].tolist()
-    fig = make_subplots(rows=1, cols=len(names), subplot_titles=[f"{m} (p={pv:.3g})" for m, pv in zip(names, p)])
+    fig = savable(make_subplots(rows=1, cols=len(names), subplot_titles=[f"{m} (p={pv:.3g})" for m, pv in zip(names, p)]))
     for col, name in enumerate(names, start=1):
         fig.add_histogram(x=result.extras["null"][col - 1].tolist(), nbinsx=40, marker_color="#9aa5b1",
                           name=f"{name} null", showlegend=False, row=1, col=col)

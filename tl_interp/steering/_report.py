@@ -16,7 +16,7 @@ from torch import Tensor
 
 from tl_interp._checks import renamed
 from tl_interp.errors import SelectionError
-from tl_interp.results import Result, register_result
+from tl_interp.results import Result, register_result, short
 from tl_interp.stats import bootstrap_mean_ci
 
 __all__ = ["SteeringReport"]
@@ -174,6 +174,31 @@ class SteeringReport(Result):
         return {"vector": vector, "scale": float(scale), "task": task, "against": against,
                 "metric": metric, "mean": float(ours.mean()), "control_mean": float(theirs.mean()),
                 "effect": float(diff.mean()), "ci_low": float(low), "ci_high": float(high), "n": len(idx)}
+
+    # -- printouts ---------------------------------------------------------------------------
+    def _best_rows(self) -> list[tuple[str, float, dict[str, Any]]]:
+        """Per task: the unsteered accuracy and the best evaluated vector and scale."""
+        base = self.extras["baseline_accuracy"]
+        rows = []
+        for j, task in enumerate(self.tasks):
+            if bool(torch.isnan(self.values[..., j]).all()):
+                continue
+            rows.append((task, float(base[j]), self.best(task)))
+        return rows
+
+    def _headline(self) -> str:
+        n_real = len(self.meta.get("vectors", self.vectors))
+        rows = self._best_rows()
+        best = ", ".join(f"{short(t, 16)} {b:.2f}->{r['accuracy']:.2f} ({short(r['vector'], 16)} x{r['scale']:g})"
+                         for t, b, r in rows[:3])
+        more = f", ... {len(rows) - 3} more tasks" if len(rows) > 3 else ""
+        return (f"{n_real} vectors x {len(self.scales)} scales x {len(self.tasks)} tasks; accuracy unsteered->best: "
+                f"{best}{more}")
+
+    def _summary_lines(self) -> list[str]:
+        lines = ["accuracy per task: unsteered -> the best evaluated vector at its best scale (.table() has every row)"]
+        return lines + [f"{short(t):>24}: {b:.3f} -> {r['accuracy']:.3f}  ({r['vector']} x{r['scale']:g})"
+                        for t, b, r in self._best_rows()]
 
     # -- figures (drawn by tl_interp.viz.steering) ---------------------------------------------
     @renamed(multiplier="scale")

@@ -8,6 +8,11 @@
 - every Result and Intervention displays itself in a notebook (``tl_interp.viz.html``);
   ``show(obj)`` displays one from a cell that also runs as a plain script.
 
+Every picture saves itself: ``view.save(path)``, ``card.save(path)``, ``fig.save(path)`` on
+every plotly figure tl_interp returns, ``report.save(path)``: ``.html`` offline always,
+``.png`` / ``.pdf`` (and ``.svg`` for figures) through a local headless Chromium (``_save``).
+Figures take ``scale="symlog"``; diverging heatmaps are white where nothing changed.
+
 Nothing here touches the network. Plotting libraries are imported lazily.
 """
 

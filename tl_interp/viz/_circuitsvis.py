@@ -20,6 +20,7 @@ import functools
 import html
 import json
 import math
+import os
 import sys
 import uuid
 from collections.abc import Mapping
@@ -159,6 +160,25 @@ class View:
     def standalone_html(self) -> str:
         """The view with its own copy of the bundle: works on any page, offline."""
         return bundle_script() + self.html()
+
+    def page(self) -> str:
+        """A complete offline HTML page of the view (what ``save`` writes)."""
+        return (f"<!doctype html><html><head><meta charset='utf-8'><title>{html.escape(self.title)}</title></head>"
+                f"<body style='font-family:system-ui,sans-serif;margin:16px'>{self.standalone_html()}</body></html>")
+
+    def save(self, path: str | os.PathLike[str], *, width: int = 1200, height: int = 900) -> Path:
+        """Write the view: ``.html`` (offline, the bundle inlined), or ``.png`` / ``.pdf`` drawn by a
+        local headless Chromium (``tl_interp.viz._save.save_view``); the suffix picks the format.
+
+        Example:
+            >>> import tempfile
+            >>> view = View("demo", (Panel("", Widget("ColoredTokens", {"tokens": ["a"], "values": [1.0]})),))
+            >>> "CircuitsVis.render" in view.save(tempfile.mkdtemp() + "/view.html").read_text()
+            True
+        """
+        from tl_interp.viz._save import save_view
+
+        return save_view(self.page(), path, width=width, height=height)
 
     def _repr_html_(self) -> str:
         return notebook_html(self.html())

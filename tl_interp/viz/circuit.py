@@ -138,8 +138,10 @@ def curve_figure(curve: Any, *, title: str | None = None) -> Any:
     """
     import plotly.graph_objects as go
 
+    from tl_interp.viz._plotly import Figure
+
     x = [b * 100 for b in curve.extras["budgets"].tolist()]
-    fig = go.Figure()
+    fig = Figure()
     palette = ["#2166ac", "#d6604d", "#1b7837", "#762a83", "#e08214", "#4d4d4d"]
     for i, method in enumerate(curve.labels["method"]):
         color = palette[i % len(palette)]

@@ -12,8 +12,10 @@ JavaScript); the page of top features adds a circuitsvis ``topk`` view.
 """
 
 import html
+import os
 from collections.abc import Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -28,11 +30,15 @@ from tl_interp.engine.run import EngineOptions
 from tl_interp.errors import OptionError
 from tl_interp.hooks._sae import _sae_hook_name
 from tl_interp.models import adapt
-from tl_interp.viz.html import _fmt, colored_spans, svg_bars, table_html
+from tl_interp.viz.html import _fmt, colored_spans, svg_bars, table_html, visible
 from tl_interp.viz._prompt import token_labels
 from tl_interp.viz.report import Card
 
-__all__ = ["FeatureCard", "Context", "feature_card", "feature_page"]
+__all__ = ["FeatureCard", "Context", "feature_card", "feature_page", "DENSE_RATE"]
+
+# A feature active on at least this share of the tokens it reads is flagged: it is more likely a
+# bias- or position-like direction than a specific feature (its top contexts say little).
+DENSE_RATE = 0.5
 
 
 @dataclass(frozen=True)
@@ -68,9 +74,14 @@ class FeatureCard(Card):
     ci: tuple[float, float] | None
     seed: int
 
+    @property
+    def dense(self) -> bool:
+        """Active on at least ``DENSE_RATE`` of the tokens it reads (the card flags it)."""
+        return self.n_tokens > 0 and self.n_active / self.n_tokens >= DENSE_RATE
+
     def __repr__(self) -> str:
         return (f"FeatureCard(feature {self.feature} at {self.hook_name}; active on {self.n_active}/"
-                f"{self.n_tokens} tokens; ablation effect {self.effect:+.4g})")
+                f"{self.n_tokens} tokens{' (dense)' if self.dense else ''}; ablation effect {self.effect:+.4g})")
 
     def html(self) -> str:
         """The card as self-contained HTML (inline styles, an SVG histogram)."""
@@ -80,17 +91,21 @@ class FeatureCard(Card):
                       "</div>" for c in self.contexts)
         ctx = ctx or "<div>the feature is not active on any token of these prompts</div>"
         logits = table_html(["promotes", "logit", "suppresses", "logit"],
-                            [[a, b, c, d] for (a, b), (c, d) in zip(self.top_logits, self.bottom_logits)])
+                            [[visible(a), b, visible(c), d] for (a, b), (c, d) in zip(self.top_logits, self.bottom_logits)])
         rate = self.n_active / max(self.n_tokens, 1)
+        dense = (f"<span class='tl-dense' title='active on at least {DENSE_RATE:.0%} of the tokens it reads: more "
+                 "likely a bias- or position-like direction than a specific feature' style='background:#fff3cd;"
+                 "color:#664d03;border:1px solid #e0b000;border-radius:4px;padding:0 6px;margin-left:6px'>"
+                 f"&#9888; dense: active on {self.n_active} of {self.n_tokens} tokens</span>") if self.dense else ""
         ci = f" [95% CI {self.ci[0]:+.4g}, {self.ci[1]:+.4g}]" if self.ci else ""
         worst = sorted(range(len(self.answers)), key=lambda i: -abs(float(self.p_ablated[i] - self.p_clean[i])))[:5]
-        rows = [[i, self.answers[i], float(self.p_clean[i]), float(self.p_ablated[i])] for i in worst]
+        rows = [[i, visible(self.answers[i]), float(self.p_clean[i]), float(self.p_ablated[i])] for i in worst]
         hist = svg_bars(list(self.counts), list(self.edges), x_title="activation (non-zero)") if self.n_active else ""
         return (f"<div class='tl-interp-feature' style='font-family:system-ui,sans-serif;font-size:13px;"
                 f"border:1px solid #ddd;padding:8px;margin:8px 0'>"
                 f"<div><b>Feature {self.feature}</b> at <code>{html.escape(self.hook_name)}</code> "
                 f"({html.escape(self.model_id)}): active on {self.n_active} of {self.n_tokens} tokens "
-                f"({rate:.1%})</div><div style='display:flex;gap:16px;flex-wrap:wrap'>"
+                f"({rate:.1%}){dense}</div><div style='display:flex;gap:16px;flex-wrap:wrap'>"
                 f"<div style='flex:2 1 400px'><div><b>Top contexts</b></div>{ctx}</div>"
                 f"<div style='flex:1 1 300px'>{hist}{logits}</div></div>"
                 f"<div><b>Ablating it</b> changes the answer's probability by {self.effect:+.4g} on average over "
@@ -99,6 +114,15 @@ class FeatureCard(Card):
 
     def _repr_html_(self) -> str:
         return self.html()
+
+    def save(self, path: str | os.PathLike[str]) -> Path:
+        """Write the card as ``.html`` (self-contained), or ``.png`` / ``.pdf`` drawn by a local
+        headless Chromium (``tl_interp.viz._save.save_view``); the suffix picks the format."""
+        from tl_interp.viz._save import save_view
+
+        page = (f"<!doctype html><html><head><meta charset='utf-8'><title>Feature {self.feature}</title></head>"
+                f"<body style='margin:16px'>{self.html()}</body></html>")
+        return save_view(page, path, height=700)
 
 
 def _card(sae: Any, model: Any, acts: FeatureActivations, labels: list[list[str]], feature: int, ablation: Any, column: int,

@@ -16,7 +16,8 @@ from typing import Any
 import torch
 from torch import Tensor
 
-__all__ = ["result_html", "intervention_html", "heat_table", "table_html", "colored_spans", "summary_for", "svg_bars"]
+__all__ = ["result_html", "intervention_html", "heat_table", "table_html", "colored_spans", "summary_for", "svg_bars",
+           "ink", "visible"]
 
 MAX_SIDE = 40
 _SUMMARIES: dict[str, Callable[[Any], str]] = {}
@@ -47,15 +48,56 @@ def _color(value: float, scale: float) -> str:
     return "#{:02x}{:02x}{:02x}".format(*mix)
 
 
+def _luminance(hex_colour: str) -> float:
+    """WCAG relative luminance of ``#rrggbb``."""
+    def channel(c: int) -> float:
+        s = c / 255
+        return s / 12.92 if s <= 0.03928 else ((s + 0.055) / 1.055) ** 2.4
+
+    r, g, b = (int(hex_colour[i:i + 2], 16) for i in (1, 3, 5))
+    return 0.2126 * channel(r) + 0.7152 * channel(g) + 0.0722 * channel(b)
+
+
+def ink(background: str) -> str:
+    """The text colour, black or white, with the higher WCAG contrast on ``background``.
+
+    Example:
+        >>> ink("#2166ac"), ink("#f4f4f4")
+        ('#fff', '#000')
+    """
+    lum = _luminance(background)
+    return "#000" if (lum + 0.05) / 0.05 >= 1.05 / (lum + 0.05) else "#fff"
+
+
+_SHOWN = {" ": "\u2423", "\n": "\u21b5", "\t": "\u21e5", "\r": "\u240d"}  # ␣ ↵ ⇥ ␍
+
+
+def visible(token: str) -> str:
+    """A token as text a reader can see: newlines always as ↵, a whitespace-only token as ␣ / ↵ / ⇥.
+
+    Example:
+        >>> visible(" "), visible("\\n\\n"), visible(" cat"), visible("a\\nb"), visible("")
+        ('␣', '↵↵', ' cat', 'a↵b', '∅')
+    """
+    if not token:
+        return "\u2205"  # ∅: an empty token would be an invisible span
+    if not token.strip():
+        return "".join(_SHOWN.get(c, "\u00b7") for c in token)
+    return token.replace("\r", _SHOWN["\r"]).replace("\n", _SHOWN["\n"])
+
+
 def colored_spans(tokens: Sequence[str], values: Sequence[float], *, scale: float | None = None,
                   focus: int | None = None) -> str:
-    """Tokens as inline spans colored by value (hover shows it); ``focus`` gets an outline."""
+    """Tokens as inline spans colored by value (hover shows it), the text black or white by
+    contrast, whitespace tokens made visible (``visible``); ``focus`` gets an outline."""
     top = scale if scale is not None else max((abs(v) for v in values if math.isfinite(v)), default=0.0)
     out = []
     for i, (tok, v) in enumerate(zip(tokens, values)):
-        text = html.escape(str(tok).replace("\n", "\u23ce"))
+        text = html.escape(visible(str(tok)))
         border = "outline:1px solid #000;" if i == focus else ""
-        out.append(f"<span title='{v:.4g}' style='background:{_color(v, top)};{border}white-space:pre'>{text}</span>")
+        bg = _color(v, top)
+        out.append(f"<span title='{v:.4g}' style='background:{bg};color:{ink(bg)};{border}white-space:pre'>"
+                   f"{text}</span>")
     return "".join(out)
 
 
@@ -80,9 +122,10 @@ def heat_table(values: Tensor, row_labels: Sequence[str], col_labels: Sequence[s
     head = "".join(f'<th style="padding:1px 4px;font-weight:500">{html.escape(str(c))}</th>' for c in col_labels)
     rows = []
     for i, label in enumerate(row_labels):
+        colours = [_color(float(v[i, j]), scale) for j in range(v.shape[1])]
         cells = "".join(
             f'<td title="{html.escape(f"{label}, {col_labels[j]}: {float(v[i, j])!r}")}" '
-            f'style="background:{_color(float(v[i, j]), scale)};padding:1px 4px;text-align:right">'
+            f'style="background:{colours[j]};color:{ink(colours[j])};padding:1px 4px;text-align:right">'
             f"{_fmt(float(v[i, j]))}</td>" for j in range(v.shape[1]))
         rows.append(f'<tr><th style="padding:1px 4px;font-weight:500;text-align:left">{html.escape(str(label))}'
                     f"</th>{cells}</tr>")

@@ -42,6 +42,8 @@ def lens_heatmap(result: Any, *, row: int = 0, color: str = "prob", title: str |
     """
     import plotly.graph_objects as go
 
+    from tl_interp.viz._plotly import Figure
+
     views = {"prob": result.extras["top_probs"][..., 0], "kl": result.values, "entropy": result.extras["entropy"]}
     if color not in views:
         raise OptionError(f"lens_heatmap(color={color!r}): choose 'prob', 'kl' or 'entropy'")
@@ -53,7 +55,7 @@ def lens_heatmap(result: Any, *, row: int = 0, color: str = "prob", title: str |
     hover = [[f"p={float(result.extras['top_probs'][layer, r, s, 0]):.3f} KL={float(result.values[layer, r, s]):.3f} "
               f"H={float(result.extras['entropy'][layer, r, s]):.3f}" for r, s in cells] for layer in range(len(layers))]
     scale = dict(prob=("Blues", 0.0, 1.0), kl=("Reds", 0.0, None), entropy=("Viridis", 0.0, None))[color]
-    fig = go.Figure(go.Heatmap(z=z, x=x, y=layers, text=text, texttemplate="%{text}", customdata=hover,
+    fig = Figure(go.Heatmap(z=z, x=x, y=layers, text=text, texttemplate="%{text}", customdata=hover,
                                hovertemplate="%{y} / %{x}<br>top %{text!r}<br>%{customdata}<extra></extra>",
                                colorscale=scale[0], zmin=scale[1], zmax=scale[2],
                                colorbar=dict(title={"prob": "top-1 p", "kl": "KL (nats)", "entropy": "H (nats)"}[color])))
@@ -75,11 +77,13 @@ def answer_trajectories(result: Any, *, row: int = 0, pos: int | None = None, ti
     """
     import plotly.graph_objects as go
 
+    from tl_interp.viz._plotly import Figure
+
     if "answer_prob" not in result.extras:
         raise OptionError("answer_trajectories: the lens tracked no answers; run it with answers=[...]")
     slot = result._slot(row, pos)
     layers = [result.label("layer", i) for i in range(result.values.shape[0])]
-    fig = go.Figure()
+    fig = Figure()
     for j, name in enumerate(result.answer_labels):
         probs = result.extras["answer_prob"][:, row, slot, j].double().tolist()
         ranks = result.extras["answer_rank"][:, row, slot, j].tolist()
@@ -105,6 +109,8 @@ def dla_figure(result: Any, *, k: int = 30, title: str | None = None) -> Any:
     """
     import plotly.graph_objects as go
 
+    from tl_interp.viz._plotly import Figure
+
     from tl_interp.viz.figures import heatmap
 
     title = title or f"direct logit attribution to {result.metric} - {result.provenance.model_id}"
@@ -115,7 +121,7 @@ def dla_figure(result: Any, *, k: int = 30, title: str | None = None) -> Any:
                        y_labels=[str(layer) for layer in range(heads.shape[0])], x_title="head", y_title="layer",
                        title=title, colorbar="mean contribution")
     keep = sorted(mean.abs().argsort(descending=True)[:k].tolist())
-    fig = go.Figure(go.Bar(x=[result.label("component", i) for i in keep], y=[float(mean[i]) for i in keep]))
+    fig = Figure(go.Bar(x=[result.label("component", i) for i in keep], y=[float(mean[i]) for i in keep]))
     fig.update_layout(title=title, xaxis_title=result.by, yaxis_title="mean contribution (logit units)",
                       xaxis=dict(type="category"))
     return fig

@@ -149,6 +149,10 @@ class Report:
                 f"<style>{_STYLE}</style>{scripts}</head><body><h1>{html.escape(self.title)}</h1>\n{body}\n"
                 "</body></html>")
 
+    def save(self, path: str | os.PathLike[str]) -> str:
+        """The same as ``write``: every picture in tl_interp has ``save(path)``."""
+        return self.write(path)
+
     def write(self, path: str | os.PathLike[str]) -> str:
         """Write the report atomically; returns the path written.
 

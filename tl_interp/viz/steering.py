@@ -35,10 +35,12 @@ def figure(report: Any, metric: str = "accuracy", *, scale: float | None = None,
     """
     import plotly.graph_objects as go
 
+    from tl_interp.viz._plotly import Figure
+
     mean, (low, high) = report.metric_values(metric), report._interval(metric)
     tasks = [t for j, t in enumerate(report.tasks) if not bool(torch.isnan(mean[:, :, j]).all())]
     cols = [report._t(t) for t in tasks]
-    fig = go.Figure()
+    fig = Figure()
     b = [report.extras[f"baseline_{metric}{s}"][cols].double() for s in ("", "_ci_low", "_ci_high")]
     fig.add_bar(name="unsteered", x=tasks, y=b[0].tolist(), error_y=_error_y(*b))
     if vectors is None:
@@ -77,9 +79,11 @@ def sweep_figure(report: Any, task: str, metric: str = "accuracy", *,
     """
     import plotly.graph_objects as go
 
+    from tl_interp.viz._plotly import Figure
+
     j = report._t(task)
     mean, (low, high) = report.metric_values(metric), report._interval(metric)
-    fig = go.Figure()
+    fig = Figure()
     fig.add_hline(y=float(report.extras[f"baseline_{metric}"][j]), line_dash="dot", annotation_text="unsteered")
     for v in vectors or list(report.vectors):
         i = report._v(v)

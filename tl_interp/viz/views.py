@@ -80,7 +80,8 @@ def attention(model: Any, prompt: Prompt, *, layer: int, heads: IndexSelection =
     names = [f"L{layer}H{h}" for h in chosen]
     base = _patterns(model, ids, name, chosen, Intervention.identity())
     data: dict[str, Any] = {"patterns": base, "tokens": labels, "heads": chosen, "layer": layer}
-    panels = [Panel("unmodified" if intervention is not None else f"layer {layer}", _heads_widget(base, labels, names))]
+    # the title names the layer; a lone panel needs no caption (it said "layer 3" a second time)
+    panels = [Panel("unmodified" if intervention is not None else "", _heads_widget(base, labels, names))]
     if intervention is not None:
         edited = _patterns(model, ids, name, chosen, intervention)
         data["patterns_intervened"] = edited

@@ -34,7 +34,7 @@ _KINDS = {"out": "W_out[{l}] @ W_U", "in": "(W_E @ W_in[{l}]).T", "gate": "(W_E 
 
 
 @register_result
-@dataclass(frozen=True, eq=False)
+@dataclass(frozen=True, eq=False, repr=False)
 class Congruence(Result):
     """Per neuron, per token congruence ``(d_mlp, d_vocab)`` of one layer's MLP, float64."""
 
@@ -45,6 +45,21 @@ class Congruence(Result):
         rows = None if neurons is None else self._rows(neurons)
         return top_k(self.values, k, row_labels=self.labels["d_mlp"], column_labels=self.labels["d_vocab"],
                      rows=rows, largest=largest)
+
+    def _headline(self) -> str:
+        product = self.provenance.settings.get("product", self.metric)
+        cells = ", ".join(f"{where} {value:+.3g}" for where, value in self.top_cells(3))
+        return f"{product}; largest |congruence|: {cells}"
+
+    def _summary_lines(self) -> list[str]:
+        kurt = self.kurtosis()
+        order = torch.nan_to_num(kurt, nan=-float("inf")).argsort(descending=True)[:5].tolist()
+        lines = [f"{'product':>24}: {self.provenance.settings.get('product', self.metric)}",
+                 "the 10 (neuron, token) pairs of largest |congruence|:"]
+        lines += [f"{where:>24}: {value:+.4g}" for where, value in self.top_cells(10)]
+        lines.append("most token-specific neurons (excess kurtosis over the vocabulary): "
+                     + ", ".join(f"{self.labels['d_mlp'][i]} {float(kurt[i]):.3g}" for i in order))
+        return lines
 
     def kurtosis(self) -> Tensor:
         """Excess kurtosis of each neuron's congruence over the vocabulary ``(d_mlp,)``."""

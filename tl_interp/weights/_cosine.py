@@ -17,7 +17,7 @@ from torch import Tensor
 
 from tl_interp._checks import checked
 from tl_interp.errors import InputError, OptionError, SelectionError
-from tl_interp.results import Result, register_result
+from tl_interp.results import Result, register_result, short
 from tl_interp.weights._vectors import Vectors, as_vectors
 
 __all__ = ["CosineMatrix", "cosine_matrix", "Cluster", "cluster_around"]
@@ -35,7 +35,7 @@ def _unit_rows(v: Vectors) -> Tensor:
 
 
 @register_result
-@dataclass(frozen=True, eq=False)
+@dataclass(frozen=True, eq=False, repr=False)
 class CosineMatrix(Result):
     """Cosines between vectors (``values``, rows in the input order) and a clustered order.
 
@@ -62,6 +62,30 @@ class CosineMatrix(Result):
     def ordered_labels(self) -> tuple[str, ...]:
         labels = self.labels["row"]
         return labels if self.order is None else tuple(labels[i] for i in self.order.tolist())
+
+    def _pairs(self, k: int) -> tuple[float, list[tuple[str, float]]]:
+        """Mean |cosine| off the diagonal and the ``k`` most aligned (or anti-aligned) pairs."""
+        n = self.values.shape[0]
+        upper = torch.triu(torch.ones(n, n, dtype=torch.bool), diagonal=1)
+        off = self.values.double()[upper]
+        rows, cols = upper.nonzero().unbind(1)
+        order = off.abs().argsort(descending=True, stable=True)[:k].tolist()
+        labels = self.labels["row"]
+        return float(off.abs().mean()), [(f"{short(labels[int(rows[i])])} ~ {short(labels[int(cols[i])])}",
+                                          float(off[i])) for i in order]
+
+    def _headline(self) -> str:
+        mean, pairs = self._pairs(3)
+        how = f"clustered ({self.provenance.settings.get('linkage', '?')} linkage)" if self.order is not None \
+            else "not clustered"
+        return (f"{self.values.shape[0]} vectors, {how}; mean |cos| off the diagonal {mean:.3f}; most aligned: "
+                + ", ".join(f"{p} {v:+.3f}" for p, v in pairs))
+
+    def _summary_lines(self) -> list[str]:
+        mean, pairs = self._pairs(10)
+        lines = [f"{'vectors':>24}: {self.values.shape[0]}", f"{'mean |cos| off diagonal':>24}: {mean:.4f}",
+                 "the 10 most aligned (or anti-aligned) pairs:"]
+        return lines + [f"{p:>52}: {v:+.4f}" for p, v in pairs]
 
     def clusters(self, n_clusters: int) -> Tensor:
         """A cluster id (1..n_clusters) per vector, cutting the dendrogram (``fcluster(maxclust)``)."""
