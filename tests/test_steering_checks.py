@@ -132,7 +132,7 @@ def test_a_steering_scale_that_overflows_float16_is_refused_before_any_forward_p
 
 # -- evaluation and application -----------------------------------------------------------
 @pytest.mark.parametrize("kwargs, error, message", [
-    ({"tasks": {"t": [(PROMPTS[0], "zebra")]}}, InputError, "the answer 'zebra' is not in the model's vocabulary"),
+    ({"tasks": {"t": [(PROMPTS[0], "zebra")]}}, InputError, "the answer: 'zebra' is not in the model's vocabulary"),
     ({"n_boot": 0}, OptionError, "n_boot must be at least 1, got 0"),  # unclear error: n_boot=0
     ({"tasks": {}}, InputError, "no tasks given"),  # own probe
     ({"tasks": {"t": []}}, InputError, "task 't' has no prompts"),  # own probe
