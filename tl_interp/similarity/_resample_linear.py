@@ -31,6 +31,7 @@ __all__ = ["weighted_cross"]
 
 _CANCELLED = 1e-6  # a resample keeping less than this share of its uncentred sum of squares goes to the loop
 _WELL_KEPT = 1e-6  # a kept direction needs at least this share of the top variance (errors ~ eps / share)
+_BLOCK_BYTES = 32 * 2**20  # larger blocks only add allocation; each resample has its own decompositions
 _KEEP_MARGIN = 1e-10  # a variance fraction this close to ``keep`` could round either way: the loop decides
 
 
@@ -94,7 +95,8 @@ def _procrustes_bootstrap(x: Tensor, y: Tensor) -> PreparedBootstrap:
         value = (nuclear / (sxx * syy).clamp(min=0).sqrt()).clamp(max=1.0)
         return torch.where(unsure, 0.0, value), unsure
 
-    return PreparedBootstrap(_procrustes_resampled, bytes_per_resample=8 * (n * b.shape[1] + 4 * a.shape[1] * b.shape[1]))
+    return PreparedBootstrap(_procrustes_resampled, bytes_per_resample=8 * (n * b.shape[1] + 4 * a.shape[1] * b.shape[1]),
+                             block_bytes=_BLOCK_BYTES)
 
 
 def _kept(counts: Tensor, a: Tensor, keep: float, dims: int | None) -> tuple[Tensor, Tensor, Tensor]:
@@ -135,4 +137,4 @@ def _svcca_bootstrap(x: Tensor, y: Tensor, *, keep: float = 0.99, dims: int | No
         return torch.where(unsure, 0.0, value), unsure
 
     per = n * max(r1, r2) + 10 * max(r1, r2) ** 2
-    return PreparedBootstrap(_svcca_resampled, bytes_per_resample=8 * per)
+    return PreparedBootstrap(_svcca_resampled, bytes_per_resample=8 * per, block_bytes=_BLOCK_BYTES)

@@ -32,6 +32,8 @@ from tl_interp.stats import PreparedBootstrap, register_bootstrap
 
 __all__ = ["average_ranks"]
 
+_CACHED = 4 * 2**20  # gathers and cumulative sums run fastest on blocks of a few MB (benchmarks/similarity.py)
+
 
 def _tie_groups(sorted_values: Tensor) -> tuple[Tensor, Tensor] | None:
     """For each entry of a sorted vector, the first and last index of its run of equal values (None: no ties)."""
@@ -54,20 +56,23 @@ def average_ranks(multiplicity: Tensor, ties: tuple[Tensor, Tensor] | None) -> T
         [[1.0, 2.5, 4.0]]
     """
     total = multiplicity.cumsum(1)
+    if ties is None:
+        return total - (multiplicity - 1) / 2  # (copies before + 1 + copies up to here) / 2
     before = total - multiplicity
-    if ties is not None:
-        before, total = before[:, ties[0]], total[:, ties[1]]
-    return (before + total + 1) / 2
+    return (before[:, ties[0]] + total[:, ties[1]] + 1) / 2
 
 
 def _weighted_correlation(w: Tensor, a: Tensor, b: Tensor) -> tuple[Tensor, Tensor]:
-    """Pearson correlation of a and b with multiplicities w (per row), and whether either side is constant."""
-    total = w.sum(1, keepdim=True)
-    a = a - (w * a).sum(1, keepdim=True) / total
-    b = b - (w * b).sum(1, keepdim=True) / total
-    va, vb = (w * a * a).sum(1), (w * b * b).sum(1)
+    """Pearson correlation of a and b with multiplicities w (per row), and whether either side is constant.
+
+    a and b should be roughly centred already (the one-pass sums lose digits to a large mean)."""
+    wa, wb, total = w * a, w * b, w.sum(1)
+    sa, sb = wa.sum(1), wb.sum(1)
+    cov = torch.linalg.vecdot(wa, b) - sa * sb / total
+    va = torch.linalg.vecdot(wa, a) - sa * sa / total
+    vb = torch.linalg.vecdot(wb, b) - sb * sb / total
     constant = ~(va > 0) | ~(vb > 0)
-    return torch.where(constant, 0.0, (w * a * b).sum(1) / (va * vb).clamp(min=1e-300).sqrt()), constant
+    return torch.where(constant, 0.0, cov / (va * vb).clamp(min=1e-300).sqrt()), constant
 
 
 @register_bootstrap(rsa_resampled)
@@ -78,10 +83,12 @@ def _rsa_bootstrap(x: Tensor, y: Tensor, *, rdm: str = "correlation", compare: s
     dx, dy = _rdms(x, y, rdm, compare)
     i, j = torch.triu_indices(x.shape[0], x.shape[0], offset=1)
     if compare == "pearson":
-        def _rsa_pearson(counts: Tensor, memory_mb: float) -> tuple[Tensor, Tensor]:
-            return _weighted_correlation(counts[:, i] * counts[:, j], dx, dy)
+        cx, cy = dx - dx.mean(), dy - dy.mean()  # a shift changes no correlation; it spares the sums digits
 
-        return PreparedBootstrap(_rsa_pearson, bytes_per_resample=8 * 8 * dx.numel())
+        def _rsa_pearson(counts: Tensor, memory_mb: float) -> tuple[Tensor, Tensor]:
+            return _weighted_correlation(counts[:, i] * counts[:, j], cx, cy)
+
+        return PreparedBootstrap(_rsa_pearson, bytes_per_resample=8 * 8 * dx.numel(), block_bytes=_CACHED)
     sx, ox = dx.sort(stable=True)
     sy, oy = dy.sort(stable=True)
     ties_x, ties_y = _tie_groups(sx), _tie_groups(sy)
@@ -92,10 +99,12 @@ def _rsa_bootstrap(x: Tensor, y: Tensor, *, rdm: str = "correlation", compare: s
 
     def _rsa_spearman(counts: Tensor, memory_mb: float) -> tuple[Tensor, Tensor]:
         wx = counts[:, ix] * counts[:, jx]
-        ry = average_ranks(counts[:, iy] * counts[:, jy], ties_y)[:, y_of_x]
-        return _weighted_correlation(wx, average_ranks(wx, ties_x), ry)
+        # the ranks' weighted mean is (N + 1) / 2 exactly, N = sum_{i<j} c_i c_j = (n^2 - sum c_i^2) / 2
+        middle = ((counts.shape[1] ** 2 - counts.pow(2).sum(1, keepdim=True)) / 2 + 1) / 2
+        ry = average_ranks(counts[:, iy] * counts[:, jy], ties_y)[:, y_of_x] - middle
+        return _weighted_correlation(wx, average_ranks(wx, ties_x) - middle, ry)
 
-    return PreparedBootstrap(_rsa_spearman, bytes_per_resample=8 * 10 * dx.numel())
+    return PreparedBootstrap(_rsa_spearman, bytes_per_resample=8 * 10 * dx.numel(), block_bytes=_CACHED)
 
 
 def _neighbour_order(x: Tensor) -> Tensor:
@@ -133,4 +142,5 @@ def _knn_bootstrap(x: Tensor, y: Tensor, *, k: int = 10) -> PreparedBootstrap:
         unsure = (present & (n - counts < k + 1)).any(1)  # the loop would pick copies of the item itself
         return shared, unsure
 
-    return PreparedBootstrap(_knn_resampled, bytes_per_resample=8 * 8 * n * min(n - 1, 2 * k + 16))
+    return PreparedBootstrap(_knn_resampled, bytes_per_resample=8 * 8 * n * min(n - 1, 2 * k + 16),
+                             block_bytes=_CACHED)

@@ -39,11 +39,14 @@ class PreparedBootstrap:
 
     ``evaluate(counts (b, n), memory_mb) -> (values (b,), unsure (b,) bool)``: ``counts[r, i]`` is how
     often resample r drew row i; ``unsure`` marks resamples whose batched value is not certified
-    exact (near-degenerate), which the loop recomputes. ``bytes_per_resample`` sizes the blocks.
+    exact (near-degenerate), which the loop recomputes. ``bytes_per_resample`` sizes the blocks:
+    as many as ``memory_mb`` holds, or as ``block_bytes`` (e.g. a cache-sized block for gathers,
+    which slow down with large temporaries) if that is smaller.
     """
 
     evaluate: Callable[[Tensor, float], tuple[Tensor, Tensor]]
     bytes_per_resample: int
+    block_bytes: float | None = None
 
 
 _BOOTSTRAPS: dict[Callable[..., Any], Callable[..., PreparedBootstrap | None]] = {}
@@ -105,7 +108,8 @@ def bootstrap_evaluator(statistic: Callable[..., Any], x: Tensor, y: Tensor, *,
     prepared = None if prepare is None else prepare(x, y, **kwargs)
     if prepared is None:
         return _loop, 16
-    block = max(1, int(memory_mb * 2**20 // max(1, prepared.bytes_per_resample)))
+    budget = min(memory_mb * 2**20, prepared.block_bytes or float("inf"))
+    block = max(1, int(budget // max(1, prepared.bytes_per_resample)))
 
     def _batched(index: Tensor, start: int) -> Tensor:
         values, unsure = prepared.evaluate(resample_counts(index, x.shape[0]), memory_mb)
