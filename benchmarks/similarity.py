@@ -216,7 +216,8 @@ def compare_goal(args) -> None:
 
         def estimate_only(stages, *, what, progress, announce):
             done = [[] for _ in stages]
-            stop["seconds"] = _schedule._estimate(stages, done)
+            stop["seconds"] = sum(per := _schedule._estimate(stages, done))
+            stop["stages"] = ", ".join(f"{s.label} {t / 60:.1f}" for s, t in zip(stages, per))
             raise KeyboardInterrupt
 
         original = _schedule.run_stages
@@ -233,6 +234,7 @@ def compare_goal(args) -> None:
         print(f"compare at n={args.compare_large}, d={args.compare_d}: estimated {stop['seconds'] / 60:.1f} min "
               f"(building and timing every stage took {time.perf_counter() - start:.0f}s); peak resident memory of "
               f"this process so far {peak:.0f} MB with memory_mb={args.memory_mb}")
+        print(f"  per stage (min): {stop['stages']}")
 
 
 def main() -> None:

@@ -36,9 +36,9 @@ def _duration(seconds: float) -> str:
     return f"{seconds:.0f} s" if seconds < 120 else f"{seconds / 60:.1f} min"
 
 
-def _estimate(stages: list[Stage], done: list[list[Tensor]]) -> float:
-    """Build each stage, evaluate its first rows and return the extrapolated seconds for the rest."""
-    seconds = 0.0
+def _estimate(stages: list[Stage], done: list[list[Tensor]]) -> list[float]:
+    """Build each stage, evaluate its first rows and return the extrapolated seconds of each stage."""
+    seconds = []
     for stage, parts in zip(stages, done):
         start = time.perf_counter()
         evaluate, block = stage.build()
@@ -46,7 +46,7 @@ def _estimate(stages: list[Stage], done: list[list[Tensor]]) -> float:
         rows = min(block, _CALIBRATION_ROWS, stage.items.shape[0])
         parts.append(evaluate(stage.items[:rows], 0))
         per_row = (time.perf_counter() - prepared) / rows
-        seconds += (prepared - start) + per_row * (stage.items.shape[0] - rows)
+        seconds.append((prepared - start) + per_row * (stage.items.shape[0] - rows))
     return seconds
 
 
@@ -55,9 +55,11 @@ def run_stages(stages: list[Stage], *, what: str, progress: bool, announce: bool
     done: list[list[Tensor]] = [[] for _ in stages]
     if announce:
         seconds = _estimate(stages, done)
-        if seconds > _QUIET_SECONDS:
-            print(f"{what}: about {_duration(seconds)} to go on this machine (each of {len(stages)} stages timed on "
-                  f"its first {_CALIBRATION_ROWS} rows)", file=sys.stderr, flush=True)
+        if sum(seconds) > _QUIET_SECONDS:
+            longest = max(range(len(stages)), key=seconds.__getitem__)
+            print(f"{what}: about {_duration(sum(seconds))} to go on this machine (each of {len(stages)} stages timed "
+                  f"on its first {_CALIBRATION_ROWS} rows; the longest: {stages[longest].label}, "
+                  f"{_duration(seconds[longest])})", file=sys.stderr, flush=True)
     remaining = sum(s.items.shape[0] for s in stages) - sum(p.shape[0] for parts in done for p in parts)
     with tqdm(total=remaining, desc=what, disable=not progress, delay=2) as bar:
         for stage, parts in zip(stages, done):
