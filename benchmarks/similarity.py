@@ -178,7 +178,7 @@ def metric_rows(n: int, d: int, args) -> None:
           f"{per} x the time per row measured on {b} rows")
     print(f"{'metric':>11} | {'bootstrap':>9} {'loop':>9} {'bound':>9} {'x loop':>7} {'x bound':>7} | "
           f"{'null':>9} {'loop':>9} {'bound':>9} {'x loop':>7} {'x bound':>7}")
-    for name, stat, resampled in _resolved(("cka", "svcca", "procrustes", "rsa", "mutual_knn"), {}):
+    for name, stat, resampled in _resolved(tuple(args.metrics), {}):
         one = _one_resample(name, stat, resampled, x, y)
         prep, (boot, block) = wall(lambda: bootstrap_evaluator(resampled or stat, x, y, one=one,
                                                                memory_mb=args.memory_mb))
@@ -242,6 +242,7 @@ def main() -> None:
     parser.add_argument("--sections", nargs="+", default=["metrics", "compare"],
                         choices=["metrics", "compare", "nulls10k"])
     parser.add_argument("--sizes", type=int, nargs="+", default=[256, 1024, 4096])
+    parser.add_argument("--metrics", nargs="+", default=["cka", "svcca", "procrustes", "rsa", "mutual_knn"])
     parser.add_argument("--metric-d", type=int, default=64)
     parser.add_argument("--resamples", type=int, default=100, help="rows (resamples, permutations) timed per metric")
     parser.add_argument("--loop-rows", type=int, default=20)

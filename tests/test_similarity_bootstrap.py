@@ -36,7 +36,8 @@ def integer_valued(n, d1, d2, seed=0):  # euclidean RDMs full of exact ties
 
 
 CASES = {  # name: (loop form, takes source rows, options, data)
-    "cka linear": (sim.cka, False, {}, related(40, 6, 8)),
+    "cka linear, gram products": (sim.cka, False, {}, related(40, 12, 14)),
+    "cka linear, feature products (n >> d)": (sim.cka, False, {}, related(40, 3, 4)),
     "cka linear, d > n (factors)": (sim.cka, False, {}, related(12, 20, 15)),
     "procrustes": (sim.procrustes, False, {}, related(40, 6, 8)),
     "procrustes, d > n": (sim.procrustes, False, {}, related(12, 20, 15)),
@@ -85,10 +86,18 @@ def test_batched_bootstrap_equals_the_loop_on_the_same_resamples(case):
         torch.testing.assert_close(fast, loop, rtol=1e-9, atol=1e-12)
 
 
+def test_cka_takes_the_feature_products_only_when_they_are_cheaper():
+    from tl_interp.similarity._resample_linear import _cka_bootstrap
+    assert _cka_bootstrap(*related(40, 3, 4)).evaluate.__name__ == "_cka_features"
+    assert _cka_bootstrap(*related(40, 12, 14)).evaluate.__name__ == "_cka_resampled"
+
+
 def test_the_block_size_does_not_change_the_values():
-    x, y = related(30, 5, 6, seed=3)
     index = stats.bootstrap_indices(30, 64, seed=0)
-    for form, options in ((sim.cka, {}), (sim.procrustes, {}), (rsa_resampled, {}), (knn_resampled, {"k": 3})):
+    for form, options, (x, y) in ((sim.cka, {}, related(30, 5, 6, seed=3)), (sim.cka, {}, related(30, 12, 14, seed=3)),
+                                  (sim.procrustes, {}, related(30, 5, 6, seed=3)),
+                                  (rsa_resampled, {}, related(30, 5, 6, seed=3)),
+                                  (knn_resampled, {"k": 3}, related(30, 5, 6, seed=3))):
         f = functools.partial(form, **options)
         one = (lambda b, r, f=f: f(x[r], y[r], r)) if form in (rsa_resampled, knn_resampled) else None
         big, block = bootstrap_evaluator(f, x, y, one=one, memory_mb=1024.0)

@@ -9,7 +9,8 @@ once (A, B: X and Y centred, or (n, n) factors with the same Gram matrix when d 
 
 where K = A A^T, L = B B^T: the resample's centred Gram matrices are a gather of K's and L's
 rows and columns, centred (Kornblith et al. 2019's biased HSIC). So linear CKA is five matrix
-products per block of resamples (no gather at all), Procrustes one weighted cross-covariance and
+products per block of resamples (no gather at all; with few features, three weighted
+cross-products ||Xr^T Yr||^2, ||Xr^T Xr||, ||Yr^T Yr|| cost less and are used), Procrustes one weighted cross-covariance and
 one SVD per resample (Schoenemann 1966's nuclear norm), SVCCA (Raghu et al. 2017) three weighted
 covariances, two eigendecompositions (the kept directions) and one SVD (the canonical
 correlations of the whitened cross-covariance). Each equals the loop ``metric(X[rows], Y[rows])``
@@ -59,7 +60,9 @@ def _cka_bootstrap(x: Tensor, y: Tensor, *, kernel: str = "linear", threshold: f
     if kernel != "linear" or debiased:
         return None  # RBF's bandwidth is a median per resample; debiased CKA weights distinct items (the loop)
     a, b = (_factor(t) for t in _checked(x, y, kernel, threshold, debiased))
-    n = a.shape[0]
+    n, r1, r2 = a.shape[0], a.shape[1], b.shape[1]
+    if r1 * r2 + r1 * r1 + r2 * r2 < 5 * n:  # three weighted cross-products cost less than five Gram products
+        return _cka_feature_bootstrap(a, b)
 
     def _cka_resampled(counts: Tensor, memory_mb: float) -> tuple[Tensor, Tensor]:
         ct = counts.T.contiguous()  # (n, r)
@@ -80,6 +83,19 @@ def _cka_bootstrap(x: Tensor, y: Tensor, *, kernel: str = "linear", threshold: f
         return torch.where(unsure, 0.0, xy / (xx * yy).clamp(min=0).sqrt()), unsure
 
     return PreparedBootstrap(_cka_resampled, bytes_per_resample=8 * 4 * n)
+
+
+def _cka_feature_bootstrap(a: Tensor, b: Tensor) -> PreparedBootstrap:
+    """Linear CKA per resample as ||Xr^T Yr||^2 / (||Xr^T Xr|| ||Yr^T Yr||) (the feature-space form, n >> d)."""
+    def _cka_features(counts: Tensor, memory_mb: float) -> tuple[Tensor, Tensor]:
+        (sxx, rawx), (syy, rawy) = _sums_of_squares(counts, a), _sums_of_squares(counts, b)
+        xy, xx, yy = (weighted_cross(counts, p, q).pow(2).sum((1, 2)) for p, q in ((a, b), (a, a), (b, b)))
+        unsure = _few_distinct(counts) | ~(sxx > _CANCELLED * rawx) | ~(syy > _CANCELLED * rawy)
+        return torch.where(unsure, 0.0, xy / (xx * yy).clamp(min=1e-300).sqrt()), unsure
+
+    r = max(a.shape[1], b.shape[1])
+    return PreparedBootstrap(_cka_features, bytes_per_resample=8 * (a.shape[0] * r + 3 * r * r),
+                             block_bytes=_BLOCK_BYTES)
 
 
 @register_bootstrap(procrustes)
