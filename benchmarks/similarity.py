@@ -16,10 +16,29 @@ The loops are slow, so they run on the first ``--loop-permutations`` permutation
 time is extrapolated to 10,000 (said in the output); their null values and p-values are
 compared with the vectorised ones on exactly those permutations.
 
-Run: python benchmarks/similarity.py [--loop-permutations 300] [--permutations 10000]
+Since issue 22 (the default sections, ``--sections metrics compare``), per metric of
+``compare``'s defaults and at n = 256, 1,024 and 4,096 rows (``--sizes``; d = ``--metric-d``):
+
+- the bootstrap (resamples as row counts, ``compare``'s batched forms) and the permutation null,
+  each against the loop (one metric call per resample / permutation, timed on a few and
+  extrapolated; skipped where one call takes longer than ``--loop-max-call`` seconds, said in the
+  output) and against the bound: one gather of an n x n matrix per resample (CKA, mutual kNN),
+  one gather and one sort of the n(n-1)/2 dissimilarities (RSA bootstrap), one gather of the
+  fixed ranks and a dot product (RSA permutations), one SVD of the d x d cross-product (Procrustes,
+  SVCCA), all measured here in the same run on the same shapes;
+- ``compare(X, Y)`` with its defaults at n = 512, d = 256 (goal: under a minute of wall time on
+  2 cores), and at n = 4,096 only its announced estimate and peak memory (``--compare-large``).
+
+Wall times on a shared machine vary with its load: ``uptime`` is printed first.
+
+Run: python benchmarks/similarity.py [--sections metrics compare nulls10k] [--sizes 256 1024 4096]
 """
 
 import argparse
+import functools
+import os
+import resource
+import sys
 import time
 
 import torch
@@ -64,13 +83,7 @@ def gemm_rate(n: int, d1: int, d2: int, chunk: int) -> float:
     return n * d1 * d2 * chunk / cpu
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser()
-    parser.add_argument("--n", type=int, default=512)
-    parser.add_argument("--d", type=int, default=256)
-    parser.add_argument("--permutations", type=int, default=10_000)
-    parser.add_argument("--loop-permutations", type=int, default=300)
-    args = parser.parse_args()
+def nulls10k(args) -> None:
     n, d, b = args.n, args.d, args.permutations
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads; n={n}, d1=d2={d}, {b} permutations")
     x, y = data(n, d)
@@ -109,6 +122,150 @@ def main() -> None:
     print("goals: RSA >= 20x loop: " + ("met" if rsa_ratio >= 20 else "NOT met") + f" ({rsa_ratio:.1f}x); "
           "CKA within 2x of bound: " + ("met" if best <= 2 * bound else "NOT met") + f" ({best / bound:.2f}x); "
           "CKA >= 4x loop: " + ("met" if cka_ratio >= 4 else "NOT met") + f" ({cka_ratio:.1f}x)")
+
+
+def wall(fn, repeats: int = 1):
+    (w, _), out = timed(fn, repeats)
+    return w, out
+
+
+def per_row(fn, rows: torch.Tensor, block: int) -> float:
+    """Wall seconds per row of fn over ``rows`` in blocks."""
+    start = time.perf_counter()
+    for first in range(0, rows.shape[0], block):
+        fn(rows[first:first + block], first)
+    return (time.perf_counter() - start) / rows.shape[0]
+
+
+def bounds(name: str, x: torch.Tensor, y: torch.Tensor, rows: torch.Tensor) -> tuple[float, float]:
+    """Seconds per resample and per permutation of the bound operations (see the module docstring)."""
+    n = x.shape[0]
+    if name in ("cka", "mutual_knn"):
+        k = x @ x.T
+        one = per_row(lambda r, _: [k.index_select(0, p).index_select(1, p) for p in r], rows, 16)
+        return one, one
+    if name == "rsa":
+        i, j = torch.triu_indices(n, n, offset=1)
+        d = torch.rand(i.numel(), dtype=torch.float64)
+        square = torch.zeros(n, n, dtype=torch.float64)
+        square[i, j] = d
+        flat = square.reshape(-1)
+
+        def gather_sort(r, _):
+            for p in r:
+                flat[p[i] * n + p[j]].sort()
+        index = [rows[0][i] * n + rows[0][j]]  # a precomputed index: the bound excludes index arithmetic
+        boot = per_row(gather_sort, rows[:4], 4)
+        perm = per_row(lambda r, _: [torch.dot(flat[index[0]], d) for _ in r], rows, 16)
+        return boot, perm
+    d1 = min(n, x.shape[1])
+    m = torch.randn(16, d1, min(n, y.shape[1]), dtype=torch.float64)
+    one = per_row(lambda r, _: torch.linalg.svdvals(m[: r.shape[0]]), rows[:32], 16)
+    return one, one
+
+
+def metric_rows(n: int, d: int, args) -> None:
+    x, y = data(n, d)
+    x, y = ti.stats._inputs.unit_scale(x)[0], ti.stats._inputs.unit_scale(y)[0]
+    from tl_interp.similarity._compare import _one_resample, _resolved
+    from tl_interp.stats._bootstrap import bootstrap_evaluator
+    from tl_interp.stats._permutation import null_evaluator
+
+    b, per = args.resamples, 1000
+    index = ti.stats.bootstrap_indices(n, b, seed=0)
+    perms = ti.stats.permutation_indices(n, b, seed=0)
+    print(f"\nn={n}, d1=d2={d}: wall seconds per {per} resamples / permutations, each = preparation (once) + "
+          f"{per} x the time per row measured on {b} rows")
+    print(f"{'metric':>11} | {'bootstrap':>9} {'loop':>9} {'bound':>9} {'x loop':>7} {'x bound':>7} | "
+          f"{'null':>9} {'loop':>9} {'bound':>9} {'x loop':>7} {'x bound':>7}")
+    for name, stat, resampled in _resolved(tuple(args.metrics), {}):
+        one = _one_resample(name, stat, resampled, x, y)
+        prep, (boot, block) = wall(lambda: bootstrap_evaluator(resampled or stat, x, y, one=one,
+                                                               memory_mb=args.memory_mb))
+        t_boot = prep + per * per_row(boot, index, block)
+        prep, (evaluate, chunk, _) = wall(lambda: null_evaluator(stat, "pairings", x, y))
+        t_null = prep + per * per_row(lambda r, _: evaluate(r), perms, chunk)
+        call = wall(lambda: stat(x, y))[0]
+        if call <= args.loop_max_call:
+            k = max(2, min(args.loop_rows, int(args.loop_budget / max(call, 1e-9))))
+            loop_boot = per * per_row(lambda r, s: [one(s + i, p) for i, p in enumerate(r)], index[:k], k)
+            loop_null = per * per_row(lambda r, _: [stat(x, y[p]) for p in r], perms[:k], k)
+            lb, ln = f"{loop_boot:9.2f}", f"{loop_null:9.2f}"
+            rb, rn = f"{loop_boot / t_boot:6.1f}x", f"{loop_null / t_null:6.1f}x"
+        else:
+            lb = ln = "   (skip)"
+            rb = rn = "      -"
+        bound_boot, bound_null = (per * t for t in bounds(name, x, y, index))
+        print(f"{name:>11} | {t_boot:9.2f} {lb} {bound_boot:9.2f} {rb} {t_boot / bound_boot:6.2f}x | "
+              f"{t_null:9.2f} {ln} {bound_null:9.2f} {rn} {t_null / bound_null:6.2f}x", flush=True)
+    print("  loops timed on a few rows and extrapolated; '(skip)': one metric call took over "
+          f"{args.loop_max_call}s, so the loop was not run")
+
+
+def compare_goal(args) -> None:
+    x, y = data(args.compare_n, args.compare_d)
+    seconds, res = wall(lambda: ti.similarity.compare(x, y, progress=False))
+    print(f"\ncompare(X, Y) with its defaults (5 metrics, 1000 permutations, 1000 resamples), n={args.compare_n}, "
+          f"d={args.compare_d}: {seconds:.1f}s wall on {torch.get_num_threads()} threads -> goal (< 60 s): "
+          + ("met" if seconds < 60 else "NOT met"))
+    print("  " + res.summary().replace("\n", "\n  "))
+    if args.compare_large:
+        from tl_interp.similarity import _schedule
+        x, y = data(args.compare_large, args.compare_d)
+        stop = {}
+
+        def estimate_only(stages, *, what, progress, announce):
+            done = [[] for _ in stages]
+            stop["seconds"] = sum(per := _schedule._estimate(stages, done))
+            stop["stages"] = ", ".join(f"{s.label} {t / 60:.1f}" for s, t in zip(stages, per))
+            raise KeyboardInterrupt
+
+        original = _schedule.run_stages
+        from tl_interp.similarity import _compare
+        _compare.run_stages = estimate_only
+        start = time.perf_counter()
+        try:
+            ti.similarity.compare(x, y, progress=False, memory_mb=args.memory_mb)
+        except KeyboardInterrupt:
+            pass
+        finally:
+            _compare.run_stages = original
+        peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+        print(f"compare at n={args.compare_large}, d={args.compare_d}: estimated {stop['seconds'] / 60:.1f} min "
+              f"(building and timing every stage took {time.perf_counter() - start:.0f}s); peak resident memory of "
+              f"this process so far {peak:.0f} MB with memory_mb={args.memory_mb}")
+        print(f"  per stage (min): {stop['stages']}")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--sections", nargs="+", default=["metrics", "compare"],
+                        choices=["metrics", "compare", "nulls10k"])
+    parser.add_argument("--sizes", type=int, nargs="+", default=[256, 1024, 4096])
+    parser.add_argument("--metrics", nargs="+", default=["cka", "svcca", "procrustes", "rsa", "mutual_knn"])
+    parser.add_argument("--metric-d", type=int, default=64)
+    parser.add_argument("--resamples", type=int, default=100, help="rows (resamples, permutations) timed per metric")
+    parser.add_argument("--loop-rows", type=int, default=20)
+    parser.add_argument("--loop-budget", type=float, default=20.0, help="seconds of loop timing per metric and size")
+    parser.add_argument("--loop-max-call", type=float, default=5.0)
+    parser.add_argument("--memory-mb", type=float, default=1024.0)
+    parser.add_argument("--compare-n", type=int, default=512)
+    parser.add_argument("--compare-d", type=int, default=256)
+    parser.add_argument("--compare-large", type=int, default=0, help="e.g. 4096: compare's estimate and memory")
+    parser.add_argument("--n", type=int, default=512, help="nulls10k")
+    parser.add_argument("--d", type=int, default=256, help="nulls10k")
+    parser.add_argument("--permutations", type=int, default=10_000, help="nulls10k")
+    parser.add_argument("--loop-permutations", type=int, default=300, help="nulls10k")
+    args = parser.parse_args()
+    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads; uptime: {os.popen('uptime').read().strip()}")
+    if "metrics" in args.sections:
+        for n in args.sizes:
+            metric_rows(n, args.metric_d, args)
+    if "compare" in args.sections:
+        compare_goal(args)
+    if "nulls10k" in args.sections:
+        nulls10k(args)
+    print(f"uptime at the end: {os.popen('uptime').read().strip()}", file=sys.stdout)
 
 
 if __name__ == "__main__":

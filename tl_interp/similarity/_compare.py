@@ -1,9 +1,12 @@
 """``compare``: several similarity scores of X and Y, each with its random-pairing null and interval.
 
 For every metric: the score, its null distribution over B random reorderings of Y's rows (the
-same permutations for every metric, vectorised through ``ti.stats.permutation_test``), the
+same permutations for every metric, each metric's batched null from ``ti.stats``), the
 p-value (1 + #{null >= score}) / (B + 1), and a percentile bootstrap interval over rows (the
-same resamples for every metric; RSA and mutual kNN leave out pairs of copies of one row).
+same resamples for every metric; RSA and mutual kNN leave out pairs of copies of one row),
+computed in batches from what resampling does not change (``_resample_linear``,
+``_resample_pairs``: equal to one metric call per resample up to rounding). The work runs one
+metric at a time in blocks sized by ``memory_mb``; long work says how long it will take first.
 
 Resampled rows repeat items, and CKA, CCA and Procrustes scores grow as the number of distinct
 items shrinks (their small-sample bias), so at small n the percentile interval can sit above
@@ -18,12 +21,12 @@ from dataclasses import dataclass
 import difflib
 import functools
 import inspect
+import time
 import warnings
 from typing import Any, ClassVar
 
 import torch
 from torch import Tensor
-from tqdm.auto import tqdm
 
 from tl_interp._checks import checked
 from tl_interp.errors import InputError, OptionError, TlInterpError, TlInterpWarning
@@ -34,9 +37,14 @@ from tl_interp.similarity._kernels import cka, cka_debiased_resampled
 from tl_interp.similarity._neighbors import knn_chance, knn_resampled, mutual_knn
 from tl_interp.similarity._procrustes import procrustes
 from tl_interp.similarity._rsa import rsa, rsa_resampled
-from tl_interp.stats import bootstrap_indices, percentile_interval, permutation_indices, permutation_test
-from tl_interp.stats._inputs import check_count, smallest_p_value, unit_scale
-from tl_interp.stats._permutation import n_arrangements
+from tl_interp.similarity._schedule import Stage, run_stages
+from tl_interp.stats import bootstrap_indices, percentile_interval, permutation_indices, permutation_p_value
+from tl_interp.stats._bootstrap import bootstrap_evaluator
+from tl_interp.stats._inputs import check_count, check_finite, smallest_p_value, unit_scale
+from tl_interp.stats._permutation import n_arrangements, null_evaluator
+
+# the batched bootstraps register themselves with ti.stats on import
+from tl_interp.similarity import _resample_linear, _resample_pairs  # noqa: F401
 
 __all__ = ["METRICS", "SimilarityResult", "compare"]
 
@@ -54,6 +62,7 @@ METRICS: dict[str, tuple[Callable[..., float], dict[str, Any], Callable[..., flo
     "mutual_knn": (mutual_knn, {}, knn_resampled),
 }
 DEFAULT_METRICS = ("cka", "svcca", "procrustes", "rsa", "mutual_knn")
+_ANNOUNCE_LOOP_SECONDS = 30.0  # work that would take this long as a loop is timed and announced first
 
 
 @register_result
@@ -129,19 +138,35 @@ def _check_options(name: str, fn: Callable[..., float], fixed: Mapping[str, Any]
                           f"that (use the metric whose name says it, e.g. 'cka' vs 'cka_rbf')")
 
 
-def _bootstrap(stat: Any, resampled: Any, x: Tensor, y: Tensor, index: Tensor, name: str, bar: Any) -> Tensor:
-    values = []
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")  # one warning per resample would bury the real ones
-        for b, rows in enumerate(index):
+def _stages(plan: list, x: Tensor, y: Tensor, perms: Tensor, index: Tensor, memory_mb: float) -> list[Stage]:
+    """Per metric: its permutation null and its bootstrap, built when their stage runs."""
+    stages = []
+    for name, stat, resampled in plan:
+        def _null(stat: Any = stat) -> tuple[Callable[[Tensor, int], Tensor], int]:
+            evaluate, chunk, _ = null_evaluator(stat, "pairings", x, y)
+            return (lambda block, start: evaluate(block)), chunk
+
+        def _boot(name: str = name, stat: Any = stat, resampled: Any = resampled
+                  ) -> tuple[Callable[[Tensor, int], Tensor], int]:
+            return bootstrap_evaluator(resampled or stat, x, y, one=_one_resample(name, stat, resampled, x, y),
+                                       memory_mb=memory_mb)
+
+        stages += [Stage(f"{name} null", perms, _null), Stage(f"{name} bootstrap", index, _boot)]
+    return stages
+
+
+def _one_resample(name: str, stat: Any, resampled: Any, x: Tensor, y: Tensor) -> Callable[[int, Tensor], float]:
+    """The loop's value of one bootstrap resample (source row ids ``rows``), with its error named."""
+    def _one(b: int, rows: Tensor) -> float:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # one warning per resample would bury the real ones
             try:
-                values.append(resampled(x[rows], y[rows], rows) if resampled else stat(x[rows], y[rows]))
+                return resampled(x[rows], y[rows], rows) if resampled else stat(x[rows], y[rows])
             except TlInterpError as err:
                 raise InputError(f"compare: bootstrap resample {b} of {name} failed: {err}. Resamples repeat "
                                  "rows, so they hold fewer distinct items than X; lower the metric's dimensions "
                                  "(e.g. options={'svcca': {'dims': ...}}) or use more rows") from err
-            bar.update(1)
-    return torch.tensor(values, dtype=torch.float64)
+    return _one
 
 
 def _intervals(plan: list, boots: list[Tensor], values: Tensor, alpha: float) -> tuple[Tensor, Tensor, Tensor]:
@@ -184,7 +209,7 @@ def _warn_if_unreachable(n: int, n_permutations: int, alpha: float) -> None:
 def compare(X: ArrayLike, Y: ArrayLike, *, metrics: Sequence[str] = DEFAULT_METRICS,
             options: Mapping[str, Mapping[str, Any]] | None = None, n_permutations: int = 1000,
             n_boot: int = 1000, alpha: float = 0.05, seed: int = 0, model_id: str = "activations",
-            progress: bool = False) -> SimilarityResult:
+            memory_mb: float = 1024.0, progress: bool = True) -> SimilarityResult:
     """Similarity scores of X ``(n, d1)`` and Y ``(n, d2)`` with random-pairing nulls and bootstrap intervals.
 
     Args:
@@ -197,7 +222,11 @@ def compare(X: ArrayLike, Y: ArrayLike, *, metrics: Sequence[str] = DEFAULT_METR
         alpha: 1 - coverage of the intervals.
         seed: seed of the permutations and of the resamples (recorded in provenance).
         model_id: what X and Y are, for provenance (``"smollm2-135m L10 vs ordinal-4l L2"``).
-        progress: show progress bars.
+        memory_mb: budget of one block of batched resamples (what the metrics share, e.g. the n x n
+            Gram matrices, comes on top and is held for one metric at a time).
+        progress: show a progress bar when the work lasts more than 2 s; long work (more than 30 s
+            at one metric call per permutation and resample) is first timed on a few rows of each
+            stage and its estimated duration printed to stderr before it runs.
 
     Returns:
         ``SimilarityResult`` over axis ``"metric"``; ``.summary()``, ``.figure()``, ``.to_frame()``.
@@ -213,24 +242,29 @@ def compare(X: ArrayLike, Y: ArrayLike, *, metrics: Sequence[str] = DEFAULT_METR
     """
     check_count(n_permutations, "n_permutations")
     check_count(n_boot, "n_boot")
+    if not memory_mb > 0:
+        raise OptionError(f"compare: memory_mb must be positive, got {memory_mb}")
     options = dict(options or {})
     plan = _resolved(metrics, options)
     raw_x, raw_y = paired_rows(X, Y, "compare", min_rows=3, rescale=False)
     x, y = unit_scale(raw_x)[0], unit_scale(raw_y)[0]  # every metric is scale-invariant (_inputs)
     n = x.shape[0]
     _warn_if_unreachable(n, n_permutations, alpha)
+    start = time.perf_counter()
     scores = [stat(x, y) for _, stat, _ in plan]  # every pitfall is raised here, before the long work
+    loop_seconds = (time.perf_counter() - start) * (n_permutations + n_boot)
     perms = permutation_indices(n, n_permutations, seed=seed)
-    tests = [permutation_test(stat, x, y, permutations=perms, progress=progress) for _, stat, _ in plan]
     index = bootstrap_indices(n, n_boot, seed=seed)
-    bar = tqdm(total=n_boot * len(plan), desc="bootstrap", disable=not progress)
-    boots = [_bootstrap(stat, resampled, x, y, index, name, bar) for name, stat, resampled in plan]
-    bar.close()
+    parts = run_stages(_stages(plan, x, y, perms, index, memory_mb), what="compare", progress=progress,
+                       announce=loop_seconds > _ANNOUNCE_LOOP_SECONDS)
     values = torch.tensor(scores, dtype=torch.float64)
-    null = torch.stack([t.null for t in tests])
+    null, boots = torch.stack(parts[0::2]), parts[1::2]
+    for (name, _, _), v, nl in zip(plan, values, null):
+        check_finite(nl, f"compare: the null of {name} (its value under each of the {n_permutations} permutations)",
+                     "a p-value against non-finite null values means nothing")
     low, high, bias = _intervals(plan, boots, values, alpha)
     _warn_if_shifted(plan, values, low, high, bias, n)
-    p = torch.stack([t.p_value for t in tests])
+    p = torch.stack([permutation_p_value(nl, v, "greater") for v, nl in zip(values, null)])
     k = {**METRICS["mutual_knn"][1], **options.get("mutual_knn", {})}.get("k", 10)
     chance = torch.tensor([knn_chance(n, k) if name == "mutual_knn" else float("nan") for name, _, _ in plan],
                           dtype=torch.float64)

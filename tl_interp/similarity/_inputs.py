@@ -12,7 +12,7 @@ from torch import Tensor
 from tl_interp.errors import InputError, ShapeError
 from tl_interp.stats._inputs import ArrayLike, as_float64, centre, unit_scale
 
-__all__ = ["ArrayLike", "paired_rows", "centred"]
+__all__ = ["ArrayLike", "paired_rows", "centred", "first_copies"]
 
 
 def paired_rows(X: ArrayLike, Y: ArrayLike, what: str, *, min_rows: int = 2,
@@ -41,3 +41,9 @@ def centred(x: Tensor, name: str, what: str) -> Tensor:
         raise InputError(f"{what}: every row of {name} is the same (it has zero variance); there is "
                          "nothing to compare")
     return unit_scale(xc)[0]
+
+
+def first_copies(source: Tensor) -> Tensor:
+    """For each row of a bootstrap resample (``source``: the rows it copies), the first row copying the
+    same item: reading pair values through it makes copies tie exactly, whatever the rounding."""
+    return (source[:, None] == source[None, :]).int().argmax(1)

@@ -19,7 +19,7 @@ from torch import Tensor
 from tl_interp._checks import checked
 from tl_interp.errors import InputError, SelectionError, ShapeError, TlInterpWarning
 from tl_interp.similarity._gather import PairGather
-from tl_interp.similarity._inputs import ArrayLike, paired_rows
+from tl_interp.similarity._inputs import ArrayLike, first_copies, paired_rows
 from tl_interp.stats import PreparedNull, register_null
 from tl_interp.stats._inputs import as_float64
 
@@ -33,15 +33,19 @@ def _neighbours(x: Tensor, k: int, name: str, source: Tensor | None = None) -> T
         raise InputError(f"mutual_knn: rows {zero[:10].tolist()} of {name} are all zero and have no direction")
     z = x / norms[:, None]
     sim = z @ z.T
-    sim.fill_diagonal_(float("-inf"))
-    if source is not None:  # copies of one item (a bootstrap resample) are not each other's neighbours
+    if source is not None:  # copies of one item (a bootstrap resample) are one item: exact ties, never neighbours
+        first = first_copies(source)
+        sim = sim[first][:, first]
         sim[source[:, None] == source[None, :]] = float("-inf")
-    top = sim.topk(k + 1, dim=1)
-    ties = int((top.values[:, k - 1] == top.values[:, k]).sum())
+    sim.fill_diagonal_(float("-inf"))
+    # a stable sort: among equal similarities the first row wins, the same choice in X and Y
+    order = sim.argsort(dim=1, descending=True, stable=True)[:, :k + 1]
+    top = sim.gather(1, order)
+    ties = int((top[:, k - 1] == top[:, k]).sum())
     if ties and source is None:
         warnings.warn(f"mutual_knn: {ties} rows of {name} have a tie at their {k}-th neighbour (duplicate or "
                       "equidistant rows); which neighbour is kept is arbitrary", TlInterpWarning, stacklevel=5)
-    return top.indices[:, :k]
+    return order[:, :k]
 
 
 def _knn_sets(X: ArrayLike, Y: ArrayLike, k: int) -> tuple[Tensor, Tensor]:

@@ -15,8 +15,8 @@ from torch import Tensor
 
 from tl_interp._checks import checked
 from tl_interp.errors import InputError, ShapeError
-from tl_interp.similarity._gather import off_diagonal_gather
-from tl_interp.similarity._inputs import ArrayLike, paired_rows
+from tl_interp.similarity._gather import _square, off_diagonal_gather
+from tl_interp.similarity._inputs import ArrayLike, first_copies, paired_rows
 from tl_interp.stats import PreparedNull, register_null
 from tl_interp.stats._inputs import as_float64, check_choice, unit_scale
 
@@ -127,11 +127,16 @@ def _rsa_null(x: Tensor, y: Tensor, *, rdm: str = "correlation", compare: str = 
 
 def rsa_resampled(x: Tensor, y: Tensor, source: Tensor, *, rdm: str = "correlation", compare: str = "spearman") -> float:
     """``rsa`` of bootstrap-resampled rows, leaving out the pairs of two copies of one item
-    (their dissimilarity is 0 on both sides by construction, which would inflate the score)."""
+    (their dissimilarity is 0 on both sides by construction, which would inflate the score).
+
+    Copies are one item, so a pair's dissimilarity is read from the first copies of its two
+    items: copies tie exactly (computed per row, their products can differ in the last bit, and
+    ranks would then split the tie by rounding)."""
     check_choice(compare, "compare", _COMPARES)
     i, j = torch.triu_indices(x.shape[0], x.shape[0], offset=1)
+    first = first_copies(source)
     keep = source[i] != source[j]
-    dx, dy = _rdm(x, rdm, "X")[keep], _rdm(y, rdm, "Y")[keep]
+    dx, dy = (_square(_rdm(t, rdm, name), x.shape[0])[first[i], first[j]][keep] for t, name in ((x, "X"), (y, "Y")))
     if compare == "kendall":
         return _kendall(dx, dy)
     zx, zy = _standardised(dx, compare, "X"), _standardised(dy, compare, "Y")

@@ -24,7 +24,14 @@ Example:
     torch.Size([2])
 """
 
-from tl_interp.stats._bootstrap import bootstrap_ci, bootstrap_indices, bootstrap_mean_ci, percentile_interval
+from tl_interp.stats._bootstrap import (
+    PreparedBootstrap,
+    bootstrap_ci,
+    bootstrap_indices,
+    bootstrap_mean_ci,
+    percentile_interval,
+    register_bootstrap,
+)
 from tl_interp.stats._correct import correct
 from tl_interp.stats._permutation import (
     PermutationTest,
@@ -46,6 +53,8 @@ __all__ = [
     "bootstrap_mean_ci",
     "bootstrap_indices",
     "percentile_interval",
+    "register_bootstrap",
+    "PreparedBootstrap",
     "permutation_test",
     "PermutationTest",
     "permutation_indices",

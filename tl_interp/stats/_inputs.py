@@ -23,7 +23,7 @@ from torch import Tensor
 
 from tl_interp.errors import InputError, OptionError
 
-__all__ = ["ArrayLike", "as_float64", "check_finite", "statistic_name", "unit_scale", "centre", "check_count",
+__all__ = ["ArrayLike", "as_float64", "check_finite", "statistic_name", "unwrap_partial", "unit_scale", "centre", "check_count",
            "check_choice", "smallest_p_value"]
 
 ArrayLike: TypeAlias = np.ndarray | Tensor
@@ -58,6 +58,15 @@ def statistic_name(statistic: Callable[..., Any]) -> str:
         options = ", ".join(f"{k}={v!r}" for k, v in statistic.keywords.items())
         return f"{statistic_name(statistic.func)}({options})"
     return getattr(statistic, "__name__", None) or repr(statistic)
+
+
+def unwrap_partial(statistic: Callable[..., Any]) -> tuple[Callable[..., Any], dict[str, Any]]:
+    """The function under (nested) keyword-only ``functools.partial`` wrappers, and their keywords."""
+    kwargs: dict[str, Any] = {}
+    while isinstance(statistic, functools.partial) and not statistic.args:
+        kwargs = {**statistic.keywords, **kwargs}
+        statistic = statistic.func
+    return statistic, kwargs
 
 
 def unit_scale(x: Tensor, dim: int | None = None) -> tuple[Tensor, Tensor]:

@@ -21,7 +21,6 @@ instead of calling the statistic once per permutation. Its values equal the loop
 per metric). Any other statistic runs in a loop.
 """
 
-import functools
 import math
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -33,10 +32,18 @@ from tqdm.auto import tqdm
 
 from tl_interp._checks import checked
 from tl_interp.errors import InputError, ShapeError
-from tl_interp.stats._inputs import ArrayLike, as_float64, check_choice, check_count, check_finite, statistic_name
+from tl_interp.stats._inputs import (
+    ArrayLike,
+    as_float64,
+    check_choice,
+    check_count,
+    check_finite,
+    statistic_name,
+    unwrap_partial,
+)
 
 __all__ = ["PermutationTest", "PreparedNull", "permutation_test", "permutation_indices", "register_null",
-           "permutation_p_value"]
+           "permutation_p_value", "null_evaluator"]
 
 _KINDS = ("pairings", "labels", "signs")
 _ALTERNATIVES = ("greater", "less", "two-sided")
@@ -93,13 +100,20 @@ def register_null(metric: Callable[..., Any]) -> Callable[[Callable[..., Any]], 
     return _register
 
 
-def _fast_null(statistic: Callable[..., Any]) -> tuple[Callable[..., PreparedNull | None], dict[str, Any]] | None:
-    kwargs: dict[str, Any] = {}
-    while isinstance(statistic, functools.partial) and not statistic.args:
-        kwargs = {**statistic.keywords, **kwargs}
-        statistic = statistic.func
-    prepare = _NULLS.get(statistic)
-    return None if prepare is None else (prepare, kwargs)
+def null_evaluator(statistic: Callable[..., Any], kind: str, x: Tensor, y: Tensor | None
+                   ) -> tuple[Callable[[Tensor], Tensor], int, bool]:
+    """``(evaluate(perms block) -> null values, block size, vectorized)``: the statistic's registered
+    batched pairings null if it has one for these options, else a loop over the permutations."""
+    func, kwargs = unwrap_partial(statistic)
+    prepare = _NULLS.get(func) if kind == "pairings" else None
+    prepared = None if prepare is None else prepare(x, y, **kwargs)
+    if prepared is not None:
+        return prepared.evaluate, prepared.chunk, True
+
+    def _loop(block: Tensor) -> Tensor:
+        return torch.stack([_as_scalar(statistic(*_arrange(kind, x, y, perm))) for perm in block])
+
+    return _loop, 16, False
 
 
 @checked
@@ -258,24 +272,15 @@ def permutation_test(statistic: Callable[..., Any], x: ArrayLike, y: ArrayLike |
     name = statistic_name(statistic)
     observed = _as_scalar(statistic(xt) if yt is None else statistic(xt, yt))
     check_finite(observed, f"permutation_test: the observed value of the statistic {name}", _NONFINITE_FIX)
-    fast = _fast_null(statistic) if kind == "pairings" else None
-    prepared = None if fast is None else fast[0](xt, yt, **fast[1])
-    bar = tqdm(total=perms.shape[0], desc="permutations", disable=not progress)
-    if prepared is not None:
-        parts = []
-        for block in perms.split(prepared.chunk):
-            parts.append(prepared.evaluate(block))
+    evaluate, chunk, vectorized = null_evaluator(statistic, kind, xt, yt)
+    parts = []
+    with tqdm(total=perms.shape[0], desc="permutations", disable=not progress, delay=2) as bar:
+        for block in perms.split(chunk):
+            parts.append(evaluate(block).double())
             bar.update(block.shape[0])
-        null = torch.cat(parts).double()
-    else:
-        values = []
-        for perm in perms:
-            values.append(_as_scalar(statistic(*_arrange(kind, xt, yt, perm))))
-            bar.update(1)
-        null = torch.stack(values)
-    bar.close()
+    null = torch.cat(parts)
     check_finite(null, f"permutation_test: the null of the statistic {name} (its value under each of the "
                        f"{perms.shape[0]} permutations)", _NONFINITE_FIX)
     return PermutationTest(statistic=observed, p_value=permutation_p_value(null, observed, alternative), null=null,
                            n_permutations=int(perms.shape[0]), kind=kind, alternative=alternative,
-                           seed=None if permutations is not None else seed, vectorized=prepared is not None)
+                           seed=None if permutations is not None else seed, vectorized=vectorized)
