@@ -6,8 +6,9 @@ Each number is measured against its reference in the same run:
    batch (parameters frozen, gradients to the activations only): the bound a gradient method
    cannot beat;
 2. exact single-edge patching (``attribute(method="exact")``, many edges per stacked pass)
-   against a loop with one forward pass per edge (the reference's ``get_scores_exact``, here
-   with the corrupted activations computed once); the max |difference| of the two is printed;
+   against a loop with one forward pass per edge (``_circuit_loop.edge_forward``: the senders'
+   outputs read once, then one ``run_with_hooks`` per edge with one hook at its receiver's input,
+   per-head inputs switched on only for edges into heads); the max |difference| is printed;
 3. exact faithfulness of MIB's 10 budgets x 3 methods (30 circuits, one ``faithfulness`` call)
    against two loops: one forward per circuit with the corrupted run done once, and the
    reference's ``evaluate_graph`` (a corrupted and a patched forward per circuit);
@@ -32,7 +33,7 @@ import torch
 warnings.filterwarnings("ignore")
 
 import tl_interp as ti  # noqa: E402
-from _circuit_loop import circuit_forward, per_head_inputs, sender_outputs  # noqa: E402
+from _circuit_loop import circuit_forward, edge_forward, per_head_inputs, sender_outputs  # noqa: E402
 from _timing import timed  # noqa: E402
 from tl_interp import circuits  # noqa: E402
 from tl_interp.circuits._circuit import Circuit  # noqa: E402
@@ -103,20 +104,16 @@ def run_case(label, model, clean, corrupted, metric, answers, *, repeats, exact,
         print(f"[{label}] {method}{' (5 steps)' if kw else ''}: {w:.3f}s wall / {c:.3f}s CPU = {w / w_b:.1f}x the bound "
               f"(wall), {c / c_b:.1f}x (CPU); peak {peak_mb():.0f} MB")
 
+    with per_head_inputs(model):
+        clean_s, ablated = sender_outputs(model, g, clean), sender_outputs(model, g, corrupted)
+    deltas = ablated - clean_s
     with torch.no_grad():
-        with per_head_inputs(model):
-            ablated = sender_outputs(model, g, corrupted)
-            clean_base = score(model(clean))
-    full = torch.ones(len(g.edges), dtype=torch.bool)
+        clean_base = score(model(clean))
 
     def loop_edges(indices):
-        out = []
-        with per_head_inputs(model):
-            for i in indices:
-                mask = full.clone()
-                mask[i] = False
-                out.append(score(circuit_forward(model, g, clean, ablated, mask)).mean() - clean_base.mean())
-        return torch.stack(out)
+        with per_head_inputs(model, split_qkv=False):
+            return torch.stack([score(edge_forward(model, g, clean, deltas, i)).mean() - clean_base.mean()
+                                for i in indices])
 
     sample = list(range(len(g.edges))) if loop_sample is None else torch.randperm(
         len(g.edges), generator=torch.Generator().manual_seed(0))[:loop_sample].tolist()
@@ -140,10 +137,11 @@ def run_case(label, model, clean, corrupted, metric, answers, *, repeats, exact,
     (w_f, c_f), result = timed(lambda: circuits.faithfulness(model, circuit_list, clean, corrupted, metric,
                                                             progress=False), repeats)
 
+    masks = [torch.tensor([e in edges for e in g.edges]) for edges in (frozenset(c.edges) for c in circuit_list)]
+
     def loop_circuits(as_reference: bool):
         # as_reference: the reference's evaluate_graph runs the corrupted prompts again for every circuit
         with per_head_inputs(model):
-            masks = [torch.tensor([e in set(c.edges) for e in g.edges]) for c in circuit_list]
             source = sender_outputs(model, g, corrupted)
             return torch.stack([score(circuit_forward(model, g, clean, sender_outputs(model, g, corrupted)
                                                       if as_reference else source, m)) for m in masks])

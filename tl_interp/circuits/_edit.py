@@ -20,6 +20,17 @@ some of them ablated reads ``norm(A + sum over those heads of (h_other - h_now))
 is the layer's current pre-norm sum, in place of ``norm(A)`` (the reference's
 ``evaluate_graph``). One edge's difference is then ``norm(A + h_other - h_now) - norm(A)``
 (``sender_deltas``).
+
+A single edge into a head's query, key or value changes that one head's input only, so its cell
+need not run TransformerLens's per-head inputs (``use_split_qkv_input``: the norm and the
+projections on ``3 x n_heads`` copies of the residual stream in every layer). ``head_input_edit``
+runs the ordinary forward and replaces, in ``blocks.L.attn.hook_q`` / ``hook_k`` / ``hook_v``,
+that head's projection by ``ln1(resid_pre + delta) @ W[h] + b[h]`` at the positions where
+``delta`` is non-zero (elsewhere the input is unchanged and so is the projection, bit for bit).
+Rotary embeddings, query/key norms and clipping come after those hook points and run as usual;
+a grouped-query model runs with its K/V ungrouped so the key of one query head can differ from
+its group's (``compat.receiver_hooks(ungroup=True)``). ``head_input_reason`` says when this
+can't be done exactly (the cell then edits the per-head input itself).
 """
 
 from collections.abc import Sequence
@@ -32,7 +43,8 @@ from tl_interp.circuits._graph import Graph, Receiver
 from tl_interp.hooks._select import layout
 from tl_interp.intervention import Intervention
 
-__all__ = ["sender_hooks", "add_to_receiver", "edge_edit", "circuit_edit", "window", "sender_deltas", "Norms"]
+__all__ = ["sender_hooks", "add_to_receiver", "edge_edit", "circuit_edit", "window", "sender_deltas", "Norms",
+           "head_input_reason", "HeadInputs", "head_input_edit"]
 
 Norms = list[tuple[Any, Tensor]] | None  # per layer (attention output norm, b_O), or None: additive
 
@@ -116,6 +128,74 @@ def edge_edit(receiver: Receiver, delta: Tensor, label: str) -> Intervention:
         return add_to_receiver(act, head, window(delta, act, label))
 
     return Intervention.single(receiver.hook_name, _edge_edit, f"patch edge {label}")
+
+
+def head_input_reason(model: Any) -> str | None:
+    """Why a head's q/k/v can't be recomputed from its input outside TransformerLens's block
+    (``head_input_edit``), or None."""
+    cfg = model.cfg
+    if cfg.positional_embedding_type == "shortformer":
+        return "shortformer models add positional embeddings to the normalised query and key inputs"
+    for flag in ("use_attn_in", "load_in_4bit"):
+        if getattr(cfg, flag, False):
+            return f"cfg.{flag} is set"
+    return None
+
+
+class HeadInputs:
+    """What edges into heads' q/k/v inputs give those inputs, normalised: ``ln1(resid_pre +
+    delta_s)`` for every sender ``s`` of a layer, computed for all senders in one call on first
+    use and kept for the last two layers used (cells run layer by layer).
+
+    Args:
+        model: the model.
+        resid: per layer, the unedited run's ``blocks.L.hook_resid_pre`` ``(batch, pos, d_model)``.
+        deltas: ``(batch, pos, n_senders, d_model)``, what each sender's edge adds.
+    """
+
+    def __init__(self, model: Any, resid: Sequence[Tensor], deltas: Tensor) -> None:
+        self.norms = [block.ln1 for block in model.blocks]
+        self.resid, self.deltas = list(resid), deltas
+        self._kept: dict[int, Tensor] = {}
+        self.weights = {}  # (layer, letter) -> (W (n_heads, d_model, d_head) ungrouped, b)
+        for layer, block in enumerate(model.blocks):
+            attn = block.attn
+            for letter, (w, b) in {"q": (attn.W_Q, attn.b_Q), "k": (attn.W_K, attn.b_K),
+                                   "v": (attn.W_V, attn.b_V)}.items():
+                self.weights[layer, letter] = (w.detach(), b.detach())
+
+    def normed(self, layer: int, n_senders: int) -> Tensor:
+        """``(batch, pos, n_senders, d_model)``: layer ``layer``'s norm of its input plus each
+        of its first ``n_senders`` senders' delta."""
+        kept = self._kept.get(layer)
+        if kept is None or kept.shape[2] < n_senders:
+            with torch.no_grad():
+                kept = self.norms[layer](self.resid[layer][:, :, None] + self.deltas[:, :, :n_senders])
+            if len(self._kept) >= 2:
+                self._kept.pop(next(iter(self._kept)))
+            self._kept[layer] = kept
+        return kept
+
+
+def head_input_edit(receiver: Receiver, sender: int, inputs: HeadInputs, label: str) -> Intervention:
+    """The cell patching the edge ``sender -> receiver`` into a head's q/k/v input on the
+    ordinary forward pass: the head's projection recomputed from ``resid_pre + delta`` where
+    ``delta`` is non-zero (see the module docstring; ``inputs`` holds both)."""
+    layer, head = int(receiver.hook_name.split(".")[1]), receiver.head
+    letter = receiver.hook_name.split("hook_")[1][0]  # blocks.L.hook_q_input -> q
+    weight, bias = inputs.weights[layer, letter]
+    w, b = weight[head].T, bias[head]
+    delta = inputs.deltas[:, :, sender]
+
+    def _head_input_edit(act: Tensor, hook: Any) -> Tensor:
+        changed = (window(delta, act, label) != 0).any(-1, keepdim=True)
+        normed = window(inputs.normed(layer, receiver.n_senders)[:, :, sender], act, label)
+        new = torch.nn.functional.linear(normed.to(act.dtype), w.to(act.dtype), b.to(act.dtype))
+        out = act.clone()
+        out[:, :, head] = torch.where(changed, new, act[:, :, head])
+        return out
+
+    return Intervention.single(f"blocks.{layer}.attn.hook_{letter}", _head_input_edit, f"patch edge {label}")
 
 
 def circuit_edit(g: Graph, keep: Tensor, other: Tensor, clean: Tensor, label: str, norms: Norms = None) -> Intervention:

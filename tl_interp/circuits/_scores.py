@@ -43,7 +43,8 @@ from tqdm.auto import tqdm
 
 from tl_interp import hooks
 from tl_interp._checks import checked
-from tl_interp.circuits._edit import edge_edit, sender_deltas, sender_hooks
+from tl_interp.circuits._edit import (HeadInputs, edge_edit, head_input_edit, head_input_reason, sender_deltas,
+                                      sender_hooks)
 from tl_interp.circuits._graph import Graph
 from tl_interp.circuits._runs import ablated_values, forward_kw, prepare, sender_values
 from tl_interp.engine import compat
@@ -176,12 +177,12 @@ def attribute(model: Any, clean: Inputs, corrupted: Inputs, metric: Callable[...
             corrupt_value = (bind(metric, corrupt_b).per_prompt(model(corrupt_b.tokens, **forward_kw(corrupt_b)))
                              .float() if ablation != "mean" else torch.full_like(clean_value, float("nan")))
         diff = sender_deltas(g, compat.attention_output_norms(model), clean_s, other)
-        if method == "exact":
-            per_prompt, stats = _exact(model, g, clean_b, metric, diff, memory_mb, executor, progress)
-            settings.update(stats)
-        else:
+        if method != "exact":
             grads = _gradients(model, g, clean_b, metric, method, steps, clean_s, other, memory_mb, progress)
             per_prompt = edge_products(g, diff, grads)
+    if method == "exact":  # its passes need no per-head results (nor, mostly, per-head inputs)
+        per_prompt, stats = _exact(model, g, clean_b, metric, diff, memory_mb, executor, progress)
+        settings.update(stats)
     provenance = Provenance.make(adapt(model).model_id, interventions=[f"{method} edge attribution ({ablation})"],
                                  prompt_hash=prompt_hash(clean_b.tokens, corrupt_b.tokens), settings=settings)
     per_prompt = per_prompt.float().cpu()
@@ -275,16 +276,52 @@ def _gradients(model: Any, g: Graph, batch: Any, metric: Any, method: str, steps
 
 def _exact(model: Any, g: Graph, batch: Any, metric: Any, diff: Tensor, memory_mb: float,
            executor: Executor | None, progress: bool) -> tuple[Tensor, dict[str, Any]]:
-    """Per-prompt exact single-edge effects ``(batch, n_edges)``: one engine cell per edge."""
-    cells, keys = [], []
-    for r in g.receivers:
-        for j in range(r.n_senders):
-            name = f"{g.senders[j]}->{r.name}"
-            cells.append(edge_edit(r, diff[:, :, j], name))
-            keys.append((name,))
-    plan = Plan(model, batch, metric, tuple(cells), tuple(keys), tuple(_receiver_names(g)),
-                EngineOptions(memory_mb=memory_mb), label="exact edge patching",
-                signature={"study": "circuits.exact"})
-    outcome = execute(plan, executor, progress=progress)
+    """Per-prompt exact single-edge effects ``(batch, n_edges)``: one engine cell per edge.
+
+    An edge into a head's q/k/v input is patched on the ordinary forward pass by recomputing
+    that one head's projection (``_edit.head_input_edit``); where that can't be done exactly
+    (``head_input_reason``) the cell edits TL's per-head input instead."""
+    why = head_input_reason(model)
+    diff_last = diff
+    read = getattr(bind(metric, batch), "positions", None)
+    if read is not None:  # the last block's queries and MLP inputs matter only where the metric reads
+        rows, pos = batch.shape
+        read = torch.as_tensor(read).long().expand(rows) % pos
+        seen = torch.zeros(rows, pos, 1, 1, dtype=diff.dtype, device=diff.device)
+        seen[torch.arange(rows), read.to(diff.device)] = 1
+        diff_last = diff * seen
+    last = g.n_layers - 1
+    switches = {"mlp_in": True, "ungroup": True, "split_qkv": why is not None}
+    with compat.receiver_hooks(model, **switches):
+        inputs = None
+        if why is None:
+            cache = hooks.cache([f"blocks.{layer}.hook_resid_pre" for layer in range(g.n_layers)])
+            with torch.no_grad():
+                cache.run(model, batch.tokens, **forward_kw(batch))
+            resid = [cache[f"blocks.{layer}.hook_resid_pre"] for layer in range(g.n_layers)]
+            inputs = HeadInputs(model, resid, diff)
+            queries_last = HeadInputs(model, resid, diff_last)
+        cells, keys, sites = [], [], {}
+        for r in g.receivers:
+            head_cell = why is None and r.head is not None
+            layer = int(r.hook_name.split(".")[1])
+            # the last layer's queries, MLP and the logits act position by position: only read positions count
+            local = layer == last and not r.hook_name.endswith(("k_input", "v_input"))
+            for j in range(r.n_senders):
+                name = f"{g.senders[j]}->{r.name}"
+                if head_cell:
+                    hook = f"blocks.{layer}.attn.hook_{r.hook_name.split('hook_')[1][0]}"
+                    cells.append(head_input_edit(r, j, queries_last if local else inputs, name))
+                else:
+                    hook = r.hook_name
+                    cells.append(edge_edit(r, (diff_last if local else diff)[:, :, j], name))
+                sites[hook] = None
+                keys.append((name,))
+        plan = Plan(model, batch, metric, tuple(cells), tuple(keys), tuple(sites),
+                    EngineOptions(memory_mb=memory_mb), label="exact edge patching",
+                    signature={"study": "circuits.exact"})
+        outcome = execute(plan, executor, progress=progress)
     values, base = outcome.values, outcome.base
-    return (values - base[None]).T, {"engine": outcome.paths, **outcome.stats}
+    head_cells = "q/k/v projection of the receiving head on the ordinary forward" if why is None else \
+        f"TL's per-head inputs ({why})"
+    return (values - base[None]).T, {"engine": outcome.paths, "head_cells": head_cells, **outcome.stats}
