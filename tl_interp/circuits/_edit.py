@@ -143,9 +143,10 @@ def head_input_reason(model: Any) -> str | None:
 
 
 class HeadInputs:
-    """What edges into heads' q/k/v inputs give those inputs, normalised: ``ln1(resid_pre +
-    delta_s)`` for every sender ``s`` of a layer, computed for all senders in one call on first
-    use and kept for the last two layers used (cells run layer by layer).
+    """What single edges into heads' q/k/v inputs make of those heads' projections:
+    ``ln1(resid_pre + delta_s) @ W[h] + b[h]`` for every sender ``s`` of a receiver, computed for
+    all its senders in one call on first use; kept for the receivers of the last two layers
+    used (cells run layer by layer).
 
     Args:
         model: the model.
@@ -156,25 +157,35 @@ class HeadInputs:
     def __init__(self, model: Any, resid: Sequence[Tensor], deltas: Tensor) -> None:
         self.norms = [block.ln1 for block in model.blocks]
         self.resid, self.deltas = list(resid), deltas
-        self._kept: dict[int, Tensor] = {}
+        self.changed = (deltas != 0).any(-1, keepdim=True)  # (batch, pos, sender, 1)
         self.weights = {}  # (layer, letter) -> (W (n_heads, d_model, d_head) ungrouped, b)
         for layer, block in enumerate(model.blocks):
             attn = block.attn
             for letter, (w, b) in {"q": (attn.W_Q, attn.b_Q), "k": (attn.W_K, attn.b_K),
                                    "v": (attn.W_V, attn.b_V)}.items():
                 self.weights[layer, letter] = (w.detach(), b.detach())
+        self._normed: dict[int, Tensor] = {}
+        self._projected: dict[tuple[int, str, int], Tensor] = {}
 
-    def normed(self, layer: int, n_senders: int) -> Tensor:
-        """``(batch, pos, n_senders, d_model)``: layer ``layer``'s norm of its input plus each
-        of its first ``n_senders`` senders' delta."""
-        kept = self._kept.get(layer)
-        if kept is None or kept.shape[2] < n_senders:
-            with torch.no_grad():
-                kept = self.norms[layer](self.resid[layer][:, :, None] + self.deltas[:, :, :n_senders])
-            if len(self._kept) >= 2:
-                self._kept.pop(next(iter(self._kept)))
-            self._kept[layer] = kept
-        return kept
+    def projected(self, layer: int, letter: str, head: int, n_senders: int) -> Tensor:
+        """``(batch, pos, n_senders, d_head)``: the head's projection of its input plus each of its
+        first ``n_senders`` senders' delta."""
+        key = (layer, letter, head)
+        out = self._projected.get(key)
+        if out is None or out.shape[2] < n_senders:
+            normed = self._normed.get(layer)
+            if normed is None or normed.shape[2] < n_senders:
+                with torch.no_grad():
+                    normed = self.norms[layer](self.resid[layer][:, :, None] + self.deltas[:, :, :n_senders])
+                if len(self._normed) >= 2:  # drop the oldest layer with its projections
+                    old = next(iter(self._normed))
+                    del self._normed[old]
+                    self._projected = {k: v for k, v in self._projected.items() if k[0] != old}
+                self._normed[layer] = normed
+            w, b = self.weights[layer, letter]
+            out = torch.nn.functional.linear(normed, w[head].T, b[head])
+            self._projected[key] = out
+        return out
 
 
 def head_input_edit(receiver: Receiver, sender: int, inputs: HeadInputs, label: str) -> Intervention:
@@ -183,22 +194,20 @@ def head_input_edit(receiver: Receiver, sender: int, inputs: HeadInputs, label: 
     ``delta`` is non-zero (see the module docstring; ``inputs`` holds both)."""
     layer, head = int(receiver.hook_name.split(".")[1]), receiver.head
     letter = receiver.hook_name.split("hook_")[1][0]  # blocks.L.hook_q_input -> q
-    weight, bias = inputs.weights[layer, letter]
-    w, b = weight[head].T, bias[head]
-    delta = inputs.deltas[:, :, sender]
+    changed = inputs.changed[:, :, sender]
 
     def _head_input_edit(act: Tensor, hook: Any) -> Tensor:
-        changed = (window(delta, act, label) != 0).any(-1, keepdim=True)
-        normed = window(inputs.normed(layer, receiver.n_senders)[:, :, sender], act, label)
-        new = torch.nn.functional.linear(normed.to(act.dtype), w.to(act.dtype), b.to(act.dtype))
+        new = inputs.projected(layer, letter, head, receiver.n_senders)[:, :, sender]
         out = act.clone()
-        out[:, :, head] = torch.where(changed, new, act[:, :, head])
+        out[:, :, head] = torch.where(window(changed, act, label), window(new, act, label).to(act.dtype),
+                                      act[:, :, head])
         return out
 
     return Intervention.single(f"blocks.{layer}.attn.hook_{letter}", _head_input_edit, f"patch edge {label}")
 
 
-def circuit_edit(g: Graph, keep: Tensor, other: Tensor, clean: Tensor, label: str, norms: Norms = None) -> Intervention:
+def circuit_edit(g: Graph, keep: Tensor, other: Tensor, clean: Tensor, label: str, norms: Norms = None,
+                 w_o: Sequence[Tensor] | None = None) -> Intervention:
     """The cell of a circuit: every edge not in ``keep`` carries its sender's ``other`` value.
 
     Args:
@@ -210,6 +219,10 @@ def circuit_edit(g: Graph, keep: Tensor, other: Tensor, clean: Tensor, label: st
             first layer a pass runs).
         label: for ``print``.
         norms: ``compat.attention_output_norms`` (None when attention outputs add as they are).
+        w_o: per layer ``W_O`` ``(n_heads, d_head, d_model)``: read the heads' current outputs as
+            ``z @ W_O[h]`` from ``attn.hook_z``, so the pass need not compute TL's per-head
+            results (``use_attn_result`` materialises a (batch, pos, head, d_head, d_model)
+            product in every layer). None: read ``attn.hook_result``.
     """
     excluded = (~keep.bool()).cpu()
     state: dict[int, tuple[int, Tensor]] = {}  # first sender index -> (window offset, its current values)
@@ -236,9 +249,13 @@ def circuit_edit(g: Graph, keep: Tensor, other: Tensor, clean: Tensor, label: st
     for (name, n), start in zip(sender_hooks(g), starts):
         if start == 0:
             continue  # the embeddings never move: nothing upstream of them
+        w = None
+        if w_o is not None and name.endswith("attn.hook_result"):
+            w, name = w_o[int(name.split(".")[1])], name.replace("hook_result", "hook_z")
 
-        def _capture(act: Tensor, hook: Any, start: int = start) -> None:
-            state[start] = (layout(act.shape[0], act.shape[1], label).offset, act)
+        def _capture(act: Tensor, hook: Any, start: int = start, w: Tensor | None = w) -> None:
+            value = act if w is None else torch.einsum("bphe,hed->bphd", act, w.to(act.dtype))
+            state[start] = (layout(act.shape[0], act.shape[1], label).offset, value)
 
         hooks.append(Intervention.single(name, _capture, f"read senders for {label}"))
     by_hook: dict[str, list[Receiver]] = {}

@@ -127,10 +127,13 @@ def faithfulness(model: Any, circuits: Sequence[Any], clean: Inputs, corrupted: 
     with compat.edge_hooks_on(model):
         clean_s, _ = sender_values(model, g, clean_b)
         other = ablated_values(model, g, ablation, clean_b, corrupt_b, clean_s)
+    # the passes read heads' outputs from hook_z (no per-head results: see circuit_edit)
+    with compat.receiver_hooks(model, split_qkv=True, mlp_in=True, ungroup=True):
         norms = compat.attention_output_norms(model)
-        cells = [circuit_edit(g, keep, other, clean_s, f"circuit {i}", norms) for i, keep in enumerate(keeps)]
+        w_o = [block.attn.W_O.detach() for block in model.blocks]
+        cells = [circuit_edit(g, keep, other, clean_s, f"circuit {i}", norms, w_o) for i, keep in enumerate(keeps)]
         cells.append(circuit_edit(g, torch.zeros(len(g.edges), dtype=torch.bool), other, clean_s, "empty circuit",
-                                  norms))
+                                  norms, w_o))
         # only the residual stream entering layer 0 (passes start there): checking which cells change
         # nothing would run every cell's edits once more on the base activations, and only the
         # full circuit changes nothing
