@@ -119,13 +119,24 @@ def sender_deltas(g: Graph, norms: Norms, now: Tensor, other: Tensor) -> Tensor:
     return delta
 
 
-def edge_edit(receiver: Receiver, delta: Tensor, label: str) -> Intervention:
+def _at(t: Tensor, act: Tensor, position: int | None, label: str) -> Tensor:
+    """``t`` (batch, all positions, ...) cut to ``act``'s window, zero outside ``position`` (when given)."""
+    t = window(t, act, label)
+    if position is None:
+        return t
+    lay = layout(act.shape[0], act.shape[1], label)
+    keep = (torch.arange(lay.offset, lay.offset + act.shape[1], device=t.device) == position).view(
+        1, -1, *([1] * (t.ndim - 2)))
+    return t & keep if t.dtype == torch.bool else t * keep.to(t.dtype)
+
+
+def edge_edit(receiver: Receiver, delta: Tensor, label: str, *, position: int | None = None) -> Intervention:
     """The cell patching one edge: ``delta = s_other - s_now`` (batch, pos, d_model) added to
-    ``receiver``'s input."""
+    ``receiver``'s input (at ``position`` only, when given)."""
     head = receiver.head
 
     def _edge_edit(act: Tensor, hook: Any) -> Tensor:
-        return add_to_receiver(act, head, window(delta, act, label))
+        return add_to_receiver(act, head, _at(delta, act, position, label))
 
     return Intervention.single(receiver.hook_name, _edge_edit, f"patch edge {label}")
 
@@ -188,10 +199,12 @@ class HeadInputs:
         return out
 
 
-def head_input_edit(receiver: Receiver, sender: int, inputs: HeadInputs, label: str) -> Intervention:
+def head_input_edit(receiver: Receiver, sender: int, inputs: HeadInputs, label: str, *,
+                    position: int | None = None) -> Intervention:
     """The cell patching the edge ``sender -> receiver`` into a head's q/k/v input on the
     ordinary forward pass: the head's projection recomputed from ``resid_pre + delta`` where
-    ``delta`` is non-zero (see the module docstring; ``inputs`` holds both)."""
+    ``delta`` is non-zero (see the module docstring; ``inputs`` holds both), at ``position``
+    only when given."""
     layer, head = int(receiver.hook_name.split(".")[1]), receiver.head
     letter = receiver.hook_name.split("hook_")[1][0]  # blocks.L.hook_q_input -> q
     changed = inputs.changed[:, :, sender]
@@ -199,7 +212,7 @@ def head_input_edit(receiver: Receiver, sender: int, inputs: HeadInputs, label: 
     def _head_input_edit(act: Tensor, hook: Any) -> Tensor:
         new = inputs.projected(layer, letter, head, receiver.n_senders)[:, :, sender]
         out = act.clone()
-        out[:, :, head] = torch.where(window(changed, act, label), window(new, act, label).to(act.dtype),
+        out[:, :, head] = torch.where(_at(changed, act, position, label), window(new, act, label).to(act.dtype),
                                       act[:, :, head])
         return out
 
@@ -212,7 +225,8 @@ def circuit_edit(g: Graph, keep: Tensor, other: Tensor, clean: Tensor, label: st
 
     Args:
         g: the graph.
-        keep: ``(n_edges,)`` bool, the circuit's edges.
+        keep: ``(n_edges,)`` bool, the circuit's edges, or ``(n_edges, pos)``: the circuit's
+            edges at each position (``positions="aware"``).
         other: ``(batch, pos, n_senders, d_model)`` senders' values in the other run (corrupted,
             mean or zero).
         clean: the same in the run being edited, unedited (the values of senders before the
@@ -274,28 +288,35 @@ def _receiver_hook(g: Graph, receivers: Sequence[Receiver], excluded: Tensor, ot
     senders' ``other`` values in place of their current ones."""
     n = max(r.n_senders for r in receivers)
     slots = [r.head for r in receivers]  # the receiving heads, or [None] for an MLP / logits input
-    weights = torch.zeros(len(receivers), n)
+    weights = torch.zeros(len(receivers), n, *excluded.shape[1:])  # (receiver, sender[, position])
     for i, r in enumerate(receivers):
         weights[i, :r.n_senders] = excluded[r.offset:r.offset + r.n_senders].float()
     blocks = _head_blocks(g, n) if norms is not None else []
-    additive = torch.ones(n)
+    additive = torch.ones(n, *([1] * (excluded.ndim - 1)))
     for _, at in blocks:
         additive[at:at + g.n_heads] = 0.0
 
     head_index = torch.tensor([h for h in slots if h is not None], dtype=torch.long)
 
+    def mix(w: Tensor, x: Tensor) -> Tensor:
+        """``(batch, pos, receiver, d_model)``: each receiver's weighted sum of ``x`` over senders."""
+        return torch.matmul(w, x) if w.ndim == 2 else torch.einsum("rsp,bpsd->bprd", w, x)
+
     def _corrupt_outside(act: Tensor, hook: Any) -> Tensor:
         now = current(n, act)
         diff = window(other[:, :, :n], act, label) - now  # (batch, pos, sender, d_model)
         w = weights.to(diff.dtype).to(diff.device)
-        update = torch.matmul(w * additive.to(w), diff)  # (batch, pos, receiver, d_model)
+        if w.ndim == 3:  # per position: the pass's window of positions
+            offset = layout(act.shape[0], act.shape[1], label).offset
+            w = w[:, :, offset:offset + act.shape[1]]
+        update = mix(w * additive.to(w), diff)  # (batch, pos, receiver, d_model)
         for layer, at in blocks:
             heads = slice(at, at + g.n_heads)
             if not bool(w[:, heads].any()):
                 continue
             norm, bias = norms[layer]  # type: ignore[index]
             total = now[:, :, heads].sum(2) + bias
-            moved = total[:, :, None] + torch.matmul(w[:, heads], diff[:, :, heads])
+            moved = total[:, :, None] + mix(w[:, heads], diff[:, :, heads])
             update = update + norm(moved) - norm(total)[:, :, None]
         if slots[0] is None:
             return add_to_receiver(act, None, update[:, :, 0])

@@ -45,13 +45,13 @@ from tl_interp import hooks
 from tl_interp._checks import checked
 from tl_interp.circuits._edit import (HeadInputs, edge_edit, head_input_edit, head_input_reason, sender_deltas,
                                       sender_hooks)
-from tl_interp.circuits._graph import Graph
+from tl_interp.circuits._graph import Graph, at_position
 from tl_interp.circuits._runs import ablated_values, forward_kw, prepare, sender_values
 from tl_interp.engine import compat
 from tl_interp.engine.executors import Executor, Plan, execute
 from tl_interp.engine.inputs import Inputs
 from tl_interp.engine.run import BaseRun, EngineOptions
-from tl_interp.errors import OptionError
+from tl_interp.errors import InputError, OptionError
 from tl_interp.intervention import Intervention
 from tl_interp.metrics import bind
 from tl_interp.models._adapter import adapt
@@ -127,7 +127,8 @@ class EdgeScores(Result):
 @checked
 def attribute(model: Any, clean: Inputs, corrupted: Inputs, metric: Callable[..., Any], *,
               method: Method = "eap-ig-inputs", steps: int = 5, ablation: Ablation = "corrupted",
-              memory_mb: float = 1024.0, executor: Executor | None = None, progress: bool = True) -> EdgeScores:
+              positions: Literal["sum", "aware"] = "sum", memory_mb: float = 1024.0,
+              executor: Executor | None = None, progress: bool = True) -> EdgeScores:
     """Score every edge of ``model``'s graph by its effect on ``metric`` (see the module docstring).
 
     Args:
@@ -139,6 +140,11 @@ def attribute(model: Any, clean: Inputs, corrupted: Inputs, metric: Callable[...
         steps: integration points of the EAP-IG methods.
         ablation: what an ablated edge carries: ``"corrupted"`` (its value on the corrupted
             prompt), ``"mean"`` (over the corrupted prompts) or ``"zero"``.
+        positions: ``"sum"``: one score per edge, summed over positions; ``"aware"``: one per edge
+            and position ``p`` (``a0.h1_3->a1.h0_3<k>``: the sender's output at ``p`` in the
+            receiver's input at ``p``, as the reference's positional graph names it), for
+            prompts of one token length (a padded batch is refused: position ``p`` must be the
+            same slot in every prompt).
         memory_mb: budget of one stacked pass (EAP-IG, exact).
         executor: where ``"exact"``'s cells run.
         progress: show a progress bar.
@@ -164,9 +170,18 @@ def attribute(model: Any, clean: Inputs, corrupted: Inputs, metric: Callable[...
     if method == "eap-ig-inputs" and ablation != "corrupted":
         raise OptionError(f"method='eap-ig-inputs' integrates from the corrupted prompts' embeddings, so it takes "
                           f"ablation='corrupted' only (got {ablation!r}); use 'eap-ig-activations' or 'eap'")
+    if positions not in ("sum", "aware"):
+        raise OptionError(f"positions must be 'sum' or 'aware', not {positions!r}")
     g, clean_b, corrupt_b = prepare(model, clean, corrupted, metric, ablation, differentiable=method != "exact")
+    aware = positions == "aware"
+    if aware and clean_b.padded:
+        raise InputError("positions='aware' scores an edge per position, so every prompt must have the same token "
+                         "length (position p must be the same slot in every prompt); this batch is padded "
+                         f"(real lengths {clean_b.attention_mask.sum(1).tolist()}). Score prompts of one length "
+                         "together (one call per length), or use positions='sum'")
+    named = g.at_positions(clean_b.shape[1]) if aware else g
     bound = bind(metric, clean_b)
-    settings: dict[str, Any] = {"method": method, "ablation": ablation, "graph": g.spec()}
+    settings: dict[str, Any] = {"method": method, "ablation": ablation, "graph": named.spec()}
     if method.startswith("eap-ig"):
         settings["steps"] = steps
     with compat.edge_hooks_on(model):
@@ -179,33 +194,35 @@ def attribute(model: Any, clean: Inputs, corrupted: Inputs, metric: Callable[...
         diff = sender_deltas(g, compat.attention_output_norms(model), clean_s, other)
         if method != "exact":
             grads = _gradients(model, g, clean_b, metric, method, steps, clean_s, other, memory_mb, progress)
-            per_prompt = edge_products(g, diff, grads)
+            per_prompt = edge_products(g, diff, grads, aware=aware).flatten(1)
     if method == "exact":  # its passes need no per-head results (nor, mostly, per-head inputs)
-        per_prompt, stats = _exact(model, g, clean_b, metric, diff, memory_mb, executor, progress)
+        per_prompt, stats = _exact(model, g, clean_b, metric, diff, memory_mb, executor, progress, aware)
         settings.update(stats)
     provenance = Provenance.make(adapt(model).model_id, interventions=[f"{method} edge attribution ({ablation})"],
                                  prompt_hash=prompt_hash(clean_b.tokens, corrupt_b.tokens), settings=settings)
     per_prompt = per_prompt.float().cpu()
     return EdgeScores(values=per_prompt.mean(0), axes=("edge",), metric=str(getattr(metric, "name", "metric")),
-                      provenance=provenance, labels={"edge": g.edges},
+                      provenance=provenance, labels={"edge": named.edges},
                       extras={"per_prompt": per_prompt, "clean": clean_value.cpu(), "corrupted": corrupt_value.cpu()})
 
 
-def edge_products(g: Graph, diff: Tensor, grads: dict[str, Tensor]) -> Tensor:
+def edge_products(g: Graph, diff: Tensor, grads: dict[str, Tensor], *, aware: bool = False) -> Tensor:
     """``(batch, n_edges)``: ``D_s . g_r`` summed over positions and ``d_model`` for every edge,
     from the senders' differences ``(batch, pos, n_senders, d_model)`` and the gradients at
-    each receiver input hook."""
-    out = torch.zeros(diff.shape[0], len(g.edges), dtype=torch.float32, device=diff.device)
+    each receiver input hook; ``(batch, n_edges, pos)`` with ``aware`` (not summed over positions)."""
+    p = "p" if aware else ""
+    out = torch.zeros(diff.shape[0], len(g.edges), *((diff.shape[1],) if aware else ()), dtype=torch.float32,
+                      device=diff.device)
     for r in g.receivers:
         if r.head is not None and r.head > 0:
             continue  # a q/k/v hook point is scored once, for all its heads
         grad = grads[r.hook_name].to(diff.dtype)
         n = r.n_senders
         if r.head is None:
-            out[:, r.offset:r.offset + n] = torch.einsum("bpsd,bpd->bs", diff[:, :, :n], grad).float()
+            out[:, r.offset:r.offset + n] = torch.einsum(f"bpsd,bpd->bs{p}", diff[:, :, :n], grad).float()
         else:  # heads 0..H-1 of one input: consecutive receivers with the same senders
-            block = torch.einsum("bpsd,bphd->bhs", diff[:, :, :n], grad).float()
-            out[:, r.offset:r.offset + g.n_heads * n] = block.reshape(diff.shape[0], -1)
+            block = torch.einsum(f"bpsd,bphd->bhs{p}", diff[:, :, :n], grad).float()
+            out[:, r.offset:r.offset + g.n_heads * n] = block.reshape(diff.shape[0], -1, *block.shape[3:])
     return out
 
 
@@ -275,8 +292,9 @@ def _gradients(model: Any, g: Graph, batch: Any, metric: Any, method: str, steps
 
 
 def _exact(model: Any, g: Graph, batch: Any, metric: Any, diff: Tensor, memory_mb: float,
-           executor: Executor | None, progress: bool) -> tuple[Tensor, dict[str, Any]]:
-    """Per-prompt exact single-edge effects ``(batch, n_edges)``: one engine cell per edge.
+           executor: Executor | None, progress: bool, aware: bool = False) -> tuple[Tensor, dict[str, Any]]:
+    """Per-prompt exact single-edge effects ``(batch, n_edges)``: one engine cell per edge (per
+    edge and position with ``aware``: ``(batch, n_edges * pos)``, positions inner).
 
     An edge into a head's q/k/v input is patched on the ordinary forward pass by recomputing
     that one head's projection (``_edit.head_input_edit``); where that can't be done exactly
@@ -308,15 +326,16 @@ def _exact(model: Any, g: Graph, batch: Any, metric: Any, diff: Tensor, memory_m
             # the last layer's queries, MLP and the logits act position by position: only read positions count
             local = layer == last and not r.hook_name.endswith(("k_input", "v_input"))
             for j in range(r.n_senders):
-                name = f"{g.senders[j]}->{r.name}"
-                if head_cell:
-                    hook = f"blocks.{layer}.attn.hook_{r.hook_name.split('hook_')[1][0]}"
-                    cells.append(head_input_edit(r, j, queries_last if local else inputs, name))
-                else:
-                    hook = r.hook_name
-                    cells.append(edge_edit(r, (diff_last if local else diff)[:, :, j], name))
+                edge = f"{g.senders[j]}->{r.name}"
+                hook = f"blocks.{layer}.attn.hook_{r.hook_name.split('hook_')[1][0]}" if head_cell else r.hook_name
                 sites[hook] = None
-                keys.append((name,))
+                for pos in (range(batch.shape[1]) if aware else [None]):
+                    name = edge if pos is None else at_position(edge, pos)
+                    if head_cell:
+                        cells.append(head_input_edit(r, j, queries_last if local else inputs, name, position=pos))
+                    else:
+                        cells.append(edge_edit(r, (diff_last if local else diff)[:, :, j], name, position=pos))
+                    keys.append((name,))
         plan = Plan(model, batch, metric, tuple(cells), tuple(keys), tuple(sites),
                     EngineOptions(memory_mb=memory_mb), label="exact edge patching",
                     signature={"study": "circuits.exact"})
