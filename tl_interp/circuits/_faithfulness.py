@@ -21,7 +21,7 @@ from torch import Tensor
 from tl_interp._checks import checked
 from tl_interp.circuits._edit import circuit_edit
 from tl_interp.circuits._graph import Graph
-from tl_interp.circuits._runs import ablated_values, prepare, sender_values
+from tl_interp.circuits._runs import ablated_values, no_head_results, prepare, sender_values
 from tl_interp.engine import compat
 from tl_interp.engine.executors import Executor, Plan, execute
 from tl_interp.engine.inputs import Inputs
@@ -143,7 +143,7 @@ def faithfulness(model: Any, circuits: Sequence[Any], clean: Inputs, corrupted: 
         clean_s, _ = sender_values(model, g, clean_b)
         other = ablated_values(model, g, ablation, clean_b, corrupt_b, clean_s)
     # the passes read heads' outputs from hook_z (no per-head results: see circuit_edit)
-    with compat.receiver_hooks(model, split_qkv=True, mlp_in=True, ungroup=True):
+    with compat.receiver_hooks(model, split_qkv=True, mlp_in=True, ungroup=True), no_head_results(model):
         norms = compat.attention_output_norms(model)
         w_o = [block.attn.W_O.detach() for block in model.blocks]
         cells = [circuit_edit(g, keep, other, clean_s, f"circuit {i}", norms, w_o) for i, keep in enumerate(keeps)]

@@ -8,7 +8,8 @@ over its real tokens, then the mean over prompts, as the reference's
 ``compute_mean_activations``), or zero.
 """
 
-from collections.abc import Callable
+import contextlib
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import torch
@@ -23,7 +24,7 @@ from tl_interp.errors import InputError, OptionError
 from tl_interp.metrics import is_metric
 from tl_interp.models._adapter import Tokenized
 
-__all__ = ["ABLATIONS", "prepare", "sender_values", "ablated_values", "forward_kw"]
+__all__ = ["ABLATIONS", "prepare", "sender_values", "ablated_values", "forward_kw", "no_head_results"]
 
 ABLATIONS = ("corrupted", "mean", "zero")
 
@@ -91,3 +92,16 @@ def ablated_values(model: Any, g: Graph, ablation: str, clean: Tokenized, corrup
     mask = corrupted.attention_mask.to(values.device)[:, :, None, None].to(values.dtype)
     per_prompt = (values * mask).sum(1) / mask.sum(1)  # (prompt, sender, d_model)
     return per_prompt.mean(0)[None, None].expand_as(clean_values) * real
+
+
+@contextlib.contextmanager
+def no_head_results(model: Any) -> Iterator[None]:
+    """TL's per-head results off while a study's passes run (restored after): its cells read heads
+    from ``hook_z`` or not at all, and ``use_attn_result`` would materialise a (batch, pos, head,
+    d_head, d_model) product in every layer of every pass."""
+    saved = model.cfg.use_attn_result
+    model.cfg.use_attn_result = False
+    try:
+        yield
+    finally:
+        model.cfg.use_attn_result = saved

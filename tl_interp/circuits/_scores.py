@@ -46,7 +46,7 @@ from tl_interp._checks import checked
 from tl_interp.circuits._edit import (HeadInputs, edge_edit, head_input_edit, head_input_reason, sender_deltas,
                                       sender_hooks)
 from tl_interp.circuits._graph import Graph, at_position
-from tl_interp.circuits._runs import ablated_values, forward_kw, prepare, sender_values
+from tl_interp.circuits._runs import ablated_values, forward_kw, no_head_results, prepare, sender_values
 from tl_interp.engine import compat
 from tl_interp.engine.executors import Executor, Plan, execute
 from tl_interp.engine.inputs import Inputs
@@ -310,7 +310,7 @@ def _exact(model: Any, g: Graph, batch: Any, metric: Any, diff: Tensor, memory_m
         diff_last = diff * seen
     last = g.n_layers - 1
     switches = {"mlp_in": True, "ungroup": True, "split_qkv": why is not None}
-    with compat.receiver_hooks(model, **switches):
+    with compat.receiver_hooks(model, **switches), no_head_results(model):
         inputs = None
         if why is None:
             cache = hooks.cache([f"blocks.{layer}.hook_resid_pre" for layer in range(g.n_layers)])
