@@ -245,8 +245,19 @@ def circuit_edit(g: Graph, keep: Tensor, other: Tensor, clean: Tensor, label: st
         starts.append(at)
         at += n
 
-    def current(upto: int, act: Tensor) -> Tensor:
+    memo: dict[tuple[int, int, int], tuple[Tensor, Tensor]] = {}  # cleared whenever a sender is read
+
+    def current(upto: int, act: Tensor) -> tuple[Tensor, Tensor]:
+        """The first ``upto`` senders' current values and ``other - current``, in ``act``'s window
+        (the q, k and v inputs of a layer ask for the same ones: computed once)."""
         lay = layout(act.shape[0], act.shape[1], label)
+        key = (upto, lay.offset, act.shape[1])
+        if key not in memo:
+            now = _current(upto, act, lay)
+            memo[key] = (now, window(other[:, :, :upto], act, label) - now)
+        return memo[key]
+
+    def _current(upto: int, act: Tensor, lay: Any) -> Tensor:
         pieces = []
         for start, (_, n) in zip(starts, sender_hooks(g)):
             if start >= upto:
@@ -270,6 +281,7 @@ def circuit_edit(g: Graph, keep: Tensor, other: Tensor, clean: Tensor, label: st
         def _capture(act: Tensor, hook: Any, start: int = start, w: Tensor | None = w) -> None:
             value = act if w is None else torch.einsum("bphe,hed->bphd", act, w.to(act.dtype))
             state[start] = (layout(act.shape[0], act.shape[1], label).offset, value)
+            memo.clear()
 
         hooks.append(Intervention.single(name, _capture, f"read senders for {label}"))
     by_hook: dict[str, list[Receiver]] = {}
@@ -303,8 +315,7 @@ def _receiver_hook(g: Graph, receivers: Sequence[Receiver], excluded: Tensor, ot
         return torch.matmul(w, x) if w.ndim == 2 else torch.einsum("rsp,bpsd->bprd", w, x)
 
     def _corrupt_outside(act: Tensor, hook: Any) -> Tensor:
-        now = current(n, act)
-        diff = window(other[:, :, :n], act, label) - now  # (batch, pos, sender, d_model)
+        now, diff = current(n, act)  # (batch, pos, sender, d_model) each
         w = weights.to(diff.dtype).to(diff.device)
         if w.ndim == 3:  # per position: the pass's window of positions
             offset = layout(act.shape[0], act.shape[1], label).offset
