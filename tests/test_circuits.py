@@ -137,6 +137,19 @@ def test_exact_scores_equal_patching_each_edge_by_hand(family):
     torch.testing.assert_close(scores.scores[some], expected.mean(0), atol=1e-5, rtol=0)
 
 
+def test_exact_cells_recompute_one_heads_projection_and_fall_back_to_per_head_inputs_where_they_cannot():
+    # shortformer models add positional embeddings to the normalised q/k inputs inside the block:
+    # the cell then edits TL's per-head input instead, and says so
+    for model, how in ((gpt2_style(), "projection of the receiving head"),
+                       (HookedTransformer(_cfg(positional_embedding_type="shortformer")).eval(), "per-head inputs")):
+        clean, corrupted = _pair()
+        scores = ti.circuits.attribute(model, clean, corrupted, METRIC, method="exact", progress=False)
+        assert how in scores.provenance.settings["head_cells"]
+        some = _some_edges(scores.names, n=8)
+        expected = ref.single_edges(model, clean, corrupted, _per_prompt, [scores.names[i] for i in some])
+        torch.testing.assert_close(scores.per_prompt[:, some], expected, atol=1e-5, rtol=0)
+
+
 def _some_edges(names, n=24):
     """Indices of ``n`` edges drawn at random, plus the first edge into every kind of receiver
     input (q, k, v, MLP, logits) from every kind of sender (input, head, MLP)."""

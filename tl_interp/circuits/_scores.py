@@ -33,7 +33,7 @@ its attention output (Gemma's ``ln1_post``) a head's ``D_s`` is what it changes 
 the gradient by the raw ``h_ablated - h_clean`` there, ignoring the norm).
 """
 
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 from dataclasses import dataclass
 from typing import Any, ClassVar, Literal
 
@@ -292,9 +292,11 @@ def _gradients(model: Any, g: Graph, batch: Any, metric: Any, method: str, steps
 
 
 def _exact(model: Any, g: Graph, batch: Any, metric: Any, diff: Tensor, memory_mb: float,
-           executor: Executor | None, progress: bool, aware: bool = False) -> tuple[Tensor, dict[str, Any]]:
+           executor: Executor | None, progress: bool, aware: bool = False,
+           only: Collection[int] | None = None) -> tuple[Tensor, dict[str, Any]]:
     """Per-prompt exact single-edge effects ``(batch, n_edges)``: one engine cell per edge (per
-    edge and position with ``aware``: ``(batch, n_edges * pos)``, positions inner).
+    edge and position with ``aware``: ``(batch, n_edges * pos)``, positions inner); only the
+    edges at the indices ``only`` when given (the benchmark's samples), in graph order.
 
     An edge into a head's q/k/v input is patched on the ordinary forward pass by recomputing
     that one head's projection (``_edit.head_input_edit``); where that can't be done exactly
@@ -326,6 +328,8 @@ def _exact(model: Any, g: Graph, batch: Any, metric: Any, diff: Tensor, memory_m
             # the last layer's queries, MLP and the logits act position by position: only read positions count
             local = layer == last and not r.hook_name.endswith(("k_input", "v_input"))
             for j in range(r.n_senders):
+                if only is not None and r.offset + j not in only:
+                    continue
                 edge = f"{g.senders[j]}->{r.name}"
                 hook = f"blocks.{layer}.attn.hook_{r.hook_name.split('hook_')[1][0]}" if head_cell else r.hook_name
                 sites[hook] = None
