@@ -139,9 +139,8 @@ def faithfulness(model: Any, circuits: Sequence[Any], clean: Inputs, corrupted: 
     keeps = [_edge_set(named, c, i) for i, c in enumerate(circuits)]
     if positions == "aware":
         keeps = [k.reshape(len(g.edges), -1) for k in keeps]
-    with compat.edge_hooks_on(model):
-        clean_s, _ = sender_values(model, g, clean_b)
-        other = ablated_values(model, g, ablation, clean_b, corrupt_b, clean_s)
+    clean_s, _ = sender_values(model, g, clean_b)
+    other = ablated_values(model, g, ablation, clean_b, corrupt_b, clean_s)
     # the passes read heads' outputs from hook_z (no per-head results: see circuit_edit)
     with compat.receiver_hooks(model, split_qkv=True, mlp_in=True, ungroup=True), no_head_results(model):
         norms = compat.attention_output_norms(model)

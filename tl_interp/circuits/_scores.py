@@ -26,13 +26,14 @@ inputs still get their gradient (the reference's backward hooks never fire there
 learned positional embedding makes those inputs require grad: on rotary models its
 EAP-IG-activations scores differ from ours for that reason alone); a ``"mean"`` ablation interpolates EAP-IG-activations
 towards the mean (the reference interpolates towards zero there); grouped-query attention is
-scored per query head from TransformerLens's ungrouped computation (``compat.edge_hooks_on``),
+scored per query head from TransformerLens's ungrouped computation (``compat.receiver_hooks(ungroup=True)``),
 equal to the scores of the model with its K/V weights copied per head; where a layer normalises
 its attention output (Gemma's ``ln1_post``) a head's ``D_s`` is what it changes in that output,
 ``norm(A + h_ablated - h_clean) - norm(A)`` (``_edit.sender_deltas``; the reference multiplies
 the gradient by the raw ``h_ablated - h_clean`` there, ignoring the norm).
 """
 
+import contextlib
 from collections.abc import Callable, Collection
 from dataclasses import dataclass
 from typing import Any, ClassVar, Literal
@@ -184,17 +185,20 @@ def attribute(model: Any, clean: Inputs, corrupted: Inputs, metric: Callable[...
     settings: dict[str, Any] = {"method": method, "ablation": ablation, "graph": named.spec()}
     if method.startswith("eap-ig"):
         settings["steps"] = steps
-    with compat.edge_hooks_on(model):
-        clean_s, clean_logits = sender_values(model, g, clean_b)
-        other = ablated_values(model, g, ablation, clean_b, corrupt_b, clean_s)
-        with torch.no_grad():
-            clean_value = bound.per_prompt(clean_logits).float()
-            corrupt_value = (bind(metric, corrupt_b).per_prompt(model(corrupt_b.tokens, **forward_kw(corrupt_b)))
-                             .float() if ablation != "mean" else torch.full_like(clean_value, float("nan")))
-        diff = sender_deltas(g, compat.attention_output_norms(model), clean_s, other)
-        if method != "exact":
+    clean_s, clean_logits = sender_values(model, g, clean_b)
+    other = ablated_values(model, g, ablation, clean_b, corrupt_b, clean_s)
+    with torch.no_grad(), no_head_results(model):
+        clean_value = bound.per_prompt(clean_logits).float()
+        corrupt_value = (bind(metric, corrupt_b).per_prompt(model(corrupt_b.tokens, **forward_kw(corrupt_b)))
+                         .float() if ablation != "mean" else torch.full_like(clean_value, float("nan")))
+    diff = sender_deltas(g, compat.attention_output_norms(model), clean_s, other)
+    if method != "exact":
+        # gradients at every per-head input; per-head results only where EAP-IG-activations patches them
+        with compat.receiver_hooks(model, split_qkv=True, mlp_in=True, ungroup=True,
+                                   attn_result=method == "eap-ig-activations"), \
+                (no_head_results(model) if method != "eap-ig-activations" else contextlib.nullcontext()):
             grads = _gradients(model, g, clean_b, metric, method, steps, clean_s, other, memory_mb, progress)
-            per_prompt = edge_products(g, diff, grads, aware=aware).flatten(1)
+        per_prompt = edge_products(g, diff, grads, aware=aware).flatten(1)
     if method == "exact":  # its passes need no per-head results (nor, mostly, per-head inputs)
         per_prompt, stats = _exact(model, g, clean_b, metric, diff, memory_mb, executor, progress, aware)
         settings.update(stats)
