@@ -82,16 +82,18 @@ def edge_forward(model, graph, clean, deltas, index):
     head, delta = r.head, deltas[:, :, index - r.offset]
 
     def hook(act, hook):
-        act = act.clone()
-        if head is None:
-            act += delta
-        else:
-            act[:, :, head] += delta
-        return act
+        return _added(act, head, delta)
 
     model.cfg.use_split_qkv_input = head is not None  # per-head inputs only where an edge needs them
     with torch.no_grad():
         return model.run_with_hooks(clean, fwd_hooks=[(r.hook_name, hook)])
+
+
+def _added(act, head, delta):
+    """``act`` with ``delta`` added to one head's slot (or to the whole input when head is None)."""
+    act = act.clone()
+    act[(slice(None), slice(None)) + (() if head is None else (head,))] += delta
+    return act
 
 
 def circuit_forward(model, graph, clean, ablated, in_circuit):
@@ -108,13 +110,8 @@ def circuit_forward(model, graph, clean, ablated, in_circuit):
 
     def receive(parts):
         def hook(act, hook):
-            act = act.clone()
             for head, n, missing in parts:
-                delta = torch.einsum("bpsd,s->bpd", ablated[:, :, :n] - current[:, :, :n], missing)
-                if head is None:
-                    act += delta
-                else:
-                    act[:, :, head] += delta
+                act = _added(act, head, torch.einsum("bpsd,s->bpd", ablated[:, :, :n] - current[:, :, :n], missing))
             return act
         return hook
 

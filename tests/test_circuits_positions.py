@@ -28,16 +28,7 @@ def _edge_at_position_by_hand(model, clean, corrupted, edge: str, pos: int):
         keep[pos] = True
         delta[:, ~keep] = 0
         hook, head = ref.receiver_at(model, receiver)
-
-        def add(act, hook):
-            act = act.clone()
-            if head is None:
-                act += delta
-            else:
-                act[:, :, head] += delta
-            return act
-
-        return _per_prompt(model.run_with_hooks(clean, fwd_hooks=[(hook, add)])) - base
+        return _per_prompt(model.run_with_hooks(clean, fwd_hooks=[(hook, ref.adder(delta, head))])) - base
 
 
 def test_aware_edges_carry_the_references_positional_names_one_per_edge_and_position():
