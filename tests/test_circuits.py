@@ -150,6 +150,26 @@ def test_exact_cells_recompute_one_heads_projection_and_fall_back_to_per_head_in
         torch.testing.assert_close(scores.per_prompt[:, some], expected, atol=1e-5, rtol=0)
 
 
+def test_exact_scores_of_a_sample_of_edges_equal_those_edges_in_the_full_run():
+    # the benchmark's per-layer samples (scores._exact(only=...)) compute only the sampled senders
+    from tl_interp.circuits._edit import sender_deltas
+    from tl_interp.circuits._runs import ablated_values, prepare, sender_values
+    from tl_interp.circuits._scores import _exact
+    from tl_interp.engine import compat
+
+    model = llama_style()
+    clean, corrupted = _pair()
+    full = ti.circuits.attribute(model, clean, corrupted, METRIC, method="exact", progress=False).per_prompt
+    g = ti.circuits.graph(model)
+    _, clean_b, corrupt_b = prepare(model, clean, corrupted, METRIC, "corrupted", differentiable=False)
+    clean_s, _ = sender_values(model, g, clean_b)
+    diff = sender_deltas(g, compat.attention_output_norms(model), clean_s,
+                         ablated_values(model, g, "corrupted", clean_b, corrupt_b, clean_s))
+    only = sorted(torch.randperm(len(g.edges), generator=torch.Generator().manual_seed(1))[:40].tolist())
+    sample, _ = _exact(model, g, clean_b, METRIC, diff, 1024.0, None, False, only=set(only))
+    torch.testing.assert_close(sample, full[:, only], atol=1e-6, rtol=0)
+
+
 def _some_edges(names, n=24):
     """Indices of ``n`` edges drawn at random, plus the first edge into every kind of receiver
     input (q, k, v, MLP, logits) from every kind of sender (input, head, MLP)."""

@@ -33,7 +33,7 @@ its group's (``compat.receiver_hooks(ungroup=True)``). ``head_input_reason`` say
 can't be done exactly (the cell then edits the per-head input itself).
 """
 
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from typing import Any
 
 import torch
@@ -163,11 +163,15 @@ class HeadInputs:
         model: the model.
         resid: per layer, the unedited run's ``blocks.L.hook_resid_pre`` ``(batch, pos, d_model)``.
         deltas: ``(batch, pos, n_senders, d_model)``, what each sender's edge adds.
+        senders: the senders any cell reads (None: all); the others are not computed.
     """
 
-    def __init__(self, model: Any, resid: Sequence[Tensor], deltas: Tensor) -> None:
+    def __init__(self, model: Any, resid: Sequence[Tensor], deltas: Tensor,
+                 senders: Collection[int] | None = None) -> None:
         self.norms = [block.ln1 for block in model.blocks]
         self.resid, self.deltas = list(resid), deltas
+        self.used = None if senders is None else torch.tensor(sorted(senders), dtype=torch.long)
+        self.column = {} if senders is None else {s: i for i, s in enumerate(sorted(senders))}
         self.changed = (deltas != 0).any(-1, keepdim=True)  # (batch, pos, sender, 1)
         self.weights = {}  # (layer, letter) -> (W (n_heads, d_model, d_head) ungrouped, b)
         for layer, block in enumerate(model.blocks):
@@ -183,11 +187,12 @@ class HeadInputs:
         first ``n_senders`` senders' delta."""
         key = (layer, letter, head)
         out = self._projected.get(key)
-        if out is None or out.shape[2] < n_senders:
+        if out is None or (self.used is None and out.shape[2] < n_senders):
             normed = self._normed.get(layer)
-            if normed is None or normed.shape[2] < n_senders:
+            if normed is None or (self.used is None and normed.shape[2] < n_senders):
+                chosen = self.deltas[:, :, :n_senders] if self.used is None else self.deltas[:, :, self.used]
                 with torch.no_grad():
-                    normed = self.norms[layer](self.resid[layer][:, :, None] + self.deltas[:, :, :n_senders])
+                    normed = self.norms[layer](self.resid[layer][:, :, None] + chosen)
                 if len(self._normed) >= 2:  # drop the oldest layer with its projections
                     old = next(iter(self._normed))
                     del self._normed[old]
@@ -210,7 +215,7 @@ def head_input_edit(receiver: Receiver, sender: int, inputs: HeadInputs, label: 
     changed = inputs.changed[:, :, sender]
 
     def _head_input_edit(act: Tensor, hook: Any) -> Tensor:
-        new = inputs.projected(layer, letter, head, receiver.n_senders)[:, :, sender]
+        new = inputs.projected(layer, letter, head, receiver.n_senders)[:, :, inputs.column.get(sender, sender)]
         out = act.clone()
         out[:, :, head] = torch.where(_at(changed, act, position, label), window(new, act, label).to(act.dtype),
                                       act[:, :, head])

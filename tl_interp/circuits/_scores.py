@@ -323,8 +323,10 @@ def _exact(model: Any, g: Graph, batch: Any, metric: Any, diff: Tensor, memory_m
             with torch.no_grad():
                 cache.run(model, batch.tokens, **forward_kw(batch))
             resid = [cache[f"blocks.{layer}.hook_resid_pre"] for layer in range(g.n_layers)]
-            inputs = HeadInputs(model, resid, diff)
-            queries_last = HeadInputs(model, resid, diff_last)
+            used = None if only is None else {i - r.offset for r in g.receivers for i in only
+                                              if r.offset <= i < r.offset + r.n_senders}
+            inputs = HeadInputs(model, resid, diff, used)
+            queries_last = HeadInputs(model, resid, diff_last, used)
         cells, keys, sites = [], [], {}
         for r in g.receivers:
             head_cell = why is None and r.head is not None
