@@ -23,7 +23,7 @@ printed as extrapolated); the third set of circuits ranks EAP's scores by signed
 CPR selection) in place of exact scores.
 
 Run: python benchmarks/circuits.py [--skip-real | --skip-zoo] [--prompts N] [--edges-per-layer N]
-     [--repeats N] [--threads N]
+     [--skip-faithfulness] [--repeats N] [--threads N]
 """
 
 import argparse
@@ -145,7 +145,8 @@ def sampled_exact(label, model, g, clean, corrupted, metric, loop_edges, layers,
           f"(goal >= 10x); max |diff| batched vs loop on the looped edges {worst:.1e}; peak {peak_mb():.0f} MB")
 
 
-def run_case(label, model, clean, corrupted, metric, answers, *, repeats, exact_layers=None, exact_per_layer=100):
+def run_case(label, model, clean, corrupted, metric, answers, *, repeats, exact_layers=None, exact_per_layer=100,
+             skip_faithfulness=False):
     correct, wrong = answers
     rows = torch.arange(clean.shape[0])
     score = lambda logits: logits[rows, -1, correct] - logits[rows, -1, wrong]  # noqa: E731
@@ -183,6 +184,8 @@ def run_case(label, model, clean, corrupted, metric, answers, *, repeats, exact_
     else:
         sampled_exact(label, model, g, clean, corrupted, metric, loop_edges, exact_layers, exact_per_layer)
 
+    if skip_faithfulness:
+        return
     budgets = [int(b * len(g.edges)) for b in MIB_BUDGETS]
     selections = [(s, True) for s in scores.values()] + ([] if "exact" in scores else [(scores["eap"], False)])
     circuit_list = [Circuit.top(s, n, absolute=a) for s, a in selections for n in budgets]
@@ -213,6 +216,7 @@ def main() -> None:
     parser.add_argument("--skip-real", action="store_true")
     parser.add_argument("--skip-zoo", action="store_true", help="SmolLM2 only")
     parser.add_argument("--prompts", type=int, default=8, help="SmolLM2 prompts")
+    parser.add_argument("--skip-faithfulness", action="store_true")
     parser.add_argument("--edges-per-layer", type=int, default=100, help="SmolLM2: sampled edges per sampled layer")
     parser.add_argument("--repeats", type=int, default=2)
     parser.add_argument("--threads", type=int, default=1, help="torch threads (1 keeps timings steady)")
@@ -221,11 +225,13 @@ def main() -> None:
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads")
     if not args.skip_zoo:
         model = ti.models.load("ordinal-4l")
-        run_case("ordinal-4l", model, *months_case(model, lower=True), repeats=args.repeats)
+        run_case("ordinal-4l", model, *months_case(model, lower=True), repeats=args.repeats,
+                 skip_faithfulness=args.skip_faithfulness)
     if not args.skip_real:
         model = ti.models.load("smollm2-135m")
         run_case("SmolLM2-135M", model, *months_case(model, lower=False, n=args.prompts), repeats=1,
-                 exact_layers=(0, 10, 20, 29), exact_per_layer=args.edges_per_layer)
+                 exact_layers=(0, 10, 20, 29), exact_per_layer=args.edges_per_layer,
+                 skip_faithfulness=args.skip_faithfulness)
 
 if __name__ == "__main__":
     main()
