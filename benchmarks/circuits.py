@@ -100,7 +100,7 @@ def sampled_exact(label, model, g, clean, corrupted, metric, loop_edges, layers,
     cost linearly between the sampled layers, and say so."""
     from tl_interp.circuits._edit import sender_deltas
     from tl_interp.circuits._runs import ablated_values, prepare, sender_values
-    from tl_interp.circuits._scores import _exact
+    from tl_interp.circuits._exact import exact_effects
     from tl_interp.engine import compat
 
     _, clean_b, corrupt_b = prepare(model, clean, corrupted, metric, "corrupted", differentiable=False)
@@ -115,7 +115,7 @@ def sampled_exact(label, model, g, clean, corrupted, metric, loop_edges, layers,
     for layer in layers:
         pool = [i for i, at in enumerate(layer_of) if at == layer]
         picks = sorted(pool[k] for k in torch.randperm(len(pool), generator=gen)[:per_layer].tolist())
-        (w, c), (values, _) = timed(lambda: _exact(model, g, clean_b, metric, diff, 1024.0, None, False,
+        (w, c), (values, _) = timed(lambda: exact_effects(model, g, clean_b, metric, diff, 1024.0, None, False,
                                                    only=set(picks)), 1)
         few = picks[:max(2, per_layer // 25)]
         (wl, cl), looped = timed(lambda: loop_edges(few), 1)

@@ -151,10 +151,10 @@ def test_exact_cells_recompute_one_heads_projection_and_fall_back_to_per_head_in
 
 
 def test_exact_scores_of_a_sample_of_edges_equal_those_edges_in_the_full_run():
-    # the benchmark's per-layer samples (scores._exact(only=...)) compute only the sampled senders
+    # the benchmark's per-layer samples (exact_effects(only=...)) compute only the sampled senders
     from tl_interp.circuits._edit import sender_deltas
     from tl_interp.circuits._runs import ablated_values, prepare, sender_values
-    from tl_interp.circuits._scores import _exact
+    from tl_interp.circuits._exact import exact_effects
     from tl_interp.engine import compat
 
     model = llama_style()
@@ -166,7 +166,7 @@ def test_exact_scores_of_a_sample_of_edges_equal_those_edges_in_the_full_run():
     diff = sender_deltas(g, compat.attention_output_norms(model), clean_s,
                          ablated_values(model, g, "corrupted", clean_b, corrupt_b, clean_s))
     only = sorted(torch.randperm(len(g.edges), generator=torch.Generator().manual_seed(1))[:40].tolist())
-    sample, _ = _exact(model, g, clean_b, METRIC, diff, 1024.0, None, False, only=set(only))
+    sample, _ = exact_effects(model, g, clean_b, METRIC, diff, 1024.0, None, False, only=set(only))
     torch.testing.assert_close(sample, full[:, only], atol=1e-6, rtol=0)
 
 

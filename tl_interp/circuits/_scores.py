@@ -34,7 +34,7 @@ the gradient by the raw ``h_ablated - h_clean`` there, ignoring the norm).
 """
 
 import contextlib
-from collections.abc import Callable, Collection
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, ClassVar, Literal
 
@@ -44,12 +44,12 @@ from tqdm.auto import tqdm
 
 from tl_interp import hooks
 from tl_interp._checks import checked
-from tl_interp.circuits._edit import (HeadInputs, edge_edit, head_input_edit, head_input_reason, sender_deltas,
-                                      sender_hooks)
-from tl_interp.circuits._graph import Graph, at_position
+from tl_interp.circuits._edit import sender_deltas, sender_hooks
+from tl_interp.circuits._exact import exact_effects
+from tl_interp.circuits._graph import Graph
 from tl_interp.circuits._runs import ablated_values, forward_kw, no_head_results, prepare, sender_values
 from tl_interp.engine import compat
-from tl_interp.engine.executors import Executor, Plan, execute
+from tl_interp.engine.executors import Executor
 from tl_interp.engine.inputs import Inputs
 from tl_interp.engine.run import BaseRun, EngineOptions
 from tl_interp.errors import InputError, OptionError
@@ -200,7 +200,7 @@ def attribute(model: Any, clean: Inputs, corrupted: Inputs, metric: Callable[...
             grads = _gradients(model, g, clean_b, metric, method, steps, clean_s, other, memory_mb, progress)
         per_prompt = edge_products(g, diff, grads, aware=aware).flatten(1)
     if method == "exact":  # its passes need no per-head results (nor, mostly, per-head inputs)
-        per_prompt, stats = _exact(model, g, clean_b, metric, diff, memory_mb, executor, progress, aware)
+        per_prompt, stats = exact_effects(model, g, clean_b, metric, diff, memory_mb, executor, progress, aware)
         settings.update(stats)
     provenance = Provenance.make(adapt(model).model_id, interventions=[f"{method} edge attribution ({ablation})"],
                                  prompt_hash=prompt_hash(clean_b.tokens, corrupt_b.tokens), settings=settings)
@@ -293,64 +293,3 @@ def _gradients(model: Any, g: Graph, batch: Any, metric: Any, method: str, steps
     grads = torch.autograd.grad(values.sum(), list(leaves.values()), allow_unused=True)
     return {n: (g_ / len(cells) if g_ is not None else torch.zeros_like(t))
             for (n, t), g_ in zip(leaves.items(), grads)}
-
-
-def _exact(model: Any, g: Graph, batch: Any, metric: Any, diff: Tensor, memory_mb: float,
-           executor: Executor | None, progress: bool, aware: bool = False,
-           only: Collection[int] | None = None) -> tuple[Tensor, dict[str, Any]]:
-    """Per-prompt exact single-edge effects ``(batch, n_edges)``: one engine cell per edge (per
-    edge and position with ``aware``: ``(batch, n_edges * pos)``, positions inner); only the
-    edges at the indices ``only`` when given (the benchmark's samples), in graph order.
-
-    An edge into a head's q/k/v input is patched on the ordinary forward pass by recomputing
-    that one head's projection (``_edit.head_input_edit``); where that can't be done exactly
-    (``head_input_reason``) the cell edits TL's per-head input instead."""
-    why = head_input_reason(model)
-    diff_last = diff
-    read = getattr(bind(metric, batch), "positions", None)
-    if read is not None:  # the last block's queries and MLP inputs matter only where the metric reads
-        rows, pos = batch.shape
-        read = torch.as_tensor(read).long().expand(rows) % pos
-        seen = torch.zeros(rows, pos, 1, 1, dtype=diff.dtype, device=diff.device)
-        seen[torch.arange(rows), read.to(diff.device)] = 1
-        diff_last = diff * seen
-    last = g.n_layers - 1
-    switches = {"mlp_in": True, "ungroup": True, "split_qkv": why is not None}
-    with compat.receiver_hooks(model, **switches), no_head_results(model):
-        inputs = None
-        if why is None:
-            cache = hooks.cache([f"blocks.{layer}.hook_resid_pre" for layer in range(g.n_layers)])
-            with torch.no_grad():
-                cache.run(model, batch.tokens, **forward_kw(batch))
-            resid = [cache[f"blocks.{layer}.hook_resid_pre"] for layer in range(g.n_layers)]
-            used = None if only is None else {i - r.offset for r in g.receivers for i in only
-                                              if r.offset <= i < r.offset + r.n_senders}
-            inputs = HeadInputs(model, resid, diff, used)
-            queries_last = HeadInputs(model, resid, diff_last, used)
-        cells, keys, sites = [], [], {}
-        for r in g.receivers:
-            head_cell = why is None and r.head is not None
-            layer = int(r.hook_name.split(".")[1])
-            # the last layer's queries, MLP and the logits act position by position: only read positions count
-            local = layer == last and not r.hook_name.endswith(("k_input", "v_input"))
-            for j in range(r.n_senders):
-                if only is not None and r.offset + j not in only:
-                    continue
-                edge = f"{g.senders[j]}->{r.name}"
-                hook = f"blocks.{layer}.attn.hook_{r.hook_name.split('hook_')[1][0]}" if head_cell else r.hook_name
-                sites[hook] = None
-                for pos in (range(batch.shape[1]) if aware else [None]):
-                    name = edge if pos is None else at_position(edge, pos)
-                    if head_cell:
-                        cells.append(head_input_edit(r, j, queries_last if local else inputs, name, position=pos))
-                    else:
-                        cells.append(edge_edit(r, (diff_last if local else diff)[:, :, j], name, position=pos))
-                    keys.append((name,))
-        plan = Plan(model, batch, metric, tuple(cells), tuple(keys), tuple(sites),
-                    EngineOptions(memory_mb=memory_mb), label="exact edge patching",
-                    signature={"study": "circuits.exact"})
-        outcome = execute(plan, executor, progress=progress)
-    values, base = outcome.values, outcome.base
-    head_cells = "q/k/v projection of the receiving head on the ordinary forward" if why is None else \
-        f"TL's per-head inputs ({why})"
-    return (values - base[None]).T, {"engine": outcome.paths, "head_cells": head_cells, **outcome.stats}
