@@ -144,3 +144,15 @@ def _aware_circuit_by_hand(model, clean, other_cache, circuit):
     hooks += [(hook, make(head, pairs)) for (hook, head), pairs in missing.items()]
     with ref.flags(model), torch.no_grad():
         return _per_prompt(model.run_with_hooks(clean, fwd_hooks=hooks))
+
+
+def test_the_faithfulness_curve_of_aware_scores_evaluates_aware_circuits():
+    model = gpt2_style()
+    clean, corrupted = _pair(seq=5)
+    scores = ti.circuits.attribute(model, clean, corrupted, METRIC, method="eap", positions="aware", progress=False)
+    curve = ti.circuits.faithfulness_curve(scores, model, clean, corrupted, METRIC, budgets=(0.01, 0.1, 1.0),
+                                           n_boot=20, progress=False)
+    direct = ti.circuits.faithfulness(model, [Circuit.top(scores, int(b * len(scores.names))) for b in (0.01, 0.1)],
+                                      clean, corrupted, METRIC, positions="aware", progress=False)
+    torch.testing.assert_close(curve.values[0, :2].double(), direct.normalized.double(), atol=1e-5, rtol=1e-5)
+    assert curve.values[0, -1].item() == pytest.approx(1.0, abs=1e-4)
