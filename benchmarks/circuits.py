@@ -6,8 +6,9 @@ Each number is measured against its reference in the same run:
    batch (parameters frozen, gradients to the activations only): the bound a gradient method
    cannot beat;
 2. exact single-edge patching (``attribute(method="exact")``, many edges per stacked pass)
-   against a loop with one forward pass per edge (the reference's ``get_scores_exact``, here
-   with the corrupted activations computed once); the max |difference| of the two is printed;
+   against a loop with one forward pass per edge (``_circuit_loop.edge_forward``: the senders'
+   outputs read once, then one ``run_with_hooks`` per edge with one hook at its receiver's input,
+   per-head inputs switched on only for edges into heads); the max |difference| is printed;
 3. exact faithfulness of MIB's 10 budgets x 3 methods (30 circuits, one ``faithfulness`` call)
    against two loops: one forward per circuit with the corrupted run done once, and the
    reference's ``evaluate_graph`` (a corrupted and a patched forward per circuit);
@@ -15,11 +16,14 @@ Each number is measured against its reference in the same run:
 
 Cases: ``ordinal-4l`` (months continuation, 8 prompts) and SmolLM2-135M (the months task,
 " April" after three months against a corrupted list; ``--skip-real`` skips it). On SmolLM2
-the single-edge loop runs over a sample of edges and is extrapolated to every edge, the batched
-exact scoring of all ~1.2e5 edges is left out unless ``--exact-real`` (hours on CPU), and the
-third set of circuits ranks EAP's scores by signed value (MIB's CPR selection) instead.
+(~1.2e5 edges) exact single-edge patching is measured on a sample, batched and looped on the
+same edges: ``--edges-per-layer`` random edges into each of layers 0, 10, 20 and 29, the loop
+on a few of them; the totals for every edge are extrapolated from those per-edge costs (and
+printed as extrapolated); the third set of circuits ranks EAP's scores by signed value (MIB's
+CPR selection) in place of exact scores.
 
-Run: python benchmarks/circuits.py [--skip-real | --skip-zoo] [--exact-real] [--repeats N] [--threads N]
+Run: python benchmarks/circuits.py [--skip-real | --skip-zoo] [--prompts N] [--edges-per-layer N]
+     [--skip-faithfulness] [--repeats N] [--threads N]
 """
 
 import argparse
@@ -32,7 +36,7 @@ import torch
 warnings.filterwarnings("ignore")
 
 import tl_interp as ti  # noqa: E402
-from _circuit_loop import circuit_forward, per_head_inputs, sender_outputs  # noqa: E402
+from _circuit_loop import circuit_forward, edge_forward, per_head_inputs, sender_outputs  # noqa: E402
 from _timing import timed  # noqa: E402
 from tl_interp import circuits  # noqa: E402
 from tl_interp.circuits._circuit import Circuit  # noqa: E402
@@ -88,7 +92,61 @@ def bound(model, clean, answers):
             p.requires_grad_(f)
 
 
-def run_case(label, model, clean, corrupted, metric, answers, *, repeats, exact, loop_sample=None):
+def sampled_exact(label, model, g, clean, corrupted, metric, loop_edges, layers, per_layer):
+    """Exact single-edge patching on a sample of edges, batched and looped on the same edges:
+    ``per_layer`` random edges into the receivers of each of ``layers`` (a batched pass runs from
+    its receivers' layer on, so its cost per edge depends on the layer; the loop's does not).
+    The totals for every edge are extrapolated from the per-edge costs, interpolating the batched
+    cost linearly between the sampled layers, and say so."""
+    from tl_interp.circuits._edit import sender_deltas
+    from tl_interp.circuits._runs import ablated_values, prepare, sender_values
+    from tl_interp.circuits._exact import exact_effects
+    from tl_interp import compat
+
+    _, clean_b, corrupt_b = prepare(model, clean, corrupted, metric, "corrupted", differentiable=False)
+    with compat.edge_hooks_on(model):
+        clean_s, _ = sender_values(model, g, clean_b)
+        diff = sender_deltas(g, compat.attention_output_norms(model), clean_s,
+                             ablated_values(model, g, "corrupted", clean_b, corrupt_b, clean_s))
+    gen = torch.Generator().manual_seed(0)
+    layer_of = [int(r.hook_name.split(".")[1]) for r in g.receivers for _ in range(r.n_senders)]
+    layer_of[-len(g.senders):] = [g.n_layers] * len(g.senders)  # the logits: after the last block
+    costs, loop_costs, worst = {}, [], 0.0
+    for layer in layers:
+        pool = [i for i, at in enumerate(layer_of) if at == layer]
+        picks = sorted(pool[k] for k in torch.randperm(len(pool), generator=gen)[:per_layer].tolist())
+        (w, c), (values, _) = timed(lambda: exact_effects(model, g, clean_b, metric, diff, 1024.0, None, False,
+                                                   only=set(picks)), 1)
+        few = picks[:max(2, per_layer // 25)]
+        (wl, cl), looped = timed(lambda: loop_edges(few), 1)
+        worst = max(worst, (values.mean(0)[:len(few)].double() - looped.double()).abs().max().item())
+        costs[layer] = (w / len(picks), c / len(picks))
+        loop_costs.append((wl / len(few), cl / len(few)))
+        print(f"[{label}]   layer {layer}: batched {len(picks)} edges {c:.2f}s CPU ({1e3 * c / len(picks):.1f} ms/edge); "
+              f"loop {len(few)} of them {cl:.2f}s CPU ({1e3 * cl / len(few):.1f} ms/edge)")
+    loop_w = sum(w for w, _ in loop_costs) / len(loop_costs)
+    loop_c = sum(c for _, c in loop_costs) / len(loop_costs)
+    known = sorted(costs)
+
+    def at(layer, k):  # the batched cost per edge at a layer, linear between sampled layers
+        lo = max([x for x in known if x <= layer], default=known[0])
+        hi = min([x for x in known if x >= layer], default=known[-1])
+        if lo == hi:
+            return costs[lo][k]
+        t = (layer - lo) / (hi - lo)
+        return (1 - t) * costs[lo][k] + t * costs[hi][k]
+
+    total_w = sum(at(layer, 0) for layer in layer_of)
+    total_c = sum(at(layer, 1) for layer in layer_of)
+    n = len(g.edges)
+    print(f"[{label}] exact single-edge patching, EXTRAPOLATED to all {n} edges from the per-edge costs above: "
+          f"batched {total_w / 60:.1f} min wall / {total_c / 60:.1f} min CPU, loop {n * loop_w / 60:.1f} min wall / "
+          f"{n * loop_c / 60:.1f} min CPU; speed-up {n * loop_w / total_w:.1f}x wall, {n * loop_c / total_c:.1f}x CPU "
+          f"(goal >= 10x); max |diff| batched vs loop on the looped edges {worst:.1e}; peak {peak_mb():.0f} MB")
+
+
+def run_case(label, model, clean, corrupted, metric, answers, *, repeats, exact_layers=None, exact_per_layer=100,
+             skip_faithfulness=False):
     correct, wrong = answers
     rows = torch.arange(clean.shape[0])
     score = lambda logits: logits[rows, -1, correct] - logits[rows, -1, wrong]  # noqa: E731
@@ -103,47 +161,42 @@ def run_case(label, model, clean, corrupted, metric, answers, *, repeats, exact,
         print(f"[{label}] {method}{' (5 steps)' if kw else ''}: {w:.3f}s wall / {c:.3f}s CPU = {w / w_b:.1f}x the bound "
               f"(wall), {c / c_b:.1f}x (CPU); peak {peak_mb():.0f} MB")
 
+    with per_head_inputs(model):
+        clean_s, ablated = sender_outputs(model, g, clean), sender_outputs(model, g, corrupted)
+    deltas = ablated - clean_s
     with torch.no_grad():
-        with per_head_inputs(model):
-            ablated = sender_outputs(model, g, corrupted)
-            clean_base = score(model(clean))
-    full = torch.ones(len(g.edges), dtype=torch.bool)
+        clean_base = score(model(clean))
 
     def loop_edges(indices):
-        out = []
-        with per_head_inputs(model):
-            for i in indices:
-                mask = full.clone()
-                mask[i] = False
-                out.append(score(circuit_forward(model, g, clean, ablated, mask)).mean() - clean_base.mean())
-        return torch.stack(out)
+        with per_head_inputs(model, split_qkv=False):
+            return torch.stack([score(edge_forward(model, g, clean, deltas, i)).mean() - clean_base.mean()
+                                for i in indices])
 
-    sample = list(range(len(g.edges))) if loop_sample is None else torch.randperm(
-        len(g.edges), generator=torch.Generator().manual_seed(0))[:loop_sample].tolist()
-    (w_loop, c_loop), looped = timed(lambda: loop_edges(sample), 1)
-    scale = len(g.edges) / len(sample)
-    what = "every edge" if loop_sample is None else f"{len(sample)} sampled edges, x{scale:.0f} for all"
-    print(f"[{label}] single-edge loop ({what}): {w_loop * scale:.2f}s wall / {c_loop * scale:.2f}s CPU")
-    if exact:
+    if exact_layers is None:
+        (w_loop, c_loop), looped = timed(lambda: loop_edges(range(len(g.edges))), 1)
+        print(f"[{label}] single-edge loop (every edge): {w_loop:.2f}s wall / {c_loop:.2f}s CPU")
         (w_ex, c_ex), scores["exact"] = timed(lambda: circuits.attribute(model, clean, corrupted, metric,
                                                                          method="exact", progress=False), 1)
-        diff = (scores["exact"].scores[sample].double() - looped.double()).abs().max().item()
-        print(f"[{label}] exact batched: {w_ex:.2f}s wall / {c_ex:.2f}s CPU; speed-up {w_loop * scale / w_ex:.1f}x wall, "
-              f"{c_loop * scale / c_ex:.1f}x CPU (goal >= 10x); max |diff| vs loop {diff:.1e}; peak {peak_mb():.0f} MB")
+        diff = (scores["exact"].scores.double() - looped.double()).abs().max().item()
+        print(f"[{label}] exact batched: {w_ex:.2f}s wall / {c_ex:.2f}s CPU; speed-up {w_loop / w_ex:.1f}x wall, "
+              f"{c_loop / c_ex:.1f}x CPU (goal >= 10x); max |diff| vs loop {diff:.1e}; "
+              f"{scores['exact'].provenance.settings['head_cells']}; peak {peak_mb():.0f} MB")
     else:
-        print(f"[{label}] exact batched over all edges skipped (--exact-real: hours on CPU); the third set of "
-              "circuits ranks EAP's scores by signed value (MIB's CPR selection)")
+        sampled_exact(label, model, g, clean, corrupted, metric, loop_edges, exact_layers, exact_per_layer)
 
+    if skip_faithfulness:
+        return
     budgets = [int(b * len(g.edges)) for b in MIB_BUDGETS]
-    selections = [(s, True) for s in scores.values()] + ([] if exact else [(scores["eap"], False)])
+    selections = [(s, True) for s in scores.values()] + ([] if "exact" in scores else [(scores["eap"], False)])
     circuit_list = [Circuit.top(s, n, absolute=a) for s, a in selections for n in budgets]
     (w_f, c_f), result = timed(lambda: circuits.faithfulness(model, circuit_list, clean, corrupted, metric,
                                                             progress=False), repeats)
 
+    masks = [torch.tensor([e in edges for e in g.edges]) for edges in (frozenset(c.edges) for c in circuit_list)]
+
     def loop_circuits(as_reference: bool):
         # as_reference: the reference's evaluate_graph runs the corrupted prompts again for every circuit
         with per_head_inputs(model):
-            masks = [torch.tensor([e in set(c.edges) for e in g.edges]) for c in circuit_list]
             source = sender_outputs(model, g, corrupted)
             return torch.stack([score(circuit_forward(model, g, clean, sender_outputs(model, g, corrupted)
                                                       if as_reference else source, m)) for m in masks])
@@ -162,7 +215,9 @@ def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--skip-real", action="store_true")
     parser.add_argument("--skip-zoo", action="store_true", help="SmolLM2 only")
-    parser.add_argument("--exact-real", action="store_true", help="batched exact scoring of every SmolLM2 edge (hours)")
+    parser.add_argument("--prompts", type=int, default=8, help="SmolLM2 prompts")
+    parser.add_argument("--skip-faithfulness", action="store_true")
+    parser.add_argument("--edges-per-layer", type=int, default=100, help="SmolLM2: sampled edges per sampled layer")
     parser.add_argument("--repeats", type=int, default=2)
     parser.add_argument("--threads", type=int, default=1, help="torch threads (1 keeps timings steady)")
     args = parser.parse_args()
@@ -170,12 +225,13 @@ def main() -> None:
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads")
     if not args.skip_zoo:
         model = ti.models.load("ordinal-4l")
-        run_case("ordinal-4l", model, *months_case(model, lower=True), repeats=args.repeats, exact=True)
+        run_case("ordinal-4l", model, *months_case(model, lower=True), repeats=args.repeats,
+                 skip_faithfulness=args.skip_faithfulness)
     if not args.skip_real:
         model = ti.models.load("smollm2-135m")
-        run_case("SmolLM2-135M", model, *months_case(model, lower=False), repeats=1, exact=args.exact_real,
-                 loop_sample=None if args.exact_real else 60)
-
+        run_case("SmolLM2-135M", model, *months_case(model, lower=False, n=args.prompts), repeats=1,
+                 exact_layers=(0, 10, 20, 29), exact_per_layer=args.edges_per_layer,
+                 skip_faithfulness=args.skip_faithfulness)
 
 if __name__ == "__main__":
     main()

@@ -77,6 +77,14 @@ def delta_of(model, now_cache, other_value, senders):
     return total
 
 
+def adder(delta, head):
+    """A TL hook adding ``delta`` (batch, pos, d_model) to an input: to one head's slot, or whole."""
+    def add(act, hook):
+        return torch.cat([act[:, :, :head], act[:, :, head:head + 1] + delta[:, :, None], act[:, :, head + 1:]], 2) \
+            if head is not None else act + delta
+    return add
+
+
 def single_edges(model, clean, corrupted, per_prompt, edges, mask=None):
     """Exact effect of patching each edge alone: (n_prompts, n_edges), one forward per edge."""
     with flags(model), torch.no_grad():
@@ -89,15 +97,8 @@ def single_edges(model, clean, corrupted, per_prompt, edges, mask=None):
             delta = delta_of(model, cc, lambda s: sender_out(model, kc, s), [sender])
             hook, head = receiver_at(model, receiver)
 
-            def add(act, hook, delta=delta, head=head):
-                act = act.clone()
-                if head is None:
-                    act += delta
-                else:
-                    act[:, :, head] += delta
-                return act
-
-            out.append(per_prompt(model.run_with_hooks(clean, fwd_hooks=[(hook, add)], **_kw(mask))) - base)
+            out.append(per_prompt(model.run_with_hooks(clean, fwd_hooks=[(hook, adder(delta, head))], **_kw(mask)))
+                       - base)
     return torch.stack(out, 1)
 
 

@@ -137,6 +137,39 @@ def test_exact_scores_equal_patching_each_edge_by_hand(family):
     torch.testing.assert_close(scores.scores[some], expected.mean(0), atol=1e-5, rtol=0)
 
 
+def test_exact_cells_recompute_one_heads_projection_and_fall_back_to_per_head_inputs_where_they_cannot():
+    # shortformer models add positional embeddings to the normalised q/k inputs inside the block:
+    # the cell then edits TL's per-head input instead, and says so
+    for model, how in ((gpt2_style(), "projection of the receiving head"),
+                       (HookedTransformer(_cfg(positional_embedding_type="shortformer")).eval(), "per-head inputs")):
+        clean, corrupted = _pair()
+        scores = ti.circuits.attribute(model, clean, corrupted, METRIC, method="exact", progress=False)
+        assert how in scores.provenance.settings["head_cells"]
+        some = _some_edges(scores.names, n=8)
+        expected = ref.single_edges(model, clean, corrupted, _per_prompt, [scores.names[i] for i in some])
+        torch.testing.assert_close(scores.per_prompt[:, some], expected, atol=1e-5, rtol=0)
+
+
+def test_exact_scores_of_a_sample_of_edges_equal_those_edges_in_the_full_run():
+    # the benchmark's per-layer samples (exact_effects(only=...)) compute only the sampled senders
+    from tl_interp.circuits._edit import sender_deltas
+    from tl_interp.circuits._runs import ablated_values, prepare, sender_values
+    from tl_interp.circuits._exact import exact_effects
+    from tl_interp import compat
+
+    model = llama_style()
+    clean, corrupted = _pair()
+    full = ti.circuits.attribute(model, clean, corrupted, METRIC, method="exact", progress=False).per_prompt
+    g = ti.circuits.graph(model)
+    _, clean_b, corrupt_b = prepare(model, clean, corrupted, METRIC, "corrupted", differentiable=False)
+    clean_s, _ = sender_values(model, g, clean_b)
+    diff = sender_deltas(g, compat.attention_output_norms(model), clean_s,
+                         ablated_values(model, g, "corrupted", clean_b, corrupt_b, clean_s))
+    only = sorted(torch.randperm(len(g.edges), generator=torch.Generator().manual_seed(1))[:40].tolist())
+    sample, _ = exact_effects(model, g, clean_b, METRIC, diff, 1024.0, None, False, only=set(only))
+    torch.testing.assert_close(sample, full[:, only], atol=1e-6, rtol=0)
+
+
 def _some_edges(names, n=24):
     """Indices of ``n`` edges drawn at random, plus the first edge into every kind of receiver
     input (q, k, v, MLP, logits) from every kind of sender (input, head, MLP)."""

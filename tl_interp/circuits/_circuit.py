@@ -54,6 +54,11 @@ def edge_ends(edge: str) -> tuple[str, str, str | None]:
     return match["sender"], match["receiver"], match["letter"]
 
 
+def _is(node: str, kind: str) -> bool:
+    """Whether ``node`` is the ``input`` / ``logits`` node, at any position (``logits_4``)."""
+    return node == kind or (node.startswith(kind + "_") and node[len(kind) + 1:].isdigit())
+
+
 def _graph_edges(graph: Any) -> tuple[str, ...]:
     return tuple(graph.edges)
 
@@ -71,8 +76,8 @@ def prune_edges(edges: Collection[str]) -> frozenset[str]:
     while True:
         ends = {e: edge_ends(e) for e in kept}
         out = {s for s, _, _ in ends.values()}
-        fed = {r for _, r, _ in ends.values()} | {"input"}
-        alive = (out & fed) | {"logits"}
+        fed = {r for _, r, _ in ends.values()} | {s for s in out if _is(s, "input")}
+        alive = (out & fed) | {r for _, r, _ in ends.values() if _is(r, "logits")}
         now = {e for e, (s, r, _) in ends.items() if s in alive and r in alive}
         if now == kept:
             return frozenset(kept)
@@ -201,9 +206,10 @@ class Circuit:
         for i, edge in enumerate(graph_edges):
             into.setdefault(edge_ends(edge)[1], []).append(i)
         # a max-heap on the score; the edge index breaks ties in the graph's order
-        heap = [(-key[i], i) for i in into.get("logits", [])]
+        logits = [node for node in into if _is(node, "logits")]
+        heap = [(-key[i], i) for node in logits for i in into[node]]
         heapq.heapify(heap)
-        present, taken = {"logits"}, []
+        present, taken = set(logits), []
         while len(taken) < n and heap:
             _, i = heapq.heappop(heap)
             taken.append(i)
@@ -241,11 +247,14 @@ class Circuit:
             ({'score': 0.0, 'in_graph': True}, 1)
         """
         graph_edges = _graph_edges(self.graph)
-        chosen, nodes = set(self.edges), set(self.nodes) | {"logits"}
+        chosen = set(self.edges)
+        nodes = set(self.nodes) | {n for n in self.graph.nodes if _is(n, "logits")}
         scores = self.scores.tolist() if self.scores is not None else [0.0] * len(graph_edges)
         data = {"cfg": _mib_cfg(self.graph, d_model),
                 "nodes": {n: {"in_graph": n in nodes} for n in self.graph.nodes},
                 "edges": {e: {"score": float(s), "in_graph": e in chosen} for e, s in zip(graph_edges, scores)}}
+        if getattr(self.graph, "n_pos", None) is not None:  # the reference's positional graph files carry it
+            data["n_pos"] = self.graph.n_pos
         if path is not None:
             from tl_interp._io import atomic_file
 
@@ -279,6 +288,10 @@ class Circuit:
             if key in cfg and cfg[key] != expected[key]:
                 raise InputError(f"{where} is for a model with {key}={cfg[key]}, this graph has {key}={expected[key]}; "
                                  "load it with the graph of the model it was made for")
+        if data.get("n_pos") != getattr(graph, "n_pos", None):
+            raise InputError(f"{where} has n_pos={data.get('n_pos')} (edges per position when set), the graph "
+                             f"n_pos={getattr(graph, 'n_pos', None)}; load it with the graph it was made for "
+                             "(EdgeScores.graph of the scores it came from)")
         edges_data = data["edges"]
         graph_edges = _graph_edges(graph)
         chosen = tuple(e for e, info in edges_data.items() if bool(info.get("in_graph", False)))

@@ -32,7 +32,8 @@ from tl_interp.circuits._graph import Graph, Receiver
 from tl_interp.hooks._select import layout
 from tl_interp.intervention import Intervention
 
-__all__ = ["sender_hooks", "add_to_receiver", "edge_edit", "circuit_edit", "window", "sender_deltas", "Norms"]
+__all__ = ["sender_hooks", "add_to_receiver", "edge_edit", "circuit_edit", "window", "sender_deltas", "Norms",
+           "at_positions"]
 
 Norms = list[tuple[Any, Tensor]] | None  # per layer (attention output norm, b_O), or None: additive
 
@@ -107,29 +108,46 @@ def sender_deltas(g: Graph, norms: Norms, now: Tensor, other: Tensor) -> Tensor:
     return delta
 
 
-def edge_edit(receiver: Receiver, delta: Tensor, label: str) -> Intervention:
+def at_positions(t: Tensor, act: Tensor, position: int | None, label: str) -> Tensor:
+    """``t`` (batch, all positions, ...) cut to ``act``'s window, zero outside ``position`` (when given)."""
+    t = window(t, act, label)
+    if position is None:
+        return t
+    lay = layout(act.shape[0], act.shape[1], label)
+    keep = (torch.arange(lay.offset, lay.offset + act.shape[1], device=t.device) == position).view(
+        1, -1, *([1] * (t.ndim - 2)))
+    return t & keep if t.dtype == torch.bool else t * keep.to(t.dtype)
+
+
+def edge_edit(receiver: Receiver, delta: Tensor, label: str, *, position: int | None = None) -> Intervention:
     """The cell patching one edge: ``delta = s_other - s_now`` (batch, pos, d_model) added to
-    ``receiver``'s input."""
+    ``receiver``'s input (at ``position`` only, when given)."""
     head = receiver.head
 
     def _edge_edit(act: Tensor, hook: Any) -> Tensor:
-        return add_to_receiver(act, head, window(delta, act, label))
+        return add_to_receiver(act, head, at_positions(delta, act, position, label))
 
     return Intervention.single(receiver.hook_name, _edge_edit, f"patch edge {label}")
 
 
-def circuit_edit(g: Graph, keep: Tensor, other: Tensor, clean: Tensor, label: str, norms: Norms = None) -> Intervention:
+def circuit_edit(g: Graph, keep: Tensor, other: Tensor, clean: Tensor, label: str, norms: Norms = None,
+                 w_o: Sequence[Tensor] | None = None) -> Intervention:
     """The cell of a circuit: every edge not in ``keep`` carries its sender's ``other`` value.
 
     Args:
         g: the graph.
-        keep: ``(n_edges,)`` bool, the circuit's edges.
+        keep: ``(n_edges,)`` bool, the circuit's edges, or ``(n_edges, pos)``: the circuit's
+            edges at each position (``positions="aware"``).
         other: ``(batch, pos, n_senders, d_model)`` senders' values in the other run (corrupted,
             mean or zero).
         clean: the same in the run being edited, unedited (the values of senders before the
             first layer a pass runs).
         label: for ``print``.
         norms: ``compat.attention_output_norms`` (None when attention outputs add as they are).
+        w_o: per layer ``W_O`` ``(n_heads, d_head, d_model)``: read the heads' current outputs as
+            ``z @ W_O[h]`` from ``attn.hook_z``, so the pass need not compute TL's per-head
+            results (``use_attn_result`` materialises a (batch, pos, head, d_head, d_model)
+            product in every layer). None: read ``attn.hook_result``.
     """
     excluded = (~keep.bool()).cpu()
     state: dict[int, tuple[int, Tensor]] = {}  # first sender index -> (window offset, its current values)
@@ -138,8 +156,19 @@ def circuit_edit(g: Graph, keep: Tensor, other: Tensor, clean: Tensor, label: st
         starts.append(at)
         at += n
 
-    def current(upto: int, act: Tensor) -> Tensor:
+    memo: dict[tuple[int, int, int], tuple[Tensor, Tensor]] = {}  # cleared whenever a sender is read
+
+    def current(upto: int, act: Tensor) -> tuple[Tensor, Tensor]:
+        """The first ``upto`` senders' current values and ``other - current``, in ``act``'s window
+        (the q, k and v inputs of a layer ask for the same ones: computed once)."""
         lay = layout(act.shape[0], act.shape[1], label)
+        key = (upto, lay.offset, act.shape[1])
+        if key not in memo:
+            now = _current(upto, act, lay)
+            memo[key] = (now, window(other[:, :, :upto], act, label) - now)
+        return memo[key]
+
+    def _current(upto: int, act: Tensor, lay: Any) -> Tensor:
         pieces = []
         for start, (_, n) in zip(starts, sender_hooks(g)):
             if start >= upto:
@@ -156,9 +185,14 @@ def circuit_edit(g: Graph, keep: Tensor, other: Tensor, clean: Tensor, label: st
     for (name, n), start in zip(sender_hooks(g), starts):
         if start == 0:
             continue  # the embeddings never move: nothing upstream of them
+        w = None
+        if w_o is not None and name.endswith("attn.hook_result"):
+            w, name = w_o[int(name.split(".")[1])], name.replace("hook_result", "hook_z")
 
-        def _capture(act: Tensor, hook: Any, start: int = start) -> None:
-            state[start] = (layout(act.shape[0], act.shape[1], label).offset, act)
+        def _capture(act: Tensor, hook: Any, start: int = start, w: Tensor | None = w) -> None:
+            value = act if w is None else torch.einsum("bphe,hed->bphd", act, w.to(act.dtype))
+            state[start] = (layout(act.shape[0], act.shape[1], label).offset, value)
+            memo.clear()
 
         hooks.append(Intervention.single(name, _capture, f"read senders for {label}"))
     by_hook: dict[str, list[Receiver]] = {}
@@ -177,28 +211,34 @@ def _receiver_hook(g: Graph, receivers: Sequence[Receiver], excluded: Tensor, ot
     senders' ``other`` values in place of their current ones."""
     n = max(r.n_senders for r in receivers)
     slots = [r.head for r in receivers]  # the receiving heads, or [None] for an MLP / logits input
-    weights = torch.zeros(len(receivers), n)
+    weights = torch.zeros(len(receivers), n, *excluded.shape[1:])  # (receiver, sender[, position])
     for i, r in enumerate(receivers):
         weights[i, :r.n_senders] = excluded[r.offset:r.offset + r.n_senders].float()
     blocks = _head_blocks(g, n) if norms is not None else []
-    additive = torch.ones(n)
+    additive = torch.ones(n, *([1] * (excluded.ndim - 1)))
     for _, at in blocks:
         additive[at:at + g.n_heads] = 0.0
 
     head_index = torch.tensor([h for h in slots if h is not None], dtype=torch.long)
 
+    def mix(w: Tensor, x: Tensor) -> Tensor:
+        """``(batch, pos, receiver, d_model)``: each receiver's weighted sum of ``x`` over senders."""
+        return torch.matmul(w, x) if w.ndim == 2 else torch.einsum("rsp,bpsd->bprd", w, x)
+
     def _corrupt_outside(act: Tensor, hook: Any) -> Tensor:
-        now = current(n, act)
-        diff = window(other[:, :, :n], act, label) - now  # (batch, pos, sender, d_model)
+        now, diff = current(n, act)  # (batch, pos, sender, d_model) each
         w = weights.to(diff.dtype).to(diff.device)
-        update = torch.matmul(w * additive.to(w), diff)  # (batch, pos, receiver, d_model)
+        if w.ndim == 3:  # per position: the pass's window of positions
+            offset = layout(act.shape[0], act.shape[1], label).offset
+            w = w[:, :, offset:offset + act.shape[1]]
+        update = mix(w * additive.to(w), diff)  # (batch, pos, receiver, d_model)
         for layer, at in blocks:
             heads = slice(at, at + g.n_heads)
             if not bool(w[:, heads].any()):
                 continue
             norm, bias = norms[layer]  # type: ignore[index]
             total = now[:, :, heads].sum(2) + bias
-            moved = total[:, :, None] + torch.matmul(w[:, heads], diff[:, :, heads])
+            moved = total[:, :, None] + mix(w[:, heads], diff[:, :, heads])
             update = update + norm(moved) - norm(total)[:, :, None]
         if slots[0] is None:
             return add_to_receiver(act, None, update[:, :, 0])

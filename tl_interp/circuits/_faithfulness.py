@@ -21,12 +21,12 @@ from torch import Tensor
 from tl_interp._checks import checked
 from tl_interp.circuits._edit import circuit_edit
 from tl_interp.circuits._graph import Graph
-from tl_interp.circuits._runs import ablated_values, prepare, sender_values
+from tl_interp.circuits._runs import ablated_values, no_head_results, prepare, sender_values
 from tl_interp import compat
 from tl_interp.engine.executors import Executor, Plan, execute
 from tl_interp.engine.inputs import Inputs
 from tl_interp.engine.run import EngineOptions
-from tl_interp.errors import InputError, UnsupportedError
+from tl_interp.errors import InputError, OptionError, UnsupportedError
 from tl_interp.models._adapter import adapt
 from tl_interp.results import Provenance, Result, bounded, prompt_hash, register_result
 
@@ -106,7 +106,8 @@ def _edge_set(g: Graph, circuit: Any, i: int) -> Tensor:
 
 @checked
 def faithfulness(model: Any, circuits: Sequence[Any], clean: Inputs, corrupted: Inputs, metric: Callable[..., Any],
-                 *, ablation: Literal["corrupted", "mean", "zero"] = "corrupted", memory_mb: float = 1024.0,
+                 *, ablation: Literal["corrupted", "mean", "zero"] = "corrupted",
+                 positions: Literal["sum", "aware"] = "sum", memory_mb: float = 1024.0,
                  executor: Executor | None = None, progress: bool = True) -> Faithfulness:
     """Evaluate circuits exactly: edges outside each carry their ablated value.
 
@@ -117,6 +118,9 @@ def faithfulness(model: Any, circuits: Sequence[Any], clean: Inputs, corrupted: 
         metric: a ``ti.metrics`` metric.
         ablation: what edges outside a circuit carry: ``"corrupted"``, ``"mean"`` (over the
             corrupted prompts) or ``"zero"``.
+        positions: ``"sum"``: circuits of edges (an edge carries its sender at every position);
+            ``"aware"``: circuits of edges at positions (``a0.h1_3->a1.h0_3<k>``, as
+            ``attribute(positions="aware")`` names them), for prompts of one token length.
         memory_mb: budget of one stacked pass.
         executor: where the cells run.
         progress: show a progress bar.
@@ -139,14 +143,26 @@ def faithfulness(model: Any, circuits: Sequence[Any], clean: Inputs, corrupted: 
     g, clean_b, corrupt_b = prepare(model, clean, corrupted, metric, ablation, differentiable=False)
     if isinstance(circuits, str) or not isinstance(circuits, Sequence) or not circuits:
         raise InputError("circuits must be a non-empty sequence of circuits (each a collection of edge names)")
-    keeps = [_edge_set(g, c, i) for i, c in enumerate(circuits)]
-    with compat.edge_hooks_on(model):
-        clean_s, _ = sender_values(model, g, clean_b)
-        other = ablated_values(model, g, ablation, clean_b, corrupt_b, clean_s)
+    if positions not in ("sum", "aware"):
+        raise OptionError(f"positions must be 'sum' or 'aware', not {positions!r}")
+    named = g
+    if positions == "aware":
+        if clean_b.padded:
+            raise InputError("positions='aware' circuits name edges at positions, so every prompt must have the same "
+                             f"token length; this batch is padded (real lengths {clean_b.attention_mask.sum(1).tolist()})"
+                             ". Evaluate prompts of one length together, or use positions='sum'")
+        named = g.at_positions(clean_b.shape[1])
+    keeps = [_edge_set(named, c, i) for i, c in enumerate(circuits)]
+    if positions == "aware":
+        keeps = [k.reshape(len(g.edges), -1) for k in keeps]
+    clean_s, _ = sender_values(model, g, clean_b)
+    other = ablated_values(model, g, ablation, clean_b, corrupt_b, clean_s)
+    # the passes read heads' outputs from hook_z (no per-head results: see circuit_edit)
+    with compat.receiver_hooks(model, split_qkv=True, mlp_in=True, ungroup=True), no_head_results(model):
         norms = compat.attention_output_norms(model)
-        cells = [circuit_edit(g, keep, other, clean_s, f"circuit {i}", norms) for i, keep in enumerate(keeps)]
-        cells.append(circuit_edit(g, torch.zeros(len(g.edges), dtype=torch.bool), other, clean_s, "empty circuit",
-                                  norms))
+        w_o = [block.attn.W_O.detach() for block in model.blocks]
+        cells = [circuit_edit(g, keep, other, clean_s, f"circuit {i}", norms, w_o) for i, keep in enumerate(keeps)]
+        cells.append(circuit_edit(g, torch.zeros_like(keeps[0]), other, clean_s, "empty circuit", norms, w_o))
         # only the residual stream entering layer 0 (passes start there): checking which cells change
         # nothing would run every cell's edits once more on the base activations, and only the
         # full circuit changes nothing
@@ -156,7 +172,7 @@ def faithfulness(model: Any, circuits: Sequence[Any], clean: Inputs, corrupted: 
                     signature={"study": "circuits.faithfulness", "ablation": ablation})
         outcome = execute(plan, executor, progress=progress)
     values = outcome.values.float().cpu()
-    settings = {"ablation": ablation, "graph": g.spec(), "engine": outcome.paths, **outcome.stats}
+    settings = {"ablation": ablation, "graph": named.spec(), "engine": outcome.paths, **outcome.stats}
     provenance = Provenance.make(adapt(model).model_id,
                                  interventions=[f"edges outside each circuit carry their {ablation} value"],
                                  prompt_hash=prompt_hash(clean_b.tokens, corrupt_b.tokens), settings=settings)

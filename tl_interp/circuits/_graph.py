@@ -22,9 +22,9 @@ from typing import Any
 
 from tl_interp._checks import checked
 from tl_interp import compat
-from tl_interp.errors import HookNameError, UnsupportedError
+from tl_interp.errors import HookNameError, OptionError, UnsupportedError
 
-__all__ = ["Graph", "graph", "Receiver"]
+__all__ = ["Graph", "graph", "Receiver", "at_position"]
 
 
 @dataclass(frozen=True)
@@ -60,9 +60,12 @@ class Graph:
     n_heads: int
     mlp: bool = True
     parallel: bool = False
+    n_pos: int | None = None
     nodes: tuple[str, ...] = field(init=False)
     edges: tuple[str, ...] = field(init=False)
     receivers: tuple[Receiver, ...] = field(init=False, repr=False)
+    base_edges: tuple[str, ...] = field(init=False, repr=False)
+    _senders: tuple[str, ...] = field(init=False, repr=False)
     _index: dict[str, int] = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
@@ -86,15 +89,23 @@ class Graph:
             if self.mlp:
                 add(f"m{layer}", f"blocks.{layer}.hook_mlp_in", None, before if self.parallel else before + self.n_heads)
         add("logits", f"blocks.{self.n_layers - 1}.hook_resid_post", None, len(senders))
-        object.__setattr__(self, "nodes", (*senders, "logits"))
+        nodes = (*senders, "logits")
+        object.__setattr__(self, "base_edges", tuple(edges))
+        object.__setattr__(self, "_senders", tuple(senders))
+        if self.n_pos is not None:
+            if isinstance(self.n_pos, bool) or not isinstance(self.n_pos, int) or self.n_pos < 1:
+                raise OptionError(f"n_pos must be a positive int (the prompts' token length), got {self.n_pos!r}")
+            nodes = tuple(f"{n}_{p}" for n in nodes for p in range(self.n_pos))
+            edges = [at_position(e, p) for e in edges for p in range(self.n_pos)]
+        object.__setattr__(self, "nodes", nodes)
         object.__setattr__(self, "edges", tuple(edges))
         object.__setattr__(self, "receivers", tuple(receivers))
         object.__setattr__(self, "_index", {e: i for i, e in enumerate(edges)})
 
     @property
     def senders(self) -> tuple[str, ...]:
-        """Every node with an output (all but ``logits``), in forward order."""
-        return self.nodes[:-1]
+        """Every node with an output (all but ``logits``), in forward order, without positions."""
+        return self._senders
 
     def __len__(self) -> int:
         return len(self.edges)
@@ -136,7 +147,25 @@ class Graph:
 
     def spec(self) -> dict[str, Any]:
         """What rebuilds this graph (``Graph(**spec)``), for saved results."""
-        return {"n_layers": self.n_layers, "n_heads": self.n_heads, "mlp": self.mlp, "parallel": self.parallel}
+        spec = {"n_layers": self.n_layers, "n_heads": self.n_heads, "mlp": self.mlp, "parallel": self.parallel}
+        return spec if self.n_pos is None else {**spec, "n_pos": self.n_pos}
+
+    def at_positions(self, n_pos: int | None) -> "Graph":
+        """The same graph with an edge per position (``n_pos`` positions), or without (None)."""
+        return Graph(self.n_layers, self.n_heads, self.mlp, self.parallel, n_pos)
+
+
+def at_position(edge: str, pos: int) -> str:
+    """The position-aware name of ``edge`` at position ``pos``: both ends get ``_{pos}``, as in the
+    reference's positional graph (``a0.h1->a1.h0<k>`` -> ``a0.h1_3->a1.h0_3<k>``).
+
+    Example:
+        >>> at_position("a0.h1->a1.h0<k>", 3), at_position("m0->logits", 0)
+        ('a0.h1_3->a1.h0_3<k>', 'm0_0->logits_0')
+    """
+    sender, receiver = edge.split("->")
+    node, _, letter = receiver.partition("<")
+    return f"{sender}_{pos}->{node}_{pos}" + (f"<{letter}" if letter else "")
 
 
 @checked

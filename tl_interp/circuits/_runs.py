@@ -8,7 +8,8 @@ over its real tokens, then the mean over prompts, as the reference's
 ``compute_mean_activations``), or zero.
 """
 
-from collections.abc import Callable
+import contextlib
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import torch
@@ -24,7 +25,7 @@ from tl_interp.metrics import is_metric
 from tl_interp.models._adapter import Tokenized
 from tl_interp.sites import d_vocab_out
 
-__all__ = ["ABLATIONS", "prepare", "sender_values", "ablated_values", "forward_kw"]
+__all__ = ["ABLATIONS", "prepare", "sender_values", "ablated_values", "forward_kw", "no_head_results"]
 
 ABLATIONS = ("corrupted", "mean", "zero")
 
@@ -68,13 +69,22 @@ def forward_kw(batch: Tokenized) -> dict[str, Tensor]:
 
 def sender_values(model: Any, g: Graph, batch: Tokenized) -> tuple[Tensor, Tensor]:
     """Every sender's output on ``batch`` (``(batch, pos, n_senders, d_model)``, zero on padding)
-    and the run's logits. Needs ``compat.edge_hooks_on``."""
-    names = [name for name, _ in sender_hooks(g)]
+    and the run's logits, from a plain forward pass: a head's output is read as ``z @ W_O[h]``
+    from ``attn.hook_z`` (TL's per-head results, ``use_attn_result``, materialise a (batch, pos,
+    head, d_head, d_model) product in every layer)."""
+    names = [name.replace("hook_result", "hook_z") for name, _ in sender_hooks(g)]
     cache = hooks.cache(names)
-    with torch.no_grad():
+    with torch.no_grad(), no_head_results(model):
         logits = cache.run(model, batch.tokens, **forward_kw(batch))
     rows, pos = batch.shape
-    parts = [cache[name].reshape(rows, pos, n, -1) for name, n in sender_hooks(g)]
+    parts = []
+    for name, n in sender_hooks(g):
+        if name.endswith("attn.hook_result"):
+            w_o = model.blocks[int(name.split(".")[1])].attn.W_O.detach()
+            z = cache[name.replace("hook_result", "hook_z")]
+            parts.append(torch.einsum("bphe,hed->bphd", z, w_o.to(z.dtype)))
+        else:
+            parts.append(cache[name].reshape(rows, pos, n, -1))
     real = batch.attention_mask.to(parts[0].device).bool()[:, :, None, None]
     return torch.cat(parts, 2) * real, logits
 
@@ -91,3 +101,16 @@ def ablated_values(model: Any, g: Graph, ablation: str, clean: Tokenized, corrup
     mask = corrupted.attention_mask.to(values.device)[:, :, None, None].to(values.dtype)
     per_prompt = (values * mask).sum(1) / mask.sum(1)  # (prompt, sender, d_model)
     return per_prompt.mean(0)[None, None].expand_as(clean_values) * real
+
+
+@contextlib.contextmanager
+def no_head_results(model: Any) -> Iterator[None]:
+    """TL's per-head results off while a study's passes run (restored after): its cells read heads
+    from ``hook_z`` or not at all, and ``use_attn_result`` would materialise a (batch, pos, head,
+    d_head, d_model) product in every layer of every pass."""
+    saved = model.cfg.use_attn_result
+    model.cfg.use_attn_result = False
+    try:
+        yield
+    finally:
+        model.cfg.use_attn_result = saved

@@ -26,13 +26,14 @@ inputs still get their gradient (the reference's backward hooks never fire there
 learned positional embedding makes those inputs require grad: on rotary models its
 EAP-IG-activations scores differ from ours for that reason alone); a ``"mean"`` ablation interpolates EAP-IG-activations
 towards the mean (the reference interpolates towards zero there); grouped-query attention is
-scored per query head from TransformerLens's ungrouped computation (``compat.edge_hooks_on``),
+scored per query head from TransformerLens's ungrouped computation (``compat.receiver_hooks(ungroup=True)``),
 equal to the scores of the model with its K/V weights copied per head; where a layer normalises
 its attention output (Gemma's ``ln1_post``) a head's ``D_s`` is what it changes in that output,
 ``norm(A + h_ablated - h_clean) - norm(A)`` (``_edit.sender_deltas``; the reference multiplies
 the gradient by the raw ``h_ablated - h_clean`` there, ignoring the norm).
 """
 
+import contextlib
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, ClassVar, Literal
@@ -43,14 +44,15 @@ from tqdm.auto import tqdm
 
 from tl_interp import hooks
 from tl_interp._checks import checked
-from tl_interp.circuits._edit import edge_edit, sender_deltas, sender_hooks
+from tl_interp.circuits._edit import sender_deltas, sender_hooks
+from tl_interp.circuits._exact import exact_effects
 from tl_interp.circuits._graph import Graph
-from tl_interp.circuits._runs import ablated_values, forward_kw, prepare, sender_values
+from tl_interp.circuits._runs import ablated_values, forward_kw, no_head_results, prepare, sender_values
 from tl_interp import compat
-from tl_interp.engine.executors import Executor, Plan, execute
+from tl_interp.engine.executors import Executor
 from tl_interp.engine.inputs import Inputs
 from tl_interp.engine.run import BaseRun, EngineOptions
-from tl_interp.errors import OptionError
+from tl_interp.errors import InputError, OptionError
 from tl_interp.intervention import Intervention
 from tl_interp.metrics import bind
 from tl_interp.models._adapter import adapt
@@ -126,7 +128,8 @@ class EdgeScores(Result):
 @checked
 def attribute(model: Any, clean: Inputs, corrupted: Inputs, metric: Callable[..., Any], *,
               method: Method = "eap-ig-inputs", steps: int = 5, ablation: Ablation = "corrupted",
-              memory_mb: float = 1024.0, executor: Executor | None = None, progress: bool = True) -> EdgeScores:
+              positions: Literal["sum", "aware"] = "sum", memory_mb: float = 1024.0,
+              executor: Executor | None = None, progress: bool = True) -> EdgeScores:
     """Score every edge of ``model``'s graph by its effect on ``metric`` (see the module docstring).
 
     Args:
@@ -138,6 +141,11 @@ def attribute(model: Any, clean: Inputs, corrupted: Inputs, metric: Callable[...
         steps: integration points of the EAP-IG methods.
         ablation: what an ablated edge carries: ``"corrupted"`` (its value on the corrupted
             prompt), ``"mean"`` (over the corrupted prompts) or ``"zero"``.
+        positions: ``"sum"``: one score per edge, summed over positions; ``"aware"``: one per edge
+            and position ``p`` (``a0.h1_3->a1.h0_3<k>``: the sender's output at ``p`` in the
+            receiver's input at ``p``, as the reference's positional graph names it), for
+            prompts of one token length (a padded batch is refused: position ``p`` must be the
+            same slot in every prompt).
         memory_mb: budget of one stacked pass (EAP-IG, exact).
         executor: where ``"exact"``'s cells run.
         progress: show a progress bar.
@@ -163,48 +171,62 @@ def attribute(model: Any, clean: Inputs, corrupted: Inputs, metric: Callable[...
     if method == "eap-ig-inputs" and ablation != "corrupted":
         raise OptionError(f"method='eap-ig-inputs' integrates from the corrupted prompts' embeddings, so it takes "
                           f"ablation='corrupted' only (got {ablation!r}); use 'eap-ig-activations' or 'eap'")
+    if positions not in ("sum", "aware"):
+        raise OptionError(f"positions must be 'sum' or 'aware', not {positions!r}")
     g, clean_b, corrupt_b = prepare(model, clean, corrupted, metric, ablation, differentiable=method != "exact")
+    aware = positions == "aware"
+    if aware and clean_b.padded:
+        raise InputError("positions='aware' scores an edge per position, so every prompt must have the same token "
+                         "length (position p must be the same slot in every prompt); this batch is padded "
+                         f"(real lengths {clean_b.attention_mask.sum(1).tolist()}). Score prompts of one length "
+                         "together (one call per length), or use positions='sum'")
+    named = g.at_positions(clean_b.shape[1]) if aware else g
     bound = bind(metric, clean_b)
-    settings: dict[str, Any] = {"method": method, "ablation": ablation, "graph": g.spec()}
+    settings: dict[str, Any] = {"method": method, "ablation": ablation, "graph": named.spec()}
     if method.startswith("eap-ig"):
         settings["steps"] = steps
-    with compat.edge_hooks_on(model):
-        clean_s, clean_logits = sender_values(model, g, clean_b)
-        other = ablated_values(model, g, ablation, clean_b, corrupt_b, clean_s)
-        with torch.no_grad():
-            clean_value = bound.per_prompt(clean_logits).float()
-            corrupt_value = (bind(metric, corrupt_b).per_prompt(model(corrupt_b.tokens, **forward_kw(corrupt_b)))
-                             .float() if ablation != "mean" else torch.full_like(clean_value, float("nan")))
-        diff = sender_deltas(g, compat.attention_output_norms(model), clean_s, other)
-        if method == "exact":
-            per_prompt, stats = _exact(model, g, clean_b, metric, diff, memory_mb, executor, progress)
-            settings.update(stats)
-        else:
+    clean_s, clean_logits = sender_values(model, g, clean_b)
+    other = ablated_values(model, g, ablation, clean_b, corrupt_b, clean_s)
+    with torch.no_grad(), no_head_results(model):
+        clean_value = bound.per_prompt(clean_logits).float()
+        corrupt_value = (bind(metric, corrupt_b).per_prompt(model(corrupt_b.tokens, **forward_kw(corrupt_b)))
+                         .float() if ablation != "mean" else torch.full_like(clean_value, float("nan")))
+    diff = sender_deltas(g, compat.attention_output_norms(model), clean_s, other)
+    if method != "exact":
+        # gradients at every per-head input; per-head results only where EAP-IG-activations patches them
+        with compat.receiver_hooks(model, split_qkv=True, mlp_in=True, ungroup=True,
+                                   attn_result=method == "eap-ig-activations"), \
+                (no_head_results(model) if method != "eap-ig-activations" else contextlib.nullcontext()):
             grads = _gradients(model, g, clean_b, metric, method, steps, clean_s, other, memory_mb, progress)
-            per_prompt = edge_products(g, diff, grads)
+        per_prompt = edge_products(g, diff, grads, aware=aware).flatten(1)
+    if method == "exact":  # its passes need no per-head results (nor, mostly, per-head inputs)
+        per_prompt, stats = exact_effects(model, g, clean_b, metric, diff, memory_mb, executor, progress, aware)
+        settings.update(stats)
     provenance = Provenance.make(adapt(model).model_id, interventions=[f"{method} edge attribution ({ablation})"],
                                  prompt_hash=prompt_hash(clean_b.tokens, corrupt_b.tokens), settings=settings)
     per_prompt = per_prompt.float().cpu()
     return EdgeScores(values=per_prompt.mean(0), axes=("edge",), metric=str(getattr(metric, "name", "metric")),
-                      provenance=provenance, labels={"edge": g.edges},
+                      provenance=provenance, labels={"edge": named.edges},
                       extras={"per_prompt": per_prompt, "clean": clean_value.cpu(), "corrupted": corrupt_value.cpu()})
 
 
-def edge_products(g: Graph, diff: Tensor, grads: dict[str, Tensor]) -> Tensor:
+def edge_products(g: Graph, diff: Tensor, grads: dict[str, Tensor], *, aware: bool = False) -> Tensor:
     """``(batch, n_edges)``: ``D_s . g_r`` summed over positions and ``d_model`` for every edge,
     from the senders' differences ``(batch, pos, n_senders, d_model)`` and the gradients at
-    each receiver input hook."""
-    out = torch.zeros(diff.shape[0], len(g.edges), dtype=torch.float32, device=diff.device)
+    each receiver input hook; ``(batch, n_edges, pos)`` with ``aware`` (not summed over positions)."""
+    p = "p" if aware else ""
+    out = torch.zeros(diff.shape[0], len(g.edges), *((diff.shape[1],) if aware else ()), dtype=torch.float32,
+                      device=diff.device)
     for r in g.receivers:
         if r.head is not None and r.head > 0:
             continue  # a q/k/v hook point is scored once, for all its heads
         grad = grads[r.hook_name].to(diff.dtype)
         n = r.n_senders
         if r.head is None:
-            out[:, r.offset:r.offset + n] = torch.einsum("bpsd,bpd->bs", diff[:, :, :n], grad).float()
+            out[:, r.offset:r.offset + n] = torch.einsum(f"bpsd,bpd->bs{p}", diff[:, :, :n], grad).float()
         else:  # heads 0..H-1 of one input: consecutive receivers with the same senders
-            block = torch.einsum("bpsd,bphd->bhs", diff[:, :, :n], grad).float()
-            out[:, r.offset:r.offset + g.n_heads * n] = block.reshape(diff.shape[0], -1)
+            block = torch.einsum(f"bpsd,bphd->bhs{p}", diff[:, :, :n], grad).float()
+            out[:, r.offset:r.offset + g.n_heads * n] = block.reshape(diff.shape[0], -1, *block.shape[3:])
     return out
 
 
@@ -271,20 +293,3 @@ def _gradients(model: Any, g: Graph, batch: Any, metric: Any, method: str, steps
     grads = torch.autograd.grad(values.sum(), list(leaves.values()), allow_unused=True)
     return {n: (g_ / len(cells) if g_ is not None else torch.zeros_like(t))
             for (n, t), g_ in zip(leaves.items(), grads)}
-
-
-def _exact(model: Any, g: Graph, batch: Any, metric: Any, diff: Tensor, memory_mb: float,
-           executor: Executor | None, progress: bool) -> tuple[Tensor, dict[str, Any]]:
-    """Per-prompt exact single-edge effects ``(batch, n_edges)``: one engine cell per edge."""
-    cells, keys = [], []
-    for r in g.receivers:
-        for j in range(r.n_senders):
-            name = f"{g.senders[j]}->{r.name}"
-            cells.append(edge_edit(r, diff[:, :, j], name))
-            keys.append((name,))
-    plan = Plan(model, batch, metric, tuple(cells), tuple(keys), tuple(_receiver_names(g)),
-                EngineOptions(memory_mb=memory_mb), label="exact edge patching",
-                signature={"study": "circuits.exact"})
-    outcome = execute(plan, executor, progress=progress)
-    values, base = outcome.values, outcome.base
-    return (values - base[None]).T, {"engine": outcome.paths, **outcome.stats}

@@ -312,6 +312,8 @@ def final_block_reason(model: Any) -> str | None:
              if getattr(cfg, f, False)]
     if flags:
         return f"cfg sets {flags}"
+    if kv_cache_reason(model) is not None:  # final_block_last builds a TL cache entry
+        return kv_cache_reason(model)
     if getattr(cfg, "n_devices", 1) != 1 or getattr(cfg, "clip_qkv", None) is not None:
         return "multi-device or clipped q/k/v"
     if cfg.original_architecture in (*_QK_NORM_IN_FORWARD, *POST_NORM_ARCHITECTURES):

@@ -1,0 +1,108 @@
+"""Single-edge cells into a head's query, key or value input, on the ordinary forward pass.
+
+A single edge into a head's query, key or value changes that one head's input only, so its cell
+need not run TransformerLens's per-head inputs (``use_split_qkv_input``: the norm and the
+projections on ``3 x n_heads`` copies of the residual stream in every layer). ``head_input_edit``
+runs the ordinary forward and replaces, in ``blocks.L.attn.hook_q`` / ``hook_k`` / ``hook_v``,
+that head's projection by ``ln1(resid_pre + delta) @ W[h] + b[h]`` at the positions where
+``delta`` is non-zero (elsewhere the input is unchanged and so is the projection, bit for bit).
+Rotary embeddings, query/key norms and clipping come after those hook points and run as usual;
+a grouped-query model runs with its K/V ungrouped so the key of one query head can differ from
+its group's (``compat.receiver_hooks(ungroup=True)``). ``head_input_reason`` says when this
+can't be done exactly (the cell then edits the per-head input itself).
+"""
+
+from collections.abc import Collection, Sequence
+from typing import Any
+
+import torch
+from torch import Tensor
+
+from tl_interp.circuits._edit import at_positions, window
+from tl_interp.circuits._graph import Receiver
+from tl_interp.intervention import Intervention
+
+__all__ = ["head_input_reason", "HeadInputs", "head_input_edit"]
+
+
+def head_input_reason(model: Any) -> str | None:
+    """Why a head's q/k/v can't be recomputed from its input outside TransformerLens's block
+    (``head_input_edit``), or None."""
+    cfg = model.cfg
+    if cfg.positional_embedding_type == "shortformer":
+        return "shortformer models add positional embeddings to the normalised query and key inputs"
+    for flag in ("use_attn_in", "load_in_4bit"):
+        if getattr(cfg, flag, False):
+            return f"cfg.{flag} is set"
+    return None
+
+
+class HeadInputs:
+    """What single edges into heads' q/k/v inputs make of those heads' projections:
+    ``ln1(resid_pre + delta_s) @ W[h] + b[h]`` for every sender ``s`` of a receiver, computed for
+    all its senders in one call on first use; kept for the receivers of the last two layers
+    used (cells run layer by layer).
+
+    Args:
+        model: the model.
+        resid: per layer, the unedited run's ``blocks.L.hook_resid_pre`` ``(batch, pos, d_model)``.
+        deltas: ``(batch, pos, n_senders, d_model)``, what each sender's edge adds.
+        senders: the senders any cell reads (None: all); the others are not computed.
+    """
+
+    def __init__(self, model: Any, resid: Sequence[Tensor], deltas: Tensor,
+                 senders: Collection[int] | None = None) -> None:
+        self.norms = [block.ln1 for block in model.blocks]
+        self.resid, self.deltas = list(resid), deltas
+        self.used = None if senders is None else torch.tensor(sorted(senders), dtype=torch.long)
+        self.column = {} if senders is None else {s: i for i, s in enumerate(sorted(senders))}
+        self.changed = (deltas != 0).any(-1, keepdim=True)  # (batch, pos, sender, 1)
+        self.weights = {}  # (layer, letter) -> (W (n_heads, d_model, d_head) ungrouped, b)
+        for layer, block in enumerate(model.blocks):
+            attn = block.attn
+            for letter, (w, b) in {"q": (attn.W_Q, attn.b_Q), "k": (attn.W_K, attn.b_K),
+                                   "v": (attn.W_V, attn.b_V)}.items():
+                self.weights[layer, letter] = (w.detach(), b.detach())
+        self._normed: dict[int, Tensor] = {}
+        self._projected: dict[tuple[int, str, int], Tensor] = {}
+
+    def projected(self, layer: int, letter: str, head: int, n_senders: int) -> Tensor:
+        """``(batch, pos, n_senders, d_head)``: the head's projection of its input plus each of its
+        first ``n_senders`` senders' delta."""
+        key = (layer, letter, head)
+        out = self._projected.get(key)
+        if out is None or (self.used is None and out.shape[2] < n_senders):
+            normed = self._normed.get(layer)
+            if normed is None or (self.used is None and normed.shape[2] < n_senders):
+                chosen = self.deltas[:, :, :n_senders] if self.used is None else self.deltas[:, :, self.used]
+                with torch.no_grad():
+                    normed = self.norms[layer](self.resid[layer][:, :, None] + chosen)
+                if len(self._normed) >= 2:  # drop the oldest layer with its projections
+                    old = next(iter(self._normed))
+                    del self._normed[old]
+                    self._projected = {k: v for k, v in self._projected.items() if k[0] != old}
+                self._normed[layer] = normed
+            w, b = self.weights[layer, letter]
+            out = torch.nn.functional.linear(normed, w[head].T, b[head])
+            self._projected[key] = out
+        return out
+
+
+def head_input_edit(receiver: Receiver, sender: int, inputs: HeadInputs, label: str, *,
+                    position: int | None = None) -> Intervention:
+    """The cell patching the edge ``sender -> receiver`` into a head's q/k/v input on the
+    ordinary forward pass: the head's projection recomputed from ``resid_pre + delta`` where
+    ``delta`` is non-zero (see the module docstring; ``inputs`` holds both), at ``position``
+    only when given."""
+    layer, head = int(receiver.hook_name.split(".")[1]), receiver.head
+    letter = receiver.hook_name.split("hook_")[1][0]  # blocks.L.hook_q_input -> q
+    changed = inputs.changed[:, :, sender]
+
+    def _head_input_edit(act: Tensor, hook: Any) -> Tensor:
+        new = inputs.projected(layer, letter, head, receiver.n_senders)[:, :, inputs.column.get(sender, sender)]
+        out = act.clone()
+        out[:, :, head] = torch.where(at_positions(changed, act, position, label), window(new, act, label).to(act.dtype),
+                                      act[:, :, head])
+        return out
+
+    return Intervention.single(f"blocks.{layer}.attn.hook_{letter}", _head_input_edit, f"patch edge {label}")
