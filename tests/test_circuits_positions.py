@@ -1,4 +1,4 @@
-"""ti.circuits with positions="aware": an edge per position, named as the reference's positional
+"""ti.circuits with per_position=True: an edge per position, named as the reference's positional
 graph names it, scored exactly against a hand-hooked loop that patches one edge at one position,
 summing to the position-free scores where the model is linear, refused on padded batches."""
 
@@ -34,7 +34,7 @@ def _edge_at_position_by_hand(model, clean, corrupted, edge: str, pos: int):
 def test_aware_edges_carry_the_references_positional_names_one_per_edge_and_position():
     model = gpt2_style()
     clean, corrupted = _pair(seq=5)
-    scores = ti.circuits.attribute(model, clean, corrupted, METRIC, method="eap", positions="aware", progress=False)
+    scores = ti.circuits.attribute(model, clean, corrupted, METRIC, method="eap", per_position=True, progress=False)
     plain = ti.circuits.graph(model)
     assert len(scores.names) == 5 * len(plain.edges)
     assert scores.names[:5] == tuple(f"input_{p}->a0.h0_{p}<q>" for p in range(5))
@@ -46,7 +46,7 @@ def test_aware_edges_carry_the_references_positional_names_one_per_edge_and_posi
 def test_exact_aware_scores_equal_patching_one_edge_at_one_position_by_hand(family):
     model = FAMILIES[family]()
     clean, corrupted = _pair(seq=5)
-    scores = ti.circuits.attribute(model, clean, corrupted, METRIC, method="exact", positions="aware", progress=False)
+    scores = ti.circuits.attribute(model, clean, corrupted, METRIC, method="exact", per_position=True, progress=False)
     plain = ti.circuits.graph(model).edges
     gen = torch.Generator().manual_seed(0)
     # every kind of receiver input, a changed and an unchanged position, plus random draws
@@ -69,7 +69,7 @@ def test_on_a_model_linear_in_its_edges_aware_scores_sum_over_positions_to_the_e
     clean, corrupted = _pair(seq=5)
     for method in ("eap", "eap-ig-inputs", "eap-ig-activations", "exact"):
         summed = ti.circuits.attribute(model, clean, corrupted, METRIC, method=method, progress=False)
-        aware = ti.circuits.attribute(model, clean, corrupted, METRIC, method=method, positions="aware", progress=False)
+        aware = ti.circuits.attribute(model, clean, corrupted, METRIC, method=method, per_position=True, progress=False)
         by_position = aware.per_prompt.reshape(len(clean), -1, 5)
         torch.testing.assert_close(by_position.sum(-1), summed.per_prompt, atol=1e-4, rtol=1e-4, msg=method)
 
@@ -78,7 +78,7 @@ def test_eap_aware_scores_sum_over_positions_to_eap_on_any_model():
     model = llama_style()  # EAP is linear in the sender differences at every position
     clean, corrupted = _pair(seq=5)
     summed = ti.circuits.attribute(model, clean, corrupted, METRIC, method="eap", progress=False)
-    aware = ti.circuits.attribute(model, clean, corrupted, METRIC, method="eap", positions="aware", progress=False)
+    aware = ti.circuits.attribute(model, clean, corrupted, METRIC, method="eap", per_position=True, progress=False)
     torch.testing.assert_close(aware.per_prompt.reshape(len(clean), -1, 5).sum(-1), summed.per_prompt,
                                atol=1e-5, rtol=1e-5)
 
@@ -89,18 +89,18 @@ def test_a_padded_batch_is_refused_for_aware_positions_with_the_fix():
     mask = torch.tensor([[1] * 6, [1] * 4 + [0] * 2])
     batch = ti.models.Tokenized(clean, mask, torch.tensor([5, 3]), [["x"] * 6] * 2)
     other = ti.models.Tokenized(corrupted, mask, torch.tensor([5, 3]), [["x"] * 6] * 2)
-    with pytest.raises(InputError, match=r"same token length.*one call per length.*positions='sum'"):
-        ti.circuits.attribute(model, batch, other, METRIC, method="exact", positions="aware", progress=False)
+    with pytest.raises(InputError, match=r"same token length.*one call per length.*per_position=False"):
+        ti.circuits.attribute(model, batch, other, METRIC, method="exact", per_position=True, progress=False)
 
 
 def test_aware_circuits_are_evaluated_exactly_and_round_trip_as_files(tmp_path):
     model = gpt2_style()
     clean, corrupted = _pair(seq=5)
-    scores = ti.circuits.attribute(model, clean, corrupted, METRIC, method="eap", positions="aware", progress=False)
+    scores = ti.circuits.attribute(model, clean, corrupted, METRIC, method="eap", per_position=True, progress=False)
     circuit = Circuit.top(scores, 40)
     assert all("_" in e.split("->")[0] for e in circuit.edges)
     result = ti.circuits.faithfulness(model, [circuit, scores.names, []], clean, corrupted, METRIC,
-                                      positions="aware", progress=False)
+                                      per_position=True, progress=False)
     with ref.flags(model), torch.no_grad():
         _, kc = model.run_with_cache(corrupted)
     expected = _aware_circuit_by_hand(model, clean, kc, circuit.edges)
@@ -149,10 +149,10 @@ def _aware_circuit_by_hand(model, clean, other_cache, circuit):
 def test_the_faithfulness_curve_of_aware_scores_evaluates_aware_circuits():
     model = gpt2_style()
     clean, corrupted = _pair(seq=5)
-    scores = ti.circuits.attribute(model, clean, corrupted, METRIC, method="eap", positions="aware", progress=False)
+    scores = ti.circuits.attribute(model, clean, corrupted, METRIC, method="eap", per_position=True, progress=False)
     curve = ti.circuits.faithfulness_curve(scores, model, clean, corrupted, METRIC, budgets=(0.01, 0.1, 1.0),
                                            n_boot=20, progress=False)
     direct = ti.circuits.faithfulness(model, [Circuit.top(scores, int(b * len(scores.names))) for b in (0.01, 0.1)],
-                                      clean, corrupted, METRIC, positions="aware", progress=False)
+                                      clean, corrupted, METRIC, per_position=True, progress=False)
     torch.testing.assert_close(curve.values[0, :2].double(), direct.normalized.double(), atol=1e-5, rtol=1e-5)
     assert curve.values[0, -1].item() == pytest.approx(1.0, abs=1e-4)

@@ -232,7 +232,7 @@ def faithfulness_curve(scores: EdgeScores | Sequence[EdgeScores], model: Any, cl
         for c in row:
             unique.setdefault(c.edges, len(unique))
     result = faithfulness(model, [Circuit(e, graph) for e in unique], clean, corrupted, metric, ablation=ablation,
-                          positions="sum" if graph.n_pos is None else "aware",
+                          per_position=graph.n_pos is not None,
                           progress=progress, executor=executor)
     per_circuit, clean_values, corrupted_values = _per_prompt(result)
     index = torch.tensor([[unique[c.edges] for c in row] for row in circuits])

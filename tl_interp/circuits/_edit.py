@@ -137,7 +137,7 @@ def circuit_edit(g: Graph, keep: Tensor, other: Tensor, clean: Tensor, label: st
     Args:
         g: the graph.
         keep: ``(n_edges,)`` bool, the circuit's edges, or ``(n_edges, pos)``: the circuit's
-            edges at each position (``positions="aware"``).
+            edges at each position (``per_position=True``).
         other: ``(batch, pos, n_senders, d_model)`` senders' values in the other run (corrupted,
             mean or zero).
         clean: the same in the run being edited, unedited (the values of senders before the

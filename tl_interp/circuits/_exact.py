@@ -1,6 +1,6 @@
 """Exact single-edge patching on the engine: the effect on the metric of patching each edge alone.
 
-One engine cell per edge (per edge and position with ``positions="aware"``): an edge into a head
+One engine cell per edge (per edge and position with ``per_position=True``): an edge into a head
 recomputes that head's projection on the ordinary forward (``_heads.head_input_edit``), an edge
 into an MLP or the logits adds the sender's difference at ``hook_mlp_in`` / the last
 ``hook_resid_post`` (``_edit.edge_edit``). Passes start at the receiver's layer (``mid_stack``)

@@ -107,7 +107,7 @@ def _edge_set(g: Graph, circuit: Any, i: int) -> Tensor:
 @checked
 def faithfulness(model: Any, circuits: Sequence[Any], clean: Inputs, corrupted: Inputs, metric: Callable[..., Any],
                  *, ablation: Literal["corrupted", "mean", "zero"] = "corrupted",
-                 positions: Literal["sum", "aware"] = "sum", memory_mb: float = 1024.0,
+                 per_position: bool = False, memory_mb: float = 1024.0,
                  executor: Executor | None = None, progress: bool = True) -> Faithfulness:
     """Evaluate circuits exactly: edges outside each carry their ablated value.
 
@@ -118,9 +118,9 @@ def faithfulness(model: Any, circuits: Sequence[Any], clean: Inputs, corrupted: 
         metric: a ``ti.metrics`` metric.
         ablation: what edges outside a circuit carry: ``"corrupted"``, ``"mean"`` (over the
             corrupted prompts) or ``"zero"``.
-        positions: ``"sum"``: circuits of edges (an edge carries its sender at every position);
-            ``"aware"``: circuits of edges at positions (``a0.h1_3->a1.h0_3<k>``, as
-            ``attribute(positions="aware")`` names them), for prompts of one token length.
+        per_position: ``False``: circuits of edges (an edge carries its sender at every position);
+            ``True``: circuits of edges at positions (``a0.h1_3->a1.h0_3<k>``, as
+            ``attribute(per_position=True)`` names them), for prompts of one token length.
         memory_mb: budget of one stacked pass.
         executor: where the cells run.
         progress: show a progress bar.
@@ -143,17 +143,17 @@ def faithfulness(model: Any, circuits: Sequence[Any], clean: Inputs, corrupted: 
     g, clean_b, corrupt_b = prepare(model, clean, corrupted, metric, ablation, differentiable=False)
     if isinstance(circuits, str) or not isinstance(circuits, Sequence) or not circuits:
         raise InputError("circuits must be a non-empty sequence of circuits (each a collection of edge names)")
-    if positions not in ("sum", "aware"):
-        raise OptionError(f"positions must be 'sum' or 'aware', not {positions!r}")
+    if not isinstance(per_position, bool):
+        raise OptionError(f"per_position must be True or False, not {per_position!r}")
     named = g
-    if positions == "aware":
+    if per_position:
         if clean_b.padded:
-            raise InputError("positions='aware' circuits name edges at positions, so every prompt must have the same "
+            raise InputError("per_position=True circuits name edges at positions, so every prompt must have the same "
                              f"token length; this batch is padded (real lengths {clean_b.attention_mask.sum(1).tolist()})"
-                             ". Evaluate prompts of one length together, or use positions='sum'")
+                             ". Evaluate prompts of one length together, or per_position=False")
         named = g.at_positions(clean_b.shape[1])
     keeps = [_edge_set(named, c, i) for i, c in enumerate(circuits)]
-    if positions == "aware":
+    if per_position:
         keeps = [k.reshape(len(g.edges), -1) for k in keeps]
     clean_s, _ = sender_values(model, g, clean_b)
     other = ablated_values(model, g, ablation, clean_b, corrupt_b, clean_s)

@@ -128,7 +128,7 @@ class EdgeScores(Result):
 @checked
 def attribute(model: Any, clean: Inputs, corrupted: Inputs, metric: Callable[..., Any], *,
               method: Method = "eap-ig-inputs", steps: int = 5, ablation: Ablation = "corrupted",
-              positions: Literal["sum", "aware"] = "sum", memory_mb: float = 1024.0,
+              per_position: bool = False, memory_mb: float = 1024.0,
               executor: Executor | None = None, progress: bool = True) -> EdgeScores:
     """Score every edge of ``model``'s graph by its effect on ``metric`` (see the module docstring).
 
@@ -141,8 +141,8 @@ def attribute(model: Any, clean: Inputs, corrupted: Inputs, metric: Callable[...
         steps: integration points of the EAP-IG methods.
         ablation: what an ablated edge carries: ``"corrupted"`` (its value on the corrupted
             prompt), ``"mean"`` (over the corrupted prompts) or ``"zero"``.
-        positions: ``"sum"``: one score per edge, summed over positions; ``"aware"``: one per edge
-            and position ``p`` (``a0.h1_3->a1.h0_3<k>``: the sender's output at ``p`` in the
+        per_position: ``False``: one score per edge, summed over positions; ``True`` (MIB's
+            "position-aware" graph): one per edge and position ``p`` (``a0.h1_3->a1.h0_3<k>``: the sender's output at ``p`` in the
             receiver's input at ``p``, as the reference's positional graph names it), for
             prompts of one token length (a padded batch is refused: position ``p`` must be the
             same slot in every prompt).
@@ -171,15 +171,15 @@ def attribute(model: Any, clean: Inputs, corrupted: Inputs, metric: Callable[...
     if method == "eap-ig-inputs" and ablation != "corrupted":
         raise OptionError(f"method='eap-ig-inputs' integrates from the corrupted prompts' embeddings, so it takes "
                           f"ablation='corrupted' only (got {ablation!r}); use 'eap-ig-activations' or 'eap'")
-    if positions not in ("sum", "aware"):
-        raise OptionError(f"positions must be 'sum' or 'aware', not {positions!r}")
+    if not isinstance(per_position, bool):
+        raise OptionError(f"per_position must be True or False, not {per_position!r}")
     g, clean_b, corrupt_b = prepare(model, clean, corrupted, metric, ablation, differentiable=method != "exact")
-    aware = positions == "aware"
+    aware = per_position
     if aware and clean_b.padded:
-        raise InputError("positions='aware' scores an edge per position, so every prompt must have the same token "
+        raise InputError("per_position=True scores an edge per position, so every prompt must have the same token "
                          "length (position p must be the same slot in every prompt); this batch is padded "
                          f"(real lengths {clean_b.attention_mask.sum(1).tolist()}). Score prompts of one length "
-                         "together (one call per length), or use positions='sum'")
+                         "together (one call per length), or per_position=False")
     named = g.at_positions(clean_b.shape[1]) if aware else g
     bound = bind(metric, clean_b)
     settings: dict[str, Any] = {"method": method, "ablation": ablation, "graph": named.spec()}
