@@ -128,8 +128,12 @@ def pool(num_workers: int | None, cpus: float, gpus: float, max_restarts: int, m
         resources = ray.cluster_resources()
         have = resources.get("GPU", 0) / gpus if gpus else resources.get("CPU", 1) / max(cpus, 1e-9)
         num_workers = max(1, int(have))
-    key = (ray.get_runtime_context().get_job_id(), num_workers, cpus, gpus, max_restarts, max_task_retries)
-    for stale in [k for k in _POOLS if k[0] != key[0]]:  # a pool of an earlier ray.init
+    context = ray.get_runtime_context()
+    # which ray.init this is: job ids restart at 01000000 in every new local instance, so the
+    # driver's node id (new for every instance) and the cluster's address tell them apart
+    session = (context.get_job_id(), context.get_node_id(), context.gcs_address)
+    key = (session, num_workers, cpus, gpus, max_restarts, max_task_retries)
+    for stale in [k for k in _POOLS if k[0] != key[0]]:  # a pool of an earlier ray.init: its actors are gone
         del _POOLS[stale]
     if key not in _POOLS:
         for old in list(_POOLS):  # one pool at a time holds the cluster's resources
