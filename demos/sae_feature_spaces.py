@@ -32,6 +32,7 @@
 # %%
 import argparse
 import json
+import sys
 import time
 import warnings
 from pathlib import Path
@@ -41,6 +42,9 @@ import torch
 import tl_interp as ti
 from tl_interp.models.saes import load_sae, sae_card
 from tl_interp.models.saes.corpus import pydoc_text
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))  # demos/_shared/model_notes.py
+from _shared.model_notes import weights_note  # noqa: E402
 
 MODELS = {"smollm2-135m": "smollm2-135m-res-l15", "gemma-3-270m": "gemma-3-270m-res-l9"}
 MAX_CHARS = 600
@@ -161,7 +165,14 @@ def main(results: Path, quick: bool) -> dict:
 
 # %%
 def write(results: Path, found: dict) -> None:
+    """``summary.json`` and ``summary.md`` (the latter regenerated from the former alone)."""
     results.mkdir(parents=True, exist_ok=True)
+    (results / "summary.json").write_text(json.dumps(found, indent=1) + "\n")
+    (results / "summary.md").write_text(summary_text(found))
+
+
+def summary_text(found: dict) -> str:
+    """``summary.md`` from ``summary.json`` alone (so a hand edit the data does not support shows as a diff)."""
     a, b = found["cards"]["smollm2-135m"], found["cards"]["gemma-3-270m"]
     main_run = found["runs"]["hungarian, r >= 0"]
     sc = main_run["scores"]
@@ -171,13 +182,21 @@ def write(results: Path, found: dict) -> None:
              f"{found['seconds']} s (tl_interp {ti.__version__}). Shared inputs: {found['n_items']} text positions "
              f"of {found['n_pieces']} held-out pydoc pieces where both tokenisations end a token. "
              f"Nulls: {found['n_permutations']} random pairings of the same features.", "",
-             "## Headline", "",
+             weights_note(list(MODELS)), "", "## Headline", "",
              f"- **{len(sig)} of {len(sc)} measures beat random pairings at p <= 0.01** with all "
-             f"{main_run['pairs']} one-to-one pairs ({', '.join(sig) if sig else 'none'}): "
-             + "; ".join(f"{m} {v['score']:.3f} vs {v['null_mean']:.3f} (95% {v['null_q95']:.3f}, p {v['p_value']:.2g})"
-                         for m, v in sc.items()) + ".",
-             f"- The pairing itself is weak: median activation correlation {main_run['median_r']:.3f} "
-             f"(10%..90%: {main_run['r_quantiles'][0]:.3f}..{main_run['r_quantiles'][2]:.3f}).",
+             f"{main_run['pairs']} one-to-one pairs ({', '.join(sig) if sig else 'none'}).",
+             f"- Co-firing on held-out text: paired features are active together with Jaccard "
+             f"{sc['jaccard']['score']:.3f} against {sc['jaccard']['null_mean']:.3f} for random pairings "
+             f"({sc['jaccard']['score'] / max(sc['jaccard']['null_mean'], 1e-12):.1f}x, p {sc['jaccard']['p_value']:.2g}).",
+             f"- Decoder geometry: " + "; ".join(
+                 f"{m} {v['score']:.3f} vs {v['null_mean']:.3f} (+{v['score'] - v['null_mean']:.3f}, null 95% "
+                 f"{v['null_q95']:.3f}, p {v['p_value']:.2g})" for m, v in sc.items() if m != "jaccard") + ". "
+             + ("Each is within 0.05 of its random-pairing mean: the paired directions are arranged alike only "
+                "slightly more than any pairing of the same directions would be."
+                if all(abs(v["score"] - v["null_mean"]) < 0.05 for m, v in sc.items() if m != "jaccard") else ""),
+             f"- Pairing: median activation correlation {main_run['median_r']:.3f} "
+             f"(10%..90%: {main_run['r_quantiles'][0]:.3f}..{main_run['r_quantiles'][2]:.3f}) over "
+             f"{main_run['settings']['n_pairing_inputs']} items.",
              "", "## What the weak Gemma SAE allows", "",
              f"- Gemma's SAE explains {b['explained_variance']:.0%} of held-out variance (SmolLM2's: "
              f"{a['explained_variance']:.0%}), {b['dead_fraction']:.0%} of its features never fire on held-out "
@@ -208,8 +227,7 @@ def write(results: Path, found: dict) -> None:
               "features, not items, so it is unaffected, but the pairing's correlations are optimistic.",
               "- The argmax pairing is many-to-one: several Gemma features can share a SmolLM2 partner, which "
               "repeats rows in the decoder matrices."]
-    (results / "summary.md").write_text("\n".join(lines) + "\n")
-    (results / "summary.json").write_text(json.dumps(found, indent=1) + "\n")
+    return "\n".join(lines) + "\n"
 
 
 # %%

@@ -117,3 +117,23 @@ def test_clustering_refuses_overlapping_subspaces_zero_units_and_bad_thresholds(
         ti.geometry.cluster_by_subspace(torch.stack([W[0], torch.zeros(4, dtype=torch.float64)]), {"a": torch.eye(4)})
     with pytest.raises(OptionError, match=r"min_share=0 must be"):
         ti.geometry.cluster_by_subspace(W, {"a": torch.eye(4)}, min_share=0)
+
+
+def test_the_s5_demo_reports_clusters_and_trace_logits(tmp_path) -> None:
+    import importlib.util
+    from pathlib import Path
+
+    path = Path(__file__).resolve().parents[1] / "demos" / "s5_representations.py"
+    spec = importlib.util.spec_from_file_location("s5_demo_forms", path)
+    demo = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(demo)
+    found = demo.main(tmp_path)
+    nc, tr = found["neuron_clusters"], found["trace_logits"]
+    assert sum(nc["counts"].values()) == 128 and nc["counts"]["standard"] > 10
+    assert nc["counts"]["mixed"] < 16  # the neurons read one representation each (Chughtai et al.)
+    assert max(tr["fraction"], key=tr["fraction"].get) == "standard"  # the carrier found by ablation
+    assert 0 < tr["fitted_fraction"] <= sum(tr["fraction"].values()) + 1e-9 <= 1 + 1e-9
+    assert tr["optimal_loss"] <= min(tr["single_loss"].values()) + 1e-9
+    assert tr["single_loss"]["standard"] == pytest.approx(1.4973, abs=1e-4)
+    text = (tmp_path / "summary.md").read_text()
+    assert "## Hidden neurons clustered" in text and "## Trace logits" in text
