@@ -28,7 +28,7 @@
 #    and the simplex weights of the trace forms with the lowest loss (`optimal_weights`) against
 #    the weights the model's logits put on them.
 #
-# Run: `python demos/s5_representations.py` (writes `results/s5_representations/`; ~10 s on CPU).
+# Run: `python demos/s5_representations.py` (writes `results/s5_representations/`; ~10 s of CPU time).
 
 # %%
 import argparse

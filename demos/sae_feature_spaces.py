@@ -48,6 +48,7 @@ from _shared.model_notes import weights_note  # noqa: E402
 
 MODELS = {"smollm2-135m": "smollm2-135m-res-l15", "gemma-3-270m": "gemma-3-270m-res-l9"}
 MAX_CHARS = 600
+LAST = None  # the main comparison, displayed at the end in a notebook
 
 
 def pieces(n: int) -> list[str]:
@@ -136,6 +137,7 @@ def main(results: Path, quick: bool) -> dict:
     batches = aligned_batches(tokenizers, first, texts)
     data = {name: sae_codes(name, batches[name]) for name in MODELS}
     (ca, da, card_a), (cb, db, card_b) = data["smollm2-135m"], data["gemma-3-270m"]
+    global LAST
     runs = {}
     settings = [("hungarian, r >= 0", "hungarian", 0.0), ("hungarian, r >= 0.3", "hungarian", 0.3),
                 ("argmax, r >= 0.3", "argmax", 0.3)][: 2 if quick else 3]
@@ -149,6 +151,7 @@ def main(results: Path, quick: bool) -> dict:
             except ti.errors.InputError as err:  # too few confident pairs (the quick run): say so
                 runs[label] = {"error": str(err)}
                 continue
+        LAST = LAST if LAST is not None else res
         runs[label] = {"pairs": int(res.pairs.shape[0]), "median_r": float(res.correlations.median()),
                        "r_quantiles": [float(q) for q in res.correlations.quantile(torch.tensor(
                            [0.1, 0.5, 0.9], dtype=torch.float64))],
@@ -239,3 +242,12 @@ if __name__ == "__main__":
     args = parser.parse_args()
     main(args.results, args.quick)
     print((args.results / "summary.md").read_text())
+
+# %% [markdown]
+# In a notebook the main comparison (Hungarian pairs, every r) displays itself: each decoder
+# metric's score against its random-pairing null.
+
+# %%
+if __name__ == "__main__":
+    print(LAST.summary())
+    ti.viz.show(LAST.similarity)
