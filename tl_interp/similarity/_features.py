@@ -32,7 +32,7 @@ from torch import Tensor
 
 from tl_interp._checks import checked
 from tl_interp.errors import InputError, OptionError, ShapeError
-from tl_interp.similarity._compare import SimilarityResult, compare
+from tl_interp.similarity._compare import METRICS, SimilarityResult, compare
 from tl_interp.similarity._match import UnitMatch, match_units
 from tl_interp.stats import PermutationTest, PreparedNull, permutation_indices, permutation_test, register_null
 from tl_interp.stats._inputs import ArrayLike, as_float64, check_count
@@ -216,6 +216,10 @@ def feature_spaces(codes_a: ArrayLike, codes_b: ArrayLike, decoder_a: ArrayLike,
         raise OptionError(f"feature_spaces: min_correlation={min_correlation} must be a correlation in [-1, 1)")
     if not 0.0 <= heldout < 1.0:
         raise OptionError(f"feature_spaces: heldout={heldout} must be a share of the inputs in [0, 1)")
+    unknown = [m for m in metrics if m not in METRICS]
+    if unknown or not metrics:
+        raise OptionError(f"feature_spaces: metrics {list(metrics)}: unknown {unknown}; choose from {tuple(METRICS)} "
+                          "(Jaccard of co-firing is always computed)")
     ca, da = _codes(codes_a, decoder_a, "a")
     cb, db = _codes(codes_b, decoder_b, "b")
     if ca.shape[0] != cb.shape[0]:
