@@ -37,6 +37,7 @@ QUICK_ARGS = {
     "steering_numbers_months.py": ["--layers", "14,26", "--multipliers", "2", "--seeds", "1"],
     "steering_numbers_months_gemma.py": ["--layers", "9,15", "--multipliers", "1", "--seeds", "1"],
     "cross_model_similarity.py": ["--quick"],
+    "sae_feature_spaces.py": ["--quick"],
     "paired_states_smollm2.py": ["--pairs", "12", "--permutations", "99"],
     "layer_angles_smollm2.py": ["--sentences", "12"],
     "smollm2_weights.py": ["--neurons", "6", "--random", "50"],

@@ -12,7 +12,10 @@ States come from ``ti.collect`` (masks honoured); statistics from ``ti.stats``.
   between consecutive layers at target vs other tokens vs a shuffled baseline, corrected
   paired t-tests per layer (seed 004);
 - subspaces: ``project``, ``variance_explained``, ``spectrum``, ``low_rank`` and
-  ``subspace_ablation`` (``hooks.project_out`` per subspace, against random subspaces; seed 001).
+  ``subspace_ablation`` (``hooks.project_out`` per subspace, against random subspaces; seed 001);
+- ``cluster_by_subspace(W, bases)``: units (neurons) grouped by the subspace their weights read;
+  ``logit_fraction(logits, forms)``: the share of the logits hypothesised forms (e.g. trace
+  logits) explain; ``optimal_weights(forms, labels)``: their lowest-loss weighting (seed 001).
 
 Example:
     >>> import torch
@@ -24,6 +27,7 @@ Example:
 
 from tl_interp.geometry._ablation import SubspaceAblation, subspace_ablation
 from tl_interp.geometry._angles import COMPARISONS, AngleInputs, LayerAngles, angle_inputs, layer_angles
+from tl_interp.geometry._clusters import SubspaceClusters, cluster_by_subspace
 from tl_interp.geometry._correlation import CORRELATIONS, correlate, kendall, pearson, spearman
 from tl_interp.geometry._fits import (
     difference_pca,
@@ -32,6 +36,7 @@ from tl_interp.geometry._fits import (
     shift_residual,
     shift_rotation_residual,
 )
+from tl_interp.geometry._logit_forms import FormWeights, LogitForms, logit_fraction, optimal_weights
 from tl_interp.geometry._paired import PairedGeometry, paired
 from tl_interp.geometry._subspace import Spectrum, low_rank, project, spectrum, variance_explained
 
@@ -60,4 +65,10 @@ __all__ = [
     "low_rank",
     "subspace_ablation",
     "SubspaceAblation",
+    "cluster_by_subspace",
+    "SubspaceClusters",
+    "logit_fraction",
+    "LogitForms",
+    "optimal_weights",
+    "FormWeights",
 ]

@@ -9,6 +9,8 @@ the same words or prompts in the same order), computes in float64 and returns a 
 - geometry of items: ``rsa`` (RDM correlation), ``mutual_knn`` (+ ``knn_chance``);
 - sets: ``jaccard``, ``jaccard_topk`` (e.g. top SAE features);
 - units: ``match_units`` (pair neurons / features across models by correlation);
+- feature spaces: ``feature_spaces`` (two SAEs: features paired by activation correlation, decoder
+  directions compared against random pairings; ``paired_jaccard`` of their activity);
 - ``compare``: several metrics with random-pairing nulls, p-values and bootstrap intervals.
 
 Each metric registers a vectorised permutation null with ``ti.stats.permutation_test``, so
@@ -26,6 +28,7 @@ Example:
 
 from tl_interp.similarity._cca import pwcca, svcca
 from tl_interp.similarity._compare import METRICS, SimilarityResult, compare
+from tl_interp.similarity._features import FeatureSpaces, feature_spaces, paired_jaccard
 from tl_interp.similarity._kernels import cka
 from tl_interp.similarity._match import UnitMatch, match_units
 from tl_interp.similarity._neighbors import jaccard, jaccard_topk, knn_chance, mutual_knn
@@ -46,6 +49,9 @@ __all__ = [
     "jaccard_topk",
     "match_units",
     "UnitMatch",
+    "feature_spaces",
+    "FeatureSpaces",
+    "paired_jaccard",
     "compare",
     "SimilarityResult",
     "METRICS",
