@@ -261,9 +261,11 @@ class BaseRun:
         unchanged = skip_unchanged.UNCHANGED
         first = (skip_unchanged.footprints(self.model, bound, self.acts, self.context)
                  if not self.options.grad and all(name in self.acts for cell in bound for name in cell) else [0] * n)
+        start = int(self.read_positions.min()) if self.read_positions is not None else 0
         if not skip:  # computed anyway: from the first position read (all before it are the base run's)
-            start = int(self.read_positions.min()) if self.read_positions is not None else 0
             first = [start if f == unchanged else f for f in first]
+        # a pass must still compute the positions the metric reads, even before the cells' edits
+        first = [f if f == unchanged else min(f, start) for f in first]
         if self.prefix_reason is not None:
             first = [unchanged if f == unchanged else 0 for f in first]
         live = [i for i in range(n) if first[i] != unchanged]
