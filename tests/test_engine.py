@@ -107,7 +107,18 @@ def test_a_plain_metric_function_refuses_padding_and_works_without() -> None:
     cells = [hooks.zero_ablate(site("z", 0), heads=h) for h in range(4)]
     expected = torch.stack([c.run(model, TOKENS)[:, -1, 0].mean() for c in cells])
     assert_close(base.evaluate(cells), expected, rtol=0, atol=2e-5)
-    assert base.paths["read_only"] == "off: the metric is a plain function of the full logits"
+    assert base.paths["read_only"] == "on"  # traced: it reads the last position only (engine.reads)
+    assert base.paths["plain_metric"].startswith("plain metric traced: it reads position 6 only")
+
+
+def test_a_plain_metric_reading_every_position_keeps_the_full_logits() -> None:
+    model = llama_style()
+    base = BaseRun(model, as_batch(model, TOKENS), lambda logits: logits[:, :, 0].mean(), [site("z", 0)])
+    cells = [hooks.zero_ablate(site("z", 0), heads=h) for h in range(4)]
+    expected = torch.stack([c.run(model, TOKENS)[:, :, 0].mean() for c in cells])
+    assert_close(base.evaluate(cells), expected, rtol=0, atol=2e-5)
+    assert base.paths["read_only"] == ("off: plain metric reads the full logits: it reads every position (the "
+                                       "read-only head computes one position per row)")
 
 
 def test_gradients_flow_through_stacked_cells() -> None:
