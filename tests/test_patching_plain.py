@@ -50,8 +50,8 @@ PATHS = {
     "last": (True, True, True),
     "after_the_edit": (True, True, False),
     "before_the_edit": (True, True, False),
-    "mean_over_positions": (False, False, False),
-    "argmax_position": (False, False, False),
+    "mean_over_positions": (False, True, False),  # positions before a pass's window: the base run's logits
+    "argmax_position": (False, True, False),
     "data_dependent": (True, True, True),
 }
 
@@ -86,6 +86,7 @@ def test_plain_metrics_equal_transformer_lens_and_take_the_fast_paths_only_where
         read_only, prefix, split = PATHS[kind]
         assert (engine["read_only"] == "on", engine["prefix_kv"] == "on", engine["split_final"] == "on") == \
             (read_only, prefix, split), engine
+        assert (settings["prefix_passes"] > 0) is prefix
         if read_only:
             assert engine["plain_metric"].startswith("plain metric traced: it reads position"), engine
         else:

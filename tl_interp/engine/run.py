@@ -161,7 +161,8 @@ class BaseRun:
         """``prefix_kv`` and ``split_final``, which follow from the read-only head's decision."""
         model, batch, fast = self.model, self.batch, self.options.fast_paths
         off = "fast paths disabled (fast_paths=False)"
-        self.prefix_reason = (prefix_kv.reason(model, batch, self.metric, self.read_reason) if fast else off)
+        head_reason = None if self.read_reason is None or self._full_logits_reason() is None else self.read_reason
+        self.prefix_reason = (prefix_kv.reason(model, batch, self.metric, head_reason) if fast else off)
         if self.mid_reason is not None and self.prefix_reason is None:
             self.prefix_reason = f"needs mid-stack starts ({self.mid_reason})"
         pending = self.plain and self.read_reason is None and self.read_positions is None
@@ -169,6 +170,17 @@ class BaseRun:
                              split_final.reason(model, batch, self.read_positions, self.read_reason) if fast else off)
         if self.mid_reason is not None and self.split_reason is None:
             self.split_reason = f"needs mid-stack starts ({self.mid_reason})"
+
+    def _full_logits_reason(self) -> str | None:
+        """Why a pass that starts at position p can't give full logits (positions < p taken from
+        the base run's logits, which they equal under causal attention), or None."""
+        if self.options.grad:
+            return "gradients kept"
+        if self._staged is not None:
+            return "a staged metric"
+        if not compat.head_is_plain(self.model):
+            return "a hook is attached to ln_final or unembed"
+        return None
 
     def _trace_plain(self, logits: Tensor) -> None:
         """Which position the plain metric reads, traced on the base run's logits (``engine.reads``):
@@ -264,8 +276,8 @@ class BaseRun:
         start = int(self.read_positions.min()) if self.read_positions is not None else 0
         if not skip:  # computed anyway: from the first position read (all before it are the base run's)
             first = [start if f == unchanged else f for f in first]
-        # a pass must still compute the positions the metric reads, even before the cells' edits
-        first = [f if f == unchanged else min(f, start) for f in first]
+        if self.read_positions is not None:  # a pass must compute what the metric reads, even before the edits
+            first = [f if f == unchanged else min(f, start) for f in first]
         if self.prefix_reason is not None:
             first = [unchanged if f == unchanged else 0 for f in first]
         live = [i for i in range(n) if first[i] != unchanged]
@@ -346,9 +358,11 @@ class BaseRun:
 
     def _read(self, out: Tensor, n: int, offset: int) -> Tensor:
         """What a pass gives: its final residuals at the read positions (read-only head), else
-        its full logits."""
+        its full logits (those before its window from the base run)."""
         if self.read_reason is None:
             return read_only.take(out, self.read_positions.repeat(n), offset)
+        if offset > 0:  # full logits: the positions before the pass's window are the base run's
+            return torch.cat([self.base_logits[:, :offset].repeat(n, 1, 1), out], 1)
         return out
 
     def _score_passes(self, outputs: list[tuple[list[int], Tensor]], bound: list[dict[str, list[Any]]]
