@@ -27,9 +27,8 @@ import torch
 warnings.filterwarnings("ignore")
 
 import tl_interp as ti  # noqa: E402
-from _cases import random_patching_case  # noqa: E402
+from _cases import plain_logit_diff, random_patching_case  # noqa: E402
 from _timing import timed  # noqa: E402
-from transformer_lens import HookedTransformer, HookedTransformerConfig  # noqa: E402
 from transformer_lens import patching as tl_patching  # noqa: E402
 
 
@@ -77,31 +76,6 @@ def compare_plain(label, model, clean, corrupted, plain, repeats):
           f"{engine['split_final']}; {engine['plain_metric']}")
 
 
-def plain_logit_diff(correct, wrong):
-    """logit(correct) - logit(wrong) at the last position, averaged: the plain function
-    TransformerLens's patching tutorials write (for unpadded prompts)."""
-    rows = torch.arange(len(correct))
-
-    def logit_diff(logits):
-        return (logits[rows, -1, correct] - logits[rows, -1, wrong]).mean()
-
-    return logit_diff
-
-
-def issue_case():
-    """Issue 26's case: a random 6-layer d_model-256 model with d_vocab 5,000, 8 prompts x 16
-    tokens corrupted at two positions, a plain logit difference at the last position."""
-    cfg = HookedTransformerConfig(n_layers=6, d_model=256, n_heads=8, d_head=32, d_mlp=1024, d_vocab=5000,
-                                  n_ctx=64, act_fn="gelu_new", normalization_type="LN", seed=0)
-    model = HookedTransformer(cfg).eval()
-    g = torch.Generator().manual_seed(0)
-    clean = torch.randint(0, 5000, (8, 16), generator=g)
-    corrupted = clean.clone()
-    corrupted[:, [5, 9]] = torch.randint(0, 5000, (8, 2), generator=g)
-    answers = torch.randint(0, 5000, (2, 8), generator=g)
-    return model, clean, corrupted, plain_logit_diff(answers[0], answers[1])
-
-
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--skip-real", action="store_true")
@@ -115,7 +89,9 @@ def main() -> None:
 
     model, clean, corrupted, metric = random_patching_case()
     compare("a: random 6L d256", model, clean, corrupted, metric, args.repeats)
-    compare_plain("a2: issue 26, random 6L d256 d_vocab 5000", *issue_case(), args.repeats)
+    # issue 26's case: d_vocab 5,000, corrupted at two positions, a plain logit difference
+    compare_plain("a2: issue 26, random 6L d256 d_vocab 5000",
+                  *random_patching_case(d_vocab=5000, corrupt=(5, 9), plain=True), args.repeats)
 
     if not args.skip_real:
         # equal token lengths in every row, so TransformerLens sees unpadded inputs too
