@@ -94,3 +94,13 @@ def test_a_metric_whose_value_changes_when_unread_positions_are_hidden_is_refuse
 
     found = reads.probe(counting, LOGITS, counting(LOGITS))
     assert found.position is None and "its value changed" in found.why
+
+
+def test_a_metric_failing_on_watched_logits_is_refused_not_raised() -> None:
+    def strict(x: torch.Tensor) -> torch.Tensor:
+        if type(x) is not torch.Tensor:
+            raise TypeError("wants a plain tensor")
+        return x[:, -1, A].mean()
+
+    found = reads.probe(strict, LOGITS, strict(LOGITS))
+    assert found.position is None and found.why == "it raised TypeError on watched logits: wants a plain tensor"

@@ -22,6 +22,10 @@ compute, then traces **every** later call again, on logits that are NaN everywhe
 (``score``): a call that reads elsewhere -- a data-dependent index, a random one, another
 branch -- is caught and that cell is recomputed on its full logits. The check is per call, so
 it never depends on the probe having seen the metric's every behaviour.
+
+What a metric with side effects sees: three more calls (the probe), and, on the fast path,
+logits that hold NaN at the positions it does not read; a call that fails on watched logits is
+made again on the full logits (so its own errors still reach the caller).
 """
 
 import contextlib
@@ -194,6 +198,9 @@ def traced(metric: Callable[[Tensor], Any], logits: Tensor, allowed: frozenset[i
         value = metric(watch(logits, trace))
     except Unproven as err:
         trace.refused = trace.refused or str(err)
+        return None, trace
+    except Exception as err:  # e.g. a library that wants exactly torch.Tensor: the full logits decide
+        trace.refused = trace.refused or f"it raised {type(err).__name__} on watched logits: {err}"
         return None, trace
     if trace.refused is not None:  # caught by the metric itself
         return None, trace
