@@ -21,7 +21,7 @@ def random_patching_case(*, d_vocab: int = 2000, corrupt: Sequence[int] = (5,), 
     corrupted = clean.clone()
     corrupted[:, list(corrupt)] = torch.randint(0, d_vocab, (8, len(corrupt)), generator=g)
     correct, wrong = torch.randint(0, d_vocab, (8,), generator=g), torch.randint(0, d_vocab, (8,), generator=g)
-    metric = plain_logit_diff(correct, wrong) if plain else ti.metrics.logit_diff(correct, wrong)
+    metric = plain_logit_diff(correct, wrong) if plain else ti.metrics.logit_diff(correct, wrong, positions=-1)
     return model, clean, corrupted, metric
 
 

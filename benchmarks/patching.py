@@ -118,7 +118,7 @@ def real_case(model, pairs):
         raise SystemExit("benchmark pairs must tokenize to one length, unpadded, so TransformerLens sees the same inputs")
     ids = lambda words: torch.tensor([adapter.tokenize(w, prepend_bos=False).tokens[0, 0] for w in words])  # noqa: E731
     correct, wrong = ids([p[2] for p in pairs]), ids([p[3] for p in pairs])
-    metric = ti.metrics.logit_diff(correct, wrong)
+    metric = ti.metrics.logit_diff(correct, wrong, positions=-1)  # unpadded: TL calls it without the batch
     return model, clean.tokens, corrupted.tokens, metric, plain_logit_diff(correct, wrong)
 
 if __name__ == "__main__":
