@@ -51,7 +51,8 @@ class Unproven(BaseException):
 
 @dataclass
 class Trace:
-    """What one watched call read: ``positions`` (sorted), or why that is unknown."""
+    """What one watched call read: the ``positions`` its indexing selected, or why that is
+    unknown (``refused``); ``allowed``: the positions it may read (None: any)."""
 
     seq: int
     allowed: frozenset[int] | None = None
@@ -192,7 +193,16 @@ def _no_random_draws(what: list[str]) -> Iterator[None]:
 
 def traced(metric: Callable[[Tensor], Any], logits: Tensor, allowed: frozenset[int] | None = None
            ) -> tuple[Any, Trace]:
-    """``metric(logits)`` watched: its value (None if refused) and its ``Trace``."""
+    """``metric(logits)`` watched: its value (None if refused) and its ``Trace``.
+
+    Example:
+        >>> import torch
+        >>> value, trace = traced(lambda x: x.log_softmax(-1)[:, 2, 0].sum(), torch.zeros(1, 4, 3))
+        >>> sorted(trace.positions), trace.refused
+        ([2], None)
+        >>> traced(lambda x: x.argmax(), torch.zeros(1, 4, 3))[1].refused
+        'argmax on the whole logits'
+    """
     trace = Trace(seq=logits.shape[1], allowed=allowed)
     try:
         value = metric(watch(logits, trace))
@@ -235,7 +245,18 @@ class Probe:
 def probe(metric: Callable[[Tensor], Any], logits: Tensor, value: Tensor) -> Probe:
     """Trace ``metric`` on the base run's ``logits`` (whose metric value is ``value``): which one
     position it reads, shown by an unchanged value when every other position is hidden, first as
-    NaN, then as finite garbage, without drawing random numbers."""
+    NaN, then as finite garbage, without drawing random numbers.
+
+    Example:
+        >>> import torch
+        >>> logits = torch.randn(2, 5, 7)
+        >>> last = lambda x: (x[:, -1, 3] - x[:, -1, 4]).mean()
+        >>> probe(last, logits, last(logits)).position
+        4
+        >>> every = lambda x: x[:, :, 3].mean()
+        >>> probe(every, logits, every(logits)).why
+        'it reads every position (the read-only head computes one position per row)'
+    """
     draws: list[str] = []
     with _no_random_draws(draws):
         got, trace = traced(metric, logits.clone())  # a metric writing into its logits keeps the base run's
