@@ -12,7 +12,9 @@ The corrupted prompts differ from the clean ones at one position, as in most stu
 the cells before it (and, entering layer 0, all but that one) patch values identical to the
 base run's: the sweep skips their forward passes (exact: such a patch changes nothing).
 A second line times the sweep with that skipping turned off, every cell through the
-stacked-forward engine, to show what the engine alone gives.
+stacked-forward engine, to show what the engine alone gives. A plain-metric line times the same
+kind of sweep with TransformerLens's own convention, a ``logits -> scalar`` function (issue 26:
+the random model of the issue, d_vocab 5,000, corrupted at two positions; and SmolLM2).
 
 Run: python benchmarks/patching.py [--skip-real] [--gemma] [--repeats N]
 """
@@ -25,7 +27,7 @@ import torch
 warnings.filterwarnings("ignore")
 
 import tl_interp as ti  # noqa: E402
-from _cases import random_patching_case  # noqa: E402
+from _cases import plain_logit_diff, random_patching_case  # noqa: E402
 from _timing import timed  # noqa: E402
 from transformer_lens import patching as tl_patching  # noqa: E402
 
@@ -59,6 +61,21 @@ def compare(label, model, clean, corrupted, metric, repeats, attribution=True):
               f"{w_tl / w_atp:.1f}x wall, {c_tl / c_atp:.1f}x CPU; Pearson r with exact {r:.3f}")
 
 
+def compare_plain(label, model, clean, corrupted, plain, repeats):
+    """The sweep with a plain ``logits -> scalar`` metric (TransformerLens's convention): the
+    engine traces where it reads (tl_interp.engine.reads) and takes the fast paths there."""
+    _, clean_cache = model.run_with_cache(clean)
+    (w_tl, c_tl), ref = timed(lambda: tl_patching.get_act_patch_resid_pre(model, corrupted, clean_cache, plain), repeats)
+    (w_us, c_us), ours = timed(lambda: ti.patching.sweep(model, clean, corrupted, plain, progress=False), repeats)
+    diff = (ours.values - ref.float().cpu()).abs().max().item()
+    engine = ours.provenance.settings["engine"]
+    print(f"[{label}] plain metric (logits -> scalar), resid_pre sweep {tuple(ref.shape)}: TransformerLens "
+          f"{w_tl:.2f}s wall / {c_tl:.2f}s CPU, tl_interp {w_us:.2f}s wall / {c_us:.2f}s CPU; speed-up "
+          f"{w_tl / w_us:.1f}x wall, {c_tl / c_us:.1f}x CPU; max |diff| {diff:.1e}")
+    print(f"[{label}]   read_only {engine['read_only']}, prefix_kv {engine['prefix_kv']}, split_final "
+          f"{engine['split_final']}; {engine['plain_metric']}")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--skip-real", action="store_true")
@@ -72,6 +89,9 @@ def main() -> None:
 
     model, clean, corrupted, metric = random_patching_case()
     compare("a: random 6L d256", model, clean, corrupted, metric, args.repeats)
+    # issue 26's case: d_vocab 5,000, corrupted at two positions, a plain logit difference
+    compare_plain("a2: issue 26, random 6L d256 d_vocab 5000",
+                  *random_patching_case(d_vocab=5000, corrupt=(5, 9), plain=True), args.repeats)
 
     if not args.skip_real:
         # equal token lengths in every row, so TransformerLens sees unpadded inputs too
@@ -79,23 +99,27 @@ def main() -> None:
                  ("March, April, May, June,", "August, September, October, November,", " July", " December"),
                  ("one, two, three, four,", "five, six, seven, eight,", " five", " nine"),
                  ("two, three, four, five,", "four, five, six, seven,", " six", " eight")]
-        compare("b: SmolLM2-135M", *real_case(ti.models.load("smollm2-135m"), pairs), 1)
+        case = real_case(ti.models.load("smollm2-135m"), pairs)
+        compare("b: SmolLM2-135M", *case[:4], 1)
+        compare_plain("b: SmolLM2-135M", *case[:3], case[4], 1)
     if args.gemma:
         pairs = [("January, February, March,", "June, July, August,", " April", " September"),
                  ("one, two, three,", "five, six, seven,", " four", " eight")]
-        compare("c: Gemma-3-270M", *real_case(ti.models.load("gemma-3-270m"), pairs), 1)
+        compare("c: Gemma-3-270M", *real_case(ti.models.load("gemma-3-270m"), pairs)[:4], 1)
 
 
 def real_case(model, pairs):
-    """A real model and its clean/corrupted pairs (of one token length) with their answers' logit difference."""
+    """A real model and its clean/corrupted pairs (of one token length) with their answers' logit
+    difference, as a metric and as a plain function."""
     adapter = ti.models.adapt(model)
     clean = adapter.tokenize([p[0] for p in pairs])
     corrupted = adapter.tokenize([p[1] for p in pairs])
     if clean.padded or corrupted.padded or clean.shape != corrupted.shape:
         raise SystemExit("benchmark pairs must tokenize to one length, unpadded, so TransformerLens sees the same inputs")
     ids = lambda words: torch.tensor([adapter.tokenize(w, prepend_bos=False).tokens[0, 0] for w in words])  # noqa: E731
-    metric = ti.metrics.logit_diff(ids([p[2] for p in pairs]), ids([p[3] for p in pairs]))
-    return model, clean.tokens, corrupted.tokens, metric
+    correct, wrong = ids([p[2] for p in pairs]), ids([p[3] for p in pairs])
+    metric = ti.metrics.logit_diff(correct, wrong, positions=-1)  # unpadded: TL calls it without the batch
+    return model, clean.tokens, corrupted.tokens, metric, plain_logit_diff(correct, wrong)
 
 if __name__ == "__main__":
     main()

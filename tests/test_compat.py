@@ -326,3 +326,23 @@ def test_the_internals_scan_finds_a_planted_internal(tmp_path: Path) -> None:
                        "    return sae.cfg.metadata.hook_name, module._forward_hooks, 'HF_HUB_OFFLINE'\n")
     found = _outside_internals(planted, _defined_names())
     assert len(found) == 7, found
+
+
+def test_torch_function_switches_run_a_subclass_operation_as_on_a_plain_tensor() -> None:
+    # the plain-metric probe (engine/reads.py) watches logits through these two switches
+    from tl_interp.compat import torch_functions
+
+    seen: list[str] = []
+
+    class Watch(torch.Tensor):
+        @classmethod
+        def __torch_function__(cls, func, types, args=(), kwargs=None):
+            seen.append(getattr(func, "__name__", "?"))
+            with torch_functions.as_plain_tensors():
+                return func(*args, **(kwargs or {}))
+
+    x = torch.arange(3.0).as_subclass(Watch)
+    out = x * 2
+    assert type(out) is torch.Tensor and torch.equal(out, torch.tensor([0.0, 2.0, 4.0])) and seen
+    assert torch_functions.leaves(((x, [1]), {"k": x})) == [x, 1, x]
+    assert torch_functions.usable()

@@ -63,6 +63,45 @@ def test_every_cell_equals_its_intervention_run_by_hand(make: Any, options: Engi
         assert all(v.startswith("off") for k, v in base.paths.items() if k != "skip_unchanged")
 
 
+PLAIN = {  # plain logits -> scalar functions: one position (traced), and every position (full logits)
+    "last": lambda logits: (logits[:, -1, 1] - logits[:, -1, 4]).mean(),
+    "every position": lambda logits: logits[:, :, 1].log_softmax(-1).mean(),
+}
+
+
+@pytest.mark.parametrize("make", [gpt2_style, llama_style])
+@pytest.mark.parametrize("kind", list(PLAIN))
+@pytest.mark.parametrize("options", [EngineOptions(cost=FREE_PASSES), EngineOptions(skip_unchanged=False, cost=FREE_PASSES)],
+                         ids=["every-prefix", "no-skipping"])
+def test_every_cell_of_a_plain_metric_equals_its_intervention_run_by_hand(make: Any, kind: str,
+                                                                         options: EngineOptions) -> None:
+    model = make()
+    cells, metric = _cells(model), PLAIN[kind]
+    base = BaseRun(model, as_batch(model, TOKENS), metric, _names(model, cells), options)
+    expected = torch.stack([metric(cell.run(model, TOKENS)) for cell in cells])
+    assert_close(base.evaluate(cells), expected, rtol=0, atol=2e-5)
+    assert base.stats["prefix_passes"] > 0  # positions before a pass's window: base keys, values and logits
+    assert (base.paths["read_only"] == "on") is (kind == "last")
+
+
+def test_a_user_hook_on_the_final_norm_keeps_a_full_logits_metric_on_full_positions() -> None:
+    model = llama_style()
+
+    def copy_last_into_first(act: torch.Tensor, hook: Any) -> torch.Tensor:
+        act[:, 0] = act[:, -1]  # across positions: the base run's position 0 is stale in a cell
+        return act
+
+    cells, metric = _cells(model), PLAIN["every position"]
+    model.add_hook("ln_final.hook_normalized", copy_last_into_first, is_permanent=True)
+    try:
+        base = BaseRun(model, as_batch(model, TOKENS), metric, _names(model, cells), EngineOptions(cost=FREE_PASSES))
+        assert base.paths["prefix_kv"].startswith("off: needs the read-only head")
+        expected = torch.stack([metric(cell.run(model, TOKENS)) for cell in cells])
+        assert_close(base.evaluate(cells), expected, rtol=0, atol=2e-5)
+    finally:
+        model.reset_hooks(including_permanent=True)
+
+
 def test_a_user_hook_on_the_final_norm_turns_the_read_only_head_off_and_stays_exact() -> None:
     model = gpt2_style()
 
@@ -107,7 +146,18 @@ def test_a_plain_metric_function_refuses_padding_and_works_without() -> None:
     cells = [hooks.zero_ablate(site("z", 0), heads=h) for h in range(4)]
     expected = torch.stack([c.run(model, TOKENS)[:, -1, 0].mean() for c in cells])
     assert_close(base.evaluate(cells), expected, rtol=0, atol=2e-5)
-    assert base.paths["read_only"] == "off: the metric is a plain function of the full logits"
+    assert base.paths["read_only"] == "on"  # traced: it reads the last position only (engine.reads)
+    assert base.paths["plain_metric"].startswith("plain metric traced: it reads position 6 only")
+
+
+def test_a_plain_metric_reading_every_position_keeps_the_full_logits() -> None:
+    model = llama_style()
+    base = BaseRun(model, as_batch(model, TOKENS), lambda logits: logits[:, :, 0].mean(), [site("z", 0)])
+    cells = [hooks.zero_ablate(site("z", 0), heads=h) for h in range(4)]
+    expected = torch.stack([c.run(model, TOKENS)[:, :, 0].mean() for c in cells])
+    assert_close(base.evaluate(cells), expected, rtol=0, atol=2e-5)
+    assert base.paths["read_only"] == ("off: plain metric reads the full logits: it reads every position (the "
+                                       "read-only head computes one position per row)")
 
 
 def test_gradients_flow_through_stacked_cells() -> None:

@@ -236,7 +236,7 @@ def test_keyboard_interrupt_inside_a_sweep_leaves_no_hooks() -> None:
 
     def metric(logits: torch.Tensor) -> torch.Tensor:
         calls.append(1)
-        if len(calls) == 3:  # 1: checked on dummy logits, 2: the base run, 3: the first stacked pass
+        if len(calls) == 6:  # 1: checked on dummy logits, 2: the base run, 3-5: its trace, 6: the first cell
             raise KeyboardInterrupt
         return logits[:, -1, 1].mean()
 

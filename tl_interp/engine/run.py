@@ -24,6 +24,7 @@ from torch import Tensor
 from tl_interp import hooks
 from tl_interp._context import RunContext, running
 from tl_interp import compat
+from tl_interp.engine import reads
 from tl_interp.engine.passes import CostModel, cells_per_pass, chunks, merge_layers
 from tl_interp.engine.paths import mid_stack, prefix_kv, read_only, skip_unchanged, split_final
 from tl_interp.engine.stack import bound_cells, stack
@@ -68,16 +69,17 @@ def _score(metric: Any, logits: Tensor, n: int, batch: int, read: bool) -> Value
     if is_metric(metric):
         shaped = logits.reshape(n, batch, *logits.shape[1:])
         return metric.score(shaped) if read else metric.per_prompt(shaped)
-    values = []
-    for i in range(n):
-        value = metric(logits[i * batch:(i + 1) * batch])
-        if not isinstance(value, Tensor) or value.ndim != 0:
-            got = tuple(value.shape) if isinstance(value, Tensor) else type(value).__name__
-            raise InputError(f"the metric must return a scalar (0-dim tensor) for logits (batch, pos, d_vocab), as "
-                             f"TransformerLens's patching functions expect; it returned {got}. Reduce over the batch "
-                             "(e.g. .mean()) or pass a tl_interp.metrics metric")
-        values.append(value)
-    return torch.stack(values)
+    return torch.stack([scalar(metric(logits[i * batch:(i + 1) * batch])) for i in range(n)])
+
+
+def scalar(value: Any) -> Tensor:
+    """A plain metric's value, which must be a 0-dim tensor (TransformerLens's convention)."""
+    if not isinstance(value, Tensor) or value.ndim != 0:
+        got = tuple(value.shape) if isinstance(value, Tensor) else type(value).__name__
+        raise InputError(f"the metric must return a scalar (0-dim tensor) for logits (batch, pos, d_vocab), as "
+                         f"TransformerLens's patching functions expect; it returned {got}. Reduce over the batch "
+                         "(e.g. .mean()) or pass a tl_interp.metrics metric")
+    return value
 
 
 @dataclass(frozen=True, eq=False)
@@ -108,11 +110,8 @@ def check_metric(model: Any, metric: Callable[..., Any], batch: Tokenized) -> Ca
     except Exception as err:  # a metric that cannot even take logits of the right shape
         raise InputError(f"the metric failed on logits of shape (batch, pos, d_vocab) = {tuple(dummy.shape)}: "
                          f"{type(err).__name__}: {err}") from err
-    if not is_metric(bound) and (not isinstance(out, Tensor) or out.ndim != 0):
-        got = tuple(out.shape) if isinstance(out, Tensor) else type(out).__name__
-        raise InputError(f"the metric must return a scalar (0-dim tensor) for logits (batch, pos, d_vocab), as "
-                         f"TransformerLens's patching functions expect; it returned {got}. Reduce over the batch "
-                         "(e.g. .mean()) or pass a tl_interp.metrics metric")
+    if not is_metric(bound):
+        scalar(out)
     return bound
 
 
@@ -138,22 +137,61 @@ class BaseRun:
         fast = options.fast_paths
         off = "fast paths disabled (fast_paths=False)"
         self.mid_reason = mid_stack.reason(model) if fast else off
-        self.read_reason = read_only.reason(model, self.metric) if fast else off
+        # a plain function is traced on the base run's logits (engine.reads); until then its
+        # read-only head is pending, and the base run computes the full logits
+        self.plain = not is_metric(self.metric)
+        traceable = self._staged is None and not options.grad
+        self.read_reason = read_only.reason(model, self.metric, traceable=traceable) if fast else off
+        self.read_note: str | None = None
         self.read_positions: Tensor | None = None
-        if self.read_reason is None:
+        if self.read_reason is None and not self.plain:
             self.read_positions = self.metric.positions.long()  # type: ignore[union-attr]
-        self.prefix_reason = (prefix_kv.reason(model, batch, self.metric, self.read_reason) if fast else off)
-        if self.mid_reason is not None and self.prefix_reason is None:
-            self.prefix_reason = f"needs mid-stack starts ({self.mid_reason})"
-        self.split_reason = (split_final.reason(model, batch, self.read_positions, self.read_reason) if fast else off)
-        if self.mid_reason is not None and self.split_reason is None:
-            self.split_reason = f"needs mid-stack starts ({self.mid_reason})"
+        self._decide_paths()
         # what TL's own forward uses as the mask: the batch's when padded, else its default
         self.forward_mask = batch.attention_mask if batch.padded else compat.tl_default_mask(model, batch.tokens)
         self.context = RunContext(real=batch.attention_mask.bool() if batch.padded else None)
         self.stats = {"passes": 0, "cells_skipped": 0, "final_block_split": 0, "prefix_passes": 0}
+        if self.plain:
+            self.stats["plain_recomputed"] = 0  # cells whose plain metric read outside the traced position
         self._unembed_weight: Tensor | None = None
         self._run_base(list(dict.fromkeys(sites)))
+
+    def _decide_paths(self) -> None:
+        """``prefix_kv`` and ``split_final``, which follow from the read-only head's decision."""
+        model, batch, fast = self.model, self.batch, self.options.fast_paths
+        off = "fast paths disabled (fast_paths=False)"
+        head_reason = None if self.read_reason is None or self._full_logits_reason() is None else self.read_reason
+        self.prefix_reason = (prefix_kv.reason(model, batch, self.metric, head_reason) if fast else off)
+        if self.mid_reason is not None and self.prefix_reason is None:
+            self.prefix_reason = f"needs mid-stack starts ({self.mid_reason})"
+        pending = self.plain and self.read_reason is None and self.read_positions is None
+        self.split_reason = ("pending the plain metric's trace" if pending else
+                             split_final.reason(model, batch, self.read_positions, self.read_reason) if fast else off)
+        if self.mid_reason is not None and self.split_reason is None:
+            self.split_reason = f"needs mid-stack starts ({self.mid_reason})"
+
+    def _full_logits_reason(self) -> str | None:
+        """Why a pass that starts at position p can't give full logits (positions < p taken from
+        the base run's logits, which they equal under causal attention), or None."""
+        if self.options.grad:
+            return "gradients kept"
+        if self._staged is not None:
+            return "a staged metric"
+        if not compat.head_is_plain(self.model):
+            return "a hook is attached to ln_final or unembed"
+        return None
+
+    def _trace_plain(self, logits: Tensor) -> None:
+        """Which position the plain metric reads, traced on the base run's logits (``engine.reads``):
+        one position turns on the read-only head there; anything else turns it off, saying why."""
+        found = reads.probe(self.metric, logits, self._values)  # type: ignore[arg-type]
+        self.read_note = found.describe()
+        if found.position is None:
+            self.read_reason = self.read_note
+        else:
+            self.read_positions = torch.full((self.rows,), found.position, dtype=torch.long,
+                                             device=self.batch.tokens.device)
+        self._decide_paths()
 
     # -- the base run ---------------------------------------------------------------------
     def _run_base(self, sites: list[str]) -> None:
@@ -167,7 +205,7 @@ class BaseRun:
         if self.prefix_reason is None:
             kv = compat.new_kv_cache(model, self.rows)
             kw = {"past_kv_cache": kv, "attention_mask": torch.ones_like(self.batch.tokens)}
-        if self.read_reason is None:
+        if self.read_reason is None and not self.plain:
             kw["stop_at_layer"] = model.cfg.n_layers
         iv = cache or Intervention.identity()
         with torch.no_grad():
@@ -175,11 +213,13 @@ class BaseRun:
             self.acts = dict(cache.store) if cache is not None else {}
             self.kv = compat.kv_entries(kv) if kv is not None else []
         self._values: Values | None = None
-        if self.read_reason is None:  # unembedded later, with the cells' rows, in one call
+        if self.read_reason is None and not self.plain:  # unembedded later, with the cells' rows, in one call
             self._base_rows: Tensor | None = read_only.take(out, self.read_positions, 0)
         else:
             self._base_rows = None
             self._finish_base(out)
+            if self.plain and self.read_reason is None:
+                self._trace_plain(out)
 
     def _finish_base(self, logits: Tensor) -> None:
         """The base run's values from its logits (at the read positions, or all of them)."""
@@ -214,7 +254,10 @@ class BaseRun:
                    "split_final": self.split_reason,
                    "skip_unchanged": None if self.options.skip_unchanged and not self.options.grad
                    else "skip_unchanged=False or gradients kept"}
-        return {k: "on" if v is None else f"off: {v}" for k, v in reasons.items()}
+        paths = {k: "on" if v is None else f"off: {v}" for k, v in reasons.items()}
+        if self.plain:  # where a plain function read, and how that was decided
+            paths["plain_metric"] = self.read_note or f"reads the full logits: {self.read_reason}"
+        return paths
 
     # -- the passes ----------------------------------------------------------------------
     def evaluate(self, cells: Sequence[Intervention], progress: Callable[[int], None] | None = None) -> Values:
@@ -229,9 +272,11 @@ class BaseRun:
         unchanged = skip_unchanged.UNCHANGED
         first = (skip_unchanged.footprints(self.model, bound, self.acts, self.context)
                  if not self.options.grad and all(name in self.acts for cell in bound for name in cell) else [0] * n)
+        start = int(self.read_positions.min()) if self.read_positions is not None else 0
         if not skip:  # computed anyway: from the first position read (all before it are the base run's)
-            start = int(self.read_positions.min()) if self.read_positions is not None else 0
             first = [start if f == unchanged else f for f in first]
+        if self.read_positions is not None:  # a pass must compute what the metric reads, even before the edits
+            first = [f if f == unchanged else min(f, start) for f in first]
         if self.prefix_reason is not None:
             first = [unchanged if f == unchanged else 0 for f in first]
         live = [i for i in range(n) if first[i] != unchanged]
@@ -258,25 +303,27 @@ class BaseRun:
                     outputs.append((idx, self._pass(layer, [bound[i] for i in idx], first_pos)))
                     if progress is not None:
                         progress(len(idx))
-            results = self._score_passes(outputs)
+            results = self._score_passes(outputs, bound)
         base = self.values
         rows = [results.get(i, base) for i in range(n)]
         if isinstance(base, dict):
             return {k: torch.stack([r[k] for r in rows]) for k in base}  # type: ignore[index]
         return torch.stack(rows)  # type: ignore[arg-type]
 
-    def _pass(self, layer: int | None, cells: list[dict[str, list[Any]]], first_pos: int) -> Tensor:
-        """One stacked forward pass over ``cells``, starting at ``layer`` and position ``first_pos``."""
+    def _pass(self, layer: int | None, cells: list[dict[str, list[Any]]], first_pos: int,
+              full_logits: bool = False) -> Tensor:
+        """One stacked forward pass over ``cells``, starting at ``layer`` and position ``first_pos``
+        (``full_logits``: the model's own full forward, whatever the fast paths)."""
         model, n, rows = self.model, len(cells), self.rows
         stacked = stack(cells, rows)
         self.stats["passes"] += 1
         mask = None if self.forward_mask is None else self.forward_mask.repeat(n, 1)
         if layer is None:  # from the tokens (an edit outside the blocks, or no mid-stack starts)
             kw: dict[str, Any] = {} if mask is None else {"attention_mask": mask}
-            if self.read_reason is None:
+            if self.read_reason is None and not full_logits:
                 kw["stop_at_layer"] = model.cfg.n_layers
             out = stacked.run(model, self.batch.tokens.repeat(n, 1), **kw)
-            return self._read(out, n, 0)
+            return out if full_logits else self._read(out, n, 0)
         n_layers = model.cfg.n_layers
         final_input = site_name("resid_pre", n_layers - 1)
         # the final block runs at the last position alone when no cell edits inside it; cells that
@@ -310,12 +357,15 @@ class BaseRun:
 
     def _read(self, out: Tensor, n: int, offset: int) -> Tensor:
         """What a pass gives: its final residuals at the read positions (read-only head), else
-        its full logits."""
+        its full logits (those before its window from the base run)."""
         if self.read_reason is None:
             return read_only.take(out, self.read_positions.repeat(n), offset)
+        if offset > 0:  # full logits: the positions before the pass's window are the base run's
+            return torch.cat([self.base_logits[:, :offset].repeat(n, 1, 1), out], 1)
         return out
 
-    def _score_passes(self, outputs: list[tuple[list[int], Tensor]]) -> dict[int, Values]:
+    def _score_passes(self, outputs: list[tuple[list[int], Tensor]], bound: list[dict[str, list[Any]]]
+                      ) -> dict[int, Values]:
         """Every computed cell's values. With the read-only head, the rows of every pass are
         unembedded together, in as few calls as the memory budget allows, so the unembedding
         matrix is read once, not once per pass. (The base run's own rows are unembedded alone,
@@ -328,13 +378,31 @@ class BaseRun:
             scored, at = [], 0
             for idx, rows in outputs:
                 n = len(idx)
-                scored.append((idx, _score(self.metric, logits[at:at + n * self.rows], n, self.rows, read=True)))
+                part = logits[at:at + n * self.rows]
+                scored.append((idx, self._score_plain(part, [bound[i] for i in idx]) if self.plain
+                               else _score(self.metric, part, n, self.rows, read=True)))
                 at += n * self.rows
         results: dict[int, Values] = {}
         for idx, values in scored:
             for j, i in enumerate(idx):
                 results[i] = {k: v[j] for k, v in values.items()} if isinstance(values, dict) else values[j]
         return results
+
+    def _score_plain(self, logits: Tensor, cells: list[dict[str, list[Any]]]) -> Tensor:
+        """A plain metric's value per cell from its rows of logits at the traced position: the
+        metric sees logits that are NaN everywhere else, and its reads are traced again
+        (``engine.reads``); a cell whose call reads elsewhere is run again on its full logits."""
+        shape = (self.rows, self.seq, logits.shape[-1])
+        allowed = frozenset(self.read_positions.unique().tolist())  # type: ignore[union-attr]
+        values = []
+        for j, cell in enumerate(cells):
+            rows = logits[j * self.rows:(j + 1) * self.rows]
+            value, _ = reads.traced(self.metric, reads.hidden(rows, self.read_positions, shape, float("nan")), allowed)
+            if value is None:
+                self.stats["plain_recomputed"] += 1
+                value = self.metric(self._pass(None, [cell], 0, full_logits=True))
+            values.append(scalar(value))
+        return torch.stack(values)
 
     def _head(self, rows: Tensor) -> Tensor:
         """``compat.head`` of many rows, in chunks whose logits fit the memory budget."""

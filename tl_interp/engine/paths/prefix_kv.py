@@ -1,7 +1,8 @@
 """Run only the positions a pass can change. Under causal attention an edit at position p
 leaves every position < p as in the base run, at every layer; so a pass whose cells all edit
 positions >= p runs positions p.. against a frozen copy of the base run's keys and values for
-0..p-1 (filled by TL's own key-value cache during the base run)."""
+0..p-1 (filled by TL's own key-value cache during the base run). A metric of the full logits
+gets the base run's logits at positions 0..p-1, which they equal for the same reason."""
 
 from typing import Any
 
@@ -11,10 +12,12 @@ from tl_interp.models._adapter import Tokenized
 __all__ = ["reason"]
 
 
-def reason(model: Any, batch: Tokenized, metric: Any, read_reason: str | None) -> str | None:
-    """Why passes can't start at their first edited position, or None."""
-    if read_reason is not None:
-        return f"needs the read-only head ({read_reason})"
+def reason(model: Any, batch: Tokenized, metric: Any, head_reason: str | None) -> str | None:
+    """Why passes can't start at their first edited position, or None. ``head_reason``: why
+    neither the read-only head nor full logits (earlier positions from the base run) can end a
+    pass that starts mid-sequence, or None."""
+    if head_reason is not None:
+        return f"needs the read-only head ({head_reason})"
     if batch.padded:
         return "the batch is padded (rows end at different positions)"
     if batch.tokens.shape[1] < 2:

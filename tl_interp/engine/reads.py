@@ -1,0 +1,288 @@
+"""Where a plain ``logits -> scalar`` metric reads: its position indexing, traced on every call.
+
+A TransformerLens-style metric (``lambda logits: (logits[:, -1, a] - logits[:, -1, b]).mean()``)
+says nothing about where it reads, so the engine would have to compute every position's
+logits for it. Here the metric gets its logits wrapped in ``Watched``, a tensor subclass whose
+``__torch_function__`` sees every operation on them:
+
+- indexing (``logits[...]``) is allowed, and the positions its index selects along the
+  position axis (an int, a slice, an integer or boolean tensor, a list) are recorded; its result
+  is an ordinary tensor holding only those positions' values;
+- shape-preserving operations that act on each ``(row, position)`` vector alone (dtype and
+  device casts, ``detach``/``clone``/``contiguous``, ``softmax``/``log_softmax`` over the
+  vocabulary) keep the result watched;
+- metadata (``shape``, ``ndim``, ``dtype``, ``device``, ``len`` ...) reads no values;
+- anything else on the whole logits (a sum over positions, ``argmax``, ``nan_to_num``,
+  ``where``, in-place writes, ``.tolist()``, ``.data`` ...) is refused: the trace stops with
+  ``Unproven`` and the caller uses the full logits instead.
+
+So the positions recorded are exactly the positions whose values the call could see. The
+engine traces the metric once on the base run's logits (``probe``) to choose the positions to
+compute, then traces **every** later call again, on logits that are NaN everywhere else
+(``score``): a call that reads elsewhere -- a data-dependent index, a random one, another
+branch -- is caught and that cell is recomputed on its full logits. The check is per call, so
+it never depends on the probe having seen the metric's every behaviour.
+
+What a metric with side effects sees: three more calls (the probe), and, on the fast path,
+logits that hold NaN at the positions it does not read; a call that fails on watched logits is
+made again on the full logits (so its own errors still reach the caller).
+"""
+
+import contextlib
+import operator
+import random
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+from tl_interp.compat import torch_functions
+
+__all__ = ["Unproven", "Watched", "Trace", "Probe", "probe", "traced"]
+
+
+class Unproven(BaseException):
+    """Raised inside a watched metric call at the first operation that could read positions
+    the trace cannot name. A ``BaseException``, so a metric's own ``except Exception`` cannot
+    swallow it (the trace records the refusal anyway)."""
+
+
+@dataclass
+class Trace:
+    """What one watched call read: the ``positions`` its indexing selected, or why that is
+    unknown (``refused``); ``allowed``: the positions it may read (None: any)."""
+
+    seq: int
+    allowed: frozenset[int] | None = None
+    positions: set[int] = field(default_factory=set)
+    refused: str | None = None
+
+    def note(self, positions: Tensor) -> None:
+        got = {int(p) for p in positions.flatten().tolist()}
+        self.positions |= got
+        if self.allowed is not None and not got <= self.allowed:
+            self.refuse(f"it read positions {sorted(got - self.allowed)}, which were not computed")
+
+    def refuse(self, why: str) -> None:
+        if self.refused is None:
+            self.refused = why
+        raise Unproven(why)
+
+
+def _getters(*names: str) -> set[Any]:
+    return {getattr(Tensor, n).__get__ for n in names}
+
+
+_METADATA: set[Any] = {Tensor.size, Tensor.dim, Tensor.__len__, Tensor.numel, Tensor.is_floating_point,
+                       Tensor.element_size, Tensor.is_contiguous, Tensor.stride, Tensor.get_device,
+                       *_getters("shape", "ndim", "dtype", "device", "requires_grad", "is_cuda", "layout")}
+_CASTS: set[Any] = {Tensor.float, Tensor.double, Tensor.half, Tensor.bfloat16, Tensor.to, Tensor.cpu,
+                    Tensor.detach, Tensor.clone, Tensor.contiguous}
+_OVER_VOCAB: set[Any] = {Tensor.softmax, Tensor.log_softmax, torch.softmax, torch.log_softmax, F.softmax,
+                         F.log_softmax}
+
+
+class Watched(Tensor):
+    """Logits whose every operation is checked against a ``Trace`` (module docstring)."""
+
+    _trace: Trace
+
+    @classmethod
+    def __torch_function__(cls, func: Any, types: Any, args: tuple = (), kwargs: dict | None = None) -> Any:
+        kwargs = kwargs or {}
+        if func in _METADATA:
+            with torch_functions.as_plain_tensors():
+                return func(*args, **kwargs)
+        leaves = torch_functions.leaves((args, kwargs))
+        watched = [a for a in leaves if isinstance(a, Watched)]
+        name = getattr(func, "__name__", repr(func))
+        trace = watched[0]._trace
+        this = args[0] if args else None
+        if len(watched) != 1 or this is not watched[0]:
+            trace.refuse(f"{name} took the whole logits with other values or inside a container")
+        if func is Tensor.__getitem__:
+            read = _positions(args[1], tuple(this.shape))
+            if read is None:
+                trace.refuse(f"an index {args[1]!r} whose positions cannot be named")
+            trace.note(read)
+            with torch_functions.as_plain_tensors():
+                return func(*args, **kwargs)  # an ordinary tensor: the values at those positions
+        if func in _CASTS or (func in _OVER_VOCAB and _over_vocab(args, kwargs, this.ndim)):
+            with torch_functions.as_plain_tensors():
+                out = func(*args, **kwargs)
+            if isinstance(out, Tensor) and out.shape == this.shape:
+                return watch(out, trace)
+        trace.refuse(f"{name} on the whole logits")
+
+
+def _over_vocab(args: tuple, kwargs: dict, ndim: int) -> bool:
+    dim = kwargs.get("dim", args[1] if len(args) > 1 else None)
+    return isinstance(dim, int) and dim in (-1, ndim - 1)
+
+
+def watch(logits: Tensor, trace: Trace) -> Watched:
+    """``logits`` as a ``Watched`` tensor reporting to ``trace`` (the same storage, no copy)."""
+    out = logits.as_subclass(Watched)
+    out._trace = trace
+    return out
+
+
+def _width(item: Any) -> int:
+    """How many dims of the indexed tensor an index item consumes."""
+    if item is None or isinstance(item, bool):
+        return 0
+    if isinstance(item, Tensor) and item.dtype == torch.bool:
+        return item.ndim
+    return 1
+
+
+def _positions(index: Any, shape: tuple[int, ...]) -> Tensor | None:
+    """The positions (axis 1 of ``shape``) an index selects, or None if they can't be named."""
+    items = index if isinstance(index, tuple) else (index,)
+    if sum(item is Ellipsis for item in items) > 1:
+        return None
+    used = sum(_width(item) for item in items if item is not Ellipsis)
+    expanded: list[Any] = []
+    for item in items:
+        expanded += [slice(None)] * (len(shape) - used) if item is Ellipsis else [item]
+    dim, seq = 0, shape[1]
+    for item in expanded:
+        width = _width(item)
+        if dim <= 1 < dim + width:
+            return _along(item, 1 - dim, seq)
+        dim += width
+    return torch.arange(seq)  # the index leaves the position axis whole
+
+
+def _along(item: Any, axis: int, seq: int) -> Tensor | None:
+    """The positions one index item selects on an axis of length ``seq``."""
+    if isinstance(item, slice):
+        try:
+            return torch.tensor(list(range(seq)[item]), dtype=torch.long)
+        except (TypeError, ValueError):
+            return None
+    if not isinstance(item, Tensor):
+        try:
+            return _along(torch.tensor([operator.index(item)]), 0, seq)
+        except TypeError:
+            pass
+        try:
+            item = torch.as_tensor(item)
+        except (TypeError, ValueError, RuntimeError):
+            return None
+    if item.dtype == torch.bool:
+        return item.nonzero()[:, axis] if item.ndim > axis and item.shape[axis] == seq else None
+    if item.dtype.is_floating_point or item.dtype.is_complex:
+        return None
+    values = item.flatten().long().cpu()
+    if values.numel() and bool(((values < -seq) | (values >= seq)).any()):
+        return None
+    return values % seq
+
+
+@contextlib.contextmanager
+def _no_random_draws(what: list[str]) -> Iterator[None]:
+    """Notes in ``what`` if the block draws from torch's or Python's random generator."""
+    torch_state, py_state = torch.get_rng_state(), random.getstate()
+    yield
+    if not torch.equal(torch.get_rng_state(), torch_state) or random.getstate() != py_state:
+        what.append("it draws random numbers")
+
+
+def traced(metric: Callable[[Tensor], Any], logits: Tensor, allowed: frozenset[int] | None = None
+           ) -> tuple[Any, Trace]:
+    """``metric(logits)`` watched: its value (None if refused) and its ``Trace``.
+
+    Example:
+        >>> import torch
+        >>> value, trace = traced(lambda x: x.log_softmax(-1)[:, 2, 0].sum(), torch.zeros(1, 4, 3))
+        >>> sorted(trace.positions), trace.refused
+        ([2], None)
+        >>> traced(lambda x: x.argmax(), torch.zeros(1, 4, 3))[1].refused
+        'argmax on the whole logits'
+    """
+    trace = Trace(seq=logits.shape[1], allowed=allowed)
+    try:
+        value = metric(watch(logits, trace))
+    except Unproven as err:
+        trace.refused = trace.refused or str(err)
+        return None, trace
+    except Exception as err:  # e.g. a library that wants exactly torch.Tensor: the full logits decide
+        trace.refused = trace.refused or f"it raised {type(err).__name__} on watched logits: {err}"
+        return None, trace
+    if trace.refused is not None:  # caught by the metric itself
+        return None, trace
+    if isinstance(value, Watched):
+        value = value.as_subclass(Tensor)
+    return value, trace
+
+
+def hidden(rows: Tensor, positions: Tensor, shape: tuple[int, ...], fill: float) -> Tensor:
+    """Logits of ``shape`` (batch, pos, d_vocab) holding ``rows`` (batch, d_vocab) at each row's
+    position and ``fill`` everywhere else."""
+    out = torch.full(shape, fill, dtype=rows.dtype, device=rows.device)
+    out[torch.arange(shape[0], device=rows.device), positions.to(rows.device)] = rows
+    return out
+
+
+@dataclass(frozen=True)
+class Probe:
+    """What tracing a plain metric on the base run's logits showed: the one position it reads
+    (``position``), or ``why`` the full logits are needed."""
+
+    position: int | None
+    why: str | None
+
+    def describe(self) -> str:
+        if self.position is not None:
+            return (f"plain metric traced: it reads position {self.position} only (every cell's reads checked, "
+                    "a cell reading elsewhere is recomputed on full logits)")
+        return f"plain metric reads the full logits: {self.why}"
+
+
+def probe(metric: Callable[[Tensor], Any], logits: Tensor, value: Tensor) -> Probe:
+    """Trace ``metric`` on the base run's ``logits`` (whose metric value is ``value``): which one
+    position it reads, shown by an unchanged value when every other position is hidden, first as
+    NaN, then as finite garbage, without drawing random numbers.
+
+    Example:
+        >>> import torch
+        >>> logits = torch.randn(2, 5, 7)
+        >>> last = lambda x: (x[:, -1, 3] - x[:, -1, 4]).mean()
+        >>> probe(last, logits, last(logits)).position
+        4
+        >>> every = lambda x: x[:, :, 3].mean()
+        >>> probe(every, logits, every(logits)).why
+        'it reads every position (the read-only head computes one position per row)'
+    """
+    if not torch_functions.usable():
+        return Probe(None, "torch's Tensor-subclass switches are not as expected here (compat.torch_functions)")
+    draws: list[str] = []
+    with _no_random_draws(draws):
+        got, trace = traced(metric, logits.clone())  # a metric writing into its logits keeps the base run's
+    if trace.refused is not None:
+        return Probe(None, trace.refused)
+    if draws:
+        return Probe(None, draws[0])
+    if len(trace.positions) != 1:
+        read = "every position" if len(trace.positions) == trace.seq else f"positions {sorted(trace.positions)}"
+        return Probe(None, f"it reads {read} (the read-only head computes one position per row)")
+    (position,) = trace.positions
+    at = torch.full((logits.shape[0],), position, dtype=torch.long)
+    rows = logits[torch.arange(logits.shape[0]), at.to(logits.device)]
+    for fill in (float("nan"), 1e4):
+        with _no_random_draws(draws):
+            again, trace = traced(metric, hidden(rows, at, tuple(logits.shape), fill), frozenset(trace.positions))
+        if trace.refused is not None or draws:
+            return Probe(None, trace.refused or draws[0])
+        if not (_same(again, value) and _same(got, value)):
+            return Probe(None, f"its value changed when the positions it does not read were hidden ({fill})")
+    return Probe(position, None)
+
+
+def _same(a: Any, b: Any) -> bool:
+    return isinstance(a, Tensor) and isinstance(b, Tensor) and a.shape == b.shape and bool(
+        torch.equal(a, b) or (a.isnan() == b.isnan()).all() and torch.equal(a.nan_to_num(), b.nan_to_num()))
