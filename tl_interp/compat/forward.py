@@ -2,8 +2,8 @@
 
 ``torch.nn.Module.__call__`` looks ``forward`` up on the instance, so a function stored in the
 instance's ``__dict__`` shadows the class's method for every call of that model (and of no other
-model); ``HookedTransformer.generate`` runs each step through ``self.forward``, so its steps pass
-the wrapper too. Restoring deletes the instance attribute (or puts back one the user had set).
+model); ``HookedTransformer.generate`` (TL 4: ``TransformerBridge.generate``) runs each step through
+``self.forward`` (``self(...)``), so its steps pass the wrapper too. Restoring deletes the instance attribute (or puts back one the user had set).
 """
 
 import inspect
@@ -17,14 +17,18 @@ __all__ = ["installed_forward", "install", "uninstall"]
 
 def _check_instance_forward() -> str | None:
     import torch
-    from transformer_lens import HookedTransformer
+
+    from tl_interp.compat.tl import bridge_class, hooked_transformer_class
 
     module = torch.nn.Identity()
     module.forward = lambda x: x + 1  # type: ignore[method-assign]
     if not torch.equal(module(torch.zeros(1)), torch.ones(1)):
         return "torch.nn.Module.__call__ no longer calls an instance's own forward"
-    if "self.forward(" not in inspect.getsource(HookedTransformer.generate):
-        return "HookedTransformer.generate no longer runs its steps through self.forward"
+    # the model class whose generate tl_interp wraps: HookedTransformer, or the Bridge on TL 4
+    model_class = hooked_transformer_class() or bridge_class()
+    source = inspect.getsource(model_class.generate)
+    if "self.forward(" not in source and "self(" not in source:
+        return f"{model_class.__name__}.generate no longer runs its steps through self.forward"
     return None
 
 

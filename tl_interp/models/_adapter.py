@@ -18,9 +18,7 @@ import torch
 from beartype import beartype
 from jaxtyping import Int, jaxtyped
 from torch import Tensor
-from transformer_lens import HookedRootModule, HookedTransformer
-from transformer_lens.model_bridge import TransformerBridge
-
+from tl_interp import compat
 from tl_interp._checks import checked
 from tl_interp._types import Tokens
 from tl_interp.errors import ModelLoadError, ShapeError
@@ -73,11 +71,11 @@ def _family(model: Any) -> Family:
     # Matched by name so that adapting a model never imports sae_lens (slow) by itself.
     if any(cls.__name__ == "HookedSAETransformer" for cls in type(model).__mro__):
         return "hooked_sae_transformer"
-    if isinstance(model, TransformerBridge):
+    if compat.is_bridge(model):
         return "bridge"
-    if isinstance(model, HookedTransformer):
+    if compat.is_hooked_transformer(model):
         return "hooked_transformer"
-    if isinstance(model, HookedRootModule):
+    if isinstance(model, compat.tl.hooked_root_module()):
         return "custom"
     raise ModelLoadError(
         f"adapt: {type(model).__name__} is not a model tl_interp can hook; expected a "
