@@ -16,6 +16,7 @@ from typing import Any
 import torch
 
 from tl_interp._io import atomic_dir
+from tl_interp.errors import ModelLoadError
 from tl_interp.models._hf import load_bridge
 from tl_interp.models._io import check_cache_writable, entry_path
 
@@ -40,7 +41,13 @@ def converted_dir(name: str, key: dict[str, Any], make_hf: Callable[[], tuple[An
     if not (entry / "config.json").is_file():
         check_cache_writable()
         hf_model, tokenizer = make_hf()
-        if hasattr(hf_model.config, "quantization_config"):  # fp32 now; only the GGUF marker remains
+        packed = sorted({str(p.dtype) for p in hf_model.parameters()} - {"torch.float32"})
+        if packed:
+            raise ModelLoadError(f"{name}: transformers left weights in {packed}, not dequantised fp32; "
+                                 "the converted directory would hold packed values, so the load stops")
+        # the weights are plain fp32 now; only the markers of their former GGUF storage remain
+        hf_model.hf_quantizer = None
+        if hasattr(hf_model.config, "quantization_config"):
             del hf_model.config.quantization_config
         with atomic_dir(entry) as tmp:
             hf_model.save_pretrained(str(tmp))
