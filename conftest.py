@@ -70,7 +70,7 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
 @pytest.hookimpl(wrapper=True)
 def pytest_make_collect_report(collector: pytest.Collector) -> Any:
     report = yield
-    if report.failed and isinstance(collector, pytest.Module) and _tl4():
+    if isinstance(collector, pytest.Module) and (report.failed or report.skipped) and _tl4():
         why = _needs_text(str(report.longrepr))
         if why is not None:
             report.outcome = "skipped"
@@ -82,9 +82,9 @@ def pytest_make_collect_report(collector: pytest.Collector) -> Any:
 
 
 def _needs_text(text: str) -> str | None:
-    if "removed in TransformerLens 4.0" in text:
+    if "removed in TransformerLens 4.0" in text or NEEDS_HOOKED in text:
         return NEEDS_HOOKED
-    if "No module named 'sae_lens'" in text:
+    if "No module named 'sae_lens'" in text or NEEDS_SAE in text:
         return NEEDS_SAE
     return None
 

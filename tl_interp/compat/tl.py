@@ -140,11 +140,12 @@ def native_reason(cfg: dict[str, Any]) -> str | None:
     return None
 
 
-def native_bridge(cfg: dict[str, Any], state_dict: dict[str, Any], *, tokenizer: Any | None = None,
+def native_bridge(cfg: dict[str, Any], state_dict: dict[str, Any] | None, *, tokenizer: Any | None = None,
                   name: str = "native") -> Any:
     """A TransformerBridge in compatibility mode holding a HookedTransformer-format ``state_dict``
     (TL 4's ``boot_native`` + ``convert_tl_checkpoint``, loaded strictly; weights unprocessed, as the
-    HookedTransformer built from the same state dict).
+    HookedTransformer built from the same state dict). ``state_dict=None`` keeps the native model's
+    own initialisation (``cfg["seed"]``), for benchmarks.
 
     Raises:
         ModelLoadError: the config needs something the conversion does not cover (``native_reason``).
@@ -158,7 +159,8 @@ def native_bridge(cfg: dict[str, Any], state_dict: dict[str, Any], *, tokenizer:
     fields = {k: cfg[k] for k in _NATIVE_CFG_FIELDS if k in cfg}
     bridge_cfg = TransformerBridgeConfig.from_dict(fields)
     bridge = bridge_class().boot_native(bridge_cfg, tokenizer=tokenizer, model_name=name)
-    bridge.load_state_dict(convert_tl_checkpoint(dict(state_dict), bridge.cfg), strict=True)
+    if state_dict is not None:
+        bridge.load_state_dict(convert_tl_checkpoint(dict(state_dict), bridge.cfg), strict=True)
     bridge.enable_compatibility_mode(disable_warnings=True, no_processing=True)
     return bridge.eval()
 
