@@ -53,6 +53,8 @@ def _needs(err: BaseException | None) -> str | None:
                 return NEEDS_SAE
             if "needs TransformerLens's HookedTransformer" in text:
                 return NEEDS_HOOKED
+        if type(err).__name__ == "CellExecutionError":  # a demo run as a notebook: its cell's error, as text
+            return _needs_text(text)
         err = err.__cause__ or err.__context__
         seen += 1
     return None
@@ -82,9 +84,9 @@ def pytest_make_collect_report(collector: pytest.Collector) -> Any:
 
 
 def _needs_text(text: str) -> str | None:
-    if "removed in TransformerLens 4.0" in text or NEEDS_HOOKED in text:
+    if any(s in text for s in ("removed in TransformerLens 4.0", NEEDS_HOOKED, "needs TransformerLens's HookedTransformer")):
         return NEEDS_HOOKED
-    if "No module named 'sae_lens'" in text or NEEDS_SAE in text:
+    if any(s in text for s in ("No module named 'sae_lens'", NEEDS_SAE, "needs sae-lens:")):
         return NEEDS_SAE
     return None
 

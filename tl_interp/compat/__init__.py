@@ -141,7 +141,7 @@ def usable(feature: str) -> bool:
     """Whether a TL internal the engine uses is present and as expected (warns once if not).
 
     Example:
-        >>> usable("kv_cache")
+        >>> usable("kv_cache") == has_hooked_transformer()  # a HookedTransformer internal: none on TL 4
         True
     """
     reason = _reason(feature)
@@ -478,6 +478,9 @@ def edge_graph_reason(model: Any) -> str | None:
     """Why a model's residual stream is not a sum of per-head / per-MLP outputs that each reader
     (a head's query, key, value input, an MLP's input, the unembedding) takes in whole, so that
     "edges" between components are not well defined; None when they are."""
+    if not has_hooked_transformer():
+        return ("an edge graph needs TransformerLens's HookedTransformer (per-head q/k/v inputs and per-head "
+                "results), which TransformerLens 4 removed")
     if not is_hooked_transformer(model):
         return (f"edge graphs need a HookedTransformer (per-head q/k/v inputs and per-head results); got "
                 f"{type(model).__name__}")

@@ -222,8 +222,8 @@ def adapt(model: Any) -> ModelAdapter:
         >>> import tempfile
         >>> from tl_interp.models import load, make_tiny_hf_dir
         >>> ad = adapt(load(make_tiny_hf_dir(tempfile.mkdtemp(), "llama"), device="cpu"))
-        >>> ad.family, ad.n_layers, ad.n_heads, ad.n_key_value_heads, ad.d_head
-        ('hooked_transformer', 2, 4, 2, 16)
+        >>> ad.family in ("hooked_transformer", "bridge"), ad.n_layers, ad.n_heads, ad.n_key_value_heads, ad.d_head
+        (True, 2, 4, 2, 16)
     """
     family = _family(model)
     if family == "custom" and not getattr(model, "hook_dict", None):
