@@ -24,5 +24,7 @@ def random_patching_case() -> tuple[Any, torch.Tensor, torch.Tensor, ti.metrics.
     clean = torch.randint(0, 2000, (8, 16), generator=g)
     corrupted = clean.clone()
     corrupted[:, 5] = torch.randint(0, 2000, (8,), generator=g)
-    metric = ti.metrics.logit_diff(torch.randint(0, 2000, (8,), generator=g), torch.randint(0, 2000, (8,), generator=g))
+    # positions=-1: the rows are unpadded, and TransformerLens's patching calls metric(logits) without a batch
+    metric = ti.metrics.logit_diff(torch.randint(0, 2000, (8,), generator=g), torch.randint(0, 2000, (8,), generator=g),
+                                   positions=-1)
     return model, clean, corrupted, metric

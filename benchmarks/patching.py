@@ -101,7 +101,8 @@ def real_case(model, pairs):
     if clean.padded or corrupted.padded or clean.shape != corrupted.shape:
         raise SystemExit("benchmark pairs must tokenize to one length, unpadded, so TransformerLens sees the same inputs")
     ids = lambda words: torch.tensor([adapter.tokenize(w, prepend_bos=False).tokens[0, 0] for w in words])  # noqa: E731
-    metric = ti.metrics.logit_diff(ids([p[2] for p in pairs]), ids([p[3] for p in pairs]))
+    # positions=-1: unpadded (checked above), and TransformerLens calls metric(logits) without a batch
+    metric = ti.metrics.logit_diff(ids([p[2] for p in pairs]), ids([p[3] for p in pairs]), positions=-1)
     return model, clean.tokens, corrupted.tokens, metric
 
 if __name__ == "__main__":
