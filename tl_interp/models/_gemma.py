@@ -169,7 +169,8 @@ def load(
     Args:
         device: Where to put the model (default: cuda if available, else cpu).
         dtype: Parameter dtype (the cache holds float32).
-        n_ctx: Context-length cap (the checkpoint supports 32k).
+        n_ctx: Context-length cap (the checkpoint supports 32k; HookedTransformer only: on TransformerLens 4
+            the Bridge keeps the checkpoint's own length).
         refresh: Rebuild the cache entry even if it exists.
 
     Returns:

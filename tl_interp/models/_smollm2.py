@@ -191,7 +191,8 @@ def load(
         dtype: Parameter dtype (the cache holds float32; processing runs in float32).
         processed: TransformerLens's standard processing (fold RMSNorm gains, centre the
             unembedding, fold value biases). ``False`` keeps the checkpoint's own weights.
-        n_ctx: Context-length cap (the checkpoint supports 8192).
+        n_ctx: Context-length cap (the checkpoint supports 8192; HookedTransformer only: on TransformerLens 4
+            the Bridge keeps the checkpoint's own length).
         refresh: Rebuild the cache entry even if it exists.
 
     Returns:
