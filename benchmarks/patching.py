@@ -8,6 +8,13 @@ the same run:
   (b) SmolLM2-135M on real clean/corrupted prompt pairs (skip with --skip-real);
   (c) Gemma-3-270M (--gemma; the opt-in package must be installed).
 
+On TransformerLens 4 (no HookedTransformer; run it in that environment: `./dev.sh --tl4`), the
+same cases run on TransformerBridge models in compatibility mode ((a) a native Bridge of the same
+architecture, (b) SmolLM2 booted from its converted directory), against TL 4's own
+get_act_patch_resid_pre in the same run; the "fast paths" line says which engine paths the Bridge
+takes and why the others are off. The two TransformerLens versions can't share a process: compare
+the two runs' lines (each ratio is against its own TransformerLens).
+
 The corrupted prompts differ from the clean ones at one position, as in most studies, so
 the cells before it (and, entering layer 0, all but that one) patch values identical to the
 base run's: the sweep skips their forward passes (exact: such a patch changes nothing).
@@ -85,7 +92,7 @@ def main() -> None:
                         help="torch threads (1 keeps timings steady on a shared machine)")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
-    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads")
+    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, transformer-lens {ti.compat.tl_version()}")
 
     model, clean, corrupted, metric = random_patching_case()
     compare("a: random 6L d256", model, clean, corrupted, metric, args.repeats)

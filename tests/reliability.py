@@ -16,9 +16,8 @@ from collections.abc import Callable, Iterator
 from typing import Any
 
 import torch
-from transformer_lens import HookedTransformer
 
-from tests.conftest import _cfg
+from tests.conftest import _cfg, _hooked
 
 __all__ = ["ForwardRan", "no_forward", "tiny", "ordinal", "tl_run", "at_positions"]
 
@@ -50,11 +49,11 @@ def no_forward(model: Any) -> Iterator[None]:
 
 
 @functools.cache
-def _tiny(key: tuple[tuple[str, Any], ...]) -> HookedTransformer:
-    return HookedTransformer(_cfg(**dict(key))).eval()
+def _tiny(key: tuple[tuple[str, Any], ...]) -> Any:
+    return _hooked()(_cfg(**dict(key))).eval()
 
 
-def tiny(**overrides: Any) -> HookedTransformer:
+def tiny(**overrides: Any) -> Any:
     """A small random HookedTransformer (``tests.conftest._cfg`` with ``overrides``), cached."""
     return _tiny(tuple(sorted(overrides.items(), key=lambda kv: kv[0])))
 

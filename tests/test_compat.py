@@ -31,6 +31,7 @@ def model(request: pytest.FixtureRequest) -> Any:
 TOKENS = torch.randint(1, 61, (3, 7), generator=torch.Generator().manual_seed(0))
 
 
+@pytest.mark.hooked  # the fast paths' internals are HookedTransformer's
 @pytest.mark.parametrize("feature", ["kv_cache", "forward", "split_qkv", "head"])
 def test_every_guard_passes_on_the_installed_transformer_lens(feature: str) -> None:
     assert compat.usable(feature), compat._reason(feature)
@@ -117,8 +118,10 @@ def test_receiver_hooks_fire_each_heads_own_inputs_and_are_switched_off_again() 
 
 
 # -- the internals with no exact fallback (compat.require) --------------------------------------
-@pytest.mark.parametrize("feature", ["hook_points", "forward_wrap", "weight_conversions", "sae_metadata",
-                                     "sae_trainer", "hub_offline"])
+@pytest.mark.parametrize("feature", ["hook_points", "forward_wrap",
+                                     pytest.param("weight_conversions", marks=pytest.mark.hooked),
+                                     pytest.param("sae_metadata", marks=pytest.mark.sae),
+                                     pytest.param("sae_trainer", marks=pytest.mark.sae), "hub_offline"])
 def test_every_internal_without_a_fallback_is_as_expected(feature: str) -> None:
     assert compat._reason(feature) is None
     compat.require(feature, "the test")

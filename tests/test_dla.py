@@ -83,6 +83,7 @@ def test_by_component_equals_transformer_lens_logit_attrs_of_decompose_resid() -
         assert_close(dla.values, tl, atol=1e-5, rtol=1e-5)
 
 
+@pytest.mark.hooked  # folds with HookedTransformer.process_weights_
 def test_an_unfolded_layernorm_gives_the_same_attribution_as_its_folded_copy() -> None:
     # TL's logit_attrs ignores ln_final's weight and bias (it assumes them folded into W_U); we
     # read them, so folding changes nothing but the float rounding.

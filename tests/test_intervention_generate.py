@@ -19,6 +19,10 @@ from tl_interp.positions import From
 SITE, READ = site("resid_pre", 2), site("resid_post", 3)
 V = torch.randn(128, generator=torch.Generator().manual_seed(5)) * 4
 PROMPT_LEN, NEW = 5, 4  # "one , two ," with BOS
+# HookedTransformer's key-value-cached generate: TransformerLens 4's native Bridge regenerates the whole
+# sequence at every step and the run context's checks before generate's first forward are not there yet
+# for it (issue 25's report lists them), so on TL 4 this module is skipped
+pytestmark = pytest.mark.hooked
 
 
 def generate_recording(model: Any, iv: ti.Intervention, tokens: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:

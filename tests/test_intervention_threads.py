@@ -3,6 +3,7 @@
 import threading
 from typing import Any
 
+import pytest
 import torch
 from torch.testing import assert_close
 
@@ -48,6 +49,7 @@ def test_hooks_applied_in_one_thread_are_not_seen_by_another() -> None:
     assert no_hooks_attached(model) and "forward" not in model.__dict__
 
 
+@pytest.mark.hooked  # HookedTransformer's key-value-cached generate (TL 4's native Bridge has no cache)
 def test_one_thread_leaving_its_block_keeps_positions_right_for_another() -> None:
     # own probe: A enters, B enters, A leaves, then B generates with positions=0 (needs the offset of each step)
     model = ordinal()

@@ -4,10 +4,9 @@ from typing import Any, get_args
 
 import pytest
 import torch
-from transformer_lens import HookedTransformer
 
 import tl_interp as ti
-from tests.conftest import _cfg, llama_style
+from tests.conftest import _cfg, _hooked, llama_style
 from tests.reliability import no_forward, tiny
 from tl_interp import HookNameError, hooks, site
 from tl_interp._types import SiteKind
@@ -19,7 +18,7 @@ def test_site_kinds_and_templates_agree() -> None:
 
 
 def test_every_site_kind_names_a_real_hook_point() -> None:
-    full = HookedTransformer(_cfg(use_split_qkv_input=True, use_hook_mlp_in=True, gated_mlp=True,
+    full = _hooked()(_cfg(use_split_qkv_input=True, use_hook_mlp_in=True, gated_mlp=True,
                                   positional_embedding_type="rotary", rotary_dim=8))
     names = set(full.hook_dict)
     for kind, template in _TEMPLATES.items():

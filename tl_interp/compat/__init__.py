@@ -38,15 +38,17 @@ import torch
 from torch import Tensor
 
 # the other internals, each module registering its checks with _guard (imported for that)
-from tl_interp.compat import _guard, convert, forward, hook_points, hub, sae  # noqa: F401
+from tl_interp.compat import _guard, convert, forward, hook_points, hub, sae, tl  # noqa: F401
 from tl_interp.compat._guard import require
+from tl_interp.compat.tl import has_hooked_transformer, is_bridge, require_hooked, require_sae, sae_lens_reason
 from tl_interp.errors import FastPathWarning
 
 __all__ = ["TESTED_RANGE", "tl_version", "usable", "require", "silent_reason", "call_offset", "is_hooked_transformer",
            "new_kv_cache", "kv_entries", "frozen_prefix_cache", "final_block_last", "head", "head_columns",
            "linear_writes_reason", "head_is_plain", "blocks_are_plain", "kv_previous_mask", "tl_default_mask",
            "final_block_reason", "unembed_weight_of", "reusing_unembed_weight", "receiver_hooks",
-           "edge_graph_reason", "edge_hooks_on", "kv_cache_reason", "attention_output_norms"]
+           "edge_graph_reason", "edge_hooks_on", "kv_cache_reason", "attention_output_norms",
+           "has_hooked_transformer", "is_bridge", "require_hooked", "require_sae", "sae_lens_reason"]
 
 TESTED_RANGE = ((3, 9), (4, 0))  # [3.9, 4.0): the versions the compatibility tests ran on
 _QK_NORM_IN_FORWARD = ("OlmoeForCausalLM", "Olmo2ForCausalLM", "Olmo3ForCausalLM")
@@ -88,7 +90,7 @@ def _check_kv_cache() -> str | None:
 
 
 def _check_forward() -> str | None:
-    from transformer_lens import HookedTransformer
+    HookedTransformer = tl.require_hooked("the engine's mid-stack start")
 
     params = inspect.signature(HookedTransformer.forward).parameters
     missing = [p for p in ("start_at_layer", "stop_at_layer", "past_kv_cache", "attention_mask") if p not in params]
@@ -139,7 +141,7 @@ def usable(feature: str) -> bool:
     """Whether a TL internal the engine uses is present and as expected (warns once if not).
 
     Example:
-        >>> usable("kv_cache")
+        >>> usable("kv_cache") == has_hooked_transformer()  # a HookedTransformer internal: none on TL 4
         True
     """
     reason = _reason(feature)
@@ -149,10 +151,10 @@ def usable(feature: str) -> bool:
 
 
 def is_hooked_transformer(model: Any) -> bool:
-    """Whether ``model`` is a HookedTransformer (or subclass, e.g. HookedSAETransformer)."""
-    from transformer_lens import HookedTransformer
-
-    return isinstance(model, HookedTransformer)
+    """Whether ``model`` is a HookedTransformer (or subclass, e.g. HookedSAETransformer); always
+    False on TransformerLens 4, which has none."""
+    cls = tl.hooked_transformer_class()
+    return cls is not None and isinstance(model, cls)
 
 
 # -- hook points that never fire ------------------------------------------------------------
@@ -478,6 +480,9 @@ def edge_graph_reason(model: Any) -> str | None:
     """Why a model's residual stream is not a sum of per-head / per-MLP outputs that each reader
     (a head's query, key, value input, an MLP's input, the unembedding) takes in whole, so that
     "edges" between components are not well defined; None when they are."""
+    if not has_hooked_transformer():
+        return ("an edge graph needs TransformerLens's HookedTransformer (per-head q/k/v inputs and per-head "
+                "results), which TransformerLens 4 removed")
     if not is_hooked_transformer(model):
         return (f"edge graphs need a HookedTransformer (per-head q/k/v inputs and per-head results); got "
                 f"{type(model).__name__}")

@@ -11,6 +11,7 @@ from collections.abc import Callable
 from typing import Any
 
 from tl_interp.compat._guard import NO_FALLBACK, require
+from tl_interp.compat.tl import require_hooked
 
 __all__ = ["CONVERTERS", "weight_converter", "supported_activations"]
 
@@ -46,6 +47,7 @@ def weight_converter(architecture: str) -> Callable[[Any, Any], dict[str, Any]]:
         >>> weight_converter("LlamaForCausalLM").__name__
         'convert_llama_weights'
     """
+    require_hooked(f"converting a {architecture} checkpoint to HookedTransformer layout")
     require("weight_conversions", f"converting a {architecture} checkpoint")
     from transformer_lens.pretrained import weight_conversions
 
@@ -59,6 +61,7 @@ def supported_activations() -> frozenset[str]:
         >>> "silu" in supported_activations()
         True
     """
+    require_hooked("checking an activation function against HookedTransformer's")
     require("weight_conversions", "checking an activation function")
     from transformer_lens.utilities.activation_functions import SUPPORTED_ACTIVATIONS
 

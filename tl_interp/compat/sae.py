@@ -11,6 +11,7 @@ import dataclasses
 from typing import Any
 
 from tl_interp.compat._guard import NO_FALLBACK, require
+from tl_interp.compat.tl import require_sae
 
 __all__ = ["sae_hook_name", "sae_seqpos_slice", "sae_metadata", "trainer_config"]
 
@@ -62,6 +63,7 @@ def sae_seqpos_slice(sae: Any) -> tuple[int | None, ...] | None:
 
 def sae_metadata(**fields: Any) -> Any:
     """A sae-lens ``SAEMetadata`` (the ``metadata=`` of an SAE config) with ``fields`` set."""
+    require_sae("building an SAE config")
     require("sae_metadata", "building an SAE config")
     from sae_lens.saes.sae import SAEMetadata
 
@@ -70,6 +72,7 @@ def sae_metadata(**fields: Any) -> Any:
 
 def trainer_config(**fields: Any) -> Any:
     """A sae-lens ``SAETrainerConfig`` (what ``SAETrainer`` takes) with ``fields`` set."""
+    require_sae("training an SAE")
     require("sae_trainer", "training an SAE")
     from sae_lens.config import SAETrainerConfig
 

@@ -18,6 +18,7 @@ import torch
 from jaxtyping import Float
 from torch import Tensor
 
+from tl_interp import compat
 from tl_interp._checks import checked, renamed
 from tl_interp._types import IndexSelection, PositionSelection
 from tl_interp.compat.sae import sae_hook_name
@@ -205,6 +206,7 @@ def sae_splice(sae: Any, edit: FeatureEdit | Callable[[Tensor], Tensor] | None =
         Intervention (1 hook):
           1. SAE splice (ablate features [3, 7]; error kept) at blocks.0.hook_resid_post
     """
+    compat.require_sae("hooks.sae_splice")  # sae-lens requires TransformerLens < 4
     own = _own_hook_name(sae)
     if where is not None and own is not None and where != own:
         raise InputError(f"sae_splice: the SAE was trained at {own}; at {where} its features would read "

@@ -92,7 +92,10 @@ def load(
             for a zoo entry, its factory's keyword arguments.
 
     Returns:
-        A ``HookedTransformer``, ``TransformerBridge`` or whatever the zoo factory builds.
+        A ``HookedTransformer``, ``TransformerBridge`` or whatever the zoo factory builds. On
+        TransformerLens 4 (no HookedTransformer) every transformer is a ``TransformerBridge`` in
+        compatibility mode: SmolLM2 and Gemma from a cached converted directory, the zoo's
+        transformers natively with the same weights, directories with ``backend="bridge"``.
 
     Raises:
         ModelLoadError: an unknown name (the message lists the known ones), a bad
@@ -125,9 +128,10 @@ def load(
     if path.is_dir():
         return _hf.load(path, device=device, dtype=dtype, **kw)
     if allow_hub:
-        from transformer_lens import HookedTransformer
+        from tl_interp.compat.tl import require_hooked
 
-        return HookedTransformer.from_pretrained(name, device=device, dtype=dtype, **kw)
+        return require_hooked(f"load({name!r}, allow_hub=True)").from_pretrained(name, device=device, dtype=dtype,
+                                                                                 **kw)
     names = ", ".join(repr(n) for n in known_names())
     raise ModelLoadError(
         f"unknown model {name!r}. Known names: {names}. A local Hugging Face model "

@@ -18,9 +18,7 @@ import torch
 from beartype import beartype
 from jaxtyping import Int, jaxtyped
 from torch import Tensor
-from transformer_lens import HookedRootModule, HookedTransformer
-from transformer_lens.model_bridge import TransformerBridge
-
+from tl_interp import compat
 from tl_interp._checks import checked
 from tl_interp._types import Tokens
 from tl_interp.errors import ModelLoadError, ShapeError
@@ -73,11 +71,11 @@ def _family(model: Any) -> Family:
     # Matched by name so that adapting a model never imports sae_lens (slow) by itself.
     if any(cls.__name__ == "HookedSAETransformer" for cls in type(model).__mro__):
         return "hooked_sae_transformer"
-    if isinstance(model, TransformerBridge):
+    if compat.is_bridge(model):
         return "bridge"
-    if isinstance(model, HookedTransformer):
+    if compat.is_hooked_transformer(model):
         return "hooked_transformer"
-    if isinstance(model, HookedRootModule):
+    if isinstance(model, compat.tl.hooked_root_module()):
         return "custom"
     raise ModelLoadError(
         f"adapt: {type(model).__name__} is not a model tl_interp can hook; expected a "
@@ -224,8 +222,8 @@ def adapt(model: Any) -> ModelAdapter:
         >>> import tempfile
         >>> from tl_interp.models import load, make_tiny_hf_dir
         >>> ad = adapt(load(make_tiny_hf_dir(tempfile.mkdtemp(), "llama"), device="cpu"))
-        >>> ad.family, ad.n_layers, ad.n_heads, ad.n_key_value_heads, ad.d_head
-        ('hooked_transformer', 2, 4, 2, 16)
+        >>> ad.family in ("hooked_transformer", "bridge"), ad.n_layers, ad.n_heads, ad.n_key_value_heads, ad.d_head
+        (True, 2, 4, 2, 16)
     """
     family = _family(model)
     if family == "custom" and not getattr(model, "hook_dict", None):

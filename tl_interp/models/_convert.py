@@ -15,9 +15,8 @@ from collections.abc import Callable, Mapping
 from typing import Any
 
 import torch
-from transformer_lens import HookedTransformer, HookedTransformerConfig
-
 from tl_interp.compat.convert import CONVERTERS, supported_activations, weight_converter
+from tl_interp.compat.tl import hooked_config_class, require_hooked
 
 __all__ = [
     "HOOKED_ARCHITECTURES",
@@ -217,7 +216,7 @@ def convert_state_dict(hf_model: torch.nn.Module, cfg_dict: Mapping[str, Any]) -
     Returns:
         The state dict in TransformerLens layout, on CPU in float32.
     """
-    cfg = HookedTransformerConfig.from_dict({**cfg_dict, "device": "cpu", "dtype": torch.float32})
+    cfg = hooked_config_class().from_dict({**cfg_dict, "device": "cpu", "dtype": torch.float32})
     converter = weight_converter(cfg_dict["original_architecture"])
     with torch.no_grad():
         state_dict = converter(hf_model, cfg)
@@ -274,7 +273,7 @@ def build_hooked(
     device: str,
     dtype: torch.dtype,
     processing: Mapping[str, bool] | None,
-) -> HookedTransformer:
+) -> torch.nn.Module:
     """Instantiate a HookedTransformer and load (and optionally process) its weights.
 
     Args:
@@ -290,8 +289,9 @@ def build_hooked(
         The model, in eval mode.
     """
     cfg_in = final_config_dict(cfg_dict, processing)
-    cfg = HookedTransformerConfig.from_dict({**cfg_in, "device": device, "dtype": dtype})
-    model = HookedTransformer(cfg, tokenizer=tokenizer, move_to_device=False)
+    hooked = require_hooked("building a HookedTransformer")
+    cfg = hooked_config_class().from_dict({**cfg_in, "device": device, "dtype": dtype})
+    model = hooked(cfg, tokenizer=tokenizer, move_to_device=False)
     if processing is not None:
         model.load_and_process_state_dict(dict(state_dict), **processing)
     else:

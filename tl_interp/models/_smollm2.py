@@ -13,6 +13,10 @@ The cache key is the GGUF file's SHA-256 (checked against the package's installe
 so a damaged checkpoint is reported, not converted), the transformer-lens, transformers and
 gguf versions, the processing flags and ``n_ctx``: a stale entry is never reused, and every
 virtual environment with the same libraries shares one entry.
+
+On TransformerLens 4 (no HookedTransformer) the dequantised model is cached as a Hugging Face
+directory instead and booted as a TransformerBridge in compatibility mode (``_bridged``), with
+the same processing.
 """
 
 import base64
@@ -22,10 +26,10 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from transformer_lens import HookedTransformer
 
 from tl_interp._io import sha256_file
 from tl_interp.compat.hub import hub_offline
+from tl_interp.compat.tl import has_hooked_transformer
 from tl_interp.errors import ArtifactError, ModelLoadError
 from tl_interp.models._convert import (
     DEFAULT_N_CTX_CAP,
@@ -35,6 +39,7 @@ from tl_interp.models._convert import (
     hooked_config_dict,
     processing_flags,
 )
+from tl_interp.models._bridged import load_converted
 from tl_interp.models._hf import default_device
 from tl_interp.models._io import cached_model, entry_path, versions
 
@@ -133,8 +138,8 @@ def cache_entry(*, processed: bool = True, n_ctx: int = DEFAULT_N_CTX_CAP) -> Pa
     })
 
 
-def _convert(*, processed: bool, n_ctx: int) -> tuple[dict[str, torch.Tensor], Any, dict[str, Any]]:
-    """Dequantise the GGUF checkpoint with transformers, convert and process it (slow)."""
+def _dequantised() -> tuple[Any, Any]:
+    """The GGUF checkpoint as an fp32 ``LlamaForCausalLM`` and its tokenizer (slow)."""
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     gguf = gguf_path()
@@ -143,6 +148,12 @@ def _convert(*, processed: bool, n_ctx: int) -> tuple[dict[str, torch.Tensor], A
         hf_model = AutoModelForCausalLM.from_pretrained(
             str(gguf.parent), gguf_file=gguf.name, dtype=torch.float32, trust_remote_code=False
         )
+    return hf_model, tokenizer
+
+
+def _convert(*, processed: bool, n_ctx: int) -> tuple[dict[str, torch.Tensor], Any, dict[str, Any]]:
+    """Dequantise the GGUF checkpoint with transformers, convert and process it (slow)."""
+    hf_model, tokenizer = _dequantised()
     cfg_dict = hooked_config_dict(
         hf_model.config, model_name=_MODEL_NAME, n_ctx=n_ctx, architecture=type(hf_model).__name__
     )
@@ -171,15 +182,17 @@ def load(
     processed: bool = True,
     n_ctx: int = DEFAULT_N_CTX_CAP,
     refresh: bool = False,
-) -> HookedTransformer:
-    """Load SmolLM2-135M-Instruct as a HookedTransformer, from the cache when possible.
+) -> torch.nn.Module:
+    """Load SmolLM2-135M-Instruct as a HookedTransformer (on TransformerLens 4: a TransformerBridge
+    in compatibility mode), from the cache when possible.
 
     Args:
         device: Where to put the model (default: cuda if available, else cpu).
         dtype: Parameter dtype (the cache holds float32; processing runs in float32).
         processed: TransformerLens's standard processing (fold RMSNorm gains, centre the
             unembedding, fold value biases). ``False`` keeps the checkpoint's own weights.
-        n_ctx: Context-length cap (the checkpoint supports 8192).
+        n_ctx: Context-length cap (the checkpoint supports 8192; HookedTransformer only: on TransformerLens 4
+            the Bridge keeps the checkpoint's own length).
         refresh: Rebuild the cache entry even if it exists.
 
     Returns:
@@ -195,6 +208,10 @@ def load(
         >>> model.cfg.n_layers, model.cfg.n_heads, model.cfg.n_key_value_heads  # doctest: +SKIP
         (30, 9, 3)
     """
+    if not has_hooked_transformer():
+        key = {"source_sha256": gguf_sha256(), "versions": versions("transformers", "gguf")}
+        return load_converted(NAME, key, _dequantised, processed=processed, device=device or default_device(),
+                              dtype=dtype, refresh=refresh, prepend_bos=False)
     entry = cache_entry(processed=processed, n_ctx=n_ctx)
     build = lambda: _convert(processed=processed, n_ctx=n_ctx)  # noqa: E731 - run only on a cache miss
     return cached_model(entry, build, refresh=refresh, device=device or default_device(), dtype=dtype)

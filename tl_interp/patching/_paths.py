@@ -146,6 +146,7 @@ def paths(model: Any, clean: Inputs, corrupted: Inputs, metric: Callable[..., An
         (torch.Size([3, 2]), ('L1H0.k', 'logits'))
     """
     if not compat.is_hooked_transformer(model):
+        compat.require_hooked("path patching (its per-head q/k/v input hooks)")  # TL 4 has none: say so
         raise UnsupportedError(f"path patching needs a HookedTransformer (its per-head q/k/v input hooks); got "
                                f"{type(model).__name__}. Load the model as a HookedTransformer")
     if direction not in ("denoise", "noise"):

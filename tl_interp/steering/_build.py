@@ -19,6 +19,7 @@ from typing import Any, Literal
 import torch
 from torch import Tensor
 
+from tl_interp import compat
 from tl_interp._checks import checked, renamed
 from tl_interp._types import NameFilter
 from tl_interp.engine.collect import collect
@@ -265,6 +266,7 @@ def sae_contrast_vector(model: Any, sae: Any, positive: Inputs, negative: Inputs
         >>> v.space, v.vector.shape, v.hook_name
         ('sae', torch.Size([1024]), 'blocks.2.hook_resid_pre')
     """
+    compat.require_sae("steering.sae_contrast_vector")  # sae-lens requires TransformerLens < 4
     fn = "sae_contrast_vector"
     positions, reduce = _positions(positions, reduce)
     hook = sae_hook_name(sae)

@@ -16,6 +16,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
+from tl_interp import compat
 from tl_interp._checks import checked
 from tl_interp.steering._build import sae_name
 from tl_interp.errors import InputError, OptionError, ShapeError
@@ -125,6 +126,7 @@ def decompose(vector: SteeringVector, sae: Any, k: int = 20, *, tol: float = 1e-
         >>> sorted(d.features), round(d.explained, 4)
         ([5, 40], 1.0)
     """
+    compat.require_sae("steering.decompose")  # sae-lens requires TransformerLens < 4
     if vector.space != "residual":
         raise InputError(f"decompose takes a residual-space vector; {vector.name!r} is already in SAE space")
     sae_id, hook = sae_identity(sae)

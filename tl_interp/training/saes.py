@@ -37,6 +37,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
+from tl_interp import compat
 from tl_interp._io import check_target, manifest, sha256_file, write_checked_json
 from tl_interp.compat.sae import sae_metadata, trainer_config
 from tl_interp.models.saes import SAES_DIR, corpus
@@ -117,6 +118,7 @@ def train_sae(
         >>> sae_hook_name(sae), card["provenance"]["steps"]
         ('blocks.2.hook_resid_pre', 2)
     """
+    compat.require_sae("training.train_sae")  # sae-lens requires TransformerLens < 4
     from sae_lens import SAE, TopKTrainingSAE, TopKTrainingSAEConfig
 
     spec = SPECS[name]

@@ -21,6 +21,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
+from tl_interp import compat
 from tl_interp._checks import checked
 from tl_interp.ablation._features import (FeatureActivations, _ablation, check_feature, decoder_logits,
                                           feature_activations, prompt_answers)
@@ -204,6 +205,7 @@ def feature_card(sae: Any, model: Any, inputs: Inputs, feature: int, *,
         >>> card.n_tokens  # real tokens after BOS, the positions the SAE reads
         10
     """
+    compat.require_sae("viz.feature_card")  # sae-lens requires TransformerLens < 4
     check_feature(sae, feature)
     _check_options(k, window, bins)
     return _cards(sae, model, inputs, [feature], answers, k, window, bins, seed, memory_mb, executor)[2][0]
@@ -228,6 +230,7 @@ def feature_page(sae: Any, model: Any, inputs: Inputs, *, n: int = 8,
         >>> ti.viz.feature_page(sae, model, ["one, two, three,", "january, february,"], n=2)
         Report('Top features of the SAE at blocks.2.hook_resid_pre', 4 blocks)
     """
+    compat.require_sae("viz.feature_page")  # sae-lens requires TransformerLens < 4
     from tl_interp.viz.report import Report
     from tl_interp.viz.views import topk
 

@@ -121,6 +121,9 @@ def load_sae(name: str, *, directory: Path | str | None = None, device: str = "c
         Intervention (1 hook):
           1. SAE splice (no edit; error kept) (pos 1:) at blocks.2.hook_resid_pre
     """
+    from tl_interp import compat
+
+    compat.require_sae(f"load_sae({name!r})")
     from sae_lens import SAE
 
     from tl_interp._device import check_device

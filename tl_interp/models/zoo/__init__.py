@@ -26,8 +26,9 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from transformer_lens import HookedTransformer
+import torch
 
+from tl_interp import compat
 from tl_interp.errors import ModelLoadError
 from tl_interp.models.zoo import groups
 from tl_interp.models.zoo._store import ZOO_DIR, load_parameters, read_card, read_weights
@@ -48,6 +49,7 @@ from tl_interp.models.zoo.induction import (
     half_losses,
     head_scores,
     induction_config,
+    induction_fields,
     repeated_tokens,
 )
 from tl_interp.models.zoo.ordinal import load_ordinal_4l
@@ -111,8 +113,9 @@ def card(name: str, *, directory: Path | str | None = None) -> dict[str, Any]:
     return read_card(name, directory)
 
 
-def load_induction_2l(*, directory: Path | str | None = None) -> HookedTransformer:
-    """Load ``induction-2l`` (a 2-layer attention-only HookedTransformer), eval mode, CPU.
+def load_induction_2l(*, directory: Path | str | None = None) -> torch.nn.Module:
+    """Load ``induction-2l`` (a 2-layer attention-only HookedTransformer; on TransformerLens 4 a native
+    TransformerBridge in compatibility mode with the same weights), eval mode, CPU.
 
     Args:
         directory: where the weights and card live; default the packaged zoo.
@@ -125,8 +128,8 @@ def load_induction_2l(*, directory: Path | str | None = None) -> HookedTransform
         >>> model.cfg.n_layers, model.cfg.n_heads
         (2, 3)
     """
-    model = HookedTransformer(induction_config(init_weights=False))
-    load_parameters("induction-2l", model, read_weights("induction-2l", directory))
+    model = compat.tl.build_from_fields(induction_fields(init_weights=False), read_weights("induction-2l", directory),
+                                        name="induction-2l")
     model.card = read_card("induction-2l", directory)
     return model.eval()
 

@@ -31,14 +31,15 @@ on held-out ``BOS + r + r`` sequences of half length ``L``:
 """
 
 from collections.abc import Sequence
+from typing import Any
 
 import torch
 from beartype import beartype
 from jaxtyping import Float, Int, jaxtyped
-from torch import Tensor
-from transformer_lens import HookedTransformer, HookedTransformerConfig
+from torch import Tensor, nn
 from transformer_lens.hook_points import HookPoint
 
+from tl_interp import compat
 from tl_interp.errors import SelectionError
 
 __all__ = [
@@ -52,6 +53,7 @@ __all__ = [
     "D_HEAD",
     "QUALITY_THRESHOLDS",
     "induction_config",
+    "induction_fields",
     "repeated_tokens",
     "head_scores",
     "half_losses",
@@ -86,8 +88,9 @@ QUALITY_THRESHOLDS: dict[str, float] = {
 }
 
 
-def induction_config(*, init_weights: bool = False) -> HookedTransformerConfig:
-    """The architecture of ``induction-2l``.
+def induction_config(*, init_weights: bool = False) -> Any:
+    """The architecture of ``induction-2l`` as a ``HookedTransformerConfig`` (TransformerLens 3.x;
+    TransformerLens 4 has none: ``UnsupportedError``; the fields are ``induction_fields``).
 
     Args:
         init_weights: initialise the weights (training) or leave them for a load (loading).
@@ -95,12 +98,18 @@ def induction_config(*, init_weights: bool = False) -> HookedTransformerConfig:
     Returns:
         A config for a 2-layer, 3-head (``d_head`` 32), d_model 64, attention-only,
         LayerNorm-free model.
+    """
+    return compat.tl.hooked_config_class()(**induction_fields(init_weights=init_weights))
+
+
+def induction_fields(*, init_weights: bool = False) -> dict[str, Any]:
+    """The config fields of ``induction-2l`` (HookedTransformerConfig's names).
 
     Example:
-        >>> induction_config().n_layers, induction_config().n_heads
+        >>> induction_fields()["n_layers"], induction_fields()["n_heads"]
         (2, 3)
     """
-    return HookedTransformerConfig(
+    return dict(
         n_layers=2,
         d_model=64,
         n_heads=N_HEADS,
@@ -148,7 +157,7 @@ def repeated_tokens(
 
 @jaxtyped(typechecker=beartype)
 def head_scores(
-    model: HookedTransformer, tokens: Int[Tensor, "batch pos"]
+    model: nn.Module, tokens: Int[Tensor, "batch pos"]
 ) -> tuple[Float[Tensor, "n_layers n_heads"], Float[Tensor, "n_layers n_heads"]]:
     """Previous-token and induction scores of every head on ``BOS + r + r`` sequences.
 
@@ -189,7 +198,7 @@ def head_scores(
 
 @jaxtyped(typechecker=beartype)
 def half_losses(
-    model: HookedTransformer,
+    model: nn.Module,
     tokens: Int[Tensor, "batch pos"],
     *,
     zero_ablate: Sequence[tuple[int, int]] = (),

@@ -25,12 +25,12 @@ import torch
 from beartype import beartype
 from jaxtyping import Float, Int, jaxtyped
 from torch import Tensor, nn
-from transformer_lens import HookedTransformer, HookedTransformerConfig
 from transformers import PreTrainedTokenizerBase, PreTrainedTokenizerFast
 
+from tl_interp import compat
 from tl_interp.errors import ModelLoadError
 from tl_interp.models.zoo import ordinal_data as data
-from tl_interp.models.zoo._store import ZOO_DIR, load_parameters, read_card, read_weights
+from tl_interp.models.zoo._store import ZOO_DIR, read_card, read_weights
 from tl_interp.models.zoo.ordinal_data import TASKS, ordinal_examples, ordinal_tasks
 
 __all__ = [
@@ -39,6 +39,7 @@ __all__ = [
     "ordinal_tasks",
     "ordinal_examples",
     "ordinal_config",
+    "ordinal_fields",
     "tokenizer_dir",
     "write_tokenizer",
     "read_tokenizer",
@@ -53,8 +54,18 @@ NAME = "ordinal-4l"
 N_CTX = 32
 
 
-def ordinal_config(*, init_weights: bool = False) -> HookedTransformerConfig:
-    """The architecture of ``ordinal-4l``.
+def ordinal_config(*, init_weights: bool = False) -> Any:
+    """The architecture of ``ordinal-4l`` as a ``HookedTransformerConfig`` (TransformerLens 3.x;
+    TransformerLens 4 has none: ``UnsupportedError``; the fields are ``ordinal_fields``).
+
+    Args:
+        init_weights: initialise the weights (training) or leave them for a load (loading).
+    """
+    return compat.tl.hooked_config_class()(**ordinal_fields(init_weights=init_weights))
+
+
+def ordinal_fields(*, init_weights: bool = False) -> dict[str, Any]:
+    """The config fields of ``ordinal-4l`` (HookedTransformerConfig's names).
 
     Args:
         init_weights: initialise the weights (training) or leave them for a load (loading).
@@ -64,10 +75,10 @@ def ordinal_config(*, init_weights: bool = False) -> HookedTransformerConfig:
         learned positions, n_ctx 32, BOS prepended by default.
 
     Example:
-        >>> ordinal_config().d_vocab == len(data.vocabulary())
+        >>> ordinal_fields()["d_vocab"] == len(data.vocabulary())
         True
     """
-    return HookedTransformerConfig(
+    return dict(
         n_layers=4,
         d_model=128,
         n_heads=4,
@@ -119,7 +130,7 @@ def read_tokenizer(directory: Path | str | None = None) -> PreTrainedTokenizerBa
     return PreTrainedTokenizerFast.from_pretrained(str(path), local_files_only=True)
 
 
-def load_ordinal_4l(*, directory: Path | str | None = None) -> HookedTransformer:
+def load_ordinal_4l(*, directory: Path | str | None = None) -> torch.nn.Module:
     """Load ``ordinal-4l`` with its tokenizer, eval mode, CPU.
 
     Args:
@@ -134,8 +145,8 @@ def load_ordinal_4l(*, directory: Path | str | None = None) -> HookedTransformer
         ['<bos>', 'after', 'july', 'comes']
     """
     weights = read_weights(NAME, directory)  # verifies every file the card lists, tokenizer too
-    model = HookedTransformer(ordinal_config(init_weights=False), tokenizer=read_tokenizer(directory))
-    load_parameters(NAME, model, weights)
+    model = compat.tl.build_from_fields(ordinal_fields(init_weights=False), weights,
+                                        tokenizer=read_tokenizer(directory), name=NAME)
     model.card = read_card(NAME, directory)
     return model.eval()
 
@@ -165,7 +176,7 @@ def encode(
 
 @jaxtyped(typechecker=beartype)
 def answer_logits(
-    model: HookedTransformer, tokens: Int[Tensor, "batch pos"], last: Int[Tensor, " batch"]
+    model: torch.nn.Module, tokens: Int[Tensor, "batch pos"], last: Int[Tensor, " batch"]
 ) -> Float[Tensor, "batch d_vocab"]:
     """Logits at each row's last real token (right padding never reaches them: causal mask).
 
@@ -185,7 +196,7 @@ def answer_logits(
 
 
 def task_accuracy(
-    model: HookedTransformer,
+    model: torch.nn.Module,
     pairs: Sequence[tuple[str, str]],
     *,
     tokenizer: PreTrainedTokenizerBase | None = None,
@@ -213,7 +224,7 @@ def task_accuracy(
 
 
 def evaluate_ordinal_4l(
-    model: HookedTransformer, *, tokenizer: PreTrainedTokenizerBase | None = None
+    model: torch.nn.Module, *, tokenizer: PreTrainedTokenizerBase | None = None
 ) -> dict[str, Any]:
     """Accuracy and loss per split and task, and per held-out template (the card's numbers).
 

@@ -20,7 +20,7 @@ import torch
 from beartype import beartype
 from jaxtyping import Float, Int, jaxtyped
 from torch import Tensor, nn
-from transformer_lens import HookedRootModule
+from transformer_lens import HookedRootModule  # a public top-level name on TL 3.9 and 4.x
 from transformer_lens.hook_points import HookPoint
 
 from tl_interp.errors import SelectionError
