@@ -11,11 +11,11 @@ if [ "${1:-}" = "--tl4" ]; then TL4=1; shift; fi
 if [ "$TL4" = 1 ]; then
   VENV="${TL_INTERP_VENV:-.venv-tl4}"
   CONSTRAINTS=constraints-tl4.txt
-  EXTRAS="dev,ray"  # sae-lens requires transformer-lens<4
+  EXTRAS="dev,ray,export"  # no sae: sae-lens requires transformer-lens<4
 else
   VENV="${TL_INTERP_VENV:-.venv}"
   CONSTRAINTS=constraints.txt
-  EXTRAS="dev,ray,sae"
+  EXTRAS="dev,ray,export,sae"
 fi
 TORCH_SPEC="${TORCH_SPEC:-torch==2.13.0}"
 PY="$VENV/bin/python"

@@ -243,3 +243,18 @@ def test_keyboard_interrupt_inside_a_sweep_leaves_no_hooks() -> None:
     with pytest.raises(KeyboardInterrupt):
         ti.patching.sweep(model, TOKENS, TOKENS.flip(0), metric, progress=False)
     assert no_hooks_attached(model) and "forward" not in model.__dict__
+
+
+def test_generate_on_a_model_that_is_not_a_hooked_transformer_is_refused_under_hooks() -> None:
+    # Only HookedTransformer's key-value-cached generate has its steps checked against the hooks'
+    # positions and sources; another model's generate (TL 4's Bridge) is refused before it runs.
+    class WithGenerate(ToyMLP):
+        def generate(self, *args: Any, **kwargs: Any) -> Any:
+            raise AssertionError("generation ran unchecked")
+
+    toy = WithGenerate()
+    with hooks.scale("hook_hidden", 2.0).applied(toy):
+        toy(torch.randint(0, 12, (3, 2)))  # forward calls still run under the hooks
+        with pytest.raises(ti.errors.UnsupportedError, match="WithGenerate is not a HookedTransformer.*Intervention.run"):
+            toy.generate(torch.zeros(1, 2, dtype=torch.long))
+    assert "generate" not in toy.__dict__  # restored: the class's own generate again

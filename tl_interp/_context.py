@@ -39,7 +39,7 @@ from torch import Tensor
 
 from tl_interp.compat import call_offset, is_hooked_transformer, kv_previous_mask, tl_default_mask
 from tl_interp.compat.forward import install, installed_forward, uninstall
-from tl_interp.errors import InputError
+from tl_interp.errors import InputError, UnsupportedError
 
 __all__ = ["RunContext", "current", "running", "describing_calls", "call_context", "check_call_tokens",
            "check_context_length"]
@@ -134,11 +134,24 @@ def _wrap(model: Any) -> Callable[..., Any]:
         with running(RunContext(outside_forward=True)):
             return original_generate(*args, **kwargs)  # type: ignore[misc]
 
+    def unchecked_generate(*args: Any, **kwargs: Any) -> Any:
+        # A HookedTransformer's generate runs key-value-cached steps whose windows the run context
+        # publishes, so every edit is checked per step (context length, sources of the prompt's
+        # length, hooks that never fire). Another model's generate (TransformerLens 4's Bridge
+        # re-runs the whole sequence each step) gets none of those checks: refused, not guessed.
+        raise UnsupportedError(f"generate under tl_interp hooks: {type(model).__name__} is not a HookedTransformer, so "
+                               "its generation steps are not checked against the hooks' positions and sources; "
+                               "on TransformerLens 4 run the steps yourself (one Intervention.run per new token), "
+                               "or generate on TransformerLens 3.9 (HookedTransformer)")
+
     forward._tl_interp_contextual = True  # type: ignore[attr-defined]
     forward._tl_interp_users = 0  # type: ignore[attr-defined]
     forward._tl_interp_watchers = []  # type: ignore[attr-defined]
-    wraps_generate = is_hooked_transformer(model) and original_generate is not None
-    forward._tl_interp_previous = install(model, forward, generate if wraps_generate else None)  # type: ignore[attr-defined]
+    if original_generate is None:
+        wrapped_generate = None
+    else:
+        wrapped_generate = generate if is_hooked_transformer(model) else unchecked_generate
+    forward._tl_interp_previous = install(model, forward, wrapped_generate)  # type: ignore[attr-defined]
     return forward
 
 
