@@ -255,6 +255,6 @@ def test_generate_on_a_model_that_is_not_a_hooked_transformer_is_refused_under_h
     toy = WithGenerate()
     with hooks.scale("hook_hidden", 2.0).applied(toy):
         toy(torch.randint(0, 12, (3, 2)))  # forward calls still run under the hooks
-        with pytest.raises(ti.errors.UnsupportedError, match="WithGenerate is not a HookedTransformer.*Intervention.run"):
+        with pytest.raises(ti.errors.UnsupportedError, match="needs TransformerLens's HookedTransformer: WithGenerate is not one.*Intervention.run"):
             toy.generate(torch.zeros(1, 2, dtype=torch.long))
     assert "generate" not in toy.__dict__  # restored: the class's own generate again

@@ -139,10 +139,10 @@ def _wrap(model: Any) -> Callable[..., Any]:
         # publishes, so every edit is checked per step (context length, sources of the prompt's
         # length, hooks that never fire). Another model's generate (TransformerLens 4's Bridge
         # re-runs the whole sequence each step) gets none of those checks: refused, not guessed.
-        raise UnsupportedError(f"generate under tl_interp hooks: {type(model).__name__} is not a HookedTransformer, so "
-                               "its generation steps are not checked against the hooks' positions and sources; "
-                               "on TransformerLens 4 run the steps yourself (one Intervention.run per new token), "
-                               "or generate on TransformerLens 3.9 (HookedTransformer)")
+        raise UnsupportedError(f"generate under tl_interp hooks needs TransformerLens's HookedTransformer: "
+                               f"{type(model).__name__} is not one, so its generation steps are not checked against "
+                               "the hooks' positions and sources; run the steps yourself (one Intervention.run per "
+                               "new token), or generate on TransformerLens 3.9 (HookedTransformer)")
 
     forward._tl_interp_contextual = True  # type: ignore[attr-defined]
     forward._tl_interp_users = 0  # type: ignore[attr-defined]
