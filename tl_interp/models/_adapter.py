@@ -15,8 +15,7 @@ from dataclasses import dataclass, field
 from typing import Any, Literal, TypeAlias
 
 import torch
-from beartype import beartype
-from jaxtyping import Int, jaxtyped
+from jaxtyping import Int
 from torch import Tensor
 from tl_interp import compat
 from tl_interp._checks import checked
@@ -29,7 +28,7 @@ Family: TypeAlias = Literal["hooked_transformer", "hooked_sae_transformer", "bri
 _SIZE_FIELDS = ("n_layers", "n_heads", "d_model", "d_head", "d_mlp", "d_vocab")
 
 
-@jaxtyped(typechecker=beartype)
+@checked
 @dataclass(frozen=True)
 class Tokenized:
     """A padded batch of prompts with its attention mask.

@@ -22,10 +22,10 @@ from collections.abc import Iterator, Sequence
 from typing import Any, Literal, TypeAlias
 
 import torch
-from beartype import beartype
-from jaxtyping import Int, jaxtyped
+from jaxtyping import Int
 from torch import Tensor
 
+from tl_interp._checks import checked
 from tl_interp.errors import ShapeError
 from tl_interp.models.saes.specs import SAESpec
 
@@ -89,7 +89,7 @@ def corpus_sha256() -> str:
     return hashlib.sha256((pydoc_text("train") + "\x00" + pydoc_text("heldout")).encode()).hexdigest()
 
 
-@beartype
+@checked
 def chunk_tokens(
     tokenizer: Any, text: str, context_size: int, *, prepend_bos: bool = True, max_chunks: int | None = None
 ) -> Tensor:
@@ -134,7 +134,7 @@ def _pad(rows: Sequence[list[int]], pad_id: int) -> tuple[Tensor, Tensor]:
     return tokens, mask
 
 
-@jaxtyped(typechecker=beartype)
+@checked
 def ordinal_sequences(
     tokenizer: Any, n: int, *, seed: int, splits: Sequence[str] = ("train",), context_prob: float = 0.5
 ) -> tuple[Int[Tensor, "batch pos"], Int[Tensor, "batch pos"]]:
@@ -179,7 +179,7 @@ def ordinal_sequences(
 ORDINAL_HELDOUT_SEED = 12345
 
 
-@jaxtyped(typechecker=beartype)
+@checked
 def ordinal_heldout(tokenizer: Any, n: int = 2000) -> tuple[Int[Tensor, "batch pos"], Int[Tensor, "batch pos"]]:
     """Held-out ordinal-4l sequences: ``ordinal_sequences`` over the ``test`` and ``heldout`` splits.
 
