@@ -24,7 +24,7 @@ from torch import Tensor
 
 from tl_interp.errors import OptionError, SelectionError, ShapeError, TlInterpDeprecationWarning, TypeCheckError
 
-__all__ = ["checked", "is_checked", "renamed", "public_name", "check_count"]
+__all__ = ["checked", "is_checked", "renamed", "public_name", "check_count", "check_layer"]
 
 F = TypeVar("F", bound=Callable[..., Any])
 _UnionType = type(int | str)
@@ -121,6 +121,25 @@ def check_count(value: Any, name: str, *, low: int = 1, high: int | None = None,
         bounds = f"{low} <= {name} <= {high}" if high is not None else f"{name} >= {low}"
         raise SelectionError(f"{prefix}{name}={value} is out of range; choose {bounds}")
     return value
+
+
+def check_layer(layer: int, n_layers: int, what: str = "") -> int:
+    """One layer index, checked against the model's ``n_layers`` (the one check of a single layer).
+
+    Example:
+        >>> check_layer(1, 2)
+        1
+        >>> check_layer(2, 2, "ti.weights.mlp_out")
+        Traceback (most recent call last):
+        ...
+        tl_interp.errors.SelectionError: ti.weights.mlp_out: layer 2 is out of range; the model has layers 0..1
+    """
+    prefix = f"{what}: " if what else ""
+    if isinstance(layer, bool) or not isinstance(layer, int):
+        raise TypeCheckError(f"{prefix}layer must be an int, not {layer!r}")
+    if not 0 <= layer < n_layers:
+        raise SelectionError(f"{prefix}layer {layer} is out of range; the model has layers 0..{n_layers - 1}")
+    return layer
 
 
 def _translate(err: Exception, fn: Callable[..., Any], args: tuple[Any, ...], kwargs: dict[str, Any],

@@ -21,7 +21,7 @@ from typing import Any, ClassVar
 import torch
 from torch import Tensor
 
-from tl_interp._checks import checked
+from tl_interp._checks import check_count, checked
 from tl_interp._io import load_checked, save_checked
 from tl_interp.errors import ArtifactError, ShapeError
 
@@ -186,6 +186,7 @@ class Result:
 
     def top_cells(self, k: int = 3, values: Tensor | None = None) -> list[tuple[str, float]]:
         """The ``k`` cells of largest |value| (NaNs last) as ``("[label, label]", value)``, labels shortened."""
+        check_count(k, "k", what="top_cells(k)")
         values = self.values if values is None else values
         flat = values.detach().double().flatten().cpu()
         if not flat.numel() or not values.ndim:

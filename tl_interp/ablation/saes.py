@@ -23,7 +23,7 @@ import torch
 from jaxtyping import Float, Int
 from torch import Tensor
 
-from tl_interp._checks import checked
+from tl_interp._checks import check_layer, checked
 from tl_interp import hooks, metrics
 from tl_interp.compat.sae import sae_hook_name
 from tl_interp.engine.collect import collect
@@ -76,6 +76,7 @@ def site_activations(
         >>> site_activations(model, 2, tokens, mask).shape[0] == int(mask[:, 1:].sum())
         True
     """
+    check_layer(layer, model.cfg.n_layers, "site_activations")
     check_tokens(model, tokens, "site_activations")  # the one token check (a negative id reads W_E[-1])
     reads = mask.bool().clone()
     reads[:, :first_position] = False

@@ -15,8 +15,8 @@ from typing import Any, ClassVar
 import torch
 from torch import Tensor
 
-from tl_interp._checks import checked
-from tl_interp.errors import OptionError, ShapeError
+from tl_interp._checks import check_count, checked
+from tl_interp.errors import SelectionError, ShapeError
 from tl_interp.results import Provenance, Result, register_result, short
 from tl_interp.stats import bootstrap_indices, percentile_interval
 
@@ -79,7 +79,7 @@ class EdgeStability(Result):
     def unstable(self, k: int | None = None, *, threshold: float = 0.5) -> list[tuple[str, float]]:
         """Edges of the top-k (the first ``ks`` by default) found in fewer than ``threshold``
         of the resamples' top-k, as (edge, frequency)."""
-        k = k if k is not None else self.ks[0]
+        k = check_count(k, "k", what="unstable(k)") if k is not None else self.ks[0]
         order = self.values.abs().argsort(descending=True)[:k].tolist()
         freq = self.extras["in_top_k"]
         return [(self.label("edge", i), float(freq[i])) for i in order if float(freq[i]) < threshold]
@@ -138,8 +138,10 @@ def stability(scores: Any, *, k: int | Sequence[int] = 20, n_boot: int = 200, al
     names = tuple(scores.names)
     if per_prompt.ndim != 2 or per_prompt.shape[1] != len(names):
         raise ShapeError(f"per-prompt scores must be (n_prompts, n_edges={len(names)}), got {tuple(per_prompt.shape)}")
-    if not ks or any(isinstance(x, bool) or not 0 <= x <= len(names) for x in ks):
-        raise OptionError(f"k must be between 0 and the number of edges ({len(names)}), got {k!r}")
+    if not ks:
+        raise SelectionError("stability: k is empty; give at least one top-k size")
+    for x in ks:
+        check_count(x, "k", low=0, high=len(names), what="stability")
     mean = per_prompt.detach().double().cpu().mean(0)
     resampled = resampled_scores(per_prompt, n_boot=n_boot, seed=seed)
     low, high = percentile_interval(resampled, alpha, dim=0)
