@@ -70,7 +70,7 @@ def _tensor_hints(hint: Any) -> list[Any]:
 
 
 def public_name(obj: Any) -> str:
-    """The name a user calls ``obj`` by: its closest public module that exports it, never a
+    """The name a user calls ``obj`` by: the shortest public module that exports it, never a
     private module (``ti.hooks.add``, not ``ti.hooks._steer.add``).
 
     Example:
@@ -82,20 +82,16 @@ def public_name(obj: Any) -> str:
         'ti.patching.PatchingResult.top'
     """
     qualname = getattr(obj, "__qualname__", type(obj).__qualname__)
-    parts = getattr(obj, "__module__", "tl_interp").split(".")
-    public = [p for p in parts if not p.startswith("_")]
-    owner = qualname.split(".")[0]
-    chosen = None
-    for end in range(len(parts), 0, -1):  # the longest public prefix that exports the object
-        prefix = ".".join(parts[:end])
-        if any(p.startswith("_") for p in parts[:end]):
-            continue
-        if chosen is None:
-            chosen = prefix
-        if hasattr(sys.modules.get(prefix), owner):
-            chosen = prefix
+    home = getattr(obj, "__module__", None) or "tl_interp"
+    parts, owner = home.split("."), qualname.split(".")[0]
+    public = [".".join(parts[:end]) for end in range(1, len(parts) + 1)
+              if not any(p.startswith("_") for p in parts[:end])]
+    module = public[-1] if public else "tl_interp"
+    for prefix in public:  # the shortest public module that exports the same object
+        found = vars(sys.modules[prefix]).get(owner) if prefix in sys.modules else None
+        if getattr(found, "__module__", None) == home and getattr(found, "__qualname__", None) == owner:
+            module = prefix
             break
-    module = chosen or ".".join(public) or "tl_interp"
     name = f"{module}.{qualname}".replace(".<locals>", "")
     return "ti" + name[len("tl_interp"):] if name.startswith("tl_interp") else name
 
