@@ -173,7 +173,7 @@ def test_empty_inputs_are_rejected(models: dict[str, Any]) -> None:
 
 
 def test_tokenized_checks_that_its_batch_sizes_agree() -> None:
-    with pytest.raises(TypeError):
+    with pytest.raises(ShapeError, match=r"ti\.models\.Tokenized: last_index has shape \(3,\), which does not fit"):
         Tokenized(
             tokens=torch.zeros(2, 3, dtype=torch.long),
             attention_mask=torch.ones(2, 3, dtype=torch.long),

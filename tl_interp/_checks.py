@@ -30,6 +30,7 @@ F = TypeVar("F", bound=Callable[..., Any])
 _UnionType = type(int | str)
 # PEP 484's numeric tower: an int is accepted where a float is declared (memory_mb=512, scale=2)
 _BEARTYPE = beartype(conf=BeartypeConf(is_pep484_tower=True))
+_MODULE_PREFIX = re.compile(r"\b(?:typing|collections\.abc|torch|tl_interp|transformer_lens|sae_lens)(?:\.\w+)*\.")
 _PARAM = re.compile(r"parameter (?:'|\")?(\w+)(?:'|\")?")
 
 
@@ -58,7 +59,7 @@ def _hint_label(hint: Any) -> str:
     if members:
         return " | ".join(_hint_label(a) for a in members)
     text = hint.__name__ if isinstance(hint, type) else str(hint)
-    text = text.replace("typing.", "").replace("collections.abc.", "").replace("torch.", "")
+    text = _MODULE_PREFIX.sub("", text)  # class names only: never a (private) module path
     return text if len(text) <= 120 else text[:117] + "..."
 
 

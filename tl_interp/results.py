@@ -21,9 +21,9 @@ from typing import Any, ClassVar
 import torch
 from torch import Tensor
 
-from tl_interp._checks import check_count, checked
+from tl_interp._checks import check_count, checked, public_name
 from tl_interp._io import load_checked, save_checked
-from tl_interp.errors import ArtifactError, ShapeError
+from tl_interp.errors import ArtifactError, ShapeError, TypeCheckError
 
 __all__ = ["Provenance", "Result", "prompt_hash", "register_result"]
 
@@ -72,6 +72,8 @@ def register_result(cls: type["Result"]) -> type["Result"]:
     (a 1536-vector cosine matrix printed its labels twice); unless the class defines its own,
     the short ``Result.__repr__`` is put back.
     """
+    if not (isinstance(cls, type) and issubclass(cls, Result)):  # beartype skips the forward reference
+        raise TypeCheckError(f"{public_name(register_result)}: cls is {cls!r}; it takes a Result subclass")
     own = cls.__dict__.get("__repr__")
     if own is not None and getattr(cls, "__dataclass_params__", None) is not None \
             and cls.__dataclass_params__.repr and hasattr(own, "__wrapped__"):  # the dataclass-generated one

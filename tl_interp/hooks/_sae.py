@@ -22,7 +22,7 @@ from tl_interp import compat
 from tl_interp._checks import checked, renamed
 from tl_interp._types import IndexSelection, PositionSelection
 from tl_interp.compat.sae import sae_hook_name
-from tl_interp.errors import InputError, SelectionError, ShapeError
+from tl_interp.errors import InputError, SelectionError, ShapeError, TlInterpError
 from tl_interp.hooks._edit import check_finite, check_trailing, edit_intervention
 from tl_interp.hooks._select import Selection
 from tl_interp.intervention import Intervention
@@ -166,7 +166,7 @@ def _check_edit(edit: Callable[[Tensor], Tensor], d_sae: int, context: str) -> N
     try:
         with torch.no_grad():
             out = edit(dummy)
-    except (ShapeError, InputError):
+    except TlInterpError:  # already the toolkit's error for the mistake (a feature out of range ...)
         raise
     except Exception as err:
         raise ShapeError(f"{context}: the feature edit failed on features of shape (batch, pos, d_sae) = "
