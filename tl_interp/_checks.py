@@ -120,8 +120,9 @@ def check_count(value: Any, name: str, *, low: int = 1, high: int | None = None,
     return value
 
 
-def check_layer(layer: int, n_layers: int, what: str = "") -> int:
-    """One layer index, checked against the model's ``n_layers`` (the one check of a single layer).
+def check_layer(layer: int, n_layers: int, what: str = "", *, from_end: bool = False) -> int:
+    """One layer index, checked against the model's ``n_layers`` (the one check of a single layer);
+    ``from_end`` also takes negative indices, counted from the last layer.
 
     Example:
         >>> check_layer(1, 2)
@@ -134,9 +135,10 @@ def check_layer(layer: int, n_layers: int, what: str = "") -> int:
     prefix = f"{what}: " if what else ""
     if isinstance(layer, bool) or not isinstance(layer, int):
         raise TypeCheckError(f"{prefix}layer must be an int, not {layer!r}")
-    if not 0 <= layer < n_layers:
-        raise SelectionError(f"{prefix}layer {layer} is out of range; the model has layers 0..{n_layers - 1}")
-    return layer
+    if not (-n_layers if from_end else 0) <= layer < n_layers:
+        negative = f", or {-n_layers}..-1 from the end" if from_end else ""
+        raise SelectionError(f"{prefix}layer {layer} is out of range; the model has layers 0..{n_layers - 1}{negative}")
+    return layer % n_layers
 
 
 def _translate(err: Exception, fn: Callable[..., Any], args: tuple[Any, ...], kwargs: dict[str, Any],
