@@ -28,7 +28,7 @@ from tl_interp.engine import reads
 from tl_interp.engine.passes import CostModel, cells_per_pass, chunks, merge_layers
 from tl_interp.engine.paths import mid_stack, prefix_kv, read_only, skip_unchanged, split_final
 from tl_interp.engine.stack import bound_cells, stack
-from tl_interp.errors import InputError, OptionError, TlInterpError
+from tl_interp.errors import InputError, OptionError
 from tl_interp.intervention import Intervention
 from tl_interp.metrics import bind, is_metric
 from tl_interp.models._adapter import Tokenized
@@ -105,7 +105,7 @@ def check_metric(model: Any, metric: Callable[..., Any], batch: Tokenized) -> Ca
     try:
         with torch.no_grad():
             out = bound.per_prompt(dummy) if is_metric(bound) else bound(dummy)
-    except TlInterpError:  # the toolkit's own error for the mistake (positions out of range ...)
+    except (InputError, OptionError):
         raise
     except Exception as err:  # a metric that cannot even take logits of the right shape
         raise InputError(f"the metric failed on logits of shape (batch, pos, d_vocab) = {tuple(dummy.shape)}: "
