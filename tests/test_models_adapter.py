@@ -12,7 +12,7 @@ from transformer_lens import HookedRootModule
 from transformer_lens.hook_points import HookPoint
 from transformers import AutoTokenizer
 
-from tl_interp.errors import ModelLoadError, ShapeError
+from tl_interp.errors import InputError, ModelLoadError, ShapeError
 from tl_interp.models import ModelAdapter, Tokenized, adapt, load, make_tiny_hf_dir
 
 PROMPTS = ["When Mary and John went to the store , John gave a drink to", "the cat sat", "the dog"]
@@ -168,7 +168,7 @@ def test_empty_inputs_are_rejected(models: dict[str, Any]) -> None:
     ad = adapt(models["hooked_transformer"])
     with pytest.raises(ShapeError, match="empty list of prompts"):
         ad.tokenize([])
-    with pytest.raises(ShapeError, match=r"prompt 1 \(''\) has no tokens"):
+    with pytest.raises(InputError, match=r"prompt 1 \(''\) has no tokens"):
         ad.tokenize(["the cat", ""], prepend_bos=False)
 
 

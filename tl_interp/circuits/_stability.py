@@ -16,7 +16,7 @@ import torch
 from torch import Tensor
 
 from tl_interp._checks import check_count, checked
-from tl_interp.errors import SelectionError, ShapeError
+from tl_interp.errors import InputError, SelectionError, ShapeError
 from tl_interp.results import Provenance, Result, register_result, short
 from tl_interp.stats import bootstrap_indices, percentile_interval
 
@@ -28,7 +28,7 @@ def resampled_scores(per_prompt: Tensor, *, n_boot: int, seed: int) -> Tensor:
     (``stats.bootstrap_indices(n_prompts, n_boot, seed=seed)``), float32 to bound memory."""
     n = per_prompt.shape[0]
     if n < 2:
-        raise ShapeError(f"resampling prompts needs at least 2 prompts' scores, got {n}")
+        raise InputError(f"resampling prompts needs at least 2 prompts' scores, got {n}")
     index = bootstrap_indices(n, n_boot, seed=seed)
     # each resample's mean is a count-weighted mean of the per-prompt rows: one matmul
     counts = torch.zeros(n_boot, n, dtype=torch.float64).scatter_add_(1, index, torch.ones(n_boot, n, dtype=torch.float64))

@@ -20,7 +20,7 @@ from torch import Tensor
 from tl_interp import compat
 from tl_interp._checks import checked
 from tl_interp._types import Tokens
-from tl_interp.errors import ModelLoadError, ShapeError
+from tl_interp.errors import InputError, ModelLoadError, ShapeError
 
 __all__ = ["adapt", "ModelAdapter", "Tokenized", "Family"]
 
@@ -179,7 +179,7 @@ class ModelAdapter:
         rows = [self._encode(text, prepend_bos) for text in texts]
         for i, row in enumerate(rows):
             if not row:
-                raise ShapeError(
+                raise InputError(
                     f"tokenize: prompt {i} ({texts[i]!r}) has no tokens; use a non-empty prompt "
                     "or prepend_bos=True"
                 )

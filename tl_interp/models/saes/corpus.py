@@ -26,7 +26,7 @@ from jaxtyping import Int
 from torch import Tensor
 
 from tl_interp._checks import checked
-from tl_interp.errors import ShapeError
+from tl_interp.errors import InputError
 from tl_interp.models.saes.specs import SAESpec
 
 __all__ = [
@@ -273,7 +273,7 @@ def shuffled_batches(acts: Tensor, batch_size: int, *, seed: int) -> Iterator[Te
         [4, 4, 4]
     """
     if batch_size > acts.shape[0]:
-        raise ShapeError(f"a batch of {batch_size} activations needs at least that many; there are "
+        raise InputError(f"a batch of {batch_size} activations needs at least that many; there are "
                          f"{acts.shape[0]}: train on more sequences (--n-train)")
     gen = torch.Generator().manual_seed(seed)
     while True:
