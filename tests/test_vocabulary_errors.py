@@ -10,7 +10,9 @@ The walks below cover the whole public API: every public callable that takes ``k
 / ``layer`` / ``layers`` must have an out-of-range probe here (a new one fails the completeness
 test until it gets one), every ``@checked`` function is called with a wrong-typed argument, and
 every function of the package that declares tensor shapes in its signature is called with a
-wrong shape or checked to be ``@checked``.
+wrong shape or checked to be ``@checked``. The other mistakes of the table (too few prompts, a
+name never cached, a request the model cannot honour, a call of the wrong form) are probed
+where two functions used to disagree.
 """
 
 import importlib
@@ -296,3 +298,48 @@ def test_a_wrong_shape_at_a_formerly_raw_jaxtyped_entry_point_is_the_toolkits_er
         call()
     assert isinstance(caught.value, (ShapeError, TypeCheckError)), f"{name}: {type(caught.value)}"
     assert not PRIVATE_PATH.search(str(caught.value)), f"{name}: {caught.value}"
+
+
+# --- 4. the other mistakes of errors.py's table: one class each, wherever they are made ---------
+def _other_mistakes() -> list[tuple[str, Callable[[], Any], type]]:
+    from tests.conftest import attn_only
+    from tl_interp.intervention import Intervention
+
+    model = gpt2_style()
+    tokens = torch.randint(1, D_VOCAB, (2, 5), generator=torch.Generator().manual_seed(0))
+    return [
+        # too few prompts / rows for a statistic: InputError (was a ShapeError in two of them)
+        ("bootstrap of one prompt", lambda: ti.stats.bootstrap_mean_ci(torch.ones(3, 1)), ti.InputError),
+        ("bootstrap_ci of one row", lambda: ti.stats.bootstrap_ci(lambda x: x.mean(), torch.ones(1)), ti.InputError),
+        ("edge stability from one prompt", lambda: ti.circuits.stability(_one_prompt_scores(model, tokens), k=2),
+         ti.InputError),
+        # a hook name that was never cached / collected: HookNameError (was a bare KeyError)
+        ("a name the cache never held", lambda: _cached(model, tokens)["blocks.1.hook_resid_pre"], ti.HookNameError),
+        ("a name collect never read", lambda: ti.collect(model, tokens, "blocks.0.hook_resid_pre", progress=False)
+         ["blocks.1.hook_resid_pre"], ti.HookNameError),
+        # a request this model cannot honour: UnsupportedError (was an OptionError for DLA)
+        ("DLA by neuron, attention-only", lambda: ti.lens.direct_logit_attribution(
+            attn_only(), tokens, 3, by="neuron", progress=False), ti.errors.UnsupportedError),
+        # a call of the wrong form: TypeCheckError (was a bare TypeError)
+        ("Intervention.single with fn and build", lambda: Intervention.single(
+            "blocks.0.hook_resid_pre", fn=lambda a, hook: a, build=lambda m: None), ti.errors.TypeCheckError),
+    ]
+
+
+def _one_prompt_scores(model: Any, tokens: torch.Tensor) -> Any:
+    metric = ti.metrics.answer_logprob(torch.full((1,), 3))
+    return ti.circuits.attribute(model, tokens[:1], tokens[1:], metric, method="eap", progress=False)
+
+
+def _cached(model: Any, tokens: torch.Tensor) -> Any:
+    cache = ti.hooks.cache("blocks.0.hook_resid_pre")
+    cache.run(model, tokens)
+    return cache
+
+
+@pytest.mark.parametrize("index", range(7))
+def test_each_other_mistake_raises_its_one_class(index: int) -> None:
+    name, call, error = _other_mistakes()[index]
+    with pytest.raises(Exception) as caught:
+        call()
+    assert type(caught.value) is error, f"{name}: {type(caught.value).__name__}: {caught.value}"
