@@ -23,8 +23,8 @@ import torch
 from jaxtyping import Float, Int
 from torch import Tensor
 
-from tl_interp._checks import check_layer, checked
 from tl_interp import hooks, metrics
+from tl_interp._checks import check_layer, checked
 from tl_interp.compat.sae import sae_hook_name
 from tl_interp.engine.collect import collect
 from tl_interp.engine.executors import Executor, Plan, execute

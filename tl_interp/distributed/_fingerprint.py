@@ -25,8 +25,8 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from tl_interp.errors import TypeCheckError
 from tl_interp._checks import checked
+from tl_interp.errors import TypeCheckError
 
 __all__ = ["Fingerprint", "model_digest", "tensor_digest", "blake"]
 

@@ -15,8 +15,8 @@ from typing import Literal
 
 import torch
 
-from tl_interp.errors import OptionError
 from tl_interp._checks import checked
+from tl_interp.errors import OptionError
 
 __all__ = ["make_tiny_hf_dir", "TINY_VOCAB"]
 

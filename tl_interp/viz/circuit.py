@@ -14,8 +14,8 @@ import math
 import re
 from typing import Any
 
-from tl_interp.errors import InputError
 from tl_interp._checks import checked
+from tl_interp.errors import InputError
 from tl_interp.viz.html import _fmt, _generic, summary_for, table_html
 
 __all__ = ["circuit_html", "curve_figure"]

@@ -38,8 +38,8 @@ from jaxtyping import Float, Int
 from torch import Tensor, nn
 from transformer_lens.hook_points import HookPoint
 
-from tl_interp._checks import checked
 from tl_interp import compat
+from tl_interp._checks import checked
 from tl_interp.errors import SelectionError
 
 __all__ = [

@@ -26,8 +26,8 @@ from jaxtyping import Float, Int
 from torch import Tensor, nn
 from transformers import PreTrainedTokenizerBase, PreTrainedTokenizerFast
 
-from tl_interp._checks import checked
 from tl_interp import compat
+from tl_interp._checks import checked
 from tl_interp.errors import ModelLoadError
 from tl_interp.models.zoo import ordinal_data as data
 from tl_interp.models.zoo._store import ZOO_DIR, read_card, read_weights
