@@ -38,20 +38,21 @@ def test_top_lists_nan_cells_last() -> None:
 
 
 @pytest.mark.parametrize("k", [0, -1, True, 2.5])
-def test_ranking_refuses_a_k_that_is_not_a_positive_int(k: Any) -> None:
+def test_top_refuses_a_k_that_is_not_a_positive_int(k: Any) -> None:
     # probe 11: "ranking(0) returns everything and ranking(-1) drops one"
     result = AblationResult(values=torch.tensor([[0.1, -0.3]]), axes=("layer", "head_index"), metric="m",
                             provenance=Provenance.make("test"))
-    with pytest.raises(OptionError, match="ranking\\(k\\): k must be a positive int"):
-        result.ranking(k)
+    with pytest.raises(OptionError, match="AblationResult.top\\(k\\): k must be a positive int"):
+        result.top(k)
 
 
-def test_ranking_puts_the_most_harmful_unit_first() -> None:
+def test_top_signed_and_smallest_first_puts_the_most_harmful_unit_first() -> None:
     # probe 11, correct behaviour: with higher_is_better the most negative effect is first
     result = AblationResult(values=torch.tensor([[0.1, -0.3], [0.2, -0.1]]), axes=("layer", "head_index"), metric="m",
                             provenance=Provenance.make("test", settings={"higher_is_better": True}))
-    assert [r["index"] for r in result.ranking(2)] == [(0, 1), (1, 1)]
-    assert len(result.ranking()) == 4 and len(result.ranking(10)) == 4
+    assert result.higher_is_better
+    assert list(result.top(2, absolute=False, largest=False).columns["index"]) == [(0, 1), (1, 1)]
+    assert len(result.top(4)) == 4 and len(result.top(10)) == 4
 
 
 def test_a_figure_of_a_view_that_does_not_exist_names_the_views() -> None:

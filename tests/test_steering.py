@@ -297,7 +297,8 @@ def test_numbers_minus_months_on_held_out_months_beats_random_vectors(model: Any
     mults = [2.0, 4.0, 8.0, 16.0]
     select = evaluate(model, vectors, {"months_sentence": analogy_tasks("train")["months_sentence"]}, mults,
                       controls=NO_CONTROLS, progress=False, n_boot=200)
-    best = select.best("months_sentence", metric="logit_diff")
+    top = select.top(1, task="months_sentence", metric="logit_diff", absolute=False)
+    best = {"vector": top.columns["vector"][0], "scale": top.columns["scale"][0]}
     held_out = analogy_tasks(("test", "heldout"))
     rep = evaluate(model, vectors, {"months": held_out["months"], "numbers": held_out["numbers"]}, mults,
                    controls=Controls(random_seeds=tuple(range(8))), progress=False)

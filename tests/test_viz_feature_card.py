@@ -174,7 +174,7 @@ def test_feature_ablation_cells_equal_one_hook_run_per_feature(ordinal: tuple[An
     (plan,) = executor.plans
     assert len(plan.cells) == len(features) and plan.options.memory_mb == memory_mb
     assert res.provenance.settings["engine"]["mid_stack"] == "on"
-    assert [r["unit"] for r in res.ranking(1)] == [f"F{features[int(res.values.argmin())]}"]
+    assert res.top(1, absolute=False, largest=False).labels == (f"F{features[int(res.values.argmin())]}",)
 
 
 def test_feature_ablation_refuses_bad_requests_before_any_forward_pass(ordinal: tuple[Any, Any]) -> None:

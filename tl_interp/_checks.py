@@ -23,7 +23,7 @@ from torch import Tensor
 
 from tl_interp.errors import OptionError, ShapeError, TlInterpDeprecationWarning, TypeCheckError
 
-__all__ = ["checked", "is_checked", "renamed"]
+__all__ = ["checked", "is_checked", "is_retired", "renamed", "retired"]
 
 F = TypeVar("F", bound=Callable[..., Any])
 _UnionType = type(int | str)
@@ -164,3 +164,37 @@ def renamed(**old_to_new: str) -> Callable[[F], F]:
         return call  # type: ignore[return-value]
 
     return decorate
+
+
+def retired(new: str) -> Callable[[F], F]:
+    """Keep an old function or method name working for one release: every call warns, naming ``new``.
+
+    The old name keeps its old signature and return type (code written against it still runs);
+    ``new`` says what replaces it.
+
+    Example:
+        >>> @retired("top(k)")
+        ... def ranking(k: int = 3) -> list[int]:
+        ...     return list(range(k))
+        >>> import warnings
+        >>> with warnings.catch_warnings(record=True) as caught:
+        ...     warnings.simplefilter("always")
+        ...     ranking(2), caught[0].category.__name__, str(caught[0].message)
+        ([0, 1], 'TlInterpDeprecationWarning', 'ranking is now top(k)')
+    """
+
+    def decorate(fn: F) -> F:
+        @functools.wraps(fn)
+        def call(*args: Any, **kwargs: Any) -> Any:
+            warnings.warn(f"{fn.__qualname__} is now {new}", TlInterpDeprecationWarning, stacklevel=2)
+            return fn(*args, **kwargs)
+
+        call.__tl_interp_retired__ = new  # type: ignore[attr-defined]
+        return call  # type: ignore[return-value]
+
+    return decorate
+
+
+def is_retired(fn: Any) -> str | None:
+    """What replaces ``fn`` if it is a retired name (``@retired``), else None."""
+    return getattr(fn, "__tl_interp_retired__", None)

@@ -232,7 +232,7 @@ def feature_page(sae: Any, model: Any, inputs: Inputs, *, n: int = 8,
     """
     compat.require_sae("viz.feature_page")  # sae-lens requires TransformerLens < 4
     from tl_interp.viz.report import Report
-    from tl_interp.viz.views import topk
+    from tl_interp.viz.views import top_activations
 
     if n < 1:
         raise OptionError(f"feature_page: n must be >= 1, got {n}")
@@ -244,7 +244,7 @@ def feature_page(sae: Any, model: Any, inputs: Inputs, *, n: int = 8,
     if cards:
         rows = [acts.features[i][acts.valid[i]] for i in range(len(labels))]
         toks = [[t for t, v in zip(labels[i], acts.valid[i]) if v] for i in range(len(labels))]
-        report.view(topk(toks, rows, k=min(k, len(rows)), neurons=[c.feature for c in cards], unit_name="feature"))
+        report.view(top_activations(toks, rows, k=min(k, len(rows)), neurons=[c.feature for c in cards], unit_name="feature"))
     for card in cards:
         report.card(card)
     return report
