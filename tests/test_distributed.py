@@ -312,8 +312,8 @@ def test_steering_evaluate_through_ray_equals_the_local_battery(executor, which)
     tasks = {"numbers": [("one , two ,", "three"), ("two , three ,", "four"), ("one , two , three ,", "four")]}
     kw = dict(controls=ti.steering.Controls(random_seeds=(0,), unrelated_prompts=("a a a", "the the")),
               n_boot=100, progress=False)
-    local = ti.steering.evaluate(model, vector, tasks, [0.0, 2.0, 8.0], **kw)
-    dist = ti.steering.evaluate(model, vector, tasks, [0.0, 2.0, 8.0], executor=executor, **kw)
+    local = ti.steering.evaluate(model, tasks, vector, [0.0, 2.0, 8.0], **kw)
+    dist = ti.steering.evaluate(model, tasks, vector, [0.0, 2.0, 8.0], executor=executor, **kw)
     _assert_same(local, dist)
     assert dist.meta == local.meta
 

@@ -119,7 +119,7 @@ def _steering() -> Any:
     pos, neg = paired_lists("train")
     vector = ti.steering.contrast_vector(model, pos, neg, ti.site("resid_pre", 2)).renamed("months - numbers")
     tasks = analogy_tasks("heldout")
-    return ti.steering.evaluate(model, vector, {"months": tasks["months"], "numbers": tasks["numbers"]}, [2.0, 8.0],
+    return ti.steering.evaluate(model, {"months": tasks["months"], "numbers": tasks["numbers"]}, vector, [2.0, 8.0],
                                 controls=ti.steering.Controls(random_seeds=(0,), unrelated_prompts=()), n_boot=50,
                                 progress=False)
 

@@ -23,7 +23,7 @@ from torch import Tensor
 
 from tl_interp.errors import OptionError, ShapeError, TlInterpDeprecationWarning, TypeCheckError
 
-__all__ = ["checked", "is_checked", "is_retired", "renamed", "retired"]
+__all__ = ["checked", "is_checked", "is_retired", "renamed", "reordered", "retired"]
 
 F = TypeVar("F", bound=Callable[..., Any])
 _UnionType = type(int | str)
@@ -198,3 +198,48 @@ def retired(new: str) -> Callable[[F], F]:
 def is_retired(fn: Any) -> str | None:
     """What replaces ``fn`` if it is a retired name (``@retired``), else None."""
     return getattr(fn, "__tl_interp_retired__", None)
+
+
+def reordered(old: tuple[str, ...], is_old: Callable[[tuple[Any, ...]], bool]) -> Callable[[F], F]:
+    """Accept a function's previous positional order for one release, with a warning.
+
+    Only where the arguments say which order they came in: ``is_old(args)`` recognises the old
+    order from the positional arguments' types (a mapping of tasks where the vectors now go, an
+    SAE where the model now goes); any other call runs as written, so an old call the predicate
+    can't recognise meets the new signature's own type checks (a typed error, never a silent swap).
+
+    Example:
+        >>> @reordered(("b", "a"), lambda args: len(args) == 2 and isinstance(args[0], str))
+        ... def pair(a: int, b: str) -> str:
+        ...     return f"{a}{b}"
+        >>> import warnings
+        >>> with warnings.catch_warnings(record=True) as caught:
+        ...     warnings.simplefilter("always")
+        ...     pair("x", 1), str(caught[0].message)
+        ('1x', 'pair(b, a, ...) is now pair(a, b, ...): the old order is accepted for one release')
+    """
+
+    def decorate(fn: F) -> F:
+        params = [p.name for p in inspect.signature(fn).parameters.values()
+                  if p.kind is inspect.Parameter.POSITIONAL_OR_KEYWORD]
+        if sorted(old) != sorted(params[:len(old)]):
+            raise TypeError(f"reordered: {old} is not an order of {fn.__qualname__}'s first parameters {params}")
+
+        @functools.wraps(fn)
+        def call(*args: Any, **kwargs: Any) -> Any:
+            if not is_old(args):
+                return fn(*args, **kwargs)
+            named = dict(zip(tuple(old) + tuple(params[len(old):]), args))
+            both = sorted(set(named) & set(kwargs))
+            if both:
+                raise OptionError(f"{fn.__qualname__}: {', '.join(both)} given twice (positionally in the old order "
+                                  "and by name)")
+            warnings.warn(f"{fn.__qualname__}({', '.join(old)}, ...) is now {fn.__qualname__}"
+                          f"({', '.join(params[:len(old)])}, ...): the old order is accepted for one release",
+                          TlInterpDeprecationWarning, stacklevel=2)
+            return fn(**named, **kwargs)
+
+        call.__tl_interp_reordered__ = tuple(old)  # type: ignore[attr-defined]
+        return call  # type: ignore[return-value]
+
+    return decorate

@@ -33,7 +33,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from tl_interp._checks import checked, renamed
+from tl_interp._checks import checked, renamed, reordered
 from tl_interp._tokens import single_token
 from tl_interp import metrics
 from tl_interp.engine.executors import Executor
@@ -112,10 +112,16 @@ def _vectors(vectors: Sequence[SteeringVector] | SteeringVector) -> list[Steerin
     return vs
 
 
+def _old_order(args: tuple[Any, ...]) -> bool:
+    """``evaluate(model, vectors, tasks, scales)``: the tasks (a mapping) came third."""
+    return len(args) >= 3 and not isinstance(args[1], Mapping) and isinstance(args[2], Mapping)
+
+
+@reordered(("model", "vectors", "tasks"), _old_order)
 @renamed(multipliers="scales")
 @checked
-def evaluate(model: Any, vectors: Sequence[SteeringVector] | SteeringVector,
-             tasks: Mapping[str, Sequence[tuple[str, str]]], scales: Sequence[float], *,
+def evaluate(model: Any, tasks: Mapping[str, Sequence[tuple[str, str]]],
+             vectors: Sequence[SteeringVector] | SteeringVector, scales: Sequence[float], *,
              controls: Controls = Controls(), positions: Positions = "all",
              target_tokens: Sequence[str] | None = None, n_boot: int = 2000, seed: int = 0,
              memory_mb: float = 1024.0, fast_paths: bool = True, executor: Executor | None = None,
@@ -124,8 +130,9 @@ def evaluate(model: Any, vectors: Sequence[SteeringVector] | SteeringVector,
 
     Args:
         model: the model (HookedTransformer: stacked passes start at the steered layer).
+        tasks: ``{name: [(prompt, expected single-token answer), ...]}`` (the data, so second,
+            as ``inputs`` are everywhere; the old order ``(model, vectors, tasks, ...)`` warns).
         vectors: the steering vectors (unique names).
-        tasks: ``{name: [(prompt, expected single-token answer), ...]}``.
         scales: e.g. ``[0, 2, 4, 8]``; 0 is the unsteered model exactly.
         controls: random-vector seeds, unrelated prompts, seen/held-out split (``Controls``).
         positions: where vectors are added: ``"all"`` real tokens, ``"last"``, ``From(k)``.
@@ -144,7 +151,7 @@ def evaluate(model: Any, vectors: Sequence[SteeringVector] | SteeringVector,
         >>> from tl_interp.models import load
         >>> model = load("ordinal-4l")
         >>> v = SteeringVector(torch.zeros(128), "blocks.2.hook_resid_pre", name="zero")
-        >>> rep = evaluate(model, v, {"numbers": [("one , two ,", "three"), ("two , three ,", "four")]},
+        >>> rep = evaluate(model, {"numbers": [("one , two ,", "three"), ("two , three ,", "four")]}, v,
         ...                [0.0, 1.0], controls=Controls(random_seeds=(), unrelated_prompts=()), progress=False)
         >>> rep.values.squeeze().tolist()
         [1.0, 1.0]
