@@ -93,7 +93,7 @@ def test_a_misspelled_edge_is_refused_with_a_suggestion() -> None:
     scores = _scores(2, 2)
     with pytest.raises(InputError, match=r"did you mean 'a0.h1->a1.h0<k>'"):
         Circuit(("a0.h1->a1.h0<K>",), scores.graph)
-    with pytest.raises(OptionError, match="n must be an int from 0 to the number of edges"):
+    with pytest.raises(OptionError, match="k must be an int from 0 to the number of edges"):
         Circuit.top(scores, 10_000)
 
 

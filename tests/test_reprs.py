@@ -133,12 +133,12 @@ def _faithfulness() -> Any:
     model = _tiny_model()
     every = ti.circuits.graph(model).edges
     circuits = [every[:k] for k in range(0, len(every), max(len(every) // 9, 1))]
-    return ti.circuits.faithfulness(model, circuits, CLEAN, CORRUPT, ti.metrics.logit_diff(3, 5), progress=False)
+    return ti.circuits.faithfulness(model, CLEAN, CORRUPT, circuits, ti.metrics.logit_diff(3, 5), progress=False)
 
 
 def _curve() -> Any:
     model = _tiny_model()
-    return ti.circuits.faithfulness_curve(_edge_scores(), model, CLEAN, CORRUPT, ti.metrics.logit_diff(3, 5),
+    return ti.circuits.faithfulness_curve(model, CLEAN, CORRUPT, _edge_scores(), ti.metrics.logit_diff(3, 5),
                                           budgets=[0.1, 0.5, 1.0], n_boot=50, progress=False)
 
 
