@@ -283,8 +283,8 @@ def test_feature_and_subspace_ablation_through_ray_equal_the_local_runs(executor
     model, sae = ti.models.load("ordinal-4l"), ti.models.load_sae("ordinal-4l-res-l2")
     prompts = ["one , two , three ,", "january , february ,", "monday , tuesday ,", "five , six , seven ,"]
     kw = dict(answers=["four", "march", "wednesday", "eight"], n_boot=100, progress=False)
-    local = ti.ablation.feature_ablation(sae, model, prompts, [3, 17, 571, 987], **kw)
-    dist = ti.ablation.feature_ablation(sae, model, prompts, [3, 17, 571, 987], executor=executor, **kw)
+    local = ti.ablation.feature_ablation(model, sae, prompts, [3, 17, 571, 987], **kw)
+    dist = ti.ablation.feature_ablation(model, sae, prompts, [3, 17, 571, 987], executor=executor, **kw)
     _assert_same(local, dist)
     assert dist.provenance.settings["executor"] == "ray"
     basis = {"two": torch.eye(model.cfg.d_model)[:2], "eight": torch.eye(model.cfg.d_model)[8:16]}
