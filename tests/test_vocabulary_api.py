@@ -232,6 +232,20 @@ def test_congruence_ranks_each_neuron_on_its_own() -> None:
     assert c.top(1, per=None) == [("d_mlp L0N0, d_vocab b", -4.0)]
 
 
+@pytest.mark.parametrize("absolute, largest", [(True, True), (False, True), (False, False)])
+def test_per_row_rankings_equal_the_brute_force_sort_row_by_row(absolute: bool, largest: bool) -> None:
+    # rows with ties at the k-th entry, NaNs, infinities and fewer real entries than k take the
+    # exact path; the rest the one-topk fast path: both must equal the reference sort
+    g = torch.Generator().manual_seed(0)
+    values = torch.randint(-3, 4, (40, 9), generator=g).double()  # many ties
+    values[::5] = torch.randn(8, 9, generator=g, dtype=torch.float64)  # rows without ties
+    values[1, 2], values[2, :7], values[3, 4], values[4, 0] = float("nan"), float("nan"), float("inf"), -float("inf")
+    r = Ranking.per_row(values, [f"r{i}" for i in range(40)], [f"c{j}" for j in range(9)], 3, absolute=absolute,
+                        largest=largest)
+    for i, row in enumerate(values.tolist()):
+        assert list(r.by_row()[f"r{i}"].columns["index"]) == _reference(row, 3, absolute, largest), i
+
+
 def test_circuit_top_takes_the_edges_of_the_scores_top_k() -> None:
     from tl_interp.circuits import Circuit
 

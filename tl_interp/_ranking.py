@@ -57,6 +57,25 @@ def order(values: Tensor, k: int, *, absolute: bool = True, largest: bool = True
     return torch.cat([chosen, nan.nonzero().flatten()])[:k].tolist()
 
 
+def _per_row_order(values: Tensor, k: int, absolute: bool, largest: bool) -> list[list[int]]:
+    """``order`` of each row of 2-D ``values``: one ``torch.topk`` for every row whose k-th entry is
+    not tied with the (k+1)-th and is finite (the k chosen are then certain; they are put in
+    ``order``'s order), ``order`` itself for the other rows (ties at the edge, NaNs, infinities)."""
+    key = values.detach().double().cpu()
+    key = key.abs() if absolute else key
+    key = key if largest else -key
+    n = min(k, key.shape[1])
+    if not n:
+        return [[] for _ in range(key.shape[0])]
+    top = torch.topk(torch.nan_to_num(key, nan=-float("inf")), n, dim=1)
+    edge = top.values[:, -1:]
+    certain = ((key >= edge).sum(1) == n) & torch.isfinite(edge[:, 0]) & torch.isfinite(top.values).all(1)
+    by_index = top.indices.sort(dim=1).values  # then a stable sort by key: ties keep the row's order
+    ranked = by_index.gather(1, key.gather(1, by_index).argsort(dim=1, descending=True, stable=True))
+    return [ranked[r].tolist() if bool(certain[r]) else order(values[r], k, absolute=absolute, largest=largest)
+            for r in range(key.shape[0])]
+
+
 def _short(text: str) -> str:
     text = str(text).replace("\n", "\\n")
     return text if len(text) <= _LABEL_CHARS else text[:_LABEL_CHARS - 1] + "…"
@@ -128,9 +147,10 @@ class Ranking(Sequence[tuple[str, float]]):
         if values.ndim != 2:
             raise OptionError(f"Ranking.per_row takes a (rows, columns) tensor, not shape {tuple(values.shape)}")
         label = labels if callable(labels) else labels.__getitem__
+        chosen = _per_row_order(values, k, absolute, largest)
         rows, names, vals, index = [], [], [], []
-        for r in range(values.shape[0]):
-            for j in order(values[r], k, absolute=absolute, largest=largest):
+        for r, picked in enumerate(chosen):
+            for j in picked:
                 rows.append(row_labels[r])
                 names.append(label(j))
                 vals.append(float(values[r, j]))
