@@ -17,7 +17,7 @@ from typing import Any, overload
 import torch
 from torch import Tensor
 
-from tl_interp.errors import OptionError
+from tl_interp.errors import OptionError, ShapeError
 
 __all__ = ["Ranking", "check_k", "order"]
 
@@ -113,7 +113,7 @@ class Ranking(Sequence[tuple[str, float]]):
         sizes = {len(self.values), *(len(c) for c in self.columns.values())} | (
             {len(self.rows)} if self.rows is not None else set())
         if sizes - {n}:
-            raise OptionError(f"Ranking: {n} labels but columns of lengths {sorted(sizes)}; give one entry per label")
+            raise ShapeError(f"Ranking: {n} labels but columns of lengths {sorted(sizes)}; give one entry per label")
 
     @classmethod
     def of(cls, values: Tensor, labels: Sequence[str] | Callable[[int], str], k: int, *, absolute: bool = True, largest: bool = True,
@@ -145,7 +145,7 @@ class Ranking(Sequence[tuple[str, float]]):
             (('n0', 'n1'), ('b', 'a'), (1, 0))
         """
         if values.ndim != 2:
-            raise OptionError(f"Ranking.per_row takes a (rows, columns) tensor, not shape {tuple(values.shape)}")
+            raise ShapeError(f"Ranking.per_row takes a (rows, columns) tensor, not shape {tuple(values.shape)}")
         label = labels if callable(labels) else labels.__getitem__
         chosen = _per_row_order(values, k, absolute, largest)
         rows, names, vals, index = [], [], [], []

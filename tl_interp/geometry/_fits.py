@@ -93,7 +93,7 @@ def shift_residual(X: Float[Tensor, "n d"], Y: Float[Tensor, "n d"]) -> Tensor:
 @register_null(shift_residual)
 def _shift_null(x: Tensor, y: Tensor) -> PreparedNull:
     x, y = _pair(x, y, "shift_residual")
-    # ||B_p - X - mean||^2 = ||X||^2 + ||Y||^2 - 2 sum_i <a_i, b_p(i)> - n ||mean(Y) - mean(X)||^2
+    # ||Y_p - X - mean||^2 = ||X||^2 + ||Y||^2 - 2 sum_i <a_i, b_p(i)> - n ||mean(Y) - mean(X)||^2
     n = x.shape[0]
     cross = x @ y.T
     fixed = (x ** 2).sum() + (y ** 2).sum() - n * ((y.mean(0) - x.mean(0)) ** 2).sum()
@@ -157,7 +157,7 @@ def rotation_residual(X: Float[Tensor, "n d"], Y: Float[Tensor, "n d"]) -> Tenso
 
 
 def _rotation_null(a: Tensor, b: Tensor, spread: Tensor) -> PreparedNull:
-    ra, rb_t = _factor(a), _factor(b).T  # B_p^T = Q_b R_b P^T, so X^T B_p ~ R_a (P R_b^T)
+    ra, rb_t = _factor(a), _factor(b).T  # Y_p^T = Q_b R_b P^T, so X^T Y_p ~ R_a (P R_b^T)
     fixed = (a ** 2).sum() + (b ** 2).sum()
 
     def _rotation_permuted(perms: Tensor) -> Tensor:
