@@ -366,13 +366,14 @@ def test_old_paired_keywords_warn_and_give_the_same_answer(call: Callable[..., A
 
 
 # -- rule 3: argument order -----------------------------------------------------------------------
-DATA = {"inputs", "clean", "corrupted", "positive", "negative", "tasks", "prompt"}
-APPLIED = {"where", "vectors", "vector", "scales", "circuits", "scores", "subspaces", "features", "feature"}
+DATA = {"inputs", "clean", "corrupted", "positive", "negative", "tasks", "prompt", "ids"}
+APPLIED = {"where", "vectors", "vector", "scales", "circuits", "scores", "subspaces", "features", "feature", "edit"}
 MEASURED = {"metric", "answers"}
 
 
 def order_violations(functions: list[tuple[str, Callable[..., Any]]]) -> list[str]:
-    """Model first (its SAE next), then data, then what is applied, then what is measured."""
+    """Model first (its SAE next), then data, then what is applied, then what is measured, then
+    options by name (a positional parameter with a default is data, applied or measured)."""
     bad = []
     for label, fn in functions:
         names = _positional(fn)
@@ -383,6 +384,11 @@ def order_violations(functions: list[tuple[str, Callable[..., Any]]]) -> list[st
             continue
         if "sae" in names and "model" in names and names.index("sae") != 1:
             bad.append(f"{label}({', '.join(names)}): the SAE comes right after the model")
+        params = inspect.signature(fn).parameters
+        options = [n for n in names if params[n].default is not inspect.Parameter.empty
+                   and n not in DATA | APPLIED | MEASURED]
+        if options and "model" in names:
+            bad.append(f"{label}({', '.join(names)}): options {options} are keyword-only")
         groups = [[i for i, n in enumerate(names) if n in group] for group in (DATA, APPLIED, MEASURED)]
         for (earlier, e_name), (later, l_name) in [((groups[0], "the data"), (groups[1], "what is applied")),
                                                    ((groups[0], "the data"), (groups[2], "what is measured")),
@@ -403,12 +409,14 @@ def test_the_order_checker_names_each_kind_of_violation() -> None:
     def evaluate(model: Any, vectors: Any, tasks: Any) -> None: ...
     def faithfulness(model: Any, clean: Any, metric: Any, circuits: Any) -> None: ...
     def sweep(model: Any, clean: Any, corrupted: Any, metric: Any) -> None: ...
+    def scan(model: Any, inputs: Any, metric: Any, n_boot: int = 100) -> None: ...
 
-    bad = "\n".join(order_violations([(f.__name__, f) for f in (curve, card, evaluate, faithfulness, sweep)]))
+    bad = "\n".join(order_violations([(f.__name__, f) for f in (curve, card, evaluate, faithfulness, sweep, scan)]))
     assert "curve(scores, model, clean): the model comes first" in bad
     assert "card(model, inputs, sae): the SAE comes right after" in bad
     assert "evaluate(model, vectors, tasks): the data before what is applied" in bad
     assert "faithfulness(model, clean, metric, circuits): what is applied before what is measured" in bad
+    assert "scan(model, inputs, metric, n_boot): options ['n_boot'] are keyword-only" in bad
     assert "sweep" not in bad
 
 

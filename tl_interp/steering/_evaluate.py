@@ -73,7 +73,7 @@ class Controls:
 
 
 @checked
-def answer_token(model: Any, answer: str, context: str = "") -> int:
+def answer_token(model: Any, answer: str, *, context: str = "") -> int:
     """The single token id of ``answer``; a clear error if it is several tokens (or none).
 
     Example:
@@ -97,7 +97,7 @@ def _check_tasks(model: Any, tasks: Mapping[str, Sequence[tuple[str, str]]]) -> 
                 raise InputError(f"evaluate: task {name!r} item {i} must be a (prompt, answer) pair of strings, "
                                  f"got {pair!r}")
             prompt, answer = pair
-            rows.append((prompt, answer_token(model, answer, f" (task {name!r}, prompt {prompt!r})"), answer))
+            rows.append((prompt, answer_token(model, answer, context=f" (task {name!r}, prompt {prompt!r})"), answer))
         out[name] = rows
     return out
 
@@ -175,7 +175,7 @@ def evaluate(model: Any, tasks: Mapping[str, Sequence[tuple[str, str]]],
     variants = [Variant(v, m) for v in all_vectors for m in mults]
 
     entries, columns = _entries(checked, vs, controls)
-    targets = ([answer_token(model, t, " (target_tokens)") for t in target_tokens] if target_tokens is not None
+    targets = ([answer_token(model, t, context=" (target_tokens)") for t in target_tokens] if target_tokens is not None
                else sorted({e[2] for e in entries if e[2] >= 0}))
     if not targets:
         raise InputError("evaluate: target_tokens is empty; give the answers that count as on target")
