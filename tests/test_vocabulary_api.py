@@ -434,6 +434,14 @@ def test_reordered_accepts_only_an_order_the_arguments_reveal() -> None:
         pair("x", 1, a=2)
 
 
+def test_an_option_that_was_positional_warns_and_is_read_by_name() -> None:
+    model = ti.models.load("ordinal-4l")
+    with pytest.warns(TlInterpDeprecationWarning, match=r"answer_token\(model, answer, \*, context=, \.\.\.\)"):
+        assert ti.steering.answer_token(model, "four", " (here)") == ti.steering.answer_token(model, "four")
+    with pytest.raises(ti.InputError, match=r"evaluate \(here\): the answer"), pytest.warns(TlInterpDeprecationWarning):
+        ti.steering.answer_token(model, "four five", " (here)")
+
+
 @pytest.fixture(scope="module")
 def ordinal() -> Any:
     return ti.models.load("ordinal-4l")

@@ -220,9 +220,11 @@ def reordered(old: tuple[str, ...], is_old: Callable[[tuple[Any, ...]], bool]) -
     """
 
     def decorate(fn: F) -> F:
-        params = [p.name for p in inspect.signature(fn).parameters.values()
-                  if p.kind is inspect.Parameter.POSITIONAL_OR_KEYWORD]
-        if sorted(old) != sorted(params[:len(old)]):
+        signature = inspect.signature(fn).parameters
+        params = [p.name for p in signature.values() if p.kind is inspect.Parameter.POSITIONAL_OR_KEYWORD]
+        # the old order: the first positional parameters, or some of them now keyword-only
+        now = [n if n in params else f"*, {n}=" for n in signature if n in old]
+        if not set(old) <= set(signature) or set(params[:len(old)]) - set(old):
             raise TypeError(f"reordered: {old} is not an order of {fn.__qualname__}'s first parameters {params}")
 
         @functools.wraps(fn)
@@ -235,7 +237,7 @@ def reordered(old: tuple[str, ...], is_old: Callable[[tuple[Any, ...]], bool]) -
                 raise OptionError(f"{fn.__qualname__}: {', '.join(both)} given twice (positionally in the old order "
                                   "and by name)")
             warnings.warn(f"{fn.__qualname__}({', '.join(old)}, ...) is now {fn.__qualname__}"
-                          f"({', '.join(params[:len(old)])}, ...): the old order is accepted for one release",
+                          f"({', '.join(now)}, ...): the old order is accepted for one release",
                           TlInterpDeprecationWarning, stacklevel=2)
             return fn(**named, **kwargs)
 

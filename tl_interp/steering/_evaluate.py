@@ -72,6 +72,7 @@ class Controls:
     split_seen: bool = True
 
 
+@reordered(("model", "answer", "context"), lambda args: len(args) == 3)
 @checked
 def answer_token(model: Any, answer: str, *, context: str = "") -> int:
     """The single token id of ``answer``; a clear error if it is several tokens (or none).
