@@ -10,7 +10,7 @@ the model's weights were processed.
 ``W_U`` is read centred over the vocabulary, as TransformerLens's ``center_unembed`` leaves it
 (also for a model loaded unprocessed): each neuron's row of output congruence has mean zero,
 which shifts the uncentred row by a constant and leaves rankings of tokens per neuron
-(``top_k``) and logit differences unchanged.
+(``top``) and logit differences unchanged.
 """
 
 from collections.abc import Sequence
