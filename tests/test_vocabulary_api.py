@@ -215,7 +215,7 @@ def test_a_ranking_reads_like_the_lists_it_replaces_and_keeps_its_columns() -> N
     assert list(frame.columns) == ["rank", "label", "effect", "index", "ci_low", "ci_high"]
     assert frame["index"].tolist() == [(0, 1), (1, 0)]
     per_layer = RESULTS["Result"][0].top(1, per="layer")
-    assert per_layer.rows == ("0", "1") and per_layer.labels == ("pos 1", "pos 1")
+    assert per_layer.row_labels == ("0", "1") and per_layer.labels == ("pos 1", "pos 1")
     with pytest.raises(OptionError, match=r"per names one of this result's axes \('layer', 'pos'\)"):
         RESULTS["Result"][0].top(1, per="head")
 

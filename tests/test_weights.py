@@ -85,7 +85,7 @@ def test_congruence_tables_label_neurons_and_tokens() -> None:
     expected = torch.topk(c.values[[0, 5]], 2, dim=1)
     assert list(table.columns["index"]) == expected.indices.flatten().tolist()
     assert table.by_row()["L1N0"].labels == tuple(c.labels["d_vocab"][i] for i in expected.indices[0].tolist())
-    assert table.rows == ("L1N0", "L1N0", "L1N5", "L1N5") and "L1N5" in table.markdown()
+    assert table.row_labels == ("L1N0", "L1N0", "L1N5", "L1N5") and "L1N5" in table.markdown()
     assert_close(c.kurtosis(), torch.as_tensor(scipy.stats.kurtosis(c.values.numpy(), axis=1)))
 
 

@@ -88,7 +88,7 @@ class Ranking(Sequence[tuple[str, float]]):
     Attributes:
         labels, values: per entry, in rank order.
         absolute, largest: how it was ranked (by ``|value|`` or signed; largest or smallest first).
-        rows: per entry, the row it was ranked within (``result.top(k, per=axis)``), else None.
+        row_labels: per entry, the row it was ranked within (``result.top(k, per=axis)``), else None.
         columns: further per-entry columns (``index``, ``ci_low``, ``ci_high`` ...).
         value_name: what the values are (the frame's column name).
 
@@ -104,14 +104,14 @@ class Ranking(Sequence[tuple[str, float]]):
     values: tuple[float, ...]
     absolute: bool = True
     largest: bool = True
-    rows: tuple[str, ...] | None = None
+    row_labels: tuple[str, ...] | None = None
     columns: Mapping[str, tuple[Any, ...]] = field(default_factory=dict)
     value_name: str = "value"
 
     def __post_init__(self) -> None:
         n = len(self.labels)
         sizes = {len(self.values), *(len(c) for c in self.columns.values())} | (
-            {len(self.rows)} if self.rows is not None else set())
+            {len(self.row_labels)} if self.row_labels is not None else set())
         if sizes - {n}:
             raise ShapeError(f"Ranking: {n} labels but columns of lengths {sorted(sizes)}; give one entry per label")
 
@@ -141,7 +141,7 @@ class Ranking(Sequence[tuple[str, float]]):
 
         Example:
             >>> r = Ranking.per_row(torch.tensor([[1.0, 3.0], [4.0, 2.0]]), ["n0", "n1"], ["a", "b"], 1)
-            >>> r.rows, r.labels, r.columns["index"]
+            >>> r.row_labels, r.labels, r.columns["index"]
             (('n0', 'n1'), ('b', 'a'), (1, 0))
         """
         if values.ndim != 2:
@@ -170,7 +170,7 @@ class Ranking(Sequence[tuple[str, float]]):
     def __getitem__(self, i: int | slice) -> "tuple[str, float] | Ranking":
         if isinstance(i, slice):
             return Ranking(self.labels[i], self.values[i], self.absolute, self.largest,
-                           None if self.rows is None else self.rows[i],
+                           None if self.row_labels is None else self.row_labels[i],
                            {name: col[i] for name, col in self.columns.items()}, self.value_name)
         return self.labels[i], self.values[i]
 
@@ -179,7 +179,7 @@ class Ranking(Sequence[tuple[str, float]]):
 
     def __eq__(self, other: object) -> bool:
         if isinstance(other, Ranking):
-            return (list(self) == list(other) and self.rows == other.rows
+            return (list(self) == list(other) and self.row_labels == other.row_labels
                     and dict(self.columns) == dict(other.columns))
         if isinstance(other, Sequence) and not isinstance(other, str):
             return list(self) == [tuple(p) if isinstance(p, (list, tuple)) else p for p in other]
@@ -195,7 +195,7 @@ class Ranking(Sequence[tuple[str, float]]):
 
     def __repr__(self) -> str:
         shown = [(f"{_short(r)}: " if r is not None else "") + f"{_short(label)} {value:+.4g}"
-                 for r, (label, value) in zip(self.rows or [None] * len(self), self)]
+                 for r, (label, value) in zip(self.row_labels or [None] * len(self), self)]
         more = f", ... {len(self) - _REPR_ENTRIES} more" if len(self) > _REPR_ENTRIES else ""
         return f"Ranking(by {self.by}: {', '.join(shown[:_REPR_ENTRIES])}{more})"
 
@@ -204,12 +204,12 @@ class Ranking(Sequence[tuple[str, float]]):
         import pandas as pd
 
         ranks, seen = [], Counter()
-        for r in self.rows or [None] * len(self):
+        for r in self.row_labels or [None] * len(self):
             ranks.append(seen[r])
             seen[r] += 1
         data: dict[str, Any] = {"rank": ranks}
-        if self.rows is not None:
-            data["row"] = list(self.rows)
+        if self.row_labels is not None:
+            data["row"] = list(self.row_labels)
         data["label"] = list(self.labels)
         data[self.value_name] = list(self.values)
         data.update({name: list(col) for name, col in self.columns.items()})
@@ -217,10 +217,10 @@ class Ranking(Sequence[tuple[str, float]]):
 
     def by_row(self) -> dict[str, "Ranking"]:
         """One ranking per row (a ranking made with ``per=``), rows in order."""
-        if self.rows is None:
+        if self.row_labels is None:
             return {"": self}
         out: dict[str, list[int]] = {}
-        for i, r in enumerate(self.rows):
+        for i, r in enumerate(self.row_labels):
             out.setdefault(r, []).append(i)
         return {r: Ranking(tuple(self.labels[i] for i in idx), tuple(self.values[i] for i in idx), self.absolute,
                            self.largest, None, {n: tuple(c[i] for i in idx) for n, c in self.columns.items()},

@@ -192,7 +192,7 @@ class Result:
         Args:
             k: how many cells (at most all of them).
             per: rank within each entry of this axis instead (``per="layer"``: the k largest of
-                each layer); the ranking's ``rows`` say which.
+                each layer); the ranking's ``row_labels`` say which.
 
         Example:
             >>> r = Result(torch.tensor([[1.0, -2.0]]), ("layer", "pos"), "logit diff", Provenance("m", seed=0))
