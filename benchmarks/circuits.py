@@ -189,7 +189,7 @@ def run_case(label, model, clean, corrupted, metric, answers, *, repeats, exact_
     budgets = [int(b * len(g.edges)) for b in MIB_BUDGETS]
     selections = [(s, True) for s in scores.values()] + ([] if "exact" in scores else [(scores["eap"], False)])
     circuit_list = [Circuit.top(s, n, absolute=a) for s, a in selections for n in budgets]
-    (w_f, c_f), result = timed(lambda: circuits.faithfulness(model, circuit_list, clean, corrupted, metric,
+    (w_f, c_f), result = timed(lambda: circuits.faithfulness(model, clean, corrupted, circuit_list, metric,
                                                             progress=False), repeats)
 
     masks = [torch.tensor([e in edges for e in g.edges]) for edges in (frozenset(c.edges) for c in circuit_list)]

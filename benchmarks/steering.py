@@ -58,7 +58,7 @@ def compare(label, model, vectors, tasks, multipliers, repeats, positions):
     answers = [ti.steering.answer_token(model, a) for pairs in tasks.values() for _, a in pairs]
     (w_ref, c_ref), (top1, prob) = timed(lambda: loop(model, vectors, prompts, answers, multipliers, positions),
                                          repeats)
-    (w_us, c_us), rep = timed(lambda: ti.steering.evaluate(model, vectors, tasks, multipliers, controls=NO_CONTROLS,
+    (w_us, c_us), rep = timed(lambda: ti.steering.evaluate(model, tasks, vectors, multipliers, controls=NO_CONTROLS,
                                                            positions=positions, progress=False, n_boot=200), repeats)
     agree = float((rep.extras["pp_top1"] == top1).float().mean())
     diff = float((rep.extras["pp_prob"] - prob).abs().max())

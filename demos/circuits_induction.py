@@ -67,8 +67,8 @@ def main():
               for m in ("eap", "eap-ig-inputs", "exact")}
     stable = {m: stability(s, k=[3, args.circuit_edges], n_boot=500) for m, s in scores.items()}
     circuit = Circuit.greedy(scores["eap-ig-inputs"], args.circuit_edges)
-    check = circuits.faithfulness(model, [circuit], clean, corrupted, metric, progress=False)
-    curve = faithfulness_curve(list(scores.values()), model, clean, corrupted, metric, n_boot=args.n_boot,
+    check = circuits.faithfulness(model, clean, corrupted, [circuit], metric, progress=False)
+    curve = faithfulness_curve(model, clean, corrupted, list(scores.values()), metric, n_boot=args.n_boot,
                                progress=False)
     return dict(model=model, scores=scores, stable=stable, circuit=circuit, check=check, curve=curve, out=out,
                 seconds=time.time() - start, args=args)

@@ -72,9 +72,9 @@ def main():
     n_boot = args.n_boot
     stable = {m: stability(s, k=[10, args.circuit_edges], n_boot=200) for m, s in scores.items()}
     circuit = Circuit.greedy(scores["eap-ig-inputs"], args.circuit_edges)
-    check = circuits.faithfulness(model, [circuit], clean, corrupted, metric, progress=False)
+    check = circuits.faithfulness(model, clean, corrupted, [circuit], metric, progress=False)
     t = time.time()
-    curve = faithfulness_curve(list(scores.values()), model, clean, corrupted, metric, n_boot=n_boot, progress=False)
+    curve = faithfulness_curve(model, clean, corrupted, list(scores.values()), metric, n_boot=n_boot, progress=False)
     seconds["curve"] = time.time() - t
     return dict(model=model, scores=scores, stable=stable, circuit=circuit, check=check, curve=curve, out=out,
                 seconds=time.time() - start, method_seconds=seconds, args=args)

@@ -100,7 +100,7 @@ def main(results: Path, *, n_pairs: int = 8, top: int = 3, first_sender_layer: i
     found["dla"] = {"top_heads": [f"L{layer}H{h}" for layer, h in top_heads],
                     "top_values": [round(float(heads[layer, h]), 3) for layer, h in top_heads],
                     "logit_diff": round(float(dla.extras["logit"].mean()), 3),
-                    "heads_total": round(float(heads.sum()), 3), "ranking": dla.ranking(10),
+                    "heads_total": round(float(heads.sum()), 3), "ranking": list(dla.top(10)),
                     "approximation": dla.approximation()}
 
     timing["dla"] = round(time.time() - start - sum(timing.values()), 1)

@@ -107,7 +107,8 @@ def main(argv=None):
     # 2b. The attention layer whose ablation hurts most: ablate each of its heads.
     worst_attn = min(range(adapter.n_layers), key=lambda i: ablations["attn_out"][i]["effect"])
     head_scan = ti.ablation.scan(model, batch, logprob, over="head_index", layers=[worst_attn], progress=False)
-    top_heads = [row["index"][1] for row in head_scan.ranking(3)]
+    damaging = head_scan.top(5, absolute=False, largest=not head_scan.higher_is_better)  # most damaging first
+    top_heads = [index[1] for index in damaging.columns["index"][:3]]
     head_attention = ti.viz.attention(model, prompts[0], layer=worst_attn, heads=top_heads)
 
     # 3. Patch the clean run's resid_pre into the corrupted run, every layer x position
@@ -129,7 +130,7 @@ def main(argv=None):
         "baseline": baseline,
         "batched_vs_unbatched_max_abs_logprob_diff": batch_gap,
         "ablations": ablations,
-        "head_scan": {"layer": worst_attn, "ranking": head_scan.ranking(5)},
+        "head_scan": {"layer": worst_attn, "ranking": damaging.to_frame().to_dict("records")},
         "patching_recovered_at_last_token": at_last,
         "clean_logit_diff": float(sweep.source),
         "corrupted_logit_diff": float(sweep.base),

@@ -87,10 +87,12 @@ def main(results: Path, *, layer: int, n_neurons: int, n_random: int, seed: int)
     # %% 3. the most heavy-tailed neurons: top/bottom tokens, clustered cosines, a cluster around the first
     chosen = kurt.argsort(descending=True)[:n_neurons].tolist()
     table = weights.congruence(model, layer, neurons=chosen)
-    top, bottom = table.top_k(8), table.top_k(8, largest=False)
+    top = table.top(8, absolute=False).by_row()
+    bottom = table.top(8, absolute=False, largest=False).by_row()
+    rows = list(top)
     found["heavy_tailed_neurons"] = [
-        {"neuron": top.rows[i], "kurtosis": round(float(kurt[chosen[i]]), 1),
-         "top": list(top.labels[i]), "bottom": list(bottom.labels[i])} for i in range(len(chosen))]
+        {"neuron": row, "kurtosis": round(float(kurt[c]), 1), "top": list(top[row].labels),
+         "bottom": list(bottom[row].labels)} for row, c in zip(rows, chosen)]
     out_vectors = weights.mlp_out(model, layer).select(chosen)
     cosines = weights.cosine_matrix(out_vectors)
     diagonal = torch.eye(len(chosen), dtype=torch.bool)
@@ -99,9 +101,9 @@ def main(results: Path, *, layer: int, n_neurons: int, n_random: int, seed: int)
         "mean_abs": float(cosines.matrix[~diagonal].abs().mean()),
         "closest_pair": [out_vectors.labels[i], out_vectors.labels[j], round(float(cosines.matrix[i, j]), 3)],
         "order": list(cosines.ordered_labels)}
-    columns = list(dict.fromkeys(t for row in top.indices.tolist() for t in row[:3]))
-    found["_figure_rows"], found["_figure_columns"] = list(top.rows), columns
-    exemplar = top.rows[0]
+    columns = list(dict.fromkeys(t for row in top.values() for t in row.columns["index"][:3]))
+    found["_figure_rows"], found["_figure_columns"] = rows, columns
+    exemplar = rows[0]
     around = weights.cluster_around(weights.mlp_out(model, layer), exemplar, threshold=0.3)
     members = [(label, round(float(c), 3)) for label, c in zip(around.labels, around.cosines)]
     found["cluster_around"] = {"exemplar": exemplar, "threshold": 0.3, "members": members[:12]}
@@ -118,9 +120,9 @@ def main(results: Path, *, layer: int, n_neurons: int, n_random: int, seed: int)
                            "top_neurons": [(f"L{layer}N{i}", round(float(along[i]), 3)) for i in best]}
     in_kurt = kurtosis_in_chunks(model, 0, "in")
     first = in_kurt.argsort(descending=True)[:3].tolist()
-    inputs = weights.congruence(model, 0, kind="in", neurons=first).top_k(8)
-    found["layer0_input_congruence"] = [{"neuron": inputs.rows[i], "kurtosis": round(float(in_kurt[first[i]]), 1),
-                                         "top_tokens": list(inputs.labels[i])} for i in range(len(first))]
+    inputs = weights.congruence(model, 0, kind="in", neurons=first).top(8, absolute=False).by_row()
+    found["layer0_input_congruence"] = [{"neuron": row, "kurtosis": round(float(in_kurt[f]), 1),
+                                         "top_tokens": list(inputs[row].labels)} for row, f in zip(inputs, first)]
     found["seconds"] = round(time.time() - start, 1)
     write(results, found, cosines, table)
     return {**found, "result": cosines}

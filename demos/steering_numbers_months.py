@@ -132,7 +132,7 @@ def main(setup: Setup = SMOLLM2) -> Any:
     sweep_vectors = [v.renamed(f"mean-diff L{v.layer}") for v in ti.steering.contrast_vectors(
         model, pos, neg, [site("resid_pre", layer) for layer in layers])]
     dev = {"months": lists(MONTHS, "dev", NUMBERS, prefix)}
-    sweep = ti.steering.evaluate(model, sweep_vectors, dev, mults, controls=Controls(random_seeds=(), unrelated_prompts=()),
+    sweep = ti.steering.evaluate(model, dev, sweep_vectors, mults, controls=Controls(random_seeds=(), unrelated_prompts=()),
                                  progress=True)
     best = choose(sweep)
     layer = int(best["vector"].split("L")[-1])
@@ -162,7 +162,7 @@ def main(setup: Setup = SMOLLM2) -> Any:
                                                              "The day after {x} is"], NUMBERS, prefix),
         "numbers (unchanged)": lists(NUMBERS, "test", NUMBERS, prefix),
     }
-    report = ti.steering.evaluate(model, vectors, tasks, mults, controls=Controls(random_seeds=tuple(range(args.seeds))),
+    report = ti.steering.evaluate(model, tasks, vectors, mults, controls=Controls(random_seeds=tuple(range(args.seeds))),
                                   progress=True)
     out = Path(args.results)
     out.mkdir(parents=True, exist_ok=True)

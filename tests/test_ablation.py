@@ -41,11 +41,11 @@ def test_head_scan_finds_the_induction_circuit(induction: tuple) -> None:
     assert induction_head[0] == 1 and float(scores.max()) > 0.5
     assert list(induction_head) == model.card["evaluation"]["induction_head"]
     res = ti.ablation.scan(model, tokens, metric, over="head_index", progress=False)
-    ranking = res.ranking()
-    assert ranking[0]["index"] == induction_head
-    assert ranking[0]["ci_low"] > 2.0  # nats of repeated-half loss: far from zero
-    assert ranking[0]["ci_low"] > 5 * max(r["ci_high"] for r in ranking[1:])  # and far ahead
-    assert all(r["ci_low"] <= r["effect"] <= r["ci_high"] for r in ranking)
+    ranking = res.top(res.values.numel(), absolute=False, largest=not res.higher_is_better).to_frame()
+    assert ranking["index"][0] == induction_head
+    assert ranking["ci_low"][0] > 2.0  # nats of repeated-half loss: far from zero
+    assert ranking["ci_low"][0] > 5 * ranking["ci_high"][1:].max()  # and far ahead
+    assert ((ranking["ci_low"] <= ranking["effect"]) & (ranking["effect"] <= ranking["ci_high"])).all()
 
 
 def test_scan_values_equal_one_at_a_time_runs(induction: tuple) -> None:
@@ -158,7 +158,7 @@ def test_any_callable_metric_works_and_equals_the_metric_object() -> None:
     b = ti.ablation.scan(model, tokens, plain, progress=False)
     assert_close(a.values, b.values, rtol=0, atol=1e-6)
     assert "ci_low" in a.extras and "ci_low" not in b.extras  # intervals need per-prompt values
-    assert b.ranking(2)[0]["index"] == a.ranking(2)[0]["index"]
+    assert b.top(2).columns["index"][0] == a.top(2).columns["index"][0]
 
 
 def test_batched_scan_equals_the_mean_of_smaller_batches() -> None:
@@ -176,7 +176,7 @@ def test_result_round_trips(tmp_path: Any, induction: tuple) -> None:
     res = ti.ablation.scan(model, tokens, metric, progress=False)
     loaded = ti.results.Result.load(res.save(tmp_path / "scan.safetensors"))
     assert type(loaded) is type(res) and torch.equal(loaded.values, res.values)
-    assert loaded.ranking(3) == res.ranking(3)
+    assert loaded.top(3) == res.top(3)
 
 
 def test_bootstrap_interval_matches_scipy() -> None:
@@ -217,8 +217,8 @@ def test_a_per_prompt_metric_needs_two_prompts_and_ranking_checks_k() -> None:
     res = ti.ablation.scan(model, tokens, ti.metrics.answer_prob(1), progress=False)
     for bad in (0, -1):
         with pytest.raises(ti.SelectionError, match=r"k=-?\d is out of range; choose k >= 1"):
-            res.ranking(bad)
-    assert len(res.ranking()) == res.values.numel() and len(res.ranking(3)) == 3
+            res.top(bad)
+    assert len(res.top(res.values.numel() + 5)) == res.values.numel() and len(res.top(3)) == 3
 
 
 # -- issue 10's reliability probes (formerly tests/test_reliability_studies.py), beside the module they test --

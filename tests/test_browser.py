@@ -127,7 +127,7 @@ def every_view_report(path: Path) -> int:
     with torch.no_grad():
         _, cache = ordinal.run_with_cache(batch.tokens, attention_mask=batch.attention_mask)
     top_feature = int(sae.encode(cache["blocks.2.hook_resid_pre"])[:, 1:].amax((0, 1)).argmax())
-    report.heading("a feature card").card(ti.viz.feature_card(sae, ordinal, prompts, top_feature))
+    report.heading("a feature card").card(ti.viz.feature_card(ordinal, sae, prompts, top_feature))
     report.write(path)
     return 8
 

@@ -102,7 +102,7 @@ class _no_forward:
     (lambda m, c, k: ti.circuits.attribute(m, c, k, METRIC, method="eap-ig-inputs", ablation="mean",
                                            progress=False), OptionError, "ablation='corrupted' only"),
     (lambda m, c, k: ti.circuits.attribute(m, c, k[:, :-1], METRIC, progress=False), Exception, "same shape"),
-    (lambda m, c, k: ti.circuits.faithfulness(m, [["a0.h0->a1.h9<q>"]], c, k, METRIC, progress=False),
+    (lambda m, c, k: ti.circuits.faithfulness(m, c, k, [["a0.h0->a1.h9<q>"]], METRIC, progress=False),
      HookNameError, "no edge 'a0.h0->a1.h9<q>'"),
 ])
 def test_bad_inputs_fail_before_any_forward_pass(call, error, match):
@@ -283,7 +283,7 @@ def test_batched_faithfulness_equals_every_edge_outside_the_circuit_patched_by_h
     model = FAMILIES[family]()
     clean, corrupted = _pair()
     circuits = _circuits(ti.circuits.graph(model))
-    f = ti.circuits.faithfulness(model, circuits, clean, corrupted, METRIC, progress=False)
+    f = ti.circuits.faithfulness(model, clean, corrupted, circuits, METRIC, progress=False)
     with ref.flags(model), torch.no_grad():
         _, cache = model.run_with_cache(corrupted)
     edges = ti.circuits.graph(model).edges
@@ -301,7 +301,7 @@ def test_mean_and_zero_ablated_faithfulness_equal_the_hand_patched_circuit(ablat
     clean, corrupted = _pair()
     g = ti.circuits.graph(model)
     circuits = _circuits(g)[2:]
-    f = ti.circuits.faithfulness(model, circuits, clean, corrupted, METRIC, ablation=ablation, progress=False)
+    f = ti.circuits.faithfulness(model, clean, corrupted, circuits, METRIC, ablation=ablation, progress=False)
     with ref.flags(model), torch.no_grad():
         _, cache = model.run_with_cache(corrupted)
     value = ((lambda s: ref.sender_out(model, cache, s).mean((0, 1)).expand(*clean.shape, -1)) if ablation == "mean"
@@ -319,7 +319,7 @@ def test_results_save_and_load_exactly(tmp_path):
     assert type(back) is ti.circuits.EdgeScores and back.names == s.names and back.graph == s.graph
     torch.testing.assert_close(back.per_prompt, s.per_prompt)
     assert back.top(3) == s.top(3) and "eap edge scores" in back.summary() and "EdgeScores(eap" in repr(back)
-    f = ti.circuits.faithfulness(model, _circuits(s.graph)[:3], clean, corrupted, METRIC, progress=False)
+    f = ti.circuits.faithfulness(model, clean, corrupted, _circuits(s.graph)[:3], METRIC, progress=False)
     back = ti.results.Result.load(f.save(tmp_path / "f.safetensors"))
     torch.testing.assert_close(back.normalized, f.normalized)
     assert "<table" in back._repr_html_()
@@ -341,6 +341,6 @@ def test_induction_2l_top_edges_include_a_previous_token_head_feeding_the_induct
     assert any(e in top for e in ("a0.h0->a1.h2<k>", "a0.h1->a1.h2<k>", "a0.h2->a1.h2<k>")), top
     g = scores.graph
     circuit = [name for name, _ in scores.top(20)]
-    f = ti.circuits.faithfulness(model, [g.edges, [], circuit], seq, corrupted, metric, progress=False)
+    f = ti.circuits.faithfulness(model, seq, corrupted, [g.edges, [], circuit], metric, progress=False)
     assert f.normalized[0] == pytest.approx(1.0, abs=1e-6) and f.normalized[1] == pytest.approx(0.0, abs=1e-4)
     assert f.normalized[2] > 0.5  # 20 of the graph's edges recover most of the behaviour

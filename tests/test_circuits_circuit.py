@@ -93,7 +93,7 @@ def test_a_misspelled_edge_is_refused_with_a_suggestion() -> None:
     scores = _scores(2, 2)
     with pytest.raises(InputError, match=r"did you mean 'a0.h1->a1.h0<k>'"):
         Circuit(("a0.h1->a1.h0<K>",), scores.graph)
-    with pytest.raises(SelectionError, match=r"n=10000 is out of range; choose 0 <= n <= \d+"):
+    with pytest.raises(SelectionError, match=r"k=10000 is out of range; choose 0 <= k <= \d+"):
         Circuit.top(scores, 10_000)
 
 

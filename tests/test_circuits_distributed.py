@@ -34,8 +34,8 @@ def test_exact_scores_and_faithfulness_on_ray_workers_equal_the_local_run(execut
     torch.testing.assert_close(remote.per_prompt, local.per_prompt, atol=1e-5, rtol=0)
     edges = ti.circuits.graph(model).edges
     circuits = [edges[::3], edges[1::7], ()]
-    local_f = ti.circuits.faithfulness(model, circuits, clean, corrupted, METRIC, progress=False)
-    remote_f = ti.circuits.faithfulness(model, circuits, clean, corrupted, METRIC, progress=False, executor=executor)
+    local_f = ti.circuits.faithfulness(model, clean, corrupted, circuits, METRIC, progress=False)
+    remote_f = ti.circuits.faithfulness(model, clean, corrupted, circuits, METRIC, progress=False, executor=executor)
     assert remote_f.provenance.settings["executor"] == "ray"
     torch.testing.assert_close(remote_f.values, local_f.values, atol=1e-5, rtol=0)
     torch.testing.assert_close(remote_f.corrupted, local_f.corrupted, atol=1e-5, rtol=0)

@@ -99,7 +99,7 @@ def test_aware_circuits_are_evaluated_exactly_and_round_trip_as_files(tmp_path):
     scores = ti.circuits.attribute(model, clean, corrupted, METRIC, method="eap", per_position=True, progress=False)
     circuit = Circuit.top(scores, 40)
     assert all("_" in e.split("->")[0] for e in circuit.edges)
-    result = ti.circuits.faithfulness(model, [circuit, scores.names, []], clean, corrupted, METRIC,
+    result = ti.circuits.faithfulness(model, clean, corrupted, [circuit, scores.names, []], METRIC,
                                       per_position=True, progress=False)
     with ref.flags(model), torch.no_grad():
         _, kc = model.run_with_cache(corrupted)
@@ -150,9 +150,10 @@ def test_the_faithfulness_curve_of_aware_scores_evaluates_aware_circuits():
     model = gpt2_style()
     clean, corrupted = _pair(seq=5)
     scores = ti.circuits.attribute(model, clean, corrupted, METRIC, method="eap", per_position=True, progress=False)
-    curve = ti.circuits.faithfulness_curve(scores, model, clean, corrupted, METRIC, budgets=(0.01, 0.1, 1.0),
+    curve = ti.circuits.faithfulness_curve(model, clean, corrupted, scores, METRIC, budgets=(0.01, 0.1, 1.0),
                                            n_boot=20, progress=False)
-    direct = ti.circuits.faithfulness(model, [Circuit.top(scores, int(b * len(scores.names))) for b in (0.01, 0.1)],
-                                      clean, corrupted, METRIC, per_position=True, progress=False)
+    direct = ti.circuits.faithfulness(model, clean, corrupted,
+                                      [Circuit.top(scores, int(b * len(scores.names))) for b in (0.01, 0.1)], METRIC,
+                                      per_position=True, progress=False)
     torch.testing.assert_close(curve.values[0, :2].double(), direct.normalized.double(), atol=1e-5, rtol=1e-5)
     assert curve.values[0, -1].item() == pytest.approx(1.0, abs=1e-4)

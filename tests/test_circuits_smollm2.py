@@ -31,7 +31,7 @@ def test_eap_and_faithfulness_on_smollm2_months(model):
     assert {k: getattr(model.cfg, k) for k in switches} == switches
     assert torch.isfinite(scores.per_prompt).all() and len(scores.names) == len(ti.circuits.graph(model).edges)
     top = [name for name, _ in scores.top(300)]
-    f = ti.circuits.faithfulness(model, [scores.names, [], top], CLEAN, CORRUPTED, metric, progress=False)
+    f = ti.circuits.faithfulness(model, CLEAN, CORRUPTED, [scores.names, [], top], metric, progress=False)
     batch = ti.models.adapt(model).tokenize(CORRUPTED)
     with torch.no_grad():
         corrupted = metric.at(batch).per_prompt(model(batch.tokens, attention_mask=batch.attention_mask))

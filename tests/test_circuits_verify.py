@@ -45,7 +45,7 @@ def test_batched_faithfulness_equals_one_hand_hooked_forward_per_circuit(model) 
     clean, corrupted, metric, score = _task(model)
     graph = circuits.graph(model)
     chosen = _random_circuits(graph)
-    result = circuits.faithfulness(model, [Circuit(c, graph) for c in chosen], clean, corrupted, metric,
+    result = circuits.faithfulness(model, clean, corrupted, [Circuit(c, graph) for c in chosen], metric,
                                    progress=False)
     reference = brute_force_faithfulness(model, clean, corrupted, chosen, score)
     torch.testing.assert_close(result.values.double(), reference.double(), atol=1e-5, rtol=0)
@@ -59,7 +59,7 @@ def test_the_curve_is_mibs_trapezoid_of_exactly_evaluated_top_circuits(model) ->
     clean, corrupted, metric, score = _task(model, seed=1, n=6)
     runs = [circuits.attribute(model, clean, corrupted, metric, method=m, steps=3, progress=False)
             for m in ("eap", "eap-ig-inputs")]
-    curve = faithfulness_curve(runs, model, clean, corrupted, metric, n_boot=50, progress=False,
+    curve = faithfulness_curve(model, clean, corrupted, runs, metric, n_boot=50, progress=False,
                                executor=LocalExecutor())
     n_edges = len(runs[0].names)
     with torch.no_grad():
@@ -119,7 +119,7 @@ def test_induction_top_edges_hold_k_composition_and_a_small_circuit_recovers_the
     assert any(e in top for e in ("a0.h0->a1.h2<k>", "a0.h1->a1.h2<k>", "a0.h2->a1.h2<k>"))
     circuit = Circuit.greedy(scores, 8)
     assert len(circuit) <= 8 and "a1.h2->logits" in circuit
-    result = circuits.faithfulness(model, [circuit], clean, corrupted, metric, progress=False)
+    result = circuits.faithfulness(model, clean, corrupted, [circuit], metric, progress=False)
     reference = brute_force_faithfulness(model, clean, corrupted, [circuit.edges], score)
     torch.testing.assert_close(result.values.double(), reference.double(), atol=1e-4, rtol=1e-5)
     with torch.no_grad():
@@ -137,8 +137,8 @@ def test_curve_inputs_that_cannot_be_honoured_are_refused_before_any_forward_pas
     scores = circuits.attribute(model, clean, corrupted, metric, method="eap", progress=False)
     other = circuits.attribute(attn_only(), clean, corrupted, metric, method="eap", progress=False)
     with pytest.raises(ti.InputError, match="every EdgeScores must be of the same graph"):
-        faithfulness_curve([scores, other], model, clean, corrupted, metric, progress=False)
+        faithfulness_curve(model, clean, corrupted, [scores, other], metric, progress=False)
     with pytest.raises(ti.OptionError, match=r"budgets must be increasing fractions .* got \[0.5, 0.1\]"):
-        faithfulness_curve(scores, model, clean, corrupted, metric, budgets=[0.5, 0.1], progress=False)
+        faithfulness_curve(model, clean, corrupted, scores, metric, budgets=[0.5, 0.1], progress=False)
     with pytest.raises(ti.OptionError, match="selection must be one of 'top', 'greedy'"):
-        faithfulness_curve(scores, model, clean, corrupted, metric, selection="best", progress=False)
+        faithfulness_curve(model, clean, corrupted, scores, metric, selection="best", progress=False)

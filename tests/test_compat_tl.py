@@ -43,7 +43,7 @@ def test_sae_features_raise_one_error_naming_the_reason_on_transformer_lens_4() 
         return
     reason = "needs sae-lens: sae-lens requires TransformerLens < 4"
     for call in (lambda: ti.models.load_sae("ordinal-4l-res-l2"), lambda: ti.hooks.sae_splice(object()),
-                 lambda: ti.viz.feature_card(object(), None, ["one"], 0),
+                 lambda: ti.viz.feature_card(None, object(), ["one"], 0),
                  lambda: ti.steering.decompose(ti.steering.SteeringVector(torch.ones(8), "blocks.0.hook_resid_pre",
                                                                           name="v"), object())):
         with pytest.raises(UnsupportedError, match=reason):

@@ -276,15 +276,15 @@ def test_scan_through_ray_equals_the_local_scan(model, executor, method, padded)
     local = ti.ablation.scan(model, clean, METRIC, **kw)
     dist = ti.ablation.scan(model, clean, METRIC, executor=executor, **kw)
     _assert_same(local, dist)
-    assert [r["unit"] for r in dist.ranking()] == [r["unit"] for r in local.ranking()]
+    assert dist.top(local.values.numel()).labels == local.top(local.values.numel()).labels
 
 
 def test_feature_and_subspace_ablation_through_ray_equal_the_local_runs(executor):
     model, sae = ti.models.load("ordinal-4l"), ti.models.load_sae("ordinal-4l-res-l2")
     prompts = ["one , two , three ,", "january , february ,", "monday , tuesday ,", "five , six , seven ,"]
     kw = dict(answers=["four", "march", "wednesday", "eight"], n_boot=100, progress=False)
-    local = ti.ablation.feature_ablation(sae, model, prompts, [3, 17, 571, 987], **kw)
-    dist = ti.ablation.feature_ablation(sae, model, prompts, [3, 17, 571, 987], executor=executor, **kw)
+    local = ti.ablation.feature_ablation(model, sae, prompts, [3, 17, 571, 987], **kw)
+    dist = ti.ablation.feature_ablation(model, sae, prompts, [3, 17, 571, 987], executor=executor, **kw)
     _assert_same(local, dist)
     assert dist.provenance.settings["executor"] == "ray"
     basis = {"two": torch.eye(model.cfg.d_model)[:2], "eight": torch.eye(model.cfg.d_model)[8:16]}
@@ -312,8 +312,8 @@ def test_steering_evaluate_through_ray_equals_the_local_battery(executor, which)
     tasks = {"numbers": [("one , two ,", "three"), ("two , three ,", "four"), ("one , two , three ,", "four")]}
     kw = dict(controls=ti.steering.Controls(random_seeds=(0,), unrelated_prompts=("a a a", "the the")),
               n_boot=100, progress=False)
-    local = ti.steering.evaluate(model, vector, tasks, [0.0, 2.0, 8.0], **kw)
-    dist = ti.steering.evaluate(model, vector, tasks, [0.0, 2.0, 8.0], executor=executor, **kw)
+    local = ti.steering.evaluate(model, tasks, vector, [0.0, 2.0, 8.0], **kw)
+    dist = ti.steering.evaluate(model, tasks, vector, [0.0, 2.0, 8.0], executor=executor, **kw)
     _assert_same(local, dist)
     assert dist.meta == local.meta
 

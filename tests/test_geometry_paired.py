@@ -154,7 +154,7 @@ def test_bad_pairs_fail_first_with_a_clear_message() -> None:
         geometry.paired(A[:2], A[:2], progress=False)
     with pytest.raises(ShapeError, match="score has 9 values for 10 pairs"):
         geometry.paired(A, A + 1, score=torch.ones(9), progress=False)
-    with pytest.raises(InputError, match=r"paired: B has 40 NaN/Inf entries \(first at index \(0, 0, 0\)\): 40 NaN"):
+    with pytest.raises(InputError, match=r"paired: Y has 40 NaN/Inf entries \(first at index \(0, 0, 0\)\): 40 NaN"):
         geometry.paired(A, torch.full_like(A, float("nan")), progress=False)
     with pytest.raises(SelectionError, match="k=4 principal components of 10 pairs in 4 dimensions"):
         geometry.paired(A, A + 1, k=4, progress=False)

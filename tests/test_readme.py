@@ -16,4 +16,4 @@ def test_readme_example_runs() -> None:
     exec(compile(block.group(1), str(README), "exec"), namespace)  # noqa: S102 - our own README
     assert namespace["sweep"].values.shape[0] == 30
     assert namespace["states"].stack().shape == (30, 2, 576)
-    assert len(namespace["heads"].ranking(3)) == 3
+    assert len(namespace["heads"].top(3)) == 3

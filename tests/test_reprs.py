@@ -119,7 +119,7 @@ def _steering() -> Any:
     pos, neg = paired_lists("train")
     vector = ti.steering.contrast_vector(model, pos, neg, ti.site("resid_pre", 2)).renamed("months - numbers")
     tasks = analogy_tasks("heldout")
-    return ti.steering.evaluate(model, vector, {"months": tasks["months"], "numbers": tasks["numbers"]}, [2.0, 8.0],
+    return ti.steering.evaluate(model, {"months": tasks["months"], "numbers": tasks["numbers"]}, vector, [2.0, 8.0],
                                 controls=ti.steering.Controls(random_seeds=(0,), unrelated_prompts=()), n_boot=50,
                                 progress=False)
 
@@ -133,12 +133,12 @@ def _faithfulness() -> Any:
     model = _tiny_model()
     every = ti.circuits.graph(model).edges
     circuits = [every[:k] for k in range(0, len(every), max(len(every) // 9, 1))]
-    return ti.circuits.faithfulness(model, circuits, CLEAN, CORRUPT, ti.metrics.logit_diff(3, 5), progress=False)
+    return ti.circuits.faithfulness(model, CLEAN, CORRUPT, circuits, ti.metrics.logit_diff(3, 5), progress=False)
 
 
 def _curve() -> Any:
     model = _tiny_model()
-    return ti.circuits.faithfulness_curve(_edge_scores(), model, CLEAN, CORRUPT, ti.metrics.logit_diff(3, 5),
+    return ti.circuits.faithfulness_curve(model, CLEAN, CORRUPT, _edge_scores(), ti.metrics.logit_diff(3, 5),
                                           budgets=[0.1, 0.5, 1.0], n_boot=50, progress=False)
 
 

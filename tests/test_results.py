@@ -38,25 +38,26 @@ def test_top_lists_nan_cells_last() -> None:
 
 
 @pytest.mark.parametrize("k, error, message", [
-    (0, SelectionError, r"ranking\(k\): k=0 is out of range; choose k >= 1"),
-    (-1, SelectionError, r"ranking\(k\): k=-1 is out of range"),
-    (True, TypeCheckError, r"ranking\(k\): k must be an int, not True"),
+    (0, SelectionError, r"AblationResult.top: k=0 is out of range; choose k >= 1"),
+    (-1, SelectionError, r"AblationResult.top: k=-1 is out of range"),
+    (True, TypeCheckError, r"AblationResult.top: k must be an int, not True"),
     (2.5, TypeCheckError, r"k must be an int, not 2.5"),
 ])
-def test_ranking_refuses_a_k_that_is_not_a_positive_int(k: Any, error: type, message: str) -> None:
+def test_top_refuses_a_k_that_is_not_a_positive_int(k: Any, error: type, message: str) -> None:
     # probe 11: "ranking(0) returns everything and ranking(-1) drops one"
     result = AblationResult(values=torch.tensor([[0.1, -0.3]]), axes=("layer", "head_index"), metric="m",
                             provenance=Provenance.make("test"))
     with pytest.raises(error, match=message):
-        result.ranking(k)
+        result.top(k)
 
 
-def test_ranking_puts_the_most_harmful_unit_first() -> None:
+def test_top_signed_and_smallest_first_puts_the_most_harmful_unit_first() -> None:
     # probe 11, correct behaviour: with higher_is_better the most negative effect is first
     result = AblationResult(values=torch.tensor([[0.1, -0.3], [0.2, -0.1]]), axes=("layer", "head_index"), metric="m",
                             provenance=Provenance.make("test", settings={"higher_is_better": True}))
-    assert [r["index"] for r in result.ranking(2)] == [(0, 1), (1, 1)]
-    assert len(result.ranking()) == 4 and len(result.ranking(10)) == 4
+    assert result.higher_is_better
+    assert list(result.top(2, absolute=False, largest=False).columns["index"]) == [(0, 1), (1, 1)]
+    assert len(result.top(4)) == 4 and len(result.top(10)) == 4
 
 
 def test_a_figure_of_a_view_that_does_not_exist_names_the_views() -> None:
@@ -88,7 +89,7 @@ def test_figures_and_top_refuse_what_they_cannot_show() -> None:
                   provenance=Provenance.make("test"))
     with pytest.raises(UnsupportedError, match="no default figure for 4-D values"):
         four.figure()
-    with pytest.raises(SelectionError, match=r"top\(k\): k=0 is out of range; choose k >= 1"):
+    with pytest.raises(SelectionError, match=r"PatchingResult.top: k=0 is out of range; choose k >= 1"):
         _patching(torch.randn(2, 6)).top(0)
     with pytest.raises(OptionError, match="takes 'normalized' or 'values'"):
         _patching(torch.randn(2, 6)).top(3, by="recovered")

@@ -48,14 +48,14 @@ def test_paired_ttest_refuses_constant_differences_where_scipy_gives_inf_or_nan(
         assert scipy.stats.ttest_rel(a + 1.0, a).pvalue == 0 and np.isnan(scipy.stats.ttest_rel(a, a).pvalue)
     with pytest.raises(InputError, match=r"no variation in 1 of 1 tests \(first at index \(\): all 1 \(t = \+inf"):
         stats.paired_ttest(a + 1.0, a)
-    with pytest.raises(InputError, match=r"first at index \(1,\): all zero \(a and b are equal there: t = 0/0\)"):
+    with pytest.raises(InputError, match=r"first at index \(1,\): all zero \(x and y are equal there: t = 0/0\)"):
         stats.paired_ttest(np.stack([a * a, a]), np.stack([a, a]))
 
 
 def test_paired_ttest_refuses_too_few_pairs_nan_and_mismatched_shapes():
     with pytest.raises(InputError, match="at least 3 pairs on the last axis, got 2"):
         stats.paired_ttest(np.ones(2), np.zeros(2))
-    with pytest.raises(InputError, match=r"a has 1 NaN/Inf entries \(first at index \(3,\)\)"):
+    with pytest.raises(InputError, match=r"x has 1 NaN/Inf entries \(first at index \(3,\)\)"):
         stats.paired_ttest(np.array([1.0, 2, 3, np.nan]), np.zeros(4))
     with pytest.raises(ShapeError, match=r"shapes \(4,\) and \(5,\)"):
         stats.paired_ttest(np.ones(4), np.ones(5))

@@ -126,7 +126,7 @@ def test_multiplier_zero_is_exactly_unsteered(model: Any, pairs: tuple) -> None:
     tokens = model.to_tokens(["one , two ,", "after may comes"])
     assert torch.equal(v.intervention(0.0).run(model, tokens), model(tokens))
     tasks = analogy_tasks("heldout")
-    rep = evaluate(model, v.renamed("v"), {"months": tasks["months"]}, [0.0, 4.0], controls=NO_CONTROLS,
+    rep = evaluate(model, {"months": tasks["months"]}, v.renamed("v"), [0.0, 4.0], controls=NO_CONTROLS,
                    progress=False)
     # scale 0 against a fresh, unhooked forward of every prompt on its own (not the report's own baseline)
     for j, entry in enumerate(rep.meta["prompts"]):
@@ -141,7 +141,7 @@ def test_batched_evaluation_equals_prompt_by_prompt_hooks(model: Any, pairs: tup
     vs = [contrast_vector(model, *pairs, site("resid_pre", layer), name=f"L{layer}") for layer in (1, 3)]
     tasks = {k: v[:6] for k, v in analogy_tasks("heldout").items() if k in ("months", "months_sentence", "numbers")}
     mults = [2.0, 8.0]
-    rep = evaluate(model, vs, tasks, mults, positions=rule, controls=NO_CONTROLS, progress=False)
+    rep = evaluate(model, tasks, vs, mults, positions=rule, controls=NO_CONTROLS, progress=False)
     prompts = [p["prompt"] for p in rep.meta["prompts"]]
     answers = [p["answer_id"] for p in rep.meta["prompts"]]
     for i, v in enumerate(vs):
@@ -258,7 +258,7 @@ def test_decompose_a_real_vector_reports_what_it_cannot_explain(model: Any, sae:
 def test_seen_prompts_go_to_their_own_column_and_controls_are_present(model: Any, pairs: tuple) -> None:
     v = contrast_vector(model, *pairs, site("resid_pre", 1), name="v")
     tasks = {"months": analogy_tasks("train")["months"][:4] + analogy_tasks("heldout")["months"][:3]}
-    rep = evaluate(model, v, tasks, [4.0], controls=Controls(random_seeds=(0, 1)), progress=False, n_boot=200)
+    rep = evaluate(model, tasks, v, [4.0], controls=Controls(random_seeds=(0, 1)), progress=False, n_boot=200)
     assert rep.tasks == ("months", "months (seen)", "unrelated")
     assert rep.vectors == ("v", "random ~ v")
     assert len([p for p in rep.meta["prompts"] if p["column"] == "months (seen)"]) == 4
@@ -270,7 +270,7 @@ def test_seen_prompts_go_to_their_own_column_and_controls_are_present(model: Any
 
 def test_report_round_trips(model: Any, pairs: tuple, tmp_path: Any) -> None:
     v = contrast_vector(model, *pairs, site("resid_pre", 2), name="v")
-    rep = evaluate(model, v, {"months": analogy_tasks("heldout")["months"]}, [2.0, 8.0],
+    rep = evaluate(model, {"months": analogy_tasks("heldout")["months"]}, v, [2.0, 8.0],
                    controls=Controls(random_seeds=(0,)), progress=False, n_boot=200)
     back = ti.results.Result.load(rep.save(tmp_path / "steer.safetensors"))
     assert type(back).__name__ == "SteeringReport"
@@ -295,11 +295,12 @@ def test_numbers_minus_months_on_held_out_months_beats_random_vectors(model: Any
     vectors = [v.renamed(f"numbers - months @ L{v.layer}")
                for v in contrast_vectors(model, *pairs, [site("resid_pre", layer) for layer in (1, 2, 3)])]
     mults = [2.0, 4.0, 8.0, 16.0]
-    select = evaluate(model, vectors, {"months_sentence": analogy_tasks("train")["months_sentence"]}, mults,
+    select = evaluate(model, {"months_sentence": analogy_tasks("train")["months_sentence"]}, vectors, mults,
                       controls=NO_CONTROLS, progress=False, n_boot=200)
-    best = select.best("months_sentence", metric="logit_diff")
+    top = select.top(1, task="months_sentence", metric="logit_diff", absolute=False)
+    best = {"vector": top.columns["vector"][0], "scale": top.columns["scale"][0]}
     held_out = analogy_tasks(("test", "heldout"))
-    rep = evaluate(model, vectors, {"months": held_out["months"], "numbers": held_out["numbers"]}, mults,
+    rep = evaluate(model, {"months": held_out["months"], "numbers": held_out["numbers"]}, vectors, mults,
                    controls=Controls(random_seeds=tuple(range(8))), progress=False)
     domain = rep.compare(best["vector"], best["scale"], "months", metric="on_target")
     shift = rep.compare(best["vector"], best["scale"], "months", metric="logit_diff")
@@ -324,20 +325,20 @@ def test_bad_input_fails_before_any_forward_pass(no_forward: Any) -> None:
     tasks = {"months": [("march , april ,", "five")]}
     narrow = SteeringVector(torch.ones(64), site("resid_pre", 1), name="narrow")
     with pytest.raises(ShapeError, match=r"blocks\.1\.hook_resid_pre.*64 entries.*d_model=128"):
-        evaluate(model, narrow, tasks, [1.0], progress=False)
+        evaluate(model, tasks, narrow, [1.0], progress=False)
     with pytest.raises(InputError, match="positive prompt set is empty"):
         contrast_vector(model, [], ["january ,"], site("resid_pre", 1))
     with pytest.raises(InputError, match="paired prompts need sets of equal size"):
         pca_vector(model, ["one ,", "two ,"], ["january ,"], site("resid_pre", 1))
     wide = SteeringVector(torch.ones(128), site("resid_pre", 1), name="v")
     with pytest.raises(InputError, match=r"the answer: 'five six' is 2 tokens"):
-        evaluate(model, wide, {"months": [("march , april ,", "five six")]}, [1.0], progress=False)
+        evaluate(model, {"months": [("march , april ,", "five six")]}, wide, [1.0], progress=False)
     with pytest.raises(HookNameError, match="resid_pre"):
-        evaluate(model, SteeringVector(torch.ones(128), "blocks.1.hook_resid_pr"), tasks, [1.0], progress=False)
+        evaluate(model, tasks, SteeringVector(torch.ones(128), "blocks.1.hook_resid_pr"), [1.0], progress=False)
     with pytest.raises(InputError, match="names must be unique"):
-        evaluate(model, [wide, wide], tasks, [1.0], progress=False)
+        evaluate(model, tasks, [wide, wide], [1.0], progress=False)
     with pytest.raises(InputError, match="task 'months' has no prompts"):
-        evaluate(model, wide, {"months": []}, [1.0], progress=False)
+        evaluate(model, {"months": []}, wide, [1.0], progress=False)
 
 
 def _retrained(sae: Any, seed: int = 5) -> Any:

@@ -100,7 +100,7 @@ NAN, INF = float("nan"), float("inf")
      r"scales must be finite numbers, got \[nan\]"),
     (lambda m: ti.steering.next_token_logits(m, PROMPTS, vector(), INF), r"got \[inf\]"),
     (lambda m: ti.steering.generate(m, PROMPTS, vector(), [1.0, NAN]), "scales must be finite"),
-    (lambda m: ti.steering.evaluate(m, vector(), {"t": [(PROMPTS[0], "three")]}, [INF], controls=NO_CONTROLS,
+    (lambda m: ti.steering.evaluate(m, {"t": [(PROMPTS[0], "three")]}, vector(), [INF], controls=NO_CONTROLS,
                                     progress=False), "finite numbers"),
 ])
 def test_non_finite_multipliers_are_refused_before_any_forward_pass(call: Any, message: str) -> None:
@@ -148,7 +148,7 @@ def test_evaluate_refuses_what_it_cannot_score_before_any_forward_pass(kwargs: d
     options = {k: v for k, v in kwargs.items() if k not in positional}
     args = positional | kwargs
     with no_forward(model), pytest.raises(error, match=message):
-        ti.steering.evaluate(model, args["vectors"], args["tasks"], args["scales"], controls=NO_CONTROLS,
+        ti.steering.evaluate(model, args["tasks"], args["vectors"], args["scales"], controls=NO_CONTROLS,
                              progress=False, **options)
 
 
@@ -216,4 +216,4 @@ def test_evaluate_refuses_empty_targets_and_a_string_of_controls(kwargs: dict[st
     model = ordinal()
     options = {"controls": NO_CONTROLS} | kwargs
     with no_forward(model), pytest.raises(InputError, match=message):
-        ti.steering.evaluate(model, vector(), {"t": [(PROMPTS[0], "three")]}, [1.0], progress=False, **options)
+        ti.steering.evaluate(model, {"t": [(PROMPTS[0], "three")]}, vector(), [1.0], progress=False, **options)

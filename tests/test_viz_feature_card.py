@@ -42,7 +42,7 @@ def test_top_contexts_equal_a_brute_force_sort(ordinal: tuple[Any, Any]) -> None
     _, cache = model.run_with_cache(batch.tokens, attention_mask=batch.attention_mask)
     peaks = sae.encode(cache[sae.cfg.metadata.hook_name])[:, 1:].amax((0, 1))
     feature = int(peaks.argmax())
-    card = ti.viz.feature_card(sae, model, PROMPTS, feature, k=6)
+    card = ti.viz.feature_card(model, sae, PROMPTS, feature, k=6)
     brute = [t for t in brute_force_contexts(model, sae, PROMPTS, feature) if t[0] > 0][:6]
     assert len(card.contexts) == len(brute) > 0
     assert [(c.prompt, c.position) for c in card.contexts] == [(p, pos) for _, p, pos in brute]
@@ -60,7 +60,7 @@ def test_top_contexts_equal_a_brute_force_sort(ordinal: tuple[Any, Any]) -> None
 def test_decoder_logits_are_w_dec_times_w_u(ordinal: tuple[Any, Any]) -> None:
     # W_U as TransformerLens's processing leaves it (as sae_vis reads it), whether the model was processed or not
     model, sae = ordinal
-    card = ti.viz.feature_card(sae, model, PROMPTS[:3], 17)
+    card = ti.viz.feature_card(model, sae, PROMPTS[:3], 17)
     processed = copy.deepcopy(model)
     processed.process_weights_(fold_ln=True, center_writing_weights=True, center_unembed=True)
     logits = sae.W_dec[17].double() @ processed.W_U.double()
@@ -77,7 +77,7 @@ def test_ablation_effect_equals_removing_the_features_decoder_contribution(ordin
     name = sae.cfg.metadata.hook_name
     _, cache = model.run_with_cache(batch.tokens, attention_mask=batch.attention_mask, names_filter=name)
     feature = int(sae.encode(cache[name])[:, 1:].amax((0, 1)).argmax())
-    card = ti.viz.feature_card(sae, model, PROMPTS, feature, answers=answers)
+    card = ti.viz.feature_card(model, sae, PROMPTS, feature, answers=answers)
 
     # the decoder is linear, so zeroing feature f removes exactly f's activation times W_dec[f]
     def remove_feature(act: torch.Tensor, hook: Any) -> torch.Tensor:
@@ -108,20 +108,20 @@ def test_a_feature_beyond_the_sae_width_fails_before_any_forward(ordinal: tuple[
 
     monkeypatch.setattr(model, "forward", fail)
     with pytest.raises(SelectionError, match=r"feature 1024 is out of range: .* d_sae=1024 features \(0..1023\)"):
-        ti.viz.feature_card(sae, model, PROMPTS, 1024)
+        ti.viz.feature_card(model, sae, PROMPTS, 1024)
     with pytest.raises(SelectionError, match="feature -1 is out of range"):
-        ti.viz.feature_card(sae, model, PROMPTS, -1)
+        ti.viz.feature_card(model, sae, PROMPTS, -1)
 
 
 def test_answers_must_be_one_single_token_per_prompt(ordinal: tuple[Any, Any]) -> None:
     model, sae = ordinal
     with pytest.raises(InputError, match="2 answers for 3 prompts"):
-        ti.viz.feature_card(sae, model, PROMPTS[:3], 0, answers=["four", "april"])
+        ti.viz.feature_card(model, sae, PROMPTS[:3], 0, answers=["four", "april"])
 
 
 def test_feature_page_has_a_topk_view_and_one_card_per_top_feature(ordinal: tuple[Any, Any]) -> None:
     model, sae = ordinal
-    report = ti.viz.feature_page(sae, model, PROMPTS, n=3)
+    report = ti.viz.feature_page(model, sae, PROMPTS, n=3)
     page = report.html()
     assert page.count("class='tl-interp-feature'") == 3
     assert page.count('data-element="TopkSamples"') == 1
@@ -136,7 +136,7 @@ def test_smollm2_feature_card_contexts_equal_a_brute_force_sort() -> None:
     name = sae.cfg.metadata.hook_name
     _, cache = model.run_with_cache(batch.tokens, attention_mask=batch.attention_mask, names_filter=name)
     feature = int(sae.encode(cache[name])[:, 2:].amax((0, 1)).argmax())
-    card = ti.viz.feature_card(sae, model, prompts, feature, k=5)
+    card = ti.viz.feature_card(model, sae, prompts, feature, k=5)
     brute = [t for t in brute_force_contexts(model, sae, prompts, feature) if t[0] > 0][:5]
     assert [(c.prompt, c.position) for c in card.contexts] == [(p, pos) for _, p, pos in brute]
     torch.testing.assert_close(torch.tensor([c.activation for c in card.contexts]),
@@ -149,7 +149,7 @@ def test_feature_ablation_cells_equal_one_hook_run_per_feature(ordinal: tuple[An
     batch = ti.models.adapt(model).tokenize(PROMPTS)
     name, features = sae.cfg.metadata.hook_name, [3, 17, 40, 512]
     executor = PlanRecorder()
-    res = ti.ablation.feature_ablation(sae, model, PROMPTS, features, memory_mb=memory_mb, executor=executor,
+    res = ti.ablation.feature_ablation(model, sae, PROMPTS, features, memory_mb=memory_mb, executor=executor,
                                        progress=False)
     rows = torch.arange(len(PROMPTS))
     with torch.no_grad():
@@ -174,7 +174,7 @@ def test_feature_ablation_cells_equal_one_hook_run_per_feature(ordinal: tuple[An
     (plan,) = executor.plans
     assert len(plan.cells) == len(features) and plan.options.memory_mb == memory_mb
     assert res.provenance.settings["engine"]["mid_stack"] == "on"
-    assert [r["unit"] for r in res.ranking(1)] == [f"F{features[int(res.values.argmin())]}"]
+    assert res.top(1, absolute=False, largest=False).labels == (f"F{features[int(res.values.argmin())]}",)
 
 
 def test_feature_ablation_refuses_bad_requests_before_any_forward_pass(ordinal: tuple[Any, Any]) -> None:
@@ -183,22 +183,22 @@ def test_feature_ablation_refuses_bad_requests_before_any_forward_pass(ordinal: 
     model, sae = ordinal
     with no_forward(model):
         with pytest.raises(SelectionError, match="feature 1024 is out of range"):
-            ti.ablation.feature_ablation(sae, model, PROMPTS, [1, 1024], progress=False)
+            ti.ablation.feature_ablation(model, sae, PROMPTS, [1, 1024], progress=False)
         with pytest.raises(InputError, match=r"feature ablation answers: 'four five' is 2 tokens"):
-            ti.ablation.feature_ablation(sae, model, PROMPTS[:2], [1], answers=["four", "four five"], progress=False)
+            ti.ablation.feature_ablation(model, sae, PROMPTS[:2], [1], answers=["four", "four five"], progress=False)
         with pytest.raises(ti.OptionError, match="memory_mb must be positive"):
-            ti.viz.feature_card(sae, model, PROMPTS, 1, memory_mb=0)
+            ti.viz.feature_card(model, sae, PROMPTS, 1, memory_mb=0)
 
 
 def test_a_page_of_cards_equals_its_cards_one_by_one(ordinal: tuple[Any, Any]) -> None:
     # the page ablates its three features as cells of one plan; each card alone is a plan of one cell
     model, sae = ordinal
-    page = ti.viz.feature_page(sae, model, PROMPTS, n=3).html()
+    page = ti.viz.feature_page(model, sae, PROMPTS, n=3).html()
     batch = ti.models.adapt(model).tokenize(PROMPTS)
     _, cache = model.run_with_cache(batch.tokens, attention_mask=batch.attention_mask)
     peaks = sae.encode(cache[sae.cfg.metadata.hook_name])[:, 1:].amax((0, 1))
     for feature in peaks.argsort(descending=True)[:3].tolist():
-        assert ti.viz.feature_card(sae, model, PROMPTS, feature).html() in page
+        assert ti.viz.feature_card(model, sae, PROMPTS, feature).html() in page
 
 
 # -- what the card looks like (its HTML, from a card built by hand) ------------------------------

@@ -72,7 +72,8 @@ def test_ablation_result_ranks_the_known_induction_head_first() -> None:
     ranking = page.split("most damaging first:")[1]
     first = re.search(r"<tbody><tr><td[^>]*>([^<]*)</td><td[^>]*>([^<]*)</td>", ranking)
     assert first is not None and first.group(1) == "L1 H2"
-    assert float(first.group(2)) == pytest.approx(result.ranking(1)[0]["effect"], rel=1e-3)
+    damaging = result.top(1, absolute=False, largest=not result.higher_is_better)  # a loss: higher hurts
+    assert float(first.group(2)) == pytest.approx(damaging.values[0], rel=1e-3)
     assert "95% CI" in page and "unablated metric" in page
 
 

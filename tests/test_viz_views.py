@@ -151,11 +151,11 @@ def test_tokens_refuses_values_that_do_not_fit() -> None:
         ti.viz.tokens(["a", "b"], [1.0, float("nan")])
 
 
-def test_topk_orders_prompts_by_their_peak_like_a_brute_force_sort() -> None:
+def test_top_activations_orders_prompts_by_their_peak_like_a_brute_force_sort() -> None:
     gen = torch.Generator().manual_seed(0)
     acts = [torch.randn(n, 6, generator=gen) for n in (3, 5, 4, 2, 6)]
     toks = [[f"t{i}.{j}" for j in range(a.shape[0])] for i, a in enumerate(acts)]
-    view = ti.viz.topk(toks, acts, k=3, neurons=[4, 1], unit_name="feature")
+    view = ti.viz.top_activations(toks, acts, k=3, neurons=[4, 1], unit_name="feature")
     for u, unit in enumerate([4, 1]):
         brute = sorted(range(len(acts)), key=lambda p: -max(float(x) for x in acts[p][:, unit]))[:3]
         assert view.data["order"][u] == brute
@@ -166,11 +166,11 @@ def test_topk_orders_prompts_by_their_peak_like_a_brute_force_sort() -> None:
     assert props["tokens"][0][0][0] == toks[first]
 
 
-def test_topk_tokens_layout_matches_circuitsvis_for_the_chosen_units() -> None:
+def test_top_activations_tokens_layout_matches_circuitsvis_for_the_chosen_units() -> None:
     gen = torch.Generator().manual_seed(1)
     acts = [torch.randn(n, 5, generator=gen).double() for n in (4, 6)]
     toks = [[f"a{j}" for j in range(4)], [f"b{j}" for j in range(6)]]
-    view = ti.viz.topk(toks, acts, k=3, neurons=[2, 0], layout="tokens")
+    view = ti.viz.top_activations(toks, acts, k=3, neurons=[2, 0], layout="tokens")
     # circuitsvis's own topk_tokens on the same units laid out (unit, pos, 1)
     ref = circuitsvis_props(circuitsvis.topk_tokens, circuitsvis.topk_tokens.topk_tokens, toks,
                             [a[:, [2, 0]].T[:, :, None].numpy() for a in acts], max_k=3,
@@ -179,20 +179,20 @@ def test_topk_tokens_layout_matches_circuitsvis_for_the_chosen_units() -> None:
     assert as_json(ref["props"]) == as_json(view.panels[0].widget.props)
 
 
-def test_topk_removes_padding_and_refuses_bad_units() -> None:
+def test_top_activations_removes_padding_and_refuses_bad_units() -> None:
     acts = torch.arange(12.0).reshape(2, 3, 2)
     mask = torch.tensor([[1, 1, 0], [1, 1, 1]])
-    view = ti.viz.topk([["a", "b", "<pad>"], ["c", "d", "e"]], acts, attention_mask=mask, k=2)
+    view = ti.viz.top_activations([["a", "b", "<pad>"], ["c", "d", "e"]], acts, attention_mask=mask, k=2)
     assert view.data["tokens"] == [["a", "b"], ["c", "d", "e"]]
     assert view.data["peaks"][0].tolist() == [2.0, 3.0]  # the pad row (4, 5) is not a peak
     with pytest.raises(SelectionError, match="neuron index 7 is out of range for 2 neurons"):
-        ti.viz.topk([["a"]], [torch.ones(1, 2)], neurons=[7])
+        ti.viz.top_activations([["a"]], [torch.ones(1, 2)], neurons=[7])
     with pytest.raises(OptionError, match="pass neurons="):
-        ti.viz.topk([["a"]], [torch.ones(1, 101)])
+        ti.viz.top_activations([["a"]], [torch.ones(1, 101)])
     with pytest.raises(ShapeError, match="2 token lists for 1 prompts"):
-        ti.viz.topk([["a"], ["b"]], [torch.ones(1, 2)])
+        ti.viz.top_activations([["a"], ["b"]], [torch.ones(1, 2)])
     with pytest.raises(ShapeError, match="prompt 0 has 2 tokens but activations of shape"):
-        ti.viz.topk([["a", "b"]], [torch.ones(3, 2)])
+        ti.viz.top_activations([["a", "b"]], [torch.ones(3, 2)])
 
 
 def test_predictions_equal_the_models_log_probs_and_circuitsvis_props(induction: Any) -> None:
@@ -223,7 +223,7 @@ def test_predictions_refuse_bad_options_before_any_forward(induction: Any, monke
 def test_views_render_offline_with_the_bundle_once_per_notebook(induction: Any, no_network: None) -> None:
     tokens = torch.tensor([0, 5, 6, 5, 6])
     views = [ti.viz.attention(induction, tokens, layer=1), ti.viz.predictions(induction, tokens),
-             ti.viz.tokens(["a", "b"], [1.0, 2.0]), ti.viz.topk([["a", "b"]], [torch.ones(2, 3)])]
+             ti.viz.tokens(["a", "b"], [1.0, 2.0]), ti.viz.top_activations([["a", "b"]], [torch.ones(2, 3)])]
     ti.viz.reset_notebook()
     first, *rest = [v._repr_html_() for v in views]
     assert first.count(BUNDLE_MARKER) == 1 and all(BUNDLE_MARKER not in h for h in rest)

@@ -84,6 +84,13 @@ OUT_OF_RANGE: dict[str, list[Probe]] = {
     "tl_interp.patching.PatchingResult.top": [lambda m, t, r: r["patching"].top(0)],
     "tl_interp.ablation.scan": [lambda m, t, r: ti.ablation.scan(m, t, METRIC, layers=[5])],
     "tl_interp.ablation.AblationResult.ranking": [lambda m, t, r: r["ablation"].ranking(0)],
+    "tl_interp.ablation.AblationResult.top": [lambda m, t, r: r["ablation"].top(0)],
+    "tl_interp.results.Result.top": [lambda m, t, r: r["patching"].top(-1, by="values"),
+                                     lambda m, t, r: ti.results.Result.top(r["ablation"], 0)],
+    "tl_interp.weights.Congruence.top": [lambda m, t, r: r["congruence"].top(0)],
+    "tl_interp.lens.DLAResult.top": [lambda m, t, r: r["dla"].top(0)],
+    "tl_interp.viz.top_activations": [lambda m, t, r: ti.viz.top_activations([["a", "b"]], [torch.ones(2, 3)], k=0)],
+    "tl_interp.steering.SteeringReport.top": [lambda m, t, r: _steering_report().top(0, task="t")],
     "tl_interp.steering.decompose": [lambda m, t, r: ti.steering.decompose(r["vector"], r["sae"], k=0)],
     "tl_interp.results.Result.top_cells": [lambda m, t, r: r["patching"].top_cells(-1)],
     "tl_interp.viz.attention": [lambda m, t, r: ti.viz.attention(m, t[0], layer=N_LAYERS)],
@@ -133,6 +140,14 @@ OUT_OF_RANGE: dict[str, list[Probe]] = {
 COUNT_AND_LAYER_PARAMETERS = {"k", "top_k", "layer", "layers"}
 
 
+def _steering_report() -> Any:
+    prov = ti.results.Provenance("m")
+    return ti.steering.SteeringReport(
+        torch.ones(2, 4, 1), ("vector", "scale", "task"), "accuracy", prov,
+        labels={"vector": ("a", "b"), "scale": ("x1", "x2", "x4", "x8"), "task": ("t",)},
+        meta={"vectors": [{}, {}], "scales": [1.0, 2.0, 4.0, 8.0]})
+
+
 def _sae_at(sae: Any) -> Any:
     sae.cfg.metadata.hook_name = "blocks.0.hook_resid_pre"
     return sae
@@ -161,6 +176,7 @@ def test_an_out_of_range_selection_is_a_selection_error_everywhere(model: Any, t
 def test_a_k_that_is_not_a_count_gets_one_class_whichever_top_method_reads_it(
         results: dict[str, Any], k: Any, error: type) -> None:
     calls = [lambda: results["patching"].top(k), lambda: results["ablation"].ranking(k),
+             lambda: results["ablation"].top(k), lambda: results["dla"].top(k), lambda: results["congruence"].top(k),
              lambda: results["dla"].ranking(k), lambda: results["edges"].top(k),
              lambda: results["congruence"].top_k(k), lambda: results["patching"].top_cells(k)]
     for call in calls:

@@ -11,7 +11,7 @@ from torch.testing import assert_close
 import tl_interp as ti
 from tests.conftest import ToyMLP, attn_only, gpt2_style, llama_style
 from tl_interp import weights
-from tl_interp.errors import InputError, OptionError, SelectionError, UnsupportedError
+from tl_interp.errors import InputError, OptionError, SelectionError, TlInterpDeprecationWarning, UnsupportedError
 
 weights = ti.weights
 
@@ -81,11 +81,11 @@ def test_congruence_tables_label_neurons_and_tokens() -> None:
     model = gpt2_style()
     c = weights.congruence(model, 1, token_ids=[3, 5, 7, 9])
     assert c.values.shape == (64, 4) and c.labels["d_mlp"][2] == "L1N2"
-    table = c.top_k(2, neurons=["L1N0", 5])
+    table = c.top(2, neurons=["L1N0", 5], absolute=False)
     expected = torch.topk(c.values[[0, 5]], 2, dim=1)
-    assert torch.equal(table.indices, expected.indices)
-    assert table.labels[0] == tuple(c.labels["d_vocab"][i] for i in expected.indices[0].tolist())
-    assert table.rows == ("L1N0", "L1N5") and "L1N5" in table.markdown()
+    assert list(table.columns["index"]) == expected.indices.flatten().tolist()
+    assert table.by_row()["L1N0"].labels == tuple(c.labels["d_vocab"][i] for i in expected.indices[0].tolist())
+    assert table.row_labels == ("L1N0", "L1N0", "L1N5", "L1N5") and "L1N5" in table.markdown()
     assert_close(c.kurtosis(), torch.as_tensor(scipy.stats.kurtosis(c.values.numpy(), axis=1)))
 
 
@@ -158,7 +158,8 @@ def test_bad_weight_requests_fail_with_the_fix() -> None:
         weights.cosine_matrix(torch.tensor([[1.0, 0.0], [0.0, 0.0]]))
     with pytest.raises(OptionError, match="kind='sideways'"):
         weights.congruence(gpt2_style(), 0, kind="sideways")
-    with pytest.raises(SelectionError, match=r"top_k: k=9 is out of range; choose 1 <= k <= 3"):
+    with pytest.raises(SelectionError, match=r"top_k: k=9 is out of range; choose 1 <= k <= 3"), \
+            pytest.warns(TlInterpDeprecationWarning):
         weights.top_k(torch.zeros(2, 3), 9)
     with pytest.raises(SelectionError, match="no vector labelled 'L9N9'"):
         weights.cluster_around(weights.mlp_out(gpt2_style(), 0), "L9N9")

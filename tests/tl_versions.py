@@ -46,7 +46,7 @@ def studies(model: Any) -> dict[str, Tensor]:
                                             reference=CLEAN + CORRUPT, n_boot=50, progress=False))
     vector = ti.steering.contrast_vector(model, CLEAN, CORRUPT, "blocks.2.hook_resid_pre", name="order")
     tasks = {"next": [(p, a) for p, (a, _) in zip(CLEAN, ANSWERS)]}
-    report = ti.steering.evaluate(model, vector, tasks, [0.0, 1.0, 4.0], n_boot=50, progress=False)
+    report = ti.steering.evaluate(model, tasks, vector, [0.0, 1.0, 4.0], n_boot=50, progress=False)
     out |= _tensors("steering", report)
     X = ti.collect(model, CLEAN + CORRUPT, "blocks.1.hook_resid_post", progress=False)["blocks.1.hook_resid_post"]
     Y = ti.collect(model, CLEAN + CORRUPT, "blocks.3.hook_resid_post", progress=False)["blocks.3.hook_resid_post"]

@@ -24,7 +24,8 @@ from torch import Tensor
 
 from tl_interp.errors import OptionError, SelectionError, ShapeError, TlInterpDeprecationWarning, TypeCheckError
 
-__all__ = ["checked", "is_checked", "renamed", "public_name", "check_count", "check_layer"]
+__all__ = ["checked", "is_checked", "is_retired", "renamed", "reordered", "retired", "public_name", "check_count",
+           "check_layer"]
 
 F = TypeVar("F", bound=Callable[..., Any])
 _UnionType = type(int | str)
@@ -267,6 +268,87 @@ def renamed(**old_to_new: str) -> Callable[[F], F]:
             return fn(*args, **kwargs)
 
         call.__tl_interp_renamed__ = dict(old_to_new)  # type: ignore[attr-defined]
+        return call  # type: ignore[return-value]
+
+    return decorate
+
+
+def retired(new: str) -> Callable[[F], F]:
+    """Keep an old function or method name working for one release: every call warns, naming ``new``.
+
+    The old name keeps its old signature and return type (code written against it still runs);
+    ``new`` says what replaces it.
+
+    Example:
+        >>> @retired("top(k)")
+        ... def ranking(k: int = 3) -> list[int]:
+        ...     return list(range(k))
+        >>> import warnings
+        >>> with warnings.catch_warnings(record=True) as caught:
+        ...     warnings.simplefilter("always")
+        ...     ranking(2), caught[0].category.__name__, str(caught[0].message)
+        ([0, 1], 'TlInterpDeprecationWarning', 'ranking is now top(k)')
+    """
+
+    def decorate(fn: F) -> F:
+        @functools.wraps(fn)
+        def call(*args: Any, **kwargs: Any) -> Any:
+            warnings.warn(f"{fn.__qualname__} is now {new}", TlInterpDeprecationWarning, stacklevel=2)
+            return fn(*args, **kwargs)
+
+        call.__tl_interp_retired__ = new  # type: ignore[attr-defined]
+        return call  # type: ignore[return-value]
+
+    return decorate
+
+
+def is_retired(fn: Any) -> str | None:
+    """What replaces ``fn`` if it is a retired name (``@retired``), else None."""
+    return getattr(fn, "__tl_interp_retired__", None)
+
+
+def reordered(old: tuple[str, ...], is_old: Callable[[tuple[Any, ...]], bool]) -> Callable[[F], F]:
+    """Accept a function's previous positional order for one release, with a warning.
+
+    Only where the arguments say which order they came in: ``is_old(args)`` recognises the old
+    order from the positional arguments' types (a mapping of tasks where the vectors now go, an
+    SAE where the model now goes); any other call runs as written, so an old call the predicate
+    can't recognise meets the new signature's own type checks (a typed error, never a silent swap).
+
+    Example:
+        >>> @reordered(("b", "a"), lambda args: len(args) == 2 and isinstance(args[0], str))
+        ... def pair(a: int, b: str) -> str:
+        ...     return f"{a}{b}"
+        >>> import warnings
+        >>> with warnings.catch_warnings(record=True) as caught:
+        ...     warnings.simplefilter("always")
+        ...     pair("x", 1), str(caught[0].message)
+        ('1x', 'pair(b, a, ...) is now pair(a, b, ...): the old order is accepted for one release')
+    """
+
+    def decorate(fn: F) -> F:
+        signature = inspect.signature(fn).parameters
+        params = [p.name for p in signature.values() if p.kind is inspect.Parameter.POSITIONAL_OR_KEYWORD]
+        # the old order: the first positional parameters, or some of them now keyword-only
+        now = [n if n in params else f"*, {n}=" for n in signature if n in old]
+        if not set(old) <= set(signature) or set(params[:len(old)]) - set(old):
+            raise TypeError(f"reordered: {old} is not an order of {fn.__qualname__}'s first parameters {params}")
+
+        @functools.wraps(fn)
+        def call(*args: Any, **kwargs: Any) -> Any:
+            if not is_old(args):
+                return fn(*args, **kwargs)
+            named = dict(zip(tuple(old) + tuple(params[len(old):]), args))
+            both = sorted(set(named) & set(kwargs))
+            if both:
+                raise OptionError(f"{fn.__qualname__}: {', '.join(both)} given twice (positionally in the old order "
+                                  "and by name)")
+            warnings.warn(f"{fn.__qualname__}({', '.join(old)}, ...) is now {fn.__qualname__}"
+                          f"({', '.join(now)}, ...): the old order is accepted for one release",
+                          TlInterpDeprecationWarning, stacklevel=2)
+            return fn(**named, **kwargs)
+
+        call.__tl_interp_reordered__ = tuple(old)  # type: ignore[attr-defined]
         return call  # type: ignore[return-value]
 
     return decorate

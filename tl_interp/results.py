@@ -21,11 +21,14 @@ from typing import Any, ClassVar
 import torch
 from torch import Tensor
 
-from tl_interp._checks import check_count, checked, public_name
+from tl_interp._checks import checked, retired
 from tl_interp._io import load_checked, save_checked
+from tl_interp._ranking import Ranking, check_k
+from tl_interp.errors import ArtifactError, OptionError, ShapeError
+from tl_interp._checks import check_count, checked, public_name
 from tl_interp.errors import ArtifactError, ShapeError, TypeCheckError
 
-__all__ = ["Provenance", "Result", "prompt_hash", "register_result"]
+__all__ = ["Provenance", "Ranking", "Result", "prompt_hash", "register_result"]
 
 _KINDS: dict[str, type["Result"]] = {}
 _STUDIES = ("tl_interp.patching", "tl_interp.ablation", "tl_interp.steering", "tl_interp.similarity",
@@ -186,9 +189,55 @@ class Result:
             items.append(f"tl_interp {p.version}")
         return ", ".join(items)
 
+    def top(self, k: int = 10, *, per: str | None = None, absolute: bool = True, largest: bool = True) -> Ranking:
+        """The ``k`` largest cells: by ``|value|`` (``absolute=False``: signed; ``largest=False``:
+        smallest first), NaNs last, each labelled ``"layer 3, pos 5"``.
+
+        Args:
+            k: how many cells (at most all of them).
+            per: rank within each entry of this axis instead (``per="layer"``: the k largest of
+                each layer); the ranking's ``row_labels`` say which.
+
+        Example:
+            >>> r = Result(torch.tensor([[1.0, -2.0]]), ("layer", "pos"), "logit diff", Provenance("m", seed=0))
+            >>> r.top(1)
+            Ranking(by |value|, largest first: layer 0, pos 1 -2)
+        """
+        return self._ranking(self.values, check_k(k, f"{type(self).__name__}.top"), per=per, absolute=absolute,
+                             largest=largest)
+
+    def _ranking(self, values: Tensor, k: int, *, per: str | None = None, absolute: bool = True,
+                 largest: bool = True, value_name: str = "value") -> Ranking:
+        """``top`` over ``values`` shaped like this result's values (the normalised view ...)."""
+        if per is None:
+            def cell(i: int) -> str:
+                index = torch.unravel_index(torch.tensor(i), values.shape) if values.ndim else ()
+                return ", ".join(f"{a} {self.label(a, int(j))}" for a, j in zip(self.axes, index))
+
+            return Ranking.of(values, cell, k, absolute=absolute, largest=largest, value_name=value_name)
+        if per not in self.axes:
+            raise OptionError(f"{type(self).__name__}.top(per={per!r}): per names one of this result's axes "
+                              f"{self.axes}")
+        a = self.axes.index(per)
+        rest = tuple(ax for ax in self.axes if ax != per)
+        moved = values.movedim(a, 0).reshape(values.shape[a], -1)
+        shape = tuple(n for i, n in enumerate(values.shape) if i != a)
+
+        def entry(i: int) -> str:
+            index = torch.unravel_index(torch.tensor(i), shape) if shape else ()
+            return ", ".join(f"{ax} {self.label(ax, int(j))}" for ax, j in zip(rest, index))
+
+        rows = [self.label(per, i) for i in range(values.shape[a])]
+        return Ranking.per_row(moved, rows, entry, k, absolute=absolute, largest=largest, value_name=value_name)
+
+    @retired("top(k)")
     def top_cells(self, k: int = 3, values: Tensor | None = None) -> list[tuple[str, float]]:
         """The ``k`` cells of largest |value| (NaNs last) as ``("[label, label]", value)``, labels shortened."""
-        check_count(k, "k", what="top_cells(k)")
+        return self._top_cells(check_k(k, "Result.top_cells"), values)
+
+    def _top_cells(self, k: int = 3, values: Tensor | None = None) -> list[tuple[str, float]]:
+        """The ``k`` cells of largest |value| (NaNs last) as ``("[label, label]", value)``, labels shortened
+        (the short form headlines print)."""
         values = self.values if values is None else values
         flat = values.detach().double().flatten().cpu()
         if not flat.numel() or not values.ndim:
@@ -204,14 +253,14 @@ class Result:
         """The main numbers in one short line (a study's subclass says what they are)."""
         if not self.values.ndim:
             return f"value {float(self.values):.4g}"
-        cells = self.top_cells(3)
+        cells = self._top_cells(3)
         return ("top: " + ", ".join(f"{where} {value:.4g}" for where, value in cells)) if cells else "empty"
 
     def _summary_lines(self) -> list[str]:
         """The body of ``summary()``: one line per headline item (a subclass's own numbers)."""
         if not self.values.ndim:
             return [f"{self.metric:>12}: {float(self.values):.4g}"]
-        return [f"{where:>24}: {value:.4g}" for where, value in self.top_cells(10)] or ["(no values)"]
+        return [f"{where:>24}: {value:.4g}" for where, value in self._top_cells(10)] or ["(no values)"]
 
     def summary(self) -> str:
         """A few plain-text lines: what the result is, its main numbers, where it came from.

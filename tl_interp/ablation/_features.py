@@ -23,14 +23,14 @@ import torch
 from torch import Tensor
 
 from tl_interp import hooks, metrics
-from tl_interp._checks import checked
+from tl_interp._checks import checked, reordered
 from tl_interp._tokens import single_token
 from tl_interp.ablation._result import AblationResult
 from tl_interp.engine.executors import Executor, Plan, execute
 from tl_interp.engine.inputs import Inputs, as_batch
 from tl_interp.engine.run import EngineOptions
 from tl_interp.errors import InputError, OptionError, SelectionError
-from tl_interp.hooks._sae import _sae_hook_name
+from tl_interp.hooks._sae import _sae_hook_name, sae_first
 from tl_interp.models._adapter import Tokenized, adapt
 from tl_interp.models.saes import splice_positions
 from tl_interp.results import Provenance, prompt_hash
@@ -140,15 +140,17 @@ def prompt_answers(model: Any, answers: Answers, n: int, default: Tensor) -> Ten
     return ids
 
 
+@reordered(("sae", "model"), sae_first)
 @checked
-def feature_ablation(sae: Any, model: Any, inputs: Inputs, features: Sequence[int], *, answers: Answers = None,
+def feature_ablation(model: Any, sae: Any, inputs: Inputs, features: Sequence[int], *, answers: Answers = None,
                      seed: int = 0, n_boot: int = 2000, memory_mb: float = 1024.0, executor: Executor | None = None,
                      progress: bool = True) -> AblationResult:
     """The change in the answer's probability at each prompt's last token when each feature is ablated.
 
     Args:
-        sae: a sae_lens SAE on ``model``'s residual stream (``ti.models.load_sae``).
-        model: the model it reads.
+        model: the model the SAE reads.
+        sae: a sae_lens SAE on ``model``'s residual stream (``ti.models.load_sae``); the old
+            order ``(sae, model, ...)`` warns.
         inputs: the prompts (text, texts, token ids or a ``Tokenized`` batch).
         features: the features to ablate, one cell each.
         answers: one answer per prompt (single-token strings or ids); default the model's own
@@ -167,7 +169,7 @@ def feature_ablation(sae: Any, model: Any, inputs: Inputs, features: Sequence[in
     Example:
         >>> import tl_interp as ti
         >>> model, sae = ti.models.load("ordinal-4l"), ti.models.load_sae("ordinal-4l-res-l2")
-        >>> res = ti.ablation.feature_ablation(sae, model, ["one, two, three,", "march, april,"], [5, 17],
+        >>> res = ti.ablation.feature_ablation(model, sae, ["one, two, three,", "march, april,"], [5, 17],
         ...                                    answers=["four", "may"], progress=False)
         >>> tuple(res.extras["p_ablated"].shape), res.labels["feature"]
         ((2, 2), ('F5', 'F17'))

@@ -4,8 +4,12 @@ import math
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
+import torch
 from torch import Tensor
 
+from tl_interp._checks import retired
+from tl_interp._ranking import Ranking, check_k
+from tl_interp.errors import OptionError
 from tl_interp._checks import check_count
 
 from tl_interp.results import Result, number, register_result, short
@@ -29,41 +33,57 @@ class AblationResult(Result):
     def base(self) -> Tensor:
         return self.extras["base"]
 
-    def ranking(self, k: int | None = None) -> list[dict[str, Any]]:
-        """Units ordered by how much ablating them hurts (the metric's bad direction first).
+    def top(self, k: int = 10, *, absolute: bool = True, largest: bool = True) -> Ranking:
+        """The ``k`` units whose ablation changes the metric most (``Result.top``'s options), labelled
+        like ``"L3 H2"``, with the columns ``index``, ``ci_low`` and ``ci_high``.
 
-        Args:
-            k: how many units (default: all); at least 1.
+        The most damaging units first: ``top(k, absolute=False, largest=False)`` for a metric where
+        higher is better (``largest=self.higher_is_better is False``: where lower is).
         """
-        if k is not None:
-            check_count(k, "k", what="ranking(k)")
-        higher_is_better = bool(self.provenance.settings.get("higher_is_better", True))
+        k = check_k(k, "AblationResult.top")
         flat = self.values.flatten()
-        order = flat.argsort(descending=not higher_is_better).tolist()[: k or flat.numel()]
         nan = flat.new_full(flat.shape, float("nan"))
         lo = self.extras["ci_low"].flatten() if "ci_low" in self.extras else nan
         hi = self.extras["ci_high"].flatten() if "ci_high" in self.extras else nan
-        rows = []
-        for i in order:
-            index, rem = [], i
-            for n in reversed(self.values.shape):
-                index.append(rem % n)
-                rem //= n
-            index.reverse()
-            unit = " ".join(self.label(a, j) for a, j in zip(self.axes, index))
-            rows.append({"unit": unit, "index": tuple(index), "effect": float(flat[i]),
-                         "ci_low": float(lo[i]), "ci_high": float(hi[i])})
-        return rows
+        shape = self.values.shape
+
+        def unit(i: int) -> str:
+            index = [int(j) for j in torch.unravel_index(torch.tensor(i), shape)]
+            return " ".join(self.label(a, j) for a, j in zip(self.axes, index))
+
+        indices = [tuple(int(j) for j in torch.unravel_index(torch.tensor(i), shape)) for i in range(flat.numel())]
+        return Ranking.of(flat, unit, k, absolute=absolute, largest=largest, value_name="effect",
+                          columns={"index": indices, "ci_low": lo.tolist(), "ci_high": hi.tolist()})
+
+    @property
+    def higher_is_better(self) -> bool:
+        """Whether the metric improves upwards (its bad direction, where damage shows, is down)."""
+        return bool(self.provenance.settings.get("higher_is_better", True))
+
+    def _damaging(self, k: int = 10) -> Ranking:
+        """The ``k`` units whose ablation hurts most (the metric's bad direction first)."""
+        return self.top(k, absolute=False, largest=not self.higher_is_better)
+
+    @retired("top(k) (most damaging first: top(k, absolute=False, largest=False) when higher is better)")
+    def ranking(self, k: int | None = None) -> list[dict[str, Any]]:
+        """Units ordered by how much ablating them hurts, as dicts (retired: ``top``)."""
+        if k is not None:
+            check_k(k, "AblationResult.ranking")
+        r = self._damaging(k or self.values.numel())
+        return [{"unit": u, "index": i, "effect": e, "ci_low": lo, "ci_high": hi}
+                for u, e, i, lo, hi in zip(r.labels, r.values, r.columns["index"], r.columns["ci_low"],
+                                           r.columns["ci_high"])]
 
     def _headline(self) -> str:
-        worst = ", ".join(f"{short(r['unit'])} {r['effect']:+.3g}" for r in self.ranking(3))
+        worst = ", ".join(f"{short(unit)} {effect:+.3g}" for unit, effect in self._damaging(3))
         return f"unablated {number(self.base)}; most damaging: {worst}"
 
     def _summary_lines(self) -> list[str]:
         lines = [f"{'unablated':>24}: {number(self.base)}", "most damaging first (change when ablated, 95% CI):"]
-        for r in self.ranking(10):
-            ci = f"  [{r['ci_low']:+.3g}, {r['ci_high']:+.3g}]" if not math.isnan(r["ci_low"]) else ""
-            lines.append(f"{short(r['unit']):>24}: {r['effect']:+.4g}{ci}")
+        r = self._damaging(10)
+        for unit, effect, lo, hi in zip(r.labels, r.values, r.columns["ci_low"], r.columns["ci_high"]):
+            ci = f"  [{lo:+.3g}, {hi:+.3g}]" if not math.isnan(lo) else ""
+            lines.append(f"{short(unit):>24}: {effect:+.4g}{ci}")
         return lines
 
     @classmethod

@@ -138,7 +138,7 @@ def scan(model: Any, inputs: Inputs, metric: Callable[..., Any], *, over: str | 
 
     Returns:
         An AblationResult: ``values`` ``(layer, *over)`` (or ``(layer, site, *over)``) of the mean
-        metric change, ``ci_low``/``ci_high`` with a per-prompt metric; ``ranking()``.
+        metric change, ``ci_low``/``ci_high`` with a per-prompt metric; ``top(k)`` ranks units.
 
     Example:
         >>> import torch, tl_interp as ti

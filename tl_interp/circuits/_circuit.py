@@ -1,6 +1,6 @@
 """A circuit: a set of edges of a model's graph, the nodes they imply, and MIB's circuit files.
 
-``Circuit.top`` keeps the n edges with the largest |score| (EAP-IG's ``Graph.apply_topn``);
+``Circuit.top`` keeps the k edges with the largest |score| (EAP-IG's ``Graph.apply_topn``);
 ``Circuit.greedy`` grows the circuit from ``logits`` upwards, always taking the best-scoring
 edge whose receiver is already in the circuit (EAP-IG's ``Graph.apply_greedy``), so every
 edge it takes reaches the logits. Both then prune as the reference does (``Graph.prune``):
@@ -30,6 +30,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
+from tl_interp._checks import checked, renamed
 from tl_interp._checks import check_count, checked
 from tl_interp.errors import ArtifactError, InputError, OptionError, ShapeError
 
@@ -175,32 +176,35 @@ class Circuit:
 
     # -- building from scores ---------------------------------------------------------------
     @classmethod
-    def top(cls, scores: Any, n: int, *, absolute: bool = True, prune: bool = True) -> "Circuit":
-        """The ``n`` edges with the largest |score| (signed score with ``absolute=False``),
-        then pruned (EAP-IG's ``apply_topn(n, absolute)``; ties keep the graph's order).
+    @renamed(n="k")
+    def top(cls, scores: Any, k: int, *, absolute: bool = True, prune: bool = True) -> "Circuit":
+        """The circuit of the ``k`` edges with the largest |score| (signed score with
+        ``absolute=False``; the edges of ``scores.top(k)``), then pruned (EAP-IG's
+        ``apply_topn(k, absolute)``; ties keep the graph's order).
 
         Args:
             scores: an ``EdgeScores`` (``ti.circuits.attribute``).
-            n: how many edges to take before pruning, 0 <= n <= number of edges.
+            k: how many edges to take before pruning, 0 <= k <= number of edges.
             absolute: rank by |score| (MIB's CMD) or by the signed score (MIB's CPR).
             prune: prune as the reference does (its ``evaluate_graph`` scores the pruned circuit).
         """
-        graph_edges, values = cls._ranked(scores, n)
+        graph_edges, values = cls._ranked(scores, k)
         key = values.abs() if absolute else values
-        order = torch.argsort(-key, stable=True)[:n].tolist()
+        order = torch.argsort(-key, stable=True)[:k].tolist()
         edges = tuple(graph_edges[i] for i in order)
         circuit = cls(edges, scores.graph, values.float(), getattr(scores, "method", ""))
         return circuit.pruned() if prune else circuit
 
     @classmethod
-    def greedy(cls, scores: Any, n: int, *, absolute: bool = True, prune: bool = True) -> "Circuit":
+    @renamed(n="k")
+    def greedy(cls, scores: Any, k: int, *, absolute: bool = True, prune: bool = True) -> "Circuit":
         """Grow from ``logits`` up: take the best edge whose receiver is already in the
-        circuit, add its sender, repeat ``n`` times (EAP-IG's ``apply_greedy``), then prune.
+        circuit, add its sender, repeat ``k`` times (EAP-IG's ``apply_greedy``), then prune.
 
         Every edge taken leads to the logits; after pruning every edge also has a path from
         ``input``, so the circuit is connected from ``input`` to ``logits``.
         """
-        graph_edges, values = cls._ranked(scores, n)
+        graph_edges, values = cls._ranked(scores, k)
         key = (values.abs() if absolute else values).tolist()
         into: dict[str, list[int]] = {}
         for i, edge in enumerate(graph_edges):
@@ -210,7 +214,7 @@ class Circuit:
         heap = [(-key[i], i) for node in logits for i in into[node]]
         heapq.heapify(heap)
         present, taken = set(logits), []
-        while len(taken) < n and heap:
+        while len(taken) < k and heap:
             _, i = heapq.heappop(heap)
             taken.append(i)
             sender = edge_ends(graph_edges[i])[0]
@@ -222,9 +226,9 @@ class Circuit:
         return circuit.pruned() if prune else circuit
 
     @staticmethod
-    def _ranked(scores: Any, n: int) -> tuple[tuple[str, ...], Tensor]:
+    def _ranked(scores: Any, k: int) -> tuple[tuple[str, ...], Tensor]:
         graph_edges = _graph_edges(scores.graph)
-        check_count(n, "n", low=0, high=len(graph_edges), what="Circuit.top / Circuit.greedy")
+        check_count(k, "k", low=0, high=len(graph_edges), what="Circuit.top / Circuit.greedy")
         return graph_edges, _score_vector(scores, graph_edges)
 
     # -- MIB circuit files -------------------------------------------------------------------

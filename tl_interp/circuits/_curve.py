@@ -22,7 +22,7 @@ from typing import Any, ClassVar, Literal
 import torch
 from torch import Tensor
 
-from tl_interp._checks import checked
+from tl_interp._checks import checked, reordered
 from tl_interp.circuits._circuit import Circuit
 from tl_interp.circuits._faithfulness import faithfulness
 from tl_interp.circuits._stability import dense, resampled_scores, top_k_survival
@@ -169,8 +169,16 @@ def _budget_label(b: float) -> str:
     return f"{b * 100:g}%"
 
 
+def _scores_first(args: tuple[Any, ...]) -> bool:
+    """``faithfulness_curve(scores, model, ...)``: the edge scores came first."""
+    first = args[0] if args else None
+    return isinstance(first, EdgeScores) or (isinstance(first, Sequence) and len(first) > 0
+                                             and all(isinstance(s, EdgeScores) for s in first))
+
+
+@reordered(("scores", "model", "clean", "corrupted"), _scores_first)
 @checked
-def faithfulness_curve(scores: EdgeScores | Sequence[EdgeScores], model: Any, clean: Inputs, corrupted: Inputs,
+def faithfulness_curve(model: Any, clean: Inputs, corrupted: Inputs, scores: EdgeScores | Sequence[EdgeScores],
                        metric: Callable[..., Any], *,
                        budgets: Sequence[float] = MIB_BUDGETS, selection: Literal["top", "greedy"] = "top",
                        absolute: bool = True, ablation: Literal["corrupted", "mean", "zero"] = "corrupted",
@@ -179,9 +187,10 @@ def faithfulness_curve(scores: EdgeScores | Sequence[EdgeScores], model: Any, cl
     """MIB's faithfulness curve of one or several edge scorings, evaluated exactly in one batched call.
 
     Args:
-        scores: an ``EdgeScores`` or a sequence of them (one per method, same graph).
         model: the model the scores were computed on.
         clean, corrupted: the prompts (``inputs`` forms) faithfulness is measured on.
+        scores: an ``EdgeScores`` or a sequence of them (one per method, same graph); the old
+            order ``(scores, model, clean, ...)`` warns.
         metric: a ``ti.metrics`` metric with per-prompt values (intervals need them).
         budgets: fractions of the graph's edges, increasing (MIB's by default).
         selection: ``"top"`` (MIB's default, ``Circuit.top``) or ``"greedy"``.
@@ -203,7 +212,7 @@ def faithfulness_curve(scores: EdgeScores | Sequence[EdgeScores], model: Any, cl
         >>> clean, corrupt = torch.tensor([[1, 2, 3, 4], [2, 3, 4, 1]]), torch.tensor([[1, 2, 5, 4], [2, 3, 6, 1]])
         >>> metric = ti.metrics.logit_diff(torch.tensor([3, 4]), torch.tensor([5, 6]))
         >>> scores = ti.circuits.attribute(model, clean, corrupt, metric, method="eap", progress=False)
-        >>> curve = ti.circuits.faithfulness_curve(scores, model, clean, corrupt, metric, n_boot=20, progress=False)
+        >>> curve = ti.circuits.faithfulness_curve(model, clean, corrupt, scores, metric, n_boot=20, progress=False)
         >>> curve.values.shape, round(float(curve.values[0, -1]), 4)  # at 100% of the edges: the whole model
         (torch.Size([1, 10]), 1.0)
     """
@@ -231,7 +240,7 @@ def faithfulness_curve(scores: EdgeScores | Sequence[EdgeScores], model: Any, cl
     for row in circuits:
         for c in row:
             unique.setdefault(c.edges, len(unique))
-    result = faithfulness(model, [Circuit(e, graph) for e in unique], clean, corrupted, metric, ablation=ablation,
+    result = faithfulness(model, clean, corrupted, [Circuit(e, graph) for e in unique], metric, ablation=ablation,
                           per_position=graph.n_pos is not None,
                           progress=progress, executor=executor)
     per_circuit, clean_values, corrupted_values = _per_prompt(result)

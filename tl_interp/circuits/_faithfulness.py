@@ -18,7 +18,7 @@ from typing import Any, ClassVar, Literal
 import torch
 from torch import Tensor
 
-from tl_interp._checks import checked
+from tl_interp._checks import checked, reordered
 from tl_interp.circuits._edit import circuit_edit
 from tl_interp.circuits._graph import Graph
 from tl_interp.circuits._runs import ablated_values, no_head_results, prepare, sender_values
@@ -104,8 +104,16 @@ def _edge_set(g: Graph, circuit: Any, i: int) -> Tensor:
     return keep
 
 
+def _circuits_first(args: tuple[Any, ...]) -> bool:
+    """``faithfulness(model, circuits, clean, ...)``: a sequence of circuits (not prompts) came second."""
+    first = args[1] if len(args) > 1 else None
+    return (isinstance(first, Sequence) and not isinstance(first, str) and len(first) > 0
+            and not any(isinstance(c, str) for c in first))
+
+
+@reordered(("model", "circuits", "clean", "corrupted"), _circuits_first)
 @checked
-def faithfulness(model: Any, circuits: Sequence[Any], clean: Inputs, corrupted: Inputs, metric: Callable[..., Any],
+def faithfulness(model: Any, clean: Inputs, corrupted: Inputs, circuits: Sequence[Any], metric: Callable[..., Any],
                  *, ablation: Literal["corrupted", "mean", "zero"] = "corrupted",
                  per_position: bool = False, memory_mb: float = 1024.0,
                  executor: Executor | None = None, progress: bool = True) -> Faithfulness:
@@ -113,8 +121,9 @@ def faithfulness(model: Any, circuits: Sequence[Any], clean: Inputs, corrupted: 
 
     Args:
         model: a pre-norm HookedTransformer (``ti.circuits.graph`` says which).
-        circuits: each a collection of edge names (MIB names) or an object with ``.edges``.
         clean, corrupted: prompts, as in ``attribute``.
+        circuits: each a collection of edge names (MIB names) or an object with ``.edges``
+            (after the prompts: the old order ``(model, circuits, clean, ...)`` warns).
         metric: a ``ti.metrics`` metric.
         ablation: what edges outside a circuit carry: ``"corrupted"``, ``"mean"`` (over the
             corrupted prompts) or ``"zero"``.
@@ -136,7 +145,7 @@ def faithfulness(model: Any, circuits: Sequence[Any], clean: Inputs, corrupted: 
         >>> model = HookedTransformer(cfg)
         >>> clean, corrupt = torch.tensor([[1, 2, 3, 4]]), torch.tensor([[1, 2, 5, 4]])
         >>> every = ti.circuits.graph(model).edges
-        >>> f = ti.circuits.faithfulness(model, [every, []], clean, corrupt, ti.metrics.logit_diff(3, 5), progress=False)
+        >>> f = ti.circuits.faithfulness(model, clean, corrupt, [every, []], ti.metrics.logit_diff(3, 5), progress=False)
         >>> [round(v, 4) + 0.0 for v in f.normalized.tolist()]
         [1.0, 0.0]
     """

@@ -43,6 +43,8 @@ from torch import Tensor
 from tqdm.auto import tqdm
 
 from tl_interp import hooks
+from tl_interp._checks import checked
+from tl_interp._ranking import Ranking, check_k
 from tl_interp._checks import check_count, checked
 from tl_interp.circuits._edit import sender_deltas, sender_hooks
 from tl_interp.circuits._exact import exact_effects
@@ -100,11 +102,19 @@ class EdgeScores(Result):
     def method(self) -> str:
         return str(self.provenance.settings["method"])
 
-    def top(self, k: int = 10) -> list[tuple[str, float]]:
-        """The ``k`` edges of largest ``|score|``, as ``(name, score)``, largest first."""
-        check_count(k, "k", what="top(k)")
-        order = torch.nan_to_num(self.values.abs(), nan=-1.0).argsort(descending=True, stable=True)[:k]
-        return [(self.names[i], float(self.values[i])) for i in order.tolist()]
+    def top(self, k: int = 10, *, absolute: bool = True, largest: bool = True) -> Ranking:
+        """The ``k`` edges of largest ``|score|`` (``Result.top``'s options), as ``(name, score)``.
+
+        Example:
+            >>> from tl_interp.circuits import Graph
+            >>> g = Graph(n_layers=1, n_heads=1)
+            >>> s = EdgeScores(torch.tensor([0.5, -3.0, 1.0, 2.0, 0, 0, 0, 0]), ("edge",), "m", Provenance("m"),
+            ...                labels={"edge": g.edges}, extras={"per_prompt": torch.zeros(1, 8)})
+            >>> s.top(2).labels, s.top(2).values
+            (('input->a0.h0<k>', 'input->m0'), (-3.0, 2.0))
+        """
+        return Ranking.of(self.values, self.names, check_k(k, "EdgeScores.top"), absolute=absolute, largest=largest,
+                          value_name="score")
 
     def summary(self, k: int = 10) -> str:
         """A few lines: method, sizes, the clean and corrupted metric, the top edges."""

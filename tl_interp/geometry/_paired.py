@@ -1,15 +1,15 @@
-"""Paired geometry: how paired states B (rejected, corrupted) relate to A (chosen, clean), per layer.
+"""Paired geometry: how paired states Y (rejected, corrupted) relate to X (chosen, clean), per layer.
 
-``paired(A, B)`` answers, for each layer, with permutation baselines of unrelated pairs (B's
+``paired(X, Y)`` answers, for each layer, with permutation baselines of unrelated pairs (Y's
 rows re-paired at random, the same permutations for every statistic and layer):
 
-- is B better explained by A plus one mean shift, by an orthogonal rotation of A, or by both?
+- is Y better explained by X plus one mean shift, by an orthogonal rotation of X, or by both?
   (relative residuals, see ``_fits``; lower is better; p-value: the true pairing fits better
   than re-paired states);
 - how aligned is each pair (cosine, angle in degrees; mean with a bootstrap interval)?
 - does the per-pair cosine track an external per-pair score (e.g. the log-prob ratio of the
   two responses)? Pearson, Spearman and Kendall with permutation p-values;
-- do the differences B - A concentrate in a few directions (PCA share of the top k
+- do the differences Y - X concentrate in a few directions (PCA share of the top k
   components), more than the differences of unrelated pairs?
 """
 
@@ -22,6 +22,8 @@ import torch
 from torch import Tensor
 from tqdm.auto import tqdm
 
+from tl_interp._checks import checked, renamed
+from tl_interp.errors import InputError, OptionError, ShapeError, TlInterpWarning
 from tl_interp._checks import checked
 from tl_interp.errors import InputError, OptionError, SelectionError, ShapeError, TlInterpWarning
 from tl_interp.geometry._correlation import CORRELATIONS, correlate
@@ -43,7 +45,7 @@ class PairedGeometry(Result):
     """Per-layer paired geometry. ``values`` are the per-pair cosines ``(layer, pair)``.
 
     Layer-wise quantities are floats for ``(n, d)`` input and ``(layers,)`` tensors for
-    ``(layers, n, d)`` input. Residuals are relative (``||B - fit(A)|| / ||B - mean(B)||``).
+    ``(layers, n, d)`` input. Residuals are relative (``||Y - fit(X)|| / ||Y - mean(Y)||``).
     """
 
     kind = "paired_geometry"
@@ -123,7 +125,7 @@ class PairedGeometry(Result):
 
     @property
     def pca_explained(self) -> float | Tensor:
-        """Share of the variance of the centred differences B - A in their top ``k`` components."""
+        """Share of the variance of the centred differences Y - X in their top ``k`` components."""
         return self._layerwise("pca_explained")
 
     @property
@@ -169,24 +171,24 @@ class PairedGeometry(Result):
         return angle_histogram(self, layer, **kwargs)
 
 
-def _states(A: Tensor, B: Tensor) -> tuple[Tensor, Tensor, bool]:
-    if not isinstance(A, Tensor) or not isinstance(B, Tensor):
-        raise InputError("paired: A and B are tensors of paired states, (n, d) or (layers, n, d)")
-    if A.shape != B.shape:
-        raise ShapeError(f"paired: A and B must have the same shape (the same pairs), got {tuple(A.shape)} and "
-                         f"{tuple(B.shape)}")
-    if A.ndim not in (2, 3):
-        raise ShapeError(f"paired: states are (n, d) or (layers, n, d); got shape {tuple(A.shape)}")
-    single = A.ndim == 2
-    a, b = (t.detach().double().cpu()[None] if single else t.detach().double().cpu() for t in (A, B))
+def _states(X: Tensor, Y: Tensor) -> tuple[Tensor, Tensor, bool]:
+    if not isinstance(X, Tensor) or not isinstance(Y, Tensor):
+        raise InputError("paired: X and Y are tensors of paired states, (n, d) or (layers, n, d)")
+    if X.shape != Y.shape:
+        raise ShapeError(f"paired: X and Y must have the same shape (the same pairs), got {tuple(X.shape)} and "
+                         f"{tuple(Y.shape)}")
+    if X.ndim not in (2, 3):
+        raise ShapeError(f"paired: states are (n, d) or (layers, n, d); got shape {tuple(X.shape)}")
+    single = X.ndim == 2
+    a, b = (t.detach().double().cpu()[None] if single else t.detach().double().cpu() for t in (X, Y))
     if a.shape[1] < 3:
         raise InputError(f"paired: permutation tests and intervals need at least 3 pairs, got {a.shape[1]}")
-    for name, t in (("A", a), ("B", b)):
+    for name, t in (("X", a), ("Y", b)):
         check_finite(t, f"paired: {name}", "remove or impute those pairs first")
     # one common power of two (exact): cosines and relative residuals are unchanged, squares can't overflow
     exponent = unit_scale(torch.stack([a, b]))[1]
     a, b = torch.ldexp(a, -exponent), torch.ldexp(b, -exponent)
-    for name, t in (("A", a), ("B", b)):
+    for name, t in (("X", a), ("Y", b)):
         zero = (t.norm(dim=-1) == 0).nonzero()
         if len(zero):
             raise InputError(f"paired: {name} has zero vectors (layer {int(zero[0, 0])}, pair {int(zero[0, 1])}); "
@@ -209,14 +211,15 @@ def _warn_if_unreachable(n: int, n_permutations: int, alpha: float, two_sided: b
                       TlInterpWarning, stacklevel=3)
 
 
+@renamed(A="X", B="Y")
 @checked
-def paired(A: Tensor, B: Tensor, *, score: Any = None, n_permutations: int = 1000, k: int | None = None,
+def paired(X: Tensor, Y: Tensor, *, score: Any = None, n_permutations: int = 1000, k: int | None = None,
            seed: int = 0, n_boot: int = 2000, alpha: float = 0.05, layer_labels: list[str] | None = None,
            model_id: str = "states", progress: bool = True) -> PairedGeometry:
     """Shift vs rotation fits, per-pair cosines, score correlations and difference PCA, per layer.
 
     Args:
-        A, B: paired states ``(n, d)`` or ``(layers, n, d)`` (row i of A goes with row i of B).
+        X, Y: paired states ``(n, d)`` or ``(layers, n, d)`` (row i of X goes with row i of Y).
         score: an external per-pair score ``(n,)`` (e.g. a log-prob ratio), or ``None``.
         n_permutations: re-pairings for the baselines and p-values (shared by every statistic).
         k: principal components of the differences (default ``min(5, min(n, d) - 1)``).
@@ -233,13 +236,13 @@ def paired(A: Tensor, B: Tensor, *, score: Any = None, n_permutations: int = 100
 
     Example:
         >>> import torch
-        >>> A = torch.randn(20, 6, generator=torch.Generator().manual_seed(0))
+        >>> X = torch.randn(20, 6, generator=torch.Generator().manual_seed(0))
         >>> Q = torch.linalg.qr(torch.randn(6, 6, generator=torch.Generator().manual_seed(1))).Q
-        >>> g = paired(A, A @ Q, n_permutations=199, progress=False)
+        >>> g = paired(X, X @ Q, n_permutations=199, progress=False)
         >>> g.rotation_residual < 1e-6 < 0.5 < g.shift_residual
         True
     """
-    a, b, single = _states(A, B)
+    a, b, single = _states(X, Y)
     layers, n, d = a.shape
     top = max_components(n, d)  # the centred differences span at most min(n - 1, d) directions
     k = min(5, top - 1) if k is None else k

@@ -148,6 +148,18 @@ def card_splice_positions(sae: Any) -> From | None:
     return From(int(start))
 
 
+def looks_like_sae(obj: Any) -> bool:
+    """Whether ``obj`` is an SAE (``encode``, ``decode`` and ``cfg.d_sae``), not a model: how an
+    old positional order ``(sae, model, ...)`` is told from the new ``(model, sae, ...)``."""
+    return callable(getattr(obj, "encode", None)) and callable(getattr(obj, "decode", None)) and hasattr(
+        getattr(obj, "cfg", None), "d_sae")
+
+
+def sae_first(args: tuple[Any, ...]) -> bool:
+    """``(sae, model, ...)``: the old order of the SAE studies (``@reordered``'s test)."""
+    return len(args) >= 2 and looks_like_sae(args[0]) and not looks_like_sae(args[1])
+
+
 def _own_hook_name(sae: Any) -> str | None:
     return sae_hook_name(sae)
 
@@ -179,22 +191,25 @@ def _check_edit(edit: Callable[[Tensor], Tensor], d_sae: int, context: str) -> N
 
 @checked
 def sae_splice(sae: Any, edit: FeatureEdit | Callable[[Tensor], Tensor] | None = None, *,
-               keep_error: bool = True, where: str | None = None, positions: PositionSelection = None,
-               rows: IndexSelection = None) -> Intervention:
+               where: str | None = None, positions: PositionSelection = None, rows: IndexSelection = None,
+               keep_error: bool = True) -> Intervention:
     """Replace the activation at the SAE's hook point by its SAE reconstruction, with an edit.
+
+    The order of every hook factory: where it acts, then what it applies, then options by name.
+    An SAE fixes its own hook point, so it comes first and ``where=`` is an optional override.
 
     Args:
         sae: any ``sae_lens`` SAE (its ``encode``/``decode`` are used as they are).
         edit: a FeatureEdit (``ablate_features``, ``clamp_features``, ``scale_features``,
             ``add_features``, composed with ``+``) or any ``features -> features`` function.
-        keep_error: add back the SAE's reconstruction error (default), so only the edit changes
-            the model; ``False`` runs the model on the reconstruction.
         where: the hook point; defaults to the SAE's ``cfg.metadata.hook_name``.
         positions: splice only there (other entries keep the model's activation). Default: the
             positions the SAE was trained on, from its card (``"splice_positions": "2:"`` means
             ``From(2)``: each row's real tokens from the third on), else every position. Pass
             ``positions="all"`` to splice at every real token regardless of the card.
         rows: splice only in these batch rows.
+        keep_error: add back the SAE's reconstruction error (default), so only the edit changes
+            the model; ``False`` runs the model on the reconstruction.
 
     Returns:
         An Intervention.

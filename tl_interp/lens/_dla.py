@@ -210,7 +210,7 @@ def direct_logit_attribution(model: Any, inputs: Inputs, answers: AnswerTokens, 
         >>> tokens = torch.cat([seq, seq], 1)  # the second half repeats the first
         >>> dla = ti.lens.direct_logit_attribution(model, tokens, tokens[:, 15], by="head", positions=14,
         ...                                        progress=False)
-        >>> dla.ranking(1)[0][0]
+        >>> dla.top(1)[0][0]
         'L1H2'
     """
     _check(model, positions, by)

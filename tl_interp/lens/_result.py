@@ -5,6 +5,9 @@ from typing import Any, ClassVar
 
 from torch import Tensor
 
+from tl_interp._checks import retired
+from tl_interp._ranking import Ranking, check_k
+from tl_interp.errors import OptionError
 from tl_interp._checks import check_count
 from tl_interp.errors import OptionError, SelectionError
 from tl_interp.results import Result, register_result, short
@@ -162,12 +165,18 @@ class DLAResult(Result):
         n_layers, n_heads = (int(self.provenance.settings[k]) for k in ("n_layers", "n_heads"))
         return self.values[: n_layers * n_heads].reshape(n_layers, n_heads, -1)
 
-    def ranking(self, k: int = 10) -> list[tuple[str, float]]:
-        """The ``k`` components with the largest mean |contribution| over prompts, with their mean."""
-        check_count(k, "k", what="ranking(k)")
+    def top(self, k: int = 10, *, absolute: bool = True, largest: bool = True) -> Ranking:
+        """The ``k`` components with the largest mean |contribution| over prompts
+        (``Result.top``'s options), as ``(component, mean)``."""
         mean = self.values.double().mean(1)
-        order = mean.abs().argsort(descending=True)[:k].tolist()
-        return [(self.label("component", i), float(mean[i])) for i in order]
+        labels = [self.label("component", i) for i in range(mean.numel())]
+        return Ranking.of(mean, labels, check_k(k, "DLAResult.top"), absolute=absolute, largest=largest,
+                          value_name="mean contribution")
+
+    @retired("top(k)")
+    def ranking(self, k: int = 10) -> list[tuple[str, float]]:
+        """The ``k`` components with the largest mean |contribution| (retired: ``top(k)``)."""
+        return list(self.top(k))
 
     def approximation(self) -> dict[str, float]:
         """How much the frozen-norm reading leaves out, over prompts: the largest gap between a
@@ -178,7 +187,7 @@ class DLAResult(Result):
                 "max_sum_error": float(err.max()), "max_abs_centring": float(self.extras["centring"].abs().max())}
 
     def _headline(self) -> str:
-        top = ", ".join(f"{short(name)} {value:+.3g}" for name, value in self.ranking(3))
+        top = ", ".join(f"{short(name)} {value:+.3g}" for name, value in self.top(3))
         return f"by {self.by}; mean logit {float(self.extras['logit'].double().mean()):.4g}; top: {top}"
 
     def summary(self, k: int = 10) -> str:
@@ -188,7 +197,7 @@ class DLAResult(Result):
         approx = self.approximation()
         lines = [f"direct logit attribution to {target} by {self.by}: mean logit {float(logit):.4g} over "
                  f"{self.values.shape[1]} prompts (constant {float(self.extras['constant'].double().mean()):.4g})"]
-        lines += [f"  {name:>14}  {value:+.4g}" for name, value in self.ranking(k)]
+        lines += [f"  {name:>14}  {value:+.4g}" for name, value in self.top(k)]
         lines.append(f"sum error {approx['max_sum_error']:.2g}; frozen vs renormalised norm: up to "
                      f"{approx['max_frozen_vs_renormalised']:.3g}; centring term up to {approx['max_abs_centring']:.3g}")
         return "\n".join(lines)

@@ -6,6 +6,7 @@ from typing import Any, ClassVar
 import torch
 from torch import Tensor
 
+from tl_interp._ranking import Ranking, check_k
 from tl_interp._checks import check_count
 from tl_interp.errors import OptionError, UnsupportedError
 from tl_interp.results import Result, number, register_result
@@ -56,24 +57,19 @@ class PatchingResult(Result):
         """Alias of ``normalized`` for denoising sweeps (clean into corrupted)."""
         return self.normalized
 
-    def top(self, k: int = 10, *, by: str = "normalized") -> list[tuple[str, float]]:
-        """The k cells with the largest |effect|, as (label, value) pairs (NaNs last)."""
+    def top(self, k: int = 10, *, by: str = "normalized", per: str | None = None, absolute: bool = True,
+            largest: bool = True) -> Ranking:
+        """The ``k`` cells with the largest |effect| (``Result.top``'s options), labelled ``"layer 3, pos 5"``.
+
+        Args:
+            by: rank the fraction recovered (``"normalized"``) or the raw metric (``"values"``).
+        """
         if by not in ("normalized", "values"):
-            raise OptionError(f"top(by=...) takes 'normalized' or 'values', not {by!r}")
-        check_count(k, "k", what="top(k)")
+            raise OptionError(f"PatchingResult.top(by=...) takes 'normalized' or 'values', not {by!r}")
+        k = check_k(k, "PatchingResult.top")
         values = self.normalized if by == "normalized" else self.values
-        flat = values.flatten()
-        order = torch.nan_to_num(flat.abs(), nan=-1.0).argsort(descending=True)[:k]
-        out = []
-        for i in order.tolist():
-            index, rem = [], i
-            for n in reversed(values.shape):
-                index.append(rem % n)
-                rem //= n
-            index.reverse()
-            label = ", ".join(f"{a} {self.label(a, j)}" for a, j in zip(self.axes, index))
-            out.append((label, float(flat[i])))
-        return out
+        return self._ranking(values, k, per=per, absolute=absolute, largest=largest,
+                             value_name=by)
 
     def neutral(self, which: str = "values") -> tuple[float, str]:
         """Raw values: the base run (an unpatched cell is white, not saturated), when it is one number;
@@ -87,9 +83,9 @@ class PatchingResult(Result):
     def _headline(self) -> str:
         head = f"base {number(self.base)}, source {number(self.source)}"
         try:
-            cells, what = self.top_cells(3, self.normalized), " (fraction recovered)"
+            cells, what = self._top_cells(3, self.normalized), " (fraction recovered)"
         except UnsupportedError:  # no gap between the runs: the raw values are all there is
-            cells, what = self.top_cells(3), ""
+            cells, what = self._top_cells(3), ""
         return f"{head}; top: " + ", ".join(f"{where} {value:.4g}" for where, value in cells) + what
 
     def _summary_lines(self) -> list[str]:
@@ -98,9 +94,9 @@ class PatchingResult(Result):
             recovered = self.normalized
         except UnsupportedError:
             return lines + ["  (the runs do not differ: no recovered fraction)"] + super()._summary_lines()
-        raw = dict(self.top_cells(self.values.numel()))
+        raw = dict(self._top_cells(self.values.numel()))
         lines.append("the 10 cells of largest |recovered| (fraction of the way from base to source, raw value):")
-        return lines + [f"{where:>24}: {value:+.3f}  ({raw[where]:.4g})" for where, value in self.top_cells(10, recovered)]
+        return lines + [f"{where:>24}: {value:+.3f}  ({raw[where]:.4g})" for where, value in self._top_cells(10, recovered)]
 
     @classmethod
     def _rebuild(cls, extra_meta: dict[str, Any], **fields: Any) -> "PatchingResult":

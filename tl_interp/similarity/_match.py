@@ -13,7 +13,7 @@ import scipy.optimize
 import torch
 from torch import Tensor
 
-from tl_interp._checks import checked
+from tl_interp._checks import checked, renamed
 from tl_interp.errors import InputError
 from tl_interp.similarity._inputs import ArrayLike, paired_rows
 from tl_interp.stats._inputs import centre, check_choice, unit_scale
@@ -61,29 +61,30 @@ def _constant(n_units: int, live: Tensor) -> Tensor:
     return mask.nonzero().flatten()
 
 
+@renamed(A="X", B="Y")
 @checked
-def match_units(A: ArrayLike, B: ArrayLike, *, method: str = "hungarian") -> UnitMatch:
-    """Pair units of A ``(n, u1)`` with units of B ``(n, u2)`` by activation correlation.
+def match_units(X: ArrayLike, Y: ArrayLike, *, method: str = "hungarian") -> UnitMatch:
+    """Pair units of X ``(n, u1)`` with units of Y ``(n, u2)`` by activation correlation.
 
     Args:
-        A, B: activations over the same n inputs (rows paired), units on the last axis.
+        X, Y: activations over the same n inputs (rows paired), units on the last axis.
         method: ``"hungarian"`` (one-to-one, maximal total correlation) or ``"argmax"``
-            (every live unit of A gets its most correlated unit of B).
+            (every live unit of X gets its most correlated unit of Y).
 
     Returns:
         ``UnitMatch`` with ``.pairs`` (k, 2), ``.correlations`` (k,), and the excluded constant units.
 
     Example:
         >>> import torch
-        >>> A = torch.randn(50, 4, generator=torch.Generator().manual_seed(0))
-        >>> match_units(A, A[:, [2, 0, 3, 1]]).pairs.tolist()
+        >>> X = torch.randn(50, 4, generator=torch.Generator().manual_seed(0))
+        >>> match_units(X, X[:, [2, 0, 3, 1]]).pairs.tolist()
         [[0, 1], [1, 3], [2, 0], [3, 2]]
     """
     check_choice(method, "method", ("hungarian", "argmax"))
-    a, b = paired_rows(A, B, "match_units", min_rows=3)
+    a, b = paired_rows(X, Y, "match_units", min_rows=3)
     corr, live_a, live_b = unit_correlations(a, b)
     if not live_a.numel() or not live_b.numel():
-        raise InputError(f"match_units: every unit of {'A' if not live_a.numel() else 'B'} is constant over the "
+        raise InputError(f"match_units: every unit of {'X' if not live_a.numel() else 'Y'} is constant over the "
                          f"{a.shape[0]} inputs; nothing can be matched")
     if method == "hungarian":
         rows, cols = scipy.optimize.linear_sum_assignment(corr.numpy(), maximize=True)

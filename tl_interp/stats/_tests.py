@@ -1,7 +1,7 @@
 """Paired t-test and effect sizes: Student's paired t, Cohen's d for paired data, Hedges' g.
 
-- ``paired_ttest``: t = mean(d) / (sd(d) / sqrt(n)) on the differences d = a - b, n - 1 degrees
-  of freedom, p from Student's t distribution; equal to ``scipy.stats.ttest_rel(a, b, axis=-1)``.
+- ``paired_ttest``: t = mean(d) / (sd(d) / sqrt(n)) on the differences d = x - y, n - 1 degrees
+  of freedom, p from Student's t distribution; equal to ``scipy.stats.ttest_rel(x, y, axis=-1)``.
   Constant differences are refused (``InputError`` naming the tests): scipy returns t = +-inf
   and p = 0 for a non-zero constant, t = NaN and p = NaN for all-zero differences, and a
   NaN p-value is not a test (nor is an infinite t from differences without variation).
@@ -19,7 +19,7 @@ import scipy.special
 import torch
 from torch import Tensor
 
-from tl_interp._checks import checked
+from tl_interp._checks import checked, renamed
 from tl_interp.errors import InputError, ShapeError
 from tl_interp.stats._inputs import ArrayLike, as_float64, check_choice, unit_scale
 
@@ -40,35 +40,36 @@ class TTest:
     alternative: str = "two-sided"
 
 
-def _paired(a: ArrayLike, b: ArrayLike, what: str) -> Tensor:
-    x, y = as_float64(a, "a"), as_float64(b, "b")
-    if x.shape != y.shape:
-        raise ShapeError(f"{what}: a and b must pair up, got shapes {tuple(x.shape)} and {tuple(y.shape)}")
-    if x.shape[-1] < 3:
-        raise InputError(f"{what} needs at least 3 pairs on the last axis, got {x.shape[-1]}")
-    return x - y
+def _paired(x: ArrayLike, y: ArrayLike, what: str) -> Tensor:
+    a, b = as_float64(x, "x"), as_float64(y, "y")
+    if a.shape != b.shape:
+        raise ShapeError(f"{what}: x and y must pair up, got shapes {tuple(a.shape)} and {tuple(b.shape)}")
+    if a.shape[-1] < 3:
+        raise InputError(f"{what} needs at least 3 pairs on the last axis, got {a.shape[-1]}")
+    return a - b
 
 
+@renamed(a="x", b="y")
 @checked
-def paired_ttest(a: ArrayLike, b: ArrayLike, *, alternative: str = "two-sided") -> TTest:
-    """Student's paired t-test of mean(a - b) = 0, pairs on the last axis.
+def paired_ttest(x: ArrayLike, y: ArrayLike, *, alternative: str = "two-sided") -> TTest:
+    """Student's paired t-test of mean(x - y) = 0, pairs on the last axis.
 
     Args:
-        a, b: paired samples ``(..., n)``; every leading index is its own test.
-        alternative: ``"two-sided"``, ``"greater"`` (mean(a - b) > 0) or ``"less"``.
+        x, y: paired samples ``(..., n)``; every leading index is its own test.
+        alternative: ``"two-sided"``, ``"greater"`` (mean(x - y) > 0) or ``"less"``.
 
     Returns:
         ``TTest`` with statistic, p_value, df (n - 1), mean_difference and cohens_d.
 
     Example:
         >>> import torch
-        >>> a = torch.tensor([5.1, 4.9, 6.2, 5.8, 6.0])
-        >>> t = paired_ttest(a, a - torch.tensor([0.4, 0.6, 0.5, 0.3, 0.7]))
+        >>> x = torch.tensor([5.1, 4.9, 6.2, 5.8, 6.0])
+        >>> t = paired_ttest(x, x - torch.tensor([0.4, 0.6, 0.5, 0.3, 0.7]))
         >>> round(float(t.statistic), 3), float(t.df)
         (7.071, 4.0)
     """
     check_choice(alternative, "alternative", _ALTERNATIVES)
-    d = _paired(a, b, "paired_ttest")
+    d = _paired(x, y, "paired_ttest")
     n = d.shape[-1]
     # t and d_z are scale-free: compute them at unit scale per test (exact), so 1e200 can't overflow
     scaled, exponent = unit_scale(d, dim=-1)
@@ -89,32 +90,34 @@ def _refuse_constant(d: Tensor, sd: Tensor) -> None:
     if bool(bad.any()):
         first = tuple(int(i) for i in bad.nonzero()[0]) if bad.ndim else ()
         value = float(d[first][0])
-        which = "all zero (a and b are equal there: t = 0/0)" if value == 0 else \
+        which = "all zero (x and y are equal there: t = 0/0)" if value == 0 else \
             f"all {value:.6g} (t = {'+' if value > 0 else '-'}inf, p = 0)"
-        raise InputError(f"paired_ttest: the differences a - b have no variation in {int(bad.sum())} of "
+        raise InputError(f"paired_ttest: the differences x - y have no variation in {int(bad.sum())} of "
                          f"{sd.numel()} tests (first at index {first}: {which}); a t-test needs differences that "
-                         "vary across pairs. Check that a and b are not copies (e.g. the same positions), or leave "
+                         "vary across pairs. Check that x and y are not copies (e.g. the same positions), or leave "
                          "those units out")
 
 
+@renamed(a="x", b="y")
 @checked
-def cohens_d_paired(a: ArrayLike, b: ArrayLike) -> Tensor:
-    """Cohen's d for paired samples: mean(a - b) / sd(a - b, ddof=1) over the last axis.
+def cohens_d_paired(x: ArrayLike, y: ArrayLike) -> Tensor:
+    """Cohen's d for paired samples: mean(x - y) / sd(x - y, ddof=1) over the last axis.
 
     Example:
         >>> import torch
         >>> round(float(cohens_d_paired(torch.tensor([2.0, 3.0, 5.0]), torch.tensor([1.0, 1.0, 1.0]))), 4)
         1.5275
     """
-    d = unit_scale(_paired(a, b, "cohens_d_paired"), dim=-1)[0]  # scale-free: exact unit scale, no overflow
+    d = unit_scale(_paired(x, y, "cohens_d_paired"), dim=-1)[0]  # scale-free: exact unit scale, no overflow
     return d.mean(-1) / d.std(-1, correction=1)
 
 
+@renamed(a="x", b="y")
 @checked
-def hedges_g(a: ArrayLike, b: ArrayLike) -> Tensor:
+def hedges_g(x: ArrayLike, y: ArrayLike) -> Tensor:
     """Hedges' g of two independent samples (last axis): bias-corrected standardised mean difference.
 
-    g = J(m) (mean(a) - mean(b)) / s_pooled with m = n_a + n_b - 2 and the exact J of Hedges (1981).
+    g = J(m) (mean(x) - mean(y)) / s_pooled with m = n_x + n_y - 2 and the exact J of Hedges (1981).
 
     Example:
         >>> import torch
@@ -122,7 +125,7 @@ def hedges_g(a: ArrayLike, b: ArrayLike) -> Tensor:
         >>> round(float(g), 4)
         2.6913
     """
-    x, y = as_float64(a, "a"), as_float64(b, "b")
+    x, y = as_float64(x, "x"), as_float64(y, "y")
     if x.shape[:-1] != y.shape[:-1]:
         raise ShapeError(f"hedges_g: leading axes must match, got {tuple(x.shape)} and {tuple(y.shape)}")
     na, nb = x.shape[-1], y.shape[-1]

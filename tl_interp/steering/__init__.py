@@ -8,7 +8,7 @@
   SAE cannot explain; ablate or keep features; move it into feature space).
 - Application: ``SteeringVector.intervention(scale, positions)``, ``next_token_logits``
   and ``generate``, batched over prompts, vectors and scales.
-- Evaluation: ``evaluate(model, vectors, tasks, scales)`` with ``Controls`` (random
+- Evaluation: ``evaluate(model, tasks, vectors, scales)`` with ``Controls`` (random
   vectors, unsteered, unrelated prompts, held-out prompts) returning a ``SteeringReport``.
 
 Example:

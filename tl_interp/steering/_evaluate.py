@@ -33,7 +33,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from tl_interp._checks import checked, renamed
+from tl_interp._checks import checked, renamed, reordered
 from tl_interp._tokens import single_token
 from tl_interp import metrics
 from tl_interp.engine.executors import Executor
@@ -72,8 +72,9 @@ class Controls:
     split_seen: bool = True
 
 
+@reordered(("model", "answer", "context"), lambda args: len(args) == 3)
 @checked
-def answer_token(model: Any, answer: str, context: str = "") -> int:
+def answer_token(model: Any, answer: str, *, context: str = "") -> int:
     """The single token id of ``answer``; a clear error if it is several tokens (or none).
 
     Example:
@@ -97,7 +98,7 @@ def _check_tasks(model: Any, tasks: Mapping[str, Sequence[tuple[str, str]]]) -> 
                 raise InputError(f"evaluate: task {name!r} item {i} must be a (prompt, answer) pair of strings, "
                                  f"got {pair!r}")
             prompt, answer = pair
-            rows.append((prompt, answer_token(model, answer, f" (task {name!r}, prompt {prompt!r})"), answer))
+            rows.append((prompt, answer_token(model, answer, context=f" (task {name!r}, prompt {prompt!r})"), answer))
         out[name] = rows
     return out
 
@@ -112,10 +113,16 @@ def _vectors(vectors: Sequence[SteeringVector] | SteeringVector) -> list[Steerin
     return vs
 
 
+def _old_order(args: tuple[Any, ...]) -> bool:
+    """``evaluate(model, vectors, tasks, scales)``: the tasks (a mapping) came third."""
+    return len(args) >= 3 and not isinstance(args[1], Mapping) and isinstance(args[2], Mapping)
+
+
+@reordered(("model", "vectors", "tasks"), _old_order)
 @renamed(multipliers="scales")
 @checked
-def evaluate(model: Any, vectors: Sequence[SteeringVector] | SteeringVector,
-             tasks: Mapping[str, Sequence[tuple[str, str]]], scales: Sequence[float], *,
+def evaluate(model: Any, tasks: Mapping[str, Sequence[tuple[str, str]]],
+             vectors: Sequence[SteeringVector] | SteeringVector, scales: Sequence[float], *,
              controls: Controls = Controls(), positions: Positions = "all",
              target_tokens: Sequence[str] | None = None, n_boot: int = 2000, seed: int = 0,
              memory_mb: float = 1024.0, fast_paths: bool = True, executor: Executor | None = None,
@@ -124,8 +131,9 @@ def evaluate(model: Any, vectors: Sequence[SteeringVector] | SteeringVector,
 
     Args:
         model: the model (HookedTransformer: stacked passes start at the steered layer).
+        tasks: ``{name: [(prompt, expected single-token answer), ...]}`` (the data, so second,
+            as ``inputs`` are everywhere; the old order ``(model, vectors, tasks, ...)`` warns).
         vectors: the steering vectors (unique names).
-        tasks: ``{name: [(prompt, expected single-token answer), ...]}``.
         scales: e.g. ``[0, 2, 4, 8]``; 0 is the unsteered model exactly.
         controls: random-vector seeds, unrelated prompts, seen/held-out split (``Controls``).
         positions: where vectors are added: ``"all"`` real tokens, ``"last"``, ``From(k)``.
@@ -144,7 +152,7 @@ def evaluate(model: Any, vectors: Sequence[SteeringVector] | SteeringVector,
         >>> from tl_interp.models import load
         >>> model = load("ordinal-4l")
         >>> v = SteeringVector(torch.zeros(128), "blocks.2.hook_resid_pre", name="zero")
-        >>> rep = evaluate(model, v, {"numbers": [("one , two ,", "three"), ("two , three ,", "four")]},
+        >>> rep = evaluate(model, {"numbers": [("one , two ,", "three"), ("two , three ,", "four")]}, v,
         ...                [0.0, 1.0], controls=Controls(random_seeds=(), unrelated_prompts=()), progress=False)
         >>> rep.values.squeeze().tolist()
         [1.0, 1.0]
@@ -168,7 +176,7 @@ def evaluate(model: Any, vectors: Sequence[SteeringVector] | SteeringVector,
     variants = [Variant(v, m) for v in all_vectors for m in mults]
 
     entries, columns = _entries(checked, vs, controls)
-    targets = ([answer_token(model, t, " (target_tokens)") for t in target_tokens] if target_tokens is not None
+    targets = ([answer_token(model, t, context=" (target_tokens)") for t in target_tokens] if target_tokens is not None
                else sorted({e[2] for e in entries if e[2] >= 0}))
     if not targets:
         raise InputError("evaluate: target_tokens is empty; give the answers that count as on target")

@@ -14,7 +14,8 @@ from typing import Any, ClassVar
 import torch
 from torch import Tensor
 
-from tl_interp._checks import renamed
+from tl_interp._checks import renamed, retired
+from tl_interp._ranking import Ranking, check_k
 from tl_interp.errors import SelectionError
 from tl_interp.results import Result, register_result, short
 from tl_interp.stats import bootstrap_mean_ci
@@ -136,13 +137,42 @@ class SteeringReport(Result):
                          "answer_prob": float(self.extras["pp_prob"][i, k, p])})
         return pd.DataFrame(rows)
 
-    def best(self, task: str, metric: str = "accuracy") -> dict[str, Any]:
-        """The evaluated (not control) vector and scale with the highest mean on ``task``."""
+    def top(self, k: int = 10, *, task: str | None = None, metric: str = "accuracy", absolute: bool = True,
+            largest: bool = True) -> Ranking:
+        """The ``k`` evaluated (not control) (vector, scale) cells with the largest mean ``metric``
+        (``Result.top``'s options; a signed metric such as ``logit_diff`` ranks by its value with
+        ``absolute=False``), labelled ``"vector x4"`` (``"vector x4, task"`` over every task), with
+        the columns ``vector``, ``scale`` and ``task``.
+
+        Args:
+            task: one task, or None for every (vector, scale, task) cell.
+            metric: which mean: ``"accuracy"``, ``"prob"``, ``"logit_diff"`` ...
+        """
+        k = check_k(k, "SteeringReport.top")
         n_real = len(self.meta["vectors"])
-        values = self.metric_values(metric)[:n_real, :, self._t(task)]
-        flat = torch.nan_to_num(values, nan=-math.inf).flatten().argmax()
-        i, k = divmod(int(flat), values.shape[1])
-        return {"vector": self.vectors[i], "scale": self.scales[k], metric: float(values[i, k])}
+        values = self.metric_values(metric)[:n_real]
+        tasks = list(range(len(self.tasks))) if task is None else [self._t(task)]
+        values = values[:, :, tasks]
+        cells = [(i, m, tasks[j]) for i in range(values.shape[0]) for m in range(values.shape[1])
+                 for j in range(values.shape[2])]
+
+        def label(c: int) -> str:
+            i, m, t = cells[c]
+            return f"{self.vectors[i]} x{self.scales[m]:g}" + ("" if task is not None else f", {self.tasks[t]}")
+
+        return Ranking.of(values, label, k, absolute=absolute, largest=largest, value_name=metric,
+                          columns={"vector": [self.vectors[i] for i, _, _ in cells],
+                                   "scale": [self.scales[m] for _, m, _ in cells],
+                                   "task": [self.tasks[t] for _, _, t in cells]})
+
+    @retired("top(1, task=..., metric=..., absolute=False)")
+    def best(self, task: str, metric: str = "accuracy") -> dict[str, Any]:
+        """The evaluated vector and scale with the highest mean on ``task`` (retired: ``top``)."""
+        return self._best(task, metric)
+
+    def _best(self, task: str, metric: str = "accuracy") -> dict[str, Any]:
+        top = self.top(1, task=task, metric=metric, absolute=False)
+        return {"vector": top.columns["vector"][0], "scale": top.columns["scale"][0], metric: top.values[0]}
 
     @renamed(multiplier="scale")
     def compare(self, vector: str, scale: float, task: str, *, against: str = "random",
@@ -183,7 +213,7 @@ class SteeringReport(Result):
         for j, task in enumerate(self.tasks):
             if bool(torch.isnan(self.values[..., j]).all()):
                 continue
-            rows.append((task, float(base[j]), self.best(task)))
+            rows.append((task, float(base[j]), self._best(task)))
         return rows
 
     def _headline(self) -> str:

@@ -303,6 +303,8 @@ def _ablation_scan(model: HookedTransformer, tokens: torch.Tensor) -> dict[str, 
     mask = torch.zeros_like(tokens)
     mask[:, half_len + 2 :] = 1  # targets r[1:] of the second copy, as in half_losses
     res = ablation.scan(model, tokens, metrics.loss(tokens, mask), units="heads", progress=False)
+    # every head, most damaging first
+    top, columns = res.top(res.values.numel(), absolute=False, largest=not res.higher_is_better), ("index", "ci_low", "ci_high")
     return {
         "method": "zero",
         "units": "heads",
@@ -311,14 +313,8 @@ def _ablation_scan(model: HookedTransformer, tokens: torch.Tensor) -> dict[str, 
         "seed": 0,
         # effect = ablated minus clean loss (nats); 95% bootstrap interval over sequences
         "ranking": [
-            {
-                "unit": r["unit"],
-                "index": list(r["index"]),
-                "effect": sig(r["effect"], 4),
-                "ci_low": sig(r["ci_low"], 4),
-                "ci_high": sig(r["ci_high"], 4),
-            }
-            for r in res.ranking()
+            {"unit": unit, "index": list(index), "effect": sig(effect, 4), "ci_low": sig(lo, 4), "ci_high": sig(hi, 4)}
+            for unit, effect, index, lo, hi in zip(top.labels, top.values, *(top.columns[c] for c in columns))
         ],
     }
 

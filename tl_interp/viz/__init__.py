@@ -1,6 +1,6 @@
 """Pictures of models and results: circuitsvis views, result tables, SAE feature cards, reports.
 
-- views (circuitsvis, offline): ``attention``, ``tokens``, ``topk``, ``predictions``; each
+- views (circuitsvis, offline): ``attention``, ``tokens``, ``top_activations``, ``predictions``; each
   returns a ``View`` that displays itself in Jupyter / VS Code and goes into a ``Report``;
 - ``feature_card`` / ``feature_page``: SAE features over a prompt set;
 - ``circuit_html`` / ``curve_figure``: a circuit as an offline SVG graph, a faithfulness curve;
@@ -21,8 +21,8 @@ from tl_interp.viz._show import show
 from tl_interp.viz.circuit import circuit_html, curve_figure
 from tl_interp.viz.feature_card import FeatureCard, feature_card, feature_page
 from tl_interp.viz.report import Report
-from tl_interp.viz.views import attention, predictions, tokens, topk
+from tl_interp.viz.views import attention, predictions, tokens, top_activations, topk
 
-__all__ = ["attention", "tokens", "topk", "predictions", "feature_card", "feature_page", "FeatureCard",
+__all__ = ["attention", "tokens", "top_activations", "topk", "predictions", "feature_card", "feature_page", "FeatureCard",
            "View", "Report", "reset_notebook", "show",
            "circuit_html", "curve_figure"]

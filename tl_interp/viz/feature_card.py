@@ -8,7 +8,7 @@ last token when the feature is ablated, with a 95% bootstrap interval over promp
 positions the SAE reads (its ``seqpos_slice``) and real tokens count. The numbers come from
 ``tl_interp.ablation._features`` (activations, decoder logits, and the ablation cells, run on
 the engine); this module picks what a card shows and renders it as plain HTML (no
-JavaScript); the page of top features adds a circuitsvis ``topk`` view.
+JavaScript); the page of top features adds a circuitsvis ``top_activations`` view.
 """
 
 import html
@@ -22,6 +22,7 @@ import torch
 from torch import Tensor
 
 from tl_interp import compat
+from tl_interp._checks import checked, reordered
 from tl_interp._checks import check_count, checked
 from tl_interp.ablation._features import (FeatureActivations, _ablation, check_feature, decoder_logits,
                                           feature_activations, prompt_answers)
@@ -29,7 +30,7 @@ from tl_interp.engine.executors import Executor
 from tl_interp.engine.inputs import Inputs
 from tl_interp.engine.run import EngineOptions
 from tl_interp.errors import OptionError
-from tl_interp.hooks._sae import _sae_hook_name
+from tl_interp.hooks._sae import _sae_hook_name, sae_first
 from tl_interp.models import adapt
 from tl_interp.viz.html import _fmt, colored_spans, svg_bars, table_html, visible
 from tl_interp.viz._prompt import token_labels
@@ -175,15 +176,17 @@ def _check_options(k: int, window: int, bins: int) -> None:
         raise OptionError(f"feature_card: window must be >= 0, got {window}")
 
 
+@reordered(("sae", "model"), sae_first)
 @checked
-def feature_card(sae: Any, model: Any, inputs: Inputs, feature: int, *,
+def feature_card(model: Any, sae: Any, inputs: Inputs, feature: int, *,
                  answers: Sequence[str] | Tensor | None = None, k: int = 10, window: int = 8, bins: int = 30,
                  seed: int = 0, memory_mb: float = 1024.0, executor: Executor | None = None) -> FeatureCard:
     """A card for one SAE feature over a prompt set.
 
     Args:
-        sae: a sae_lens SAE (``ti.models.load_sae(...)``) on ``model``'s residual stream.
         model: the model the SAE reads.
+        sae: a sae_lens SAE (``ti.models.load_sae(...)``) on ``model``'s residual stream; the
+            old order ``(sae, model, ...)`` warns.
         inputs: the prompt set (text, several texts, token ids or a ``Tokenized`` batch).
         feature: the feature index, ``0 <= feature < d_sae``.
         answers: one answer per prompt (single-token strings or ids) for the ablation effect;
@@ -201,7 +204,7 @@ def feature_card(sae: Any, model: Any, inputs: Inputs, feature: int, *,
     Example:
         >>> import tl_interp as ti
         >>> model, sae = ti.models.load("ordinal-4l"), ti.models.load_sae("ordinal-4l-res-l2")
-        >>> card = ti.viz.feature_card(sae, model, ["one, two, three,", "january, february,"], 5)
+        >>> card = ti.viz.feature_card(model, sae, ["one, two, three,", "january, february,"], 5)
         >>> card.n_tokens  # real tokens after BOS, the positions the SAE reads
         10
     """
@@ -211,13 +214,14 @@ def feature_card(sae: Any, model: Any, inputs: Inputs, feature: int, *,
     return _cards(sae, model, inputs, [feature], answers, k, window, bins, seed, memory_mb, executor)[2][0]
 
 
+@reordered(("sae", "model"), sae_first)
 @checked
-def feature_page(sae: Any, model: Any, inputs: Inputs, *, n: int = 8,
+def feature_page(model: Any, sae: Any, inputs: Inputs, *, n: int = 8,
                  answers: Sequence[str] | Tensor | None = None, k: int = 10, title: str | None = None,
                  seed: int = 0, memory_mb: float = 1024.0, executor: Executor | None = None) -> Any:
     """A Report of the ``n`` features with the highest maximum activation over the prompts.
 
-    It opens with a circuitsvis ``topk`` view of those features (their top prompts) and then
+    It opens with a circuitsvis ``top_activations`` view of those features (their top prompts) and then
     has one card per feature (their ablations are cells of one engine plan). Arguments as
     for ``feature_card``.
 
@@ -227,12 +231,12 @@ def feature_page(sae: Any, model: Any, inputs: Inputs, *, n: int = 8,
     Example:
         >>> import tl_interp as ti
         >>> model, sae = ti.models.load("ordinal-4l"), ti.models.load_sae("ordinal-4l-res-l2")
-        >>> ti.viz.feature_page(sae, model, ["one, two, three,", "january, february,"], n=2)
+        >>> ti.viz.feature_page(model, sae, ["one, two, three,", "january, february,"], n=2)
         Report('Top features of the SAE at blocks.2.hook_resid_pre', 4 blocks)
     """
     compat.require_sae("viz.feature_page")  # sae-lens requires TransformerLens < 4
     from tl_interp.viz.report import Report
-    from tl_interp.viz.views import topk
+    from tl_interp.viz.views import top_activations
 
     check_count(n, "n", what="feature_page")
     _check_options(k, 8, 30)
@@ -243,7 +247,7 @@ def feature_page(sae: Any, model: Any, inputs: Inputs, *, n: int = 8,
     if cards:
         rows = [acts.features[i][acts.valid[i]] for i in range(len(labels))]
         toks = [[t for t, v in zip(labels[i], acts.valid[i]) if v] for i in range(len(labels))]
-        report.view(topk(toks, rows, k=min(k, len(rows)), neurons=[c.feature for c in cards], unit_name="feature"))
+        report.view(top_activations(toks, rows, k=min(k, len(rows)), neurons=[c.feature for c in cards], unit_name="feature"))
     for card in cards:
         report.card(card)
     return report

@@ -246,7 +246,9 @@ def _patching(result: Any) -> str:
 def _ablation(result: Any) -> str:
     if "ci_low" not in result.extras or "ci_high" not in result.extras:
         return _generic(result)
-    rows = [[r["unit"], r["effect"], f"[{r['ci_low']:.3g}, {r['ci_high']:.3g}]"] for r in result.ranking(10)]
+    top = result.top(10, absolute=False, largest=not result.higher_is_better)  # most damaging first
+    rows = [[unit, effect, f"[{lo:.3g}, {hi:.3g}]"]
+            for unit, effect, lo, hi in zip(top.labels, top.values, top.columns["ci_low"], top.columns["ci_high"])]
     base = result.extras.get("base")
     line = f"<div>unablated metric {_fmt(float(base))}</div>" if base is not None and base.numel() == 1 else ""
     return (line + values_summary(result, result.values, "change when ablated")

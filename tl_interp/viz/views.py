@@ -1,4 +1,4 @@
-"""circuitsvis views of a model and of per-token numbers: attention, tokens, topk, predictions.
+"""circuitsvis views of a model and of per-token numbers: attention, tokens, top_activations, predictions.
 
 Each function checks its arguments before any forward pass and returns a ``View``, which
 displays itself in Jupyter / VS Code and goes into a ``Report``; ``view.data`` holds the
@@ -15,7 +15,7 @@ from typing import Any, Literal
 import torch
 from torch import Tensor
 
-from tl_interp._checks import check_count, checked
+from tl_interp._checks import check_count, checked, retired
 from tl_interp import hooks
 from tl_interp._types import IndexSelection
 from tl_interp.errors import InputError, OptionError, SelectionError, ShapeError
@@ -25,7 +25,7 @@ from tl_interp.viz._circuitsvis import Panel, View, Widget
 from tl_interp.viz.html import colored_spans, heat_table
 from tl_interp.viz._prompt import Prompt, check_heads, check_layer, one_prompt, token_labels
 
-__all__ = ["attention", "tokens", "topk", "predictions"]
+__all__ = ["attention", "tokens", "top_activations", "topk", "predictions"]
 
 PREVIEW_MAX_TOKENS = 40  # a static attention table beyond this would outweigh the widget
 Values = Tensor | Sequence[float] | Mapping[str, Tensor | Sequence[float]]
@@ -155,15 +155,15 @@ def _per_prompt(tokens: Sequence[Sequence[str]], activations: Tensor | Sequence[
                 attention_mask: Tensor | None) -> tuple[list[list[str]], list[Tensor]]:
     n_prompts = activations.shape[0] if isinstance(activations, Tensor) else len(activations)
     if len(tokens) != n_prompts or n_prompts == 0:
-        raise ShapeError(f"topk: {len(tokens)} token lists for {n_prompts} prompts of activations; give one "
+        raise ShapeError(f"top_activations: {len(tokens)} token lists for {n_prompts} prompts of activations; give one "
                          "token list per prompt (at least one)")
     if isinstance(activations, Tensor):
         if activations.ndim != 3:
-            raise ShapeError(f"topk: activations must be (batch, pos, unit), got {tuple(activations.shape)}")
+            raise ShapeError(f"top_activations: activations must be (batch, pos, unit), got {tuple(activations.shape)}")
         mask = torch.ones(activations.shape[:2], dtype=torch.bool) if attention_mask is None \
             else attention_mask.bool().cpu()
         if mask.shape != activations.shape[:2]:
-            raise ShapeError(f"topk: attention_mask {tuple(mask.shape)} does not match activations "
+            raise ShapeError(f"top_activations: attention_mask {tuple(mask.shape)} does not match activations "
                              f"{tuple(activations.shape[:2])}")
         rows = [activations[i].detach().cpu()[mask[i]] for i in range(activations.shape[0])]
         # token lists of the padded width lose their pads too; unpadded ones are taken as they are
@@ -174,17 +174,17 @@ def _per_prompt(tokens: Sequence[Sequence[str]], activations: Tensor | Sequence[
     widths = {r.shape[-1] for r in rows}
     for i, (t, r) in enumerate(zip(toks, rows)):
         if r.ndim != 2 or len(t) != r.shape[0]:
-            raise ShapeError(f"topk: prompt {i} has {len(t)} tokens but activations of shape {tuple(r.shape)}; "
+            raise ShapeError(f"top_activations: prompt {i} has {len(t)} tokens but activations of shape {tuple(r.shape)}; "
                              "give (pos, unit) activations per prompt, one row per token")
     if len(widths) != 1:
-        raise ShapeError(f"topk: prompts have different numbers of units {sorted(widths)}")
+        raise ShapeError(f"top_activations: prompts have different numbers of units {sorted(widths)}")
     return [[str(x) for x in t] for t in toks], [r.double() for r in rows]
 
 
 @checked
-def topk(tokens: Sequence[Sequence[str]], activations: Tensor | Sequence[Tensor], *, k: int = 10,
-         neurons: IndexSelection = None, unit_name: str = "neuron",
-         layout: Literal["samples", "tokens"] = "samples", attention_mask: Tensor | None = None) -> View:
+def top_activations(tokens: Sequence[Sequence[str]], activations: Tensor | Sequence[Tensor], *, k: int = 10,
+                    neurons: IndexSelection = None, unit_name: str = "neuron",
+                    layout: Literal["samples", "tokens"] = "samples", attention_mask: Tensor | None = None) -> View:
     """The most-activating prompts or tokens of neurons / SAE features over a prompt set.
 
     Args:
@@ -205,24 +205,24 @@ def topk(tokens: Sequence[Sequence[str]], activations: Tensor | Sequence[Tensor]
     Example:
         >>> import torch
         >>> acts = [torch.tensor([[0.0, 1.0], [3.0, 0.0]]), torch.tensor([[5.0, 0.0]])]
-        >>> topk([["a", "b"], ["c"]], acts, k=2).data["order"]
+        >>> top_activations([["a", "b"], ["c"]], acts, k=2).data["order"]
         [[1, 0], [0, 1]]
     """
-    check_count(k, "k", what="topk")
+    check_count(k, "k", what="top_activations")
     toks, rows = _per_prompt(tokens, activations, attention_mask)
     width = rows[0].shape[-1]
     if neurons is None and width > 100:
-        raise OptionError(f"topk: {width} {unit_name}s are too many to draw; pass neurons=[...] (e.g. the top "
+        raise OptionError(f"top_activations: {width} {unit_name}s are too many to draw; pass neurons=[...] (e.g. the top "
                           "features by maximum activation)")
     if neurons is None or isinstance(neurons, (Sequence, tuple)):
         chosen = list(range(width)) if neurons is None else [int(u) for u in neurons]
     else:
         from tl_interp.hooks._select import _index_mask
 
-        chosen = _index_mask(neurons, width, unit_name, "topk").nonzero().flatten().tolist()
+        chosen = _index_mask(neurons, width, unit_name, "top_activations").nonzero().flatten().tolist()
     bad = [u for u in chosen if not 0 <= u < width]
     if bad or not chosen:
-        raise SelectionError(f"topk: {unit_name} index {bad[0] if bad else '(none)'} is out of range for "
+        raise SelectionError(f"top_activations: {unit_name} index {bad[0] if bad else '(none)'} is out of range for "
                          f"{width} {unit_name}s")
     peaks = torch.stack([r[:, chosen].amax(0) for r in rows])  # (prompt, unit)
     order = [peaks[:, u].argsort(descending=True, stable=True)[:k].tolist() for u in range(len(chosen))]
@@ -252,6 +252,16 @@ def topk(tokens: Sequence[Sequence[str]], activations: Tensor | Sequence[Tensor]
     data = {"units": chosen, "order": order, "peaks": peaks, "tokens": toks}
     return View(f"Top {k} {'prompts' if layout == 'samples' else 'tokens'} per {unit_name}",
                 (Panel("", widget),), data, f"{len(rows)} prompts")
+
+
+@retired("top_activations (a view is named for what it draws; a result's top-k is result.top(k))")
+@checked
+def topk(tokens: Sequence[Sequence[str]], activations: Tensor | Sequence[Tensor], *, k: int = 10,
+         neurons: IndexSelection = None, unit_name: str = "neuron",
+         layout: Literal["samples", "tokens"] = "samples", attention_mask: Tensor | None = None) -> View:
+    """The old name of ``top_activations`` (same arguments, same view)."""
+    return top_activations(tokens, activations, k=k, neurons=neurons, unit_name=unit_name, layout=layout,
+                           attention_mask=attention_mask)
 
 
 def _log_prob_props(ids: Tensor, log_probs: Tensor, k: int, to_string: Any) -> dict[str, Any]:

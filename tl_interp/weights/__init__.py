@@ -9,7 +9,7 @@ result's provenance says which it was (``settings["weights_processed"]``).
 - ``cosine_matrix(W, cluster=True)`` -> ``CosineMatrix`` (``.matrix``, ``.order``, a labelled
   heatmap in dendrogram order), ``cluster_around(W, exemplar)``;
 - ``congruence(model, layer, kind="out" | "in" | "gate")`` -> per neuron, per token;
-- ``top_k`` tables with token labels.
+- per-neuron token rankings: ``Congruence.top(k)`` (a ``Ranking``; ``top_k`` / ``TopK`` are retired).
 
 Example:
     >>> import torch

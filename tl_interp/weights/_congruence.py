@@ -10,7 +10,7 @@ the model's weights were processed.
 ``W_U`` is read centred over the vocabulary, as TransformerLens's ``center_unembed`` leaves it
 (also for a model loaded unprocessed): each neuron's row of output congruence has mean zero,
 which shifts the uncentred row by a constant and leaves rankings of tokens per neuron
-(``top_k``) and logit differences unchanged.
+(``top``) and logit differences unchanged.
 """
 
 from collections.abc import Sequence
@@ -20,12 +20,15 @@ from typing import Any
 import torch
 from torch import Tensor
 
+from tl_interp._checks import checked, retired
+from tl_interp._ranking import Ranking, check_k
+from tl_interp.errors import OptionError
 from tl_interp._checks import checked
 from tl_interp.errors import OptionError, SelectionError
 from tl_interp.models._adapter import adapt
 from tl_interp.results import Provenance, Result, register_result
 from tl_interp.weights._fold import fold, token_labels
-from tl_interp.weights._topk import TopK, top_k
+from tl_interp.weights._topk import TopK, _top_k
 from tl_interp.weights._vectors import kurtosis
 
 __all__ = ["Congruence", "congruence"]
@@ -40,15 +43,43 @@ class Congruence(Result):
 
     kind = "congruence"
 
+    def top(self, k: int = 10, *, neurons: Sequence[int | str] | None = None, per: str | None = "d_mlp",
+            absolute: bool = True, largest: bool = True) -> Ranking:
+        """Per neuron, the ``k`` tokens of largest |congruence| (``Result.top``'s options:
+        ``absolute=False`` for the tokens it promotes most, with ``largest=False`` those it
+        suppresses most); ``per=None`` ranks every (neuron, token) pair together.
+
+        Args:
+            neurons: only these neurons (indices or labels such as ``"L3N17"``), in this order.
+
+        Example:
+            >>> import torch
+            >>> from tl_interp.results import Provenance
+            >>> c = Congruence(torch.tensor([[0.5, -2.0, 1.0]]), ("d_mlp", "d_vocab"), "out", Provenance("m"),
+            ...                labels={"d_mlp": ("L0N0",), "d_vocab": ("a", "b", "c")})
+            >>> c.top(2), c.top(1, absolute=False).labels
+            (Ranking(by |value|, largest first: L0N0: b -2, L0N0: c +1), ('c',))
+        """
+        k = check_k(k, "Congruence.top")
+        if per != "d_mlp":
+            if neurons is not None:
+                raise OptionError("Congruence.top: neurons= chooses rows of the per-neuron ranking; with per="
+                                  f"{per!r} select them from .values instead")
+            return super().top(k, per=per, absolute=absolute, largest=largest)
+        rows = list(range(self.values.shape[0])) if neurons is None else self._rows(neurons)
+        return Ranking.per_row(self.values[rows], [self.labels["d_mlp"][r] for r in rows], self.labels["d_vocab"], k,
+                               absolute=absolute, largest=largest, value_name="congruence")
+
+    @retired("top(k, absolute=False)")
     def top_k(self, k: int = 10, *, neurons: Sequence[int | str] | None = None, largest: bool = True) -> TopK:
-        """The ``k`` tokens with the largest (``largest=False``: smallest) congruence per neuron."""
+        """The ``k`` tokens with the largest (``largest=False``: smallest) congruence per neuron (retired: ``top``)."""
         rows = None if neurons is None else self._rows(neurons)
-        return top_k(self.values, k, row_labels=self.labels["d_mlp"], column_labels=self.labels["d_vocab"],
-                     rows=rows, largest=largest)
+        return _top_k(self.values, k, row_labels=self.labels["d_mlp"], column_labels=self.labels["d_vocab"],
+                      rows=rows, largest=largest)
 
     def _headline(self) -> str:
         product = self.provenance.settings.get("product", self.metric)
-        cells = ", ".join(f"{where} {value:+.3g}" for where, value in self.top_cells(3))
+        cells = ", ".join(f"{where} {value:+.3g}" for where, value in self._top_cells(3))
         return f"{product}; largest |congruence|: {cells}"
 
     def _summary_lines(self) -> list[str]:
@@ -56,7 +87,7 @@ class Congruence(Result):
         order = torch.nan_to_num(kurt, nan=-float("inf")).argsort(descending=True)[:5].tolist()
         lines = [f"{'product':>24}: {self.provenance.settings.get('product', self.metric)}",
                  "the 10 (neuron, token) pairs of largest |congruence|:"]
-        lines += [f"{where:>24}: {value:+.4g}" for where, value in self.top_cells(10)]
+        lines += [f"{where:>24}: {value:+.4g}" for where, value in self._top_cells(10)]
         lines.append("most token-specific neurons (excess kurtosis over the vocabulary): "
                      + ", ".join(f"{self.labels['d_mlp'][i]} {float(kurt[i]):.3g}" for i in order))
         return lines

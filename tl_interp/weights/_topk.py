@@ -1,4 +1,5 @@
-"""Top-k tables: for each row of a score matrix, its k largest (or smallest) entries, labelled.
+"""Top-k tables (retired: a result's ``top(k, per=axis)`` returns a ``Ranking``): for each row of a
+score matrix, its k largest (or smallest) entries, labelled.
 
 Typical use: the tokens each neuron writes to most (output congruence), the tokens that drive
 it most (input congruence). A ``TopK`` holds indices, values and labels, renders as a long
@@ -13,6 +14,8 @@ from typing import Any
 import torch
 from torch import Tensor
 
+from tl_interp._checks import checked, retired
+from tl_interp.errors import OptionError, SelectionError, ShapeError
 from tl_interp._checks import check_count, checked
 from tl_interp.errors import SelectionError, ShapeError
 
@@ -50,11 +53,13 @@ class TopK:
         return "\n".join(lines)
 
 
+@retired("Result.top(k, per=axis) -> Ranking (Congruence.top; Ranking.per_row for a bare tensor)")
 @checked
 def top_k(scores: Tensor, k: int, *, row_labels: Sequence[str] | None = None,
           column_labels: Sequence[str] | None = None, rows: Sequence[int] | None = None,
           largest: bool = True) -> TopK:
-    """The ``k`` largest (or smallest) entries of each row of ``scores``, with their labels.
+    """The ``k`` largest (or smallest) entries of each row of ``scores``, with their labels
+    (retired: ``Ranking.per_row``; a result's ``top(k, per=axis)``).
 
     Args:
         scores: ``(n_rows, n_columns)``.
@@ -68,10 +73,16 @@ def top_k(scores: Tensor, k: int, *, row_labels: Sequence[str] | None = None,
 
     Example:
         >>> import torch
-        >>> t = top_k(torch.tensor([[0.25, 1.5, 0.5]]), 2, column_labels=["a", "b", "c"])
+        >>> t = _top_k(torch.tensor([[0.25, 1.5, 0.5]]), 2, column_labels=["a", "b", "c"])
         >>> t.labels, t.values.tolist()
         ((('b', 'c'),), [[1.5, 0.5]])
     """
+    return _top_k(scores, k, row_labels=row_labels, column_labels=column_labels, rows=rows, largest=largest)
+
+
+def _top_k(scores: Tensor, k: int, *, row_labels: Sequence[str] | None = None,
+           column_labels: Sequence[str] | None = None, rows: Sequence[int] | None = None,
+           largest: bool = True) -> TopK:
     if scores.ndim != 2:
         raise ShapeError(f"top_k takes a (rows, columns) score matrix, got shape {tuple(scores.shape)}")
     n_rows, n_cols = scores.shape
