@@ -150,7 +150,8 @@ class BaseRun:
         # what TL's own forward uses as the mask: the batch's when padded, else its default
         self.forward_mask = batch.attention_mask if batch.padded else compat.tl_default_mask(model, batch.tokens)
         self.context = RunContext(real=batch.attention_mask.bool() if batch.padded else None)
-        self.stats = {"passes": 0, "cells_skipped": 0, "final_block_split": 0, "prefix_passes": 0}
+        self.stats = {"passes": 0, "cells_skipped": 0, "final_block_split": 0, "prefix_passes": 0,
+                      "final_kv_split": 0}
         if self.plain:
             self.stats["plain_recomputed"] = 0  # cells whose plain metric read outside the traced position
         self._unembed_weight: Tensor | None = None
@@ -329,7 +330,9 @@ class BaseRun:
         # the final block runs at the last position alone when no cell edits inside it; cells that
         # edit only its input (resid_pre) are applied to that input here, before the block runs
         edits_input_only = layer == n_layers - 1 and all(set(c) == {final_input} for c in cells)
-        split = self.split_reason is None and (edits_input_only or (
+        # cells that edit only the final block's keys/values: their hooks fire inside split_final's two steps
+        edits_kv_only = layer == n_layers - 1 and all(set(c) <= split_final.kv_sites(model) for c in cells)
+        split = self.split_reason is None and (edits_input_only or edits_kv_only or (
             layer < n_layers - 1 and all(mid_stack.start_layer(model, [name]) < n_layers - 1 for c in cells for name in c)))
         stop = n_layers - 1 if split else n_layers
         start = self.acts[site_name("resid_pre", layer)].repeat(n, 1, 1)
@@ -347,12 +350,20 @@ class BaseRun:
             (name, edit), = stacked.bind(model)  # the cells' hooks, in the pass's window of positions
             with running(RunContext(offset=first_pos)):
                 out = edit(start, hook=model.hook_dict[name])
+        elif split and edits_kv_only:
+            out = start  # the final block's input is the base run's; the cells edit its keys/values
         else:
             with stacked.applied(model):
                 out = model(start, start_at_layer=layer, **kw)
-        if split:  # no cell edits inside the final block: it runs at the last position alone
+        if split:  # the final block runs at the last position alone
             self.stats["final_block_split"] += 1
-            return self._read(compat.final_block_last(model, out, prefix), n, self.seq - 1)
+            if edits_kv_only:
+                self.stats["final_kv_split"] += 1
+                with stacked.applied(model):
+                    last = split_final.last_position(model, out, prefix, first_pos)
+            else:
+                last = split_final.last_position(model, out, prefix, first_pos)
+            return self._read(last, n, self.seq - 1)
         return self._read(out, n, first_pos)
 
     def _read(self, out: Tensor, n: int, offset: int) -> Tensor:
