@@ -10,7 +10,7 @@ from tl_interp import hooks
 from tl_interp.engine.inputs import as_batch
 from tl_interp.engine.run import BaseRun
 from tests import _circuits_reference as ref
-from tests.conftest import _cfg, gpt2_style
+from tests.conftest import _cfg, gpt2_style, llama_style
 
 METRIC = ti.metrics.logit_diff(3, 5)
 
@@ -39,7 +39,8 @@ def _last_layer_kv_edges(names, n_layers):
 
 
 def test_edges_into_the_last_layers_keys_and_values_equal_the_hand_loop_and_run_the_final_block_at_the_last_position():
-    for model in (gpt2_style(), rotary_mha()):
+    # llama_style: grouped-query attention, ungrouped while the study runs (a key per query head)
+    for model in (gpt2_style(), rotary_mha(), llama_style()):
         clean, corrupted = _pair()
         scores = ti.circuits.attribute(model, clean, corrupted, METRIC, method="exact", progress=False)
         settings = scores.provenance.settings

@@ -293,8 +293,16 @@ def final_block_cache(model: Any, resid: Tensor, prefix: tuple[Tensor, Tensor] |
     from transformer_lens.cache.key_value_cache_entry import TransformerLensKeyValueCacheEntry as Entry
 
     block = model.blocks[model.cfg.n_layers - 1]
-    empty = Entry.init_cache_entry(model.cfg, resid.device, resid.shape[0])
-    keys, values = [empty.past_keys], [empty.past_values]
+    cfg = model.cfg
+    # grouped-query attention ungrouped: a key / value per query head (no prefix then: TL's cache
+    # of a base run holds n_key_value_heads, so prefix_kv is off and passes start at position 0)
+    ungrouped = getattr(cfg, "n_key_value_heads", None) is not None and getattr(cfg, "ungroup_grouped_query_attention",
+                                                                                False)
+    if ungrouped and prefix is not None:
+        raise ValueError("final_block_cache: a cached prefix holds n_key_value_heads, the ungrouped block n_heads")
+    n = cfg.n_heads if ungrouped else (cfg.n_key_value_heads or cfg.n_heads)
+    empty = torch.empty(resid.shape[0], 0, n, cfg.d_head, device=resid.device, dtype=cfg.dtype)
+    keys, values = [empty], [empty]
     if prefix is not None:
         keys.append(prefix[0])
         values.append(prefix[1])
@@ -329,8 +337,6 @@ def final_block_reason(model: Any) -> str | None:
              if getattr(cfg, f, False)]
     if flags:
         return f"cfg sets {flags}"
-    if kv_cache_reason(model) is not None:  # final_block_last builds a TL cache entry
-        return kv_cache_reason(model)
     if getattr(cfg, "n_devices", 1) != 1 or getattr(cfg, "clip_qkv", None) is not None:
         return "multi-device or clipped q/k/v"
     if cfg.original_architecture in (*_QK_NORM_IN_FORWARD, *POST_NORM_ARCHITECTURES):

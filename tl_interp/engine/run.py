@@ -331,7 +331,13 @@ class BaseRun:
         # edit only its input (resid_pre) are applied to that input here, before the block runs
         edits_input_only = layer == n_layers - 1 and all(set(c) == {final_input} for c in cells)
         # cells that edit only the final block's keys/values: their hooks fire inside split_final's two steps
-        edits_kv_only = layer == n_layers - 1 and all(set(c) <= split_final.kv_sites(model) for c in cells)
+        kv_only = [layer == n_layers - 1 and set(c) <= split_final.kv_sites(model) for c in cells]
+        if self.split_reason is None and not full_logits and 0 < sum(kv_only) < n:  # two passes, so those split
+            parts = [[i for i in range(n) if kv_only[i] is flag] for flag in (True, False)]
+            outs = [self._pass(layer, [cells[i] for i in part], first_pos) for part in parts]
+            order = torch.tensor([i for part in parts for i in part]).argsort()
+            return torch.cat(outs).reshape(n, rows, -1)[order].reshape(n * rows, -1)
+        edits_kv_only = all(kv_only)
         split = self.split_reason is None and (edits_input_only or edits_kv_only or (
             layer < n_layers - 1 and all(mid_stack.start_layer(model, [name]) < n_layers - 1 for c in cells for name in c)))
         stop = n_layers - 1 if split else n_layers
