@@ -8,7 +8,7 @@ from transformer_lens import HookedTransformer
 import tl_interp as ti
 from tl_interp import hooks
 from tl_interp.engine.inputs import as_batch
-from tl_interp.engine.run import BaseRun
+from tl_interp.engine.run import BaseRun, EngineOptions
 from tests import _circuits_reference as ref
 from tests.conftest import _cfg, gpt2_style, llama_style
 
@@ -68,3 +68,28 @@ def test_final_key_value_edits_that_start_mid_sequence_equal_the_edit_run_by_han
     for cell, value in zip(cells, values):
         torch.testing.assert_close(value, _per_prompt(cell.run(model, clean)), atol=1e-5, rtol=0)
     assert not torch.allclose(values, values[:1].expand_as(values))  # the edits change the metric
+
+
+def test_a_metric_that_names_its_vocabulary_entries_is_unembedded_at_those_alone_with_the_same_values():
+    # logit_diff reads two columns: the engine computes those (NaN elsewhere), the values match
+    # the model's full unembedding; a log-probability reads every column and keeps the full head
+    model = gpt2_style()
+    clean, corrupted = _pair()
+    _, cache = model.run_with_cache(corrupted)
+    cells = [hooks.patch("blocks.1.hook_resid_pre", cache["blocks.1.hook_resid_pre"], positions=p) for p in range(7)]
+    batch = as_batch(model, clean)
+    for metric, on in ((METRIC, True), (ti.metrics.answer_logprob(3), False)):
+        base = BaseRun(model, batch, metric, ["blocks.1.hook_resid_pre"])
+        assert (base.paths["read_columns"] == "on") is on
+        values = base.evaluate(cells)
+        expected = torch.stack([metric.per_prompt(cell.run(model, clean), batch) for cell in cells])
+        torch.testing.assert_close(values, expected, atol=1e-5, rtol=0)
+        assert torch.isfinite(values).all()
+    off = BaseRun(model, batch, METRIC, options=EngineOptions(fast_paths=False))
+    assert off.paths["read_columns"].startswith("off")
+
+
+def test_logit_diff_names_the_answers_it_reads_and_missing_answers_read_nothing():
+    assert METRIC.columns.tolist() == [3, 5]
+    assert ti.metrics.logit_diff(torch.tensor([7, -1, 2]), torch.tensor([2, 9, -1])).columns.tolist() == [2, 7, 9]
+    assert ti.metrics.answer_logprob(3).columns is None

@@ -26,7 +26,7 @@ from tl_interp._context import RunContext, running
 from tl_interp import compat
 from tl_interp.engine import reads
 from tl_interp.engine.passes import CostModel, cells_per_pass, chunks, merge_layers
-from tl_interp.engine.paths import mid_stack, prefix_kv, read_only, skip_unchanged, split_final
+from tl_interp.engine.paths import mid_stack, prefix_kv, read_columns, read_only, skip_unchanged, split_final
 from tl_interp.engine.stack import bound_cells, stack
 from tl_interp.errors import InputError, OptionError
 from tl_interp.intervention import Intervention
@@ -158,10 +158,12 @@ class BaseRun:
         self._run_base(list(dict.fromkeys(sites)))
 
     def _decide_paths(self) -> None:
-        """``prefix_kv`` and ``split_final``, which follow from the read-only head's decision."""
+        """``read_columns``, ``prefix_kv`` and ``split_final``, which follow from the read-only head's decision."""
         model, batch, fast = self.model, self.batch, self.options.fast_paths
         off = "fast paths disabled (fast_paths=False)"
         head_reason = None if self.read_reason is None or self._full_logits_reason() is None else self.read_reason
+        self.columns_reason = (off if not fast else "a staged metric" if self._staged is not None else
+                               "gradients kept" if self.options.grad else read_columns.reason(self.metric, self.read_reason))
         self.prefix_reason = (prefix_kv.reason(model, batch, self.metric, head_reason) if fast else off)
         if self.mid_reason is not None and self.prefix_reason is None:
             self.prefix_reason = f"needs mid-stack starts ({self.mid_reason})"
@@ -251,7 +253,8 @@ class BaseRun:
     @property
     def paths(self) -> dict[str, str]:
         """Each fast path: ``"on"`` or why it is off (for provenance)."""
-        reasons = {"mid_stack": self.mid_reason, "read_only": self.read_reason, "prefix_kv": self.prefix_reason,
+        reasons = {"mid_stack": self.mid_reason, "read_only": self.read_reason, "read_columns": self.columns_reason,
+                   "prefix_kv": self.prefix_reason,
                    "split_final": self.split_reason,
                    "skip_unchanged": None if self.options.skip_unchanged and not self.options.grad
                    else "skip_unchanged=False or gradients kept"}
@@ -422,8 +425,12 @@ class BaseRun:
         return torch.stack(values)
 
     def _head(self, rows: Tensor) -> Tensor:
-        """``compat.head`` of many rows, in chunks whose logits fit the memory budget."""
+        """``compat.head`` of many rows, in chunks whose logits fit the memory budget (only the
+        metric's vocabulary entries when it names them: ``read_columns``)."""
         per_chunk = max(1, int(self.options.memory_mb * 2**20 // (4 * 3 * d_vocab_out(self.model))))
+        if self.columns_reason is None:
+            return torch.cat([read_columns.head(self.model, rows[lo:lo + per_chunk], self.metric.columns)
+                              for lo in range(0, len(rows), per_chunk)])
         if self._unembed_weight is None:  # TL's layout of W_U, copied once per base run (or per study)
             self._unembed_weight = compat.unembed_weight_of(self.model)
         weight = self._unembed_weight
