@@ -8,7 +8,8 @@ Each number is measured against its reference in the same run:
 2. exact single-edge patching (``attribute(method="exact")``, many edges per stacked pass)
    against a loop with one forward pass per edge (``_circuit_loop.edge_forward``: the senders'
    outputs read once, then one ``run_with_hooks`` per edge with one hook at its receiver's input,
-   per-head inputs switched on only for edges into heads); the max |difference| is printed;
+   per-head inputs switched on only for edges into heads); best of ``--repeats`` on both sides,
+   alternating, so load affects them alike; the max |difference| is printed;
 3. exact faithfulness of MIB's 10 budgets x 3 methods (30 circuits, one ``faithfulness`` call)
    against two loops: one forward per circuit with the corrupted run done once, and the
    reference's ``evaluate_graph`` (a corrupted and a patched forward per circuit);
