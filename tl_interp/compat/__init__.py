@@ -44,7 +44,8 @@ from tl_interp.compat.tl import has_hooked_transformer, is_bridge, require_hooke
 from tl_interp.errors import FastPathWarning
 
 __all__ = ["TESTED_RANGE", "tl_version", "usable", "require", "silent_reason", "call_offset", "is_hooked_transformer",
-           "new_kv_cache", "kv_entries", "frozen_prefix_cache", "final_block_last", "final_block_cache", "final_block_step", "head", "head_columns",
+           "new_kv_cache", "kv_entries", "frozen_prefix_cache", "final_block_last", "final_block_cache",
+           "final_block_step", "head", "head_columns",
            "linear_writes_reason", "head_is_plain", "blocks_are_plain", "kv_previous_mask", "tl_default_mask",
            "final_block_reason", "unembed_weight_of", "reusing_unembed_weight", "receiver_hooks",
            "edge_graph_reason", "edge_hooks_on", "kv_cache_reason", "attention_output_norms",
