@@ -48,12 +48,16 @@ class Metric:
         score: ``logits at positions -> per-prompt values``: gets ``(..., batch, d_vocab)``
             when ``positions`` is set, ``(..., batch, pos, d_vocab)`` when it is ``None``.
         higher_is_better: the direction of improvement (for normalising and ranking).
+        columns: the vocabulary ids ``score`` reads (sorted, unique), when it reads no others
+            (``logit_diff``), so the engine may unembed only those (``engine.paths.read_columns``);
+            None: it may read any.
     """
 
     name: str
     positions: Reader
     score: Callable[[Tensor], Tensor]
     higher_is_better: bool = True
+    columns: Tensor | None = None
 
     def at(self, batch: Any) -> "Metric":
         """This metric reading ``batch``'s rows: ``"last"`` becomes each row's last real token;
@@ -268,7 +272,14 @@ def logit_diff(correct: Answers, incorrect: Answers, *, positions: Reader = "las
     """
     _check_answers(correct, "correct")
     _check_answers(incorrect, "incorrect")
-    return Metric("logit_diff", _check_reader(positions), lambda x: _gather(x, correct) - _gather(x, incorrect))
+    return Metric("logit_diff", _check_reader(positions), lambda x: _gather(x, correct) - _gather(x, incorrect),
+                  columns=_columns(correct, incorrect))
+
+
+def _columns(*answers: Answers) -> Tensor:
+    """The vocabulary ids ``_gather`` reads for these answers (a missing answer, -1, reads none)."""
+    ids = torch.cat([torch.as_tensor(a).reshape(-1).long().cpu() for a in answers])
+    return ids[ids >= 0].unique()
 
 
 @checked

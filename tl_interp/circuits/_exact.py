@@ -54,7 +54,7 @@ def exact_effects(model: Any, g: Graph, batch: Any, metric: Any, diff: Tensor, m
         if why is None:
             cache = hooks.cache([f"blocks.{layer}.hook_resid_pre" for layer in range(g.n_layers)])
             with torch.no_grad():
-                cache.run(model, batch.tokens, **forward_kw(batch))
+                cache.run(model, batch.tokens, stop_at_layer=g.n_layers, **forward_kw(batch))  # no logits needed
             resid = [cache[f"blocks.{layer}.hook_resid_pre"] for layer in range(g.n_layers)]
             used = None if only is None else {i - r.offset for r in g.receivers for i in only
                                               if r.offset <= i < r.offset + r.n_senders}

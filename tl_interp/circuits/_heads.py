@@ -18,8 +18,8 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from tl_interp.circuits._edit import at_positions, window
 from tl_interp.circuits._graph import Receiver
+from tl_interp.hooks._select import layout
 from tl_interp.intervention import Intervention
 
 __all__ = ["head_input_reason", "HeadInputs", "head_input_edit"]
@@ -96,12 +96,18 @@ def head_input_edit(receiver: Receiver, sender: int, inputs: HeadInputs, label: 
     only when given."""
     layer, head = int(receiver.hook_name.split(".")[1]), receiver.head
     letter = receiver.hook_name.split("hook_")[1][0]  # blocks.L.hook_q_input -> q
-    changed = inputs.changed[:, :, sender]
+    changed = inputs.changed[:, :, sender]  # (batch, pos, 1)
+    if position is not None:
+        changed = changed & (torch.arange(changed.shape[1], device=changed.device) == position)[None, :, None]
+    column = inputs.column.get(sender, sender)
+    n_senders = receiver.n_senders
 
     def _head_input_edit(act: Tensor, hook: Any) -> Tensor:
-        new = inputs.projected(layer, letter, head, receiver.n_senders)[:, :, inputs.column.get(sender, sender)]
+        lo = layout(act.shape[0], act.shape[1], label).offset
+        hi = lo + act.shape[1]
+        new = inputs.projected(layer, letter, head, n_senders)[:, lo:hi, column]  # (batch, window, d_head)
         out = act.clone()
-        out[:, :, head] = torch.where(at_positions(changed, act, position, label), window(new, act, label).to(act.dtype),
+        out[:, :, head] = torch.where(changed[:, lo:hi].to(act.device), new.to(device=act.device, dtype=act.dtype),
                                       act[:, :, head])
         return out
 

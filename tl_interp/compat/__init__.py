@@ -44,7 +44,8 @@ from tl_interp.compat.tl import has_hooked_transformer, is_bridge, require_hooke
 from tl_interp.errors import FastPathWarning
 
 __all__ = ["TESTED_RANGE", "tl_version", "usable", "require", "silent_reason", "call_offset", "is_hooked_transformer",
-           "new_kv_cache", "kv_entries", "frozen_prefix_cache", "final_block_last", "head", "head_columns",
+           "new_kv_cache", "kv_entries", "frozen_prefix_cache", "final_block_last", "final_block_cache",
+           "final_block_step", "head", "head_columns",
            "linear_writes_reason", "head_is_plain", "blocks_are_plain", "kv_previous_mask", "tl_default_mask",
            "final_block_reason", "unembed_weight_of", "reusing_unembed_weight", "receiver_hooks",
            "edge_graph_reason", "edge_hooks_on", "kv_cache_reason", "attention_output_norms",
@@ -280,21 +281,44 @@ def final_block_last(model: Any, resid: Tensor, prefix: tuple[Tensor, Tensor] | 
     on the whole key sequence); with the prefix's (positions < p) they form the cache of a
     one-token step of the block at the last position -- TL's own generation step.
     """
+    return final_block_step(model, resid[:, -1:], final_block_cache(model, resid, prefix))
+
+
+def final_block_cache(model: Any, resid: Tensor, prefix: tuple[Tensor, Tensor] | None) -> Any:
+    """The final block's frozen key-value cache entry for the positions of ``resid`` (its input
+    at positions p.. up to the end) but the last, after the ``prefix``'s (positions < p):
+    ``ln1`` then ``calculate_qkv_matrices`` with no query position. The block's ``hook_k`` /
+    ``hook_v`` fire on every position of ``resid`` (a window that ends where the sequence
+    ends, as everywhere else); the last position's keys and values are dropped here and
+    computed again by the block's own step."""
     from transformer_lens.cache.key_value_cache_entry import TransformerLensKeyValueCacheEntry as Entry
 
     block = model.blocks[model.cfg.n_layers - 1]
-    empty = Entry.init_cache_entry(model.cfg, resid.device, resid.shape[0])
-    keys, values = [empty.past_keys], [empty.past_values]
+    cfg = model.cfg
+    # grouped-query attention ungrouped: a key / value per query head (no prefix then: TL's cache
+    # of a base run holds n_key_value_heads, so prefix_kv is off and passes start at position 0)
+    ungrouped = getattr(cfg, "n_key_value_heads", None) is not None and getattr(cfg, "ungroup_grouped_query_attention",
+                                                                                False)
+    if ungrouped and prefix is not None:
+        raise ValueError("final_block_cache: a cached prefix holds n_key_value_heads, the ungrouped block n_heads")
+    n = cfg.n_heads if ungrouped else (cfg.n_key_value_heads or cfg.n_heads)
+    empty = torch.empty(resid.shape[0], 0, n, cfg.d_head, device=resid.device, dtype=cfg.dtype)
+    keys, values = [empty], [empty]
     if prefix is not None:
         keys.append(prefix[0])
         values.append(prefix[1])
     if resid.shape[1] > 1:
-        x = block.ln1(resid[:, :-1])
+        x = block.ln1(resid)
         _, k, v = block.attn.calculate_qkv_matrices(x[:, :0], x, x)  # no query positions
-        keys.append(k)
-        values.append(v)
-    entry = Entry(past_keys=torch.cat(keys, 1), past_values=torch.cat(values, 1), frozen=True)
-    return block(resid[:, -1:], past_kv_cache_entry=entry)
+        keys.append(k[:, :-1])
+        values.append(v[:, :-1])
+    return Entry(past_keys=torch.cat(keys, 1), past_values=torch.cat(values, 1), frozen=True)
+
+
+def final_block_step(model: Any, resid: Tensor, entry: Any) -> Tensor:
+    """The final block at one position ``resid`` ``(batch, 1, d_model)`` against the cache
+    ``entry`` (``final_block_cache``): TL's generation step."""
+    return model.blocks[model.cfg.n_layers - 1](resid, past_kv_cache_entry=entry)
 
 
 def final_block_reason(model: Any) -> str | None:
@@ -314,8 +338,6 @@ def final_block_reason(model: Any) -> str | None:
              if getattr(cfg, f, False)]
     if flags:
         return f"cfg sets {flags}"
-    if kv_cache_reason(model) is not None:  # final_block_last builds a TL cache entry
-        return kv_cache_reason(model)
     if getattr(cfg, "n_devices", 1) != 1 or getattr(cfg, "clip_qkv", None) is not None:
         return "multi-device or clipped q/k/v"
     if cfg.original_architecture in (*_QK_NORM_IN_FORWARD, *POST_NORM_ARCHITECTURES):

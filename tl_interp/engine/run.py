@@ -26,7 +26,7 @@ from tl_interp._context import RunContext, running
 from tl_interp import compat
 from tl_interp.engine import reads
 from tl_interp.engine.passes import CostModel, cells_per_pass, chunks, merge_layers
-from tl_interp.engine.paths import mid_stack, prefix_kv, read_only, skip_unchanged, split_final
+from tl_interp.engine.paths import mid_stack, prefix_kv, read_columns, read_only, skip_unchanged, split_final
 from tl_interp.engine.stack import bound_cells, stack
 from tl_interp.errors import InputError, OptionError
 from tl_interp.intervention import Intervention
@@ -150,17 +150,20 @@ class BaseRun:
         # what TL's own forward uses as the mask: the batch's when padded, else its default
         self.forward_mask = batch.attention_mask if batch.padded else compat.tl_default_mask(model, batch.tokens)
         self.context = RunContext(real=batch.attention_mask.bool() if batch.padded else None)
-        self.stats = {"passes": 0, "cells_skipped": 0, "final_block_split": 0, "prefix_passes": 0}
+        self.stats = {"passes": 0, "cells_skipped": 0, "final_block_split": 0, "prefix_passes": 0,
+                      "final_kv_split": 0}
         if self.plain:
             self.stats["plain_recomputed"] = 0  # cells whose plain metric read outside the traced position
         self._unembed_weight: Tensor | None = None
         self._run_base(list(dict.fromkeys(sites)))
 
     def _decide_paths(self) -> None:
-        """``prefix_kv`` and ``split_final``, which follow from the read-only head's decision."""
+        """``read_columns``, ``prefix_kv`` and ``split_final``, which follow from the read-only head's decision."""
         model, batch, fast = self.model, self.batch, self.options.fast_paths
         off = "fast paths disabled (fast_paths=False)"
         head_reason = None if self.read_reason is None or self._full_logits_reason() is None else self.read_reason
+        self.columns_reason = (off if not fast else "a staged metric" if self._staged is not None else
+                               "gradients kept" if self.options.grad else read_columns.reason(self.metric, self.read_reason))
         self.prefix_reason = (prefix_kv.reason(model, batch, self.metric, head_reason) if fast else off)
         if self.mid_reason is not None and self.prefix_reason is None:
             self.prefix_reason = f"needs mid-stack starts ({self.mid_reason})"
@@ -250,7 +253,8 @@ class BaseRun:
     @property
     def paths(self) -> dict[str, str]:
         """Each fast path: ``"on"`` or why it is off (for provenance)."""
-        reasons = {"mid_stack": self.mid_reason, "read_only": self.read_reason, "prefix_kv": self.prefix_reason,
+        reasons = {"mid_stack": self.mid_reason, "read_only": self.read_reason, "read_columns": self.columns_reason,
+                   "prefix_kv": self.prefix_reason,
                    "split_final": self.split_reason,
                    "skip_unchanged": None if self.options.skip_unchanged and not self.options.grad
                    else "skip_unchanged=False or gradients kept"}
@@ -329,7 +333,15 @@ class BaseRun:
         # the final block runs at the last position alone when no cell edits inside it; cells that
         # edit only its input (resid_pre) are applied to that input here, before the block runs
         edits_input_only = layer == n_layers - 1 and all(set(c) == {final_input} for c in cells)
-        split = self.split_reason is None and (edits_input_only or (
+        # cells that edit only the final block's keys/values: their hooks fire inside split_final's two steps
+        kv_only = [layer == n_layers - 1 and set(c) <= split_final.kv_sites(model) for c in cells]
+        if self.split_reason is None and not full_logits and 0 < sum(kv_only) < n:  # two passes, so those split
+            parts = [[i for i in range(n) if kv_only[i] is flag] for flag in (True, False)]
+            outs = [self._pass(layer, [cells[i] for i in part], first_pos) for part in parts]
+            order = torch.tensor([i for part in parts for i in part]).argsort()
+            return torch.cat(outs).reshape(n, rows, -1)[order].reshape(n * rows, -1)
+        edits_kv_only = all(kv_only)
+        split = self.split_reason is None and (edits_input_only or edits_kv_only or (
             layer < n_layers - 1 and all(mid_stack.start_layer(model, [name]) < n_layers - 1 for c in cells for name in c)))
         stop = n_layers - 1 if split else n_layers
         start = self.acts[site_name("resid_pre", layer)].repeat(n, 1, 1)
@@ -347,12 +359,20 @@ class BaseRun:
             (name, edit), = stacked.bind(model)  # the cells' hooks, in the pass's window of positions
             with running(RunContext(offset=first_pos)):
                 out = edit(start, hook=model.hook_dict[name])
+        elif split and edits_kv_only:
+            out = start  # the final block's input is the base run's; the cells edit its keys/values
         else:
             with stacked.applied(model):
                 out = model(start, start_at_layer=layer, **kw)
-        if split:  # no cell edits inside the final block: it runs at the last position alone
+        if split:  # the final block runs at the last position alone
             self.stats["final_block_split"] += 1
-            return self._read(compat.final_block_last(model, out, prefix), n, self.seq - 1)
+            if edits_kv_only:
+                self.stats["final_kv_split"] += 1
+                with stacked.applied(model):
+                    last = split_final.last_position(model, out, prefix, first_pos)
+            else:
+                last = split_final.last_position(model, out, prefix, first_pos)
+            return self._read(last, n, self.seq - 1)
         return self._read(out, n, first_pos)
 
     def _read(self, out: Tensor, n: int, offset: int) -> Tensor:
@@ -405,8 +425,12 @@ class BaseRun:
         return torch.stack(values)
 
     def _head(self, rows: Tensor) -> Tensor:
-        """``compat.head`` of many rows, in chunks whose logits fit the memory budget."""
+        """``compat.head`` of many rows, in chunks whose logits fit the memory budget (only the
+        metric's vocabulary entries when it names them: ``read_columns``)."""
         per_chunk = max(1, int(self.options.memory_mb * 2**20 // (4 * 3 * d_vocab_out(self.model))))
+        if self.columns_reason is None:
+            return torch.cat([read_columns.head(self.model, rows[lo:lo + per_chunk], self.metric.columns)
+                              for lo in range(0, len(rows), per_chunk)])
         if self._unembed_weight is None:  # TL's layout of W_U, copied once per base run (or per study)
             self._unembed_weight = compat.unembed_weight_of(self.model)
         weight = self._unembed_weight

@@ -9,6 +9,7 @@
 - ``split_final``: run the final block's queries, attention output and MLP at the last
   position alone (its keys and values for earlier positions come from ``ln1`` + the key/value
   projections);
+- ``read_columns``: unembed only the vocabulary entries the metric reads (NaN elsewhere);
 - ``skip_unchanged``: a cell whose edit writes exactly the values already there takes the
   base run's value without a pass (and tells ``prefix_kv`` where its edit starts).
 
@@ -16,6 +17,6 @@ Each module's ``reason(...)`` returns why the path can't be taken (recorded in p
 None; the exact full forward pass is the fallback of every one.
 """
 
-from tl_interp.engine.paths import mid_stack, prefix_kv, read_only, skip_unchanged, split_final
+from tl_interp.engine.paths import mid_stack, prefix_kv, read_columns, read_only, skip_unchanged, split_final
 
-__all__ = ["mid_stack", "read_only", "prefix_kv", "split_final", "skip_unchanged"]
+__all__ = ["mid_stack", "read_only", "read_columns", "prefix_kv", "split_final", "skip_unchanged"]

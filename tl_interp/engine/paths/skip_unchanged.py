@@ -27,8 +27,9 @@ __all__ = ["footprints", "UNCHANGED"]
 UNCHANGED = -1
 
 
-def _changed_from(model: Any, name: str, before: Tensor, after: Tensor) -> int | None:
-    """The first position where ``after`` differs from ``before`` (bit for bit), or None."""
+def _changed_from(pos: int | None, before: Tensor, after: Tensor) -> int | None:
+    """The first position (along axis ``pos``; None: no position axis) where ``after``
+    differs from ``before`` (bit for bit), or None."""
     if after.shape != before.shape:
         return 0
     if before.dtype.is_floating_point:  # -0.0 vs 0.0 and NaNs count as changes
@@ -36,20 +37,18 @@ def _changed_from(model: Any, name: str, before: Tensor, after: Tensor) -> int |
         diff = after.contiguous().view(ints) != before.contiguous().view(ints)
     else:
         diff = after != before
-    if not bool(diff.any()):
-        return None
-    axes = site_info(model, name).axes_for(before.ndim)
-    pos = position_axis(axes)
     if pos is None:
-        return 0
-    per_pos = diff.movedim(pos, -1).reshape(-1, diff.shape[pos]).any(0)
-    return int(per_pos.nonzero()[0])
+        return 0 if bool(diff.any()) else None
+    others = tuple(d for d in range(diff.ndim) if d != pos)
+    changed = (diff.any(dim=others) if others else diff).nonzero()
+    return int(changed[0]) if len(changed) else None
 
 
 def footprints(model: Any, bound: Sequence[Mapping[str, list[Any]]], base: Mapping[str, Tensor],
                context: RunContext) -> list[int]:
     """Per cell: ``UNCHANGED``, or the first position its hooks change (0 when unknown)."""
     order = {name: i for i, name in enumerate(model.hook_dict)}
+    axes: dict[str, int | None] = {}  # each site's position axis, looked up once
     out = []
     with running(context), torch.no_grad():
         for cell in bound:
@@ -62,7 +61,9 @@ def footprints(model: Any, bound: Sequence[Mapping[str, list[Any]]], base: Mappi
                 for fn in cell[name]:
                     result = fn(act.clone(), hook=model.hook_dict[name])
                     edited = act if result is None else result
-                    where = _changed_from(model, name, act, edited)
+                    if name not in axes:
+                        axes[name] = position_axis(site_info(model, name).axes_for(act.ndim))
+                    where = _changed_from(axes[name], act, edited)
                     if where is not None:
                         first = where if first is None else min(first, where)
                     act = edited

@@ -1,0 +1,95 @@
+"""Fast paths of exact single-edge patching, each against patching the edge by hand: edges into
+the last layer's keys and values run the final block at the last position alone
+(``engine.paths.split_final``), and the engine says it took that path."""
+
+import torch
+from transformer_lens import HookedTransformer
+
+import tl_interp as ti
+from tl_interp import hooks
+from tl_interp.engine.inputs import as_batch
+from tl_interp.engine.run import BaseRun, EngineOptions
+from tests import _circuits_reference as ref
+from tests.conftest import _cfg, gpt2_style, llama_style
+
+METRIC = ti.metrics.logit_diff(3, 5)
+
+
+def _per_prompt(logits):
+    return logits[:, -1, 3] - logits[:, -1, 5]
+
+
+def _pair(seed=0, rows=3, seq=7, vocab=61, changed=slice(2, 4)):
+    g = torch.Generator().manual_seed(seed)
+    clean = torch.randint(1, vocab, (rows, seq), generator=g)
+    corrupted = clean.clone()
+    corrupted[:, changed] = torch.randint(1, vocab, (rows, changed.stop - changed.start), generator=g)
+    return clean, corrupted
+
+
+def rotary_mha() -> HookedTransformer:
+    """Rotary positions, RMSNorm, a gated MLP, one key/value per head (so TL's cache runs it)."""
+    return HookedTransformer(_cfg(n_layers=3, act_fn="silu", normalization_type="RMS", positional_embedding_type="rotary",
+                                  rotary_dim=8, gated_mlp=True, final_rms=True)).eval()
+
+
+def _last_layer_kv_edges(names, n_layers):
+    last = f"a{n_layers - 1}."
+    return [i for i, name in enumerate(names) if name.split("->")[1].startswith(last) and name[-3:] in ("<k>", "<v>")]
+
+
+def test_edges_into_the_last_layers_keys_and_values_equal_the_hand_loop_and_run_the_final_block_at_the_last_position():
+    # llama_style: grouped-query attention, ungrouped while the study runs (a key per query head)
+    for model in (gpt2_style(), rotary_mha(), llama_style()):
+        clean, corrupted = _pair()
+        scores = ti.circuits.attribute(model, clean, corrupted, METRIC, method="exact", progress=False)
+        settings = scores.provenance.settings
+        assert settings["engine"]["split_final"] == "on" and settings["final_kv_split"] > 0
+        some = _last_layer_kv_edges(scores.names, model.cfg.n_layers)
+        assert len(some) == 2 * model.cfg.n_heads * (1 + (model.cfg.n_layers - 1) * (model.cfg.n_heads + 1))
+        expected = ref.single_edges(model, clean, corrupted, _per_prompt, [scores.names[i] for i in some])
+        torch.testing.assert_close(scores.per_prompt[:, some], expected, atol=1e-5, rtol=0)
+
+
+def test_final_key_value_edits_that_start_mid_sequence_equal_the_edit_run_by_hand():
+    # engine level: cells that patch the final block's keys or values from position 4 on run
+    # positions 4.. against the base run's cached prefix, and the block at the last position only
+    model = rotary_mha()
+    clean, corrupted = _pair(seq=8)
+    _, cache = model.run_with_cache(corrupted)
+    last = model.cfg.n_layers - 1
+    cells = [hooks.patch(f"blocks.{last}.attn.hook_{kv}", cache[f"blocks.{last}.attn.hook_{kv}"], positions=pos,
+                         heads=[head])
+             for kv in "kv" for head in range(model.cfg.n_heads) for pos in (4, 6, 7)]
+    metric = METRIC
+    base = BaseRun(model, as_batch(model, clean), metric, [n for c in cells for n, _ in c.bind(model)])
+    values = base.evaluate(cells)
+    assert base.stats["final_kv_split"] > 0 and base.stats["prefix_passes"] > 0
+    for cell, value in zip(cells, values):
+        torch.testing.assert_close(value, _per_prompt(cell.run(model, clean)), atol=1e-5, rtol=0)
+    assert not torch.allclose(values, values[:1].expand_as(values))  # the edits change the metric
+
+
+def test_a_metric_that_names_its_vocabulary_entries_is_unembedded_at_those_alone_with_the_same_values():
+    # logit_diff reads two columns: the engine computes those (NaN elsewhere), the values match
+    # the model's full unembedding; a log-probability reads every column and keeps the full head
+    model = gpt2_style()
+    clean, corrupted = _pair()
+    _, cache = model.run_with_cache(corrupted)
+    cells = [hooks.patch("blocks.1.hook_resid_pre", cache["blocks.1.hook_resid_pre"], positions=p) for p in range(7)]
+    batch = as_batch(model, clean)
+    for metric, on in ((METRIC, True), (ti.metrics.answer_logprob(3), False)):
+        base = BaseRun(model, batch, metric, ["blocks.1.hook_resid_pre"])
+        assert (base.paths["read_columns"] == "on") is on
+        values = base.evaluate(cells)
+        expected = torch.stack([metric.per_prompt(cell.run(model, clean), batch) for cell in cells])
+        torch.testing.assert_close(values, expected, atol=1e-5, rtol=0)
+        assert torch.isfinite(values).all()
+    off = BaseRun(model, batch, METRIC, options=EngineOptions(fast_paths=False))
+    assert off.paths["read_columns"].startswith("off")
+
+
+def test_logit_diff_names_the_answers_it_reads_and_missing_answers_read_nothing():
+    assert METRIC.columns.tolist() == [3, 5]
+    assert ti.metrics.logit_diff(torch.tensor([7, -1, 2]), torch.tensor([2, 9, -1])).columns.tolist() == [2, 7, 9]
+    assert ti.metrics.answer_logprob(3).columns is None
