@@ -30,7 +30,7 @@ import functools
 import importlib.metadata
 import inspect
 import warnings
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextvars import ContextVar
 from typing import Any
 
@@ -238,11 +238,11 @@ def tl_default_mask(model: Any, tokens: Tensor) -> Tensor | None:
 
 
 # -- key-value caches ------------------------------------------------------------------------
-def new_kv_cache(model: Any, rows: int) -> Any:
-    """An empty TL key-value cache for ``rows`` rows (filled by a forward pass)."""
+def new_kv_cache(model: Any, n_rows: int) -> Any:
+    """An empty TL key-value cache for ``n_rows`` rows (filled by a forward pass)."""
     from transformer_lens.cache.key_value_cache import TransformerLensKeyValueCache
 
-    return TransformerLensKeyValueCache.init_cache(model.cfg, model.cfg.device, rows)
+    return TransformerLensKeyValueCache.init_cache(model.cfg, model.cfg.device, n_rows)
 
 
 def kv_entries(cache: Any) -> list[tuple[Tensor, Tensor]]:
@@ -251,7 +251,7 @@ def kv_entries(cache: Any) -> list[tuple[Tensor, Tensor]]:
 
 
 def frozen_prefix_cache(model: Any, kv: list[tuple[Tensor, Tensor]], first_pos: int, copies: int,
-                        layers: range) -> Any:
+                        layers: Sequence[int]) -> Any:
     """A frozen cache holding positions ``< first_pos`` of the base run, repeated ``copies`` times,
     for the layers a pass runs (the others are never read)."""
     from transformer_lens.cache.key_value_cache import TransformerLensKeyValueCache

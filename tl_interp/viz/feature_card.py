@@ -47,11 +47,11 @@ class Context:
     """One top-activating place: prompt row, position, activation, and the tokens around it."""
 
     prompt: int
-    position: int
+    pos: int
     activation: float
     tokens: tuple[str, ...]
     values: tuple[float, ...]
-    focus: int  # index of ``position`` within ``tokens``
+    focus: int  # index of ``pos`` within ``tokens``
 
 
 @dataclass(frozen=True)
@@ -87,8 +87,9 @@ class FeatureCard(Card):
     def html(self) -> str:
         """The card as self-contained HTML (inline styles, an SVG histogram)."""
         top = max((c.activation for c in self.contexts), default=0.0)
-        ctx = "".join(f"<div style='margin:2px 0'><span style='color:#666'>#{c.prompt} pos {c.position} "
-                      f"({_fmt(c.activation)}):</span> {colored_spans(c.tokens, c.values, scale=top, focus=c.focus)}"
+        ctx = "".join(f"<div style='margin:2px 0'><span style='color:#666'>#{c.prompt} pos {c.pos} "
+                      f"({_fmt(c.activation)}):</span> "
+                      f"{colored_spans(c.tokens, c.values, color_max=top, focus=c.focus)}"
                       "</div>" for c in self.contexts)
         ctx = ctx or "<div>the feature is not active on any token of these prompts</div>"
         logits = table_html(["promotes", "logit", "suppresses", "logit"],
