@@ -142,7 +142,7 @@ def test_bad_requests_fail_before_any_forward_pass() -> None:
         ti.collect(model, tokens, "blocks.0.hook_resid_pre", positions=first(0), **kw)
     with pytest.raises(HookNameError, match="did you mean 'blocks.0.hook_resid_pre'"):
         ti.collect(model, tokens, "blocks.0.hook_resid_pr", **kw)
-    with pytest.raises(OptionError, match="reduce='max'"):
+    with pytest.raises(OptionError, match="reduce must be one of 'mean', not 'max'"):
         ti.collect(model, tokens, "blocks.0.hook_resid_pre", reduce="max", **kw)
     with pytest.raises(OptionError, match="positions=None would read padding"):
         ti.collect(model, tokens, "blocks.0.hook_resid_pre", positions=None, **kw)

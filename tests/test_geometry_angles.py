@@ -90,7 +90,7 @@ def test_bad_positions_and_too_few_prompts_fail_first() -> None:
     states, mask = states_and_mask("right")
     with pytest.raises(SelectionError, match=r"others positions \[-1\] \(rows \[0\]\) are outside"):
         geometry.layer_angles(states, positions=torch.tensor([0, 1, 1, 1, 1]), attention_mask=mask)
-    with pytest.raises(SelectionError, match=r"targets lands on padding in rows \[1, 4\]"):
+    with pytest.raises(SelectionError, match=r"positions lands on padding in rows \[1, 4\]"):
         geometry.layer_angles(states, positions=torch.tensor([5, 5, 5, 4, 5]), attention_mask=mask)
     with pytest.raises(InputError, match="needs at least 3 prompts, got 2"):
         geometry.layer_angles(states[:, :2], positions=torch.tensor([1, 1]), attention_mask=mask[:2])
@@ -129,6 +129,6 @@ def gaussian(*shape: int, seed: int = 0) -> torch.Tensor:
 def test_layer_angles_with_others_equal_to_targets_names_the_positions_not_nan_p_values() -> None:
     states = gaussian(3, 5, 6, 4, seed=6)
     t = torch.tensor([1, 2, 3, 4, 5])
-    with pytest.raises(SelectionError, match=r"others equal targets in rows \[0, 1, 2, 3, 4\] \(5 of 5 prompts\).*"
-                                             r"pass others= positions that differ from targets"):
+    with pytest.raises(SelectionError, match=r"others equal positions in rows \[0, 1, 2, 3, 4\] \(5 of 5 prompts\).*"
+                                             r"pass others= positions that differ from positions="):
         geometry.layer_angles(states, positions=t, others=t)

@@ -38,6 +38,7 @@ import torch
 from torch import Tensor
 
 # the other internals, each module registering its checks with _guard (imported for that)
+from tl_interp._checks import renamed
 from tl_interp.compat import _guard, convert, forward, hook_points, hub, sae, tl  # noqa: F401
 from tl_interp.compat._guard import require
 from tl_interp.compat.tl import has_hooked_transformer, is_bridge, require_hooked, require_sae, sae_lens_reason
@@ -238,6 +239,7 @@ def tl_default_mask(model: Any, tokens: Tensor) -> Tensor | None:
 
 
 # -- key-value caches ------------------------------------------------------------------------
+@renamed(rows="n_rows")
 def new_kv_cache(model: Any, n_rows: int) -> Any:
     """An empty TL key-value cache for ``n_rows`` rows (filled by a forward pass)."""
     from transformer_lens.cache.key_value_cache import TransformerLensKeyValueCache

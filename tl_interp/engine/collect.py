@@ -32,7 +32,7 @@ import torch
 from torch import Tensor
 from tqdm.auto import tqdm
 
-from tl_interp._checks import SIZED_BY_MEMORY, checked, retired
+from tl_interp._checks import SIZED_BY_MEMORY, checked, renamed, retired
 from tl_interp._device import check_device
 from tl_interp import hooks
 from tl_interp._types import NameFilter, Reduce
@@ -171,6 +171,7 @@ class States(Mapping[str, Tensor]):
             ``k`` fixed positions; ``None`` for per-row masks (``read_mask`` says which).
     """
 
+    @renamed(mask="read_mask", positions="positions_label")
     def __init__(self, tensors: dict[str, Tensor], *, batch: Tokenized | None, read_mask: Tensor | None,
                  positions_label: str, reduce: Reduce, model_id: str, index: Tensor | None = None) -> None:
         self._tensors = tensors
@@ -283,8 +284,6 @@ def collect(model: Any, inputs: Inputs, where: NameFilter, *, positions: Positio
     """
     check_device(device, "collect")  # before any forward pass: a CUDA-less torch fails at the first copy
     names = resolve(model, where, context="collect")
-    if reduce not in (None, "mean"):
-        raise OptionError(f"collect: reduce={reduce!r}; use None (keep positions) or 'mean'")
     if not memory_mb > 0:
         raise OptionError(f"collect: memory_mb must be > 0, got {memory_mb}")
     family = adapt(model).family

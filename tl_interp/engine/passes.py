@@ -18,6 +18,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from tl_interp._checks import renamed
 from tl_interp.sites import d_vocab_out
 
 __all__ = ["CostModel", "cells_per_pass", "chunks", "merge_layers"]
@@ -59,12 +60,14 @@ def rows_per_pass(model: Any, seq: int, memory_mb: float, *, full_logits: bool) 
     return cells_per_pass(model, 1, seq, memory_mb, full_logits)
 
 
-def cells_per_pass(model: Any, batch: int, seq: int, memory_mb: float, full_logits: bool) -> int:
-    """How many cells (copies of a ``batch`` x ``seq`` input) fit one pass in ``memory_mb``."""
-    per_cell = 4.0 * batch * seq * floats_per_token(model, seq, full_logits)
+@renamed(batch="n_rows")
+def cells_per_pass(model: Any, n_rows: int, seq: int, memory_mb: float, full_logits: bool) -> int:
+    """How many cells (copies of an ``n_rows`` x ``seq`` input) fit one pass in ``memory_mb``."""
+    per_cell = 4.0 * n_rows * seq * floats_per_token(model, seq, full_logits)
     return max(1, int(memory_mb * 2**20 // per_cell))
 
 
+@renamed(rows="n_rows")
 def chunks(first: Sequence[int], per_pass: int, seq: int, n_rows: int, cost: CostModel,
            device_type: str) -> list[tuple[list[int], int]]:
     """Cells (by index) in passes, each with the first position it must compute.
@@ -85,6 +88,7 @@ def chunks(first: Sequence[int], per_pass: int, seq: int, n_rows: int, cost: Cos
     return out
 
 
+@renamed(rows="n_rows")
 def merge_layers(groups: dict[int | None, list[int]], first: Sequence[int], *, n_layers: int, seq: int, n_rows: int,
                  per_pass: int, cost: CostModel) -> list[tuple[int | None, list[int]]]:
     """Start-layer groups of cells, some merged into an earlier layer's passes.

@@ -31,6 +31,7 @@ made again on the full logits (so its own errors still reach the caller).
 import contextlib
 import operator
 import random
+import warnings
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
@@ -40,6 +41,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from tl_interp._types import MetricFn
+from tl_interp.errors import TlInterpDeprecationWarning
 from tl_interp.compat import torch_functions
 
 __all__ = ["Unproven", "Watched", "Trace", "Probe", "probe", "traced"]
@@ -236,6 +238,12 @@ class Probe:
 
     read_position: int | None
     why: str | None
+
+    @property
+    def position(self) -> int | None:
+        """The old name of ``read_position``."""
+        warnings.warn("Probe.position is now Probe.read_position", TlInterpDeprecationWarning, stacklevel=2)
+        return self.read_position
 
     def describe(self) -> str:
         if self.read_position is not None:

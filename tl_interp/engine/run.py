@@ -21,6 +21,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
+from tl_interp._checks import renamed
 from tl_interp import hooks
 from tl_interp._context import RunContext, running
 from tl_interp import compat
@@ -260,6 +261,7 @@ class BaseRun:
         return paths
 
     # -- the passes ----------------------------------------------------------------------
+    @renamed(progress="on_cells")
     def evaluate(self, cells: Sequence[Intervention], on_cells: Callable[[int], None] | None = None) -> Values:
         """Every cell's value: ``(n_cells, batch)`` per prompt for tl_interp metrics (a dict of
         them for a MetricSet), ``(n_cells,)`` for plain functions. All checks run first;

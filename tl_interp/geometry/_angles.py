@@ -193,9 +193,9 @@ def layer_angles(states: Tensor, *, positions: Tensor, others: Tensor | None = N
     other = _check_positions("others", target - 1 if others is None else others, batch, width, real)
     same = (other == target).nonzero().flatten().tolist()
     if same:
-        raise SelectionError(f"layer_angles: others equal targets in rows {same[:10]} ({len(same)} of {batch} "
+        raise SelectionError(f"layer_angles: others equal positions in rows {same[:10]} ({len(same)} of {batch} "
                              "prompts), so 'target vs other' would compare angles with themselves (zero differences, "
-                             "no t-test); pass others= positions that differ from targets (default: the token "
+                             "no t-test); pass others= positions that differ from positions= (default: the token "
                              "before each target)")
     rows = torch.arange(batch)
     kinds = {"target": _angles(x[:-1, rows, target], x[1:, rows, target]),

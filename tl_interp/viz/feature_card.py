@@ -13,6 +13,7 @@ JavaScript); the page of top features adds a circuitsvis ``topk`` view.
 
 import html
 import os
+import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -28,7 +29,7 @@ from tl_interp.ablation._features import (FeatureActivations, _ablation, check_f
 from tl_interp.engine.executors import Executor
 from tl_interp.engine.inputs import Inputs
 from tl_interp.engine.run import EngineOptions
-from tl_interp.errors import OptionError
+from tl_interp.errors import OptionError, TlInterpDeprecationWarning
 from tl_interp.hooks._sae import _sae_hook_name
 from tl_interp.models import adapt
 from tl_interp.viz.html import _fmt, colored_spans, svg_bars, table_html, visible
@@ -52,6 +53,12 @@ class Context:
     tokens: tuple[str, ...]
     values: tuple[float, ...]
     focus: int  # index of ``pos`` within ``tokens``
+
+    @property
+    def position(self) -> int:
+        """The old name of ``pos``."""
+        warnings.warn("Context.position is now Context.pos", TlInterpDeprecationWarning, stacklevel=2)
+        return self.pos
 
 
 @dataclass(frozen=True)

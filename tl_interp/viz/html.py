@@ -105,6 +105,7 @@ def colored_spans(tokens: Sequence[str], values: Sequence[float], *, color_max: 
     return "".join(out)
 
 
+@renamed(rows="lines")
 def table_html(columns: Sequence[str], lines: Sequence[Sequence[Any]], *, digits: int = 4) -> str:
     """A plain HTML table: a header of ``columns``, then one row per entry of ``lines`` (floats to
     ``digits`` significant digits)."""
