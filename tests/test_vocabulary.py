@@ -71,7 +71,7 @@ RETIRED_EVERYWHERE = RETIRED - PARAMS - STUDY_PARAMS
 
 # Temporary: names the parallel branches rename or retype. Remove each at merge.
 # fixed by the api branch (top-k family, n vs k, paired argument names A,B / X,Y / x,y / a,b)
-FIXED_BY_API_BRANCH = {"A", "B", "X", "Y", "x", "y", "a", "b", "k", "n", "top", "largest"}
+FIXED_BY_API_BRANCH = {"A", "B", "X", "Y", "x", "y", "a", "b", "k", "n", "largest"}
 
 # Parameters whose annotation differs from the table's on purpose (``Any`` included), with why.
 ANNOTATION_EXCEPTIONS: dict[str, str] = {
@@ -490,6 +490,12 @@ def test_renamed_and_retired_keywords_still_work_with_a_warning() -> None:
     assert fig is not None
     spans = _warns(lambda: tl_interp.viz.html.colored_spans(["a"], [0.5], scale=1.0))
     assert spans == tl_interp.viz.html.colored_spans(["a"], [0.5], color_max=1.0)
+    def metric(logits: Tensor) -> Tensor:
+        return logits[:, -1, 0].mean()
+
+    sweep = _warns(lambda: tl_interp.patching.sweep(model, tokens, tokens.flip(0), metric, site="z",
+                                                    over=("pos", "head"), progress=False))
+    assert sweep.axes[-2:] == ("pos", "head_index")
     patched = _warns(lambda: tl_interp.hooks.patch(name, torch.zeros(2, 4, 8), mask=torch.ones(2, 4, 1).bool()))
     assert torch.equal(patched.run(model, tokens), tl_interp.hooks.patch(
         name, torch.zeros(2, 4, 8), entries=torch.ones(2, 4, 1).bool()).run(model, tokens))
