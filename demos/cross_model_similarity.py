@@ -145,7 +145,7 @@ def similarity_table(smol: dict, other: dict, other_name: str, n_permutations: i
                     # compare warns that biased metrics fall outside their bootstrap intervals at
                     # this n; the summary reports each shift (boot_bias) instead
                     warnings.simplefilter("ignore", ti.errors.TlInterpWarning)
-                    res = ti.similarity.compare(X[items], Y[items], metrics=METRICS, options=options,
+                    res = ti.similarity.compare(X[items], Y[items], measures=METRICS, options=options,
                                                 n_permutations=n_permutations, n_boot=n_boot, seed=0,
                                                 model_id=f"smollm2-135m {smol_site} vs {other_name} {other_site}")
                 LAST_COMPARISON = res  # the notebook shows one comparison with its nulls

@@ -87,14 +87,15 @@ SENTENCES = [
 
 
 # %%
-def main(results: Path, *, n_sentences: int, seed: int, batch_size: int) -> dict:
+def main(results: Path, *, n_sentences: int, seed: int, memory_mb: float) -> dict:
     start = time.time()
     model = ti.models.load("smollm2-135m")
     sentences = SENTENCES[:n_sentences]
-    inputs = geometry.angle_inputs(model, sentences, " her", batch_size=batch_size, progress=False)
-    res = geometry.layer_angles(inputs.states, targets=inputs.targets, mask=inputs.mask, correction="bonferroni",
+    inputs = geometry.angle_inputs(model, sentences, " her", memory_mb=memory_mb, progress=False)
+    res = geometry.layer_angles(inputs.states, positions=inputs.positions, attention_mask=inputs.attention_mask,
+                                correction="bonferroni",
                                 seed=seed, model_id=inputs.model_id)
-    before = [inputs.batch.str_tokens[i][int(inputs.targets[i]) - 1] for i in range(len(sentences))]
+    before = [inputs.batch.str_tokens[i][int(inputs.positions[i]) - 1] for i in range(len(sentences))]
     angles = {k: v.mean(1) for k, v in res.angles.items()}
     found: dict = {"model": inputs.model_id, "n_sentences": len(sentences), "n_layers": int(res.values.shape[1]),
                    "seed": seed, "correction": "bonferroni over layers, per comparison",
@@ -110,7 +111,7 @@ def main(results: Path, *, n_sentences: int, seed: int, batch_size: int) -> dict
             "target_larger_layers": [int(i) for i in (significant & (t > 0)).nonzero().flatten()],
             "target_smaller_layers": [int(i) for i in (significant & (t < 0)).nonzero().flatten()]}
     norms = inputs.states.norm(dim=-1)  # (states, batch, pos)
-    later = inputs.mask.clone()
+    later = inputs.attention_mask.clone()
     later[:, 0] = False
     found["position0_norm_ratio"] = round(float((norms[1:, :, 0].mean(1) / (norms[1:] * later).sum((1, 2))
                                                  * later.sum()).median()), 1)
@@ -194,9 +195,9 @@ if __name__ == "__main__":
                         "layer_angles_smollm2")
     parser.add_argument("--sentences", type=int, default=len(SENTENCES))
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--batch-size", type=int, default=16)
+    parser.add_argument("--memory-mb", type=float, default=1024.0, help="memory of one forward pass")
     args = parser.parse_args()
-    out = main(args.results, n_sentences=args.sentences, seed=args.seed, batch_size=args.batch_size)
+    out = main(args.results, n_sentences=args.sentences, seed=args.seed, memory_mb=args.memory_mb)
     print((args.results / "summary.md").read_text())
 
 # %% [markdown]

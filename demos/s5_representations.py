@@ -113,8 +113,7 @@ def main(results: Path) -> dict:
     found["component_dims"] = dims
 
     # %% 3. the hidden layer as functions of (x, y)
-    hidden = ti.collect(model, pairs, "hook_hidden", positions=None, batch_size=len(pairs),
-                        progress=False)["hook_hidden"].double()
+    hidden = ti.collect(model, pairs, "hook_hidden", positions=None, progress=False)["hook_hidden"].double()
     table = groups.multiplication_table().reshape(-1)
     inputs = {"x*y": table, "x": pairs[:, 0], "y": pairs[:, 1]}
     over_inputs = {(n, k): hooks.orthonormal_basis(bases[n][:, idx]) for n in IRREPS for k, idx in inputs.items()}

@@ -111,8 +111,8 @@ def sae_codes(name: str, batch: dict) -> tuple[torch.Tensor, torch.Tensor, dict]
     model = ti.models.load(name)
     hook = sae.cfg.metadata.hook_name
     states = ti.collect(model, batch["tokens"], hook, positions=batch["read"], attention_mask=batch["mask"],
-                        batch_size=8, progress=False)
-    acts = states[hook][states.mask]  # (items, d_model), row-major: piece by piece, in text order
+                        progress=False)
+    acts = states[hook][states.read_mask]  # (items, d_model), row-major: piece by piece, in text order
     with torch.no_grad():
         codes = sae.encode(acts.to(sae.W_enc.dtype)).double()
     evaluation = sae_card(MODELS[name])["evaluation"]

@@ -109,7 +109,7 @@ def main(setup: Setup = SMOLLM2) -> Any:
     parser.add_argument("--results", default=setup.results)
     parser.add_argument("--report", default=setup.report)
     parser.add_argument("--layers", default=setup.layers)
-    parser.add_argument("--multipliers", default="1,2,4,8")
+    parser.add_argument("--scales", default="1,2,4,8", help="steering scales, comma-separated")
     parser.add_argument("--seeds", type=int, default=3)
     parser.add_argument("--figures-only", action="store_true",
                         help="only redraw figures.html and the HTML report from saved results")
@@ -124,7 +124,7 @@ def main(setup: Setup = SMOLLM2) -> Any:
     model = ti.models.load(setup.model)
     sae = ti.models.load_sae(setup.sae)
     prefix = setup.prefix
-    mults = [float(m) for m in args.multipliers.split(",")]
+    mults = [float(m) for m in args.scales.split(",")]
 
     # %% 1. vectors at every third layer, the layer chosen on dev prompts
     pos, neg = pairs("build", prefix)

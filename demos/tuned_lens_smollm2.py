@@ -35,8 +35,8 @@ def main(out: Path, n_chunks: int = 16, n_boot: int = 1000) -> dict:
     translators = ti.lens.load_translators(NAME)
     chunks = chunk_tokens(model.tokenizer, pydoc_text("heldout"), translators.card["spec"]["context_size"])[:n_chunks]
     first = translators.card["spec"]["first_position"]
-    logit = ti.lens.logit_lens(model, chunks, positions=From(first), top_k=1, batch_size=4)
-    tuned = ti.lens.tuned_lens(model, chunks, translators=translators, positions=From(first), top_k=1, batch_size=4)
+    logit = ti.lens.logit_lens(model, chunks, positions=From(first), top_k=1)
+    tuned = ti.lens.tuned_lens(model, chunks, translators=translators, positions=From(first), top_k=1)
     mask = logit.extras["mask"]  # (chunk, pos): every read slot
 
     def per_chunk(result: ti.lens.LensResult) -> torch.Tensor:  # (layer, chunk) mean KL over the chunk's tokens

@@ -84,7 +84,7 @@ def test_mean_ablation_uses_the_reference_mean_without_pads() -> None:
     ref_mask = torch.ones_like(reference)
     ref_mask[0, 5:] = 0
     metric = ti.metrics.answer_prob(7, positions=-1)
-    res = ti.ablation.scan(model, tokens, metric, method="mean", reference=reference, reference_mask=ref_mask,
+    res = ti.ablation.scan(model, tokens, metric, method="mean", reference=reference, reference_attention_mask=ref_mask,
                            progress=False)
     z = hooks.cache(site("z", 0)).collect(model, reference)[site("z", 0)]
     mean = z[ref_mask.bool()].mean(0)  # (head, d_head) over real reference tokens
@@ -194,8 +194,8 @@ def test_bootstrap_interval_matches_scipy() -> None:
     (dict(n_boot=0), ti.OptionError, r"n_boot must be at least 1"),
     (dict(over="d_model"), ti.OptionError, r"over=\('d_model',\) has no default site"),
     (dict(site="z", over="pos"), ti.OptionError, r"a z sweep goes over"),
-    (dict(reference_mask=torch.ones(3, 5, dtype=torch.long), method="mean"), ti.InputError,
-     r"reference_mask was given without reference="),
+    (dict(reference_attention_mask=torch.ones(3, 5, dtype=torch.long), method="mean"), ti.InputError,
+     r"reference_attention_mask was given without reference="),
     (dict(reference=torch.randint(1, 61, (2, 5))), ti.InputError, r"zero ablation uses no reference"),
     (dict(layers=[5]), ti.SelectionError, r"layers \[5\] are out of range"),
 ])
@@ -280,8 +280,8 @@ def test_a_users_hook_on_ln_final_is_honoured_by_scans() -> None:
 def test_a_reference_mask_without_a_reference_is_refused_before_any_forward_pass() -> None:
     # probe 11: "reference_mask is dropped when reference is None"
     model = tiny()
-    with no_forward(model), pytest.raises(InputError, match="reference_mask was given without reference="):
-        ti.ablation.scan(model, CLEAN, METRIC, method="mean", reference_mask=torch.ones(2, 6), progress=False)
+    with no_forward(model), pytest.raises(InputError, match="reference_attention_mask was given without reference="):
+        ti.ablation.scan(model, CLEAN, METRIC, method="mean", reference_attention_mask=torch.ones(2, 6), progress=False)
 
 
 def test_an_empty_reference_is_refused_before_any_forward_pass() -> None:
@@ -333,7 +333,8 @@ def test_mean_ablation_averages_only_the_real_tokens_of_a_padded_reference() -> 
     model = tiny()
     reference = torch.randint(1, 61, (3, 6), generator=torch.Generator().manual_seed(7))
     mask = torch.tensor([[1, 1, 1, 1, 1, 1], [1, 1, 1, 0, 0, 0], [1, 1, 1, 1, 0, 0]])
-    scan = ti.ablation.scan(model, CLEAN, METRIC, site="z", method="mean", reference=reference, reference_mask=mask,
+    scan = ti.ablation.scan(model, CLEAN, METRIC, site="z", method="mean", reference=reference,
+                            reference_attention_mask=mask,
                             n_boot=10, progress=False)
     _, cache = model.run_with_cache(reference, attention_mask=mask)
     z = cache[site("z", 1)].double()  # (3, 6, heads, d_head)

@@ -34,7 +34,7 @@ def test_attribution_patching_equals_the_gradient_formula() -> None:
     model.reset_hooks()
     model.zero_grad()
     expected = torch.stack([((clean_cache[n] - corrupted_cache[n]) * grads[n]).sum((0, 3)) for n in names])
-    est = ti.patching.attribution(model, clean, corrupted, metric, site="z", over=("pos", "head"), progress=False)
+    est = ti.patching.attribution(model, clean, corrupted, metric, site="z", over=("pos", "head_index"), progress=False)
     assert_close(est.values - est.base, expected, rtol=1e-4, atol=1e-5)
 
 

@@ -48,7 +48,7 @@ def test_last_mean_and_all_equal_each_prompt_run_alone(model, side, name) -> Non
     rows = prompts()
     tokens, mask = padded(rows, side)
     ref = reference(model, rows, name)
-    kw = dict(attention_mask=mask, batch_size=3, progress=False)
+    kw = dict(attention_mask=mask, memory_mb=1e-6, progress=False)
     last = ti.collect(model, tokens, name, **kw)[name]
     assert_close(last, torch.stack([r[-1] for r in ref]), atol=1e-5, rtol=1e-4)
     mean = ti.collect(model, tokens, name, reduce="mean", positions="all", **kw)[name]
@@ -56,9 +56,9 @@ def test_last_mean_and_all_equal_each_prompt_run_alone(model, side, name) -> Non
     states = ti.collect(model, tokens, name, positions="all", **kw)
     for got, want in zip(states.ragged(name), ref):
         assert_close(got, want, atol=1e-5, rtol=1e-4)
-    assert torch.equal(states.mask, mask.bool())
+    assert torch.equal(states.read_mask, mask.bool())
     assert states[name].shape[:2] == tokens.shape
-    assert bool((states[name][~states.mask] == 0).all())
+    assert bool((states[name][~states.read_mask] == 0).all())
 
 
 @pytest.mark.parametrize("side", ["left", "right"])
@@ -66,7 +66,7 @@ def test_finders_from_and_per_row_positions_follow_each_row(model, side) -> None
     rows, name = prompts(), "blocks.0.hook_resid_pre"
     tokens, mask = padded(rows, side)
     ref = reference(model, rows, name)
-    kw = dict(attention_mask=mask, batch_size=2, progress=False)
+    kw = dict(attention_mask=mask, memory_mb=1e-6, progress=False)
     at = [int((r == 7).nonzero()[0]) for r in rows]
     found = ti.collect(model, tokens, name, positions=first(7), **kw)[name]
     assert_close(found, torch.stack([r[a] for r, a in zip(ref, at)]), atol=1e-5, rtol=1e-4)
@@ -83,23 +83,23 @@ def test_fixed_positions_keep_their_axis_and_stack_follows_where_order() -> None
     model = MODELS["gpt2"]
     tokens = torch.randint(1, 61, (5, 6), generator=torch.Generator().manual_seed(0))
     where = ["blocks.1.hook_resid_pre", "blocks.0.hook_resid_pre"]
-    states = ti.collect(model, tokens, where, positions=[0, -1], batch_size=2, progress=False)
+    states = ti.collect(model, tokens, where, positions=[0, -1], memory_mb=1e-6, progress=False)
     _, cache = model.run_with_cache(tokens)
     assert_close(states.stack(), torch.stack([cache[n][:, [0, 5]] for n in where]))
     mean = ti.collect(model, tokens, where, positions=slice(1, 3), reduce="mean", progress=False)
     assert_close(mean["blocks.0.hook_resid_pre"], cache["blocks.0.hook_resid_pre"][:, 1:3].mean(1))
 
 
-def test_strings_are_tokenised_with_their_mask_and_batch_size_does_not_matter() -> None:
+def test_strings_are_tokenised_with_their_mask_and_memory_mb_does_not_matter() -> None:
     from tl_interp.models import load, make_tiny_hf_dir
     import tempfile
 
     model = load(make_tiny_hf_dir(tempfile.mkdtemp(), "gpt2"), device="cpu")
     texts = ["the cat sat on the mat", "a dog", "birds fly south in winter"]
     one = ti.collect(model, texts, "blocks.1.hook_resid_post", positions="all", reduce="mean",
-                     batch_size=1, progress=False)
+                     memory_mb=1e-6, progress=False)
     three = ti.collect(model, texts, "blocks.1.hook_resid_post", positions="all", reduce="mean",
-                       batch_size=3, progress=False)
+                       progress=False)  # the default budget holds all three rows in one pass
     assert_close(one["blocks.1.hook_resid_post"], three["blocks.1.hook_resid_post"], atol=1e-5, rtol=1e-4)
     assert three.batch.str_tokens[1][:2] == one.batch.str_tokens[1][:2]
 
@@ -142,7 +142,7 @@ def test_bad_requests_fail_before_any_forward_pass() -> None:
         ti.collect(model, tokens, "blocks.0.hook_resid_pre", positions=first(0), **kw)
     with pytest.raises(HookNameError, match="did you mean 'blocks.0.hook_resid_pre'"):
         ti.collect(model, tokens, "blocks.0.hook_resid_pr", **kw)
-    with pytest.raises(OptionError, match="reduce='max'"):
+    with pytest.raises(OptionError, match="reduce must be one of 'mean', not 'max'"):
         ti.collect(model, tokens, "blocks.0.hook_resid_pre", reduce="max", **kw)
     with pytest.raises(OptionError, match="positions=None would read padding"):
         ti.collect(model, tokens, "blocks.0.hook_resid_pre", positions=None, **kw)
@@ -155,9 +155,13 @@ def test_bad_requests_fail_before_any_forward_pass() -> None:
 def test_custom_modules_are_read_per_input_row() -> None:
     toy = ToyMLP()
     pairs = torch.randint(0, 12, (10, 2), generator=torch.Generator().manual_seed(0))
-    states = ti.collect(toy, pairs, ["hook_hidden", "hook_pre"], positions=None, batch_size=4, progress=False)
+    states = ti.collect(toy, pairs, ["hook_hidden", "hook_pre"], positions=None, memory_mb=1e-6, progress=False)
     _, cache = toy.run_with_cache(pairs)
     assert_close(states["hook_hidden"], cache["hook_hidden"])
+    per_row = 4 * (cache["hook_hidden"][0].numel() + cache["hook_pre"][0].numel())  # bytes of one row's reads
+    three = ti.collect(toy, pairs, ["hook_hidden", "hook_pre"], positions=None, memory_mb=3.5 * per_row / 2**20,
+                       progress=False)  # one row, then passes of three rows (the last of them holds two)
+    assert_close(three["hook_pre"], cache["hook_pre"])
     assert states.stack().shape == (2, 10, 16)
     with pytest.raises(UnsupportedError, match="pass positions=None"):
         ti.collect(toy, pairs, "hook_hidden", progress=False)
@@ -168,5 +172,5 @@ def test_every_transformer_family_reads_the_unpadded_states(tcase) -> None:
     tokens, mask = padded(rows, "right")
     ref = reference(tcase.model, rows, tcase.resid)
     states = ti.collect(tcase.model, tokens, tcase.resid, attention_mask=mask, positions="all", reduce="mean",
-                        batch_size=2, progress=False)
+                        memory_mb=1e-6, progress=False)
     assert_close(states[tcase.resid], torch.stack([r.mean(0) for r in ref]), atol=1e-5, rtol=1e-4)

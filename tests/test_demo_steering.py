@@ -15,7 +15,7 @@ DEMO = Path(__file__).resolve().parents[1] / "demos" / "steering_numbers_months.
 def test_steering_demo_writes_results(tmp_path: Path) -> None:
     out = tmp_path / "results"
     cmd = [sys.executable, str(DEMO), "--results", str(out), "--report", str(tmp_path / "page.html"),
-           "--layers", "14,26", "--multipliers", "2", "--seeds", "1"]
+           "--layers", "14,26", "--scales", "2", "--seeds", "1"]
     subprocess.run(cmd, check=True, timeout=1800)
     summary = (out / "summary.md").read_text()
     assert "## Headline" in summary and "random" in summary

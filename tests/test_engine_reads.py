@@ -49,7 +49,7 @@ REFUSED: dict[str, tuple[Callable[[torch.Tensor], Any], str]] = {
 def test_a_metric_reading_one_position_is_traced_to_it(name: str) -> None:
     metric, position = ONE_POSITION[name]
     found = reads.probe(metric, LOGITS, metric(LOGITS))
-    assert (found.position, found.why) == (position, None)
+    assert (found.read_position, found.why) == (position, None)
 
 
 @pytest.mark.parametrize("name", list(REFUSED))
@@ -57,7 +57,7 @@ def test_a_metric_reading_more_or_unknowably_is_refused_with_the_reason(name: st
     metric, why = REFUSED[name]
     before = LOGITS.clone()
     found = reads.probe(metric, LOGITS, metric(LOGITS.clone()))
-    assert found.position is None
+    assert found.read_position is None
     assert re.search(why, found.why), found.why
     assert torch.equal(LOGITS, before)  # the probe never writes into the logits it was given
 
@@ -93,7 +93,7 @@ def test_a_metric_whose_value_changes_when_unread_positions_are_hidden_is_refuse
         return x[:, -1, A].mean() + len(calls)
 
     found = reads.probe(counting, LOGITS, counting(LOGITS))
-    assert found.position is None and "its value changed" in found.why
+    assert found.read_position is None and "its value changed" in found.why
 
 
 def test_a_metric_failing_on_watched_logits_is_refused_not_raised() -> None:
@@ -103,4 +103,4 @@ def test_a_metric_failing_on_watched_logits_is_refused_not_raised() -> None:
         return x[:, -1, A].mean()
 
     found = reads.probe(strict, LOGITS, strict(LOGITS))
-    assert found.position is None and found.why == "it raised TypeError on watched logits: wants a plain tensor"
+    assert found.read_position is None and found.why == "it raised TypeError on watched logits: wants a plain tensor"

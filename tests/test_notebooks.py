@@ -34,8 +34,8 @@ SETUP_CELL = ("import sys\nfrom pathlib import Path\nsys.argv = sys.argv[:1] + {
 # The longest demos run reduced as notebooks (their full runs are what `results/` holds, and each
 # has a reduced run in its own test too): the same cells, fewer layers, scales and samples.
 QUICK_ARGS = {
-    "steering_numbers_months.py": ["--layers", "14,26", "--multipliers", "2", "--seeds", "1"],
-    "steering_numbers_months_gemma.py": ["--layers", "9,15", "--multipliers", "1", "--seeds", "1"],
+    "steering_numbers_months.py": ["--layers", "14,26", "--scales", "2", "--seeds", "1"],
+    "steering_numbers_months_gemma.py": ["--layers", "9,15", "--scales", "1", "--seeds", "1"],
     "cross_model_similarity.py": ["--quick"],
     "sae_feature_spaces.py": ["--quick"],
     "paired_states_smollm2.py": ["--pairs", "12", "--permutations", "99"],

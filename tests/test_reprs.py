@@ -66,7 +66,7 @@ def _ablation() -> Any:
 
 def _angles() -> Any:
     states = torch.randn(31, 6, 5, 8, generator=G)
-    return ti.geometry.layer_angles(states, targets=torch.tensor([2, 3, 1, 4, 2, 3]))
+    return ti.geometry.layer_angles(states, positions=torch.tensor([2, 3, 1, 4, 2, 3]))
 
 
 def _subspace() -> Any:

@@ -151,7 +151,7 @@ def numpy_rsa_without_copies(x, y, rows):
 
 def test_compare_intervals_equal_an_independent_numpy_and_scipy_bootstrap():
     x, y = related(30, 5, 6, seed=8)
-    res = sim.compare(x, y, metrics=("cka", "rsa"), n_permutations=19, n_boot=120, seed=5, progress=False)
+    res = sim.compare(x, y, measures=("cka", "rsa"), n_permutations=19, n_boot=120, seed=5, progress=False)
     draws = stats.bootstrap_indices(30, 120, seed=5).numpy()
     assert draws.min() >= 0 and draws.max() < 30
     counts = np.stack([np.bincount(r, minlength=30) for r in draws])  # what the batched forms are given
@@ -191,7 +191,7 @@ def test_a_non_finite_batched_value_is_refused_naming_the_statistic():
 
 def test_compare_is_the_same_at_any_finite_scale():
     x, y = related(24, 4, 5, seed=10)
-    kwargs = dict(metrics=("cka", "svcca", "procrustes", "rsa", "mutual_knn"), options={"mutual_knn": {"k": 4}},
+    kwargs = dict(measures=("cka", "svcca", "procrustes", "rsa", "mutual_knn"), options={"mutual_knn": {"k": 4}},
                   n_permutations=29, n_boot=60, progress=False)
     ref = sim.compare(x, y, **kwargs)
     for scale in (1e-200, 1e200):
@@ -202,7 +202,7 @@ def test_compare_is_the_same_at_any_finite_scale():
 
 def test_compare_says_how_long_long_work_will_take_before_it_starts(monkeypatch, capsys):
     x, y = related(30, 5, 6, seed=11)
-    kwargs = dict(metrics=("cka", "rsa"), n_permutations=40, n_boot=40, progress=False)
+    kwargs = dict(measures=("cka", "rsa"), n_permutations=40, n_boot=40, progress=False)
     quiet = sim.compare(x, y, **kwargs)
     assert "to go on this machine" not in capsys.readouterr().err
     monkeypatch.setattr(_compare, "_ANNOUNCE_LOOP_SECONDS", 0.0)

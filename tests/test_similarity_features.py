@@ -123,7 +123,7 @@ def test_inputs_are_checked_before_any_work() -> None:
     with pytest.raises(ShapeError, match=r"codes_a has 400 inputs and codes_b 399"):
         ti.similarity.feature_spaces(codes_a, codes_b[:-1], dec_a, dec_b)
     with pytest.raises(OptionError, match=r"unknown \['jaccard'\].*always computed"):
-        ti.similarity.feature_spaces(codes_a, codes_b, dec_a, dec_b, metrics=("svcca", "jaccard"))
+        ti.similarity.feature_spaces(codes_a, codes_b, dec_a, dec_b, measures=("svcca", "jaccard"))
     with pytest.raises(OptionError, match=r"heldout=1.0 must be a share"):
         ti.similarity.feature_spaces(codes_a, codes_b, dec_a, dec_b, heldout=1.0)
 

@@ -138,7 +138,7 @@ X, Y = related(40, 6, 8, seed=20)
 
 @pytest.fixture(scope="module")
 def result():
-    return sim.compare(X, Y, metrics=("cka", "svcca", "procrustes", "rsa", "mutual_knn", "cka_debiased"),
+    return sim.compare(X, Y, measures=("cka", "svcca", "procrustes", "rsa", "mutual_knn", "cka_debiased"),
                        options={"mutual_knn": {"k": 5}}, n_permutations=199, n_boot=100, seed=7, model_id="toy")
 
 
@@ -210,10 +210,10 @@ def test_compare_result_saves_loads_and_draws(result, tmp_path):
 
 
 def test_compare_checks_everything_before_the_long_work():
-    with pytest.raises(OptionError, match=r"unknown metrics \['cca'\]; choose from"):
-        sim.compare(X, Y, metrics=("cca",))
+    with pytest.raises(OptionError, match=r"unknown measures \['cca'\]; choose from"):
+        sim.compare(X, Y, measures=("cca",))
     with pytest.raises(InputError, match="svcca: X keeps 6 and Y keeps 8 dimensions but there are only 12 rows"):
-        sim.compare(X[:12], Y[:12], metrics=("cka", "svcca"), options={"svcca": {"keep": 1.0}})
+        sim.compare(X[:12], Y[:12], measures=("cka", "svcca"), options={"svcca": {"keep": 1.0}})
     with pytest.raises(OptionError, match="n_permutations must be an int >= 1, got 0"):
         sim.compare(X, Y, n_permutations=0)
 
@@ -223,7 +223,7 @@ def test_compare_warns_when_a_biased_metric_falls_outside_its_bootstrap_interval
     with pytest.warns(TlInterpWarning, match=r"bootstrap interval of cka \[0\.\d+, 0\.\d+\] does not contain its score "
                                            r"0\.\d+ \(resampled scores are shifted by \+0\.\d+ on average\): cka is "
                                            r"biased at n=20 rows"):
-        res = sim.compare(x, y, metrics=("cka", "cka_debiased"), n_permutations=50, n_boot=100)
+        res = sim.compare(x, y, measures=("cka", "cka_debiased"), n_permutations=50, n_boot=100)
     assert res.score("cka")["boot_bias"] > 0.05
     debiased = res.score("cka_debiased")  # resampled as counts over distinct items: no such shift
     assert debiased["ci_low"] < debiased["score"] < debiased["ci_high"] and abs(debiased["boot_bias"]) < 0.05

@@ -126,7 +126,7 @@ def test_compare_warns_when_no_metric_can_reach_significance() -> None:
     # 5 rows: 120 pairings, so no p-value below 1 / 120 = 0.00833
     with pytest.warns(TlInterpWarning, match=r"compare: with 5 rows and 999 permutations no p-value can go below "
                                              r"0.00833 \(max\(1 / \(B \+ 1\), 1 / 5!\)\) > alpha 0.005"):
-        sim.compare(X[:5], Y[:5], metrics=("cka",), n_permutations=999, n_boot=20, alpha=0.005)
+        sim.compare(X[:5], Y[:5], measures=("cka",), n_permutations=999, n_boot=20, alpha=0.005)
 
 
 def test_a_constant_column_stays_exactly_constant_after_centring() -> None:
@@ -144,4 +144,4 @@ def test_compare_names_the_metric_and_its_valid_options_for_a_typo() -> None:
                                           r"\(cka\); valid options: \('kernel', 'threshold', 'debiased'\)"):
         sim.compare(X, Y, options={"cka": {"kernal": "rbf"}}, n_permutations=9, n_boot=9)
     with pytest.raises(OptionError, match=r"metric 'cka_rbf' is cka with \{'kernel': 'rbf'\}"):
-        sim.compare(X, Y, metrics=("cka_rbf",), options={"cka_rbf": {"kernel": "linear"}}, n_permutations=9, n_boot=9)
+        sim.compare(X, Y, measures=("cka_rbf",), options={"cka_rbf": {"kernel": "linear"}}, n_permutations=9, n_boot=9)

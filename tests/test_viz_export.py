@@ -49,7 +49,7 @@ def _sweep() -> PatchingResult:
 def test_a_figure_saved_as_png_opens_in_the_browser_at_its_size(browser: Any, tmp_path: Path) -> None:  # noqa: F811
     chromium_path()
     pytest.importorskip("kaleido", reason="the export extra: pip install 'tl_interp[export]'")
-    path = _sweep().figure(scale="symlog").save(tmp_path / "sweep.png", width=500, height=400, scale=1)
+    path = _sweep().figure(value_scale="symlog").save(tmp_path / "sweep.png", width=500, height=400, scale=1)
     assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     width, height, ink = _opened(browser, path)
     assert (width, height) == (500, 400) and ink > 0.05  # a drawn heatmap, not a blank page

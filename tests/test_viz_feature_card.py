@@ -45,11 +45,11 @@ def test_top_contexts_equal_a_brute_force_sort(ordinal: tuple[Any, Any]) -> None
     card = ti.viz.feature_card(model, sae, PROMPTS, feature, k=6)
     brute = [t for t in brute_force_contexts(model, sae, PROMPTS, feature) if t[0] > 0][:6]
     assert len(card.contexts) == len(brute) > 0
-    assert [(c.prompt, c.position) for c in card.contexts] == [(p, pos) for _, p, pos in brute]
+    assert [(c.prompt, c.pos) for c in card.contexts] == [(p, pos) for _, p, pos in brute]
     torch.testing.assert_close(torch.tensor([c.activation for c in card.contexts]),
                                torch.tensor([a for a, _, _ in brute]), rtol=1e-5, atol=1e-5)
     top = card.contexts[0]
-    assert top.tokens[top.focus] == batch.str_tokens[top.prompt][top.position]
+    assert top.tokens[top.focus] == batch.str_tokens[top.prompt][top.pos]
     assert top.values[top.focus] == top.activation
     n_read = int(batch.attention_mask[:, 1:].sum())
     assert card.n_tokens == n_read and card.n_active == sum(t[0] > 0 for t in brute_force_contexts(
@@ -138,7 +138,7 @@ def test_smollm2_feature_card_contexts_equal_a_brute_force_sort() -> None:
     feature = int(sae.encode(cache[name])[:, 2:].amax((0, 1)).argmax())
     card = ti.viz.feature_card(model, sae, prompts, feature, k=5)
     brute = [t for t in brute_force_contexts(model, sae, prompts, feature) if t[0] > 0][:5]
-    assert [(c.prompt, c.position) for c in card.contexts] == [(p, pos) for _, p, pos in brute]
+    assert [(c.prompt, c.pos) for c in card.contexts] == [(p, pos) for _, p, pos in brute]
     torch.testing.assert_close(torch.tensor([c.activation for c in card.contexts]),
                                torch.tensor([a for a, _, _ in brute]), rtol=1e-3, atol=1e-3)
 

@@ -51,7 +51,7 @@ def test_other_results_stay_centred_on_zero() -> None:
 def test_symlog_heatmap_draws_numpy_symlog_and_labels_ticks_with_real_values() -> None:
     values = torch.tensor([[-300.0, -0.02, 0.0], [0.5, 7.0, 4000.0]])
     fig = heatmap(values, x_labels=["a", "b", "c"], y_labels=["0", "1"], x_title="pos", y_title="layer",
-                  colorbar="difference", scale="symlog", linthresh=0.1)
+                  colorbar="difference", value_scale="symlog", linthresh=0.1)
     trace = fig.data[0]
     v = values.double().numpy()
     reference = np.sign(v) * np.log10(1 + np.abs(v) / 0.1)  # matplotlib's SymLogNorm shape, base 10
@@ -65,7 +65,7 @@ def test_symlog_heatmap_draws_numpy_symlog_and_labels_ticks_with_real_values() -
 
 
 def test_symlog_around_a_base_value_is_symlog_of_the_differences() -> None:
-    trace = _sweep().figure(scale="symlog", linthresh=0.01).data[0]
+    trace = _sweep().figure(value_scale="symlog", linthresh=0.01).data[0]
     z = np.asarray(trace.z, dtype=float)
     assert z[0, 0] == 0.0 and z[2, 3] == pytest.approx(np.log10(1 + (SOURCE - BASE) / 0.01))
     assert "-5.49" in trace.colorbar.ticktext  # the centre tick is the base run, in real units
@@ -73,24 +73,24 @@ def test_symlog_around_a_base_value_is_symlog_of_the_differences() -> None:
 
 def test_symlog_bars_keep_real_values_on_the_axis() -> None:
     r = Result(torch.tensor([1000.0, -0.5, 3.0]), ("layer",), "m", Provenance("x"))
-    fig = r.figure(scale="symlog", linthresh=1.0)
+    fig = r.figure(value_scale="symlog", linthresh=1.0)
     assert np.asarray(fig.data[0].y, dtype=float)[0] == pytest.approx(np.log10(1001.0))
     assert list(fig.data[0].customdata) == [1000.0, -0.5, 3.0] and "1e+03" in fig.layout.yaxis.ticktext
 
 
 def test_symlog_of_the_function_and_bad_scales_are_refused() -> None:
     assert symlog(torch.tensor([-9.0, 0.0, 99.0]), 1.0).tolist() == [-1.0, 0.0, 2.0]
-    with pytest.raises(OptionError, match="scale='log'; choose 'linear' or 'symlog'"):
-        _sweep().figure(scale="log")
+    with pytest.raises(OptionError, match="value_scale='log'; choose 'linear' or 'symlog'"):
+        _sweep().figure(value_scale="log")
     with pytest.raises(OptionError, match="linthresh=0.0 must be a positive number"):
-        _sweep().figure(scale="symlog", linthresh=0.0)
-    with pytest.raises(OptionError, match="pass scale='symlog' with it"):
+        _sweep().figure(value_scale="symlog", linthresh=0.0)
+    with pytest.raises(OptionError, match="pass value_scale='symlog' with it"):
         _sweep().figure(linthresh=1.0)
 
 
 def test_a_cosine_matrix_figure_takes_symlog_too() -> None:
     cm = ti.weights.cosine_matrix(torch.randn(5, 3, generator=torch.Generator().manual_seed(0)))
-    assert "symlog" in cm.figure(scale="symlog").data[0].colorbar.title.text
+    assert "symlog" in cm.figure(value_scale="symlog").data[0].colorbar.title.text
 
 
 # -- save ---------------------------------------------------------------------------------------
@@ -99,7 +99,7 @@ def test_every_figure_the_toolkit_returns_can_save(tmp_path: Path) -> None:
     sweep = _sweep()
     figures = [sweep.figure(), Result(torch.ones(3), ("layer",), "m", Provenance("x")).figure(),
                ti.weights.cosine_matrix(torch.eye(3) + 0.1).figure(),
-               ti.similarity.compare(torch.randn(12, 3), torch.randn(12, 3), metrics=("cka",), n_permutations=10,
+               ti.similarity.compare(torch.randn(12, 3), torch.randn(12, 3), measures=("cka",), n_permutations=10,
                                      n_boot=5).figure()]
     for fig in figures:
         assert isinstance(fig, Figure) and callable(fig.save)

@@ -89,7 +89,7 @@ def test_steering_report_shows_each_vector_at_its_best_multiplier() -> None:
     first_vector = re.findall(r"<td[^>]*>([^<]*)</td>", rows[1])
     mean = torch.nan_to_num(report.metric_values("accuracy").double(), nan=0.0).mean(-1)
     k = int(mean[0].argmax())
-    assert first_vector[0] == report.vectors[0] and float(first_vector[1]) == report.multipliers[k]
+    assert first_vector[0] == report.vectors[0] and float(first_vector[1]) == report.scales[k]
     assert first_vector[2] == frame.iloc[1 + k][report.tasks[0]]
     assert len(page) < 40_000
 

@@ -50,7 +50,7 @@ def studies(model: Any) -> dict[str, Tensor]:
     out |= _tensors("steering", report)
     X = ti.collect(model, CLEAN + CORRUPT, "blocks.1.hook_resid_post", progress=False)["blocks.1.hook_resid_post"]
     Y = ti.collect(model, CLEAN + CORRUPT, "blocks.3.hook_resid_post", progress=False)["blocks.3.hook_resid_post"]
-    sim = ti.similarity.compare(X, Y, metrics=("cka", "rsa", "procrustes"), n_permutations=20, n_boot=20)
+    sim = ti.similarity.compare(X, Y, measures=("cka", "rsa", "procrustes"), n_permutations=20, n_boot=20)
     out |= _tensors("similarity", sim)
     return out
 

@@ -24,14 +24,17 @@ from torch import Tensor
 
 from tl_interp.errors import OptionError, SelectionError, ShapeError, TlInterpDeprecationWarning, TypeCheckError
 
-__all__ = ["checked", "is_checked", "is_retired", "renamed", "reordered", "retired", "public_name", "check_count",
-           "check_layer"]
+__all__ = ["checked", "is_checked", "is_retired", "renamed", "reordered", "retired", "retired_keywords",
+           "public_name", "check_count", "check_layer"]
 
 F = TypeVar("F", bound=Callable[..., Any])
 _UnionType = type(int | str)
 # PEP 484's numeric tower: an int is accepted where a float is declared (memory_mb=512, scale=2)
 _BEARTYPE = beartype(conf=BeartypeConf(is_pep484_tower=True))
 _MODULE_PREFIX = re.compile(r"\b(?:typing|collections\.abc|torch|tl_interp|transformer_lens|sae_lens)(?:\.\w+)*\.")
+
+# Why ``batch_size=`` is retired wherever a study's passes are sized by ``memory_mb=``.
+SIZED_BY_MEMORY = "passes are sized by memory_mb= (megabytes per forward pass); results do not depend on it"
 _PARAM = re.compile(r"parameter (?:'|\")?(\w+)(?:'|\")?")
 
 
@@ -352,3 +355,39 @@ def reordered(old: tuple[str, ...], is_old: Callable[[tuple[Any, ...]], bool]) -
         return call  # type: ignore[return-value]
 
     return decorate
+
+
+def retired_keywords(**old_to_why: str) -> Callable[[F], F]:
+    """Accept an old keyword that no longer has a meaning here for one release, ignored, with a warning.
+
+    For options whose value never changed a result (how many rows a pass held, now sized by
+    ``memory_mb``): an old call keeps working and gives the same answer, and says what to write.
+
+    Example:
+        >>> @retired_keywords(batch_size="passes are sized by memory_mb=")
+        ... def read(x: float, memory_mb: float = 1024.0) -> float:
+        ...     return x
+        >>> import warnings
+        >>> with warnings.catch_warnings(record=True) as caught:
+        ...     warnings.simplefilter("always")
+        ...     read(2.0, batch_size=8)
+        2.0
+        >>> str(caught[0].message)
+        'read(batch_size=...) is retired and ignored: passes are sized by memory_mb='
+    """
+
+    def decorate(fn: F) -> F:
+        @functools.wraps(fn)
+        def call(*args: Any, **kwargs: Any) -> Any:
+            for old, why in old_to_why.items():
+                if old in kwargs:
+                    kwargs.pop(old)
+                    warnings.warn(f"{fn.__qualname__}({old}=...) is retired and ignored: {why}",
+                                  TlInterpDeprecationWarning, stacklevel=2)
+            return fn(*args, **kwargs)
+
+        call.__tl_interp_retired_keywords__ = dict(old_to_why)  # type: ignore[attr-defined]
+        return call  # type: ignore[return-value]
+
+    return decorate
+

@@ -128,7 +128,7 @@ class Ranking(Sequence[tuple[str, float]]):
             ('y', 'z')
         """
         flat = values.detach().flatten()
-        chosen = order(flat, k, absolute=absolute, largest=largest)
+        chosen = order(flat, check_k(k, "Ranking.of"), absolute=absolute, largest=largest)
         extra = {name: tuple(col[i] for i in chosen) for name, col in (columns or {}).items()}
         label = labels if callable(labels) else labels.__getitem__
         return cls(tuple(label(i) for i in chosen), tuple(float(flat[i]) for i in chosen), absolute, largest,
@@ -147,7 +147,7 @@ class Ranking(Sequence[tuple[str, float]]):
         if values.ndim != 2:
             raise ShapeError(f"Ranking.per_row takes a (rows, columns) tensor, not shape {tuple(values.shape)}")
         label = labels if callable(labels) else labels.__getitem__
-        chosen = _per_row_order(values, k, absolute, largest)
+        chosen = _per_row_order(values, check_k(k, "Ranking.per_row"), absolute, largest)
         rows, names, vals, index = [], [], [], []
         for r, picked in enumerate(chosen):
             for j in picked:

@@ -25,6 +25,8 @@ __all__ = [
     "HookFn",
     "NameFilter",
     "SiteKind",
+    "MetricFn",
+    "Reduce",
 ]
 
 Tokens: TypeAlias = Int[Tensor, "batch pos"]
@@ -45,6 +47,12 @@ IndexSelection: TypeAlias = int | slice | Sequence[Any] | Tensor | None
 HookFn: TypeAlias = Callable[..., Any]
 # Where an intervention acts: one exact hook name, several, or a predicate over names.
 NameFilter: TypeAlias = str | Sequence[str] | Callable[[str], bool]
+
+# What a study measures: a function of logits ``(batch, pos, d_vocab) -> scalar``; a ``ti.metrics``
+# ``Metric`` or ``MetricSet`` (each callable on logits) adds per-prompt values and intervals.
+MetricFn: TypeAlias = Callable[..., Any]
+# How the positions a read selects are combined: ``None`` keeps each, ``"mean"`` averages them per row.
+Reduce: TypeAlias = Literal["mean"] | None
 
 SiteKind: TypeAlias = Literal[
     "embed",

@@ -14,7 +14,7 @@ import dataclasses
 import threading
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import torch
 
@@ -23,9 +23,7 @@ from tl_interp._types import HookFn, NameFilter
 from tl_interp.compat import silent_reason
 from tl_interp.compat.hook_points import add_forward_hook, remove_forward_hook
 from tl_interp.errors import HookNameError, InputError, TypeCheckError
-
-if TYPE_CHECKING:
-    from tl_interp.engine.inputs import Inputs
+from tl_interp.engine.inputs import Inputs
 from tl_interp.sites import SiteInfo, describe_where, resolve, site_info
 
 __all__ = ["Hook", "Intervention", "HookBuilder", "Firing"]
@@ -240,7 +238,7 @@ class Intervention:
                 for point, handle in reversed(registered):
                     remove_forward_hook(point, handle)
 
-    def run(self, model: Any, inputs: "Inputs" = None, *args: Any, **kwargs: Any) -> Any:
+    def run(self, model: Any, inputs: Inputs | None = None, *args: Any, **kwargs: Any) -> Any:
         """Run the model on ``inputs`` under this intervention and return its output.
 
         Strings and lists of strings are tokenised by tl_interp (one by one, right-padded,

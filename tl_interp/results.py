@@ -312,7 +312,7 @@ class Result:
         return 0.0, which
 
     def figure(self, **kwargs: Any) -> Any:
-        """A plotly figure of the values (heatmap for 2-D, bars/lines for 1-D; ``scale="symlog"``)."""
+        """A plotly figure of the values (heatmap for 2-D, bars/lines for 1-D; ``value_scale="symlog"``)."""
         from tl_interp.viz.figures import result_figure
 
         return result_figure(self, **kwargs)

@@ -19,7 +19,7 @@ from typing import Any, Literal
 import torch
 from torch import Tensor
 
-from tl_interp._checks import checked
+from tl_interp._checks import checked, renamed
 from tl_interp import hooks
 from tl_interp.ablation._result import AblationResult
 from tl_interp.engine._grid import check_layers, model_grid, normalize_over
@@ -105,10 +105,12 @@ def _units_alias(fn: Callable[..., Any]) -> Callable[..., Any]:
 
 
 @_units_alias
+@renamed(reference_mask="reference_attention_mask")
 @checked
 def scan(model: Any, inputs: Inputs, metric: Callable[..., Any], *, over: str | Sequence[str] | None = None,
          site: str | Sequence[str] | None = None, method: Method = "zero", reference: Inputs | None = None,
-         reference_mask: Tensor | None = None, mean_over: Literal["tokens", "prompts"] = "tokens", seed: int = 0,
+         reference_attention_mask: Tensor | None = None, mean_over: Literal["tokens", "prompts"] = "tokens",
+         seed: int = 0,
          attention_mask: Tensor | None = None, layers: Sequence[int] | None = None, n_boot: int = 2000,
          memory_mb: float = 1024.0, fast_paths: bool = True, skip_unchanged: bool = True,
          executor: Executor | None = None, progress: bool = True) -> AblationResult:
@@ -125,7 +127,7 @@ def scan(model: Any, inputs: Inputs, metric: Callable[..., Any], *, over: str | 
             (e.g. ``("attn_out", "mlp_out")``) add a ``site`` axis.
         method: ``"zero"``, ``"mean"`` or ``"resample"``.
         reference: reference prompts for mean/resample ablation (default: the inputs).
-        reference_mask: attention mask of a reference token tensor.
+        reference_attention_mask: attention mask of a reference token tensor.
         mean_over: ``"tokens"`` (mean over every real reference token, per feature) or
             ``"prompts"`` (per position, over reference prompts of the inputs' length).
         seed: seed of resample draws and of the bootstrap (recorded in provenance). With the
@@ -153,10 +155,10 @@ def scan(model: Any, inputs: Inputs, metric: Callable[..., Any], *, over: str | 
     kinds, over_axes = _where(site, over)
     if isinstance(n_boot, bool) or n_boot < 1:
         raise OptionError(f"n_boot must be at least 1, got {n_boot}")
-    if method == "zero" and (reference is not None or reference_mask is not None):
+    if method == "zero" and (reference is not None or reference_attention_mask is not None):
         raise InputError("zero ablation uses no reference; drop reference= (or use method='mean' / 'resample')")
-    if reference is None and reference_mask is not None:
-        raise InputError("reference_mask was given without reference=; pass the reference tokens it masks")
+    if reference is None and reference_attention_mask is not None:
+        raise InputError("reference_attention_mask was given without reference=; pass the reference tokens it masks")
     batch = as_batch(model, inputs, attention_mask=attention_mask)
     per_prompt = is_metric(metric)
     if per_prompt and len(batch) < 2:
@@ -172,7 +174,7 @@ def scan(model: Any, inputs: Inputs, metric: Callable[..., Any], *, over: str | 
     hooks.cache(list(names.values())).validate(model)
     ref_batch = None
     if method != "zero":
-        ref_batch = batch if reference is None else as_batch(model, reference, attention_mask=reference_mask,
+        ref_batch = batch if reference is None else as_batch(model, reference, attention_mask=reference_attention_mask,
                                                               role="reference")
         per_position = method == "resample" or mean_over == "prompts"
         if per_position and ref_batch.shape[1] != batch.shape[1]:

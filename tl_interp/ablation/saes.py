@@ -24,12 +24,12 @@ from jaxtyping import Float, Int
 from torch import Tensor
 
 from tl_interp import hooks, metrics
-from tl_interp._checks import check_layer, checked
+from tl_interp._checks import check_layer, checked, renamed
 from tl_interp.compat.sae import sae_hook_name
 from tl_interp.engine.collect import collect
 from tl_interp.engine.executors import Executor, Plan, execute
 from tl_interp.engine.inputs import as_batch, check_tokens
-from tl_interp.engine.passes import floats_per_token
+from tl_interp.engine.passes import rows_per_pass
 from tl_interp.engine.run import EngineOptions
 from tl_interp.intervention import Intervention
 from tl_interp.models.saes.specs import SAESpec, splice_positions
@@ -38,20 +38,16 @@ from tl_interp.sites import site
 __all__ = ["splice_positions", "site_activations", "reconstruction_stats", "splice_losses", "measure"]
 
 
-def rows_per_pass(model: Any, seq: int, memory_mb: float, *, full_logits: bool) -> int:
-    """Rows of ``seq`` tokens one forward pass holds within ``memory_mb`` (the engine's model)."""
-    return max(1, int(memory_mb * 2**20 // (4 * seq * floats_per_token(model, seq, full_logits))))
-
-
 def _batches(tokens: Tensor, mask: Tensor, batch_size: int) -> Iterator[tuple[Tensor, Tensor]]:
     for i in range(0, tokens.shape[0], batch_size):
         yield tokens[i : i + batch_size], mask[i : i + batch_size]
 
 
+@renamed(mask="attention_mask")
 @checked
 @torch.no_grad()
 def site_activations(
-    model: Any, layer: int, tokens: Int[Tensor, "batch pos"], mask: Int[Tensor, "batch pos"], *,
+    model: Any, layer: int, tokens: Int[Tensor, "batch pos"], attention_mask: Int[Tensor, "batch pos"], *,
     first_position: int = 1, memory_mb: float = 1024.0,
 ) -> Float[Tensor, "n d_model"]:
     """The residual stream at ``blocks.{layer}.hook_resid_pre`` of the real tokens from ``first_position`` on.
@@ -61,12 +57,12 @@ def site_activations(
     Args:
         model: a HookedTransformer.
         layer: the block whose input is read.
-        tokens, mask: right-padded sequences and their attention mask.
+        tokens, attention_mask: right-padded sequences and their attention mask.
         first_position: skip the positions before it (``SAESpec.first_position``).
         memory_mb: the budget of one forward pass (rows per pass follow the engine's memory model).
 
     Returns:
-        ``(n, d_model)``: the activations where ``mask`` is 1, row by row.
+        ``(n, d_model)``: the activations where ``attention_mask`` is 1, row by row.
 
     Example:
         >>> from tl_interp.models.zoo import load
@@ -78,12 +74,12 @@ def site_activations(
     """
     check_layer(layer, model.cfg.n_layers, "site_activations")
     check_tokens(model, tokens, "site_activations")  # the one token check (a negative id reads W_E[-1])
-    reads = mask.bool().clone()
+    reads = attention_mask.bool().clone()
     reads[:, :first_position] = False
     name = site("resid_pre", layer)
-    states = collect(model, tokens, name, positions=reads, attention_mask=mask, progress=False,
-                     batch_size=rows_per_pass(model, tokens.shape[1], memory_mb, full_logits=False))
-    return states[name][states.mask]
+    states = collect(model, tokens, name, positions=reads, attention_mask=attention_mask, progress=False,
+                     memory_mb=memory_mb)
+    return states[name][states.read_mask]
 
 
 @checked
@@ -133,13 +129,14 @@ def _loss_metric(kind: Literal["next_token", "answer"], tokens: Tensor, mask: Te
     return -1.0, metrics.answer_logprob(tokens[torch.arange(tokens.shape[0]), last], positions=last - 1)
 
 
+@renamed(mask="attention_mask")
 @checked
 @torch.no_grad()
 def splice_losses(
     sae: Any,
     model: Any,
     tokens: Int[Tensor, "batch pos"],
-    mask: Int[Tensor, "batch pos"],
+    attention_mask: Int[Tensor, "batch pos"],
     *,
     loss: Literal["next_token", "answer"] = "next_token",
     positions: slice | None = None,
@@ -151,7 +148,7 @@ def splice_losses(
     Args:
         sae: a sae_lens SAE whose ``cfg.metadata.hook_name`` is ``blocks.L.hook_resid_pre``.
         model: the HookedTransformer it reads.
-        tokens, mask: right-padded held-out sequences.
+        tokens, attention_mask: right-padded held-out sequences.
         loss: ``"next_token"`` (mean over real tokens) or ``"answer"`` (the last real token).
         positions: where to splice and ablate (default ``splice_positions(sae)``).
         memory_mb: the budget of one forward pass: rows per engine plan (one edited run of
@@ -184,7 +181,8 @@ def splice_losses(
     for iv in runs.values():
         iv.validate(model)
     sums = dict.fromkeys(["clean", *runs], 0.0)
-    for t, m in _batches(tokens, mask, rows_per_pass(model, tokens.shape[1], memory_mb, full_logits=True)):
+    rows = rows_per_pass(model, tokens.shape[1], memory_mb, full_logits=True)
+    for t, m in _batches(tokens, attention_mask, rows):
         sign, metric = _loss_metric(loss, t, m)
         plan = Plan(model, as_batch(model, t, attention_mask=m), metric, tuple(runs.values()),
                     tuple((key,) for key in runs), (hook,), options, label="SAE splice losses",
@@ -205,8 +203,10 @@ def _sig(x: float, digits: int = 5) -> float:
     return float(f"{x:.{digits}g}")
 
 
+@renamed(mask="attention_mask")
 @checked
-def measure(sae: Any, model: Any, spec: SAESpec, tokens: Tensor, mask: Tensor, *, memory_mb: float = 1024.0,
+def measure(sae: Any, model: Any, spec: SAESpec, tokens: Tensor, attention_mask: Tensor, *,
+            memory_mb: float = 1024.0,
             executor: Executor | None = None) -> dict[str, Any]:
     """Every card figure of ``sae`` on the held-out ``tokens`` (see the module docstring).
 
@@ -214,7 +214,7 @@ def measure(sae: Any, model: Any, spec: SAESpec, tokens: Tensor, mask: Tensor, *
         sae: the SAE.
         model: its model.
         spec: its spec (layer and loss kind).
-        tokens, mask: held-out sequences (``heldout_data``).
+        tokens, attention_mask: held-out sequences (``heldout_data``).
         memory_mb, executor: as ``splice_losses``.
 
     Returns:
@@ -230,9 +230,10 @@ def measure(sae: Any, model: Any, spec: SAESpec, tokens: Tensor, mask: Tensor, *
         >>> figures["explained_variance"] > 0.9
         True
     """
-    stats = reconstruction_stats(sae, site_activations(model, spec.layer, tokens, mask,
+    stats = reconstruction_stats(sae, site_activations(model, spec.layer, tokens, attention_mask,
                                                        first_position=spec.first_position, memory_mb=memory_mb))
-    losses = splice_losses(sae, model, tokens, mask, loss=spec.loss, positions=spec.positions, memory_mb=memory_mb,
+    losses = splice_losses(sae, model, tokens, attention_mask, loss=spec.loss, positions=spec.positions,
+                           memory_mb=memory_mb,
                            executor=executor)
     out: dict[str, Any] = {"n_sequences": int(tokens.shape[0])}
     out.update({k: (v if isinstance(v, int) else _sig(v)) for k, v in stats.items()})

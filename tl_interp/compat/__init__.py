@@ -30,7 +30,7 @@ import functools
 import importlib.metadata
 import inspect
 import warnings
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextvars import ContextVar
 from typing import Any
 
@@ -38,6 +38,7 @@ import torch
 from torch import Tensor
 
 # the other internals, each module registering its checks with _guard (imported for that)
+from tl_interp._checks import renamed
 from tl_interp.compat import _guard, convert, forward, hook_points, hub, sae, tl  # noqa: F401
 from tl_interp.compat._guard import require
 from tl_interp.compat.tl import has_hooked_transformer, is_bridge, require_hooked, require_sae, sae_lens_reason
@@ -239,11 +240,12 @@ def tl_default_mask(model: Any, tokens: Tensor) -> Tensor | None:
 
 
 # -- key-value caches ------------------------------------------------------------------------
-def new_kv_cache(model: Any, rows: int) -> Any:
-    """An empty TL key-value cache for ``rows`` rows (filled by a forward pass)."""
+@renamed(rows="n_rows")
+def new_kv_cache(model: Any, n_rows: int) -> Any:
+    """An empty TL key-value cache for ``n_rows`` rows (filled by a forward pass)."""
     from transformer_lens.cache.key_value_cache import TransformerLensKeyValueCache
 
-    return TransformerLensKeyValueCache.init_cache(model.cfg, model.cfg.device, rows)
+    return TransformerLensKeyValueCache.init_cache(model.cfg, model.cfg.device, n_rows)
 
 
 def kv_entries(cache: Any) -> list[tuple[Tensor, Tensor]]:
@@ -252,7 +254,7 @@ def kv_entries(cache: Any) -> list[tuple[Tensor, Tensor]]:
 
 
 def frozen_prefix_cache(model: Any, kv: list[tuple[Tensor, Tensor]], first_pos: int, copies: int,
-                        layers: range) -> Any:
+                        layers: Sequence[int]) -> Any:
     """A frozen cache holding positions ``< first_pos`` of the base run, repeated ``copies`` times,
     for the layers a pass runs (the others are never read)."""
     from transformer_lens.cache.key_value_cache import TransformerLensKeyValueCache

@@ -11,9 +11,10 @@ analyses (geometry, steering vectors, probes). It
   ``SelectionError`` naming the rows, before any forward pass;
 - reduces with ``reduce="mean"`` (the mean over each row's selected real positions), or
   keeps positions: one vector per row for one position per row, ``(n, k, ...)`` for ``k``
-  fixed positions, and ``(n, pos, ...)`` zero-padded with ``States.mask`` for per-row masks
+  fixed positions, and ``(n, pos, ...)`` zero-padded with ``States.read_mask`` for per-row masks
   (``States.ragged`` gives the per-prompt tensors);
-- streams: rows run ``batch_size`` at a time, each batch trimmed of the pad columns after its
+- streams: each forward pass holds as many rows as fit ``memory_mb`` (the engine's memory
+  model, ``engine.passes.rows_per_pass``), each pass trimmed of the pad columns after its
   longest row (causal models never let them reach a real token), only the selected positions
   are kept by the caching hook, everything is moved to ``device`` as it arrives, and on a
   HookedTransformer the forward pass stops just after the deepest block read.
@@ -22,6 +23,7 @@ Custom ``HookedRootModule``s (toy networks without positions, such as ``s5-mlp``
 own input tensor, split into rows, with ``positions=None``.
 """
 
+import warnings
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
@@ -30,13 +32,14 @@ import torch
 from torch import Tensor
 from tqdm.auto import tqdm
 
-from tl_interp._checks import checked
+from tl_interp._checks import SIZED_BY_MEMORY, checked, renamed, retired_keywords
 from tl_interp._device import check_device
 from tl_interp import hooks
-from tl_interp._types import NameFilter
+from tl_interp._types import NameFilter, Reduce
 from tl_interp.compat import is_hooked_transformer
 from tl_interp.engine.inputs import Inputs, as_batch
-from tl_interp.errors import HookNameError, OptionError, SelectionError, ShapeError, UnsupportedError
+from tl_interp.engine.passes import rows_per_pass
+from tl_interp.errors import HookNameError, OptionError, SelectionError, ShapeError, TlInterpDeprecationWarning, UnsupportedError
 from tl_interp.hooks._select import position_axis
 from tl_interp.models._adapter import Tokenized, adapt
 from tl_interp.positions import Finder, From, Positions, describe, real_bounds
@@ -159,25 +162,38 @@ class States(Mapping[str, Tensor]):
     Attributes:
         names: the hook names, in the order ``where`` gave them.
         batch: the checked ``Tokenized`` prompts (``None`` for a custom module's inputs).
-        mask: ``(n, pos)`` bool, which positions of each row were read, for per-row selections
+        read_mask: ``(n, pos)`` bool, which positions of each row were read, for per-row selections
             kept unreduced (``positions="all"``/``From``/a ``(batch, pos)`` mask with
             ``reduce=None``); otherwise ``None``.
-        positions: a label of the selection; ``reduce``: ``None`` or ``"mean"``.
+        positions_label: a label of the selection; ``reduce``: ``None`` or ``"mean"``.
         model_id: the model's id, for provenance.
         index: the absolute positions read: ``(n,)`` for one position per row, ``(k,)`` for
-            ``k`` fixed positions; ``None`` for per-row masks (``mask`` says which).
+            ``k`` fixed positions; ``None`` for per-row masks (``read_mask`` says which).
     """
 
-    def __init__(self, tensors: dict[str, Tensor], *, batch: Tokenized | None, mask: Tensor | None,
-                 positions: str, reduce: str | None, model_id: str, index: Tensor | None = None) -> None:
+    @renamed(mask="read_mask", positions="positions_label")
+    def __init__(self, tensors: dict[str, Tensor], *, batch: Tokenized | None, read_mask: Tensor | None,
+                 positions_label: str, reduce: Reduce, model_id: str, index: Tensor | None = None) -> None:
         self._tensors = tensors
         self.index = index
         self.names = tuple(tensors)
         self.batch = batch
-        self.mask = mask
-        self.positions = positions
+        self.read_mask = read_mask
+        self.positions_label = positions_label
         self.reduce = reduce
         self.model_id = model_id
+
+    @property
+    def positions(self) -> str:
+        """The old name of ``positions_label``."""
+        warnings.warn("States.positions is now States.positions_label", TlInterpDeprecationWarning, stacklevel=2)
+        return self.positions_label
+
+    @property
+    def mask(self) -> Tensor | None:
+        """The old name of ``read_mask``."""
+        warnings.warn("States.mask is now States.read_mask", TlInterpDeprecationWarning, stacklevel=2)
+        return self.read_mask
 
     def __getitem__(self, name: str) -> Tensor:
         try:
@@ -193,7 +209,7 @@ class States(Mapping[str, Tensor]):
 
     def __repr__(self) -> str:
         first = self._tensors[self.names[0]]
-        return (f"States({len(self.names)} sites x {tuple(first.shape)}, positions={self.positions}, "
+        return (f"States({len(self.names)} sites x {tuple(first.shape)}, positions={self.positions_label}, "
                 f"reduce={self.reduce}, model={self.model_id})")
 
     def stack(self) -> Tensor:
@@ -205,11 +221,11 @@ class States(Mapping[str, Tensor]):
 
     def ragged(self, name: str) -> list[Tensor]:
         """Per-prompt tensors ``(n_selected_i, ...)`` of one site: its read positions only."""
-        if self.mask is None:
+        if self.read_mask is None:
             raise OptionError(f"States.ragged: positions={self.positions}, reduce={self.reduce} gives the same "
                               "shape for every prompt; index the tensor directly")
         values = self[name]
-        return [values[i][self.mask[i]] for i in range(values.shape[0])]
+        return [values[i][self.read_mask[i]] for i in range(values.shape[0])]
 
 
 def _forward_kwargs(batch: Tokenized, lo: int, hi: int, stop: int | None) -> tuple[Tensor, dict[str, Any], int]:
@@ -220,9 +236,10 @@ def _forward_kwargs(batch: Tokenized, lo: int, hi: int, stop: int | None) -> tup
     return batch.tokens[lo:hi, :width], kwargs, width
 
 
+@retired_keywords(batch_size=SIZED_BY_MEMORY)
 @checked
 def collect(model: Any, inputs: Inputs, where: NameFilter, *, positions: Positions = "last",
-            reduce: str | None = None, attention_mask: Tensor | None = None, batch_size: int = 32,
+            reduce: Reduce = None, attention_mask: Tensor | None = None, memory_mb: float = 1024.0,
             device: str | torch.device = "cpu", dtype: torch.dtype = torch.float32,
             progress: bool = True) -> States:
     """Activations at ``where`` for every prompt, read at ``positions`` and optionally averaged.
@@ -239,14 +256,15 @@ def collect(model: Any, inputs: Inputs, where: NameFilter, *, positions: Positio
             ``(pos,)`` or ``(batch, pos)`` bool mask, or a ``(batch,)`` per-row index tensor.
         reduce: ``None`` or ``"mean"``: the mean over each row's selected positions.
         attention_mask: with token ids: 1 on real tokens, 0 on padding.
-        batch_size: rows per forward pass.
+        memory_mb: memory of one forward pass, in megabytes: rows per pass follow from it
+            (for a custom module, from the size of one row's read activations).
         device, dtype: where and how the states are stored.
         progress: show a progress bar over batches.
 
     Returns:
         ``States``: ``(n, ...)`` per site for one position per row or ``reduce="mean"``;
         ``(n, k, ...)`` for ``k`` fixed positions; ``(n, pos, ...)`` zero-padded with
-        ``.mask`` for per-row masks.
+        ``.read_mask`` for per-row masks.
 
     Example:
         >>> import torch
@@ -266,13 +284,11 @@ def collect(model: Any, inputs: Inputs, where: NameFilter, *, positions: Positio
     """
     check_device(device, "collect")  # before any forward pass: a CUDA-less torch fails at the first copy
     names = resolve(model, where, context="collect")
-    if reduce not in (None, "mean"):
-        raise OptionError(f"collect: reduce={reduce!r}; use None (keep positions) or 'mean'")
-    if batch_size < 1:
-        raise OptionError(f"collect: batch_size must be >= 1, got {batch_size}")
+    if not memory_mb > 0:
+        raise OptionError(f"collect: memory_mb must be > 0, got {memory_mb}")
     family = adapt(model).family
     if family == "custom":
-        return _collect_custom(model, inputs, names, positions, reduce, batch_size, device, dtype, progress)
+        return _collect_custom(model, inputs, names, positions, reduce, memory_mb, device, dtype, progress)
     batch = as_batch(model, inputs, attention_mask=attention_mask)
     plan = _plan(model, positions, batch)
     for name in names:
@@ -283,9 +299,10 @@ def collect(model: Any, inputs: Inputs, where: NameFilter, *, positions: Positio
     n, full = batch.shape
     keep_mask = plan.kind == "mask" and reduce is None
     parts: dict[str, list[Tensor]] = {name: [] for name in names}
-    starts = range(0, n, batch_size)
+    rows = rows_per_pass(model, full, memory_mb, full_logits=stop is None)
+    starts = range(0, n, rows)
     for lo in tqdm(starts, desc="collecting states", disable=not progress or len(starts) < 2):
-        hi = min(lo + batch_size, n)
+        hi = min(lo + rows, n)
         tokens, kwargs, width = _forward_kwargs(batch, lo, hi, stop)
         chosen = {"row": None if plan.index is None else plan.index[lo:hi], "fixed": list(plan.fixed),
                   "mask": None}[plan.kind]
@@ -303,7 +320,8 @@ def collect(model: Any, inputs: Inputs, where: NameFilter, *, positions: Positio
     tensors = {name: torch.cat(chunks) for name, chunks in parts.items()}
     label = repr(positions) if isinstance(positions, Finder) else describe(positions)
     index = plan.index if plan.kind == "row" else torch.tensor(plan.fixed) if plan.kind == "fixed" else None
-    return States(tensors, batch=batch, mask=plan.mask if keep_mask else None, positions=label, reduce=reduce,
+    return States(tensors, batch=batch, read_mask=plan.mask if keep_mask else None, positions_label=label,
+                  reduce=reduce,
                   model_id=adapt(model).model_id, index=index)
 
 
@@ -317,8 +335,8 @@ def _masked(act: Tensor, mask: Tensor, reduce: str | None, full: int) -> Tensor:
     return torch.cat([kept, kept.new_zeros(kept.shape[0], pad, *kept.shape[2:])], 1) if pad else kept
 
 
-def _collect_custom(model: Any, inputs: Any, names: tuple[str, ...], positions: Positions, reduce: str | None,
-                    batch_size: int, device: str | torch.device, dtype: torch.dtype, progress: bool) -> States:
+def _collect_custom(model: Any, inputs: Any, names: tuple[str, ...], positions: Positions, reduce: Reduce,
+                    memory_mb: float, device: str | torch.device, dtype: torch.dtype, progress: bool) -> States:
     if positions is not None or reduce is not None:
         raise UnsupportedError(f"collect: {type(model).__name__} is a custom HookedRootModule whose inputs are not "
                                "token sequences; pass positions=None (and no reduce) to read its sites per input row")
@@ -326,10 +344,18 @@ def _collect_custom(model: Any, inputs: Any, names: tuple[str, ...], positions: 
         raise UnsupportedError(f"collect: a custom module takes its own input tensor with rows on axis 0; got "
                                f"{type(inputs).__name__}")
     parts: dict[str, list[Tensor]] = {name: [] for name in names}
-    starts = range(0, inputs.shape[0], batch_size)
-    for lo in tqdm(starts, desc="collecting states", disable=not progress or len(starts) < 2):
-        store = hooks.cache(names, device=device, dtype=dtype).collect(model, inputs[lo:lo + batch_size])
-        for name in names:
-            parts[name].append(store[name])
+    lo, rows = 0, 1  # the first pass reads one row: its activations' size sets the rows of the others
+    with tqdm(total=inputs.shape[0], desc="collecting states", disable=not progress) as bar:
+        while lo < inputs.shape[0]:
+            store = hooks.cache(names, device=device, dtype=dtype).collect(model, inputs[lo:lo + rows])
+            for name in names:
+                parts[name].append(store[name])
+            bar.update(min(rows, inputs.shape[0] - lo))
+            if lo == 0:
+                per_row = sum(store[name].numel() * store[name].element_size() for name in names)
+                lo, rows = 1, max(1, int(memory_mb * 2**20 // max(per_row, 1)))
+            else:
+                lo += rows
     tensors = {name: torch.cat(chunks) for name, chunks in parts.items()}
-    return States(tensors, batch=None, mask=None, positions="None", reduce=None, model_id=adapt(model).model_id)
+    return States(tensors, batch=None, read_mask=None, positions_label="None", reduce=None,
+                  model_id=adapt(model).model_id)

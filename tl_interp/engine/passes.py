@@ -18,6 +18,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from tl_interp._checks import renamed
 from tl_interp.sites import d_vocab_out
 
 __all__ = ["CostModel", "cells_per_pass", "chunks", "merge_layers"]
@@ -54,13 +55,20 @@ def floats_per_token(model: Any, seq: int, full_logits: bool) -> int:
     return 8 * cfg.d_model + 3 * d_mlp + 4 * cfg.d_head * heads + 3 * heads * seq + (3 * vocab if full_logits else 0)
 
 
-def cells_per_pass(model: Any, batch: int, seq: int, memory_mb: float, full_logits: bool) -> int:
-    """How many cells (copies of a ``batch`` x ``seq`` input) fit one pass in ``memory_mb``."""
-    per_cell = 4.0 * batch * seq * floats_per_token(model, seq, full_logits)
+def rows_per_pass(model: Any, seq: int, memory_mb: float, *, full_logits: bool) -> int:
+    """Rows of ``seq`` tokens one forward pass holds within ``memory_mb``."""
+    return cells_per_pass(model, 1, seq, memory_mb, full_logits)
+
+
+@renamed(batch="n_rows")
+def cells_per_pass(model: Any, n_rows: int, seq: int, memory_mb: float, full_logits: bool) -> int:
+    """How many cells (copies of an ``n_rows`` x ``seq`` input) fit one pass in ``memory_mb``."""
+    per_cell = 4.0 * n_rows * seq * floats_per_token(model, seq, full_logits)
     return max(1, int(memory_mb * 2**20 // per_cell))
 
 
-def chunks(first: Sequence[int], per_pass: int, seq: int, rows: int, cost: CostModel,
+@renamed(rows="n_rows")
+def chunks(first: Sequence[int], per_pass: int, seq: int, n_rows: int, cost: CostModel,
            device_type: str) -> list[tuple[list[int], int]]:
     """Cells (by index) in passes, each with the first position it must compute.
 
@@ -74,13 +82,14 @@ def chunks(first: Sequence[int], per_pass: int, seq: int, rows: int, cost: CostM
     positions = sorted(set(first[i] for i in order))
     counts = [sum(1 for i in order if first[i] == p) for p in positions]
     out = []
-    for lo, hi in _bands(positions, counts, per_pass, seq, rows, cost.pass_cost(device_type), cost.max_band):
+    for lo, hi in _bands(positions, counts, per_pass, seq, n_rows, cost.pass_cost(device_type), cost.max_band):
         group = [i for i in order if positions[lo] <= first[i] <= positions[hi - 1]]
         out += [(group[k:k + per_pass], first[group[k]]) for k in range(0, len(group), per_pass)]
     return out
 
 
-def merge_layers(groups: dict[int | None, list[int]], first: Sequence[int], *, n_layers: int, seq: int, rows: int,
+@renamed(rows="n_rows")
+def merge_layers(groups: dict[int | None, list[int]], first: Sequence[int], *, n_layers: int, seq: int, n_rows: int,
                  per_pass: int, cost: CostModel) -> list[tuple[int | None, list[int]]]:
     """Start-layer groups of cells, some merged into an earlier layer's passes.
 
@@ -95,7 +104,7 @@ def merge_layers(groups: dict[int | None, list[int]], first: Sequence[int], *, n
         members = groups[layer]
         if merged and layer is not None and merged[-1][0] is not None and layer < n_layers - 1:
             start = merged[-1][0]
-            extra = sum(rows * (seq - first[i]) * (layer - start) for i in members)
+            extra = sum(n_rows * (seq - first[i]) * (layer - start) for i in members)
             saved = cost.block_cost_tokens * (n_layers - layer) * -(-len(members) // per_pass)
             if extra <= saved:
                 merged[-1] = (start, merged[-1][1] + members)

@@ -31,6 +31,7 @@ made again on the full logits (so its own errors still reach the caller).
 import contextlib
 import operator
 import random
+import warnings
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
@@ -39,6 +40,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from tl_interp._types import MetricFn
+from tl_interp.errors import TlInterpDeprecationWarning
 from tl_interp.compat import torch_functions
 
 __all__ = ["Unproven", "Watched", "Trace", "Probe", "probe", "traced"]
@@ -192,7 +195,7 @@ def _no_random_draws(what: list[str]) -> Iterator[None]:
         what.append("it draws random numbers")
 
 
-def traced(metric: Callable[[Tensor], Any], logits: Tensor, allowed: frozenset[int] | None = None
+def traced(metric: MetricFn, logits: Tensor, allowed: frozenset[int] | None = None
            ) -> tuple[Any, Trace]:
     """``metric(logits)`` watched: its value (None if refused) and its ``Trace``.
 
@@ -231,19 +234,25 @@ def hidden(rows: Tensor, positions: Tensor, shape: tuple[int, ...], fill: float)
 @dataclass(frozen=True)
 class Probe:
     """What tracing a plain metric on the base run's logits showed: the one position it reads
-    (``position``), or ``why`` the full logits are needed."""
+    (``read_position``), or ``why`` the full logits are needed."""
 
-    position: int | None
+    read_position: int | None
     why: str | None
 
+    @property
+    def position(self) -> int | None:
+        """The old name of ``read_position``."""
+        warnings.warn("Probe.position is now Probe.read_position", TlInterpDeprecationWarning, stacklevel=2)
+        return self.read_position
+
     def describe(self) -> str:
-        if self.position is not None:
-            return (f"plain metric traced: it reads position {self.position} only (every cell's reads checked, "
+        if self.read_position is not None:
+            return (f"plain metric traced: it reads position {self.read_position} only (every cell's reads checked, "
                     "a cell reading elsewhere is recomputed on full logits)")
         return f"plain metric reads the full logits: {self.why}"
 
 
-def probe(metric: Callable[[Tensor], Any], logits: Tensor, value: Tensor) -> Probe:
+def probe(metric: MetricFn, logits: Tensor, value: Tensor) -> Probe:
     """Trace ``metric`` on the base run's ``logits`` (whose metric value is ``value``): which one
     position it reads, shown by an unchanged value when every other position is hidden, first as
     NaN, then as finite garbage, without drawing random numbers.
@@ -252,7 +261,7 @@ def probe(metric: Callable[[Tensor], Any], logits: Tensor, value: Tensor) -> Pro
         >>> import torch
         >>> logits = torch.randn(2, 5, 7)
         >>> last = lambda x: (x[:, -1, 3] - x[:, -1, 4]).mean()
-        >>> probe(last, logits, last(logits)).position
+        >>> probe(last, logits, last(logits)).read_position
         4
         >>> every = lambda x: x[:, :, 3].mean()
         >>> probe(every, logits, every(logits)).why

@@ -21,6 +21,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
+from tl_interp._checks import renamed
 from tl_interp import hooks
 from tl_interp._context import RunContext, running
 from tl_interp import compat
@@ -189,10 +190,10 @@ class BaseRun:
         one position turns on the read-only head there; anything else turns it off, saying why."""
         found = reads.probe(self.metric, logits, self._values)  # type: ignore[arg-type]
         self.read_note = found.describe()
-        if found.position is None:
+        if found.read_position is None:
             self.read_reason = self.read_note
         else:
-            self.read_positions = torch.full((self.rows,), found.position, dtype=torch.long,
+            self.read_positions = torch.full((self.rows,), found.read_position, dtype=torch.long,
                                              device=self.batch.tokens.device)
         self._decide_paths()
 
@@ -264,9 +265,11 @@ class BaseRun:
         return paths
 
     # -- the passes ----------------------------------------------------------------------
-    def evaluate(self, cells: Sequence[Intervention], progress: Callable[[int], None] | None = None) -> Values:
+    @renamed(progress="on_cells")
+    def evaluate(self, cells: Sequence[Intervention], on_cells: Callable[[int], None] | None = None) -> Values:
         """Every cell's value: ``(n_cells, batch)`` per prompt for tl_interp metrics (a dict of
-        them for a MetricSet), ``(n_cells,)`` for plain functions. All checks run first."""
+        them for a MetricSet), ``(n_cells,)`` for plain functions. All checks run first;
+        ``on_cells(k)`` is called as each pass finishes its ``k`` cells (a progress bar's update)."""
         bound = bound_cells(self.model, cells)  # every name, index and width checked here
         n = len(bound)
         if n == 0:
@@ -285,8 +288,8 @@ class BaseRun:
             first = [unchanged if f == unchanged else 0 for f in first]
         live = [i for i in range(n) if first[i] != unchanged]
         self.stats["cells_skipped"] += n - len(live)
-        if progress is not None and n > len(live):
-            progress(n - len(live))
+        if on_cells is not None and n > len(live):
+            on_cells(n - len(live))
         outputs: list[tuple[list[int], Tensor]] = []  # (cells, their read rows or logits) per pass
         by_layer: dict[int | None, list[int]] = {}
         for i in live:
@@ -295,7 +298,7 @@ class BaseRun:
         full = self.read_reason is not None
         per_pass = cells_per_pass(self.model, self.rows, self.seq, self.options.memory_mb, full)
         grad = torch.enable_grad() if self.options.grad else torch.inference_mode()
-        groups = merge_layers(by_layer, first, n_layers=self.model.cfg.n_layers, seq=self.seq, rows=self.rows,
+        groups = merge_layers(by_layer, first, n_layers=self.model.cfg.n_layers, seq=self.seq, n_rows=self.rows,
                               per_pass=per_pass, cost=self.options.cost)
         with grad:
             for layer, members in groups:
@@ -305,8 +308,8 @@ class BaseRun:
                 for chunk, first_pos in chunks(starts, per_pass, self.seq, self.rows, self.options.cost, device):
                     idx = [members[k] for k in chunk]
                     outputs.append((idx, self._pass(layer, [bound[i] for i in idx], first_pos)))
-                    if progress is not None:
-                        progress(len(idx))
+                    if on_cells is not None:
+                        on_cells(len(idx))
             results = self._score_passes(outputs, bound)
         base = self.values
         rows = [results.get(i, base) for i in range(n)]

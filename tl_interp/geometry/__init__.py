@@ -8,7 +8,7 @@ States come from ``ti.collect`` (masks honoured); statistics from ``ti.stats``.
   ``rotation_residual``, ``shift_rotation_residual``, ``difference_pca``) and correlations
   (``pearson``, ``spearman``, ``kendall``, ``correlate``) are public and have vectorised
   permutation nulls;
-- ``layer_angles(states, targets=...)`` + ``angle_inputs(model, prompts, token)``: angles
+- ``layer_angles(states, positions=...)`` + ``angle_inputs(model, prompts, token)``: angles
   between consecutive layers at target vs other tokens vs a shuffled baseline, corrected
   paired t-tests per layer (seed 004);
 - subspaces: ``project``, ``variance_explained``, ``spectrum``, ``low_rank`` and

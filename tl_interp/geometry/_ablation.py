@@ -24,7 +24,7 @@ from tqdm.auto import tqdm
 
 from tl_interp._checks import checked
 from tl_interp import hooks
-from tl_interp._types import NameFilter
+from tl_interp._types import MetricFn, NameFilter
 from tl_interp.errors import InputError, OptionError, UnsupportedError
 from tl_interp.engine.executors import Executor, Plan, execute
 from tl_interp.engine.inputs import as_batch
@@ -131,7 +131,7 @@ def _on_the_engine(model: Any, inputs: Any, metric: Callable[[Any], Any], cells:
 
 @checked
 def subspace_ablation(model: Any, inputs: Any, where: NameFilter, subspaces: Mapping[str, Tensor], *,
-                      metric: Callable[[Any], Any], metric_name: str | None = None, n_random: int = 3, seed: int = 0,
+                      metric: MetricFn, metric_name: str | None = None, n_random: int = 3, seed: int = 0,
                       forward_kwargs: Mapping[str, Any] | None = None, memory_mb: float = 1024.0,
                       executor: Executor | None = None, progress: bool = True) -> SubspaceAblation:
     """The metric when each subspace is projected out at ``where``, with random-subspace controls.

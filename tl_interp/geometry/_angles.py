@@ -9,6 +9,7 @@ over prompts) compare target vs other and target vs shuffled; p-values are corre
 layers within each comparison (``ti.stats.correct``), and Cohen's d_z is the effect size.
 """
 
+import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -16,11 +17,11 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from tl_interp._checks import checked
+from tl_interp._checks import SIZED_BY_MEMORY, checked, renamed, retired_keywords
 from tl_interp import stats
 from tl_interp.engine.collect import collect
 from tl_interp.engine.inputs import Inputs, as_batch
-from tl_interp.errors import InputError, OptionError, SelectionError, ShapeError
+from tl_interp.errors import InputError, OptionError, SelectionError, ShapeError, TlInterpDeprecationWarning
 from tl_interp.models._adapter import Tokenized, adapt
 from tl_interp.positions import first
 from tl_interp.results import Provenance, Result, register_result, short
@@ -138,8 +139,10 @@ def _shuffled(states: Tensor, mask: Tensor, generator: torch.Generator) -> tuple
     return _angles(picked[..., 0, :], picked[..., 1, :]), layers, positions
 
 
+@renamed(targets="positions", mask="attention_mask")
 @checked
-def layer_angles(states: Tensor, *, targets: Tensor, others: Tensor | None = None, mask: Tensor | None = None,
+def layer_angles(states: Tensor, *, positions: Tensor, others: Tensor | None = None,
+                 attention_mask: Tensor | None = None,
                  baseline: str | None = "shuffled", correction: str = "bonferroni", seed: int = 0,
                  model_id: str = "states", layer_labels: Sequence[str] | None = None) -> LayerAngles:
     """Angles between consecutive layers at target tokens vs other tokens vs a shuffled baseline.
@@ -147,9 +150,9 @@ def layer_angles(states: Tensor, *, targets: Tensor, others: Tensor | None = Non
     Args:
         states: ``(layers + 1, batch, pos, d)``, e.g. resid_pre of every layer plus the final
             resid_post (``angle_inputs`` builds it).
-        targets: ``(batch,)`` the target position of each prompt.
+        positions: ``(batch,)`` the target position of each prompt.
         others: ``(batch,)`` the comparison position (default: the one before each target).
-        mask: ``(batch, pos)`` which positions are real (default: all); the shuffled baseline
+        attention_mask: ``(batch, pos)`` which positions are real (default: all); the shuffled baseline
             draws only from real positions.
         baseline: ``"shuffled"`` or ``None`` (no baseline, one comparison).
         correction: ``"bonferroni"``, ``"holm"``, ``"fdr_bh"`` or ``"none"``, over layers.
@@ -162,7 +165,7 @@ def layer_angles(states: Tensor, *, targets: Tensor, others: Tensor | None = Non
     Example:
         >>> import torch
         >>> states = torch.randn(4, 5, 6, 8, generator=torch.Generator().manual_seed(0))
-        >>> res = layer_angles(states, targets=torch.tensor([2, 3, 1, 4, 5]))
+        >>> res = layer_angles(states, positions=torch.tensor([2, 3, 1, 4, 5]))
         >>> res.angles["target"].shape, res.p_values["target vs other"].shape
         (torch.Size([3, 5]), torch.Size([3]))
     """
@@ -177,22 +180,22 @@ def layer_angles(states: Tensor, *, targets: Tensor, others: Tensor | None = Non
         raise OptionError(f"correction={correction!r}; choose one of {', '.join(_CORRECTIONS)}")
     if baseline not in ("shuffled", None):
         raise OptionError(f"baseline={baseline!r}; use 'shuffled' or None")
-    if mask is None:
+    if attention_mask is None:
         real = torch.ones(batch, width, dtype=torch.bool)
-    elif tuple(mask.shape) != (batch, width):
-        raise ShapeError(f"layer_angles: mask has shape {tuple(mask.shape)}; the states have (batch, pos) = "
-                         f"({batch}, {width})")
+    elif tuple(attention_mask.shape) != (batch, width):
+        raise ShapeError(f"layer_angles: attention_mask has shape {tuple(attention_mask.shape)}; the states have "
+                         f"(batch, pos) = ({batch}, {width})")
     else:
-        real = mask.detach().cpu().bool()
+        real = attention_mask.detach().cpu().bool()
     x = states.detach().double().cpu()
     check_finite(x[:, real], "layer_angles: the states at real positions", "remove or impute those prompts first")
-    target = _check_positions("targets", targets, batch, width, real)
+    target = _check_positions("positions", positions, batch, width, real)
     other = _check_positions("others", target - 1 if others is None else others, batch, width, real)
     same = (other == target).nonzero().flatten().tolist()
     if same:
-        raise SelectionError(f"layer_angles: others equal targets in rows {same[:10]} ({len(same)} of {batch} "
+        raise SelectionError(f"layer_angles: others equal positions in rows {same[:10]} ({len(same)} of {batch} "
                              "prompts), so 'target vs other' would compare angles with themselves (zero differences, "
-                             "no t-test); pass others= positions that differ from targets (default: the token "
+                             "no t-test); pass others= positions that differ from positions= (default: the token "
                              "before each target)")
     rows = torch.arange(batch)
     kinds = {"target": _angles(x[:-1, rows, target], x[1:, rows, target]),
@@ -222,16 +225,29 @@ class AngleInputs:
     """What ``layer_angles`` needs, read from a model: states, target positions, the real-token mask."""
 
     states: Tensor
-    targets: Tensor
-    mask: Tensor
+    positions: Tensor
+    attention_mask: Tensor
     batch: Tokenized
     names: tuple[str, ...]
     model_id: str
 
+    @property
+    def targets(self) -> Tensor:
+        """The old name of ``positions``."""
+        warnings.warn("AngleInputs.targets is now AngleInputs.positions", TlInterpDeprecationWarning, stacklevel=2)
+        return self.positions
 
+    @property
+    def mask(self) -> Tensor:
+        """The old name of ``attention_mask``."""
+        warnings.warn("AngleInputs.mask is now AngleInputs.attention_mask", TlInterpDeprecationWarning, stacklevel=2)
+        return self.attention_mask
+
+
+@retired_keywords(batch_size=SIZED_BY_MEMORY)
 @checked
 def angle_inputs(model: Any, inputs: Inputs, token: str | int, *, occurrence: int = 0,
-                 batch_size: int = 16, progress: bool = True) -> AngleInputs:
+                 memory_mb: float = 1024.0, progress: bool = True) -> AngleInputs:
     """States of every layer (resid_pre of each block, then the final resid_post) and target positions.
 
     Args:
@@ -239,17 +255,17 @@ def angle_inputs(model: Any, inputs: Inputs, token: str | int, *, occurrence: in
         inputs: the sentences (any input form); every one must contain ``token``.
         token: the target token (one token, e.g. ``" her"``) or its id.
         occurrence: which occurrence in each prompt is the target (0: the first).
-        batch_size, progress: as ``ti.collect``.
+        memory_mb, progress: as ``ti.collect``.
 
     Returns:
-        ``AngleInputs`` (``states`` ``(n_layers + 1, n, pos, d)``, ``targets``, ``mask``).
+        ``AngleInputs`` (``states`` ``(n_layers + 1, n, pos, d)``, ``positions``, ``attention_mask``).
 
     Example:
         >>> import tempfile
         >>> from tl_interp.models import load, make_tiny_hf_dir
         >>> model = load(make_tiny_hf_dir(tempfile.mkdtemp(), "gpt2"), device="cpu")
         >>> inputs = angle_inputs(model, ["the cat sat", "a big cat"], " cat", progress=False)
-        >>> tuple(inputs.states.shape[:2]), inputs.targets.tolist()
+        >>> tuple(inputs.states.shape[:2]), inputs.positions.tolist()
         ((3, 2), [2, 3])
     """
     n_layers = adapt(model).n_layers
@@ -259,6 +275,6 @@ def angle_inputs(model: Any, inputs: Inputs, token: str | int, *, occurrence: in
     finder = first(token, occurrence=occurrence)
     batch = as_batch(model, inputs, role="inputs")
     targets = finder.resolve(model, batch.tokens.cpu(), batch.attention_mask.cpu())  # names rows without it
-    states = collect(model, batch, names, positions="all", batch_size=batch_size, progress=progress)
-    return AngleInputs(states.stack(), targets, states.mask, batch, names, adapt(model).model_id)
+    states = collect(model, batch, names, positions="all", memory_mb=memory_mb, progress=progress)
+    return AngleInputs(states.stack(), targets, states.read_mask, batch, names, adapt(model).model_id)
 

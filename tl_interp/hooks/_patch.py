@@ -12,7 +12,7 @@ from jaxtyping import Bool, Float
 from torch import Tensor
 from transformer_lens import ActivationCache
 
-from tl_interp._checks import checked
+from tl_interp._checks import checked, renamed
 from tl_interp._types import IndexSelection, NameFilter, PositionSelection
 from tl_interp.errors import HookNameError, ShapeError
 from tl_interp.hooks._edit import check_finite, check_trailing, edit_intervention
@@ -36,10 +36,11 @@ def _source_for(source: Source, name: str, context: str) -> Tensor:
                             "first (hooks.cache(...) on the source run)") from None
 
 
+@renamed(mask="entries")
 @checked
 def patch(where: NameFilter, source: Source, *, positions: PositionSelection = None,
           heads: IndexSelection = None, neurons: IndexSelection = None,
-          rows: IndexSelection = None, mask: Bool[Tensor, "..."] | None = None) -> Intervention:
+          rows: IndexSelection = None, entries: Bool[Tensor, "..."] | None = None) -> Intervention:
     """Overwrite the selected activations with the source run's activations.
 
     Args:
@@ -47,7 +48,7 @@ def patch(where: NameFilter, source: Source, *, positions: PositionSelection = N
         source: a tensor shaped like the activation (or like one row, broadcast over the
             batch), or a mapping from hook names to such tensors.
         positions, heads, neurons, rows: which entries to overwrite.
-        mask: a boolean tensor broadcastable to the activation, ANDed with the selections
+        entries: a boolean tensor broadcastable to the activation, ANDed with the selections
             above (e.g. a different head in each row, for many patches in one forward pass).
 
     Returns:
@@ -61,7 +62,7 @@ def patch(where: NameFilter, source: Source, *, positions: PositionSelection = N
         Intervention (1 hook):
           1. patch from source (pos [0, 2]) at blocks.1.hook_resid_pre
     """
-    selection = Selection(positions, heads, neurons, rows, mask)
+    selection = Selection(positions, heads, neurons, rows, entries)
 
     def make_edit(name, info, context):
         src = _source_for(source, name, context)

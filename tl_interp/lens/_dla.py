@@ -29,7 +29,7 @@ from typing import Any, Literal
 import torch
 from torch import Tensor
 
-from tl_interp._checks import checked
+from tl_interp._checks import SIZED_BY_MEMORY, checked, retired_keywords
 from tl_interp import compat
 from tl_interp.engine.collect import collect
 from tl_interp.engine.inputs import Inputs, as_batch
@@ -167,11 +167,12 @@ def _fill(model: Any, by: str, st: Any, stats: _Stats, n: int, v_all: dict[str, 
                 stats.add(f"{layer}_mlp_out", mlp[layer])  # type: ignore[arg-type]
 
 
+@retired_keywords(batch_size=SIZED_BY_MEMORY)
 @checked
 @torch.no_grad()
 def direct_logit_attribution(model: Any, inputs: Inputs, answers: AnswerTokens, *, against: AnswerTokens | None = None,
                              by: By = "layer", positions: Positions = "last", attention_mask: Tensor | None = None,
-                             batch_size: int = 32, progress: bool = True) -> DLAResult:
+                             memory_mb: float = 1024.0, progress: bool = True) -> DLAResult:
     """Each component's direct contribution to ``answers``' logit (or the difference to ``against``).
 
     Args:
@@ -191,7 +192,7 @@ def direct_logit_attribution(model: Any, inputs: Inputs, answers: AnswerTokens, 
         positions: the one position per prompt read (``"last"``, an int, a ``(batch,)`` tensor,
             a finder).
         attention_mask: with token ids, 1 on real tokens.
-        batch_size: prompts per forward pass.
+        memory_mb: memory of one forward pass, in megabytes (rows per pass follow from it).
         progress: show a progress bar.
 
     Returns:
@@ -222,11 +223,11 @@ def direct_logit_attribution(model: Any, inputs: Inputs, answers: AnswerTokens, 
     if ids.shape[1] != 1 or (other is not None and other.shape[1] != 1):
         raise InputError("direct_logit_attribution: one answer (and one 'against' token) per prompt; for several, "
                          "call it once per answer")
-    st = collect(model, batch, _sites(model, by), positions=positions, batch_size=batch_size, progress=progress)
+    st = collect(model, batch, _sites(model, by), positions=positions, memory_mb=memory_mb, progress=progress)
     v_all = None
     if by == "position":
         v_states = collect(model, batch, [f"blocks.{layer}.attn.hook_v" for layer in range(cfg.n_layers)],
-                           positions="all", batch_size=batch_size, progress=progress)
+                           positions="all", memory_mb=memory_mb, progress=progress)
         v_all = dict(v_states.items())
     index = st.index.long()
     resid = st[f"blocks.{cfg.n_layers - 1}.hook_resid_post"].float()
@@ -273,7 +274,7 @@ def direct_logit_attribution(model: Any, inputs: Inputs, answers: AnswerTokens, 
               "centring": centring.float(), "position": index, "scale": scale.float(), "answers": ids[:, 0]}
     if other is not None:
         extras["against"] = other[:, 0]
-    settings = {"by": by, "positions": st.positions, "n_layers": cfg.n_layers, "n_heads": cfg.n_heads,
+    settings = {"by": by, "positions": st.positions_label, "n_layers": cfg.n_layers, "n_heads": cfg.n_heads,
                 "target": target, "norm": cfg.normalization_type or "none",
                 "reads": "components . (w * W_U direction) / frozen ln_final scale (TransformerLens logit_attrs)"}
     prov = Provenance.make(adapt(model).model_id, prompt_hash=prompt_hash(batch.tokens.cpu(), batch.attention_mask.cpu()),

@@ -24,7 +24,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from tl_interp._checks import check_count, checked
+from tl_interp._checks import SIZED_BY_MEMORY, check_count, checked, retired_keywords
 from tl_interp import compat
 from tl_interp.engine.collect import collect
 from tl_interp.engine.inputs import Inputs, as_batch
@@ -67,8 +67,8 @@ def _as_slots(states: Any, name: str, n: int) -> Tensor:
 
 def _positions(states: Any, n: int, width: int) -> tuple[Tensor, Tensor]:
     """``(position, mask)``, each ``(n, slots)``: which absolute position each slot read."""
-    if states.mask is not None:
-        mask = states.mask.bool()
+    if states.read_mask is not None:
+        mask = states.read_mask.bool()
         return torch.arange(mask.shape[1])[None].expand(n, -1).clone(), mask
     index = states.index
     pos = index[:, None] if index.ndim == 1 and index.shape[0] == n and width == 1 else index[None].expand(n, -1)
@@ -78,7 +78,7 @@ def _positions(states: Any, n: int, width: int) -> tuple[Tensor, Tensor]:
 @torch.no_grad()
 def _read(model: Any, inputs: Inputs, *, positions: Positions, layers: Sequence[int] | None,
           answers: AnswerTokens | None, top_k: int, translators: Translators | None, attention_mask: Tensor | None,
-          batch_size: int, progress: bool, what: str) -> LensResult:
+          memory_mb: float, progress: bool, what: str) -> LensResult:
     n_layers = model.cfg.n_layers
     check_count(top_k, "top_k", high=model.cfg.d_vocab_out, what=what)
     if translators is not None and (translators.n_layers, translators.d_model) != (n_layers, model.cfg.d_model):
@@ -91,7 +91,7 @@ def _read(model: Any, inputs: Inputs, *, positions: Positions, layers: Sequence[
     ids, labels = answer_ids(model, answers, n) if answers is not None else (None, ())
     final = _site(n_layers, n_layers)
     names = list(dict.fromkeys([_site(layer, n_layers) for layer in chosen] + [final]))
-    states = collect(model, batch, names, positions=positions, batch_size=batch_size, progress=progress)
+    states = collect(model, batch, names, positions=positions, memory_mb=memory_mb, progress=progress)
     width = _as_slots(states, final, n).shape[1]
     position, mask = _positions(states, n, width)
     flat_mask = mask.flatten()
@@ -143,7 +143,7 @@ def _read(model: Any, inputs: Inputs, *, positions: Positions, layers: Sequence[
                    | (set(ids.flatten().tolist()) if ids is not None else set()))
     strings = dict(zip(shown, token_strings(model, shown)))
     layer_labels = tuple("final" if layer == n_layers else str(layer) for layer in chosen)
-    settings = {"positions": states.positions, "layers": chosen, "top_k": top_k, "n_layers": n_layers,
+    settings = {"positions": states.positions_label, "layers": chosen, "top_k": top_k, "n_layers": n_layers,
                 "kl": "KL(p_final || p_layer), nats", "reads": "resid_pre of each layer, the final resid_post",
                 **({"translators": translators.model, "translators_card": translators.card.get("name", "")}
                    if translators is not None else {})}
@@ -153,10 +153,11 @@ def _read(model: Any, inputs: Inputs, *, positions: Positions, layers: Sequence[
                       labels={"layer": layer_labels}, extras=extras, strings=strings, answer_labels=labels)
 
 
+@retired_keywords(batch_size=SIZED_BY_MEMORY)
 @checked
 def logit_lens(model: Any, inputs: Inputs, *, positions: Positions = "last", layers: Sequence[int] | None = None,
                answers: AnswerTokens | None = None, top_k: int = 5, attention_mask: Tensor | None = None,
-               batch_size: int = 32, progress: bool = True) -> LensResult:
+               memory_mb: float = 1024.0, progress: bool = True) -> LensResult:
     """Each layer's residual stream read through the model's own final norm and unembedding.
 
     Args:
@@ -170,7 +171,7 @@ def logit_lens(model: Any, inputs: Inputs, *, positions: Positions = "last", lay
             string, a list of them, or a ``(batch,)`` / ``(batch, k)`` tensor of ids per prompt.
         top_k: top tokens kept per layer and position.
         attention_mask: with token ids, 1 on real tokens.
-        batch_size: prompts per forward pass.
+        memory_mb: memory of one forward pass, in megabytes (rows per pass follow from it).
         progress: show a progress bar.
 
     Returns:
@@ -187,14 +188,15 @@ def logit_lens(model: Any, inputs: Inputs, *, positions: Positions = "last", lay
         True
     """
     return _read(model, inputs, positions=positions, layers=layers, answers=answers, top_k=top_k,
-                 translators=None, attention_mask=attention_mask, batch_size=batch_size, progress=progress,
+                 translators=None, attention_mask=attention_mask, memory_mb=memory_mb, progress=progress,
                  what="logit lens")
 
 
+@retired_keywords(batch_size=SIZED_BY_MEMORY)
 @checked
 def tuned_lens(model: Any, inputs: Inputs, *, translators: Translators | str, positions: Positions = "last",
                layers: Sequence[int] | None = None, answers: AnswerTokens | None = None, top_k: int = 5,
-               attention_mask: Tensor | None = None, batch_size: int = 32, progress: bool = True) -> LensResult:
+               attention_mask: Tensor | None = None, memory_mb: float = 1024.0, progress: bool = True) -> LensResult:
     """The tuned lens: each layer's residual stream through its trained translator, then the head.
 
     Reads exactly like ``logit_lens`` (same arguments, same result); layer ``l < n_layers`` is
@@ -217,5 +219,5 @@ def tuned_lens(model: Any, inputs: Inputs, *, translators: Translators | str, po
     if isinstance(translators, str):
         translators = load_translators(translators)
     return _read(model, inputs, positions=positions, layers=layers, answers=answers, top_k=top_k,
-                 translators=translators, attention_mask=attention_mask, batch_size=batch_size,
+                 translators=translators, attention_mask=attention_mask, memory_mb=memory_mb,
                  progress=progress, what="tuned lens")

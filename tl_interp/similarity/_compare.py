@@ -28,7 +28,7 @@ from typing import Any, ClassVar
 import torch
 from torch import Tensor
 
-from tl_interp._checks import checked
+from tl_interp._checks import checked, renamed
 from tl_interp.errors import InputError, OptionError, TlInterpError, TlInterpWarning
 from tl_interp.results import Provenance, Result, prompt_hash, register_result
 from tl_interp.similarity._cca import pwcca, svcca
@@ -108,9 +108,9 @@ class SimilarityResult(Result):
 def _resolved(metrics: Sequence[str], options: Mapping[str, Mapping[str, Any]]) -> list[tuple[str, Any, Any]]:
     unknown = [m for m in list(metrics) + list(options) if m not in METRICS]
     if unknown:
-        raise OptionError(f"compare: unknown metrics {unknown}; choose from {tuple(METRICS)}")
+        raise OptionError(f"compare: unknown measures {unknown}; choose from {tuple(METRICS)}")
     if len(set(metrics)) != len(metrics) or not metrics:
-        raise OptionError(f"compare: metrics must be distinct names, got {tuple(metrics)}")
+        raise OptionError(f"compare: measures must be distinct names, got {tuple(metrics)}")
     out = []
     for name in metrics:
         fn, fixed, resampled = METRICS[name]
@@ -205,8 +205,9 @@ def _warn_if_unreachable(n: int, n_permutations: int, alpha: float) -> None:
                       "data. Use more rows or more permutations", TlInterpWarning, stacklevel=3)
 
 
+@renamed(metrics="measures")
 @checked
-def compare(X: ArrayLike, Y: ArrayLike, *, metrics: Sequence[str] = DEFAULT_METRICS,
+def compare(X: ArrayLike, Y: ArrayLike, *, measures: Sequence[str] = DEFAULT_METRICS,
             options: Mapping[str, Mapping[str, Any]] | None = None, n_permutations: int = 1000,
             n_boot: int = 1000, alpha: float = 0.05, seed: int = 0, model_id: str = "activations",
             memory_mb: float = 1024.0, progress: bool = True) -> SimilarityResult:
@@ -214,8 +215,8 @@ def compare(X: ArrayLike, Y: ArrayLike, *, metrics: Sequence[str] = DEFAULT_METR
 
     Args:
         X, Y: activations of the same n items (rows paired), e.g. two models or two layers.
-        metrics: names from ``METRICS``: ``"cka"``, ``"cka_rbf"``, ``"cka_debiased"``, ``"svcca"``,
-            ``"pwcca"``, ``"procrustes"``, ``"rsa"``, ``"mutual_knn"``.
+        measures: similarity measures, names from ``METRICS``: ``"cka"``, ``"cka_rbf"``, ``"cka_debiased"``,
+            ``"svcca"``, ``"pwcca"``, ``"procrustes"``, ``"rsa"``, ``"mutual_knn"``.
         options: keyword options per metric, e.g. ``{"svcca": {"dims": 10}, "mutual_knn": {"k": 5}}``.
         n_permutations: random reorderings of Y's rows for every null (shared by all metrics).
         n_boot: bootstrap resamples of rows for the intervals (shared by all metrics).
@@ -235,7 +236,7 @@ def compare(X: ArrayLike, Y: ArrayLike, *, metrics: Sequence[str] = DEFAULT_METR
         >>> import torch
         >>> g = torch.Generator().manual_seed(0)
         >>> X = torch.randn(40, 6, generator=g)
-        >>> res = compare(X, X + 0.5 * torch.randn(40, 6, generator=g), metrics=("cka", "rsa"), n_permutations=99,
+        >>> res = compare(X, X + 0.5 * torch.randn(40, 6, generator=g), measures=("cka", "rsa"), n_permutations=99,
         ...               n_boot=50)
         >>> res.labels["metric"], [round(p, 2) for p in res.extras["p_value"].tolist()]
         (('cka', 'rsa'), [0.01, 0.01])
@@ -245,7 +246,7 @@ def compare(X: ArrayLike, Y: ArrayLike, *, metrics: Sequence[str] = DEFAULT_METR
     if not memory_mb > 0:
         raise OptionError(f"compare: memory_mb must be positive, got {memory_mb}")
     options = dict(options or {})
-    plan = _resolved(metrics, options)
+    plan = _resolved(measures, options)
     raw_x, raw_y = paired_rows(X, Y, "compare", min_rows=3, rescale=False)
     x, y = unit_scale(raw_x)[0], unit_scale(raw_y)[0]  # every metric is scale-invariant (_inputs)
     n = x.shape[0]

@@ -30,7 +30,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from tl_interp._checks import checked
+from tl_interp._checks import checked, renamed
 from tl_interp.errors import InputError, OptionError, ShapeError
 from tl_interp.similarity._compare import METRICS, SimilarityResult, compare
 from tl_interp.similarity._match import UnitMatch, match_units
@@ -160,10 +160,11 @@ def _options(options: Mapping[str, Mapping[str, Any]] | None, metrics: Sequence[
     return out
 
 
+@renamed(metrics="measures")
 @checked
 def feature_spaces(codes_a: ArrayLike, codes_b: ArrayLike, decoder_a: ArrayLike, decoder_b: ArrayLike, *,
                    method: str = "hungarian", min_correlation: float = 0.0, heldout: float = 0.5,
-                   metrics: Sequence[str] = DEFAULT_METRICS, options: Mapping[str, Mapping[str, Any]] | None = None,
+                   measures: Sequence[str] = DEFAULT_METRICS, options: Mapping[str, Mapping[str, Any]] | None = None,
                    n_permutations: int = 1000, n_boot: int = 200, alpha: float = 0.05, seed: int = 0,
                    model_id: str = "feature spaces", progress: bool = False) -> FeatureSpaces:
     """Pair two SAEs' features by activation correlation, then compare their decoder directions.
@@ -177,7 +178,7 @@ def feature_spaces(codes_a: ArrayLike, codes_b: ArrayLike, decoder_a: ArrayLike,
         min_correlation: keep only pairs whose activation correlation is at least this.
         heldout: share of the inputs (the last rows) kept out of the pairing, on which the
             Jaccard score is read; 0 reads it on the pairing's own inputs (circular: flagged).
-        metrics: decoder metrics from ``compare``'s ``METRICS`` (default SVCCA, RSA, Procrustes).
+        measures: similarity measures of the decoders, from ``compare``'s ``METRICS`` (default SVCCA, RSA, Procrustes).
         options: per-metric options; defaults here: ``rsa`` with cosine RDMs (decoder directions
             have no meaningful mean across d_model), ``svcca`` keeping min(20, d_a, d_b, (k-1)//2)
             directions per side.
@@ -216,9 +217,9 @@ def feature_spaces(codes_a: ArrayLike, codes_b: ArrayLike, decoder_a: ArrayLike,
         raise OptionError(f"feature_spaces: min_correlation={min_correlation} must be a correlation in [-1, 1)")
     if not 0.0 <= heldout < 1.0:
         raise OptionError(f"feature_spaces: heldout={heldout} must be a share of the inputs in [0, 1)")
-    unknown = [m for m in metrics if m not in METRICS]
-    if unknown or not metrics:
-        raise OptionError(f"feature_spaces: metrics {list(metrics)}: unknown {unknown}; choose from {tuple(METRICS)} "
+    unknown = [m for m in measures if m not in METRICS]
+    if unknown or not measures:
+        raise OptionError(f"feature_spaces: measures {list(measures)}: unknown {unknown}; choose from {tuple(METRICS)} "
                           "(Jaccard of co-firing is always computed)")
     ca, da = _codes(codes_a, decoder_a, "a")
     cb, db = _codes(codes_b, decoder_b, "b")
@@ -239,8 +240,8 @@ def feature_spaces(codes_a: ArrayLike, codes_b: ArrayLike, decoder_a: ArrayLike,
                          f"and {match.constant_b.numel()} of B never vary on the {n_fit} pairing inputs); lower "
                          "min_correlation or use more (or more varied) inputs")
     k = pairs.shape[0]
-    opts = _options(options, metrics, k, (da.shape[1], db.shape[1]))
-    similarity = compare(da[pairs[:, 0]], db[pairs[:, 1]], metrics=metrics, options=opts,
+    opts = _options(options, measures, k, (da.shape[1], db.shape[1]))
+    similarity = compare(da[pairs[:, 0]], db[pairs[:, 1]], measures=measures, options=opts,
                          n_permutations=n_permutations, n_boot=n_boot, alpha=alpha, seed=seed,
                          model_id=model_id, progress=progress)
     perms = permutation_indices(k, n_permutations, seed=seed)  # compare's random pairings, exactly

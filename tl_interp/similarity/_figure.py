@@ -12,7 +12,7 @@ def null_figure(result: Any, *, title: str | None = None) -> Any:
         >>> import torch
         >>> from tl_interp.similarity import compare
         >>> X = torch.randn(20, 3, generator=torch.Generator().manual_seed(0))
-        >>> fig = compare(X, X, metrics=("cka",), n_permutations=20, n_boot=5).figure()
+        >>> fig = compare(X, X, measures=("cka",), n_permutations=20, n_boot=5).figure()
         >>> fig.data[0].type
         'histogram'
     """

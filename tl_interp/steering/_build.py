@@ -14,14 +14,14 @@ padding never change a vector.
 
 import warnings
 from collections.abc import Sequence
-from typing import Any, Literal
+from typing import Any
 
 import torch
 from torch import Tensor
 
 from tl_interp import compat
-from tl_interp._checks import checked, renamed
-from tl_interp._types import NameFilter
+from tl_interp._checks import SIZED_BY_MEMORY, checked, renamed, retired_keywords
+from tl_interp._types import NameFilter, Reduce
 from tl_interp.engine.collect import collect
 from tl_interp.engine.inputs import Inputs, as_batch
 from tl_interp.errors import InputError, ShapeError, TlInterpDeprecationWarning
@@ -33,9 +33,6 @@ from tl_interp.steering._vector import SteeringVector, sae_identity
 
 __all__ = ["contrast_vector", "contrast_vectors", "pca_vector", "pca_vectors", "sae_contrast_vector",
            "read_activations"]
-
-Reduce = Literal["mean"] | None
-
 
 def _batch(model: Any, prompts: Inputs, role: str, fn: str) -> Tokenized:
     if isinstance(prompts, (list, tuple)) and len(prompts) == 0:
@@ -66,11 +63,11 @@ def _positions(positions: Any, reduce: Reduce) -> tuple[Positions, Reduce]:
     return positions, reduce
 
 
-def _read(model: Any, batch: Tokenized, where: NameFilter, positions: Positions, reduce: Reduce, batch_size: int,
+def _read(model: Any, batch: Tokenized, where: NameFilter, positions: Positions, reduce: Reduce, memory_mb: float,
           progress: bool, fn: str) -> dict[str, Tensor]:
     names = resolve(model, where, context=fn)
     _check_sites(model, names, fn)
-    states = collect(model, batch, list(names), positions=positions, reduce=reduce, batch_size=batch_size,
+    states = collect(model, batch, list(names), positions=positions, reduce=reduce, memory_mb=memory_mb,
                      progress=progress)
     out = {}
     for n in names:
@@ -82,10 +79,11 @@ def _read(model: Any, batch: Tokenized, where: NameFilter, positions: Positions,
     return out
 
 
+@retired_keywords(batch_size=SIZED_BY_MEMORY)
 @renamed(prompts="inputs", position="positions")
 @checked
 def read_activations(model: Any, inputs: Inputs, where: NameFilter, *, positions: Positions = "last",
-                     reduce: Reduce = None, batch_size: int = 32, progress: bool = False) -> dict[str, Tensor]:
+                     reduce: Reduce = None, memory_mb: float = 1024.0, progress: bool = False) -> dict[str, Tensor]:
     """One activation vector per prompt at each site: ``{hook name: (n_prompts, d)}``, float32, CPU.
 
     A thin view of ``ti.collect`` (use it directly for anything beyond one vector per prompt).
@@ -99,7 +97,7 @@ def read_activations(model: Any, inputs: Inputs, where: NameFilter, *, positions
         (2, 64)
     """
     positions, reduce = _positions(positions, reduce)
-    return _read(model, as_batch(model, inputs), where, positions, reduce, batch_size, progress, "read_activations")
+    return _read(model, as_batch(model, inputs), where, positions, reduce, memory_mb, progress, "read_activations")
 
 
 def _texts(inputs: Inputs, batch: Tokenized) -> tuple[str, ...]:
@@ -120,11 +118,13 @@ def _provenance(model: Any, positive: Tokenized, negative: Tokenized, positions:
                 n_negative=len(negative), source_prompts=texts)
 
 
+@retired_keywords(batch_size=SIZED_BY_MEMORY)
 @renamed(position="positions")
 @checked
 def contrast_vectors(model: Any, positive: Inputs, negative: Inputs, where: NameFilter, *,
                      positions: Positions = "last", reduce: Reduce = None, paired: bool = False,
-                     name: str | None = None, batch_size: int = 32, progress: bool = False) -> list[SteeringVector]:
+                     name: str | None = None, memory_mb: float = 1024.0,
+                     progress: bool = False) -> list[SteeringVector]:
     """Mean-difference vectors (positive minus negative) at every site ``where`` names.
 
     Example:
@@ -140,17 +140,18 @@ def contrast_vectors(model: Any, positive: Inputs, negative: Inputs, where: Name
     positions, reduce = _positions(positions, reduce)
     pos_b, neg_b = _batch(model, positive, "positive", fn), _batch(model, negative, "negative", fn)
     _check_pairs(fn, pos_b, neg_b, paired)
-    pos = _read(model, pos_b, where, positions, reduce, batch_size, progress, fn)
-    neg = _read(model, neg_b, where, positions, reduce, batch_size, progress, fn)
+    pos = _read(model, pos_b, where, positions, reduce, memory_mb, progress, fn)
+    neg = _read(model, neg_b, where, positions, reduce, memory_mb, progress, fn)
     prov = _provenance(model, pos_b, neg_b, positions, reduce, _texts(positive, pos_b) + _texts(negative, neg_b))
     return [SteeringVector((pos[n].double().mean(0) - neg[n].double().mean(0)).float(), n,
                            name=name or f"contrast @ {n}", method="mean_diff", **prov) for n in pos]
 
 
+@retired_keywords(batch_size=SIZED_BY_MEMORY)
 @renamed(site="where", position="positions")
 @checked
 def contrast_vector(model: Any, positive: Inputs, negative: Inputs, where: str, *, positions: Positions = "last",
-                    reduce: Reduce = None, paired: bool = False, name: str | None = None, batch_size: int = 32,
+                    reduce: Reduce = None, paired: bool = False, name: str | None = None, memory_mb: float = 1024.0,
                     progress: bool = False) -> SteeringVector:
     """The mean activation on ``positive`` minus the mean on ``negative``, at one hook point.
 
@@ -177,7 +178,7 @@ def contrast_vector(model: Any, positive: Inputs, negative: Inputs, where: str, 
         (torch.Size([64]), 'mean_diff', 1)
     """
     return contrast_vectors(model, positive, negative, where, positions=positions, reduce=reduce, paired=paired,
-                            name=name, batch_size=batch_size, progress=progress)[0]
+                            name=name, memory_mb=memory_mb, progress=progress)[0]
 
 
 def _first_pc(diffs: Tensor, center: bool) -> Tensor:
@@ -188,10 +189,11 @@ def _first_pc(diffs: Tensor, center: bool) -> Tensor:
     return direction if float(diffs.mean(0) @ direction) >= 0 else -direction
 
 
+@retired_keywords(batch_size=SIZED_BY_MEMORY)
 @renamed(position="positions")
 @checked
 def pca_vectors(model: Any, positive: Inputs, negative: Inputs, where: NameFilter, *, positions: Positions = "last",
-                reduce: Reduce = None, center: bool = False, name: str | None = None, batch_size: int = 32,
+                reduce: Reduce = None, center: bool = False, name: str | None = None, memory_mb: float = 1024.0,
                 progress: bool = False) -> list[SteeringVector]:
     """First principal direction of paired differences at every site ``where`` names."""
     fn = "pca_vector"
@@ -200,8 +202,8 @@ def pca_vectors(model: Any, positive: Inputs, negative: Inputs, where: NameFilte
     _check_pairs(fn, pos_b, neg_b, paired=True)
     if len(pos_b) < 2:
         raise InputError("pca_vector: a principal direction needs at least 2 pairs")
-    pos = _read(model, pos_b, where, positions, reduce, batch_size, progress, fn)
-    neg = _read(model, neg_b, where, positions, reduce, batch_size, progress, fn)
+    pos = _read(model, pos_b, where, positions, reduce, memory_mb, progress, fn)
+    neg = _read(model, neg_b, where, positions, reduce, memory_mb, progress, fn)
     prov = _provenance(model, pos_b, neg_b, positions, reduce, _texts(positive, pos_b) + _texts(negative, neg_b))
     out = []
     for n in pos:
@@ -212,10 +214,11 @@ def pca_vectors(model: Any, positive: Inputs, negative: Inputs, where: NameFilte
     return out
 
 
+@retired_keywords(batch_size=SIZED_BY_MEMORY)
 @renamed(site="where", position="positions")
 @checked
 def pca_vector(model: Any, positive: Inputs, negative: Inputs, where: str, *, positions: Positions = "last",
-               reduce: Reduce = None, center: bool = False, name: str | None = None, batch_size: int = 32,
+               reduce: Reduce = None, center: bool = False, name: str | None = None, memory_mb: float = 1024.0,
                progress: bool = False) -> SteeringVector:
     """First principal direction of the paired differences ``positive[i] - negative[i]``.
 
@@ -233,7 +236,7 @@ def pca_vector(model: Any, positive: Inputs, negative: Inputs, where: str, *, po
         ('pca', torch.Size([64]))
     """
     return pca_vectors(model, positive, negative, where, positions=positions, reduce=reduce, center=center,
-                       name=name, batch_size=batch_size, progress=progress)[0]
+                       name=name, memory_mb=memory_mb, progress=progress)[0]
 
 
 def sae_name(sae: Any) -> str:
@@ -247,11 +250,12 @@ def sae_hook_name(sae: Any) -> str:
     return _sae_hook_name(sae)
 
 
+@retired_keywords(batch_size=SIZED_BY_MEMORY)
 @renamed(position="positions")
 @checked
 def sae_contrast_vector(model: Any, sae: Any, positive: Inputs, negative: Inputs, *, positions: Positions = "last",
                         reduce: Reduce = None, paired: bool = False, name: str | None = None,
-                        sae_id: str | None = None, keep_error: bool = True, batch_size: int = 32,
+                        sae_id: str | None = None, keep_error: bool = True, memory_mb: float = 1024.0,
                         progress: bool = False) -> SteeringVector:
     """Mean SAE feature activations on ``positive`` minus on ``negative`` (a feature-space vector).
 
@@ -275,7 +279,7 @@ def sae_contrast_vector(model: Any, sae: Any, positive: Inputs, negative: Inputs
     _check_pairs(fn, pos_b, neg_b, paired)
     feats = []
     for batch in (pos_b, neg_b):
-        acts = _read(model, batch, hook, positions, reduce, batch_size, progress, fn)[hook]
+        acts = _read(model, batch, hook, positions, reduce, memory_mb, progress, fn)[hook]
         if acts.shape[-1] != width:
             raise ShapeError(f"sae_contrast_vector: the SAE has d_in={width}, {hook} has width {acts.shape[-1]}")
         with torch.no_grad():

@@ -8,6 +8,7 @@ values (``pp_<metric>``: ``(vector, scale, prompt)``; ``base_pp_<metric>``:
 """
 
 import math
+import warnings
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
@@ -16,7 +17,7 @@ from torch import Tensor
 
 from tl_interp._checks import renamed, retired
 from tl_interp._ranking import Ranking, check_k
-from tl_interp.errors import SelectionError
+from tl_interp.errors import SelectionError, TlInterpDeprecationWarning
 from tl_interp.results import Result, register_result, short
 from tl_interp.stats import bootstrap_mean_ci
 
@@ -51,6 +52,8 @@ class SteeringReport(Result):
     @property
     def multipliers(self) -> list[float]:
         """The old name of ``scales``."""
+        warnings.warn("SteeringReport.multipliers is now SteeringReport.scales", TlInterpDeprecationWarning,
+                      stacklevel=2)
         return self.scales
 
     @property

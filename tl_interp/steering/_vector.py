@@ -22,7 +22,7 @@ import torch
 from jaxtyping import Float
 from torch import Tensor
 
-from tl_interp._checks import checked
+from tl_interp._checks import checked, renamed
 from tl_interp import hooks
 from tl_interp._io import load_checked, save_checked
 from tl_interp.compat.sae import sae_hook_name
@@ -40,9 +40,10 @@ def rule_label(rule: object) -> str:
     return describe(rule).strip("'")
 
 
+@renamed(rule="positions")
 @checked
-def steer_positions(rule: Positions, tokens: Any = None) -> Positions:
-    """Deprecated: position rules are now resolved by the hooks themselves; returns ``rule``.
+def steer_positions(positions: Positions, tokens: Any = None) -> Positions:
+    """Deprecated: position rules are now resolved by the hooks themselves; returns ``positions``.
 
     Example:
         >>> steer_positions("last")
@@ -50,7 +51,7 @@ def steer_positions(rule: Positions, tokens: Any = None) -> Positions:
     """
     warnings.warn("steer_positions is no longer needed: pass positions ('last', 'all', From(k), ...) "
                   "straight to SteeringVector.intervention or hooks.add", TlInterpDeprecationWarning, stacklevel=2)
-    return rule
+    return positions
 
 
 def sae_identity(sae: Any) -> tuple[str, str | None]:

@@ -302,7 +302,8 @@ def _ablation_scan(model: HookedTransformer, tokens: torch.Tensor) -> dict[str, 
     half_len = (tokens.shape[1] - 1) // 2
     mask = torch.zeros_like(tokens)
     mask[:, half_len + 2 :] = 1  # targets r[1:] of the second copy, as in half_losses
-    res = ablation.scan(model, tokens, metrics.loss(tokens, mask), units="heads", progress=False)
+    res = ablation.scan(model, tokens, metrics.loss(tokens, mask), site="z", over="head_index",
+                        progress=False)
     # every head, most damaging first
     top, columns = res.top(res.values.numel(), absolute=False, largest=not res.higher_is_better), ("index", "ci_low", "ci_high")
     return {

@@ -78,7 +78,7 @@ def residuals(model: Any, tokens: Tensor, first_position: int, *, dtype: torch.d
 
     n_layers = model.cfg.n_layers
     names = [f"blocks.{layer}.hook_resid_pre" for layer in range(n_layers)] + [f"blocks.{n_layers - 1}.hook_resid_post"]
-    states = collect(model, tokens, names, positions=slice(first_position, None), dtype=dtype, batch_size=8,
+    states = collect(model, tokens, names, positions=slice(first_position, None), dtype=dtype,
                      progress=progress)
     stacked = states.stack()  # (layers + 1, n, k, d)
     return stacked.reshape(stacked.shape[0], -1, stacked.shape[-1])

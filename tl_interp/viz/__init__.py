@@ -11,7 +11,7 @@
 Every picture saves itself: ``view.save(path)``, ``card.save(path)``, ``fig.save(path)`` on
 every plotly figure tl_interp returns, ``report.save(path)``: ``.html`` offline always,
 ``.png`` / ``.pdf`` (and ``.svg`` for figures) through a local headless Chromium (``_save``).
-Figures take ``scale="symlog"``; diverging heatmaps are white where nothing changed.
+Figures take ``value_scale="symlog"``; diverging heatmaps are white where nothing changed.
 
 Nothing here touches the network. Plotting libraries are imported lazily.
 """

@@ -1,6 +1,6 @@
 """Colour and axis scales of figures: linear, or symmetric-log with honest tick labels.
 
-``scale="symlog"`` draws ``sign(d) * log10(1 + |d| / linthresh)`` of the differences ``d``
+``value_scale="symlog"`` draws ``sign(d) * log10(1 + |d| / linthresh)`` of the differences ``d``
 from a centre (0, or a base value), as matplotlib's ``SymLogNorm`` does, so small and large
 differences of both signs are both visible (seed 000's per-layer difference heatmaps). The
 colour bar or axis ticks are placed at round values of the real quantity and labelled with
@@ -34,12 +34,12 @@ def symlog(values: Tensor, linthresh: float) -> Tensor:
 def check_scale(scale: str, linthresh: float | None) -> None:
     """Refuse an unknown scale or a non-positive ``linthresh`` (before anything is drawn)."""
     if scale not in ("linear", "symlog"):
-        raise OptionError(f"scale={scale!r}; choose 'linear' or 'symlog'")
+        raise OptionError(f"value_scale={scale!r}; choose 'linear' or 'symlog'")
     if linthresh is not None and not (math.isfinite(linthresh) and linthresh > 0):
         raise OptionError(f"linthresh={linthresh!r} must be a positive number (the half-width of the linear "
                           "region around the centre)")
     if linthresh is not None and scale != "symlog":
-        raise OptionError("linthresh= is the symlog scale's linear region; pass scale='symlog' with it")
+        raise OptionError("linthresh= is the symlog scale's linear region; pass value_scale='symlog' with it")
 
 
 @dataclass(frozen=True)

@@ -13,6 +13,7 @@ JavaScript); the page of top features adds a circuitsvis ``top_activations`` vie
 
 import html
 import os
+import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -29,7 +30,7 @@ from tl_interp.ablation._features import (FeatureActivations, _ablation, check_f
 from tl_interp.engine.executors import Executor
 from tl_interp.engine.inputs import Inputs
 from tl_interp.engine.run import EngineOptions
-from tl_interp.errors import OptionError
+from tl_interp.errors import OptionError, TlInterpDeprecationWarning
 from tl_interp.hooks._sae import _sae_hook_name, sae_first
 from tl_interp.models import adapt
 from tl_interp.viz.html import _fmt, colored_spans, svg_bars, table_html, visible
@@ -48,11 +49,17 @@ class Context:
     """One top-activating place: prompt row, position, activation, and the tokens around it."""
 
     prompt: int
-    position: int
+    pos: int
     activation: float
     tokens: tuple[str, ...]
     values: tuple[float, ...]
-    focus: int  # index of ``position`` within ``tokens``
+    focus: int  # index of ``pos`` within ``tokens``
+
+    @property
+    def position(self) -> int:
+        """The old name of ``pos``."""
+        warnings.warn("Context.position is now Context.pos", TlInterpDeprecationWarning, stacklevel=2)
+        return self.pos
 
 
 @dataclass(frozen=True)
@@ -88,8 +95,9 @@ class FeatureCard(Card):
     def html(self) -> str:
         """The card as self-contained HTML (inline styles, an SVG histogram)."""
         top = max((c.activation for c in self.contexts), default=0.0)
-        ctx = "".join(f"<div style='margin:2px 0'><span style='color:#666'>#{c.prompt} pos {c.position} "
-                      f"({_fmt(c.activation)}):</span> {colored_spans(c.tokens, c.values, scale=top, focus=c.focus)}"
+        ctx = "".join(f"<div style='margin:2px 0'><span style='color:#666'>#{c.prompt} pos {c.pos} "
+                      f"({_fmt(c.activation)}):</span> "
+                      f"{colored_spans(c.tokens, c.values, color_max=top, focus=c.focus)}"
                       "</div>" for c in self.contexts)
         ctx = ctx or "<div>the feature is not active on any token of these prompts</div>"
         logits = table_html(["promotes", "logit", "suppresses", "logit"],

@@ -2,19 +2,21 @@
 
 Diverging heatmaps are white at their centre -- zero, or the value a result says means
 "nothing changed" (a patching sweep's base run) -- and the colour bar says which. Every
-figure takes ``scale="symlog"`` (``tl_interp.viz._scale``) for values spanning decades.
+figure takes ``value_scale="symlog"`` (``tl_interp.viz._scale``) for values spanning decades.
 """
 
 from typing import Any
 
+from tl_interp._checks import renamed
 from tl_interp.errors import OptionError, UnsupportedError
 from tl_interp.viz._scale import Scale, ScaleName, check_scale
 
 __all__ = ["result_figure", "heatmap"]
 
 
+@renamed(scale="value_scale")
 def heatmap(values: Any, *, x_labels: list[str], y_labels: list[str], x_title: str, y_title: str,
-            title: str = "", colorbar: str = "", zmid: float = 0.0, scale: ScaleName = "linear",
+            title: str = "", colorbar: str = "", zmid: float = 0.0, value_scale: ScaleName = "linear",
             linthresh: float | None = None) -> Any:
     """A diverging heatmap with labelled axes (rows top to bottom in order), white at ``zmid``.
 
@@ -22,7 +24,7 @@ def heatmap(values: Any, *, x_labels: list[str], y_labels: list[str], x_title: s
         values: a 2-D tensor (rows = y labels).
         zmid: the value drawn white (the colour scale is symmetric around it); the colour bar
             names it when it is not 0.
-        scale: ``"linear"`` or ``"symlog"`` (symlog of ``values - zmid``; the colour bar is
+        value_scale: ``"linear"`` or ``"symlog"`` (symlog of ``values - zmid``; the colour bar is
             labelled with real values, hover shows the real value).
         linthresh: symlog's linear half-width (default: the largest |value - zmid| / 1000).
 
@@ -37,16 +39,16 @@ def heatmap(values: Any, *, x_labels: list[str], y_labels: list[str], x_title: s
 
     from tl_interp.viz._plotly import Figure
 
-    check_scale(scale, linthresh)
+    check_scale(value_scale, linthresh)
     real = values.detach().cpu().double() if hasattr(values, "detach") else torch.as_tensor(values, dtype=torch.float64)
-    how = Scale.make(real, scale, centre=zmid, linthresh=linthresh)
+    how = Scale.make(real, value_scale, centre=zmid, linthresh=linthresh)
     bar: dict[str, Any] = {"title": {"text": how.label(colorbar), "side": "right"}}
-    if scale == "symlog":
+    if value_scale == "symlog":
         bar["tickvals"], bar["ticktext"] = how.ticks()
     # duplicate token strings would merge heatmap columns: make each label unique by its index
     x = [f"{lab} ({i})" for i, lab in enumerate(x_labels)] if len(set(x_labels)) < len(x_labels) else list(x_labels)
     fig = Figure(go.Heatmap(z=how.draw(real).tolist(), x=x, y=list(y_labels), colorscale="RdBu",
-                            zmid=0.0 if scale == "symlog" else zmid, customdata=real.tolist(),
+                            zmid=0.0 if value_scale == "symlog" else zmid, customdata=real.tolist(),
                             hovertemplate="%{y} / %{x}: %{customdata:.4g}<extra></extra>", colorbar=bar))
     fig.update_layout(title=title, xaxis_title=x_title, yaxis_title=y_title,
                       yaxis=dict(autorange="reversed", type="category"), xaxis=dict(type="category"),
@@ -78,8 +80,9 @@ def _view(result: Any, which: str) -> Any:
     return values
 
 
-def result_figure(result: Any, *, which: str = "values", title: str | None = None, scale: ScaleName = "linear",
-                  linthresh: float | None = None) -> Any:
+@renamed(scale="value_scale")
+def result_figure(result: Any, *, which: str = "values", title: str | None = None,
+                  value_scale: ScaleName = "linear", linthresh: float | None = None) -> Any:
     """The natural figure for a Result: heatmap for 2-D values, bars for 1-D.
 
     A heatmap is white at the value the result says means "no change" (``result.neutral(which)``:
@@ -90,14 +93,14 @@ def result_figure(result: Any, *, which: str = "values", title: str | None = Non
         which: ``"values"`` or the name of an extra / derived view of the same shape
             (e.g. ``"recovered"`` on patching results).
         title: defaults to the metric and model.
-        scale: ``"linear"`` or ``"symlog"`` (heatmap colours or bar heights; labelled in real values).
+        value_scale: ``"linear"`` or ``"symlog"`` (heatmap colours or bar heights; labelled in real values).
         linthresh: symlog's linear half-width (default: the largest |difference| / 1000).
 
     Example:
         >>> import torch
         >>> from tl_interp.results import Provenance, Result
         >>> r = Result(torch.tensor([[0.1, -50.0]]), ("layer", "pos"), "diff", Provenance("m"))
-        >>> fig = result_figure(r, scale="symlog")
+        >>> fig = result_figure(r, value_scale="symlog")
         >>> fig.data[0].customdata[0][1], fig.data[0].colorbar.title.text
         (-50.0, 'values; symlog, linear within ±0.05')
     """
@@ -105,7 +108,7 @@ def result_figure(result: Any, *, which: str = "values", title: str | None = Non
 
     from tl_interp.viz._plotly import Figure
 
-    check_scale(scale, linthresh)
+    check_scale(value_scale, linthresh)
     values = _view(result, which)
     title = title or f"{result.metric} ({which}) - {result.provenance.model_id}"
 
@@ -114,12 +117,12 @@ def result_figure(result: Any, *, which: str = "values", title: str | None = Non
         return [result.label(axis, i) for i in range(values.shape[axis_index])]
 
     if values.ndim == 1:
-        how = Scale.make(values, scale, linthresh=linthresh)
+        how = Scale.make(values, value_scale, linthresh=linthresh)
         real = values.detach().cpu().double().tolist()
         fig = Figure(go.Bar(x=labels(0), y=how.draw(values).tolist(), customdata=real,
                             hovertemplate="%{x}: %{customdata:.4g}<extra></extra>"))
         axis: dict[str, Any] = {"title": how.label(which)}
-        if scale == "symlog":
+        if value_scale == "symlog":
             axis["tickvals"], axis["ticktext"] = how.ticks()
         fig.update_layout(title=title, xaxis_title=result.axes[0], yaxis=axis, xaxis=dict(type="category"))
         return fig
@@ -132,4 +135,5 @@ def result_figure(result: Any, *, which: str = "values", title: str | None = Non
                                "plot result.to_frame() yourself")
     centre, what = result.neutral(which)
     return heatmap(values, x_labels=labels(1), y_labels=labels(0), x_title=result.axes[1],
-                   y_title=result.axes[0], title=title, colorbar=what, zmid=centre, scale=scale, linthresh=linthresh)
+                   y_title=result.axes[0], title=title, colorbar=what, zmid=centre, value_scale=value_scale,
+                   linthresh=linthresh)

@@ -16,6 +16,8 @@ from typing import Any
 import torch
 from torch import Tensor
 
+from tl_interp._checks import renamed
+
 __all__ = ["result_html", "intervention_html", "heat_table", "table_html", "colored_spans", "summary_for", "svg_bars",
            "ink", "visible"]
 
@@ -86,11 +88,13 @@ def visible(token: str) -> str:
     return token.replace("\r", _SHOWN["\r"]).replace("\n", _SHOWN["\n"])
 
 
-def colored_spans(tokens: Sequence[str], values: Sequence[float], *, scale: float | None = None,
+@renamed(scale="color_max")
+def colored_spans(tokens: Sequence[str], values: Sequence[float], *, color_max: float | None = None,
                   focus: int | None = None) -> str:
     """Tokens as inline spans colored by value (hover shows it), the text black or white by
-    contrast, whitespace tokens made visible (``visible``); ``focus`` gets an outline."""
-    top = scale if scale is not None else max((abs(v) for v in values if math.isfinite(v)), default=0.0)
+    contrast, whitespace tokens made visible (``visible``); ``focus`` gets an outline;
+    ``color_max`` is the absolute value drawn at full colour (default: the largest)."""
+    top = color_max if color_max is not None else max((abs(v) for v in values if math.isfinite(v)), default=0.0)
     out = []
     for i, (tok, v) in enumerate(zip(tokens, values)):
         text = html.escape(visible(str(tok)))
@@ -101,15 +105,17 @@ def colored_spans(tokens: Sequence[str], values: Sequence[float], *, scale: floa
     return "".join(out)
 
 
-def table_html(columns: Sequence[str], rows: Sequence[Sequence[Any]], *, digits: int = 4) -> str:
-    """A plain HTML table (floats to ``digits`` significant digits)."""
+@renamed(rows="lines")
+def table_html(columns: Sequence[str], lines: Sequence[Sequence[Any]], *, digits: int = 4) -> str:
+    """A plain HTML table: a header of ``columns``, then one row per entry of ``lines`` (floats to
+    ``digits`` significant digits)."""
     def cell(v: Any) -> str:
         text = f"{v:.{digits}g}" if isinstance(v, float) else str(v)
         return f'<td style="padding:2px 6px;border:1px solid #ddd">{html.escape(text)}</td>'
 
     head = "".join(f'<th style="padding:2px 6px;border:1px solid #ddd;background:#f4f4f4">{html.escape(str(c))}</th>'
                    for c in columns)
-    body = "".join("<tr>" + "".join(cell(v) for v in row) + "</tr>" for row in rows)
+    body = "".join("<tr>" + "".join(cell(v) for v in line) + "</tr>" for line in lines)
     return f'<table style="border-collapse:collapse;margin:4px 0"><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>'
 
 

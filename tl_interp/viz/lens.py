@@ -10,6 +10,7 @@
 import html
 from typing import Any
 
+from tl_interp._checks import check_count
 from tl_interp.errors import OptionError, SelectionError
 
 __all__ = ["lens_heatmap", "answer_trajectories", "dla_figure", "lens_html", "dla_html"]
@@ -110,9 +111,9 @@ def dla_figure(result: Any, *, k: int = 30, title: str | None = None) -> Any:
     import plotly.graph_objects as go
 
     from tl_interp.viz._plotly import Figure
-
     from tl_interp.viz.figures import heatmap
 
+    check_count(k, "k", what="ti.viz.lens.dla_figure")
     title = title or f"direct logit attribution to {result.metric} - {result.provenance.model_id}"
     mean = result.values.double().mean(1)
     if result.by == "head":

@@ -11,6 +11,7 @@ latents. Inputs are scaled to mean norm sqrt(d_in) during training (sae-lens's
 from dataclasses import asdict, dataclass
 from typing import Any, Literal
 
+from tl_interp._checks import checked
 from tl_interp.compat.sae import sae_seqpos_slice
 
 __all__ = ["SAESpec", "SPECS", "splice_positions"]
@@ -75,6 +76,7 @@ class SAESpec:
         return {**asdict(self), "hook_name": self.hook_name}
 
 
+@checked
 def splice_positions(sae: Any) -> slice:
     """The positions an SAE was trained on: its ``cfg.metadata.seqpos_slice`` as a slice.
 

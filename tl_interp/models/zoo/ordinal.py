@@ -27,7 +27,7 @@ from torch import Tensor, nn
 from transformers import PreTrainedTokenizerBase, PreTrainedTokenizerFast
 
 from tl_interp import compat
-from tl_interp._checks import checked
+from tl_interp._checks import checked, renamed
 from tl_interp.errors import ModelLoadError
 from tl_interp.models.zoo import ordinal_data as data
 from tl_interp.models.zoo._store import ZOO_DIR, read_card, read_weights
@@ -151,15 +151,16 @@ def load_ordinal_4l(*, directory: Path | str | None = None) -> torch.nn.Module:
     return model.eval()
 
 
+@renamed(prompts="inputs")
 @checked
 def encode(
-    tokenizer: PreTrainedTokenizerBase, prompts: Sequence[str]
+    tokenizer: PreTrainedTokenizerBase, inputs: Sequence[str]
 ) -> tuple[Int[Tensor, "batch pos"], Int[Tensor, " batch"]]:
     """Tokenize prompts with BOS, right-padded, and find each row's last real token.
 
     Args:
         tokenizer: the ``ordinal-4l`` tokenizer (it prepends BOS itself).
-        prompts: whitespace-separated prompts.
+        inputs: whitespace-separated prompts.
 
     Returns:
         ``(tokens, last)``: ids ``(batch, pos)`` and the index of each row's last non-pad
@@ -170,7 +171,7 @@ def encode(
         >>> last.tolist()
         [3, 4]
     """
-    batch = tokenizer(list(prompts), return_tensors="pt", padding=True)
+    batch = tokenizer(list(inputs), return_tensors="pt", padding=True)
     return batch["input_ids"], batch["attention_mask"].sum(-1) - 1
 
 
