@@ -34,13 +34,13 @@ TOKENS = torch.randint(1, 61, (3, 7), generator=torch.Generator().manual_seed(0)
 @pytest.mark.hooked  # the fast paths' internals are HookedTransformer's
 @pytest.mark.parametrize("feature", ["kv_cache", "forward", "split_qkv", "head"])
 def test_every_guard_passes_on_the_installed_transformer_lens(feature: str) -> None:
-    assert compat.usable(feature), compat._reason(feature)
+    assert compat.usable(feature), compat._guard.reason(feature)
 
 
 def test_the_version_guard_refuses_untested_releases() -> None:
-    assert compat._version_reason("3.9.0") is None
-    assert "outside the range" in compat._version_reason("4.0.0")
-    assert "outside the range" in compat._version_reason("2.16.1")
+    assert compat._guard.version_reason("3.9.0") is None
+    assert "outside the range" in compat._guard.version_reason("4.0.0")
+    assert "outside the range" in compat._guard.version_reason("2.16.1")
 
 
 def test_the_head_is_the_end_of_the_models_own_forward(model: Any) -> None:
@@ -91,15 +91,15 @@ def test_a_failed_guard_warns_once_and_studies_stay_exact(monkeypatch: pytest.Mo
     corrupted[:, 3] = 5
     metric = ti.metrics.logit_diff(torch.tensor([1, 2, 3]), torch.tensor([4, 5, 6]))
     fast = ti.patching.sweep(model, clean, corrupted, metric, progress=False)
-    monkeypatch.setattr(compat, "tl_version", lambda: "9.0.0")  # an untested TransformerLens
-    compat._reason.cache_clear()
-    compat._warn_once.cache_clear()
+    monkeypatch.setattr(compat._guard, "tl_version", lambda: "9.0.0")  # an untested TransformerLens
+    compat._guard.reason.cache_clear()
+    compat._guard._warn_once.cache_clear()
     try:
         with pytest.warns(FastPathWarning, match="outside the range"):
             slow = ti.patching.sweep(model, clean, corrupted, metric, progress=False)
     finally:
-        compat._reason.cache_clear()
-        compat._warn_once.cache_clear()
+        compat._guard.reason.cache_clear()
+        compat._guard._warn_once.cache_clear()
     assert slow.provenance.settings["engine"]["mid_stack"].startswith("off")
     assert_close(slow.values, fast.values, rtol=0, atol=1e-5)
 
@@ -123,7 +123,7 @@ def test_receiver_hooks_fire_each_heads_own_inputs_and_are_switched_off_again() 
                                      pytest.param("sae_metadata", marks=pytest.mark.sae),
                                      pytest.param("sae_trainer", marks=pytest.mark.sae), "hub_offline"])
 def test_every_internal_without_a_fallback_is_as_expected(feature: str) -> None:
-    assert compat._reason(feature) is None
+    assert compat._guard.reason(feature) is None
     compat.require(feature, "the test")
 
 
