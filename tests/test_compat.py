@@ -14,6 +14,7 @@ from typing import Any
 
 import pytest
 import torch
+from torch import Tensor
 from torch.testing import assert_close
 
 import tl_interp as ti
@@ -349,3 +350,81 @@ def test_torch_function_switches_run_a_subclass_operation_as_on_a_plain_tensor()
     assert type(out) is torch.Tensor and torch.equal(out, torch.tensor([0.0, 2.0, 4.0])) and seen
     assert torch_functions.leaves(((x, [1]), {"k": x})) == [x, 1, x]
     assert torch_functions.usable()
+
+
+# -- the fast paths' smaller internals, each against the model's own forward -------------------------
+def test_the_head_at_some_columns_is_those_columns_of_the_whole_head(model: Any) -> None:
+    resid = model(TOKENS, stop_at_layer=model.cfg.n_layers)
+    columns = torch.tensor([3, 0, 17, 60])
+    assert_close(compat.head_columns(model, resid, columns), model(TOKENS)[..., columns], rtol=0, atol=1e-6)
+
+
+def test_a_hook_on_the_head_or_a_block_is_seen_and_its_removal_too() -> None:
+    model = gpt2_style()
+    assert compat.head_is_plain(model) and compat.blocks_are_plain(model, 0)
+    handle = model.unembed.register_forward_hook(lambda module, args, out: out)
+    assert not compat.head_is_plain(model) and compat.blocks_are_plain(model, 0)
+    handle.remove()
+    model.blocks[1].hook_resid_post.add_hook(lambda act, hook: act, dir="fwd")
+    assert compat.head_is_plain(model) and compat.blocks_are_plain(model, 2) and not compat.blocks_are_plain(model, 1)
+    model.reset_hooks()
+    assert compat.blocks_are_plain(model, 0)
+
+
+def _attention_writes(model: Any) -> tuple[Tensor, Tensor]:
+    """Layer 0's ``hook_attn_out`` and the sum of its heads' results plus ``b_O``."""
+    _, cache = model.run_with_cache(TOKENS)
+    return cache["blocks.0.hook_attn_out"], cache["blocks.0.attn.hook_result"].sum(2) + model.blocks[0].attn.b_O
+
+
+def test_heads_write_linearly_unless_the_block_normalises_its_outputs() -> None:
+    plain = gpt2_style()
+    out, summed = _attention_writes(plain)
+    assert compat.linear_writes_reason(plain) is None and compat.attention_output_norms(plain) is None
+    assert_close(summed, out, rtol=0, atol=1e-5)
+
+    from tests.conftest import _cfg, _hooked
+
+    normed = _hooked()(_cfg(normalization_type="RMS", use_normalization_before_and_after=True)).eval()
+    out, summed = _attention_writes(normed)
+    assert "ln1_post" in compat.linear_writes_reason(normed)
+    assert not torch.allclose(summed, out, atol=1e-3)  # the heads' sum is not what the layer adds
+    norm, b_O = compat.attention_output_norms(normed)[0]
+    assert b_O is normed.blocks[0].attn.b_O
+    assert_close(norm(summed), out, rtol=0, atol=1e-5)  # the layer adds norm(sum of results + b_O)
+
+
+def test_ungrouped_query_attention_is_refused_by_the_cache_reason() -> None:
+    model = llama_style()
+    assert compat.kv_cache_reason(model) is None
+    with compat.receiver_hooks(model, ungroup=True):
+        assert "ungrouped" in compat.kv_cache_reason(model)
+        assert "ungrouped" in compat.final_block_reason(model)
+    assert compat.kv_cache_reason(model) is None
+
+
+def test_an_edge_graph_needs_a_pre_norm_hooked_transformer() -> None:
+    from tests.conftest import ToyMLP
+
+    assert compat.edge_graph_reason(gpt2_style()) is None
+    assert "HookedTransformer" in compat.edge_graph_reason(ToyMLP())
+    model = gpt2_style()
+    post_norm = sorted(compat.blocks.post_norm_architectures())
+    if post_norm:  # TransformerLens lists the post-norm architectures it runs
+        model.cfg.original_architecture = post_norm[0]
+        assert "post-norm" in compat.edge_graph_reason(model)
+
+
+def test_the_mask_tl_computes_for_left_padded_tokens_is_the_one_its_forward_uses() -> None:
+    from types import SimpleNamespace
+
+    model = gpt2_style()
+    tokens = TOKENS.clone()
+    tokens[0, :3] = 0  # row 0 is left-padded
+    assert compat.tl_default_mask(model, tokens) is None  # no tokenizer: TL attends everywhere
+    model.tokenizer = SimpleNamespace(padding_side="left", pad_token_id=0, bos_token_id=0)
+    model.cfg.default_prepend_bos = False  # (with a BOS, TL counts the last leading pad as the BOS)
+    mask = compat.tl_default_mask(model, tokens)
+    assert mask[0].tolist() == [0, 0, 0, 1, 1, 1, 1] and bool(mask[1:].all())
+    assert_close(model(tokens, attention_mask=mask)[0, 3:], model(tokens)[0, 3:], rtol=0, atol=1e-5)
+    assert not torch.allclose(model(tokens, attention_mask=torch.ones_like(tokens))[0, 3:], model(tokens)[0, 3:])
