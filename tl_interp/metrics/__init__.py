@@ -26,7 +26,7 @@ Modules: ``_metric.py`` (the ``Metric`` protocol, its ``Reader`` and binding to 
 from tl_interp.metrics._bind import bind, is_metric
 from tl_interp.metrics._constructors import (accuracy, answer_logprob, answer_prob, best_of, changed, in_set, kl_div,
                                              logit_diff, loss, top_token)
-from tl_interp.metrics._metric import Answers, Metric, Reader
+from tl_interp.metrics._metric import Answers, Metric, Reader  # noqa: F401 - Answers, Reader: the type aliases
 from tl_interp.metrics._set import MetricSet
 
 __all__ = ["Metric", "MetricSet", "logit_diff", "answer_logprob", "answer_prob", "accuracy", "kl_div", "loss",

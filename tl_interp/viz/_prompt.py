@@ -79,9 +79,9 @@ def check_heads(adapter: ModelAdapter, heads: Any) -> list[int]:
     if heads is None:
         chosen = list(range(n))
     elif isinstance(heads, (slice, Tensor)) or isinstance(heads, int):
-        from tl_interp.hooks._select import _index_mask
+        from tl_interp.hooks._select import index_mask
 
-        chosen = _index_mask(heads, n, "head", "heads=").nonzero().flatten().tolist()
+        chosen = index_mask(heads, n, "head", "heads=").nonzero().flatten().tolist()
     else:
         chosen = [int(h) for h in heads]
     if not chosen:
