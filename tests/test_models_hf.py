@@ -7,10 +7,10 @@ from typing import Any
 
 import pytest
 import torch
-from transformer_lens import HookedTransformer
 from transformer_lens.model_bridge import TransformerBridge
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
+from tests.conftest import hooked_class
 from tl_interp.errors import ModelLoadError
 from tl_interp.models import adapt, load, make_tiny_hf_dir
 
@@ -55,7 +55,7 @@ def _tokens(path: Path) -> tuple[torch.Tensor, torch.Tensor]:
 def test_hooked_backend_log_probs_match_hugging_face(tiny_dirs: dict[str, Path], arch: str) -> None:
     tokens, mask = _tokens(tiny_dirs[arch])
     model = load(tiny_dirs[arch], backend="hooked", device="cpu")
-    assert isinstance(model, HookedTransformer)
+    assert isinstance(model, hooked_class())
     with torch.no_grad():
         ours = model(tokens, attention_mask=mask).log_softmax(-1)
     expected = _hf_logits(tiny_dirs[arch], tokens, mask).log_softmax(-1)
@@ -125,7 +125,7 @@ def test_padded_batch_with_attention_mask_equals_unbatched(
 
 
 def test_auto_backend_prefers_hooked_transformer(tiny_dirs: dict[str, Path]) -> None:
-    assert isinstance(load(tiny_dirs["llama"], device="cpu"), HookedTransformer)
+    assert isinstance(load(tiny_dirs["llama"], device="cpu"), hooked_class())
 
 
 def test_grouped_query_attention_is_kept(tiny_dirs: dict[str, Path]) -> None:
@@ -146,7 +146,7 @@ def test_qwen2_and_mistral_load_as_hooked_transformer_with_hf_log_probs(
     path = _write_dir(tmp_path / arch, config, tiny_dirs["llama"])
     tokens, mask = _tokens(path)
     model = load(path, device="cpu")
-    assert isinstance(model, HookedTransformer)
+    assert isinstance(model, hooked_class())
     with torch.no_grad():
         ours = model(tokens, attention_mask=mask).log_softmax(-1)
     real = mask.bool()
