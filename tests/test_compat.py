@@ -428,3 +428,18 @@ def test_the_mask_tl_computes_for_left_padded_tokens_is_the_one_its_forward_uses
     assert mask[0].tolist() == [0, 0, 0, 1, 1, 1, 1] and bool(mask[1:].all())
     assert_close(model(tokens, attention_mask=mask)[0, 3:], model(tokens)[0, 3:], rtol=0, atol=1e-5)
     assert not torch.allclose(model(tokens, attention_mask=torch.ones_like(tokens))[0, 3:], model(tokens)[0, 3:])
+
+
+def test_a_bridge_of_a_post_norm_architecture_is_refused_as_a_hooked_transformer_is() -> None:
+    # TransformerLens 4's bridge names its architecture in cfg.architecture (original_architecture
+    # is None there): a post-norm model read only through the latter would pass as pre-norm
+    from types import SimpleNamespace
+
+    post_norm = sorted(compat.blocks.post_norm_architectures())
+    if not post_norm:
+        pytest.skip("this TransformerLens lists no post-norm architectures")
+    bridge_cfg = SimpleNamespace(original_architecture=None, architecture=post_norm[0])
+    assert "post-norm" in compat.linear_writes_reason(SimpleNamespace(cfg=bridge_cfg))
+    hooked_cfg = SimpleNamespace(original_architecture=post_norm[0])
+    assert "post-norm" in compat.linear_writes_reason(SimpleNamespace(cfg=hooked_cfg))
+    assert compat.linear_writes_reason(SimpleNamespace(cfg=SimpleNamespace(architecture="LlamaForCausalLM"))) is None

@@ -77,7 +77,7 @@ def test_public_names() -> None:
     assert all(hasattr(models, name) for name in models.__all__)
 
 
-@pytest.mark.parametrize("backend", ["hooked", "bridge"])
+@pytest.mark.parametrize("backend", [pytest.param("hooked", marks=pytest.mark.hooked), "bridge"])
 def test_local_directories_load_with_trust_remote_code_false_explicitly(
         tmp_path: Path, monkeypatch: pytest.MonkeyPatch, backend: str) -> None:
     import transformers

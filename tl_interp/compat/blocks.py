@@ -17,7 +17,7 @@ from tl_interp.compat._guard import FAST_PATHS
 from tl_interp.compat.kv_cache import kv_cache_reason
 from tl_interp.compat.tl import require_hooked
 
-__all__ = ["post_norm_architectures", "final_block_last", "final_block_reason", "linear_writes_reason",
+__all__ = ["architecture", "post_norm_architectures", "final_block_last", "final_block_reason", "linear_writes_reason",
            "attention_output_norms"]
 
 _QK_NORM_IN_FORWARD = ("OlmoeForCausalLM", "Olmo2ForCausalLM", "Olmo3ForCausalLM")
@@ -43,6 +43,20 @@ def _check_split_qkv() -> str | None:
 
 
 FAST_PATHS.update({"forward": _check_forward, "split_qkv": _check_split_qkv})
+
+
+def architecture(model: Any) -> str | None:
+    """The Hugging Face architecture a model's config names (``"LlamaForCausalLM"``), or None:
+    a HookedTransformer keeps it in ``cfg.original_architecture``, a TransformerLens 4 bridge in
+    ``cfg.architecture`` (its ``original_architecture`` is None).
+
+    Example:
+        >>> from types import SimpleNamespace
+        >>> architecture(SimpleNamespace(cfg=SimpleNamespace(original_architecture=None, architecture="Olmo2ForCausalLM")))
+        'Olmo2ForCausalLM'
+    """
+    cfg = model.cfg
+    return getattr(cfg, "original_architecture", None) or getattr(cfg, "architecture", None)
 
 
 def post_norm_architectures() -> frozenset[str]:
@@ -102,8 +116,8 @@ def final_block_reason(model: Any) -> str | None:
         return kv_cache_reason(model)
     if getattr(cfg, "n_devices", 1) != 1 or getattr(cfg, "clip_qkv", None) is not None:
         return "multi-device or clipped q/k/v"
-    if cfg.original_architecture in (*_QK_NORM_IN_FORWARD, *post_norm_architectures()):
-        return f"{cfg.original_architecture} applies norms outside calculate_qkv_matrices"
+    if architecture(model) in (*_QK_NORM_IN_FORWARD, *post_norm_architectures()):
+        return f"{architecture(model)} applies norms outside calculate_qkv_matrices"
     return None
 
 
@@ -114,8 +128,8 @@ def linear_writes_reason(model: Any) -> str | None:
     cfg = model.cfg
     if getattr(cfg, "use_normalization_before_and_after", False):
         return "each block normalises its attention and MLP outputs (ln1_post / ln2_post) before the residual add"
-    if cfg.original_architecture in post_norm_architectures():
-        return f"{cfg.original_architecture} is post-norm (ln1 / ln2 after attention and MLP)"
+    if architecture(model) in post_norm_architectures():
+        return f"{architecture(model)} is post-norm (ln1 / ln2 after attention and MLP)"
     if getattr(cfg, "num_experts", None):
         return "the MLPs are mixtures of experts"
     return None

@@ -11,7 +11,7 @@ import contextlib
 from collections.abc import Iterator
 from typing import Any
 
-from tl_interp.compat.blocks import post_norm_architectures
+from tl_interp.compat.blocks import architecture, post_norm_architectures
 from tl_interp.compat.tl import has_hooked_transformer, is_hooked_transformer
 
 __all__ = ["silent_reason", "receiver_hooks", "edge_graph_reason", "edge_hooks_on"]
@@ -110,8 +110,8 @@ def edge_graph_reason(model: Any) -> str | None:
         return (f"edge graphs need a HookedTransformer (per-head q/k/v inputs and per-head results); got "
                 f"{type(model).__name__}")
     cfg = model.cfg
-    if cfg.original_architecture in post_norm_architectures():
-        return (f"{cfg.original_architecture} is post-norm: each sublayer's output is normalised before it is "
+    if architecture(model) in post_norm_architectures():
+        return (f"{architecture(model)} is post-norm: each sublayer's output is normalised before it is "
                 "added to the residual stream, so a head's contribution to a later input is not its own output "
                 "but depends on every other head of its layer")
     if getattr(cfg, "n_devices", 1) != 1:
