@@ -544,6 +544,7 @@ def test_the_start_timeout_is_a_parameter_with_a_default_for_loaded_machines():
 
 # -- in a new process -------------------------------------------------------------------------
 
+@pytest.mark.hooked  # the new process builds a HookedTransformer (conftest.gpt2_style)
 def test_shard_addresses_are_the_same_in_a_new_process(cluster):
     out, err = cluster.communicate(timeout=900)
     assert cluster.returncode == 0, err[-2000:]
