@@ -185,7 +185,7 @@ def test_public_functions_check_their_arguments_at_runtime() -> None:
 
 @pytest.mark.parametrize("call, error, message", [
     (lambda: tl_interp.hooks.add("blocks.0.hook_resid_pre", "not a tensor"), tl_interp.errors.TypeCheckError,
-     r"ti\.hooks\._steer\.add: vector is 'not a tensor'"),
+     r"ti\.hooks\.add: vector is 'not a tensor'"),
     (lambda: tl_interp.patching.sweep(None, "a", "b", len, direction="up"), tl_interp.OptionError,
      r"direction must be one of 'denoise', 'noise', not 'up'"),
 ])

@@ -77,7 +77,10 @@ def _translate(err: Exception, fn: Callable[..., Any], args: tuple[Any, ...], kw
         hints = typing.get_type_hints(fn, include_extras=True)
     except (TypeError, NameError):
         bound, hints = {}, {}
-    label = f"{fn.__module__.replace('tl_interp.', 'ti.')}.{fn.__qualname__}"
+    # the public path: a function of a private module (ti.metrics._constructors) is named where it is
+    # exported (ti.metrics), never by the file it lives in
+    public = [part for part in fn.__module__.split(".")[1:] if not part.startswith("_")]
+    label = ".".join(["ti", *public, fn.__qualname__])
     if name is None or name not in hints:
         return TypeCheckError(f"{label}: {message.splitlines()[0]}")
     value, hint = bound.get(name), hints[name]
@@ -110,7 +113,7 @@ def checked(fn: F) -> F:
         >>> pick("c")
         Traceback (most recent call last):
         ...
-        tl_interp.errors.OptionError: ti._checks.pick: how must be one of 'a', 'b', not 'c'
+        tl_interp.errors.OptionError: ti.pick: how must be one of 'a', 'b', not 'c'
     """
     wrapped = jaxtyped(typechecker=_BEARTYPE)(fn)
 
