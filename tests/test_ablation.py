@@ -13,7 +13,7 @@ from tests.conftest import gpt2_style, llama_style, no_hooks_attached
 from tests.reliability import no_forward, tiny, tl_run
 from tests.token_pair import CLEAN, METRIC, halve_last, user_hook
 from tl_interp import hooks, site
-from tl_interp.errors import InputError, OptionError, ShapeError
+from tl_interp.errors import InputError, OptionError, SelectionError, ShapeError
 from tl_interp.hooks._ablate import resample_draws
 from tl_interp.stats import bootstrap_mean_ci
 
@@ -197,7 +197,7 @@ def test_bootstrap_interval_matches_scipy() -> None:
     (dict(reference_mask=torch.ones(3, 5, dtype=torch.long), method="mean"), ti.InputError,
      r"reference_mask was given without reference="),
     (dict(reference=torch.randint(1, 61, (2, 5))), ti.InputError, r"zero ablation uses no reference"),
-    (dict(layers=[5]), ti.OptionError, r"layers \[5\] are out of range"),
+    (dict(layers=[5]), ti.SelectionError, r"layers \[5\] are out of range"),
 ])
 def test_bad_input_fails_before_any_forward_pass(kwargs: dict, error: type, message: str) -> None:
     model = gpt2_style()
@@ -216,7 +216,7 @@ def test_a_per_prompt_metric_needs_two_prompts_and_ranking_checks_k() -> None:
         ti.ablation.scan(model, tokens[:1], ti.metrics.answer_prob(1), progress=False)
     res = ti.ablation.scan(model, tokens, ti.metrics.answer_prob(1), progress=False)
     for bad in (0, -1):
-        with pytest.raises(ti.OptionError, match="k must be a positive int"):
+        with pytest.raises(ti.SelectionError, match=r"k=-?\d is out of range; choose k >= 1"):
             res.ranking(bad)
     assert len(res.ranking()) == res.values.numel() and len(res.ranking(3)) == 3
 
@@ -299,7 +299,7 @@ def test_an_empty_reference_is_refused_before_any_forward_pass() -> None:
     ({"n_boot": 0}, OptionError, "n_boot must be at least 1, got 0"),  # unclear error: n_boot=0
     ({"method": "max"}, OptionError, "method must be one of 'zero', 'mean', 'resample', not 'max'"),
     ({"reference": CLEAN}, InputError, "zero ablation uses no reference"),  # own probe
-    ({"layers": [2]}, OptionError, r"layers \[2\] are out of range; the model has layers 0..1"),  # own probe
+    ({"layers": [2]}, SelectionError, r"layers \[2\] are out of range; the model has layers 0..1"),  # own probe
     ({"site": "resid_pr", "over": "pos"}, OptionError, "got 'resid_pr'"),  # own probe
     ({"over": "neuron_index"}, OptionError, "has no default site; name it with site="),  # own probe
 ])

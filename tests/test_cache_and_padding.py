@@ -5,7 +5,7 @@ import torch
 from torch.testing import assert_close
 
 from tests.conftest import Case
-from tl_interp import SelectionError, hooks, site
+from tl_interp import HookNameError, SelectionError, hooks, site
 
 
 def test_cache_keeps_only_the_selected_positions_heads_and_rows(tcase: Case) -> None:
@@ -26,7 +26,7 @@ def test_a_cache_forgets_the_previous_run(tcase: Case) -> None:
     first = c.collect(tcase.model, tcase.inputs)[tcase.resid].clone()
     second = c.collect(tcase.model, tcase.inputs.flip(1))[tcase.resid]
     assert not torch.equal(first, second)
-    with pytest.raises(KeyError, match="the cache holds no activation for 'nope'"):
+    with pytest.raises(HookNameError, match="the cache holds no activation for 'nope'"):
         c["nope"]
 
 

@@ -9,7 +9,7 @@ import torch
 
 from tests.circuits_reference import mib_names
 from tl_interp.circuits._circuit import Circuit, edge_ends, prune_edges
-from tl_interp.errors import ArtifactError, InputError, OptionError
+from tl_interp.errors import ArtifactError, InputError, OptionError, SelectionError
 
 
 def _scores(n_layers: int = 3, n_heads: int = 2, *, mlp: bool = True, seed: int = 0) -> SimpleNamespace:
@@ -93,7 +93,7 @@ def test_a_misspelled_edge_is_refused_with_a_suggestion() -> None:
     scores = _scores(2, 2)
     with pytest.raises(InputError, match=r"did you mean 'a0.h1->a1.h0<k>'"):
         Circuit(("a0.h1->a1.h0<K>",), scores.graph)
-    with pytest.raises(OptionError, match="n must be an int from 0 to the number of edges"):
+    with pytest.raises(SelectionError, match=r"n=10000 is out of range; choose 0 <= n <= \d+"):
         Circuit.top(scores, 10_000)
 
 

@@ -186,7 +186,7 @@ def test_dla_mistakes_fail_before_any_forward_pass() -> None:
     tokens = _repeated()
     with pytest.raises(OptionError, match="attribution reads one position per prompt"):
         ti.lens.direct_logit_attribution(model, tokens, 3, positions="all", progress=False)
-    with pytest.raises(OptionError, match="attention-only"):
+    with pytest.raises(UnsupportedError, match="attention-only"):
         ti.lens.direct_logit_attribution(model, tokens, 3, by="neuron", progress=False)
     with pytest.raises(InputError, match="one answer"):
         ti.lens.direct_logit_attribution(model, tokens, [3, 4], progress=False)

@@ -10,7 +10,7 @@ from torch.testing import assert_close
 
 import tl_interp as ti
 from tl_interp import geometry
-from tl_interp.errors import InputError, OptionError, ShapeError, TlInterpWarning
+from tl_interp.errors import InputError, OptionError, SelectionError, ShapeError, TlInterpWarning
 
 geometry = ti.geometry
 
@@ -156,7 +156,7 @@ def test_bad_pairs_fail_first_with_a_clear_message() -> None:
         geometry.paired(A, A + 1, score=torch.ones(9), progress=False)
     with pytest.raises(InputError, match=r"paired: B has 40 NaN/Inf entries \(first at index \(0, 0, 0\)\): 40 NaN"):
         geometry.paired(A, torch.full_like(A, float("nan")), progress=False)
-    with pytest.raises(OptionError, match="k=4 principal components of 10 pairs in 4 dimensions"):
+    with pytest.raises(SelectionError, match="k=4 principal components of 10 pairs in 4 dimensions"):
         geometry.paired(A, A + 1, k=4, progress=False)
     with pytest.raises(OptionError, match="no 'spearman' correlation.*paired\\(\\) got no score"):
         geometry.paired(A, A + gaussian(10, 4, seed=1), n_permutations=9, progress=False).correlation()
@@ -195,7 +195,7 @@ def test_paired_default_k_leaves_the_difference_pca_room_to_vary() -> None:
     a = gaussian(4, 6, seed=13)
     g = geometry.paired(a, a + gaussian(4, 6, seed=14), n_permutations=99, progress=False)
     assert g.provenance.settings["k"] == 2 and g.pca_explained < 1
-    with pytest.raises(OptionError, match=r"k=3 principal components of 4 pairs in 6 dimensions; the centred "
+    with pytest.raises(SelectionError, match=r"k=3 principal components of 4 pairs in 6 dimensions; the centred "
                                           r"differences "
                                           r"span at most min\(n - 1, d\) = 3 directions"):
         geometry.paired(a, a + 1, k=3, progress=False)

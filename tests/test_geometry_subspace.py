@@ -75,7 +75,7 @@ def test_bad_subspace_requests_fail_first() -> None:
         geometry.variance_explained(torch.ones(5, 4), torch.ones(2, 3))
     with pytest.raises(InputError, match="X has no variance around its mean"):
         geometry.variance_explained(torch.ones(5, 4), torch.eye(4))
-    with pytest.raises(InputError, match=r"k=9; choose 1 <= k <= 4"):
+    with pytest.raises(ti.SelectionError, match=r"k=9; choose 1 <= k <= 4"):
         geometry.low_rank(torch.randn(6, 4), 9)
     toy = ToyMLP()
     pairs = torch.randint(0, 12, (5, 2))

@@ -149,7 +149,7 @@ def test_a_lens_result_saves_loads_and_renders(tmp_path: Path) -> None:
 
 def test_mistakes_fail_before_any_forward_pass() -> None:
     model = _zoo("ordinal-4l")
-    with pytest.raises(OptionError, match=r"layers: 7 is not a lens layer; they are 0\.\.4"):
+    with pytest.raises(ti.SelectionError, match=r"layers: 7 is not a lens layer; they are 0\.\.4"):
         ti.lens.logit_lens(model, "after may comes", layers=[7], progress=False)
     with pytest.raises(InputError, match=r"answers: 'after may' is 2 tokens"):
         ti.lens.logit_lens(model, "after may comes", answers="after may", progress=False)

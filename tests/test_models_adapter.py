@@ -12,7 +12,7 @@ from transformer_lens import HookedRootModule
 from transformer_lens.hook_points import HookPoint
 from transformers import AutoTokenizer
 
-from tl_interp.errors import ModelLoadError, ShapeError
+from tl_interp.errors import InputError, ModelLoadError, ShapeError
 from tl_interp.models import ModelAdapter, Tokenized, adapt, load, make_tiny_hf_dir
 
 PROMPTS = ["When Mary and John went to the store , John gave a drink to", "the cat sat", "the dog"]
@@ -168,12 +168,12 @@ def test_empty_inputs_are_rejected(models: dict[str, Any]) -> None:
     ad = adapt(models["hooked_transformer"])
     with pytest.raises(ShapeError, match="empty list of prompts"):
         ad.tokenize([])
-    with pytest.raises(ShapeError, match=r"prompt 1 \(''\) has no tokens"):
+    with pytest.raises(InputError, match=r"prompt 1 \(''\) has no tokens"):
         ad.tokenize(["the cat", ""], prepend_bos=False)
 
 
 def test_tokenized_checks_that_its_batch_sizes_agree() -> None:
-    with pytest.raises(TypeError):
+    with pytest.raises(ShapeError, match=r"ti\.models\.Tokenized: last_index has shape \(3,\), which does not fit"):
         Tokenized(
             tokens=torch.zeros(2, 3, dtype=torch.long),
             attention_mask=torch.ones(2, 3, dtype=torch.long),

@@ -269,7 +269,7 @@ def _counting(model: Any) -> list[int]:
     (dict(site="z", over=("pos",)), OptionError, r"a z sweep goes over \('head_index',\), \('pos', 'head_index'\)"),
     (dict(metric=ti.metrics.logit_diff(torch.tensor([1, 2]), 3)), InputError, r"2 answers for a batch of 3 prompts"),
     (dict(direction="sideways"), OptionError, r"direction must be one of 'denoise', 'noise', not 'sideways'"),
-    (dict(layers=[7]), OptionError, r"layers \[7\] are out of range; the model has layers 0..1"),
+    (dict(layers=[7]), ti.SelectionError, r"layers \[7\] are out of range; the model has layers 0..1"),
     (dict(clean=torch.full((3, 6), 99)), InputError, r"token id 99 at row 0, position 0 is outside the vocabulary"),
     (dict(clean=torch.rand(3, 6)), InputError, r"token ids must be an integer tensor"),
 ])

@@ -17,8 +17,8 @@ from tl_interp.models import Tokenized
     ({"site": "resid_pr"}, OptionError, "sweeps cover the site kinds .* got 'resid_pr'"),  # own probe
     ({"over": "head_index"}, OptionError, "a resid_pre sweep goes over"),  # own probe
     ({"direction": "up"}, OptionError, "direction must be one of 'denoise', 'noise'"),  # own probe
-    ({"layers": []}, OptionError, "layers is empty"),  # own probe
-    ({"layers": [-1]}, OptionError, r"layers \[-1\] are out of range"),  # own probe: negative layer
+    ({"layers": []}, ti.SelectionError, "layers is empty"),  # own probe
+    ({"layers": [-1]}, ti.SelectionError, r"layers \[-1\] are out of range"),  # own probe: negative layer
 ])
 def test_sweep_options_are_checked_before_any_forward_pass(kwargs: dict[str, Any], error: type, message: str) -> None:
     model = tiny()

@@ -10,7 +10,7 @@ import tl_interp as ti
 from tests.reliability import tiny
 from tests.token_pair import CLEAN, METRIC
 from tl_interp.ablation import AblationResult
-from tl_interp.errors import OptionError, UnsupportedError
+from tl_interp.errors import OptionError, SelectionError, TypeCheckError, UnsupportedError
 from tl_interp.patching import PatchingResult
 from tl_interp.results import Provenance, Result
 
@@ -37,12 +37,17 @@ def test_top_lists_nan_cells_last() -> None:
     assert all(v != v for _, v in top[2:])
 
 
-@pytest.mark.parametrize("k", [0, -1, True, 2.5])
-def test_ranking_refuses_a_k_that_is_not_a_positive_int(k: Any) -> None:
+@pytest.mark.parametrize("k, error, message", [
+    (0, SelectionError, r"ranking\(k\): k=0 is out of range; choose k >= 1"),
+    (-1, SelectionError, r"ranking\(k\): k=-1 is out of range"),
+    (True, TypeCheckError, r"ranking\(k\): k must be an int, not True"),
+    (2.5, TypeCheckError, r"k must be an int, not 2.5"),
+])
+def test_ranking_refuses_a_k_that_is_not_a_positive_int(k: Any, error: type, message: str) -> None:
     # probe 11: "ranking(0) returns everything and ranking(-1) drops one"
     result = AblationResult(values=torch.tensor([[0.1, -0.3]]), axes=("layer", "head_index"), metric="m",
                             provenance=Provenance.make("test"))
-    with pytest.raises(OptionError, match="ranking\\(k\\): k must be a positive int"):
+    with pytest.raises(error, match=message):
         result.ranking(k)
 
 
@@ -83,7 +88,7 @@ def test_figures_and_top_refuse_what_they_cannot_show() -> None:
                   provenance=Provenance.make("test"))
     with pytest.raises(UnsupportedError, match="no default figure for 4-D values"):
         four.figure()
-    with pytest.raises(OptionError, match="k must be a positive int"):
+    with pytest.raises(SelectionError, match=r"top\(k\): k=0 is out of range; choose k >= 1"):
         _patching(torch.randn(2, 6)).top(0)
     with pytest.raises(OptionError, match="takes 'normalized' or 'values'"):
         _patching(torch.randn(2, 6)).top(3, by="recovered")

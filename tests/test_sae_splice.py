@@ -195,15 +195,16 @@ def test_the_smollm2_sae_splice_loss_follows_its_card() -> None:
 
 
 # -- unclear errors: SAE edits ------------------------------------------------------------------
-@pytest.mark.parametrize("edit, message", [
-    (lambda f: f[..., :10], r"must return features of the shape it gets .* returned \(1, 2, 10\)"),  # wrong shape
-    (lambda f: None, "returned NoneType"),  # own probe
-    (lambda f: f @ torch.ones(3, 3), "the feature edit failed on features of shape"),  # own probe: it raises
-    (hooks.clamp_features(5000, 1.0), r"feature index out of range for d_sae=1024: \[5000\]"),  # own probe
-    (hooks.add_features(torch.ones(10)), "the feature-space vector has 10 entries, the SAE has d_sae=1024"),
+@pytest.mark.parametrize("edit, error, message", [
+    (lambda f: f[..., :10], ShapeError, r"must return features of the shape it gets .* returned \(1, 2, 10\)"),
+    (lambda f: None, ShapeError, "returned NoneType"),  # own probe
+    (lambda f: f @ torch.ones(3, 3), ShapeError, "the feature edit failed on features of shape"),  # own probe
+    (hooks.clamp_features(5000, 1.0), ti.SelectionError, r"feature index out of range for d_sae=1024: \[5000\]"),
+    (hooks.add_features(torch.ones(10)), ShapeError, "the feature-space vector has 10 entries, the SAE has d_sae=1024"),
 ])
-def test_a_feature_edit_that_cannot_apply_is_refused_before_any_forward_pass(edit: Any, message: str) -> None:
+def test_a_feature_edit_that_cannot_apply_is_refused_before_any_forward_pass(edit: Any, error: type,
+                                                                              message: str) -> None:
     # unclear error: "an SAE edit returning the wrong shape"
     model = ordinal()
-    with no_forward(model), pytest.raises(ShapeError, match=message):
+    with no_forward(model), pytest.raises(error, match=message):
         hooks.sae_splice(sae(), edit).run(model, model.to_tokens(PROMPTS[0]))

@@ -39,11 +39,17 @@ def test_site_spells_transformer_lens_names() -> None:
     (lambda: site("resid_pr", 0), r"unknown site kind 'resid_pr'; did you mean 'resid_pre'"),
     (lambda: site("z"), r"site\('z'\) needs a layer: site\('z', layer\)"),
     (lambda: site("embed", 2), r"site\('embed'\) is model-level and takes no layer"),
-    (lambda: site("z", -1), r"layer must be a non-negative int"),
 ])
 def test_site_errors_say_what_to_write(call, message: str) -> None:
     with pytest.raises(HookNameError, match=message):
         call()
+
+
+def test_a_negative_layer_is_a_selection_error() -> None:
+    with pytest.raises(ti.SelectionError, match=r"site\('z', -1\): layer -1 is out of range"):
+        site("z", -1)
+    with pytest.raises(ti.errors.TypeCheckError, match=r"ti\.site: layer is 1\.5"):
+        site("z", 1.5)  # type: ignore[arg-type]
 
 
 def test_resolve_suggests_the_closest_names() -> None:

@@ -109,7 +109,7 @@ def test_attention_under_an_intervention_shows_both(induction: Any) -> None:
 
 
 @pytest.mark.parametrize(("kwargs", "message"), [
-    ({"layer": 2}, r"layer 2 is out of range: induction-2l has 2 layers \(0..1\)"),
+    ({"layer": 2}, r"induction-2l: layer 2 is out of range; the model has layers 0..1"),
     ({"layer": -1}, r"layer -1 is out of range"),
     ({"layer": 1, "heads": [1, 3]}, r"head 3 is out of range: induction-2l has 3 heads per layer \(0..2\)"),
     ({"layer": 1, "heads": []}, r"heads=\[\] selects nothing"),
@@ -214,7 +214,7 @@ def test_predictions_equal_the_models_log_probs_and_circuitsvis_props(induction:
 
 def test_predictions_refuse_bad_options_before_any_forward(induction: Any, monkeypatch: pytest.MonkeyPatch) -> None:
     forward_forbidden(induction, monkeypatch)
-    with pytest.raises(OptionError, match=r"k must be in 1..65 \(d_vocab\), got 0"):
+    with pytest.raises(SelectionError, match=r"predictions: k=0 is out of range; choose 1 <= k <= 65"):
         ti.viz.predictions(induction, torch.tensor([0, 1]), k=0)
     with pytest.raises(InputError, match="needs at least 2"):
         ti.viz.predictions(induction, torch.tensor([0]))

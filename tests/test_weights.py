@@ -150,7 +150,7 @@ def test_kurtosis_matches_scipy(fisher, bias) -> None:
 def test_bad_weight_requests_fail_with_the_fix() -> None:
     with pytest.raises(UnsupportedError, match="reads HookedTransformer weights"):
         weights.congruence(ToyMLP(), 0)
-    with pytest.raises(SelectionError, match=r"layer 5 is out of range; the model has 2 layers"):
+    with pytest.raises(SelectionError, match=r"layer 5 is out of range; the model has layers 0..1"):
         weights.mlp_out(gpt2_style(), 5)
     with pytest.raises(UnsupportedError, match="attention-only"):
         weights.mlp_out(attn_only(), 0)
@@ -158,7 +158,7 @@ def test_bad_weight_requests_fail_with_the_fix() -> None:
         weights.cosine_matrix(torch.tensor([[1.0, 0.0], [0.0, 0.0]]))
     with pytest.raises(OptionError, match="kind='sideways'"):
         weights.congruence(gpt2_style(), 0, kind="sideways")
-    with pytest.raises(OptionError, match=r"k=9: choose 1 <= k <= 3"):
+    with pytest.raises(SelectionError, match=r"top_k: k=9 is out of range; choose 1 <= k <= 3"):
         weights.top_k(torch.zeros(2, 3), 9)
     with pytest.raises(SelectionError, match="no vector labelled 'L9N9'"):
         weights.cluster_around(weights.mlp_out(gpt2_style(), 0), "L9N9")
@@ -186,7 +186,7 @@ def test_congruence_reads_chosen_neurons_and_tokens_as_the_full_table_does() -> 
     assert part.labels["d_mlp"] == ("L1N5", "L1N2")
     one = weights.congruence(model, 1, kind="in", neurons=[3])
     assert_close(one.values, weights.congruence(model, 1, kind="in").values[[3]])
-    with pytest.raises(OptionError, match=r"neurons must be non-empty indices in \[0, 64\)"):
+    with pytest.raises(SelectionError, match=r"neurons must be non-empty indices in \[0, 64\)"):
         weights.congruence(model, 1, neurons=[64])
 
 

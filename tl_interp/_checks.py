@@ -9,9 +9,10 @@ anything else a ``TypeCheckError`` naming the parameter, what it got and what it
 
 import functools
 import inspect
-import warnings
 import re
+import sys
 import typing
+import warnings
 from collections.abc import Callable
 from typing import Any, TypeVar
 
@@ -21,14 +22,15 @@ from jaxtyping import TypeCheckError as JaxtypingError
 from jaxtyping import jaxtyped
 from torch import Tensor
 
-from tl_interp.errors import OptionError, ShapeError, TlInterpDeprecationWarning, TypeCheckError
+from tl_interp.errors import OptionError, SelectionError, ShapeError, TlInterpDeprecationWarning, TypeCheckError
 
-__all__ = ["checked", "is_checked", "renamed"]
+__all__ = ["checked", "is_checked", "renamed", "public_name", "check_count", "check_layer"]
 
 F = TypeVar("F", bound=Callable[..., Any])
 _UnionType = type(int | str)
 # PEP 484's numeric tower: an int is accepted where a float is declared (memory_mb=512, scale=2)
 _BEARTYPE = beartype(conf=BeartypeConf(is_pep484_tower=True))
+_MODULE_PREFIX = re.compile(r"\b(?:typing|collections\.abc|torch|tl_interp|transformer_lens|sae_lens)(?:\.\w+)*\.")
 _PARAM = re.compile(r"parameter (?:'|\")?(\w+)(?:'|\")?")
 
 
@@ -57,7 +59,7 @@ def _hint_label(hint: Any) -> str:
     if members:
         return " | ".join(_hint_label(a) for a in members)
     text = hint.__name__ if isinstance(hint, type) else str(hint)
-    text = text.replace("typing.", "").replace("collections.abc.", "").replace("torch.", "")
+    text = _MODULE_PREFIX.sub("", text)  # class names only: never a (private) module path
     return text if len(text) <= 120 else text[:117] + "..."
 
 
@@ -68,19 +70,88 @@ def _tensor_hints(hint: Any) -> list[Any]:
     return [h for arg in typing.get_args(hint) for h in _tensor_hints(arg)]
 
 
-def _translate(err: Exception, fn: Callable[..., Any], args: tuple[Any, ...], kwargs: dict[str, Any]) -> Exception:
+def public_name(obj: Any) -> str:
+    """The name a user calls ``obj`` by: the shortest public module that exports it, never a
+    private module (``ti.hooks.add``, not ``ti.hooks._steer.add``).
+
+    Example:
+        >>> from tl_interp.hooks._steer import add
+        >>> public_name(add)
+        'ti.hooks.add'
+        >>> from tl_interp.patching._result import PatchingResult
+        >>> public_name(PatchingResult.top)
+        'ti.patching.PatchingResult.top'
+    """
+    qualname = getattr(obj, "__qualname__", type(obj).__qualname__)
+    home = getattr(obj, "__module__", None) or "tl_interp"
+    parts, owner = home.split("."), qualname.split(".")[0]
+    public = [".".join(parts[:end]) for end in range(1, len(parts) + 1)
+              if not any(p.startswith("_") for p in parts[:end])]
+    module = public[-1] if public else "tl_interp"
+    for prefix in public:  # the shortest public module that exports the same object
+        found = vars(sys.modules[prefix]).get(owner) if prefix in sys.modules else None
+        if getattr(found, "__module__", None) == home and getattr(found, "__qualname__", None) == owner:
+            module = prefix
+            break
+    name = f"{module}.{qualname}".replace(".<locals>", "")
+    return "ti" + name[len("tl_interp"):] if name.startswith("tl_interp") else name
+
+
+def check_count(value: Any, name: str, *, low: int = 1, high: int | None = None, what: str = "") -> int:
+    """A count of items to select (``k`` of a top-k, ``top_k``, ``n``): an int in ``low..high``.
+
+    Every such count in the toolkit is checked here, so one mistake raises one class: a non-int
+    is a ``TypeCheckError``, a count outside the range a ``SelectionError``.
+
+    Example:
+        >>> check_count(3, "k", high=5)
+        3
+        >>> check_count(6, "k", high=5, what="ti.weights.top_k")
+        Traceback (most recent call last):
+        ...
+        tl_interp.errors.SelectionError: ti.weights.top_k: k=6 is out of range; choose 1 <= k <= 5
+    """
+    prefix = f"{what}: " if what else ""
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise TypeCheckError(f"{prefix}{name} must be an int, not {_short(value)}")
+    if value < low or (high is not None and value > high):
+        bounds = f"{low} <= {name} <= {high}" if high is not None else f"{name} >= {low}"
+        raise SelectionError(f"{prefix}{name}={value} is out of range; choose {bounds}")
+    return value
+
+
+def check_layer(layer: int, n_layers: int, what: str = "", *, from_end: bool = False) -> int:
+    """One layer index, checked against the model's ``n_layers`` (the one check of a single layer);
+    ``from_end`` also takes negative indices, counted from the last layer.
+
+    Example:
+        >>> check_layer(1, 2)
+        1
+        >>> check_layer(2, 2, "ti.weights.mlp_out")
+        Traceback (most recent call last):
+        ...
+        tl_interp.errors.SelectionError: ti.weights.mlp_out: layer 2 is out of range; the model has layers 0..1
+    """
+    prefix = f"{what}: " if what else ""
+    if isinstance(layer, bool) or not isinstance(layer, int):
+        raise TypeCheckError(f"{prefix}layer must be an int, not {layer!r}")
+    if not (-n_layers if from_end else 0) <= layer < n_layers:
+        negative = f", or {-n_layers}..-1 from the end" if from_end else ""
+        raise SelectionError(f"{prefix}layer {layer} is out of range; the model has layers 0..{n_layers - 1}{negative}")
+    return layer % n_layers
+
+
+def _translate(err: Exception, fn: Callable[..., Any], args: tuple[Any, ...], kwargs: dict[str, Any],
+               hints: dict[str, Any] | None = None, label: str | None = None) -> Exception:
     message = str(err)
     match = _PARAM.search(message)
     name = match.group(1) if match else None
     try:
         bound = inspect.signature(fn).bind_partial(*args, **kwargs).arguments
-        hints = typing.get_type_hints(fn, include_extras=True)
+        hints = typing.get_type_hints(fn, include_extras=True) if hints is None else hints
     except (TypeError, NameError):
         bound, hints = {}, {}
-    # the public path: a function of a private module (ti.metrics._constructors) is named where it is
-    # exported (ti.metrics), never by the file it lives in
-    public = [part for part in fn.__module__.split(".")[1:] if not part.startswith("_")]
-    label = ".".join(["ti", *public, fn.__qualname__])
+    label = label or public_name(fn)
     if name is None or name not in hints:
         return TypeCheckError(f"{label}: {message.splitlines()[0]}")
     value, hint = bound.get(name), hints[name]
@@ -102,8 +173,19 @@ def _translate(err: Exception, fn: Callable[..., Any], args: tuple[Any, ...], kw
     return TypeCheckError(f"{label}: {name} is {_short(value)}; it takes {_hint_label(hint)}")
 
 
+def _ours(err: Exception, qualname: str) -> bool:
+    """Whether a violation is about the parameters of ``qualname`` itself (a violation from
+    deeper down is not ours to explain, and a wrong return value is a bug, not a caller's mistake)."""
+    text = str(err)
+    if qualname not in text.split("\n", 3)[0] + text[:400]:
+        return False
+    return not ("return" in text.split("\n", 1)[0].lower() and "parameter" not in text[:200])
+
+
 def checked(fn: F) -> F:
     """Check a public function's arguments at every call (types and jaxtyping shapes).
+
+    A dataclass is checked the same way: its fields, at construction.
 
     Example:
         >>> from typing import Literal
@@ -115,6 +197,8 @@ def checked(fn: F) -> F:
         ...
         tl_interp.errors.OptionError: ti.pick: how must be one of 'a', 'b', not 'c'
     """
+    if inspect.isclass(fn):
+        return _checked_class(fn)  # type: ignore[return-value]
     wrapped = jaxtyped(typechecker=_BEARTYPE)(fn)
 
     @functools.wraps(fn)
@@ -122,15 +206,34 @@ def checked(fn: F) -> F:
         try:
             return wrapped(*args, **kwargs)
         except (BeartypeCallHintParamViolation, JaxtypingError) as err:
-            # only this function's own parameters: a violation from deeper down is not ours to explain
-            if fn.__qualname__ not in str(err).split("\n", 3)[0] + str(err)[:400]:
-                raise
-            if "return" in str(err).split("\n", 1)[0].lower() and "parameter" not in str(err)[:200]:
+            if not _ours(err, fn.__qualname__):
                 raise
             raise _translate(err, fn, args, kwargs) from None
 
     call.__tl_interp_checked__ = True  # type: ignore[attr-defined]
     return call  # type: ignore[return-value]
+
+
+def _checked_class(cls: type) -> type:
+    """``@checked`` on a dataclass: jaxtyping checks the fields in ``__init__``; violations are
+    translated with the class's field hints and named after the class."""
+    plain_init = cls.__init__
+    cls = jaxtyped(typechecker=_BEARTYPE)(cls)
+    init = cls.__init__
+
+    @functools.wraps(init)
+    def __init__(self: Any, *args: Any, **kwargs: Any) -> None:
+        try:
+            init(self, *args, **kwargs)
+        except (BeartypeCallHintParamViolation, JaxtypingError) as err:
+            if not _ours(err, cls.__qualname__):
+                raise
+            hints = typing.get_type_hints(cls, include_extras=True)
+            raise _translate(err, plain_init, (self, *args), kwargs, hints, public_name(cls)) from None
+
+    cls.__init__ = __init__  # type: ignore[misc]
+    cls.__tl_interp_checked__ = True  # type: ignore[attr-defined]
+    return cls
 
 
 def is_checked(fn: Any) -> bool:

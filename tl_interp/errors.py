@@ -10,9 +10,10 @@ class              also a          means
 =================  ==============  ============================================================
 HookNameError      KeyError        a hook name, site kind or name filter the model does not
                                    have, or a hook point that exists but never fires
-ShapeError         ValueError      a tensor whose shape or width does not fit where it goes
-SelectionError     IndexError      a position / head / neuron / row / feature selection that
-                                   is out of range or malformed
+ShapeError         ValueError      a tensor whose shape, rank or width does not fit where it goes
+SelectionError     IndexError      a layer / position / head / neuron / row / feature selection,
+                                   or a count of items to pick (``k``, ``top_k``, ``n`` of a
+                                   top-n), that is out of range, empty or malformed
 OptionError        ValueError      an option outside its accepted values (``method=``,
                                    ``direction=``, ``over=``, ``n_boot=0`` ...)
 InputError         ValueError      inputs that cannot be used as given: prompts, tokens,
@@ -22,8 +23,16 @@ UnsupportedError   ValueError      a valid request this model or mode cannot hon
 ArtifactError      ValueError      a stored file (weights, cache entry, result, vector, card)
                                    that is missing, truncated, corrupt or of another kind
 ModelLoadError     RuntimeError    a model or checkpoint that cannot be loaded
-TypeCheckError     TypeError       an argument of the wrong type at a public entry point
+TypeCheckError     TypeError       an argument of the wrong type, or a tensor of the wrong
+                                   dtype, at a public entry point
 =================  ==============  ============================================================
+
+One mistake, one class, whichever function reports it: a layer or count out of range is a
+``SelectionError`` everywhere (``_checks.check_layer`` / ``check_count``,
+``engine._grid.check_layers``), token ids outside the vocabulary an ``InputError``, a wrong
+shape a ``ShapeError`` and a wrong type a ``TypeCheckError`` (``@checked`` turns jaxtyping's
+and beartype's own errors into these). Messages name the public entry point a user called
+(``ti.hooks.add``), never a private module.
 
 Warnings: ``FastPathWarning`` when the engine falls back to the exact full forward because a
 fast path's guard failed; ``TlInterpDeprecationWarning`` for old parameter names.
@@ -74,7 +83,8 @@ class ShapeError(TlInterpError, ValueError):
 
 
 class SelectionError(TlInterpError, IndexError):
-    """A position / head / neuron / row / feature selection that is out of range or malformed."""
+    """A layer / position / head / neuron / row / feature selection, or a count of items to pick
+    (``k``, ``top_k``), that is out of range or malformed."""
 
 
 class OptionError(TlInterpError, ValueError):
@@ -101,7 +111,7 @@ class ModelLoadError(TlInterpError, RuntimeError):
 
 
 class TypeCheckError(TlInterpError, TypeError):
-    """An argument of the wrong type (or tensor of the wrong rank/dtype) at a public entry point."""
+    """An argument of the wrong type (or a tensor of the wrong dtype) at a public entry point."""
 
 
 class TlInterpWarning(UserWarning):

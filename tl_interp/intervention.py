@@ -22,7 +22,7 @@ from tl_interp._context import check_call_tokens, check_context_length, describi
 from tl_interp._types import HookFn, NameFilter
 from tl_interp.compat import silent_reason
 from tl_interp.compat.hook_points import add_forward_hook, remove_forward_hook
-from tl_interp.errors import HookNameError, InputError
+from tl_interp.errors import HookNameError, InputError, TypeCheckError
 
 if TYPE_CHECKING:
     from tl_interp.engine.inputs import Inputs
@@ -87,7 +87,7 @@ class Intervention:
               1. double at blocks.0.hook_resid_pre
         """
         if (fn is None) == (build is None):
-            raise TypeError("Intervention.single takes exactly one of fn= or build=")
+            raise TypeCheckError("Intervention.single takes exactly one of fn= or build=")
         if build is None:
             plain = fn
             build = lambda name, info: plain  # noqa: E731 - a plain hook needs no per-site state

@@ -21,9 +21,9 @@ from typing import Any, ClassVar
 import torch
 from torch import Tensor
 
-from tl_interp._checks import checked
+from tl_interp._checks import check_count, checked, public_name
 from tl_interp._io import load_checked, save_checked
-from tl_interp.errors import ArtifactError, ShapeError
+from tl_interp.errors import ArtifactError, ShapeError, TypeCheckError
 
 __all__ = ["Provenance", "Result", "prompt_hash", "register_result"]
 
@@ -72,6 +72,8 @@ def register_result(cls: type["Result"]) -> type["Result"]:
     (a 1536-vector cosine matrix printed its labels twice); unless the class defines its own,
     the short ``Result.__repr__`` is put back.
     """
+    if not (isinstance(cls, type) and issubclass(cls, Result)):  # beartype skips the forward reference
+        raise TypeCheckError(f"{public_name(register_result)}: cls is {cls!r}; it takes a Result subclass")
     own = cls.__dict__.get("__repr__")
     if own is not None and getattr(cls, "__dataclass_params__", None) is not None \
             and cls.__dataclass_params__.repr and hasattr(own, "__wrapped__"):  # the dataclass-generated one
@@ -186,6 +188,7 @@ class Result:
 
     def top_cells(self, k: int = 3, values: Tensor | None = None) -> list[tuple[str, float]]:
         """The ``k`` cells of largest |value| (NaNs last) as ``("[label, label]", value)``, labels shortened."""
+        check_count(k, "k", what="top_cells(k)")
         values = self.values if values is None else values
         flat = values.detach().double().flatten().cpu()
         if not flat.numel() or not values.ndim:

@@ -15,7 +15,7 @@ from typing import Any, get_args
 
 from tl_interp._checks import checked
 from tl_interp._types import NameFilter, SiteKind
-from tl_interp.errors import HookNameError
+from tl_interp.errors import HookNameError, SelectionError, TypeCheckError, UnsupportedError
 
 __all__ = ["site", "SITE_KINDS", "SiteInfo", "site_info", "d_vocab_out", "hook_names", "resolve", "describe_where"]
 
@@ -78,8 +78,10 @@ def site(kind: str, layer: int | None = None) -> str:
         raise HookNameError(f"site({kind!r}) needs a layer: site({kind!r}, layer)")
     if not needs_layer and layer is not None:
         raise HookNameError(f"site({kind!r}) is model-level and takes no layer; use site({kind!r})")
-    if layer is not None and (isinstance(layer, bool) or not isinstance(layer, int) or layer < 0):
-        raise HookNameError(f"site({kind!r}, {layer!r}): layer must be a non-negative int")
+    if layer is not None and (isinstance(layer, bool) or not isinstance(layer, int)):
+        raise TypeCheckError(f"site({kind!r}, {layer!r}): layer must be an int")
+    if layer is not None and layer < 0:
+        raise SelectionError(f"site({kind!r}, {layer}): layer {layer} is out of range; layers count from 0")
     return template.format(layer=layer)
 
 
@@ -159,7 +161,7 @@ def d_vocab_out(model: Any) -> int:
     """
     vocab = _vocab_out(getattr(model, "cfg", None))
     if vocab is None:
-        raise AttributeError(f"{type(model).__name__} has no config with d_vocab / d_vocab_out")
+        raise UnsupportedError(f"{type(model).__name__} has no config with d_vocab / d_vocab_out")
     return vocab
 
 

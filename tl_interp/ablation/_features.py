@@ -173,7 +173,7 @@ def feature_ablation(sae: Any, model: Any, inputs: Inputs, features: Sequence[in
         ((2, 2), ('F5', 'F17'))
     """
     if not features:
-        raise OptionError("feature_ablation: give at least one feature")
+        raise SelectionError("feature_ablation: give at least one feature")
     for f in features:
         check_feature(sae, f)
     if isinstance(n_boot, bool) or n_boot < 1:

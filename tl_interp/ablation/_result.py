@@ -6,7 +6,8 @@ from typing import Any, ClassVar
 
 from torch import Tensor
 
-from tl_interp.errors import OptionError
+from tl_interp._checks import check_count
+
 from tl_interp.results import Result, number, register_result, short
 
 __all__ = ["AblationResult"]
@@ -34,8 +35,8 @@ class AblationResult(Result):
         Args:
             k: how many units (default: all); at least 1.
         """
-        if k is not None and (isinstance(k, bool) or not isinstance(k, int) or k < 1):
-            raise OptionError(f"ranking(k): k must be a positive int or None (all units), not {k!r}")
+        if k is not None:
+            check_count(k, "k", what="ranking(k)")
         higher_is_better = bool(self.provenance.settings.get("higher_is_better", True))
         flat = self.values.flatten()
         order = flat.argsort(descending=not higher_is_better).tolist()[: k or flat.numel()]

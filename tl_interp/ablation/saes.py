@@ -20,11 +20,11 @@ from collections.abc import Iterator
 from typing import Any, Literal
 
 import torch
-from beartype import beartype
-from jaxtyping import Float, Int, jaxtyped
+from jaxtyping import Float, Int
 from torch import Tensor
 
 from tl_interp import hooks, metrics
+from tl_interp._checks import check_layer, checked
 from tl_interp.compat.sae import sae_hook_name
 from tl_interp.engine.collect import collect
 from tl_interp.engine.executors import Executor, Plan, execute
@@ -48,7 +48,7 @@ def _batches(tokens: Tensor, mask: Tensor, batch_size: int) -> Iterator[tuple[Te
         yield tokens[i : i + batch_size], mask[i : i + batch_size]
 
 
-@jaxtyped(typechecker=beartype)
+@checked
 @torch.no_grad()
 def site_activations(
     model: Any, layer: int, tokens: Int[Tensor, "batch pos"], mask: Int[Tensor, "batch pos"], *,
@@ -76,6 +76,7 @@ def site_activations(
         >>> site_activations(model, 2, tokens, mask).shape[0] == int(mask[:, 1:].sum())
         True
     """
+    check_layer(layer, model.cfg.n_layers, "site_activations")
     check_tokens(model, tokens, "site_activations")  # the one token check (a negative id reads W_E[-1])
     reads = mask.bool().clone()
     reads[:, :first_position] = False
@@ -85,7 +86,7 @@ def site_activations(
     return states[name][states.mask]
 
 
-@jaxtyped(typechecker=beartype)
+@checked
 @torch.no_grad()
 def reconstruction_stats(sae: Any, acts: Float[Tensor, "n d_in"], *, batch_size: int = 4096) -> dict[str, float]:
     """Explained variance, L0 and dead-feature fraction of ``sae`` on activations ``acts``.
@@ -132,7 +133,7 @@ def _loss_metric(kind: Literal["next_token", "answer"], tokens: Tensor, mask: Te
     return -1.0, metrics.answer_logprob(tokens[torch.arange(tokens.shape[0]), last], positions=last - 1)
 
 
-@jaxtyped(typechecker=beartype)
+@checked
 @torch.no_grad()
 def splice_losses(
     sae: Any,
@@ -204,7 +205,7 @@ def _sig(x: float, digits: int = 5) -> float:
     return float(f"{x:.{digits}g}")
 
 
-@beartype
+@checked
 def measure(sae: Any, model: Any, spec: SAESpec, tokens: Tensor, mask: Tensor, *, memory_mb: float = 1024.0,
             executor: Executor | None = None) -> dict[str, Any]:
     """Every card figure of ``sae`` on the held-out ``tokens`` (see the module docstring).

@@ -30,7 +30,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from tl_interp._checks import checked
+from tl_interp._checks import check_count, checked
 from tl_interp.errors import ArtifactError, InputError, OptionError, ShapeError
 
 __all__ = ["Circuit", "edge_ends", "prune_edges"]
@@ -224,8 +224,7 @@ class Circuit:
     @staticmethod
     def _ranked(scores: Any, n: int) -> tuple[tuple[str, ...], Tensor]:
         graph_edges = _graph_edges(scores.graph)
-        if isinstance(n, bool) or not isinstance(n, int) or not 0 <= n <= len(graph_edges):
-            raise OptionError(f"n must be an int from 0 to the number of edges ({len(graph_edges)}), got {n!r}")
+        check_count(n, "n", low=0, high=len(graph_edges), what="Circuit.top / Circuit.greedy")
         return graph_edges, _score_vector(scores, graph_edges)
 
     # -- MIB circuit files -------------------------------------------------------------------

@@ -43,7 +43,7 @@ from torch import Tensor
 from tqdm.auto import tqdm
 
 from tl_interp import hooks
-from tl_interp._checks import checked
+from tl_interp._checks import check_count, checked
 from tl_interp.circuits._edit import sender_deltas, sender_hooks
 from tl_interp.circuits._exact import exact_effects
 from tl_interp.circuits._graph import Graph
@@ -102,8 +102,7 @@ class EdgeScores(Result):
 
     def top(self, k: int = 10) -> list[tuple[str, float]]:
         """The ``k`` edges of largest ``|score|``, as ``(name, score)``, largest first."""
-        if isinstance(k, bool) or not isinstance(k, int) or k < 1:
-            raise OptionError(f"top(k): k must be a positive int, not {k!r}")
+        check_count(k, "k", what="top(k)")
         order = torch.nan_to_num(self.values.abs(), nan=-1.0).argsort(descending=True, stable=True)[:k]
         return [(self.names[i], float(self.values[i])) for i in order.tolist()]
 

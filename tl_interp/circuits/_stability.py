@@ -15,8 +15,8 @@ from typing import Any, ClassVar
 import torch
 from torch import Tensor
 
-from tl_interp._checks import checked
-from tl_interp.errors import OptionError, ShapeError
+from tl_interp._checks import check_count, checked
+from tl_interp.errors import InputError, SelectionError, ShapeError
 from tl_interp.results import Provenance, Result, register_result, short
 from tl_interp.stats import bootstrap_indices, percentile_interval
 
@@ -28,7 +28,7 @@ def resampled_scores(per_prompt: Tensor, *, n_boot: int, seed: int) -> Tensor:
     (``stats.bootstrap_indices(n_prompts, n_boot, seed=seed)``), float32 to bound memory."""
     n = per_prompt.shape[0]
     if n < 2:
-        raise ShapeError(f"resampling prompts needs at least 2 prompts' scores, got {n}")
+        raise InputError(f"resampling prompts needs at least 2 prompts' scores, got {n}")
     index = bootstrap_indices(n, n_boot, seed=seed)
     # each resample's mean is a count-weighted mean of the per-prompt rows: one matmul
     counts = torch.zeros(n_boot, n, dtype=torch.float64).scatter_add_(1, index, torch.ones(n_boot, n, dtype=torch.float64))
@@ -79,7 +79,7 @@ class EdgeStability(Result):
     def unstable(self, k: int | None = None, *, threshold: float = 0.5) -> list[tuple[str, float]]:
         """Edges of the top-k (the first ``ks`` by default) found in fewer than ``threshold``
         of the resamples' top-k, as (edge, frequency)."""
-        k = k if k is not None else self.ks[0]
+        k = check_count(k, "k", what="unstable(k)") if k is not None else self.ks[0]
         order = self.values.abs().argsort(descending=True)[:k].tolist()
         freq = self.extras["in_top_k"]
         return [(self.label("edge", i), float(freq[i])) for i in order if float(freq[i]) < threshold]
@@ -138,8 +138,10 @@ def stability(scores: Any, *, k: int | Sequence[int] = 20, n_boot: int = 200, al
     names = tuple(scores.names)
     if per_prompt.ndim != 2 or per_prompt.shape[1] != len(names):
         raise ShapeError(f"per-prompt scores must be (n_prompts, n_edges={len(names)}), got {tuple(per_prompt.shape)}")
-    if not ks or any(isinstance(x, bool) or not 0 <= x <= len(names) for x in ks):
-        raise OptionError(f"k must be between 0 and the number of edges ({len(names)}), got {k!r}")
+    if not ks:
+        raise SelectionError("stability: k is empty; give at least one top-k size")
+    for x in ks:
+        check_count(x, "k", low=0, high=len(names), what="stability")
     mean = per_prompt.detach().double().cpu().mean(0)
     resampled = resampled_scores(per_prompt, n_boot=n_boot, seed=seed)
     low, high = percentile_interval(resampled, alpha, dim=0)

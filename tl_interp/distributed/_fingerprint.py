@@ -26,6 +26,7 @@ import torch
 from torch import Tensor, nn
 
 from tl_interp._checks import checked
+from tl_interp.errors import TypeCheckError
 
 __all__ = ["Fingerprint", "model_digest", "tensor_digest", "blake"]
 
@@ -165,7 +166,7 @@ class Fingerprint:
         try:
             reduced = obj.__reduce_ex__(4)
         except Exception as err:  # noqa: BLE001 - the caller says which object could not be read
-            raise TypeError(f"no content fingerprint for a {type(obj).__qualname__}: {err}") from err
+            raise TypeCheckError(f"no content fingerprint for a {type(obj).__qualname__}: {err}") from err
         if isinstance(reduced, str):  # a global singleton, pickled by name
             return blake(b"global", reduced.encode(), self.digest(type(obj)))
         parts = list(reduced[:3]) + [list(reduced[3]) if len(reduced) > 3 and reduced[3] is not None else None,

@@ -15,7 +15,7 @@ from typing import Any
 
 from torch import Tensor
 
-from tl_interp.errors import OptionError, TlInterpDeprecationWarning
+from tl_interp.errors import OptionError, SelectionError, TlInterpDeprecationWarning
 
 __all__ = ["SWEEP_SITES", "Grid", "make_grid", "model_grid", "check_layers", "normalize_over", "OVER_ALIASES"]
 
@@ -119,13 +119,13 @@ def check_layers(model: Any, layers: Sequence[int] | None) -> list[int]:
         >>> check_layers(model, [2, -1])
         Traceback (most recent call last):
         ...
-        tl_interp.errors.OptionError: layers [2, -1] are out of range; the model has layers 0..1
+        tl_interp.errors.SelectionError: layers [2, -1] are out of range; the model has layers 0..1
     """
     n_layers = model.cfg.n_layers
     chosen = list(range(n_layers)) if layers is None else list(layers)
     if not chosen:
-        raise OptionError("layers is empty; give at least one layer (or None for all)")
+        raise SelectionError("layers is empty; give at least one layer (or None for all)")
     bad = [layer for layer in chosen if isinstance(layer, bool) or not 0 <= layer < n_layers]
     if bad:
-        raise OptionError(f"layers {bad} are out of range; the model has layers 0..{n_layers - 1}")
+        raise SelectionError(f"layers {bad} are out of range; the model has layers 0..{n_layers - 1}")
     return chosen

@@ -36,7 +36,7 @@ from tl_interp import hooks
 from tl_interp._types import NameFilter
 from tl_interp.compat import is_hooked_transformer
 from tl_interp.engine.inputs import Inputs, as_batch
-from tl_interp.errors import OptionError, SelectionError, ShapeError, UnsupportedError
+from tl_interp.errors import HookNameError, OptionError, SelectionError, ShapeError, UnsupportedError
 from tl_interp.hooks._select import position_axis
 from tl_interp.models._adapter import Tokenized, adapt
 from tl_interp.positions import Finder, From, Positions, describe, real_bounds
@@ -183,7 +183,7 @@ class States(Mapping[str, Tensor]):
         try:
             return self._tensors[name]
         except KeyError:
-            raise KeyError(f"no states for {name!r}; collected {', '.join(self.names)}") from None
+            raise HookNameError(f"no states for {name!r}; collected {', '.join(self.names)}") from None
 
     def __iter__(self) -> Iterator[str]:
         return iter(self._tensors)

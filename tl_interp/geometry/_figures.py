@@ -4,6 +4,7 @@ from typing import Any
 
 import torch
 
+from tl_interp._checks import check_layer
 from tl_interp.stats import bootstrap_mean_ci
 
 __all__ = ["paired_figure", "angle_histogram", "angles_figure"]
@@ -56,6 +57,8 @@ def angle_histogram(result: Any, layer: int = -1, *, bins: int = 30, title: str 
 
     from tl_interp.viz._plotly import Figure
 
+    n_layers = result.angles.shape[0] if result.angles.ndim > 1 else 1  # (n,) angles: one layer
+    layer = check_layer(layer, n_layers, "angle_histogram", from_end=True)
     angles = result.angles if result.angles.ndim == 1 else result.angles[layer]
     label = "" if result.angles.ndim == 1 else f" at layer {result.labels['layer'][layer]}"
     fig = Figure(go.Histogram(x=angles.tolist(), nbinsx=bins))

@@ -24,7 +24,7 @@ from jaxtyping import Float
 from torch import Tensor
 
 from tl_interp._checks import checked
-from tl_interp.errors import InputError, ShapeError
+from tl_interp.errors import InputError, SelectionError, ShapeError
 from tl_interp.stats import PreparedNull, register_null
 from tl_interp.stats._inputs import check_finite, unit_scale
 
@@ -219,9 +219,9 @@ def difference_pca(A: Float[Tensor, "n d"], B: Float[Tensor, "n d"], k: int = 5)
     a, b = _pair(A, B, "difference_pca")
     top = max_components(*a.shape)
     if not 1 <= k < top:
-        raise InputError(f"difference_pca: k={k} components of {a.shape[0]} pairs in {a.shape[1]} dimensions; "
-                         f"choose 1 <= k < {top} (the centred differences span at most min(n - 1, d) = {top} "
-                         "directions, so k >= that explains all of them for every pairing)")
+        raise SelectionError(f"difference_pca: k={k} components of {a.shape[0]} pairs in {a.shape[1]} dimensions; "
+                             f"choose 1 <= k < {top} (the centred differences span at most min(n - 1, d) = {top} "
+                             "directions, so k >= that explains all of them for every pairing)")
     d = (b - a) - (b - a).mean(0)
     power = torch.linalg.svdvals(d) ** 2
     if not bool(power.sum() > 0):

@@ -23,7 +23,7 @@ from torch import Tensor
 from tqdm.auto import tqdm
 
 from tl_interp._checks import checked
-from tl_interp.errors import InputError, OptionError, ShapeError, TlInterpWarning
+from tl_interp.errors import InputError, OptionError, SelectionError, ShapeError, TlInterpWarning
 from tl_interp.geometry._correlation import CORRELATIONS, correlate
 from tl_interp.geometry._fits import (difference_pca, max_components, rotation_residual, shift_residual,
                                      shift_rotation_residual)
@@ -244,9 +244,9 @@ def paired(A: Tensor, B: Tensor, *, score: Any = None, n_permutations: int = 100
     top = max_components(n, d)  # the centred differences span at most min(n - 1, d) directions
     k = min(5, top - 1) if k is None else k
     if not 1 <= k < top:
-        raise OptionError(f"paired: k={k} principal components of {n} pairs in {d} dimensions; the centred "
-                          f"differences span at most min(n - 1, d) = {top} directions, so choose 1 <= k < "
-                          f"{top} (a k that explains every direction gives a share of 1 for every pairing)")
+        raise SelectionError(f"paired: k={k} principal components of {n} pairs in {d} dimensions; the centred "
+                             f"differences span at most min(n - 1, d) = {top} directions, so choose 1 <= k < "
+                             f"{top} (a k that explains every direction gives a share of 1 for every pairing)")
     scores = None
     if score is not None:
         scores = torch.as_tensor(score).detach().double().flatten().cpu()

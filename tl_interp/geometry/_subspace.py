@@ -20,7 +20,7 @@ from jaxtyping import Float
 from torch import Tensor
 
 from tl_interp._checks import checked
-from tl_interp.errors import InputError, OptionError, ShapeError
+from tl_interp.errors import InputError, OptionError, SelectionError, ShapeError
 from tl_interp.hooks import orthonormal_basis
 from tl_interp.stats._inputs import centre, check_finite, unit_scale
 
@@ -142,6 +142,6 @@ def low_rank(X: Float[Tensor, "n d"], k: int) -> Float[Tensor, "n d"]:
     """
     x = _rows(X, "low_rank")
     if not 1 <= k <= min(x.shape):
-        raise InputError(f"low_rank: k={k}; choose 1 <= k <= {min(x.shape)} for a {tuple(x.shape)} matrix")
+        raise SelectionError(f"low_rank: k={k}; choose 1 <= k <= {min(x.shape)} for a {tuple(x.shape)} matrix")
     u, s, vh = torch.linalg.svd(x, full_matrices=False)
     return (u[:, :k] * s[:k]) @ vh[:k]

@@ -16,7 +16,7 @@ from torch import Tensor
 from tl_interp._checks import checked
 from tl_interp._device import check_device
 from tl_interp._types import IndexSelection, NameFilter, PositionSelection
-from tl_interp.errors import SelectionError, UnsupportedError
+from tl_interp.errors import HookNameError, SelectionError, UnsupportedError
 from tl_interp.hooks._select import Selection, layout
 from tl_interp.positions import From, real_bounds
 from tl_interp.intervention import Hook, Intervention
@@ -41,7 +41,7 @@ class ActivationStore(Mapping[str, Tensor]):
             return self._acts[name]
         except KeyError:
             held = ", ".join(self._acts) or "nothing yet (run the model under the cache first)"
-            raise KeyError(f"the cache holds no activation for {name!r}; it holds {held}") from None
+            raise HookNameError(f"the cache holds no activation for {name!r}; it holds {held}") from None
 
     def __iter__(self) -> Iterator[str]:
         return iter(self._acts)

@@ -22,7 +22,7 @@ from tl_interp import compat
 from tl_interp._checks import checked, renamed
 from tl_interp._types import IndexSelection, PositionSelection
 from tl_interp.compat.sae import sae_hook_name, sae_site
-from tl_interp.errors import InputError, ShapeError
+from tl_interp.errors import InputError, SelectionError, ShapeError, TlInterpError
 from tl_interp.hooks._edit import check_finite, check_trailing, edit_intervention
 from tl_interp.hooks._select import Selection
 from tl_interp.intervention import Intervention
@@ -54,13 +54,13 @@ class FeatureEdit:
 def _ids(features: Sequence[int] | int) -> list[int]:
     ids = [features] if isinstance(features, int) else list(features)
     if not ids:
-        raise ShapeError("a feature edit needs at least one feature index")
+        raise SelectionError("a feature edit needs at least one feature index")
     return ids
 
 
 def _set_columns(f: Tensor, ids: list[int], new: Callable[[Tensor], Tensor]) -> Tensor:
     if max(ids) >= f.shape[-1] or min(ids) < -f.shape[-1]:
-        raise ShapeError(f"feature index out of range for d_sae={f.shape[-1]}: {ids}")
+        raise SelectionError(f"feature index out of range for d_sae={f.shape[-1]}: {ids}")
     out = f.clone()
     out[..., ids] = new(f[..., ids])
     return out
@@ -155,7 +155,7 @@ def _check_edit(edit: Callable[[Tensor], Tensor], d_sae: int, context: str) -> N
     try:
         with torch.no_grad():
             out = edit(dummy)
-    except (ShapeError, InputError):
+    except TlInterpError:  # already the toolkit's error for the mistake (a feature out of range ...)
         raise
     except Exception as err:
         raise ShapeError(f"{context}: the feature edit failed on features of shape (batch, pos, d_sae) = "

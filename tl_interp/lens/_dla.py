@@ -62,7 +62,7 @@ def _check(model: Any, positions: Positions, by: str) -> None:
             raise UnsupportedError(f"direct_logit_attribution(by={by!r}): {reason}, so per-{by} contributions would "
                                    "not sum to the block outputs; use by='component' or by='layer'")
     if by == "neuron" and model.cfg.attn_only:
-        raise OptionError("direct_logit_attribution(by='neuron'): the model is attention-only (no MLP neurons)")
+        raise UnsupportedError("direct_logit_attribution(by='neuron'): the model is attention-only (no MLP neurons)")
 
 
 def _sites(model: Any, by: str) -> list[str]:

@@ -24,11 +24,11 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from tl_interp._checks import checked
+from tl_interp._checks import check_count, checked
 from tl_interp import compat
 from tl_interp.engine.collect import collect
 from tl_interp.engine.inputs import Inputs, as_batch
-from tl_interp.errors import OptionError, ShapeError
+from tl_interp.errors import SelectionError, ShapeError
 from tl_interp.lens._answers import AnswerTokens, answer_ids, token_strings
 from tl_interp.lens._result import LensResult
 from tl_interp.lens._translators import Translators, load_translators
@@ -47,11 +47,11 @@ def _layer_list(layers: Sequence[int] | None, n_layers: int) -> list[int]:
     out = []
     for layer in layers:
         if isinstance(layer, bool) or not isinstance(layer, int) or not -(n_layers + 1) <= layer <= n_layers:
-            raise OptionError(f"layers: {layer!r} is not a lens layer; they are 0..{n_layers} (layer l reads "
-                              f"blocks.l.hook_resid_pre, {n_layers} the final resid_post; negative counts from it)")
+            raise SelectionError(f"layers: {layer!r} is not a lens layer; they are 0..{n_layers} (layer l reads "
+                                 f"blocks.l.hook_resid_pre, {n_layers} the final resid_post; negative counts from it)")
         out.append(layer % (n_layers + 1))
     if len(set(out)) != len(out) or not out:
-        raise OptionError(f"layers: give distinct layers, got {list(layers)}")
+        raise SelectionError(f"layers: give distinct layers, got {list(layers)}")
     return out
 
 
@@ -80,8 +80,7 @@ def _read(model: Any, inputs: Inputs, *, positions: Positions, layers: Sequence[
           answers: AnswerTokens | None, top_k: int, translators: Translators | None, attention_mask: Tensor | None,
           batch_size: int, progress: bool, what: str) -> LensResult:
     n_layers = model.cfg.n_layers
-    if isinstance(top_k, bool) or not isinstance(top_k, int) or not 1 <= top_k <= model.cfg.d_vocab_out:
-        raise OptionError(f"{what}: top_k must be an int in 1..{model.cfg.d_vocab_out}, got {top_k!r}")
+    check_count(top_k, "top_k", high=model.cfg.d_vocab_out, what=what)
     if translators is not None and (translators.n_layers, translators.d_model) != (n_layers, model.cfg.d_model):
         raise ShapeError(f"{what}: the translators are for (n_layers, d_model) = ({translators.n_layers}, "
                          f"{translators.d_model}) (model {translators.model!r}); this model has ({n_layers}, "

@@ -5,7 +5,8 @@ from typing import Any, ClassVar
 
 from torch import Tensor
 
-from tl_interp.errors import OptionError
+from tl_interp._checks import check_count
+from tl_interp.errors import OptionError, SelectionError
 from tl_interp.results import Result, register_result, short
 
 __all__ = ["LensResult", "DLAResult"]
@@ -55,12 +56,12 @@ class LensResult(Result):
     def _slot(self, row: int, pos: int | None) -> int:
         n, width = self.values.shape[1], self.values.shape[2]
         if not -n <= row < n:
-            raise OptionError(f"row {row} is out of range for {n} prompts")
+            raise SelectionError(f"row {row} is out of range for {n} prompts")
         slots = self.extras["mask"][row].nonzero().flatten().tolist()
         if pos is None:
             return slots[-1]
         if not -width <= pos < width or (pos % width) not in slots:
-            raise OptionError(f"pos {pos}: row {row} read the slots {slots} of the pos axis")
+            raise SelectionError(f"pos {pos}: row {row} read the slots {slots} of the pos axis")
         return pos % width
 
     def layer_table(self, row: int = 0, pos: int | None = None) -> list[dict[str, Any]]:
@@ -163,8 +164,7 @@ class DLAResult(Result):
 
     def ranking(self, k: int = 10) -> list[tuple[str, float]]:
         """The ``k`` components with the largest mean |contribution| over prompts, with their mean."""
-        if isinstance(k, bool) or not isinstance(k, int) or k < 1:
-            raise OptionError(f"ranking(k): k must be a positive int, not {k!r}")
+        check_count(k, "k", what="ranking(k)")
         mean = self.values.double().mean(1)
         order = mean.abs().argsort(descending=True)[:k].tolist()
         return [(self.label("component", i), float(mean[i])) for i in order]

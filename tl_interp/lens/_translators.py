@@ -20,7 +20,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from tl_interp._checks import checked
+from tl_interp._checks import check_layer, checked
 from tl_interp._io import load_checked, manifest, read_checked_json, save_checked, verify_manifest, write_checked_json
 from tl_interp.errors import ModelLoadError, ShapeError
 
@@ -76,6 +76,7 @@ class Translators:
 
     def translate(self, h: Tensor, layer: int) -> Tensor:
         """``h + h @ W_l.T + b_l`` for residuals ``(..., d_model)`` read before block ``layer``."""
+        check_layer(layer, self.n_layers, "Translators.translate")
         w, b = self.weight[layer].to(h), self.bias[layer].to(h)
         return h + torch.nn.functional.linear(h, w, b)
 

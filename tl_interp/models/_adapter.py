@@ -15,13 +15,12 @@ from dataclasses import dataclass, field
 from typing import Any, Literal, TypeAlias
 
 import torch
-from beartype import beartype
-from jaxtyping import Int, jaxtyped
+from jaxtyping import Int
 from torch import Tensor
 from tl_interp import compat
 from tl_interp._checks import checked
 from tl_interp._types import Tokens
-from tl_interp.errors import ModelLoadError, ShapeError
+from tl_interp.errors import InputError, ModelLoadError, ShapeError
 
 __all__ = ["adapt", "ModelAdapter", "Tokenized", "Family"]
 
@@ -29,7 +28,7 @@ Family: TypeAlias = Literal["hooked_transformer", "hooked_sae_transformer", "bri
 _SIZE_FIELDS = ("n_layers", "n_heads", "d_model", "d_head", "d_mlp", "d_vocab")
 
 
-@jaxtyped(typechecker=beartype)
+@checked
 @dataclass(frozen=True)
 class Tokenized:
     """A padded batch of prompts with its attention mask.
@@ -180,7 +179,7 @@ class ModelAdapter:
         rows = [self._encode(text, prepend_bos) for text in texts]
         for i, row in enumerate(rows):
             if not row:
-                raise ShapeError(
+                raise InputError(
                     f"tokenize: prompt {i} ({texts[i]!r}) has no tokens; use a non-empty prompt "
                     "or prepend_bos=True"
                 )

@@ -16,6 +16,7 @@ from typing import Literal
 import torch
 
 from tl_interp._checks import checked
+from tl_interp.errors import OptionError
 
 __all__ = ["make_tiny_hf_dir", "TINY_VOCAB"]
 
@@ -165,7 +166,7 @@ def make_tiny_hf_dir(
         )
         model_cls = GPT2LMHeadModel
     else:
-        raise ValueError(f"make_tiny_hf_dir: unknown arch {arch!r}; use 'llama' or 'gpt2'")
+        raise OptionError(f"make_tiny_hf_dir: unknown arch {arch!r}; use 'llama' or 'gpt2'")
 
     gen = torch.Generator().manual_seed(seed)
     with torch.random.fork_rng(devices=[]):

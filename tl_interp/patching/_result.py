@@ -6,6 +6,7 @@ from typing import Any, ClassVar
 import torch
 from torch import Tensor
 
+from tl_interp._checks import check_count
 from tl_interp.errors import OptionError, UnsupportedError
 from tl_interp.results import Result, number, register_result
 
@@ -59,8 +60,7 @@ class PatchingResult(Result):
         """The k cells with the largest |effect|, as (label, value) pairs (NaNs last)."""
         if by not in ("normalized", "values"):
             raise OptionError(f"top(by=...) takes 'normalized' or 'values', not {by!r}")
-        if isinstance(k, bool) or k < 1:
-            raise OptionError(f"top(k): k must be a positive int, not {k!r}")
+        check_count(k, "k", what="top(k)")
         values = self.normalized if by == "normalized" else self.values
         flat = values.flatten()
         order = torch.nan_to_num(flat.abs(), nan=-1.0).argsort(descending=True)[:k]

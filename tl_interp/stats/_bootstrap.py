@@ -181,7 +181,7 @@ def bootstrap_mean_ci(values: Float[Tensor, "*units n"], *, n_boot: int = 2000, 
     x = as_float64(values, "bootstrap_mean_ci: values")
     n = x.shape[-1]
     if n < 2:
-        raise ShapeError(f"a bootstrap interval needs at least 2 prompts, got {n}")
+        raise InputError(f"a bootstrap interval needs at least 2 prompts, got {n}")
     if not 0 < alpha < 1:
         raise OptionError(f"alpha must be in (0, 1), got {alpha}")
     index = bootstrap_indices(n, n_boot, seed=seed)
@@ -225,7 +225,7 @@ def bootstrap_ci(statistic: Callable[..., Any], *samples: ArrayLike, n_boot: int
     if any(d.shape[0] != n for d in data):
         raise ShapeError(f"bootstrap_ci resamples rows together; the samples have {[d.shape[0] for d in data]} rows")
     if n < 2:
-        raise ShapeError(f"a bootstrap interval needs at least 2 rows, got {n}")
+        raise InputError(f"a bootstrap interval needs at least 2 rows, got {n}")
     index = bootstrap_indices(n, n_boot, seed=seed)
     name = statistic_name(statistic)
     if vectorized:

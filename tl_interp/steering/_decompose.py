@@ -17,9 +17,9 @@ import torch
 from torch import Tensor
 
 from tl_interp import compat
-from tl_interp._checks import checked
+from tl_interp._checks import check_count, checked
 from tl_interp.steering._build import sae_name
-from tl_interp.errors import InputError, OptionError, ShapeError
+from tl_interp.errors import InputError, SelectionError, ShapeError
 from tl_interp.steering._vector import SteeringVector, sae_identity
 
 __all__ = ["decompose", "Decomposition"]
@@ -61,7 +61,7 @@ class Decomposition:
     def _check(self, features: list[int] | tuple[int, ...]) -> list[int]:
         missing = [f for f in features if f not in self.features]
         if missing:
-            raise ShapeError(f"features {missing} are not in the decomposition (it has {list(self.features)})")
+            raise SelectionError(f"features {missing} are not in the decomposition (it has {list(self.features)})")
         return list(features)
 
     def part(self, features: list[int] | tuple[int, ...]) -> Tensor:
@@ -133,13 +133,12 @@ def decompose(vector: SteeringVector, sae: Any, k: int = 20, *, tol: float = 1e-
     if hook is not None and hook != vector.hook_name:
         raise InputError(f"decompose: {vector.name!r} was read at {vector.hook_name}, the SAE {sae_id!r} reads {hook}; "
                          "decompose a vector with the SAE trained at its own site")
-    if isinstance(k, bool) or not isinstance(k, int):
-        raise OptionError(f"decompose: k must be an int, got {k!r}")
+    check_count(k, "k", what="decompose")
     W = sae.W_dec.detach().double().cpu()  # (d_sae, d_in)
     if W.shape[1] != vector.vector.shape[0]:
         raise ShapeError(f"decompose: the SAE has d_in={W.shape[1]}, the vector has {vector.vector.shape[0]} entries")
     if not 1 <= k <= W.shape[0]:
-        raise OptionError(f"decompose: k must be in 1..{W.shape[0]} (d_sae), got {k}")
+        raise SelectionError(f"decompose: k must be in 1..{W.shape[0]} (d_sae), got {k}")
     v = vector.vector.double().cpu()
     v2 = float(v @ v)
     if v2 == 0.0:

@@ -88,6 +88,7 @@ def sae_digest(sae: Any) -> str:
     return h.hexdigest()[:16]
 
 
+@checked
 @dataclass(frozen=True, eq=False)
 class SteeringVector:
     """A steering direction and its provenance.

@@ -43,12 +43,12 @@ import time
 from typing import Any
 
 import torch
-from beartype import beartype
-from jaxtyping import Float, Int, jaxtyped
+from jaxtyping import Float, Int
 from torch import Tensor, nn
 from tqdm.auto import tqdm
 from transformer_lens.hook_points import HookPoint
 
+from tl_interp._checks import checked
 from tl_interp.compat.tl import require_hooked
 from tl_interp.errors import OptionError
 from tl_interp.models.zoo import induction as ind
@@ -68,7 +68,7 @@ LAYER_0_HEAD_DROPOUT = 0.5  # P(a layer-0 head's output is zeroed), per sequence
 LAYER_1_SPARSITY_WEIGHT = 0.2  # weight of the Hoyer penalty on layer-1 heads
 
 
-@jaxtyped(typechecker=beartype)
+@checked
 def training_loss(
     model: nn.Module,
     tokens: Int[Tensor, "batch pos"],

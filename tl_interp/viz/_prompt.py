@@ -11,7 +11,8 @@ from typing import Any, TypeAlias
 import torch
 from torch import Tensor
 
-from tl_interp.errors import InputError, SelectionError
+from tl_interp import _checks
+from tl_interp.errors import InputError, SelectionError, UnsupportedError
 from tl_interp.models import Tokenized, adapt
 from tl_interp.models._adapter import ModelAdapter
 
@@ -68,9 +69,8 @@ def check_layer(adapter: ModelAdapter, layer: int) -> None:
     """Raise SelectionError unless ``0 <= layer < n_layers``."""
     n = adapter.n_layers
     if n is None:
-        raise SelectionError(f"{adapter.model_id} declares no n_layers; attention views need a transformer")
-    if not 0 <= layer < n:
-        raise SelectionError(f"layer {layer} is out of range: {adapter.model_id} has {n} layers (0..{n - 1})")
+        raise UnsupportedError(f"{adapter.model_id} declares no n_layers; attention views need a transformer")
+    _checks.check_layer(layer, n, adapter.model_id)
 
 
 def check_heads(adapter: ModelAdapter, heads: Any) -> list[int]:

@@ -15,6 +15,7 @@ import re
 from typing import Any
 
 from tl_interp._checks import checked
+from tl_interp.errors import InputError
 from tl_interp.viz.html import _fmt, _generic, summary_for, table_html
 
 __all__ = ["circuit_html", "curve_figure"]
@@ -117,7 +118,7 @@ def circuit_html(circuit: Any, *, max_edges: int = _MAX_EDGES) -> str:
 def _ends(edge: str) -> tuple[str, str, str | None]:
     m = _EDGE.match(edge)
     if m is None:
-        raise ValueError(f"not an edge name: {edge!r}")
+        raise InputError(f"not an edge name: {edge!r}")
     return m["s"], m["r"], m["x"]
 
 

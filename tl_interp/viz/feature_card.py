@@ -22,7 +22,7 @@ import torch
 from torch import Tensor
 
 from tl_interp import compat
-from tl_interp._checks import checked
+from tl_interp._checks import check_count, checked
 from tl_interp.ablation._features import (FeatureActivations, check_feature, decoder_logits,
                                           feature_ablation_with_answers, feature_activations, prompt_answers)
 from tl_interp.engine.executors import Executor
@@ -168,9 +168,9 @@ def _card(sae: Any, model: Any, acts: FeatureActivations, labels: list[list[str]
 
 
 def _check_options(k: int, window: int, bins: int) -> None:
-    for name, value in (("k", k), ("bins", bins)):
-        if value < 1:
-            raise OptionError(f"feature_card: {name} must be >= 1, got {value}")
+    check_count(k, "k", what="feature_card")
+    if bins < 1:
+        raise OptionError(f"feature_card: bins must be >= 1, got {bins}")
     if window < 0:
         raise OptionError(f"feature_card: window must be >= 0, got {window}")
 
@@ -234,8 +234,7 @@ def feature_page(sae: Any, model: Any, inputs: Inputs, *, n: int = 8,
     from tl_interp.viz.report import Report
     from tl_interp.viz.views import topk
 
-    if n < 1:
-        raise OptionError(f"feature_page: n must be >= 1, got {n}")
+    check_count(n, "n", what="feature_page")
     _check_options(k, 8, 30)
     acts, labels, cards = _cards(sae, model, inputs, None, answers, k, 8, 30, seed, memory_mb, executor, n=n)
     report = Report(title or f"Top features of the SAE at {sae_site(sae)}")
@@ -269,5 +268,6 @@ def _cards(sae: Any, model: Any, inputs: Inputs, features: list[int] | None, ans
     labels = _labels(model, acts)
     if not features:
         return acts, labels, []
-    ablation = feature_ablation_with_answers(sae, model, acts.batch, features, ids, seed, 2000, options, executor, progress=False)
+    ablation = feature_ablation_with_answers(sae, model, acts.batch, features, ids, seed, 2000, options, executor,
+                                             progress=False)
     return acts, labels, [_card(sae, model, acts, labels, f, ablation, i, k, window, bins, seed) for i, f in enumerate(features)]

@@ -10,7 +10,7 @@
 import html
 from typing import Any
 
-from tl_interp.errors import OptionError
+from tl_interp.errors import OptionError, SelectionError
 
 __all__ = ["lens_heatmap", "answer_trajectories", "dla_figure", "lens_html", "dla_html"]
 
@@ -19,7 +19,7 @@ def _columns(result: Any, row: int) -> tuple[list[tuple[int, int]], list[str], s
     """The (row, slot) cells of the heatmap's columns, their labels and the x-axis title."""
     n, width = result.values.shape[1], result.values.shape[2]
     if not -n <= row < n:
-        raise OptionError(f"row {row} is out of range for {n} prompts")
+        raise SelectionError(f"row {row} is out of range for {n} prompts")
     row %= n
     mask, pos, tok = result.extras["mask"], result.extras["position"], result.extras["tokens"]
     if width == 1 and n > 1:  # one position per prompt: prompts side by side

@@ -15,7 +15,7 @@ from typing import Any, Literal
 import torch
 from torch import Tensor
 
-from tl_interp._checks import checked
+from tl_interp._checks import check_count, checked
 from tl_interp import hooks
 from tl_interp._types import IndexSelection
 from tl_interp.errors import InputError, OptionError, SelectionError, ShapeError
@@ -208,8 +208,7 @@ def topk(tokens: Sequence[Sequence[str]], activations: Tensor | Sequence[Tensor]
         >>> topk([["a", "b"], ["c"]], acts, k=2).data["order"]
         [[1, 0], [0, 1]]
     """
-    if k < 1:
-        raise OptionError(f"topk: k must be >= 1, got {k}")
+    check_count(k, "k", what="topk")
     toks, rows = _per_prompt(tokens, activations, attention_mask)
     width = rows[0].shape[-1]
     if neurons is None and width > 100:
@@ -291,8 +290,7 @@ def predictions(model: Any, prompt: Prompt, *, intervention: Intervention | None
     """
     ids, labels, adapter = one_prompt(model, prompt, row=row, attention_mask=attention_mask)
     vocab = adapter.d_vocab or 0
-    if not 1 <= k <= vocab:
-        raise OptionError(f"predictions: k must be in 1..{vocab} (d_vocab), got {k}")
+    check_count(k, "k", high=vocab, what="predictions")
     if ids.shape[1] < 2:
         raise InputError(f"predictions: the prompt has {ids.shape[1]} token; it needs at least 2 (the first "
                          "token is context, each later one is predicted)")

@@ -21,7 +21,7 @@ import torch
 from torch import Tensor
 
 from tl_interp._checks import checked
-from tl_interp.errors import OptionError
+from tl_interp.errors import OptionError, SelectionError
 from tl_interp.models._adapter import adapt
 from tl_interp.results import Provenance, Result, register_result
 from tl_interp.weights._fold import fold, token_labels
@@ -70,7 +70,7 @@ class Congruence(Result):
         rows = []
         for n in neurons:
             if isinstance(n, str) and n not in where:
-                raise OptionError(f"no neuron {n!r}; neurons are labelled like {self.labels['d_mlp'][0]!r}")
+                raise SelectionError(f"no neuron {n!r}; neurons are labelled like {self.labels['d_mlp'][0]!r}")
             rows.append(where[n] if isinstance(n, str) else int(n))
         return rows
 
@@ -80,7 +80,7 @@ def _subset(items: Sequence[int] | Tensor | None, size: int, what: str) -> Tenso
         return None
     index = torch.as_tensor(items, dtype=torch.long).flatten()
     if index.numel() == 0 or bool(((index < 0) | (index >= size)).any()):
-        raise OptionError(f"{what} must be non-empty indices in [0, {size}); got {index.tolist()[:8]}")
+        raise SelectionError(f"{what} must be non-empty indices in [0, {size}); got {index.tolist()[:8]}")
     return index
 
 

@@ -29,8 +29,8 @@ from typing import Any
 
 from torch import Tensor
 
-from tl_interp._checks import checked
-from tl_interp.errors import SelectionError, UnsupportedError
+from tl_interp._checks import check_layer, checked
+from tl_interp.errors import UnsupportedError
 from tl_interp.models._adapter import adapt
 
 __all__ = ["FoldedWeights", "fold", "token_labels"]
@@ -72,8 +72,7 @@ class FoldedWeights:
 
     def _layer(self, layer: int) -> Any:
         n = self.model.cfg.n_layers
-        if isinstance(layer, bool) or not 0 <= layer < n:
-            raise SelectionError(f"layer {layer} is out of range; the model has {n} layers (0..{n - 1})")
+        check_layer(layer, n)
         if self.model.cfg.attn_only:
             raise UnsupportedError(f"{adapt(self.model).model_id} is attention-only: it has no MLP weights")
         return self.model.blocks[layer]

@@ -13,8 +13,8 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from tl_interp._checks import checked
-from tl_interp.errors import OptionError, SelectionError, ShapeError
+from tl_interp._checks import check_count, checked
+from tl_interp.errors import SelectionError, ShapeError
 
 __all__ = ["TopK", "top_k"]
 
@@ -75,8 +75,7 @@ def top_k(scores: Tensor, k: int, *, row_labels: Sequence[str] | None = None,
     if scores.ndim != 2:
         raise ShapeError(f"top_k takes a (rows, columns) score matrix, got shape {tuple(scores.shape)}")
     n_rows, n_cols = scores.shape
-    if not 1 <= k <= n_cols:
-        raise OptionError(f"k={k}: choose 1 <= k <= {n_cols} (the number of columns)")
+    check_count(k, "k", high=n_cols, what="top_k")
     row_names = tuple(row_labels) if row_labels is not None else tuple(str(i) for i in range(n_rows))
     col_names = tuple(column_labels) if column_labels is not None else tuple(str(i) for i in range(n_cols))
     if len(row_names) != n_rows or len(col_names) != n_cols:

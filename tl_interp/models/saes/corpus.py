@@ -22,11 +22,11 @@ from collections.abc import Iterator, Sequence
 from typing import Any, Literal, TypeAlias
 
 import torch
-from beartype import beartype
-from jaxtyping import Int, jaxtyped
+from jaxtyping import Int
 from torch import Tensor
 
-from tl_interp.errors import ShapeError
+from tl_interp._checks import checked
+from tl_interp.errors import InputError
 from tl_interp.models.saes.specs import SAESpec
 
 __all__ = [
@@ -89,7 +89,7 @@ def corpus_sha256() -> str:
     return hashlib.sha256((pydoc_text("train") + "\x00" + pydoc_text("heldout")).encode()).hexdigest()
 
 
-@beartype
+@checked
 def chunk_tokens(
     tokenizer: Any, text: str, context_size: int, *, prepend_bos: bool = True, max_chunks: int | None = None
 ) -> Tensor:
@@ -134,7 +134,7 @@ def _pad(rows: Sequence[list[int]], pad_id: int) -> tuple[Tensor, Tensor]:
     return tokens, mask
 
 
-@jaxtyped(typechecker=beartype)
+@checked
 def ordinal_sequences(
     tokenizer: Any, n: int, *, seed: int, splits: Sequence[str] = ("train",), context_prob: float = 0.5
 ) -> tuple[Int[Tensor, "batch pos"], Int[Tensor, "batch pos"]]:
@@ -179,7 +179,7 @@ def ordinal_sequences(
 ORDINAL_HELDOUT_SEED = 12345
 
 
-@jaxtyped(typechecker=beartype)
+@checked
 def ordinal_heldout(tokenizer: Any, n: int = 2000) -> tuple[Int[Tensor, "batch pos"], Int[Tensor, "batch pos"]]:
     """Held-out ordinal-4l sequences: ``ordinal_sequences`` over the ``test`` and ``heldout`` splits.
 
@@ -273,7 +273,7 @@ def shuffled_batches(acts: Tensor, batch_size: int, *, seed: int) -> Iterator[Te
         [4, 4, 4]
     """
     if batch_size > acts.shape[0]:
-        raise ShapeError(f"a batch of {batch_size} activations needs at least that many; there are "
+        raise InputError(f"a batch of {batch_size} activations needs at least that many; there are "
                          f"{acts.shape[0]}: train on more sequences (--n-train)")
     gen = torch.Generator().manual_seed(seed)
     while True:

@@ -24,10 +24,10 @@ from functools import cache
 from typing import Literal, TypeAlias
 
 import torch
-from beartype import beartype
-from jaxtyping import Float, Int, jaxtyped
+from jaxtyping import Float, Int
 from torch import Tensor
 
+from tl_interp._checks import checked
 from tl_interp.errors import SelectionError
 
 __all__ = [
@@ -124,7 +124,7 @@ def _multiplication_table() -> Tensor:
     return torch.tensor(table, dtype=torch.long)
 
 
-@jaxtyped(typechecker=beartype)
+@checked
 def multiplication_table() -> Int[Tensor, "120 120"]:
     """The Cayley table of S5: ``table[i, j]`` is the index of ``elements()[i] * elements()[j]``.
 
@@ -138,7 +138,7 @@ def multiplication_table() -> Int[Tensor, "120 120"]:
     return _multiplication_table().clone()
 
 
-@jaxtyped(typechecker=beartype)
+@checked
 def inverses() -> Int[Tensor, "120"]:
     """The index of each element's inverse.
 
@@ -170,7 +170,7 @@ def _sign(perm: tuple[int, ...]) -> int:
     return -1 if inversions % 2 else 1
 
 
-@jaxtyped(typechecker=beartype)
+@checked
 def signs() -> Int[Tensor, "120"]:
     """The sign (parity) of each element: +1 for even permutations, -1 for odd ones.
 
@@ -204,7 +204,7 @@ def _natural() -> Tensor:
     return mats
 
 
-@jaxtyped(typechecker=beartype)
+@checked
 def representation(
     name: RepresentationName, *, dtype: torch.dtype = torch.float32
 ) -> Float[Tensor, "120 dim dim"]:
@@ -241,7 +241,7 @@ def representation(
     return mats.to(dtype)
 
 
-@jaxtyped(typechecker=beartype)
+@checked
 def character(
     name: RepresentationName, *, dtype: torch.dtype = torch.float32
 ) -> Float[Tensor, "120"]:

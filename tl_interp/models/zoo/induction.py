@@ -34,12 +34,12 @@ from collections.abc import Sequence
 from typing import Any
 
 import torch
-from beartype import beartype
-from jaxtyping import Float, Int, jaxtyped
+from jaxtyping import Float, Int
 from torch import Tensor, nn
 from transformer_lens.hook_points import HookPoint
 
 from tl_interp import compat
+from tl_interp._checks import checked
 from tl_interp.errors import SelectionError
 
 __all__ = [
@@ -126,7 +126,7 @@ def induction_fields(*, init_weights: bool = False) -> dict[str, Any]:
     )
 
 
-@jaxtyped(typechecker=beartype)
+@checked
 def repeated_tokens(
     n_seqs: int, half_len: int, *, generator: torch.Generator
 ) -> Int[Tensor, "batch pos"]:
@@ -155,7 +155,7 @@ def repeated_tokens(
     return torch.cat([bos, r, r], dim=1)
 
 
-@jaxtyped(typechecker=beartype)
+@checked
 def head_scores(
     model: nn.Module, tokens: Int[Tensor, "batch pos"]
 ) -> tuple[Float[Tensor, "n_layers n_heads"], Float[Tensor, "n_layers n_heads"]]:
@@ -196,7 +196,7 @@ def head_scores(
     return torch.stack(prev), torch.stack(ind)
 
 
-@jaxtyped(typechecker=beartype)
+@checked
 def half_losses(
     model: nn.Module,
     tokens: Int[Tensor, "batch pos"],

@@ -22,12 +22,12 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from beartype import beartype
-from jaxtyping import Float, Int, jaxtyped
+from jaxtyping import Float, Int
 from torch import Tensor, nn
 from transformers import PreTrainedTokenizerBase, PreTrainedTokenizerFast
 
 from tl_interp import compat
+from tl_interp._checks import checked
 from tl_interp.errors import ModelLoadError
 from tl_interp.models.zoo import ordinal_data as data
 from tl_interp.models.zoo._store import ZOO_DIR, read_card, read_weights
@@ -151,7 +151,7 @@ def load_ordinal_4l(*, directory: Path | str | None = None) -> torch.nn.Module:
     return model.eval()
 
 
-@jaxtyped(typechecker=beartype)
+@checked
 def encode(
     tokenizer: PreTrainedTokenizerBase, prompts: Sequence[str]
 ) -> tuple[Int[Tensor, "batch pos"], Int[Tensor, " batch"]]:
@@ -174,7 +174,7 @@ def encode(
     return batch["input_ids"], batch["attention_mask"].sum(-1) - 1
 
 
-@jaxtyped(typechecker=beartype)
+@checked
 def answer_logits(
     model: torch.nn.Module, tokens: Int[Tensor, "batch pos"], last: Int[Tensor, " batch"]
 ) -> Float[Tensor, "batch d_vocab"]:

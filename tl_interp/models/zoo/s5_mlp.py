@@ -17,12 +17,12 @@ element indices are canonical (lexicographic) and ``(x * y)(i) = x(y(i))``.
 from dataclasses import asdict, dataclass
 
 import torch
-from beartype import beartype
-from jaxtyping import Float, Int, jaxtyped
+from jaxtyping import Float, Int
 from torch import Tensor, nn
 from transformer_lens import HookedRootModule  # a public top-level name on TL 3.9 and 4.x
 from transformer_lens.hook_points import HookPoint
 
+from tl_interp._checks import checked
 from tl_interp.errors import SelectionError
 from tl_interp.models.zoo.groups import S5_ORDER, multiplication_table
 
@@ -88,7 +88,7 @@ class S5MLP(HookedRootModule):
         self.hook_logits = HookPoint()
         self.setup()
 
-    @jaxtyped(typechecker=beartype)
+    @checked
     def forward(self, pairs: Int[Tensor, "batch 2"]) -> Float[Tensor, "batch d_vocab"]:
         """Logits over the product ``x * y`` for each row ``(x, y)`` of ``pairs``.
 
@@ -110,7 +110,7 @@ class S5MLP(HookedRootModule):
         return self.hook_logits(hidden @ self.W_U)
 
 
-@jaxtyped(typechecker=beartype)
+@checked
 def all_pairs() -> tuple[Int[Tensor, "14400 2"], Int[Tensor, "14400"]]:
     """Every pair ``(x, y)`` of S5 elements (row-major: ``row = 120 * x + y``) and ``x * y``.
 
@@ -127,7 +127,7 @@ def all_pairs() -> tuple[Int[Tensor, "14400 2"], Int[Tensor, "14400"]]:
     return pairs, multiplication_table().reshape(-1)
 
 
-@jaxtyped(typechecker=beartype)
+@checked
 def train_test_split(
     seed: int, train_fraction: float
 ) -> tuple[Int[Tensor, "n_train"], Int[Tensor, "n_test"]]:
@@ -151,7 +151,7 @@ def train_test_split(
     return perm[:n_train].sort().values, perm[n_train:].sort().values
 
 
-@jaxtyped(typechecker=beartype)
+@checked
 def accuracy_and_loss(
     model: S5MLP, pairs: Int[Tensor, "batch 2"], labels: Int[Tensor, "batch"]
 ) -> tuple[float, float]:
