@@ -41,6 +41,17 @@ def _hooked() -> Any:
     return cls
 
 
+def hooked_model(cfg: Any, **kwargs: Any) -> Any:
+    """``HookedTransformer(cfg)``; on TransformerLens 4, which has none, the calling test is skipped
+    with the reason (import it here, not at a test module's top, so the rest of the module runs)."""
+    return _hooked()(cfg, **kwargs)
+
+
+def hooked_class() -> type:
+    """``HookedTransformer`` itself (for isinstance checks); skips the calling test on TransformerLens 4."""
+    return _hooked()
+
+
 def _cfg(**overrides: Any) -> Any:
     _hooked()
     base = dict(n_layers=2, d_model=32, n_heads=4, d_head=8, d_mlp=64, d_vocab=D_VOCAB, n_ctx=32,

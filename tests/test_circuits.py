@@ -1,21 +1,24 @@
 """ti.circuits: the graph's names, edge scores against hand-hooked patching, batched
 faithfulness against a circuit patched by hand, the induction circuit, errors before any run."""
 
+from typing import Any
+
 import pytest
 import torch
-from transformer_lens import HookedTransformer, HookedTransformerConfig
 
 import tl_interp as ti
+from tl_interp.compat.tl import hooked_config_class
 from tl_interp.errors import HookNameError, InputError, OptionError, UnsupportedError
 from tests import _circuits_reference as ref
-from tests.conftest import _cfg, attn_only, gpt2_style, llama_style, no_hooks_attached
+from tests.conftest import _cfg, attn_only, gpt2_style, hooked_model, llama_style, no_hooks_attached
 
-def gemma_style() -> HookedTransformer:
+
+def gemma_style() -> Any:
     """Gemma's extra norms after attention and MLP outputs, soft caps, GQA, rotary, RMSNorm."""
-    return HookedTransformer(_cfg(act_fn="gelu", normalization_type="RMS", positional_embedding_type="rotary",
-                                  rotary_dim=8, gated_mlp=True, final_rms=True, n_key_value_heads=2,
-                                  use_normalization_before_and_after=True, attn_scores_soft_cap=20.0,
-                                  output_logits_soft_cap=5.0, original_architecture="Gemma2ForCausalLM")).eval()
+    return hooked_model(_cfg(act_fn="gelu", normalization_type="RMS", positional_embedding_type="rotary",
+                             rotary_dim=8, gated_mlp=True, final_rms=True, n_key_value_heads=2,
+                             use_normalization_before_and_after=True, attn_scores_soft_cap=20.0,
+                             output_logits_soft_cap=5.0, original_architecture="Gemma2ForCausalLM")).eval()
 
 
 FAMILIES = {"gpt2": gpt2_style, "llama_gqa_rotary_rms": llama_style, "attn_only": attn_only, "gemma": gemma_style}
@@ -38,7 +41,7 @@ def _per_prompt(logits):
 
 # -- the graph ------------------------------------------------------------------------------
 def test_graph_names_every_edge_as_mib_does_in_the_reference_matrix_order():
-    g = ti.circuits.graph(HookedTransformer(_cfg(n_layers=2, n_heads=2)))
+    g = ti.circuits.graph(hooked_model(_cfg(n_layers=2, n_heads=2)))
     assert g.nodes == ("input", "a0.h0", "a0.h1", "m0", "a1.h0", "a1.h1", "m1", "logits")
     assert g.edges[:6] == ("input->a0.h0<q>", "input->a0.h1<q>", "input->a0.h0<k>", "input->a0.h1<k>",
                            "input->a0.h0<v>", "input->a0.h1<v>")
@@ -51,7 +54,7 @@ def test_graph_names_every_edge_as_mib_does_in_the_reference_matrix_order():
 
 
 def test_parallel_blocks_feed_the_mlp_from_the_block_input_and_attention_only_models_have_no_mlp_nodes():
-    g = ti.circuits.graph(HookedTransformer(_cfg(parallel_attn_mlp=True)))
+    g = ti.circuits.graph(hooked_model(_cfg(parallel_attn_mlp=True)))
     assert "input->m0" in g.edges and "a0.h0->m0" not in g.edges and "a0.h0->m1" in g.edges
     g = ti.circuits.graph(attn_only())
     assert not any(n.startswith("m") for n in g.nodes) and "a0.h3->a1.h2<k>" in g.edges
@@ -67,7 +70,7 @@ def test_an_unknown_edge_name_is_refused_with_the_closest_names():
     (dict(original_architecture="Olmo2ForCausalLM"), "post-norm"),
 ])
 def test_architectures_without_well_defined_edges_are_refused_before_any_forward_pass(overrides, why):
-    model = HookedTransformer(_cfg(**overrides))
+    model = hooked_model(_cfg(**overrides))
     clean, corrupted = _pair()
     with _no_forward(model), pytest.raises(UnsupportedError, match=f"not well defined.*{why}"):
         ti.circuits.attribute(model, clean, corrupted, METRIC, method="eap", progress=False)
@@ -141,7 +144,7 @@ def test_exact_cells_recompute_one_heads_projection_and_fall_back_to_per_head_in
     # shortformer models add positional embeddings to the normalised q/k inputs inside the block:
     # the cell then edits TL's per-head input instead, and says so
     for model, how in ((gpt2_style(), "projection of the receiving head"),
-                       (HookedTransformer(_cfg(positional_embedding_type="shortformer")).eval(), "per-head inputs")):
+                       (hooked_model(_cfg(positional_embedding_type="shortformer")).eval(), "per-head inputs")):
         clean, corrupted = _pair()
         scores = ti.circuits.attribute(model, clean, corrupted, METRIC, method="exact", progress=False)
         assert how in scores.provenance.settings["head_cells"]
@@ -207,7 +210,7 @@ def _ungrouped_copy(model):
     cfg = dict(model.cfg.to_dict())
     repeats = model.cfg.n_heads // model.cfg.n_key_value_heads
     cfg["n_key_value_heads"] = None
-    copy = HookedTransformer(HookedTransformerConfig(**cfg)).eval()
+    copy = hooked_model(hooked_config_class()(**cfg)).eval()
     state = {}
     for name, value in model.state_dict().items():
         if any(name.endswith(k) for k in ("_W_K", "_W_V", "_b_K", "_b_V")):
@@ -235,7 +238,7 @@ def test_eap_and_eap_ig_equal_the_exact_effect_on_a_model_linear_in_its_edges():
     # receiver input, so a first-order estimate is exact and must agree with patching. (Not
     # eap-ig-activations: as the reference defines it, its runs hold one node's output fixed, which
     # cuts the gradient into that node's inputs in those runs.)
-    model = HookedTransformer(_cfg(attn_only=True, d_mlp=None, act_fn=None, normalization_type=None)).eval()
+    model = hooked_model(_cfg(attn_only=True, d_mlp=None, act_fn=None, normalization_type=None)).eval()
     with torch.no_grad():
         for block in model.blocks:
             block.attn.W_Q.zero_()
@@ -252,7 +255,7 @@ def test_eap_ig_approaches_the_exact_single_edge_effect_as_steps_grow_and_the_mo
     clean, corrupted = _pair()
     final = []
     for scale in (1.0, 0.3, 0.1):
-        model = HookedTransformer(_cfg(attn_only=True, d_mlp=None, act_fn=None, normalization_type=None)).eval()
+        model = hooked_model(_cfg(attn_only=True, d_mlp=None, act_fn=None, normalization_type=None)).eval()
         with torch.no_grad():
             for block in model.blocks:
                 block.attn.W_Q.mul_(scale)

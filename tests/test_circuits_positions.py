@@ -4,11 +4,10 @@ summing to the position-free scores where the model is linear, refused on padded
 
 import pytest
 import torch
-from transformer_lens import HookedTransformer
 
 import tl_interp as ti
 from tests import _circuits_reference as ref
-from tests.conftest import _cfg, gpt2_style, llama_style
+from tests.conftest import _cfg, gpt2_style, hooked_model, llama_style
 from tests.test_circuits import METRIC, _pair, _per_prompt, gemma_style
 from tl_interp.circuits._circuit import Circuit
 from tl_interp.errors import InputError
@@ -62,7 +61,7 @@ def test_exact_aware_scores_equal_patching_one_edge_at_one_position_by_hand(fami
 
 
 def test_on_a_model_linear_in_its_edges_aware_scores_sum_over_positions_to_the_edge_scores():
-    model = HookedTransformer(_cfg(attn_only=True, d_mlp=None, act_fn=None, normalization_type=None)).eval()
+    model = hooked_model(_cfg(attn_only=True, d_mlp=None, act_fn=None, normalization_type=None)).eval()
     with torch.no_grad():
         for block in model.blocks:
             block.attn.W_Q.zero_()

@@ -14,6 +14,7 @@ from typing import Any
 
 import pytest
 import torch
+from torch import Tensor
 from torch.testing import assert_close
 
 import tl_interp as ti
@@ -34,13 +35,13 @@ TOKENS = torch.randint(1, 61, (3, 7), generator=torch.Generator().manual_seed(0)
 @pytest.mark.hooked  # the fast paths' internals are HookedTransformer's
 @pytest.mark.parametrize("feature", ["kv_cache", "forward", "split_qkv", "head"])
 def test_every_guard_passes_on_the_installed_transformer_lens(feature: str) -> None:
-    assert compat.usable(feature), compat._reason(feature)
+    assert compat.usable(feature), compat._guard.reason(feature)
 
 
 def test_the_version_guard_refuses_untested_releases() -> None:
-    assert compat._version_reason("3.9.0") is None
-    assert "outside the range" in compat._version_reason("4.0.0")
-    assert "outside the range" in compat._version_reason("2.16.1")
+    assert compat._guard.version_reason("3.9.0") is None
+    assert "outside the range" in compat._guard.version_reason("4.0.0")
+    assert "outside the range" in compat._guard.version_reason("2.16.1")
 
 
 def test_the_head_is_the_end_of_the_models_own_forward(model: Any) -> None:
@@ -91,15 +92,15 @@ def test_a_failed_guard_warns_once_and_studies_stay_exact(monkeypatch: pytest.Mo
     corrupted[:, 3] = 5
     metric = ti.metrics.logit_diff(torch.tensor([1, 2, 3]), torch.tensor([4, 5, 6]))
     fast = ti.patching.sweep(model, clean, corrupted, metric, progress=False)
-    monkeypatch.setattr(compat, "tl_version", lambda: "9.0.0")  # an untested TransformerLens
-    compat._reason.cache_clear()
-    compat._warn_once.cache_clear()
+    monkeypatch.setattr(compat._guard, "tl_version", lambda: "9.0.0")  # an untested TransformerLens
+    compat._guard.reason.cache_clear()
+    compat._guard._warn_once.cache_clear()
     try:
         with pytest.warns(FastPathWarning, match="outside the range"):
             slow = ti.patching.sweep(model, clean, corrupted, metric, progress=False)
     finally:
-        compat._reason.cache_clear()
-        compat._warn_once.cache_clear()
+        compat._guard.reason.cache_clear()
+        compat._guard._warn_once.cache_clear()
     assert slow.provenance.settings["engine"]["mid_stack"].startswith("off")
     assert_close(slow.values, fast.values, rtol=0, atol=1e-5)
 
@@ -123,7 +124,7 @@ def test_receiver_hooks_fire_each_heads_own_inputs_and_are_switched_off_again() 
                                      pytest.param("sae_metadata", marks=pytest.mark.sae),
                                      pytest.param("sae_trainer", marks=pytest.mark.sae), "hub_offline"])
 def test_every_internal_without_a_fallback_is_as_expected(feature: str) -> None:
-    assert compat._reason(feature) is None
+    assert compat._guard.reason(feature) is None
     compat.require(feature, "the test")
 
 
@@ -349,3 +350,97 @@ def test_torch_function_switches_run_a_subclass_operation_as_on_a_plain_tensor()
     assert type(out) is torch.Tensor and torch.equal(out, torch.tensor([0.0, 2.0, 4.0])) and seen
     assert torch_functions.leaves(((x, [1]), {"k": x})) == [x, 1, x]
     assert torch_functions.usable()
+
+
+# -- the fast paths' smaller internals, each against the model's own forward -------------------------
+def test_the_head_at_some_columns_is_those_columns_of_the_whole_head(model: Any) -> None:
+    resid = model(TOKENS, stop_at_layer=model.cfg.n_layers)
+    columns = torch.tensor([3, 0, 17, 60])
+    assert_close(compat.head_columns(model, resid, columns), model(TOKENS)[..., columns], rtol=0, atol=1e-6)
+
+
+def test_a_hook_on_the_head_or_a_block_is_seen_and_its_removal_too() -> None:
+    model = gpt2_style()
+    assert compat.head_is_plain(model) and compat.blocks_are_plain(model, 0)
+    handle = model.unembed.register_forward_hook(lambda module, args, out: out)
+    assert not compat.head_is_plain(model) and compat.blocks_are_plain(model, 0)
+    handle.remove()
+    model.blocks[1].hook_resid_post.add_hook(lambda act, hook: act, dir="fwd")
+    assert compat.head_is_plain(model) and compat.blocks_are_plain(model, 2) and not compat.blocks_are_plain(model, 1)
+    model.reset_hooks()
+    assert compat.blocks_are_plain(model, 0)
+
+
+def _attention_writes(model: Any) -> tuple[Tensor, Tensor]:
+    """Layer 0's ``hook_attn_out`` and the sum of its heads' results plus ``b_O``."""
+    _, cache = model.run_with_cache(TOKENS)
+    return cache["blocks.0.hook_attn_out"], cache["blocks.0.attn.hook_result"].sum(2) + model.blocks[0].attn.b_O
+
+
+def test_heads_write_linearly_unless_the_block_normalises_its_outputs() -> None:
+    plain = gpt2_style()
+    out, summed = _attention_writes(plain)
+    assert compat.linear_writes_reason(plain) is None and compat.attention_output_norms(plain) is None
+    assert_close(summed, out, rtol=0, atol=1e-5)
+
+    from tests.conftest import _cfg, _hooked
+
+    normed = _hooked()(_cfg(normalization_type="RMS", use_normalization_before_and_after=True)).eval()
+    out, summed = _attention_writes(normed)
+    assert "ln1_post" in compat.linear_writes_reason(normed)
+    assert not torch.allclose(summed, out, atol=1e-3)  # the heads' sum is not what the layer adds
+    norm, b_O = compat.attention_output_norms(normed)[0]
+    assert b_O is normed.blocks[0].attn.b_O
+    assert_close(norm(summed), out, rtol=0, atol=1e-5)  # the layer adds norm(sum of results + b_O)
+
+
+def test_ungrouped_query_attention_is_refused_by_the_cache_reason() -> None:
+    model = llama_style()
+    assert compat.kv_cache_reason(model) is None
+    with compat.receiver_hooks(model, ungroup=True):
+        assert "ungrouped" in compat.kv_cache_reason(model)
+        # the final block at the last position handles ungrouped keys / values (with no cached prefix)
+        assert compat.final_block_reason(model) is None
+    assert compat.kv_cache_reason(model) is None
+
+
+def test_an_edge_graph_needs_a_pre_norm_hooked_transformer() -> None:
+    from tests.conftest import ToyMLP
+
+    assert compat.edge_graph_reason(gpt2_style()) is None
+    assert "HookedTransformer" in compat.edge_graph_reason(ToyMLP())
+    model = gpt2_style()
+    post_norm = sorted(compat.blocks.post_norm_architectures())
+    if post_norm:  # TransformerLens lists the post-norm architectures it runs
+        model.cfg.original_architecture = post_norm[0]
+        assert "post-norm" in compat.edge_graph_reason(model)
+
+
+def test_the_mask_tl_computes_for_left_padded_tokens_is_the_one_its_forward_uses() -> None:
+    from types import SimpleNamespace
+
+    model = gpt2_style()
+    tokens = TOKENS.clone()
+    tokens[0, :3] = 0  # row 0 is left-padded
+    assert compat.tl_default_mask(model, tokens) is None  # no tokenizer: TL attends everywhere
+    model.tokenizer = SimpleNamespace(padding_side="left", pad_token_id=0, bos_token_id=0)
+    model.cfg.default_prepend_bos = False  # (with a BOS, TL counts the last leading pad as the BOS)
+    mask = compat.tl_default_mask(model, tokens)
+    assert mask[0].tolist() == [0, 0, 0, 1, 1, 1, 1] and bool(mask[1:].all())
+    assert_close(model(tokens, attention_mask=mask)[0, 3:], model(tokens)[0, 3:], rtol=0, atol=1e-5)
+    assert not torch.allclose(model(tokens, attention_mask=torch.ones_like(tokens))[0, 3:], model(tokens)[0, 3:])
+
+
+def test_a_bridge_of_a_post_norm_architecture_is_refused_as_a_hooked_transformer_is() -> None:
+    # TransformerLens 4's bridge names its architecture in cfg.architecture (original_architecture
+    # is None there): a post-norm model read only through the latter would pass as pre-norm
+    from types import SimpleNamespace
+
+    post_norm = sorted(compat.blocks.post_norm_architectures())
+    if not post_norm:
+        pytest.skip("this TransformerLens lists no post-norm architectures")
+    bridge_cfg = SimpleNamespace(original_architecture=None, architecture=post_norm[0])
+    assert "post-norm" in compat.linear_writes_reason(SimpleNamespace(cfg=bridge_cfg))
+    hooked_cfg = SimpleNamespace(original_architecture=post_norm[0])
+    assert "post-norm" in compat.linear_writes_reason(SimpleNamespace(cfg=hooked_cfg))
+    assert compat.linear_writes_reason(SimpleNamespace(cfg=SimpleNamespace(architecture="LlamaForCausalLM"))) is None

@@ -21,7 +21,6 @@ os.environ["RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"] = "0"  # read when ray is import
 import pytest  # noqa: E402
 import ray  # noqa: E402
 import torch  # noqa: E402
-from transformer_lens import HookedTransformer  # noqa: E402
 
 import tl_interp as ti  # noqa: E402
 from tl_interp import hooks, site  # noqa: E402
@@ -29,7 +28,7 @@ from tl_interp.engine.executors import LocalExecutor  # noqa: E402
 from tl_interp.distributed import model_digest, shard_addresses  # noqa: E402
 from tl_interp.errors import ArtifactError, OptionError, UnsupportedError  # noqa: E402
 from tl_interp.intervention import Intervention  # noqa: E402
-from tests.conftest import _cfg, gpt2_style, llama_style  # noqa: E402
+from tests.conftest import _cfg, gpt2_style, hooked_model, llama_style  # noqa: E402
 
 FAMILIES = {"gpt2": gpt2_style, "llama_gqa": llama_style}
 TOL = 1e-6
@@ -297,10 +296,10 @@ def test_feature_and_subspace_ablation_through_ray_equal_the_local_runs(executor
 
 def _steering_models():
     ordinal = ti.models.load("ordinal-4l")
-    llama = HookedTransformer(_cfg(act_fn="silu", normalization_type="RMS", positional_embedding_type="rotary",
-                                   rotary_dim=8, gated_mlp=True, final_rms=True, n_key_value_heads=2, d_model=128,
-                                   n_heads=4, d_head=32, d_vocab=ordinal.cfg.d_vocab),
-                              tokenizer=ordinal.tokenizer).eval()
+    llama = hooked_model(_cfg(act_fn="silu", normalization_type="RMS", positional_embedding_type="rotary",
+                              rotary_dim=8, gated_mlp=True, final_rms=True, n_key_value_heads=2, d_model=128,
+                              n_heads=4, d_head=32, d_vocab=ordinal.cfg.d_vocab),
+                         tokenizer=ordinal.tokenizer).eval()
     return {"ordinal-4l (loaded by name)": ordinal, "llama-style (shipped)": llama}
 
 
@@ -545,6 +544,7 @@ def test_the_start_timeout_is_a_parameter_with_a_default_for_loaded_machines():
 
 # -- in a new process -------------------------------------------------------------------------
 
+@pytest.mark.hooked  # the new process builds a HookedTransformer (conftest.gpt2_style)
 def test_shard_addresses_are_the_same_in_a_new_process(cluster):
     out, err = cluster.communicate(timeout=900)
     assert cluster.returncode == 0, err[-2000:]

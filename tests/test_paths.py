@@ -8,10 +8,9 @@ receiver inputs overwritten, everything downstream recomputed.
 
 import pytest
 import torch
-from transformer_lens import HookedTransformer
 
 import tl_interp as ti
-from tests.conftest import _cfg, gpt2_style, llama_style, no_hooks_attached
+from tests.conftest import _cfg, gpt2_style, hooked_model, llama_style, no_hooks_attached
 from tl_interp.engine.executors import LocalExecutor
 from tl_interp.errors import OptionError, SelectionError, UnsupportedError
 
@@ -211,7 +210,7 @@ def test_bad_senders_and_receivers_are_refused_before_any_forward_pass() -> None
 
 
 def test_head_senders_are_refused_where_a_norm_mixes_the_heads() -> None:
-    model = HookedTransformer(_cfg(normalization_type="RMS", use_normalization_before_and_after=True)).eval()
+    model = hooked_model(_cfg(normalization_type="RMS", use_normalization_before_and_after=True)).eval()
     _refuse(model, r"head senders on HookedTransformer: each block normalises its attention and MLP outputs",
             UnsupportedError, senders=(0, 1), receivers="logits")
 

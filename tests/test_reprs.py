@@ -87,6 +87,12 @@ def _paired(layers: bool) -> Callable[[], Any]:
     return build
 
 
+def _feature_spaces() -> Any:
+    codes = torch.relu(torch.randn(120, 12, generator=G))
+    dec = torch.randn(12, 6, generator=G)
+    return ti.similarity.feature_spaces(codes, codes.flip(1), dec, dec.flip(0), n_permutations=20, n_boot=4)
+
+
 def _similarity() -> Any:
     x = torch.randn(40, 6, generator=G)
     return ti.similarity.compare(x, x @ torch.randn(6, 5, generator=G), n_permutations=20, n_boot=20)
@@ -149,7 +155,7 @@ def _stability() -> Any:
 EXAMPLES: dict[str, list[Callable[[], Any]]] = {
     "Result": [_result], "PatchingResult": [_patching], "AblationResult": [_ablation], "LayerAngles": [_angles],
     "SubspaceAblation": [_subspace], "PairedGeometry": [_paired(False), _paired(True)],
-    "SimilarityResult": [_similarity], "CosineMatrix": [_cosine], "Congruence": [_congruence],
+    "SimilarityResult": [_similarity], "FeatureSpaces": [_feature_spaces], "CosineMatrix": [_cosine], "Congruence": [_congruence],
     "LensResult": [_lens], "DLAResult": [_dla], "SteeringReport": [_steering], "EdgeScores": [_edge_scores],
     "Faithfulness": [_faithfulness], "FaithfulnessCurve": [_curve], "EdgeStability": [_stability],
 }

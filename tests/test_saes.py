@@ -9,7 +9,6 @@ from typing import Any
 
 import pytest
 import torch
-from sae_lens import SAE, HookedSAETransformer, TopKSAE
 from torch.testing import assert_close
 
 from tests.conftest import no_hooks_attached
@@ -39,6 +38,8 @@ def _sha256(path: Path) -> str:
 
 def _hooked_sae_transformer(model: Any) -> Any:
     """sae-lens's own HookedSAETransformer with the same config and weights as ``model``."""
+    from sae_lens import HookedSAETransformer  # here, not at the top: the rest of the module runs without sae-lens
+
     twin = HookedSAETransformer(model.cfg)
     twin.load_state_dict(model.state_dict())
     return twin.eval()
@@ -62,6 +63,8 @@ def ordinal_tokens(ordinal: Any) -> torch.Tensor:
 
 @pytest.mark.parametrize("name", SAE_NAMES)
 def test_every_bundled_sae_loads_through_sae_lens_at_its_hook_point(name: str) -> None:
+    from sae_lens import SAE, TopKSAE
+
     spec = SPECS[name]
     sae = load_sae(name)
     assert isinstance(sae, TopKSAE)

@@ -140,3 +140,21 @@ def test_paired_jaccard_batched_null_equals_the_loop() -> None:
     slow = ti.stats.permutation_test(lambda a, b: ti.similarity.paired_jaccard(a, b), x, y, n_permutations=50, seed=2)
     assert fast.vectorized and not slow.vectorized
     torch.testing.assert_close(fast.null, slow.null, atol=1e-12, rtol=0)
+
+
+def test_feature_spaces_saves_and_loads_with_every_part(tmp_path) -> None:
+    codes_a, codes_b, dec_a, dec_b, _ = _planted(seed=3, n=200, d_sae=16)
+    res = ti.similarity.feature_spaces(codes_a, codes_b, dec_a, dec_b, n_permutations=30, n_boot=4, seed=5)
+    back = ti.results.Result.load(res.save(tmp_path / "spaces.safetensors"))
+    assert type(back) is ti.similarity.FeatureSpaces and back.scores() == res.scores()
+    assert back.summary() == res.summary() and repr(back) == repr(res) and back.settings == res.settings
+    assert torch.equal(back.pairs, res.pairs) and torch.equal(back.match.constant_b, res.match.constant_b)
+    assert back.match.method == res.match.method == "hungarian"
+    assert torch.equal(back.jaccard.null, res.jaccard.null) and back.jaccard.seed == res.jaccard.seed
+    assert back.similarity.summary() == res.similarity.summary()
+    # the parts are the ones feature_spaces computed: its decoder metrics are compare's on the pairs
+    direct = ti.similarity.compare(dec_a.double()[res.pairs[:, 0]], dec_b.double()[res.pairs[:, 1]],
+                                   measures=res.similarity.labels["metric"], options=res.settings["options"],
+                                   n_permutations=30, n_boot=4, seed=5, progress=False)
+    assert torch.equal(back.similarity.values, direct.values)
+    assert back.labels["measure"] == (*direct.labels["metric"], "jaccard")

@@ -80,3 +80,18 @@ def test_a_feature_card_saved_as_png_is_drawn(browser: Any, tmp_path: Path) -> N
     path = _card(48, 48).save(tmp_path / "card.png")
     width, height, ink = _opened(browser, path)
     assert (width, height) == (1200, 700) and ink > 0.01
+
+
+def test_the_browser_tests_and_static_export_drive_the_system_chromium(browser: Any) -> None:  # noqa: F811
+    # CI machines have only Debian's chromium (the README's set-up: `apt-get install chromium`); a
+    # browser Playwright downloaded (`playwright install`, ~/.cache/ms-playwright) must never be the
+    # one that runs, here or in kaleido's export (which gets tl_interp's chromium_path explicitly)
+    import subprocess
+
+    from tl_interp.viz._save import chromium_path as export_chromium
+
+    system = chromium_path()
+    for path in (system, export_chromium()):
+        assert "ms-playwright" not in str(Path(path).resolve()), path
+    reported = subprocess.run([system, "--version"], capture_output=True, text=True, timeout=60).stdout
+    assert browser.version and browser.version in reported, (browser.version, reported)  # the launched binary

@@ -283,7 +283,7 @@ def _package_functions() -> Iterator[tuple[str, Any]]:
 
 # the hot path of every metric call (the engine's read tracer watches what they do to the logits);
 # they check the logits' batch and positions by hand (ShapeError / SelectionError in metrics.py)
-CHECKED_BY_HAND = {"tl_interp.metrics.Metric.read", "tl_interp.metrics.Metric.per_prompt"}
+CHECKED_BY_HAND = {"tl_interp.metrics._metric.Metric.read", "tl_interp.metrics._metric.Metric.per_prompt"}
 
 
 def test_every_function_that_declares_tensor_shapes_checks_them_with_the_house_decorator() -> None:

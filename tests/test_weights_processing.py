@@ -7,13 +7,15 @@ flag combinations a user may pick). Each public function of ``ti.weights`` must 
 """
 
 import copy
+from typing import Any
 
 import pytest
 import torch
 from torch.testing import assert_close
-from transformer_lens import HookedTransformer, HookedTransformerConfig
 
 import tl_interp as ti
+from tests.conftest import hooked_model
+from tl_interp.compat.tl import hooked_config_class
 
 weights = ti.weights
 
@@ -32,15 +34,15 @@ NORMS = {
 }
 
 
-def _config(norm: str) -> HookedTransformerConfig:
-    return HookedTransformerConfig(n_layers=2, d_model=16, n_heads=2, d_head=8, d_mlp=24, d_vocab=40, n_ctx=8,
-                                   seed=0, **NORMS[norm])
+def _config(norm: str) -> Any:
+    return hooked_config_class()(n_layers=2, d_model=16, n_heads=2, d_head=8, d_mlp=24, d_vocab=40, n_ctx=8,
+                                 seed=0, **NORMS[norm])
 
 
 def _state_dict(norm: str) -> dict[str, torch.Tensor]:
     """A state dict whose gains, norm biases and unembedding bias are far from 1 / 0."""
     g = torch.Generator().manual_seed(11)
-    sd = HookedTransformer(_config(norm)).state_dict()
+    sd = hooked_model(_config(norm)).state_dict()
     for name, p in sd.items():
         if name.endswith((".w",)) and "ln" in name:
             sd[name] = 0.3 + 1.5 * torch.rand(p.shape, generator=g)
@@ -56,11 +58,11 @@ def _state_dict(norm: str) -> dict[str, torch.Tensor]:
     return sd
 
 
-def _both(norm: str, flags: dict[str, bool]) -> tuple[HookedTransformer, HookedTransformer]:
+def _both(norm: str, flags: dict[str, bool]) -> tuple[Any, Any]:
     sd = _state_dict(norm)
-    plain = HookedTransformer(_config(norm)).eval()
+    plain = hooked_model(_config(norm)).eval()
     plain.load_state_dict(copy.deepcopy(sd))
-    done = HookedTransformer(_config(norm)).eval()
+    done = hooked_model(_config(norm)).eval()
     done.load_and_process_state_dict(copy.deepcopy(sd), **flags)
     return plain, done
 

@@ -63,3 +63,16 @@ def test_the_script_restores_the_callers_thread_count(tmp_path):
     before = torch.get_num_threads()
     run("s5-mlp", tmp_path, seed=0, steps=1)
     assert torch.get_num_threads() == before
+
+
+@pytest.mark.parametrize("name", ["induction-2l", "ordinal-4l"])
+def test_training_a_hooked_zoo_model_without_hooked_transformer_names_what_it_needs(name, tmp_path, monkeypatch):
+    from tl_interp.compat import tl
+    from tl_interp.errors import UnsupportedError
+
+    if tl.has_hooked_transformer():  # TransformerLens 3.x: 4.x's absence, simulated where the library asks
+        monkeypatch.setattr(tl, "_hooked", lambda: (None, "this TransformerLens has no HookedTransformer (simulated)"))
+    with pytest.raises(UnsupportedError, match=rf"training {name} needs TransformerLens's HookedTransformer.*"
+                                               r"constraints.txt: transformer-lens 3.9"):
+        train.main([name, "--steps", "1", "--out", str(tmp_path)])
+    assert list(tmp_path.iterdir()) == []  # refused before anything was trained or written

@@ -47,9 +47,9 @@ def _register_result_kinds() -> None:
     """Import every study package, so ``Result.load`` rebuilds each saved kind's own class."""
     import tl_interp
 
-    for name in tl_interp._LAZY:
-        if name not in ("models", "results", "viz"):
-            getattr(tl_interp, name)  # imports the study package (and registers its result kinds)
+    for name in tl_interp.__all__:
+        if name not in ("models", "results", "viz", "__version__"):
+            getattr(tl_interp, name)  # imports each study package (and registers its result kinds)
 
 
 def _report(args: argparse.Namespace) -> int:

@@ -30,7 +30,8 @@ from tl_interp.engine.executors import Executor, Plan, execute
 from tl_interp.engine.inputs import Inputs, as_batch
 from tl_interp.engine.run import EngineOptions
 from tl_interp.errors import InputError, OptionError, SelectionError
-from tl_interp.hooks._sae import _sae_hook_name, sae_first
+from tl_interp.compat.sae import sae_site
+from tl_interp.hooks._sae import sae_first
 from tl_interp.models._adapter import Tokenized, adapt
 from tl_interp.models.saes import splice_positions
 from tl_interp.results import Provenance, prompt_hash
@@ -38,7 +39,7 @@ from tl_interp.sites import d_vocab_out
 from tl_interp.stats import bootstrap_mean_ci
 
 __all__ = ["FeatureActivations", "feature_activations", "decoder_logits", "feature_ablation", "check_feature",
-           "prompt_answers"]
+           "prompt_answers", "feature_ablation_with_answers"]
 
 Answers = Sequence[str] | Tensor | None
 
@@ -66,7 +67,7 @@ def check_feature(sae: Any, feature: int) -> None:
     """A ``SelectionError`` unless ``0 <= feature < d_sae``."""
     d_sae = int(sae.cfg.d_sae)
     if isinstance(feature, bool) or not 0 <= feature < d_sae:
-        raise SelectionError(f"feature {feature} is out of range: the SAE at {_sae_hook_name(sae)} has "
+        raise SelectionError(f"feature {feature} is out of range: the SAE at {sae_site(sae)} has "
                              f"d_sae={d_sae} features (0..{d_sae - 1})")
 
 
@@ -82,7 +83,7 @@ def feature_activations(sae: Any, model: Any, inputs: Inputs) -> FeatureActivati
         (10, True)
     """
     batch = as_batch(model, inputs)
-    name = _sae_hook_name(sae)
+    name = sae_site(sae)
     store = hooks.cache(name)
     logits = store.run(model, batch.tokens, attention_mask=batch.attention_mask)
     features = sae.encode(store[name]).double().cpu()
@@ -186,14 +187,15 @@ def feature_ablation(model: Any, sae: Any, inputs: Inputs, features: Sequence[in
         ids = prompt_answers(model, answers, len(batch), torch.empty(0))
     else:
         ids = prompt_answers(model, None, len(batch), feature_activations(sae, model, batch).top_tokens)
-    return _ablation(sae, model, batch, list(features), ids, seed, n_boot, options, executor, progress)
+    return feature_ablation_with_answers(sae, model, batch, list(features), ids, seed, n_boot, options, executor, progress)
 
 
-def _ablation(sae: Any, model: Any, batch: Tokenized, features: list[int], ids: Tensor, seed: int, n_boot: int,
-              options: EngineOptions, executor: Executor | None, progress: bool) -> AblationResult:
+def feature_ablation_with_answers(sae: Any, model: Any, batch: Tokenized, features: list[int], ids: Tensor, seed: int,
+                                  n_boot: int, options: EngineOptions, executor: Executor | None,
+                                  progress: bool) -> AblationResult:
     """``feature_ablation`` once the answers are known (``viz.feature_card`` reads them from its
     own activation pass)."""
-    name = _sae_hook_name(sae)
+    name = sae_site(sae)
     where = splice_positions(sae)
     metric = metrics.answer_prob(ids.to(batch.tokens.device), positions="last")
     cells = tuple(hooks.sae_splice(sae, hooks.ablate_features([f]), positions=where) for f in features)

@@ -18,7 +18,7 @@ from torch import Tensor
 from tl_interp import hooks
 from tl_interp.circuits._edit import sender_hooks
 from tl_interp.circuits._graph import Graph, graph
-from tl_interp.engine.inputs import Inputs
+from tl_interp.engine.inputs import Inputs, paired_batches
 from tl_interp.engine.run import check_metric
 from tl_interp.errors import InputError, OptionError
 from tl_interp.metrics import is_metric
@@ -33,8 +33,6 @@ ABLATIONS = ("corrupted", "mean", "zero")
 def prepare(model: Any, clean: Inputs, corrupted: Inputs, metric: Callable[..., Any], ablation: str,
             *, differentiable: bool) -> tuple[Graph, Tokenized, Tokenized]:
     """Every check of an edge study, before any forward pass: (graph, clean batch, corrupted batch)."""
-    from tl_interp.patching._sweep import _pair  # the one rule for aligning two runs position by position
-
     if ablation not in ABLATIONS:
         raise OptionError(f"ablation must be one of {ABLATIONS}, not {ablation!r}")
     g = graph(model)
@@ -44,7 +42,7 @@ def prepare(model: Any, clean: Inputs, corrupted: Inputs, metric: Callable[..., 
         clean_b = as_batch(model, clean, role="clean")
         corrupt_b = as_batch(model, corrupted, role="corrupted")
     else:
-        clean_b, corrupt_b = _pair(model, clean, corrupted, None)
+        clean_b, corrupt_b = paired_batches(model, clean, corrupted)
     if not is_metric(metric) or isinstance(metric, dict):
         raise InputError("edge studies need a tl_interp.metrics metric (per-prompt values, e.g. "
                          "ti.metrics.logit_diff(correct, incorrect)); a plain logits -> scalar function gives no "

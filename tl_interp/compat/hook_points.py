@@ -3,7 +3,8 @@
 ``HookPoint.add_hook`` returns nothing; the handle it makes (a ``LensHandle`` whose ``.hook``
 is torch's ``RemovableHandle``) is appended to ``point.fwd_hooks``. ``HookPoint.remove_hooks``
 removes every hook of a direction, including hooks the user attached, so ``Intervention.applied``
-finds its own handle in the list and removes only it.
+finds its own handle in the list and removes only it. ``is_plain`` reads torch's own hook
+dictionaries (``_forward_hooks``) to tell that nothing is attached to a module at all.
 """
 
 from typing import Any
@@ -11,7 +12,7 @@ from typing import Any
 from tl_interp._types import HookFn
 from tl_interp.compat._guard import NO_FALLBACK, require
 
-__all__ = ["add_forward_hook", "remove_forward_hook", "attached_hooks"]
+__all__ = ["add_forward_hook", "remove_forward_hook", "attached_hooks", "is_plain", "blocks_are_plain"]
 
 
 def _check_hook_list() -> str | None:
@@ -62,3 +63,30 @@ def remove_forward_hook(point: Any, handle: Any) -> None:
 def attached_hooks(point: Any) -> int:
     """How many forward and backward hooks are attached to ``point``."""
     return len(getattr(point, "fwd_hooks", None) or ()) + len(getattr(point, "bwd_hooks", None) or ())
+
+
+def is_plain(module: Any) -> bool:
+    """No forward hook on ``module`` or inside it, and every hook point still a plain ``HookPoint``
+    (not replaced, e.g. by an SAE spliced in).
+
+    Example:
+        >>> from transformer_lens.hook_points import HookPoint
+        >>> point = HookPoint()
+        >>> before = is_plain(point)
+        >>> handle = add_forward_hook(point, lambda act, hook: act)
+        >>> before, is_plain(point)
+        (True, False)
+    """
+    from transformer_lens.hook_points import HookPoint
+
+    for name, m in module.named_modules():
+        if m._forward_hooks or m._forward_pre_hooks:
+            return False
+        if name.rsplit(".", 1)[-1].startswith("hook_") and type(m) is not HookPoint:
+            return False  # a hook point replaced (e.g. by an SAE spliced in)
+    return True
+
+
+def blocks_are_plain(model: Any, first: int) -> bool:
+    """No hook attached in blocks ``first..`` (positions are sliced there on the prefix paths)."""
+    return all(is_plain(block) for block in model.blocks[first:])

@@ -12,9 +12,9 @@ from typing import Any
 
 from tl_interp.compat._guard import NO_FALLBACK, require
 from tl_interp.compat.tl import require_sae
+from tl_interp.errors import ShapeError
 
-__all__ = ["sae_hook_name", "sae_seqpos_slice", "sae_metadata", "trainer_config"]
-
+__all__ = ["sae_hook_name", "sae_site", "sae_seqpos_slice", "sae_metadata", "trainer_config"]
 
 
 def _check_metadata() -> str | None:
@@ -53,6 +53,23 @@ def sae_hook_name(sae: Any) -> str | None:
     """
     name = getattr(_metadata(sae), "hook_name", None) or getattr(getattr(sae, "cfg", None), "hook_name", None)
     return name if isinstance(name, str) and name else None
+
+
+def sae_site(sae: Any) -> str:
+    """The hook point an SAE reads, from its config; ``ShapeError`` when the config names none
+    (splice such an SAE with an explicit ``where=``).
+
+    Example:
+        >>> from sae_lens import TopKSAE, TopKSAEConfig
+        >>> sae_site(TopKSAE(TopKSAEConfig(d_in=4, d_sae=8, k=2)))
+        Traceback (most recent call last):
+        ...
+        tl_interp.errors.ShapeError: the SAE's config names no hook point (cfg.metadata.hook_name); pass where=
+    """
+    name = sae_hook_name(sae)
+    if not name:
+        raise ShapeError("the SAE's config names no hook point (cfg.metadata.hook_name); pass where=")
+    return name
 
 
 def sae_seqpos_slice(sae: Any) -> tuple[int | None, ...] | None:

@@ -9,8 +9,8 @@ requires ``transformer-lens<4``, so on 4.x everything that needs sae-lens raises
 ``UnsupportedError`` naming that reason (``require_sae``).
 
 Everything in tl_interp asks here (``has_hooked_transformer``, ``hooked_transformer_class``,
-``is_bridge``, ``sae_lens_reason``) rather than comparing version strings: each answer comes
-from importing the thing and checking what it is.
+``is_hooked_transformer``, ``is_bridge``, ``sae_lens_reason``) rather than comparing version
+strings: each answer comes from importing the thing and checking what it is.
 """
 
 import functools
@@ -19,7 +19,8 @@ from typing import Any
 
 from tl_interp.errors import ModelLoadError, UnsupportedError
 
-__all__ = ["hooked_transformer_class", "has_hooked_transformer", "hooked_reason", "is_bridge", "bridge_class",
+__all__ = ["hooked_transformer_class", "has_hooked_transformer", "hooked_reason", "is_hooked_transformer",
+           "is_bridge", "bridge_class",
            "hooked_root_module", "sae_lens_reason", "require_sae", "require_hooked", "native_bridge",
            "native_reason", "hooked_config_class", "build_from_fields"]
 
@@ -55,6 +56,13 @@ def has_hooked_transformer() -> bool:
 def hooked_reason() -> str | None:
     """Why there is no ``HookedTransformer`` here, or None when there is."""
     return _hooked()[1]
+
+
+def is_hooked_transformer(model: Any) -> bool:
+    """Whether ``model`` is a HookedTransformer (or subclass, e.g. HookedSAETransformer); always
+    False on TransformerLens 4, which has none."""
+    cls = hooked_transformer_class()
+    return cls is not None and isinstance(model, cls)
 
 
 def require_hooked(what: str) -> type:

@@ -17,11 +17,11 @@ from typing import Any, TypeAlias
 import torch
 from torch import Tensor
 
-from tl_interp.errors import InputError, TlInterpWarning, UnsupportedError
+from tl_interp.errors import InputError, ShapeError, TlInterpWarning, UnsupportedError
 from tl_interp.models._adapter import Tokenized, adapt
 from tl_interp.positions import real_bounds
 
-__all__ = ["Inputs", "as_batch", "check_tokens", "context_length", "by_length"]
+__all__ = ["Inputs", "as_batch", "paired_batches", "check_tokens", "context_length", "by_length"]
 
 Inputs: TypeAlias = str | Sequence[str] | Tensor | Tokenized
 
@@ -235,3 +235,30 @@ def by_length(batch: Tokenized) -> list[tuple[list[int], Tokenized]]:
         out.append((rows, Tokenized(tokens, torch.ones_like(tokens), torch.full((len(rows),), n - 1,
                                                                                  device=tokens.device), strs)))
     return out
+
+
+def paired_batches(model: Any, clean: Inputs, corrupted: Inputs,
+                   attention_mask: Tensor | None = None) -> tuple[Tokenized, Tokenized]:
+    """Both runs' checked batches, aligned position by position (patching, path patching and
+    edge studies move activations between them, so each row's positions must line up).
+
+    Example:
+        >>> import torch
+        >>> from transformer_lens import HookedTransformer, HookedTransformerConfig
+        >>> cfg = HookedTransformerConfig(n_layers=1, d_model=8, n_heads=2, d_head=4, n_ctx=4,
+        ...                               d_vocab=5, act_fn="relu", d_mlp=16)
+        >>> paired_batches(HookedTransformer(cfg), torch.tensor([[1, 2, 3]]), torch.tensor([[1, 2]]))
+        Traceback (most recent call last):
+        ...
+        tl_interp.errors.ShapeError: clean and corrupted inputs must have the same shape (batch, pos) so positions line up; got clean (1, 3) and corrupted (1, 2)
+    """
+    clean_b = as_batch(model, clean, attention_mask=attention_mask, role="clean")
+    corrupt_b = as_batch(model, corrupted, attention_mask=attention_mask, role="corrupted")
+    if clean_b.shape != corrupt_b.shape:
+        raise ShapeError(f"clean and corrupted inputs must have the same shape (batch, pos) so positions line up; got "
+                         f"clean {clean_b.shape} and corrupted {corrupt_b.shape}")
+    if not torch.equal(clean_b.attention_mask, corrupt_b.attention_mask):
+        rows = (clean_b.attention_mask != corrupt_b.attention_mask).any(1).nonzero().flatten().tolist()
+        raise ShapeError(f"clean and corrupted prompts are padded differently in rows {rows}; patching needs prompts "
+                         "of equal token length, row by row")
+    return clean_b, corrupt_b

@@ -21,7 +21,7 @@ from torch import Tensor
 from tl_interp import compat
 from tl_interp._checks import checked, renamed
 from tl_interp._types import IndexSelection, PositionSelection
-from tl_interp.compat.sae import sae_hook_name
+from tl_interp.compat.sae import sae_hook_name, sae_site
 from tl_interp.errors import InputError, SelectionError, ShapeError, TlInterpError
 from tl_interp.hooks._edit import check_finite, check_trailing, edit_intervention
 from tl_interp.hooks._select import Selection
@@ -160,17 +160,6 @@ def sae_first(args: tuple[Any, ...]) -> bool:
     return len(args) >= 2 and looks_like_sae(args[0]) and not looks_like_sae(args[1])
 
 
-def _own_hook_name(sae: Any) -> str | None:
-    return sae_hook_name(sae)
-
-
-def _sae_hook_name(sae: Any) -> str:
-    name = _own_hook_name(sae)
-    if not name:
-        raise ShapeError("the SAE's config names no hook point (cfg.metadata.hook_name); pass where=")
-    return name
-
-
 def _check_edit(edit: Callable[[Tensor], Tensor], d_sae: int, context: str) -> None:
     """Run the feature edit on dummy features, so one that returns the wrong shape (or fails)
     is refused before any forward pass instead of inside one."""
@@ -222,12 +211,12 @@ def sae_splice(sae: Any, edit: FeatureEdit | Callable[[Tensor], Tensor] | None =
           1. SAE splice (ablate features [3, 7]; error kept) at blocks.0.hook_resid_post
     """
     compat.require_sae("hooks.sae_splice")  # sae-lens requires TransformerLens < 4
-    own = _own_hook_name(sae)
+    own = sae_hook_name(sae)
     if where is not None and own is not None and where != own:
         raise InputError(f"sae_splice: the SAE was trained at {own}; at {where} its features would read "
                          "activations it never saw (same width is not the same space). Splice it at its own site "
                          "(omit where=), or use the SAE trained at " + where)
-    name = where or _sae_hook_name(sae)
+    name = where or sae_site(sae)
     d_in = int(sae.cfg.d_in)
     if edit is not None:
         _check_edit(edit, int(sae.cfg.d_sae), f"sae_splice at {name}")

@@ -27,7 +27,7 @@ from tl_interp.errors import SelectionError, ShapeError, UnsupportedError
 from tl_interp.positions import Finder, From, Positions, describe, real_bounds
 from tl_interp.sites import SiteInfo
 
-__all__ = ["Selection", "apply_masked", "fit_to_activation", "position_axis", "layout"]
+__all__ = ["Selection", "apply_masked", "fit_to_activation", "position_axis", "layout", "index_mask"]
 
 _POS_AXES = ("pos", "query_pos")
 _FEATURE_AXES = ("d_mlp", "d_model", "d_feature", "d_head", "d_vocab", "d_sae")
@@ -69,8 +69,15 @@ def _freeze(sel: object, field: str) -> object:
     return sel
 
 
-def _index_mask(sel: object, n: int, what: str, context: str) -> Tensor:
-    """A (n,) boolean mask for a 1-D selection over an axis of length n."""
+def index_mask(sel: object, n: int, what: str, context: str) -> Tensor:
+    """A (n,) boolean mask for a 1-D selection over an axis of length n (an int, a slice, a list
+    or tensor of indices, negative from the end, or a boolean mask); ``SelectionError`` names
+    ``context`` and ``what`` when it selects nothing or is out of range.
+
+    Example:
+        >>> index_mask([0, -1], 4, "head", "heads=").tolist()
+        [True, False, False, True]
+    """
     mask = torch.zeros(n, dtype=torch.bool)
     if isinstance(sel, slice):
         mask[sel] = True
@@ -176,7 +183,7 @@ def _positions_mask(sel: object, lay: Layout, window: int, context: str) -> Tens
         raise SelectionError(f"{context}: the position mask has {sel.shape[0]} entries, the sequence has {total} "
                              "positions (during generation the sequence grows: select positions by index, a "
                              "slice or From(k) instead)")
-    return _index_mask(sel, total, "position", context)[win]
+    return index_mask(sel, total, "position", context)[win]
 
 
 @dataclass(frozen=True, eq=False)
@@ -222,12 +229,12 @@ class Selection:
         self._axes_for(context, info.axes)
         if self.heads is not None and "head_index" in info.sizes:
             what = "key-value head" if info.name.endswith(_KV_LEAVES) else "head"
-            _index_mask(self.heads, info.sizes["head_index"], what, context)
+            index_mask(self.heads, info.sizes["head_index"], what, context)
         if self.neurons is not None and info.axes[-1] in info.sizes:
-            _index_mask(self.neurons, info.sizes[info.axes[-1]], "neuron", context)
+            index_mask(self.neurons, info.sizes[info.axes[-1]], "neuron", context)
         literal = not isinstance(self.positions, (Tensor, str, From)) and self.positions is not None
         if info.seq_len is not None and literal:
-            _index_mask(self.positions, info.seq_len, "position", context)
+            index_mask(self.positions, info.seq_len, "position", context)
 
     def _axes_for(self, context: str, axes: tuple[str, ...]) -> dict[str, int]:
         """Map each selection field to the axis index it selects along."""
@@ -271,11 +278,11 @@ class Selection:
                     shape[0] = part.shape[0]
                 shape[axis] = part.shape[-1]
             elif field == "rows":
-                part = _index_mask(sel, lay.batch, "row", context)
+                part = index_mask(sel, lay.batch, "row", context)
                 shape[0] = part.shape[0]
             else:
                 what = {"heads": "head", "neurons": "neuron"}[field]
-                part = _index_mask(sel, act.shape[axis], what, context)
+                part = index_mask(sel, act.shape[axis], what, context)
                 shape[axis] = part.shape[0]
             part = part.reshape(shape).to(act.device)
             mask = part if mask is None else mask & part

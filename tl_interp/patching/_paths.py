@@ -28,7 +28,7 @@ from tl_interp import hooks
 from tl_interp._checks import checked
 from tl_interp import compat
 from tl_interp.engine.executors import Executor, Plan, execute
-from tl_interp.engine.inputs import Inputs
+from tl_interp.engine.inputs import Inputs, paired_batches
 from tl_interp.engine.run import EngineOptions, check_metric
 from tl_interp.errors import InputError, OptionError, UnsupportedError
 from tl_interp.intervention import Intervention
@@ -36,7 +36,7 @@ from tl_interp.metrics import bind, is_metric
 from tl_interp.models._adapter import adapt
 from tl_interp.patching._path_specs import Node, group_label, parse_receivers, parse_senders, reaches
 from tl_interp.patching._result import PatchingResult
-from tl_interp.patching._sweep import _pair, metric_name
+from tl_interp.patching._sweep import metric_name
 from tl_interp.results import Provenance, prompt_hash
 from tl_interp.sites import site as site_name
 
@@ -157,7 +157,7 @@ def paths(model: Any, clean: Inputs, corrupted: Inputs, metric: Callable[..., An
     if norm not in ("recompute", "frozen"):
         raise OptionError(f"norm must be 'recompute' or 'frozen', not {norm!r}")
     _refuse_early(model, rows, cols, parallel, norm)
-    clean_b, corrupt_b = _pair(model, clean, corrupted, attention_mask)
+    clean_b, corrupt_b = paired_batches(model, clean, corrupted, attention_mask)
     check_metric(model, metric, clean_b)
     base_b, source_b = (corrupt_b, clean_b) if direction == "denoise" else (clean_b, corrupt_b)
     options = EngineOptions(memory_mb=memory_mb, fast_paths=fast_paths, skip_unchanged=skip_unchanged)

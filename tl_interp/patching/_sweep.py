@@ -19,9 +19,9 @@ from tl_interp._checks import checked
 from tl_interp import hooks
 from tl_interp.engine._grid import Grid, check_layers, model_grid
 from tl_interp.engine.executors import Executor, Plan, execute
-from tl_interp.engine.inputs import Inputs, as_batch
+from tl_interp.engine.inputs import Inputs, paired_batches
 from tl_interp.engine.run import EngineOptions, check_metric
-from tl_interp.errors import InputError, OptionError, ShapeError
+from tl_interp.errors import InputError, OptionError
 from tl_interp.metrics import bind, is_metric
 from tl_interp.models._adapter import Tokenized, adapt
 from tl_interp.patching._result import PatchingResult
@@ -37,20 +37,6 @@ Direction = Literal["denoise", "noise"]
 def metric_name(metric: Callable[..., Any]) -> str:
     """A label for a metric (its ``name``, else the function's name)."""
     return str(getattr(metric, "name", None) or getattr(metric, "__name__", "metric"))
-
-
-def _pair(model: Any, clean: Inputs, corrupted: Inputs, attention_mask: Tensor | None) -> tuple[Tokenized, Tokenized]:
-    """Both runs' checked batches, aligned position by position."""
-    clean_b = as_batch(model, clean, attention_mask=attention_mask, role="clean")
-    corrupt_b = as_batch(model, corrupted, attention_mask=attention_mask, role="corrupted")
-    if clean_b.shape != corrupt_b.shape:
-        raise ShapeError(f"clean and corrupted inputs must have the same shape (batch, pos) so positions line up; got "
-                         f"clean {clean_b.shape} and corrupted {corrupt_b.shape}")
-    if not torch.equal(clean_b.attention_mask, corrupt_b.attention_mask):
-        rows = (clean_b.attention_mask != corrupt_b.attention_mask).any(1).nonzero().flatten().tolist()
-        raise ShapeError(f"clean and corrupted prompts are padded differently in rows {rows}; patching needs prompts "
-                         "of equal token length, row by row")
-    return clean_b, corrupt_b
 
 
 @dataclass(frozen=True)
@@ -102,7 +88,7 @@ def plan_sweep(model: Any, clean: Inputs, corrupted: Inputs, metric: Callable[..
     """Check every input of a patching study and fix its plan: no forward pass runs here."""
     if direction not in ("denoise", "noise"):
         raise OptionError(f"direction must be 'denoise' or 'noise', not {direction!r}")
-    clean_b, corrupt_b = _pair(model, clean, corrupted, attention_mask)
+    clean_b, corrupt_b = paired_batches(model, clean, corrupted, attention_mask)
     check_metric(model, metric, clean_b)
     grid = model_grid(model, site, over, clean_b.shape[1])
     layer_list = check_layers(model, layers)

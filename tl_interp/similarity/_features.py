@@ -24,14 +24,15 @@ metrics test something the pairing never saw (the geometry of the directions).
 """
 
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
-from typing import Any
+from dataclasses import dataclass, field
+from typing import Any, ClassVar
 
 import torch
 from torch import Tensor
 
 from tl_interp._checks import checked, renamed
 from tl_interp.errors import InputError, OptionError, ShapeError
+from tl_interp.results import Result, bounded, register_result, short
 from tl_interp.similarity._compare import METRICS, SimilarityResult, compare
 from tl_interp.similarity._match import UnitMatch, match_units
 from tl_interp.stats import PermutationTest, PreparedNull, permutation_indices, permutation_test, register_null
@@ -92,11 +93,14 @@ def _paired_jaccard_null(x: Tensor, y: Tensor) -> PreparedNull:
     return PreparedNull(_paired_jaccard_permuted, max(1, (1 << 24) // b.numel()))
 
 
-@dataclass(frozen=True)
-class FeatureSpaces:
-    """Two feature spaces compared through an activation pairing.
+@register_result
+@dataclass(frozen=True, eq=False, repr=False)
+class FeatureSpaces(Result):
+    """Two feature spaces compared through an activation pairing: a ``Result`` with one score per
+    measure (axis ``"measure"``: the decoder metrics, then ``"jaccard"``) and extras ``p_value``,
+    ``null_mean``, ``null_q95`` per measure; it saves and loads like every result.
 
-    Attributes:
+    Attributes (read from the extras, so a loaded result has them too):
         match: every pair ``match_units`` found (before ``min_correlation``).
         pairs: the ``(k, 2)`` pairs compared (feature of A, feature of B).
         correlations: their activation correlations ``(k,)``.
@@ -106,21 +110,84 @@ class FeatureSpaces:
         settings: how it was run (sizes, options, seed).
     """
 
-    match: UnitMatch
-    pairs: Tensor
-    correlations: Tensor
-    similarity: SimilarityResult
-    jaccard: PermutationTest
-    settings: dict[str, Any]
+    kind: ClassVar[str] = "feature_spaces"
+    meta: dict[str, Any] = field(default_factory=dict)
+
+    @classmethod
+    def of(cls, match: UnitMatch, pairs: Tensor, correlations: Tensor, similarity: SimilarityResult,
+           jaccard: PermutationTest, settings: dict[str, Any]) -> "FeatureSpaces":
+        """The result of ``feature_spaces`` from its parts (each kept in the extras)."""
+        measures = (*similarity.labels["metric"], "jaccard")
+        rows = [{k: v for k, v in similarity.score(m).items() if k in _SCORES} for m in similarity.labels["metric"]]
+        rows.append({"score": float(jaccard.statistic), "null_mean": float(jaccard.null.mean()),
+                     "null_q95": float(jaccard.null.quantile(0.95)), "p_value": float(jaccard.p_value)})
+        column = {k: torch.tensor([row[k] for row in rows], dtype=torch.float64) for k in _SCORES}
+        extras = {k: column[k] for k in _SCORES[1:]}
+        extras.update({"pairs": pairs, "correlations": correlations, "match.pairs": match.pairs,
+                       "match.correlations": match.correlations, "match.constant_a": match.constant_a,
+                       "match.constant_b": match.constant_b, "jaccard.statistic": jaccard.statistic,
+                       "jaccard.p_value": jaccard.p_value, "jaccard.null": jaccard.null,
+                       "similarity.values": similarity.values})
+        extras.update({f"similarity.{k}": v for k, v in similarity.extras.items()})
+        meta = {"settings": settings, "match_method": match.method,
+                "similarity": {"axes": list(similarity.axes), "metric": similarity.metric,
+                               "labels": {k: list(v) for k, v in similarity.labels.items()},
+                               "extras": list(similarity.extras), "extra": similarity._extra_meta()},
+                "jaccard": {k: getattr(jaccard, k) for k in ("n_permutations", "kind", "alternative", "seed",
+                                                             "vectorized")}}
+        return cls(values=column["score"], axes=("measure",), metric="score", provenance=similarity.provenance,
+                   labels={"measure": measures}, extras=extras, meta=meta)
+
+    @property
+    def settings(self) -> dict[str, Any]:
+        return self.meta["settings"]
+
+    @property
+    def pairs(self) -> Tensor:
+        return self.extras["pairs"]
+
+    @property
+    def correlations(self) -> Tensor:
+        return self.extras["correlations"]
+
+    @property
+    def match(self) -> UnitMatch:
+        e = self.extras
+        return UnitMatch(e["match.pairs"], e["match.correlations"], e["match.constant_a"], e["match.constant_b"],
+                         self.meta["match_method"])
+
+    @property
+    def similarity(self) -> SimilarityResult:
+        m = self.meta["similarity"]
+        return SimilarityResult._rebuild(
+            extra_meta=m["extra"], values=self.extras["similarity.values"], axes=tuple(m["axes"]),
+            metric=m["metric"], provenance=self.provenance, labels={k: tuple(v) for k, v in m["labels"].items()},
+            extras={k: self.extras[f"similarity.{k}"] for k in m["extras"]})
+
+    @property
+    def jaccard(self) -> PermutationTest:
+        e = self.extras
+        return PermutationTest(e["jaccard.statistic"], e["jaccard.p_value"], e["jaccard.null"], **self.meta["jaccard"])
 
     def scores(self) -> dict[str, dict[str, float]]:
-        """Every metric's score, null mean, null 95th percentile and p-value (Jaccard included)."""
-        out = {m: {k: v for k, v in self.similarity.score(m).items() if k in ("score", "null_mean", "null_q95", "p_value")}
-               for m in self.similarity.labels["metric"]}
-        null = self.jaccard.null
-        out["jaccard"] = {"score": float(self.jaccard.statistic), "null_mean": float(null.mean()),
-                          "null_q95": float(null.quantile(0.95)), "p_value": float(self.jaccard.p_value)}
-        return out
+        """Every measure's score, null mean, null 95th percentile and p-value (Jaccard included)."""
+        columns = [self.values, *(self.extras[k] for k in _SCORES[1:])]
+        return {m: {k: float(c[i]) for k, c in zip(_SCORES, columns)} for i, m in enumerate(self.labels["measure"])}
+
+    def _headline(self) -> str:
+        body = ", ".join(f"{m} {float(self.values[i]):.3f} (p={float(self.extras['p_value'][i]):.3g})"
+                         for i, m in enumerate(self.labels["measure"]))
+        return f"{self.extras['pairs'].shape[0]} pairs; {body}"
+
+    def __repr__(self) -> str:
+        """One line: the pairs, each measure's score and p-value, the model and seed (shorter than
+        ``Result``'s line: the measure axis is the headline itself)."""
+        try:
+            head = self._headline()
+        except (KeyError, IndexError, ValueError):  # a bare result (no extras): the generic line
+            head = Result._headline(self)
+        seed = "" if self.provenance.seed is None else f", seed={self.provenance.seed}"
+        return bounded(f"FeatureSpaces({head}; model={short(self.provenance.model_id, 60)}{seed})")
 
     def summary(self) -> str:
         """The pairing in one line, then one line per metric: score, random-pairing null, p."""
@@ -135,9 +202,16 @@ class FeatureSpaces:
                          f"(95% {v['null_q95']:.3f})  p={v['p_value']:.4f}")
         return "\n".join(lines)
 
-    def __repr__(self) -> str:
-        body = ", ".join(f"{m} {v['score']:.3f} (p={v['p_value']:.3g})" for m, v in self.scores().items())
-        return f"FeatureSpaces({self.pairs.shape[0]} pairs; {body})"
+    # -- persistence ------------------------------------------------------------------------
+    def _extra_meta(self) -> dict[str, Any]:
+        return self.meta
+
+    @classmethod
+    def _rebuild(cls, extra_meta: dict[str, Any], **fields: Any) -> "FeatureSpaces":
+        return cls(meta=extra_meta, **fields)
+
+
+_SCORES = ("score", "null_mean", "null_q95", "p_value")
 
 
 def _codes(codes: ArrayLike, decoder: ArrayLike, side: str) -> tuple[Tensor, Tensor]:
@@ -253,5 +327,4 @@ def feature_spaces(codes_a: ArrayLike, codes_b: ArrayLike, decoder_a: ArrayLike,
                 "d_sae": [ca.shape[1], cb.shape[1]], "d_model": [da.shape[1], db.shape[1]],
                 "live_a": ca.shape[1] - match.constant_a.numel(), "live_b": cb.shape[1] - match.constant_b.numel(),
                 "pairs": k, "options": opts, "n_permutations": n_permutations, "n_boot": n_boot, "seed": seed}
-    return FeatureSpaces(match=match, pairs=pairs, correlations=corr, similarity=similarity, jaccard=jaccard,
-                         settings=settings)
+    return FeatureSpaces.of(match, pairs, corr, similarity, jaccard, settings)

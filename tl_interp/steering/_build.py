@@ -244,12 +244,6 @@ def sae_name(sae: Any) -> str:
     return sae_identity(sae)[0]
 
 
-def sae_hook_name(sae: Any) -> str:
-    from tl_interp.hooks._sae import _sae_hook_name
-
-    return _sae_hook_name(sae)
-
-
 @retired_keywords(batch_size=SIZED_BY_MEMORY)
 @renamed(position="positions")
 @checked
@@ -273,7 +267,7 @@ def sae_contrast_vector(model: Any, sae: Any, positive: Inputs, negative: Inputs
     compat.require_sae("steering.sae_contrast_vector")  # sae-lens requires TransformerLens < 4
     fn = "sae_contrast_vector"
     positions, reduce = _positions(positions, reduce)
-    hook = sae_hook_name(sae)
+    hook = compat.sae.sae_site(sae)
     width = int(sae.cfg.d_in)
     pos_b, neg_b = _batch(model, positive, "positive", fn), _batch(model, negative, "negative", fn)
     _check_pairs(fn, pos_b, neg_b, paired)

@@ -20,7 +20,8 @@ from torch import nn
 
 from tl_interp.lens._translators import LENS_NAMES
 from tl_interp.models.saes import SAE_NAMES
-from tl_interp.models.zoo import _store, ordinal
+from tl_interp.models.zoo import ordinal
+from tl_interp.models.zoo._store import write_card, write_weights
 from tl_interp.training import induction, s5_mlp
 from tl_interp.training import ordinal as ordinal_training
 from tl_interp.training.common import fixed_threads
@@ -94,12 +95,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     steps = args.steps if args.steps is not None else DEFAULT_STEPS[args.name]
     with fixed_threads(args.threads):  # determinism, and a fair share of a shared machine
         model, card = TRAINERS[args.name](steps=steps, seed=args.seed)
-    path = _store.write_weights(args.name, model, args.out)
+    path = write_weights(args.name, model, args.out)
     files = [f"weights/{path.name}"]
     if args.name == ordinal.NAME:  # the one zoo model that ships its own tokenizer
         folder = ordinal.write_tokenizer(args.out)
         files += [f"tokenizers/{ordinal.NAME}/{p.name}" for p in sorted(folder.iterdir()) if p.is_file()]
-    card_file = _store.write_card(args.name, card, args.out, files=files)
+    card_file = write_card(args.name, card, args.out, files=files)
     print(f"wrote {path} ({path.stat().st_size} bytes) and {card_file}")
     print({k: v for k, v in card["evaluation"].items() if not k.endswith("_scores")})
     return 0

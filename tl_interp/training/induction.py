@@ -46,10 +46,10 @@ import torch
 from jaxtyping import Float, Int
 from torch import Tensor, nn
 from tqdm.auto import tqdm
-from transformer_lens import HookedTransformer
 from transformer_lens.hook_points import HookPoint
 
 from tl_interp._checks import checked
+from tl_interp.compat.tl import require_hooked
 from tl_interp.errors import OptionError
 from tl_interp.models.zoo import induction as ind
 from tl_interp.training.common import SCHEDULE, provenance, sig, warmup_cosine
@@ -70,7 +70,7 @@ LAYER_1_SPARSITY_WEIGHT = 0.2  # weight of the Hoyer penalty on layer-1 heads
 
 @checked
 def training_loss(
-    model: HookedTransformer,
+    model: nn.Module,
     tokens: Int[Tensor, "batch pos"],
     *,
     generator: torch.Generator,
@@ -99,6 +99,7 @@ def training_loss(
         ``(total, next_token_loss, layer_1_sparsity)``; backpropagate ``total``.
 
     Example:
+        >>> from transformer_lens import HookedTransformer
         >>> from tl_interp.models.zoo.induction import induction_config, repeated_tokens
         >>> _ = torch.manual_seed(0)
         >>> model = HookedTransformer(induction_config(init_weights=True))
@@ -139,7 +140,7 @@ def train_induction_2l(
     weight_decay: float = 0.01,
     head_dropout: float = LAYER_0_HEAD_DROPOUT,
     sparsity_weight: float = LAYER_1_SPARSITY_WEIGHT,
-) -> tuple[HookedTransformer, dict[str, Any]]:
+) -> tuple[nn.Module, dict[str, Any]]:
     """Train ``induction-2l`` on ``BOS + r + r`` and measure it on held-out sequences.
 
     The objective is ``training_loss``: next-token loss, with
@@ -165,6 +166,7 @@ def train_induction_2l(
         >>> card["evaluation"]["eval_half_len"], len(card["evaluation"]["ablation_scan"]["ranking"])
         (31, 6)
     """
+    HookedTransformer = require_hooked("training induction-2l")
     start = time.perf_counter()
     torch.manual_seed(seed)
     model = HookedTransformer(ind.induction_config(init_weights=True))
@@ -293,7 +295,7 @@ def _induction_notes(ev: dict[str, Any]) -> str:
     return "".join(parts)
 
 
-def _ablation_scan(model: HookedTransformer, tokens: torch.Tensor) -> dict[str, Any]:
+def _ablation_scan(model: nn.Module, tokens: torch.Tensor) -> dict[str, Any]:
     """``ti.ablation.scan`` of heads (zero ablation), metric: loss on the repeated half."""
     # imported here, not at the top: only this model's evaluation needs them
     from tl_interp import metrics
@@ -320,7 +322,7 @@ def _ablation_scan(model: HookedTransformer, tokens: torch.Tensor) -> dict[str, 
     }
 
 
-def evaluate_induction_2l(model: HookedTransformer, n_seqs: int = 256) -> dict[str, Any]:
+def evaluate_induction_2l(model: nn.Module, n_seqs: int = 256) -> dict[str, Any]:
     """Held-out losses per half, head scores and an ablation scan (what the card records)."""
     tokens = ind.repeated_tokens(
         n_seqs, ind.EVAL_HALF_LEN, generator=torch.Generator().manual_seed(ind.EVAL_SEED)

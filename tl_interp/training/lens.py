@@ -241,7 +241,7 @@ def train_tuned_lens(name: str, *, seed: int = 0, steps: int | None = None, n_tr
 def _card(spec: LensSpec, *, steps: int, seed: int, n_train: int, n_heldout: int, n_tokens: int, held_tokens: int,
           logit_kl: list[float], tuned_kl: list[float], losses: list[list[float]],
           seconds: dict[str, float]) -> dict[str, Any]:
-    from tl_interp.models import _smollm2
+    from tl_interp.models._source import weights_source
     from tl_interp.models.saes import corpus
 
     first, last = losses[0], losses[-1]
@@ -250,8 +250,7 @@ def _card(spec: LensSpec, *, steps: int, seed: int, n_train: int, n_heldout: int
         "summary": f"Tuned lens (affine translator per layer, Belrose et al. 2023) for {spec.model}, "
                    f"trained to match the final distribution (KL) at positions {spec.first_position}: of "
                    f"{spec.context_size}-token documentation chunks",
-        "model": {"name": spec.model, "weights_file": _smollm2.gguf_path().name,
-                  "weights_sha256": _smollm2.gguf_sha256()},
+        "model": weights_source(spec.model),
         "reads": "layer l: blocks.l.hook_resid_pre, as h + W_l h + b_l, then the model's final norm and unembedding",
         "storage_dtype": spec.storage,
         "spec": asdict(spec),

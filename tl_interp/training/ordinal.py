@@ -24,8 +24,8 @@ from typing import Any
 import torch
 from torch import nn
 from tqdm.auto import tqdm
-from transformer_lens import HookedTransformer
 
+from tl_interp.compat.tl import require_hooked
 from tl_interp.models.zoo import ordinal_data as data
 from tl_interp.models.zoo.ordinal import NAME, answer_logits, evaluate_ordinal_4l, ordinal_config
 from tl_interp.training.common import SCHEDULE, provenance, warmup_cosine
@@ -43,7 +43,7 @@ def train_ordinal_4l(
     lr: float = 1e-3,
     weight_decay: float = 0.1,
     context_prob: float = 0.5,
-) -> tuple[HookedTransformer, dict[str, Any]]:
+) -> tuple[nn.Module, dict[str, Any]]:
     """Train ``ordinal-4l`` on the train split with answer-token loss; measure every split.
 
     Args:
@@ -63,6 +63,7 @@ def train_ordinal_4l(
         >>> sorted(card["evaluation"])
         ['heldout', 'heldout_accuracy_by_template', 'test', 'train']
     """
+    HookedTransformer = require_hooked("training ordinal-4l")
     start_time = time.perf_counter()
     tok = data.build_tokenizer()
     torch.manual_seed(seed)
@@ -117,7 +118,7 @@ def train_ordinal_4l(
 
 
 def _card(
-    model: HookedTransformer, tok: Any, hyper: dict[str, Any], evaluation: dict[str, Any]
+    model: nn.Module, tok: Any, hyper: dict[str, Any], evaluation: dict[str, Any]
 ) -> dict[str, Any]:
     cfg = model.cfg
     counts = {split: len(data.ordinal_examples(split)) for split in ("train", "test", "heldout")}

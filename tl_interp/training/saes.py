@@ -38,11 +38,12 @@ import torch
 from torch import Tensor
 
 from tl_interp import compat
-from tl_interp._io import check_target, manifest, sha256_file, write_checked_json
+from tl_interp._io import check_target, manifest, write_checked_json
 from tl_interp.compat.sae import sae_metadata, trainer_config
 from tl_interp.models.saes import SAES_DIR, corpus
 from tl_interp.models.saes.corpus import heldout_data, shuffled_batches, train_data
 from tl_interp.ablation.saes import measure, site_activations
+from tl_interp.models._source import weights_source
 from tl_interp.models.saes.specs import SPECS, SAESpec
 from tl_interp.training.common import provenance, sig
 
@@ -75,22 +76,6 @@ def _trainer(spec: SAESpec, sae: Any, provider: Iterator[Tensor], steps: int) ->
         logger=LoggingConfig(log_to_wandb=False),
     )
     return SAETrainer(cfg=cfg, sae=sae, data_provider=provider)
-
-
-def _model_provenance(spec: SAESpec) -> dict[str, Any]:
-    if spec.model == "ordinal-4l":
-        from tl_interp.models.zoo._store import weights_path
-
-        path = weights_path(spec.model)
-        return {"name": spec.model, "weights_file": path.name, "weights_sha256": sha256_file(path)}
-    if spec.model == "gemma-3-270m":
-        from tl_interp.models import _gemma
-
-        return {"name": spec.model, "weights_file": _gemma.package().MODEL_NAME,
-                "weights_sha256": _gemma.source_sha256()}
-    from tl_interp.models import _smollm2
-
-    return {"name": spec.model, "weights_file": _smollm2.gguf_path().name, "weights_sha256": _smollm2.gguf_sha256()}
 
 
 def train_sae(
@@ -149,7 +134,7 @@ def train_sae(
         "name": name,
         "summary": f"TopK SAE (k={spec.k}, {spec.d_sae} features) on {spec.model}'s residual stream at "
                    f"{spec.hook_name}, positions {spec.first_position}: of each sequence",
-        "model": _model_provenance(spec),
+        "model": weights_source(spec.model),
         "hook_name": spec.hook_name,
         "splice_positions": f"{spec.first_position}:",
         "storage_dtype": spec.storage,

@@ -11,7 +11,7 @@ from typing import Any, TypeAlias
 import torch
 from torch import Tensor
 
-from tl_interp import _checks
+from tl_interp._checks import check_layer as checked_layer
 from tl_interp.errors import InputError, SelectionError, UnsupportedError
 from tl_interp.models import Tokenized, adapt
 from tl_interp.models._adapter import ModelAdapter
@@ -70,7 +70,7 @@ def check_layer(adapter: ModelAdapter, layer: int) -> None:
     n = adapter.n_layers
     if n is None:
         raise UnsupportedError(f"{adapter.model_id} declares no n_layers; attention views need a transformer")
-    _checks.check_layer(layer, n, adapter.model_id)
+    checked_layer(layer, n, adapter.model_id)
 
 
 def check_heads(adapter: ModelAdapter, heads: Any) -> list[int]:
@@ -79,9 +79,9 @@ def check_heads(adapter: ModelAdapter, heads: Any) -> list[int]:
     if heads is None:
         chosen = list(range(n))
     elif isinstance(heads, (slice, Tensor)) or isinstance(heads, int):
-        from tl_interp.hooks._select import _index_mask
+        from tl_interp.hooks._select import index_mask
 
-        chosen = _index_mask(heads, n, "head", "heads=").nonzero().flatten().tolist()
+        chosen = index_mask(heads, n, "head", "heads=").nonzero().flatten().tolist()
     else:
         chosen = [int(h) for h in heads]
     if not chosen:

@@ -25,13 +25,14 @@ from torch import Tensor
 from tl_interp import compat
 from tl_interp._checks import checked, reordered
 from tl_interp._checks import check_count, checked
-from tl_interp.ablation._features import (FeatureActivations, _ablation, check_feature, decoder_logits,
-                                          feature_activations, prompt_answers)
+from tl_interp.ablation._features import (FeatureActivations, check_feature, decoder_logits,
+                                          feature_ablation_with_answers, feature_activations, prompt_answers)
 from tl_interp.engine.executors import Executor
 from tl_interp.engine.inputs import Inputs
 from tl_interp.engine.run import EngineOptions
+from tl_interp.compat.sae import sae_site
 from tl_interp.errors import OptionError, TlInterpDeprecationWarning
-from tl_interp.hooks._sae import _sae_hook_name, sae_first
+from tl_interp.hooks._sae import sae_first
 from tl_interp.models import adapt
 from tl_interp.viz.html import _fmt, colored_spans, svg_bars, table_html, visible
 from tl_interp.viz._prompt import token_labels
@@ -249,7 +250,7 @@ def feature_page(model: Any, sae: Any, inputs: Inputs, *, n: int = 8,
     check_count(n, "n", what="feature_page")
     _check_options(k, 8, 30)
     acts, labels, cards = _cards(sae, model, inputs, None, answers, k, 8, 30, seed, memory_mb, executor, n=n)
-    report = Report(title or f"Top features of the SAE at {_sae_hook_name(sae)}")
+    report = Report(title or f"Top features of the SAE at {sae_site(sae)}")
     report.text(f"{len(cards)} features with the highest maximum activation over {len(acts.batch)} prompts "
                 f"(of d_sae={int(sae.cfg.d_sae)}).")
     if cards:
@@ -280,5 +281,6 @@ def _cards(sae: Any, model: Any, inputs: Inputs, features: list[int] | None, ans
     labels = _labels(model, acts)
     if not features:
         return acts, labels, []
-    ablation = _ablation(sae, model, acts.batch, features, ids, seed, 2000, options, executor, progress=False)
+    ablation = feature_ablation_with_answers(sae, model, acts.batch, features, ids, seed, 2000, options, executor,
+                                             progress=False)
     return acts, labels, [_card(sae, model, acts, labels, f, ablation, i, k, window, bins, seed) for i, f in enumerate(features)]

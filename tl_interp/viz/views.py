@@ -217,9 +217,9 @@ def top_activations(tokens: Sequence[Sequence[str]], activations: Tensor | Seque
     if neurons is None or isinstance(neurons, (Sequence, tuple)):
         chosen = list(range(width)) if neurons is None else [int(u) for u in neurons]
     else:
-        from tl_interp.hooks._select import _index_mask
+        from tl_interp.hooks._select import index_mask
 
-        chosen = _index_mask(neurons, width, unit_name, "top_activations").nonzero().flatten().tolist()
+        chosen = index_mask(neurons, width, unit_name, "top_activations").nonzero().flatten().tolist()
     bad = [u for u in chosen if not 0 <= u < width]
     if bad or not chosen:
         raise SelectionError(f"top_activations: {unit_name} index {bad[0] if bad else '(none)'} is out of range for "
