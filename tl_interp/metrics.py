@@ -20,7 +20,7 @@ several metrics that read the same positions from one set of logits.
 """
 
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from typing import Any, Literal, TypeAlias
 
 import torch
@@ -54,6 +54,22 @@ class Metric:
     positions: Reader
     score: Callable[[Tensor], Tensor]
     higher_is_better: bool = True
+    narrow: Callable[[Reader], tuple[Tensor, "Metric"]] | None = field(default=None, repr=False)
+
+    def narrowed(self) -> tuple[Tensor, "Metric"] | None:
+        """The vocabulary entries this metric reads, when it reads only a few, and the same
+        metric scoring logits of those entries alone (``(..., batch, len(columns))``, in that
+        order), reading the same positions; None when it may read any entry. Lets a study
+        unembed only those columns.
+
+        Example:
+            >>> import torch
+            >>> logits = torch.randn(2, 3, 9)
+            >>> columns, small = logit_diff(torch.tensor([7, 2]), 4, positions=-1).narrowed()
+            >>> columns.tolist(), torch.equal(small(logits[..., columns]), logit_diff(torch.tensor([7, 2]), 4, positions=-1)(logits))
+            ([2, 4, 7], True)
+        """
+        return None if self.narrow is None else self.narrow(self.positions)
 
     def at(self, batch: Any) -> "Metric":
         """This metric reading ``batch``'s rows: ``"last"`` becomes each row's last real token;
@@ -268,7 +284,27 @@ def logit_diff(correct: Answers, incorrect: Answers, *, positions: Reader = "las
     """
     _check_answers(correct, "correct")
     _check_answers(incorrect, "incorrect")
-    return Metric("logit_diff", _check_reader(positions), lambda x: _gather(x, correct) - _gather(x, incorrect))
+
+    def narrow(at: Reader) -> tuple[Tensor, Metric]:
+        columns, (c, i) = _compact(correct, incorrect)
+        return columns, logit_diff(c, i, positions=at)
+
+    return Metric("logit_diff", _check_reader(positions), lambda x: _gather(x, correct) - _gather(x, incorrect),
+                  narrow=narrow)
+
+
+def _compact(*answers: Answers) -> tuple[Tensor, list[Answers]]:
+    """The token ids the answers name (sorted, unique) and each answer as an index into them
+    (``-1``, "no answer", stays ``-1``)."""
+    ids = torch.cat([torch.as_tensor(a).flatten().long().cpu() for a in answers])
+    columns = ids[ids >= 0].unique()
+    out: list[Answers] = []
+    for a in answers:
+        t = torch.as_tensor(a).long()
+        at = torch.searchsorted(columns.to(t.device), t.clamp_min(0))
+        mapped = torch.where(t >= 0, at, torch.full_like(at, -1))
+        out.append(int(mapped) if isinstance(a, int) else mapped)
+    return columns, out
 
 
 @checked

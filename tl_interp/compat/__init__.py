@@ -38,7 +38,7 @@ import torch
 from torch import Tensor
 
 # the other internals, each module registering its checks with _guard (imported for that)
-from tl_interp.compat import _guard, convert, forward, hook_points, hub, sae, tl  # noqa: F401
+from tl_interp.compat import _guard, convert, forward, hook_points, hub, layout, sae, tl  # noqa: F401
 from tl_interp.compat._guard import require
 from tl_interp.compat.tl import has_hooked_transformer, is_bridge, require_hooked, require_sae, sae_lens_reason
 from tl_interp.errors import FastPathWarning
@@ -115,7 +115,7 @@ def _check_head() -> str | None:
 
 
 _CHECKS = {"kv_cache": _check_kv_cache, "forward": _check_forward, "split_qkv": _check_split_qkv,
-           "head": _check_head}
+           "head": _check_head, "layout": layout.check}
 
 
 @functools.cache

@@ -14,6 +14,7 @@ exact full forward pass of the model runs instead. Values equal, cell by cell, t
 ``cell.run(model, batch)`` (up to float rounding of batched arithmetic).
 """
 
+import contextlib
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -30,12 +31,12 @@ from tl_interp.engine.paths import mid_stack, prefix_kv, read_only, skip_unchang
 from tl_interp.engine.stack import bound_cells, stack
 from tl_interp.errors import InputError, OptionError
 from tl_interp.intervention import Intervention
-from tl_interp.metrics import bind, is_metric
+from tl_interp.metrics import Metric, bind, is_metric
 from tl_interp.models._adapter import Tokenized
 from tl_interp.sites import d_vocab_out
 from tl_interp.sites import site as site_name
 
-__all__ = ["EngineOptions", "BaseRun", "Values", "check_metric", "Staged"]
+__all__ = ["EngineOptions", "BaseRun", "Values", "check_metric", "Staged", "forward_layout"]
 
 Values = Tensor | dict[str, Tensor]
 
@@ -92,6 +93,16 @@ class Staged:
     then: Callable[[Values], Any]
 
 
+def forward_layout(model: Any, options: EngineOptions) -> contextlib.AbstractContextManager[None]:
+    """TL's weights stored the way its forward multiplies by them, inside the block
+    (``compat.layout``: bit-identical results without TL's per-call copy of every weight
+    matrix); a study wraps its base run, its passes and any other forward of the same model.
+    Off with ``fast_paths=False``, with gradients, and on anything but a HookedTransformer."""
+    on = (options.fast_paths and not options.grad and compat.is_hooked_transformer(model)
+          and compat.usable("layout"))
+    return compat.layout.forward_layout(model, enabled=on)
+
+
 def _only(values: Values) -> Values:
     """The values of the single 'cell' of a base run."""
     return {k: v[0] for k, v in values.items()} if isinstance(values, dict) else values[0]
@@ -146,6 +157,8 @@ class BaseRun:
         self.read_positions: Tensor | None = None
         if self.read_reason is None and not self.plain:
             self.read_positions = self.metric.positions.long()  # type: ignore[union-attr]
+        self.columns: Tensor | None = None  # the vocabulary entries the read-only head computes (None: all)
+        self.columns_reason = self._narrow()
         self._decide_paths()
         # what TL's own forward uses as the mask: the batch's when padded, else its default
         self.forward_mask = batch.attention_mask if batch.padded else compat.tl_default_mask(model, batch.tokens)
@@ -155,6 +168,21 @@ class BaseRun:
             self.stats["plain_recomputed"] = 0  # cells whose plain metric read outside the traced position
         self._unembed_weight: Tensor | None = None
         self._run_base(list(dict.fromkeys(sites)))
+
+    def _narrow(self) -> str | None:
+        """Unembed only the vocabulary entries a ``ti.metrics`` metric reads (``Metric.narrowed``:
+        e.g. a logit difference's answers), scoring with the same metric on those columns; or why
+        every entry is computed."""
+        if self.read_reason is not None:
+            return "needs the read-only head"
+        if self._staged is not None:
+            return "a staged metric (its second stage may read other entries)"
+        narrowed = self.metric.narrowed() if isinstance(self.metric, Metric) else None
+        if narrowed is None:
+            return "the metric may read any vocabulary entry"
+        columns, metric = narrowed
+        self.columns, self.metric = columns.to(self.batch.tokens.device), metric
+        return None
 
     def _decide_paths(self) -> None:
         """``prefix_kv`` and ``split_final``, which follow from the read-only head's decision."""
@@ -255,6 +283,8 @@ class BaseRun:
                    "skip_unchanged": None if self.options.skip_unchanged and not self.options.grad
                    else "skip_unchanged=False or gradients kept"}
         paths = {k: "on" if v is None else f"off: {v}" for k, v in reasons.items()}
+        paths["head_columns"] = (f"on: {len(self.columns)} of {d_vocab_out(self.model)} vocabulary entries"
+                                 if self.columns is not None else f"off: {self.columns_reason}")
         if self.plain:  # where a plain function read, and how that was decided
             paths["plain_metric"] = self.read_note or f"reads the full logits: {self.read_reason}"
         return paths
@@ -293,7 +323,7 @@ class BaseRun:
         grad = torch.enable_grad() if self.options.grad else torch.inference_mode()
         groups = merge_layers(by_layer, first, n_layers=self.model.cfg.n_layers, seq=self.seq, rows=self.rows,
                               per_pass=per_pass, cost=self.options.cost)
-        with grad:
+        with forward_layout(self.model, self.options), grad:
             for layer, members in groups:
                 blocks_plain = layer is not None and compat.blocks_are_plain(self.model, layer)
                 starts = [first[i] if blocks_plain else 0 for i in members]
@@ -406,6 +436,8 @@ class BaseRun:
 
     def _head(self, rows: Tensor) -> Tensor:
         """``compat.head`` of many rows, in chunks whose logits fit the memory budget."""
+        if self.columns is not None:  # the few entries the metric reads: no full unembedding
+            return compat.head_columns(self.model, rows, self.columns)
         per_chunk = max(1, int(self.options.memory_mb * 2**20 // (4 * 3 * d_vocab_out(self.model))))
         if self._unembed_weight is None:  # TL's layout of W_U, copied once per base run (or per study)
             self._unembed_weight = compat.unembed_weight_of(self.model)
