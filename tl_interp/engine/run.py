@@ -179,7 +179,7 @@ class BaseRun:
             return "a staged metric (its second stage may read other entries)"
         narrowed = self.metric.narrowed() if isinstance(self.metric, Metric) else None
         if narrowed is None:
-            return "the metric may read any vocabulary entry"
+            return "pending the plain metric's trace" if self.plain else "the metric may read any vocabulary entry"
         columns, metric = narrowed
         self.columns, self.metric = columns.to(self.batch.tokens.device), metric
         return None
@@ -219,6 +219,10 @@ class BaseRun:
         else:
             self.read_positions = torch.full((self.rows,), found.position, dtype=torch.long,
                                              device=self.batch.tokens.device)
+            if found.columns is not None:  # the vocabulary entries it reads: only they are unembedded
+                self.columns, self.columns_reason = found.columns.to(self.batch.tokens.device), None
+            else:
+                self.columns_reason = "the plain metric reads every vocabulary entry (an index or a softmax)"
         self._decide_paths()
 
     # -- the base run ---------------------------------------------------------------------
@@ -422,12 +426,14 @@ class BaseRun:
         """A plain metric's value per cell from its rows of logits at the traced position: the
         metric sees logits that are NaN everywhere else, and its reads are traced again
         (``engine.reads``); a cell whose call reads elsewhere is run again on its full logits."""
-        shape = (self.rows, self.seq, logits.shape[-1])
+        shape = (self.rows, self.seq, d_vocab_out(self.model))
         allowed = frozenset(self.read_positions.unique().tolist())  # type: ignore[union-attr]
+        columns = None if self.columns is None else frozenset(self.columns.tolist())
         values = []
         for j, cell in enumerate(cells):
             rows = logits[j * self.rows:(j + 1) * self.rows]
-            value, _ = reads.traced(self.metric, reads.hidden(rows, self.read_positions, shape, float("nan")), allowed)
+            nan = reads.hidden(rows, self.read_positions, shape, float("nan"), self.columns)
+            value, _ = reads.traced(self.metric, nan, allowed, columns)
             if value is None:
                 self.stats["plain_recomputed"] += 1
                 value = self.metric(self._pass(None, [cell], 0, full_logits=True))
