@@ -6,11 +6,12 @@ logits for it. Here the metric gets its logits wrapped in ``Watched``, a tensor 
 ``__torch_function__`` sees every operation on them:
 
 - indexing (``logits[...]``) is allowed, and the positions its index selects along the
-  position axis (an int, a slice, an integer or boolean tensor, a list) are recorded; its result
+  position axis (an int, a slice, an integer or boolean tensor, a list) are recorded, and the
+  vocabulary entries along the last axis (``EVERY`` when it leaves that axis whole); its result
   is an ordinary tensor holding only those positions' values;
 - shape-preserving operations that act on each ``(row, position)`` vector alone (dtype and
   device casts, ``detach``/``clone``/``contiguous``, ``softmax``/``log_softmax`` over the
-  vocabulary) keep the result watched;
+  vocabulary, which reads ``EVERY`` entry) keep the result watched;
 - metadata (``shape``, ``ndim``, ``dtype``, ``device``, ``len`` ...) reads no values;
 - anything else on the whole logits (a sum over positions, ``argmax``, ``nan_to_num``,
   ``where``, in-place writes, ``.tolist()``, ``.data`` ...) is refused: the trace stops with
@@ -20,7 +21,8 @@ So the positions recorded are exactly the positions whose values the call could 
 engine traces the metric once on the base run's logits (``probe``) to choose the positions to
 compute, then traces **every** later call again, on logits that are NaN everywhere else
 (``score``): a call that reads elsewhere -- a data-dependent index, a random one, another
-branch -- is caught and that cell is recomputed on its full logits. The check is per call, so
+branch, another vocabulary entry when only the probed ones were computed -- is caught and that
+cell is recomputed on its full logits. The check is per call, so
 it never depends on the probe having seen the metric's every behaviour.
 
 What a metric with side effects sees: three more calls (the probe), and, on the fast path,

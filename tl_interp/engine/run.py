@@ -27,11 +27,11 @@ from tl_interp._context import RunContext, running
 from tl_interp import compat
 from tl_interp.engine import reads
 from tl_interp.engine.passes import CostModel, cells_per_pass, chunks, merge_layers
-from tl_interp.engine.paths import mid_stack, prefix_kv, read_only, skip_unchanged, split_final
+from tl_interp.engine.paths import head_columns, mid_stack, prefix_kv, read_only, skip_unchanged, split_final
 from tl_interp.engine.stack import bound_cells, stack
 from tl_interp.errors import InputError, OptionError
 from tl_interp.intervention import Intervention
-from tl_interp.metrics import Metric, bind, is_metric
+from tl_interp.metrics import bind, is_metric
 from tl_interp.models._adapter import Tokenized
 from tl_interp.sites import d_vocab_out
 from tl_interp.sites import site as site_name
@@ -170,14 +170,12 @@ class BaseRun:
         self._run_base(list(dict.fromkeys(sites)))
 
     def _narrow(self) -> str | None:
-        """Unembed only the vocabulary entries a ``ti.metrics`` metric reads (``Metric.narrowed``:
-        e.g. a logit difference's answers), scoring with the same metric on those columns; or why
-        every entry is computed."""
-        if self.read_reason is not None:
-            return "needs the read-only head"
-        if self._staged is not None:
-            return "a staged metric (its second stage may read other entries)"
-        narrowed = self.metric.narrowed() if isinstance(self.metric, Metric) else None
+        """Unembed only the vocabulary entries a ``ti.metrics`` metric reads (``paths.head_columns``),
+        scoring with the same metric on those columns; or why every entry is computed."""
+        why = head_columns.reason(self.read_reason, self._staged is not None)
+        if why is not None:
+            return why
+        narrowed = head_columns.narrowed(self.metric)
         if narrowed is None:
             return "pending the plain metric's trace" if self.plain else "the metric may read any vocabulary entry"
         columns, metric = narrowed
