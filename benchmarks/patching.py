@@ -80,7 +80,7 @@ def compare_plain(label, model, clean, corrupted, plain, repeats):
           f"{w_tl:.2f}s wall / {c_tl:.2f}s CPU, tl_interp {w_us:.2f}s wall / {c_us:.2f}s CPU; speed-up "
           f"{w_tl / w_us:.1f}x wall, {c_tl / c_us:.1f}x CPU; max |diff| {diff:.1e}")
     print(f"[{label}]   read_only {engine['read_only']}, prefix_kv {engine['prefix_kv']}, split_final "
-          f"{engine['split_final']}; {engine['plain_metric']}")
+          f"{engine['split_final']}, head_columns {engine['head_columns']}; {engine['plain_metric']}")
 
 
 def main() -> None:

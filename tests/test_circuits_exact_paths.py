@@ -71,7 +71,7 @@ def test_final_key_value_edits_that_start_mid_sequence_equal_the_edit_run_by_han
 
 
 def test_a_metric_that_names_its_vocabulary_entries_is_unembedded_at_those_alone_with_the_same_values():
-    # logit_diff reads two columns: the engine computes those (NaN elsewhere), the values match
+    # logit_diff reads two columns: the engine computes those alone (head_columns), the values match
     # the model's full unembedding; a log-probability reads every column and keeps the full head
     model = gpt2_style()
     clean, corrupted = _pair()
@@ -80,16 +80,16 @@ def test_a_metric_that_names_its_vocabulary_entries_is_unembedded_at_those_alone
     batch = as_batch(model, clean)
     for metric, on in ((METRIC, True), (ti.metrics.answer_logprob(3), False)):
         base = BaseRun(model, batch, metric, ["blocks.1.hook_resid_pre"])
-        assert (base.paths["read_columns"] == "on") is on
+        assert base.paths["head_columns"].startswith("on") is on
         values = base.evaluate(cells)
         expected = torch.stack([metric.per_prompt(cell.run(model, clean), batch) for cell in cells])
         torch.testing.assert_close(values, expected, atol=1e-5, rtol=0)
         assert torch.isfinite(values).all()
     off = BaseRun(model, batch, METRIC, options=EngineOptions(fast_paths=False))
-    assert off.paths["read_columns"].startswith("off")
+    assert off.paths["head_columns"].startswith("off")
 
 
 def test_logit_diff_names_the_answers_it_reads_and_missing_answers_read_nothing():
-    assert METRIC.columns.tolist() == [3, 5]
-    assert ti.metrics.logit_diff(torch.tensor([7, -1, 2]), torch.tensor([2, 9, -1])).columns.tolist() == [2, 7, 9]
-    assert ti.metrics.answer_logprob(3).columns is None
+    assert METRIC.narrowed()[0].tolist() == [3, 5]
+    assert ti.metrics.logit_diff(torch.tensor([7, -1, 2]), torch.tensor([2, 9, -1])).narrowed()[0].tolist() == [2, 7, 9]
+    assert ti.metrics.answer_logprob(3).narrowed() is None

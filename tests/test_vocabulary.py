@@ -78,7 +78,7 @@ ANNOTATION_EXCEPTIONS: dict[str, str] = {
     "tl_interp.engine.run.BaseRun.__init__:metric": "also a MetricSet (not callable) or an engine.run.Staged",
     "tl_interp.engine.paths.prefix_kv.reason:metric": "a Plan's metric (see Plan)",
     "tl_interp.engine.paths.read_only.reason:metric": "a Plan's metric (see Plan)",
-    "tl_interp.engine.paths.read_columns.reason:metric": "a Plan's metric (see Plan)",
+    "tl_interp.engine.paths.head_columns.narrowed:metric": "a Plan's metric (see Plan)",
     "tl_interp.metrics.bind:metric": "binds a tl_interp metric, returns any other value as it is",
     "tl_interp.metrics.is_metric:metric": "a predicate over any value",
     "tl_interp.positions.is_symbolic:positions": "a predicate over any value",

@@ -13,7 +13,7 @@ from typing import Any, Protocol, runtime_checkable
 
 from tqdm.auto import tqdm
 
-from tl_interp.engine.run import BaseRun, EngineOptions, Values
+from tl_interp.engine.run import BaseRun, EngineOptions, Values, forward_layout
 from tl_interp.intervention import Intervention
 from tl_interp.models._adapter import Tokenized
 
@@ -74,10 +74,11 @@ class LocalExecutor:
 
     def run(self, plan: Plan, *, progress: bool = True, cells: Sequence[int] | None = None) -> Outcome:
         """Run ``plan`` (or only the cells at the indices ``cells``)."""
-        base = BaseRun(plan.model, plan.batch, plan.metric, plan.sites, plan.options)
-        chosen = plan.cells if cells is None else tuple(plan.cells[i] for i in cells)
-        with tqdm(total=len(chosen), desc=plan.label, disable=not progress) as bar:
-            values = base.evaluate(chosen, bar.update)
+        with forward_layout(plan.model, plan.options):  # one weight re-layout for the base run and every pass
+            base = BaseRun(plan.model, plan.batch, plan.metric, plan.sites, plan.options)
+            chosen = plan.cells if cells is None else tuple(plan.cells[i] for i in cells)
+            with tqdm(total=len(chosen), desc=plan.label, disable=not progress) as bar:
+                values = base.evaluate(chosen, bar.update)
         return Outcome(values, base.values, base.paths, {**base.stats, "executor": "local", "workers": 1})
 
 

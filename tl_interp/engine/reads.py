@@ -6,11 +6,12 @@ logits for it. Here the metric gets its logits wrapped in ``Watched``, a tensor 
 ``__torch_function__`` sees every operation on them:
 
 - indexing (``logits[...]``) is allowed, and the positions its index selects along the
-  position axis (an int, a slice, an integer or boolean tensor, a list) are recorded; its result
+  position axis (an int, a slice, an integer or boolean tensor, a list) are recorded, and the
+  vocabulary entries along the last axis (``EVERY`` when it leaves that axis whole); its result
   is an ordinary tensor holding only those positions' values;
 - shape-preserving operations that act on each ``(row, position)`` vector alone (dtype and
   device casts, ``detach``/``clone``/``contiguous``, ``softmax``/``log_softmax`` over the
-  vocabulary) keep the result watched;
+  vocabulary, which reads ``EVERY`` entry) keep the result watched;
 - metadata (``shape``, ``ndim``, ``dtype``, ``device``, ``len`` ...) reads no values;
 - anything else on the whole logits (a sum over positions, ``argmax``, ``nan_to_num``,
   ``where``, in-place writes, ``.tolist()``, ``.data`` ...) is refused: the trace stops with
@@ -20,7 +21,8 @@ So the positions recorded are exactly the positions whose values the call could 
 engine traces the metric once on the base run's logits (``probe``) to choose the positions to
 compute, then traces **every** later call again, on logits that are NaN everywhere else
 (``score``): a call that reads elsewhere -- a data-dependent index, a random one, another
-branch -- is caught and that cell is recomputed on its full logits. The check is per call, so
+branch, another vocabulary entry when only the probed ones were computed -- is caught and that
+cell is recomputed on its full logits. The check is per call, so
 it never depends on the probe having seen the metric's every behaviour.
 
 What a metric with side effects sees: three more calls (the probe), and, on the fast path,
@@ -44,7 +46,7 @@ from tl_interp._types import MetricFn
 from tl_interp.errors import TlInterpDeprecationWarning
 from tl_interp.compat import torch_functions
 
-__all__ = ["Unproven", "Watched", "Trace", "Probe", "probe", "traced"]
+__all__ = ["Unproven", "Watched", "Trace", "Probe", "probe", "traced", "hidden", "EVERY"]
 
 
 class Unproven(BaseException):
@@ -53,21 +55,33 @@ class Unproven(BaseException):
     swallow it (the trace records the refusal anyway)."""
 
 
+EVERY = "every"  # an index that leaves the vocabulary axis whole (not spelled out as 49k ids)
+
+
 @dataclass
 class Trace:
-    """What one watched call read: the ``positions`` its indexing selected, or why that is
-    unknown (``refused``); ``allowed``: the positions it may read (None: any)."""
+    """What one watched call read: the ``positions`` and vocabulary ``columns`` its indexing
+    selected (``columns`` is ``EVERY`` once any index or operation took them all), or why that is
+    unknown (``refused``); ``allowed`` / ``allowed_columns``: what it may read (None: any)."""
 
     seq: int
     allowed: frozenset[int] | None = None
     positions: set[int] = field(default_factory=set)
     refused: str | None = None
+    allowed_columns: frozenset[int] | None = None
+    columns: set[int] | str = field(default_factory=set)
 
-    def note(self, positions: Tensor) -> None:
+    def note(self, positions: Tensor, columns: Tensor | str = EVERY) -> None:
         got = {int(p) for p in positions.flatten().tolist()}
         self.positions |= got
         if self.allowed is not None and not got <= self.allowed:
             self.refuse(f"it read positions {sorted(got - self.allowed)}, which were not computed")
+        if self.columns == EVERY or isinstance(columns, str):
+            self.columns = EVERY
+        else:
+            self.columns |= {int(c) for c in columns.flatten().tolist()}
+        if self.allowed_columns is not None and not (self.columns != EVERY and self.columns <= self.allowed_columns):
+            self.refuse("it read vocabulary entries that were not computed")
 
     def refuse(self, why: str) -> None:
         if self.refused is None:
@@ -107,13 +121,16 @@ class Watched(Tensor):
         if len(watched) != 1 or this is not watched[0]:
             trace.refuse(f"{name} took the whole logits with other values or inside a container")
         if func is Tensor.__getitem__:
-            read = _positions(args[1], tuple(this.shape))
-            if read is None:
-                trace.refuse(f"an index {args[1]!r} whose positions cannot be named")
-            trace.note(read)
+            shape = tuple(this.shape)
+            read, columns = _selected(args[1], shape, 1), _selected(args[1], shape, len(shape) - 1)
+            if read is None or columns is None:
+                trace.refuse(f"an index {args[1]!r} whose positions or vocabulary entries cannot be named")
+            trace.note(read, EVERY if columns.numel() == shape[-1] else columns)
             with torch_functions.as_plain_tensors():
                 return func(*args, **kwargs)  # an ordinary tensor: the values at those positions
         if func in _CASTS or (func in _OVER_VOCAB and _over_vocab(args, kwargs, this.ndim)):
+            if func in _OVER_VOCAB:  # every entry of a position mixes into each of its outputs
+                trace.note(torch.empty(0, dtype=torch.long), EVERY)
             with torch_functions.as_plain_tensors():
                 out = func(*args, **kwargs)
             if isinstance(out, Tensor) and out.shape == this.shape:
@@ -142,8 +159,9 @@ def _width(item: Any) -> int:
     return 1
 
 
-def _positions(index: Any, shape: tuple[int, ...]) -> Tensor | None:
-    """The positions (axis 1 of ``shape``) an index selects, or None if they can't be named."""
+def _selected(index: Any, shape: tuple[int, ...], axis: int) -> Tensor | None:
+    """The entries of ``axis`` of ``shape`` (1: positions, the last: the vocabulary) an index
+    selects, or None if they can't be named."""
     items = index if isinstance(index, tuple) else (index,)
     if sum(item is Ellipsis for item in items) > 1:
         return None
@@ -151,22 +169,23 @@ def _positions(index: Any, shape: tuple[int, ...]) -> Tensor | None:
     expanded: list[Any] = []
     for item in items:
         expanded += [slice(None)] * (len(shape) - used) if item is Ellipsis else [item]
-    dim, seq = 0, shape[1]
+    dim, size = 0, shape[axis]
     for item in expanded:
         width = _width(item)
-        if dim <= 1 < dim + width:
-            return _along(item, 1 - dim, seq)
+        if dim <= axis < dim + width:
+            return _along(item, axis - dim, size)
         dim += width
-    return torch.arange(seq)  # the index leaves the position axis whole
+    return torch.arange(size)  # the index leaves the axis whole
 
 
 def _along(item: Any, axis: int, seq: int) -> Tensor | None:
     """The positions one index item selects on an axis of length ``seq``."""
     if isinstance(item, slice):
         try:
-            return torch.tensor(list(range(seq)[item]), dtype=torch.long)
+            r = range(seq)[item]
         except (TypeError, ValueError):
             return None
+        return torch.arange(r.start, r.stop, r.step, dtype=torch.long) if len(r) else torch.empty(0, dtype=torch.long)
     if not isinstance(item, Tensor):
         try:
             return _along(torch.tensor([operator.index(item)]), 0, seq)
@@ -195,8 +214,8 @@ def _no_random_draws(what: list[str]) -> Iterator[None]:
         what.append("it draws random numbers")
 
 
-def traced(metric: MetricFn, logits: Tensor, allowed: frozenset[int] | None = None
-           ) -> tuple[Any, Trace]:
+def traced(metric: MetricFn, logits: Tensor, allowed: frozenset[int] | None = None,
+           allowed_columns: frozenset[int] | None = None) -> tuple[Any, Trace]:
     """``metric(logits)`` watched: its value (None if refused) and its ``Trace``.
 
     Example:
@@ -207,7 +226,7 @@ def traced(metric: MetricFn, logits: Tensor, allowed: frozenset[int] | None = No
         >>> traced(lambda x: x.argmax(), torch.zeros(1, 4, 3))[1].refused
         'argmax on the whole logits'
     """
-    trace = Trace(seq=logits.shape[1], allowed=allowed)
+    trace = Trace(seq=logits.shape[1], allowed=allowed, allowed_columns=allowed_columns)
     try:
         value = metric(watch(logits, trace))
     except Unproven as err:
@@ -223,21 +242,29 @@ def traced(metric: MetricFn, logits: Tensor, allowed: frozenset[int] | None = No
     return value, trace
 
 
-def hidden(rows: Tensor, positions: Tensor, shape: tuple[int, ...], fill: float) -> Tensor:
+def hidden(rows: Tensor, positions: Tensor, shape: tuple[int, ...], fill: float, columns: Tensor | None = None
+           ) -> Tensor:
     """Logits of ``shape`` (batch, pos, d_vocab) holding ``rows`` (batch, d_vocab) at each row's
-    position and ``fill`` everywhere else."""
+    position and ``fill`` everywhere else; with ``columns``, ``rows`` is (batch, len(columns)):
+    the entries of those vocabulary columns, every other entry is ``fill`` too."""
     out = torch.full(shape, fill, dtype=rows.dtype, device=rows.device)
-    out[torch.arange(shape[0], device=rows.device), positions.to(rows.device)] = rows
+    at = torch.arange(shape[0], device=rows.device), positions.to(rows.device)
+    if columns is None:
+        out[at] = rows
+    else:
+        out[at[0][:, None], at[1][:, None], columns.to(rows.device)[None, :]] = rows
     return out
 
 
 @dataclass(frozen=True)
 class Probe:
     """What tracing a plain metric on the base run's logits showed: the one position it reads
-    (``read_position``), or ``why`` the full logits are needed."""
+    (``read_position``) and, when it reads only a few, the vocabulary entries (``columns``, sorted;
+    None: all of them), or ``why`` the full logits are needed."""
 
     read_position: int | None
     why: str | None
+    columns: Tensor | None = None
 
     @property
     def position(self) -> int | None:
@@ -247,8 +274,9 @@ class Probe:
 
     def describe(self) -> str:
         if self.read_position is not None:
-            return (f"plain metric traced: it reads position {self.read_position} only (every cell's reads checked, "
-                    "a cell reading elsewhere is recomputed on full logits)")
+            entries = "" if self.columns is None else f", vocabulary entries {self.columns.tolist()}"
+            return (f"plain metric traced: it reads position {self.read_position} only{entries} (every cell's reads "
+                    "checked, a cell reading elsewhere is recomputed on full logits)")
         return f"plain metric reads the full logits: {self.why}"
 
 
@@ -280,16 +308,21 @@ def probe(metric: MetricFn, logits: Tensor, value: Tensor) -> Probe:
         read = "every position" if len(trace.positions) == trace.seq else f"positions {sorted(trace.positions)}"
         return Probe(None, f"it reads {read} (the read-only head computes one position per row)")
     (position,) = trace.positions
+    columns = None if trace.columns == EVERY else torch.tensor(sorted(trace.columns), dtype=torch.long)
     at = torch.full((logits.shape[0],), position, dtype=torch.long)
     rows = logits[torch.arange(logits.shape[0]), at.to(logits.device)]
+    if columns is not None:
+        rows = rows[:, columns.to(logits.device)]
+    allowed_columns = None if columns is None else frozenset(columns.tolist())
     for fill in (float("nan"), 1e4):
         with _no_random_draws(draws):
-            again, trace = traced(metric, hidden(rows, at, tuple(logits.shape), fill), frozenset(trace.positions))
+            again, trace = traced(metric, hidden(rows, at, tuple(logits.shape), fill, columns),
+                                  frozenset(trace.positions), allowed_columns)
         if trace.refused is not None or draws:
             return Probe(None, trace.refused or draws[0])
         if not (_same(again, value) and _same(got, value)):
-            return Probe(None, f"its value changed when the positions it does not read were hidden ({fill})")
-    return Probe(position, None)
+            return Probe(None, f"its value changed when the entries it does not read were hidden ({fill})")
+    return Probe(position, None, columns)
 
 
 def _same(a: Any, b: Any) -> bool:

@@ -14,6 +14,7 @@ exact full forward pass of the model runs instead. Values equal, cell by cell, t
 ``cell.run(model, batch)`` (up to float rounding of batched arithmetic).
 """
 
+import contextlib
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -27,7 +28,7 @@ from tl_interp._context import RunContext, running
 from tl_interp import compat
 from tl_interp.engine import reads
 from tl_interp.engine.passes import CostModel, cells_per_pass, chunks, merge_layers
-from tl_interp.engine.paths import mid_stack, prefix_kv, read_columns, read_only, skip_unchanged, split_final
+from tl_interp.engine.paths import head_columns, mid_stack, prefix_kv, read_only, skip_unchanged, split_final
 from tl_interp.engine.stack import bound_cells, stack
 from tl_interp.errors import InputError, OptionError
 from tl_interp.intervention import Intervention
@@ -36,7 +37,7 @@ from tl_interp.models._adapter import Tokenized
 from tl_interp.sites import d_vocab_out
 from tl_interp.sites import site as site_name
 
-__all__ = ["EngineOptions", "BaseRun", "Values", "check_metric", "Staged"]
+__all__ = ["EngineOptions", "BaseRun", "Values", "check_metric", "Staged", "forward_layout"]
 
 Values = Tensor | dict[str, Tensor]
 
@@ -93,6 +94,16 @@ class Staged:
     then: Callable[[Values], Any]
 
 
+def forward_layout(model: Any, options: EngineOptions) -> contextlib.AbstractContextManager[None]:
+    """TL's weights stored the way its forward multiplies by them, inside the block
+    (``compat.layout``: bit-identical results without TL's per-call copy of every weight
+    matrix); a study wraps its base run, its passes and any other forward of the same model.
+    Off with ``fast_paths=False``, with gradients, and on anything but a HookedTransformer."""
+    on = (options.fast_paths and not options.grad and compat.is_hooked_transformer(model)
+          and compat.usable("layout"))
+    return compat.layout.forward_layout(model, enabled=on)
+
+
 def _only(values: Values) -> Values:
     """The values of the single 'cell' of a base run."""
     return {k: v[0] for k, v in values.items()} if isinstance(values, dict) else values[0]
@@ -147,6 +158,8 @@ class BaseRun:
         self.read_positions: Tensor | None = None
         if self.read_reason is None and not self.plain:
             self.read_positions = self.metric.positions.long()  # type: ignore[union-attr]
+        self.columns: Tensor | None = None  # the vocabulary entries the read-only head computes (None: all)
+        self.columns_reason = self._narrow()
         self._decide_paths()
         # what TL's own forward uses as the mask: the batch's when padded, else its default
         self.forward_mask = batch.attention_mask if batch.padded else compat.tl_default_mask(model, batch.tokens)
@@ -158,13 +171,24 @@ class BaseRun:
         self._unembed_weight: Tensor | None = None
         self._run_base(list(dict.fromkeys(sites)))
 
+    def _narrow(self) -> str | None:
+        """Unembed only the vocabulary entries a ``ti.metrics`` metric reads (``paths.head_columns``),
+        scoring with the same metric on those columns; or why every entry is computed."""
+        why = head_columns.reason(self.read_reason, self._staged is not None)
+        if why is not None:
+            return why
+        narrowed = head_columns.narrowed(self.metric)
+        if narrowed is None:
+            return "pending the plain metric's trace" if self.plain else "the metric may read any vocabulary entry"
+        columns, metric = narrowed
+        self.columns, self.metric = columns.to(self.batch.tokens.device), metric
+        return None
+
     def _decide_paths(self) -> None:
-        """``read_columns``, ``prefix_kv`` and ``split_final``, which follow from the read-only head's decision."""
+        """``prefix_kv`` and ``split_final``, which follow from the read-only head's decision."""
         model, batch, fast = self.model, self.batch, self.options.fast_paths
         off = "fast paths disabled (fast_paths=False)"
         head_reason = None if self.read_reason is None or self._full_logits_reason() is None else self.read_reason
-        self.columns_reason = (off if not fast else "a staged metric" if self._staged is not None else
-                               "gradients kept" if self.options.grad else read_columns.reason(self.metric, self.read_reason))
         self.prefix_reason = (prefix_kv.reason(model, batch, self.metric, head_reason) if fast else off)
         if self.mid_reason is not None and self.prefix_reason is None:
             self.prefix_reason = f"needs mid-stack starts ({self.mid_reason})"
@@ -195,6 +219,10 @@ class BaseRun:
         else:
             self.read_positions = torch.full((self.rows,), found.read_position, dtype=torch.long,
                                              device=self.batch.tokens.device)
+            if found.columns is not None:  # the vocabulary entries it reads: only they are unembedded
+                self.columns, self.columns_reason = found.columns.to(self.batch.tokens.device), None
+            else:
+                self.columns_reason = "the plain metric reads every vocabulary entry (an index or a softmax)"
         self._decide_paths()
 
     # -- the base run ---------------------------------------------------------------------
@@ -254,12 +282,14 @@ class BaseRun:
     @property
     def paths(self) -> dict[str, str]:
         """Each fast path: ``"on"`` or why it is off (for provenance)."""
-        reasons = {"mid_stack": self.mid_reason, "read_only": self.read_reason, "read_columns": self.columns_reason,
+        reasons = {"mid_stack": self.mid_reason, "read_only": self.read_reason,
                    "prefix_kv": self.prefix_reason,
                    "split_final": self.split_reason,
                    "skip_unchanged": None if self.options.skip_unchanged and not self.options.grad
                    else "skip_unchanged=False or gradients kept"}
         paths = {k: "on" if v is None else f"off: {v}" for k, v in reasons.items()}
+        paths["head_columns"] = (f"on: {len(self.columns)} of {d_vocab_out(self.model)} vocabulary entries"
+                                 if self.columns is not None else f"off: {self.columns_reason}")
         if self.plain:  # where a plain function read, and how that was decided
             paths["plain_metric"] = self.read_note or f"reads the full logits: {self.read_reason}"
         return paths
@@ -300,7 +330,7 @@ class BaseRun:
         grad = torch.enable_grad() if self.options.grad else torch.inference_mode()
         groups = merge_layers(by_layer, first, n_layers=self.model.cfg.n_layers, seq=self.seq, n_rows=self.rows,
                               per_pass=per_pass, cost=self.options.cost)
-        with grad:
+        with forward_layout(self.model, self.options), grad:
             for layer, members in groups:
                 blocks_plain = layer is not None and compat.blocks_are_plain(self.model, layer)
                 starts = [first[i] if blocks_plain else 0 for i in members]
@@ -415,12 +445,14 @@ class BaseRun:
         """A plain metric's value per cell from its rows of logits at the traced position: the
         metric sees logits that are NaN everywhere else, and its reads are traced again
         (``engine.reads``); a cell whose call reads elsewhere is run again on its full logits."""
-        shape = (self.rows, self.seq, logits.shape[-1])
+        shape = (self.rows, self.seq, d_vocab_out(self.model))
         allowed = frozenset(self.read_positions.unique().tolist())  # type: ignore[union-attr]
+        columns = None if self.columns is None else frozenset(self.columns.tolist())
         values = []
         for j, cell in enumerate(cells):
             rows = logits[j * self.rows:(j + 1) * self.rows]
-            value, _ = reads.traced(self.metric, reads.hidden(rows, self.read_positions, shape, float("nan")), allowed)
+            nan = reads.hidden(rows, self.read_positions, shape, float("nan"), self.columns)
+            value, _ = reads.traced(self.metric, nan, allowed, columns)
             if value is None:
                 self.stats["plain_recomputed"] += 1
                 value = self.metric(self._pass(None, [cell], 0, full_logits=True))
@@ -428,12 +460,10 @@ class BaseRun:
         return torch.stack(values)
 
     def _head(self, rows: Tensor) -> Tensor:
-        """``compat.head`` of many rows, in chunks whose logits fit the memory budget (only the
-        metric's vocabulary entries when it names them: ``read_columns``)."""
+        """``compat.head`` of many rows, in chunks whose logits fit the memory budget."""
+        if self.columns is not None:  # the few entries the metric reads: no full unembedding
+            return compat.head_columns(self.model, rows, self.columns)
         per_chunk = max(1, int(self.options.memory_mb * 2**20 // (4 * 3 * d_vocab_out(self.model))))
-        if self.columns_reason is None:
-            return torch.cat([read_columns.head(self.model, rows[lo:lo + per_chunk], self.metric.columns)
-                              for lo in range(0, len(rows), per_chunk)])
         if self._unembed_weight is None:  # TL's layout of W_U, copied once per base run (or per study)
             self._unembed_weight = compat.unembed_weight_of(self.model)
         weight = self._unembed_weight

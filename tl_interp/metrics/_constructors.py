@@ -74,14 +74,27 @@ def logit_diff(correct: Answers, incorrect: Answers, *, positions: Reader = "las
     """
     _check_answers(correct, "correct")
     _check_answers(incorrect, "incorrect")
+
+    def narrow(at: Reader) -> tuple[Tensor, Metric]:
+        columns, (c, i) = _compact(correct, incorrect)
+        return columns, logit_diff(c, i, positions=at)
+
     return Metric("logit_diff", _check_reader(positions), lambda x: _gather(x, correct) - _gather(x, incorrect),
-                  columns=_columns(correct, incorrect))
+                  narrow=narrow)
 
 
-def _columns(*answers: Answers) -> Tensor:
-    """The vocabulary ids ``_gather`` reads for these answers (a missing answer, -1, reads none)."""
-    ids = torch.cat([torch.as_tensor(a).reshape(-1).long().cpu() for a in answers])
-    return ids[ids >= 0].unique()
+def _compact(*answers: Answers) -> tuple[Tensor, list[Answers]]:
+    """The token ids the answers name (sorted, unique) and each answer as an index into them
+    (``-1``, "no answer", stays ``-1``)."""
+    ids = torch.cat([torch.as_tensor(a).flatten().long().cpu() for a in answers])
+    columns = ids[ids >= 0].unique()
+    out: list[Answers] = []
+    for a in answers:
+        t = torch.as_tensor(a).long()
+        at = torch.searchsorted(columns.to(t.device), t.clamp_min(0))
+        mapped = torch.where(t >= 0, at, torch.full_like(at, -1))
+        out.append(int(mapped) if isinstance(a, int) else mapped)
+    return columns, out
 
 
 @checked

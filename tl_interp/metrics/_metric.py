@@ -9,7 +9,7 @@ per prompt and over stacked variants (leading axes before ``batch``) without a P
 """
 
 from collections.abc import Callable
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from typing import Any, Literal, TypeAlias
 
 import torch
@@ -35,16 +35,29 @@ class Metric:
         score: ``logits at positions -> per-prompt values``: gets ``(..., batch, d_vocab)``
             when ``positions`` is set, ``(..., batch, pos, d_vocab)`` when it is ``None``.
         higher_is_better: the direction of improvement (for normalising and ranking).
-        columns: the vocabulary ids ``score`` reads (sorted, unique), when it reads no others
-            (``logit_diff``), so the engine may unembed only those (``engine.paths.read_columns``);
-            None: it may read any.
     """
 
     name: str
     positions: Reader
     score: Callable[[Tensor], Tensor]
     higher_is_better: bool = True
-    columns: Tensor | None = None
+    narrow: Callable[[Reader], tuple[Tensor, "Metric"]] | None = field(default=None, repr=False)
+
+    def narrowed(self) -> tuple[Tensor, "Metric"] | None:
+        """The vocabulary entries this metric reads, when it reads only a few, and the same
+        metric scoring logits of those entries alone (``(..., batch, len(columns))``, in that
+        order), reading the same positions; None when it may read any entry. Lets a study
+        unembed only those columns.
+
+        Example:
+            >>> import torch
+            >>> from tl_interp.metrics import logit_diff
+            >>> logits = torch.randn(2, 3, 9)
+            >>> columns, small = logit_diff(torch.tensor([7, 2]), 4, positions=-1).narrowed()
+            >>> columns.tolist(), torch.equal(small(logits[..., columns]), logit_diff(torch.tensor([7, 2]), 4, positions=-1)(logits))
+            ([2, 4, 7], True)
+        """
+        return None if self.narrow is None else self.narrow(self.positions)
 
     def at(self, batch: Any) -> "Metric":
         """This metric reading ``batch``'s rows: ``"last"`` becomes each row's last real token;

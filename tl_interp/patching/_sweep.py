@@ -20,7 +20,7 @@ from tl_interp import hooks
 from tl_interp.engine._grid import Grid, check_layers, model_grid
 from tl_interp.engine.executors import Executor, Plan, execute
 from tl_interp.engine.inputs import Inputs, paired_batches
-from tl_interp.engine.run import EngineOptions, check_metric
+from tl_interp.engine.run import EngineOptions, check_metric, forward_layout
 from tl_interp.errors import InputError, OptionError
 from tl_interp.metrics import bind, is_metric
 from tl_interp.models._adapter import Tokenized, adapt
@@ -147,21 +147,22 @@ def sweep(model: Any, clean: Inputs, corrupted: Inputs, metric: Callable[..., An
                       attention_mask=attention_mask)
     options = EngineOptions(memory_mb=memory_mb, fast_paths=fast_paths, skip_unchanged=skip_unchanged)
     grid = plan.grid
-    with torch.no_grad():
-        source_cache = hooks.cache(plan.names)
-        kw = {"attention_mask": plan.source.attention_mask} if plan.source.padded else {}
-        source_logits = source_cache.run(model, plan.source.tokens, **kw)
-    source_value = bind(metric, plan.source)(source_logits).float()
-    cells, keys = [], []
-    for layer, name in zip(plan.layers, plan.names):
-        for cell in grid.cells:
-            cells.append(hooks.patch(name, source_cache[name], **grid.selection(cell)))
-            keys.append((layer, *cell))
-    work = Plan(model, plan.base, metric, tuple(cells), tuple(keys), tuple(plan.names), options,
-                label=f"patching {site}",
-                signature={"study": "patching", "site": site, "over": list(grid.over), "direction": direction,
-                           "source": prompt_hash(plan.source.tokens)})
-    outcome = execute(work, executor, progress=progress)
+    with forward_layout(model, options):  # TL's weights re-laid out once for the source run and the engine's
+        with torch.no_grad():
+            source_cache = hooks.cache(plan.names)
+            kw = {"attention_mask": plan.source.attention_mask} if plan.source.padded else {}
+            source_logits = source_cache.run(model, plan.source.tokens, **kw)
+        source_value = bind(metric, plan.source)(source_logits).float()
+        cells, keys = [], []
+        for layer, name in zip(plan.layers, plan.names):
+            for cell in grid.cells:
+                cells.append(hooks.patch(name, source_cache[name], **grid.selection(cell)))
+                keys.append((layer, *cell))
+        work = Plan(model, plan.base, metric, tuple(cells), tuple(keys), tuple(plan.names), options,
+                    label=f"patching {site}",
+                    signature={"study": "patching", "site": site, "over": list(grid.over), "direction": direction,
+                               "source": prompt_hash(plan.source.tokens)})
+        outcome = execute(work, executor, progress=progress)
     values, base_value = outcome.values, outcome.base
     if isinstance(values, dict):
         raise InputError("patching sweeps take one metric, not a MetricSet")

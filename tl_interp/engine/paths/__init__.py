@@ -9,14 +9,15 @@
 - ``split_final``: run the final block's queries, attention output and MLP at the last
   position alone (its keys and values for earlier positions come from ``ln1`` + the key/value
   projections);
-- ``read_columns``: unembed only the vocabulary entries the metric reads (NaN elsewhere);
 - ``skip_unchanged``: a cell whose edit writes exactly the values already there takes the
-  base run's value without a pass (and tells ``prefix_kv`` where its edit starts).
+  base run's value without a pass (and tells ``prefix_kv`` where its edit starts);
+- ``head_columns``: with the read-only head, unembed only the vocabulary entries the metric
+  reads (a logit difference's answers; a plain function's traced indices).
 
 Each module's ``reason(...)`` returns why the path can't be taken (recorded in provenance), or
 None; the exact full forward pass is the fallback of every one.
 """
 
-from tl_interp.engine.paths import mid_stack, prefix_kv, read_columns, read_only, skip_unchanged, split_final
+from tl_interp.engine.paths import head_columns, mid_stack, prefix_kv, read_only, skip_unchanged, split_final
 
-__all__ = ["mid_stack", "read_only", "read_columns", "prefix_kv", "split_final", "skip_unchanged"]
+__all__ = ["mid_stack", "read_only", "prefix_kv", "split_final", "skip_unchanged", "head_columns"]
