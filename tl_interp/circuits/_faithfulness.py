@@ -21,7 +21,9 @@ from torch import Tensor
 from tl_interp._checks import checked
 from tl_interp.circuits._edit import circuit_edit
 from tl_interp.circuits._graph import Graph
-from tl_interp.circuits._runs import ablated_values, no_head_results, prepare, sender_values
+from tl_interp.circuits._rows import CircuitRows, rows_reason
+from tl_interp.circuits._runs import ablated_values, forward_kw, no_head_results, prepare, sender_values
+from tl_interp import hooks
 from tl_interp import compat
 from tl_interp.engine.executors import Executor, Plan, execute
 from tl_interp.engine.inputs import Inputs
@@ -104,6 +106,14 @@ def _edge_set(g: Graph, circuit: Any, i: int) -> Tensor:
     return keep
 
 
+def _base(model: Any, g: Graph, batch: Any) -> dict[str, Tensor]:
+    """The clean run's activations ``CircuitRows`` starts from (``CircuitRows.base_names``)."""
+    cache = hooks.cache(CircuitRows.base_names(g))
+    with torch.no_grad():
+        cache.run(model, batch.tokens, **forward_kw(batch))
+    return dict(cache.store)
+
+
 @checked
 def faithfulness(model: Any, circuits: Sequence[Any], clean: Inputs, corrupted: Inputs, metric: Callable[..., Any],
                  *, ablation: Literal["corrupted", "mean", "zero"] = "corrupted",
@@ -157,22 +167,34 @@ def faithfulness(model: Any, circuits: Sequence[Any], clean: Inputs, corrupted: 
         keeps = [k.reshape(len(g.edges), -1) for k in keeps]
     clean_s, _ = sender_values(model, g, clean_b)
     other = ablated_values(model, g, ablation, clean_b, corrupt_b, clean_s)
+    # identical circuits are evaluated once, the full circuit (nothing to edit) is the base run itself
+    masks = torch.stack([*keeps, torch.zeros_like(keeps[0])])  # the last: the empty circuit
+    distinct, inverse = torch.unique(masks.flatten(1), dim=0, return_inverse=True)
+    distinct = distinct.reshape(-1, *masks.shape[1:])
+    run = [i for i in range(len(distinct)) if not bool(distinct[i].all())]
+    norms = compat.attention_output_norms(model)
+    why = rows_reason(model, norms, per_position)
     # the passes read heads' outputs from hook_z (no per-head results: see circuit_edit)
-    with compat.receiver_hooks(model, split_qkv=True, mlp_in=True, ungroup=True), no_head_results(model):
-        norms = compat.attention_output_norms(model)
-        w_o = [block.attn.W_O.detach() for block in model.blocks]
-        cells = [circuit_edit(g, keep, other, clean_s, f"circuit {i}", norms, w_o) for i, keep in enumerate(keeps)]
-        cells.append(circuit_edit(g, torch.zeros_like(keeps[0]), other, clean_s, "empty circuit", norms, w_o))
+    with compat.receiver_hooks(model, split_qkv=why is not None, mlp_in=True, ungroup=True), no_head_results(model):
+        if why is None:
+            rows = CircuitRows(model, g, distinct[run], other, clean_s, _base(model, g, clean_b))
+            cells = [rows.cell(k, f"circuit {i}") for k, i in enumerate(run)]
+        else:
+            w_o = [block.attn.W_O.detach() for block in model.blocks]
+            cells = [circuit_edit(g, distinct[i], other, clean_s, f"circuit {i}", norms, w_o) for i in run]
         # only the residual stream entering layer 0 (passes start there): checking which cells change
-        # nothing would run every cell's edits once more on the base activations, and only the
-        # full circuit changes nothing
+        # nothing would run every cell's edits once more on the base activations
         sites = ["blocks.0.hook_resid_pre"]
-        plan = Plan(model, clean_b, metric, tuple(cells), tuple((i,) for i in range(len(cells))), tuple(sites),
+        plan = Plan(model, clean_b, metric, tuple(cells), tuple((i,) for i in run), tuple(sites),
                     EngineOptions(memory_mb=memory_mb), label="circuits",
                     signature={"study": "circuits.faithfulness", "ablation": ablation})
         outcome = execute(plan, executor, progress=progress)
-    values = outcome.values.float().cpu()
-    settings = {"ablation": ablation, "graph": named.spec(), "engine": outcome.paths, **outcome.stats}
+    by_distinct = outcome.base[None].repeat(len(distinct), 1)
+    by_distinct[run] = outcome.values
+    values = by_distinct[inverse].float().cpu()
+    stats = {**outcome.stats, "circuits_evaluated": len(run),
+             "circuit_rows": "on" if why is None else f"off: {why}"}
+    settings = {"ablation": ablation, "graph": named.spec(), "engine": outcome.paths, **stats}
     provenance = Provenance.make(adapt(model).model_id,
                                  interventions=[f"edges outside each circuit carry their {ablation} value"],
                                  prompt_hash=prompt_hash(clean_b.tokens, corrupt_b.tokens), settings=settings)

@@ -1,0 +1,270 @@
+"""Many circuits per pass, every circuit's rows edited together, on the ordinary forward pass.
+
+``faithfulness`` runs one engine cell per circuit; here every cell's hook at a point is one
+call over the rows of all the pass's cells (``engine.stack``'s ``together`` protocol), and no
+cell runs TransformerLens's per-head inputs. A receiver (a head's q, k or v input, an MLP's
+input, the logits) reads, in circuit ``c``, its current input plus
+``sum over excluded senders of (other_s - current_s)``; per circuit it is
+
+- *in* (no excluded sender): the ordinary forward already computes it, nothing to do;
+- *out* (every sender excluded): the input is ``base - sum clean_s + sum other_s`` whatever the
+  circuit does upstream (the senders' sum is all that moves), a constant computed once per
+  study; a head's constant projection ``ln1(A) @ W[h] + b[h]`` replaces its entry at
+  ``attn.hook_q`` / ``hook_k`` / ``hook_v``;
+- *mixed*: ``ln1(resid_pre + update) @ W[h] + b[h]`` for that head alone (an MLP / the logits:
+  ``input + update``), with the current senders read in the same pass (heads as ``z @ W_O[h]``,
+  folded into one product per block of senders).
+
+Rotary embeddings, q/k norms and soft caps come after those hook points and run as usual;
+grouped-query attention runs ungrouped (one key / value per query head), as ``_heads`` does.
+``rows_reason`` says when this can't be done exactly; ``faithfulness`` then runs the per-head
+cells of ``_edit.circuit_edit``.
+"""
+
+from collections.abc import Sequence
+from typing import Any
+
+import torch
+from torch import Tensor
+
+from tl_interp.circuits._edit import Norms, sender_hooks
+from tl_interp.circuits._graph import Graph
+from tl_interp.circuits._heads import head_input_reason
+from tl_interp.hooks._select import layout
+from tl_interp.intervention import Intervention
+
+__all__ = ["rows_reason", "CircuitRows"]
+
+
+def rows_reason(model: Any, norms: Norms, per_position: bool) -> str | None:
+    """Why circuits can't be evaluated by ``CircuitRows`` (on the ordinary forward), or None."""
+    why = head_input_reason(model)
+    if why is not None:
+        return why
+    if norms is not None:
+        return "attention outputs are normalised before they are added (a head's edge is not a summand)"
+    if per_position:
+        return "circuits of edges at positions (per_position=True)"
+    return None
+
+
+_STAGES = ("hook_resid_pre", "attn.hook_q", "attn.hook_k", "attn.hook_v", "attn.hook_z", "hook_mlp_in", "hook_mlp_out",
+           "hook_resid_post")
+
+
+def _forward_order(name: str) -> tuple[int, int]:
+    """Where a point of this module fires in a forward pass: (layer, stage)."""
+    _, layer, rest = name.split(".", 2)
+    return int(layer), _STAGES.index(rest)
+
+
+class _Point:
+    """One edited hook point: its receivers' excluded-sender weights per circuit and their kind."""
+
+    def __init__(self, name: str, layer: int, letter: str | None, n_senders: int, weights: Tensor) -> None:
+        self.name, self.layer, self.letter, self.n_senders = name, layer, letter, n_senders
+        self.weights = weights  # (circuit + 1, receiver, sender); the last circuit: nothing excluded
+        self.out = weights.sum(-1) == n_senders  # (circuit + 1, receiver)
+        self.mixed = weights.any(-1) & ~self.out
+        self.constant: Tensor | None = None  # (batch, pos, head, d_head) or (batch, pos, d_model)
+        self.group = f"blocks.{layer}.attn" if letter is not None else name  # points reading the same senders
+        self.first = 0  # its first receiver's index in the group
+
+
+class _RowsHook:
+    """A cell's hook at one point: alone it edits its own rows; stacked, ``together`` edits every
+    cell's rows in one call (``engine.stack``)."""
+
+    def __init__(self, together: Any, payload: int, name: str) -> None:
+        self.together, self.payload, self.__name__ = together, payload, name
+
+    def __call__(self, act: Tensor, hook: Any) -> Tensor | None:
+        return self.together(act, hook, [self.payload], act.shape[0])
+
+
+class CircuitRows:
+    """The cells of circuits ``keeps`` on ``model`` (see the module docstring).
+
+    Args:
+        model: the model (run with ``compat.receiver_hooks(mlp_in=True, ungroup=True)``).
+        g: the graph.
+        keeps: ``(circuit, n_edges)`` bool.
+        other: ``(batch, pos, n_senders, d_model)`` senders' ablated values.
+        clean: the same on the clean run.
+        base: the clean run's activations at ``blocks.L.hook_resid_pre``, ``blocks.L.hook_mlp_in``
+            and the last ``hook_resid_post`` (``base_names``).
+    """
+
+    def __init__(self, model: Any, g: Graph, keeps: Tensor, other: Tensor, clean: Tensor,
+                 base: dict[str, Tensor]) -> None:
+        self.model, self.g, self.other, self.clean = model, g, other, clean
+        self.n_circuits = keeps.shape[0]
+        excluded = torch.cat([~keeps.bool(), torch.zeros(1, keeps.shape[1], dtype=torch.bool)]).float()
+        self.starts, at = [], 0
+        for _, n in sender_hooks(g):
+            self.starts.append(at)
+            at += n
+        by_point: dict[str, list[Any]] = {}
+        for r in g.receivers:
+            layer = int(r.hook_name.split(".")[1])
+            if r.head is not None:
+                letter = r.hook_name.split("hook_")[1][0]
+                name = f"blocks.{layer}.attn.hook_{letter}"
+            else:
+                letter, name = None, r.hook_name
+            by_point.setdefault(name, []).append((layer, letter, r))
+        self.points: dict[str, _Point] = {}
+        for name, members in by_point.items():
+            layer, letter, first = members[0]
+            n = first.n_senders
+            weights = torch.stack([excluded[:, r.offset:r.offset + n] for _, _, r in members], 1)
+            self.points[name] = _Point(name, layer, letter, n, weights)
+        self.groups: dict[str, tuple[Tensor, Tensor]] = {}  # (weights, mixed) of every group's receivers
+        for p in self.points.values():
+            weights, mixed = self.groups.get(p.group, (p.weights[:, :0], p.mixed[:, :0]))
+            p.first = weights.shape[1]
+            self.groups[p.group] = (torch.cat([weights, p.weights], 1), torch.cat([mixed, p.mixed], 1))
+        with torch.no_grad():
+            for p in self.points.values():
+                p.constant = self._constant(p, base)
+        self.w_o = [block.attn.W_O.detach() for block in model.blocks]
+        self.other_t = other.permute(2, 0, 1, 3)  # (sender, batch, pos, d_model)
+        self._capture_index = {name.replace("hook_result", "hook_z"): i for i, (name, _) in enumerate(sender_hooks(g))}
+        self._state: dict[str, Any] = {}
+        self._last = (-1, 0)
+        self._together = {name: self._make(name) for name in self.capture_names() + list(self.points)}
+
+    @staticmethod
+    def base_names(g: Graph) -> list[str]:
+        """The clean-run activations ``base`` holds."""
+        names = [f"blocks.{layer}.hook_resid_pre" for layer in range(g.n_layers)]
+        if g.mlp:
+            names += [f"blocks.{layer}.hook_mlp_in" for layer in range(g.n_layers)]
+        return names + [f"blocks.{g.n_layers - 1}.hook_resid_post"]
+
+    def capture_names(self) -> list[str]:
+        names = [f"blocks.{layer}.hook_resid_pre" for layer in range(self.g.n_layers)]
+        return names + [name.replace("hook_result", "hook_z") for name, _ in sender_hooks(self.g)[1:]]
+
+    def _constant(self, p: _Point, base: dict[str, Tensor]) -> Tensor:
+        """What a receiver at ``p`` reads with every sender excluded: ``base - sum clean + sum other``
+        (a head: its projection of that input)."""
+        n = p.n_senders
+        source = f"blocks.{p.layer}.hook_resid_pre" if p.letter is not None else p.name
+        moved = base[source] + (self.other[:, :, :n] - self.clean[:, :, :n]).sum(2)
+        if p.letter is None:
+            return moved
+        w, b = self._projection(p.layer, p.letter)
+        return torch.einsum("bpd,hde->bphe", self.model.blocks[p.layer].ln1(moved), w) + b
+
+    def cell(self, index: int, label: str) -> Intervention:
+        """Circuit ``index``'s cell: hooks where it reads something other than the ordinary
+        forward, and the captures of the current senders its mixed receivers read."""
+        hooks, need = [], 0  # need: how many senders its mixed receivers read
+        for name, p in self.points.items():
+            if bool(p.weights[index].any()):
+                hooks.append(name)
+                if bool(p.mixed[index].any()):
+                    need = max(need, p.n_senders)
+        captures = [name for name, start in zip(self.capture_names()[self.g.n_layers:], self.starts[1:]) if start < need]
+        captures += [f"blocks.{p.layer}.hook_resid_pre" for p in self.points.values()
+                     if p.letter is not None and bool(p.mixed[index].any())]
+        names = sorted(dict.fromkeys(captures + hooks), key=_forward_order)
+        return sum((Intervention.single(n, _RowsHook(self._together[n], index, f"circuit_rows"), f"{label}: edges")
+                    for n in names), Intervention.identity())
+
+    # -- the hooks ----------------------------------------------------------------------------
+    def _make(self, name: str) -> Any:
+        point, order, none = self.points.get(name), _forward_order(name), self.n_circuits
+
+        def together(act: Tensor, hook: Any, payloads: Sequence[int | None], batch: int) -> Tensor | None:
+            if order <= self._last:  # a new pass (each pass runs the points in forward order)
+                self._state = {}
+            self._last = order
+            known = self._state.setdefault("cells", [None] * len(payloads))
+            for at, c in enumerate(payloads):  # the circuit of each cell of the pass, one throughout
+                if c is not None and known[at] not in (None, c):
+                    raise RuntimeError(f"circuit rows at {name}: the pass's cells changed mid-pass")
+                known[at] = known[at] if c is None else c
+            if point is not None:
+                index = torch.tensor([none if c is None else c for c in payloads])  # no hook here: nothing excluded
+                return self._edit(point, act, index, batch)
+            if name.endswith("hook_resid_pre"):
+                self._state[name] = act
+            else:
+                self._capture(name, act, batch)
+            return None
+
+        return together
+
+    def _capture(self, name: str, act: Tensor, batch: int) -> None:
+        """Write ``other - current`` of the senders at ``name`` into the pass's ``(cell, sender,
+        batch * pos * d_model)`` table (allocated at the first capture, the embeddings' entry
+        filled: they never move)."""
+        cells, lo = act.shape[0] // batch, layout(act.shape[0], act.shape[1], "circuit rows").offset
+        other = self.other_t[:, :, lo:lo + act.shape[1]].to(act.device, act.dtype)  # (sender, batch, pos, d_model)
+        table = self._state.get("diff")
+        if table is None:
+            table = act.new_empty(cells, other.shape[0], batch, act.shape[1], other.shape[-1])
+            table[:, 0] = other[0] - self.clean[:, lo:lo + act.shape[1], 0].to(act.device, act.dtype)
+            self._state["diff"] = table
+        start = self.starts[self._capture_index[name]]
+        if name.endswith("hook_z"):  # a head's output is z @ W_O[h]
+            w_o = self.w_o[int(name.split(".")[1])].to(act.dtype)
+            now = torch.einsum("cbphe,hed->chbpd", act.reshape(cells, batch, *act.shape[1:]), w_o)
+            table[:, start:start + now.shape[1]] = other[start:start + now.shape[1]] - now
+        else:
+            table[:, start] = other[start] - act.reshape(cells, batch, *act.shape[1:])
+
+    def _updates(self, group: str, index: Tensor) -> Tensor:
+        """``sum over excluded senders s of (other_s - current_s)`` for every receiver of ``group``
+        and every cell of the pass, ``(cell, receiver, batch * pos * d_model)``: one product (a
+        layer's q, k and v inputs read the same senders: computed once, at the first of them)."""
+        memo = self._state.get(("update", group))
+        if memo is None:
+            weights, _ = self.groups[group]
+            table = self._state.get("diff")
+            if table is None:
+                raise RuntimeError("circuit rows: no sender was read in this pass")
+            n = weights.shape[-1]
+            w = weights[index].to(table.device, table.dtype)  # (cell, receiver, sender)
+            memo = torch.bmm(w, table[:, :n].flatten(2))
+            self._state[("update", group)] = memo
+        return memo
+
+    def _edit(self, p: _Point, act: Tensor, index: Tensor, batch: int) -> Tensor:
+        lo = layout(act.shape[0], act.shape[1], "circuit rows").offset
+        window = slice(lo, lo + act.shape[1])
+        cells = act.shape[0] // batch
+        out = act.clone(memory_format=torch.contiguous_format)
+        shaped = out.view(cells, batch, *act.shape[1:])
+        kinds = (p.out[index], p.mixed[index])  # (cell, receiver)
+        constant = p.constant[:, window].to(act.device, act.dtype)  # type: ignore[index]
+        if p.letter is not None and bool(kinds[0].any()):  # (cell, batch, pos, head, d_head)
+            shaped.copy_(torch.where(kinds[0][:, None, None, :, None].to(act.device), constant, shaped))
+        elif p.letter is None and bool(kinds[0].any()):
+            shaped[kinds[0][:, 0].to(act.device)] = constant
+        pairs = kinds[1].nonzero()  # (cell, receiver) of mixed receivers
+        if len(pairs) == 0:
+            return out
+        c, r = pairs[:, 0].to(act.device), pairs[:, 1].to(act.device)
+        update = self._updates(p.group, index)[c, p.first + r].view(len(c), batch, act.shape[1], -1)
+        if p.letter is None:
+            shaped[c] = shaped[c] + update
+            return out
+        resid = self._state.get(f"blocks.{p.layer}.hook_resid_pre")
+        if resid is None:
+            raise RuntimeError(f"circuit rows: blocks.{p.layer}.hook_resid_pre was not read in this pass")
+        x = resid.reshape(cells, batch, *resid.shape[1:])[c] + update  # (pairs, batch, pos, d_model)
+        block = self.model.blocks[p.layer]
+        normed = block.ln1(x.flatten(0, 1)).reshape(x.shape)
+        w, b = self._projection(p.layer, p.letter)
+        new = torch.einsum("mbpd,mde->mbpe", normed, w[r].to(act.dtype)) + b[r, None, None].to(act.dtype)
+        shaped[c, :, :, r] = new
+        return out
+
+    def _projection(self, layer: int, letter: str) -> tuple[Tensor, Tensor]:
+        """``(W, b)`` of a layer's q, k or v projection, one per query head (grouped K/V repeated)."""
+        attn = self.model.blocks[layer].attn
+        w, b = {"q": (attn.W_Q, attn.b_Q), "k": (attn.W_K, attn.b_K), "v": (attn.W_V, attn.b_V)}[letter]
+        return w.detach(), b.detach()
