@@ -162,9 +162,10 @@ class CircuitRows:
         forward, and the captures of the current senders its mixed receivers read."""
         hooks, need = [], 0  # need: how many senders its mixed receivers read
         for name, p in self.points.items():
-            if bool(p.weights[index].any()):
+            weights, mixed = self.groups[p.group]  # a hook at every point of a group it edits
+            if bool(weights[index].any()):
                 hooks.append(name)
-                if bool(p.mixed[index].any()):
+                if bool(mixed[index].any()):
                     need = max(need, p.n_senders)
         captures = [name for name, start in zip(self.capture_names()[self.g.n_layers:], self.starts[1:]) if start < need]
         captures += [f"blocks.{p.layer}.hook_resid_pre" for p in self.points.values()
@@ -205,10 +206,11 @@ class CircuitRows:
         other = self.other_t[:, :, lo:lo + act.shape[1]].to(act.device, act.dtype)  # (sender, batch, pos, d_model)
         table = self._state.get("diff")
         if table is None:
-            table = act.new_empty(cells, other.shape[0], batch, act.shape[1], other.shape[-1])
+            table = act.new_zeros(cells, other.shape[0], batch, act.shape[1], other.shape[-1])
             table[:, 0] = other[0] - self.clean[:, lo:lo + act.shape[1], 0].to(act.device, act.dtype)
             self._state["diff"] = table
         start = self.starts[self._capture_index[name]]
+        self._state.setdefault("read", {0}).add(start)
         if name.endswith("hook_z"):  # a head's output is z @ W_O[h]
             w_o = self.w_o[int(name.split(".")[1])].to(act.dtype)
             now = torch.einsum("cbphe,hed->chbpd", act.reshape(cells, batch, *act.shape[1:]), w_o)
@@ -221,16 +223,17 @@ class CircuitRows:
         and every cell of the pass, ``(cell, receiver, batch * pos * d_model)``: one product (a
         layer's q, k and v inputs read the same senders: computed once, at the first of them)."""
         memo = self._state.get(("update", group))
+        if memo is not None and not torch.equal(memo[0], index):
+            raise RuntimeError(f"circuit rows: the points of {group} hold different cells")
         if memo is None:
             weights, _ = self.groups[group]
-            table = self._state.get("diff")
-            if table is None:
-                raise RuntimeError("circuit rows: no sender was read in this pass")
-            n = weights.shape[-1]
+            table, n = self._state.get("diff"), weights.shape[-1]
+            if table is None or any(start not in self._state["read"] for start in self.starts if start < n):
+                raise RuntimeError(f"circuit rows: {group} reads senders this pass did not read")
             w = weights[index].to(table.device, table.dtype)  # (cell, receiver, sender)
-            memo = torch.bmm(w, table[:, :n].flatten(2))
+            memo = (index, torch.bmm(w, table[:, :n].flatten(2)))
             self._state[("update", group)] = memo
-        return memo
+        return memo[1]
 
     def _edit(self, p: _Point, act: Tensor, index: Tensor, batch: int) -> Tensor:
         lo = layout(act.shape[0], act.shape[1], "circuit rows").offset
