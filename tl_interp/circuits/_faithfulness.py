@@ -22,8 +22,7 @@ from tl_interp._checks import checked
 from tl_interp.circuits._edit import circuit_edit
 from tl_interp.circuits._graph import Graph
 from tl_interp.circuits._rows import CircuitRows, rows_reason
-from tl_interp.circuits._runs import ablated_values, forward_kw, no_head_results, prepare, sender_values
-from tl_interp import hooks
+from tl_interp.circuits._runs import ablated_values, no_head_results, prepare, sender_values
 from tl_interp import compat
 from tl_interp.engine.executors import Executor, Plan, execute
 from tl_interp.engine.inputs import Inputs
@@ -101,17 +100,8 @@ def _edge_set(g: Graph, circuit: Any, i: int) -> Tensor:
         raise InputError(f"circuit {i}: give a collection of edge names (or an object with .edges), not "
                          f"{type(circuit).__name__}")
     keep = torch.zeros(len(g.edges), dtype=torch.bool)
-    for edge in edges:
-        keep[g.index(edge)] = True  # an unknown name fails here, with suggestions
+    keep[torch.tensor([g.index(edge) for edge in edges], dtype=torch.long)] = True  # unknown names fail here
     return keep
-
-
-def _base(model: Any, g: Graph, batch: Any) -> dict[str, Tensor]:
-    """The clean run's activations ``CircuitRows`` starts from (``CircuitRows.base_names``)."""
-    cache = hooks.cache(CircuitRows.base_names(g))
-    with torch.no_grad():
-        cache.run(model, batch.tokens, **forward_kw(batch))
-    return dict(cache.store)
 
 
 @checked
@@ -165,8 +155,6 @@ def faithfulness(model: Any, circuits: Sequence[Any], clean: Inputs, corrupted: 
     keeps = [_edge_set(named, c, i) for i, c in enumerate(circuits)]
     if per_position:
         keeps = [k.reshape(len(g.edges), -1) for k in keeps]
-    clean_s, _ = sender_values(model, g, clean_b)
-    other = ablated_values(model, g, ablation, clean_b, corrupt_b, clean_s)
     # identical circuits are evaluated once, the full circuit (nothing to edit) is the base run itself
     masks = torch.stack([*keeps, torch.zeros_like(keeps[0])])  # the last: the empty circuit
     distinct, inverse = torch.unique(masks.flatten(1), dim=0, return_inverse=True)
@@ -176,8 +164,11 @@ def faithfulness(model: Any, circuits: Sequence[Any], clean: Inputs, corrupted: 
     why = rows_reason(model, norms, per_position)
     # the passes read heads' outputs from hook_z (no per-head results: see circuit_edit)
     with compat.receiver_hooks(model, split_qkv=why is not None, mlp_in=True, ungroup=True), no_head_results(model):
+        base = dict.fromkeys(CircuitRows.base_names(g)) if why is None else None  # read in the same pass
+        clean_s, _ = sender_values(model, g, clean_b, base)
+        other = ablated_values(model, g, ablation, clean_b, corrupt_b, clean_s)
         if why is None:
-            rows = CircuitRows(model, g, distinct[run], other, clean_s, _base(model, g, clean_b))
+            rows = CircuitRows(model, g, distinct[run], other, clean_s, base)  # type: ignore[arg-type]
             cells = [rows.cell(k, f"circuit {i}") for k, i in enumerate(run)]
         else:
             w_o = [block.attn.W_O.detach() for block in model.blocks]

@@ -11,9 +11,11 @@ input, the logits) reads, in circuit ``c``, its current input plus
   circuit does upstream (the senders' sum is all that moves), a constant computed once per
   study; a head's constant projection ``ln1(A) @ W[h] + b[h]`` replaces its entry at
   ``attn.hook_q`` / ``hook_k`` / ``hook_v``;
-- *mixed*: ``ln1(resid_pre + update) @ W[h] + b[h]`` for that head alone (an MLP / the logits:
-  ``input + update``), with the current senders read in the same pass (heads as ``z @ W_O[h]``,
-  folded into one product per block of senders).
+- *mixed*: ``ln1(A + sum over its senders s of (current_s - other_s)) @ W[h] + b[h]`` for that
+  head alone (an MLP / the logits: ``input + sum over excluded s of (other_s - current_s)``),
+  with the current senders read in the same pass (heads as ``z @ W_O[h]``) into one table of
+  ``other - current`` per pass, and every receiver of a layer's q, k, v inputs computed by one
+  product with that table.
 
 Rotary embeddings, q/k norms and soft caps come after those hook points and run as usual;
 grouped-query attention runs ungrouped (one key / value per query head), as ``_heads`` does.
@@ -67,6 +69,7 @@ class _Point:
         self.out = weights.sum(-1) == n_senders  # (circuit + 1, receiver)
         self.mixed = weights.any(-1) & ~self.out
         self.constant: Tensor | None = None  # (batch, pos, head, d_head) or (batch, pos, d_model)
+        self.moved: Tensor | None = None  # a head's input with every sender excluded (batch, pos, d_model)
         self.group = f"blocks.{layer}.attn" if letter is not None else name  # points reading the same senders
         self.first = 0  # its first receiver's index in the group
 
@@ -119,14 +122,24 @@ class CircuitRows:
             n = first.n_senders
             weights = torch.stack([excluded[:, r.offset:r.offset + n] for _, _, r in members], 1)
             self.points[name] = _Point(name, layer, letter, n, weights)
-        self.groups: dict[str, tuple[Tensor, Tensor]] = {}  # (weights, mixed) of every group's receivers
+        # (weights, mixed) of every group's receivers; the weights a table of a pass is multiplied by:
+        # a head's input is rebuilt from A (its kept senders), an MLP's / the logits' edited (its excluded ones)
+        self.groups: dict[str, tuple[Tensor, Tensor]] = {}
         for p in self.points.values():
             weights, mixed = self.groups.get(p.group, (p.weights[:, :0], p.mixed[:, :0]))
             p.first = weights.shape[1]
-            self.groups[p.group] = (torch.cat([weights, p.weights], 1), torch.cat([mixed, p.mixed], 1))
+            mine = p.weights if p.letter is None else -(1 - p.weights)
+            self.groups[p.group] = (torch.cat([weights, mine], 1), torch.cat([mixed, p.mixed], 1))
+        # per group, per circuit: does it edit the group at all, has it a mixed receiver there
+        self._edits: dict[str, tuple[list[bool], list[bool]]] = {}
+        for p in self.points.values():
+            edits, mixed = self._edits.get(p.group, ([False] * len(excluded), [False] * len(excluded)))
+            self._edits[p.group] = ([a or b for a, b in zip(edits, p.weights.any(2).any(1).tolist())],
+                                    [a or b for a, b in zip(mixed, p.mixed.any(1).tolist())])
         with torch.no_grad():
+            moved = (other - clean).cumsum(2)  # (batch, pos, sender, d_model): sum of the first s + 1 senders' moves
             for p in self.points.values():
-                p.constant = self._constant(p, base)
+                p.constant = self._constant(p, base, moved[:, :, p.n_senders - 1])
         self.w_o = [block.attn.W_O.detach() for block in model.blocks]
         self.other_t = other.permute(2, 0, 1, 3)  # (sender, batch, pos, d_model)
         self._capture_index = {name.replace("hook_result", "hook_z"): i for i, (name, _) in enumerate(sender_hooks(g))}
@@ -143,17 +156,17 @@ class CircuitRows:
         return names + [f"blocks.{g.n_layers - 1}.hook_resid_post"]
 
     def capture_names(self) -> list[str]:
-        names = [f"blocks.{layer}.hook_resid_pre" for layer in range(self.g.n_layers)]
-        return names + [name.replace("hook_result", "hook_z") for name, _ in sender_hooks(self.g)[1:]]
+        """Where the current senders are read (all but the embeddings, which never move)."""
+        return [name.replace("hook_result", "hook_z") for name, _ in sender_hooks(self.g)[1:]]
 
-    def _constant(self, p: _Point, base: dict[str, Tensor]) -> Tensor:
-        """What a receiver at ``p`` reads with every sender excluded: ``base - sum clean + sum other``
-        (a head: its projection of that input)."""
-        n = p.n_senders
+    def _constant(self, p: _Point, base: dict[str, Tensor], moved: Tensor) -> Tensor:
+        """What a receiver at ``p`` reads with every sender excluded: ``base + sum (other - clean)``
+        over its senders (``moved``); a head: its projection of that input."""
         source = f"blocks.{p.layer}.hook_resid_pre" if p.letter is not None else p.name
-        moved = base[source] + (self.other[:, :, :n] - self.clean[:, :, :n]).sum(2)
+        moved = base[source] + moved
         if p.letter is None:
             return moved
+        p.moved = moved
         w, b = self._projection(p.layer, p.letter)
         return torch.einsum("bpd,hde->bphe", self.model.blocks[p.layer].ln1(moved), w) + b
 
@@ -162,14 +175,12 @@ class CircuitRows:
         forward, and the captures of the current senders its mixed receivers read."""
         hooks, need = [], 0  # need: how many senders its mixed receivers read
         for name, p in self.points.items():
-            weights, mixed = self.groups[p.group]  # a hook at every point of a group it edits
-            if bool(weights[index].any()):
+            edits, mixed = self._edits[p.group]  # a hook at every point of a group it edits
+            if edits[index]:
                 hooks.append(name)
-                if bool(mixed[index].any()):
+                if mixed[index]:
                     need = max(need, p.n_senders)
-        captures = [name for name, start in zip(self.capture_names()[self.g.n_layers:], self.starts[1:]) if start < need]
-        captures += [f"blocks.{p.layer}.hook_resid_pre" for p in self.points.values()
-                     if p.letter is not None and bool(p.mixed[index].any())]
+        captures = [name for name, start in zip(self.capture_names(), self.starts[1:]) if start < need]
         names = sorted(dict.fromkeys(captures + hooks), key=_forward_order)
         return sum((Intervention.single(n, _RowsHook(self._together[n], index, f"circuit_rows"), f"{label}: edges")
                     for n in names), Intervention.identity())
@@ -190,10 +201,7 @@ class CircuitRows:
             if point is not None:
                 index = torch.tensor([none if c is None else c for c in payloads])  # no hook here: nothing excluded
                 return self._edit(point, act, index, batch)
-            if name.endswith("hook_resid_pre"):
-                self._state[name] = act
-            else:
-                self._capture(name, act, batch)
+            self._capture(name, act, batch)
             return None
 
         return together
@@ -206,7 +214,7 @@ class CircuitRows:
         other = self.other_t[:, :, lo:lo + act.shape[1]].to(act.device, act.dtype)  # (sender, batch, pos, d_model)
         table = self._state.get("diff")
         if table is None:
-            table = act.new_zeros(cells, other.shape[0], batch, act.shape[1], other.shape[-1])
+            table = act.new_empty(cells, other.shape[0], batch, act.shape[1], other.shape[-1])  # filled as read
             table[:, 0] = other[0] - self.clean[:, lo:lo + act.shape[1], 0].to(act.device, act.dtype)
             self._state["diff"] = table
         start = self.starts[self._capture_index[name]]
@@ -219,9 +227,10 @@ class CircuitRows:
             table[:, start] = other[start] - act.reshape(cells, batch, *act.shape[1:])
 
     def _updates(self, group: str, index: Tensor) -> Tensor:
-        """``sum over excluded senders s of (other_s - current_s)`` for every receiver of ``group``
-        and every cell of the pass, ``(cell, receiver, batch * pos * d_model)``: one product (a
-        layer's q, k and v inputs read the same senders: computed once, at the first of them)."""
+        """For every receiver of ``group`` and every cell of the pass, ``(cell, receiver, batch * pos
+        * d_model)``: a head's ``sum over kept s of (current_s - other_s)``, an MLP's / the logits'
+        ``sum over excluded s of (other_s - current_s)``; one product (a layer's q, k and v inputs
+        read the same senders: computed once, at the first of them)."""
         memo = self._state.get(("update", group))
         if memo is not None and not torch.equal(memo[0], index):
             raise RuntimeError(f"circuit rows: the points of {group} hold different cells")
@@ -239,15 +248,19 @@ class CircuitRows:
         lo = layout(act.shape[0], act.shape[1], "circuit rows").offset
         window = slice(lo, lo + act.shape[1])
         cells = act.shape[0] // batch
-        out = act.clone(memory_format=torch.contiguous_format)
-        shaped = out.view(cells, batch, *act.shape[1:])
         kinds = (p.out[index], p.mixed[index])  # (cell, receiver)
+        pairs = kinds[1].nonzero()  # (cell, receiver) of mixed receivers
         constant = p.constant[:, window].to(act.device, act.dtype)  # type: ignore[index]
         if p.letter is not None and bool(kinds[0].any()):  # (cell, batch, pos, head, d_head)
-            shaped.copy_(torch.where(kinds[0][:, None, None, :, None].to(act.device), constant, shaped))
-        elif p.letter is None and bool(kinds[0].any()):
-            shaped[kinds[0][:, 0].to(act.device)] = constant
-        pairs = kinds[1].nonzero()  # (cell, receiver) of mixed receivers
+            shaped = torch.where(kinds[0][:, None, None, :, None].to(act.device), constant,
+                                 act.view(cells, batch, *act.shape[1:]))
+        elif len(pairs) or bool(kinds[0].any()):
+            shaped = act.clone(memory_format=torch.contiguous_format).view(cells, batch, *act.shape[1:])
+            if p.letter is None:
+                shaped[kinds[0][:, 0].to(act.device)] = constant
+        else:
+            return act
+        out = shaped.view(act.shape)
         if len(pairs) == 0:
             return out
         c, r = pairs[:, 0].to(act.device), pairs[:, 1].to(act.device)
@@ -255,10 +268,7 @@ class CircuitRows:
         if p.letter is None:
             shaped[c] = shaped[c] + update
             return out
-        resid = self._state.get(f"blocks.{p.layer}.hook_resid_pre")
-        if resid is None:
-            raise RuntimeError(f"circuit rows: blocks.{p.layer}.hook_resid_pre was not read in this pass")
-        x = resid.reshape(cells, batch, *resid.shape[1:])[c] + update  # (pairs, batch, pos, d_model)
+        x = p.moved[:, window].to(act.device, act.dtype) + update  # type: ignore[index]  # (pairs, batch, pos, d_model)
         block = self.model.blocks[p.layer]
         normed = block.ln1(x.flatten(0, 1)).reshape(x.shape)
         w, b = self._projection(p.layer, p.letter)

@@ -67,15 +67,19 @@ def forward_kw(batch: Tokenized) -> dict[str, Tensor]:
     return {"attention_mask": batch.attention_mask} if batch.padded else {}
 
 
-def sender_values(model: Any, g: Graph, batch: Tokenized) -> tuple[Tensor, Tensor]:
+def sender_values(model: Any, g: Graph, batch: Tokenized, also: dict[str, Tensor] | None = None
+                  ) -> tuple[Tensor, Tensor]:
     """Every sender's output on ``batch`` (``(batch, pos, n_senders, d_model)``, zero on padding)
     and the run's logits, from a plain forward pass: a head's output is read as ``z @ W_O[h]``
     from ``attn.hook_z`` (TL's per-head results, ``use_attn_result``, materialise a (batch, pos,
-    head, d_head, d_model) product in every layer)."""
+    head, d_head, d_model) product in every layer). ``also``: hook names whose activations the
+    same pass fills in."""
     names = [name.replace("hook_result", "hook_z") for name, _ in sender_hooks(g)]
-    cache = hooks.cache(names)
+    cache = hooks.cache(list(dict.fromkeys(names + list(also or {}))))
     with torch.no_grad(), no_head_results(model):
         logits = cache.run(model, batch.tokens, **forward_kw(batch))
+    for name in also or {}:
+        also[name] = cache[name]  # type: ignore[index]
     rows, pos = batch.shape
     parts = []
     for name, n in sender_hooks(g):
