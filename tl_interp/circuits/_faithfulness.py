@@ -28,7 +28,7 @@ from tl_interp.engine.executors import Executor, Plan, execute
 from tl_interp.engine.inputs import Inputs
 from tl_interp.engine.run import EngineOptions
 from tl_interp.errors import InputError, OptionError, UnsupportedError
-from tl_interp.models._adapter import adapt
+from tl_interp.models._adapter import Tokenized, adapt
 from tl_interp.results import Provenance, Result, bounded, prompt_hash, register_result
 
 __all__ = ["Faithfulness", "faithfulness"]
@@ -104,6 +104,22 @@ def _edge_set(g: Graph, circuit: Any, i: int) -> Tensor:
     return keep
 
 
+def _senders(model: Any, g: Graph, clean: Tokenized, corrupted: Tokenized | None,
+             base: dict[str, Any] | None) -> tuple[Tensor, Tensor | None]:
+    """``sender_values`` of the clean batch (filling ``base`` from the same pass) and of the
+    corrupted one (None: not needed), in one forward pass when both have one shape."""
+    if corrupted is None or corrupted.shape != clean.shape:
+        return sender_values(model, g, clean, base)[0], None
+    rows = clean.shape[0]
+    both = Tokenized(torch.cat([clean.tokens, corrupted.tokens]),
+                     torch.cat([clean.attention_mask, corrupted.attention_mask]),
+                     torch.cat([clean.last_index, corrupted.last_index]), clean.str_tokens + corrupted.str_tokens)
+    values, _ = sender_values(model, g, both, base)
+    for name, act in (base or {}).items():
+        base[name] = act[:rows]  # type: ignore[index]
+    return values[:rows], values[rows:]
+
+
 @checked
 def faithfulness(model: Any, circuits: Sequence[Any], clean: Inputs, corrupted: Inputs, metric: Callable[..., Any],
                  *, ablation: Literal["corrupted", "mean", "zero"] = "corrupted",
@@ -165,8 +181,8 @@ def faithfulness(model: Any, circuits: Sequence[Any], clean: Inputs, corrupted: 
     # the passes read heads' outputs from hook_z (no per-head results: see circuit_edit)
     with compat.receiver_hooks(model, split_qkv=why is not None, mlp_in=True, ungroup=True), no_head_results(model):
         base = dict.fromkeys(CircuitRows.base_names(g)) if why is None else None  # read in the same pass
-        clean_s, _ = sender_values(model, g, clean_b, base)
-        other = ablated_values(model, g, ablation, clean_b, corrupt_b, clean_s)
+        clean_s, corrupt_s = _senders(model, g, clean_b, corrupt_b if ablation != "zero" else None, base)
+        other = ablated_values(model, g, ablation, clean_b, corrupt_b, clean_s, corrupt_s)
         if why is None:
             rows = CircuitRows(model, g, distinct[run], other, clean_s, base)  # type: ignore[arg-type]
             cells = [rows.cell(k, f"circuit {i}") for k, i in enumerate(run)]

@@ -69,7 +69,6 @@ class _Point:
         self.out = weights.sum(-1) == n_senders  # (circuit + 1, receiver)
         self.mixed = weights.any(-1) & ~self.out
         self.constant: Tensor | None = None  # (batch, pos, head, d_head) or (batch, pos, d_model)
-        self.moved: Tensor | None = None  # a head's input with every sender excluded (batch, pos, d_model)
         self.group = f"blocks.{layer}.attn" if letter is not None else name  # points reading the same senders
         self.first = 0  # its first receiver's index in the group
 
@@ -136,6 +135,10 @@ class CircuitRows:
             edits, mixed = self._edits.get(p.group, ([False] * len(excluded), [False] * len(excluded)))
             self._edits[p.group] = ([a or b for a, b in zip(edits, p.weights.any(2).any(1).tolist())],
                                     [a or b for a, b in zip(mixed, p.mixed.any(1).tolist())])
+        # per layer: q, k, v weights of every receiver of its group (query heads; grouped K/V repeated)
+        self.qkv = {layer: self._projection(layer) for layer in range(g.n_layers)}
+        self.moved: dict[int, Tensor] = {}  # per layer: a head's input with every sender excluded
+        self._projected: dict[int, Tensor] = {}  # and its q, k, v projections
         with torch.no_grad():
             moved = (other - clean).cumsum(2)  # (batch, pos, sender, d_model): sum of the first s + 1 senders' moves
             for p in self.points.values():
@@ -162,13 +165,14 @@ class CircuitRows:
     def _constant(self, p: _Point, base: dict[str, Tensor], moved: Tensor) -> Tensor:
         """What a receiver at ``p`` reads with every sender excluded: ``base + sum (other - clean)``
         over its senders (``moved``); a head: its projection of that input."""
-        source = f"blocks.{p.layer}.hook_resid_pre" if p.letter is not None else p.name
-        moved = base[source] + moved
         if p.letter is None:
-            return moved
-        p.moved = moved
-        w, b = self._projection(p.layer, p.letter)
-        return torch.einsum("bpd,hde->bphe", self.model.blocks[p.layer].ln1(moved), w) + b
+            return base[p.name] + moved
+        if p.layer not in self.moved:
+            self.moved[p.layer] = base[f"blocks.{p.layer}.hook_resid_pre"] + moved
+            w, b = self.qkv[p.layer]  # every receiver's projection at once: (batch, pos, 3 * head, d_head)
+            self._projected[p.layer] = torch.einsum("bpd,rde->bpre", self.model.blocks[p.layer].ln1(self.moved[p.layer]),
+                                                    w) + b
+        return self._projected[p.layer][:, :, p.first:p.first + p.weights.shape[1]]
 
     def cell(self, index: int, label: str) -> Intervention:
         """Circuit ``index``'s cell: hooks where it reads something other than the ordinary
@@ -263,21 +267,36 @@ class CircuitRows:
         out = shaped.view(act.shape)
         if len(pairs) == 0:
             return out
-        c, r = pairs[:, 0].to(act.device), pairs[:, 1].to(act.device)
-        update = self._updates(p.group, index)[c, p.first + r].view(len(c), batch, act.shape[1], -1)
-        if p.letter is None:
-            shaped[c] = shaped[c] + update
+        if p.letter is not None:
+            c, r, new = self._heads(p, index, batch, act)
+            shaped[c, :, :, r] = new
             return out
-        x = p.moved[:, window].to(act.device, act.dtype) + update  # type: ignore[index]  # (pairs, batch, pos, d_model)
-        block = self.model.blocks[p.layer]
-        normed = block.ln1(x.flatten(0, 1)).reshape(x.shape)
-        w, b = self._projection(p.layer, p.letter)
-        new = torch.einsum("mbpd,mde->mbpe", normed, w[r].to(act.dtype)) + b[r, None, None].to(act.dtype)
-        shaped[c, :, :, r] = new
+        c = pairs[:, 0].to(act.device)
+        shaped[c] = shaped[c] + self._updates(p.group, index)[c, p.first].view(len(c), batch, act.shape[1], -1)
         return out
 
-    def _projection(self, layer: int, letter: str) -> tuple[Tensor, Tensor]:
-        """``(W, b)`` of a layer's q, k or v projection, one per query head (grouped K/V repeated)."""
+    def _heads(self, p: _Point, index: Tensor, batch: int, act: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+        """``(cell, head, projection (pair, batch, pos, d_head))`` of the mixed receivers at ``p``:
+        ``ln1(A + update) @ W[h] + b[h]``, for a layer's q, k and v receivers in one call."""
+        memo = self._state.get(("heads", p.group))
+        if memo is None:
+            _, mixed = self.groups[p.group]
+            pairs = mixed[index].nonzero().to(act.device)
+            c, r = pairs[:, 0], pairs[:, 1]
+            lo = layout(act.shape[0], act.shape[1], "circuit rows").offset
+            x = (self.moved[p.layer][:, lo:lo + act.shape[1]].to(act.dtype)
+                 + self._updates(p.group, index)[c, r].view(len(c), batch, act.shape[1], -1))
+            normed = self.model.blocks[p.layer].ln1(x.flatten(0, 1)).reshape(len(c), -1, x.shape[-1])
+            w, b = self.qkv[p.layer]
+            new = torch.bmm(normed, w[r].to(act.dtype)) + b[r, None].to(act.dtype)
+            memo = (c, r, new.view(len(c), batch, act.shape[1], -1))
+            self._state[("heads", p.group)] = memo
+        c, r, new = memo
+        mine = (r >= p.first) & (r < p.first + p.weights.shape[1])
+        return c[mine], r[mine] - p.first, new[mine]
+
+    def _projection(self, layer: int) -> tuple[Tensor, Tensor]:
+        """``(W (3 * head, d_model, d_head), b (3 * head, d_head))``: a layer's q, k and v projections
+        in the group's receiver order, one per query head (grouped K/V repeated)."""
         attn = self.model.blocks[layer].attn
-        w, b = {"q": (attn.W_Q, attn.b_Q), "k": (attn.W_K, attn.b_K), "v": (attn.W_V, attn.b_V)}[letter]
-        return w.detach(), b.detach()
+        return (torch.cat([attn.W_Q, attn.W_K, attn.W_V]).detach(), torch.cat([attn.b_Q, attn.b_K, attn.b_V]).detach())

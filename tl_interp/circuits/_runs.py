@@ -94,12 +94,13 @@ def sender_values(model: Any, g: Graph, batch: Tokenized, also: dict[str, Tensor
 
 
 def ablated_values(model: Any, g: Graph, ablation: str, clean: Tokenized, corrupted: Tokenized,
-                   clean_values: Tensor) -> Tensor:
-    """The values ablated edges carry, shaped like ``clean_values`` (zero on padding)."""
+                   clean_values: Tensor, corrupted_values: Tensor | None = None) -> Tensor:
+    """The values ablated edges carry, shaped like ``clean_values`` (zero on padding);
+    ``corrupted_values``: ``sender_values`` of the corrupted batch, when already read."""
     real = clean.attention_mask.to(clean_values.device).bool()[:, :, None, None]
     if ablation == "zero":
         return torch.zeros_like(clean_values)
-    values, _ = sender_values(model, g, corrupted)
+    values = sender_values(model, g, corrupted)[0] if corrupted_values is None else corrupted_values
     if ablation == "corrupted":
         return values
     mask = corrupted.attention_mask.to(values.device)[:, :, None, None].to(values.dtype)
