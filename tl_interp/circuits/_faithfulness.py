@@ -178,14 +178,16 @@ def faithfulness(model: Any, circuits: Sequence[Any], clean: Inputs, corrupted: 
     run = [i for i in range(len(distinct)) if not bool(distinct[i].all())]
     norms = compat.attention_output_norms(model)
     why = rows_reason(model, norms, per_position)
-    # the passes read heads' outputs from hook_z (no per-head results: see circuit_edit)
-    with compat.receiver_hooks(model, split_qkv=why is not None, mlp_in=True, ungroup=True), no_head_results(model):
-        base = dict.fromkeys(CircuitRows.base_names(g)) if why is None else None  # read in the same pass
+    with compat.receiver_hooks(model, mlp_in=True, ungroup=True), no_head_results(model):
+        base = dict.fromkeys(CircuitRows.base_names(model, g)) if why is None else None  # read in the same pass
         clean_s, corrupt_s = _senders(model, g, clean_b, corrupt_b if ablation != "zero" else None, base)
         other = ablated_values(model, g, ablation, clean_b, corrupt_b, clean_s, corrupt_s)
+        rows = CircuitRows(model, g, distinct[run], other, clean_s, base) if why is None else None  # type: ignore[arg-type]
+        why = why if rows is None else rows.reason
+    # the passes read heads' outputs from hook_z (no per-head results: see circuit_edit)
+    with compat.receiver_hooks(model, split_qkv=why is not None, mlp_in=True, ungroup=True), no_head_results(model):
         if why is None:
-            rows = CircuitRows(model, g, distinct[run], other, clean_s, base)  # type: ignore[arg-type]
-            cells = [rows.cell(k, f"circuit {i}") for k, i in enumerate(run)]
+            cells = [rows.cell(k, f"circuit {i}") for k, i in enumerate(run)]  # type: ignore[union-attr]
         else:
             w_o = [block.attn.W_O.detach() for block in model.blocks]
             cells = [circuit_edit(g, distinct[i], other, clean_s, f"circuit {i}", norms, w_o) for i in run]

@@ -93,8 +93,8 @@ class CircuitRows:
         keeps: ``(circuit, n_edges)`` bool.
         other: ``(batch, pos, n_senders, d_model)`` senders' ablated values.
         clean: the same on the clean run.
-        base: the clean run's activations at ``blocks.L.hook_resid_pre``, ``blocks.L.hook_mlp_in``
-            and the last ``hook_resid_post`` (``base_names``).
+        base: the clean run's activations at ``blocks.L.hook_resid_pre``, ``blocks.L.hook_mlp_in``,
+            the last ``hook_resid_post`` and ``hook_pos_embed`` (``base_names``).
     """
 
     def __init__(self, model: Any, g: Graph, keeps: Tensor, other: Tensor, clean: Tensor,
@@ -140,9 +140,15 @@ class CircuitRows:
         self.moved: dict[int, Tensor] = {}  # per layer: a head's input with every sender excluded
         self._projected: dict[int, Tensor] = {}  # and its q, k, v projections
         with torch.no_grad():
-            moved = (other - clean).cumsum(2)  # (batch, pos, sender, d_model): sum of the first s + 1 senders' moves
+            # (batch, pos, sender, d_model): the sum of the first s + 1 senders' moves, added to the base input
+            # in float64: with every sender excluded the input can be ~0 in exact arithmetic (zero ablation,
+            # no biases), where float32 cancellation would leave noise that a norm then scales up
+            base = {k: v.double() for k, v in base.items()}
+            others, cleans = other.double().cumsum(2), clean.double().cumsum(2)
+            self.reason: str | None = None  # why the constants can't be trusted (faithfulness then runs per-head cells)
             for p in self.points.values():
-                p.constant = self._constant(p, base, moved[:, :, p.n_senders - 1])
+                rest = self._rest(p, base, cleans[:, :, p.n_senders - 1])
+                p.constant = self._constant(p, rest + others[:, :, p.n_senders - 1]).to(other.dtype)
         self.w_o = [block.attn.W_O.detach() for block in model.blocks]
         self.other_t = other.permute(2, 0, 1, 3)  # (sender, batch, pos, d_model)
         self._capture_index = {name.replace("hook_result", "hook_z"): i for i, (name, _) in enumerate(sender_hooks(g))}
@@ -151,9 +157,11 @@ class CircuitRows:
         self._together = {name: self._make(name) for name in self.capture_names() + list(self.points)}
 
     @staticmethod
-    def base_names(g: Graph) -> list[str]:
+    def base_names(model: Any, g: Graph) -> list[str]:
         """The clean-run activations ``base`` holds."""
         names = [f"blocks.{layer}.hook_resid_pre" for layer in range(g.n_layers)]
+        if model.cfg.positional_embedding_type == "standard":
+            names.append("hook_pos_embed")
         if g.mlp:
             names += [f"blocks.{layer}.hook_mlp_in" for layer in range(g.n_layers)]
         return names + [f"blocks.{g.n_layers - 1}.hook_resid_post"]
@@ -162,16 +170,34 @@ class CircuitRows:
         """Where the current senders are read (all but the embeddings, which never move)."""
         return [name.replace("hook_result", "hook_z") for name, _ in sender_hooks(self.g)[1:]]
 
-    def _constant(self, p: _Point, base: dict[str, Tensor], moved: Tensor) -> Tensor:
-        """What a receiver at ``p`` reads with every sender excluded: ``base + sum (other - clean)``
-        over its senders (``moved``); a head: its projection of that input."""
+    def _rest(self, p: _Point, base: dict[str, Tensor], senders: Tensor) -> Tensor:
+        """What a receiver's input holds besides its senders: the positional embeddings and ``b_O`` of
+        the attention layers before it (float64, from the parameters: as ``base - sum of the clean
+        senders`` it would carry float32 rounding, which a norm scales up where the input is ~0).
+        Checked against ``base - senders``; a mismatch sets ``reason``."""
+        layers = p.layer + (1 if p.name.endswith("hook_mlp_in") and not self.g.parallel else 0)
+        if p.name.endswith("hook_resid_post"):
+            layers = self.g.n_layers
+        rest = base.get("hook_pos_embed", torch.zeros_like(senders))
+        for layer in range(layers):
+            rest = rest + self.model.blocks[layer].attn.b_O.detach().double()
+        source = base[p.name if p.letter is None else f"blocks.{p.layer}.hook_resid_pre"]
+        off = float((source - senders - rest).abs().max())
+        if self.reason is None and off > 1e-4 * (1 + float(source.abs().max())):
+            self.reason = (f"the residual stream at {p.name} holds more than its senders, positional embeddings "
+                           f"and b_O (off by {off:.2g})")
+        return rest
+
+    def _constant(self, p: _Point, moved: Tensor) -> Tensor:
+        """What a receiver at ``p`` reads with every sender excluded (``moved``: its non-sender part
+        plus its senders' ``other`` values); a head: its projection of that input."""
         if p.letter is None:
-            return base[p.name] + moved
+            return moved
         if p.layer not in self.moved:
-            self.moved[p.layer] = base[f"blocks.{p.layer}.hook_resid_pre"] + moved
+            moved = moved.to(self.other.dtype)
+            self.moved[p.layer] = moved
             w, b = self.qkv[p.layer]  # every receiver's projection at once: (batch, pos, 3 * head, d_head)
-            self._projected[p.layer] = torch.einsum("bpd,rde->bpre", self.model.blocks[p.layer].ln1(self.moved[p.layer]),
-                                                    w) + b
+            self._projected[p.layer] = torch.einsum("bpd,rde->bpre", self.model.blocks[p.layer].ln1(moved), w) + b
         return self._projected[p.layer][:, :, p.first:p.first + p.weights.shape[1]]
 
     def cell(self, index: int, label: str) -> Intervention:
