@@ -150,7 +150,7 @@ class CircuitRows:
                 rest = self._rest(p, base, cleans[:, :, p.n_senders - 1])
                 p.constant = self._constant(p, rest + others[:, :, p.n_senders - 1]).to(other.dtype)
         self.w_o = [block.attn.W_O.detach() for block in model.blocks]
-        self.other_t = other.permute(2, 0, 1, 3)  # (sender, batch, pos, d_model)
+        self.other_t = other.permute(2, 0, 1, 3).contiguous()  # (sender, batch, pos, d_model)
         self._capture_index = {name.replace("hook_result", "hook_z"): i for i, (name, _) in enumerate(sender_hooks(g))}
         self._state: dict[str, Any] = {}
         self._last = (-1, 0)
@@ -249,10 +249,12 @@ class CircuitRows:
             self._state["diff"] = table
         start = self.starts[self._capture_index[name]]
         self._state.setdefault("read", {0}).add(start)
-        if name.endswith("hook_z"):  # a head's output is z @ W_O[h]
+        if name.endswith("hook_z"):  # a head's output is z @ W_O[h]: (cell, head, batch * pos, d_model)
             w_o = self.w_o[int(name.split(".")[1])].to(act.dtype)
-            now = torch.einsum("cbphe,hed->chbpd", act.reshape(cells, batch, *act.shape[1:]), w_o)
-            table[:, start:start + now.shape[1]] = other[start:start + now.shape[1]] - now
+            z = act.reshape(cells, batch * act.shape[1], *act.shape[2:]).transpose(1, 2)
+            heads = slice(start, start + w_o.shape[0])
+            torch.sub(other[heads].reshape(w_o.shape[0], -1, w_o.shape[-1]), torch.matmul(z, w_o),
+                      out=table[:, heads].view(cells, w_o.shape[0], -1, w_o.shape[-1]))
         else:
             table[:, start] = other[start] - act.reshape(cells, batch, *act.shape[1:])
 
