@@ -9,23 +9,12 @@ import tl_interp as ti
 from tests.circuits_reference import brute_force_faithfulness
 from tests.conftest import _cfg, _hooked, attn_only, gpt2_style, llama_style
 from tests.test_circuits import gemma_style
+from tests.test_circuits_verify import _task
 from tl_interp import circuits
 from tl_interp.engine.stack import bound_cells, stack
 from tl_interp.intervention import Intervention
 
 ROWS_ON = {"gpt2": gpt2_style, "llama_gqa_rotary": llama_style, "attn_only": attn_only}
-
-
-def _task(model, seed: int = 0, n: int = 3):
-    g = torch.Generator().manual_seed(seed)
-    vocab = model.cfg.d_vocab
-    clean = torch.randint(1, vocab, (n, 7), generator=g)
-    corrupted = clean.clone()
-    corrupted[:, 1:5] = torch.randint(1, vocab, (n, 4), generator=g)
-    correct, wrong = torch.randint(1, vocab, (n,), generator=g), torch.randint(1, vocab, (n,), generator=g)
-    rows = torch.arange(n)
-    return clean, corrupted, ti.metrics.logit_diff(correct, wrong), lambda logits: (
-        logits[rows, -1, correct] - logits[rows, -1, wrong])
 
 
 def _nested(graph, seed: int = 0):
