@@ -144,6 +144,8 @@ class CircuitRows:
             # in float64: with every sender excluded the input can be ~0 in exact arithmetic (zero ablation,
             # no biases), where float32 cancellation would leave noise that a norm then scales up
             base = {k: v.double() for k, v in base.items()}
+            b_o = torch.stack([block.attn.b_O.detach().double() for block in model.blocks])
+            self._biases = torch.cat([torch.zeros_like(b_o[:1]), b_o.cumsum(0)])  # b_O of the first l layers
             others, cleans = other.double().cumsum(2), clean.double().cumsum(2)
             self.reason: str | None = None  # why the constants can't be trusted (faithfulness then runs per-head cells)
             for p in self.points.values():
@@ -178,9 +180,8 @@ class CircuitRows:
         layers = p.layer + (1 if p.name.endswith("hook_mlp_in") and not self.g.parallel else 0)
         if p.name.endswith("hook_resid_post"):
             layers = self.g.n_layers
-        rest = base.get("hook_pos_embed", torch.zeros_like(senders))
-        for layer in range(layers):
-            rest = rest + self.model.blocks[layer].attn.b_O.detach().double()
+        pos = base.get("hook_pos_embed")
+        rest = self._biases[layers] if pos is None else pos + self._biases[layers]
         source = base[p.name if p.letter is None else f"blocks.{p.layer}.hook_resid_pre"]
         off = float((source - senders - rest).abs().max())
         if self.reason is None and off > 1e-4 * (1 + float(source.abs().max())):
