@@ -36,11 +36,16 @@ def test_circuit_rows_equal_the_brute_force_loop_and_say_they_ran(family) -> Non
 
 def test_one_circuit_per_pass_equals_every_circuit_in_one_pass() -> None:
     # a memory budget of one cell per pass: each circuit's hooks then edit its rows alone
+    # (circuits that edit nothing before the last layer included: their passes still start at layer 0)
     model = llama_style()
-    clean, corrupted, metric, _ = _task(model, seed=1)
-    chosen = _nested(circuits.graph(model), seed=1)
+    clean, corrupted, metric, score = _task(model, seed=1)
+    g = circuits.graph(model)
+    late = [[e for e in g.edges if not e.endswith(end)] for end in ("logits", "m1")]
+    chosen = [*late, *_nested(g, seed=1), *late]
     together = circuits.faithfulness(model, chosen, clean, corrupted, metric, progress=False)
     alone = circuits.faithfulness(model, chosen, clean, corrupted, metric, progress=False, memory_mb=1e-3)
+    reference = brute_force_faithfulness(model, clean, corrupted, late, score)
+    torch.testing.assert_close(alone.values[:2].double(), reference.double(), atol=1e-5, rtol=0)
     assert together.provenance.settings["passes"] == 1
     assert alone.provenance.settings["passes"] == together.provenance.settings["circuits_evaluated"]
     torch.testing.assert_close(alone.values, together.values, atol=1e-5, rtol=0)

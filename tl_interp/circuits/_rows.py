@@ -54,6 +54,9 @@ _STAGES = ("hook_resid_pre", "attn.hook_q", "attn.hook_k", "attn.hook_v", "attn.
            "hook_resid_post")
 
 
+_BEGIN = "blocks.0.hook_resid_pre"  # every cell hooks it, so every pass starts there and resets the pass's state
+
+
 def _forward_order(name: str) -> tuple[int, int]:
     """Where a point of this module fires in a forward pass: (layer, stage)."""
     _, layer, rest = name.split(".", 2)
@@ -156,7 +159,7 @@ class CircuitRows:
         self._capture_index = {name.replace("hook_result", "hook_z"): i for i, (name, _) in enumerate(sender_hooks(g))}
         self._state: dict[str, Any] = {}
         self._last = (-1, 0)
-        self._together = {name: self._make(name) for name in self.capture_names() + list(self.points)}
+        self._together = {name: self._make(name) for name in [_BEGIN, *self.capture_names(), *self.points]}
 
     @staticmethod
     def base_names(model: Any, g: Graph) -> list[str]:
@@ -212,7 +215,7 @@ class CircuitRows:
                 if mixed[index]:
                     need = max(need, p.n_senders)
         captures = [name for name, start in zip(self.capture_names(), self.starts[1:]) if start < need]
-        names = sorted(dict.fromkeys(captures + hooks), key=_forward_order)
+        names = [_BEGIN, *sorted(dict.fromkeys(captures + hooks), key=_forward_order)]  # every pass starts at layer 0
         return sum((Intervention.single(n, _RowsHook(self._together[n], index, f"circuit_rows"), f"{label}: edges")
                     for n in names), Intervention.identity())
 
@@ -221,8 +224,11 @@ class CircuitRows:
         point, order, none = self.points.get(name), _forward_order(name), self.n_circuits
 
         def together(act: Tensor, hook: Any, payloads: Sequence[int | None], batch: int) -> Tensor | None:
-            if order <= self._last:  # a new pass (each pass runs the points in forward order)
-                self._state = {}
+            if name == _BEGIN:  # a pass begins: what the last one read is gone
+                self._state, self._last = {}, order
+                return None
+            if order <= self._last:
+                raise RuntimeError(f"circuit rows: {name} fired out of order (a pass that did not start at {_BEGIN})")
             self._last = order
             known = self._state.setdefault("cells", [None] * len(payloads))
             for at, c in enumerate(payloads):  # the circuit of each cell of the pass, one throughout
