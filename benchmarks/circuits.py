@@ -24,7 +24,7 @@ printed as extrapolated); the third set of circuits ranks EAP's scores by signed
 CPR selection) in place of exact scores.
 
 Run: python benchmarks/circuits.py [--skip-real | --skip-zoo] [--prompts N] [--edges-per-layer N]
-     [--skip-faithfulness] [--repeats N] [--threads N]
+     [--skip-faithfulness] [--skip-exact] [--repeats N] [--threads N]
 """
 
 import argparse
@@ -148,7 +148,7 @@ def sampled_exact(label, model, g, clean, corrupted, metric, loop_edges, layers,
 
 
 def run_case(label, model, clean, corrupted, metric, answers, *, repeats, exact_layers=None, exact_per_layer=100,
-             skip_faithfulness=False):
+             skip_faithfulness=False, skip_exact=False):
     correct, wrong = answers
     rows = torch.arange(clean.shape[0])
     score = lambda logits: logits[rows, -1, correct] - logits[rows, -1, wrong]  # noqa: E731
@@ -174,7 +174,9 @@ def run_case(label, model, clean, corrupted, metric, answers, *, repeats, exact_
             return torch.stack([score(edge_forward(model, g, clean, deltas, i)).mean() - clean_base.mean()
                                 for i in indices])
 
-    if exact_layers is None:  # both sides best of `repeats`, alternating, so load affects them alike
+    if skip_exact:
+        print(f"[{label}] exact single-edge patching skipped (--skip-exact)")
+    elif exact_layers is None:  # both sides best of `repeats`, alternating, so load affects them alike
         (w_loop, c_loop), (w_ex, c_ex) = (float("inf"),) * 2, (float("inf"),) * 2
         for _ in range(repeats):
             (w, c), looped = timed(lambda: loop_edges(range(len(g.edges))), 1)
@@ -210,8 +212,10 @@ def run_case(label, model, clean, corrupted, metric, answers, *, repeats, exact_
             return torch.stack([score(circuit_forward(model, g, clean, sender_outputs(model, g, corrupted)
                                                       if as_reference else source, m)) for m in masks])
 
+    settings = result.provenance.settings
     print(f"[{label}] faithfulness of {len(circuit_list)} circuits (10 budgets x {len(selections)} methods), batched: "
-          f"{w_f:.2f}s wall / {c_f:.2f}s CPU; peak {peak_mb():.0f} MB")
+          f"{w_f:.2f}s wall / {c_f:.2f}s CPU ({settings['circuits_evaluated']} distinct circuits evaluated, "
+          f"{settings['passes']} passes, circuit rows {settings['circuit_rows']}); peak {peak_mb():.0f} MB")
     for name, flag in (("one forward per circuit, corrupted run once", False),
                        ("the reference's evaluate_graph (corrupted + patched forward per circuit)", True)):
         (w_fl, c_fl), looped_f = timed(lambda: loop_circuits(flag), 1)
@@ -226,6 +230,8 @@ def main() -> None:
     parser.add_argument("--skip-zoo", action="store_true", help="SmolLM2 only")
     parser.add_argument("--prompts", type=int, default=8, help="SmolLM2 prompts")
     parser.add_argument("--skip-faithfulness", action="store_true")
+    parser.add_argument("--skip-exact", action="store_true",
+                        help="skip exact single-edge patching (the circuits' third method is then EAP ranked by signed score)")
     parser.add_argument("--edges-per-layer", type=int, default=100, help="SmolLM2: sampled edges per sampled layer")
     parser.add_argument("--repeats", type=int, default=2)
     parser.add_argument("--threads", type=int, default=1, help="torch threads (1 keeps timings steady)")
@@ -235,12 +241,12 @@ def main() -> None:
     if not args.skip_zoo:
         model = ti.models.load("ordinal-4l")
         run_case("ordinal-4l", model, *months_case(model, lower=True), repeats=args.repeats,
-                 skip_faithfulness=args.skip_faithfulness)
+                 skip_faithfulness=args.skip_faithfulness, skip_exact=args.skip_exact)
     if not args.skip_real:
         model = ti.models.load("smollm2-135m")
         run_case("SmolLM2-135M", model, *months_case(model, lower=False, n=args.prompts), repeats=1,
                  exact_layers=(0, 10, 20, 29), exact_per_layer=args.edges_per_layer,
-                 skip_faithfulness=args.skip_faithfulness)
+                 skip_faithfulness=args.skip_faithfulness, skip_exact=args.skip_exact)
 
 if __name__ == "__main__":
     main()

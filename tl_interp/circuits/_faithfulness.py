@@ -21,13 +21,14 @@ from torch import Tensor
 from tl_interp._checks import checked, reordered
 from tl_interp.circuits._edit import circuit_edit
 from tl_interp.circuits._graph import Graph
+from tl_interp.circuits._rows import CircuitRows, rows_reason
 from tl_interp.circuits._runs import ablated_values, no_head_results, prepare, sender_values
 from tl_interp import compat
 from tl_interp.engine.executors import Executor, Plan, execute
 from tl_interp.engine.inputs import Inputs
 from tl_interp.engine.run import EngineOptions
 from tl_interp.errors import InputError, OptionError, UnsupportedError
-from tl_interp.models._adapter import adapt
+from tl_interp.models._adapter import Tokenized, adapt
 from tl_interp.results import Provenance, Result, bounded, prompt_hash, register_result
 
 __all__ = ["Faithfulness", "faithfulness"]
@@ -99,9 +100,24 @@ def _edge_set(g: Graph, circuit: Any, i: int) -> Tensor:
         raise InputError(f"circuit {i}: give a collection of edge names (or an object with .edges), not "
                          f"{type(circuit).__name__}")
     keep = torch.zeros(len(g.edges), dtype=torch.bool)
-    for edge in edges:
-        keep[g.index(edge)] = True  # an unknown name fails here, with suggestions
+    keep[torch.tensor([g.index(edge) for edge in edges], dtype=torch.long)] = True  # unknown names fail here
     return keep
+
+
+def _senders(model: Any, g: Graph, clean: Tokenized, corrupted: Tokenized | None,
+             base: dict[str, Any] | None) -> tuple[Tensor, Tensor | None]:
+    """``sender_values`` of the clean batch (filling ``base`` from the same pass) and of the
+    corrupted one (None: not needed), in one forward pass when both have one shape."""
+    if corrupted is None or corrupted.shape != clean.shape:
+        return sender_values(model, g, clean, base)[0], None
+    rows = clean.shape[0]
+    both = Tokenized(torch.cat([clean.tokens, corrupted.tokens]),
+                     torch.cat([clean.attention_mask, corrupted.attention_mask]),
+                     torch.cat([clean.last_index, corrupted.last_index]), clean.str_tokens + corrupted.str_tokens)
+    values, _ = sender_values(model, g, both, base)
+    for name, act in (base or {}).items():
+        base[name] = act[:rows]  # type: ignore[index]
+    return values[:rows], values[rows:]
 
 
 def _circuits_first(args: tuple[Any, ...]) -> bool:
@@ -164,24 +180,39 @@ def faithfulness(model: Any, clean: Inputs, corrupted: Inputs, circuits: Sequenc
     keeps = [_edge_set(named, c, i) for i, c in enumerate(circuits)]
     if per_position:
         keeps = [k.reshape(len(g.edges), -1) for k in keeps]
-    clean_s, _ = sender_values(model, g, clean_b)
-    other = ablated_values(model, g, ablation, clean_b, corrupt_b, clean_s)
+    # identical circuits are evaluated once, the full circuit (nothing to edit) is the base run itself
+    masks = torch.stack([*keeps, torch.zeros_like(keeps[0])])  # the last: the empty circuit
+    distinct, inverse = torch.unique(masks.flatten(1), dim=0, return_inverse=True)
+    distinct = distinct.reshape(-1, *masks.shape[1:])
+    run = [i for i in range(len(distinct)) if not bool(distinct[i].all())]
+    norms = compat.attention_output_norms(model)
+    why = rows_reason(model, norms, per_position)
+    with compat.receiver_hooks(model, mlp_in=True, ungroup=True), no_head_results(model):
+        base = dict.fromkeys(CircuitRows.base_names(model, g)) if why is None else None  # read in the same pass
+        clean_s, corrupt_s = _senders(model, g, clean_b, corrupt_b if ablation != "zero" else None, base)
+        other = ablated_values(model, g, ablation, clean_b, corrupt_b, clean_s, corrupt_s)
+        rows = CircuitRows(model, g, distinct[run], other, clean_s, base) if why is None else None  # type: ignore[arg-type]
+        why = why if rows is None else rows.reason
     # the passes read heads' outputs from hook_z (no per-head results: see circuit_edit)
-    with compat.receiver_hooks(model, split_qkv=True, mlp_in=True, ungroup=True), no_head_results(model):
-        norms = compat.attention_output_norms(model)
-        w_o = [block.attn.W_O.detach() for block in model.blocks]
-        cells = [circuit_edit(g, keep, other, clean_s, f"circuit {i}", norms, w_o) for i, keep in enumerate(keeps)]
-        cells.append(circuit_edit(g, torch.zeros_like(keeps[0]), other, clean_s, "empty circuit", norms, w_o))
+    with compat.receiver_hooks(model, split_qkv=why is not None, mlp_in=True, ungroup=True), no_head_results(model):
+        if why is None:
+            cells = [rows.cell(k, f"circuit {i}") for k, i in enumerate(run)]  # type: ignore[union-attr]
+        else:
+            w_o = [block.attn.W_O.detach() for block in model.blocks]
+            cells = [circuit_edit(g, distinct[i], other, clean_s, f"circuit {i}", norms, w_o) for i in run]
         # only the residual stream entering layer 0 (passes start there): checking which cells change
-        # nothing would run every cell's edits once more on the base activations, and only the
-        # full circuit changes nothing
+        # nothing would run every cell's edits once more on the base activations
         sites = ["blocks.0.hook_resid_pre"]
-        plan = Plan(model, clean_b, metric, tuple(cells), tuple((i,) for i in range(len(cells))), tuple(sites),
+        plan = Plan(model, clean_b, metric, tuple(cells), tuple((i,) for i in run), tuple(sites),
                     EngineOptions(memory_mb=memory_mb), label="circuits",
                     signature={"study": "circuits.faithfulness", "ablation": ablation})
         outcome = execute(plan, executor, progress=progress)
-    values = outcome.values.float().cpu()
-    settings = {"ablation": ablation, "graph": named.spec(), "engine": outcome.paths, **outcome.stats}
+    by_distinct = outcome.base[None].repeat(len(distinct), 1)
+    by_distinct[run] = outcome.values
+    values = by_distinct[inverse].float().cpu()
+    stats = {**outcome.stats, "circuits_evaluated": len(run),
+             "circuit_rows": "on" if why is None else f"off: {why}"}
+    settings = {"ablation": ablation, "graph": named.spec(), "engine": outcome.paths, **stats}
     provenance = Provenance.make(adapt(model).model_id,
                                  interventions=[f"edges outside each circuit carry their {ablation} value"],
                                  prompt_hash=prompt_hash(clean_b.tokens, corrupt_b.tokens), settings=settings)

@@ -65,15 +65,19 @@ def forward_kw(batch: Tokenized) -> dict[str, Tensor]:
     return {"attention_mask": batch.attention_mask} if batch.padded else {}
 
 
-def sender_values(model: Any, g: Graph, batch: Tokenized) -> tuple[Tensor, Tensor]:
+def sender_values(model: Any, g: Graph, batch: Tokenized, also: dict[str, Tensor] | None = None
+                  ) -> tuple[Tensor, Tensor]:
     """Every sender's output on ``batch`` (``(batch, pos, n_senders, d_model)``, zero on padding)
     and the run's logits, from a plain forward pass: a head's output is read as ``z @ W_O[h]``
     from ``attn.hook_z`` (TL's per-head results, ``use_attn_result``, materialise a (batch, pos,
-    head, d_head, d_model) product in every layer)."""
+    head, d_head, d_model) product in every layer). ``also``: hook names whose activations the
+    same pass fills in."""
     names = [name.replace("hook_result", "hook_z") for name, _ in sender_hooks(g)]
-    cache = hooks.cache(names)
+    cache = hooks.cache(list(dict.fromkeys(names + list(also or {}))))
     with torch.no_grad(), no_head_results(model):
         logits = cache.run(model, batch.tokens, **forward_kw(batch))
+    for name in also or {}:
+        also[name] = cache[name]  # type: ignore[index]
     rows, pos = batch.shape
     parts = []
     for name, n in sender_hooks(g):
@@ -88,12 +92,13 @@ def sender_values(model: Any, g: Graph, batch: Tokenized) -> tuple[Tensor, Tenso
 
 
 def ablated_values(model: Any, g: Graph, ablation: str, clean: Tokenized, corrupted: Tokenized,
-                   clean_values: Tensor) -> Tensor:
-    """The values ablated edges carry, shaped like ``clean_values`` (zero on padding)."""
+                   clean_values: Tensor, corrupted_values: Tensor | None = None) -> Tensor:
+    """The values ablated edges carry, shaped like ``clean_values`` (zero on padding);
+    ``corrupted_values``: ``sender_values`` of the corrupted batch, when already read."""
     real = clean.attention_mask.to(clean_values.device).bool()[:, :, None, None]
     if ablation == "zero":
         return torch.zeros_like(clean_values)
-    values, _ = sender_values(model, g, corrupted)
+    values = sender_values(model, g, corrupted)[0] if corrupted_values is None else corrupted_values
     if ablation == "corrupted":
         return values
     mask = corrupted.attention_mask.to(values.device)[:, :, None, None].to(values.dtype)

@@ -6,6 +6,12 @@ whose hook at each point calls every cell's own hook function on that cell's row
 the run context of those rows (their padding, their window of positions), so a cell in a
 stacked pass computes exactly what the same intervention computes applied by hand to the
 batch alone. Rows of cells without a hook at a point pass through untouched.
+
+A hook function may carry ``together`` (a function ``(act, hook, payloads, batch)``) and
+``payload``: when every cell with a hook at a point has exactly one, all sharing the same
+``together``, that function edits every cell's rows in one call (``payloads``: each cell's
+payload, None for a cell without a hook there, whose rows it must return untouched). It must
+compute, row for row, what each cell's own hook computes alone.
 """
 
 from collections.abc import Sequence
@@ -62,12 +68,32 @@ def stack(bound: Sequence[dict[str, list[Any]]], batch: int, label: str = "stack
     return Intervention(tuple(hooks))
 
 
+def _together(per_cell: list[list[Any]]) -> Any:
+    """The one function editing every cell's rows at once (see the module docstring), or None."""
+    shared = None
+    for fns in per_cell:
+        if not fns:
+            continue
+        fn = getattr(fns[0], "together", None) if len(fns) == 1 else None
+        if fn is None or (shared is not None and fn is not shared):
+            return None
+        shared = fn
+    return shared
+
+
 def _builder(per_cell: list[list[Any]], batch: int, n: int):
+    together = _together(per_cell)
+    payloads = [fns[0].payload if fns else None for fns in per_cell] if together is not None else []
+
     def build(name: str, info: SiteInfo):
         def _stacked(act: Tensor, hook: Any) -> Tensor:
             if act.shape[0] != n * batch:
                 raise ShapeError(f"stacked cells at {name}: expected {n} x {batch} rows, got {act.shape[0]}")
             ctx = current() or RunContext()
+            if together is not None:
+                with running(ctx):
+                    out = together(act, hook, payloads, batch)
+                return act if out is None else out
             pieces = []
             for i, fns in enumerate(per_cell):
                 part = act[i * batch:(i + 1) * batch]

@@ -1,0 +1,139 @@
+"""The paths batched faithfulness takes: every circuit's rows edited together on the ordinary forward
+(``_rows.CircuitRows``) where that is exact, per-head cells elsewhere; each says which ran, and each
+equals a brute-force hook loop (one forward per circuit, every edge outside it patched by hand)."""
+
+import pytest
+import torch
+
+import tl_interp as ti
+from tests.circuits_reference import brute_force_faithfulness
+from tests.conftest import _cfg, _hooked, attn_only, gpt2_style, llama_style
+from tests.test_circuits import gemma_style
+from tests.test_circuits_verify import _task
+from tl_interp import circuits
+from tl_interp.engine.stack import bound_cells, stack
+from tl_interp.intervention import Intervention
+
+ROWS_ON = {"gpt2": gpt2_style, "llama_gqa_rotary": llama_style, "attn_only": attn_only}
+
+
+def _nested(graph, seed: int = 0):
+    """Top-k style circuits: nested, of sizes 0 .. every edge, as a faithfulness curve builds them."""
+    order = torch.randperm(len(graph.edges), generator=torch.Generator().manual_seed(seed)).tolist()
+    return [[graph.edges[i] for i in order[:k]] for k in (0, 1, 3, 10, 40, len(order) // 2, len(order))]
+
+
+@pytest.mark.parametrize("family", list(ROWS_ON))
+def test_circuit_rows_equal_the_brute_force_loop_and_say_they_ran(family) -> None:
+    model = ROWS_ON[family]()
+    clean, corrupted, metric, score = _task(model)
+    chosen = _nested(circuits.graph(model))
+    result = circuits.faithfulness(model, chosen, clean, corrupted, metric, progress=False)
+    assert result.provenance.settings["circuit_rows"] == "on"
+    reference = brute_force_faithfulness(model, clean, corrupted, chosen, score)
+    torch.testing.assert_close(result.values.double(), reference.double(), atol=1e-5, rtol=0)
+
+
+def test_one_circuit_per_pass_equals_every_circuit_in_one_pass() -> None:
+    # a memory budget of one cell per pass: each circuit's hooks then edit its rows alone
+    # (circuits that edit nothing before the last layer included: their passes still start at layer 0)
+    model = llama_style()
+    clean, corrupted, metric, score = _task(model, seed=1)
+    g = circuits.graph(model)
+    late = [[e for e in g.edges if not e.endswith(end)] for end in ("logits", "m1")]
+    chosen = [*late, *_nested(g, seed=1), *late]
+    together = circuits.faithfulness(model, chosen, clean, corrupted, metric, progress=False)
+    alone = circuits.faithfulness(model, chosen, clean, corrupted, metric, progress=False, memory_mb=1e-3)
+    reference = brute_force_faithfulness(model, clean, corrupted, late, score)
+    torch.testing.assert_close(alone.values[:2].double(), reference.double(), atol=1e-5, rtol=0)
+    assert together.provenance.settings["passes"] == 1
+    assert alone.provenance.settings["passes"] == together.provenance.settings["circuits_evaluated"]
+    torch.testing.assert_close(alone.values, together.values, atol=1e-5, rtol=0)
+    torch.testing.assert_close(alone.corrupted, together.corrupted, atol=1e-5, rtol=0)
+
+
+def test_repeated_circuits_are_evaluated_once_and_the_full_circuit_is_the_clean_run() -> None:
+    model = gpt2_style()
+    clean, corrupted, metric, score = _task(model)
+    g = circuits.graph(model)
+    some = _nested(g)[3]
+    result = circuits.faithfulness(model, [g.edges, some, list(reversed(some)), g.edges, []], clean, corrupted,
+                                   metric, progress=False)
+    assert result.provenance.settings["circuits_evaluated"] == 2  # `some` and the empty circuit
+    assert torch.equal(result.values[0], result.clean) and torch.equal(result.values[3], result.clean)
+    assert torch.equal(result.values[1], result.values[2]) and torch.equal(result.values[4], result.corrupted)
+    with torch.no_grad():
+        torch.testing.assert_close(result.clean, score(model(clean)), atol=1e-5, rtol=0)
+
+
+@pytest.mark.parametrize("ablation", ["mean", "zero"])
+def test_circuit_rows_with_mean_and_zero_ablation_equal_the_brute_force_loop(ablation) -> None:
+    model = llama_style()
+    clean, corrupted, metric, score = _task(model, seed=2)
+    chosen = _nested(circuits.graph(model), seed=2)[1:-1]
+    result = circuits.faithfulness(model, chosen, clean, corrupted, metric, ablation=ablation, progress=False)
+    assert result.provenance.settings["circuit_rows"] == "on"
+    if ablation == "zero":  # a bias-free rotary model: an input with every sender excluded is exactly 0
+        reference = brute_force_faithfulness(model, clean, corrupted, chosen, score, ablation="zero")
+        torch.testing.assert_close(result.values.double(), reference.double(), atol=1e-5, rtol=0)
+    else:
+        before = ti.circuits._faithfulness.rows_reason
+        try:  # the per-head cells, an independent implementation of the same definition
+            ti.circuits._faithfulness.rows_reason = lambda *args: "forced off"
+            heads = circuits.faithfulness(model, chosen, clean, corrupted, metric, ablation=ablation, progress=False)
+        finally:
+            ti.circuits._faithfulness.rows_reason = before
+        assert heads.provenance.settings["circuit_rows"] == "off: forced off"
+        torch.testing.assert_close(result.values, heads.values, atol=1e-5, rtol=0)
+
+
+def test_where_rows_cannot_be_edited_exactly_the_per_head_cells_run_and_say_why() -> None:
+    # (test_circuits checks the values of these cells against hand-patched circuits on Gemma)
+    gemma = gemma_style()
+    clean, corrupted, metric, _ = _task(gemma)
+    result = circuits.faithfulness(gemma, _nested(circuits.graph(gemma))[1:4], clean, corrupted, metric, progress=False)
+    assert result.provenance.settings["circuit_rows"].startswith("off: attention outputs are normalised")
+
+    shortformer = _hooked()(_cfg(positional_embedding_type="shortformer")).eval()
+    result = circuits.faithfulness(shortformer, [[]], clean, corrupted, metric, progress=False)
+    assert result.provenance.settings["circuit_rows"].startswith("off: shortformer")
+
+    model = gpt2_style()
+    scores = circuits.attribute(model, clean, corrupted, metric, method="eap", per_position=True, progress=False)
+    result = circuits.faithfulness(model, [scores.names[:5]], clean, corrupted, metric, per_position=True,
+                                   progress=False)
+    assert result.provenance.settings["circuit_rows"] == "off: circuits of edges at positions (per_position=True)"
+
+
+# -- the stack's `together` protocol -------------------------------------------------------------
+class _Scale:
+    """A cell's hook scaling its rows by ``payload``; stacked, one call scales every cell's rows."""
+
+    calls: list[list[float | None]] = []
+
+    def __init__(self, payload: float) -> None:
+        self.payload = payload
+
+    @staticmethod
+    def together(act, hook, payloads, batch):
+        _Scale.calls.append(list(payloads))
+        scale = torch.tensor([1.0 if p is None else p for p in payloads]).repeat_interleave(batch)
+        return act * scale.view(-1, *([1] * (act.ndim - 1)))
+
+    def __call__(self, act, hook):
+        return self.together(act, hook, [self.payload], act.shape[0])
+
+
+def test_stacked_cells_sharing_a_together_function_edit_every_row_in_one_call() -> None:
+    model = gpt2_style()
+    tokens = torch.randint(1, 61, (2, 5), generator=torch.Generator().manual_seed(0))
+    site = "blocks.0.hook_mlp_out"
+    cells = [Intervention.single(site, _Scale(0.5)), Intervention.identity(), Intervention.single(site, _Scale(2.0))]
+    _Scale.calls.clear()
+    with torch.no_grad():
+        out = stack(bound_cells(model, cells), 2).run(model, tokens.repeat(3, 1))
+        alone = [cell.run(model, tokens) for cell in cells]
+    assert _Scale.calls[0] == [0.5, None, 2.0] and len(_Scale.calls) == 3  # one stacked call, then each alone
+    for i in range(3):
+        torch.testing.assert_close(out[2 * i:2 * i + 2], alone[i], atol=1e-5, rtol=0)
+    assert torch.equal(alone[1], model(tokens))  # the row without a hook there is untouched

@@ -1,0 +1,337 @@
+"""Many circuits per pass, every circuit's rows edited together, on the ordinary forward pass.
+
+``faithfulness`` runs one engine cell per circuit; here every cell's hook at a point is one
+call over the rows of all the pass's cells (``engine.stack``'s ``together`` protocol), and no
+cell runs TransformerLens's per-head inputs. A receiver (a head's q, k or v input, an MLP's
+input, the logits) reads, in circuit ``c``, its current input plus
+``sum over excluded senders of (other_s - current_s)``; per circuit it is
+
+- *in* (no excluded sender): the ordinary forward already computes it, nothing to do;
+- *out* (every sender excluded): the input is ``base - sum clean_s + sum other_s`` whatever the
+  circuit does upstream (the senders' sum is all that moves), a constant computed once per
+  study; a head's constant projection ``ln1(A) @ W[h] + b[h]`` replaces its entry at
+  ``attn.hook_q`` / ``hook_k`` / ``hook_v``;
+- *mixed*: ``ln1(A + sum over its senders s of (current_s - other_s)) @ W[h] + b[h]`` for that
+  head alone (an MLP / the logits: ``input + sum over excluded s of (other_s - current_s)``),
+  with the current senders read in the same pass (heads as ``z @ W_O[h]``) into one table of
+  ``other - current`` per pass, and every receiver of a layer's q, k, v inputs computed by one
+  product with that table.
+
+Rotary embeddings, q/k norms and soft caps come after those hook points and run as usual;
+grouped-query attention runs ungrouped (one key / value per query head), as ``_heads`` does.
+``rows_reason`` says when this can't be done exactly; ``faithfulness`` then runs the per-head
+cells of ``_edit.circuit_edit``.
+"""
+
+from collections.abc import Sequence
+from typing import Any
+
+import torch
+from torch import Tensor
+
+from tl_interp.circuits._edit import Norms, sender_hooks
+from tl_interp.circuits._graph import Graph
+from tl_interp.circuits._heads import head_input_reason
+from tl_interp.hooks._select import layout
+from tl_interp.intervention import Intervention
+
+__all__ = ["rows_reason", "CircuitRows"]
+
+
+def rows_reason(model: Any, norms: Norms, per_position: bool) -> str | None:
+    """Why circuits can't be evaluated by ``CircuitRows`` (on the ordinary forward), or None."""
+    why = head_input_reason(model)
+    if why is not None:
+        return why
+    if norms is not None:
+        return "attention outputs are normalised before they are added (a head's edge is not a summand)"
+    if per_position:
+        return "circuits of edges at positions (per_position=True)"
+    return None
+
+
+_STAGES = ("hook_resid_pre", "attn.hook_q", "attn.hook_k", "attn.hook_v", "attn.hook_z", "hook_mlp_in", "hook_mlp_out",
+           "hook_resid_post")
+
+
+_BEGIN = "blocks.0.hook_resid_pre"  # every cell hooks it, so every pass starts there and resets the pass's state
+
+
+def _forward_order(name: str) -> tuple[int, int]:
+    """Where a point of this module fires in a forward pass: (layer, stage)."""
+    _, layer, rest = name.split(".", 2)
+    return int(layer), _STAGES.index(rest)
+
+
+class _Point:
+    """One edited hook point: its receivers' excluded-sender weights per circuit and their kind."""
+
+    def __init__(self, name: str, layer: int, letter: str | None, n_senders: int, weights: Tensor) -> None:
+        self.name, self.layer, self.letter, self.n_senders = name, layer, letter, n_senders
+        self.weights = weights  # (circuit + 1, receiver, sender); the last circuit: nothing excluded
+        self.out = weights.sum(-1) == n_senders  # (circuit + 1, receiver)
+        self.mixed = weights.any(-1) & ~self.out
+        self.constant: Tensor | None = None  # (batch, pos, head, d_head) or (batch, pos, d_model)
+        self.group = f"blocks.{layer}.attn" if letter is not None else name  # points reading the same senders
+        self.first = 0  # its first receiver's index in the group
+
+
+class _RowsHook:
+    """A cell's hook at one point: alone it edits its own rows; stacked, ``together`` edits every
+    cell's rows in one call (``engine.stack``)."""
+
+    def __init__(self, together: Any, payload: int, name: str) -> None:
+        self.together, self.payload, self.__name__ = together, payload, name
+
+    def __call__(self, act: Tensor, hook: Any) -> Tensor | None:
+        return self.together(act, hook, [self.payload], act.shape[0])
+
+
+class CircuitRows:
+    """The cells of circuits ``keeps`` on ``model`` (see the module docstring).
+
+    Args:
+        model: the model (run with ``compat.receiver_hooks(mlp_in=True, ungroup=True)``).
+        g: the graph.
+        keeps: ``(circuit, n_edges)`` bool.
+        other: ``(batch, pos, n_senders, d_model)`` senders' ablated values.
+        clean: the same on the clean run.
+        base: the clean run's activations at ``blocks.L.hook_resid_pre``, ``blocks.L.hook_mlp_in``,
+            the last ``hook_resid_post`` and ``hook_pos_embed`` (``base_names``).
+    """
+
+    def __init__(self, model: Any, g: Graph, keeps: Tensor, other: Tensor, clean: Tensor,
+                 base: dict[str, Tensor]) -> None:
+        self.model, self.g, self.other, self.clean = model, g, other, clean
+        self.n_circuits = keeps.shape[0]
+        excluded = torch.cat([~keeps.bool(), torch.zeros(1, keeps.shape[1], dtype=torch.bool)]).float()
+        self.starts, at = [], 0
+        for _, n in sender_hooks(g):
+            self.starts.append(at)
+            at += n
+        by_point: dict[str, list[Any]] = {}
+        for r in g.receivers:
+            layer = int(r.hook_name.split(".")[1])
+            if r.head is not None:
+                letter = r.hook_name.split("hook_")[1][0]
+                name = f"blocks.{layer}.attn.hook_{letter}"
+            else:
+                letter, name = None, r.hook_name
+            by_point.setdefault(name, []).append((layer, letter, r))
+        self.points: dict[str, _Point] = {}
+        for name, members in by_point.items():
+            layer, letter, first = members[0]
+            n = first.n_senders
+            weights = torch.stack([excluded[:, r.offset:r.offset + n] for _, _, r in members], 1)
+            self.points[name] = _Point(name, layer, letter, n, weights)
+        # (weights, mixed) of every group's receivers; the weights a table of a pass is multiplied by:
+        # a head's input is rebuilt from A (its kept senders), an MLP's / the logits' edited (its excluded ones)
+        self.groups: dict[str, tuple[Tensor, Tensor]] = {}
+        for p in self.points.values():
+            weights, mixed = self.groups.get(p.group, (p.weights[:, :0], p.mixed[:, :0]))
+            p.first = weights.shape[1]
+            mine = p.weights if p.letter is None else -(1 - p.weights)
+            self.groups[p.group] = (torch.cat([weights, mine], 1), torch.cat([mixed, p.mixed], 1))
+        # per group, per circuit: does it edit the group at all, has it a mixed receiver there
+        self._edits: dict[str, tuple[list[bool], list[bool]]] = {}
+        for p in self.points.values():
+            edits, mixed = self._edits.get(p.group, ([False] * len(excluded), [False] * len(excluded)))
+            self._edits[p.group] = ([a or b for a, b in zip(edits, p.weights.any(2).any(1).tolist())],
+                                    [a or b for a, b in zip(mixed, p.mixed.any(1).tolist())])
+        # per layer: q, k, v weights of every receiver of its group (query heads; grouped K/V repeated)
+        self.qkv = {layer: self._projection(layer) for layer in range(g.n_layers)}
+        self.moved: dict[int, Tensor] = {}  # per layer: a head's input with every sender excluded
+        self._projected: dict[int, Tensor] = {}  # and its q, k, v projections
+        with torch.no_grad():
+            # (batch, pos, sender, d_model): the sum of the first s + 1 senders' moves, added to the base input
+            # in float64: with every sender excluded the input can be ~0 in exact arithmetic (zero ablation,
+            # no biases), where float32 cancellation would leave noise that a norm then scales up
+            base = {k: v.double() for k, v in base.items()}
+            b_o = torch.stack([block.attn.b_O.detach().double() for block in model.blocks])
+            self._biases = torch.cat([torch.zeros_like(b_o[:1]), b_o.cumsum(0)])  # b_O of the first l layers
+            others, cleans = other.double().cumsum(2), clean.double().cumsum(2)
+            self.reason: str | None = None  # why the constants can't be trusted (faithfulness then runs per-head cells)
+            for p in self.points.values():
+                rest = self._rest(p, base, cleans[:, :, p.n_senders - 1])
+                p.constant = self._constant(p, rest + others[:, :, p.n_senders - 1]).to(other.dtype)
+        self.w_o = [block.attn.W_O.detach() for block in model.blocks]
+        self.other_t = other.permute(2, 0, 1, 3).contiguous()  # (sender, batch, pos, d_model)
+        self._capture_index = {name.replace("hook_result", "hook_z"): i for i, (name, _) in enumerate(sender_hooks(g))}
+        self._state: dict[str, Any] = {}
+        self._last = (-1, 0)
+        self._together = {name: self._make(name) for name in [_BEGIN, *self.capture_names(), *self.points]}
+
+    @staticmethod
+    def base_names(model: Any, g: Graph) -> list[str]:
+        """The clean-run activations ``base`` holds."""
+        names = [f"blocks.{layer}.hook_resid_pre" for layer in range(g.n_layers)]
+        if model.cfg.positional_embedding_type == "standard":
+            names.append("hook_pos_embed")
+        if g.mlp:
+            names += [f"blocks.{layer}.hook_mlp_in" for layer in range(g.n_layers)]
+        return names + [f"blocks.{g.n_layers - 1}.hook_resid_post"]
+
+    def capture_names(self) -> list[str]:
+        """Where the current senders are read (all but the embeddings, which never move)."""
+        return [name.replace("hook_result", "hook_z") for name, _ in sender_hooks(self.g)[1:]]
+
+    def _rest(self, p: _Point, base: dict[str, Tensor], senders: Tensor) -> Tensor:
+        """What a receiver's input holds besides its senders: the positional embeddings and ``b_O`` of
+        the attention layers before it (float64, from the parameters: as ``base - sum of the clean
+        senders`` it would carry float32 rounding, which a norm scales up where the input is ~0).
+        Checked against ``base - senders``; a mismatch sets ``reason``."""
+        layers = p.layer + (1 if p.name.endswith("hook_mlp_in") and not self.g.parallel else 0)
+        if p.name.endswith("hook_resid_post"):
+            layers = self.g.n_layers
+        pos = base.get("hook_pos_embed")
+        rest = self._biases[layers] if pos is None else pos + self._biases[layers]
+        source = base[p.name if p.letter is None else f"blocks.{p.layer}.hook_resid_pre"]
+        off = float((source - senders - rest).abs().max())
+        if self.reason is None and off > 1e-4 * (1 + float(source.abs().max())):
+            self.reason = (f"the residual stream at {p.name} holds more than its senders, positional embeddings "
+                           f"and b_O (off by {off:.2g})")
+        return rest
+
+    def _constant(self, p: _Point, moved: Tensor) -> Tensor:
+        """What a receiver at ``p`` reads with every sender excluded (``moved``: its non-sender part
+        plus its senders' ``other`` values); a head: its projection of that input."""
+        if p.letter is None:
+            return moved
+        if p.layer not in self.moved:
+            moved = moved.to(self.other.dtype)
+            self.moved[p.layer] = moved
+            w, b = self.qkv[p.layer]  # every receiver's projection at once: (batch, pos, 3 * head, d_head)
+            self._projected[p.layer] = torch.einsum("bpd,rde->bpre", self.model.blocks[p.layer].ln1(moved), w) + b
+        return self._projected[p.layer][:, :, p.first:p.first + p.weights.shape[1]]
+
+    def cell(self, index: int, label: str) -> Intervention:
+        """Circuit ``index``'s cell: hooks where it reads something other than the ordinary
+        forward, and the captures of the current senders its mixed receivers read."""
+        hooks, need = [], 0  # need: how many senders its mixed receivers read
+        for name, p in self.points.items():
+            edits, mixed = self._edits[p.group]  # a hook at every point of a group it edits
+            if edits[index]:
+                hooks.append(name)
+                if mixed[index]:
+                    need = max(need, p.n_senders)
+        captures = [name for name, start in zip(self.capture_names(), self.starts[1:]) if start < need]
+        names = [_BEGIN, *sorted(dict.fromkeys(captures + hooks), key=_forward_order)]  # every pass starts at layer 0
+        return sum((Intervention.single(n, _RowsHook(self._together[n], index, f"circuit_rows"), f"{label}: edges")
+                    for n in names), Intervention.identity())
+
+    # -- the hooks ----------------------------------------------------------------------------
+    def _make(self, name: str) -> Any:
+        point, order, none = self.points.get(name), _forward_order(name), self.n_circuits
+
+        def together(act: Tensor, hook: Any, payloads: Sequence[int | None], batch: int) -> Tensor | None:
+            if name == _BEGIN:  # a pass begins: what the last one read is gone
+                self._state, self._last = {}, order
+                return None
+            if order <= self._last:
+                raise RuntimeError(f"circuit rows: {name} fired out of order (a pass that did not start at {_BEGIN})")
+            self._last = order
+            known = self._state.setdefault("cells", [None] * len(payloads))
+            for at, c in enumerate(payloads):  # the circuit of each cell of the pass, one throughout
+                if c is not None and known[at] not in (None, c):
+                    raise RuntimeError(f"circuit rows at {name}: the pass's cells changed mid-pass")
+                known[at] = known[at] if c is None else c
+            if point is not None:
+                index = torch.tensor([none if c is None else c for c in payloads])  # no hook here: nothing excluded
+                return self._edit(point, act, index, batch)
+            self._capture(name, act, batch)
+            return None
+
+        return together
+
+    def _capture(self, name: str, act: Tensor, batch: int) -> None:
+        """Write ``other - current`` of the senders at ``name`` into the pass's ``(cell, sender,
+        batch * pos * d_model)`` table (allocated at the first capture, the embeddings' entry
+        filled: they never move)."""
+        cells, lo = act.shape[0] // batch, layout(act.shape[0], act.shape[1], "circuit rows").offset
+        other = self.other_t[:, :, lo:lo + act.shape[1]].to(act.device, act.dtype)  # (sender, batch, pos, d_model)
+        table = self._state.get("diff")
+        if table is None:
+            table = act.new_empty(cells, other.shape[0], batch, act.shape[1], other.shape[-1])  # filled as read
+            table[:, 0] = other[0] - self.clean[:, lo:lo + act.shape[1], 0].to(act.device, act.dtype)
+            self._state["diff"] = table
+        start = self.starts[self._capture_index[name]]
+        self._state.setdefault("read", {0}).add(start)
+        if name.endswith("hook_z"):  # a head's output is z @ W_O[h]: (cell, head, batch * pos, d_model)
+            w_o = self.w_o[int(name.split(".")[1])].to(act.dtype)
+            z = act.reshape(cells, batch * act.shape[1], *act.shape[2:]).transpose(1, 2)
+            heads = slice(start, start + w_o.shape[0])
+            torch.sub(other[heads].reshape(w_o.shape[0], -1, w_o.shape[-1]), torch.matmul(z, w_o),
+                      out=table[:, heads].view(cells, w_o.shape[0], -1, w_o.shape[-1]))
+        else:
+            table[:, start] = other[start] - act.reshape(cells, batch, *act.shape[1:])
+
+    def _updates(self, group: str, index: Tensor) -> Tensor:
+        """For every receiver of ``group`` and every cell of the pass, ``(cell, receiver, batch * pos
+        * d_model)``: a head's ``sum over kept s of (current_s - other_s)``, an MLP's / the logits'
+        ``sum over excluded s of (other_s - current_s)``; one product (a layer's q, k and v inputs
+        read the same senders: computed once, at the first of them)."""
+        memo = self._state.get(("update", group))
+        if memo is not None and not torch.equal(memo[0], index):
+            raise RuntimeError(f"circuit rows: the points of {group} hold different cells")
+        if memo is None:
+            weights, _ = self.groups[group]
+            table, n = self._state.get("diff"), weights.shape[-1]
+            if table is None or any(start not in self._state["read"] for start in self.starts if start < n):
+                raise RuntimeError(f"circuit rows: {group} reads senders this pass did not read")
+            w = weights[index].to(table.device, table.dtype)  # (cell, receiver, sender)
+            memo = (index, torch.bmm(w, table[:, :n].flatten(2)))
+            self._state[("update", group)] = memo
+        return memo[1]
+
+    def _edit(self, p: _Point, act: Tensor, index: Tensor, batch: int) -> Tensor:
+        lo = layout(act.shape[0], act.shape[1], "circuit rows").offset
+        window = slice(lo, lo + act.shape[1])
+        cells = act.shape[0] // batch
+        kinds = (p.out[index], p.mixed[index])  # (cell, receiver)
+        pairs = kinds[1].nonzero()  # (cell, receiver) of mixed receivers
+        constant = p.constant[:, window].to(act.device, act.dtype)  # type: ignore[index]
+        if p.letter is not None and bool(kinds[0].any()):  # (cell, batch, pos, head, d_head)
+            shaped = torch.where(kinds[0][:, None, None, :, None].to(act.device), constant,
+                                 act.view(cells, batch, *act.shape[1:]))
+        elif len(pairs) or bool(kinds[0].any()):
+            shaped = act.clone(memory_format=torch.contiguous_format).view(cells, batch, *act.shape[1:])
+            if p.letter is None:
+                shaped[kinds[0][:, 0].to(act.device)] = constant
+        else:
+            return act
+        out = shaped.view(act.shape)
+        if len(pairs) == 0:
+            return out
+        if p.letter is not None:
+            c, r, new = self._heads(p, index, batch, act)
+            shaped[c, :, :, r] = new
+            return out
+        c = pairs[:, 0].to(act.device)
+        shaped[c] = shaped[c] + self._updates(p.group, index)[c, p.first].view(len(c), batch, act.shape[1], -1)
+        return out
+
+    def _heads(self, p: _Point, index: Tensor, batch: int, act: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+        """``(cell, head, projection (pair, batch, pos, d_head))`` of the mixed receivers at ``p``:
+        ``ln1(A + update) @ W[h] + b[h]``, for a layer's q, k and v receivers in one call."""
+        memo = self._state.get(("heads", p.group))
+        if memo is None:
+            _, mixed = self.groups[p.group]
+            pairs = mixed[index].nonzero().to(act.device)
+            c, r = pairs[:, 0], pairs[:, 1]
+            lo = layout(act.shape[0], act.shape[1], "circuit rows").offset
+            x = (self.moved[p.layer][:, lo:lo + act.shape[1]].to(act.dtype)
+                 + self._updates(p.group, index)[c, r].view(len(c), batch, act.shape[1], -1))
+            normed = self.model.blocks[p.layer].ln1(x.flatten(0, 1)).reshape(len(c), -1, x.shape[-1])
+            w, b = self.qkv[p.layer]
+            new = torch.bmm(normed, w[r].to(act.dtype)) + b[r, None].to(act.dtype)
+            memo = (c, r, new.view(len(c), batch, act.shape[1], -1))
+            self._state[("heads", p.group)] = memo
+        c, r, new = memo
+        mine = (r >= p.first) & (r < p.first + p.weights.shape[1])
+        return c[mine], r[mine] - p.first, new[mine]
+
+    def _projection(self, layer: int) -> tuple[Tensor, Tensor]:
+        """``(W (3 * head, d_model, d_head), b (3 * head, d_head))``: a layer's q, k and v projections
+        in the group's receiver order, one per query head (grouped K/V repeated)."""
+        attn = self.model.blocks[layer].attn
+        return (torch.cat([attn.W_Q, attn.W_K, attn.W_V]).detach(), torch.cat([attn.b_Q, attn.b_K, attn.b_V]).detach())
