@@ -28,7 +28,7 @@ def test_circuit_rows_equal_the_brute_force_loop_and_say_they_ran(family) -> Non
     model = ROWS_ON[family]()
     clean, corrupted, metric, score = _task(model)
     chosen = _nested(circuits.graph(model))
-    result = circuits.faithfulness(model, chosen, clean, corrupted, metric, progress=False)
+    result = circuits.faithfulness(model, clean, corrupted, chosen, metric, progress=False)
     assert result.provenance.settings["circuit_rows"] == "on"
     reference = brute_force_faithfulness(model, clean, corrupted, chosen, score)
     torch.testing.assert_close(result.values.double(), reference.double(), atol=1e-5, rtol=0)
@@ -42,8 +42,8 @@ def test_one_circuit_per_pass_equals_every_circuit_in_one_pass() -> None:
     g = circuits.graph(model)
     late = [[e for e in g.edges if not e.endswith(end)] for end in ("logits", "m1")]
     chosen = [*late, *_nested(g, seed=1), *late]
-    together = circuits.faithfulness(model, chosen, clean, corrupted, metric, progress=False)
-    alone = circuits.faithfulness(model, chosen, clean, corrupted, metric, progress=False, memory_mb=1e-3)
+    together = circuits.faithfulness(model, clean, corrupted, chosen, metric, progress=False)
+    alone = circuits.faithfulness(model, clean, corrupted, chosen, metric, progress=False, memory_mb=1e-3)
     reference = brute_force_faithfulness(model, clean, corrupted, late, score)
     torch.testing.assert_close(alone.values[:2].double(), reference.double(), atol=1e-5, rtol=0)
     assert together.provenance.settings["passes"] == 1
@@ -57,7 +57,7 @@ def test_repeated_circuits_are_evaluated_once_and_the_full_circuit_is_the_clean_
     clean, corrupted, metric, score = _task(model)
     g = circuits.graph(model)
     some = _nested(g)[3]
-    result = circuits.faithfulness(model, [g.edges, some, list(reversed(some)), g.edges, []], clean, corrupted,
+    result = circuits.faithfulness(model, clean, corrupted, [g.edges, some, list(reversed(some)), g.edges, []],
                                    metric, progress=False)
     assert result.provenance.settings["circuits_evaluated"] == 2  # `some` and the empty circuit
     assert torch.equal(result.values[0], result.clean) and torch.equal(result.values[3], result.clean)
@@ -71,7 +71,7 @@ def test_circuit_rows_with_mean_and_zero_ablation_equal_the_brute_force_loop(abl
     model = llama_style()
     clean, corrupted, metric, score = _task(model, seed=2)
     chosen = _nested(circuits.graph(model), seed=2)[1:-1]
-    result = circuits.faithfulness(model, chosen, clean, corrupted, metric, ablation=ablation, progress=False)
+    result = circuits.faithfulness(model, clean, corrupted, chosen, metric, ablation=ablation, progress=False)
     assert result.provenance.settings["circuit_rows"] == "on"
     if ablation == "zero":  # a bias-free rotary model: an input with every sender excluded is exactly 0
         reference = brute_force_faithfulness(model, clean, corrupted, chosen, score, ablation="zero")
@@ -80,7 +80,7 @@ def test_circuit_rows_with_mean_and_zero_ablation_equal_the_brute_force_loop(abl
         before = ti.circuits._faithfulness.rows_reason
         try:  # the per-head cells, an independent implementation of the same definition
             ti.circuits._faithfulness.rows_reason = lambda *args: "forced off"
-            heads = circuits.faithfulness(model, chosen, clean, corrupted, metric, ablation=ablation, progress=False)
+            heads = circuits.faithfulness(model, clean, corrupted, chosen, metric, ablation=ablation, progress=False)
         finally:
             ti.circuits._faithfulness.rows_reason = before
         assert heads.provenance.settings["circuit_rows"] == "off: forced off"
@@ -91,16 +91,16 @@ def test_where_rows_cannot_be_edited_exactly_the_per_head_cells_run_and_say_why(
     # (test_circuits checks the values of these cells against hand-patched circuits on Gemma)
     gemma = gemma_style()
     clean, corrupted, metric, _ = _task(gemma)
-    result = circuits.faithfulness(gemma, _nested(circuits.graph(gemma))[1:4], clean, corrupted, metric, progress=False)
+    result = circuits.faithfulness(gemma, clean, corrupted, _nested(circuits.graph(gemma))[1:4], metric, progress=False)
     assert result.provenance.settings["circuit_rows"].startswith("off: attention outputs are normalised")
 
     shortformer = _hooked()(_cfg(positional_embedding_type="shortformer")).eval()
-    result = circuits.faithfulness(shortformer, [[]], clean, corrupted, metric, progress=False)
+    result = circuits.faithfulness(shortformer, clean, corrupted, [[]], metric, progress=False)
     assert result.provenance.settings["circuit_rows"].startswith("off: shortformer")
 
     model = gpt2_style()
     scores = circuits.attribute(model, clean, corrupted, metric, method="eap", per_position=True, progress=False)
-    result = circuits.faithfulness(model, [scores.names[:5]], clean, corrupted, metric, per_position=True,
+    result = circuits.faithfulness(model, clean, corrupted, [scores.names[:5]], metric, per_position=True,
                                    progress=False)
     assert result.provenance.settings["circuit_rows"] == "off: circuits of edges at positions (per_position=True)"
 
