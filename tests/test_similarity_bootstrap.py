@@ -39,6 +39,8 @@ CASES = {  # name: (loop form, takes source rows, options, data)
     "cka linear, gram products": (sim.cka, False, {}, related(40, 12, 14)),
     "cka linear, feature products (n >> d)": (sim.cka, False, {}, related(40, 3, 4)),
     "cka linear, d > n (factors)": (sim.cka, False, {}, related(12, 20, 15)),
+    "cka rbf": (sim.cka, False, {"kernel": "rbf"}, related(40, 5, 6)),
+    "cka rbf, threshold 1, d > n": (sim.cka, False, {"kernel": "rbf", "threshold": 1.0}, related(12, 20, 15)),
     "procrustes": (sim.procrustes, False, {}, related(40, 6, 8)),
     "procrustes, d > n": (sim.procrustes, False, {}, related(12, 20, 15)),
     "svcca keep": (sim.svcca, False, {"keep": 0.9}, related(40, 6, 5)),
@@ -95,7 +97,7 @@ def test_batched_bootstrap_equals_the_loop_on_the_same_resamples(case):
 
 
 def test_cka_takes_the_feature_products_only_when_they_are_cheaper():
-    from tl_interp.similarity._resample_linear import _cka_bootstrap
+    from tl_interp.similarity._resample_kernels import _cka_bootstrap
     assert _cka_bootstrap(*related(40, 3, 4)).evaluate.__name__ == "_cka_features"
     assert _cka_bootstrap(*related(40, 12, 14)).evaluate.__name__ == "_cka_resampled"
 
@@ -234,3 +236,11 @@ def test_resampled_rsa_ties_copies_exactly_as_scipy_does_on_the_full_rdm():
     for r in rows:
         assert rsa_resampled(x[r], y[r], r) == pytest.approx(numpy_rsa_without_copies(x.numpy(), y.numpy(),
                                                                                       r.numpy()), abs=1e-12)
+
+
+def test_compare_refuses_a_debiased_rbf_cka_whose_bootstrap_would_be_linear():
+    # before: the score was RBF and its bootstrap interval silently the linear kernel's
+    x, y = related(20, 3, 4, seed=13)
+    with pytest.raises(OptionError, match="cka_debiased's bootstrap .* linear kernel only, so kernel='rbf'"):
+        sim.compare(x, y, metrics=("cka_debiased",), options={"cka_debiased": {"kernel": "rbf"}}, n_boot=5,
+                    n_permutations=5, progress=False)

@@ -44,7 +44,7 @@ from tl_interp.stats._inputs import check_count, check_finite, smallest_p_value,
 from tl_interp.stats._permutation import n_arrangements, null_evaluator
 
 # the batched bootstraps register themselves with ti.stats on import
-from tl_interp.similarity import _resample_cca, _resample_linear, _resample_pairs  # noqa: F401
+from tl_interp.similarity import _resample_cca, _resample_kernels, _resample_pairs  # noqa: F401
 
 __all__ = ["METRICS", "SimilarityResult", "compare"]
 
@@ -116,6 +116,10 @@ def _resolved(metrics: Sequence[str], options: Mapping[str, Mapping[str, Any]]) 
         fn, fixed, resampled = METRICS[name]
         _check_options(name, fn, fixed, options.get(name, {}))
         kwargs = {**fixed, **options.get(name, {})}
+        if resampled is cka_debiased_resampled and kwargs.get("kernel", "linear") != "linear":
+            raise OptionError(f"compare: {name}'s bootstrap reads a resample as weights over its distinct items, "
+                              f"written for the linear kernel only, so kernel={kwargs['kernel']!r} would be "
+                              "resampled as another metric; use 'cka_rbf' (biased) or the linear kernel")
         out.append((name, functools.partial(fn, **kwargs), resampled and functools.partial(resampled, **kwargs)))
     return out
 

@@ -21,12 +21,12 @@ import torch
 from torch import Tensor
 
 from tl_interp.similarity._inputs import centred, paired_rows
-from tl_interp.similarity._kernels import _checked, _factor, cka
+from tl_interp.similarity._kernels import _checked, _factor
 from tl_interp.similarity._procrustes import procrustes
 from tl_interp.similarity._resample_products import products_bytes, weighted_products
 from tl_interp.stats import PreparedBootstrap, register_bootstrap
 
-__all__ = ["sums_of_squares", "few_distinct", "CANCELLED", "BLOCK_BYTES"]
+__all__ = ["linear_cka_bootstrap", "sums_of_squares", "few_distinct", "CANCELLED", "BLOCK_BYTES"]
 
 CANCELLED = 1e-6  # a resample keeping less than this share of its uncentred sum of squares goes to the loop
 BLOCK_BYTES = 32 * 2**20  # larger blocks only add allocation; each resample has its own decompositions
@@ -42,12 +42,9 @@ def few_distinct(counts: Tensor, minimum: int = 2) -> Tensor:
     return (counts > 0).sum(1) < minimum
 
 
-@register_bootstrap(cka)
-def _cka_bootstrap(x: Tensor, y: Tensor, *, kernel: str = "linear", threshold: float = 0.5,
-                   debiased: bool = False) -> PreparedBootstrap | None:
-    if kernel != "linear" or debiased:
-        return None  # RBF's bandwidth is a median per resample; debiased CKA weights distinct items (the loop)
-    a, b = (_factor(t) for t in _checked(x, y, kernel, threshold, debiased))
+def linear_cka_bootstrap(x: Tensor, y: Tensor) -> PreparedBootstrap:
+    """Linear CKA's batched bootstrap (registered for ``cka`` by ``_resample_kernels``, with RBF's)."""
+    a, b = (_factor(t) for t in _checked(x, y, "linear", 0.5, False))
     n, r1, r2 = a.shape[0], a.shape[1], b.shape[1]
     if r1 * r2 + r1 * r1 + r2 * r2 < 5 * n:  # three weighted cross-products cost less than five Gram products
         return _cka_feature_bootstrap(a, b)

@@ -52,7 +52,7 @@ def weighted_products(counts: Tensor, pairs: list[tuple[Tensor, Tensor]]) -> lis
         True
     """
     n = counts.shape[1]
-    factors = torch.cat([t for pair in pairs for t in pair], dim=1)  # (n, sum of widths)
+    factors = torch.cat([t.T for pair in pairs for t in pair])  # (sum of widths, n): row gathers are copies
     left, right, layout, offset = [], [], [], 0
     for a, b in pairs:
         p, q = _columns(a.shape[1], b.shape[1], a is b)
@@ -65,15 +65,17 @@ def weighted_products(counts: Tensor, pairs: list[tuple[Tensor, Tensor]]) -> lis
     flat = torch.empty(counts.shape[0], left_all.numel(), dtype=torch.float64)
     for start in range(0, left_all.numel(), step):
         cols = slice(start, start + step)
-        outer = factors[:, left_all[cols]] * factors[:, right_all[cols]]  # (n, chunk)
-        flat[:, cols] = counts @ outer
+        outer = factors[left_all[cols]] * factors[right_all[cols]]  # (chunk, n)
+        flat[:, cols] = counts @ outer.T
     out, start = [], 0
     for (a, b), (p, q, d1, d2, symmetric) in zip(pairs, layout):
         values = flat[:, start:start + p.numel()]
         start += p.numel()
-        m = torch.empty(counts.shape[0], d1, d2, dtype=torch.float64)
-        m[:, p, q] = values
-        if symmetric:
-            m[:, q, p] = values
+        if symmetric:  # index_copy_ along one flat axis: far cheaper than a 2-d advanced-index assignment
+            m = torch.empty(counts.shape[0], d1 * d2, dtype=torch.float64)
+            m.index_copy_(1, p * d2 + q, values).index_copy_(1, q * d2 + p, values)
+            m = m.reshape(-1, d1, d2)
+        else:
+            m = values.reshape(-1, d1, d2)  # (p, q) in row-major order
         out.append(m - (counts @ a)[:, :, None] * (counts @ b)[:, None, :] / n)
     return out
