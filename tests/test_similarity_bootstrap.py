@@ -244,3 +244,17 @@ def test_compare_refuses_a_debiased_rbf_cka_whose_bootstrap_would_be_linear():
     with pytest.raises(OptionError, match="cka_debiased's bootstrap .* linear kernel only, so kernel='rbf'"):
         sim.compare(x, y, metrics=("cka_debiased",), options={"cka_debiased": {"kernel": "rbf"}}, n_boot=5,
                     n_permutations=5, progress=False)
+
+
+@pytest.mark.parametrize("options, data", [({"rdm": "euclidean"}, integer_valued(20, 3, 2, seed=14)),
+                                           ({"rdm": "euclidean", "compare": "pearson"}, integer_valued(20, 3, 2, seed=14)),
+                                           ({}, related(20, 5, 6, seed=14))])
+def test_rsa_ranks_in_small_chunks_equal_the_loop_with_ties_across_chunks(monkeypatch, options, data):
+    from tl_interp.similarity import _resample_pairs
+    monkeypatch.setattr(_resample_pairs, "_CHUNK", 7)  # 190 RDM entries in ~27 chunks, tie groups cut at their starts
+    x, y = data
+    index = stats.bootstrap_indices(20, 40, seed=3)
+    evaluate, _, calls = counting(rsa_resampled, True, options, x, y)
+    torch.testing.assert_close(evaluate(index, 0), loop_values(rsa_resampled, True, options, x, y, index),
+                               rtol=1e-9, atol=1e-12)
+    assert len(calls) < 4

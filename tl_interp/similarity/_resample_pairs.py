@@ -30,49 +30,90 @@ from tl_interp.similarity._neighbors import _knn_sets, knn_resampled
 from tl_interp.similarity._rsa import _rdms, rsa_resampled
 from tl_interp.stats import PreparedBootstrap, register_bootstrap
 
-__all__ = ["average_ranks"]
+__all__ = ["average_ranks", "pair_indices"]
 
 _CACHED = 4 * 2**20  # gathers and cumulative sums run fastest on blocks of a few MB (benchmarks/similarity.py)
+_CHUNK = 1 << 16  # RDM entries per chunk: a resample's temporaries stay a few chunks, whatever n
+_BLOCK = 128 * 2**20  # at most this much per block of RSA resamples (Y's ranks of every resample in it)
 
 
-def _tie_groups(sorted_values: Tensor) -> tuple[Tensor, Tensor] | None:
-    """For each entry of a sorted vector, the first and last index of its run of equal values (None: no ties)."""
-    new = torch.ones_like(sorted_values, dtype=torch.bool)
-    new[1:] = sorted_values[1:] != sorted_values[:-1]
-    if bool(new.all()):
-        return None
-    starts = new.nonzero().flatten()
-    ends = torch.cat([starts[1:] - 1, torch.tensor([sorted_values.numel() - 1])])
-    group = new.cumsum(0) - 1
-    return starts[group], ends[group]
+def pair_indices(n: int) -> tuple[Tensor, Tensor]:
+    """The n(n-1)/2 pairs i < j in pdist order as int32 (half of ``triu_indices``' int64, never made)."""
+    per_row = torch.arange(n - 1, 0, -1)
+    i = torch.repeat_interleave(torch.arange(n - 1, dtype=torch.int32), per_row)
+    starts = (per_row.cumsum(0) - per_row).int()
+    return i, torch.arange(i.numel(), dtype=torch.int32) - starts[i] + i + 1
 
 
-def average_ranks(multiplicity: Tensor, ties: tuple[Tensor, Tensor] | None) -> Tensor:
-    """Average ranks (1-based) of entries in sorted order, each present ``multiplicity`` times (per row).
+def average_ranks(multiplicity: Tensor, ties: tuple[Tensor, Tensor] | None, before: Tensor | float = 0.0) -> Tensor:
+    """Average ranks (1-based) of entries in sorted order, each present ``multiplicity`` times (per row),
+    after ``before`` earlier copies; ``ties``: each entry's first and last index in its run of equal values.
 
     Example:
         >>> import torch
         >>> average_ranks(torch.tensor([[1.0, 2.0, 1.0]]), None).tolist()  # sorted a, b, b, c
         [[1.0, 2.5, 4.0]]
     """
-    total = multiplicity.cumsum(1)
+    total = multiplicity.cumsum(1) + before
     if ties is None:
         return total - (multiplicity - 1) / 2  # (copies before + 1 + copies up to here) / 2
-    before = total - multiplicity
-    return (before[:, ties[0]] + total[:, ties[1]] + 1) / 2
+    earlier = total - multiplicity
+    return (earlier[:, ties[0]] + total[:, ties[1]] + 1) / 2
 
 
-def _weighted_correlation(w: Tensor, a: Tensor, b: Tensor) -> tuple[Tensor, Tensor]:
-    """Pearson correlation of a and b with multiplicities w (per row), and whether either side is constant.
+class _SortedPairs:
+    """One RDM's pairs in sorted order, in chunks of whole tie groups (ranks need a group's total)."""
 
-    a and b should be roughly centred already (the one-pass sums lose digits to a large mean)."""
-    wa, wb, total = w * a, w * b, w.sum(1)
-    sa, sb = wa.sum(1), wb.sum(1)
-    cov = torch.linalg.vecdot(wa, b) - sa * sb / total
-    va = torch.linalg.vecdot(wa, a) - sa * sa / total
-    vb = torch.linalg.vecdot(wb, b) - sb * sb / total
-    constant = ~(va > 0) | ~(vb > 0)
-    return torch.where(constant, 0.0, cov / (va * vb).clamp(min=1e-300).sqrt()), constant
+    def __init__(self, values: Tensor, i: Tensor, j: Tensor) -> None:
+        ordered, order = values.sort(stable=True)
+        self.order = order.int()
+        self.i, self.j = i[self.order], j[self.order]
+        new = torch.ones(ordered.numel(), dtype=torch.bool)
+        new[1:] = ordered[1:] != ordered[:-1]
+        del ordered
+        starts = new.nonzero().flatten()
+        cuts = torch.arange(0, new.numel(), _CHUNK)
+        cuts = starts[torch.searchsorted(starts, cuts).clamp(max=starts.numel() - 1)].unique()  # group starts
+        bounds = torch.cat([cuts, torch.tensor([new.numel()])]).tolist()
+        self.chunks = []
+        for lo, hi in zip(bounds[:-1], bounds[1:]):
+            flags = new[lo:hi]
+            ties = None
+            if not bool(flags.all()):
+                first = flags.nonzero().flatten().int()
+                last = torch.cat([first[1:] - 1, torch.tensor([hi - lo - 1], dtype=torch.int32)])
+                group = flags.cumsum(0) - 1
+                ties = (first[group], last[group])
+            self.chunks.append((lo, hi, ties))
+
+    def ranks(self, counts: Tensor):
+        """Per chunk: (slice, multiplicities c_i c_j, average ranks) over a block of resamples."""
+        carry = torch.zeros(counts.shape[0], 1, dtype=torch.float64)
+        for lo, hi, ties in self.chunks:
+            w = counts[:, self.i[lo:hi]] * counts[:, self.j[lo:hi]]
+            r = average_ranks(w, ties, carry)
+            carry = carry + w.sum(1, keepdim=True)
+            yield slice(lo, hi), w, r
+
+
+class _Moments:
+    """Running multiplicity-weighted sums for a Pearson correlation, chunk by chunk."""
+
+    def __init__(self, rows: int) -> None:
+        self.sums = torch.zeros(6, rows, dtype=torch.float64)
+
+    def add(self, w: Tensor, a: Tensor, b: Tensor) -> None:
+        wa, wb = w * a, w * b
+        for k, t in enumerate((w, wa, wb, wa * b, wa * a, wb * b)):
+            self.sums[k] += t.sum(1)
+
+    def correlation(self) -> tuple[Tensor, Tensor]:
+        """The correlation, and whether either side is constant. Values should be roughly centred
+        (the one-pass sums lose digits to a large mean)."""
+        total, sa, sb, sab, saa, sbb = self.sums
+        cov, va, vb = sab - sa * sb / total, saa - sa * sa / total, sbb - sb * sb / total
+        constant = ~(va > 0) | ~(vb > 0)
+        return torch.where(constant, 0.0, cov / (va * vb).clamp(min=1e-300).sqrt()), constant
 
 
 @register_bootstrap(rsa_resampled)
@@ -81,30 +122,42 @@ def _rsa_bootstrap(x: Tensor, y: Tensor, *, rdm: str = "correlation", compare: s
     if compare == "kendall":
         return None  # tau needs pair counts per resample: the loop runs
     dx, dy = _rdms(x, y, rdm, compare)
-    i, j = torch.triu_indices(x.shape[0], x.shape[0], offset=1)
+    n, size = x.shape[0], dx.numel()
+    i, j = pair_indices(n)
+    chunk = min(size, _CHUNK)
     if compare == "pearson":
-        cx, cy = dx - dx.mean(), dy - dy.mean()  # a shift changes no correlation; it spares the sums digits
+        dx -= dx.mean()  # a shift changes no correlation; it spares the sums digits
+        dy -= dy.mean()
 
         def _rsa_pearson(counts: Tensor, memory_mb: float) -> tuple[Tensor, Tensor]:
-            return _weighted_correlation(counts[:, i] * counts[:, j], cx, cy)
+            moments = _Moments(counts.shape[0])
+            for lo in range(0, size, chunk):
+                part = slice(lo, lo + chunk)
+                moments.add(counts[:, i[part]] * counts[:, j[part]], dx[None, part], dy[None, part])
+            return moments.correlation()
 
-        return PreparedBootstrap(_rsa_pearson, bytes_per_resample=8 * 8 * dx.numel(), block_bytes=_CACHED)
-    sx, ox = dx.sort(stable=True)
-    sy, oy = dy.sort(stable=True)
-    ties_x, ties_y = _tie_groups(sx), _tie_groups(sy)
-    ix, jx, iy, jy = i[ox], j[ox], i[oy], j[oy]
-    y_pos = torch.empty_like(oy)
-    y_pos[oy] = torch.arange(oy.numel())
-    y_of_x = y_pos[ox]  # where each entry of X's order sits in Y's order
+        return PreparedBootstrap(_rsa_pearson, bytes_per_resample=8 * 5 * chunk, block_bytes=_BLOCK)
+    sorted_x = _SortedPairs(dx, i, j)
+    sorted_y = _SortedPairs(dy, i, j)
+    del dx, dy, i, j
+    y_of_x = torch.empty(size, dtype=torch.int32)
+    y_of_x[sorted_y.order.long()] = torch.arange(size, dtype=torch.int32)
+    y_of_x = y_of_x[sorted_x.order.long()]  # where each entry of X's order sits in Y's order
+    sorted_x.order = sorted_y.order = None
 
     def _rsa_spearman(counts: Tensor, memory_mb: float) -> tuple[Tensor, Tensor]:
-        wx = counts[:, ix] * counts[:, jx]
         # the ranks' weighted mean is (N + 1) / 2 exactly, N = sum_{i<j} c_i c_j = (n^2 - sum c_i^2) / 2
         middle = ((counts.shape[1] ** 2 - counts.pow(2).sum(1, keepdim=True)) / 2 + 1) / 2
-        ry = average_ranks(counts[:, iy] * counts[:, jy], ties_y)[:, y_of_x] - middle
-        return _weighted_correlation(wx, average_ranks(wx, ties_x) - middle, ry)
+        ry = torch.empty(counts.shape[0], size, dtype=torch.float64)
+        for part, _, r in sorted_y.ranks(counts):
+            ry[:, part] = r - middle
+        moments = _Moments(counts.shape[0])
+        for part, w, r in sorted_x.ranks(counts):
+            moments.add(w, r - middle, ry[:, y_of_x[part]])
+        return moments.correlation()
 
-    return PreparedBootstrap(_rsa_spearman, bytes_per_resample=8 * 10 * dx.numel(), block_bytes=_CACHED)
+    # per resample: Y's ranks (size), and a chunk's multiplicities, ranks and gathers (~8 chunks)
+    return PreparedBootstrap(_rsa_spearman, bytes_per_resample=8 * (size + 8 * chunk), block_bytes=_BLOCK)
 
 
 def _neighbour_order(x: Tensor) -> Tensor:
