@@ -59,6 +59,9 @@ CASES = {  # name: (loop form, takes source rows, options, data)
     "rsa spearman cosine": (rsa_resampled, True, {"rdm": "cosine"}, related(25, 6, 7)),
     "rsa spearman euclidean with ties": (rsa_resampled, True, {"rdm": "euclidean"}, integer_valued(20, 3, 2)),
     "rsa pearson euclidean": (rsa_resampled, True, {"rdm": "euclidean", "compare": "pearson"}, related(25, 6, 7)),
+    "rsa kendall correlation": (rsa_resampled, True, {"compare": "kendall"}, related(25, 6, 7)),
+    "rsa kendall euclidean with ties": (rsa_resampled, True, {"rdm": "euclidean", "compare": "kendall"},
+                                        integer_valued(20, 3, 2)),
     "mutual knn": (knn_resampled, True, {"k": 4}, related(30, 5, 6)),
     "mutual knn, k near n": (knn_resampled, True, {"k": 7}, related(12, 3, 4)),
 }

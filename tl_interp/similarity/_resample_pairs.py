@@ -10,7 +10,7 @@ resampling gathers entries and recomputes nothing.
   so a pair's average rank is (multiplicity before its tie group) + (its group's multiplicity + 1)/2:
   a cumulative sum per resample, no sort. The score is the multiplicity-weighted Pearson
   correlation of the two rank vectors. Pearson on the dissimilarities is the weighted
-  correlation directly. Kendall's tau keeps the loop.
+  correlation directly. Kendall's tau-b gathers the resample's entries (``_resample_kendall``).
 - mutual kNN (Huh et al. 2024): sort each item's neighbours once. In a resample each copy of item
   j fills one of item i's k slots, in that order, so item i takes min(c_j, k - copies before j)
   slots of j; two sides share sum_j min(slots_X, slots_Y) of them, for each of i's c_i copies.
@@ -27,6 +27,7 @@ from torch import Tensor
 
 from tl_interp.similarity._inputs import paired_rows
 from tl_interp.similarity._neighbors import _knn_sets, knn_resampled
+from tl_interp.similarity._resample_kendall import kendall_bootstrap
 from tl_interp.similarity._rsa import _rdms, rsa_resampled
 from tl_interp.stats import PreparedBootstrap, register_bootstrap
 
@@ -119,10 +120,10 @@ class _Moments:
 @register_bootstrap(rsa_resampled)
 def _rsa_bootstrap(x: Tensor, y: Tensor, *, rdm: str = "correlation", compare: str = "spearman"
                    ) -> PreparedBootstrap | None:
-    if compare == "kendall":
-        return None  # tau needs pair counts per resample: the loop runs
     dx, dy = _rdms(x, y, rdm, compare)
     n, size = x.shape[0], dx.numel()
+    if compare == "kendall":
+        return kendall_bootstrap(dx, dy, n)
     i, j = pair_indices(n)
     chunk = min(size, _CHUNK)
     if compare == "pearson":
