@@ -34,8 +34,8 @@ from tl_interp.stats import PreparedBootstrap, register_bootstrap
 __all__ = ["average_ranks", "pair_indices"]
 
 _CACHED = 4 * 2**20  # gathers and cumulative sums run fastest on blocks of a few MB (benchmarks/similarity.py)
-_CHUNK = 1 << 16  # RDM entries per chunk: a resample's temporaries stay a few chunks, whatever n
-_BLOCK = 128 * 2**20  # at most this much per block of RSA resamples (Y's ranks of every resample in it)
+_CHUNK = 1 << 12  # RDM entries per chunk: (chunk, resamples) temporaries stay in cache, whatever n
+_BLOCK = 1024 * 2**20  # at most this much per block of RSA resamples (Y's ranks of every resample in it)
 
 
 def pair_indices(n: int) -> tuple[Tensor, Tensor]:
@@ -47,19 +47,20 @@ def pair_indices(n: int) -> tuple[Tensor, Tensor]:
 
 
 def average_ranks(multiplicity: Tensor, ties: tuple[Tensor, Tensor] | None, before: Tensor | float = 0.0) -> Tensor:
-    """Average ranks (1-based) of entries in sorted order, each present ``multiplicity`` times (per row),
-    after ``before`` earlier copies; ``ties``: each entry's first and last index in its run of equal values.
+    """Average ranks (1-based) of entries in sorted order (axis 0), each present ``multiplicity`` times (one
+    column per resample), after ``before`` earlier copies; ``ties``: each entry's first and last index in its
+    run of equal values.
 
     Example:
         >>> import torch
-        >>> average_ranks(torch.tensor([[1.0, 2.0, 1.0]]), None).tolist()  # sorted a, b, b, c
-        [[1.0, 2.5, 4.0]]
+        >>> average_ranks(torch.tensor([[1.0], [2.0], [1.0]]), None).flatten().tolist()  # sorted a, b, b, c
+        [1.0, 2.5, 4.0]
     """
-    total = multiplicity.cumsum(1) + before
+    total = multiplicity.cumsum(0) + before
     if ties is None:
         return total - (multiplicity - 1) / 2  # (copies before + 1 + copies up to here) / 2
     earlier = total - multiplicity
-    return (earlier[:, ties[0]] + total[:, ties[1]] + 1) / 2
+    return (earlier[ties[0]] + total[ties[1]] + 1) / 2
 
 
 class _SortedPairs:
@@ -87,13 +88,14 @@ class _SortedPairs:
                 ties = (first[group], last[group])
             self.chunks.append((lo, hi, ties))
 
-    def ranks(self, counts: Tensor):
-        """Per chunk: (slice, multiplicities c_i c_j, average ranks) over a block of resamples."""
-        carry = torch.zeros(counts.shape[0], 1, dtype=torch.float64)
+    def ranks(self, counts_t: Tensor):
+        """Per chunk: (slice, multiplicities c_i c_j, average ranks), each (chunk, resamples), from
+        ``counts_t`` (n, resamples): resamples side by side, so a gathered row serves all of them."""
+        carry = torch.zeros(1, counts_t.shape[1], dtype=torch.float64)
         for lo, hi, ties in self.chunks:
-            w = counts[:, self.i[lo:hi]] * counts[:, self.j[lo:hi]]
+            w = counts_t[self.i[lo:hi]] * counts_t[self.j[lo:hi]]
             r = average_ranks(w, ties, carry)
-            carry = carry + w.sum(1, keepdim=True)
+            carry = carry + w.sum(0, keepdim=True)
             yield slice(lo, hi), w, r
 
 
@@ -104,9 +106,10 @@ class _Moments:
         self.sums = torch.zeros(6, rows, dtype=torch.float64)
 
     def add(self, w: Tensor, a: Tensor, b: Tensor) -> None:
+        """Entries on axis 0, resamples on axis 1."""
         wa, wb = w * a, w * b
         for k, t in enumerate((w, wa, wb, wa * b, wa * a, wb * b)):
-            self.sums[k] += t.sum(1)
+            self.sums[k] += t.sum(0)
 
     def correlation(self) -> tuple[Tensor, Tensor]:
         """The correlation, and whether either side is constant. Values should be roughly centred
@@ -131,10 +134,10 @@ def _rsa_bootstrap(x: Tensor, y: Tensor, *, rdm: str = "correlation", compare: s
         dy -= dy.mean()
 
         def _rsa_pearson(counts: Tensor, memory_mb: float) -> tuple[Tensor, Tensor]:
-            moments = _Moments(counts.shape[0])
+            moments, counts_t = _Moments(counts.shape[0]), counts.T.contiguous()
             for lo in range(0, size, chunk):
                 part = slice(lo, lo + chunk)
-                moments.add(counts[:, i[part]] * counts[:, j[part]], dx[None, part], dy[None, part])
+                moments.add(counts_t[i[part]] * counts_t[j[part]], dx[part, None], dy[part, None])
             return moments.correlation()
 
         return PreparedBootstrap(_rsa_pearson, bytes_per_resample=8 * 5 * chunk, block_bytes=_BLOCK)
@@ -148,13 +151,14 @@ def _rsa_bootstrap(x: Tensor, y: Tensor, *, rdm: str = "correlation", compare: s
 
     def _rsa_spearman(counts: Tensor, memory_mb: float) -> tuple[Tensor, Tensor]:
         # the ranks' weighted mean is (N + 1) / 2 exactly, N = sum_{i<j} c_i c_j = (n^2 - sum c_i^2) / 2
-        middle = ((counts.shape[1] ** 2 - counts.pow(2).sum(1, keepdim=True)) / 2 + 1) / 2
-        ry = torch.empty(counts.shape[0], size, dtype=torch.float64)
-        for part, _, r in sorted_y.ranks(counts):
-            ry[:, part] = r - middle
+        middle = ((counts.shape[1] ** 2 - counts.pow(2).sum(1)) / 2 + 1) / 2
+        counts_t = counts.T.contiguous()
+        ry = torch.empty(size, counts.shape[0], dtype=torch.float64)  # (entry, resample): one gather serves all
+        for part, _, r in sorted_y.ranks(counts_t):
+            ry[part] = r - middle
         moments = _Moments(counts.shape[0])
-        for part, w, r in sorted_x.ranks(counts):
-            moments.add(w, r - middle, ry[:, y_of_x[part]])
+        for part, w, r in sorted_x.ranks(counts_t):
+            moments.add(w, r - middle, ry[y_of_x[part]])
         return moments.correlation()
 
     # per resample: Y's ranks (size), and a chunk's multiplicities, ranks and gathers (~8 chunks)
