@@ -261,3 +261,14 @@ def test_rsa_ranks_in_small_chunks_equal_the_loop_with_ties_across_chunks(monkey
     torch.testing.assert_close(evaluate(index, 0), loop_values(rsa_resampled, True, options, x, y, index),
                                rtol=1e-9, atol=1e-12)
     assert len(calls) < 4
+
+
+def test_rbf_cka_one_resample_at_a_time_over_distinct_items_equals_the_loop(monkeypatch):
+    from tl_interp.similarity import _resample_kernels
+    monkeypatch.setattr(_resample_kernels, "_SMALL", 4)  # the large-n path: kernels over each resample's items
+    x, y = related(30, 5, 6, seed=15)
+    index = stats.bootstrap_indices(30, 40, seed=6)
+    evaluate, _, calls = counting(sim.cka, False, {"kernel": "rbf", "threshold": 0.7}, x, y)
+    torch.testing.assert_close(evaluate(index, 0), loop_values(sim.cka, False, {"kernel": "rbf", "threshold": 0.7},
+                                                               x, y, index), rtol=1e-9, atol=1e-12)
+    assert len(calls) < 4
