@@ -137,11 +137,18 @@ def wall(fn, repeats: int = 1):
 
 
 def per_row(fn, rows: torch.Tensor, block: int) -> float:
-    """Wall seconds per row of fn over ``rows`` in blocks."""
-    start = time.perf_counter()
+    """CPU seconds (all threads) per row of fn over ``rows`` in blocks: steadier than wall time on a
+    shared machine, so the ratios of the metric tables compare like with like."""
+    start = time.process_time()
     for first in range(0, rows.shape[0], block):
         fn(rows[first:first + block], first)
-    return (time.perf_counter() - start) / rows.shape[0]
+    return (time.process_time() - start) / rows.shape[0]
+
+
+def cpu(fn):
+    start = time.process_time()
+    out = fn()
+    return time.process_time() - start, out
 
 
 def bounds(name: str, x: torch.Tensor, y: torch.Tensor, rows: torch.Tensor) -> tuple[float, float]:
@@ -179,8 +186,8 @@ def product_bound(name: str, x: torch.Tensor, y: torch.Tensor, rows: torch.Tenso
     macs = r1 * r2 + (0 if name == "procrustes" else r1 * (r1 + 1) // 2 + r2 * (r2 + 1) // 2)
     counts = torch.rand(256, n, dtype=torch.float64)
     outer = torch.randn(n, 1024, dtype=torch.float64)
-    (seconds, _), _ = timed(lambda: counts @ outer, 3)
-    gemm = n * macs * seconds / (256 * n * 1024)  # at the wall-clock rate of a GEMM of the same shape
+    (_, seconds), _ = timed(lambda: counts @ outer, 3)
+    gemm = n * macs * seconds / (256 * n * 1024)  # at the (CPU-time) rate of a GEMM of the same shape
     m = torch.randn(16, r1, r2, dtype=torch.float64)
     svd = per_row(lambda r, _: torch.linalg.svdvals(m[: r.shape[0]]), rows[:32], 16)
     if name == "procrustes":
@@ -218,7 +225,7 @@ def metric_rows(n: int, d: int, args) -> None:
     b, per = args.resamples, 1000
     index = ti.stats.bootstrap_indices(n, b, seed=0)
     perms = ti.stats.permutation_indices(n, b, seed=0)
-    print(f"\nn={n}, d1=d2={d}: wall seconds per {per} resamples / permutations, each = preparation (once) + "
+    print(f"\nn={n}, d1=d2={d}: CPU seconds (both threads) per {per} resamples / permutations, each = preparation (once) + "
           f"{per} x the time per row measured on {b} rows; MB: peak memory added (memory_mb={args.memory_mb:.0f})")
     print(f"{'metric':>12} | {'bootstrap':>9} {'loop':>8} {'bound':>8} {'x loop':>7} {'x bound':>7} {'x prod':>7} "
           f"{'MB':>5} | {'null':>8} {'loop':>8} {'bound':>8} {'x loop':>7} {'x bound':>7} {'MB':>5}")
@@ -226,17 +233,17 @@ def metric_rows(n: int, d: int, args) -> None:
         one = _one_resample(name, stat, resampled, x, y)
         rows = index[:max(2, min(b, int(b * 256 / n)))] if name in ("rsa", "cka_rbf") and n > 256 else index
         base = reset_peak()
-        prep, (boot, block) = wall(lambda: bootstrap_evaluator(resampled or stat, x, y, one=one,
-                                                               memory_mb=args.memory_mb))
+        prep, (boot, block) = cpu(lambda: bootstrap_evaluator(resampled or stat, x, y, one=one,
+                                                              memory_mb=args.memory_mb))
         t_boot = prep + per * per_row(boot, rows, block)
         del boot
         mb_boot = peak_mb() - base
         base = reset_peak()
-        prep, (evaluate, chunk, _) = wall(lambda: null_evaluator(stat, "pairings", x, y))
+        prep, (evaluate, chunk, _) = cpu(lambda: null_evaluator(stat, "pairings", x, y))
         t_null = prep + per * per_row(lambda r, _: evaluate(r), perms, chunk)
         del evaluate
         mb_null = peak_mb() - base
-        call = wall(lambda: stat(x, y))[0]
+        call = cpu(lambda: stat(x, y))[0]
         if call <= args.loop_max_call:
             k = max(2, min(args.loop_rows, int(args.loop_budget / max(call, 1e-9))))
             loop_boot = per * per_row(lambda r, s: [one(s + i, p) for i, p in enumerate(r)], index[:k], k)
