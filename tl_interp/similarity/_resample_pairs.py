@@ -181,7 +181,9 @@ def _knn_bootstrap(x: Tensor, y: Tensor, *, k: int = 10) -> PreparedBootstrap:
     order_x, order_y = _neighbour_order(xs), _neighbour_order(ys)
     y_pos = torch.full((n, n), n - 1, dtype=torch.long)  # an item's own position: never read
     y_pos.scatter_(1, order_y, torch.arange(n - 1).expand(n, n - 1).contiguous())
-    y_of_x = y_pos.gather(1, order_x)  # where X's q-th neighbour of item i sits in Y's order
+    y_of_x = y_pos.gather(1, order_x).int()  # where X's q-th neighbour of item i sits in Y's order
+    del y_pos
+    order_x, order_y = order_x.int(), order_y.int()  # int32 (exact): half the memory held at large n
 
     def _knn_resampled(counts: Tensor, memory_mb: float) -> tuple[Tensor, Tensor]:
         present = counts > 0
@@ -193,7 +195,7 @@ def _knn_bootstrap(x: Tensor, y: Tensor, *, k: int = 10) -> PreparedBootstrap:
                 break
             width = min(n - 1, 4 * width)
         slots_x = (k - (cx - wx)).clamp(min=0).minimum(wx)
-        pos = y_of_x[:, :width]
+        pos = y_of_x[:, :width].long()  # gather takes int64 indices
         before_y = (cy - wy).gather(-1, pos.clamp(max=width - 1).expand_as(wx))
         slots_y = torch.where(pos < width, (k - before_y).clamp(min=0).minimum(wx), 0.0)
         shared = (counts * slots_x.minimum(slots_y).sum(-1)).sum(1) / (n * k)
