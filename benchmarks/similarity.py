@@ -225,7 +225,7 @@ def metric_rows(n: int, d: int, args) -> None:
     b, per = args.resamples, 1000
     index = ti.stats.bootstrap_indices(n, b, seed=0)
     perms = ti.stats.permutation_indices(n, b, seed=0)
-    print(f"\nn={n}, d1=d2={d}: CPU seconds (both threads) per {per} resamples / permutations, each = preparation (once) + "
+    print(f"\nn={n}, d1=d2={d}: CPU seconds ({torch.get_num_threads()} thread(s)) per {per} resamples / permutations, each = preparation (once) + "
           f"{per} x the time per row measured on {b} rows; MB: peak memory added (memory_mb={args.memory_mb:.0f})")
     print(f"{'metric':>12} | {'bootstrap':>9} {'loop':>8} {'bound':>8} {'x loop':>7} {'x bound':>7} {'x prod':>7} "
           f"{'MB':>5} | {'null':>8} {'loop':>8} {'bound':>8} {'x loop':>7} {'x bound':>7} {'MB':>5}")
@@ -310,6 +310,7 @@ def main() -> None:
     parser.add_argument("--loop-budget", type=float, default=20.0, help="seconds of loop timing per metric and size")
     parser.add_argument("--loop-max-call", type=float, default=5.0)
     parser.add_argument("--memory-mb", type=float, default=1024.0)
+    parser.add_argument("--metric-threads", type=int, default=1, help="torch threads for the metric tables")
     parser.add_argument("--compare-n", type=int, default=512)
     parser.add_argument("--compare-d", type=int, default=256)
     parser.add_argument("--compare-large", type=int, default=0, help="e.g. 4096: compare's estimate and memory")
@@ -320,8 +321,11 @@ def main() -> None:
     args = parser.parse_args()
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads; uptime: {os.popen('uptime').read().strip()}")
     if "metrics" in args.sections:
+        threads = torch.get_num_threads()
+        torch.set_num_threads(args.metric_threads)  # idle OpenMP threads spin, and that counts as CPU time
         for n in args.sizes:
             metric_rows(n, args.metric_d, args)
+        torch.set_num_threads(threads)
     if "compare" in args.sections:
         compare_goal(args)
     if "nulls10k" in args.sections:
