@@ -235,6 +235,8 @@ def metric_rows(n: int, d: int, args) -> None:
         base = reset_peak()
         prep, (boot, block) = cpu(lambda: bootstrap_evaluator(resampled or stat, x, y, one=one,
                                                               memory_mb=args.memory_mb))
+        if rows.shape[0] < min(block, args.max_block_rows):  # time whole blocks: a block's fixed costs are shared
+            rows = ti.stats.bootstrap_indices(n, min(block, args.max_block_rows), seed=0)
         t_boot = prep + per * per_row(boot, rows, block)
         del boot
         mb_boot = peak_mb() - base
@@ -311,6 +313,7 @@ def main() -> None:
     parser.add_argument("--loop-max-call", type=float, default=5.0)
     parser.add_argument("--memory-mb", type=float, default=1024.0)
     parser.add_argument("--metric-threads", type=int, default=1, help="torch threads for the metric tables")
+    parser.add_argument("--max-block-rows", type=int, default=256, help="bootstrap rows timed: up to one block")
     parser.add_argument("--compare-n", type=int, default=512)
     parser.add_argument("--compare-d", type=int, default=256)
     parser.add_argument("--compare-large", type=int, default=0, help="e.g. 4096: compare's estimate and memory")
