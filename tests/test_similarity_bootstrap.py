@@ -272,3 +272,16 @@ def test_rbf_cka_one_resample_at_a_time_over_distinct_items_equals_the_loop(monk
     torch.testing.assert_close(evaluate(index, 0), loop_values(sim.cka, False, {"kernel": "rbf", "threshold": 0.7},
                                                                x, y, index), rtol=1e-9, atol=1e-12)
     assert len(calls) < 4
+
+
+def test_weighted_products_are_the_same_for_a_block_of_few_or_many_resamples():
+    from tl_interp.similarity._resample_products import weighted_products
+    a, b = randn(30, 6, seed=16), randn(30, 4, seed=17)
+    counts = resample_counts(stats.bootstrap_indices(30, 12, seed=7), 30)
+    many = weighted_products(counts, [(a, a), (a, b)])  # 12 resamples >= 6 columns: outer products
+    few = [weighted_products(counts[i:i + 2], [(a, a), (a, b)]) for i in range(0, 12, 2)]  # stacked rows
+    for k in range(2):
+        torch.testing.assert_close(torch.cat([f[k] for f in few]), many[k], rtol=1e-12, atol=1e-14)
+    rows = stats.bootstrap_indices(30, 12, seed=7)
+    xr, yr = a[rows] - a[rows].mean(1, keepdim=True), b[rows] - b[rows].mean(1, keepdim=True)
+    torch.testing.assert_close(many[1], xr.mT @ yr, rtol=1e-12, atol=1e-12)

@@ -90,7 +90,7 @@ def _cka_bootstrap(x: Tensor, y: Tensor, *, kernel: str = "linear", threshold: f
 
     # ~3 n^2 / 2 int32 for the median; the kernels: ~5 n^2 float64 (whole block) or one resample's
     return PreparedBootstrap(_cka_rbf, bytes_per_resample=4 * 3 * n * n // 2 + 8 * 5 * n * n,
-                             block_bytes=8 * BLOCK_BYTES)
+                             block_bytes=2 * BLOCK_BYTES)
 
 
 def _rbf_cka(k: Tensor, l: Tensor, w: Tensor, n: int) -> Tensor:

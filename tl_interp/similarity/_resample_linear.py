@@ -29,7 +29,7 @@ from tl_interp.stats import PreparedBootstrap, register_bootstrap
 __all__ = ["linear_cka_bootstrap", "sums_of_squares", "few_distinct", "CANCELLED", "BLOCK_BYTES"]
 
 CANCELLED = 1e-6  # a resample keeping less than this share of its uncentred sum of squares goes to the loop
-BLOCK_BYTES = 32 * 2**20  # larger blocks only add allocation; each resample has its own decompositions
+BLOCK_BYTES = 128 * 2**20  # blocks of many resamples share the cross-products' GEMM (_resample_products)
 
 
 def sums_of_squares(counts: Tensor, a: Tensor) -> tuple[Tensor, Tensor]:

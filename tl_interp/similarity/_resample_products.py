@@ -8,7 +8,9 @@ the full data, the resample's centred cross-product is
 and the first term, entry (p, q), is ``c . (A[:, p] * B[:, q])``: the counts of a block of
 resamples ``(r, n)`` times the rows' outer products ``(n, d1 d2)``, one well-shaped GEMM whatever
 r (only the upper triangle when A is B). The outer products are formed by broadcasting, a few
-rows of the product at a time (``_CHUNK_BYTES``), so they never take more memory than one chunk.
+rows of the product at a time (``_CHUNK_BYTES``), so they never take more memory than one chunk;
+forming them costs n d1 d2 per block, so a block of fewer than d1 resamples instead weights B's
+rows per resample (n r d2) and takes one GEMM A^T [C_1 B | C_2 B | ...].
 
 Cost: n d1 d2 multiply-adds per resample and product, which no exact method avoids for general
 A and B: the entries of A^T C B are n-term sums with per-resample weights. With n > d this, not the
@@ -46,8 +48,13 @@ def weighted_products(counts: Tensor, pairs: list[tuple[Tensor, Tensor]]) -> lis
     out = []
     for a, b in pairs:
         symmetric = a is b
+        d1, d2 = a.shape[1], b.shape[1]
+        if r < d1:  # few resamples: weighting B's rows per resample costs less than all the outer products
+            stacked = (counts.T[:, :, None] * b[:, None, :]).reshape(n, -1)  # [C_1 B | C_2 B | ...]
+            m = (a.T @ stacked).reshape(d1, r, d2).transpose(0, 1)
+            out.append(m - (counts @ a)[:, :, None] * (counts @ b)[:, None, :] / n)
+            continue
         at, bt = a.T.contiguous(), b.T.contiguous()  # (d, n): outer products by broadcasting, no gathers
-        d1, d2 = at.shape[0], bt.shape[0]
         m = torch.zeros(r, d1, d2, dtype=torch.float64)
         step = max(1, _CHUNK_BYTES // (8 * n * d2))
         for p0 in range(0, d1, step):
