@@ -285,3 +285,13 @@ def test_weighted_products_are_the_same_for_a_block_of_few_or_many_resamples():
     rows = stats.bootstrap_indices(30, 12, seed=7)
     xr, yr = a[rows] - a[rows].mean(1, keepdim=True), b[rows] - b[rows].mean(1, keepdim=True)
     torch.testing.assert_close(many[1], xr.mT @ yr, rtol=1e-12, atol=1e-12)
+
+
+def test_what_a_prepared_bootstrap_holds_comes_out_of_the_memory_budget():
+    x, y = related(30, 5, 6, seed=18)
+    f = functools.partial(rsa_resampled)
+    one = lambda b, r: rsa_resampled(x[r], y[r], r)  # noqa: E731
+    _, block = bootstrap_evaluator(f, x, y, one=one, memory_mb=1.0)
+    size = 30 * 29 // 2
+    per, held = 8 * (size + 8 * size), 4 * 5 * size  # Y's ranks and a chunk's temporaries; int32 pairs and map
+    assert block == (2**20 - held) // per

@@ -162,7 +162,9 @@ def _rsa_bootstrap(x: Tensor, y: Tensor, *, rdm: str = "correlation", compare: s
         return moments.correlation()
 
     # per resample: Y's ranks (size), and a chunk's multiplicities, ranks and gathers (~8 chunks)
-    return PreparedBootstrap(_rsa_spearman, bytes_per_resample=8 * (size + 8 * chunk), block_bytes=_BLOCK)
+    held = 4 * 5 * size + sum(8 * (hi - lo) for lo, hi, ties in sorted_x.chunks + sorted_y.chunks if ties)
+    return PreparedBootstrap(_rsa_spearman, bytes_per_resample=8 * (size + 8 * chunk), block_bytes=_BLOCK,
+                             held_bytes=held)  # int32 pairs and order map, tie groups
 
 
 def _neighbour_order(x: Tensor) -> Tensor:
