@@ -191,7 +191,8 @@ def _knn_bootstrap(x: Tensor, y: Tensor, *, k: int = 10) -> PreparedBootstrap:
         present = counts > 0
         width = min(n - 1, 2 * k + 16)
         while True:  # widen the prefix until every present item's k slots lie inside it on both sides
-            wx, wy = counts[:, order_x[:, :width]], counts[:, order_y[:, :width]]  # (r, n, width)
+            prefix_x, prefix_y = order_x[:, :width].long(), order_y[:, :width].long()  # int64: the fast gather
+            wx, wy = counts[:, prefix_x], counts[:, prefix_y]  # (r, n, width)
             cx, cy = wx.cumsum(-1), wy.cumsum(-1)
             if width == n - 1 or bool(((cx[..., -1] >= k) & (cy[..., -1] >= k) | ~present).all()):
                 break
