@@ -17,15 +17,23 @@ time is extrapolated to 10,000 (said in the output); their null values and p-val
 compared with the vectorised ones on exactly those permutations.
 
 Since issue 22 (the default sections, ``--sections metrics compare``), per metric of
-``compare``'s defaults and at n = 256, 1,024 and 4,096 rows (``--sizes``; d = ``--metric-d``):
+``compare`` (``--metrics``) and at n = 256, 1,024 and 4,096 rows (``--sizes``; d = ``--metric-d``):
 
 - the bootstrap (resamples as row counts, ``compare``'s batched forms) and the permutation null,
   each against the loop (one metric call per resample / permutation, timed on a few and
   extrapolated; skipped where one call takes longer than ``--loop-max-call`` seconds, said in the
-  output) and against the bound: one gather of an n x n matrix per resample (CKA, mutual kNN),
-  one gather and one sort of the n(n-1)/2 dissimilarities (RSA bootstrap), one gather of the
-  fixed ranks and a dot product (RSA permutations), one SVD of the d x d cross-product (Procrustes,
-  SVCCA), all measured here in the same run on the same shapes;
+  output) and against the issue's bound: one gather of an n x n matrix per resample (CKA, RBF CKA,
+  mutual kNN), one gather and one sort of the n(n-1)/2 dissimilarities (RSA bootstrap), one
+  gather of the fixed ranks and a dot product (RSA permutations), one SVD of the d x d
+  cross-product (Procrustes, SVCCA, PWCCA), all measured here in the same run on the same shapes;
+- for Procrustes, SVCCA and PWCCA also against the cross-product bound ("x prod"): a resample's
+  d x d cross-products are n-term sums with per-resample weights, so no exact method forms them in
+  fewer than n d1 d2 multiply-adds each (Procrustes: Xr^T Yr; SVCCA, PWCCA: also Xr^T Xr and
+  Yr^T Yr, half each by symmetry), priced at this machine's float64 GEMM rate measured here, plus
+  the decompositions the score is defined by (Procrustes one SVD; SVCCA and PWCCA one
+  eigendecomposition per side and one SVD). At n >> d this, not the SVD, is what a resample costs;
+- the peak resident memory each metric's null and bootstrap add to the process ("MB"; VmHWM reset
+  before each, Linux), against ``--memory-mb``;
 - ``compare(X, Y)`` with its defaults at n = 512, d = 256 (goal: under a minute of wall time on
   2 cores), and at n = 4,096 only its announced estimate and peak memory (``--compare-large``).
 
@@ -37,7 +45,6 @@ Run: python benchmarks/similarity.py [--sections metrics compare nulls10k] [--si
 import argparse
 import functools
 import os
-import resource
 import sys
 import time
 
@@ -130,17 +137,24 @@ def wall(fn, repeats: int = 1):
 
 
 def per_row(fn, rows: torch.Tensor, block: int) -> float:
-    """Wall seconds per row of fn over ``rows`` in blocks."""
-    start = time.perf_counter()
+    """CPU seconds (all threads) per row of fn over ``rows`` in blocks: steadier than wall time on a
+    shared machine, so the ratios of the metric tables compare like with like."""
+    start = time.process_time()
     for first in range(0, rows.shape[0], block):
         fn(rows[first:first + block], first)
-    return (time.perf_counter() - start) / rows.shape[0]
+    return (time.process_time() - start) / rows.shape[0]
+
+
+def cpu(fn):
+    start = time.process_time()
+    out = fn()
+    return time.process_time() - start, out
 
 
 def bounds(name: str, x: torch.Tensor, y: torch.Tensor, rows: torch.Tensor) -> tuple[float, float]:
-    """Seconds per resample and per permutation of the bound operations (see the module docstring)."""
+    """Seconds per resample and per permutation of the issue's bound operations (see the module docstring)."""
     n = x.shape[0]
-    if name in ("cka", "mutual_knn"):
+    if name in ("cka", "cka_rbf", "cka_debiased", "mutual_knn"):
         k = x @ x.T
         one = per_row(lambda r, _: [k.index_select(0, p).index_select(1, p) for p in r], rows, 16)
         return one, one
@@ -158,10 +172,47 @@ def bounds(name: str, x: torch.Tensor, y: torch.Tensor, rows: torch.Tensor) -> t
         boot = per_row(gather_sort, rows[:4], 4)
         perm = per_row(lambda r, _: [torch.dot(flat[index[0]], d) for _ in r], rows, 16)
         return boot, perm
-    d1 = min(n, x.shape[1])
-    m = torch.randn(16, d1, min(n, y.shape[1]), dtype=torch.float64)
+    m = torch.randn(16, min(n, x.shape[1]), min(n, y.shape[1]), dtype=torch.float64)
     one = per_row(lambda r, _: torch.linalg.svdvals(m[: r.shape[0]]), rows[:32], 16)
     return one, one
+
+
+def product_bound(name: str, x: torch.Tensor, y: torch.Tensor, rows: torch.Tensor) -> float | None:
+    """Seconds per resample that Procrustes, SVCCA and PWCCA can't go below: their cross-products at this
+    machine's GEMM rate (one GEMM of the same shape), plus the decompositions they are defined by."""
+    if name not in ("procrustes", "svcca", "pwcca"):
+        return None
+    n, r1, r2 = x.shape[0], min(x.shape), min(y.shape)
+    macs = r1 * r2 + (0 if name == "procrustes" else r1 * (r1 + 1) // 2 + r2 * (r2 + 1) // 2)
+    counts = torch.rand(256, n, dtype=torch.float64)
+    outer = torch.randn(n, 1024, dtype=torch.float64)
+    (_, seconds), _ = timed(lambda: counts @ outer, 3)
+    gemm = n * macs * seconds / (256 * n * 1024)  # at the (CPU-time) rate of a GEMM of the same shape
+    m = torch.randn(16, r1, r2, dtype=torch.float64)
+    svd = per_row(lambda r, _: torch.linalg.svdvals(m[: r.shape[0]]), rows[:32], 16)
+    if name == "procrustes":
+        return gemm + svd
+    s = m.mT @ m
+    eigh = per_row(lambda r, _: torch.linalg.eigh(s[: r.shape[0]]), rows[:32], 16)
+    return gemm + svd + 2 * eigh
+
+
+def peak_mb() -> float:
+    """This process's peak resident memory since the last ``reset_peak()`` (Linux VmHWM), in MB."""
+    with open("/proc/self/status") as f:
+        return next(int(line.split()[1]) for line in f if line.startswith("VmHWM")) / 1024
+
+
+def resident_mb() -> float:
+    with open("/proc/self/status") as f:
+        return next(int(line.split()[1]) for line in f if line.startswith("VmRSS")) / 1024
+
+
+def reset_peak() -> float:
+    """Reset the peak to the current resident memory (Linux clear_refs 5); returns that level in MB."""
+    with open("/proc/self/clear_refs", "w") as f:
+        f.write("5")
+    return resident_mb()
 
 
 def metric_rows(n: int, d: int, args) -> None:
@@ -174,32 +225,43 @@ def metric_rows(n: int, d: int, args) -> None:
     b, per = args.resamples, 1000
     index = ti.stats.bootstrap_indices(n, b, seed=0)
     perms = ti.stats.permutation_indices(n, b, seed=0)
-    print(f"\nn={n}, d1=d2={d}: wall seconds per {per} resamples / permutations, each = preparation (once) + "
-          f"{per} x the time per row measured on {b} rows")
-    print(f"{'metric':>11} | {'bootstrap':>9} {'loop':>9} {'bound':>9} {'x loop':>7} {'x bound':>7} | "
-          f"{'null':>9} {'loop':>9} {'bound':>9} {'x loop':>7} {'x bound':>7}")
+    print(f"\nn={n}, d1=d2={d}: CPU seconds ({torch.get_num_threads()} thread(s)) per {per} resamples / permutations, each = preparation (once) + "
+          f"{per} x the time per row measured on {b} rows; MB: peak memory added (memory_mb={args.memory_mb:.0f})")
+    print(f"{'metric':>12} | {'bootstrap':>9} {'loop':>8} {'bound':>8} {'x loop':>7} {'x bound':>7} {'x prod':>7} "
+          f"{'MB':>5} | {'null':>8} {'loop':>8} {'bound':>8} {'x loop':>7} {'x bound':>7} {'MB':>5}")
     for name, stat, resampled in _resolved(tuple(args.metrics), {}):
         one = _one_resample(name, stat, resampled, x, y)
-        prep, (boot, block) = wall(lambda: bootstrap_evaluator(resampled or stat, x, y, one=one,
-                                                               memory_mb=args.memory_mb))
-        t_boot = prep + per * per_row(boot, index, block)
-        prep, (evaluate, chunk, _) = wall(lambda: null_evaluator(stat, "pairings", x, y))
+        rows = index[:max(2, min(b, int(b * 256 / n)))] if name in ("rsa", "cka_rbf") and n > 256 else index
+        base = reset_peak()
+        prep, (boot, block) = cpu(lambda: bootstrap_evaluator(resampled or stat, x, y, one=one,
+                                                              memory_mb=args.memory_mb))
+        if rows.shape[0] < min(block, args.max_block_rows):  # time whole blocks: a block's fixed costs are shared
+            rows = ti.stats.bootstrap_indices(n, min(block, args.max_block_rows), seed=0)
+        t_boot = prep + per * per_row(boot, rows, block)
+        del boot
+        mb_boot = peak_mb() - base
+        base = reset_peak()
+        prep, (evaluate, chunk, _) = cpu(lambda: null_evaluator(stat, "pairings", x, y))
         t_null = prep + per * per_row(lambda r, _: evaluate(r), perms, chunk)
-        call = wall(lambda: stat(x, y))[0]
+        del evaluate
+        mb_null = peak_mb() - base
+        call = cpu(lambda: stat(x, y))[0]
         if call <= args.loop_max_call:
             k = max(2, min(args.loop_rows, int(args.loop_budget / max(call, 1e-9))))
             loop_boot = per * per_row(lambda r, s: [one(s + i, p) for i, p in enumerate(r)], index[:k], k)
             loop_null = per * per_row(lambda r, _: [stat(x, y[p]) for p in r], perms[:k], k)
-            lb, ln = f"{loop_boot:9.2f}", f"{loop_null:9.2f}"
+            lb, ln = f"{loop_boot:8.2f}", f"{loop_null:8.2f}"
             rb, rn = f"{loop_boot / t_boot:6.1f}x", f"{loop_null / t_null:6.1f}x"
         else:
-            lb = ln = "   (skip)"
+            lb = ln = "  (skip)"
             rb = rn = "      -"
         bound_boot, bound_null = (per * t for t in bounds(name, x, y, index))
-        print(f"{name:>11} | {t_boot:9.2f} {lb} {bound_boot:9.2f} {rb} {t_boot / bound_boot:6.2f}x | "
-              f"{t_null:9.2f} {ln} {bound_null:9.2f} {rn} {t_null / bound_null:6.2f}x", flush=True)
+        prod = product_bound(name, x, y, index)
+        xp = "      -" if prod is None else f"{t_boot / (per * prod):6.2f}x"
+        print(f"{name:>12} | {t_boot:9.2f} {lb} {bound_boot:8.2f} {rb} {t_boot / bound_boot:6.2f}x {xp} {mb_boot:5.0f} | "
+              f"{t_null:8.2f} {ln} {bound_null:8.2f} {rn} {t_null / bound_null:6.2f}x {mb_null:5.0f}", flush=True)
     print("  loops timed on a few rows and extrapolated; '(skip)': one metric call took over "
-          f"{args.loop_max_call}s, so the loop was not run")
+          f"{args.loop_max_call}s, so the loop was not run; 'x prod': against the cross-product bound (docstring)")
 
 
 def compare_goal(args) -> None:
@@ -223,17 +285,17 @@ def compare_goal(args) -> None:
         original = _schedule.run_stages
         from tl_interp.similarity import _compare
         _compare.run_stages = estimate_only
-        start = time.perf_counter()
+        start, base = time.perf_counter(), reset_peak()
         try:
             ti.similarity.compare(x, y, progress=False, memory_mb=args.memory_mb)
         except KeyboardInterrupt:
             pass
         finally:
             _compare.run_stages = original
-        peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
         print(f"compare at n={args.compare_large}, d={args.compare_d}: estimated {stop['seconds'] / 60:.1f} min "
-              f"(building and timing every stage took {time.perf_counter() - start:.0f}s); peak resident memory of "
-              f"this process so far {peak:.0f} MB with memory_mb={args.memory_mb}")
+              f"(building and timing every stage took {time.perf_counter() - start:.0f}s); peak resident memory "
+              f"{peak_mb():.0f} MB, {peak_mb() - base:.0f} MB above the {base:.0f} MB before the call, with "
+              f"memory_mb={args.memory_mb}")
         print(f"  per stage (min): {stop['stages']}")
 
 
@@ -242,13 +304,16 @@ def main() -> None:
     parser.add_argument("--sections", nargs="+", default=["metrics", "compare"],
                         choices=["metrics", "compare", "nulls10k"])
     parser.add_argument("--sizes", type=int, nargs="+", default=[256, 1024, 4096])
-    parser.add_argument("--metrics", nargs="+", default=["cka", "svcca", "procrustes", "rsa", "mutual_knn"])
+    parser.add_argument("--metrics", nargs="+", default=["cka", "cka_rbf", "svcca", "pwcca", "procrustes", "rsa",
+                                                         "mutual_knn"])
     parser.add_argument("--metric-d", type=int, default=64)
     parser.add_argument("--resamples", type=int, default=100, help="rows (resamples, permutations) timed per metric")
     parser.add_argument("--loop-rows", type=int, default=20)
     parser.add_argument("--loop-budget", type=float, default=20.0, help="seconds of loop timing per metric and size")
     parser.add_argument("--loop-max-call", type=float, default=5.0)
     parser.add_argument("--memory-mb", type=float, default=1024.0)
+    parser.add_argument("--metric-threads", type=int, default=1, help="torch threads for the metric tables")
+    parser.add_argument("--max-block-rows", type=int, default=256, help="bootstrap rows timed: up to one block")
     parser.add_argument("--compare-n", type=int, default=512)
     parser.add_argument("--compare-d", type=int, default=256)
     parser.add_argument("--compare-large", type=int, default=0, help="e.g. 4096: compare's estimate and memory")
@@ -259,8 +324,11 @@ def main() -> None:
     args = parser.parse_args()
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads; uptime: {os.popen('uptime').read().strip()}")
     if "metrics" in args.sections:
+        threads = torch.get_num_threads()
+        torch.set_num_threads(args.metric_threads)  # idle OpenMP threads spin, and that counts as CPU time
         for n in args.sizes:
             metric_rows(n, args.metric_d, args)
+        torch.set_num_threads(threads)
     if "compare" in args.sections:
         compare_goal(args)
     if "nulls10k" in args.sections:

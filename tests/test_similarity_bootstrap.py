@@ -39,16 +39,29 @@ CASES = {  # name: (loop form, takes source rows, options, data)
     "cka linear, gram products": (sim.cka, False, {}, related(40, 12, 14)),
     "cka linear, feature products (n >> d)": (sim.cka, False, {}, related(40, 3, 4)),
     "cka linear, d > n (factors)": (sim.cka, False, {}, related(12, 20, 15)),
+    "cka rbf": (sim.cka, False, {"kernel": "rbf"}, related(40, 5, 6)),
+    "cka rbf, threshold 1, d > n": (sim.cka, False, {"kernel": "rbf", "threshold": 1.0}, related(12, 20, 15)),
     "procrustes": (sim.procrustes, False, {}, related(40, 6, 8)),
     "procrustes, d > n": (sim.procrustes, False, {}, related(12, 20, 15)),
     "svcca keep": (sim.svcca, False, {"keep": 0.9}, related(40, 6, 5)),
     "svcca default keep": (sim.svcca, False, {}, related(60, 8, 7)),
     "svcca dims": (sim.svcca, False, {"dims": 3}, related(40, 6, 5)),
     "svcca keep=1": (sim.svcca, False, {"keep": 1.0}, related(40, 4, 5)),
+    "svcca, d > n (factors)": (sim.svcca, False, {"dims": 4}, related(16, 20, 15)),
+    "pwcca": (sim.pwcca, False, {}, related(40, 6, 5)),
+    "pwcca, Y has fewer units": (sim.pwcca, False, {}, related(40, 5, 3)),
+    "pwcca, equal widths": (sim.pwcca, False, {}, related(50, 4, 4)),
+    "pwcca, d > n of low rank": (sim.pwcca, False, {}, (randn(30, 3, seed=1) @ randn(3, 40, seed=2),
+                                                        randn(30, 4, seed=3) @ randn(4, 6, seed=4))),
+    "pwcca, X low rank and narrower": (sim.pwcca, False, {}, (randn(30, 3, seed=1) @ randn(3, 6, seed=2),
+                                                              randn(30, 4, seed=3) @ randn(4, 40, seed=4))),
     "rsa spearman correlation": (rsa_resampled, True, {}, related(25, 6, 7)),
     "rsa spearman cosine": (rsa_resampled, True, {"rdm": "cosine"}, related(25, 6, 7)),
     "rsa spearman euclidean with ties": (rsa_resampled, True, {"rdm": "euclidean"}, integer_valued(20, 3, 2)),
     "rsa pearson euclidean": (rsa_resampled, True, {"rdm": "euclidean", "compare": "pearson"}, related(25, 6, 7)),
+    "rsa kendall correlation": (rsa_resampled, True, {"compare": "kendall"}, related(25, 6, 7)),
+    "rsa kendall euclidean with ties": (rsa_resampled, True, {"rdm": "euclidean", "compare": "kendall"},
+                                        integer_valued(20, 3, 2)),
     "mutual knn": (knn_resampled, True, {"k": 4}, related(30, 5, 6)),
     "mutual knn, k near n": (knn_resampled, True, {"k": 7}, related(12, 3, 4)),
 }
@@ -87,7 +100,7 @@ def test_batched_bootstrap_equals_the_loop_on_the_same_resamples(case):
 
 
 def test_cka_takes_the_feature_products_only_when_they_are_cheaper():
-    from tl_interp.similarity._resample_linear import _cka_bootstrap
+    from tl_interp.similarity._resample_kernels import _cka_bootstrap
     assert _cka_bootstrap(*related(40, 3, 4)).evaluate.__name__ == "_cka_features"
     assert _cka_bootstrap(*related(40, 12, 14)).evaluate.__name__ == "_cka_resampled"
 
@@ -226,3 +239,59 @@ def test_resampled_rsa_ties_copies_exactly_as_scipy_does_on_the_full_rdm():
     for r in rows:
         assert rsa_resampled(x[r], y[r], r) == pytest.approx(numpy_rsa_without_copies(x.numpy(), y.numpy(),
                                                                                       r.numpy()), abs=1e-12)
+
+
+def test_compare_refuses_a_debiased_rbf_cka_whose_bootstrap_would_be_linear():
+    # before: the score was RBF and its bootstrap interval silently the linear kernel's
+    x, y = related(20, 3, 4, seed=13)
+    with pytest.raises(OptionError, match="cka_debiased's bootstrap .* linear kernel only, so kernel='rbf'"):
+        sim.compare(x, y, metrics=("cka_debiased",), options={"cka_debiased": {"kernel": "rbf"}}, n_boot=5,
+                    n_permutations=5, progress=False)
+
+
+@pytest.mark.parametrize("options, data", [({"rdm": "euclidean"}, integer_valued(20, 3, 2, seed=14)),
+                                           ({"rdm": "euclidean", "compare": "pearson"}, integer_valued(20, 3, 2, seed=14)),
+                                           ({}, related(20, 5, 6, seed=14))])
+def test_rsa_ranks_in_small_chunks_equal_the_loop_with_ties_across_chunks(monkeypatch, options, data):
+    from tl_interp.similarity import _resample_pairs
+    monkeypatch.setattr(_resample_pairs, "_CHUNK", 7)  # 190 RDM entries in ~27 chunks, tie groups cut at their starts
+    x, y = data
+    index = stats.bootstrap_indices(20, 40, seed=3)
+    evaluate, _, calls = counting(rsa_resampled, True, options, x, y)
+    torch.testing.assert_close(evaluate(index, 0), loop_values(rsa_resampled, True, options, x, y, index),
+                               rtol=1e-9, atol=1e-12)
+    assert len(calls) < 4
+
+
+def test_rbf_cka_one_resample_at_a_time_over_distinct_items_equals_the_loop(monkeypatch):
+    from tl_interp.similarity import _resample_kernels
+    monkeypatch.setattr(_resample_kernels, "_SMALL", 4)  # the large-n path: kernels over each resample's items
+    x, y = related(30, 5, 6, seed=15)
+    index = stats.bootstrap_indices(30, 40, seed=6)
+    evaluate, _, calls = counting(sim.cka, False, {"kernel": "rbf", "threshold": 0.7}, x, y)
+    torch.testing.assert_close(evaluate(index, 0), loop_values(sim.cka, False, {"kernel": "rbf", "threshold": 0.7},
+                                                               x, y, index), rtol=1e-9, atol=1e-12)
+    assert len(calls) < 4
+
+
+def test_weighted_products_are_the_same_for_a_block_of_few_or_many_resamples():
+    from tl_interp.similarity._resample_products import weighted_products
+    a, b = randn(30, 6, seed=16), randn(30, 4, seed=17)
+    counts = resample_counts(stats.bootstrap_indices(30, 12, seed=7), 30)
+    many = weighted_products(counts, [(a, a), (a, b)])  # 12 resamples >= 6 columns: outer products
+    few = [weighted_products(counts[i:i + 2], [(a, a), (a, b)]) for i in range(0, 12, 2)]  # stacked rows
+    for k in range(2):
+        torch.testing.assert_close(torch.cat([f[k] for f in few]), many[k], rtol=1e-12, atol=1e-14)
+    rows = stats.bootstrap_indices(30, 12, seed=7)
+    xr, yr = a[rows] - a[rows].mean(1, keepdim=True), b[rows] - b[rows].mean(1, keepdim=True)
+    torch.testing.assert_close(many[1], xr.mT @ yr, rtol=1e-12, atol=1e-12)
+
+
+def test_what_a_prepared_bootstrap_holds_comes_out_of_the_memory_budget():
+    x, y = related(30, 5, 6, seed=18)
+    f = functools.partial(rsa_resampled)
+    one = lambda b, r: rsa_resampled(x[r], y[r], r)  # noqa: E731
+    _, block = bootstrap_evaluator(f, x, y, one=one, memory_mb=1.0)
+    size = 30 * 29 // 2
+    per, held = 8 * (size + 8 * size), 4 * 5 * size  # Y's ranks and a chunk's temporaries; int32 pairs and map
+    assert block == (2**20 - held) // per

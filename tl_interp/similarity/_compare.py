@@ -4,8 +4,9 @@ For every metric: the score, its null distribution over B random reorderings of 
 same permutations for every metric, each metric's batched null from ``ti.stats``), the
 p-value (1 + #{null >= score}) / (B + 1), and a percentile bootstrap interval over rows (the
 same resamples for every metric; RSA and mutual kNN leave out pairs of copies of one row),
-computed in batches from what resampling does not change (``_resample_linear``,
-``_resample_pairs``: equal to one metric call per resample up to rounding). The work runs one
+computed in batches from what resampling does not change (``_resample_linear``, ``_resample_cca``,
+``_resample_kernels``, ``_resample_pairs``, ``_resample_kendall``: equal to one metric call per
+resample up to rounding; docs/similarity.md). The work runs one
 metric at a time in blocks sized by ``memory_mb``; long work says how long it will take first.
 
 Resampled rows repeat items, and CKA, CCA and Procrustes scores grow as the number of distinct
@@ -44,7 +45,7 @@ from tl_interp.stats._inputs import check_count, check_finite, smallest_p_value,
 from tl_interp.stats._permutation import n_arrangements, null_evaluator
 
 # the batched bootstraps register themselves with ti.stats on import
-from tl_interp.similarity import _resample_linear, _resample_pairs  # noqa: F401
+from tl_interp.similarity import _resample_cca, _resample_kernels, _resample_pairs  # noqa: F401
 
 __all__ = ["METRICS", "SimilarityResult", "compare"]
 
@@ -116,6 +117,10 @@ def _resolved(metrics: Sequence[str], options: Mapping[str, Mapping[str, Any]]) 
         fn, fixed, resampled = METRICS[name]
         _check_options(name, fn, fixed, options.get(name, {}))
         kwargs = {**fixed, **options.get(name, {})}
+        if resampled is cka_debiased_resampled and kwargs.get("kernel", "linear") != "linear":
+            raise OptionError(f"compare: {name}'s bootstrap reads a resample as weights over its distinct items, "
+                              f"written for the linear kernel only, so kernel={kwargs['kernel']!r} would be "
+                              "resampled as another metric; use 'cka_rbf' (biased) or the linear kernel")
         out.append((name, functools.partial(fn, **kwargs), resampled and functools.partial(resampled, **kwargs)))
     return out
 
@@ -223,8 +228,9 @@ def compare(X: ArrayLike, Y: ArrayLike, *, measures: Sequence[str] = DEFAULT_MET
         alpha: 1 - coverage of the intervals.
         seed: seed of the permutations and of the resamples (recorded in provenance).
         model_id: what X and Y are, for provenance (``"smollm2-135m L10 vs ordinal-4l L2"``).
-        memory_mb: budget of one block of batched resamples (what the metrics share, e.g. the n x n
-            Gram matrices, comes on top and is held for one metric at a time).
+        memory_mb: budget of one block of batched resamples, their temporaries included (what a
+            metric computes once, e.g. the n x n Gram matrices, comes on top and is held for one
+            metric at a time; docs/similarity.md).
         progress: show a progress bar when the work lasts more than 2 s; long work (more than 30 s
             at one metric call per permutation and resample) is first timed on a few rows of each
             stage and its estimated duration printed to stderr before it runs.

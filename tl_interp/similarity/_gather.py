@@ -21,6 +21,8 @@ from torch import Tensor
 
 __all__ = ["DenseGather", "PairGather", "symmetric_gather", "off_diagonal_gather"]
 
+_ROWS_BYTES = 4 * 2**20  # rows of L gathered per step: n x n temporaries at n = 4,096 would be 134 MB each
+
 
 @dataclass(frozen=True)
 class DenseGather:
@@ -32,10 +34,13 @@ class DenseGather:
     chunk: int = 64
 
     def __call__(self, perms: Tensor) -> Tensor:
-        k = self.K.reshape(-1)
-        out = torch.empty(perms.shape[0], dtype=torch.float64)
+        n = self.K.shape[0]
+        rows = max(1, _ROWS_BYTES // (8 * n))  # gathered a block of rows at a time: temporaries of a few MB
+        out = torch.zeros(perms.shape[0], dtype=torch.float64)
         for b, p in enumerate(perms):
-            out[b] = torch.dot(self.L.index_select(0, p).index_select(1, p).reshape(-1), k)
+            for start in range(0, n, rows):
+                block = self.L.index_select(0, p[start:start + rows]).index_select(1, p)
+                out[b] += torch.dot(block.reshape(-1), self.K[start:start + rows].reshape(-1))
         return out * self.scale
 
 
@@ -71,7 +76,7 @@ def off_diagonal_gather(kx: Tensor, ly: Tensor, scale: float = 1.0) -> DenseGath
 
 def _square(condensed: Tensor, n: int) -> Tensor:
     full = torch.zeros(n, n, dtype=torch.float64)
-    i, j = torch.triu_indices(n, n, offset=1)
-    full[i, j] = condensed
-    full[j, i] = condensed
+    upper = torch.ones(n, n, dtype=torch.bool).triu_(1)  # a mask, not int64 pair indices (16x less memory)
+    full[upper] = condensed
+    full.T[upper] = condensed
     return full

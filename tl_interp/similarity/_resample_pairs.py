@@ -10,7 +10,7 @@ resampling gathers entries and recomputes nothing.
   so a pair's average rank is (multiplicity before its tie group) + (its group's multiplicity + 1)/2:
   a cumulative sum per resample, no sort. The score is the multiplicity-weighted Pearson
   correlation of the two rank vectors. Pearson on the dissimilarities is the weighted
-  correlation directly. Kendall's tau keeps the loop.
+  correlation directly. Kendall's tau-b gathers the resample's entries (``_resample_kendall``).
 - mutual kNN (Huh et al. 2024): sort each item's neighbours once. In a resample each copy of item
   j fills one of item i's k slots, in that order, so item i takes min(c_j, k - copies before j)
   slots of j; two sides share sum_j min(slots_X, slots_Y) of them, for each of i's c_i copies.
@@ -27,84 +27,144 @@ from torch import Tensor
 
 from tl_interp.similarity._inputs import paired_rows
 from tl_interp.similarity._neighbors import _knn_sets, knn_resampled
+from tl_interp.similarity._resample_kendall import kendall_bootstrap
 from tl_interp.similarity._rsa import _rdms, rsa_resampled
 from tl_interp.stats import PreparedBootstrap, register_bootstrap
 
-__all__ = ["average_ranks"]
+__all__ = ["average_ranks", "pair_indices"]
 
 _CACHED = 4 * 2**20  # gathers and cumulative sums run fastest on blocks of a few MB (benchmarks/similarity.py)
+_CHUNK = 1 << 12  # RDM entries per chunk: (chunk, resamples) temporaries stay in cache, whatever n
+_BLOCK = 1024 * 2**20  # at most this much per block of RSA resamples (Y's ranks of every resample in it)
 
 
-def _tie_groups(sorted_values: Tensor) -> tuple[Tensor, Tensor] | None:
-    """For each entry of a sorted vector, the first and last index of its run of equal values (None: no ties)."""
-    new = torch.ones_like(sorted_values, dtype=torch.bool)
-    new[1:] = sorted_values[1:] != sorted_values[:-1]
-    if bool(new.all()):
-        return None
-    starts = new.nonzero().flatten()
-    ends = torch.cat([starts[1:] - 1, torch.tensor([sorted_values.numel() - 1])])
-    group = new.cumsum(0) - 1
-    return starts[group], ends[group]
+def pair_indices(n: int) -> tuple[Tensor, Tensor]:
+    """The n(n-1)/2 pairs i < j in pdist order as int32 (half of ``triu_indices``' int64, never made)."""
+    per_row = torch.arange(n - 1, 0, -1)
+    i = torch.repeat_interleave(torch.arange(n - 1, dtype=torch.int32), per_row)
+    starts = (per_row.cumsum(0) - per_row).int()
+    return i, torch.arange(i.numel(), dtype=torch.int32) - starts[i] + i + 1
 
 
-def average_ranks(multiplicity: Tensor, ties: tuple[Tensor, Tensor] | None) -> Tensor:
-    """Average ranks (1-based) of entries in sorted order, each present ``multiplicity`` times (per row).
+def average_ranks(multiplicity: Tensor, ties: tuple[Tensor, Tensor] | None, before: Tensor | float = 0.0) -> Tensor:
+    """Average ranks (1-based) of entries in sorted order (axis 0), each present ``multiplicity`` times (one
+    column per resample), after ``before`` earlier copies; ``ties``: each entry's first and last index in its
+    run of equal values.
 
     Example:
         >>> import torch
-        >>> average_ranks(torch.tensor([[1.0, 2.0, 1.0]]), None).tolist()  # sorted a, b, b, c
-        [[1.0, 2.5, 4.0]]
+        >>> average_ranks(torch.tensor([[1.0], [2.0], [1.0]]), None).flatten().tolist()  # sorted a, b, b, c
+        [1.0, 2.5, 4.0]
     """
-    total = multiplicity.cumsum(1)
+    total = multiplicity.cumsum(0) + before
     if ties is None:
         return total - (multiplicity - 1) / 2  # (copies before + 1 + copies up to here) / 2
-    before = total - multiplicity
-    return (before[:, ties[0]] + total[:, ties[1]] + 1) / 2
+    earlier = total - multiplicity
+    return (earlier[ties[0]] + total[ties[1]] + 1) / 2
 
 
-def _weighted_correlation(w: Tensor, a: Tensor, b: Tensor) -> tuple[Tensor, Tensor]:
-    """Pearson correlation of a and b with multiplicities w (per row), and whether either side is constant.
+class _SortedPairs:
+    """One RDM's pairs in sorted order, in chunks of whole tie groups (ranks need a group's total)."""
 
-    a and b should be roughly centred already (the one-pass sums lose digits to a large mean)."""
-    wa, wb, total = w * a, w * b, w.sum(1)
-    sa, sb = wa.sum(1), wb.sum(1)
-    cov = torch.linalg.vecdot(wa, b) - sa * sb / total
-    va = torch.linalg.vecdot(wa, a) - sa * sa / total
-    vb = torch.linalg.vecdot(wb, b) - sb * sb / total
-    constant = ~(va > 0) | ~(vb > 0)
-    return torch.where(constant, 0.0, cov / (va * vb).clamp(min=1e-300).sqrt()), constant
+    def __init__(self, values: Tensor, i: Tensor, j: Tensor) -> None:
+        ordered, order = values.sort(stable=True)
+        self.order = order.int()
+        self.i, self.j = i[self.order], j[self.order]
+        new = torch.ones(ordered.numel(), dtype=torch.bool)
+        new[1:] = ordered[1:] != ordered[:-1]
+        del ordered
+        starts = new.nonzero().flatten()
+        cuts = torch.arange(0, new.numel(), _CHUNK)
+        cuts = starts[torch.searchsorted(starts, cuts).clamp(max=starts.numel() - 1)].unique()  # group starts
+        bounds = torch.cat([cuts, torch.tensor([new.numel()])]).tolist()
+        self.chunks = []
+        for lo, hi in zip(bounds[:-1], bounds[1:]):
+            flags = new[lo:hi]
+            ties = None
+            if not bool(flags.all()):
+                first = flags.nonzero().flatten().int()
+                last = torch.cat([first[1:] - 1, torch.tensor([hi - lo - 1], dtype=torch.int32)])
+                group = flags.cumsum(0) - 1
+                ties = (first[group], last[group])
+            self.chunks.append((lo, hi, ties))
+
+    def ranks(self, counts_t: Tensor):
+        """Per chunk: (slice, multiplicities c_i c_j, average ranks), each (chunk, resamples), from
+        ``counts_t`` (n, resamples): resamples side by side, so a gathered row serves all of them."""
+        carry = torch.zeros(1, counts_t.shape[1], dtype=torch.float64)
+        for lo, hi, ties in self.chunks:
+            w = counts_t[self.i[lo:hi]] * counts_t[self.j[lo:hi]]
+            r = average_ranks(w, ties, carry)
+            carry = carry + w.sum(0, keepdim=True)
+            yield slice(lo, hi), w, r
+
+
+class _Moments:
+    """Running multiplicity-weighted sums for a Pearson correlation, chunk by chunk."""
+
+    def __init__(self, rows: int) -> None:
+        self.sums = torch.zeros(6, rows, dtype=torch.float64)
+
+    def add(self, w: Tensor, a: Tensor, b: Tensor) -> None:
+        """Entries on axis 0, resamples on axis 1."""
+        wa, wb = w * a, w * b
+        for k, t in enumerate((w, wa, wb, wa * b, wa * a, wb * b)):
+            self.sums[k] += t.sum(0)
+
+    def correlation(self) -> tuple[Tensor, Tensor]:
+        """The correlation, and whether either side is constant. Values should be roughly centred
+        (the one-pass sums lose digits to a large mean)."""
+        total, sa, sb, sab, saa, sbb = self.sums
+        cov, va, vb = sab - sa * sb / total, saa - sa * sa / total, sbb - sb * sb / total
+        constant = ~(va > 0) | ~(vb > 0)
+        return torch.where(constant, 0.0, cov / (va * vb).clamp(min=1e-300).sqrt()), constant
 
 
 @register_bootstrap(rsa_resampled)
 def _rsa_bootstrap(x: Tensor, y: Tensor, *, rdm: str = "correlation", compare: str = "spearman"
                    ) -> PreparedBootstrap | None:
-    if compare == "kendall":
-        return None  # tau needs pair counts per resample: the loop runs
     dx, dy = _rdms(x, y, rdm, compare)
-    i, j = torch.triu_indices(x.shape[0], x.shape[0], offset=1)
+    n, size = x.shape[0], dx.numel()
+    if compare == "kendall":
+        return kendall_bootstrap(dx, dy, n)
+    i, j = pair_indices(n)
+    chunk = min(size, _CHUNK)
     if compare == "pearson":
-        cx, cy = dx - dx.mean(), dy - dy.mean()  # a shift changes no correlation; it spares the sums digits
+        dx -= dx.mean()  # a shift changes no correlation; it spares the sums digits
+        dy -= dy.mean()
 
         def _rsa_pearson(counts: Tensor, memory_mb: float) -> tuple[Tensor, Tensor]:
-            return _weighted_correlation(counts[:, i] * counts[:, j], cx, cy)
+            moments, counts_t = _Moments(counts.shape[0]), counts.T.contiguous()
+            for lo in range(0, size, chunk):
+                part = slice(lo, lo + chunk)
+                moments.add(counts_t[i[part]] * counts_t[j[part]], dx[part, None], dy[part, None])
+            return moments.correlation()
 
-        return PreparedBootstrap(_rsa_pearson, bytes_per_resample=8 * 8 * dx.numel(), block_bytes=_CACHED)
-    sx, ox = dx.sort(stable=True)
-    sy, oy = dy.sort(stable=True)
-    ties_x, ties_y = _tie_groups(sx), _tie_groups(sy)
-    ix, jx, iy, jy = i[ox], j[ox], i[oy], j[oy]
-    y_pos = torch.empty_like(oy)
-    y_pos[oy] = torch.arange(oy.numel())
-    y_of_x = y_pos[ox]  # where each entry of X's order sits in Y's order
+        return PreparedBootstrap(_rsa_pearson, bytes_per_resample=8 * 5 * chunk, block_bytes=_BLOCK)
+    sorted_x = _SortedPairs(dx, i, j)
+    sorted_y = _SortedPairs(dy, i, j)
+    del dx, dy, i, j
+    y_of_x = torch.empty(size, dtype=torch.int32)
+    y_of_x[sorted_y.order.long()] = torch.arange(size, dtype=torch.int32)
+    y_of_x = y_of_x[sorted_x.order.long()]  # where each entry of X's order sits in Y's order
+    sorted_x.order = sorted_y.order = None
 
     def _rsa_spearman(counts: Tensor, memory_mb: float) -> tuple[Tensor, Tensor]:
-        wx = counts[:, ix] * counts[:, jx]
         # the ranks' weighted mean is (N + 1) / 2 exactly, N = sum_{i<j} c_i c_j = (n^2 - sum c_i^2) / 2
-        middle = ((counts.shape[1] ** 2 - counts.pow(2).sum(1, keepdim=True)) / 2 + 1) / 2
-        ry = average_ranks(counts[:, iy] * counts[:, jy], ties_y)[:, y_of_x] - middle
-        return _weighted_correlation(wx, average_ranks(wx, ties_x) - middle, ry)
+        middle = ((counts.shape[1] ** 2 - counts.pow(2).sum(1)) / 2 + 1) / 2
+        counts_t = counts.T.contiguous()
+        ry = torch.empty(size, counts.shape[0], dtype=torch.float64)  # (entry, resample): one gather serves all
+        for part, _, r in sorted_y.ranks(counts_t):
+            ry[part] = r - middle
+        moments = _Moments(counts.shape[0])
+        for part, w, r in sorted_x.ranks(counts_t):
+            moments.add(w, r - middle, ry[y_of_x[part]])
+        return moments.correlation()
 
-    return PreparedBootstrap(_rsa_spearman, bytes_per_resample=8 * 10 * dx.numel(), block_bytes=_CACHED)
+    # per resample: Y's ranks (size), and a chunk's multiplicities, ranks and gathers (~8 chunks)
+    held = 4 * 5 * size + sum(8 * (hi - lo) for lo, hi, ties in sorted_x.chunks + sorted_y.chunks if ties)
+    return PreparedBootstrap(_rsa_spearman, bytes_per_resample=8 * (size + 8 * chunk), block_bytes=_BLOCK,
+                             held_bytes=held)  # int32 pairs and order map, tie groups
 
 
 def _neighbour_order(x: Tensor) -> Tensor:
@@ -123,19 +183,22 @@ def _knn_bootstrap(x: Tensor, y: Tensor, *, k: int = 10) -> PreparedBootstrap:
     order_x, order_y = _neighbour_order(xs), _neighbour_order(ys)
     y_pos = torch.full((n, n), n - 1, dtype=torch.long)  # an item's own position: never read
     y_pos.scatter_(1, order_y, torch.arange(n - 1).expand(n, n - 1).contiguous())
-    y_of_x = y_pos.gather(1, order_x)  # where X's q-th neighbour of item i sits in Y's order
+    y_of_x = y_pos.gather(1, order_x).int()  # where X's q-th neighbour of item i sits in Y's order
+    del y_pos
+    order_x, order_y = order_x.int(), order_y.int()  # int32 (exact): half the memory held at large n
 
     def _knn_resampled(counts: Tensor, memory_mb: float) -> tuple[Tensor, Tensor]:
         present = counts > 0
         width = min(n - 1, 2 * k + 16)
         while True:  # widen the prefix until every present item's k slots lie inside it on both sides
-            wx, wy = counts[:, order_x[:, :width]], counts[:, order_y[:, :width]]  # (r, n, width)
+            prefix_x, prefix_y = order_x[:, :width].long(), order_y[:, :width].long()  # int64: the fast gather
+            wx, wy = counts[:, prefix_x], counts[:, prefix_y]  # (r, n, width)
             cx, cy = wx.cumsum(-1), wy.cumsum(-1)
             if width == n - 1 or bool(((cx[..., -1] >= k) & (cy[..., -1] >= k) | ~present).all()):
                 break
             width = min(n - 1, 4 * width)
         slots_x = (k - (cx - wx)).clamp(min=0).minimum(wx)
-        pos = y_of_x[:, :width]
+        pos = y_of_x[:, :width].long()  # gather takes int64 indices
         before_y = (cy - wy).gather(-1, pos.clamp(max=width - 1).expand_as(wx))
         slots_y = torch.where(pos < width, (k - before_y).clamp(min=0).minimum(wx), 0.0)
         shared = (counts * slots_x.minimum(slots_y).sum(-1)).sum(1) / (n * k)

@@ -50,11 +50,11 @@ def rdm(X: ArrayLike, kind: str = "correlation") -> Tensor:
 
 def _rdm(x: Tensor, kind: str, name: str) -> Tensor:
     check_choice(kind, "rdm", _RDMS)
-    i, j = torch.triu_indices(x.shape[0], x.shape[0], offset=1)
+    upper = torch.ones(x.shape[0], x.shape[0], dtype=torch.bool).triu_(1)  # pairs i < j in pdist order (n^2 bytes)
     x, exponent = unit_scale(x)  # exact: no overflow of squared entries at any finite scale
     if kind == "euclidean":
         # differences, not |a|^2 + |b|^2 - 2ab: equal distances stay exactly equal (tied ranks as in pdist)
-        return torch.ldexp(torch.cdist(x, x, compute_mode="donot_use_mm_for_euclid_dist")[i, j], exponent)
+        return torch.ldexp(torch.cdist(x, x, compute_mode="donot_use_mm_for_euclid_dist")[upper], exponent)
     z = unit_scale(x - x.mean(1, keepdim=True), dim=1)[0] if kind == "correlation" else unit_scale(x, dim=1)[0]
     norms = z.norm(dim=1)
     bad = (norms == 0).nonzero().flatten()
@@ -63,7 +63,7 @@ def _rdm(x: Tensor, kind: str, name: str) -> Tensor:
         raise InputError(f"rsa: {bad.numel()} rows of {name} are {what} (rows {bad[:10].tolist()}), so their "
                          f"{kind} distance is undefined; drop them or use rdm='euclidean'")
     z = z / norms[:, None]
-    return (1 - z @ z.T)[i, j]
+    return (z @ z.T).neg_().add_(1)[upper]  # 1 - z z^T, in place
 
 
 def _standardised(v: Tensor, compare: str, name: str) -> Tensor:

@@ -40,13 +40,15 @@ class PreparedBootstrap:
     ``evaluate(counts (b, n), memory_mb) -> (values (b,), unsure (b,) bool)``: ``counts[r, i]`` is how
     often resample r drew row i; ``unsure`` marks resamples whose batched value is not certified
     exact (near-degenerate), which the loop recomputes. ``bytes_per_resample`` sizes the blocks:
-    as many as ``memory_mb`` holds, or as ``block_bytes`` (e.g. a cache-sized block for gathers,
-    which slow down with large temporaries) if that is smaller.
+    as many as ``memory_mb`` holds after the ``held_bytes`` the prepared form keeps (sorted orders,
+    indices), or as ``block_bytes`` (e.g. a cache-sized block for gathers, which slow down with
+    large temporaries) if that is smaller.
     """
 
     evaluate: Callable[[Tensor, float], tuple[Tensor, Tensor]]
     bytes_per_resample: int
     block_bytes: float | None = None
+    held_bytes: int = 0
 
 
 _BOOTSTRAPS: dict[Callable[..., Any], Callable[..., PreparedBootstrap | None]] = {}
@@ -108,7 +110,7 @@ def bootstrap_evaluator(statistic: Callable[..., Any], x: Tensor, y: Tensor, *,
     prepared = None if prepare is None else prepare(x, y, **kwargs)
     if prepared is None:
         return _loop, 16
-    budget = min(memory_mb * 2**20, prepared.block_bytes or float("inf"))
+    budget = min(memory_mb * 2**20 - prepared.held_bytes, prepared.block_bytes or float("inf"))
     block = max(1, int(budget // max(1, prepared.bytes_per_resample)))
 
     def _batched(index: Tensor, start: int) -> Tensor:
