@@ -245,7 +245,7 @@ def test_compare_refuses_a_debiased_rbf_cka_whose_bootstrap_would_be_linear():
     # before: the score was RBF and its bootstrap interval silently the linear kernel's
     x, y = related(20, 3, 4, seed=13)
     with pytest.raises(OptionError, match="cka_debiased's bootstrap .* linear kernel only, so kernel='rbf'"):
-        sim.compare(x, y, metrics=("cka_debiased",), options={"cka_debiased": {"kernel": "rbf"}}, n_boot=5,
+        sim.compare(x, y, measures=("cka_debiased",), options={"cka_debiased": {"kernel": "rbf"}}, n_boot=5,
                     n_permutations=5, progress=False)
 
 

@@ -222,7 +222,7 @@ class States(Mapping[str, Tensor]):
     def ragged(self, name: str) -> list[Tensor]:
         """Per-prompt tensors ``(n_selected_i, ...)`` of one site: its read positions only."""
         if self.read_mask is None:
-            raise OptionError(f"States.ragged: positions={self.positions}, reduce={self.reduce} gives the same "
+            raise OptionError(f"States.ragged: positions={self.positions_label}, reduce={self.reduce} gives the same "
                               "shape for every prompt; index the tensor directly")
         values = self[name]
         return [values[i][self.read_mask[i]] for i in range(values.shape[0])]
