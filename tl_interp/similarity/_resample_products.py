@@ -56,7 +56,7 @@ def weighted_products(counts: Tensor, pairs: list[tuple[Tensor, Tensor]]) -> lis
             continue
         at, bt = a.T.contiguous(), b.T.contiguous()  # (d, n): outer products by broadcasting, no gathers
         m = torch.zeros(r, d1, d2, dtype=torch.float64)
-        step = max(1, _CHUNK_BYTES // (8 * n * d2))
+        step = max(1, min(_CHUNK_BYTES // (8 * n * d2), -(-d1 // 8) if symmetric else d1))  # triangles: 8+ row blocks
         for p0 in range(0, d1, step):
             p1, q0 = min(d1, p0 + step), (p0 if symmetric else 0)
             outer = (at[p0:p1, None, :] * bt[None, q0:, :]).reshape(-1, n)  # rows p0:p1 x columns q0:
