@@ -94,3 +94,15 @@ def test_svcca_truncating_the_variance_keeps_the_eigendecomposition():
         torch.testing.assert_close(fast, loop, rtol=1e-9, atol=1e-12)
         from tl_interp.similarity._resample_cca import _svcca_bootstrap
         assert _svcca_bootstrap(x, y, **options).evaluate.__name__ == name
+
+
+def test_weighted_symmetric_products_are_exactly_symmetric_and_equal_the_gathered_rows():
+    from tl_interp.similarity._resample_products import weighted_products
+    from tl_interp.stats._bootstrap import resample_counts
+    a, b = randn(50, 20, seed=6), randn(50, 7, seed=7)
+    index = stats.bootstrap_indices(50, 24, seed=8)
+    xx, xy = weighted_products(resample_counts(index, 50), [(a, a), (a, b)])  # 24 >= 20: outer products, 8 row blocks
+    assert torch.equal(xx, xx.mT)
+    xr, yr = a[index] - a[index].mean(1, keepdim=True), b[index] - b[index].mean(1, keepdim=True)
+    torch.testing.assert_close(xx, xr.mT @ xr, rtol=1e-12, atol=1e-12)
+    torch.testing.assert_close(xy, xr.mT @ yr, rtol=1e-12, atol=1e-12)

@@ -55,13 +55,16 @@ def weighted_products(counts: Tensor, pairs: list[tuple[Tensor, Tensor]]) -> lis
             out.append(m - (counts @ a)[:, :, None] * (counts @ b)[:, None, :] / n)
             continue
         at, bt = a.T.contiguous(), b.T.contiguous()  # (d, n): outer products by broadcasting, no gathers
-        m = torch.zeros(r, d1, d2, dtype=torch.float64)
+        m = torch.empty(r, d1, d2, dtype=torch.float64)
         step = max(1, min(_CHUNK_BYTES // (8 * n * d2), -(-d1 // 8) if symmetric else d1))  # triangles: 8+ row blocks
         for p0 in range(0, d1, step):
             p1, q0 = min(d1, p0 + step), (p0 if symmetric else 0)
             outer = (at[p0:p1, None, :] * bt[None, q0:, :]).reshape(-1, n)  # rows p0:p1 x columns q0:
-            m[:, p0:p1, q0:] = (counts @ outer.T).reshape(r, p1 - p0, d2 - q0)
-        if symmetric:
-            m = m.triu() + m.triu(1).mT  # exactly symmetric
-        out.append(m - (counts @ a)[:, :, None] * (counts @ b)[:, None, :] / n)
+            block = (counts @ outer.T).reshape(r, p1 - p0, d2 - q0)
+            m[:, p0:p1, q0:] = block
+            if symmetric:  # the mirrored block, and its diagonal square made exactly symmetric
+                m[:, q0:, p0:p1] = block.mT
+                square = block[:, :, : p1 - p0]
+                m[:, p0:p1, p0:p1] = square.triu() + square.triu(1).mT
+        out.append(m.add_((counts @ a)[:, :, None] * (counts @ b)[:, None, :], alpha=-1 / n))
     return out
