@@ -106,3 +106,19 @@ def test_weighted_symmetric_products_are_exactly_symmetric_and_equal_the_gathere
     xr, yr = a[index] - a[index].mean(1, keepdim=True), b[index] - b[index].mean(1, keepdim=True)
     torch.testing.assert_close(xx, xr.mT @ xr, rtol=1e-12, atol=1e-12)
     torch.testing.assert_close(xy, xr.mT @ yr, rtol=1e-12, atol=1e-12)
+
+
+def test_compare_with_cholesky_whitening_is_the_same_at_any_finite_scale():
+    x, y = scaled(40, [1.0, 2.0, 0.5, 3.0])
+    kwargs = dict(measures=("svcca", "pwcca"), options={"svcca": {"keep": 1.0}}, n_permutations=19, n_boot=60,
+                  progress=False)
+    ref = sim.compare(x, y, **kwargs)
+    index = stats.bootstrap_indices(40, 60, seed=0)
+    loop = torch.tensor([[sim.svcca(x[r], y[r], keep=1.0), sim.pwcca(x[r], y[r])] for r in index], dtype=torch.float64)
+    low, high = stats.percentile_interval(loop, 0.05, dim=0)
+    torch.testing.assert_close(ref.extras["ci_low"], low, rtol=1e-9, atol=1e-12)
+    torch.testing.assert_close(ref.extras["ci_high"], high, rtol=1e-9, atol=1e-12)
+    for scale in (1e-200, 1e200):
+        res = sim.compare(x * scale, y / scale, **kwargs)
+        for key in ("ci_low", "ci_high", "null", "p_value"):
+            torch.testing.assert_close(res.extras[key], ref.extras[key], rtol=1e-9, atol=1e-12)
