@@ -44,11 +44,6 @@ def _cca_bytes(r1: int, r2: int) -> int:
     return products_bytes((r1, r1, True), (r2, r2, True), (r1, r2, False)) + 8 * 12 * max(r1, r2) ** 2
 
 
-def _covariances(counts: Tensor, a: Tensor, b: Tensor) -> tuple[Tensor, Tensor, Tensor]:
-    cxx, cyy, cxy = weighted_products(counts, [(a, a), (b, b), (a, b)])
-    return cxx, cyy, cxy
-
-
 @register_bootstrap(svcca)
 def _svcca_bootstrap(x: Tensor, y: Tensor, *, keep: float = 0.99, dims: int | None = None) -> PreparedBootstrap:
     _svcca_bases(x, y, keep, dims)  # the metric's own checks, raised as it raises them
@@ -57,7 +52,7 @@ def _svcca_bootstrap(x: Tensor, y: Tensor, *, keep: float = 0.99, dims: int | No
     n, r1, r2 = a.shape[0], a.shape[1], b.shape[1]
 
     def _svcca_resampled(counts: Tensor, memory_mb: float) -> tuple[Tensor, Tensor]:
-        cxx, cyy, cxy = _covariances(counts, a, b)
+        cxx, cyy, cxy = weighted_products(counts, [(a, a), (b, b), (a, b)])
         wx, kx, sure_x = kept_directions(cxx, keep, dims)
         wy, ky, sure_y = kept_directions(cyy, keep, dims)
         rho = torch.linalg.svdvals(wx.mT @ cxy @ wy).clamp(max=1.0)
@@ -67,7 +62,7 @@ def _svcca_bootstrap(x: Tensor, y: Tensor, *, keep: float = 0.99, dims: int | No
         return torch.where(unsure, 0.0, value), unsure
 
     def _svcca_every_direction(counts: Tensor, memory_mb: float) -> tuple[Tensor, Tensor]:
-        cxx, cyy, cxy = _covariances(counts, a, b)
+        cxx, cyy, cxy = weighted_products(counts, [(a, a), (b, b), (a, b)])
         (ix, _, sure_x), (iy, _, sure_y) = cholesky_whitening(cxx), cholesky_whitening(cyy)
         value = torch.linalg.svdvals(ix @ cxy @ iy.mT).clamp(max=1.0).mean(-1)
         unsure = few_distinct(counts) | ~sure_x | ~sure_y | torch.tensor(r1 + r2 >= n)
@@ -103,7 +98,7 @@ def _pwcca_bootstrap(x: Tensor, y: Tensor) -> PreparedBootstrap:
     to_units = to_x if x_side else to_y
 
     def _pwcca_resampled(counts: Tensor, memory_mb: float) -> tuple[Tensor, Tensor]:
-        cxx, cyy, cxy = _covariances(counts, a, b)
+        cxx, cyy, cxy = weighted_products(counts, [(a, a), (b, b), (a, b)])
         (ix, lx, sure_x), (iy, ly, sure_y) = cholesky_whitening(cxx), cholesky_whitening(cyy)
         p, rho, qt = torch.linalg.svd(ix @ cxy @ iy.mT, full_matrices=False)
         k = rho.shape[-1]
