@@ -151,13 +151,14 @@ class SteeringReport(Result):
             task: one task, or None for every (vector, scale, task) cell.
             metric: which mean: ``"accuracy"``, ``"prob"``, ``"logit_diff"`` ...
         """
-        k = check_k(k, "SteeringReport.top")
+        check_k(k, "SteeringReport.top")
         n_real = len(self.meta["vectors"])
         values = self.metric_values(metric)[:n_real]
         tasks = list(range(len(self.tasks))) if task is None else [self._t(task)]
         values = values[:, :, tasks]
         cells = [(i, m, tasks[j]) for i in range(values.shape[0]) for m in range(values.shape[1])
                  for j in range(values.shape[2])]
+        k = check_k(k, "SteeringReport.top", len(cells))
 
         def label(c: int) -> str:
             i, m, t = cells[c]

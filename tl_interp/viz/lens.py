@@ -150,7 +150,7 @@ def dla_html(result: Any) -> str:
     from tl_interp.viz.html import table_html
 
     approx = result.approximation()
-    rows = [[name, value] for name, value in result.top(10)]
+    rows = [[name, value] for name, value in result.top(min(10, result.values.shape[0]))]  # up to 10
     logit = float(result.extras["logit"].double().mean())
     return (f"<div>by {html.escape(result.by)}; mean logit {logit:.4g} = components + constant "
             f"{float(result.extras['constant'].double().mean()):.4g} (sum error {approx['max_sum_error']:.2g})</div>"

@@ -67,6 +67,7 @@ class Congruence(Result):
                                   f"{per!r} select them from .values instead")
             return super().top(k, per=per, absolute=absolute, largest=largest)
         rows = list(range(self.values.shape[0])) if neurons is None else self._rows(neurons)
+        k = check_k(k, "Congruence.top", self.values.shape[1])
         return Ranking.per_row(self.values[rows], [self.labels["d_mlp"][r] for r in rows], self.labels["d_vocab"], k,
                                absolute=absolute, largest=largest, value_name="congruence")
 
