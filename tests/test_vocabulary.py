@@ -358,6 +358,7 @@ RETIRED_KEYWORDS: dict[str, set[str]] = {
     "result_figure": {"scale"},
     "colored_spans": {"scale"},
     "patch": {"mask"},
+    "feature_page": {"n"},
     "collect": {"batch_size"},
     "logit_lens": {"batch_size"},
     "tuned_lens": {"batch_size"},

@@ -182,7 +182,7 @@ def _per_prompt(tokens: Sequence[Sequence[str]], activations: Tensor | Sequence[
 
 
 @checked
-def top_activations(tokens: Sequence[Sequence[str]], activations: Tensor | Sequence[Tensor], *, k: int = 10,
+def top_activations(tokens: Sequence[Sequence[str]], activations: Tensor | Sequence[Tensor], *, k: int | None = None,
                     neurons: IndexSelection = None, unit_name: str = "neuron",
                     layout: Literal["samples", "tokens"] = "samples", attention_mask: Tensor | None = None) -> View:
     """The most-activating prompts or tokens of neurons / SAE features over a prompt set.
@@ -191,7 +191,10 @@ def top_activations(tokens: Sequence[Sequence[str]], activations: Tensor | Seque
         tokens: the tokens of each prompt.
         activations: ``(pos, unit)`` per prompt, or one ``(batch, pos, unit)`` tensor (with
             ``attention_mask`` when padded; padding is removed).
-        k: how many prompts (``layout="samples"``) or tokens per prompt (``"tokens"``).
+        k: how many prompts (``layout="samples"``: at most as many as there are) or tokens per
+            prompt (``"tokens"``: up to k of each prompt, since prompts differ in length; a k
+            longer than every prompt is refused); default up to 10 (a view: the default never
+            exceeds a small prompt set).
         neurons: which units -- neurons or SAE features -- (default all, up to 100); each is
             labelled with its true index.
         unit_name: what a unit is called ("neuron", "feature").
@@ -208,8 +211,12 @@ def top_activations(tokens: Sequence[Sequence[str]], activations: Tensor | Seque
         >>> top_activations([["a", "b"], ["c"]], acts, k=2).data["order"]
         [[1, 0], [0, 1]]
     """
-    check_count(k, "k", what="top_activations")
+    if k is not None:
+        check_count(k, "k", what="top_activations")  # the count's type before the activations' shapes
     toks, rows = _per_prompt(tokens, activations, attention_mask)
+    n, items = (len(rows), "prompts") if layout == "samples" else (max(r.shape[0] for r in rows),
+                                                                  "tokens in the longest prompt")
+    k = min(10, n) if k is None else check_count(k, "k", high=n, what="top_activations", items=items)
     width = rows[0].shape[-1]
     if neurons is None and width > 100:
         raise OptionError(f"top_activations: {width} {unit_name}s are too many to draw; pass neurons=[...] (e.g. the top "
@@ -256,7 +263,7 @@ def top_activations(tokens: Sequence[Sequence[str]], activations: Tensor | Seque
 
 @retired("top_activations (a view is named for what it draws; a result's top-k is result.top(k))")
 @checked
-def topk(tokens: Sequence[Sequence[str]], activations: Tensor | Sequence[Tensor], *, k: int = 10,
+def topk(tokens: Sequence[Sequence[str]], activations: Tensor | Sequence[Tensor], *, k: int | None = None,
          neurons: IndexSelection = None, unit_name: str = "neuron",
          layout: Literal["samples", "tokens"] = "samples", attention_mask: Tensor | None = None) -> View:
     """The old name of ``top_activations`` (same arguments, same view)."""
