@@ -16,7 +16,7 @@ import torch
 from torch import Tensor
 
 from tl_interp._checks import renamed, retired
-from tl_interp._ranking import Ranking, check_k
+from tl_interp.results._ranking import Ranking, check_k
 from tl_interp.errors import SelectionError, TlInterpDeprecationWarning
 from tl_interp.results import Result, register_result, short
 from tl_interp.stats import bootstrap_mean_ci

@@ -21,7 +21,7 @@ import torch
 from torch import Tensor
 
 from tl_interp._checks import checked, retired
-from tl_interp._ranking import Ranking, check_k
+from tl_interp.results._ranking import Ranking, check_k
 from tl_interp.errors import OptionError
 from tl_interp._checks import checked
 from tl_interp.errors import OptionError, SelectionError

@@ -1,4 +1,4 @@
-"""Typed results: values with named axes, labels, extras and provenance.
+"""Typed results: values with named axes, labels, extras and provenance (``ti.results.Result``).
 
 Every study returns a ``Result`` (or a subclass): ``.values`` is the tensor of metric values,
 ``.axes`` names its axes in order (``("layer", "pos")``), ``.labels`` gives human-readable
@@ -23,12 +23,12 @@ from torch import Tensor
 
 from tl_interp._checks import checked, retired
 from tl_interp._io import load_checked, save_checked
-from tl_interp._ranking import Ranking, check_k
+from tl_interp.results._ranking import Ranking, check_k
 from tl_interp.errors import ArtifactError, OptionError, ShapeError
 from tl_interp._checks import check_count, checked, public_name
 from tl_interp.errors import ArtifactError, ShapeError, TypeCheckError
 
-__all__ = ["Provenance", "Ranking", "Result", "prompt_hash", "register_result"]
+__all__ = ["Provenance", "Result", "prompt_hash", "register_result"]
 
 _KINDS: dict[str, type["Result"]] = {}
 _STUDIES = ("tl_interp.patching", "tl_interp.ablation", "tl_interp.steering", "tl_interp.similarity",
