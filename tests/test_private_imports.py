@@ -14,6 +14,7 @@ another subpackage needs gets a public name in the layer it belongs to (``compat
 """
 
 import ast
+from dataclasses import dataclass
 from pathlib import Path
 
 import tl_interp
@@ -41,32 +42,42 @@ def _is_module(module: str, root: Path) -> bool:
     return path.with_suffix(".py").exists() or (path / "__init__.py").exists()
 
 
-def cross_unit_private_uses(path: Path, root: Path = PACKAGE) -> list[str]:
-    """Each use in ``path`` of an underscore name defined in another unit of the package at ``root``."""
-    here = _unit(_module_name(path, root))
+@dataclass(frozen=True)
+class Use:
+    """One use of a package name in a file: where, how it reads, and the package name it stands for."""
+
+    line: int
+    text: str  # as written: "from tl_interp.hooks._sae import _sae_hook_name", "compat._guard"
+    full: str  # the dotted name it stands for: "tl_interp.hooks._sae._sae_hook_name"
+    owner: str  # the package module the used name belongs to (its unit decides what is private to whom)
+    private: bool  # the used name itself has one leading underscore
+
+
+def package_uses(path: Path, root: Path = PACKAGE) -> list[Use]:
+    """Every import from the package at ``root`` in ``path``, and every read of an underscore name
+    through an imported package module (lazy imports included)."""
     package = root.name
     tree = ast.parse(path.read_text())
     modules: dict[str, str] = {}  # local name -> the package module it is bound to
-    found = []
+    uses = []
     for node in ast.walk(tree):
         if isinstance(node, ast.ImportFrom) and node.level == 0 and (node.module or "").split(".")[0] == package:
             for alias in node.names:
                 full = f"{node.module}.{alias.name}"
                 owner = full if _is_module(full, root) else node.module
-                if _private(alias.name) and _unit(owner) != here:
-                    found.append(f"{path.name}:{node.lineno}: from {node.module} import {alias.name}")
+                uses.append(Use(node.lineno, f"from {node.module} import {alias.name}", full, owner,
+                                _private(alias.name)))
                 if owner == full:
                     modules[alias.asname or alias.name] = full
         elif isinstance(node, ast.Import):
             for alias in node.names:
                 if alias.name.split(".")[0] != package:
                     continue
-                if alias.asname:
-                    if _private(alias.name.rsplit(".", 1)[-1]) and _unit(alias.name) != here:
-                        found.append(f"{path.name}:{node.lineno}: import {alias.name} as {alias.asname}")
-                    modules[alias.asname] = alias.name
-                else:  # `import tl_interp.x.y` binds the name tl_interp: reads go through attributes
-                    modules[package] = package
+                # `import tl_interp.x.y` binds the name tl_interp: reads go through attributes
+                text = f"import {alias.name}" + (f" as {alias.asname}" if alias.asname else "")
+                uses.append(Use(node.lineno, text, alias.name, alias.name,
+                                bool(alias.asname) and _private(alias.name.rsplit(".", 1)[-1])))
+                modules[alias.asname or package] = alias.name if alias.asname else package
     for node in ast.walk(tree):
         if not (isinstance(node, ast.Attribute) and _private(node.attr)):
             continue
@@ -75,10 +86,16 @@ def cross_unit_private_uses(path: Path, root: Path = PACKAGE) -> list[str]:
             chain.insert(0, value.attr)
             value = value.value
         if isinstance(value, ast.Name) and value.id in modules:
-            owner = ".".join([modules[value.id], *chain, node.attr])
-            if _unit(owner) != here:
-                found.append(f"{path.name}:{node.lineno}: {'.'.join([value.id, *chain, node.attr])}")
-    return found
+            full = ".".join([modules[value.id], *chain, node.attr])
+            uses.append(Use(node.lineno, ".".join([value.id, *chain, node.attr]), full, full, True))
+    return uses
+
+
+def cross_unit_private_uses(path: Path, root: Path = PACKAGE) -> list[str]:
+    """Each use in ``path`` of an underscore name defined in another unit of the package at ``root``."""
+    here = _unit(_module_name(path, root))
+    return [f"{path.name}:{use.line}: {use.text}" for use in package_uses(path, root)
+            if use.private and _unit(use.owner) != here]
 
 
 def test_no_subpackage_uses_another_subpackages_private_names() -> None:
@@ -119,33 +136,8 @@ def private_uses_outside(path: Path, root: Path = PACKAGE) -> list[str]:
     """The dotted names of ``tl_interp``'s private modules and names that ``path`` (a script outside the
     package) imports or reads: any path component with one leading underscore
     (``tl_interp.circuits._curve``, ``tl_interp.models._gemma``, ``ti.stats._inputs``)."""
-    package = root.name
-    tree = ast.parse(path.read_text())
-    bound: dict[str, str] = {}  # local name -> the dotted package path it stands for
-    found = []
-    for node in ast.walk(tree):
-        if isinstance(node, ast.ImportFrom) and node.level == 0 and (node.module or "").split(".")[0] == package:
-            for alias in node.names:
-                full = f"{node.module}.{alias.name}"
-                if any(_private(part) for part in full.split(".")):
-                    found.append(full)
-                bound[alias.asname or alias.name] = full
-        elif isinstance(node, ast.Import):
-            for alias in node.names:
-                if alias.name.split(".")[0] == package:
-                    if any(_private(part) for part in alias.name.split(".")):
-                        found.append(alias.name)
-                    bound[alias.asname or package] = alias.name if alias.asname else package
-    for node in ast.walk(tree):
-        if not (isinstance(node, ast.Attribute) and _private(node.attr)):
-            continue
-        chain, value = [node.attr], node.value
-        while isinstance(value, ast.Attribute):
-            chain.insert(0, value.attr)
-            value = value.value
-        if isinstance(value, ast.Name) and value.id in bound:
-            found.append(".".join([bound[value.id], *chain]))
-    return sorted(set(found))
+    return sorted({use.full for use in package_uses(path, root)
+                   if any(_private(part) for part in use.full.split("."))})
 
 
 # (benchmark file, private name) -> why the benchmark needs it. Each measures an internal step against

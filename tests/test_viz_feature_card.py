@@ -101,14 +101,20 @@ def test_ablation_effect_equals_removing_the_features_decoder_contribution(ordin
     assert f"Feature {feature}" in page and "<svg" in page and "<script" not in page
 
 
-def test_a_feature_beyond_the_sae_width_fails_before_any_forward(ordinal: tuple[Any, Any],
-                                                                  monkeypatch: pytest.MonkeyPatch) -> None:
+@pytest.fixture
+def no_forward(ordinal: tuple[Any, Any], monkeypatch: pytest.MonkeyPatch) -> tuple[Any, Any]:
+    """The ordinal model and SAE, with a forward pass that fails: a check must refuse before any runs."""
     model, sae = ordinal
 
     def fail(*args: Any, **kwargs: Any) -> None:
-        raise AssertionError("a forward pass ran before the bad feature index was refused")
+        raise AssertionError("a forward pass ran before the bad argument was refused")
 
     monkeypatch.setattr(model, "forward", fail)
+    return model, sae
+
+
+def test_a_feature_beyond_the_sae_width_fails_before_any_forward(no_forward: tuple[Any, Any]) -> None:
+    model, sae = no_forward
     with pytest.raises(SelectionError, match=r"feature 1024 is out of range: .* d_sae=1024 features \(0..1023\)"):
         ti.viz.feature_card(model, sae, PROMPTS, 1024)
     with pytest.raises(SelectionError, match="feature -1 is out of range"):
@@ -144,14 +150,8 @@ def test_feature_pages_count_is_n_features_and_its_old_name_n_warns_with_the_sam
     assert "n" not in inspect.signature(ti.viz.feature_page).parameters
 
 
-def test_a_page_of_more_features_than_the_sae_has_fails_before_any_forward(ordinal: tuple[Any, Any],
-                                                                           monkeypatch: pytest.MonkeyPatch) -> None:
-    model, sae = ordinal
-
-    def fail(*args: Any, **kwargs: Any) -> None:
-        raise AssertionError("a forward pass ran before the bad count was refused")
-
-    monkeypatch.setattr(model, "forward", fail)
+def test_a_page_of_more_features_than_the_sae_has_fails_before_any_forward(no_forward: tuple[Any, Any]) -> None:
+    model, sae = no_forward
     with pytest.raises(SelectionError, match=r"feature_page: n_features=1025 is out of range: there are 1024 features "
                                              r"\(d_sae\); choose 1 <= n_features <= 1024"):
         ti.viz.feature_page(model, sae, PROMPTS, n_features=1025)
