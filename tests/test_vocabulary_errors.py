@@ -94,7 +94,8 @@ OUT_OF_RANGE: dict[str, list[Probe]] = {
         lambda m, t, r: ti.viz.top_activations([["a", "b"], ["c"]], [torch.ones(2, 3), torch.ones(1, 3)], k=3),
         lambda m, t, r: ti.viz.top_activations([["a", "b"]], [torch.ones(2, 3)], k=3, layout="tokens")],
     "tl_interp.steering.SteeringReport.top": [lambda m, t, r: _steering_report().top(0, task="t")],
-    "tl_interp.steering.decompose": [lambda m, t, r: ti.steering.decompose(r["vector"], r["sae"], k=0)],
+    "tl_interp.steering.decompose": [lambda m, t, r: ti.steering.decompose(r["vector"], r["sae"], k=0),
+                                     lambda m, t, r: ti.steering.decompose(r["vector"], r["sae"], k=65)],
     "tl_interp.results.Result.top_cells": [lambda m, t, r: r["patching"].top_cells(-1)],
     "tl_interp.viz.attention": [lambda m, t, r: ti.viz.attention(m, t[0], layer=N_LAYERS)],
     "tl_interp.viz.topk": [lambda m, t, r: ti.viz.topk([["a", "b"]], [torch.ones(2, 3)], k=0)],
@@ -132,7 +133,8 @@ OUT_OF_RANGE: dict[str, list[Probe]] = {
     "tl_interp.circuits.EdgeScores.top": [lambda m, t, r: r["edges"].top(0)],
     "tl_interp.circuits.EdgeScores.summary": [lambda m, t, r: r["edges"].summary(-2)],
     "tl_interp.circuits.stability": [lambda m, t, r: ti.circuits.stability(r["edges"], k=10**6)],
-    "tl_interp.circuits.EdgeStability.unstable": [lambda m, t, r: r["stability"].unstable(-1)],
+    "tl_interp.circuits.EdgeStability.unstable": [lambda m, t, r: r["stability"].unstable(-1),
+                                                  lambda m, t, r: r["stability"].unstable(10**6)],
     # heads / positions / features out of range, through the hook factories every study uses
     "tl_interp.hooks.zero_ablate": [
         lambda m, t, r: ti.hooks.zero_ablate(ti.site("z", 0), heads=[9]).run(m, t),
