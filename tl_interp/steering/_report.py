@@ -151,7 +151,6 @@ class SteeringReport(Result):
             task: one task, or None for every (vector, scale, task) cell.
             metric: which mean: ``"accuracy"``, ``"prob"``, ``"logit_diff"`` ...
         """
-        check_k(k, "SteeringReport.top")
         n_real = len(self.meta["vectors"])
         values = self.metric_values(metric)[:n_real]
         tasks = list(range(len(self.tasks))) if task is None else [self._t(task)]

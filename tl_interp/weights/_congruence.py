@@ -60,7 +60,6 @@ class Congruence(Result):
             >>> c.top(2), c.top(1, absolute=False).labels
             (Ranking(by |value|, largest first: L0N0: b -2, L0N0: c +1), ('c',))
         """
-        k = check_k(k, "Congruence.top")
         if per != "d_mlp":
             if neurons is not None:
                 raise OptionError("Congruence.top: neurons= chooses rows of the per-neuron ranking; with per="
