@@ -27,9 +27,7 @@ import torch
 
 import tl_interp as ti
 from tl_interp import circuits
-from tl_interp.circuits._circuit import Circuit
-from tl_interp.circuits._curve import faithfulness_curve
-from tl_interp.circuits._stability import stability
+from tl_interp.circuits import Circuit, faithfulness_curve, stability
 from tl_interp.models.zoo.induction import BOS_TOKEN, N_RANDOM_TOKENS
 
 ROOT = Path(__file__).resolve().parents[1]

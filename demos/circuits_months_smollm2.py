@@ -26,9 +26,7 @@ import torch
 
 import tl_interp as ti
 from tl_interp import circuits
-from tl_interp.circuits._circuit import Circuit
-from tl_interp.circuits._curve import faithfulness_curve
-from tl_interp.circuits._stability import stability
+from tl_interp.circuits import Circuit, faithfulness_curve, stability
 
 ROOT = Path(__file__).resolve().parents[1]
 MONTHS = ["January", "February", "March", "April", "May", "June", "July", "August", "September", "October",

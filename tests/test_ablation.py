@@ -218,7 +218,9 @@ def test_a_per_prompt_metric_needs_two_prompts_and_ranking_checks_k() -> None:
     for bad in (0, -1):
         with pytest.raises(ti.SelectionError, match=r"k=-?\d is out of range; choose k >= 1"):
             res.top(bad)
-    assert len(res.top(res.values.numel() + 5)) == res.values.numel() and len(res.top(3)) == 3
+    assert len(res.top(res.values.numel())) == res.values.numel() and len(res.top(3)) == 3
+    with pytest.raises(ti.SelectionError, match=rf"there are {res.values.numel()} entries"):
+        res.top(res.values.numel() + 5)  # never quietly fewer than asked for
 
 
 # -- issue 10's reliability probes (formerly tests/test_reliability_studies.py), beside the module they test --

@@ -116,7 +116,7 @@ def every_view_report(path: Path) -> int:
     report = ti.viz.Report("Every view tl_interp draws")
     report.heading("attention").view(ti.viz.attention(induction, tokens[0], layer=1, heads=[2, 0],
                                                       intervention=no_previous_token))
-    report.heading("predictions").view(ti.viz.predictions(induction, tokens[0], intervention=knock_out, k=5))
+    report.heading("predictions").view(ti.viz.predictions(induction, tokens[0], intervention=knock_out, top_k=5))
     report.heading("tokens").view(ti.viz.tokens(sweep.labels["pos"], sweep.values[1], title="patching, layer 1"))
     report.view(ti.viz.tokens(sweep.labels["pos"], {f"layer {i}": sweep.values[i] for i in range(4)}))
     report.heading("topk").view(ti.viz.topk(batch.str_tokens, store["blocks.2.hook_mlp_out"], neurons=[0, 5, 9],

@@ -6,7 +6,7 @@ import torch
 from tl_interp import stats
 from tl_interp.circuits._curve import MIB_BUDGETS, area_under, curve_statistics
 from tl_interp.circuits._stability import stability
-from tl_interp.errors import UnsupportedError
+from tl_interp.errors import SelectionError, UnsupportedError
 
 
 def _mib_areas(faithfulnesses: list[float], percentages=MIB_BUDGETS) -> tuple[float, float]:
@@ -91,6 +91,9 @@ def test_stability_counts_top_k_edges_that_survive_resampling() -> None:
     torch.testing.assert_close(result.extras["ci_low"], low, atol=1e-5, rtol=1e-5)
     torch.testing.assert_close(result.extras["ci_high"], high, atol=1e-5, rtol=1e-5)
     assert [e for e, _ in result.unstable(5)] and all(e not in ("e0", "e1") for e, _ in result.unstable(5))
+    assert len(result.unstable(22, threshold=1.01)) == 22  # every edge
+    with pytest.raises(SelectionError, match=r"EdgeStability.unstable: k=23 is out of range: there are 22 edges"):
+        result.unstable(23)
 
 
 def test_stability_saves_and_loads(tmp_path) -> None:

@@ -13,7 +13,7 @@ from torch.testing import assert_close
 
 import tl_interp as ti
 from tl_interp import compat
-from tl_interp.errors import InputError, OptionError, UnsupportedError
+from tl_interp.errors import InputError, OptionError, SelectionError, UnsupportedError
 from tl_interp.lens import DLAResult
 
 from .conftest import attn_only, gpt2_style, llama_style
@@ -179,6 +179,14 @@ def test_a_dla_result_saves_loads_and_renders(tmp_path: Path) -> None:
     assert "sum error" in dla.summary()
     page = ti.viz.Report("dla").add(dla).html()
     assert "DLAResult" in page
+
+
+def test_a_dla_figure_draws_up_to_30_bars_by_default_and_refuses_more_components_than_there_are() -> None:
+    dla = ti.lens.direct_logit_attribution(gpt2_style(), torch.randint(1, 61, (2, 5)), 3, by="layer", progress=False)
+    n = dla.values.shape[0]
+    assert n < 30 and len(dla.figure().data[0].x) == n and len(dla.figure(k=2).data[0].x) == 2
+    with pytest.raises(SelectionError, match=rf"dla_figure: k={n + 1} is out of range: there are {n} components"):
+        dla.figure(k=n + 1)
 
 
 def test_dla_mistakes_fail_before_any_forward_pass() -> None:

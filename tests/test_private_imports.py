@@ -14,6 +14,7 @@ another subpackage needs gets a public name in the layer it belongs to (``compat
 """
 
 import ast
+from dataclasses import dataclass
 from pathlib import Path
 
 import tl_interp
@@ -41,32 +42,42 @@ def _is_module(module: str, root: Path) -> bool:
     return path.with_suffix(".py").exists() or (path / "__init__.py").exists()
 
 
-def cross_unit_private_uses(path: Path, root: Path = PACKAGE) -> list[str]:
-    """Each use in ``path`` of an underscore name defined in another unit of the package at ``root``."""
-    here = _unit(_module_name(path, root))
+@dataclass(frozen=True)
+class Use:
+    """One use of a package name in a file: where, how it reads, and the package name it stands for."""
+
+    line: int
+    text: str  # as written: "from tl_interp.hooks._sae import _sae_hook_name", "compat._guard"
+    full: str  # the dotted name it stands for: "tl_interp.hooks._sae._sae_hook_name"
+    owner: str  # the package module the used name belongs to (its unit decides what is private to whom)
+    private: bool  # the used name itself has one leading underscore
+
+
+def package_uses(path: Path, root: Path = PACKAGE) -> list[Use]:
+    """Every import from the package at ``root`` in ``path``, and every read of an underscore name
+    through an imported package module (lazy imports included)."""
     package = root.name
     tree = ast.parse(path.read_text())
     modules: dict[str, str] = {}  # local name -> the package module it is bound to
-    found = []
+    uses = []
     for node in ast.walk(tree):
         if isinstance(node, ast.ImportFrom) and node.level == 0 and (node.module or "").split(".")[0] == package:
             for alias in node.names:
                 full = f"{node.module}.{alias.name}"
                 owner = full if _is_module(full, root) else node.module
-                if _private(alias.name) and _unit(owner) != here:
-                    found.append(f"{path.name}:{node.lineno}: from {node.module} import {alias.name}")
+                uses.append(Use(node.lineno, f"from {node.module} import {alias.name}", full, owner,
+                                _private(alias.name)))
                 if owner == full:
                     modules[alias.asname or alias.name] = full
         elif isinstance(node, ast.Import):
             for alias in node.names:
                 if alias.name.split(".")[0] != package:
                     continue
-                if alias.asname:
-                    if _private(alias.name.rsplit(".", 1)[-1]) and _unit(alias.name) != here:
-                        found.append(f"{path.name}:{node.lineno}: import {alias.name} as {alias.asname}")
-                    modules[alias.asname] = alias.name
-                else:  # `import tl_interp.x.y` binds the name tl_interp: reads go through attributes
-                    modules[package] = package
+                # `import tl_interp.x.y` binds the name tl_interp: reads go through attributes
+                text = f"import {alias.name}" + (f" as {alias.asname}" if alias.asname else "")
+                uses.append(Use(node.lineno, text, alias.name, alias.name,
+                                bool(alias.asname) and _private(alias.name.rsplit(".", 1)[-1])))
+                modules[alias.asname or package] = alias.name if alias.asname else package
     for node in ast.walk(tree):
         if not (isinstance(node, ast.Attribute) and _private(node.attr)):
             continue
@@ -75,10 +86,16 @@ def cross_unit_private_uses(path: Path, root: Path = PACKAGE) -> list[str]:
             chain.insert(0, value.attr)
             value = value.value
         if isinstance(value, ast.Name) and value.id in modules:
-            owner = ".".join([modules[value.id], *chain, node.attr])
-            if _unit(owner) != here:
-                found.append(f"{path.name}:{node.lineno}: {'.'.join([value.id, *chain, node.attr])}")
-    return found
+            full = ".".join([modules[value.id], *chain, node.attr])
+            uses.append(Use(node.lineno, ".".join([value.id, *chain, node.attr]), full, full, True))
+    return uses
+
+
+def cross_unit_private_uses(path: Path, root: Path = PACKAGE) -> list[str]:
+    """Each use in ``path`` of an underscore name defined in another unit of the package at ``root``."""
+    here = _unit(_module_name(path, root))
+    return [f"{path.name}:{use.line}: {use.text}" for use in package_uses(path, root)
+            if use.private and _unit(use.owner) != here]
 
 
 def test_no_subpackage_uses_another_subpackages_private_names() -> None:
@@ -109,3 +126,76 @@ def test_the_scan_finds_each_kind_of_planted_private_use(tmp_path: Path) -> None
     found = cross_unit_private_uses(planted, root)
     assert len(found) == 6, found
     assert any("_sae_hook_name" in f for f in found) and any("compat._guard" in f for f in found)
+
+
+# --- outside the package: demos are what users copy; benchmarks may measure internals, by name --
+ROOT = PACKAGE.parent
+
+
+def private_uses_outside(path: Path, root: Path = PACKAGE) -> list[str]:
+    """The dotted names of ``tl_interp``'s private modules and names that ``path`` (a script outside the
+    package) imports or reads: any path component with one leading underscore
+    (``tl_interp.circuits._curve``, ``tl_interp.models._gemma``, ``ti.stats._inputs``)."""
+    return sorted({use.full for use in package_uses(path, root)
+                   if any(_private(part) for part in use.full.split("."))})
+
+
+# (benchmark file, private name) -> why the benchmark needs it. Each measures an internal step against
+# its public call; a demo never gets an entry. An entry no longer used fails (remove it).
+BENCHMARK_PRIVATE = {
+    ("checksums.py", "tl_interp._io.read_checked_json"): "times the manifest verification inside ti.models.load",
+    ("checksums.py", "tl_interp._io.verify_manifest"): "times the manifest verification inside ti.models.load",
+    ("checksums.py", "tl_interp.models._gemma"): "the cache entry whose files it verifies (cache_entry())",
+    ("checksums.py", "tl_interp.models._smollm2"): "the cache entry whose files it verifies (cache_entry())",
+    ("memory.py", "tl_interp.patching._sweep.plan_sweep"): "the sweep's engine plan, run under a memory budget",
+    ("circuits.py", "tl_interp.circuits._circuit.Circuit"): "on main before the demos' rule (public: ti.circuits)",
+    ("circuits.py", "tl_interp.circuits._curve.MIB_BUDGETS"): "on main before the demos' rule (public: ti.circuits)",
+    ("circuits.py", "tl_interp.circuits._edit.sender_deltas"): "times exact edge patching's steps one by one",
+    ("circuits.py", "tl_interp.circuits._runs.ablated_values"): "times exact edge patching's steps one by one",
+    ("circuits.py", "tl_interp.circuits._runs.prepare"): "times exact edge patching's steps one by one",
+    ("circuits.py", "tl_interp.circuits._runs.sender_values"): "times exact edge patching's steps one by one",
+    ("circuits.py", "tl_interp.circuits._exact.exact_effects"): "times exact edge patching's steps one by one",
+    ("similarity.py", "tl_interp.similarity._kernels.cross_product_null"): "the batched null against a loop",
+    ("similarity.py", "tl_interp.similarity._compare._one_resample"): "one resample's cost, per metric",
+    ("similarity.py", "tl_interp.similarity._compare._resolved"): "one resample's cost, per metric",
+    ("similarity.py", "tl_interp.stats._bootstrap.bootstrap_evaluator"): "the batched bootstrap against a loop",
+    ("similarity.py", "tl_interp.stats._permutation.null_evaluator"): "the batched null against a loop",
+    ("similarity.py", "tl_interp.stats._inputs"): "the unit scaling compare applies, before timing a metric",
+    ("similarity.py", "tl_interp.similarity._schedule"): "compare's time estimate at a size too large to run",
+    ("similarity.py", "tl_interp.similarity._schedule._estimate"): "compare's time estimate at a size too large to run",
+    ("similarity.py", "tl_interp.similarity._compare"): "stops compare after its estimate (patches run_stages)",
+}
+
+
+def test_demos_use_public_names_only() -> None:
+    found = [f"{path.relative_to(ROOT)}: {name}" for path in sorted((ROOT / "demos").rglob("*.py"))
+             for name in private_uses_outside(path)]
+    assert found == [], ("demos are what users copy: use the public name (export it if a demo needs it):\n"
+                         + "\n".join(found))
+
+
+def test_benchmarks_use_private_names_only_where_the_allowlist_says_why() -> None:
+    used = {(path.name, name) for path in sorted((ROOT / "benchmarks").rglob("*.py"))
+            for name in private_uses_outside(path)}
+    unexplained = sorted(used - set(BENCHMARK_PRIVATE))
+    stale = sorted(set(BENCHMARK_PRIVATE) - used)
+    assert not unexplained, ("benchmarks' private names without a reason (use the public name, or add a "
+                             f"(file, name) entry to BENCHMARK_PRIVATE saying why): {unexplained}")
+    assert not stale, f"BENCHMARK_PRIVATE entries no benchmark uses any more (remove them): {stale}"
+
+
+def test_the_outside_scan_finds_each_kind_of_private_use(tmp_path: Path) -> None:
+    script = tmp_path / "demo.py"
+    script.write_text(
+        "import tl_interp as ti\n"
+        "from tl_interp import circuits\n"  # public: fine
+        "from tl_interp.circuits import Circuit\n"  # public: fine
+        "from tl_interp.circuits._curve import faithfulness_curve\n"  # 1: a private module's name
+        "from tl_interp.models import _gemma\n"  # 2: a private module
+        "import tl_interp.stats._inputs\n"  # 3: by import
+        "x = ti.stats._inputs.unit_scale\n"  # 4: through attributes
+        "y = circuits._helper\n"  # 5: a private name of a public module
+        "z = ti.__version__\n")  # a dunder: fine
+    assert private_uses_outside(script) == [
+        "tl_interp.circuits._curve.faithfulness_curve", "tl_interp.circuits._helper", "tl_interp.models._gemma",
+        "tl_interp.stats._inputs"]

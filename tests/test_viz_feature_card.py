@@ -1,13 +1,15 @@
 """SAE feature cards: top contexts, logits and ablation effects equal independent references."""
 
 import copy
+import inspect
+import re
 from typing import Any
 
 import pytest
 import torch
 
 import tl_interp as ti
-from tl_interp.errors import InputError, SelectionError
+from tl_interp.errors import InputError, SelectionError, TlInterpDeprecationWarning
 from tl_interp.models.saes import splice_positions
 
 from tests.conftest import PlanRecorder
@@ -99,14 +101,20 @@ def test_ablation_effect_equals_removing_the_features_decoder_contribution(ordin
     assert f"Feature {feature}" in page and "<svg" in page and "<script" not in page
 
 
-def test_a_feature_beyond_the_sae_width_fails_before_any_forward(ordinal: tuple[Any, Any],
-                                                                  monkeypatch: pytest.MonkeyPatch) -> None:
+@pytest.fixture
+def no_forward(ordinal: tuple[Any, Any], monkeypatch: pytest.MonkeyPatch) -> tuple[Any, Any]:
+    """The ordinal model and SAE, with a forward pass that fails: a check must refuse before any runs."""
     model, sae = ordinal
 
     def fail(*args: Any, **kwargs: Any) -> None:
-        raise AssertionError("a forward pass ran before the bad feature index was refused")
+        raise AssertionError("a forward pass ran before the bad argument was refused")
 
     monkeypatch.setattr(model, "forward", fail)
+    return model, sae
+
+
+def test_a_feature_beyond_the_sae_width_fails_before_any_forward(no_forward: tuple[Any, Any]) -> None:
+    model, sae = no_forward
     with pytest.raises(SelectionError, match=r"feature 1024 is out of range: .* d_sae=1024 features \(0..1023\)"):
         ti.viz.feature_card(model, sae, PROMPTS, 1024)
     with pytest.raises(SelectionError, match="feature -1 is out of range"):
@@ -121,10 +129,41 @@ def test_answers_must_be_one_single_token_per_prompt(ordinal: tuple[Any, Any]) -
 
 def test_feature_page_has_a_topk_view_and_one_card_per_top_feature(ordinal: tuple[Any, Any]) -> None:
     model, sae = ordinal
-    report = ti.viz.feature_page(model, sae, PROMPTS, n=3)
+    report = ti.viz.feature_page(model, sae, PROMPTS, n_features=3)
     page = report.html()
     assert page.count("class='tl-interp-feature'") == 3
     assert page.count('data-element="TopkSamples"') == 1
+
+
+def test_feature_pages_count_is_n_features_and_its_old_name_n_warns_with_the_same_page(
+        ordinal: tuple[Any, Any]) -> None:
+    # n counted features while k counted each card's contexts: the feature count is n_features now,
+    # and k keeps its meaning, so an old call changes nothing but the warning
+    model, sae = ordinal
+    today = ti.viz.feature_page(model, sae, PROMPTS, n_features=2, k=3)
+    with pytest.warns(TlInterpDeprecationWarning, match=r"feature_page\(n=...\) is now n_features="):
+        old = ti.viz.feature_page(model, sae, PROMPTS, n=2, k=3)
+    def same(page: Any) -> str:
+        return re.sub(r"tlcv-[0-9a-f]+", "tlcv-", page.html())  # view element ids are random
+
+    assert same(old) == same(today) and today.html().count("class='tl-interp-feature'") == 2
+    assert "n" not in inspect.signature(ti.viz.feature_page).parameters
+
+
+def test_a_page_of_more_features_than_the_sae_has_fails_before_any_forward(no_forward: tuple[Any, Any]) -> None:
+    model, sae = no_forward
+    with pytest.raises(SelectionError, match=r"feature_page: n_features=1025 is out of range: there are 1024 features "
+                                             r"\(d_sae\); choose 1 <= n_features <= 1024"):
+        ti.viz.feature_page(model, sae, PROMPTS, n_features=1025)
+
+
+def test_a_card_shows_at_most_k_contexts_and_only_where_the_feature_is_active(ordinal: tuple[Any, Any]) -> None:
+    # the one count that may come out smaller than asked: how many contexts are active is known only after the run
+    model, sae = ordinal
+    card = ti.viz.feature_card(model, sae, PROMPTS, 5, k=1000)
+    assert len(card.contexts) == card.n_active <= card.n_tokens < 1000
+    assert all(c.activation > 0 for c in card.contexts)
+    assert len(ti.viz.feature_card(model, sae, PROMPTS, 5, k=1).contexts) == min(1, card.n_active)
 
 
 @pytest.mark.real_model
@@ -193,7 +232,7 @@ def test_feature_ablation_refuses_bad_requests_before_any_forward_pass(ordinal: 
 def test_a_page_of_cards_equals_its_cards_one_by_one(ordinal: tuple[Any, Any]) -> None:
     # the page ablates its three features as cells of one plan; each card alone is a plan of one cell
     model, sae = ordinal
-    page = ti.viz.feature_page(model, sae, PROMPTS, n=3).html()
+    page = ti.viz.feature_page(model, sae, PROMPTS, n_features=3).html()
     batch = ti.models.adapt(model).tokenize(PROMPTS)
     _, cache = model.run_with_cache(batch.tokens, attention_mask=batch.attention_mask)
     peaks = sae.encode(cache[sae.cfg.metadata.hook_name])[:, 1:].amax((0, 1))

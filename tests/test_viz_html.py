@@ -11,7 +11,8 @@ import tl_interp.ablation
 import tl_interp.patching
 import tl_interp.steering
 from tl_interp import hooks, site
-from tl_interp.results import _KINDS, Provenance, Result
+from tl_interp.results import Provenance, Result
+from tl_interp.results._result import _KINDS
 
 from tests.test_viz_views import no_network  # noqa: F401 - the fixture
 

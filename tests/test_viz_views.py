@@ -13,7 +13,7 @@ import torch
 
 import tl_interp as ti
 from tl_interp import hooks, site
-from tl_interp.errors import InputError, OptionError, SelectionError, ShapeError
+from tl_interp.errors import InputError, OptionError, SelectionError, ShapeError, TlInterpDeprecationWarning
 from tl_interp.viz import _circuitsvis
 from tl_interp.viz._circuitsvis import BUNDLE_MARKER
 
@@ -198,7 +198,7 @@ def test_top_activations_removes_padding_and_refuses_bad_units() -> None:
 def test_predictions_equal_the_models_log_probs_and_circuitsvis_props(induction: Any) -> None:
     tokens = ti.models.zoo.repeated_tokens(1, 8, generator=torch.Generator().manual_seed(0))[0]
     iv = hooks.zero_ablate(site("z", 1), heads=[2])
-    view = ti.viz.predictions(induction, tokens, intervention=iv, k=5)
+    view = ti.viz.predictions(induction, tokens, intervention=iv, top_k=5)
     torch.testing.assert_close(view.data["log_probs"], induction(tokens[None])[0].double().log_softmax(-1))
     torch.testing.assert_close(view.data["log_probs_intervened"],
                                iv.run(induction, tokens[None])[0].double().log_softmax(-1))
@@ -212,10 +212,36 @@ def test_predictions_equal_the_models_log_probs_and_circuitsvis_props(induction:
     assert mean_true_logprob(view.data["log_probs"]) - mean_true_logprob(view.data["log_probs_intervened"]) > 2.0
 
 
+def test_predictions_count_is_top_k_as_in_the_lenses_and_its_old_name_k_warns(induction: Any) -> None:
+    # top tokens per reading are top_k everywhere (lens, circuitsvis's token_log_probs); k is a ranking's count
+    tokens = torch.tensor([5, 6, 7, 5, 6])
+    today = ti.viz.predictions(induction, tokens, top_k=3)
+    with pytest.warns(TlInterpDeprecationWarning, match=r"predictions\(k=...\) is now top_k="):
+        old = ti.viz.predictions(induction, tokens, k=3)
+    assert as_json(old.panels[0].widget.props) == as_json(today.panels[0].widget.props)
+    assert len(today.panels[0].widget.props["topKTokens"][0]) == 3
+
+
+def test_top_activations_refuses_more_prompts_or_tokens_than_there_are_and_shows_up_to_10_by_default() -> None:
+    acts = [torch.arange(6.0).view(2, 3), torch.ones(1, 3), torch.zeros(4, 3)]
+    toks = [["a", "b"], ["c"], ["d", "e", "f", "g"]]
+    assert [len(o) for o in ti.viz.top_activations(toks, acts).data["order"]] == [3, 3, 3]  # all 3 prompts
+    with pytest.raises(SelectionError, match=r"top_activations: k=4 is out of range: there are 3 prompts"):
+        ti.viz.top_activations(toks, acts, k=4)
+    # per prompt, up to k tokens: prompts differ in length, so k is checked against the longest
+    view = ti.viz.top_activations(toks, acts, k=4, layout="tokens")
+    assert [v.shape[1] for v in view.panels[0].widget.props["topkVals"]] == [2, 1, 4]
+    with pytest.raises(SelectionError, match=r"k=5 is out of range: there are 4 tokens in the longest prompt"):
+        ti.viz.top_activations(toks, acts, k=5, layout="tokens")
+
+
 def test_predictions_refuse_bad_options_before_any_forward(induction: Any, monkeypatch: pytest.MonkeyPatch) -> None:
     forward_forbidden(induction, monkeypatch)
-    with pytest.raises(SelectionError, match=r"predictions: k=0 is out of range; choose 1 <= k <= 65"):
-        ti.viz.predictions(induction, torch.tensor([0, 1]), k=0)
+    with pytest.raises(SelectionError, match=r"predictions: top_k=0 is out of range: there are 65 tokens \(d_vocab\); "
+                                             r"choose 1 <= top_k <= 65"):
+        ti.viz.predictions(induction, torch.tensor([0, 1]), top_k=0)
+    with pytest.raises(SelectionError, match=r"predictions: top_k=66 is out of range: there are 65 tokens"):
+        ti.viz.predictions(induction, torch.tensor([0, 1]), top_k=66)
     with pytest.raises(InputError, match="needs at least 2"):
         ti.viz.predictions(induction, torch.tensor([0]))
 

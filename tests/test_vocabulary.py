@@ -358,6 +358,8 @@ RETIRED_KEYWORDS: dict[str, set[str]] = {
     "result_figure": {"scale"},
     "colored_spans": {"scale"},
     "patch": {"mask"},
+    "feature_page": {"n"},
+    "predictions": {"k"},
     "collect": {"batch_size"},
     "logit_lens": {"batch_size"},
     "tuned_lens": {"batch_size"},

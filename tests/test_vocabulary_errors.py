@@ -89,16 +89,22 @@ OUT_OF_RANGE: dict[str, list[Probe]] = {
                                      lambda m, t, r: ti.results.Result.top(r["ablation"], 0)],
     "tl_interp.weights.Congruence.top": [lambda m, t, r: r["congruence"].top(0)],
     "tl_interp.lens.DLAResult.top": [lambda m, t, r: r["dla"].top(0)],
-    "tl_interp.viz.top_activations": [lambda m, t, r: ti.viz.top_activations([["a", "b"]], [torch.ones(2, 3)], k=0)],
+    "tl_interp.viz.top_activations": [
+        lambda m, t, r: ti.viz.top_activations([["a", "b"]], [torch.ones(2, 3)], k=0),
+        lambda m, t, r: ti.viz.top_activations([["a", "b"], ["c"]], [torch.ones(2, 3), torch.ones(1, 3)], k=3),
+        lambda m, t, r: ti.viz.top_activations([["a", "b"]], [torch.ones(2, 3)], k=3, layout="tokens")],
     "tl_interp.steering.SteeringReport.top": [lambda m, t, r: _steering_report().top(0, task="t")],
-    "tl_interp.steering.decompose": [lambda m, t, r: ti.steering.decompose(r["vector"], r["sae"], k=0)],
+    "tl_interp.steering.decompose": [lambda m, t, r: ti.steering.decompose(r["vector"], r["sae"], k=0),
+                                     lambda m, t, r: ti.steering.decompose(r["vector"], r["sae"], k=65)],
     "tl_interp.results.Result.top_cells": [lambda m, t, r: r["patching"].top_cells(-1)],
     "tl_interp.viz.attention": [lambda m, t, r: ti.viz.attention(m, t[0], layer=N_LAYERS)],
     "tl_interp.viz.topk": [lambda m, t, r: ti.viz.topk([["a", "b"]], [torch.ones(2, 3)], k=0)],
-    "tl_interp.viz.predictions": [lambda m, t, r: ti.viz.predictions(m, t[0], k=0),
-                                  lambda m, t, r: ti.viz.predictions(m, t[0], k=D_VOCAB + 1)],
+    "tl_interp.viz.predictions": [lambda m, t, r: ti.viz.predictions(m, t[0], top_k=0),
+                                  lambda m, t, r: ti.viz.predictions(m, t[0], top_k=D_VOCAB + 1)],
     "tl_interp.viz.feature_card": [lambda m, t, r: ti.viz.feature_card(r["sae"], m, t, 0, k=0)],
-    "tl_interp.viz.feature_page": [lambda m, t, r: ti.viz.feature_page(r["sae"], m, t, n=0)],
+    "tl_interp.viz.feature_page": [lambda m, t, r: ti.viz.feature_page(r["sae"], m, t, n_features=0),
+                                   lambda m, t, r: ti.viz.feature_page(r["sae"], m, t, n_features=65),
+                                   lambda m, t, r: ti.viz.feature_page(r["sae"], m, t, k=0)],
     "tl_interp.similarity.mutual_knn": [lambda m, t, r: ti.similarity.mutual_knn(r["a"], r["b"], k=0)],
     "tl_interp.similarity.knn_chance": [lambda m, t, r: ti.similarity.knn_chance(10, 10)],
     "tl_interp.similarity.jaccard_topk": [lambda m, t, r: ti.similarity.jaccard_topk(r["a"][0], r["b"][0], k=9)],
@@ -127,7 +133,8 @@ OUT_OF_RANGE: dict[str, list[Probe]] = {
     "tl_interp.circuits.EdgeScores.top": [lambda m, t, r: r["edges"].top(0)],
     "tl_interp.circuits.EdgeScores.summary": [lambda m, t, r: r["edges"].summary(-2)],
     "tl_interp.circuits.stability": [lambda m, t, r: ti.circuits.stability(r["edges"], k=10**6)],
-    "tl_interp.circuits.EdgeStability.unstable": [lambda m, t, r: r["stability"].unstable(-1)],
+    "tl_interp.circuits.EdgeStability.unstable": [lambda m, t, r: r["stability"].unstable(-1),
+                                                  lambda m, t, r: r["stability"].unstable(10**6)],
     # heads / positions / features out of range, through the hook factories every study uses
     "tl_interp.hooks.zero_ablate": [
         lambda m, t, r: ti.hooks.zero_ablate(ti.site("z", 0), heads=[9]).run(m, t),
@@ -141,7 +148,8 @@ OUT_OF_RANGE: dict[str, list[Probe]] = {
     "tl_interp.results.Ranking.of": [lambda m, t, r: ti.results.Ranking.of(torch.ones(3), ["a", "b", "c"], 0)],
     "tl_interp.results.Ranking.per_row": [
         lambda m, t, r: ti.results.Ranking.per_row(torch.ones(2, 3), ["r0", "r1"], ["a", "b", "c"], 0)],
-    "tl_interp.viz.lens.dla_figure": [lambda m, t, r: ti.viz.lens.dla_figure(r["dla"], k=0)],
+    "tl_interp.viz.lens.dla_figure": [lambda m, t, r: ti.viz.lens.dla_figure(r["dla"], k=0),
+                                      lambda m, t, r: ti.viz.lens.dla_figure(_dla_by_layer(m, t), k=10**3)],
     "tl_interp.ablation.saes.site_activations": [
         lambda m, t, r: ti.ablation.saes.site_activations(m, N_LAYERS, t, torch.ones_like(t))],
 }
@@ -153,6 +161,10 @@ NOT_A_SELECTION = {
     "tl_interp.training.lens.LensSpec.__init__": "a bundled lens's training record",
 }
 COUNT_AND_LAYER_PARAMETERS = {"k", "top_k", "layer", "layers"}
+
+
+def _dla_by_layer(model: Any, tokens: torch.Tensor) -> Any:
+    return ti.lens.direct_logit_attribution(model, tokens, 3, by="layer", progress=False)
 
 
 def _steering_report() -> Any:

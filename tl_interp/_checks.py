@@ -101,26 +101,33 @@ def public_name(obj: Any) -> str:
     return "ti" + name[len("tl_interp"):] if name.startswith("tl_interp") else name
 
 
-def check_count(value: Any, name: str, *, low: int = 1, high: int | None = None, what: str = "") -> int:
+def check_count(value: Any, name: str, *, low: int = 1, high: int | None = None, what: str = "",
+                items: str = "") -> int:
     """A count of items to select (``k`` of a top-k, ``top_k``, ``n``): an int in ``low..high``.
 
     Every such count in the toolkit is checked here, so one mistake raises one class: a non-int
-    is a ``TypeCheckError``, a count outside the range a ``SelectionError``.
+    is a ``TypeCheckError``, a count outside the range a ``SelectionError``. A count is never
+    quietly cut to what exists: ``high`` is how many items there are, and ``items`` names them
+    (``"entries"``) so the message says how many exist.
 
     Example:
         >>> check_count(3, "k", high=5)
         3
-        >>> check_count(6, "k", high=5, what="ti.weights.top_k")
+        >>> check_count(6, "k", high=5, what="ti.weights.top_k", items="tokens")
         Traceback (most recent call last):
         ...
-        tl_interp.errors.SelectionError: ti.weights.top_k: k=6 is out of range; choose 1 <= k <= 5
+        tl_interp.errors.SelectionError: ti.weights.top_k: k=6 is out of range: there are 5 tokens; choose 1 <= k <= 5
     """
     prefix = f"{what}: " if what else ""
     if isinstance(value, bool) or not isinstance(value, int):
         raise TypeCheckError(f"{prefix}{name} must be an int, not {_short(value)}")
     if value < low or (high is not None and value > high):
-        bounds = f"{low} <= {name} <= {high}" if high is not None else f"{name} >= {low}"
-        raise SelectionError(f"{prefix}{name}={value} is out of range; choose {bounds}")
+        there = f": there are {high} {items}" if items and high is not None else ""
+        if high is not None and high < low:
+            bounds = f"there is nothing to choose {name} of"
+        else:
+            bounds = "choose " + (f"{low} <= {name} <= {high}" if high is not None else f"{name} >= {low}")
+        raise SelectionError(f"{prefix}{name}={value} is out of range{there}; {bounds}")
     return value
 
 

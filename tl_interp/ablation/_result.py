@@ -8,7 +8,7 @@ import torch
 from torch import Tensor
 
 from tl_interp._checks import retired
-from tl_interp._ranking import Ranking, check_k
+from tl_interp.results._ranking import Ranking, check_k
 from tl_interp.errors import OptionError
 from tl_interp._checks import check_count
 
@@ -40,8 +40,8 @@ class AblationResult(Result):
         The most damaging units first: ``top(k, absolute=False, largest=False)`` for a metric where
         higher is better (``largest=self.higher_is_better is False``: where lower is).
         """
-        k = check_k(k, "AblationResult.top")
         flat = self.values.flatten()
+        k = check_k(k, "AblationResult.top", flat.numel())
         nan = flat.new_full(flat.shape, float("nan"))
         lo = self.extras["ci_low"].flatten() if "ci_low" in self.extras else nan
         hi = self.extras["ci_high"].flatten() if "ci_high" in self.extras else nan
@@ -68,19 +68,20 @@ class AblationResult(Result):
     def ranking(self, k: int | None = None) -> list[dict[str, Any]]:
         """Units ordered by how much ablating them hurts, as dicts (retired: ``top``)."""
         if k is not None:
-            check_k(k, "AblationResult.ranking")
+            check_k(k, "AblationResult.ranking", self.values.numel())
         r = self._damaging(k or self.values.numel())
         return [{"unit": u, "index": i, "effect": e, "ci_low": lo, "ci_high": hi}
                 for u, e, i, lo, hi in zip(r.labels, r.values, r.columns["index"], r.columns["ci_low"],
                                            r.columns["ci_high"])]
 
     def _headline(self) -> str:
-        worst = ", ".join(f"{short(unit)} {effect:+.3g}" for unit, effect in self._damaging(3))
+        shown = self._damaging(min(3, self.values.numel()))  # a headline: up to 3
+        worst = ", ".join(f"{short(unit)} {effect:+.3g}" for unit, effect in shown)
         return f"unablated {number(self.base)}; most damaging: {worst}"
 
     def _summary_lines(self) -> list[str]:
         lines = [f"{'unablated':>24}: {number(self.base)}", "most damaging first (change when ablated, 95% CI):"]
-        r = self._damaging(10)
+        r = self._damaging(min(10, self.values.numel()))  # a summary: up to 10
         for unit, effect, lo, hi in zip(r.labels, r.values, r.columns["ci_low"], r.columns["ci_high"]):
             ci = f"  [{lo:+.3g}, {hi:+.3g}]" if not math.isnan(lo) else ""
             lines.append(f"{short(unit):>24}: {effect:+.4g}{ci}")

@@ -44,7 +44,7 @@ from tqdm.auto import tqdm
 
 from tl_interp import hooks
 from tl_interp._checks import checked
-from tl_interp._ranking import Ranking, check_k
+from tl_interp.results._ranking import Ranking, check_k
 from tl_interp._checks import check_count, checked
 from tl_interp.circuits._edit import sender_deltas, sender_hooks
 from tl_interp.circuits._exact import exact_effects
@@ -113,11 +113,19 @@ class EdgeScores(Result):
             >>> s.top(2).labels, s.top(2).values
             (('input->a0.h0<k>', 'input->m0'), (-3.0, 2.0))
         """
-        return Ranking.of(self.values, self.names, check_k(k, "EdgeScores.top"), absolute=absolute, largest=largest,
+        return Ranking.of(self.values, self.names, check_k(k, "EdgeScores.top", self.values.numel()),
+                          absolute=absolute, largest=largest,
                           value_name="score")
 
-    def summary(self, k: int = 10) -> str:
-        """A few lines: method, sizes, the clean and corrupted metric, the top edges."""
+    def summary(self, k: int | None = None) -> str:
+        """A few lines: method, sizes, the clean and corrupted metric, the top ``k`` edges.
+
+        Args:
+            k: how many edges to list, at most as many as there are; default up to 10 (a printout,
+                so the default never exceeds a small graph).
+        """
+        n = self.values.numel()
+        k = min(10, n) if k is None else check_k(k, "EdgeScores.summary", n)
         s = self.provenance.settings
         lines = [f"{self.method} edge scores of {self.metric} on {self.provenance.model_id}: "
                  f"{len(self.names)} edges, {self.per_prompt.shape[0]} prompts, ablation={s.get('ablation')}"
@@ -129,7 +137,7 @@ class EdgeScores(Result):
         return "\n".join(lines)
 
     def __repr__(self) -> str:
-        top = ", ".join(f"{short(n, 32)} {v:+.3g}" for n, v in self.top(3))
+        top = ", ".join(f"{short(n, 32)} {v:+.3g}" for n, v in self.top(min(3, self.values.numel())))
         return bounded(f"EdgeScores({self.method}, {self.metric}; {len(self.names)} edges, {self.per_prompt.shape[0]} "
                        f"prompts; top: {top}; {self.provenance_line()})")
 

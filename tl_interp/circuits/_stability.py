@@ -77,9 +77,10 @@ class EdgeStability(Result):
         return [int(k) for k in self.extras["ks"].tolist()]
 
     def unstable(self, k: int | None = None, *, threshold: float = 0.5) -> list[tuple[str, float]]:
-        """Edges of the top-k (the first ``ks`` by default) found in fewer than ``threshold``
-        of the resamples' top-k, as (edge, frequency)."""
-        k = check_count(k, "k", what="unstable(k)") if k is not None else self.ks[0]
+        """Edges of the top-k (the first ``ks`` by default; at most every edge) found in fewer than
+        ``threshold`` of the resamples' top-k, as (edge, frequency)."""
+        k = self.ks[0] if k is None else check_count(k, "k", high=self.values.numel(), what="EdgeStability.unstable",
+                                                      items="edges")
         order = self.values.abs().argsort(descending=True)[:k].tolist()
         freq = self.extras["in_top_k"]
         return [(self.label("edge", i), float(freq[i])) for i in order if float(freq[i]) < threshold]

@@ -6,7 +6,7 @@ from typing import Any, ClassVar
 from torch import Tensor
 
 from tl_interp._checks import retired
-from tl_interp._ranking import Ranking, check_k
+from tl_interp.results._ranking import Ranking, check_k
 from tl_interp.errors import OptionError
 from tl_interp._checks import check_count
 from tl_interp.errors import OptionError, SelectionError
@@ -170,7 +170,7 @@ class DLAResult(Result):
         (``Result.top``'s options), as ``(component, mean)``."""
         mean = self.values.double().mean(1)
         labels = [self.label("component", i) for i in range(mean.numel())]
-        return Ranking.of(mean, labels, check_k(k, "DLAResult.top"), absolute=absolute, largest=largest,
+        return Ranking.of(mean, labels, check_k(k, "DLAResult.top", mean.numel()), absolute=absolute, largest=largest,
                           value_name="mean contribution")
 
     @retired("top(k)")
@@ -187,11 +187,18 @@ class DLAResult(Result):
                 "max_sum_error": float(err.max()), "max_abs_centring": float(self.extras["centring"].abs().max())}
 
     def _headline(self) -> str:
-        top = ", ".join(f"{short(name)} {value:+.3g}" for name, value in self.top(3))
+        top = ", ".join(f"{short(name)} {value:+.3g}" for name, value in self.top(min(3, self.values.shape[0])))
         return f"by {self.by}; mean logit {float(self.extras['logit'].double().mean()):.4g}; top: {top}"
 
-    def summary(self, k: int = 10) -> str:
-        """The top components, the logit they sum to and what the frozen norm leaves out."""
+    def summary(self, k: int | None = None) -> str:
+        """The top ``k`` components, the logit they sum to and what the frozen norm leaves out.
+
+        Args:
+            k: how many components to list, at most as many as there are; default up to 10 (a
+                printout, so the default never exceeds a small result).
+        """
+        n = self.values.shape[0]
+        k = min(10, n) if k is None else check_k(k, "DLAResult.summary", n)
         target = self.metric
         logit = self.extras["logit"].double().mean()
         approx = self.approximation()

@@ -6,7 +6,7 @@ from typing import Any, ClassVar
 import torch
 from torch import Tensor
 
-from tl_interp._ranking import Ranking, check_k
+from tl_interp.results._ranking import Ranking, check_k
 from tl_interp._checks import check_count
 from tl_interp.errors import OptionError, UnsupportedError
 from tl_interp.results import Result, number, register_result

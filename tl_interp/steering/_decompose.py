@@ -137,8 +137,7 @@ def decompose(vector: SteeringVector, sae: Any, k: int = 20, *, tol: float = 1e-
     W = sae.W_dec.detach().double().cpu()  # (d_sae, d_in)
     if W.shape[1] != vector.vector.shape[0]:
         raise ShapeError(f"decompose: the SAE has d_in={W.shape[1]}, the vector has {vector.vector.shape[0]} entries")
-    if not 1 <= k <= W.shape[0]:
-        raise SelectionError(f"decompose: k must be in 1..{W.shape[0]} (d_sae), got {k}")
+    check_count(k, "k", high=W.shape[0], what="decompose", items="features (d_sae)")
     v = vector.vector.double().cpu()
     v2 = float(v @ v)
     if v2 == 0.0:

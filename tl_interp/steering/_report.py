@@ -16,7 +16,7 @@ import torch
 from torch import Tensor
 
 from tl_interp._checks import renamed, retired
-from tl_interp._ranking import Ranking, check_k
+from tl_interp.results._ranking import Ranking, check_k
 from tl_interp.errors import SelectionError, TlInterpDeprecationWarning
 from tl_interp.results import Result, register_result, short
 from tl_interp.stats import bootstrap_mean_ci
@@ -151,13 +151,13 @@ class SteeringReport(Result):
             task: one task, or None for every (vector, scale, task) cell.
             metric: which mean: ``"accuracy"``, ``"prob"``, ``"logit_diff"`` ...
         """
-        k = check_k(k, "SteeringReport.top")
         n_real = len(self.meta["vectors"])
         values = self.metric_values(metric)[:n_real]
         tasks = list(range(len(self.tasks))) if task is None else [self._t(task)]
         values = values[:, :, tasks]
         cells = [(i, m, tasks[j]) for i in range(values.shape[0]) for m in range(values.shape[1])
                  for j in range(values.shape[2])]
+        k = check_k(k, "SteeringReport.top", len(cells))
 
         def label(c: int) -> str:
             i, m, t = cells[c]

@@ -19,10 +19,10 @@ Nothing here touches the network. Plotting libraries are imported lazily.
 from tl_interp.viz._circuitsvis import View, reset_notebook
 from tl_interp.viz._show import show
 from tl_interp.viz.circuit import circuit_html, curve_figure
-from tl_interp.viz.feature_card import FeatureCard, feature_card, feature_page
+from tl_interp.viz.feature_card import Context, FeatureCard, feature_card, feature_page
 from tl_interp.viz.report import Report
 from tl_interp.viz.views import attention, predictions, tokens, top_activations, topk
 
 __all__ = ["attention", "tokens", "top_activations", "topk", "predictions", "feature_card", "feature_page", "FeatureCard",
-           "View", "Report", "reset_notebook", "show",
+           "Context", "View", "Report", "reset_notebook", "show",
            "circuit_html", "curve_figure"]

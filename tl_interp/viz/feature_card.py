@@ -23,8 +23,7 @@ import torch
 from torch import Tensor
 
 from tl_interp import compat
-from tl_interp._checks import checked, reordered
-from tl_interp._checks import check_count, checked
+from tl_interp._checks import check_count, checked, renamed, reordered
 from tl_interp.ablation._features import (FeatureActivations, check_feature, decoder_logits,
                                           feature_ablation_with_answers, feature_activations, prompt_answers)
 from tl_interp.engine.executors import Executor
@@ -200,7 +199,8 @@ def feature_card(model: Any, sae: Any, inputs: Inputs, feature: int, *,
         feature: the feature index, ``0 <= feature < d_sae``.
         answers: one answer per prompt (single-token strings or ids) for the ablation effect;
             default the model's own top prediction at each prompt's last token.
-        k: how many top contexts to show (only contexts where the feature is active).
+        k: at most how many top contexts to show: only contexts where the feature is active
+            count, and how many those are is known only after the run, so a card may show fewer.
         window: tokens of context shown before the top token (two after).
         bins: histogram bins.
         seed: seed of the bootstrap interval (recorded on the card).
@@ -223,16 +223,25 @@ def feature_card(model: Any, sae: Any, inputs: Inputs, feature: int, *,
     return _cards(sae, model, inputs, [feature], answers, k, window, bins, seed, memory_mb, executor)[2][0]
 
 
+@renamed(n="n_features")
 @reordered(("sae", "model"), sae_first)
 @checked
-def feature_page(model: Any, sae: Any, inputs: Inputs, *, n: int = 8,
+def feature_page(model: Any, sae: Any, inputs: Inputs, *, n_features: int = 8,
                  answers: Sequence[str] | Tensor | None = None, k: int = 10, title: str | None = None,
                  seed: int = 0, memory_mb: float = 1024.0, executor: Executor | None = None) -> Any:
-    """A Report of the ``n`` features with the highest maximum activation over the prompts.
+    """A Report of the ``n_features`` features with the highest maximum activation over the prompts.
 
     It opens with a circuitsvis ``top_activations`` view of those features (their top prompts) and then
-    has one card per feature (their ablations are cells of one engine plan). Arguments as
-    for ``feature_card``.
+    has one card per feature (their ablations are cells of one engine plan).
+
+    Args:
+        n_features: how many features the page shows, ``1 <= n_features <= d_sae`` (the old name
+            ``n=`` warns); features that are active nowhere in the prompts are left out, so the
+            page may show fewer (it says how many).
+        k: at most how many top contexts each card shows, as for ``feature_card``; the page's
+            view shows each feature's top ``k`` prompts (at most every prompt).
+        model, sae, inputs, answers, seed, memory_mb, executor: as for ``feature_card``.
+        title: the page's title (default: the SAE's hook point).
 
     Returns:
         A ``ti.viz.Report`` (``.write(path)`` for an offline page).
@@ -240,16 +249,17 @@ def feature_page(model: Any, sae: Any, inputs: Inputs, *, n: int = 8,
     Example:
         >>> import tl_interp as ti
         >>> model, sae = ti.models.load("ordinal-4l"), ti.models.load_sae("ordinal-4l-res-l2")
-        >>> ti.viz.feature_page(model, sae, ["one, two, three,", "january, february,"], n=2)
+        >>> ti.viz.feature_page(model, sae, ["one, two, three,", "january, february,"], n_features=2)
         Report('Top features of the SAE at blocks.2.hook_resid_pre', 4 blocks)
     """
     compat.require_sae("viz.feature_page")  # sae-lens requires TransformerLens < 4
     from tl_interp.viz.report import Report
     from tl_interp.viz.views import top_activations
 
-    check_count(n, "n", what="feature_page")
+    check_count(n_features, "n_features", high=int(sae.cfg.d_sae), what="feature_page", items="features (d_sae)")
     _check_options(k, 8, 30)
-    acts, labels, cards = _cards(sae, model, inputs, None, answers, k, 8, 30, seed, memory_mb, executor, n=n)
+    acts, labels, cards = _cards(sae, model, inputs, None, answers, k, 8, 30, seed, memory_mb, executor,
+                                 n_features=n_features)
     report = Report(title or f"Top features of the SAE at {sae_site(sae)}")
     report.text(f"{len(cards)} features with the highest maximum activation over {len(acts.batch)} prompts "
                 f"(of d_sae={int(sae.cfg.d_sae)}).")
@@ -269,14 +279,14 @@ def _labels(model: Any, acts: FeatureActivations) -> list[list[str]]:
 
 def _cards(sae: Any, model: Any, inputs: Inputs, features: list[int] | None, answers: Sequence[str] | Tensor | None,
            k: int, window: int, bins: int, seed: int, memory_mb: float, executor: Executor | None,
-           n: int = 0) -> tuple[FeatureActivations, list[list[str]], list[FeatureCard]]:
-    """Cards of ``features`` (default: the ``n`` with the highest peak activation), their
+           n_features: int = 0) -> tuple[FeatureActivations, list[list[str]], list[FeatureCard]]:
+    """Cards of ``features`` (default: the ``n_features`` active ones with the highest peak activation), their
     ablations one engine plan; with the activations and each prompt's token labels."""
     options = EngineOptions(memory_mb=memory_mb)  # the budget checked before any pass
     acts = feature_activations(sae, model, inputs)
     if features is None:
         peaks = acts.features.amax((0, 1))
-        features = [int(i) for i in peaks.argsort(descending=True, stable=True)[:n] if float(peaks[i]) > 0]
+        features = [int(i) for i in peaks.argsort(descending=True, stable=True)[:n_features] if float(peaks[i]) > 0]
     ids = prompt_answers(model, answers, len(acts.batch), acts.top_tokens)
     labels = _labels(model, acts)
     if not features:

@@ -252,7 +252,8 @@ def _patching(result: Any) -> str:
 def _ablation(result: Any) -> str:
     if "ci_low" not in result.extras or "ci_high" not in result.extras:
         return _generic(result)
-    top = result.top(10, absolute=False, largest=not result.higher_is_better)  # most damaging first
+    top = result.top(min(10, result.values.numel()), absolute=False,
+                     largest=not result.higher_is_better)  # up to 10, most damaging first
     rows = [[unit, effect, f"[{lo:.3g}, {hi:.3g}]"]
             for unit, effect, lo, hi in zip(top.labels, top.values, top.columns["ci_low"], top.columns["ci_high"])]
     base = result.extras.get("base")

@@ -96,9 +96,10 @@ def answer_trajectories(result: Any, *, row: int = 0, pos: int | None = None, ti
     return fig
 
 
-def dla_figure(result: Any, *, k: int = 30, title: str | None = None) -> Any:
+def dla_figure(result: Any, *, k: int | None = None, title: str | None = None) -> Any:
     """A ``DLAResult`` pictured: layer x head heatmap of the mean contribution (``by="head"``),
-    else bars of the ``k`` components with the largest mean |contribution|, in model order.
+    else bars of the ``k`` components with the largest mean |contribution| (at most as many as
+    there are; default up to 30), in model order.
 
     Example:
         >>> import torch, tl_interp as ti
@@ -113,7 +114,8 @@ def dla_figure(result: Any, *, k: int = 30, title: str | None = None) -> Any:
     from tl_interp.viz._plotly import Figure
     from tl_interp.viz.figures import heatmap
 
-    check_count(k, "k", what="ti.viz.lens.dla_figure")
+    if k is not None:
+        check_count(k, "k", what="ti.viz.lens.dla_figure")
     title = title or f"direct logit attribution to {result.metric} - {result.provenance.model_id}"
     mean = result.values.double().mean(1)
     if result.by == "head":
@@ -121,6 +123,8 @@ def dla_figure(result: Any, *, k: int = 30, title: str | None = None) -> Any:
         return heatmap(heads, x_labels=[str(h) for h in range(heads.shape[1])],
                        y_labels=[str(layer) for layer in range(heads.shape[0])], x_title="head", y_title="layer",
                        title=title, colorbar="mean contribution")
+    k = min(30, mean.numel()) if k is None else check_count(k, "k", high=mean.numel(), what="ti.viz.lens.dla_figure",
+                                                            items="components")
     keep = sorted(mean.abs().argsort(descending=True)[:k].tolist())
     fig = Figure(go.Bar(x=[result.label("component", i) for i in keep], y=[float(mean[i]) for i in keep]))
     fig.update_layout(title=title, xaxis_title=result.by, yaxis_title="mean contribution (logit units)",
@@ -150,7 +154,7 @@ def dla_html(result: Any) -> str:
     from tl_interp.viz.html import table_html
 
     approx = result.approximation()
-    rows = [[name, value] for name, value in result.top(10)]
+    rows = [[name, value] for name, value in result.top(min(10, result.values.shape[0]))]  # up to 10
     logit = float(result.extras["logit"].double().mean())
     return (f"<div>by {html.escape(result.by)}; mean logit {logit:.4g} = components + constant "
             f"{float(result.extras['constant'].double().mean()):.4g} (sum error {approx['max_sum_error']:.2g})</div>"

@@ -15,7 +15,7 @@ from typing import Any, Literal
 import torch
 from torch import Tensor
 
-from tl_interp._checks import check_count, checked, retired
+from tl_interp._checks import check_count, checked, renamed, retired
 from tl_interp import hooks
 from tl_interp._types import IndexSelection
 from tl_interp.errors import InputError, OptionError, SelectionError, ShapeError
@@ -182,7 +182,7 @@ def _per_prompt(tokens: Sequence[Sequence[str]], activations: Tensor | Sequence[
 
 
 @checked
-def top_activations(tokens: Sequence[Sequence[str]], activations: Tensor | Sequence[Tensor], *, k: int = 10,
+def top_activations(tokens: Sequence[Sequence[str]], activations: Tensor | Sequence[Tensor], *, k: int | None = None,
                     neurons: IndexSelection = None, unit_name: str = "neuron",
                     layout: Literal["samples", "tokens"] = "samples", attention_mask: Tensor | None = None) -> View:
     """The most-activating prompts or tokens of neurons / SAE features over a prompt set.
@@ -191,7 +191,10 @@ def top_activations(tokens: Sequence[Sequence[str]], activations: Tensor | Seque
         tokens: the tokens of each prompt.
         activations: ``(pos, unit)`` per prompt, or one ``(batch, pos, unit)`` tensor (with
             ``attention_mask`` when padded; padding is removed).
-        k: how many prompts (``layout="samples"``) or tokens per prompt (``"tokens"``).
+        k: how many prompts (``layout="samples"``: at most as many as there are) or tokens per
+            prompt (``"tokens"``: up to k of each prompt, since prompts differ in length; a k
+            longer than every prompt is refused); default up to 10 (a view: the default never
+            exceeds a small prompt set).
         neurons: which units -- neurons or SAE features -- (default all, up to 100); each is
             labelled with its true index.
         unit_name: what a unit is called ("neuron", "feature").
@@ -208,8 +211,12 @@ def top_activations(tokens: Sequence[Sequence[str]], activations: Tensor | Seque
         >>> top_activations([["a", "b"], ["c"]], acts, k=2).data["order"]
         [[1, 0], [0, 1]]
     """
-    check_count(k, "k", what="top_activations")
+    if k is not None:
+        check_count(k, "k", what="top_activations")  # the count's type before the activations' shapes
     toks, rows = _per_prompt(tokens, activations, attention_mask)
+    n, items = (len(rows), "prompts") if layout == "samples" else (max(r.shape[0] for r in rows),
+                                                                  "tokens in the longest prompt")
+    k = min(10, n) if k is None else check_count(k, "k", high=n, what="top_activations", items=items)
     width = rows[0].shape[-1]
     if neurons is None and width > 100:
         raise OptionError(f"top_activations: {width} {unit_name}s are too many to draw; pass neurons=[...] (e.g. the top "
@@ -256,7 +263,7 @@ def top_activations(tokens: Sequence[Sequence[str]], activations: Tensor | Seque
 
 @retired("top_activations (a view is named for what it draws; a result's top-k is result.top(k))")
 @checked
-def topk(tokens: Sequence[Sequence[str]], activations: Tensor | Sequence[Tensor], *, k: int = 10,
+def topk(tokens: Sequence[Sequence[str]], activations: Tensor | Sequence[Tensor], *, k: int | None = None,
          neurons: IndexSelection = None, unit_name: str = "neuron",
          layout: Literal["samples", "tokens"] = "samples", attention_mask: Tensor | None = None) -> View:
     """The old name of ``top_activations`` (same arguments, same view)."""
@@ -276,16 +283,18 @@ def _log_prob_props(ids: Tensor, log_probs: Tensor, k: int, to_string: Any) -> d
             "correctTokenLogProb": lp.gather(-1, target)[:, 0]}
 
 
+@renamed(k="top_k")
 @checked
-def predictions(model: Any, prompt: Prompt, *, intervention: Intervention | None = None, k: int = 10,
+def predictions(model: Any, prompt: Prompt, *, intervention: Intervention | None = None, top_k: int = 10,
                 row: int = 0, attention_mask: Tensor | None = None) -> View:
-    """Next-token log-probs at every position, with the top k (circuitsvis ``token_log_probs``).
+    """Next-token log-probs at every position, with the top_k tokens of each (circuitsvis ``token_log_probs``).
 
     Args:
         model: a TransformerLens model.
         prompt: as for ``attention``.
         intervention: also show the predictions under it (steered / ablated), side by side.
-        k: how many top next tokens each position lists on hover.
+        top_k: how many top next tokens each position lists on hover, ``1 <= top_k <= d_vocab``
+            (the lenses' name for top tokens per reading; the old name ``k=`` warns).
         row, attention_mask: as for ``attention``.
 
     Returns:
@@ -294,13 +303,13 @@ def predictions(model: Any, prompt: Prompt, *, intervention: Intervention | None
     Example:
         >>> import torch, tl_interp as ti
         >>> model = ti.models.load("induction-2l")
-        >>> view = ti.viz.predictions(model, torch.tensor([5, 6, 7, 5, 6]), k=3)
+        >>> view = ti.viz.predictions(model, torch.tensor([5, 6, 7, 5, 6]), top_k=3)
         >>> view.data["log_probs"].shape
         torch.Size([5, 65])
     """
     ids, labels, adapter = one_prompt(model, prompt, row=row, attention_mask=attention_mask)
     vocab = adapter.d_vocab or 0
-    check_count(k, "k", high=vocab, what="predictions")
+    check_count(top_k, "top_k", high=vocab, what="predictions", items="tokens (d_vocab)")
     if ids.shape[1] < 2:
         raise InputError(f"predictions: the prompt has {ids.shape[1]} token; it needs at least 2 (the first "
                          "token is context, each later one is predicted)")
@@ -315,11 +324,11 @@ def predictions(model: Any, prompt: Prompt, *, intervention: Intervention | None
         with torch.no_grad():
             log_probs = iv.run(model, ids)[0].double().log_softmax(-1).cpu()
         data[key] = log_probs
-        props = _log_prob_props(ids[0].cpu(), log_probs, k, to_string)
+        props = _log_prob_props(ids[0].cpu(), log_probs, top_k, to_string)
         preview = ("<div>log-prob of each token given the ones before:</div>"
                    + colored_spans(props["prompt"][1:], props["correctTokenLogProb"].tolist()))
         panels.append(Panel(caption, Widget("TokenLogProbs", props, preview)))
-    note = f"{adapter.model_id}; hover a token for the top {k} predictions at the position before it"
+    note = f"{adapter.model_id}; hover a token for the top {top_k} predictions at the position before it"
     if intervention is not None:
         note += "; intervention: " + "; ".join(intervention.descriptions)
     return View("Next-token predictions", tuple(panels), data, note)

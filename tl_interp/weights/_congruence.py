@@ -21,7 +21,7 @@ import torch
 from torch import Tensor
 
 from tl_interp._checks import checked, retired
-from tl_interp._ranking import Ranking, check_k
+from tl_interp.results._ranking import Ranking, check_k
 from tl_interp.errors import OptionError
 from tl_interp._checks import checked
 from tl_interp.errors import OptionError, SelectionError
@@ -60,13 +60,13 @@ class Congruence(Result):
             >>> c.top(2), c.top(1, absolute=False).labels
             (Ranking(by |value|, largest first: L0N0: b -2, L0N0: c +1), ('c',))
         """
-        k = check_k(k, "Congruence.top")
         if per != "d_mlp":
             if neurons is not None:
                 raise OptionError("Congruence.top: neurons= chooses rows of the per-neuron ranking; with per="
                                   f"{per!r} select them from .values instead")
             return super().top(k, per=per, absolute=absolute, largest=largest)
         rows = list(range(self.values.shape[0])) if neurons is None else self._rows(neurons)
+        k = check_k(k, "Congruence.top", self.values.shape[1])
         return Ranking.per_row(self.values[rows], [self.labels["d_mlp"][r] for r in rows], self.labels["d_vocab"], k,
                                absolute=absolute, largest=largest, value_name="congruence")
 

@@ -26,14 +26,26 @@ _REPR_ENTRIES = 5
 _LABEL_CHARS = 24
 
 
-def check_k(k: Any, what: str) -> int:
-    """``k`` if it is an int >= 1 (``_checks.check_count``: a non-int is a ``TypeCheckError``, a count
-    below 1 a ``SelectionError``), named ``what`` (``"PatchingResult.top"``)."""
-    return check_count(k, "k", what=what)
+def check_k(k: Any, what: str, n: int | None = None) -> int:
+    """``k`` if it is an int >= 1 and at most ``n``, the number of entries there are to rank
+    (``_checks.check_count``: a non-int is a ``TypeCheckError``, a count out of range a
+    ``SelectionError`` that says how many entries there are), named ``what`` (``"PatchingResult.top"``).
+
+    A top-k never quietly returns fewer than ``k`` entries: asking for more than exist is a mistake.
+
+    Example:
+        >>> check_k(3, "Result.top", 2)
+        Traceback (most recent call last):
+        ...
+        tl_interp.errors.SelectionError: Result.top: k=3 is out of range: there are 2 entries; choose 1 <= k <= 2
+    """
+    k = check_count(k, "k", what=what)  # an int >= 1 first: "choose k >= 1" whatever there is
+    return k if n is None else check_count(k, "k", high=n, what=what, items="entries")
 
 
 def order(values: Tensor, k: int, *, absolute: bool = True, largest: bool = True) -> list[int]:
-    """Indices of the ``k`` first entries of 1-D ``values`` in rank order (NaNs last, stable ties).
+    """Indices of the ``k`` first entries of 1-D ``values`` in rank order (NaNs last, stable ties);
+    ``k`` is at most ``values.numel()`` (``check_k``).
 
     Example:
         >>> order(torch.tensor([1.0, -3.0, float("nan"), 2.0]), 3)
@@ -128,7 +140,7 @@ class Ranking(Sequence[tuple[str, float]]):
             ('y', 'z')
         """
         flat = values.detach().flatten()
-        chosen = order(flat, check_k(k, "Ranking.of"), absolute=absolute, largest=largest)
+        chosen = order(flat, check_k(k, "Ranking.of", flat.numel()), absolute=absolute, largest=largest)
         extra = {name: tuple(col[i] for i in chosen) for name, col in (columns or {}).items()}
         label = labels if callable(labels) else labels.__getitem__
         return cls(tuple(label(i) for i in chosen), tuple(float(flat[i]) for i in chosen), absolute, largest,
@@ -147,7 +159,7 @@ class Ranking(Sequence[tuple[str, float]]):
         if values.ndim != 2:
             raise ShapeError(f"Ranking.per_row takes a (rows, columns) tensor, not shape {tuple(values.shape)}")
         label = labels if callable(labels) else labels.__getitem__
-        chosen = _per_row_order(values, check_k(k, "Ranking.per_row"), absolute, largest)
+        chosen = _per_row_order(values, check_k(k, "Ranking.per_row", values.shape[1]), absolute, largest)
         rows, names, vals, index = [], [], [], []
         for r, picked in enumerate(chosen):
             for j in picked:

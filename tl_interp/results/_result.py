@@ -1,4 +1,4 @@
-"""Typed results: values with named axes, labels, extras and provenance.
+"""Typed results: values with named axes, labels, extras and provenance (``ti.results.Result``).
 
 Every study returns a ``Result`` (or a subclass): ``.values`` is the tensor of metric values,
 ``.axes`` names its axes in order (``("layer", "pos")``), ``.labels`` gives human-readable
@@ -23,12 +23,12 @@ from torch import Tensor
 
 from tl_interp._checks import checked, retired
 from tl_interp._io import load_checked, save_checked
-from tl_interp._ranking import Ranking, check_k
+from tl_interp.results._ranking import Ranking, check_k
 from tl_interp.errors import ArtifactError, OptionError, ShapeError
 from tl_interp._checks import check_count, checked, public_name
 from tl_interp.errors import ArtifactError, ShapeError, TypeCheckError
 
-__all__ = ["Provenance", "Ranking", "Result", "prompt_hash", "register_result"]
+__all__ = ["Provenance", "Result", "prompt_hash", "register_result"]
 
 _KINDS: dict[str, type["Result"]] = {}
 _STUDIES = ("tl_interp.patching", "tl_interp.ablation", "tl_interp.steering", "tl_interp.similarity",
@@ -194,7 +194,8 @@ class Result:
         smallest first), NaNs last, each labelled ``"layer 3, pos 5"``.
 
         Args:
-            k: how many cells (at most all of them).
+            k: how many cells, at most as many as there are (per row with ``per``); more is a
+                ``SelectionError`` that says how many there are.
             per: rank within each entry of this axis instead (``per="layer"``: the k largest of
                 each layer); the ranking's ``row_labels`` say which.
 
@@ -209,7 +210,9 @@ class Result:
     def _ranking(self, values: Tensor, k: int, *, per: str | None = None, absolute: bool = True,
                  largest: bool = True, value_name: str = "value") -> Ranking:
         """``top`` over ``values`` shaped like this result's values (the normalised view ...)."""
+        what = f"{type(self).__name__}.top"
         if per is None:
+            k = check_k(k, what, values.numel())
             def cell(i: int) -> str:
                 index = torch.unravel_index(torch.tensor(i), values.shape) if values.ndim else ()
                 return ", ".join(f"{a} {self.label(a, int(j))}" for a, j in zip(self.axes, index))
@@ -221,6 +224,7 @@ class Result:
         a = self.axes.index(per)
         rest = tuple(ax for ax in self.axes if ax != per)
         moved = values.movedim(a, 0).reshape(values.shape[a], -1)
+        k = check_k(k, what, moved.shape[1])
         shape = tuple(n for i, n in enumerate(values.shape) if i != a)
 
         def entry(i: int) -> str:
@@ -233,7 +237,8 @@ class Result:
     @retired("top(k)")
     def top_cells(self, k: int = 3, values: Tensor | None = None) -> list[tuple[str, float]]:
         """The ``k`` cells of largest |value| (NaNs last) as ``("[label, label]", value)``, labels shortened."""
-        return self._top_cells(check_k(k, "Result.top_cells"), values)
+        return self._top_cells(check_k(k, "Result.top_cells", (self.values if values is None else values).numel()),
+                               values)
 
     def _top_cells(self, k: int = 3, values: Tensor | None = None) -> list[tuple[str, float]]:
         """The ``k`` cells of largest |value| (NaNs last) as ``("[label, label]", value)``, labels shortened
