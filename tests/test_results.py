@@ -95,3 +95,15 @@ def test_figures_and_top_refuse_what_they_cannot_show() -> None:
         _patching(torch.randn(2, 6)).top(0)
     with pytest.raises(OptionError, match="takes 'normalized' or 'values'"):
         _patching(torch.randn(2, 6)).top(3, by="recovered")
+
+
+def test_top_without_k_lists_up_to_ten_entries_and_an_explicit_k_beyond_them_is_refused() -> None:
+    small = ti.results.Result(torch.tensor([[1.0, -3.0, 2.0]]), ("layer", "pos"), "logit diff",
+                              ti.results.Provenance("m", seed=0))
+    assert [label for label, _ in small.top()] == ["layer 0, pos 1", "layer 0, pos 2", "layer 0, pos 0"]
+    large = ti.results.Result(torch.arange(30.0).reshape(3, 10), ("layer", "pos"), "logit diff",
+                              ti.results.Provenance("m", seed=0))
+    assert len(large.top()) == 10 and large.top()[0][1] == 29.0
+    assert len(large.top(per="layer").by_row()) == 3
+    with pytest.raises(SelectionError, match="there are 3 entries"):
+        small.top(4)

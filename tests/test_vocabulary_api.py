@@ -96,8 +96,8 @@ def topk_violations(classes: set[type], functions: list[tuple[str, Callable[...,
             options = {n: p for n, p in params.items() if p.kind is p.KEYWORD_ONLY}
             if ret is not Ranking and ret != "Ranking":
                 bad.append(f"{label}: returns {ret}, not Ranking")
-            if params["k"].default != 10:
-                bad.append(f"{label}: k defaults to {params['k'].default}, not 10")
+            if params["k"].default is not None:
+                bad.append(f"{label}: k defaults to {params['k'].default}, not None (up to 10 entries)")
             for option in ("absolute", "largest"):
                 if option not in options or options[option].default is not True:
                     bad.append(f"{label}: {option}= (keyword-only, default True) missing")

@@ -33,7 +33,7 @@ class AblationResult(Result):
     def base(self) -> Tensor:
         return self.extras["base"]
 
-    def top(self, k: int = 10, *, absolute: bool = True, largest: bool = True) -> Ranking:
+    def top(self, k: int | None = None, *, absolute: bool = True, largest: bool = True) -> Ranking:
         """The ``k`` units whose ablation changes the metric most (``Result.top``'s options), labelled
         like ``"L3 H2"``, with the columns ``index``, ``ci_low`` and ``ci_high``.
 

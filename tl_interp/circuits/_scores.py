@@ -102,7 +102,7 @@ class EdgeScores(Result):
     def method(self) -> str:
         return str(self.provenance.settings["method"])
 
-    def top(self, k: int = 10, *, absolute: bool = True, largest: bool = True) -> Ranking:
+    def top(self, k: int | None = None, *, absolute: bool = True, largest: bool = True) -> Ranking:
         """The ``k`` edges of largest ``|score|`` (``Result.top``'s options), as ``(name, score)``.
 
         Example:

@@ -165,7 +165,7 @@ class DLAResult(Result):
         n_layers, n_heads = (int(self.provenance.settings[k]) for k in ("n_layers", "n_heads"))
         return self.values[: n_layers * n_heads].reshape(n_layers, n_heads, -1)
 
-    def top(self, k: int = 10, *, absolute: bool = True, largest: bool = True) -> Ranking:
+    def top(self, k: int | None = None, *, absolute: bool = True, largest: bool = True) -> Ranking:
         """The ``k`` components with the largest mean |contribution| over prompts
         (``Result.top``'s options), as ``(component, mean)``."""
         mean = self.values.double().mean(1)

@@ -57,7 +57,7 @@ class PatchingResult(Result):
         """Alias of ``normalized`` for denoising sweeps (clean into corrupted)."""
         return self.normalized
 
-    def top(self, k: int = 10, *, by: str = "normalized", per: str | None = None, absolute: bool = True,
+    def top(self, k: int | None = None, *, by: str = "normalized", per: str | None = None, absolute: bool = True,
             largest: bool = True) -> Ranking:
         """The ``k`` cells with the largest |effect| (``Result.top``'s options), labelled ``"layer 3, pos 5"``.
 

@@ -23,22 +23,29 @@ from tl_interp.errors import OptionError, ShapeError
 __all__ = ["Ranking", "check_k", "order"]
 
 _REPR_ENTRIES = 5
+TOP_DEFAULT = 10  # entries a top() without k shows (fewer when there are fewer)
 _LABEL_CHARS = 24
 
 
-def check_k(k: Any, what: str, n: int | None = None) -> int:
+def check_k(k: Any, what: str, n: int | None = None) -> Any:
     """``k`` if it is an int >= 1 and at most ``n``, the number of entries there are to rank
     (``_checks.check_count``: a non-int is a ``TypeCheckError``, a count out of range a
     ``SelectionError`` that says how many entries there are), named ``what`` (``"PatchingResult.top"``).
 
     A top-k never quietly returns fewer than ``k`` entries: asking for more than exist is a mistake.
+    ``k=None`` is the display default, up to ``TOP_DEFAULT`` (10) entries: ``min(10, n)`` once ``n``
+    is known, and ``None`` (still the default) while it is not.
 
     Example:
         >>> check_k(3, "Result.top", 2)
         Traceback (most recent call last):
         ...
         tl_interp.errors.SelectionError: Result.top: k=3 is out of range: there are 2 entries; choose 1 <= k <= 2
+        >>> check_k(None, "Result.top", 4), check_k(None, "Result.top", 40)
+        (4, 10)
     """
+    if k is None:
+        return None if n is None else min(TOP_DEFAULT, n)
     k = check_count(k, "k", what=what)  # an int >= 1 first: "choose k >= 1" whatever there is
     return k if n is None else check_count(k, "k", high=n, what=what, items="entries")
 

@@ -189,12 +189,13 @@ class Result:
             items.append(f"tl_interp {p.version}")
         return ", ".join(items)
 
-    def top(self, k: int = 10, *, per: str | None = None, absolute: bool = True, largest: bool = True) -> Ranking:
+    def top(self, k: int | None = None, *, per: str | None = None, absolute: bool = True, largest: bool = True) -> Ranking:
         """The ``k`` largest cells: by ``|value|`` (``absolute=False``: signed; ``largest=False``:
         smallest first), NaNs last, each labelled ``"layer 3, pos 5"``.
 
         Args:
-            k: how many cells, at most as many as there are (per row with ``per``); more is a
+            k: how many cells, at most as many as there are (per row with ``per``); ``None`` (the
+                default) lists up to 10; more than there are is a
                 ``SelectionError`` that says how many there are.
             per: rank within each entry of this axis instead (``per="layer"``: the k largest of
                 each layer); the ranking's ``row_labels`` say which.
@@ -207,7 +208,7 @@ class Result:
         return self._ranking(self.values, check_k(k, f"{type(self).__name__}.top"), per=per, absolute=absolute,
                              largest=largest)
 
-    def _ranking(self, values: Tensor, k: int, *, per: str | None = None, absolute: bool = True,
+    def _ranking(self, values: Tensor, k: int | None, *, per: str | None = None, absolute: bool = True,
                  largest: bool = True, value_name: str = "value") -> Ranking:
         """``top`` over ``values`` shaped like this result's values (the normalised view ...)."""
         what = f"{type(self).__name__}.top"

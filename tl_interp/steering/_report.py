@@ -140,7 +140,7 @@ class SteeringReport(Result):
                          "answer_prob": float(self.extras["pp_prob"][i, k, p])})
         return pd.DataFrame(rows)
 
-    def top(self, k: int = 10, *, task: str | None = None, metric: str = "accuracy", absolute: bool = True,
+    def top(self, k: int | None = None, *, task: str | None = None, metric: str = "accuracy", absolute: bool = True,
             largest: bool = True) -> Ranking:
         """The ``k`` evaluated (not control) (vector, scale) cells with the largest mean ``metric``
         (``Result.top``'s options; a signed metric such as ``logit_diff`` ranks by its value with

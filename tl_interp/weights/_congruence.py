@@ -43,7 +43,7 @@ class Congruence(Result):
 
     kind = "congruence"
 
-    def top(self, k: int = 10, *, neurons: Sequence[int | str] | None = None, per: str | None = "d_mlp",
+    def top(self, k: int | None = None, *, neurons: Sequence[int | str] | None = None, per: str | None = "d_mlp",
             absolute: bool = True, largest: bool = True) -> Ranking:
         """Per neuron, the ``k`` tokens of largest |congruence| (``Result.top``'s options:
         ``absolute=False`` for the tokens it promotes most, with ``largest=False`` those it
