@@ -29,6 +29,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
+from tl_interp import compat
 from tl_interp.circuits._edit import Norms, sender_hooks
 from tl_interp.circuits._graph import Graph
 from tl_interp.circuits._heads import head_input_reason
@@ -265,66 +266,78 @@ class CircuitRows:
         else:
             table[:, start] = other[start] - act.reshape(cells, batch, *act.shape[1:])
 
-    def _updates(self, group: str, index: Tensor) -> Tensor:
-        """For every receiver of ``group`` and every cell of the pass, ``(cell, receiver, batch * pos
-        * d_model)``: a head's ``sum over kept s of (current_s - other_s)``, an MLP's / the logits'
-        ``sum over excluded s of (other_s - current_s)``; one product (a layer's q, k and v inputs
-        read the same senders: computed once, at the first of them)."""
-        memo = self._state.get(("update", group))
-        if memo is not None and not torch.equal(memo[0], index):
-            raise RuntimeError(f"circuit rows: the points of {group} hold different cells")
-        if memo is None:
-            weights, _ = self.groups[group]
-            table, n = self._state.get("diff"), weights.shape[-1]
-            if table is None or any(start not in self._state["read"] for start in self.starts if start < n):
-                raise RuntimeError(f"circuit rows: {group} reads senders this pass did not read")
-            w = weights[index].to(table.device, table.dtype)  # (cell, receiver, sender)
-            memo = (index, torch.bmm(w, table[:, :n].flatten(2)))
-            self._state[("update", group)] = memo
-        return memo[1]
+    def _table(self, group: str) -> Tensor:
+        """The pass's ``(cell, sender, batch * pos * d_model)`` table of ``other - current`` for the
+        senders ``group`` reads (an error if the pass did not read them all)."""
+        table, n = self._state.get("diff"), self.groups[group][0].shape[-1]
+        if table is None or any(start not in self._state["read"] for start in self.starts if start < n):
+            raise RuntimeError(f"circuit rows: {group} reads senders this pass did not read")
+        return table[:, :n].flatten(2)
+
+    def _updates(self, p: _Point, cells: Tensor, index: Tensor) -> Tensor:
+        """``(len(cells), batch * pos * d_model)``: the MLP's / the logits' ``sum over excluded s of
+        (other_s - current_s)`` in each of the pass's ``cells`` (one receiver at ``p``)."""
+        table = self._table(p.group)
+        w = p.weights[index, 0].to(table.device, table.dtype)  # (cell, sender); the table is not gathered
+        return torch.bmm(w[:, None], table)[cells.to(table.device), 0]
 
     def _edit(self, p: _Point, act: Tensor, index: Tensor, batch: int) -> Tensor:
+        """The rows of every cell at ``p``, edited in place: *out* receivers take their constant,
+        *mixed* ones their recomputed input (TL hands hooks fresh tensors here: the projections'
+        outputs, a clone for ``hook_mlp_in``, the block's output for ``hook_resid_post``)."""
         lo = layout(act.shape[0], act.shape[1], "circuit rows").offset
-        window = slice(lo, lo + act.shape[1])
         cells = act.shape[0] // batch
-        kinds = (p.out[index], p.mixed[index])  # (cell, receiver)
-        pairs = kinds[1].nonzero()  # (cell, receiver) of mixed receivers
-        constant = p.constant[:, window].to(act.device, act.dtype)  # type: ignore[index]
-        if p.letter is not None and bool(kinds[0].any()):  # (cell, batch, pos, head, d_head)
-            shaped = torch.where(kinds[0][:, None, None, :, None].to(act.device), constant,
-                                 act.view(cells, batch, *act.shape[1:]))
-        elif len(pairs) or bool(kinds[0].any()):
-            shaped = act.clone(memory_format=torch.contiguous_format).view(cells, batch, *act.shape[1:])
-            if p.letter is None:
-                shaped[kinds[0][:, 0].to(act.device)] = constant
-        else:
+        out, mixed = p.out[index], p.mixed[index]  # (cell, receiver)
+        if not bool(out.any()) and not bool(mixed.any()):
             return act
-        out = shaped.view(act.shape)
-        if len(pairs) == 0:
-            return out
-        if p.letter is not None:
+        act = act if act.is_contiguous() else act.contiguous()
+        shaped = act.view(cells, batch, *act.shape[1:])
+        constant = p.constant[:, lo:lo + act.shape[1]].to(act.device, act.dtype)  # type: ignore[index]
+        if p.letter is not None:  # (cell, batch, pos, head, d_head)
+            c, r = out.nonzero().unbind(1)
+            if len(c):
+                shaped[c.to(act.device), :, :, r.to(act.device)] = constant.permute(2, 0, 1, 3)[r.to(act.device)]
             c, r, new = self._heads(p, index, batch, act)
-            shaped[c, :, :, r] = new
-            return out
-        c = pairs[:, 0].to(act.device)
-        shaped[c] = shaped[c] + self._updates(p.group, index)[c, p.first].view(len(c), batch, act.shape[1], -1)
-        return out
+            if len(c):
+                shaped[c, :, :, r] = new
+            return act
+        c = out[:, 0].nonzero()[:, 0]
+        if len(c):
+            shaped[c.to(act.device)] = constant
+        c = mixed[:, 0].nonzero()[:, 0]
+        if len(c):
+            shaped.index_add_(0, c.to(act.device), self._updates(p, c, index).view(len(c), *shaped.shape[1:]))
+        return act
 
     def _heads(self, p: _Point, index: Tensor, batch: int, act: Tensor) -> tuple[Tensor, Tensor, Tensor]:
         """``(cell, head, projection (pair, batch, pos, d_head))`` of the mixed receivers at ``p``:
-        ``ln1(A + update) @ W[h] + b[h]``, for a layer's q, k and v receivers in one call."""
+        ``ln1(A + sum over kept s of (current_s - other_s)) @ W[h] + b[h]``, for a layer's q, k and
+        v receivers in one call (computed at the first of them, cell by cell: only the pairs that
+        are mixed)."""
         memo = self._state.get(("heads", p.group))
         if memo is None:
-            _, mixed = self.groups[p.group]
-            pairs = mixed[index].nonzero().to(act.device)
-            c, r = pairs[:, 0], pairs[:, 1]
+            weights, mixed = self.groups[p.group]
+            pairs = mixed[index].nonzero()  # (pair, 2): cell-major
+            if len(pairs) == 0:
+                none = torch.zeros(0, dtype=torch.long, device=act.device)
+                self._state[("heads", p.group)] = memo = (none, none, act.new_zeros(0))
+                return memo
+            table = self._table(p.group)
             lo = layout(act.shape[0], act.shape[1], "circuit rows").offset
-            x = (self.moved[p.layer][:, lo:lo + act.shape[1]].to(act.dtype)
-                 + self._updates(p.group, index)[c, r].view(len(c), batch, act.shape[1], -1))
-            normed = self.model.blocks[p.layer].ln1(x.flatten(0, 1)).reshape(len(c), -1, x.shape[-1])
+            moved = self.moved[p.layer][:, lo:lo + act.shape[1]].to(table.device, table.dtype).reshape(1, -1)
+            kept = weights[index].to(table.device, table.dtype)  # (cell, receiver, sender): -1 where kept
+            c_all, r_all = pairs[:, 0].tolist(), pairs[:, 1]
+            x = []
+            for c in sorted(set(c_all)):  # per cell: (its mixed receivers, batch * pos * d_model)
+                mine = r_all[pairs[:, 0] == c].to(table.device)
+                x.append(torch.addmm(moved, kept[c, mine], table[c]))
+            d_model = moved.shape[-1] // (batch * act.shape[1])
+            x = torch.cat(x).view(-1, d_model) if x else moved.new_zeros(0, d_model)
+            normed = compat.fused_norm(self.model.blocks[p.layer].ln1)(x).view(len(pairs), -1, d_model)
             w, b = self.qkv[p.layer]
-            new = torch.bmm(normed, w[r].to(act.dtype)) + b[r, None].to(act.dtype)
-            memo = (c, r, new.view(len(c), batch, act.shape[1], -1))
+            r = r_all.to(act.device)
+            new = torch.baddbmm(b[r, None].to(act.dtype), normed.to(act.dtype), w[r].to(act.dtype))
+            memo = (pairs[:, 0].to(act.device), r, new.view(len(pairs), batch, act.shape[1], -1))
             self._state[("heads", p.group)] = memo
         c, r, new = memo
         mine = (r >= p.first) & (r < p.first + p.weights.shape[1])
