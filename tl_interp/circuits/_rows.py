@@ -81,6 +81,8 @@ class _RowsHook:
     """A cell's hook at one point: alone it edits its own rows; stacked, ``together`` edits every
     cell's rows in one call (``engine.stack``)."""
 
+    windowed = True  # follows the run context's window of positions (engine.paths.split_final)
+
     def __init__(self, together: Any, payload: int, name: str) -> None:
         self.together, self.payload, self.__name__ = together, payload, name
 
@@ -139,6 +141,14 @@ class CircuitRows:
             edits, mixed = self._edits.get(p.group, ([False] * len(excluded), [False] * len(excluded)))
             self._edits[p.group] = ([a or b for a, b in zip(edits, p.weights.any(2).any(1).tolist())],
                                     [a or b for a, b in zip(mixed, p.mixed.any(1).tolist())])
+        # which receivers of a layer's group are computed together: its q receivers; its k and v receivers
+        self._shares: dict[tuple[str, str], Tensor] = {}
+        for p in self.points.values():
+            if p.letter is not None:
+                key = (p.group, "q" if p.letter == "q" else "kv")
+                mask = self._shares.get(key, torch.zeros(self.groups[p.group][0].shape[1], dtype=torch.bool))
+                mask[p.first:p.first + p.weights.shape[1]] = True
+                self._shares[key] = mask
         # per layer: q, k, v weights of every receiver of its group (query heads; grouped K/V repeated)
         self.qkv = {layer: self._projection(layer) for layer in range(g.n_layers)}
         self.moved: dict[int, Tensor] = {}  # per layer: a head's input with every sender excluded
@@ -159,7 +169,7 @@ class CircuitRows:
         self.other_t = other.permute(2, 0, 1, 3).contiguous()  # (sender, batch, pos, d_model)
         self._capture_index = {name.replace("hook_result", "hook_z"): i for i, (name, _) in enumerate(sender_hooks(g))}
         self._state: dict[str, Any] = {}
-        self._last = (-1, 0)
+        self._last: tuple[tuple[int, int], tuple[int, int]] = ((-1, -1), (-1, 0))
         self._together = {name: self._make(name) for name in [_BEGIN, *self.capture_names(), *self.points]}
 
     @staticmethod
@@ -225,12 +235,16 @@ class CircuitRows:
         point, order, none = self.points.get(name), _forward_order(name), self.n_circuits
 
         def together(act: Tensor, hook: Any, payloads: Sequence[int | None], batch: int) -> Tensor | None:
+            lay = layout(act.shape[0], act.shape[1], "circuit rows")
+            window = (lay.offset, act.shape[1])
             if name == _BEGIN:  # a pass begins: what the last one read is gone
-                self._state, self._last = {}, order
+                self._state, self._last = {}, (window, order)
                 return None
-            if order <= self._last:
+            # in a window of positions, points fire in forward order (the final block may run again on
+            # other windows: split_final's cache, then its step at the last position)
+            if window == self._last[0] and order <= self._last[1]:
                 raise RuntimeError(f"circuit rows: {name} fired out of order (a pass that did not start at {_BEGIN})")
-            self._last = order
+            self._last = (window, order)
             known = self._state.setdefault("cells", [None] * len(payloads))
             for at, c in enumerate(payloads):  # the circuit of each cell of the pass, one throughout
                 if c is not None and known[at] not in (None, c):
@@ -248,36 +262,43 @@ class CircuitRows:
         """Write ``other - current`` of the senders at ``name`` into the pass's ``(cell, sender,
         batch * pos * d_model)`` table (allocated at the first capture, the embeddings' entry
         filled: they never move)."""
-        cells, lo = act.shape[0] // batch, layout(act.shape[0], act.shape[1], "circuit rows").offset
-        other = self.other_t[:, :, lo:lo + act.shape[1]].to(act.device, act.dtype)  # (sender, batch, pos, d_model)
+        cells, lo, n = act.shape[0] // batch, layout(act.shape[0], act.shape[1], "circuit rows").offset, act.shape[1]
+        other = self.other_t[:, :, lo:lo + n].to(act.device, act.dtype)  # (sender, batch, pos, d_model)
         table = self._state.get("diff")
-        if table is None:
-            table = act.new_empty(cells, other.shape[0], batch, act.shape[1], other.shape[-1])  # filled as read
-            table[:, 0] = other[0] - self.clean[:, lo:lo + act.shape[1], 0].to(act.device, act.dtype)
+        if table is None:  # every position of the sequence: a pass's windows lie within it
+            table = act.new_empty(cells, other.shape[0], batch, self.other_t.shape[2], other.shape[-1])  # filled as read
+            table[:, 0] = (self.other_t[0] - self.clean[:, :, 0]).to(act.device, act.dtype)
             self._state["diff"] = table
         start = self.starts[self._capture_index[name]]
         self._state.setdefault("read", {0}).add(start)
+        whole = lo == 0 and n == table.shape[3]
         if name.endswith("hook_z"):  # a head's output is z @ W_O[h]: (cell, head, batch * pos, d_model)
             w_o = self.w_o[int(name.split(".")[1])].to(act.dtype)
-            z = act.reshape(cells, batch * act.shape[1], *act.shape[2:]).transpose(1, 2)
+            z = act.reshape(cells, batch * n, *act.shape[2:]).transpose(1, 2)
             heads = slice(start, start + w_o.shape[0])
-            torch.sub(other[heads].reshape(w_o.shape[0], -1, w_o.shape[-1]), torch.matmul(z, w_o),
-                      out=table[:, heads].view(cells, w_o.shape[0], -1, w_o.shape[-1]))
+            if whole:
+                torch.sub(other[heads].reshape(w_o.shape[0], -1, w_o.shape[-1]), torch.matmul(z, w_o),
+                          out=table[:, heads].view(cells, w_o.shape[0], -1, w_o.shape[-1]))
+            else:
+                moved = other[heads].reshape(w_o.shape[0], -1, w_o.shape[-1]) - torch.matmul(z, w_o)
+                table[:, heads, :, lo:lo + n] = moved.view(cells, w_o.shape[0], batch, n, -1)
         else:
-            table[:, start] = other[start] - act.reshape(cells, batch, *act.shape[1:])
+            table[:, start, :, lo:lo + n] = other[start] - act.reshape(cells, batch, *act.shape[1:])
 
-    def _table(self, group: str) -> Tensor:
+    def _table(self, group: str, lo: int, n_pos: int) -> Tensor:
         """The pass's ``(cell, sender, batch * pos * d_model)`` table of ``other - current`` for the
-        senders ``group`` reads (an error if the pass did not read them all)."""
+        senders ``group`` reads, at positions ``lo .. lo + n_pos`` (an error if the pass did not read
+        them all)."""
         table, n = self._state.get("diff"), self.groups[group][0].shape[-1]
         if table is None or any(start not in self._state["read"] for start in self.starts if start < n):
             raise RuntimeError(f"circuit rows: {group} reads senders this pass did not read")
-        return table[:, :n].flatten(2)
+        return table[:, :n, :, lo:lo + n_pos].reshape(table.shape[0], n, -1)
 
-    def _updates(self, p: _Point, cells: Tensor, index: Tensor) -> Tensor:
+    def _updates(self, p: _Point, cells: Tensor, index: Tensor, act: Tensor) -> Tensor:
         """``(len(cells), batch * pos * d_model)``: the MLP's / the logits' ``sum over excluded s of
         (other_s - current_s)`` in each of the pass's ``cells`` (one receiver at ``p``)."""
-        table = self._table(p.group)
+        lo = layout(act.shape[0], act.shape[1], "circuit rows").offset
+        table = self._table(p.group, lo, act.shape[1])
         w = p.weights[index, 0].to(table.device, table.dtype)  # (cell, sender); the table is not gathered
         return torch.bmm(w[:, None], table)[cells.to(table.device), 0]
 
@@ -288,7 +309,7 @@ class CircuitRows:
         lo = layout(act.shape[0], act.shape[1], "circuit rows").offset
         cells = act.shape[0] // batch
         out, mixed = p.out[index], p.mixed[index]  # (cell, receiver)
-        if not bool(out.any()) and not bool(mixed.any()):
+        if act.shape[1] == 0 or (not bool(out.any()) and not bool(mixed.any())):
             return act
         act = act if act.is_contiguous() else act.contiguous()
         shaped = act.view(cells, batch, *act.shape[1:])
@@ -306,39 +327,39 @@ class CircuitRows:
             shaped[c.to(act.device)] = constant
         c = mixed[:, 0].nonzero()[:, 0]
         if len(c):
-            shaped.index_add_(0, c.to(act.device), self._updates(p, c, index).view(len(c), *shaped.shape[1:]))
+            shaped.index_add_(0, c.to(act.device), self._updates(p, c, index, act).view(len(c), *shaped.shape[1:]))
         return act
 
     def _heads(self, p: _Point, index: Tensor, batch: int, act: Tensor) -> tuple[Tensor, Tensor, Tensor]:
         """``(cell, head, projection (pair, batch, pos, d_head))`` of the mixed receivers at ``p``:
-        ``ln1(A + sum over kept s of (current_s - other_s)) @ W[h] + b[h]``, for a layer's q, k and
-        v receivers in one call (computed at the first of them, cell by cell: only the pairs that
-        are mixed)."""
-        memo = self._state.get(("heads", p.group))
+        ``ln1(A + sum over kept s of (current_s - other_s)) @ W[h] + b[h]``, cell by cell for the
+        mixed pairs only; a layer's k and v receivers in one call (they fire on the same positions;
+        q may not: the final block's queries run at the last position alone under split_final)."""
+        lo, n_pos = layout(act.shape[0], act.shape[1], "circuit rows").offset, act.shape[1]
+        share = "q" if p.letter == "q" else "kv"
+        key = ("heads", p.group, share, lo, n_pos)
+        memo = self._state.get(key)
         if memo is None:
             weights, mixed = self.groups[p.group]
-            pairs = mixed[index].nonzero()  # (pair, 2): cell-major
+            pairs = (mixed[index] & self._shares[(p.group, share)]).nonzero()  # (pair, 2): cell-major
             if len(pairs) == 0:
                 none = torch.zeros(0, dtype=torch.long, device=act.device)
-                self._state[("heads", p.group)] = memo = (none, none, act.new_zeros(0))
+                self._state[key] = memo = (none, none, act.new_zeros(0))
                 return memo
-            table = self._table(p.group)
-            lo = layout(act.shape[0], act.shape[1], "circuit rows").offset
-            moved = self.moved[p.layer][:, lo:lo + act.shape[1]].to(table.device, table.dtype).reshape(1, -1)
+            table = self._table(p.group, lo, n_pos)
+            moved = self.moved[p.layer][:, lo:lo + n_pos].to(table.device, table.dtype).reshape(1, -1)
             kept = weights[index].to(table.device, table.dtype)  # (cell, receiver, sender): -1 where kept
-            c_all, r_all = pairs[:, 0].tolist(), pairs[:, 1]
-            x = []
-            for c in sorted(set(c_all)):  # per cell: (its mixed receivers, batch * pos * d_model)
-                mine = r_all[pairs[:, 0] == c].to(table.device)
-                x.append(torch.addmm(moved, kept[c, mine], table[c]))
-            d_model = moved.shape[-1] // (batch * act.shape[1])
-            x = torch.cat(x).view(-1, d_model) if x else moved.new_zeros(0, d_model)
-            normed = compat.fused_norm(self.model.blocks[p.layer].ln1)(x).view(len(pairs), -1, d_model)
+            cells, receivers = pairs[:, 0], pairs[:, 1]
+            x = [torch.addmm(moved, kept[c, receivers[cells == c].to(table.device)], table[c])
+                 for c in cells.unique().tolist()]  # per cell: (its mixed receivers, batch * pos * d_model)
+            d_model = self.moved[p.layer].shape[-1]
+            normed = compat.fused_norm(self.model.blocks[p.layer].ln1)(torch.cat(x).view(-1, d_model))
             w, b = self.qkv[p.layer]
-            r = r_all.to(act.device)
-            new = torch.baddbmm(b[r, None].to(act.dtype), normed.to(act.dtype), w[r].to(act.dtype))
-            memo = (pairs[:, 0].to(act.device), r, new.view(len(pairs), batch, act.shape[1], -1))
-            self._state[("heads", p.group)] = memo
+            r = receivers.to(act.device)
+            new = torch.baddbmm(b[r, None].to(act.dtype), normed.view(len(pairs), -1, d_model).to(act.dtype),
+                                w[r].to(act.dtype))
+            memo = (cells.to(act.device), r, new.view(len(pairs), batch, n_pos, -1))
+            self._state[key] = memo
         c, r, new = memo
         mine = (r >= p.first) & (r < p.first + p.weights.shape[1])
         return c[mine], r[mine] - p.first, new[mine]
