@@ -29,15 +29,20 @@ def test_circuit_rows_equal_the_brute_force_loop_and_say_they_ran(family) -> Non
     clean, corrupted, metric, score = _task(model)
     chosen = _nested(circuits.graph(model))
     result = circuits.faithfulness(model, clean, corrupted, chosen, metric, progress=False)
-    assert result.provenance.settings["circuit_rows"] == "on"
+    settings = result.provenance.settings
+    assert settings["circuit_rows"] == "on"
+    # the final block at the last position alone, its hooks in both of split_final's steps (GQA ungrouped too:
+    # passes start at position 0, so no cached prefix of n_key_value_heads is involved)
+    assert settings["final_block_split"] == settings["passes"] > 0
     reference = brute_force_faithfulness(model, clean, corrupted, chosen, score)
     torch.testing.assert_close(result.values.double(), reference.double(), atol=1e-5, rtol=0)
 
 
-def test_one_circuit_per_pass_equals_every_circuit_in_one_pass() -> None:
+@pytest.mark.parametrize("family", ["llama_gqa_rotary", "gpt2"])
+def test_one_circuit_per_pass_equals_every_circuit_in_one_pass(family) -> None:
     # a memory budget of one cell per pass: each circuit's hooks then edit its rows alone
     # (circuits that edit nothing before the last layer included: their passes still start at layer 0)
-    model = llama_style()
+    model = ROWS_ON[family]()
     clean, corrupted, metric, score = _task(model, seed=1)
     g = circuits.graph(model)
     late = [[e for e in g.edges if not e.endswith(end)] for end in ("logits", "m1")]
@@ -50,6 +55,21 @@ def test_one_circuit_per_pass_equals_every_circuit_in_one_pass() -> None:
     assert alone.provenance.settings["passes"] == together.provenance.settings["circuits_evaluated"]
     torch.testing.assert_close(alone.values, together.values, atol=1e-5, rtol=0)
     torch.testing.assert_close(alone.corrupted, together.corrupted, atol=1e-5, rtol=0)
+
+
+@pytest.mark.parametrize("family", list(ROWS_ON))
+def test_the_final_block_at_the_last_position_equals_the_whole_block(family, monkeypatch) -> None:
+    # split_final runs the rows' hooks in the final block twice (keys/values on every position, then the
+    # last position); hooks that do not declare they follow windows make the pass run the whole block
+    model = ROWS_ON[family]()
+    clean, corrupted, metric, _ = _task(model, seed=3)
+    chosen = _nested(circuits.graph(model), seed=3)
+    split = circuits.faithfulness(model, clean, corrupted, chosen, metric, progress=False)
+    monkeypatch.setattr(ti.circuits._rows._RowsHook, "windowed", False)
+    whole = circuits.faithfulness(model, clean, corrupted, chosen, metric, progress=False)
+    assert split.provenance.settings["final_block_split"] > 0 and whole.provenance.settings["final_block_split"] == 0
+    torch.testing.assert_close(split.values, whole.values, atol=1e-5, rtol=0)
+    torch.testing.assert_close(split.corrupted, whole.corrupted, atol=1e-5, rtol=0)
 
 
 def test_repeated_circuits_are_evaluated_once_and_the_full_circuit_is_the_clean_run() -> None:
