@@ -34,6 +34,7 @@ def test_circuit_rows_equal_the_brute_force_loop_and_say_they_ran(family) -> Non
     # the final block at the last position alone, its hooks in both of split_final's steps (GQA ungrouped too:
     # passes start at position 0, so no cached prefix of n_key_value_heads is involved)
     assert settings["final_block_split"] == settings["passes"] > 0
+    assert settings["senders_read"] == "corrupted prompts alone"  # the clean run adds nothing the rows read
     reference = brute_force_faithfulness(model, clean, corrupted, chosen, score)
     torch.testing.assert_close(result.values.double(), reference.double(), atol=1e-5, rtol=0)
 
@@ -93,6 +94,8 @@ def test_circuit_rows_with_mean_and_zero_ablation_equal_the_brute_force_loop(abl
     chosen = _nested(circuits.graph(model), seed=2)[1:-1]
     result = circuits.faithfulness(model, clean, corrupted, chosen, metric, ablation=ablation, progress=False)
     assert result.provenance.settings["circuit_rows"] == "on"
+    assert result.provenance.settings["senders_read"] == {"mean": "clean prompts and corrupted prompts",
+                                                          "zero": "clean prompts"}[ablation]
     if ablation == "zero":  # a bias-free rotary model: an input with every sender excluded is exactly 0
         reference = brute_force_faithfulness(model, clean, corrupted, chosen, score, ablation="zero")
         torch.testing.assert_close(result.values.double(), reference.double(), atol=1e-5, rtol=0)
@@ -157,3 +160,50 @@ def test_stacked_cells_sharing_a_together_function_edit_every_row_in_one_call() 
     for i in range(3):
         torch.testing.assert_close(out[2 * i:2 * i + 2], alone[i], atol=1e-5, rtol=0)
     assert torch.equal(alone[1], model(tokens))  # the row without a hook there is untouched
+
+
+@pytest.mark.parametrize("family", ["gpt2", "llama_gqa_rotary"])
+def test_circuit_rows_on_a_padded_batch_equal_each_prompt_alone(family) -> None:
+    # padding: the final block runs whole (split_final needs one last position), the senders come from the
+    # corrupted prompts alone (the same attention mask), padding is left out of the rows' residual-stream check,
+    # and every row reads its own last token
+    model = ROWS_ON[family]()
+    clean, corrupted, _, _ = _task(model, seed=4, n=2)
+    correct, wrong = torch.tensor([3, 5]), torch.tensor([6, 2])
+    mask = torch.tensor([[1] * 7, [1] * 5 + [0] * 2])
+    chosen = _nested(circuits.graph(model), seed=4)[1:-1]
+
+    def batch(tokens):
+        return ti.models.Tokenized(tokens, mask, torch.tensor([6, 4]), [["x"] * 7] * 2)
+
+    padded = circuits.faithfulness(model, batch(clean), batch(corrupted), chosen,
+                                   ti.metrics.logit_diff(correct, wrong), progress=False)
+    settings = padded.provenance.settings
+    assert settings["circuit_rows"] == "on" and settings["final_block_split"] == 0
+    assert settings["senders_read"] == "corrupted prompts alone"
+    long = circuits.faithfulness(model, clean[:1], corrupted[:1], chosen, ti.metrics.logit_diff(correct[:1], wrong[:1]),
+                                 progress=False)
+    short = circuits.faithfulness(model, clean[1:, :5], corrupted[1:, :5], chosen,
+                                  ti.metrics.logit_diff(correct[1:], wrong[1:]), progress=False)
+    torch.testing.assert_close(padded.values[:, 0], long.values[:, 0], atol=1e-5, rtol=0)
+    torch.testing.assert_close(padded.values[:, 1], short.values[:, 0], atol=1e-5, rtol=0)
+
+
+def test_when_the_rows_check_fails_after_the_corrupted_run_the_per_head_cells_read_the_clean_senders(monkeypatch) -> None:
+    model = gpt2_style()
+    clean, corrupted, metric, score = _task(model, seed=5)
+    chosen = _nested(circuits.graph(model), seed=5)[1:-1]
+    checked = ti.circuits._rows.CircuitRows._rest
+
+    def failing(self, *args):
+        out = checked(self, *args)
+        self.reason = "forced off"
+        return out
+
+    monkeypatch.setattr(ti.circuits._rows.CircuitRows, "_rest", failing)
+    result = circuits.faithfulness(model, clean, corrupted, chosen, metric, progress=False)
+    settings = result.provenance.settings
+    assert settings["circuit_rows"] == "off: forced off"
+    assert settings["senders_read"] == "corrupted prompts, then clean prompts"
+    reference = brute_force_faithfulness(model, clean, corrupted, chosen, score)
+    torch.testing.assert_close(result.values.double(), reference.double(), atol=1e-5, rtol=0)

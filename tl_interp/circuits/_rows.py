@@ -98,14 +98,22 @@ class CircuitRows:
         g: the graph.
         keeps: ``(circuit, n_edges)`` bool.
         other: ``(batch, pos, n_senders, d_model)`` senders' ablated values.
-        clean: the same on the clean run.
-        base: the clean run's activations at ``blocks.L.hook_resid_pre``, ``blocks.L.hook_mlp_in``,
-            the last ``hook_resid_post`` and ``hook_pos_embed`` (``base_names``).
+        embed: ``(batch, pos, d_model)`` the clean run's token embeddings (the input node, which
+            never moves).
+        base: a run's activations at ``blocks.L.hook_resid_pre``, ``blocks.L.hook_mlp_in``, the last
+            ``hook_resid_post`` and ``hook_pos_embed`` (``base_names``): the clean run's, or another
+            run's on the same positions (the same attention mask: the same positional embeddings).
+        senders: that run's senders' values, shaped as ``other``.
+        real: ``(batch, pos)`` bool, the positions that are not padding (None: all). Padding is
+            zero in ``senders``, so the check that the residual stream holds only senders,
+            positional embeddings and ``b_O`` skips it; what the rows compute there is read by no
+            real position (masked keys) and no metric.
     """
 
-    def __init__(self, model: Any, g: Graph, keeps: Tensor, other: Tensor, clean: Tensor,
-                 base: dict[str, Tensor]) -> None:
-        self.model, self.g, self.other, self.clean = model, g, other, clean
+    def __init__(self, model: Any, g: Graph, keeps: Tensor, other: Tensor, embed: Tensor,
+                 base: dict[str, Tensor], senders: Tensor, real: Tensor | None = None) -> None:
+        self.model, self.g, self.other, self.embed = model, g, other, embed
+        self._real = None if real is None else real.bool()[:, :, None].to(other.device)
         self.n_circuits = keeps.shape[0]
         excluded = torch.cat([~keeps.bool(), torch.zeros(1, keeps.shape[1], dtype=torch.bool)]).float()
         self.starts, at = [], 0
@@ -160,7 +168,7 @@ class CircuitRows:
             base = {k: v.double() for k, v in base.items()}
             b_o = torch.stack([block.attn.b_O.detach().double() for block in model.blocks])
             self._biases = torch.cat([torch.zeros_like(b_o[:1]), b_o.cumsum(0)])  # b_O of the first l layers
-            others, cleans = other.double().cumsum(2), clean.double().cumsum(2)
+            others, cleans = other.double().cumsum(2), senders.double().cumsum(2)
             self.reason: str | None = None  # why the constants can't be trusted (faithfulness then runs per-head cells)
             for p in self.points.values():
                 rest = self._rest(p, base, cleans[:, :, p.n_senders - 1])
@@ -188,7 +196,7 @@ class CircuitRows:
 
     def _rest(self, p: _Point, base: dict[str, Tensor], senders: Tensor) -> Tensor:
         """What a receiver's input holds besides its senders: the positional embeddings and ``b_O`` of
-        the attention layers before it (float64, from the parameters: as ``base - sum of the clean
+        the attention layers before it (float64, from the parameters: as ``base - sum of the run's
         senders`` it would carry float32 rounding, which a norm scales up where the input is ~0).
         Checked against ``base - senders``; a mismatch sets ``reason``."""
         layers = p.layer + (1 if p.name.endswith("hook_mlp_in") and not self.g.parallel else 0)
@@ -197,7 +205,8 @@ class CircuitRows:
         pos = base.get("hook_pos_embed")
         rest = self._biases[layers] if pos is None else pos + self._biases[layers]
         source = base[p.name if p.letter is None else f"blocks.{p.layer}.hook_resid_pre"]
-        off = float((source - senders - rest).abs().max())
+        off = (source - senders - rest).abs()
+        off = float((off if self._real is None else off * self._real).max())
         if self.reason is None and off > 1e-4 * (1 + float(source.abs().max())):
             self.reason = (f"the residual stream at {p.name} holds more than its senders, positional embeddings "
                            f"and b_O (off by {off:.2g})")
@@ -267,7 +276,7 @@ class CircuitRows:
         table = self._state.get("diff")
         if table is None:  # every position of the sequence: a pass's windows lie within it
             table = act.new_empty(cells, other.shape[0], batch, self.other_t.shape[2], other.shape[-1])  # filled as read
-            table[:, 0] = (self.other_t[0] - self.clean[:, :, 0]).to(act.device, act.dtype)
+            table[:, 0] = (self.other_t[0] - self.embed).to(act.device, act.dtype)
             self._state["diff"] = table
         start = self.starts[self._capture_index[name]]
         self._state.setdefault("read", {0}).add(start)
