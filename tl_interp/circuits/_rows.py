@@ -221,7 +221,9 @@ class CircuitRows:
             moved = moved.to(self.other.dtype)
             self.moved[p.layer] = moved
             w, b = self.qkv[p.layer]  # every receiver's projection at once: (batch, pos, 3 * head, d_head)
-            self._projected[p.layer] = torch.einsum("bpd,rde->bpre", self.model.blocks[p.layer].ln1(moved), w) + b
+            normed = self.model.blocks[p.layer].ln1(moved)  # one product: (batch * pos, d_model) @ (d_model, 3 * head * d_head)
+            flat = normed.reshape(-1, normed.shape[-1]) @ w.permute(1, 0, 2).reshape(w.shape[1], -1)
+            self._projected[p.layer] = flat.view(*normed.shape[:2], *w.shape[::2]) + b
         return self._projected[p.layer][:, :, p.first:p.first + p.weights.shape[1]]
 
     def cell(self, index: int, label: str) -> Intervention:

@@ -248,9 +248,12 @@ class BaseRun:
             on_cells(n - len(live))
         outputs: list[tuple[list[int], Tensor]] = []  # (cells, their read rows or logits) per pass
         by_layer: dict[int | None, list[int]] = {}
+        start_of: dict[frozenset[str], int | None] = {}  # cells often hook the same points: looked up once
         for i in live:
-            layer = mid_stack.start_layer(self.model, bound[i]) if self.mid_reason is None else None
-            by_layer.setdefault(layer, []).append(i)
+            names = frozenset(bound[i])
+            if names not in start_of:
+                start_of[names] = mid_stack.start_layer(self.model, names) if self.mid_reason is None else None
+            by_layer.setdefault(start_of[names], []).append(i)
         full = self.read_reason is not None
         per_pass = cells_per_pass(self.model, self.rows, self.seq, self.options.memory_mb, full)
         grad = torch.enable_grad() if self.options.grad else torch.inference_mode()
