@@ -154,9 +154,8 @@ class CircuitRows:
         for p in self.points.values():
             if p.letter is not None:
                 key = (p.group, "q" if p.letter == "q" else "kv")
-                mask = self._shares.get(key, torch.zeros(self.groups[p.group][0].shape[1], dtype=torch.bool))
-                mask[p.first:p.first + p.weights.shape[1]] = True
-                self._shares[key] = mask
+                mine = torch.arange(p.first, p.first + p.weights.shape[1])
+                self._shares[key] = torch.cat([self._shares.get(key, mine[:0]), mine])
         # per layer: q, k, v weights of every receiver of its group (query heads; grouped K/V repeated)
         self.qkv = {layer: self._projection(layer) for layer in range(g.n_layers)}
         self.moved: dict[int, Tensor] = {}  # per layer: a head's input with every sender excluded
@@ -343,8 +342,8 @@ class CircuitRows:
 
     def _heads(self, p: _Point, index: Tensor, batch: int, act: Tensor) -> tuple[Tensor, Tensor, Tensor]:
         """``(cell, head, projection (pair, batch, pos, d_head))`` of the mixed receivers at ``p``:
-        ``ln1(A + sum over kept s of (current_s - other_s)) @ W[h] + b[h]``, cell by cell for the
-        mixed pairs only; a layer's k and v receivers in one call (they fire on the same positions;
+        ``ln1(A + sum over kept s of (current_s - other_s)) @ W[h] + b[h]``, normed and projected for
+        the mixed pairs only; a layer's k and v receivers in one call (they fire on the same positions;
         q may not: the final block's queries run at the last position alone under split_final)."""
         lo, n_pos = layout(act.shape[0], act.shape[1], "circuit rows").offset, act.shape[1]
         share = "q" if p.letter == "q" else "kv"
@@ -352,19 +351,20 @@ class CircuitRows:
         memo = self._state.get(key)
         if memo is None:
             weights, mixed = self.groups[p.group]
-            pairs = (mixed[index] & self._shares[(p.group, share)]).nonzero()  # (pair, 2): cell-major
+            share_of = self._shares[(p.group, share)]  # the receivers computed together
+            pairs = mixed[index][:, share_of].nonzero()  # (pair, 2): cell-major, receivers numbered in the share
             if len(pairs) == 0:
                 none = torch.zeros(0, dtype=torch.long, device=act.device)
                 self._state[key] = memo = (none, none, act.new_zeros(0))
                 return memo
             table = self._table(p.group, lo, n_pos)
             moved = self.moved[p.layer][:, lo:lo + n_pos].to(table.device, table.dtype).reshape(1, -1)
-            kept = weights[index].to(table.device, table.dtype)  # (cell, receiver, sender): -1 where kept
-            cells, receivers = pairs[:, 0], pairs[:, 1]
-            x = [torch.addmm(moved, kept[c, receivers[cells == c].to(table.device)], table[c])
-                 for c in cells.unique().tolist()]  # per cell: (its mixed receivers, batch * pos * d_model)
+            kept = weights[index][:, share_of].to(table.device, table.dtype)  # (cell, receiver, sender): -1 where kept
+            cells, receivers = pairs[:, 0], share_of[pairs[:, 1]]
+            # one product for every cell and receiver of the share, then the mixed pairs' rows
+            x = torch.bmm(kept, table)[cells.to(table.device), pairs[:, 1].to(table.device)] + moved
             d_model = self.moved[p.layer].shape[-1]
-            normed = compat.fused_norm(self.model.blocks[p.layer].ln1)(torch.cat(x).view(-1, d_model))
+            normed = compat.fused_norm(self.model.blocks[p.layer].ln1)(x.view(-1, d_model))
             w, b = self.qkv[p.layer]
             r = receivers.to(act.device)
             new = torch.baddbmm(b[r, None].to(act.dtype), normed.view(len(pairs), -1, d_model).to(act.dtype),
