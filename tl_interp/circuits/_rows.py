@@ -359,10 +359,16 @@ class CircuitRows:
                 return memo
             table = self._table(p.group, lo, n_pos)
             moved = self.moved[p.layer][:, lo:lo + n_pos].to(table.device, table.dtype).reshape(1, -1)
-            kept = weights[index][:, share_of].to(table.device, table.dtype)  # (cell, receiver, sender): -1 where kept
+            kept = weights[index][:, share_of]  # (cell, receiver, sender): -1 where kept
             cells, receivers = pairs[:, 0], share_of[pairs[:, 1]]
-            # one product for every cell and receiver of the share, then the mixed pairs' rows
-            x = torch.bmm(kept, table)[cells.to(table.device), pairs[:, 1].to(table.device)] + moved
+            # one product over the pass's cells with each cell's mixed receivers first (padded to the most
+            # any cell has: in a large model the senders' table is large and most pairs are in or out)
+            mixed_here = mixed[index][:, share_of]
+            counts = mixed_here.sum(1)
+            first = torch.sort((~mixed_here).to(torch.uint8), dim=1, stable=True).indices[:, :int(counts.max())]
+            chosen = kept.gather(1, first[:, :, None].expand(-1, -1, kept.shape[-1]))  # (cell, most mixed, sender)
+            valid = torch.arange(first.shape[1])[None] < counts[:, None]  # cell-major, receivers ascending: as pairs
+            x = torch.bmm(chosen.to(table.device, table.dtype), table)[valid.to(table.device)] + moved
             d_model = self.moved[p.layer].shape[-1]
             normed = compat.fused_norm(self.model.blocks[p.layer].ln1)(x.view(-1, d_model))
             w, b = self.qkv[p.layer]
