@@ -14,8 +14,14 @@ input, the logits) reads, in circuit ``c``, its current input plus
 - *mixed*: ``ln1(A + sum over its senders s of (current_s - other_s)) @ W[h] + b[h]`` for that
   head alone (an MLP / the logits: ``input + sum over excluded s of (other_s - current_s)``),
   with the current senders read in the same pass (heads as ``z @ W_O[h]``) into one table of
-  ``other - current`` per pass, and every receiver of a layer's q, k, v inputs computed by one
-  product with that table.
+  ``other - current`` per pass; a layer's mixed query inputs (and its mixed key and value
+  inputs) are one batched product with that table over the pass's cells, then one fused norm
+  (``compat.fused_norm``) and one batched projection of the mixed pairs alone.
+
+Edits are written in place into the tensors TL hands these hooks. The hooks follow the run
+context's window of positions (``windowed = True``), so the engine may run the final block at
+the last position alone (``engine.paths.split_final``): its keys and values on every position,
+then the block's step at the last one, with the hooks of that block firing in both.
 
 Rotary embeddings, q/k norms and soft caps come after those hook points and run as usual;
 grouped-query attention runs ungrouped (one key / value per query head), as ``_heads`` does.
