@@ -207,3 +207,19 @@ def test_when_the_rows_check_fails_after_the_corrupted_run_the_per_head_cells_re
     assert settings["senders_read"] == "corrupted prompts, then clean prompts"
     reference = brute_force_faithfulness(model, clean, corrupted, chosen, score)
     torch.testing.assert_close(result.values.double(), reference.double(), atol=1e-5, rtol=0)
+
+
+@pytest.mark.parametrize("normalization", ["LN", "LNPre", "RMS", "RMSPre"])
+def test_fused_norm_equals_each_tl_norm_and_is_the_module_itself_when_hooked(normalization) -> None:
+    from tl_interp import compat
+
+    model = _hooked()(_cfg(normalization_type=normalization)).eval()
+    norm = model.blocks[0].ln1
+    with torch.no_grad():
+        norm.w.copy_(torch.randn_like(norm.w)) if hasattr(norm, "w") else None
+        x = torch.randn(5, 3, model.cfg.d_model) * 3 + 1
+        fused = compat.fused_norm(norm)
+        assert fused is not norm
+        torch.testing.assert_close(fused(x), norm(x), atol=1e-6, rtol=1e-6)
+    with Intervention.single("blocks.0.ln1.hook_scale", lambda act, hook: act).applied(model):
+        assert compat.fused_norm(norm) is norm  # a hook inside the norm must see the norm run
