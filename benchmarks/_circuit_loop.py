@@ -9,10 +9,11 @@ results computed (the reference's ``get_scores_exact`` patches the same input bu
 per-head switch on).
 
 ``circuit_forward``: one forward pass per circuit, as the reference EAP-IG code evaluates circuits
-(``evaluate_graph``): every sender's output is recorded as the pass runs, and each receiver whose
-inputs are not all in the circuit gets ``sum over missing senders of (ablated - current)`` added
-(one einsum per receiver), on a model set to expose per-head inputs (grouped-query attention
-ungrouped, as the reference requires). Heads' outputs are read as ``z @ W_O`` per head from
+(``evaluate_graph``): every sender's output is recorded as the pass runs, and at each receiver
+input hook point where some edge is missing, every receiver there gets ``sum over its missing
+senders of (ablated - current)`` added, in one einsum per hook point with a (sender, head) mask
+as the reference's ``input_construction_hook`` does, on a model set to expose per-head inputs
+(grouped-query attention ungrouped, as the reference requires). Heads' outputs are read as ``z @ W_O`` per head from
 ``hook_z`` (TL's ``use_attn_result`` broadcasts a (batch, pos, head, d_head, d_model) product,
 which a user who times it avoids).
 """
@@ -101,20 +102,22 @@ def circuit_forward(model, graph, clean, ablated, in_circuit):
     edge, graph order) carrying ``ablated`` (the senders' ablated outputs)."""
     current = torch.zeros_like(ablated)
     hooks = _sender_hooks(graph, model, current)
-    heads: dict[str, list] = {}
+    by_point: dict[str, list] = {}
     for r in graph.receivers:
-        keep = in_circuit[r.offset:r.offset + r.n_senders]
-        if bool(keep.all()):
-            continue
-        heads.setdefault(r.hook_name, []).append((r.head, r.n_senders, (~keep).float()))
+        by_point.setdefault(r.hook_name, []).append(r)
 
-    def receive(parts):
+    def receive(n, missing):  # missing: (sender, head) for a per-head input, (sender,) otherwise
+        pattern = "bpsd,sh->bphd" if missing.ndim == 2 else "bpsd,s->bpd"
+
         def hook(act, hook):
-            for head, n, missing in parts:
-                act = _added(act, head, torch.einsum("bpsd,s->bpd", ablated[:, :, :n] - current[:, :, :n], missing))
-            return act
+            return act + torch.einsum(pattern, ablated[:, :, :n] - current[:, :, :n], missing)
         return hook
 
-    hooks += [(name, receive(parts)) for name, parts in heads.items()]
+    for name, receivers in by_point.items():
+        receivers = sorted(receivers, key=lambda r: r.head or 0)  # a per-head input's receivers by head
+        n = receivers[0].n_senders
+        missing = torch.stack([(~in_circuit[r.offset:r.offset + n]).float() for r in receivers], 1)
+        if bool(missing.any()):  # a hook point whose edges are all in the circuit is left alone
+            hooks.append((name, receive(n, missing if receivers[0].head is not None else missing[:, 0])))
     with torch.no_grad():
         return model.run_with_hooks(clean, fwd_hooks=hooks)

@@ -29,15 +29,21 @@ def test_circuit_rows_equal_the_brute_force_loop_and_say_they_ran(family) -> Non
     clean, corrupted, metric, score = _task(model)
     chosen = _nested(circuits.graph(model))
     result = circuits.faithfulness(model, clean, corrupted, chosen, metric, progress=False)
-    assert result.provenance.settings["circuit_rows"] == "on"
+    settings = result.provenance.settings
+    assert settings["circuit_rows"] == "on"
+    # the final block at the last position alone, its hooks in both of split_final's steps (GQA ungrouped too:
+    # passes start at position 0, so no cached prefix of n_key_value_heads is involved)
+    assert settings["final_block_split"] == settings["passes"] > 0
+    assert settings["senders_read"] == "corrupted prompts alone"  # the clean run adds nothing the rows read
     reference = brute_force_faithfulness(model, clean, corrupted, chosen, score)
     torch.testing.assert_close(result.values.double(), reference.double(), atol=1e-5, rtol=0)
 
 
-def test_one_circuit_per_pass_equals_every_circuit_in_one_pass() -> None:
+@pytest.mark.parametrize("family", ["llama_gqa_rotary", "gpt2"])
+def test_one_circuit_per_pass_equals_every_circuit_in_one_pass(family) -> None:
     # a memory budget of one cell per pass: each circuit's hooks then edit its rows alone
     # (circuits that edit nothing before the last layer included: their passes still start at layer 0)
-    model = llama_style()
+    model = ROWS_ON[family]()
     clean, corrupted, metric, score = _task(model, seed=1)
     g = circuits.graph(model)
     late = [[e for e in g.edges if not e.endswith(end)] for end in ("logits", "m1")]
@@ -50,6 +56,21 @@ def test_one_circuit_per_pass_equals_every_circuit_in_one_pass() -> None:
     assert alone.provenance.settings["passes"] == together.provenance.settings["circuits_evaluated"]
     torch.testing.assert_close(alone.values, together.values, atol=1e-5, rtol=0)
     torch.testing.assert_close(alone.corrupted, together.corrupted, atol=1e-5, rtol=0)
+
+
+@pytest.mark.parametrize("family", list(ROWS_ON))
+def test_the_final_block_at_the_last_position_equals_the_whole_block(family, monkeypatch) -> None:
+    # split_final runs the rows' hooks in the final block twice (keys/values on every position, then the
+    # last position); hooks that do not declare they follow windows make the pass run the whole block
+    model = ROWS_ON[family]()
+    clean, corrupted, metric, _ = _task(model, seed=3)
+    chosen = _nested(circuits.graph(model), seed=3)
+    split = circuits.faithfulness(model, clean, corrupted, chosen, metric, progress=False)
+    monkeypatch.setattr(ti.circuits._rows._RowsHook, "windowed", False)
+    whole = circuits.faithfulness(model, clean, corrupted, chosen, metric, progress=False)
+    assert split.provenance.settings["final_block_split"] > 0 and whole.provenance.settings["final_block_split"] == 0
+    torch.testing.assert_close(split.values, whole.values, atol=1e-5, rtol=0)
+    torch.testing.assert_close(split.corrupted, whole.corrupted, atol=1e-5, rtol=0)
 
 
 def test_repeated_circuits_are_evaluated_once_and_the_full_circuit_is_the_clean_run() -> None:
@@ -73,6 +94,8 @@ def test_circuit_rows_with_mean_and_zero_ablation_equal_the_brute_force_loop(abl
     chosen = _nested(circuits.graph(model), seed=2)[1:-1]
     result = circuits.faithfulness(model, clean, corrupted, chosen, metric, ablation=ablation, progress=False)
     assert result.provenance.settings["circuit_rows"] == "on"
+    assert result.provenance.settings["senders_read"] == {"mean": "clean prompts and corrupted prompts",
+                                                          "zero": "clean prompts"}[ablation]
     if ablation == "zero":  # a bias-free rotary model: an input with every sender excluded is exactly 0
         reference = brute_force_faithfulness(model, clean, corrupted, chosen, score, ablation="zero")
         torch.testing.assert_close(result.values.double(), reference.double(), atol=1e-5, rtol=0)
@@ -137,3 +160,66 @@ def test_stacked_cells_sharing_a_together_function_edit_every_row_in_one_call() 
     for i in range(3):
         torch.testing.assert_close(out[2 * i:2 * i + 2], alone[i], atol=1e-5, rtol=0)
     assert torch.equal(alone[1], model(tokens))  # the row without a hook there is untouched
+
+
+@pytest.mark.parametrize("family", ["gpt2", "llama_gqa_rotary"])
+def test_circuit_rows_on_a_padded_batch_equal_each_prompt_alone(family) -> None:
+    # padding: the final block runs whole (split_final needs one last position), the senders come from the
+    # corrupted prompts alone (the same attention mask), padding is left out of the rows' residual-stream check,
+    # and every row reads its own last token
+    model = ROWS_ON[family]()
+    clean, corrupted, _, _ = _task(model, seed=4, n=2)
+    correct, wrong = torch.tensor([3, 5]), torch.tensor([6, 2])
+    mask = torch.tensor([[1] * 7, [1] * 5 + [0] * 2])
+    chosen = _nested(circuits.graph(model), seed=4)[1:-1]
+
+    def batch(tokens):
+        return ti.models.Tokenized(tokens, mask, torch.tensor([6, 4]), [["x"] * 7] * 2)
+
+    padded = circuits.faithfulness(model, batch(clean), batch(corrupted), chosen,
+                                   ti.metrics.logit_diff(correct, wrong), progress=False)
+    settings = padded.provenance.settings
+    assert settings["circuit_rows"] == "on" and settings["final_block_split"] == 0
+    assert settings["senders_read"] == "corrupted prompts alone"
+    long = circuits.faithfulness(model, clean[:1], corrupted[:1], chosen, ti.metrics.logit_diff(correct[:1], wrong[:1]),
+                                 progress=False)
+    short = circuits.faithfulness(model, clean[1:, :5], corrupted[1:, :5], chosen,
+                                  ti.metrics.logit_diff(correct[1:], wrong[1:]), progress=False)
+    torch.testing.assert_close(padded.values[:, 0], long.values[:, 0], atol=1e-5, rtol=0)
+    torch.testing.assert_close(padded.values[:, 1], short.values[:, 0], atol=1e-5, rtol=0)
+
+
+def test_when_the_rows_check_fails_after_the_corrupted_run_the_per_head_cells_read_the_clean_senders(monkeypatch) -> None:
+    model = gpt2_style()
+    clean, corrupted, metric, score = _task(model, seed=5)
+    chosen = _nested(circuits.graph(model), seed=5)[1:-1]
+    checked = ti.circuits._rows.CircuitRows._rest
+
+    def failing(self, *args):
+        out = checked(self, *args)
+        self.reason = "forced off"
+        return out
+
+    monkeypatch.setattr(ti.circuits._rows.CircuitRows, "_rest", failing)
+    result = circuits.faithfulness(model, clean, corrupted, chosen, metric, progress=False)
+    settings = result.provenance.settings
+    assert settings["circuit_rows"] == "off: forced off"
+    assert settings["senders_read"] == "corrupted prompts, then clean prompts"
+    reference = brute_force_faithfulness(model, clean, corrupted, chosen, score)
+    torch.testing.assert_close(result.values.double(), reference.double(), atol=1e-5, rtol=0)
+
+
+@pytest.mark.parametrize("normalization", ["LN", "LNPre", "RMS", "RMSPre"])
+def test_fused_norm_equals_each_tl_norm_and_is_the_module_itself_when_hooked(normalization) -> None:
+    from tl_interp import compat
+
+    model = _hooked()(_cfg(normalization_type=normalization)).eval()
+    norm = model.blocks[0].ln1
+    with torch.no_grad():
+        norm.w.copy_(torch.randn_like(norm.w)) if hasattr(norm, "w") else None
+        x = torch.randn(5, 3, model.cfg.d_model) * 3 + 1
+        fused = compat.fused_norm(norm)
+        assert fused is not norm
+        torch.testing.assert_close(fused(x), norm(x), atol=1e-6, rtol=1e-6)
+    with Intervention.single("blocks.0.ln1.hook_scale", lambda act, hook: act).applied(model):
+        assert compat.fused_norm(norm) is norm  # a hook inside the norm must see the norm run

@@ -120,6 +120,20 @@ def _senders(model: Any, g: Graph, clean: Tokenized, corrupted: Tokenized | None
     return values[:rows], values[rows:]
 
 
+def _corrupted_alone(ablation: str, clean: Tokenized, corrupted: Tokenized) -> bool:
+    """Whether the corrupted run alone gives what circuit rows read: the ablated values, and residual
+    streams on the clean prompts' positions (the same attention mask)."""
+    return (ablation == "corrupted" and corrupted.shape == clean.shape
+            and torch.equal(corrupted.attention_mask, clean.attention_mask))
+
+
+def _embeddings(model: Any, batch: Tokenized) -> Tensor:
+    """The token embeddings of ``batch`` (what ``hook_embed`` holds: the input node), zero on padding."""
+    with torch.no_grad():
+        embed = model.embed(batch.tokens)
+    return embed * batch.attention_mask.to(embed.device, embed.dtype)[:, :, None]
+
+
 def _circuits_first(args: tuple[Any, ...]) -> bool:
     """``faithfulness(model, circuits, clean, ...)``: a sequence of circuits (not prompts) came second."""
     first = args[1] if len(args) > 1 else None
@@ -189,10 +203,26 @@ def faithfulness(model: Any, clean: Inputs, corrupted: Inputs, circuits: Sequenc
     why = rows_reason(model, norms, per_position)
     with compat.receiver_hooks(model, mlp_in=True, ungroup=True), no_head_results(model):
         base = dict.fromkeys(CircuitRows.base_names(model, g)) if why is None else None  # read in the same pass
-        clean_s, corrupt_s = _senders(model, g, clean_b, corrupt_b if ablation != "zero" else None, base)
-        other = ablated_values(model, g, ablation, clean_b, corrupt_b, clean_s, corrupt_s)
-        rows = CircuitRows(model, g, distinct[run], other, clean_s, base) if why is None else None  # type: ignore[arg-type]
+        clean_s = None
+        if base is not None and _corrupted_alone(ablation, clean_b, corrupt_b):
+            # the rows need the clean run's embeddings only (the engine's base run is the clean run):
+            # the corrupted run's residual streams check the constants (same positions, same positional
+            # embeddings), one forward pass over the corrupted prompts alone
+            other, _ = sender_values(model, g, corrupt_b, base)
+            senders_read = "corrupted prompts alone"
+            rows = CircuitRows(model, g, distinct[run], other, _embeddings(model, clean_b), base, other,
+                               clean_b.attention_mask)
+        else:
+            clean_s, corrupt_s = _senders(model, g, clean_b, corrupt_b if ablation != "zero" else None, base)
+            senders_read = "clean prompts" + (" and corrupted prompts" if corrupt_s is not None or ablation == "mean" else "")
+            other = ablated_values(model, g, ablation, clean_b, corrupt_b, clean_s, corrupt_s)
+            rows = (CircuitRows(model, g, distinct[run], other, clean_s[:, :, 0], base, clean_s,  # type: ignore[arg-type]
+                                clean_b.attention_mask)
+                    if why is None else None)
         why = why if rows is None else rows.reason
+        if why is not None and clean_s is None:  # the per-head cells read the clean run's senders
+            clean_s = sender_values(model, g, clean_b)[0]
+            senders_read = "corrupted prompts, then clean prompts"
     # the passes read heads' outputs from hook_z (no per-head results: see circuit_edit)
     with compat.receiver_hooks(model, split_qkv=why is not None, mlp_in=True, ungroup=True), no_head_results(model):
         if why is None:
@@ -211,7 +241,7 @@ def faithfulness(model: Any, clean: Inputs, corrupted: Inputs, circuits: Sequenc
     by_distinct[run] = outcome.values
     values = by_distinct[inverse].float().cpu()
     stats = {**outcome.stats, "circuits_evaluated": len(run),
-             "circuit_rows": "on" if why is None else f"off: {why}"}
+             "circuit_rows": "on" if why is None else f"off: {why}", "senders_read": senders_read}
     settings = {"ablation": ablation, "graph": named.spec(), "engine": outcome.paths, **stats}
     provenance = Provenance.make(adapt(model).model_id,
                                  interventions=[f"edges outside each circuit carry their {ablation} value"],

@@ -14,8 +14,14 @@ input, the logits) reads, in circuit ``c``, its current input plus
 - *mixed*: ``ln1(A + sum over its senders s of (current_s - other_s)) @ W[h] + b[h]`` for that
   head alone (an MLP / the logits: ``input + sum over excluded s of (other_s - current_s)``),
   with the current senders read in the same pass (heads as ``z @ W_O[h]``) into one table of
-  ``other - current`` per pass, and every receiver of a layer's q, k, v inputs computed by one
-  product with that table.
+  ``other - current`` per pass; a layer's mixed query inputs (and its mixed key and value
+  inputs) are one batched product with that table over the pass's cells, then one fused norm
+  (``compat.fused_norm``) and one batched projection of the mixed pairs alone.
+
+Edits are written in place into the tensors TL hands these hooks. The hooks follow the run
+context's window of positions (``windowed = True``), so the engine may run the final block at
+the last position alone (``engine.paths.split_final``): its keys and values on every position,
+then the block's step at the last one, with the hooks of that block firing in both.
 
 Rotary embeddings, q/k norms and soft caps come after those hook points and run as usual;
 grouped-query attention runs ungrouped (one key / value per query head), as ``_heads`` does.
@@ -29,6 +35,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
+from tl_interp import compat
 from tl_interp.circuits._edit import Norms, sender_hooks
 from tl_interp.circuits._graph import Graph
 from tl_interp.circuits._heads import head_input_reason
@@ -80,6 +87,8 @@ class _RowsHook:
     """A cell's hook at one point: alone it edits its own rows; stacked, ``together`` edits every
     cell's rows in one call (``engine.stack``)."""
 
+    windowed = True  # follows the run context's window of positions (engine.paths.split_final)
+
     def __init__(self, together: Any, payload: int, name: str) -> None:
         self.together, self.payload, self.__name__ = together, payload, name
 
@@ -95,14 +104,22 @@ class CircuitRows:
         g: the graph.
         keeps: ``(circuit, n_edges)`` bool.
         other: ``(batch, pos, n_senders, d_model)`` senders' ablated values.
-        clean: the same on the clean run.
-        base: the clean run's activations at ``blocks.L.hook_resid_pre``, ``blocks.L.hook_mlp_in``,
-            the last ``hook_resid_post`` and ``hook_pos_embed`` (``base_names``).
+        embed: ``(batch, pos, d_model)`` the clean run's token embeddings (the input node, which
+            never moves).
+        base: a run's activations at ``blocks.L.hook_resid_pre``, ``blocks.L.hook_mlp_in``, the last
+            ``hook_resid_post`` and ``hook_pos_embed`` (``base_names``): the clean run's, or another
+            run's on the same positions (the same attention mask: the same positional embeddings).
+        senders: that run's senders' values, shaped as ``other``.
+        real: ``(batch, pos)`` bool, the positions that are not padding (None: all). Padding is
+            zero in ``senders``, so the check that the residual stream holds only senders,
+            positional embeddings and ``b_O`` skips it; what the rows compute there is read by no
+            real position (masked keys) and no metric.
     """
 
-    def __init__(self, model: Any, g: Graph, keeps: Tensor, other: Tensor, clean: Tensor,
-                 base: dict[str, Tensor]) -> None:
-        self.model, self.g, self.other, self.clean = model, g, other, clean
+    def __init__(self, model: Any, g: Graph, keeps: Tensor, other: Tensor, embed: Tensor,
+                 base: dict[str, Tensor], senders: Tensor, real: Tensor | None = None) -> None:
+        self.model, self.g, self.other, self.embed = model, g, other, embed
+        self._real = None if real is None else real.bool()[:, :, None].to(other.device)
         self.n_circuits = keeps.shape[0]
         excluded = torch.cat([~keeps.bool(), torch.zeros(1, keeps.shape[1], dtype=torch.bool)]).float()
         self.starts, at = [], 0
@@ -138,6 +155,13 @@ class CircuitRows:
             edits, mixed = self._edits.get(p.group, ([False] * len(excluded), [False] * len(excluded)))
             self._edits[p.group] = ([a or b for a, b in zip(edits, p.weights.any(2).any(1).tolist())],
                                     [a or b for a, b in zip(mixed, p.mixed.any(1).tolist())])
+        # which receivers of a layer's group are computed together: its q receivers; its k and v receivers
+        self._shares: dict[tuple[str, str], Tensor] = {}
+        for p in self.points.values():
+            if p.letter is not None:
+                key = (p.group, "q" if p.letter == "q" else "kv")
+                mine = torch.arange(p.first, p.first + p.weights.shape[1])
+                self._shares[key] = torch.cat([self._shares.get(key, mine[:0]), mine])
         # per layer: q, k, v weights of every receiver of its group (query heads; grouped K/V repeated)
         self.qkv = {layer: self._projection(layer) for layer in range(g.n_layers)}
         self.moved: dict[int, Tensor] = {}  # per layer: a head's input with every sender excluded
@@ -149,7 +173,7 @@ class CircuitRows:
             base = {k: v.double() for k, v in base.items()}
             b_o = torch.stack([block.attn.b_O.detach().double() for block in model.blocks])
             self._biases = torch.cat([torch.zeros_like(b_o[:1]), b_o.cumsum(0)])  # b_O of the first l layers
-            others, cleans = other.double().cumsum(2), clean.double().cumsum(2)
+            others, cleans = other.double().cumsum(2), senders.double().cumsum(2)
             self.reason: str | None = None  # why the constants can't be trusted (faithfulness then runs per-head cells)
             for p in self.points.values():
                 rest = self._rest(p, base, cleans[:, :, p.n_senders - 1])
@@ -158,7 +182,7 @@ class CircuitRows:
         self.other_t = other.permute(2, 0, 1, 3).contiguous()  # (sender, batch, pos, d_model)
         self._capture_index = {name.replace("hook_result", "hook_z"): i for i, (name, _) in enumerate(sender_hooks(g))}
         self._state: dict[str, Any] = {}
-        self._last = (-1, 0)
+        self._last: tuple[tuple[int, int], tuple[int, int]] = ((-1, -1), (-1, 0))
         self._together = {name: self._make(name) for name in [_BEGIN, *self.capture_names(), *self.points]}
 
     @staticmethod
@@ -177,7 +201,7 @@ class CircuitRows:
 
     def _rest(self, p: _Point, base: dict[str, Tensor], senders: Tensor) -> Tensor:
         """What a receiver's input holds besides its senders: the positional embeddings and ``b_O`` of
-        the attention layers before it (float64, from the parameters: as ``base - sum of the clean
+        the attention layers before it (float64, from the parameters: as ``base - sum of the run's
         senders`` it would carry float32 rounding, which a norm scales up where the input is ~0).
         Checked against ``base - senders``; a mismatch sets ``reason``."""
         layers = p.layer + (1 if p.name.endswith("hook_mlp_in") and not self.g.parallel else 0)
@@ -186,7 +210,8 @@ class CircuitRows:
         pos = base.get("hook_pos_embed")
         rest = self._biases[layers] if pos is None else pos + self._biases[layers]
         source = base[p.name if p.letter is None else f"blocks.{p.layer}.hook_resid_pre"]
-        off = float((source - senders - rest).abs().max())
+        off = (source - senders - rest).abs()
+        off = float((off if self._real is None else off * self._real).max())
         if self.reason is None and off > 1e-4 * (1 + float(source.abs().max())):
             self.reason = (f"the residual stream at {p.name} holds more than its senders, positional embeddings "
                            f"and b_O (off by {off:.2g})")
@@ -201,7 +226,9 @@ class CircuitRows:
             moved = moved.to(self.other.dtype)
             self.moved[p.layer] = moved
             w, b = self.qkv[p.layer]  # every receiver's projection at once: (batch, pos, 3 * head, d_head)
-            self._projected[p.layer] = torch.einsum("bpd,rde->bpre", self.model.blocks[p.layer].ln1(moved), w) + b
+            normed = self.model.blocks[p.layer].ln1(moved)  # one product: (batch * pos, d_model) @ (d_model, 3 * head * d_head)
+            flat = normed.reshape(-1, normed.shape[-1]) @ w.permute(1, 0, 2).reshape(w.shape[1], -1)
+            self._projected[p.layer] = flat.view(*normed.shape[:2], *w.shape[::2]) + b
         return self._projected[p.layer][:, :, p.first:p.first + p.weights.shape[1]]
 
     def cell(self, index: int, label: str) -> Intervention:
@@ -224,12 +251,16 @@ class CircuitRows:
         point, order, none = self.points.get(name), _forward_order(name), self.n_circuits
 
         def together(act: Tensor, hook: Any, payloads: Sequence[int | None], batch: int) -> Tensor | None:
+            lay = layout(act.shape[0], act.shape[1], "circuit rows")
+            window = (lay.offset, act.shape[1])
             if name == _BEGIN:  # a pass begins: what the last one read is gone
-                self._state, self._last = {}, order
+                self._state, self._last = {}, (window, order)
                 return None
-            if order <= self._last:
+            # in a window of positions, points fire in forward order (the final block may run again on
+            # other windows: split_final's cache, then its step at the last position)
+            if window == self._last[0] and order <= self._last[1]:
                 raise RuntimeError(f"circuit rows: {name} fired out of order (a pass that did not start at {_BEGIN})")
-            self._last = order
+            self._last = (window, order)
             known = self._state.setdefault("cells", [None] * len(payloads))
             for at, c in enumerate(payloads):  # the circuit of each cell of the pass, one throughout
                 if c is not None and known[at] not in (None, c):
@@ -247,85 +278,111 @@ class CircuitRows:
         """Write ``other - current`` of the senders at ``name`` into the pass's ``(cell, sender,
         batch * pos * d_model)`` table (allocated at the first capture, the embeddings' entry
         filled: they never move)."""
-        cells, lo = act.shape[0] // batch, layout(act.shape[0], act.shape[1], "circuit rows").offset
-        other = self.other_t[:, :, lo:lo + act.shape[1]].to(act.device, act.dtype)  # (sender, batch, pos, d_model)
+        cells, lo, n = act.shape[0] // batch, layout(act.shape[0], act.shape[1], "circuit rows").offset, act.shape[1]
+        other = self.other_t[:, :, lo:lo + n].to(act.device, act.dtype)  # (sender, batch, pos, d_model)
         table = self._state.get("diff")
-        if table is None:
-            table = act.new_empty(cells, other.shape[0], batch, act.shape[1], other.shape[-1])  # filled as read
-            table[:, 0] = other[0] - self.clean[:, lo:lo + act.shape[1], 0].to(act.device, act.dtype)
+        if table is None:  # every position of the sequence: a pass's windows lie within it
+            table = act.new_empty(cells, other.shape[0], batch, self.other_t.shape[2], other.shape[-1])  # filled as read
+            table[:, 0] = (self.other_t[0] - self.embed).to(act.device, act.dtype)
             self._state["diff"] = table
         start = self.starts[self._capture_index[name]]
         self._state.setdefault("read", {0}).add(start)
+        whole = lo == 0 and n == table.shape[3]
         if name.endswith("hook_z"):  # a head's output is z @ W_O[h]: (cell, head, batch * pos, d_model)
             w_o = self.w_o[int(name.split(".")[1])].to(act.dtype)
-            z = act.reshape(cells, batch * act.shape[1], *act.shape[2:]).transpose(1, 2)
+            z = act.reshape(cells, batch * n, *act.shape[2:]).transpose(1, 2)
             heads = slice(start, start + w_o.shape[0])
-            torch.sub(other[heads].reshape(w_o.shape[0], -1, w_o.shape[-1]), torch.matmul(z, w_o),
-                      out=table[:, heads].view(cells, w_o.shape[0], -1, w_o.shape[-1]))
+            if whole:
+                torch.sub(other[heads].reshape(w_o.shape[0], -1, w_o.shape[-1]), torch.matmul(z, w_o),
+                          out=table[:, heads].view(cells, w_o.shape[0], -1, w_o.shape[-1]))
+            else:
+                moved = other[heads].reshape(w_o.shape[0], -1, w_o.shape[-1]) - torch.matmul(z, w_o)
+                table[:, heads, :, lo:lo + n] = moved.view(cells, w_o.shape[0], batch, n, -1)
         else:
-            table[:, start] = other[start] - act.reshape(cells, batch, *act.shape[1:])
+            table[:, start, :, lo:lo + n] = other[start] - act.reshape(cells, batch, *act.shape[1:])
 
-    def _updates(self, group: str, index: Tensor) -> Tensor:
-        """For every receiver of ``group`` and every cell of the pass, ``(cell, receiver, batch * pos
-        * d_model)``: a head's ``sum over kept s of (current_s - other_s)``, an MLP's / the logits'
-        ``sum over excluded s of (other_s - current_s)``; one product (a layer's q, k and v inputs
-        read the same senders: computed once, at the first of them)."""
-        memo = self._state.get(("update", group))
-        if memo is not None and not torch.equal(memo[0], index):
-            raise RuntimeError(f"circuit rows: the points of {group} hold different cells")
-        if memo is None:
-            weights, _ = self.groups[group]
-            table, n = self._state.get("diff"), weights.shape[-1]
-            if table is None or any(start not in self._state["read"] for start in self.starts if start < n):
-                raise RuntimeError(f"circuit rows: {group} reads senders this pass did not read")
-            w = weights[index].to(table.device, table.dtype)  # (cell, receiver, sender)
-            memo = (index, torch.bmm(w, table[:, :n].flatten(2)))
-            self._state[("update", group)] = memo
-        return memo[1]
+    def _table(self, group: str, lo: int, n_pos: int) -> Tensor:
+        """The pass's ``(cell, sender, batch * pos * d_model)`` table of ``other - current`` for the
+        senders ``group`` reads, at positions ``lo .. lo + n_pos`` (an error if the pass did not read
+        them all)."""
+        table, n = self._state.get("diff"), self.groups[group][0].shape[-1]
+        if table is None or any(start not in self._state["read"] for start in self.starts if start < n):
+            raise RuntimeError(f"circuit rows: {group} reads senders this pass did not read")
+        return table[:, :n, :, lo:lo + n_pos].reshape(table.shape[0], n, -1)
+
+    def _updates(self, p: _Point, cells: Tensor, index: Tensor, act: Tensor) -> Tensor:
+        """``(len(cells), batch * pos * d_model)``: the MLP's / the logits' ``sum over excluded s of
+        (other_s - current_s)`` in each of the pass's ``cells`` (one receiver at ``p``)."""
+        lo = layout(act.shape[0], act.shape[1], "circuit rows").offset
+        table = self._table(p.group, lo, act.shape[1])
+        w = p.weights[index, 0].to(table.device, table.dtype)  # (cell, sender); the table is not gathered
+        return torch.bmm(w[:, None], table)[cells.to(table.device), 0]
 
     def _edit(self, p: _Point, act: Tensor, index: Tensor, batch: int) -> Tensor:
+        """The rows of every cell at ``p``, edited in place: *out* receivers take their constant,
+        *mixed* ones their recomputed input (TL hands hooks fresh tensors here: the projections'
+        outputs, a clone for ``hook_mlp_in``, the block's output for ``hook_resid_post``)."""
         lo = layout(act.shape[0], act.shape[1], "circuit rows").offset
-        window = slice(lo, lo + act.shape[1])
         cells = act.shape[0] // batch
-        kinds = (p.out[index], p.mixed[index])  # (cell, receiver)
-        pairs = kinds[1].nonzero()  # (cell, receiver) of mixed receivers
-        constant = p.constant[:, window].to(act.device, act.dtype)  # type: ignore[index]
-        if p.letter is not None and bool(kinds[0].any()):  # (cell, batch, pos, head, d_head)
-            shaped = torch.where(kinds[0][:, None, None, :, None].to(act.device), constant,
-                                 act.view(cells, batch, *act.shape[1:]))
-        elif len(pairs) or bool(kinds[0].any()):
-            shaped = act.clone(memory_format=torch.contiguous_format).view(cells, batch, *act.shape[1:])
-            if p.letter is None:
-                shaped[kinds[0][:, 0].to(act.device)] = constant
-        else:
+        out, mixed = p.out[index], p.mixed[index]  # (cell, receiver)
+        if act.shape[1] == 0 or (not bool(out.any()) and not bool(mixed.any())):
             return act
-        out = shaped.view(act.shape)
-        if len(pairs) == 0:
-            return out
-        if p.letter is not None:
+        act = act if act.is_contiguous() else act.contiguous()
+        shaped = act.view(cells, batch, *act.shape[1:])
+        constant = p.constant[:, lo:lo + act.shape[1]].to(act.device, act.dtype)  # type: ignore[index]
+        if p.letter is not None:  # (cell, batch, pos, head, d_head)
+            c, r = out.nonzero().unbind(1)
+            if len(c):
+                shaped[c.to(act.device), :, :, r.to(act.device)] = constant.permute(2, 0, 1, 3)[r.to(act.device)]
             c, r, new = self._heads(p, index, batch, act)
-            shaped[c, :, :, r] = new
-            return out
-        c = pairs[:, 0].to(act.device)
-        shaped[c] = shaped[c] + self._updates(p.group, index)[c, p.first].view(len(c), batch, act.shape[1], -1)
-        return out
+            if len(c):
+                shaped[c, :, :, r] = new
+            return act
+        c = out[:, 0].nonzero()[:, 0]
+        if len(c):
+            shaped[c.to(act.device)] = constant
+        c = mixed[:, 0].nonzero()[:, 0]
+        if len(c):
+            shaped.index_add_(0, c.to(act.device), self._updates(p, c, index, act).view(len(c), *shaped.shape[1:]))
+        return act
 
     def _heads(self, p: _Point, index: Tensor, batch: int, act: Tensor) -> tuple[Tensor, Tensor, Tensor]:
         """``(cell, head, projection (pair, batch, pos, d_head))`` of the mixed receivers at ``p``:
-        ``ln1(A + update) @ W[h] + b[h]``, for a layer's q, k and v receivers in one call."""
-        memo = self._state.get(("heads", p.group))
+        ``ln1(A + sum over kept s of (current_s - other_s)) @ W[h] + b[h]``, normed and projected for
+        the mixed pairs only; a layer's k and v receivers in one call (they fire on the same positions;
+        q may not: the final block's queries run at the last position alone under split_final)."""
+        lo, n_pos = layout(act.shape[0], act.shape[1], "circuit rows").offset, act.shape[1]
+        share = "q" if p.letter == "q" else "kv"
+        key = ("heads", p.group, share, lo, n_pos)
+        memo = self._state.get(key)
         if memo is None:
-            _, mixed = self.groups[p.group]
-            pairs = mixed[index].nonzero().to(act.device)
-            c, r = pairs[:, 0], pairs[:, 1]
-            lo = layout(act.shape[0], act.shape[1], "circuit rows").offset
-            x = (self.moved[p.layer][:, lo:lo + act.shape[1]].to(act.dtype)
-                 + self._updates(p.group, index)[c, r].view(len(c), batch, act.shape[1], -1))
-            normed = self.model.blocks[p.layer].ln1(x.flatten(0, 1)).reshape(len(c), -1, x.shape[-1])
+            weights, mixed = self.groups[p.group]
+            share_of = self._shares[(p.group, share)]  # the receivers computed together
+            pairs = mixed[index][:, share_of].nonzero()  # (pair, 2): cell-major, receivers numbered in the share
+            if len(pairs) == 0:
+                none = torch.zeros(0, dtype=torch.long, device=act.device)
+                self._state[key] = memo = (none, none, act.new_zeros(0))
+                return memo
+            table = self._table(p.group, lo, n_pos)
+            moved = self.moved[p.layer][:, lo:lo + n_pos].to(table.device, table.dtype).reshape(1, -1)
+            kept = weights[index][:, share_of]  # (cell, receiver, sender): -1 where kept
+            cells, receivers = pairs[:, 0], share_of[pairs[:, 1]]
+            # one product over the pass's cells with each cell's mixed receivers first (padded to the most
+            # any cell has: in a large model the senders' table is large and most pairs are in or out)
+            mixed_here = mixed[index][:, share_of]
+            counts = mixed_here.sum(1)
+            first = torch.sort((~mixed_here).to(torch.uint8), dim=1, stable=True).indices[:, :int(counts.max())]
+            chosen = kept.gather(1, first[:, :, None].expand(-1, -1, kept.shape[-1]))  # (cell, most mixed, sender)
+            valid = torch.arange(first.shape[1])[None] < counts[:, None]  # cell-major, receivers ascending: as pairs
+            x = torch.bmm(chosen.to(table.device, table.dtype), table)[valid.to(table.device)] + moved
+            d_model = self.moved[p.layer].shape[-1]
+            normed = compat.fused_norm(self.model.blocks[p.layer].ln1)(x.view(-1, d_model))
             w, b = self.qkv[p.layer]
-            new = torch.bmm(normed, w[r].to(act.dtype)) + b[r, None].to(act.dtype)
-            memo = (c, r, new.view(len(c), batch, act.shape[1], -1))
-            self._state[("heads", p.group)] = memo
+            r = receivers.to(act.device)
+            new = torch.baddbmm(b[r, None].to(act.dtype), normed.view(len(pairs), -1, d_model).to(act.dtype),
+                                w[r].to(act.dtype))
+            memo = (cells.to(act.device), r, new.view(len(pairs), batch, n_pos, -1))
+            self._state[key] = memo
         c, r, new = memo
         mine = (r >= p.first) & (r < p.first + p.weights.shape[1])
         return c[mine], r[mine] - p.first, new[mine]

@@ -22,6 +22,7 @@ One module per topic, each registering its checks with ``_guard`` (imported here
 - ``blocks``: the mid-stack start, the final block at the last position, what blocks write
   (``"forward"``, ``"split_qkv"``);
 - ``model_head``: final norm + unembedding + soft cap (``"head"``);
+- ``norms``: TL's norms as one fused kernel (``fused_norm``);
 - ``switches``: hook points a config never fires, per-component hook switches;
 - ``hook_points``: a HookPoint's hook list (adding one hook, removing exactly it), plain modules;
 - ``forward``: wrapping a model instance's ``forward`` / ``generate``;
@@ -40,6 +41,7 @@ from tl_interp.compat.blocks import (attention_output_norms, final_block_cache, 
                                      final_block_step, linear_writes_reason)
 from tl_interp.compat.model_head import head, head_columns, head_is_plain, reusing_unembed_weight, unembed_weight_of
 from tl_interp.compat.hook_points import blocks_are_plain
+from tl_interp.compat.norms import fused_norm
 from tl_interp.compat.kv_cache import (call_offset, frozen_prefix_cache, kv_cache_reason, kv_entries, kv_previous_mask,
                                        new_kv_cache, tl_default_mask)
 from tl_interp.compat.switches import edge_graph_reason, edge_hooks_on, receiver_hooks, silent_reason
@@ -52,4 +54,4 @@ __all__ = ["TESTED_RANGE", "tl_version", "usable", "require", "silent_reason", "
            "linear_writes_reason", "head_is_plain", "blocks_are_plain", "kv_previous_mask", "tl_default_mask",
            "final_block_reason", "unembed_weight_of", "reusing_unembed_weight", "receiver_hooks",
            "edge_graph_reason", "edge_hooks_on", "kv_cache_reason", "attention_output_norms",
-           "has_hooked_transformer", "is_bridge", "require_hooked", "require_sae", "sae_lens_reason"]
+           "has_hooked_transformer", "is_bridge", "fused_norm", "require_hooked", "require_sae", "sae_lens_reason"]

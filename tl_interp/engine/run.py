@@ -248,9 +248,12 @@ class BaseRun:
             on_cells(n - len(live))
         outputs: list[tuple[list[int], Tensor]] = []  # (cells, their read rows or logits) per pass
         by_layer: dict[int | None, list[int]] = {}
+        start_of: dict[frozenset[str], int | None] = {}  # cells often hook the same points: looked up once
         for i in live:
-            layer = mid_stack.start_layer(self.model, bound[i]) if self.mid_reason is None else None
-            by_layer.setdefault(layer, []).append(i)
+            names = frozenset(bound[i])
+            if names not in start_of:
+                start_of[names] = mid_stack.start_layer(self.model, names) if self.mid_reason is None else None
+            by_layer.setdefault(start_of[names], []).append(i)
         full = self.read_reason is not None
         per_pass = cells_per_pass(self.model, self.rows, self.seq, self.options.memory_mb, full)
         grad = torch.enable_grad() if self.options.grad else torch.inference_mode()
@@ -300,7 +303,9 @@ class BaseRun:
             order = torch.tensor([i for part in parts for i in part]).argsort()
             return torch.cat(outs).reshape(n, rows, -1)[order].reshape(n * rows, -1)
         edits_kv_only = all(kv_only)
-        split = self.split_reason is None and (edits_input_only or edits_kv_only or (
+        # cells whose hooks in the final block follow the window of positions run there in split_final's two steps
+        windowed = layer < n_layers - 1 and split_final.windowed_cells(model, cells)
+        split = self.split_reason is None and (edits_input_only or edits_kv_only or windowed or (
             layer < n_layers - 1 and all(mid_stack.start_layer(model, [name]) < n_layers - 1 for c in cells for name in c)))
         stop = n_layers - 1 if split else n_layers
         start = self.acts[site_name("resid_pre", layer)].repeat(n, 1, 1)
@@ -320,6 +325,10 @@ class BaseRun:
                 out = edit(start, hook=model.hook_dict[name])
         elif split and edits_kv_only:
             out = start  # the final block's input is the base run's; the cells edit its keys/values
+        elif split and windowed:  # the cells' hooks run in the blocks below and in both steps of the final block
+            with stacked.applied(model):
+                out = model(start, start_at_layer=layer, **kw)
+                last = split_final.last_position(model, out, prefix, first_pos)
         else:
             with stacked.applied(model):
                 out = model(start, start_at_layer=layer, **kw)
@@ -329,7 +338,7 @@ class BaseRun:
                 self.stats["final_kv_split"] += 1
                 with stacked.applied(model):
                     last = split_final.last_position(model, out, prefix, first_pos)
-            else:
+            elif not windowed:
                 last = split_final.last_position(model, out, prefix, first_pos)
             return self._read(last, n, self.seq - 1)
         return self._read(out, n, first_pos)

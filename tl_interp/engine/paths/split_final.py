@@ -3,6 +3,11 @@ metric reads nothing else: its keys and values for earlier positions are ``ln1``
 key/value projections of its input (``compat.final_block_cache``), then the block runs one
 step at the last position against them (``compat.final_block_step``, TL's generation step).
 
+Cells may also edit anything else in the final block when every hook they hold there follows
+the run context's window of positions (its hook functions carry ``windowed = True``: circuits'
+faithfulness rows): those hooks fire in both steps too (``hook_q`` with no position while the
+cache is built), and ``windowed_cells`` says when a pass's cells are all such.
+
 Cells may edit the final block's keys and values (``blocks.{n-1}.attn.hook_k`` / ``hook_v``,
 e.g. an edge into a last-layer head's key or value input): those hook points fire in both
 steps, on windows of positions that end where the sequence ends (positions p.. to build the
@@ -20,7 +25,7 @@ from tl_interp import compat
 from tl_interp._context import RunContext, running
 from tl_interp.models._adapter import Tokenized
 
-__all__ = ["reason", "kv_sites", "last_position"]
+__all__ = ["reason", "kv_sites", "windowed_cells", "last_position"]
 
 
 def reason(model: Any, batch: Tokenized, read_positions: Tensor | None, read_reason: str | None) -> str | None:
@@ -48,6 +53,14 @@ def kv_sites(model: Any) -> frozenset[str]:
     the block at the last position (``last_position``)."""
     last = model.cfg.n_layers - 1
     return frozenset({f"blocks.{last}.attn.hook_k", f"blocks.{last}.attn.hook_v"})
+
+
+def windowed_cells(model: Any, cells: list[dict[str, list[Any]]]) -> bool:
+    """Whether every hook the cells hold inside the final block follows the run context's window
+    (``windowed = True`` on each function), and some cell holds one."""
+    prefix = f"blocks.{model.cfg.n_layers - 1}."
+    inside = [fn for cell in cells for name, fns in cell.items() if name.startswith(prefix) for fn in fns]
+    return bool(inside) and all(getattr(fn, "windowed", False) is True for fn in inside)
 
 
 def last_position(model: Any, resid: Tensor, prefix: tuple[Tensor, Tensor] | None, offset: int) -> Tensor:
