@@ -162,6 +162,30 @@ def test_stacked_cells_sharing_a_together_function_edit_every_row_in_one_call() 
     assert torch.equal(alone[1], model(tokens))  # the row without a hook there is untouched
 
 
+def test_bound_cells_resolve_each_shared_hook_name_once_and_bind_as_each_cell_alone(monkeypatch) -> None:
+    from tl_interp import hooks, intervention
+
+    model = gpt2_style()
+    site, calls = "blocks.0.hook_mlp_out", []
+    resolve = intervention.resolve
+    monkeypatch.setattr(intervention, "resolve", lambda *a, **k: calls.append(a[1]) or resolve(*a, **k))
+    cells = [hooks.scale(site, s) + hooks.scale("blocks.1.hook_mlp_out", s) for s in (0.0, 0.5, 2.0)]
+    cells.append(Intervention.single(lambda name: name.endswith("hook_mlp_out"), _Scale(3.0)))  # a filter: not shared
+    bound = bound_cells(model, cells)
+    assert calls.count(site) == 1 and len(calls) == 3  # two shared names once each, the filter once
+    for cell, by_name in zip(cells, bound):
+        alone = cell.bind(model)
+        assert list(by_name) == list(dict.fromkeys(name for name, _ in alone))
+        assert sum(len(fns) for fns in by_name.values()) == len(alone)
+    tokens = torch.randint(1, 61, (2, 5), generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        out = stack(bound, 2).run(model, tokens.repeat(len(cells), 1))
+        for i, cell in enumerate(cells):
+            torch.testing.assert_close(out[2 * i:2 * i + 2], cell.run(model, tokens), atol=1e-5, rtol=0)
+    with pytest.raises(ti.errors.HookNameError, match="blocks.0.hook_nope"):  # unknown names still fail, per cell
+        bound_cells(model, [cells[0], hooks.scale("blocks.0.hook_nope", 1.0)])
+
+
 @pytest.mark.parametrize("family", ["gpt2", "llama_gqa_rotary"])
 def test_circuit_rows_on_a_padded_batch_equal_each_prompt_alone(family) -> None:
     # padding: the final block runs whole (split_final needs one last position), the senders come from the

@@ -160,14 +160,24 @@ class Intervention:
         """
         return [(name, fn) for name, fn, _ in self._bind(model, seq_len)]
 
-    def _bind(self, model: Any, seq_len: int | None) -> list[tuple[str, HookFn, int]]:
+    def _bind(self, model: Any, seq_len: int | None,
+              memo: dict[Any, Any] | None = None) -> list[tuple[str, HookFn, int]]:
         """``bind``, recording for each entry the index of its hook when that hook is a name
-        filter (-1 for a named hook point)."""
+        filter (-1 for a named hook point). ``memo``: a dict shared by binds of several
+        interventions to one model in one go (the engine's cells): each hook name given by
+        name is resolved and checked once there (the same answers: nothing changes between)."""
         bound: list[tuple[str, HookFn, int]] = []
         for index, hook in enumerate(self.hooks):
             is_filter = callable(hook.where) and not isinstance(hook.where, str)
-            names = resolve(model, hook.where, context=hook.description, dedupe=not hook.reads_only)
-            silent = {name: silent_reason(model, name) for name in names}
+            key = None if memo is None or is_filter else (hook.where, hook.reads_only, seq_len)
+            if key is not None and key in memo:
+                names, silent, infos = memo[key]
+            else:
+                names = resolve(model, hook.where, context=hook.description, dedupe=not hook.reads_only)
+                silent = {name: silent_reason(model, name) for name in names}
+                infos = {}
+                if key is not None:
+                    memo[key] = (names, silent, infos)
             if is_filter:
                 # a predicate means "wherever it applies": skip points that never fire, unless all do
                 live = tuple(n for n in names if silent[n] is None)
@@ -176,9 +186,12 @@ class Intervention:
                 if silent[name] is not None:
                     raise HookNameError(f"{hook.description}: the hook point {name!r} never fires on this model: "
                                         f"{silent[name]}")
-                info = site_info(model, name)
-                if info.axes is not None:  # only TransformerLens layouts tie pos to the input
-                    info = dataclasses.replace(info, seq_len=seq_len)
+                info = infos.get(name)
+                if info is None:
+                    info = site_info(model, name)
+                    if info.axes is not None:  # only TransformerLens layouts tie pos to the input
+                        info = dataclasses.replace(info, seq_len=seq_len)
+                    infos[name] = info
                 bound.append((name, hook.build(name, info), index if is_filter else -1))
         return bound
 

@@ -29,11 +29,12 @@ __all__ = ["stack", "bound_cells"]
 
 
 def bound_cells(model: Any, cells: Sequence[Intervention]) -> list[dict[str, list[Any]]]:
-    """Each cell's hook functions by hook name, bound to ``model`` (all checks run here)."""
-    out = []
+    """Each cell's hook functions by hook name, bound to ``model`` (all checks run here; a hook
+    name the cells share is resolved and checked once)."""
+    out, memo = [], {}  # type: ignore[var-annotated]
     for cell in cells:
         by_name: dict[str, list[Any]] = {}
-        for name, fn in cell.bind(model):
+        for name, fn, _ in cell._bind(model, None, memo):
             by_name.setdefault(name, []).append(fn)
         out.append(by_name)
     return out
