@@ -70,6 +70,22 @@ def _forward_order(name: str) -> tuple[int, int]:
     return int(layer), _STAGES.index(rest)
 
 
+def _prefix_sums(values: Tensor, ends: Sequence[int]) -> dict[int, Tensor]:
+    """``{n: values[:, :, :n].sum(2)}`` in float64 for the sorted ``ends`` (what receivers of ``n``
+    senders read), each from the one before: a cumulative sum over the sender axis only where read.
+
+    Example:
+        >>> x = torch.arange(12.0).reshape(1, 1, 4, 3)
+        >>> {n: s.tolist() for n, s in _prefix_sums(x, [1, 4]).items()}
+        {1: [[[0.0, 1.0, 2.0]]], 4: [[[18.0, 22.0, 26.0]]]}
+    """
+    sums, total, at = {}, values.new_zeros(values.shape[:2] + values.shape[3:], dtype=torch.float64), 0
+    for n in ends:
+        total = total + values[:, :, at:n].double().sum(2)
+        sums[n], at = total, n
+    return sums
+
+
 class _Point:
     """One edited hook point: its receivers' excluded-sender weights per circuit and their kind."""
 
@@ -173,11 +189,12 @@ class CircuitRows:
             base = {k: v.double() for k, v in base.items()}
             b_o = torch.stack([block.attn.b_O.detach().double() for block in model.blocks])
             self._biases = torch.cat([torch.zeros_like(b_o[:1]), b_o.cumsum(0)])  # b_O of the first l layers
-            others, cleans = other.double().cumsum(2), senders.double().cumsum(2)
+            ends = sorted({p.n_senders for p in self.points.values()})
+            others, cleans = _prefix_sums(other, ends), _prefix_sums(senders, ends)
             self.reason: str | None = None  # why the constants can't be trusted (faithfulness then runs per-head cells)
             for p in self.points.values():
-                rest = self._rest(p, base, cleans[:, :, p.n_senders - 1])
-                p.constant = self._constant(p, rest + others[:, :, p.n_senders - 1]).to(other.dtype)
+                rest = self._rest(p, base, cleans[p.n_senders])
+                p.constant = self._constant(p, rest + others[p.n_senders]).to(other.dtype)
         self.w_o = [block.attn.W_O.detach() for block in model.blocks]
         self.other_t = other.permute(2, 0, 1, 3).contiguous()  # (sender, batch, pos, d_model)
         self._capture_index = {name.replace("hook_result", "hook_z"): i for i, (name, _) in enumerate(sender_hooks(g))}
