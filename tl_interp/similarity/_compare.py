@@ -45,7 +45,7 @@ from tl_interp.stats._inputs import check_count, check_finite, smallest_p_value,
 from tl_interp.stats._permutation import n_arrangements, null_evaluator
 
 # the batched bootstraps register themselves with ti.stats on import
-from tl_interp.similarity import _resample_cca, _resample_kernels, _resample_pairs  # noqa: F401
+from tl_interp.similarity import _resample_cca, _resample_debiased, _resample_kernels, _resample_pairs  # noqa: F401
 
 __all__ = ["METRICS", "SimilarityResult", "compare"]
 
