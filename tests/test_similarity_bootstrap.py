@@ -263,6 +263,19 @@ def test_rsa_ranks_in_small_chunks_equal_the_loop_with_ties_across_chunks(monkey
     assert len(calls) < 4
 
 
+def test_rsa_with_wide_row_ids_and_float64_ranks_equals_the_loop(monkeypatch):
+    # the layouts of more than 2^15 rows (int32 row ids) and of more than 46,340 (float64 ranks of Y)
+    from tl_interp.similarity import _resample_pairs
+    monkeypatch.setattr(_resample_pairs, "_INT16_ROWS", 4)
+    monkeypatch.setattr(_resample_pairs, "_INT32_RANKS", 16)
+    x, y = integer_valued(20, 3, 2, seed=14)
+    index = stats.bootstrap_indices(20, 40, seed=3)
+    evaluate, _, calls = counting(rsa_resampled, True, {"rdm": "euclidean"}, x, y)
+    torch.testing.assert_close(evaluate(index, 0), loop_values(rsa_resampled, True, {"rdm": "euclidean"}, x, y, index),
+                               rtol=1e-9, atol=1e-12)
+    assert len(calls) < 4
+
+
 def test_rbf_cka_one_resample_at_a_time_over_distinct_items_equals_the_loop(monkeypatch):
     from tl_interp.similarity import _resample_kernels
     monkeypatch.setattr(_resample_kernels, "_SMALL", 4)  # the large-n path: kernels over each resample's items
@@ -293,5 +306,6 @@ def test_what_a_prepared_bootstrap_holds_comes_out_of_the_memory_budget():
     one = lambda b, r: rsa_resampled(x[r], y[r], r)  # noqa: E731
     _, block = bootstrap_evaluator(f, x, y, one=one, memory_mb=1.0)
     size = 30 * 29 // 2
-    per, held = 8 * (size + 8 * size), 4 * 5 * size  # Y's ranks and a chunk's temporaries; int32 pairs and map
+    # Y's ranks (twice each, int32) and a chunk's temporaries; int16 pairs of both orders and the int32 map
+    per, held = 4 * size + 8 * 16 * size, (4 * 2 + 4) * size
     assert block == (2**20 - held) // per
