@@ -241,14 +241,6 @@ def test_resampled_rsa_ties_copies_exactly_as_scipy_does_on_the_full_rdm():
                                                                                       r.numpy()), abs=1e-12)
 
 
-def test_compare_refuses_a_debiased_rbf_cka_whose_bootstrap_would_be_linear():
-    # before: the score was RBF and its bootstrap interval silently the linear kernel's
-    x, y = related(20, 3, 4, seed=13)
-    with pytest.raises(OptionError, match="cka_debiased's bootstrap .* linear kernel only, so kernel='rbf'"):
-        sim.compare(x, y, measures=("cka_debiased",), options={"cka_debiased": {"kernel": "rbf"}}, n_boot=5,
-                    n_permutations=5, progress=False)
-
-
 @pytest.mark.parametrize("options, data", [({"rdm": "euclidean"}, integer_valued(20, 3, 2, seed=14)),
                                            ({"rdm": "euclidean", "compare": "pearson"}, integer_valued(20, 3, 2, seed=14)),
                                            ({}, related(20, 5, 6, seed=14))])

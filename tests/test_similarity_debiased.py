@@ -139,3 +139,36 @@ def test_compare_interval_of_debiased_cka_is_the_loops():
     low, high = stats.percentile_interval(values, 0.05)
     torch.testing.assert_close(torch.stack([res.extras["ci_low"][0], res.extras["ci_high"][0]]),
                                torch.stack([low, high]), rtol=1e-9, atol=1e-12)
+
+
+@pytest.mark.parametrize("n, threshold", [(8, 0.5), (40, 1.0), (120, 0.5)])
+def test_batched_debiased_rbf_cka_equals_the_loop_on_the_same_resamples(n, threshold):
+    x, y = related(n, 4, 5, seed=12)
+    index = stats.bootstrap_indices(n, 60, seed=n)
+    evaluate, _, calls = evaluator(x, y, kernel="rbf", threshold=threshold)
+    fast = evaluate(index, 0)
+    reference = torch.tensor([cka_debiased_resampled(x[r], y[r], r, kernel="rbf", threshold=threshold)
+                              for r in index], dtype=torch.float64)
+    torch.testing.assert_close(fast, reference, rtol=1e-9, atol=1e-12, equal_nan=True)
+    assert len(calls) <= int(reference.isnan().sum()) + 2
+
+
+def test_resampled_debiased_rbf_cka_of_the_data_itself_is_the_debiased_rbf_score():
+    x, y = related(30, 4, 5, seed=13)
+    every = torch.arange(30)
+    assert cka_debiased_resampled(x, y, every, kernel="rbf", threshold=0.7) == pytest.approx(
+        sim.cka(x, y, kernel="rbf", threshold=0.7, debiased=True), abs=1e-12)
+
+
+def test_compare_resamples_debiased_rbf_cka_with_the_rbf_kernel():
+    # before: refused, its loop was linear whatever the kernel; now the interval is the RBF loop's
+    x, y = related(30, 3, 4, seed=14)
+    res = sim.compare(x, y, measures=("cka_debiased",), options={"cka_debiased": {"kernel": "rbf"}}, n_boot=60,
+                      n_permutations=99, seed=4, progress=False)
+    values = torch.tensor([cka_debiased_resampled(x[r], y[r], r, kernel="rbf")
+                           for r in stats.bootstrap_indices(30, 60, seed=4)], dtype=torch.float64)
+    linear = loop(x, y, stats.bootstrap_indices(30, 60, seed=4))
+    low, high = stats.percentile_interval(values[~values.isnan()], 0.05)
+    torch.testing.assert_close(torch.stack([res.extras["ci_low"][0], res.extras["ci_high"][0]]),
+                               torch.stack([low, high]), rtol=1e-9, atol=1e-12)
+    assert not torch.allclose(values, linear)  # the kernel matters: this is not the linear interval

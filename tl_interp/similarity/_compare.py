@@ -117,10 +117,6 @@ def _resolved(metrics: Sequence[str], options: Mapping[str, Mapping[str, Any]]) 
         fn, fixed, resampled = METRICS[name]
         _check_options(name, fn, fixed, options.get(name, {}))
         kwargs = {**fixed, **options.get(name, {})}
-        if resampled is cka_debiased_resampled and kwargs.get("kernel", "linear") != "linear":
-            raise OptionError(f"compare: {name}'s bootstrap reads a resample as weights over its distinct items, "
-                              f"written for the linear kernel only, so kernel={kwargs['kernel']!r} would be "
-                              "resampled as another metric; use 'cka_rbf' (biased) or the linear kernel")
         out.append((name, functools.partial(fn, **kwargs), resampled and functools.partial(resampled, **kwargs)))
     return out
 

@@ -22,10 +22,13 @@ up to rounding; a resample with fewer than 4 distinct items (the loop's NaN) or 
 or HSIC(Y, Y) keeps under ``CANCELLED`` of its uncentred size is flagged and run by the loop.
 """
 
+import math
+
 import torch
 from torch import Tensor
 
-from tl_interp.similarity._kernels import _checked, _factor, cka_debiased_resampled
+from tl_interp.similarity._kernels import _checked, _factor, _weighted_unbiased_hsic, cka_debiased_resampled
+from tl_interp.similarity._resample_kernels import _Median, _squared_distances
 from tl_interp.similarity._resample_linear import BLOCK_BYTES, CANCELLED, few_distinct
 from tl_interp.stats import PreparedBootstrap, register_bootstrap
 
@@ -95,9 +98,9 @@ def _elementary(w: Tensor) -> tuple[Tensor, Tensor, Tensor]:
 @register_bootstrap(cka_debiased_resampled)
 def debiased_cka_bootstrap(x: Tensor, y: Tensor, *, kernel: str = "linear", threshold: float = 0.5,
                            debiased: bool = True) -> PreparedBootstrap | None:
-    """Debiased linear CKA's batched bootstrap: ``cka_debiased_resampled``'s values on each resample."""
+    """Debiased CKA's batched bootstrap: ``cka_debiased_resampled``'s values on each resample."""
     if kernel != "linear":
-        return None
+        return _rbf_bootstrap(x, y, kernel, threshold)
     a, b = (_factor(t) for t in _checked(x, y, "linear", 0.5, True))
     n = a.shape[0]
     diag_g, diag_h = a.pow(2).sum(1), b.pow(2).sum(1)
@@ -121,3 +124,35 @@ def debiased_cka_bootstrap(x: Tensor, y: Tensor, *, kernel: str = "linear", thre
 
     # per resample: 12 product columns and ~12 n-vectors of terms
     return PreparedBootstrap(_cka_debiased, bytes_per_resample=8 * 24 * n, block_bytes=BLOCK_BYTES)
+
+
+def _rbf_bootstrap(x: Tensor, y: Tensor, kernel: str, threshold: float) -> PreparedBootstrap:
+    """RBF: the kernel does not move with centring, so no correction; each resample's bandwidth is its median
+    (``_Median``, as ``cka_rbf``'s bootstrap counts it) and its kernels are read at its distinct items."""
+    xc, yc = _checked(x, y, kernel, threshold, True)
+    n = xc.shape[0]
+    dx, dy = _squared_distances(xc), _squared_distances(yc)
+    median_x, median_y = _Median(dx), _Median(dy)
+    factor = -math.log2(math.e) / (2 * threshold ** 2)  # exp(-d2 / h) as exp2: vectorised in torch, exp is not
+
+    def _cka_debiased_rbf(counts: Tensor, memory_mb: float) -> tuple[Tensor, Tensor]:
+        (mx, zx), (my, zy) = median_x(counts), median_y(counts)
+        unsure = few_distinct(counts, 4) | zx | zy | ~(mx > 0) | ~(my > 0)
+        values = torch.zeros(counts.shape[0], dtype=torch.float64)
+        for r in (~unsure).nonzero().flatten().tolist():
+            items = counts[r].nonzero().flatten()
+            k, l = (d2.index_select(0, items).index_select(1, items).mul_(factor / float(m[r])).exp2_()
+                    for d2, m in ((dx, mx), (dy, my)))
+            w = counts[r, items]
+            xy, xx, yy = (_weighted_unbiased_hsic(a, b, w) for a, b in ((k, l), (k, k), (l, l)))
+            if not bool(xx * yy > 0):
+                unsure[r] = True  # the loop's NaN (or its value of two negative estimates)
+                continue
+            values[r] = xy / (xx * yy).sqrt()
+        return values, unsure
+
+    # held as RBF CKA's (``_resample_kernels``); working set: one resample's kernels over its ~0.64 n items and
+    # the unbiased HSIC's copies of them (~6 m^2 float64)
+    slices = median_x.before.shape[1] // n
+    return PreparedBootstrap(_cka_debiased_rbf, bytes_per_resample=40 * n + 20 * slices * n, block_bytes=BLOCK_BYTES,
+                             held_bytes=2 * (8 + 4 + 4 * slices) * n * n + 8 * 25 * n * n // 10)
