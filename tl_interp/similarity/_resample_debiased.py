@@ -34,12 +34,17 @@ from tl_interp.stats import PreparedBootstrap, register_bootstrap
 
 __all__ = ["debiased_cka_bootstrap"]
 
+_BLOCK_TERMS = 40  # n-vectors per resample held through a block: counts, the 12 products, both sides' terms
+
 
 def _products(a: Tensor, b: Tensor, s: Tensor, w: Tensor, w2: Tensor, memory_mb: float) -> dict[str, Tensor]:
     """G @ [s, w, w2], H @ [s, w, w2] and (G o H), (G o G), (H o H) @ [w, w2], each (n, resamples),
     from row blocks of G = a a^T and H = b b^T sized by ``memory_mb``."""
     n, r = a.shape[0], s.shape[1]
-    rows = max(1, int(memory_mb * 2**20 // (8 * (8 * n + 12 * r))))  # 5 row blocks (+ their stack) and the products
+    # per Gram row: g, h, their stack, the three Hadamard products and their stack (10 n), the products (12 r);
+    # the budget left after the block's per-resample terms (``_BLOCK_TERMS``)
+    left = memory_mb * 2**20 - 8 * _BLOCK_TERMS * n * r
+    rows = max(1, int(left // (8 * (10 * n + 12 * r))))
     plain, hadamard = torch.cat([s, w, w2], 1), torch.cat([w, w2], 1)
     out = {k: torch.empty(n, 3 * r if k in ("G", "H") else 2 * r, dtype=torch.float64) for k in ("G", "H", "GH", "GG", "HH")}
     for start in range(0, n, rows):
@@ -122,8 +127,7 @@ def debiased_cka_bootstrap(x: Tensor, y: Tensor, *, kernel: str = "linear", thre
         unsure = few_distinct(counts, 4) | ~(xx > CANCELLED * raw_x) | ~(yy > CANCELLED * raw_y)
         return torch.where(unsure, 0.0, xy / (xx * yy).clamp(min=1e-300).sqrt()), unsure
 
-    # per resample: 12 product columns and ~12 n-vectors of terms
-    return PreparedBootstrap(_cka_debiased, bytes_per_resample=8 * 24 * n, block_bytes=BLOCK_BYTES)
+    return PreparedBootstrap(_cka_debiased, bytes_per_resample=8 * _BLOCK_TERMS * n, block_bytes=BLOCK_BYTES)
 
 
 def _rbf_bootstrap(x: Tensor, y: Tensor, kernel: str, threshold: float) -> PreparedBootstrap:
