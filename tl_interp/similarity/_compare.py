@@ -5,7 +5,7 @@ same permutations for every metric, each metric's batched null from ``ti.stats``
 p-value (1 + #{null >= score}) / (B + 1), and a percentile bootstrap interval over rows (the
 same resamples for every metric; RSA and mutual kNN leave out pairs of copies of one row),
 computed in batches from what resampling does not change (``_resample_linear``, ``_resample_cca``,
-``_resample_kernels``, ``_resample_pairs``, ``_resample_kendall``: equal to one metric call per
+``_resample_kernels``, ``_resample_debiased``, ``_resample_pairs``, ``_resample_kendall``: equal to one metric call per
 resample up to rounding; docs/similarity.md). The work runs one
 metric at a time in blocks sized by ``memory_mb``; long work says how long it will take first.
 
