@@ -145,13 +145,28 @@ def _cka_null(x: Tensor, y: Tensor, *, kernel: str = "linear", threshold: float 
     # Per permutation the Gram path reorders n^2 entries, the cross-product path costs
     # n r1 r2 multiply-adds (r = min(n, d)) at ~50x the rate per entry on CPU (benchmarks/
     # similarity.py measures both): take whichever is cheaper; both are exact.
-    if kernel == "linear" and not debiased and min(n, d1) * min(n, d2) < 50 * n:
-        _, xx, yy = _feature_terms(xc, yc, debiased=False)
-        return cross_product_null(xc, yc, float(1 / _norm(xx, yy)))
+    if kernel == "linear" and min(n, d1) * min(n, d2) < 50 * n:
+        _, xx, yy = _feature_terms(xc, yc, debiased)
+        scale = float(1 / _norm(xx, yy))
+        cross = cross_product_null(xc, yc, scale)
+        return _unbiased_null(xc, yc, cross, scale) if debiased else cross
     kx, ky = _centred_grams(xc, yc, kernel, threshold, debiased)
     _, xx, yy = _gram_terms(kx, ky)
     gather = symmetric_gather(kx, ky, float(1 / _norm(xx, yy)))
     return PreparedNull(gather, gather.chunk)
+
+
+def _unbiased_null(xc: Tensor, yc: Tensor, cross: PreparedNull, scale: float) -> PreparedNull:
+    """Debiased CKA per permutation in ``_feature_terms``' form: the cross-product null, minus n / (n - 2)
+    times a gathered dot of the rows' squared norms, plus a constant (reordering rows changes neither sum)."""
+    n = xc.shape[0]
+    rx, ry = xc.pow(2).sum(1), yc.pow(2).sum(1)
+    constant = float(rx.sum() * ry.sum()) / ((n - 1) * (n - 2))
+
+    def _unbiased_cross_product(perms: Tensor) -> Tensor:
+        return cross.evaluate(perms) + scale * (constant - n / (n - 2) * (ry[perms] @ rx))
+
+    return PreparedNull(_unbiased_cross_product, cross.chunk)
 
 
 def _factor(xc: Tensor) -> Tensor:
