@@ -46,12 +46,14 @@ def _products(a: Tensor, b: Tensor, s: Tensor, w: Tensor, w2: Tensor, memory_mb:
     left = memory_mb * 2**20 - 8 * _BLOCK_TERMS * n * r
     rows = max(1, int(left // (8 * (10 * n + 12 * r))))
     plain, hadamard = torch.cat([s, w, w2], 1), torch.cat([w, w2], 1)
-    out = {k: torch.empty(n, 3 * r if k in ("G", "H") else 2 * r, dtype=torch.float64) for k in ("G", "H", "GH", "GG", "HH")}
+    out = {k: torch.empty(n, (3 if k in ("G", "H") else 2) * r, dtype=torch.float64)
+           for k in ("G", "H", "GH", "GG", "HH")}
     for start in range(0, n, rows):
         part = slice(start, start + rows)
         g, h = a[part] @ a.T, b[part] @ b.T
         out["G"][part], out["H"][part] = (torch.cat([g, h]) @ plain).split(g.shape[0])
-        out["GH"][part], out["GG"][part], out["HH"][part] = (torch.cat([g * h, g * g, h * h]) @ hadamard).split(g.shape[0])
+        products = (torch.cat([g * h, g * g, h * h]) @ hadamard).split(g.shape[0])
+        out["GH"][part], out["GG"][part], out["HH"][part] = products
     return out
 
 

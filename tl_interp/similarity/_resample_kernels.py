@@ -87,7 +87,8 @@ class _Median:
         for first in range(0, b, step):
             part = slice(first, first + step)
             positions = (start[part, :, None] + offsets).clamp(max=self.i.numel() - 1).flatten(1)
-            weights = (2 * whole[part].gather(1, self.i[positions].long()) * whole[part].gather(1, self.j[positions].long()))
+            rows = whole[part]
+            weights = 2 * rows.gather(1, self.i[positions].long()) * rows.gather(1, self.j[positions].long())
             cumulative = weights.view(-1, 2, self.width).cumsum(2, dtype=torch.int32)
             at[part] = start[part] + torch.searchsorted(cumulative, rest[part, :, None].clamp(min=1).int())[..., 0]
         outside = ((k < 0) | (targets <= 0) | (at >= self.hi)).any(1).nonzero().flatten()
