@@ -1,0 +1,169 @@
+"""Single edges into a layer below the last, computed at the receiving layer alone.
+
+An edge into head ``h``'s query, key or value input in layer ``L`` changes that head's input
+only: the layer's other heads give the base run's outputs, so its attention output is the
+base run's plus ``(z_new - z_base) @ W_O[h]``, where ``z`` is head ``h``'s attention computed by
+hand from its q/k/v projections (``ln1(resid_pre + delta) @ W[h] + b[h]`` for the patched one,
+``_heads.HeadInputs``). An edge into layer ``L``'s MLP changes the MLP's input only:
+``resid_post = resid_mid + mlp(ln2(resid_mid + delta))``. Either way the cell needs none of
+layer ``L``'s other heads: it writes the new ``blocks.{L+1}.hook_resid_pre`` and the engine
+starts its pass there (``mid_stack``; for ``L + 1`` the last layer, the final block at the last
+position alone: ``split_final``). Grouped-query models need no ungrouped keys/values (each
+head's projection uses its own copy of the group's weights here), so their passes keep TL's
+grouped attention and its key-value cache.
+
+``reason`` says when a head's attention isn't that plain computation (``compat.attention``:
+soft-capping, q/k norms, windows, Gemma's extra norms, padding ...); the cells then patch the
+head's input on the ordinary forward (``_heads.head_input_edit``).
+"""
+
+from collections.abc import Sequence
+from typing import Any
+
+import torch
+from torch import Tensor
+
+from tl_interp import compat
+from tl_interp.circuits._graph import Receiver
+from tl_interp.circuits._heads import HeadInputs, head_input_reason
+from tl_interp.hooks._select import layout
+from tl_interp.intervention import Intervention
+from tl_interp.models._adapter import Tokenized
+
+__all__ = ["reason", "ReceivingLayers", "receiving_edit"]
+
+Payload = tuple[str | None, int, int, int | None, int]  # (q/k/v letter or None: the MLP, head, sender, position, n_senders)
+
+
+def reason(model: Any, batch: Tokenized) -> str | None:
+    """Why edges into layers below the last can't be computed at their receiving layer alone, or None."""
+    why = head_input_reason(model) or compat.attention.head_attention_reason(model)
+    if why is not None:
+        return why
+    if batch.padded:
+        return "the batch is padded"
+    if not compat.is_hooked_transformer(model) or not compat.blocks_are_plain(model, 0):
+        return "a hook is attached inside the blocks"
+    return None
+
+
+class ReceivingLayers:
+    """The new ``resid_pre`` of layer ``L + 1`` for single edges into layer ``L``, for the cells of
+    a pass at once (one ``together`` function per layer, ``engine.stack``).
+
+    Args:
+        model: the model.
+        heads: the patched heads' projections (``HeadInputs``, every sender's delta).
+        mids: per layer, the base run's residual after attention (``hook_resid_mid``; for an
+            attention-only model the next layer's ``hook_resid_pre``).
+    """
+
+    def __init__(self, model: Any, heads: HeadInputs, mids: Sequence[Tensor]) -> None:
+        self.model, self.heads, self.mids = model, heads, list(mids)
+        self._base: dict[int, tuple[Tensor, Tensor, Tensor, Tensor]] = {}
+        self._together: dict[int, Any] = {}
+
+    def base(self, layer: int) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+        """The base run's pre-rotary q, k, v of every head ``(batch, pos, head, d_head)`` and its
+        ``z`` computed by ``attend`` (kept for the last layer asked)."""
+        if layer not in self._base:
+            attn = self.model.blocks[layer].attn
+            with torch.no_grad():
+                normed = self.model.blocks[layer].ln1(self.heads.resid[layer])
+                q, k, v = (torch.einsum("bpd,hde->bphe", normed, w.detach()) + b.detach()
+                           for w, b in ((attn.W_Q, attn.b_Q), (attn.W_K, attn.b_K), (attn.W_V, attn.b_V)))
+                self._base = {layer: (q, k, v, self.attend(layer, q, k, v))}
+        return self._base[layer]
+
+    def attend(self, layer: int, q: Tensor, k: Tensor, v: Tensor) -> Tensor:
+        """``z`` ``(batch, pos, n, d_head)`` of ``n`` independent heads given their pre-rotary
+        ``q, k, v`` ``(batch, pos, n, d_head)``: TL's rotary, scores over ``attn_scale``, the causal
+        mask, softmax (NaN rows to zero, as TL), the pattern times the values."""
+        if self.model.cfg.positional_embedding_type == "rotary":
+            q, k = compat.attention.rotate(self.model, layer, q), compat.attention.rotate(self.model, layer, k)
+        scores = torch.einsum("bqnd,bknd->bnqk", q, k) / compat.attention.attention_scale(self.model, layer)
+        pos = scores.shape[-1]
+        causal = torch.ones(pos, pos, dtype=torch.bool, device=scores.device).tril()
+        scores = scores.masked_fill(~causal, float("-inf"))
+        pattern = torch.softmax(scores, dim=-1)
+        pattern = torch.where(torch.isnan(pattern), torch.zeros_like(pattern), pattern)
+        return torch.einsum("bnqk,bknd->bqnd", pattern, v)
+
+    def together(self, layer: int, label: str) -> Any:
+        """The function writing, at ``blocks.{layer+1}.hook_resid_pre``, every cell's new residual."""
+        if layer not in self._together:
+            self._together[layer] = self._make(layer, label)
+        return self._together[layer]
+
+    def _make(self, layer: int, label: str) -> Any:
+        model, heads = self.model, self.heads
+        block = model.blocks[layer]
+        w_o_all = block.attn.W_O.detach()
+
+        def _receiving_layer(act: Tensor, hook: Any, payloads: Sequence[Payload | None], batch: int) -> Tensor:
+            lo = layout(act.shape[0], act.shape[1], label).offset
+            members = [(i, p) for i, p in enumerate(payloads) if p is not None]
+            mid = self.mids[layer]  # (batch, pos, d_model)
+            pos = mid.shape[1]
+            where = torch.arange(pos, device=mid.device)
+            positions = torch.tensor([-1 if p[3] is None else p[3] for _, p in members], device=mid.device)
+            at = (where[None, :] == positions[:, None]) | (positions[:, None] < 0)  # (cell, pos)
+            senders = [p[2] for _, p in members]
+            changed = heads.changed[:, :, senders, 0].permute(2, 0, 1) & at[:, None]  # (cell, batch, pos)
+            new_mid = mid.expand(len(members), *mid.shape).clone()  # (cell, batch, pos, d_model)
+            mlp_in = new_mid.clone()
+            head_cells = [c for c, (_, p) in enumerate(members) if p[0] is not None]
+            if head_cells:
+                q0, k0, v0, z0 = self.base(layer)
+                hs = torch.tensor([members[c][1][1] for c in head_cells], device=mid.device)
+                qkv = {"q": q0[:, :, hs].clone(), "k": k0[:, :, hs].clone(), "v": v0[:, :, hs].clone()}
+                for j, c in enumerate(head_cells):
+                    letter, head, sender, _, n_senders = members[c][1]
+                    column = heads.column.get(sender, sender)
+                    new = heads.projected(layer, letter, head, n_senders)[:, :, column]
+                    qkv[letter][:, :, j] = torch.where(changed[c][..., None], new, qkv[letter][:, :, j])
+                z = self.attend(layer, qkv["q"], qkv["k"], qkv["v"])  # (batch, pos, cell, d_head)
+                w_o = w_o_all[hs]  # (cell, d_head, d_model)
+                moved = torch.einsum("bpnd,nde->nbpe", z - z0[:, :, hs], w_o)
+                index = torch.tensor(head_cells, device=mid.device)
+                new_mid[index] = new_mid[index] + moved
+                mlp_in[index] = new_mid[index]
+            mlp_cells = [c for c, (_, p) in enumerate(members) if p[0] is None]
+            if mlp_cells:
+                index = torch.tensor(mlp_cells, device=mid.device)
+                delta = heads.deltas[:, :, [members[c][1][2] for c in mlp_cells]].permute(2, 0, 1, 3)
+                mlp_in[index] = mlp_in[index] + delta * at[index][:, None, :, None]
+            out = new_mid[:, :, lo:lo + act.shape[1]]  # the pass's window of positions
+            if not model.cfg.attn_only:
+                mlp_in = mlp_in[:, :, lo:lo + act.shape[1]]
+                out = out + compat.attention.mlp(model, layer, mlp_in.flatten(0, 1)).view_as(out)
+            result = act.clone()
+            cells = result.view(len(payloads), batch, *act.shape[1:])
+            cells[torch.tensor([i for i, _ in members], device=act.device)] = out.to(device=act.device, dtype=act.dtype)
+            return result
+
+        return _receiving_layer
+
+
+def receiving_edit(receiver: Receiver, sender: int, layers: ReceivingLayers, label: str, *,
+                   position: int | None = None) -> Intervention:
+    """The cell patching the edge ``sender -> receiver`` (a head's q/k/v input or an MLP in a layer
+    below the last) as the new ``blocks.{L+1}.hook_resid_pre`` (see the module docstring), at
+    ``position`` only when given; its ``footprint`` is the first position its delta changes."""
+    layer = int(receiver.hook_name.split(".")[1])
+    letter = receiver.hook_name.split("hook_")[1][0] if receiver.head is not None else None
+    edit = _ReceivingEdit(layers.together(layer, label), (letter, receiver.head or 0, sender, position, receiver.n_senders),
+                          layers.heads.first_changed(sender, position))
+    return Intervention.single(f"blocks.{layer + 1}.hook_resid_pre", edit, f"patch edge {label}")
+
+
+class _ReceivingEdit:
+    """One cell's hook: alone it edits its own rows; stacked, ``together`` edits every cell's rows."""
+
+    __name__ = "_receiving_layer"
+
+    def __init__(self, together: Any, payload: Payload, footprint: int | None) -> None:
+        self.together, self.payload, self.footprint = together, payload, footprint
+
+    def __call__(self, act: Tensor, hook: Any) -> Tensor:
+        return self.together(act, hook, [self.payload], act.shape[0])

@@ -1,0 +1,88 @@
+"""One attention head computed outside TransformerLens's block (``circuits._receiving``): the
+rotary embedding is TL's own ``apply_rotary`` (fast path ``"rotary"``); the rest -- scores
+scaled by ``attn_scale``, the causal mask, softmax, the pattern times the values -- is the
+plain attention ``head_attention_reason`` checks the model has.
+"""
+
+import inspect
+from typing import Any
+
+from torch import Tensor
+
+from tl_interp.compat._guard import FAST_PATHS, usable
+from tl_interp.compat.blocks import architecture, post_norm_architectures
+
+__all__ = ["head_attention_reason", "rotate", "attention_scale", "mlp"]
+
+_QK_NORM_IN_FORWARD = ("OlmoeForCausalLM", "Olmo2ForCausalLM", "Olmo3ForCausalLM")
+
+
+def _check_rotary() -> str | None:
+    from transformer_lens.components import Attention
+
+    params = list(inspect.signature(Attention.apply_rotary).parameters)
+    if params[:3] != ["self", "x", "past_kv_pos_offset"]:
+        return "Attention.apply_rotary(x, past_kv_pos_offset, ...) changed"
+    return None
+
+
+def _check_apply_mlp() -> str | None:
+    from transformer_lens.components import TransformerBlock
+
+    params = list(inspect.signature(TransformerBlock.apply_mlp).parameters)
+    return None if params[:2] == ["self", "normalized_resid"] else "TransformerBlock.apply_mlp(normalized_resid) changed"
+
+
+FAST_PATHS.update({"rotary": _check_rotary, "apply_mlp": _check_apply_mlp})
+
+
+def head_attention_reason(model: Any) -> str | None:
+    """Why a head's attention is not the plain ``softmax(causal(q k^T / attn_scale)) v`` of its
+    q/k/v projections (rotary on q and k), added as ``z @ W_O[h]`` to the residual stream
+    before the MLP reads it, or None."""
+    from transformer_lens.components import Attention, GroupedQueryAttention, TransformerBlock
+
+    cfg = model.cfg
+    for block in model.blocks:
+        if type(block) is not TransformerBlock or type(block.attn) not in (Attention, GroupedQueryAttention):
+            return f"a block is a {type(block).__name__} with {type(block.attn).__name__}"
+        if getattr(block.attn, "attn_type", "global") != "global":
+            return f"{block.attn.attn_type} (windowed) attention"
+    flags = [f for f in ("use_attn_in", "use_split_qkv_input", "load_in_4bit", "use_logn_attn", "use_dynamic_ntk_rope",
+                         "use_qk_norm", "use_attention_sinks", "parallel_attn_mlp", "use_normalization_before_and_after")
+             if getattr(cfg, f, False)]
+    if flags:
+        return f"cfg sets {flags}"
+    if getattr(cfg, "n_devices", 1) != 1 or getattr(cfg, "clip_qkv", None) is not None:
+        return "multi-device or clipped q/k/v"
+    if (getattr(cfg, "attn_scores_soft_cap", -1.0) or -1.0) > 0:
+        return "attention scores are soft-capped"
+    if cfg.positional_embedding_type not in ("standard", "rotary"):
+        return f"{cfg.positional_embedding_type} positional embeddings"
+    if getattr(cfg, "attention_dir", "causal") != "causal":
+        return "attention is bidirectional"
+    if architecture(model) in (*_QK_NORM_IN_FORWARD, *post_norm_architectures()):
+        return f"{architecture(model)} applies norms outside the q/k/v projections"
+    if not cfg.attn_only and not usable("apply_mlp"):
+        return "the TransformerLens apply_mlp guard failed"
+    if cfg.positional_embedding_type == "rotary" and not usable("rotary"):
+        return "the TransformerLens apply_rotary guard failed"
+    return None
+
+
+def rotate(model: Any, layer: int, x: Tensor) -> Tensor:
+    """TL's rotary embedding of layer ``layer`` applied to ``x`` ``(batch, pos, any heads, d_head)``
+    from position 0 (any number of heads: each is rotated alike)."""
+    return model.blocks[layer].attn.apply_rotary(x, 0, None)
+
+
+def attention_scale(model: Any, layer: int) -> float | Tensor:
+    """What layer ``layer`` divides its attention scores by."""
+    return model.blocks[layer].attn.attn_scale
+
+
+def mlp(model: Any, layer: int, resid_mid: Tensor) -> Tensor:
+    """Layer ``layer``'s MLP output (``hook_mlp_out``: ``ln2``, the MLP, any post-norm) for the
+    residual ``resid_mid`` it reads."""
+    block = model.blocks[layer]
+    return block.apply_mlp(block.ln2(resid_mid))
