@@ -117,11 +117,16 @@ class ReceivingLayers:
                 q0, k0, v0, z0 = self.base(layer)
                 hs = torch.tensor([members[c][1][1] for c in head_cells], device=mid.device)
                 qkv = {"q": q0[:, :, hs].clone(), "k": k0[:, :, hs].clone(), "v": v0[:, :, hs].clone()}
+                groups: dict[tuple[str, int, int], list[int]] = {}  # (letter, head, n_senders) -> slots j
                 for j, c in enumerate(head_cells):
-                    letter, head, sender, _, n_senders = members[c][1]
-                    column = heads.column.get(sender, sender)
-                    new = heads.projected(layer, letter, head, n_senders)[:, :, column]
-                    qkv[letter][:, :, j] = torch.where(changed[c][..., None], new, qkv[letter][:, :, j])
+                    letter, head, _, _, n_senders = members[c][1]
+                    groups.setdefault((letter, head, n_senders), []).append(j)
+                for (letter, head, n_senders), slots in groups.items():
+                    senders = [members[head_cells[j]][1][2] for j in slots]
+                    columns = [heads.column.get(sender, sender) for sender in senders]
+                    new = heads.projected(layer, letter, head, n_senders)[:, :, columns]  # (batch, pos, slot, d_head)
+                    keep = changed[[head_cells[j] for j in slots]].permute(1, 2, 0)[..., None]
+                    qkv[letter][:, :, slots] = torch.where(keep, new, qkv[letter][:, :, slots])
                 z = self.attend(layer, qkv["q"], qkv["k"], qkv["v"])  # (batch, pos, cell, d_head)
                 w_o = w_o_all[hs]  # (cell, d_head, d_model)
                 moved = torch.einsum("bpnd,nde->nbpe", z - z0[:, :, hs], w_o)
