@@ -65,29 +65,15 @@ class ReceivingLayers:
 
     def base(self, layer: int) -> tuple[Tensor, Tensor, Tensor, Tensor]:
         """The base run's pre-rotary q, k, v of every head ``(batch, pos, head, d_head)`` and its
-        ``z`` computed by ``attend`` (kept for the last layer asked)."""
+        ``z`` (``compat.attention.attend``; kept for the last layer asked)."""
         if layer not in self._base:
             attn = self.model.blocks[layer].attn
             with torch.no_grad():
                 normed = self.model.blocks[layer].ln1(self.heads.resid[layer])
                 q, k, v = (torch.einsum("bpd,hde->bphe", normed, w.detach()) + b.detach()
                            for w, b in ((attn.W_Q, attn.b_Q), (attn.W_K, attn.b_K), (attn.W_V, attn.b_V)))
-                self._base = {layer: (q, k, v, self.attend(layer, q, k, v))}
+                self._base = {layer: (q, k, v, compat.attention.attend(attn, q, k, v))}
         return self._base[layer]
-
-    def attend(self, layer: int, q: Tensor, k: Tensor, v: Tensor) -> Tensor:
-        """``z`` ``(batch, pos, n, d_head)`` of ``n`` independent heads given their pre-rotary
-        ``q, k, v`` ``(batch, pos, n, d_head)``: TL's rotary, scores over ``attn_scale``, the causal
-        mask, softmax (NaN rows to zero, as TL), the pattern times the values."""
-        if self.model.cfg.positional_embedding_type == "rotary":
-            q, k = compat.attention.rotate(self.model, layer, q), compat.attention.rotate(self.model, layer, k)
-        scores = torch.einsum("bqnd,bknd->bnqk", q, k) / compat.attention.attention_scale(self.model, layer)
-        pos = scores.shape[-1]
-        causal = torch.ones(pos, pos, dtype=torch.bool, device=scores.device).tril()
-        scores = scores.masked_fill(~causal, float("-inf"))
-        pattern = torch.softmax(scores, dim=-1)
-        pattern = torch.where(torch.isnan(pattern), torch.zeros_like(pattern), pattern)
-        return torch.einsum("bnqk,bknd->bqnd", pattern, v)
 
     def together(self, layer: int, label: str) -> Any:
         """The function writing, at ``blocks.{layer+1}.hook_resid_pre``, every cell's new residual."""
@@ -127,7 +113,7 @@ class ReceivingLayers:
                     new = heads.projected(layer, letter, head, n_senders)[:, :, columns]  # (batch, pos, slot, d_head)
                     keep = changed[[head_cells[j] for j in slots]].permute(1, 2, 0)[..., None]
                     qkv[letter][:, :, slots] = torch.where(keep, new, qkv[letter][:, :, slots])
-                z = self.attend(layer, qkv["q"], qkv["k"], qkv["v"])  # (batch, pos, cell, d_head)
+                z = compat.attention.attend(block.attn, qkv["q"], qkv["k"], qkv["v"])  # (batch, pos, cell, d_head)
                 w_o = w_o_all[hs]  # (cell, d_head, d_model)
                 moved = torch.einsum("bpnd,nde->nbpe", z - z0[:, :, hs], w_o)
                 index = torch.tensor(head_cells, device=mid.device)
@@ -141,7 +127,7 @@ class ReceivingLayers:
             out = new_mid[:, :, lo:lo + act.shape[1]]  # the pass's window of positions
             if not model.cfg.attn_only:
                 mlp_in = mlp_in[:, :, lo:lo + act.shape[1]]
-                out = out + compat.attention.mlp(model, layer, mlp_in.flatten(0, 1)).view_as(out)
+                out = out + compat.attention.mlp(block, mlp_in.flatten(0, 1)).view_as(out)
             result = act.clone()
             cells = result.view(len(payloads), batch, *act.shape[1:])
             cells[torch.tensor([i for i, _ in members], device=act.device)] = out.to(device=act.device, dtype=act.dtype)

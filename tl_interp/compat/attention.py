@@ -7,12 +7,13 @@ plain attention ``head_attention_reason`` checks the model has.
 import inspect
 from typing import Any
 
+import torch
 from torch import Tensor
 
 from tl_interp.compat._guard import FAST_PATHS, usable
 from tl_interp.compat.blocks import architecture, post_norm_architectures
 
-__all__ = ["head_attention_reason", "rotate", "attention_scale", "mlp"]
+__all__ = ["head_attention_reason", "attend", "mlp"]
 
 _QK_NORM_IN_FORWARD = ("OlmoeForCausalLM", "Olmo2ForCausalLM", "Olmo3ForCausalLM")
 
@@ -70,19 +71,24 @@ def head_attention_reason(model: Any) -> str | None:
     return None
 
 
-def rotate(model: Any, layer: int, x: Tensor) -> Tensor:
-    """TL's rotary embedding of layer ``layer`` applied to ``x`` ``(batch, pos, any heads, d_head)``
-    from position 0 (any number of heads: each is rotated alike)."""
-    return model.blocks[layer].attn.apply_rotary(x, 0, None)
+def attend(module: Any, q_proj: Tensor, k_proj: Tensor, v_proj: Tensor) -> Tensor:
+    """``z`` ``(batch, pos, n, d_head)`` of ``n`` independent heads of the attention ``module``
+    (``model.blocks[L].attn``) from their pre-rotary projections ``q_proj, k_proj, v_proj``
+    ``(batch, pos, n, d_head)``: TL's rotary (``apply_rotary`` from position 0), scores over ``attn_scale``, the
+    causal mask, softmax (NaN rows to zero, as TL), the pattern times the values. Exact for a
+    model ``head_attention_reason`` passes."""
+    q, k = q_proj, k_proj
+    if module.cfg.positional_embedding_type == "rotary":
+        q, k = module.apply_rotary(q, 0, None), module.apply_rotary(k, 0, None)
+    scores = torch.einsum("bqnd,bknd->bnqk", q, k) / module.attn_scale
+    pos = scores.shape[-1]
+    causal = torch.ones(pos, pos, dtype=torch.bool, device=scores.device).tril()
+    pattern = torch.softmax(scores.masked_fill(~causal, float("-inf")), dim=-1)
+    pattern = torch.where(torch.isnan(pattern), torch.zeros_like(pattern), pattern)
+    return torch.einsum("bnqk,bknd->bqnd", pattern, v_proj)
 
 
-def attention_scale(model: Any, layer: int) -> float | Tensor:
-    """What layer ``layer`` divides its attention scores by."""
-    return model.blocks[layer].attn.attn_scale
-
-
-def mlp(model: Any, layer: int, resid_mid: Tensor) -> Tensor:
-    """Layer ``layer``'s MLP output (``hook_mlp_out``: ``ln2``, the MLP, any post-norm) for the
-    residual ``resid_mid`` it reads."""
-    block = model.blocks[layer]
-    return block.apply_mlp(block.ln2(resid_mid))
+def mlp(module: Any, resid: Tensor) -> Tensor:
+    """The MLP output (``hook_mlp_out``: ``ln2``, the MLP, any post-norm) of the block ``module``
+    for the residual stream ``resid`` it reads."""
+    return module.apply_mlp(module.ln2(resid))
