@@ -105,3 +105,37 @@ def test_where_a_heads_attention_is_not_plain_the_receiving_layer_is_off_says_wh
     some = _below_last(scores.names, model.cfg.n_layers)[::4]
     expected = ref.single_edges(model, clean, corrupted, _per_prompt, [scores.names[i] for i in some])
     torch.testing.assert_close(scores.per_prompt[:, some], expected, atol=1e-5, rtol=0)
+
+
+@pytest.mark.real_model
+def test_smollm2_edges_below_the_last_layer_equal_the_hand_loop_at_their_receiving_layer():
+    # SmolLM2-135M: grouped-query attention kept grouped, rotary, RMSNorm, gated MLPs; q/k/v/MLP
+    # edges into an early, a middle and the second-to-last layer
+    from tests.test_circuits_smollm2 import CLEAN, CORRUPTED, _ids
+    from tl_interp.circuits._edit import sender_deltas
+    from tl_interp.circuits._exact import exact_effects
+    from tl_interp.circuits._runs import ablated_values, prepare, sender_values
+    from tl_interp import compat
+
+    model = ti.models.load("smollm2-135m")
+    metric = ti.metrics.logit_diff(_ids(model, [" April", " September"]), _ids(model, [" February", " July"]))
+    clean, corrupted = model.to_tokens(CLEAN), model.to_tokens(CORRUPTED)
+    g = ti.circuits.graph(model)
+    _, clean_b, corrupt_b = prepare(model, clean, corrupted, metric, "corrupted", differentiable=False)
+    with compat.edge_hooks_on(model):
+        clean_s, _ = sender_values(model, g, clean_b)
+        diff = sender_deltas(g, compat.attention_output_norms(model), clean_s,
+                             ablated_values(model, g, "corrupted", clean_b, corrupt_b, clean_s))
+    gen = torch.Generator().manual_seed(0)
+    some = []
+    for layer in (0, 14, 28):
+        for kind in ("<q>", "<k>", "<v>", f"->m{layer}"):
+            pool = [i for i, name in enumerate(g.edges) if name.endswith(kind) and
+                    (kind.startswith("->") or name.split("->")[1].startswith(f"a{layer}."))]
+            some.append(pool[int(torch.randint(len(pool), (1,), generator=gen))])
+    values, stats = exact_effects(model, g, clean_b, metric, diff, 1024.0, None, False, only=set(some))
+    assert stats["receiving_cells"] == len(some) and stats["engine"]["prefix_kv"] == "on"
+    per_prompt = lambda logits: metric.per_prompt(logits, clean_b)  # noqa: E731
+    expected = ref.single_edges(model, clean, corrupted, per_prompt, [g.edges[i] for i in sorted(some)])
+    torch.testing.assert_close(values, expected, atol=1e-4, rtol=0)  # 30 layers of float32 rounding
+    assert expected.abs().max() > 1e-3
