@@ -117,16 +117,9 @@ def sampled_exact(label, model, g, clean, corrupted, metric, loop_edges, layers,
     residual stream read for the head cells), which a study of every edge pays once in all:
     they are measured on a study of one edge, taken out of each group's cost per edge and
     counted once in the total (the ratio with them in every group is printed too)."""
-    from tl_interp.circuits._edit import sender_deltas
-    from tl_interp.circuits._runs import ablated_values, prepare, sender_values
-    from tl_interp.circuits._exact import exact_effects
-    from tl_interp import compat
+    from tl_interp.circuits._exact import corrupted_deltas, exact_effects
 
-    _, clean_b, corrupt_b = prepare(model, clean, corrupted, metric, "corrupted", differentiable=False)
-    with compat.edge_hooks_on(model):
-        clean_s, _ = sender_values(model, g, clean_b)
-        diff = sender_deltas(g, compat.attention_output_norms(model), clean_s,
-                             ablated_values(model, g, "corrupted", clean_b, corrupt_b, clean_s))
+    _, clean_b, diff = corrupted_deltas(model, clean, corrupted, metric)
     gen = torch.Generator().manual_seed(0)
     layer_of = [int(r.hook_name.split(".")[1]) for r in g.receivers for _ in range(r.n_senders)]
     layer_of[-len(g.senders):] = [g.n_layers] * len(g.senders)  # the logits: after the last block

@@ -112,20 +112,12 @@ def test_smollm2_edges_below_the_last_layer_equal_the_hand_loop_at_their_receivi
     # SmolLM2-135M: grouped-query attention kept grouped, rotary, RMSNorm, gated MLPs; q/k/v/MLP
     # edges into an early, a middle and the second-to-last layer
     from tests.test_circuits_smollm2 import CLEAN, CORRUPTED, _ids
-    from tl_interp.circuits._edit import sender_deltas
-    from tl_interp.circuits._exact import exact_effects
-    from tl_interp.circuits._runs import ablated_values, prepare, sender_values
-    from tl_interp import compat
+    from tl_interp.circuits._exact import corrupted_deltas, exact_effects
 
     model = ti.models.load("smollm2-135m")
     metric = ti.metrics.logit_diff(_ids(model, [" April", " September"]), _ids(model, [" February", " July"]))
     clean, corrupted = model.to_tokens(CLEAN), model.to_tokens(CORRUPTED)
-    g = ti.circuits.graph(model)
-    _, clean_b, corrupt_b = prepare(model, clean, corrupted, metric, "corrupted", differentiable=False)
-    with compat.edge_hooks_on(model):
-        clean_s, _ = sender_values(model, g, clean_b)
-        diff = sender_deltas(g, compat.attention_output_norms(model), clean_s,
-                             ablated_values(model, g, "corrupted", clean_b, corrupt_b, clean_s))
+    g, clean_b, diff = corrupted_deltas(model, clean, corrupted, metric)
     gen = torch.Generator().manual_seed(0)
     some = []
     for layer in (0, 14, 28):

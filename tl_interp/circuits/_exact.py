@@ -16,18 +16,18 @@ import torch
 from torch import Tensor
 
 from tl_interp import hooks
-from tl_interp.circuits._edit import edge_edit
+from tl_interp.circuits._edit import edge_edit, sender_deltas
 from tl_interp.circuits._graph import Graph, at_position
 from tl_interp.circuits import _receiving as receiving
 from tl_interp.circuits._heads import HeadInputs, head_input_edit, head_input_reason
-from tl_interp.circuits._runs import forward_kw, no_head_results
+from tl_interp.circuits._runs import ablated_values, forward_kw, no_head_results, prepare, sender_values
 from tl_interp import compat
 from tl_interp.engine.executors import Executor, Plan, execute
 from tl_interp.engine.run import EngineOptions
 from tl_interp.intervention import Intervention
 from tl_interp.metrics import bind
 
-__all__ = ["exact_effects"]
+__all__ = ["exact_effects", "corrupted_deltas"]
 
 
 def exact_effects(model: Any, g: Graph, batch: Any, metric: Any, diff: Tensor, memory_mb: float,
@@ -119,6 +119,18 @@ def exact_effects(model: Any, g: Graph, batch: Any, metric: Any, diff: Tensor, m
         f"TL's per-head inputs ({why})"
     at = "on: edges into heads and MLPs below the last layer" if why_receiving is None else f"off: {why_receiving}"
     return values.T, {"head_cells": head_cells, "receiving_layer": at, "receiving_cells": n_receiving, **stats}
+
+
+def corrupted_deltas(model: Any, clean: Any, corrupted: Any, metric: Any) -> tuple[Graph, Any, Tensor]:
+    """The graph, the checked clean batch and what each edge's patch adds to its receiver's input
+    under corrupted ablation (``exact_effects``'s ``diff``): for exact studies of a sample of
+    edges (``exact_effects(only=...)``: the benchmark, the real-model tests)."""
+    g, clean_b, corrupt_b = prepare(model, clean, corrupted, metric, "corrupted", differentiable=False)
+    with compat.edge_hooks_on(model):
+        clean_s, _ = sender_values(model, g, clean_b)
+        diff = sender_deltas(g, compat.attention_output_norms(model), clean_s,
+                             ablated_values(model, g, "corrupted", clean_b, corrupt_b, clean_s))
+    return g, clean_b, diff
 
 
 def _merged(a: dict[str, Any], b: dict[str, Any]) -> dict[str, Any]:
