@@ -76,7 +76,22 @@ def attend(module: Any, q_proj: Tensor, k_proj: Tensor, v_proj: Tensor) -> Tenso
     (``model.blocks[L].attn``) from their pre-rotary projections ``q_proj, k_proj, v_proj``
     ``(batch, pos, n, d_head)``: TL's rotary (``apply_rotary`` from position 0), scores over ``attn_scale``, the
     causal mask, softmax (NaN rows to zero, as TL), the pattern times the values. Exact for a
-    model ``head_attention_reason`` passes."""
+    model ``head_attention_reason`` passes.
+
+    Example:
+        >>> import torch
+        >>> from transformer_lens import HookedTransformer, HookedTransformerConfig
+        >>> cfg = HookedTransformerConfig(n_layers=1, d_model=16, n_heads=4, d_head=4, n_ctx=8, d_vocab=11,
+        ...                               act_fn="silu", normalization_type="RMS", positional_embedding_type="rotary",
+        ...                               rotary_dim=4, n_key_value_heads=2, seed=0)
+        >>> model = HookedTransformer(cfg)
+        >>> _, cache = model.run_with_cache(torch.tensor([[1, 5, 2, 7, 3]]))
+        >>> attn, n = model.blocks[0].attn, cfg.n_heads // cfg.n_key_value_heads  # keys/values per query head
+        >>> q, k, v = (cache[f"blocks.0.attn.hook_{x}"] for x in "qkv")
+        >>> z = attend(attn, q, k.repeat_interleave(n, 2), v.repeat_interleave(n, 2))
+        >>> torch.allclose(z, cache["blocks.0.attn.hook_z"], atol=1e-6)
+        True
+    """
     q, k = q_proj, k_proj
     if module.cfg.positional_embedding_type == "rotary":
         q, k = module.apply_rotary(q, 0, None), module.apply_rotary(k, 0, None)
