@@ -1,12 +1,16 @@
 """Exact single-edge patching on the engine: the effect on the metric of patching each edge alone.
 
-One engine cell per edge (per edge and position with ``per_position=True``): an edge into a head
-recomputes that head's projection on the ordinary forward (``_heads.head_input_edit``), an edge
-into an MLP or the logits adds the sender's difference at ``hook_mlp_in`` / the last
-``hook_resid_post`` (``_edit.edge_edit``). Passes start at the receiver's layer (``mid_stack``)
-and at the first position the edge changes (``prefix_kv``); in the last layer the queries, the
-MLP and the logits act position by position, so edges into them are patched only where the
-metric reads (the others change nothing the metric sees, and the engine skips them).
+One engine cell per edge (per edge and position with ``per_position=True``). An edge into a
+head or an MLP below the last layer is computed at its receiving layer alone and written as the
+next layer's input (``_receiving``: one head's attention by hand, the layer's MLP), so the pass
+starts at the next layer; an edge into a last-layer head recomputes that head's projection on
+the ordinary forward (``_heads.head_input_edit``); an edge into the last MLP or the logits adds
+the sender's difference at ``hook_mlp_in`` / the last ``hook_resid_post`` (``_edit.edge_edit``).
+Passes start at the first position the edge changes (``prefix_kv``, from each cell's declared
+footprint); in the last layer the queries, the MLP and the logits act position by position, so
+edges into them are patched only where the metric reads. On a grouped-query model the cells that
+edit a head's own keys/values (the last layer's) run apart, with keys/values ungrouped; the
+others keep TL's grouped attention and its key-value cache.
 """
 
 from collections.abc import Collection

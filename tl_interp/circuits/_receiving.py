@@ -37,12 +37,14 @@ Payload = tuple[str | None, int, int, int | None, int]  # (q/k/v letter or None:
 
 def reason(model: Any, batch: Tokenized) -> str | None:
     """Why edges into layers below the last can't be computed at their receiving layer alone, or None."""
+    if not compat.is_hooked_transformer(model):
+        return f"{type(model).__name__} is not a HookedTransformer"
     why = head_input_reason(model) or compat.attention.head_attention_reason(model)
     if why is not None:
         return why
     if batch.padded:
         return "the batch is padded"
-    if not compat.is_hooked_transformer(model) or not compat.blocks_are_plain(model, 0):
+    if not compat.blocks_are_plain(model, 0):
         return "a hook is attached inside the blocks"
     return None
 
