@@ -223,7 +223,8 @@ def run_case(label, model, clean, corrupted, metric, answers, *, repeats, exact_
         settings = scores["exact"].provenance.settings
         print(f"[{label}] exact batched: {w_ex:.2f}s wall / {c_ex:.2f}s CPU; speed-up {w_loop / w_ex:.1f}x wall, "
               f"{c_loop / c_ex:.1f}x CPU (goal >= 10x); max |diff| vs loop {diff:.1e}; {settings['passes']} passes, "
-              f"{settings['final_kv_split']} with last-layer k/v edges split; {settings['head_cells']}; "
+              f"{settings['final_kv_split']} with last-layer k/v edges split; {settings['receiving_cells']} cells at their "
+              f"receiving layer; {settings['head_cells']}; "
               f"peak {peak_mb():.0f} MB")
     else:
         sampled_exact(label, model, g, clean, corrupted, metric, loop_edges, exact_layers, exact_per_layer)

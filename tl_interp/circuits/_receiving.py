@@ -132,7 +132,11 @@ class ReceivingLayers:
                 out = out + compat.attention.mlp(block, mlp_in.flatten(0, 1)).view_as(out)
             result = act.clone()
             cells = result.view(len(payloads), batch, *act.shape[1:])
-            cells[torch.tensor([i for i, _ in members], device=act.device)] = out.to(device=act.device, dtype=act.dtype)
+            index = torch.tensor([i for i, _ in members], device=act.device)
+            # before a cell's first changed position its input is the base run's, bit for bit (its footprint)
+            first = changed.any(1).float().argmax(-1).to(act.device)  # (cell,), 0 if nothing changed
+            moved = torch.arange(lo, lo + act.shape[1], device=act.device)[None, :] >= first[:, None]
+            cells[index] = torch.where(moved[:, None, :, None], out.to(device=act.device, dtype=act.dtype), cells[index])
             return result
 
         return _receiving_layer
