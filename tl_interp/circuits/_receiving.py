@@ -98,13 +98,13 @@ class ReceivingLayers:
             at = (where[None, :] == positions[:, None]) | (positions[:, None] < 0)  # (cell, pos)
             senders = [p[2] for _, p in members]
             changed = heads.changed[:, :, senders, 0].permute(2, 0, 1) & at[:, None]  # (cell, batch, pos)
-            new_mid = mid.expand(len(members), *mid.shape).clone()  # (cell, batch, pos, d_model)
-            mlp_in = new_mid.clone()
+            hi = lo + act.shape[1]
+            moved = mid.new_zeros(len(members), batch, hi - lo, mid.shape[-1])  # what each cell adds to resid_mid
             head_cells = [c for c, (_, p) in enumerate(members) if p[0] is not None]
             if head_cells:
                 q0, k0, v0, z0 = self.base(layer)
                 hs = torch.tensor([members[c][1][1] for c in head_cells], device=mid.device)
-                qkv = {"q": q0[:, :, hs].clone(), "k": k0[:, :, hs].clone(), "v": v0[:, :, hs].clone()}
+                qkv = {"q": q0[:, :, hs], "k": k0[:, :, hs], "v": v0[:, :, hs]}
                 groups: dict[tuple[str, int, int], list[int]] = {}  # (letter, head, n_senders) -> slots j
                 for j, c in enumerate(head_cells):
                     letter, head, _, _, n_senders = members[c][1]
@@ -116,27 +116,34 @@ class ReceivingLayers:
                     keep = changed[[head_cells[j] for j in slots]].permute(1, 2, 0)[..., None]
                     qkv[letter][:, :, slots] = torch.where(keep, new, qkv[letter][:, :, slots])
                 z = compat.attention.attend(block.attn, qkv["q"], qkv["k"], qkv["v"])  # (batch, pos, cell, d_head)
-                w_o = w_o_all[hs]  # (cell, d_head, d_model)
-                moved = torch.einsum("bpnd,nde->nbpe", z - z0[:, :, hs], w_o)
-                index = torch.tensor(head_cells, device=mid.device)
-                new_mid[index] = new_mid[index] + moved
-                mlp_in[index] = new_mid[index]
-            mlp_cells = [c for c, (_, p) in enumerate(members) if p[0] is None]
-            if mlp_cells:
-                index = torch.tensor(mlp_cells, device=mid.device)
-                delta = heads.deltas[:, :, [members[c][1][2] for c in mlp_cells]].permute(2, 0, 1, 3)
-                mlp_in[index] = mlp_in[index] + delta * at[index][:, None, :, None]
-            out = new_mid[:, :, lo:lo + act.shape[1]]  # the pass's window of positions
+                update = torch.einsum("bpnd,nde->nbpe", (z - z0[:, :, hs])[:, lo:hi], w_o_all[hs])
+                if len(head_cells) == len(members):
+                    moved = update
+                else:
+                    moved[torch.tensor(head_cells, device=mid.device)] = update
+            new_mid = mid[None, :, lo:hi] + moved  # (cell, batch, window, d_model)
+            out = new_mid
             if not model.cfg.attn_only:
-                mlp_in = mlp_in[:, :, lo:lo + act.shape[1]]
-                out = out + compat.attention.mlp(block, mlp_in.flatten(0, 1)).view_as(out)
-            result = act.clone()
-            cells = result.view(len(payloads), batch, *act.shape[1:])
-            index = torch.tensor([i for i, _ in members], device=act.device)
+                mlp_in = new_mid
+                mlp_cells = [c for c, (_, p) in enumerate(members) if p[0] is None]
+                if mlp_cells:  # an MLP edge changes the MLP's input only
+                    index = torch.tensor(mlp_cells, device=mid.device)
+                    delta = heads.deltas[:, lo:hi, [members[c][1][2] for c in mlp_cells]].permute(2, 0, 1, 3)
+                    mlp_in = new_mid.clone()
+                    mlp_in[index] = mlp_in[index] + delta * at[index][:, None, lo:hi, None]
+                out = new_mid + compat.attention.mlp(block, mlp_in.flatten(0, 1)).view_as(new_mid)
+            out = out.to(device=act.device, dtype=act.dtype)
             # before a cell's first changed position its input is the base run's, bit for bit (its footprint)
             first = changed.any(1).float().argmax(-1).to(act.device)  # (cell,), 0 if nothing changed
-            moved = torch.arange(lo, lo + act.shape[1], device=act.device)[None, :] >= first[:, None]
-            cells[index] = torch.where(moved[:, None, :, None], out.to(device=act.device, dtype=act.dtype), cells[index])
+            if bool((first > lo).any()):
+                moved_at = torch.arange(lo, hi, device=act.device)[None, :] >= first[:, None]
+                out = torch.where(moved_at[:, None, :, None], out, act.view(len(payloads), batch, *act.shape[1:])[
+                    torch.tensor([i for i, _ in members], device=act.device)])
+            if len(members) == len(payloads):
+                return out.reshape(act.shape)
+            result = act.clone()
+            result.view(len(payloads), batch, *act.shape[1:])[torch.tensor([i for i, _ in members],
+                                                                            device=act.device)] = out
             return result
 
         return _receiving_layer
