@@ -45,8 +45,7 @@ import tl_interp as ti  # noqa: E402
 from _circuit_loop import circuit_forward, edge_forward, per_head_inputs, sender_outputs  # noqa: E402
 from _timing import timed  # noqa: E402
 from tl_interp import circuits  # noqa: E402
-from tl_interp.circuits._circuit import Circuit  # noqa: E402
-from tl_interp.circuits._curve import MIB_BUDGETS  # noqa: E402
+from tl_interp.circuits import MIB_BUDGETS, Circuit  # noqa: E402
 
 MONTHS = ["January", "February", "March", "April", "May", "June", "July", "August", "September", "October",
           "November", "December"]
