@@ -5,7 +5,9 @@
 Both are the forms PyTorch's extension docs use (``torch._C.DisableTorchFunctionSubclass``,
 ``torch.utils._pytree``); they live under private names, so they are reached only here, behind
 ``usable()``. When they are not as expected, the one caller (the plain-metric probe) proves
-nothing and the engine reads the full logits: exact, only slower.
+nothing and the engine reads the full logits: exact, only slower. ``storage_uses`` (how many
+tensors share one storage) lets the engine reuse one buffer of hidden logits across calls only
+while no call has kept a view of it; without it every call gets fresh logits.
 """
 
 import contextlib
@@ -15,7 +17,7 @@ from typing import Any
 
 import torch
 
-__all__ = ["usable", "as_plain_tensors", "leaves"]
+__all__ = ["usable", "as_plain_tensors", "leaves", "storage_uses"]
 
 
 @contextlib.contextmanager
@@ -31,6 +33,19 @@ def leaves(tree: Any) -> list[Any]:
     from torch.utils._pytree import tree_flatten
 
     return tree_flatten(tree)[0]
+
+
+def storage_uses(tensor: torch.Tensor) -> int:
+    """How many references hold ``tensor``'s storage (every tensor viewing it counts one).
+
+    Example:
+        >>> x = torch.zeros(3)
+        >>> before = storage_uses(x)
+        >>> view = x[1:]
+        >>> storage_uses(x) - before
+        1
+    """
+    return int(torch._C._storage_Use_Count(tensor.untyped_storage()._cdata))
 
 
 @functools.cache
@@ -54,6 +69,12 @@ def usable() -> bool:
         x = torch.ones(2).as_subclass(Seen)
         out = x + 1
         found = leaves(((x, [1, {"k": x}]), {"a": 2}))
-    except (AttributeError, ImportError, TypeError):
+        base = torch.zeros(4)
+        alone = storage_uses(base)
+        view = base[1:]
+        shared = storage_uses(base)
+        del view
+        counted = shared == alone + 1 and storage_uses(base) == alone
+    except (AttributeError, ImportError, TypeError, RuntimeError):
         return False
-    return Seen.calls >= 1 and type(out) is torch.Tensor and len(found) == 4 and found[0] is x and found[2] is x
+    return counted and Seen.calls >= 1 and type(out) is torch.Tensor and len(found) == 4 and found[0] is x and found[2] is x
