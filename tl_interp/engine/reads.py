@@ -293,7 +293,7 @@ class HiddenLogits:
         self._buffer: Tensor | None = None
         self._uses = 0
         self._unseen = False  # a buffer given up held a value no call wrote through a counted view
-        self.reused = torch_functions.usable()
+        self.reused = torch_functions.counts_usable()
         self.given_up = 0  # buffers given up: a call wrote into one or kept a view of it
 
     def _take(self) -> Tensor:
@@ -310,11 +310,11 @@ class HiddenLogits:
             return traced(metric, self.fresh(rows), allowed, allowed_columns)
         buffer = self._take()
         buffer[self._at] = rows
-        version = buffer._version
+        version = torch_functions.writes(buffer)
         value, trace = traced(metric, buffer, allowed, allowed_columns)
         if isinstance(value, Tensor):
             value = value.clone()  # a view of the buffer would change with the next call
-        if buffer._version == version and torch_functions.storage_uses(buffer) == self._uses:
+        if torch_functions.writes(buffer) == version and torch_functions.storage_uses(buffer) == self._uses:
             buffer[self._at] = float("nan")  # ready for the next call
         else:  # left as it is: a view the call kept keeps its numbers; the next call gets a new buffer
             seen = buffer.isnan()
