@@ -20,10 +20,11 @@ logits for it. Here the metric gets its logits wrapped in ``Watched``, a tensor 
 So the positions recorded are exactly the positions whose values the call could see. The
 engine traces the metric once on the base run's logits (``probe``) to choose the positions to
 compute, then traces **every** later call again, on logits that are NaN everywhere else
-(``HiddenLogits``: one reused buffer, only the read entries written per call): a call that reads elsewhere -- a data-dependent index, a random one, another
-branch, another vocabulary entry when only the probed ones were computed -- is caught and that
-cell is recomputed on its full logits. The check is per call, so
-it never depends on the probe having seen the metric's every behaviour.
+(``HiddenLogits``: one reused buffer, only the read entries written per call): a call that
+reads elsewhere -- a data-dependent index, a random one, another branch, another vocabulary
+entry when only the probed ones were computed -- is caught and that cell is recomputed on its
+full logits. The check is per call, so it never depends on the probe having seen the metric's
+every behaviour.
 
 What a metric with side effects sees: three more calls (the probe), and, on the fast path,
 logits that hold NaN at the positions it does not read; a call that fails on watched logits is
