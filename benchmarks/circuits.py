@@ -20,9 +20,10 @@ Each number is measured against its reference in the same run:
 Cases: ``ordinal-4l`` (months continuation, 8 prompts) and SmolLM2-135M (the months task,
 " April" after three months against a corrupted list; ``--skip-real`` skips it). On SmolLM2
 (~1.2e5 edges) exact single-edge patching is measured on a sample, batched and looped on the
-same edges: ``--edges-per-layer`` random edges into each of layers 0, 10, 20 and 29, the loop
-on a few of them; the totals for every edge are extrapolated from those per-edge costs (and
-printed as extrapolated); the third set of circuits ranks EAP's scores by signed value (MIB's
+same edges: ``--edges-per-layer`` random edges into each of layers 0, 5, 10, 15, 20, 25, 29 and
+into the logits, stratified by kind of receiver input (q, k, v, MLP), the loop on one edge of
+every kind per group; the totals for every edge are extrapolated from those per-edge costs (and
+printed as extrapolated; see ``sampled_exact``); the third set of circuits ranks EAP's scores by signed value (MIB's
 CPR selection) in place of exact scores.
 
 Run: python benchmarks/circuits.py [--skip-real | --skip-zoo] [--prompts N] [--edges-per-layer N]
@@ -44,8 +45,7 @@ import tl_interp as ti  # noqa: E402
 from _circuit_loop import circuit_forward, edge_forward, per_head_inputs, sender_outputs  # noqa: E402
 from _timing import timed  # noqa: E402
 from tl_interp import circuits  # noqa: E402
-from tl_interp.circuits._circuit import Circuit  # noqa: E402
-from tl_interp.circuits._curve import MIB_BUDGETS  # noqa: E402
+from tl_interp.circuits import MIB_BUDGETS, Circuit  # noqa: E402
 
 MONTHS = ["January", "February", "March", "April", "May", "June", "July", "August", "September", "October",
           "November", "December"]
@@ -97,58 +97,90 @@ def bound(model, clean, answers):
             p.requires_grad_(f)
 
 
-def sampled_exact(label, model, g, clean, corrupted, metric, loop_edges, layers, per_layer):
-    """Exact single-edge patching on a sample of edges, batched and looped on the same edges:
-    ``per_layer`` random edges into the receivers of each of ``layers`` (a batched pass runs from
-    its receivers' layer on, so its cost per edge depends on the layer; the loop's does not).
-    The totals for every edge are extrapolated from the per-edge costs, interpolating the batched
-    cost linearly between the sampled layers, and say so."""
-    from tl_interp.circuits._edit import sender_deltas
-    from tl_interp.circuits._runs import ablated_values, prepare, sender_values
-    from tl_interp.circuits._exact import exact_effects
-    from tl_interp import compat
+def _edge_kind(name):
+    """``q``, ``k``, ``v``, ``mlp`` or ``logits``: what an edge's receiver reads."""
+    receiver = name.split("->")[1]
+    return receiver[-2] if receiver.endswith(">") else "logits" if receiver == "logits" else "mlp"
 
-    _, clean_b, corrupt_b = prepare(model, clean, corrupted, metric, "corrupted", differentiable=False)
-    with compat.edge_hooks_on(model):
-        clean_s, _ = sender_values(model, g, clean_b)
-        diff = sender_deltas(g, compat.attention_output_norms(model), clean_s,
-                             ablated_values(model, g, "corrupted", clean_b, corrupt_b, clean_s))
+
+def sampled_exact(label, model, g, clean, corrupted, metric, loop_edges, layers, per_layer, loop_per_kind=1):
+    """Exact single-edge patching on a sample of edges, batched and looped on the same edges.
+
+    The sample is stratified so it represents every edge of the graph: for each of ``layers``
+    and for the logits, ``per_layer`` random edges into that layer's receivers, drawn from each
+    kind of receiver input (q, k, v, MLP; the logits) in proportion to its share of the layer's
+    edges, at least two of each kind. A batched pass runs from its receivers' layer on, so its
+    cost per edge depends on the layer (and the kind): each group's cost per edge is measured on
+    its own call, and the total for every edge interpolates linearly between sampled layers. The
+    loop's cost per edge depends on the kind only (a head's edge needs TL's per-head inputs, an
+    MLP's or the logits' does not): ``loop_per_kind`` edges of every kind in every group are
+    looped, and the loop's total weights each kind's mean cost by its number of edges.
+
+    Each batched call also pays the study's fixed costs once (the engine's base run, the
+    residual stream read for the head cells), which a study of every edge pays once in all:
+    they are measured on a study of one edge, taken out of each group's cost per edge and
+    counted once in the total (the ratio with them in every group is printed too)."""
+    from tl_interp.circuits._exact import corrupted_deltas, exact_effects
+
+    _, clean_b, diff = corrupted_deltas(model, clean, corrupted, metric)
     gen = torch.Generator().manual_seed(0)
     layer_of = [int(r.hook_name.split(".")[1]) for r in g.receivers for _ in range(r.n_senders)]
     layer_of[-len(g.senders):] = [g.n_layers] * len(g.senders)  # the logits: after the last block
-    costs, loop_costs, worst = {}, [], 0.0
-    for layer in layers:
+    kind_of = [_edge_kind(name) for name in g.edges]
+    costs, loop_costs, worst, raw = {}, {}, 0.0, {}
+    one = {len(g.edges) - 1}
+    fixed = timed(lambda: exact_effects(model, g, clean_b, metric, diff, 1024.0, None, False, only=one), 3)[0]
+    print(f"[{label}]   fixed cost of a study (a study of one edge, best of 3): {fixed[0]:.2f}s wall / "
+          f"{fixed[1]:.2f}s CPU")
+    for layer in (*layers, g.n_layers):
         pool = [i for i, at in enumerate(layer_of) if at == layer]
-        picks = sorted(pool[k] for k in torch.randperm(len(pool), generator=gen)[:per_layer].tolist())
+        picks, composition = [], {}
+        for kind in dict.fromkeys(kind_of[i] for i in pool):
+            of_kind = [i for i in pool if kind_of[i] == kind]
+            n = min(len(of_kind), max(2, round(per_layer * len(of_kind) / len(pool))))
+            picks += [of_kind[k] for k in torch.randperm(len(of_kind), generator=gen)[:n].tolist()]
+            composition[kind] = n
+        picks = sorted(picks)
         (w, c), (values, _) = timed(lambda: exact_effects(model, g, clean_b, metric, diff, 1024.0, None, False,
-                                                   only=set(picks)), 1)
-        few = picks[:max(2, per_layer // 25)]
-        (wl, cl), looped = timed(lambda: loop_edges(few), 1)
-        worst = max(worst, (values.mean(0)[:len(few)].double() - looped.double()).abs().max().item())
-        costs[layer] = (w / len(picks), c / len(picks))
-        loop_costs.append((wl / len(few), cl / len(few)))
-        print(f"[{label}]   layer {layer} (SAMPLE): batched {len(picks)} edges {c:.2f}s CPU ({1e3 * c / len(picks):.1f} "
-              f"ms/edge); loop {len(few)} of them {cl:.2f}s CPU ({1e3 * cl / len(few):.1f} ms/edge); per-edge "
-              f"speed-up {(cl / len(few)) / (c / len(picks)):.1f}x CPU")
-    loop_w = sum(w for w, _ in loop_costs) / len(loop_costs)
-    loop_c = sum(c for _, c in loop_costs) / len(loop_costs)
+                                                          only=set(picks)), 1)
+        few = [i for kind in composition for i in [p for p in picks if kind_of[p] == kind][:loop_per_kind]]
+        for i in few:
+            (wl, cl), looped = timed(lambda: loop_edges([i]), 1)
+            worst = max(worst, abs(values.mean(0)[picks.index(i)].double().item() - looped.double().item()))
+            loop_costs.setdefault(kind_of[i], []).append((wl, cl))
+        raw[layer] = (w / len(picks), c / len(picks))
+        costs[layer] = (max(w - fixed[0], 0.0) / len(picks), max(c - fixed[1], 0.0) / len(picks))
+        where = "logits" if layer == g.n_layers else f"layer {layer}"
+        print(f"[{label}]   {where} (SAMPLE of {len(pool)} edges: {', '.join(f'{n} {k}' for k, n in composition.items())}):"
+              f" batched {len(picks)} edges {c:.2f}s CPU ({1e3 * costs[layer][1]:.1f} ms/edge without the fixed "
+              f"cost); "
+              f"loop {len(few)} of them ({', '.join(kind_of[i] for i in few)}) "
+              f"{sum(loop_costs[kind_of[i]][-1][1] for i in few):.2f}s CPU")
     known = sorted(costs)
 
-    def at(layer, k):  # the batched cost per edge at a layer, linear between sampled layers
+    def at(layer, k, table):  # the batched cost per edge at a layer, linear between sampled layers
         lo = max([x for x in known if x <= layer], default=known[0])
         hi = min([x for x in known if x >= layer], default=known[-1])
         if lo == hi:
-            return costs[lo][k]
+            return table[lo][k]
         t = (layer - lo) / (hi - lo)
-        return (1 - t) * costs[lo][k] + t * costs[hi][k]
+        return (1 - t) * table[lo][k] + t * table[hi][k]
 
-    total_w = sum(at(layer, 0) for layer in layer_of)
-    total_c = sum(at(layer, 1) for layer in layer_of)
+    total_w = fixed[0] + sum(at(layer, 0, costs) for layer in layer_of)
+    total_c = fixed[1] + sum(at(layer, 1, costs) for layer in layer_of)
+    raw_c = sum(at(layer, 1, raw) for layer in layer_of)
+    counts = {kind: kind_of.count(kind) for kind in loop_costs}
+    mean = {kind: [sum(x[k] for x in v) / len(v) for k in (0, 1)] for kind, v in loop_costs.items()}
+    loop_w = sum(counts[kind] * mean[kind][0] for kind in counts)
+    loop_c = sum(counts[kind] * mean[kind][1] for kind in counts)
+    print(f"[{label}]   loop per edge by kind: " + ", ".join(f"{kind} {1e3 * mean[kind][1]:.0f} ms CPU "
+                                                            f"({counts[kind]} edges)" for kind in counts))
     n = len(g.edges)
-    print(f"[{label}] exact single-edge patching, EXTRAPOLATED to all {n} edges from the per-edge costs above: "
-          f"batched {total_w / 60:.1f} min wall / {total_c / 60:.1f} min CPU, loop {n * loop_w / 60:.1f} min wall / "
-          f"{n * loop_c / 60:.1f} min CPU; speed-up {n * loop_w / total_w:.1f}x wall, {n * loop_c / total_c:.1f}x CPU "
-          f"(goal >= 10x); max |diff| batched vs loop on the looped edges {worst:.1e}; peak {peak_mb():.0f} MB")
+    print(f"[{label}] exact single-edge patching, EXTRAPOLATED to all {n} edges from the per-edge costs above "
+          f"(sampled layers {', '.join(map(str, layers))} and the logits, every kind of receiver input): "
+          f"batched {total_w / 60:.1f} min wall / {total_c / 60:.1f} min CPU, loop {loop_w / 60:.1f} min wall / "
+          f"{loop_c / 60:.1f} min CPU; speed-up {loop_w / total_w:.1f}x wall, {loop_c / total_c:.1f}x CPU "
+          f"(goal >= 10x; {loop_c / raw_c:.1f}x CPU with the fixed cost paid by every sampled edge); max |diff| batched vs loop on the looped edges {worst:.1e}; peak {peak_mb():.0f} MB")
 
 
 def run_case(label, model, clean, corrupted, metric, answers, *, repeats, exact_layers=None, exact_per_layer=100,
@@ -194,7 +226,8 @@ def run_case(label, model, clean, corrupted, metric, answers, *, repeats, exact_
         settings = scores["exact"].provenance.settings
         print(f"[{label}] exact batched: {w_ex:.2f}s wall / {c_ex:.2f}s CPU; speed-up {w_loop / w_ex:.1f}x wall, "
               f"{c_loop / c_ex:.1f}x CPU (goal >= 10x); max |diff| vs loop {diff:.1e}; {settings['passes']} passes, "
-              f"{settings['final_kv_split']} with last-layer k/v edges split; {settings['head_cells']}; "
+              f"{settings['final_kv_split']} with last-layer k/v edges split; {settings['receiving_cells']} cells at their "
+              f"receiving layer; {settings['head_cells']}; "
               f"peak {peak_mb():.0f} MB")
     else:
         sampled_exact(label, model, g, clean, corrupted, metric, loop_edges, exact_layers, exact_per_layer)
@@ -264,7 +297,7 @@ def main() -> None:
     if not args.skip_real:
         model = ti.models.load("smollm2-135m")
         run_case("SmolLM2-135M", model, *months_case(model, lower=False, n=args.prompts), repeats=1,
-                 exact_layers=(0, 10, 20, 29), exact_per_layer=args.edges_per_layer,
+                 exact_layers=(0, 5, 10, 15, 20, 25, 29), exact_per_layer=args.edges_per_layer,
                  skip_faithfulness=args.skip_faithfulness, skip_exact=args.skip_exact,
                  reference_loop=args.reference_loop)
 

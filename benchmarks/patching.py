@@ -41,6 +41,13 @@ from transformer_lens import patching as tl_patching  # noqa: E402
 
 
 
+# equal token lengths in every row, so TransformerLens sees unpadded inputs too
+SMOLLM2_PAIRS = [("January, February, March, April,", "June, July, August, September,", " May", " October"),
+                 ("March, April, May, June,", "August, September, October, November,", " July", " December"),
+                 ("one, two, three, four,", "five, six, seven, eight,", " five", " nine"),
+                 ("two, three, four, five,", "four, five, six, seven,", " six", " eight")]
+
+
 def compare(label, model, clean, corrupted, metric, repeats, attribution=True):
     _, clean_cache = model.run_with_cache(clean)
     with torch.inference_mode():
@@ -101,12 +108,7 @@ def main() -> None:
                   *random_patching_case(d_vocab=5000, corrupt=(5, 9), plain=True), args.repeats)
 
     if not args.skip_real:
-        # equal token lengths in every row, so TransformerLens sees unpadded inputs too
-        pairs = [("January, February, March, April,", "June, July, August, September,", " May", " October"),
-                 ("March, April, May, June,", "August, September, October, November,", " July", " December"),
-                 ("one, two, three, four,", "five, six, seven, eight,", " five", " nine"),
-                 ("two, three, four, five,", "four, five, six, seven,", " six", " eight")]
-        case = real_case(ti.models.load("smollm2-135m"), pairs)
+        case = real_case(ti.models.load("smollm2-135m"), SMOLLM2_PAIRS)
         compare("b: SmolLM2-135M", *case[:4], 1)
         compare_plain("b: SmolLM2-135M", *case[:3], case[4], 1)
     if args.gemma:

@@ -374,8 +374,8 @@ def main() -> None:
     parser.add_argument("--sections", nargs="+", default=["metrics", "compare"],
                         choices=["metrics", "compare", "nulls10k"])
     parser.add_argument("--sizes", type=int, nargs="+", default=[256, 1024, 4096])
-    parser.add_argument("--metrics", nargs="+", default=["cka", "cka_rbf", "svcca", "pwcca", "procrustes", "rsa",
-                                                         "mutual_knn"])
+    parser.add_argument("--metrics", nargs="+", default=["cka", "cka_rbf", "cka_debiased", "svcca", "pwcca",
+                                                         "procrustes", "rsa", "mutual_knn"])
     parser.add_argument("--metric-d", type=int, default=64)
     parser.add_argument("--resamples", type=int, default=100, help="rows (resamples, permutations) timed per metric")
     parser.add_argument("--loop-rows", type=int, default=20)

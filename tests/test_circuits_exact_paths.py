@@ -93,3 +93,37 @@ def test_logit_diff_names_the_answers_it_reads_and_missing_answers_read_nothing(
     assert METRIC.narrowed()[0].tolist() == [3, 5]
     assert ti.metrics.logit_diff(torch.tensor([7, -1, 2]), torch.tensor([2, 9, -1])).narrowed()[0].tolist() == [2, 7, 9]
     assert ti.metrics.answer_logprob(3).narrowed() is None
+
+
+class _Declared:
+    """A hook that adds ``delta`` from position ``first`` on, declaring that footprint; counts its calls."""
+
+    def __init__(self, delta, first):
+        self.delta, self.footprint, self.calls = delta, first, 0
+
+    def __call__(self, act, hook):
+        self.calls += 1
+        if self.footprint is None:
+            return act
+        out = act.clone()
+        offset = act.shape[1] - (7 - self.footprint)  # the pass's window ends at position 7
+        out[:, max(offset, 0):] += self.delta
+        return out
+
+
+def test_a_declared_footprint_is_taken_at_its_word_without_running_the_hook_on_the_base_run():
+    # skip_unchanged reads a cell's declared first changed position (or None: unchanged) instead
+    # of running its hook; the pass then starts there, and values equal the edit run by hand
+    from tl_interp.intervention import Intervention
+
+    model = gpt2_style()
+    clean, _ = _pair()
+    hooks_ = [_Declared(0.5, 3), _Declared(0.5, 5), _Declared(0.0, None)]
+    cells = [Intervention.single("blocks.1.hook_resid_pre", h, "declared") for h in hooks_]
+    base = BaseRun(model, as_batch(model, clean), METRIC, ["blocks.1.hook_resid_pre"])
+    values = base.evaluate(cells)
+    assert [h.calls for h in hooks_] == [1, 1, 0]  # once in its pass; never on the base run
+    assert base.stats["cells_skipped"] == 1 and base.stats["prefix_passes"] > 0
+    for h, cell, value in zip(hooks_[:2], cells, values):
+        torch.testing.assert_close(value, _per_prompt(cell.run(model, clean)), atol=1e-5, rtol=0)
+    torch.testing.assert_close(values[2], base.values)

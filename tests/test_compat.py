@@ -444,3 +444,20 @@ def test_a_bridge_of_a_post_norm_architecture_is_refused_as_a_hooked_transformer
     hooked_cfg = SimpleNamespace(original_architecture=post_norm[0])
     assert "post-norm" in compat.linear_writes_reason(SimpleNamespace(cfg=hooked_cfg))
     assert compat.linear_writes_reason(SimpleNamespace(cfg=SimpleNamespace(architecture="LlamaForCausalLM"))) is None
+
+
+def test_storage_uses_and_writes_see_views_and_writes_through_them() -> None:
+    # engine/reads.py's HiddenLogits reuses one buffer only while these two see every view and write
+    from tl_interp.compat import torch_functions
+
+    with torch.inference_mode():  # the engine scores inside inference mode; its buffer is a normal tensor
+        with torch.inference_mode(False):
+            buffer = torch.zeros(2, 3)
+        alone, version = torch_functions.storage_uses(buffer), torch_functions.writes(buffer)
+        kept = buffer[1].as_strided((2,), (1,), 0)
+        assert torch_functions.storage_uses(buffer) == alone + 1
+        kept.fill_(1.0)
+        assert torch_functions.writes(buffer) > version and buffer[0, :2].tolist() == [1.0, 1.0]
+        del kept
+        assert torch_functions.storage_uses(buffer) == alone
+    assert torch_functions.counts_usable()

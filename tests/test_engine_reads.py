@@ -104,3 +104,75 @@ def test_a_metric_failing_on_watched_logits_is_refused_not_raised() -> None:
 
     found = reads.probe(strict, LOGITS, strict(LOGITS))
     assert found.read_position is None and found.why == "it raised TypeError on watched logits: wants a plain tensor"
+
+
+# -- one buffer of hidden logits reused across calls (reads.HiddenLogits) ---------------------------
+CELLS = torch.randn(4, 3, 9, generator=torch.Generator().manual_seed(1))  # four calls' rows at the read position
+AT = torch.full((3,), LAST)
+
+
+def _calls(metric: Callable[[torch.Tensor], Any], columns: torch.Tensor | None = None
+           ) -> tuple[list[Any], list[Any], reads.HiddenLogits]:
+    """The metric's value on each of CELLS through one reused buffer, and through fresh hidden logits."""
+    shape = tuple(LOGITS.shape)
+    rows = CELLS if columns is None else CELLS[..., columns]
+    allowed_columns = None if columns is None else frozenset(columns.tolist())
+    buffer = reads.HiddenLogits(shape, AT, columns, LOGITS)
+    reused = [buffer.traced(metric, r, frozenset({LAST}), allowed_columns)[0] for r in rows]
+    fresh = [reads.traced(metric, reads.hidden(r, AT, shape, float("nan"), columns), frozenset({LAST}),
+                          allowed_columns)[0] for r in rows]
+    return reused, fresh, buffer
+
+
+@pytest.mark.parametrize("name", ["TL's convention", "log-softmax first", "rows and answers as tensors"])
+def test_a_reused_buffer_gives_every_call_what_fresh_hidden_logits_give(name: str) -> None:
+    metric, _ = ONE_POSITION[name]
+    for columns in (None, torch.tensor([1, 2, 3, A, B])):
+        if name == "log-softmax first" and columns is not None:
+            continue  # a softmax reads every entry
+        reused, fresh, buffer = _calls(metric, columns)
+        assert all(torch.equal(a, b) for a, b in zip(reused, fresh)), (reused, fresh)
+        assert buffer.given_up == 0 and buffer.clean()  # the one buffer served every call
+    assert len({float(v) for v in reused}) == len(CELLS)  # the calls saw different rows
+
+
+def test_a_value_that_is_a_view_of_the_logits_keeps_its_numbers() -> None:
+    # logits[0, -1, A] is a view of the buffer: without a copy it would turn NaN when the buffer is reset
+    reused, fresh, buffer = _calls(lambda x: x[0, -1, A])
+    assert [float(v) for v in reused] == [float(v) for v in fresh] == [float(c[0, A]) for c in CELLS]
+    assert buffer.given_up == 0  # the value is copied out, so the buffer serves the next call
+
+
+def test_a_view_kept_across_calls_keeps_the_numbers_of_its_own_call() -> None:
+    # a metric returning its first call's value: a view of a reused buffer would show later calls' rows
+    def first_call(x: torch.Tensor) -> torch.Tensor:
+        kept.append(x[:, -1, A])
+        return kept[0].sum()
+
+    kept: list[torch.Tensor] = []
+    reused, _, buffer = _calls(first_call)
+    assert [float(v) for v in reused] == [float(CELLS[0, :, A].sum())] * len(CELLS)
+    assert buffer.given_up >= 1  # the buffer a kept view points into is never written again
+
+
+def test_a_write_into_the_buffer_outside_the_read_entries_never_reaches_a_later_call() -> None:
+    # through a view the version counter sees (as_strided): every call gets a new buffer
+    # through one no counter sees (.data): the scan finds it, and the caller makes the calls again
+    for writer, counted in ((lambda v: v, True), (lambda v: v.data, False)):
+        seen: list[float] = []
+
+        def writing(x: torch.Tensor) -> torch.Tensor:
+            corner = writer(x[:, -1, A]).as_strided((1,), (1,), 0)  # entry (0, 0, 0): hidden, never read by name
+            seen.append(float(corner[0]))
+            corner.fill_(5.0)
+            return x[:, -1, A].sum()
+
+        reused, fresh, buffer = _calls(writing)
+        assert all(torch.equal(a, b) for a, b in zip(reused, fresh))
+        if counted:
+            assert buffer.given_up == len(CELLS) and all(v != v for v in seen[:len(CELLS)])  # NaN, as fresh
+        else:
+            assert seen[1] == 5.0  # the second call saw the first one's write ...
+            assert not buffer.clean()  # ... which the scan reports
+            buffer.renew()
+            assert buffer.clean()

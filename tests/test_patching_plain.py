@@ -133,3 +133,40 @@ def test_fast_paths_off_keeps_a_plain_metric_on_the_full_logits() -> None:
     engine = ours.provenance.settings["engine"]
     assert engine["read_only"].startswith("off: fast paths disabled")
     assert engine["plain_metric"] == "reads the full logits: fast paths disabled (fast_paths=False)"
+
+
+def test_a_metric_writing_into_its_logits_where_no_counter_sees_still_equals_transformer_lens() -> None:
+    # the engine reuses one buffer of hidden logits across calls (reads.HiddenLogits); this metric
+    # writes 5.0 through .data into a hidden (NaN) entry and adds 1 when it finds 5.0 there: on
+    # fresh logits (TransformerLens's, or fresh hidden ones) it never does, on a leaking buffer it would
+    model = model_for("gpt2")
+    clean, corrupted, _ = pair()
+
+    def leaky(logits: torch.Tensor) -> torch.Tensor:
+        corner = logits[:, -1, A].data.as_strided((1,), (1,), 0)  # entry (0, 0, 0), read and written unseen
+        bump = 1.0 if float(corner[0]) == 5.0 else 0.0
+        if corner.isnan().all():
+            corner.fill_(5.0)
+        return last(logits) + bump
+
+    _, clean_cache = model.run_with_cache(clean)
+    expected = TL_SWEEPS[("resid_pre", None)](model, corrupted, clean_cache, leaky)
+    ours = ti.patching.sweep(model, clean, corrupted, leaky, progress=False)
+    settings = ours.provenance.settings
+    assert settings["engine"]["read_only"] == "on" and settings["plain_calls_repeated"] > 0
+    assert_close(ours.values, expected.float(), rtol=0, atol=1e-4)
+
+
+def test_a_value_that_is_a_view_of_the_logits_equals_transformer_lens() -> None:
+    # logits[0, -1, A] is a view: the engine's buffer is reset after each call, the value must not be
+    model = model_for("llama_gqa")
+    clean, corrupted, _ = pair()
+
+    def first_row(logits: torch.Tensor) -> torch.Tensor:
+        return logits[0, -1, A]
+
+    _, clean_cache = model.run_with_cache(clean)
+    expected = TL_SWEEPS[("resid_pre", None)](model, corrupted, clean_cache, first_row)
+    ours = ti.patching.sweep(model, clean, corrupted, first_row, progress=False)
+    assert ours.provenance.settings["engine"]["read_only"] == "on"
+    assert_close(ours.values, expected.float(), rtol=0, atol=1e-4)

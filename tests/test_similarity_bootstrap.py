@@ -241,14 +241,6 @@ def test_resampled_rsa_ties_copies_exactly_as_scipy_does_on_the_full_rdm():
                                                                                       r.numpy()), abs=1e-12)
 
 
-def test_compare_refuses_a_debiased_rbf_cka_whose_bootstrap_would_be_linear():
-    # before: the score was RBF and its bootstrap interval silently the linear kernel's
-    x, y = related(20, 3, 4, seed=13)
-    with pytest.raises(OptionError, match="cka_debiased's bootstrap .* linear kernel only, so kernel='rbf'"):
-        sim.compare(x, y, measures=("cka_debiased",), options={"cka_debiased": {"kernel": "rbf"}}, n_boot=5,
-                    n_permutations=5, progress=False)
-
-
 @pytest.mark.parametrize("options, data", [({"rdm": "euclidean"}, integer_valued(20, 3, 2, seed=14)),
                                            ({"rdm": "euclidean", "compare": "pearson"}, integer_valued(20, 3, 2, seed=14)),
                                            ({}, related(20, 5, 6, seed=14))])
@@ -259,6 +251,19 @@ def test_rsa_ranks_in_small_chunks_equal_the_loop_with_ties_across_chunks(monkey
     index = stats.bootstrap_indices(20, 40, seed=3)
     evaluate, _, calls = counting(rsa_resampled, True, options, x, y)
     torch.testing.assert_close(evaluate(index, 0), loop_values(rsa_resampled, True, options, x, y, index),
+                               rtol=1e-9, atol=1e-12)
+    assert len(calls) < 4
+
+
+def test_rsa_with_wide_row_ids_and_float64_ranks_equals_the_loop(monkeypatch):
+    # the layouts of more than 2^15 rows (int32 row ids) and of more than 46,340 (float64 ranks of Y)
+    from tl_interp.similarity import _resample_pairs
+    monkeypatch.setattr(_resample_pairs, "_INT16_ROWS", 4)
+    monkeypatch.setattr(_resample_pairs, "_INT32_RANKS", 16)
+    x, y = integer_valued(20, 3, 2, seed=14)
+    index = stats.bootstrap_indices(20, 40, seed=3)
+    evaluate, _, calls = counting(rsa_resampled, True, {"rdm": "euclidean"}, x, y)
+    torch.testing.assert_close(evaluate(index, 0), loop_values(rsa_resampled, True, {"rdm": "euclidean"}, x, y, index),
                                rtol=1e-9, atol=1e-12)
     assert len(calls) < 4
 
@@ -293,5 +298,6 @@ def test_what_a_prepared_bootstrap_holds_comes_out_of_the_memory_budget():
     one = lambda b, r: rsa_resampled(x[r], y[r], r)  # noqa: E731
     _, block = bootstrap_evaluator(f, x, y, one=one, memory_mb=1.0)
     size = 30 * 29 // 2
-    per, held = 8 * (size + 8 * size), 4 * 5 * size  # Y's ranks and a chunk's temporaries; int32 pairs and map
+    # Y's ranks (twice each, int32) and a chunk's temporaries; int16 pairs of both orders and the int32 map
+    per, held = 4 * size + 8 * 16 * size, (4 * 2 + 4) * size
     assert block == (2**20 - held) // per

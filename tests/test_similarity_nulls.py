@@ -35,6 +35,8 @@ CASES = {  # (metric, options, shapes): shapes chosen to reach each batched path
     "cka linear, cross-product on factors (d > n)": (sim.cka, {}, (6, 20, 15)),
     "cka rbf": (sim.cka, {"kernel": "rbf", "threshold": 0.8}, (30, 5, 7)),
     "cka debiased": (sim.cka, {"debiased": True}, (30, 5, 7)),
+    "cka debiased, cross-product on factors (d > n)": (sim.cka, {"debiased": True}, (6, 20, 15)),
+    "cka debiased, Gram path": (sim.cka, {"debiased": True}, (60, 60, 70)),
     "svcca": (sim.svcca, {"keep": 0.9}, (40, 6, 5)),
     "svcca dims": (sim.svcca, {"dims": 3}, (40, 6, 5)),
     "pwcca x side": (sim.pwcca, {}, (40, 4, 6)),

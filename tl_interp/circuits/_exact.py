@@ -1,12 +1,16 @@
 """Exact single-edge patching on the engine: the effect on the metric of patching each edge alone.
 
-One engine cell per edge (per edge and position with ``per_position=True``): an edge into a head
-recomputes that head's projection on the ordinary forward (``_heads.head_input_edit``), an edge
-into an MLP or the logits adds the sender's difference at ``hook_mlp_in`` / the last
-``hook_resid_post`` (``_edit.edge_edit``). Passes start at the receiver's layer (``mid_stack``)
-and at the first position the edge changes (``prefix_kv``); in the last layer the queries, the
-MLP and the logits act position by position, so edges into them are patched only where the
-metric reads (the others change nothing the metric sees, and the engine skips them).
+One engine cell per edge (per edge and position with ``per_position=True``). An edge into a
+head or an MLP below the last layer is computed at its receiving layer alone and written as the
+next layer's input (``_receiving``: one head's attention by hand, the layer's MLP), so the pass
+starts at the next layer; an edge into a last-layer head recomputes that head's projection on
+the ordinary forward (``_heads.head_input_edit``); an edge into the last MLP or the logits adds
+the sender's difference at ``hook_mlp_in`` / the last ``hook_resid_post`` (``_edit.edge_edit``).
+Passes start at the first position the edge changes (``prefix_kv``, from each cell's declared
+footprint); in the last layer the queries, the MLP and the logits act position by position, so
+edges into them are patched only where the metric reads. On a grouped-query model the cells that
+edit a head's own keys/values (the last layer's) run apart, with keys/values ungrouped; the
+others keep TL's grouped attention and its key-value cache.
 """
 
 from collections.abc import Collection
@@ -16,16 +20,18 @@ import torch
 from torch import Tensor
 
 from tl_interp import hooks
-from tl_interp.circuits._edit import edge_edit
+from tl_interp.circuits._edit import edge_edit, sender_deltas
 from tl_interp.circuits._graph import Graph, at_position
+from tl_interp.circuits import _receiving as receiving
 from tl_interp.circuits._heads import HeadInputs, head_input_edit, head_input_reason
-from tl_interp.circuits._runs import forward_kw, no_head_results
+from tl_interp.circuits._runs import ablated_values, forward_kw, no_head_results, prepare, sender_values
 from tl_interp import compat
 from tl_interp.engine.executors import Executor, Plan, execute
 from tl_interp.engine.run import EngineOptions
+from tl_interp.intervention import Intervention
 from tl_interp.metrics import bind
 
-__all__ = ["exact_effects"]
+__all__ = ["exact_effects", "corrupted_deltas"]
 
 
 def exact_effects(model: Any, g: Graph, batch: Any, metric: Any, diff: Tensor, memory_mb: float,
@@ -35,10 +41,12 @@ def exact_effects(model: Any, g: Graph, batch: Any, metric: Any, diff: Tensor, m
     edge and position with ``aware``: ``(batch, n_edges * pos)``, positions inner); only the
     edges at the indices ``only`` when given (the benchmark's samples), in graph order.
 
-    An edge into a head's q/k/v input is patched on the ordinary forward pass by recomputing
-    that one head's projection (``_edit.head_input_edit``); where that can't be done exactly
-    (``head_input_reason``) the cell edits TL's per-head input instead."""
+    An edge into a head or an MLP below the last layer is computed at its receiving layer alone
+    (``_receiving``); an edge into a last-layer head's q/k/v input recomputes that one head's
+    projection on the ordinary forward (``_heads.head_input_edit``); where neither can be done
+    exactly (``_receiving.reason``, ``head_input_reason``) the cell edits TL's per-head input."""
     why = head_input_reason(model)
+    why_receiving = receiving.reason(model, batch)
     diff_last = diff
     read = getattr(bind(metric, batch), "positions", None)
     if read is not None:  # the last block's queries and MLP inputs matter only where the metric reads
@@ -48,42 +56,91 @@ def exact_effects(model: Any, g: Graph, batch: Any, metric: Any, diff: Tensor, m
         seen[torch.arange(rows), read.to(diff.device)] = 1
         diff_last = diff * seen
     last = g.n_layers - 1
-    switches = {"mlp_in": True, "ungroup": True, "split_qkv": why is not None}
-    with compat.receiver_hooks(model, **switches), no_head_results(model):
-        inputs = None
-        if why is None:
-            cache = hooks.cache([f"blocks.{layer}.hook_resid_pre" for layer in range(g.n_layers)])
-            with torch.no_grad():
-                cache.run(model, batch.tokens, stop_at_layer=g.n_layers, **forward_kw(batch))  # no logits needed
-            resid = [cache[f"blocks.{layer}.hook_resid_pre"] for layer in range(g.n_layers)]
-            used = None if only is None else {i - r.offset for r in g.receivers for i in only
-                                              if r.offset <= i < r.offset + r.n_senders}
-            inputs = HeadInputs(model, resid, diff, used)
-            queries_last = HeadInputs(model, resid, diff_last, used)
-        cells, keys, sites = [], [], {}
-        for r in g.receivers:
-            head_cell = why is None and r.head is not None
-            layer = int(r.hook_name.split(".")[1])
-            # the last layer's queries, MLP and the logits act position by position: only read positions count
-            local = layer == last and not r.hook_name.endswith(("k_input", "v_input"))
-            for j in range(r.n_senders):
-                if only is not None and r.offset + j not in only:
-                    continue
-                edge = f"{g.senders[j]}->{r.name}"
-                hook = f"blocks.{layer}.attn.hook_{r.hook_name.split('hook_')[1][0]}" if head_cell else r.hook_name
-                sites[hook] = None
-                for pos in (range(batch.shape[1]) if aware else [None]):
-                    name = edge if pos is None else at_position(edge, pos)
-                    if head_cell:
-                        cells.append(head_input_edit(r, j, queries_last if local else inputs, name, position=pos))
-                    else:
-                        cells.append(edge_edit(r, (diff_last if local else diff)[:, :, j], name, position=pos))
-                    keys.append((name,))
-        plan = Plan(model, batch, metric, tuple(cells), tuple(keys), tuple(sites),
-                    EngineOptions(memory_mb=memory_mb), label="exact edge patching",
-                    signature={"study": "circuits.exact"})
-        outcome = execute(plan, executor, progress=progress)
-    values, base = outcome.values, outcome.base
+    used = None if only is None else {i - r.offset for r in g.receivers for i in only
+                                      if r.offset <= i < r.offset + r.n_senders}
+    inputs = queries_last = layers = None
+    if why is None:
+        mids = [f"blocks.{layer}.hook_resid_mid" for layer in range(g.n_layers)] \
+            if g.mlp and why_receiving is None else []
+        cache = hooks.cache([f"blocks.{layer}.hook_resid_pre" for layer in range(g.n_layers)] + mids)
+        with torch.no_grad(), no_head_results(model):
+            cache.run(model, batch.tokens, stop_at_layer=g.n_layers, **forward_kw(batch))  # no logits needed
+        resid = [cache[f"blocks.{layer}.hook_resid_pre"] for layer in range(g.n_layers)]
+        inputs = HeadInputs(model, resid, diff, used)
+        queries_last = HeadInputs(model, resid, diff_last, used)
+        if why_receiving is None:
+            layers = receiving.ReceivingLayers(model, inputs, [cache[m] for m in mids] if g.mlp else resid[1:])
+    # cells that edit a head's own q/k/v at its hook point need grouped keys/values ungrouped
+    cells: dict[bool, list[tuple[int, Intervention]]] = {False: [], True: []}
+    sites: dict[bool, dict[str, None]] = {False: {}, True: {}}
+    names: list[str] = []
+    n_receiving = 0
+    for r in g.receivers:
+        layer = int(r.hook_name.split(".")[1])
+        at_receiver = layers is not None and layer < last and r.hook_name.endswith(("_input", "mlp_in"))
+        head_cell = not at_receiver and why is None and r.head is not None
+        # the last layer's queries, MLP and the logits act position by position: only read positions count
+        local = layer == last and not r.hook_name.endswith(("k_input", "v_input"))
+        ungroup = not at_receiver and r.head is not None
+        site = (f"blocks.{layer + 1}.hook_resid_pre" if at_receiver else
+                f"blocks.{layer}.attn.hook_{r.hook_name.split('hook_')[1][0]}" if head_cell else r.hook_name)
+        sites[ungroup][site] = None
+        for j in range(r.n_senders):
+            if only is not None and r.offset + j not in only:
+                continue
+            edge = f"{g.senders[j]}->{r.name}"
+            for pos in (range(batch.shape[1]) if aware else [None]):
+                name = edge if pos is None else at_position(edge, pos)
+                if at_receiver:
+                    cell = receiving.receiving_edit(r, j, layers, name, position=pos)
+                    n_receiving += 1
+                elif head_cell:
+                    cell = head_input_edit(r, j, queries_last if local else inputs, name, position=pos)
+                else:
+                    cell = edge_edit(r, (diff_last if local else diff)[:, :, j], name, position=pos)
+                cells[ungroup].append((len(names), cell))
+                names.append(name)
+    grouped_kv = getattr(model.cfg, "n_key_value_heads", None) is not None
+    parts = [flag for flag in (False, True) if cells[flag]] if grouped_kv else [True]
+    if not grouped_kv:
+        cells[True], sites[True] = cells[False] + cells[True], {**sites[False], **sites[True]}
+    values = torch.zeros(len(names), batch.shape[0], dtype=diff.dtype, device=diff.device)
+    stats: dict[str, Any] = {}
+    for flag in parts:
+        switches = {"mlp_in": True, "ungroup": flag, "split_qkv": why is not None}
+        with compat.receiver_hooks(model, **switches), no_head_results(model):
+            plan = Plan(model, batch, metric, tuple(c for _, c in cells[flag]), tuple((names[i],) for i, _ in cells[flag]),
+                        tuple(sites[flag]), EngineOptions(memory_mb=memory_mb), label="exact edge patching",
+                        signature={"study": "circuits.exact", "ungrouped": flag})
+            outcome = execute(plan, executor, progress=progress)
+        index = torch.tensor([i for i, _ in cells[flag]], dtype=torch.long)
+        values[index] = (outcome.values - outcome.base[None]).to(values.device, values.dtype)
+        if flag is False and len(parts) > 1:
+            stats["engine_grouped"] = outcome.paths  # the passes with grouped keys/values
+        stats = _merged(stats, outcome.stats)
+        stats["engine"] = outcome.paths
     head_cells = "q/k/v projection of the receiving head on the ordinary forward" if why is None else \
         f"TL's per-head inputs ({why})"
-    return (values - base[None]).T, {"engine": outcome.paths, "head_cells": head_cells, **outcome.stats}
+    at = "on: edges into heads and MLPs below the last layer" if why_receiving is None else f"off: {why_receiving}"
+    return values.T, {"head_cells": head_cells, "receiving_layer": at, "receiving_cells": n_receiving, **stats}
+
+
+def corrupted_deltas(model: Any, clean: Any, corrupted: Any, metric: Any) -> tuple[Graph, Any, Tensor]:
+    """The graph, the checked clean batch and what each edge's patch adds to its receiver's input
+    under corrupted ablation (``exact_effects``'s ``diff``): for exact studies of a sample of
+    edges (``exact_effects(only=...)``: the benchmark, the real-model tests)."""
+    g, clean_b, corrupt_b = prepare(model, clean, corrupted, metric, "corrupted", differentiable=False)
+    with compat.edge_hooks_on(model):
+        clean_s, _ = sender_values(model, g, clean_b)
+        diff = sender_deltas(g, compat.attention_output_norms(model), clean_s,
+                             ablated_values(model, g, "corrupted", clean_b, corrupt_b, clean_s))
+    return g, clean_b, diff
+
+
+def _merged(a: dict[str, Any], b: dict[str, Any]) -> dict[str, Any]:
+    """Two executions' statistics: counts added, anything else from the last that has it."""
+    out = {**a, **b}
+    for k, v in a.items():
+        if isinstance(v, (int, float)) and not isinstance(v, bool) and isinstance(b.get(k), (int, float)):
+            out[k] = v + b[k]
+    return out

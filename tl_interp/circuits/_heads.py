@@ -65,6 +65,58 @@ class HeadInputs:
                 self.weights[layer, letter] = (w.detach(), b.detach())
         self._normed: dict[int, Tensor] = {}
         self._projected: dict[tuple[int, str, int], Tensor] = {}
+        self._together: dict[tuple[int, str], Any] = {}
+        self._first: list[int] | None = None
+        self._at: list[list[bool]] = []
+
+    def first_changed(self, sender: int, position: int | None) -> int | None:
+        """The first position where ``sender``'s delta is non-zero in some row (at ``position``
+        only, when given), or None: elsewhere a cell returns the projection it is given, bit for bit."""
+        if self._first is None:
+            rows = self.changed[..., 0].any(0)  # (pos, sender)
+            first = torch.where(rows.any(0), rows.float().argmax(0), torch.full_like(rows[0], -1, dtype=torch.long))
+            self._first, self._at = first.tolist(), rows.T.tolist()
+        if position is not None:
+            return position if self._at[sender][position] else None
+        found = self._first[sender]
+        return None if found < 0 else found
+
+    def together(self, layer: int, letter: str, n_senders: int, label: str) -> Any:
+        """The function editing, at ``blocks.{layer}.attn.hook_{letter}``, the rows of every cell
+        of a stacked pass (payloads ``(head, column, sender, position)``, None for a cell without
+        a hook there); one per hook point, shared by its cells."""
+        key = (layer, letter)
+        if key not in self._together:
+            self._together[key] = self._make_together(layer, letter, n_senders, label)
+        return self._together[key]
+
+    def _make_together(self, layer: int, letter: str, n_senders: int, label: str) -> Any:
+        def _head_input_edit(act: Tensor, hook: Any, payloads: Sequence[tuple[int, int, int, int | None] | None],
+                             batch: int) -> Tensor:
+            lo = layout(act.shape[0], act.shape[1], label).offset
+            hi = lo + act.shape[1]
+            out = act.clone()
+            cells = out.view(len(payloads), batch, *act.shape[1:])  # (cell, batch, window, head, d_head)
+            by_head: dict[int, list[tuple[int, tuple[int, int, int, int | None]]]] = {}
+            for i, p in enumerate(payloads):
+                if p is not None:
+                    by_head.setdefault(p[0], []).append((i, p))
+            for head, members in by_head.items():
+                index = torch.tensor([i for i, _ in members], device=act.device)
+                columns = [p[1] for _, p in members]
+                senders = [p[2] for _, p in members]
+                new = self.projected(layer, letter, head, n_senders)[:, lo:hi, columns]  # (batch, window, cell, d_head)
+                changed = self.changed[:, lo:hi, senders]  # (batch, window, cell, 1)
+                if any(p[3] is not None for _, p in members):  # per position: only its own position
+                    where = torch.arange(lo, hi, device=changed.device)[:, None]
+                    wanted = torch.tensor([-1 if p[3] is None else p[3] for _, p in members], device=changed.device)
+                    changed = changed & ((where == wanted) | (wanted < 0))[None, :, :, None]
+                new = new.permute(2, 0, 1, 3).to(device=act.device, dtype=act.dtype)
+                changed = changed.permute(2, 0, 1, 3).to(act.device)
+                cells[index, :, :, head] = torch.where(changed, new, cells[index, :, :, head])
+            return out
+
+        return _head_input_edit
 
     def projected(self, layer: int, letter: str, head: int, n_senders: int) -> Tensor:
         """``(batch, pos, n_senders, d_head)``: the head's projection of its input plus each of its
@@ -93,22 +145,25 @@ def head_input_edit(receiver: Receiver, sender: int, inputs: HeadInputs, label: 
     """The cell patching the edge ``sender -> receiver`` into a head's q/k/v input on the
     ordinary forward pass: the head's projection recomputed from ``resid_pre + delta`` where
     ``delta`` is non-zero (see the module docstring; ``inputs`` holds both), at ``position``
-    only when given."""
+    only when given. Stacked with other such cells at its hook point, one call edits every
+    cell's rows (``engine.stack``'s ``together``); its ``footprint`` tells the engine the first
+    position it changes without running it (``engine.paths.skip_unchanged``)."""
     layer, head = int(receiver.hook_name.split(".")[1]), receiver.head
     letter = receiver.hook_name.split("hook_")[1][0]  # blocks.L.hook_q_input -> q
-    changed = inputs.changed[:, :, sender]  # (batch, pos, 1)
-    if position is not None:
-        changed = changed & (torch.arange(changed.shape[1], device=changed.device) == position)[None, :, None]
-    column = inputs.column.get(sender, sender)
-    n_senders = receiver.n_senders
+    edit = _HeadEdit(inputs.together(layer, letter, receiver.n_senders, label),
+                     (head, inputs.column.get(sender, sender), sender, position),
+                     inputs.first_changed(sender, position))
+    return Intervention.single(f"blocks.{layer}.attn.hook_{letter}", edit, f"patch edge {label}")
 
-    def _head_input_edit(act: Tensor, hook: Any) -> Tensor:
-        lo = layout(act.shape[0], act.shape[1], label).offset
-        hi = lo + act.shape[1]
-        new = inputs.projected(layer, letter, head, n_senders)[:, lo:hi, column]  # (batch, window, d_head)
-        out = act.clone()
-        out[:, :, head] = torch.where(changed[:, lo:hi].to(act.device), new.to(device=act.device, dtype=act.dtype),
-                                      act[:, :, head])
-        return out
 
-    return Intervention.single(f"blocks.{layer}.attn.hook_{letter}", _head_input_edit, f"patch edge {label}")
+class _HeadEdit:
+    """One cell's hook at ``blocks.L.attn.hook_{q,k,v}``: alone it edits its own rows; stacked,
+    ``together`` edits every cell's rows in one call (``engine.stack``)."""
+
+    __name__ = "_head_input_edit"
+
+    def __init__(self, together: Any, payload: tuple[int, int, int, int | None], footprint: int | None) -> None:
+        self.together, self.payload, self.footprint = together, payload, footprint
+
+    def __call__(self, act: Tensor, hook: Any) -> Tensor:
+        return self.together(act, hook, [self.payload], act.shape[0])

@@ -35,7 +35,7 @@ public top levels (``tests/test_compat.py`` greps for it). The names below are r
 ``from tl_interp import compat; compat.head(...)``.
 """
 
-from tl_interp.compat import _guard, convert, forward, hook_points, hub, layout, sae, tl, torch_functions  # noqa: F401
+from tl_interp.compat import _guard, attention, convert, forward, hook_points, hub, layout, sae, tl, torch_functions  # noqa: F401
 from tl_interp.compat._guard import TESTED_RANGE, require, tl_version, usable
 from tl_interp.compat.blocks import (attention_output_norms, final_block_cache, final_block_last, final_block_reason,
                                      final_block_step, linear_writes_reason)

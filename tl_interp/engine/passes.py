@@ -9,9 +9,10 @@ the budget over that.
 
 Cost (for passes that start at a cell's first edited position): a pass starting at position
 p over c cells computes ``rows * c * (pos - p)`` token-blocks, plus a fixed cost per pass
-(kernel launches, TL re-laying out attention weights each call: ~96 tokens' worth on CPU,
-more on accelerators). Cells sorted by first position are cut into contiguous bands that
-minimise the total (dynamic programming over at most ``max_band`` positions per band).
+(kernel launches, Python and hook overhead in every block: ~48 tokens' worth on CPU, where
+``compat.layout`` spares TL's per-call weight copies; more on accelerators). Cells sorted by
+first position are cut into contiguous bands that minimise the total (dynamic programming
+over at most ``max_band`` positions per band).
 """
 
 from collections.abc import Sequence
@@ -37,7 +38,7 @@ class CostModel:
             later may join an earlier layer's passes when that is cheaper (``merge_layers``).
     """
 
-    pass_cost_tokens: tuple[tuple[str, int], ...] = (("cpu", 96),)
+    pass_cost_tokens: tuple[tuple[str, int], ...] = (("cpu", 48),)
     other_device_pass_cost: int = 512
     max_band: int = 64
     block_cost_tokens: int = 30

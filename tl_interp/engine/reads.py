@@ -20,10 +20,11 @@ logits for it. Here the metric gets its logits wrapped in ``Watched``, a tensor 
 So the positions recorded are exactly the positions whose values the call could see. The
 engine traces the metric once on the base run's logits (``probe``) to choose the positions to
 compute, then traces **every** later call again, on logits that are NaN everywhere else
-(``score``): a call that reads elsewhere -- a data-dependent index, a random one, another
-branch, another vocabulary entry when only the probed ones were computed -- is caught and that
-cell is recomputed on its full logits. The check is per call, so
-it never depends on the probe having seen the metric's every behaviour.
+(``HiddenLogits``: one reused buffer, only the read entries written per call): a call that
+reads elsewhere -- a data-dependent index, a random one, another branch, another vocabulary
+entry when only the probed ones were computed -- is caught and that cell is recomputed on its
+full logits. The check is per call, so it never depends on the probe having seen the metric's
+every behaviour.
 
 What a metric with side effects sees: three more calls (the probe), and, on the fast path,
 logits that hold NaN at the positions it does not read; a call that fails on watched logits is
@@ -46,7 +47,7 @@ from tl_interp._types import MetricFn
 from tl_interp.errors import TlInterpDeprecationWarning
 from tl_interp.compat import torch_functions
 
-__all__ = ["Unproven", "Watched", "Trace", "Probe", "probe", "traced", "hidden", "EVERY"]
+__all__ = ["Unproven", "Watched", "Trace", "Probe", "probe", "traced", "hidden", "HiddenLogits", "EVERY"]
 
 
 class Unproven(BaseException):
@@ -254,6 +255,89 @@ def hidden(rows: Tensor, positions: Tensor, shape: tuple[int, ...], fill: float,
     else:
         out[at[0][:, None], at[1][:, None], columns.to(rows.device)[None, :]] = rows
     return out
+
+
+class HiddenLogits:
+    """``hidden`` logits for many calls of one plain metric, without a fresh ``(batch, pos,
+    d_vocab)`` tensor per call: one NaN buffer, into which each call's rows are written at the
+    traced entries and NaN written back after it -- so every call sees exactly what ``hidden``
+    would give it, for the cost of its few entries (on SmolLM2, 8 of 49,152 per row).
+
+    Nothing stale can reach a call: its value is copied out before the NaN goes back (a value
+    that is a view of the logits keeps its numbers); a call that writes into the buffer (its
+    version counter moves) or keeps a view of it (``compat.torch_functions.storage_uses``) has
+    the buffer given up, the next call gets a new one; and ``clean()``, checked by the caller
+    after a batch of calls, scans for a write no counter saw (``.data``, NumPy), so those calls
+    are made again on fresh logits. Without the storage count, every call gets fresh logits.
+
+    Args:
+        shape: the logits' shape ``(batch, pos, d_vocab)``.
+        positions: ``(batch,)`` each row's traced position.
+        columns: the traced vocabulary entries (None: every entry of the position).
+        logits: any tensor of the logits' dtype and device (its values are not used).
+
+    Example:
+        >>> import torch
+        >>> logits = torch.randn(2, 4, 6)
+        >>> read = HiddenLogits((2, 4, 6), torch.tensor([3, 3]), None, logits)
+        >>> value, trace = read.traced(lambda x: x[:, -1, 2].sum(), logits[:, 3], frozenset({3}), None)
+        >>> torch.equal(value, logits[:, 3, 2].sum()), read.clean()
+        (True, True)
+    """
+
+    def __init__(self, shape: tuple[int, ...], positions: Tensor, columns: Tensor | None, logits: Tensor) -> None:
+        self.shape, self.dtype, self.device = shape, logits.dtype, logits.device
+        self.positions, self.columns = positions.to(self.device), None if columns is None else columns.to(self.device)
+        rows = torch.arange(shape[0], device=self.device)
+        self._at = ((rows, self.positions) if self.columns is None else
+                    (rows[:, None], self.positions[:, None], self.columns[None, :]))
+        self._buffer: Tensor | None = None
+        self._uses = 0
+        self._unseen = False  # a buffer given up held a value no call wrote through a counted view
+        self.reused = torch_functions.counts_usable()
+        self.given_up = 0  # buffers given up: a call wrote into one or kept a view of it
+
+    def _take(self) -> Tensor:
+        if self._buffer is None:
+            with torch.inference_mode(False):  # a normal tensor: its version counter sees writes
+                self._buffer = torch.full(self.shape, float("nan"), dtype=self.dtype, device=self.device)
+            self._uses = torch_functions.storage_uses(self._buffer)
+        return self._buffer
+
+    def traced(self, metric: MetricFn, rows: Tensor, allowed: frozenset[int] | None,
+               allowed_columns: frozenset[int] | None) -> tuple[Any, Trace]:
+        """``traced(metric, hidden(rows, ...))``: its value (copied) and its ``Trace``."""
+        if not self.reused:
+            return traced(metric, self.fresh(rows), allowed, allowed_columns)
+        buffer = self._take()
+        buffer[self._at] = rows
+        version = torch_functions.writes(buffer)
+        value, trace = traced(metric, buffer, allowed, allowed_columns)
+        if isinstance(value, Tensor):
+            value = value.clone()  # a view of the buffer would change with the next call
+        if torch_functions.writes(buffer) == version and torch_functions.storage_uses(buffer) == self._uses:
+            buffer[self._at] = float("nan")  # ready for the next call
+        else:  # left as it is: a view the call kept keeps its numbers; the next call gets a new buffer
+            seen = buffer.isnan()
+            seen[self._at] = True
+            self._unseen = self._unseen or not bool(seen.all())  # what earlier calls may have read
+            self._buffer = None
+            self.given_up += 1
+        return value, trace
+
+    def fresh(self, rows: Tensor) -> Tensor:
+        """New hidden logits holding ``rows`` (``hidden``), sharing nothing with the buffer."""
+        return hidden(rows, self.positions, self.shape, float("nan"), self.columns)
+
+    def clean(self) -> bool:
+        """No call since the last ``renew`` could have seen a value it was not given: the buffer,
+        and every buffer given up since, held NaN everywhere between calls."""
+        return not self._unseen and (self._buffer is None or bool(self._buffer.isnan().all()))
+
+    def renew(self) -> None:
+        """Start again from a new buffer (after ``clean()`` found a write)."""
+        self._buffer, self._unseen = None, False
+        self.given_up += 1
 
 
 @dataclass(frozen=True)

@@ -94,6 +94,7 @@ class BaseRun:
                       "final_kv_split": 0}
         if self.plain:
             self.stats["plain_recomputed"] = 0  # cells whose plain metric read outside the traced position
+            self.stats["plain_calls_repeated"] = 0  # calls made again on fresh logits (reads.HiddenLogits.clean)
         self._unembed_weight: Tensor | None = None
         self._run_base(list(dict.fromkeys(sites)))
 
@@ -364,10 +365,12 @@ class BaseRun:
             self.values  # noqa: B018 - the base run's values first, from its own rows (never batched with cells')
             logits = self._head(torch.cat([rows for _, rows in outputs])) if outputs else None
             scored, at = [], 0
+            hidden = (reads.HiddenLogits((self.rows, self.seq, d_vocab_out(self.model)), self.read_positions,
+                                         self.columns, logits) if self.plain and logits is not None else None)
             for idx, rows in outputs:
                 n = len(idx)
                 part = logits[at:at + n * self.rows]
-                scored.append((idx, self._score_plain(part, [bound[i] for i in idx]) if self.plain
+                scored.append((idx, self._score_plain(part, [bound[i] for i in idx], hidden) if hidden is not None
                                else _score(self.metric, part, n, self.rows, read=True)))
                 at += n * self.rows
         results: dict[int, Values] = {}
@@ -376,18 +379,21 @@ class BaseRun:
                 results[i] = {k: v[j] for k, v in values.items()} if isinstance(values, dict) else values[j]
         return results
 
-    def _score_plain(self, logits: Tensor, cells: list[dict[str, list[Any]]]) -> Tensor:
+    def _score_plain(self, logits: Tensor, cells: list[dict[str, list[Any]]], hidden: reads.HiddenLogits) -> Tensor:
         """A plain metric's value per cell from its rows of logits at the traced position: the
-        metric sees logits that are NaN everywhere else, and its reads are traced again
-        (``engine.reads``); a cell whose call reads elsewhere is run again on its full logits."""
-        shape = (self.rows, self.seq, d_vocab_out(self.model))
+        metric sees logits that are NaN everywhere else (``hidden``: one buffer reused across
+        calls), and its reads are traced again (``engine.reads``); a cell whose call reads
+        elsewhere is run again on its full logits."""
         allowed = frozenset(self.read_positions.unique().tolist())  # type: ignore[union-attr]
         columns = None if self.columns is None else frozenset(self.columns.tolist())
+        parts = [logits[j * self.rows:(j + 1) * self.rows] for j in range(len(cells))]
+        got = [hidden.traced(self.metric, part, allowed, columns) for part in parts]  # type: ignore[arg-type]
+        if not hidden.clean():  # a call wrote into the buffer where no counter saw it: every call again, fresh
+            hidden.renew()
+            self.stats["plain_calls_repeated"] += len(cells)
+            got = [reads.traced(self.metric, hidden.fresh(part), allowed, columns) for part in parts]  # type: ignore[arg-type]
         values = []
-        for j, cell in enumerate(cells):
-            rows = logits[j * self.rows:(j + 1) * self.rows]
-            nan = reads.hidden(rows, self.read_positions, shape, float("nan"), self.columns)
-            value, _ = reads.traced(self.metric, nan, allowed, columns)
+        for cell, (value, _) in zip(cells, got):
             if value is None:
                 self.stats["plain_recomputed"] += 1
                 value = self.metric(self._pass(None, [cell], 0, full_logits=True))

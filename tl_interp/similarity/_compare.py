@@ -5,7 +5,7 @@ same permutations for every metric, each metric's batched null from ``ti.stats``
 p-value (1 + #{null >= score}) / (B + 1), and a percentile bootstrap interval over rows (the
 same resamples for every metric; RSA and mutual kNN leave out pairs of copies of one row),
 computed in batches from what resampling does not change (``_resample_linear``, ``_resample_cca``,
-``_resample_kernels``, ``_resample_pairs``, ``_resample_kendall``: equal to one metric call per
+``_resample_kernels``, ``_resample_debiased``, ``_resample_pairs``, ``_resample_kendall``: equal to one metric call per
 resample up to rounding; docs/similarity.md). The work runs one
 metric at a time in blocks sized by ``memory_mb``; long work says how long it will take first.
 
@@ -45,7 +45,7 @@ from tl_interp.stats._inputs import check_count, check_finite, smallest_p_value,
 from tl_interp.stats._permutation import n_arrangements, null_evaluator
 
 # the batched bootstraps register themselves with ti.stats on import
-from tl_interp.similarity import _resample_cca, _resample_kernels, _resample_pairs  # noqa: F401
+from tl_interp.similarity import _resample_cca, _resample_debiased, _resample_kernels, _resample_pairs  # noqa: F401
 
 __all__ = ["METRICS", "SimilarityResult", "compare"]
 
@@ -117,10 +117,6 @@ def _resolved(metrics: Sequence[str], options: Mapping[str, Mapping[str, Any]]) 
         fn, fixed, resampled = METRICS[name]
         _check_options(name, fn, fixed, options.get(name, {}))
         kwargs = {**fixed, **options.get(name, {})}
-        if resampled is cka_debiased_resampled and kwargs.get("kernel", "linear") != "linear":
-            raise OptionError(f"compare: {name}'s bootstrap reads a resample as weights over its distinct items, "
-                              f"written for the linear kernel only, so kernel={kwargs['kernel']!r} would be "
-                              "resampled as another metric; use 'cka_rbf' (biased) or the linear kernel")
         out.append((name, functools.partial(fn, **kwargs), resampled and functools.partial(resampled, **kwargs)))
     return out
 

@@ -145,13 +145,28 @@ def _cka_null(x: Tensor, y: Tensor, *, kernel: str = "linear", threshold: float 
     # Per permutation the Gram path reorders n^2 entries, the cross-product path costs
     # n r1 r2 multiply-adds (r = min(n, d)) at ~50x the rate per entry on CPU (benchmarks/
     # similarity.py measures both): take whichever is cheaper; both are exact.
-    if kernel == "linear" and not debiased and min(n, d1) * min(n, d2) < 50 * n:
-        _, xx, yy = _feature_terms(xc, yc, debiased=False)
-        return cross_product_null(xc, yc, float(1 / _norm(xx, yy)))
+    if kernel == "linear" and min(n, d1) * min(n, d2) < 50 * n:
+        _, xx, yy = _feature_terms(xc, yc, debiased)
+        scale = float(1 / _norm(xx, yy))
+        cross = cross_product_null(xc, yc, scale)
+        return _unbiased_null(xc, yc, cross, scale) if debiased else cross
     kx, ky = _centred_grams(xc, yc, kernel, threshold, debiased)
     _, xx, yy = _gram_terms(kx, ky)
     gather = symmetric_gather(kx, ky, float(1 / _norm(xx, yy)))
     return PreparedNull(gather, gather.chunk)
+
+
+def _unbiased_null(xc: Tensor, yc: Tensor, cross: PreparedNull, scale: float) -> PreparedNull:
+    """Debiased CKA per permutation in ``_feature_terms``' form: the cross-product null, minus n / (n - 2)
+    times a gathered dot of the rows' squared norms, plus a constant (reordering rows changes neither sum)."""
+    n = xc.shape[0]
+    rx, ry = xc.pow(2).sum(1), yc.pow(2).sum(1)
+    constant = float(rx.sum() * ry.sum()) / ((n - 1) * (n - 2))
+
+    def _unbiased_cross_product(perms: Tensor) -> Tensor:
+        return cross.evaluate(perms) + scale * (constant - n / (n - 2) * (ry[perms] @ rx))
+
+    return PreparedNull(_unbiased_cross_product, cross.chunk)
 
 
 def _factor(xc: Tensor) -> Tensor:
@@ -199,20 +214,29 @@ def _weighted_unbiased_hsic(k: Tensor, l: Tensor, w: Tensor) -> Tensor:
     return pairs / (2 * e2) + quads / (24 * e4) - 2 * triples / (6 * e3)
 
 
-def cka_debiased_resampled(x: Tensor, y: Tensor, source: Tensor, **_: object) -> float:
-    """Debiased linear CKA of a bootstrap resample: copies of an item weight it, never pair with it.
+def cka_debiased_resampled(x: Tensor, y: Tensor, source: Tensor, *, kernel: str = "linear", threshold: float = 0.5,
+                           **_: object) -> float:
+    """Debiased CKA of a bootstrap resample: copies of an item weight it, never pair with it.
 
     The unbiased HSIC assumes its index tuples are distinct items; duplicated rows would act as
     perfectly correlated pairs (on unrelated data the resampled score jumps by ~+0.7), so the
-    resample is read as counts over its distinct items. Needs >= 4 distinct items.
+    resample is read as counts over its distinct items. Needs >= 4 distinct items. Linear kernel: the
+    items' rows centred by their unweighted mean. RBF kernel: the bandwidth is threshold x the median
+    of the resample's n^2 squared distances, as ``cka(X[rows], kernel="rbf")`` takes it (copies
+    included), and the kernel is read at the distinct items.
     """
+    check_choice(kernel, "kernel", _KERNELS)
     items, counts = torch.unique(source, return_counts=True)
     if items.numel() < 4:
         return float("nan")
     row_of = torch.zeros(int(source.max()) + 1, dtype=torch.long)
     row_of[source] = torch.arange(source.numel())  # some row holding each item (its copies are identical)
-    xs, ys, w = x[row_of[items]], y[row_of[items]], counts.double()
-    xs, ys = xs - xs.mean(0), ys - ys.mean(0)
-    kx, ky = gram_linear(xs), gram_linear(ys)
+    rows, w = row_of[items], counts.double()
+    if kernel == "linear":
+        xs, ys = x[rows], y[rows]
+        xs, ys = xs - xs.mean(0), ys - ys.mean(0)
+        kx, ky = gram_linear(xs), gram_linear(ys)
+    else:
+        kx, ky = (gram_rbf(t - t.mean(0), threshold)[rows][:, rows] for t in (x, y))
     xy, xx, yy = (_weighted_unbiased_hsic(a, b, w) for a, b in ((kx, ky), (kx, kx), (ky, ky)))
     return float(xy / (xx * yy).sqrt())

@@ -22,6 +22,9 @@ The values equal the loop's (``rsa_resampled`` / ``knn_resampled`` on ``X[rows]`
 with fewer than k + 1 other rows) are flagged and run through the loop, which raises.
 """
 
+import ctypes
+import ctypes.util
+
 import torch
 from torch import Tensor
 
@@ -36,6 +39,8 @@ __all__ = ["average_ranks", "pair_indices"]
 _CACHED = 4 * 2**20  # gathers and cumulative sums run fastest on blocks of a few MB (benchmarks/similarity.py)
 _CHUNK = 1 << 12  # RDM entries per chunk: (chunk, resamples) temporaries stay in cache, whatever n
 _BLOCK = 1024 * 2**20  # at most this much per block of RSA resamples (Y's ranks of every resample in it)
+_INT16_ROWS = 2**15  # up to this many rows, row ids are held as int16
+_INT32_RANKS = 2**31  # while n^2 is below this, twice a rank (a half <= n^2 / 2) is an exact int32
 
 
 def pair_indices(n: int) -> tuple[Tensor, Tensor]:
@@ -66,10 +71,10 @@ def average_ranks(multiplicity: Tensor, ties: tuple[Tensor, Tensor] | None, befo
 class _SortedPairs:
     """One RDM's pairs in sorted order, in chunks of whole tie groups (ranks need a group's total)."""
 
-    def __init__(self, values: Tensor, i: Tensor, j: Tensor) -> None:
+    def __init__(self, values: Tensor, i: Tensor, j: Tensor, n: int) -> None:
         ordered, order = values.sort(stable=True)
         self.order = order.int()
-        self.i, self.j = i[self.order], j[self.order]
+        self.i, self.j = _narrow(i[self.order], n), _narrow(j[self.order], n)
         new = torch.ones(ordered.numel(), dtype=torch.bool)
         new[1:] = ordered[1:] != ordered[:-1]
         del ordered
@@ -93,7 +98,7 @@ class _SortedPairs:
         ``counts_t`` (n, resamples): resamples side by side, so a gathered row serves all of them."""
         carry = torch.zeros(1, counts_t.shape[1], dtype=torch.float64)
         for lo, hi, ties in self.chunks:
-            w = counts_t[self.i[lo:hi]] * counts_t[self.j[lo:hi]]
+            w = counts_t[self.i[lo:hi].int()] * counts_t[self.j[lo:hi].int()]
             r = average_ranks(w, ties, carry)
             carry = carry + w.sum(0, keepdim=True)
             yield slice(lo, hi), w, r
@@ -141,30 +146,57 @@ def _rsa_bootstrap(x: Tensor, y: Tensor, *, rdm: str = "correlation", compare: s
             return moments.correlation()
 
         return PreparedBootstrap(_rsa_pearson, bytes_per_resample=8 * 5 * chunk, block_bytes=_BLOCK)
-    sorted_x = _SortedPairs(dx, i, j)
-    sorted_y = _SortedPairs(dy, i, j)
+    sorted_x = _SortedPairs(dx, i, j, n)
+    sorted_y = _SortedPairs(dy, i, j, n)
     del dx, dy, i, j
     y_of_x = torch.empty(size, dtype=torch.int32)
     y_of_x[sorted_y.order.long()] = torch.arange(size, dtype=torch.int32)
     y_of_x = y_of_x[sorted_x.order.long()]  # where each entry of X's order sits in Y's order
     sorted_x.order = sorted_y.order = None
+    # ranks are halves up to N < n^2 / 2, so twice a rank is an exact int32 below 46,341 rows: Y's ranks, the
+    # bulk of a block, take half of float64's memory
+    twice = n * n < _INT32_RANKS
 
     def _rsa_spearman(counts: Tensor, memory_mb: float) -> tuple[Tensor, Tensor]:
         # the ranks' weighted mean is (N + 1) / 2 exactly, N = sum_{i<j} c_i c_j = (n^2 - sum c_i^2) / 2
         middle = ((counts.shape[1] ** 2 - counts.pow(2).sum(1)) / 2 + 1) / 2
         counts_t = counts.T.contiguous()
-        ry = torch.empty(size, counts.shape[0], dtype=torch.float64)  # (entry, resample): one gather serves all
+        # (entry, resample): one gather serves all
+        ry = torch.empty(size, counts.shape[0], dtype=torch.int32 if twice else torch.float64)
         for part, _, r in sorted_y.ranks(counts_t):
-            ry[part] = r - middle
+            ry[part] = 2 * r if twice else r
         moments = _Moments(counts.shape[0])
         for part, w, r in sorted_x.ranks(counts_t):
-            moments.add(w, r - middle, ry[y_of_x[part]])
+            moments.add(w, r - middle, ry[y_of_x[part]].double() / (2 if twice else 1) - middle)
         return moments.correlation()
 
-    # per resample: Y's ranks (size), and a chunk's multiplicities, ranks and gathers (~8 chunks)
-    held = 4 * 5 * size + sum(8 * (hi - lo) for lo, hi, ties in sorted_x.chunks + sorted_y.chunks if ties)
-    return PreparedBootstrap(_rsa_spearman, bytes_per_resample=8 * (size + 8 * chunk), block_bytes=_BLOCK,
-                             held_bytes=held)  # int32 pairs and order map, tie groups
+    _release_freed()
+    # per resample: Y's ranks, and a chunk's float64 temporaries (counts gathered, multiplicities, cumulative
+    # counts, ranks, the gathered ranks and the moments' products: under 16 chunks)
+    held = (4 * _narrow_bytes(n) + 4) * size + sum(8 * (hi - lo) for lo, hi, ties in sorted_x.chunks + sorted_y.chunks
+                                                    if ties)
+    return PreparedBootstrap(_rsa_spearman, bytes_per_resample=(4 if twice else 8) * size + 8 * 16 * chunk,
+                             block_bytes=_BLOCK, held_bytes=held)  # pairs, order map, tie groups
+
+
+def _narrow_bytes(n: int) -> int:
+    return 2 if n <= _INT16_ROWS else 4
+
+
+def _narrow(index: Tensor, n: int) -> Tensor:
+    """Row ids (< n) held as int16 when they fit: the sorted pairs are the bulk of what RSA holds."""
+    return index.short() if _narrow_bytes(n) == 2 else index
+
+
+def _release_freed() -> None:
+    """Hand the preparation's freed temporaries back to the OS (glibc's malloc_trim). Freed blocks just under
+    glibc's 32 MiB mmap threshold stay resident otherwise (~100 MB at n = 4,096), on top of the blocks'
+    budget; elsewhere this does nothing."""
+    name = ctypes.util.find_library("c")
+    try:
+        ctypes.CDLL(name).malloc_trim(0)
+    except (OSError, AttributeError, TypeError):
+        pass
 
 
 def _neighbour_order(x: Tensor) -> Tensor:

@@ -10,6 +10,10 @@ upstream of it changed), so if every hook returns its input bit for bit, the pas
 base run itself. Where a hook does change something, the first position it changes bounds the
 ``prefix_kv`` path: positions before it are unchanged at every layer (hooks built by
 ``tl_interp.hooks`` act position by position).
+
+A hook function may declare its ``footprint`` (the first position it can change, None if it
+returns every input bit for bit): a cell whose hooks all declare one is not run here. The
+declaration must be conservative: never later than the first position the hook changes.
 """
 
 from collections.abc import Mapping, Sequence
@@ -25,6 +29,7 @@ from tl_interp.sites import site_info
 __all__ = ["footprints", "UNCHANGED"]
 
 UNCHANGED = -1
+_UNDECLARED = object()
 
 
 def _changed_from(pos: int | None, before: Tensor, after: Tensor) -> int | None:
@@ -52,6 +57,11 @@ def footprints(model: Any, bound: Sequence[Mapping[str, list[Any]]], base: Mappi
     out = []
     with running(context), torch.no_grad():
         for cell in bound:
+            declared = [getattr(fn, "footprint", _UNDECLARED) for fns in cell.values() for fn in fns]
+            if declared and _UNDECLARED not in declared:
+                changed = [d for d in declared if d is not None]
+                out.append(min(changed) if changed else UNCHANGED)
+                continue
             first: int | None = None
             for name in sorted(cell, key=lambda n: order.get(n, len(order))):
                 if name not in base:

@@ -1,0 +1,173 @@
+"""Single edges into a layer below the last, computed at the receiving layer alone.
+
+An edge into head ``h``'s query, key or value input in layer ``L`` changes that head's input
+only: the layer's other heads give the base run's outputs, so its attention output is the
+base run's plus ``(z_new - z_base) @ W_O[h]``, where ``z`` is head ``h``'s attention computed by
+hand from its q/k/v projections (``ln1(resid_pre + delta) @ W[h] + b[h]`` for the patched one,
+``_heads.HeadInputs``). An edge into layer ``L``'s MLP changes the MLP's input only:
+``resid_post = resid_mid + mlp(ln2(resid_mid + delta))``. Either way the cell needs none of
+layer ``L``'s other heads: it writes the new ``blocks.{L+1}.hook_resid_pre`` and the engine
+starts its pass there (``mid_stack``; for ``L + 1`` the last layer, the final block at the last
+position alone: ``split_final``). Grouped-query models need no ungrouped keys/values (each
+head's projection uses its own copy of the group's weights here), so their passes keep TL's
+grouped attention and its key-value cache.
+
+``reason`` says when a head's attention isn't that plain computation (``compat.attention``:
+soft-capping, q/k norms, windows, Gemma's extra norms, padding ...); the cells then patch the
+head's input on the ordinary forward (``_heads.head_input_edit``).
+"""
+
+from collections.abc import Sequence
+from typing import Any
+
+import torch
+from torch import Tensor
+
+from tl_interp import compat
+from tl_interp.circuits._graph import Receiver
+from tl_interp.circuits._heads import HeadInputs, head_input_reason
+from tl_interp.hooks._select import layout
+from tl_interp.intervention import Intervention
+from tl_interp.models._adapter import Tokenized
+
+__all__ = ["reason", "ReceivingLayers", "receiving_edit"]
+
+Payload = tuple[str | None, int, int, int | None, int]  # (q/k/v letter or None: the MLP, head, sender, position, n_senders)
+
+
+def reason(model: Any, batch: Tokenized) -> str | None:
+    """Why edges into layers below the last can't be computed at their receiving layer alone, or None."""
+    if not compat.is_hooked_transformer(model):
+        return f"{type(model).__name__} is not a HookedTransformer"
+    why = head_input_reason(model) or compat.attention.head_attention_reason(model)
+    if why is not None:
+        return why
+    if batch.padded:
+        return "the batch is padded"
+    if not compat.blocks_are_plain(model, 0):
+        return "a hook is attached inside the blocks"
+    return None
+
+
+class ReceivingLayers:
+    """The new ``resid_pre`` of layer ``L + 1`` for single edges into layer ``L``, for the cells of
+    a pass at once (one ``together`` function per layer, ``engine.stack``).
+
+    Args:
+        model: the model.
+        heads: the patched heads' projections (``HeadInputs``, every sender's delta).
+        mids: per layer, the base run's residual after attention (``hook_resid_mid``; for an
+            attention-only model the next layer's ``hook_resid_pre``).
+    """
+
+    def __init__(self, model: Any, heads: HeadInputs, mids: Sequence[Tensor]) -> None:
+        self.model, self.heads, self.mids = model, heads, list(mids)
+        self._base: dict[int, tuple[Tensor, Tensor, Tensor, Tensor]] = {}
+        self._together: dict[int, Any] = {}
+
+    def base(self, layer: int) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+        """The base run's pre-rotary q, k, v of every head ``(batch, pos, head, d_head)`` and its
+        ``z`` (``compat.attention.attend``; kept for the last layer asked)."""
+        if layer not in self._base:
+            attn = self.model.blocks[layer].attn
+            with torch.no_grad():
+                normed = self.model.blocks[layer].ln1(self.heads.resid[layer])
+                q, k, v = (torch.einsum("bpd,hde->bphe", normed, w.detach()) + b.detach()
+                           for w, b in ((attn.W_Q, attn.b_Q), (attn.W_K, attn.b_K), (attn.W_V, attn.b_V)))
+                self._base = {layer: (q, k, v, compat.attention.attend(attn, q, k, v))}
+        return self._base[layer]
+
+    def together(self, layer: int, label: str) -> Any:
+        """The function writing, at ``blocks.{layer+1}.hook_resid_pre``, every cell's new residual."""
+        if layer not in self._together:
+            self._together[layer] = self._make(layer, label)
+        return self._together[layer]
+
+    def _make(self, layer: int, label: str) -> Any:
+        model, heads = self.model, self.heads
+        block = model.blocks[layer]
+        w_o_all = block.attn.W_O.detach()
+
+        def _receiving_layer(act: Tensor, hook: Any, payloads: Sequence[Payload | None], batch: int) -> Tensor:
+            lo = layout(act.shape[0], act.shape[1], label).offset
+            members = [(i, p) for i, p in enumerate(payloads) if p is not None]
+            mid = self.mids[layer]  # (batch, pos, d_model)
+            pos = mid.shape[1]
+            where = torch.arange(pos, device=mid.device)
+            positions = torch.tensor([-1 if p[3] is None else p[3] for _, p in members], device=mid.device)
+            at = (where[None, :] == positions[:, None]) | (positions[:, None] < 0)  # (cell, pos)
+            senders = [p[2] for _, p in members]
+            changed = heads.changed[:, :, senders, 0].permute(2, 0, 1) & at[:, None]  # (cell, batch, pos)
+            hi = lo + act.shape[1]
+            moved = mid.new_zeros(len(members), batch, hi - lo, mid.shape[-1])  # what each cell adds to resid_mid
+            head_cells = [c for c, (_, p) in enumerate(members) if p[0] is not None]
+            if head_cells:
+                q0, k0, v0, z0 = self.base(layer)
+                hs = torch.tensor([members[c][1][1] for c in head_cells], device=mid.device)
+                qkv = {"q": q0[:, :, hs], "k": k0[:, :, hs], "v": v0[:, :, hs]}
+                groups: dict[tuple[str, int, int], list[int]] = {}  # (letter, head, n_senders) -> slots j
+                for j, c in enumerate(head_cells):
+                    letter, head, _, _, n_senders = members[c][1]
+                    groups.setdefault((letter, head, n_senders), []).append(j)
+                for (letter, head, n_senders), slots in groups.items():
+                    senders = [members[head_cells[j]][1][2] for j in slots]
+                    columns = [heads.column.get(sender, sender) for sender in senders]
+                    new = heads.projected(layer, letter, head, n_senders)[:, :, columns]  # (batch, pos, slot, d_head)
+                    keep = changed[[head_cells[j] for j in slots]].permute(1, 2, 0)[..., None]
+                    qkv[letter][:, :, slots] = torch.where(keep, new, qkv[letter][:, :, slots])
+                z = compat.attention.attend(block.attn, qkv["q"], qkv["k"], qkv["v"])  # (batch, pos, cell, d_head)
+                update = torch.einsum("bpnd,nde->nbpe", (z - z0[:, :, hs])[:, lo:hi], w_o_all[hs])
+                if len(head_cells) == len(members):
+                    moved = update
+                else:
+                    moved[torch.tensor(head_cells, device=mid.device)] = update
+            new_mid = mid[None, :, lo:hi] + moved  # (cell, batch, window, d_model)
+            out = new_mid
+            if not model.cfg.attn_only:
+                mlp_in = new_mid
+                mlp_cells = [c for c, (_, p) in enumerate(members) if p[0] is None]
+                if mlp_cells:  # an MLP edge changes the MLP's input only
+                    index = torch.tensor(mlp_cells, device=mid.device)
+                    delta = heads.deltas[:, lo:hi, [members[c][1][2] for c in mlp_cells]].permute(2, 0, 1, 3)
+                    mlp_in = new_mid.clone()
+                    mlp_in[index] = mlp_in[index] + delta * at[index][:, None, lo:hi, None]
+                out = new_mid + compat.attention.mlp(block, mlp_in.flatten(0, 1)).view_as(new_mid)
+            out = out.to(device=act.device, dtype=act.dtype)
+            # before a cell's first changed position its input is the base run's, bit for bit (its footprint)
+            first = changed.any(1).float().argmax(-1).to(act.device)  # (cell,), 0 if nothing changed
+            if bool((first > lo).any()):
+                moved_at = torch.arange(lo, hi, device=act.device)[None, :] >= first[:, None]
+                out = torch.where(moved_at[:, None, :, None], out, act.view(len(payloads), batch, *act.shape[1:])[
+                    torch.tensor([i for i, _ in members], device=act.device)])
+            if len(members) == len(payloads):
+                return out.reshape(act.shape)
+            result = act.clone()
+            result.view(len(payloads), batch, *act.shape[1:])[torch.tensor([i for i, _ in members],
+                                                                            device=act.device)] = out
+            return result
+
+        return _receiving_layer
+
+
+def receiving_edit(receiver: Receiver, sender: int, layers: ReceivingLayers, label: str, *,
+                   position: int | None = None) -> Intervention:
+    """The cell patching the edge ``sender -> receiver`` (a head's q/k/v input or an MLP in a layer
+    below the last) as the new ``blocks.{L+1}.hook_resid_pre`` (see the module docstring), at
+    ``position`` only when given; its ``footprint`` is the first position its delta changes."""
+    layer = int(receiver.hook_name.split(".")[1])
+    letter = receiver.hook_name.split("hook_")[1][0] if receiver.head is not None else None
+    edit = _ReceivingEdit(layers.together(layer, label), (letter, receiver.head or 0, sender, position, receiver.n_senders),
+                          layers.heads.first_changed(sender, position))
+    return Intervention.single(f"blocks.{layer + 1}.hook_resid_pre", edit, f"patch edge {label}")
+
+
+class _ReceivingEdit:
+    """One cell's hook: alone it edits its own rows; stacked, ``together`` edits every cell's rows."""
+
+    __name__ = "_receiving_layer"
+
+    def __init__(self, together: Any, payload: Payload, footprint: int | None) -> None:
+        self.together, self.payload, self.footprint = together, payload, footprint
+
+    def __call__(self, act: Tensor, hook: Any) -> Tensor:
+        return self.together(act, hook, [self.payload], act.shape[0])
