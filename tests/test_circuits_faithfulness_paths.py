@@ -80,7 +80,8 @@ def test_repeated_circuits_are_evaluated_once_and_the_full_circuit_is_the_clean_
     some = _nested(g)[3]
     result = circuits.faithfulness(model, clean, corrupted, [g.edges, some, list(reversed(some)), g.edges, []],
                                    metric, progress=False)
-    assert result.provenance.settings["circuits_evaluated"] == 2  # `some` and the empty circuit
+    assert result.provenance.settings["circuits_evaluated"] == 1  # `some`; the empty circuit is the corrupted run
+    assert result.provenance.settings["empty_circuit"] == "the corrupted run"
     assert torch.equal(result.values[0], result.clean) and torch.equal(result.values[3], result.clean)
     assert torch.equal(result.values[1], result.values[2]) and torch.equal(result.values[4], result.corrupted)
     with torch.no_grad():
@@ -247,3 +248,37 @@ def test_fused_norm_equals_each_tl_norm_and_is_the_module_itself_when_hooked(nor
         torch.testing.assert_close(fused(x), norm(x), atol=1e-6, rtol=1e-6)
     with Intervention.single("blocks.0.ln1.hook_scale", lambda act, hook: act).applied(model):
         assert compat.fused_norm(norm) is norm  # a hook inside the norm must see the norm run
+
+
+@pytest.mark.parametrize("family", list(ROWS_ON))
+def test_the_empty_circuit_is_read_from_the_corrupted_run_and_equals_the_brute_force_loop(family) -> None:
+    # corrupted ablation on the same attention mask: every receiver reads the corrupted run's input, so the
+    # empty circuit's metric is the corrupted forward's (no stacked cell); equal to a stacked cell and to brute force
+    model = ROWS_ON[family]()
+    clean, corrupted, metric, score = _task(model, seed=4)
+    g = circuits.graph(model)
+    some = _nested(g, seed=4)[3]
+    result = circuits.faithfulness(model, clean, corrupted, [some, []], metric, progress=False)
+    assert result.provenance.settings["empty_circuit"] == "the corrupted run"
+    assert result.provenance.settings["circuits_evaluated"] == 1
+    assert torch.equal(result.values[1], result.corrupted)
+    reference = brute_force_faithfulness(model, clean, corrupted, [some, []], score)
+    torch.testing.assert_close(result.values.double(), reference.double(), atol=1e-5, rtol=0)
+    alone = circuits.faithfulness(model, clean, corrupted, [[]], metric, progress=False)  # nothing else to stack
+    assert alone.provenance.settings["empty_circuit"] == "a stacked cell"
+    torch.testing.assert_close(alone.corrupted, result.corrupted, atol=1e-5, rtol=0)
+
+
+@pytest.mark.parametrize("ablation", ["mean", "zero"])
+def test_the_empty_circuit_is_a_stacked_cell_when_it_is_not_the_corrupted_run(ablation) -> None:
+    model = gpt2_style()
+    clean, corrupted, metric, score = _task(model, seed=5)
+    some = _nested(circuits.graph(model), seed=5)[3]
+    result = circuits.faithfulness(model, clean, corrupted, [some, []], metric, ablation=ablation, progress=False)
+    assert result.provenance.settings["empty_circuit"] == "a stacked cell"
+    assert result.provenance.settings["circuits_evaluated"] == 2
+    if ablation == "zero":  # (the reference loop's mean is another definition: see the test above)
+        reference = brute_force_faithfulness(model, clean, corrupted, [some, []], score, ablation=ablation)
+        torch.testing.assert_close(result.values.double(), reference.double(), atol=1e-5, rtol=0)
+    with torch.no_grad():  # not the corrupted run
+        assert not torch.allclose(result.corrupted, score(model(corrupted)), atol=1e-3)

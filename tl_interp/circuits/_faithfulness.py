@@ -28,6 +28,7 @@ from tl_interp.engine.executors import Executor, Plan, execute
 from tl_interp.engine.inputs import Inputs
 from tl_interp.engine.run import EngineOptions
 from tl_interp.errors import InputError, OptionError, UnsupportedError
+from tl_interp.metrics import bind, is_metric
 from tl_interp.models._adapter import Tokenized, adapt
 from tl_interp.results import Provenance, Result, bounded, prompt_hash, register_result
 
@@ -203,13 +204,20 @@ def faithfulness(model: Any, clean: Inputs, corrupted: Inputs, circuits: Sequenc
     why = rows_reason(model, norms, per_position)
     with compat.receiver_hooks(model, mlp_in=True, ungroup=True), no_head_results(model):
         base = dict.fromkeys(CircuitRows.base_names(model, g)) if why is None else None  # read in the same pass
-        clean_s = None
+        clean_s, empty_values = None, None
         if base is not None and _corrupted_alone(ablation, clean_b, corrupt_b):
             # the rows need the clean run's embeddings only (the engine's base run is the clean run):
             # the corrupted run's residual streams check the constants (same positions, same positional
             # embeddings), one forward pass over the corrupted prompts alone
-            other, _ = sender_values(model, g, corrupt_b, base)
+            other, corrupt_logits = sender_values(model, g, corrupt_b, base)
             senders_read = "corrupted prompts alone"
+            empty = int(inverse[-1])
+            if is_metric(metric) and empty in run and len(run) > 1:
+                # the empty circuit (every edge carries its corrupted value, the same attention mask) is the
+                # corrupted run itself: its metric is read from this pass's logits, not from a stacked cell
+                with torch.no_grad():
+                    empty_values = bind(metric, clean_b).per_prompt(corrupt_logits[None])[0]
+                run.remove(empty)
             rows = CircuitRows(model, g, distinct[run], other, _embeddings(model, clean_b), base, other,
                                clean_b.attention_mask)
         else:
@@ -220,6 +228,8 @@ def faithfulness(model: Any, clean: Inputs, corrupted: Inputs, circuits: Sequenc
                                 clean_b.attention_mask)
                     if why is None else None)
         why = why if rows is None else rows.reason
+        if why is not None and empty_values is not None:  # the residual stream holds more than the graph's senders
+            run, empty_values = sorted([*run, int(inverse[-1])]), None
         if why is not None and clean_s is None:  # the per-head cells read the clean run's senders
             clean_s = sender_values(model, g, clean_b)[0]
             senders_read = "corrupted prompts, then clean prompts"
@@ -239,9 +249,12 @@ def faithfulness(model: Any, clean: Inputs, corrupted: Inputs, circuits: Sequenc
         outcome = execute(plan, executor, progress=progress)
     by_distinct = outcome.base[None].repeat(len(distinct), 1)
     by_distinct[run] = outcome.values
+    if empty_values is not None:
+        by_distinct[int(inverse[-1])] = empty_values.to(by_distinct.device, by_distinct.dtype)
     values = by_distinct[inverse].float().cpu()
     stats = {**outcome.stats, "circuits_evaluated": len(run),
-             "circuit_rows": "on" if why is None else f"off: {why}", "senders_read": senders_read}
+             "circuit_rows": "on" if why is None else f"off: {why}", "senders_read": senders_read,
+             "empty_circuit": "the corrupted run" if empty_values is not None else "a stacked cell"}
     settings = {"ablation": ablation, "graph": named.spec(), "engine": outcome.paths, **stats}
     provenance = Provenance.make(adapt(model).model_id,
                                  interventions=[f"edges outside each circuit carry their {ablation} value"],
