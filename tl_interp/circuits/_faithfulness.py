@@ -101,7 +101,11 @@ def _edge_set(g: Graph, circuit: Any, i: int) -> Tensor:
         raise InputError(f"circuit {i}: give a collection of edge names (or an object with .edges), not "
                          f"{type(circuit).__name__}")
     keep = torch.zeros(len(g.edges), dtype=torch.bool)
-    keep[torch.tensor([g.index(edge) for edge in edges], dtype=torch.long)] = True  # unknown names fail here
+    try:  # the graph's own table of names first (a circuit at a large budget names thousands of edges)
+        ids = [g._index[edge] for edge in edges]
+    except (KeyError, TypeError):
+        ids = [g.index(edge) for edge in edges]  # unknown names fail here, with the closest names
+    keep[torch.tensor(ids, dtype=torch.long)] = True
     return keep
 
 

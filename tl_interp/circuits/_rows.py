@@ -290,7 +290,10 @@ class CircuitRows:
                     raise RuntimeError(f"circuit rows at {name}: the pass's cells changed mid-pass")
                 known[at] = known[at] if c is None else c
             if point is not None:
-                index = torch.tensor([none if c is None else c for c in payloads])  # no hook here: nothing excluded
+                key = ("index", tuple(payloads))  # one tensor per pass composition (the points of a pass share it)
+                index = self._state.get(key)
+                if index is None:  # no hook here: nothing excluded
+                    index = self._state[key] = torch.tensor([none if c is None else c for c in payloads])
                 return self._edit(point, act, index, batch)
             self._capture(name, act, batch)
             return None
@@ -354,9 +357,8 @@ class CircuitRows:
         shaped = act.view(cells, batch, *act.shape[1:])
         constant = p.constant[:, lo:lo + act.shape[1]].to(act.device, act.dtype)  # type: ignore[index]
         if p.letter is not None:  # (cell, batch, pos, head, d_head)
-            c, r = out.nonzero().unbind(1)
-            if len(c):
-                shaped[c.to(act.device), :, :, r.to(act.device)] = constant.permute(2, 0, 1, 3)[r.to(act.device)]
+            if bool(out.any()):  # one masked write over the cells (no gather of the constant per pair)
+                torch.where(out.to(act.device)[:, None, None, :, None], constant, shaped, out=shaped)
             c, r, new = self._heads(p, index, batch, act)
             if len(c):
                 shaped[c, :, :, r] = new
