@@ -182,6 +182,13 @@ class CircuitRows:
                 key = (p.group, "q" if p.letter == "q" else "kv")
                 mine = torch.arange(p.first, p.first + p.weights.shape[1])
                 self._shares[key] = torch.cat([self._shares.get(key, mine[:0]), mine])
+        # per share, per circuit: its receivers' weights, how many are mixed, and those first (ascending)
+        self._share_rows: dict[tuple[str, str], tuple[Tensor, Tensor, Tensor]] = {}
+        for (group, share), share_of in self._shares.items():
+            weights, mixed = self.groups[group]
+            here = mixed[:, share_of]
+            self._share_rows[(group, share)] = (weights[:, share_of], here.sum(1),
+                                                torch.sort((~here).to(torch.uint8), dim=1, stable=True).indices)
         # per layer: q, k, v weights of every receiver of its group (query heads; grouped K/V repeated)
         self.qkv = {layer: self._projection(layer) for layer in range(g.n_layers)}
         self.moved: dict[int, Tensor] = {}  # per layer: a head's input with every sender excluded
@@ -381,24 +388,23 @@ class CircuitRows:
         key = ("heads", p.group, share, lo, n_pos)
         memo = self._state.get(key)
         if memo is None:
-            weights, mixed = self.groups[p.group]
             share_of = self._shares[(p.group, share)]  # the receivers computed together
-            pairs = mixed[index][:, share_of].nonzero()  # (pair, 2): cell-major, receivers numbered in the share
-            if len(pairs) == 0:
+            kept, counts, order = self._share_rows[(p.group, share)]  # kept: (circuit, receiver, sender), -1 where kept
+            counts = counts[index]
+            most = int(counts.max())
+            if most == 0:
                 none = torch.zeros(0, dtype=torch.long, device=act.device)
                 self._state[key] = memo = (none, none, act.new_zeros(0))
                 return memo
             table = self._table(p.group, lo, n_pos)
             moved = self.moved[p.layer][:, lo:lo + n_pos].to(table.device, table.dtype).reshape(1, -1)
-            kept = weights[index][:, share_of]  # (cell, receiver, sender): -1 where kept
-            cells, receivers = pairs[:, 0], share_of[pairs[:, 1]]
             # one product over the pass's cells with each cell's mixed receivers first (padded to the most
             # any cell has: in a large model the senders' table is large and most pairs are in or out)
-            mixed_here = mixed[index][:, share_of]
-            counts = mixed_here.sum(1)
-            first = torch.sort((~mixed_here).to(torch.uint8), dim=1, stable=True).indices[:, :int(counts.max())]
-            chosen = kept.gather(1, first[:, :, None].expand(-1, -1, kept.shape[-1]))  # (cell, most mixed, sender)
-            valid = torch.arange(first.shape[1])[None] < counts[:, None]  # cell-major, receivers ascending: as pairs
+            first = order[index, :most]  # (cell, most mixed): receivers numbered in the share, ascending
+            chosen = kept[index[:, None], first]  # (cell, most mixed, sender)
+            valid = torch.arange(most)[None] < counts[:, None]
+            pairs = valid.nonzero()  # (pair, 2): cell-major, receivers ascending
+            cells, receivers = pairs[:, 0], share_of[first[valid]]
             x = torch.bmm(chosen.to(table.device, table.dtype), table)[valid.to(table.device)] + moved
             d_model = self.moved[p.layer].shape[-1]
             normed = compat.fused_norm(self.model.blocks[p.layer].ln1)(x.view(-1, d_model))
