@@ -170,11 +170,14 @@ class CircuitRows:
             mine = p.weights if p.letter is None else -(1 - p.weights)
             self.groups[p.group] = (torch.cat([weights, mine], 1), torch.cat([mixed, p.mixed], 1))
         # per group, per circuit: does it edit the group at all, has it a mixed receiver there
-        self._edits: dict[str, tuple[list[bool], list[bool]]] = {}
+        edits_of: dict[str, tuple[Tensor, Tensor]] = {}
         for p in self.points.values():
-            edits, mixed = self._edits.get(p.group, ([False] * len(excluded), [False] * len(excluded)))
-            self._edits[p.group] = ([a or b for a, b in zip(edits, p.weights.any(2).any(1).tolist())],
-                                    [a or b for a, b in zip(mixed, p.mixed.any(1).tolist())])
+            edits, mixed = p.weights.any(2).any(1), p.mixed.any(1)
+            if p.group in edits_of:
+                edits, mixed = edits | edits_of[p.group][0], mixed | edits_of[p.group][1]
+            edits_of[p.group] = (edits, mixed)
+        self._edits: dict[str, tuple[list[bool], list[bool]]] = {
+            group: (edits.tolist(), mixed.tolist()) for group, (edits, mixed) in edits_of.items()}
         # which receivers of a layer's group are computed together: its q receivers; its k and v receivers
         self._shares: dict[tuple[str, str], Tensor] = {}
         for p in self.points.values():
@@ -213,7 +216,10 @@ class CircuitRows:
         self._capture_index = {name.replace("hook_result", "hook_z"): i for i, (name, _) in enumerate(sender_hooks(g))}
         self._state: dict[str, Any] = {}
         self._last: tuple[tuple[int, int], tuple[int, int]] = ((-1, -1), (-1, 0))
-        self._together = {name: self._make(name) for name in [_BEGIN, *self.capture_names(), *self.points]}
+        captured = self.capture_names()
+        self._together = {name: self._make(name) for name in [_BEGIN, *captured, *self.points]}
+        self._captured = list(zip(captured, self.starts[1:]))  # (hook name, its first sender)
+        self._order = {name: _forward_order(name) for name in [*captured, *self.points]}
 
     @staticmethod
     def base_names(model: Any, g: Graph) -> list[str]:
@@ -271,8 +277,8 @@ class CircuitRows:
                 hooks.append(name)
                 if mixed[index]:
                     need = max(need, p.n_senders)
-        captures = [name for name, start in zip(self.capture_names(), self.starts[1:]) if start < need]
-        names = [_BEGIN, *sorted(dict.fromkeys(captures + hooks), key=_forward_order)]  # every pass starts at layer 0
+        captures = [name for name, start in self._captured if start < need]
+        names = [_BEGIN, *sorted(dict.fromkeys(captures + hooks), key=self._order.__getitem__)]  # passes start at layer 0
         return Intervention(tuple(Hook(n, _RowsHook(self._together[n], index, "circuit_rows").build, f"{label}: edges at {n}")
                                   for n in names))  # what Intervention.single builds, without a sum of 26 of them
 
