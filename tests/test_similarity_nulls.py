@@ -257,3 +257,18 @@ def test_resampled_debiased_cka_reads_copies_as_weights():
     twice = torch.cat([torch.arange(15)] * 2)
     assert cka_debiased_resampled(x[twice], y[twice], twice) == pytest.approx(sim.cka(x, y, debiased=True), abs=1e-12)
     assert -1 <= ours <= 1
+
+
+
+def test_compare_does_not_warn_when_a_perfect_score_meets_its_interval_up_to_rounding():
+    # Two codebooks that are the same features in another order: RSA is 1 on every resample, up to
+    # the order of the sums (1.0 vs 1.0000000000000002). Before the tolerance, 6 of these 20 seeds
+    # warned that the interval [1.000, 1.000] did not contain the score 1.000.
+    import warnings
+    for seed in range(20):
+        g = torch.Generator().manual_seed(seed)
+        codes, dec = torch.relu(torch.randn(120, 12, generator=g)), torch.randn(12, 6, generator=g)
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            sim.feature_spaces(codes, codes.flip(1), dec, dec.flip(0), n_permutations=20, n_boot=4)
+        assert not [w for w in caught if "does not contain its score" in str(w.message)], seed
