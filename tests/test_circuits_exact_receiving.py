@@ -131,3 +131,11 @@ def test_smollm2_edges_below_the_last_layer_equal_the_hand_loop_at_their_receivi
     expected = ref.single_edges(model, clean, corrupted, per_prompt, [g.edges[i] for i in sorted(some)])
     torch.testing.assert_close(values, expected, atol=1e-4, rtol=0)  # 30 layers of float32 rounding
     assert expected.abs().max() > 1e-3
+
+
+def test_half_precision_models_do_not_take_the_receiving_layer_and_say_why():
+    # TL computes half-precision attention scores in float32; the hand attention would not match it
+    model = hooked_model(_cfg(n_layers=2)).eval()
+    assert ti.compat.attention.head_attention_reason(model) is None
+    model = hooked_model(_cfg(n_layers=2, dtype=torch.bfloat16)).eval()
+    assert "bfloat16" in ti.compat.attention.head_attention_reason(model)

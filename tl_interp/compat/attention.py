@@ -54,6 +54,8 @@ def head_attention_reason(model: Any) -> str | None:
              if getattr(cfg, f, False)]
     if flags:
         return f"cfg sets {flags}"
+    if cfg.dtype not in (torch.float32, torch.float64):  # TL upcasts half-precision scores; attend does not
+        return f"{cfg.dtype} weights (the hand attention is exact in float32/float64)"
     if getattr(cfg, "n_devices", 1) != 1 or getattr(cfg, "clip_qkv", None) is not None:
         return "multi-device or clipped q/k/v"
     if (getattr(cfg, "attn_scores_soft_cap", -1.0) or -1.0) > 0:
