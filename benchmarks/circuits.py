@@ -122,14 +122,15 @@ def sampled_exact(label, model, g, clean, corrupted, metric, loop_edges, layers,
     counted once in the total (the ratio with them in every group is printed too)."""
     from tl_interp.circuits._exact import corrupted_deltas, exact_effects
 
-    _, clean_b, diff = corrupted_deltas(model, clean, corrupted, metric)
+    _, clean_b, diff, streams = corrupted_deltas(model, clean, corrupted, metric)
     gen = torch.Generator().manual_seed(0)
     layer_of = [int(r.hook_name.split(".")[1]) for r in g.receivers for _ in range(r.n_senders)]
     layer_of[-len(g.senders):] = [g.n_layers] * len(g.senders)  # the logits: after the last block
     kind_of = [_edge_kind(name) for name in g.edges]
     costs, loop_costs, worst, raw = {}, {}, 0.0, {}
     one = {len(g.edges) - 1}
-    fixed = timed(lambda: exact_effects(model, g, clean_b, metric, diff, 1024.0, None, False, only=one), 3)[0]
+    fixed = timed(lambda: exact_effects(model, g, clean_b, metric, diff, 1024.0, None, False, only=one,
+                                          streams=streams), 3)[0]
     print(f"[{label}]   fixed cost of a study (a study of one edge, best of 3): {fixed[0]:.2f}s wall / "
           f"{fixed[1]:.2f}s CPU")
     for layer in (*layers, g.n_layers):
@@ -142,7 +143,7 @@ def sampled_exact(label, model, g, clean, corrupted, metric, loop_edges, layers,
             composition[kind] = n
         picks = sorted(picks)
         (w, c), (values, _) = timed(lambda: exact_effects(model, g, clean_b, metric, diff, 1024.0, None, False,
-                                                          only=set(picks)), 1)
+                                                          only=set(picks), streams=streams), 1)
         few = [i for kind in composition for i in [p for p in picks if kind_of[p] == kind][:loop_per_kind]]
         for i in few:
             (wl, cl), looped = timed(lambda: loop_edges([i]), 1)

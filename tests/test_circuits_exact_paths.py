@@ -1,6 +1,6 @@
-"""Fast paths of exact single-edge patching, each against patching the edge by hand: edges into
-the last layer's keys and values run the final block at the last position alone
-(``engine.paths.split_final``), and the engine says it took that path."""
+"""Fast paths of exact single-edge patching, each against patching the edge by hand: where the
+receiving layer is off, edges into the last layer's keys and values run the final block at the
+last position alone (``engine.paths.split_final``), and the engine says it took that path."""
 
 import torch
 from transformer_lens import HookedTransformer
@@ -39,11 +39,14 @@ def _last_layer_kv_edges(names, n_layers):
 
 
 def test_edges_into_the_last_layers_keys_and_values_equal_the_hand_loop_and_run_the_final_block_at_the_last_position():
-    # llama_style: grouped-query attention, ungrouped while the study runs (a key per query head)
+    # the receiving layer off (soft-capped scores): the cells edit the last layer's keys/values on
+    # the ordinary forward; llama_style: grouped-query attention, ungrouped (a key per query head)
     for model in (gpt2_style(), rotary_mha(), llama_style()):
+        model.cfg.attn_scores_soft_cap = 50.0
         clean, corrupted = _pair()
         scores = ti.circuits.attribute(model, clean, corrupted, METRIC, method="exact", progress=False)
         settings = scores.provenance.settings
+        assert settings["receiving_layer"].startswith("off") and settings["receiving_cells"] == 0
         assert settings["engine"]["split_final"] == "on" and settings["final_kv_split"] > 0
         some = _last_layer_kv_edges(scores.names, model.cfg.n_layers)
         assert len(some) == 2 * model.cfg.n_heads * (1 + (model.cfg.n_layers - 1) * (model.cfg.n_heads + 1))

@@ -50,26 +50,49 @@ FAMILIES = {
 
 
 @pytest.mark.parametrize("family", list(FAMILIES))
-def test_every_edge_below_the_last_layer_equals_the_hand_loop_and_is_computed_at_its_receiving_layer(family):
+def test_every_edge_equals_the_hand_loop_and_is_computed_at_its_receiving_layer(family):
+    # below the last layer as the next layer's input; the last layer's and the logits' edges as
+    # the final residual at the position the metric reads
     model = FAMILIES[family]()
     clean, corrupted = _pair()
     scores = ti.circuits.attribute(model, clean, corrupted, METRIC, method="exact", progress=False)
     settings = scores.provenance.settings
-    below = _below_last(scores.names, model.cfg.n_layers)
-    assert settings["receiving_layer"].startswith("on") and settings["receiving_cells"] == len(below) > 0
-    expected = ref.single_edges(model, clean, corrupted, _per_prompt, [scores.names[i] for i in below])
-    torch.testing.assert_close(scores.per_prompt[:, below], expected, atol=1e-5, rtol=0)
-    assert expected.abs().max() > 1e-3  # the edges move the metric: the comparison can fail
+    assert settings["receiving_layer"].startswith("on") and "the last layer's" in settings["receiving_layer"]
+    assert settings["receiving_cells"] == len(scores.names) and settings["final_kv_split"] == 0
+    expected = ref.single_edges(model, clean, corrupted, _per_prompt, scores.names)
+    torch.testing.assert_close(scores.per_prompt, expected, atol=1e-5, rtol=0)
+    last = [i for i in range(len(scores.names)) if i not in _below_last(scores.names, model.cfg.n_layers)]
+    assert expected[:, last].abs().max() > 1e-3  # the last layer's edges move the metric: the comparison can fail
+    assert expected.abs().max() > 1e-3
 
 
-def test_grouped_query_models_run_edges_below_the_last_layer_with_grouped_keys_and_a_cached_prefix():
-    # no ungrouped K/V for those passes: TL's key-value cache serves them (prefix_kv), while
-    # the last layer's key/value edges still run ungrouped, and both parts equal the hand loop
+def test_a_metric_that_reads_positions_that_differ_by_row_keeps_the_last_layer_on_the_ordinary_forward():
+    # the final residual is written at one position, the same in every row; otherwise the last
+    # layer's head edges edit the heads' projections (ungrouped keys/values), and all equal the hand loop
+    model = FAMILIES["llama_gqa"]()
+    clean, corrupted = _pair()
+    metric = ti.metrics.logit_diff(3, 5, positions=torch.tensor([6, 4, 6]))
+    scores = ti.circuits.attribute(model, clean, corrupted, metric, method="exact", progress=False)
+    settings = scores.provenance.settings
+    assert settings["receiving_layer"].endswith("below the last layer") and "engine_grouped" in settings
+    rows = torch.arange(3)
+
+    def per_prompt(logits):
+        return logits[rows, [6, 4, 6], 3] - logits[rows, [6, 4, 6], 5]
+
+    some = list(range(0, len(scores.names), 5))
+    expected = ref.single_edges(model, clean, corrupted, per_prompt, [scores.names[i] for i in some])
+    torch.testing.assert_close(scores.per_prompt[:, some], expected, atol=1e-5, rtol=0)
+
+
+def test_grouped_query_models_run_every_edge_with_grouped_keys_and_a_cached_prefix_in_one_study():
+    # no ungrouped K/V for any pass: TL's key-value cache serves them (prefix_kv), one base run
     model = FAMILIES["llama_gqa"]()
     clean, corrupted = _pair(first=3)
     scores = ti.circuits.attribute(model, clean, corrupted, METRIC, method="exact", progress=False)
     settings = scores.provenance.settings
-    assert settings["engine_grouped"]["prefix_kv"] == "on" and settings["prefix_passes"] > 0
+    assert settings["engine"]["prefix_kv"] == "on" and settings["prefix_passes"] > 0
+    assert "engine_grouped" not in settings
     some = list(range(0, len(scores.names), 7))
     expected = ref.single_edges(model, clean, corrupted, _per_prompt, [scores.names[i] for i in some])
     torch.testing.assert_close(scores.per_prompt[:, some], expected, atol=1e-5, rtol=0)
@@ -82,7 +105,7 @@ def test_per_position_edges_at_the_receiving_layer_equal_patching_one_position_b
                                    progress=False)
     assert scores.provenance.settings["receiving_cells"] > 0
     plain = ti.circuits.graph(model).edges
-    for e in _below_last(plain, model.cfg.n_layers)[::6]:
+    for e in range(0, len(plain), 6):  # below the last layer, in it, and into the logits
         for p in (1, 3, 4):
             index = scores.names.index(at_position(plain[e], p))
             expected = _edge_at_position_by_hand(model, clean, corrupted, plain[e], p)
@@ -117,7 +140,7 @@ def test_smollm2_edges_below_the_last_layer_equal_the_hand_loop_at_their_receivi
     model = ti.models.load("smollm2-135m")
     metric = ti.metrics.logit_diff(_ids(model, [" April", " September"]), _ids(model, [" February", " July"]))
     clean, corrupted = model.to_tokens(CLEAN), model.to_tokens(CORRUPTED)
-    g, clean_b, diff = corrupted_deltas(model, clean, corrupted, metric)
+    g, clean_b, diff, streams = corrupted_deltas(model, clean, corrupted, metric)
     gen = torch.Generator().manual_seed(0)
     some = []
     for layer in (0, 14, 28):
@@ -125,7 +148,8 @@ def test_smollm2_edges_below_the_last_layer_equal_the_hand_loop_at_their_receivi
             pool = [i for i, name in enumerate(g.edges) if name.endswith(kind) and
                     (kind.startswith("->") or name.split("->")[1].startswith(f"a{layer}."))]
             some.append(pool[int(torch.randint(len(pool), (1,), generator=gen))])
-    values, stats = exact_effects(model, g, clean_b, metric, diff, 1024.0, None, False, only=set(some))
+    values, stats = exact_effects(model, g, clean_b, metric, diff, 1024.0, None, False, only=set(some),
+                                  streams=streams)
     assert stats["receiving_cells"] == len(some) and stats["engine"]["prefix_kv"] == "on"
     per_prompt = lambda logits: metric.per_prompt(logits, clean_b)  # noqa: E731
     expected = ref.single_edges(model, clean, corrupted, per_prompt, [g.edges[i] for i in sorted(some)])

@@ -31,45 +31,53 @@ from tl_interp.engine.run import EngineOptions
 from tl_interp.intervention import Intervention
 from tl_interp.metrics import bind
 
-__all__ = ["exact_effects", "corrupted_deltas"]
+__all__ = ["exact_effects", "corrupted_deltas", "stream_names"]
 
 
 def exact_effects(model: Any, g: Graph, batch: Any, metric: Any, diff: Tensor, memory_mb: float,
            executor: Executor | None, progress: bool, aware: bool = False,
-           only: Collection[int] | None = None) -> tuple[Tensor, dict[str, Any]]:
+           only: Collection[int] | None = None, streams: dict[str, Tensor] | None = None
+           ) -> tuple[Tensor, dict[str, Any]]:
     """Per-prompt exact single-edge effects ``(batch, n_edges)``: one engine cell per edge (per
     edge and position with ``aware``: ``(batch, n_edges * pos)``, positions inner); only the
     edges at the indices ``only`` when given (the benchmark's samples), in graph order.
 
-    An edge into a head or an MLP below the last layer is computed at its receiving layer alone
-    (``_receiving``); an edge into a last-layer head's q/k/v input recomputes that one head's
-    projection on the ordinary forward (``_heads.head_input_edit``); where neither can be done
-    exactly (``_receiving.reason``, ``head_input_reason``) the cell edits TL's per-head input."""
+    An edge into a head or an MLP is computed at its receiving layer alone (``_receiving``; in
+    the last layer, and for the logits, at the one position the metric reads); where that can't
+    be done exactly (``_receiving.reason``) an edge into a last-layer head's q/k/v input
+    recomputes that one head's projection on the ordinary forward (``_heads.head_input_edit``),
+    and where neither can (``head_input_reason``) the cell edits TL's per-head input.
+    ``streams``: the clean run's ``stream_names`` when its caller read them already (the forward
+    that read the senders); else one forward reads them here."""
     why = head_input_reason(model)
     why_receiving = receiving.reason(model, batch)
     diff_last = diff
     read = getattr(bind(metric, batch), "positions", None)
+    rows, pos = batch.shape
     if read is not None:  # the last block's queries and MLP inputs matter only where the metric reads
-        rows, pos = batch.shape
         read = torch.as_tensor(read).long().expand(rows) % pos
         seen = torch.zeros(rows, pos, 1, 1, dtype=diff.dtype, device=diff.device)
         seen[torch.arange(rows), read.to(diff.device)] = 1
         diff_last = diff * seen
+    # the last layer at its receiving layer too when the metric reads one position, the same in every row
+    final_read = int(read[0]) if read is not None and bool((read == read[0]).all()) else None
     last = g.n_layers - 1
     used = None if only is None else {i - r.offset for r in g.receivers for i in only
                                       if r.offset <= i < r.offset + r.n_senders}
     inputs = queries_last = layers = None
     if why is None:
-        mids = [f"blocks.{layer}.hook_resid_mid" for layer in range(g.n_layers)] \
-            if g.mlp and why_receiving is None else []
-        cache = hooks.cache([f"blocks.{layer}.hook_resid_pre" for layer in range(g.n_layers)] + mids)
-        with torch.no_grad(), no_head_results(model):
-            cache.run(model, batch.tokens, stop_at_layer=g.n_layers, **forward_kw(batch))  # no logits needed
-        resid = [cache[f"blocks.{layer}.hook_resid_pre"] for layer in range(g.n_layers)]
+        if streams is None:
+            cache = hooks.cache(stream_names(g, model))
+            with torch.no_grad(), no_head_results(model):
+                cache.run(model, batch.tokens, stop_at_layer=g.n_layers, **forward_kw(batch))  # no logits needed
+            streams = {name: cache[name] for name in stream_names(g, model)}
+        resid = [streams[f"blocks.{layer}.hook_resid_pre"] for layer in range(g.n_layers)]
         inputs = HeadInputs(model, resid, diff, used)
         queries_last = HeadInputs(model, resid, diff_last, used)
         if why_receiving is None:
-            layers = receiving.ReceivingLayers(model, inputs, [cache[m] for m in mids] if g.mlp else resid[1:])
+            mids = ([streams[f"blocks.{layer}.hook_resid_mid"] for layer in range(g.n_layers)] if g.mlp else
+                    [*resid[1:], streams[f"blocks.{last}.hook_resid_post"]])
+            layers = receiving.ReceivingLayers(model, inputs, mids, final_read)
     # cells that edit a head's own q/k/v at its hook point need grouped keys/values ungrouped
     cells: dict[bool, list[tuple[int, Intervention]]] = {False: [], True: []}
     sites: dict[bool, dict[str, None]] = {False: {}, True: {}}
@@ -77,34 +85,35 @@ def exact_effects(model: Any, g: Graph, batch: Any, metric: Any, diff: Tensor, m
     n_receiving = 0
     for r in g.receivers:
         layer = int(r.hook_name.split(".")[1])
-        at_receiver = layers is not None and layer < last and r.hook_name.endswith(("_input", "mlp_in"))
+        at_receiver = layers is not None and (layer < last and r.hook_name.endswith(("_input", "mlp_in"))
+                                              or final_read is not None)
         head_cell = not at_receiver and why is None and r.head is not None
         # the last layer's queries, MLP and the logits act position by position: only read positions count
         local = layer == last and not r.hook_name.endswith(("k_input", "v_input"))
         ungroup = not at_receiver and r.head is not None
-        site = (f"blocks.{layer + 1}.hook_resid_pre" if at_receiver else
+        site = (layers.site(layer) if at_receiver else  # type: ignore[union-attr]
                 f"blocks.{layer}.attn.hook_{r.hook_name.split('hook_')[1][0]}" if head_cell else r.hook_name)
         sites[ungroup][site] = None
         for j in range(r.n_senders):
             if only is not None and r.offset + j not in only:
                 continue
             edge = f"{g.senders[j]}->{r.name}"
-            for pos in (range(batch.shape[1]) if aware else [None]):
-                name = edge if pos is None else at_position(edge, pos)
+            for p in (range(pos) if aware else [None]):
+                name = edge if p is None else at_position(edge, p)
                 if at_receiver:
-                    cell = receiving.receiving_edit(r, j, layers, name, position=pos)
+                    cell = receiving.receiving_edit(r, j, layers, name, position=p)  # type: ignore[arg-type]
                     n_receiving += 1
                 elif head_cell:
-                    cell = head_input_edit(r, j, queries_last if local else inputs, name, position=pos)
+                    cell = head_input_edit(r, j, queries_last if local else inputs, name, position=p)
                 else:
-                    cell = edge_edit(r, (diff_last if local else diff)[:, :, j], name, position=pos)
+                    cell = edge_edit(r, (diff_last if local else diff)[:, :, j], name, position=p)
                 cells[ungroup].append((len(names), cell))
                 names.append(name)
     grouped_kv = getattr(model.cfg, "n_key_value_heads", None) is not None
     parts = [flag for flag in (False, True) if cells[flag]] if grouped_kv else [True]
     if not grouped_kv:
         cells[True], sites[True] = cells[False] + cells[True], {**sites[False], **sites[True]}
-    values = torch.zeros(len(names), batch.shape[0], dtype=diff.dtype, device=diff.device)
+    values = torch.zeros(len(names), rows, dtype=diff.dtype, device=diff.device)
     stats: dict[str, Any] = {}
     for flag in parts:
         switches = {"mlp_in": True, "ungroup": flag, "split_qkv": why is not None}
@@ -121,20 +130,35 @@ def exact_effects(model: Any, g: Graph, batch: Any, metric: Any, diff: Tensor, m
         stats["engine"] = outcome.paths
     head_cells = "q/k/v projection of the receiving head on the ordinary forward" if why is None else \
         f"TL's per-head inputs ({why})"
-    at = "on: edges into heads and MLPs below the last layer" if why_receiving is None else f"off: {why_receiving}"
+    at = "off: " + why_receiving if why_receiving is not None else \
+        "on: edges into heads and MLPs" + (" (the last layer's and the logits' at the read position)"
+                                          if final_read is not None else " below the last layer")
     return values.T, {"head_cells": head_cells, "receiving_layer": at, "receiving_cells": n_receiving, **stats}
 
 
-def corrupted_deltas(model: Any, clean: Any, corrupted: Any, metric: Any) -> tuple[Graph, Any, Tensor]:
-    """The graph, the checked clean batch and what each edge's patch adds to its receiver's input
-    under corrupted ablation (``exact_effects``'s ``diff``): for exact studies of a sample of
-    edges (``exact_effects(only=...)``: the benchmark, the real-model tests)."""
+def stream_names(g: Graph, model: Any) -> list[str]:
+    """The clean run's residual streams ``exact_effects`` reads: every layer's input and what its
+    attention leaves (``hook_resid_mid``; for an attention-only model the last ``hook_resid_post``)."""
+    pre = [f"blocks.{layer}.hook_resid_pre" for layer in range(g.n_layers)]
+    if head_input_reason(model) is not None:
+        return []
+    return pre + ([f"blocks.{layer}.hook_resid_mid" for layer in range(g.n_layers)] if g.mlp else
+                  [f"blocks.{g.n_layers - 1}.hook_resid_post"])
+
+
+def corrupted_deltas(model: Any, clean: Any, corrupted: Any, metric: Any
+                     ) -> tuple[Graph, Any, Tensor, dict[str, Tensor]]:
+    """The graph, the checked clean batch, what each edge's patch adds to its receiver's input
+    under corrupted ablation (``exact_effects``'s ``diff``) and the clean residual streams read
+    in the same forward (its ``streams``), as ``attribute`` computes them: for exact studies of a
+    sample of edges (``exact_effects(only=...)``: the benchmark, the real-model tests)."""
     g, clean_b, corrupt_b = prepare(model, clean, corrupted, metric, "corrupted", differentiable=False)
+    streams: dict[str, Any] = dict.fromkeys(stream_names(g, model))
     with compat.edge_hooks_on(model):
-        clean_s, _ = sender_values(model, g, clean_b)
+        clean_s, _ = sender_values(model, g, clean_b, also=streams)
         diff = sender_deltas(g, compat.attention_output_norms(model), clean_s,
                              ablated_values(model, g, "corrupted", clean_b, corrupt_b, clean_s))
-    return g, clean_b, diff
+    return g, clean_b, diff, streams
 
 
 def _merged(a: dict[str, Any], b: dict[str, Any]) -> dict[str, Any]:

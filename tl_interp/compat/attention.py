@@ -73,12 +73,13 @@ def head_attention_reason(model: Any) -> str | None:
     return None
 
 
-def attend(module: Any, q_proj: Tensor, k_proj: Tensor, v_proj: Tensor) -> Tensor:
+def attend(module: Any, q_proj: Tensor, k_proj: Tensor, v_proj: Tensor, queries_from: int = 0) -> Tensor:
     """``z`` ``(batch, pos, n, d_head)`` of ``n`` independent heads of the attention ``module``
     (``model.blocks[L].attn``) from their pre-rotary projections ``q_proj, k_proj, v_proj``
     ``(batch, pos, n, d_head)``: TL's rotary (``apply_rotary`` from position 0), scores over ``attn_scale``, the
     causal mask, softmax (NaN rows to zero, as TL), the pattern times the values. Exact for a
-    model ``head_attention_reason`` passes.
+    model ``head_attention_reason`` passes. ``queries_from``: ``z`` of the queries at positions
+    ``queries_from..`` alone, ``(batch, pos - queries_from, n, d_head)`` (every key still read).
 
     Example:
         >>> import torch
@@ -93,13 +94,16 @@ def attend(module: Any, q_proj: Tensor, k_proj: Tensor, v_proj: Tensor) -> Tenso
         >>> z = attend(attn, q, k.repeat_interleave(n, 2), v.repeat_interleave(n, 2))
         >>> torch.allclose(z, cache["blocks.0.attn.hook_z"], atol=1e-6)
         True
+        >>> torch.allclose(attend(attn, q, k.repeat_interleave(n, 2), v.repeat_interleave(n, 2), queries_from=3),
+        ...                cache["blocks.0.attn.hook_z"][:, 3:], atol=1e-6)
+        True
     """
-    q, k = q_proj, k_proj
+    q, k = q_proj[:, queries_from:], k_proj
     if module.cfg.positional_embedding_type == "rotary":
-        q, k = module.apply_rotary(q, 0, None), module.apply_rotary(k, 0, None)
+        q, k = module.apply_rotary(q, queries_from, None), module.apply_rotary(k, 0, None)
     scores = torch.einsum("bqnd,bknd->bnqk", q, k) / module.attn_scale
     pos = scores.shape[-1]
-    causal = torch.ones(pos, pos, dtype=torch.bool, device=scores.device).tril()
+    causal = torch.ones(pos, pos, dtype=torch.bool, device=scores.device).tril()[queries_from:]
     pattern = torch.softmax(scores.masked_fill(~causal, float("-inf")), dim=-1)
     pattern = torch.where(torch.isnan(pattern), torch.zeros_like(pattern), pattern)
     return torch.einsum("bnqk,bknd->bqnd", pattern, v_proj)
