@@ -130,3 +130,24 @@ def test_a_declared_footprint_is_taken_at_its_word_without_running_the_hook_on_t
     for h, cell, value in zip(hooks_[:2], cells, values):
         torch.testing.assert_close(value, _per_prompt(cell.run(model, clean)), atol=1e-5, rtol=0)
     torch.testing.assert_close(values[2], base.values)
+
+
+def test_cells_that_edit_only_the_final_residual_run_no_block_and_equal_the_edit_run_by_hand():
+    # engine level: nothing upstream of blocks.{last}.hook_resid_post moved, so the cells' hooks edit
+    # the base run's final residual and no block runs in their passes; values equal each edit by hand
+    model = rotary_mha()
+    clean, corrupted = _pair()
+    _, cache = model.run_with_cache(corrupted)
+    site = f"blocks.{model.cfg.n_layers - 1}.hook_resid_post"
+    cells = [hooks.patch(site, cache[site], positions=pos) for pos in (3, 5, 6)] + [hooks.scale(site, 0.5)]
+    base = BaseRun(model, as_batch(model, clean), METRIC, [site])
+    calls = []
+    handle = model.blocks[-1].register_forward_pre_hook(lambda module, args: calls.append(1))
+    try:
+        values = base.evaluate(cells)
+    finally:
+        handle.remove()
+    assert calls == [] and base.stats["passes"] > 0
+    for cell, value in zip(cells, values):
+        torch.testing.assert_close(value, _per_prompt(cell.run(model, clean)), atol=1e-5, rtol=0)
+    assert not torch.allclose(values[2], values[0])  # the patch at the read position moves the metric

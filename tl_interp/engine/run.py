@@ -304,6 +304,13 @@ class BaseRun:
             order = torch.tensor([i for part in parts for i in part]).argsort()
             return torch.cat(outs).reshape(n, rows, -1)[order].reshape(n * rows, -1)
         edits_kv_only = all(kv_only)
+        final_output = site_name("resid_post", n_layers - 1)
+        if (self.split_reason is None and not full_logits and layer == n_layers - 1 and final_output in self.acts
+                and all(set(c) == {final_output} for c in cells)):  # nothing before the edit moved: no block runs
+            (name, edit), = stacked.bind(model)
+            with running(RunContext(offset=first_pos)):
+                out = edit(self.acts[final_output][:, first_pos:].repeat(n, 1, 1), hook=model.hook_dict[name])
+            return self._read(out, n, first_pos)
         # cells whose hooks in the final block follow the window of positions run there in split_final's two steps
         windowed = layer < n_layers - 1 and split_final.windowed_cells(model, cells)
         split = self.split_reason is None and (edits_input_only or edits_kv_only or windowed or (
