@@ -50,7 +50,7 @@ def test_a_sweep_with_and_without_the_layout_is_bit_identical(monkeypatch: pytes
     clean, corrupted = TOKENS, TOKENS.flip(1)
     metric = ti.metrics.logit_diff(RIGHT, WRONG, positions=-1)
     on = ti.patching.sweep(model, clean, corrupted, metric, progress=False)
-    monkeypatch.setattr(layout, "relaid", lambda model: [])
+    monkeypatch.setattr(layout, "relaid", lambda model, **kw: [])
     off = ti.patching.sweep(model, clean, corrupted, metric, progress=False)
     assert torch.equal(on.values, off.values) and torch.equal(on.extras["source"], off.extras["source"])
 

@@ -27,7 +27,8 @@ from tl_interp.circuits._heads import HeadInputs, head_input_edit, head_input_re
 from tl_interp.circuits._runs import ablated_values, forward_kw, no_head_results, prepare, sender_values
 from tl_interp import compat
 from tl_interp.engine.executors import Executor, Plan, execute
-from tl_interp.engine.run import EngineOptions
+from tl_interp.engine.paths import read_only
+from tl_interp.engine.run import EngineOptions, forward_layout
 from tl_interp.intervention import Intervention
 from tl_interp.metrics import bind
 
@@ -73,7 +74,8 @@ def exact_effects(model: Any, g: Graph, batch: Any, metric: Any, diff: Tensor, m
             streams = {name: cache[name] for name in stream_names(g, model)}
         resid = [streams[f"blocks.{layer}.hook_resid_pre"] for layer in range(g.n_layers)]
         inputs = HeadInputs(model, resid, diff, used)
-        queries_last = HeadInputs(model, resid, diff_last, used)
+        if why_receiving is not None or final_read is None:  # last-layer head cells on the ordinary forward
+            queries_last = HeadInputs(model, resid, diff_last, used)
         if why_receiving is None:
             mids = ([streams[f"blocks.{layer}.hook_resid_mid"] for layer in range(g.n_layers)] if g.mlp else
                     [*resid[1:], streams[f"blocks.{last}.hook_resid_post"]])
@@ -115,11 +117,14 @@ def exact_effects(model: Any, g: Graph, batch: Any, metric: Any, diff: Tensor, m
         cells[True], sites[True] = cells[False] + cells[True], {**sites[False], **sites[True]}
     values = torch.zeros(len(names), rows, dtype=diff.dtype, device=diff.device)
     stats: dict[str, Any] = {}
+    options = EngineOptions(memory_mb=memory_mb)
+    # the weights re-laid out once for every part; W_U only if TL's own unembedding runs (no read-only head)
     for flag in parts:
         switches = {"mlp_in": True, "ungroup": flag, "split_qkv": why is not None}
-        with compat.receiver_hooks(model, **switches), no_head_results(model):
+        with compat.receiver_hooks(model, **switches), no_head_results(model), \
+                forward_layout(model, options, unembed=read_only.reason(model, bind(metric, batch)) is not None):
             plan = Plan(model, batch, metric, tuple(c for _, c in cells[flag]), tuple((names[i],) for i, _ in cells[flag]),
-                        tuple(sites[flag]), EngineOptions(memory_mb=memory_mb), label="exact edge patching",
+                        tuple(sites[flag]), options, label="exact edge patching",
                         signature={"study": "circuits.exact", "ungrouped": flag})
             outcome = execute(plan, executor, progress=progress)
         index = torch.tensor([i for i, _ in cells[flag]], dtype=torch.long)

@@ -56,10 +56,10 @@ def _heads_out(w: Tensor) -> Tensor:
     return w.permute(2, 0, 1).contiguous().reshape(m, h, d).permute(1, 2, 0)
 
 
-def relaid(model: Any) -> list[tuple[Any, str, Any]]:
+def relaid(model: Any, *, unembed: bool = True) -> list[tuple[Any, str, Any]]:
     """``(module, parameter name, relayout)`` for every parameter ``forward_layout`` stores
     transposed (an empty list when nothing applies: a model other than TL's HookedTransformer,
-    or attention in a mode that reads its weights otherwise)."""
+    or attention in a mode that reads its weights otherwise); ``unembed=False`` leaves ``W_U``."""
     from transformer_lens.components import Attention, GroupedQueryAttention, Unembed
     from transformer_lens.components.mlps.gated_mlp import GatedMLP
 
@@ -69,7 +69,7 @@ def relaid(model: Any) -> list[tuple[Any, str, Any]]:
     out: list[tuple[Any, str, Any]] = []
     for module in model.modules():
         if type(module) is Unembed:
-            out.append((module, "W_U", _transposed))
+            out += [(module, "W_U", _transposed)] if unembed else []
         elif type(module) is GatedMLP:
             out += [(module, name, _transposed) for name in ("W_gate", "W_in", "W_out")]
         elif type(module) in (Attention, GroupedQueryAttention) and attention_plain:
@@ -81,10 +81,16 @@ def relaid(model: Any) -> list[tuple[Any, str, Any]]:
             and (f is not _heads_in or _copied_by_tl(getattr(m, n).data))]
 
 
+_HELD: set[int] = set()  # the models (by id) an active forward_layout holds re-laid: nested blocks do nothing
+
+
 @contextlib.contextmanager
-def forward_layout(model: Any, enabled: bool = True) -> Iterator[None]:
+def forward_layout(model: Any, enabled: bool = True, *, unembed: bool = True) -> Iterator[None]:
     """Within the block, TL's per-call weight re-layouts are views (module docstring); the
-    parameters' own storage is restored after, on every exit path.
+    parameters' own storage is restored after, on every exit path. Inside an enabled block a
+    nested one does nothing: the outermost decides what is re-laid. ``unembed=False`` leaves
+    ``W_U`` as it is: a study that never runs TL's own unembedding (the engine's read-only
+    head) need not copy it (113 MB on SmolLM2).
 
     Example:
         >>> import torch
@@ -97,12 +103,18 @@ def forward_layout(model: Any, enabled: bool = True) -> Iterator[None]:
         ...     inside = model(tokens)
         >>> torch.equal(inside, before), model.blocks[0].mlp.W_in.is_contiguous()
         (True, True)
+        >>> with forward_layout(model, unembed=False):
+        ...     with forward_layout(model):  # nested: nothing more is re-laid
+        ...         torch.equal(model(tokens), before), model.unembed.W_U.is_contiguous()
+        (True, True)
     """
     touched: list[tuple[Any, Tensor]] = []
+    outermost = enabled and id(model) not in _HELD
     try:
-        if enabled:
+        if outermost:
+            _HELD.add(id(model))
             with torch.no_grad(), torch.inference_mode(False):
-                for module, name, relayout in relaid(model):
+                for module, name, relayout in relaid(model, unembed=unembed):
                     param = getattr(module, name)
                     touched.append((param, param.data))
                     param.data = relayout(param.data)
@@ -110,6 +122,8 @@ def forward_layout(model: Any, enabled: bool = True) -> Iterator[None]:
     finally:
         for param, data in reversed(touched):
             param.data = data
+        if outermost:
+            _HELD.discard(id(model))
 
 
 def check() -> str | None:

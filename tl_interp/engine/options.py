@@ -70,14 +70,15 @@ class Staged:
     then: Callable[[Values], Any]
 
 
-def forward_layout(model: Any, options: EngineOptions) -> contextlib.AbstractContextManager[None]:
+def forward_layout(model: Any, options: EngineOptions, *, unembed: bool = True) -> contextlib.AbstractContextManager[None]:
     """TL's weights stored the way its forward multiplies by them, inside the block
     (``compat.layout``: bit-identical results without TL's per-call copy of every weight
     matrix); a study wraps its base run, its passes and any other forward of the same model.
-    Off with ``fast_paths=False``, with gradients, and on anything but a HookedTransformer."""
+    Off with ``fast_paths=False``, with gradients, and on anything but a HookedTransformer.
+    ``unembed=False``: not ``W_U`` (a study whose passes never run TL's own unembedding)."""
     on = (options.fast_paths and not options.grad and compat.is_hooked_transformer(model)
           and compat.usable("layout"))
-    return compat.layout.forward_layout(model, enabled=on)
+    return compat.layout.forward_layout(model, enabled=on, unembed=unembed)
 
 
 def check_metric(model: Any, metric: Callable[..., Any], batch: Tokenized) -> Callable[..., Any]:
