@@ -66,6 +66,23 @@ def test_every_edge_equals_the_hand_loop_and_is_computed_at_its_receiving_layer(
     assert expected.abs().max() > 1e-3
 
 
+def test_a_metric_that_reads_one_position_before_the_last_gets_the_last_layers_edges_written_there():
+    # the final residual written at position 4 of 7 (the engine runs the final block from there: no split)
+    model = FAMILIES["rotary_rms_gated"]()
+    clean, corrupted = _pair()
+    metric = ti.metrics.logit_diff(3, 5, positions=4)
+    scores = ti.circuits.attribute(model, clean, corrupted, metric, method="exact", progress=False)
+    assert scores.provenance.settings["receiving_cells"] == len(scores.names)
+
+    def per_prompt(logits):
+        return logits[:, 4, 3] - logits[:, 4, 5]
+
+    some = [i for i in range(len(scores.names)) if i not in _below_last(scores.names, model.cfg.n_layers)][::3]
+    expected = ref.single_edges(model, clean, corrupted, per_prompt, [scores.names[i] for i in some])
+    torch.testing.assert_close(scores.per_prompt[:, some], expected, atol=1e-5, rtol=0)
+    assert expected.abs().max() > 1e-3
+
+
 def test_a_metric_that_reads_positions_that_differ_by_row_keeps_the_last_layer_on_the_ordinary_forward():
     # the final residual is written at one position, the same in every row; otherwise the last
     # layer's head edges edit the heads' projections (ungrouped keys/values), and all equal the hand loop

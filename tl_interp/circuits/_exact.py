@@ -1,18 +1,19 @@
 """Exact single-edge patching on the engine: the effect on the metric of patching each edge alone.
 
-One engine cell per edge (per edge and position with ``per_position=True``). An edge into a
-head or an MLP below the last layer is computed at its receiving layer alone and written as the
-next layer's input (``_receiving``: one head's attention by hand, the layer's MLP), so the pass
-starts at the next layer; an edge into a last-layer head recomputes that head's projection on
-the ordinary forward (``_heads.head_input_edit``); an edge into the last MLP or the logits adds
-the sender's difference at ``hook_mlp_in`` / the last ``hook_resid_post`` (``_edit.edge_edit``).
-Passes start at the first position the edge changes (``prefix_kv``, from each cell's declared
-footprint); in the last layer the queries, the MLP and the logits act position by position, so
-edges into them are patched only where the metric reads. On a grouped-query model the cells that
-edit a head's own keys/values (the last layer's) run apart, with keys/values ungrouped; the
-others keep TL's grouped attention and its key-value cache.
+One engine cell per edge (per edge and position with ``per_position=True``), computed at its
+receiving layer alone (``_receiving``: one head's attention by hand, the layer's MLP): below
+the last layer the cell writes the next layer's input, so the pass starts there, at the first
+position the edge changes (``prefix_kv``, from each cell's declared footprint); in the last
+layer, and for the logits, it writes the final residual at the one position the metric reads,
+and the engine runs no block for it. No cell edits a head's own keys/values, so a grouped-query
+model keeps TL's grouped attention and its key-value cache, in one engine run. Where the
+receiving layer is off (``_receiving.reason``), an edge into a last-layer head recomputes that
+head's projection on the ordinary forward (``_heads.head_input_edit``; on a grouped-query model
+those cells run apart, with keys/values ungrouped) and an edge into the last MLP or the logits
+adds the sender's difference at ``hook_mlp_in`` / the last ``hook_resid_post`` (``_edit.edge_edit``).
 """
 
+import bisect
 from collections.abc import Collection
 from typing import Any
 
@@ -63,8 +64,12 @@ def exact_effects(model: Any, g: Graph, batch: Any, metric: Any, diff: Tensor, m
     # the last layer at its receiving layer too when the metric reads one position, the same in every row
     final_read = int(read[0]) if read is not None and bool((read == read[0]).all()) else None
     last = g.n_layers - 1
-    used = None if only is None else {i - r.offset for r in g.receivers for i in only
-                                      if r.offset <= i < r.offset + r.n_senders}
+    starts = [r.offset for r in g.receivers]
+    chosen: dict[int, list[int]] = {}  # receiver -> the senders of its edges in ``only``
+    for i in sorted(only or ()):
+        k = bisect.bisect_right(starts, i) - 1
+        chosen.setdefault(k, []).append(i - starts[k])
+    used = None if only is None else {j for js in chosen.values() for j in js}
     inputs = queries_last = layers = None
     if why is None:
         if streams is None:
@@ -85,7 +90,9 @@ def exact_effects(model: Any, g: Graph, batch: Any, metric: Any, diff: Tensor, m
     sites: dict[bool, dict[str, None]] = {False: {}, True: {}}
     names: list[str] = []
     n_receiving = 0
-    for r in g.receivers:
+    for k, r in enumerate(g.receivers):
+        if only is not None and k not in chosen:
+            continue
         layer = int(r.hook_name.split(".")[1])
         at_receiver = layers is not None and (layer < last and r.hook_name.endswith(("_input", "mlp_in"))
                                               or final_read is not None)
@@ -96,9 +103,7 @@ def exact_effects(model: Any, g: Graph, batch: Any, metric: Any, diff: Tensor, m
         site = (layers.site(layer) if at_receiver else  # type: ignore[union-attr]
                 f"blocks.{layer}.attn.hook_{r.hook_name.split('hook_')[1][0]}" if head_cell else r.hook_name)
         sites[ungroup][site] = None
-        for j in range(r.n_senders):
-            if only is not None and r.offset + j not in only:
-                continue
+        for j in (range(r.n_senders) if only is None else chosen[k]):
             edge = f"{g.senders[j]}->{r.name}"
             for p in (range(pos) if aware else [None]):
                 name = edge if p is None else at_position(edge, p)
