@@ -42,8 +42,9 @@ def test_eap_and_faithfulness_on_smollm2_months(model):
 
 
 def test_exact_last_layer_key_value_edges_on_smollm2_equal_the_hand_loop(model):
-    # grouped-query attention ungrouped, the final block split at the last position, logits read
-    # at the metric's two answers only: a sample of edges into layer 29's keys and values
+    # grouped-query attention kept grouped, the final residual written at the last position by
+    # hand (no block runs), logits read at the metric's two answers only: a sample of edges into
+    # layer 29's keys and values
     from tests import _circuits_reference as ref
     from tl_interp import compat
     from tl_interp.circuits._edit import sender_deltas
@@ -62,7 +63,8 @@ def test_exact_last_layer_key_value_edges_on_smollm2_equal_the_hand_loop(model):
     some = [last[k] for k in torch.randperm(len(last), generator=torch.Generator().manual_seed(0))[:6].tolist()]
     some = sorted(some + [i for i, name in enumerate(g.edges) if name == "input->a29.h0<k>"])
     values, stats = exact_effects(model, g, clean_b, metric, diff, 1024.0, None, False, only=set(some))
-    assert stats["final_kv_split"] > 0 and stats["engine"]["head_columns"].startswith("on")
+    assert stats["receiving_cells"] == len(some) and "engine_grouped" not in stats
+    assert stats["engine"]["head_columns"].startswith("on")
     per_prompt = lambda logits: metric.per_prompt(logits, clean_b)  # noqa: E731
     expected = ref.single_edges(model, clean, corrupted, per_prompt, [g.edges[i] for i in some])
     torch.testing.assert_close(values, expected, atol=1e-4, rtol=0)  # 30 layers of float32 rounding

@@ -57,12 +57,8 @@ class HeadInputs:
         self.used = None if senders is None else torch.tensor(sorted(senders), dtype=torch.long)
         self.column = {} if senders is None else {s: i for i, s in enumerate(sorted(senders))}
         self.changed = (deltas != 0).any(-1, keepdim=True)  # (batch, pos, sender, 1)
-        self.weights = {}  # (layer, letter) -> (W (n_heads, d_model, d_head) ungrouped, b)
-        for layer, block in enumerate(model.blocks):
-            attn = block.attn
-            for letter, (w, b) in {"q": (attn.W_Q, attn.b_Q), "k": (attn.W_K, attn.b_K),
-                                   "v": (attn.W_V, attn.b_V)}.items():
-                self.weights[layer, letter] = (w.detach(), b.detach())
+        self.blocks = model.blocks
+        self._weights: dict[tuple[int, str], tuple[Tensor, Tensor]] = {}  # read on first use (GQA ungroups per read)
         self._normed: dict[int, Tensor] = {}
         self._projected: dict[tuple[int, str, int], Tensor] = {}
         self._together: dict[tuple[int, str], Any] = {}
@@ -118,6 +114,14 @@ class HeadInputs:
 
         return _head_input_edit
 
+    def weights(self, layer: int, letter: str) -> tuple[Tensor, Tensor]:
+        """``(W (n_heads, d_model, d_head) ungrouped, b)`` of the ``letter`` projection in ``layer``."""
+        if (layer, letter) not in self._weights:
+            attn = self.blocks[layer].attn
+            w, b = {"q": (attn.W_Q, attn.b_Q), "k": (attn.W_K, attn.b_K), "v": (attn.W_V, attn.b_V)}[letter]
+            self._weights[layer, letter] = (w.detach(), b.detach())
+        return self._weights[layer, letter]
+
     def projected(self, layer: int, letter: str, head: int, n_senders: int) -> Tensor:
         """``(batch, pos, n_senders, d_head)``: the head's projection of its input plus each of its
         first ``n_senders`` senders' delta."""
@@ -134,7 +138,7 @@ class HeadInputs:
                     del self._normed[old]
                     self._projected = {k: v for k, v in self._projected.items() if k[0] != old}
                 self._normed[layer] = normed
-            w, b = self.weights[layer, letter]
+            w, b = self.weights(layer, letter)
             out = torch.nn.functional.linear(normed, w[head].T, b[head])
             self._projected[key] = out
         return out
