@@ -148,9 +148,9 @@ def test_where_a_heads_attention_is_not_plain_the_receiving_layer_is_off_says_wh
 
 
 @pytest.mark.real_model
-def test_smollm2_edges_below_the_last_layer_equal_the_hand_loop_at_their_receiving_layer():
+def test_smollm2_edges_equal_the_hand_loop_at_their_receiving_layer():
     # SmolLM2-135M: grouped-query attention kept grouped, rotary, RMSNorm, gated MLPs; q/k/v/MLP
-    # edges into an early, a middle and the second-to-last layer
+    # edges into an early, a middle, the second-to-last and the last layer, and into the logits
     from tests.test_circuits_smollm2 import CLEAN, CORRUPTED, _ids
     from tl_interp.circuits._exact import corrupted_deltas, exact_effects
 
@@ -159,8 +159,9 @@ def test_smollm2_edges_below_the_last_layer_equal_the_hand_loop_at_their_receivi
     clean, corrupted = model.to_tokens(CLEAN), model.to_tokens(CORRUPTED)
     g, clean_b, diff, streams = corrupted_deltas(model, clean, corrupted, metric)
     gen = torch.Generator().manual_seed(0)
-    some = []
-    for layer in (0, 14, 28):
+    some: list[int] = []
+    some.append(len(g.edges) - 1 - int(torch.randint(len(g.senders), (1,), generator=gen)))  # into the logits
+    for layer in (0, 14, 28, 29):
         for kind in ("<q>", "<k>", "<v>", f"->m{layer}"):
             pool = [i for i, name in enumerate(g.edges) if name.endswith(kind) and
                     (kind.startswith("->") or name.split("->")[1].startswith(f"a{layer}."))]
