@@ -144,9 +144,15 @@ class FaithfulnessCurve(Result):
     def _summary_lines(self) -> list[str]:
         e = self.extras
         lines = ["per method: CPR (area under f, higher better) and CMD (area under |1 - f|, lower better), 95% CI"]
-        return lines + [f"{short(m):>24}: CPR {float(e['cpr'][i]):.3f} [{float(e['cpr_low'][i]):.3f}, "
-                        f"{float(e['cpr_high'][i]):.3f}]  CMD {float(e['cmd'][i]):.3f} [{float(e['cmd_low'][i]):.3f}, "
-                        f"{float(e['cmd_high'][i]):.3f}]" for i, m in enumerate(self.methods)]
+        lines += [f"{short(m):>24}: CPR {float(e['cpr'][i]):.3f} [{float(e['cpr_low'][i]):.3f}, "
+                  f"{float(e['cpr_high'][i]):.3f}]  CMD {float(e['cmd'][i]):.3f} [{float(e['cmd_low'][i]):.3f}, "
+                  f"{float(e['cmd_high'][i]):.3f}]" for i, m in enumerate(self.methods)]
+        if "survival" in e:  # a circuit without an interval is a claim without an error bar
+            lines.append("top-edge survival (fraction of each budget's top edges still in the top on resampled "
+                         "prompts) at " + ", ".join(self.labels["budget"]))
+            lines += [f"{short(m):>24}: " + " ".join(f"{float(v):.2f}" for v in e["survival"][i].tolist())
+                      for i, m in enumerate(self.methods)]
+        return lines
 
     def figure(self, **kwargs: Any) -> Any:
         """f against the budget per method, with interval bands (``ti.viz.circuit.curve_figure``)."""

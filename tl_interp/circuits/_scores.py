@@ -51,10 +51,10 @@ from tl_interp.circuits._exact import exact_effects
 from tl_interp.circuits._graph import Graph
 from tl_interp.circuits._runs import ablated_values, forward_kw, no_head_results, prepare, sender_values
 from tl_interp import compat
-from tl_interp.engine.executors import Executor
+from tl_interp.engine.executors import Executor, LocalExecutor
 from tl_interp.engine.inputs import Inputs
 from tl_interp.engine.run import BaseRun, EngineOptions
-from tl_interp.errors import InputError, OptionError
+from tl_interp.errors import InputError, OptionError, UnsupportedError
 from tl_interp.intervention import Intervention
 from tl_interp.metrics import bind
 from tl_interp.models._adapter import adapt
@@ -164,7 +164,9 @@ def attribute(model: Any, clean: Inputs, corrupted: Inputs, metric: Callable[...
             prompts of one token length (a padded batch is refused: position ``p`` must be the
             same slot in every prompt).
         memory_mb: budget of one stacked pass (EAP-IG, exact).
-        executor: where ``"exact"``'s cells run.
+        executor: where ``"exact"``'s cells run (``None``: here). The gradient methods keep the
+            autograd graph through their passes, which can't leave this process: another
+            executor is refused for them before any pass.
         progress: show a progress bar.
 
     Returns:
@@ -190,6 +192,10 @@ def attribute(model: Any, clean: Inputs, corrupted: Inputs, metric: Callable[...
                           f"ablation='corrupted' only (got {ablation!r}); use 'eap-ig-activations' or 'eap'")
     if not isinstance(per_position, bool):
         raise OptionError(f"per_position must be True or False, not {per_position!r}")
+    if method != "exact" and executor is not None and not isinstance(executor, LocalExecutor):
+        raise UnsupportedError(f"attribute(method={method!r}): {type(executor).__name__} can't run gradient methods: "
+                               "their passes keep the autograd graph, which can't cross process boundaries; run them "
+                               "here (executor=None), or use method='exact' with this executor")
     g, clean_b, corrupt_b = prepare(model, clean, corrupted, metric, ablation, differentiable=method != "exact")
     aware = per_position
     if aware and clean_b.padded:
