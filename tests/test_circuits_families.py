@@ -159,3 +159,15 @@ def _scores_of_a_graph() -> Any:
     model = hooked_model(_cfg()).eval()
     clean, corrupted = _pair(vocab=10)
     return ti.circuits.attribute(model, clean, corrupted, METRIC, method="eap", progress=False)
+
+
+def test_a_transformer_bridge_is_refused_with_the_reason_before_any_forward_pass(tmp_path):
+    pytest.importorskip("transformer_lens.model_bridge")
+    from tests.conftest import bridge_llama
+
+    model = bridge_llama(str(tmp_path))
+    clean, corrupted = _pair(vocab=10)
+    with _no_forward(model), pytest.raises(UnsupportedError, match="not well defined.*HookedTransformer"):
+        ti.circuits.attribute(model, clean, corrupted, METRIC, method="exact", progress=False)
+    with _no_forward(model), pytest.raises(UnsupportedError, match="not well defined.*HookedTransformer"):
+        ti.circuits.faithfulness(model, clean, corrupted, [["input->logits"]], METRIC, progress=False)
