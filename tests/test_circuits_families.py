@@ -66,6 +66,10 @@ def test_exact_scores_and_faithfulness_equal_the_hand_loops_on_more_families(fam
         _, cache = model.run_with_cache(corrupted)
     by_hand = torch.stack([ref.circuit_values(model, clean, cache, _per_prompt, g.edges, c) for c in circuits])
     torch.testing.assert_close(f.values, by_hand, atol=1e-5, rtol=0)
+    # independent of the graph's edge list: the full circuit is the clean run, the empty one the corrupted run
+    with torch.no_grad():
+        torch.testing.assert_close(f.values[0], _per_prompt(model(clean)), atol=1e-5, rtol=0)
+        torch.testing.assert_close(f.values[1], _per_prompt(model(corrupted)), atol=1e-5, rtol=0)
     eap = ti.circuits.attribute(model, clean, corrupted, METRIC, method="eap", progress=False)
     assert bool(torch.isfinite(eap.per_prompt).all()) and float(eap.scores.detach().abs().max()) > 0
 

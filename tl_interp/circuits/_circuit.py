@@ -30,8 +30,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from tl_interp._checks import checked, renamed
-from tl_interp._checks import check_count, checked
+from tl_interp._checks import check_count, checked, renamed
 from tl_interp.errors import ArtifactError, InputError, OptionError, ShapeError
 
 __all__ = ["Circuit", "edge_ends", "prune_edges"]

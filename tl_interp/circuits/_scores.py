@@ -43,7 +43,6 @@ from torch import Tensor
 from tqdm.auto import tqdm
 
 from tl_interp import hooks
-from tl_interp._checks import checked
 from tl_interp.results._ranking import Ranking, check_k
 from tl_interp._checks import check_count, checked
 from tl_interp.circuits._edit import sender_deltas, sender_hooks
