@@ -260,6 +260,7 @@ def faithfulness_curve(model: Any, clean: Inputs, corrupted: Inputs, scores: Edg
                            settings={"selection": selection, "absolute": absolute, "ablation": ablation,
                                      "n_boot": n_boot, "alpha": alpha, "n_graph_edges": n_all,
                                      "circuits_evaluated": len(unique),
+                                     "executor": result.provenance.settings.get("executor", "local"),
                                      "engine": result.provenance.settings.get("engine", {})})
     extras = {k: v for k, v in stats.items() if k != "f"}
     extras.update({"budgets": torch.tensor(budgets, dtype=torch.float64),
