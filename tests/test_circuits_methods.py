@@ -200,3 +200,24 @@ def test_a_faithfulness_curve_reports_top_edge_survival_by_default_computed_as_b
                 for rows in index]
         assert float(survival[0, j]) == pytest.approx(sum(kept) / len(kept), abs=1e-9), b
     assert float(survival[0, -1]) == 1.0 and float(survival[0, 0]) < 1.0  # all edges always survive; a few don't
+
+
+def test_circuit_intervals_are_the_ratio_of_means_with_a_paired_bootstrap_over_prompts():
+    model = gpt2_style()
+    clean, corrupted = _pair(rows=8)
+    g = ti.circuits.graph(model)
+    chosen = [g.edges, [], g.edges[::2], [e for e in g.edges if e.endswith("logits")]]
+    result = ti.circuits.faithfulness(model, clean, corrupted, chosen, METRIC, progress=False)
+    got = ti.circuits.circuit_intervals(result, n_boot=300, seed=1)
+    values, c, k = result.values.double(), result.clean.double(), result.corrupted.double()
+    for i in range(len(chosen)):  # one circuit at a time, the statistic unvectorised
+        f = (values[i].mean() - k.mean()) / (c.mean() - k.mean())
+        low, high = ti.stats.bootstrap_ci(lambda v, cl, co: (v.mean() - co.mean()) / (cl.mean() - co.mean()),
+                                          values[i], c, k, n_boot=300, seed=1)
+        assert float(got["f"][i]) == pytest.approx(float(f), abs=1e-12)
+        assert (float(got["f_low"][i]), float(got["f_high"][i])) == pytest.approx((float(low), float(high)), abs=1e-12)
+    assert float(got["f"][0]) == pytest.approx(1.0, abs=1e-5) and float(got["f"][1]) == pytest.approx(0.0, abs=1e-5)
+    assert float(got["f_high"][2] - got["f_low"][2]) > 0  # a partial circuit's f varies over prompts
+    same = type("R", (), {"values": values, "extras": {"clean": c, "corrupted": c}})()
+    with pytest.raises(UnsupportedError, match="same mean metric"):
+        ti.circuits.circuit_intervals(same)
