@@ -286,7 +286,7 @@ class Circuit:
                                 "to {'score': float, 'in_graph': bool}")
         expected = _mib_cfg(graph, None, need_d_model=False)
         cfg = data.get("cfg", {}) or {}
-        for key in ("n_layers", "n_heads"):
+        for key in ("n_layers", "n_heads", "parallel_attn_mlp"):  # a parallel block's edges are a subset: check it
             if key in cfg and cfg[key] != expected[key]:
                 raise InputError(f"{where} is for a model with {key}={cfg[key]}, this graph has {key}={expected[key]}; "
                                  "load it with the graph of the model it was made for")
