@@ -8,6 +8,7 @@ import torch
 
 import tl_interp as ti
 from tests import _circuits_reference as ref
+from tests.test_circuits_smollm2 import exact_of_some_edges
 from tests.test_gemma import _require_package
 
 pytestmark = [pytest.mark.real_model, pytest.mark.gemma]
@@ -34,23 +35,13 @@ def _task(model):
 
 
 def test_exact_edges_and_faithfulness_on_gemma3_equal_the_hand_loops(model):
-    from tl_interp import compat
-    from tl_interp.circuits._edit import sender_deltas
-    from tl_interp.circuits._exact import exact_effects
-    from tl_interp.circuits._runs import ablated_values, prepare, sender_values
-
     clean, corrupted, metric, score = _task(model)
     g = ti.circuits.graph(model)
-    _, clean_b, corrupt_b = prepare(model, clean, corrupted, metric, "corrupted", differentiable=False)
-    with compat.edge_hooks_on(model):
-        clean_s, _ = sender_values(model, g, clean_b)
-        diff = sender_deltas(g, compat.attention_output_norms(model), clean_s,
-                             ablated_values(model, g, "corrupted", clean_b, corrupt_b, clean_s))
     gen = torch.Generator().manual_seed(0)
     some = sorted(set(torch.randperm(len(g.edges), generator=gen)[:8].tolist())
                   | {g.index(e) for e in ("input->a0.h0<q>", "input->a5.h1<k>", "a3.h2->a5.h0<v>", "m4->m17",
                                           "a17.h3->logits", "m17->logits")})
-    values, _ = exact_effects(model, g, clean_b, metric, diff, 1024.0, None, False, only=set(some))
+    values, _, _ = exact_of_some_edges(model, clean, corrupted, metric, some)
     expected = ref.single_edges(model, clean, corrupted, score, [g.edges[i] for i in some])
     torch.testing.assert_close(values, expected, atol=1e-4, rtol=1e-4)  # 18 layers of float32 rounding
     assert float(expected.abs().max()) > 1e-2  # the sampled edges move the metric
