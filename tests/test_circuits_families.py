@@ -3,6 +3,7 @@ typed error before any forward pass: the zoo models, Gemma-3's config features (
 windows, one key/value head, norms after attention and MLP outputs), parallel attention + MLP
 blocks; post-norm blocks and models without per-head hooks are refused, naming why."""
 
+import copy
 from typing import Any
 
 import pytest
@@ -106,9 +107,14 @@ def test_exact_scores_on_the_zoo_models_equal_patching_each_edge_by_hand(name, n
     scores = ti.circuits.attribute(model, clean, corrupted, metric, method="exact", progress=False)
     some = list(range(len(scores.names))) if n_edges is None else _some_edges(scores.names, n=n_edges)
     expected = ref.single_edges(model, clean, corrupted, score, [scores.names[i] for i in some])
-    # 1e-5, plus float32 rounding of effects as large as the logit difference itself (~4)
+    # 1e-5, plus float32 rounding of effects as large as the logit difference itself (~4) ...
     torch.testing.assert_close(scores.per_prompt[:, some], expected, atol=1e-5, rtol=1e-5)
     assert float(expected.abs().max()) > 0.5  # the task's edges matter: the comparison is not of near-zeros
+    # ... which is all it is: in float64 both agree to the float32 the scores are stored in
+    wide = copy.deepcopy(model).to(torch.float64)
+    scores = ti.circuits.attribute(wide, clean, corrupted, metric, method="exact", progress=False)
+    expected = ref.single_edges(wide, clean, corrupted, score, [scores.names[i] for i in some])
+    torch.testing.assert_close(scores.per_prompt[:, some].double(), expected, atol=1e-6, rtol=0)
 
 
 def test_batched_faithfulness_on_ordinal_4l_equals_the_brute_force_loop():
