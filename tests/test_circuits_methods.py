@@ -221,3 +221,15 @@ def test_circuit_intervals_are_the_ratio_of_means_with_a_paired_bootstrap_over_p
     same = type("R", (), {"values": values, "extras": {"clean": c, "corrupted": c}})()
     with pytest.raises(UnsupportedError, match="same mean metric"):
         ti.circuits.circuit_intervals(same)
+
+
+def test_edge_scores_report_top_k_survival_by_default():
+    model = gpt2_style()
+    clean, corrupted = _pair(rows=6)
+    scores = ti.circuits.attribute(model, clean, corrupted, METRIC, method="eap", progress=False)
+    expected = ti.circuits.stability(scores, k=4, n_boot=200)
+    assert (f"top-4 survival over 200 resamples of the prompts: {float(expected.survival[0]):.2f} [95% CI "
+            f"{float(expected.extras['survival_low'][0]):.2f}, {float(expected.extras['survival_high'][0]):.2f}]"
+            in scores.summary(4))
+    one = ti.circuits.attribute(model, clean[:1], corrupted[:1], METRIC, method="eap", progress=False)
+    assert "survival" not in one.summary()  # one prompt: nothing to resample

@@ -117,7 +117,8 @@ class EdgeScores(Result):
                           value_name="score")
 
     def summary(self, k: int | None = None) -> str:
-        """A few lines: method, sizes, the clean and corrupted metric, the top ``k`` edges.
+        """A few lines: method, sizes, the clean and corrupted metric, the top ``k`` edges and how
+        many of them survive resampling the prompts (``ti.circuits.stability``).
 
         Args:
             k: how many edges to list, at most as many as there are; default up to 10 (a printout,
@@ -133,6 +134,14 @@ class EdgeScores(Result):
                  + (f", corrupted {float(self.extras['corrupted'].mean()):.4g}"
                     if bool(torch.isfinite(self.extras["corrupted"]).all()) else "")]
         lines += [f"  {name:<24} {score:+.4g}" for name, score in self.top(k)]
+        if self.per_prompt.shape[0] >= 2 and k > 0:  # a ranking without an error bar: say how stable it is
+            from tl_interp.circuits._stability import stability
+
+            st = stability(self, k=k, n_boot=200)
+            lo, hi = float(st.extras["survival_low"][0]), float(st.extras["survival_high"][0])
+            lines.append(f"top-{k} survival over 200 resamples of the prompts: {float(st.survival[0]):.2f} "
+                         f"[95% CI {lo:.2f}, {hi:.2f}] (mean fraction of these {k} still in the top {k}; "
+                         "ti.circuits.stability for more)")
         return "\n".join(lines)
 
     def __repr__(self) -> str:
