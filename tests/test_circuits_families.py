@@ -12,7 +12,7 @@ import torch
 import tl_interp as ti
 from tests import _circuits_reference as ref
 from tests.circuits_reference import brute_force_faithfulness
-from tests.conftest import _cfg, hooked_model, llama_style
+from tests.conftest import _cfg, hooked_model, llama_style, sae_transformer
 from tests.test_circuits import METRIC, _circuits, _no_forward, _pair, _per_prompt, _some_edges, _ungrouped_copy
 from tl_interp.errors import UnsupportedError
 
@@ -39,7 +39,8 @@ def parallel_gqa_rms() -> Any:
                              gated_mlp=True)).eval()
 
 
-FAMILIES = {"gemma3": gemma3_style, "parallel_neox": parallel_neox_style, "parallel_gqa_rms": parallel_gqa_rms}
+FAMILIES = {"gemma3": gemma3_style, "parallel_neox": parallel_neox_style, "parallel_gqa_rms": parallel_gqa_rms,
+            "hooked_sae_transformer": sae_transformer}
 
 
 def test_the_gemma3_toy_uses_the_features_it_stands_for():
