@@ -41,3 +41,19 @@ def test_the_demo_computes_the_same_numbers_again() -> None:
     row, _ = demo.errors(demo.toy_model(0.1), *demo.toy_task(), [1, 64])
     for key in ("eap", "ig1", "ig64"):
         assert abs(row[key] - headline["rows"]["toy (W_Q x 0.1)"][key]) <= 1e-3 * headline["rows"]["toy (W_Q x 0.1)"][key]
+
+
+def test_the_table_in_the_docs_is_the_committed_numbers() -> None:
+    headline = json.loads((RESULTS / "headline.json").read_text())
+    docs = (ROOT / "docs" / "circuits.md").read_text().splitlines()
+    rows = {"toy, W_Q x 1": "toy (W_Q x 1)", "toy, W_Q x 0.3": "toy (W_Q x 0.3)", "toy, W_Q x 0.1": "toy (W_Q x 0.1)",
+            "toy, W_Q x 0.03": "toy (W_Q x 0.03)", "induction-2l": "induction-2l"}
+    found = 0
+    for line in docs:
+        cells = [c.strip() for c in line.strip().strip("|").split("|")]
+        if cells and cells[0] in rows and len(cells) == 6:
+            row = headline["rows"][rows[cells[0]]]
+            for cell, key in zip(cells[1:], ("eap", "ig1", "ig4", "ig16", "ig64")):
+                assert float(cell) == float(f"{row[key]:.2g}"), (cells[0], key)  # two significant figures
+            found += 1
+    assert found == len(rows)
