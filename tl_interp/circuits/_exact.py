@@ -148,12 +148,15 @@ def exact_effects(model: Any, g: Graph, batch: Any, metric: Any, diff: Tensor, m
 
 def stream_names(g: Graph, model: Any) -> list[str]:
     """The clean run's residual streams ``exact_effects`` reads: every layer's input and what its
-    attention leaves (``hook_resid_mid``; for an attention-only model the last ``hook_resid_post``)."""
-    pre = [f"blocks.{layer}.hook_resid_pre" for layer in range(g.n_layers)]
+    attention leaves (``hook_resid_mid``, where blocks have one; for an attention-only model the
+    last ``hook_resid_post``)."""
     if head_input_reason(model) is not None:
         return []
-    return pre + ([f"blocks.{layer}.hook_resid_mid" for layer in range(g.n_layers)] if g.mlp else
-                  [f"blocks.{g.n_layers - 1}.hook_resid_post"])
+    pre = [f"blocks.{layer}.hook_resid_pre" for layer in range(g.n_layers)]
+    if not g.mlp:
+        return [*pre, f"blocks.{g.n_layers - 1}.hook_resid_post"]
+    return pre + [name for name in (f"blocks.{layer}.hook_resid_mid" for layer in range(g.n_layers))
+                  if name in model.hook_dict]  # parallel attention/MLP blocks have none
 
 
 def corrupted_deltas(model: Any, clean: Any, corrupted: Any, metric: Any
