@@ -40,7 +40,9 @@ def test_the_demo_computes_the_same_numbers_again() -> None:
     headline = json.loads((RESULTS / "headline.json").read_text())
     row, _ = demo.errors(demo.toy_model(0.1), *demo.toy_task(), [1, 64])
     for key in ("eap", "ig1", "ig64"):
-        assert abs(row[key] - headline["rows"]["toy (W_Q x 0.1)"][key]) <= 1e-3 * headline["rows"]["toy (W_Q x 0.1)"][key]
+        # errors are relative to the largest exact score, whose float32 rounding is ~2e-6 of it (float64 truth)
+        expected = headline["rows"]["toy (W_Q x 0.1)"][key]
+        assert abs(row[key] - expected) <= 1e-3 * expected + 5e-6
 
 
 def test_the_table_in_the_docs_is_the_committed_numbers() -> None:
