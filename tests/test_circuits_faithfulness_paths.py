@@ -34,7 +34,7 @@ def test_circuit_rows_equal_the_brute_force_loop_and_say_they_ran(family) -> Non
     # the final block at the last position alone, its hooks in both of split_final's steps (GQA ungrouped too:
     # passes start at position 0, so no cached prefix of n_key_value_heads is involved)
     assert settings["final_block_split"] == settings["passes"] > 0
-    assert settings["senders_read"] == "corrupted prompts alone"  # the clean run adds nothing the rows read
+    assert settings["senders_read"] == "corrupted prompts, in the clean base run's forward pass"
     reference = brute_force_faithfulness(model, clean, corrupted, chosen, score)
     torch.testing.assert_close(result.values.double(), reference.double(), atol=1e-5, rtol=0)
 
@@ -205,7 +205,7 @@ def test_circuit_rows_on_a_padded_batch_equal_each_prompt_alone(family) -> None:
                                    ti.metrics.logit_diff(correct, wrong), progress=False)
     settings = padded.provenance.settings
     assert settings["circuit_rows"] == "on" and settings["final_block_split"] == 0
-    assert settings["senders_read"] == "corrupted prompts alone"
+    assert settings["senders_read"] == "corrupted prompts, in the clean base run's forward pass"
     long = circuits.faithfulness(model, clean[:1], corrupted[:1], chosen, ti.metrics.logit_diff(correct[:1], wrong[:1]),
                                  progress=False)
     short = circuits.faithfulness(model, clean[1:, :5], corrupted[1:, :5], chosen,
