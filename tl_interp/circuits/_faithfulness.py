@@ -96,17 +96,23 @@ class Faithfulness(Result):
         return lines
 
 
-def _edge_set(g: Graph, circuit: Any, i: int) -> Tensor:
-    edges = getattr(circuit, "edges", circuit)
-    if isinstance(edges, str) or not isinstance(edges, Collection):
-        raise InputError(f"circuit {i}: give a collection of edge names (or an object with .edges), not "
-                         f"{type(circuit).__name__}")
-    keep = torch.zeros(len(g.edges), dtype=torch.bool)
-    try:  # the graph's own table of names first (a circuit at a large budget names thousands of edges)
-        ids = [g._index[edge] for edge in edges]
-    except (KeyError, TypeError):
-        ids = [g.index(edge) for edge in edges]  # unknown names fail here, with the closest names
-    keep[torch.tensor(ids, dtype=torch.long)] = True
+def _edge_sets(g: Graph, circuits: Sequence[Any]) -> Tensor:
+    """``(circuit, edge)`` bool: the edges of each circuit (one write for all of them)."""
+    rows: list[int] = []
+    ids: list[int] = []
+    for i, circuit in enumerate(circuits):
+        edges = getattr(circuit, "edges", circuit)
+        if isinstance(edges, str) or not isinstance(edges, Collection):
+            raise InputError(f"circuit {i}: give a collection of edge names (or an object with .edges), not "
+                             f"{type(circuit).__name__}")
+        try:  # the graph's own table of names first (a circuit at a large budget names thousands of edges)
+            mine = [g._index[edge] for edge in edges]
+        except (KeyError, TypeError):
+            mine = [g.index(edge) for edge in edges]  # unknown names fail here, with the closest names
+        ids += mine
+        rows += [i] * len(mine)
+    keep = torch.zeros(len(circuits), len(g.edges), dtype=torch.bool)
+    keep[torch.tensor(rows, dtype=torch.long), torch.tensor(ids, dtype=torch.long)] = True
     return keep
 
 
@@ -197,11 +203,11 @@ def faithfulness(model: Any, clean: Inputs, corrupted: Inputs, circuits: Sequenc
                              f"token length; this batch is padded (real lengths {clean_b.attention_mask.sum(1).tolist()})"
                              ". Evaluate prompts of one length together, or per_position=False")
         named = g.at_positions(clean_b.shape[1])
-    keeps = [_edge_set(named, c, i) for i, c in enumerate(circuits)]
+    keeps = _edge_sets(named, circuits)
     if per_position:
-        keeps = [k.reshape(len(g.edges), -1) for k in keeps]
+        keeps = keeps.reshape(len(circuits), len(g.edges), -1)
     # identical circuits are evaluated once, the full circuit (nothing to edit) is the base run itself
-    masks = torch.stack([*keeps, torch.zeros_like(keeps[0])])  # the last: the empty circuit
+    masks = torch.cat([keeps, torch.zeros_like(keeps[:1])])  # the last: the empty circuit
     distinct, inverse = torch.unique(masks.flatten(1), dim=0, return_inverse=True)
     distinct = distinct.reshape(-1, *masks.shape[1:])
     run = [i for i in range(len(distinct)) if not bool(distinct[i].all())]
@@ -275,7 +281,7 @@ def faithfulness(model: Any, clean: Inputs, corrupted: Inputs, circuits: Sequenc
     provenance = Provenance.make(adapt(model).model_id,
                                  interventions=[f"edges outside each circuit carry their {ablation} value"],
                                  prompt_hash=prompt_hash(clean_b.tokens, corrupt_b.tokens), settings=settings)
-    n_edges = torch.stack([k.sum() for k in keeps]).float()
+    n_edges = keeps.flatten(1).sum(1).float()
     labels = {"circuit": tuple(f"circuit {i} ({int(n)} edges)" for i, n in enumerate(n_edges.tolist())),
               "prompt": tuple(str(i) for i in range(values.shape[1]))}
     return Faithfulness(values=values[:-1], axes=("circuit", "prompt"), metric=str(getattr(metric, "name", "metric")),

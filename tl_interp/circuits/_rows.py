@@ -204,7 +204,8 @@ class CircuitRows:
             b_o = torch.stack([block.attn.b_O.detach().double() for block in model.blocks])
             self._biases = torch.cat([torch.zeros_like(b_o[:1]), b_o.cumsum(0)])  # b_O of the first l layers
             ends = sorted({p.n_senders for p in self.points.values()})
-            others, cleans = _prefix_sums(other, ends), _prefix_sums(senders, ends)
+            others = _prefix_sums(other, ends)
+            cleans = others if senders is other else _prefix_sums(senders, ends)  # the corrupted run's own senders
             self.reason: str | None = None  # why the constants can't be trusted (faithfulness then runs per-head cells)
             rests: dict[str, Tensor] = {}
             for p in self.points.values():  # a layer's q, k and v points read one input
