@@ -341,7 +341,8 @@ class BaseRun:
         # cells whose hooks in the final block follow the window of positions run there in split_final's two steps
         windowed = layer < n_layers - 1 and split_final.windowed_cells(model, cells)
         split = self.split_reason is None and (edits_input_only or edits_kv_only or windowed or (
-            layer < n_layers - 1 and all(mid_stack.start_layer(model, [name]) < n_layers - 1 for c in cells for name in c)))
+            layer < n_layers - 1 and all(mid_stack.start_layer(model, [name]) < n_layers - 1
+                                         for name in {name for c in cells for name in c})))  # cells share names
         stop = n_layers - 1 if split else n_layers
         start = self.acts[site_name("resid_pre", layer)].repeat(n, 1, 1)
         kw = {"attention_mask": mask}
