@@ -28,7 +28,7 @@ def test_a_batch_alongside_the_base_run_equals_separate_runs(make, fast) -> None
     options = EngineOptions(fast_paths=fast)
     sites = ("blocks.1.hook_resid_pre",)
     alone = BaseRun(model, clean, METRIC, sites, options)
-    both = BaseRun(model, clean, METRIC, sites, options, alongside=other, keep=KEEP)
+    both = BaseRun(model, clean, METRIC, sites, options, alongside=other, alongside_names=KEEP)
     assert both.paths == alone.paths
     assert_close(both.values, alone.values, atol=1e-6, rtol=0)
     for name in alone.acts:

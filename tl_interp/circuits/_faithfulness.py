@@ -228,7 +228,7 @@ def faithfulness(model: Any, clean: Inputs, corrupted: Inputs, circuits: Sequenc
             if executor is None:
                 with forward_layout(model, options):
                     engine_base = BaseRun(model, clean_b, metric, sites, options, alongside=corrupt_b,
-                                          keep=sender_names(g) + list(base))
+                                          alongside_names=sender_names(g) + list(base))
                 acts = engine_base.alongside_acts
                 other, base = senders_from(model, g, acts, corrupt_b), {name: acts[name] for name in base}
                 senders_read = "corrupted prompts, in the clean base run's forward pass"

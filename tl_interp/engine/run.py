@@ -66,16 +66,16 @@ class BaseRun:
         options: ``EngineOptions``.
         alongside: another batch of the same shape and attention mask, run in the same forward
             pass (its rows after the base rows; rows never mix, so the base run's values equal
-            its own up to float rounding of batched arithmetic): its activations at ``keep`` are
+            its own up to float rounding of batched arithmetic): its activations at ``alongside_names`` are
             in ``alongside_acts``, the metric (bound to ``batch``) on its logits in
             ``alongside_values``. A study that needs another run of the same prompts' shape
             (the corrupted prompts) saves a forward pass.
-        keep: hook names read on ``alongside``.
+        alongside_names: hook names read on ``alongside``.
     """
 
     def __init__(self, model: Any, batch: Tokenized, metric: Any, sites: Sequence[str] = (),
                  options: EngineOptions = EngineOptions(), alongside: Tokenized | None = None,
-                 keep: Sequence[str] = ()) -> None:
+                 alongside_names: Sequence[str] = ()) -> None:
         if alongside is not None and (alongside.shape != batch.shape
                                       or not torch.equal(alongside.attention_mask, batch.attention_mask)):
             raise InputError(f"alongside: a batch run in the base run's pass needs its shape {batch.shape} and "
@@ -111,7 +111,7 @@ class BaseRun:
         self._unembed_weight: Tensor | None = None
         self.alongside_acts: dict[str, Tensor] = {}
         self._alongside: Tensor | None = None  # its rows at the read positions (read-only head), else its logits
-        self._run_base(list(dict.fromkeys(sites)), alongside, list(dict.fromkeys(keep)))
+        self._run_base(list(dict.fromkeys(sites)), alongside, list(dict.fromkeys(alongside_names)))
 
     def _narrow(self) -> str | None:
         """Unembed only the vocabulary entries a ``ti.metrics`` metric reads (``paths.head_columns``),
