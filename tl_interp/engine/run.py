@@ -66,10 +66,10 @@ class BaseRun:
         options: ``EngineOptions``.
         alongside: another batch of the same shape and attention mask, run in the same forward
             pass (its rows after the base rows; rows never mix, so the base run's values equal
-            its own up to float rounding of batched arithmetic): its activations at ``alongside_names`` are
-            in ``alongside_acts``, the metric (bound to ``batch``) on its logits in
-            ``alongside_values``. A study that needs another run of the same prompts' shape
-            (the corrupted prompts) saves a forward pass.
+            its own up to float rounding of batched arithmetic): its activations at
+            ``alongside_names`` are in ``alongside_acts``, the metric (bound to ``batch``) on its
+            logits in ``alongside_values``. A study that needs another run of prompts of the
+            same shape (the corrupted prompts) saves a forward pass.
         alongside_names: hook names read on ``alongside``.
     """
 
