@@ -11,6 +11,7 @@ from tests.conftest import gpt2_style, llama_style
 from tl_interp import hooks
 from tl_interp.engine.executors import LocalExecutor, Plan
 from tl_interp.engine.inputs import as_batch
+from tl_interp.engine.passes import CostModel
 from tl_interp.engine.run import BaseRun, EngineOptions
 from tl_interp.errors import InputError
 
@@ -25,8 +26,8 @@ KEEP = ["blocks.0.attn.hook_z", "blocks.1.hook_resid_pre", "blocks.1.hook_mlp_ou
 def test_a_batch_alongside_the_base_run_equals_separate_runs(make, fast) -> None:
     model = make()
     clean, other = as_batch(model, CLEAN), as_batch(model, OTHER)
-    options = EngineOptions(fast_paths=fast)
-    sites = ("blocks.1.hook_resid_pre",)
+    options = EngineOptions(fast_paths=fast, cost=CostModel(pass_cost_tokens=(("cpu", 0),)))  # prefixes pay
+    sites = ("blocks.1.hook_resid_pre", "blocks.1.hook_mlp_out")
     alone = BaseRun(model, clean, METRIC, sites, options)
     both = BaseRun(model, clean, METRIC, sites, options, alongside=other, alongside_names=KEEP)
     assert both.paths == alone.paths
@@ -45,9 +46,12 @@ def test_a_batch_alongside_the_base_run_equals_separate_runs(make, fast) -> None
         assert_close(both.alongside_acts[name], cache[name], atol=1e-6, rtol=0)
     assert_close(both.alongside_values, METRIC.at(clean).per_prompt(logits[None])[0], atol=1e-5, rtol=0)
     # the engine's passes from this base run equal a fresh base run's (the executor reuses it)
-    cells = (hooks.scale("blocks.1.hook_resid_pre", 0.5), hooks.scale("blocks.1.hook_mlp_out", 0.0))
-    plan = Plan(model, clean, METRIC, cells, ((0,), (1,)), sites, options)
+    # (an edit at the last position alone starts its pass there, on the base rows' keys and values)
+    cells = (hooks.scale("blocks.1.hook_resid_pre", 0.5), hooks.scale("blocks.1.hook_mlp_out", 0.0),
+             hooks.scale("blocks.1.hook_resid_pre", 0.5, positions=[5]))
+    plan = Plan(model, clean, METRIC, cells, ((0,), (1,), (2,)), sites, options)
     reused, fresh = LocalExecutor(both).run(plan, progress=False), LocalExecutor().run(plan, progress=False)
+    assert reused.stats["prefix_passes"] == fresh.stats["prefix_passes"] == (1 if fast else 0)
     assert_close(reused.values, fresh.values, atol=1e-5, rtol=0)
     with pytest.raises(InputError, match="no alongside batch"):
         alone.alongside_values  # noqa: B018
