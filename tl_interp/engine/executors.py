@@ -7,6 +7,7 @@ returns an ``Outcome`` with the same values, so a distributed executor (``ti.dis
 can shard the cells without changing a study.
 """
 
+import contextlib
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol, runtime_checkable
@@ -88,7 +89,8 @@ class LocalExecutor:
                                       and given.options == plan.options):
             raise ValueError("LocalExecutor(base=...): the base run was made for another plan "
                              "(model, batch, metric, sites and options must be the plan's)")
-        with forward_layout(plan.model, plan.options):  # one weight re-layout for the base run and every pass
+        # one weight re-layout for the base run and every pass (a given base run is made: evaluate lays out its own)
+        with forward_layout(plan.model, plan.options) if given is None else contextlib.nullcontext():
             base = given or BaseRun(plan.model, plan.batch, plan.metric, plan.sites, plan.options)
             chosen = plan.cells if cells is None else tuple(plan.cells[i] for i in cells)
             with tqdm(total=len(chosen), desc=plan.label, disable=not progress) as bar:
