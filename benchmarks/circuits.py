@@ -116,8 +116,9 @@ def sampled_exact(label, model, g, clean, corrupted, metric, loop_edges, layers,
     MLP's or the logits' does not): ``loop_per_kind`` edges of every kind in every group are
     looped, and the loop's total weights each kind's mean cost by its number of edges.
 
-    Each batched call also pays the study's fixed costs once (the engine's base run, the
-    residual stream read for the head cells), which a study of every edge pays once in all:
+    Each batched call also pays the study's fixed costs once (the engine's base run, one re-layout
+    of the weights; the clean residual streams come from the forward that reads the senders, as in
+    ``attribute``), which a study of every edge pays once in all:
     they are measured on a study of one edge, taken out of each group's cost per edge and
     counted once in the total (the ratio with them in every group is printed too)."""
     from tl_interp.circuits._exact import corrupted_deltas, exact_effects
