@@ -1,4 +1,4 @@
-"""Single edges into a layer below the last, computed at the receiving layer alone.
+"""Single edges computed at the receiving layer alone.
 
 An edge into head ``h``'s query, key or value input in layer ``L`` changes that head's input
 only: the layer's other heads give the base run's outputs, so its attention output is the
@@ -8,9 +8,12 @@ hand from its q/k/v projections (``ln1(resid_pre + delta) @ W[h] + b[h]`` for th
 ``resid_post = resid_mid + mlp(ln2(resid_mid + delta))``. Either way the cell needs none of
 layer ``L``'s other heads: it writes the new ``blocks.{L+1}.hook_resid_pre`` and the engine
 starts its pass there (``mid_stack``; for ``L + 1`` the last layer, the final block at the last
-position alone: ``split_final``). Grouped-query models need no ungrouped keys/values (each
-head's projection uses its own copy of the group's weights here), so their passes keep TL's
-grouped attention and its key-value cache.
+position alone: ``split_final``). In the last layer, when the metric reads one position (the
+same in every row), the cell writes the final residual ``blocks.{L}.hook_resid_post`` at that
+position alone (the queries, the MLP and the unembedding act position by position), and an
+edge into the logits adds its delta there; the engine then runs no block for it. Grouped-query
+models need no ungrouped keys/values (each head's projection uses its own copy of the group's
+weights here), so their passes keep TL's grouped attention and its key-value cache.
 
 ``reason`` says when a head's attention isn't that plain computation (``compat.attention``:
 soft-capping, q/k norms, windows, Gemma's extra norms, padding ...); the cells then patch the
