@@ -15,8 +15,18 @@ input, the logits) reads, in circuit ``c``, its current input plus
   head alone (an MLP / the logits: ``input + sum over excluded s of (other_s - current_s)``),
   with the current senders read in the same pass (heads as ``z @ W_O[h]``) into one table of
   ``other - current`` per pass; a layer's mixed query inputs (and its mixed key and value
-  inputs) are one batched product with that table over the pass's cells, then one fused norm
+  inputs) are one product with that table over the pass's cells, then one fused norm
   (``compat.fused_norm``) and one batched projection of the mixed pairs alone.
+
+That product is dense (each cell's mixed receivers x every sender, 0 where a sender is not summed)
+or sparse (one ``(pair, cell * sender)`` matrix of +-1 entries for the senders each pair sums, by
+``torch.sparse.mm``), chosen per layer per pass: sparse where the dense product is large
+(``_SPARSE_MIN_WORK`` multiply-adds: below it, in small models, the sparse product's fixed cost
+dominates) and it sums fewer than ``1 / _DENSE_SPEEDUP`` of the entries the dense product
+multiplies (a dense product does ~4 multiply-adds in the time a sparse one adds a table entry).
+A head sums its kept senders (its input is built from the constant ``A``); an MLP / the logits
+sum the fewer of their kept senders (``constant - sum over kept s of (other_s - current_s)``, the
+*out* constant) and their excluded ones (the current input plus theirs).
 
 Edits are written in place into the tensors TL hands these hooks. The hooks follow the run
 context's window of positions (``windowed = True``), so the engine may run the final block at
@@ -43,6 +53,9 @@ from tl_interp.hooks._select import layout
 from tl_interp.intervention import Hook, Intervention
 
 __all__ = ["rows_reason", "CircuitRows"]
+
+_SPARSE_MIN_WORK = 2 ** 25  # multiply-adds of a dense product below which it is always dense
+_DENSE_SPEEDUP = 4  # multiply-adds a dense product does in the time a sparse one adds one table entry
 
 
 def rows_reason(model: Any, norms: Norms, per_position: bool) -> str | None:
@@ -84,6 +97,51 @@ def _prefix_sums(values: Tensor, ends: Sequence[int]) -> dict[int, Tensor]:
         total = total + values[:, :, at:n].double().sum(2)
         sums[n], at = total, n
     return sums
+
+
+def _parts(summed: Tensor, mixed: Tensor, signs: Tensor) -> list[tuple[Tensor, Tensor, Tensor, Tensor]]:
+    """Per circuit: its mixed receivers (ascending), how many senders each sums, those senders, and
+    the sign each pair's sum takes (``summed``: ``(circuit, receiver, sender)`` bool, ``mixed``:
+    ``(circuit, receiver)``, ``signs``: ``(circuit, receiver)``).
+
+    Example:
+        >>> summed = torch.tensor([[[True, False, True], [True, True, True]]])
+        >>> [[t.tolist() for t in part] for part in _parts(summed, torch.tensor([[True, False]]),
+        ...                                                 -torch.ones(1, 2))]
+        [[[0], [2], [0, 2], [-1.0, -1.0]]]
+    """
+    summed = summed & mixed[..., None]
+    per_pair = summed.sum(-1)
+    pairs, entries = mixed.sum(1).tolist(), per_pair.sum(1).tolist()
+    receivers, counts = mixed.nonzero()[:, 1], per_pair[mixed]
+    sign = signs[mixed].repeat_interleave(counts)
+    return list(zip(receivers.split(pairs), counts.split(pairs), summed.nonzero()[:, 2].split(entries),
+                    sign.split(entries)))
+
+
+def _sparse_rows(parts: list[tuple[Tensor, Tensor, Tensor, Tensor]], index: Tensor, n_senders: int,
+                 dtype: torch.dtype, device: torch.device) -> tuple[Tensor, Tensor, Tensor]:
+    """``(cell, receiver, matrix)`` of the mixed pairs of the pass's cells (circuits ``index``):
+    the ``(pair, cell * n_senders)`` sparse matrix of the signed senders each pair sums.
+
+    Example:
+        >>> summed = torch.tensor([[[True, False, True], [True, True, True]]] * 2)
+        >>> parts = _parts(summed, torch.tensor([[True, False], [False, False]]), torch.ones(2, 2))
+        >>> cells, receivers, m = _sparse_rows(parts, torch.tensor([1, 0]), 3, torch.float32, torch.device("cpu"))
+        >>> cells.tolist(), receivers.tolist(), m.to_dense().tolist()
+        ([1], [0], [[0.0, 0.0, 0.0, 1.0, 0.0, 1.0]])
+    """
+    cells, receivers, counts, columns, signs = [], [], [], [], []
+    for at, c in enumerate(index.tolist()):
+        r, k, s, sign = parts[c]
+        if len(r):
+            cells.append(torch.full_like(r, at))
+            receivers.append(r), counts.append(k), columns.append(s + at * n_senders), signs.append(sign)
+    count = torch.cat(counts)
+    rows = torch.repeat_interleave(torch.arange(len(count)), count)
+    m = torch.sparse_coo_tensor(torch.stack([rows, torch.cat(columns)]), torch.cat(signs).to(dtype),
+                                (len(count), len(index) * n_senders), is_coalesced=True, check_invariants=False)
+    return torch.cat(cells), torch.cat(receivers), m.to(device)
 
 
 class _Point:
@@ -212,6 +270,10 @@ class CircuitRows:
                 rest = rests[key] = rests[key] if key in rests else self._rest(p, base, cleans[p.n_senders])
                 p.constant = self._constant(p, rest + others[p.n_senders]).to(other.dtype)
         self.w_o = [block.attn.W_O.detach() for block in model.blocks]
+        # per share of heads / MLP point, the sparse products' parts (built when first chosen) and, per MLP
+        # point, per circuit: does a mixed input sum its kept senders (else its excluded ones)
+        self._parts: dict[Any, list[tuple[Tensor, Tensor, Tensor, Tensor]]] = {}
+        self._kept_side: dict[str, Tensor] = {}
         self.other_t = other.permute(2, 0, 1, 3).contiguous()  # (sender, batch, pos, d_model)
         self._capture_index = {name.replace("hook_result", "hook_z"): i for i, (name, _) in enumerate(sender_hooks(g))}
         self._state: dict[str, Any] = {}
@@ -340,22 +402,72 @@ class CircuitRows:
         else:
             table[:, start, :, lo:lo + n] = other[start] - act.reshape(cells, batch, *act.shape[1:])
 
-    def _table(self, group: str, lo: int, n_pos: int) -> Tensor:
-        """The pass's ``(cell, sender, batch * pos * d_model)`` table of ``other - current`` for the
-        senders ``group`` reads, at positions ``lo .. lo + n_pos`` (an error if the pass did not read
-        them all)."""
+    def _read(self, group: str) -> Tensor:
+        """The pass's ``(cell, sender, batch, pos, d_model)`` table of ``other - current`` (an error if
+        the pass did not read every sender ``group`` reads)."""
         table, n = self._state.get("diff"), self.groups[group][0].shape[-1]
         if table is None or any(start not in self._state["read"] for start in self.starts if start < n):
             raise RuntimeError(f"circuit rows: {group} reads senders this pass did not read")
+        return table
+
+    def _table(self, group: str, lo: int, n_pos: int) -> Tensor:
+        """The ``(cell, sender, batch * pos * d_model)`` table of the senders ``group`` reads, at
+        positions ``lo .. lo + n_pos``."""
+        table, n = self._read(group), self.groups[group][0].shape[-1]
         return table[:, :n, :, lo:lo + n_pos].reshape(table.shape[0], n, -1)
 
-    def _updates(self, p: _Point, cells: Tensor, index: Tensor, act: Tensor) -> Tensor:
-        """``(len(cells), batch * pos * d_model)``: the MLP's / the logits' ``sum over excluded s of
-        (other_s - current_s)`` in each of the pass's ``cells`` (one receiver at ``p``)."""
+    def _sparse(self, key: Any, index: Tensor, rows: int, n_senders: int, n_values: int) -> Any:
+        """The parts of the sparse product of ``key`` (a share of heads or an MLP point) for the pass's
+        cells (circuits ``index``), or None where the dense one (``rows`` receivers per cell x
+        ``n_senders``, ``n_values`` values per sender) is faster: the rule of the module docstring."""
+        work = len(index) * rows * n_senders
+        if work * n_values < _SPARSE_MIN_WORK:
+            return None
+        parts = self._parts.get(key)
+        if parts is None:
+            if isinstance(key, tuple):  # heads: their kept senders, subtracted from the constant's move
+                weights = self._share_rows[key][0]
+                mixed = self.groups[key[0]][1][:, self._shares[key]]
+                parts = _parts(weights != 0, mixed, -torch.ones(mixed.shape))
+            else:  # the fewer of the kept and the excluded senders
+                p = self.points[key]
+                excluded = p.weights[:, 0].bool()
+                kept = self._kept_side[key] = (~excluded).sum(1) < excluded.sum(1)
+                parts = _parts(torch.where(kept[:, None], ~excluded, excluded)[:, None], p.mixed,
+                               torch.where(kept, -1.0, 1.0)[:, None])
+            self._parts[key] = parts
+        entries = sum(len(parts[c][2]) for c in index.tolist())
+        return parts if entries * min(rows, _DENSE_SPEEDUP) < work else None
+
+    def _sparse_sum(self, group: str, m: Tensor, lo: int, n_pos: int) -> Tensor:
+        """``(row, batch * n_pos * d_model)``: the sparse ``(row, cell * sender)`` matrix ``m`` times
+        the pass's table at positions ``lo .. lo + n_pos``."""
+        table = self._read(group)
+        cells, senders, batch, pos, d_model = table.shape
+        if lo == 0 and n_pos == pos:
+            return torch.sparse.mm(m, table.view(cells * senders, -1))
+        flat = table.view(cells * senders, batch, pos * d_model)  # a window: one product per prompt
+        window = slice(lo * d_model, (lo + n_pos) * d_model)
+        return torch.stack([torch.sparse.mm(m, flat[:, b, window]) for b in range(batch)], 1).view(m.shape[0], -1)
+
+    def _updates(self, p: _Point, index: Tensor, act: Tensor, shaped: Tensor, constant: Tensor) -> None:
+        """Write the MLP's / the logits' input of the pass's cells where it is mixed (one receiver at
+        ``p``): the current input plus ``sum over excluded s of (other_s - current_s)``, or (sparse,
+        where the kept senders are fewer) the constant minus ``sum over kept s of (other_s - current_s)``."""
         lo = layout(act.shape[0], act.shape[1], "circuit rows").offset
-        table = self._table(p.group, lo, act.shape[1])
-        w = p.weights[index, 0].to(table.device, table.dtype)  # (cell, sender); the table is not gathered
-        return torch.bmm(w[:, None], table)[cells.to(table.device), 0]
+        parts = self._sparse(p.name, index, 1, p.n_senders, shaped[0].numel())
+        if parts is None:
+            cells = p.mixed[index, 0].nonzero()[:, 0].to(act.device)
+            table = self._table(p.group, lo, act.shape[1])
+            w = p.weights[index, 0].to(table.device, table.dtype)  # (cell, sender); the table is not gathered
+            shaped.index_add_(0, cells, torch.bmm(w[:, None], table)[cells, 0].view(len(cells), *shaped.shape[1:]))
+            return
+        cells, _, m = _sparse_rows(parts, index, self.other_t.shape[0], act.dtype, act.device)
+        sums = self._sparse_sum(p.group, m, lo, act.shape[1]).view(len(cells), *shaped.shape[1:])
+        kept = self._kept_side[p.name][index[cells]].to(act.device)
+        cells = cells.to(act.device)
+        shaped[cells[kept]] = constant + sums[kept]
+        shaped.index_add_(0, cells[~kept], sums[~kept])
 
     def _edit(self, p: _Point, act: Tensor, index: Tensor, batch: int) -> Tensor:
         """The rows of every cell at ``p``, edited in place: *out* receivers take their constant,
@@ -379,9 +491,8 @@ class CircuitRows:
         c = out[:, 0].nonzero()[:, 0]
         if len(c):
             shaped[c.to(act.device)] = constant
-        c = mixed[:, 0].nonzero()[:, 0]
-        if len(c):
-            shaped.index_add_(0, c.to(act.device), self._updates(p, c, index, act).view(len(c), *shaped.shape[1:]))
+        if bool(mixed.any()):
+            self._updates(p, index, act, shaped, constant)
         return act
 
     def _heads(self, p: _Point, index: Tensor, batch: int, act: Tensor) -> tuple[Tensor, Tensor, Tensor]:
@@ -402,23 +513,28 @@ class CircuitRows:
                 none = torch.zeros(0, dtype=torch.long, device=act.device)
                 self._state[key] = memo = (none, none, act.new_zeros(0))
                 return memo
-            table = self._table(p.group, lo, n_pos)
-            moved = self.moved[p.layer][:, lo:lo + n_pos].to(table.device, table.dtype).reshape(1, -1)
-            # one product over the pass's cells with each cell's mixed receivers first (padded to the most
-            # any cell has: in a large model the senders' table is large and most pairs are in or out)
-            first = order[index, :most]  # (cell, most mixed): receivers numbered in the share, ascending
-            chosen = kept[index[:, None], first]  # (cell, most mixed, sender)
-            valid = torch.arange(most)[None] < counts[:, None]
-            pairs = valid.nonzero()  # (pair, 2): cell-major, receivers ascending
-            cells, receivers = pairs[:, 0], share_of[first[valid]]
-            x = torch.bmm(chosen.to(table.device, table.dtype), table)[valid.to(table.device)] + moved
             d_model = self.moved[p.layer].shape[-1]
+            moved = self.moved[p.layer][:, lo:lo + n_pos].to(act.device, act.dtype).reshape(1, -1)
+            parts = self._sparse((p.group, share), index, most, kept.shape[-1], batch * n_pos * d_model)
+            if parts is not None:  # each mixed pair's kept senders alone
+                cells, local, m = _sparse_rows(parts, index, self.other_t.shape[0], act.dtype, act.device)
+                receivers = share_of[local]
+                x = self._sparse_sum(p.group, m, lo, n_pos) + moved
+            else:
+                # one product over the pass's cells with each cell's mixed receivers first (padded to the most
+                # any cell has: in a large model the senders' table is large and most pairs are in or out)
+                table = self._table(p.group, lo, n_pos)
+                first = order[index, :most]  # (cell, most mixed): receivers numbered in the share, ascending
+                chosen = kept[index[:, None], first]  # (cell, most mixed, sender)
+                valid = torch.arange(most)[None] < counts[:, None]
+                cells, receivers = valid.nonzero()[:, 0], share_of[first[valid]]  # cell-major, receivers ascending
+                x = torch.bmm(chosen.to(table.device, table.dtype), table)[valid.to(table.device)] + moved
             normed = compat.fused_norm(self.model.blocks[p.layer].ln1)(x.view(-1, d_model))
             w, b = self.qkv[p.layer]
             r = receivers.to(act.device)
-            new = torch.baddbmm(b[r, None].to(act.dtype), normed.view(len(pairs), -1, d_model).to(act.dtype),
+            new = torch.baddbmm(b[r, None].to(act.dtype), normed.view(len(r), -1, d_model).to(act.dtype),
                                 w[r].to(act.dtype))
-            memo = (cells.to(act.device), r, new.view(len(pairs), batch, n_pos, -1))
+            memo = (cells.to(act.device), r, new.view(len(r), batch, n_pos, -1))
             self._state[key] = memo
         c, r, new = memo
         mine = (r >= p.first) & (r < p.first + p.weights.shape[1])
