@@ -121,15 +121,18 @@ def _parts(summed: Tensor, mixed: Tensor, signs: Tensor) -> list[tuple[Tensor, T
 
 def _sparse_rows(parts: list[tuple[Tensor, Tensor, Tensor, Tensor]], index: Tensor, n_senders: int,
                  dtype: torch.dtype, device: torch.device) -> tuple[Tensor, Tensor, Tensor]:
-    """``(cell, receiver, matrix)`` of the mixed pairs of the pass's cells (circuits ``index``):
-    the ``(pair, cell * n_senders)`` sparse matrix of the signed senders each pair sums.
+    """``(cell, receiver, matrix)`` of the mixed pairs of the pass's cells (circuits ``index``),
+    cell-major (consecutive rows read one cell's table: they share its rows in the cache), receivers
+    ascending: the ``(pair, cell * n_senders)`` sparse matrix of the signed senders each pair sums.
 
     Example:
-        >>> summed = torch.tensor([[[True, False, True], [True, True, True]]] * 2)
-        >>> parts = _parts(summed, torch.tensor([[True, False], [False, False]]), torch.ones(2, 2))
+        >>> summed = torch.tensor([[[True, False, True], [True, True, False]]] * 2)
+        >>> parts = _parts(summed, torch.tensor([[True, True], [False, True]]), torch.ones(2, 2))
         >>> cells, receivers, m = _sparse_rows(parts, torch.tensor([1, 0]), 3, torch.float32, torch.device("cpu"))
-        >>> cells.tolist(), receivers.tolist(), m.to_dense().tolist()
-        ([1], [0], [[0.0, 0.0, 0.0, 1.0, 0.0, 1.0]])
+        >>> cells.tolist(), receivers.tolist()
+        ([0, 1, 1], [1, 0, 1])
+        >>> m.to_dense().tolist()
+        [[1.0, 1.0, 0.0, 0.0, 0.0, 0.0], [0.0, 0.0, 0.0, 1.0, 0.0, 1.0], [0.0, 0.0, 0.0, 1.0, 1.0, 0.0]]
     """
     cells, receivers, counts, columns, signs = [], [], [], [], []
     for at, c in enumerate(index.tolist()):
@@ -518,8 +521,9 @@ class CircuitRows:
             parts = self._sparse((p.group, share), index, most, kept.shape[-1], batch * n_pos * d_model)
             if parts is not None:  # each mixed pair's kept senders alone
                 cells, local, m = _sparse_rows(parts, index, self.other_t.shape[0], act.dtype, act.device)
-                receivers = share_of[local]
-                x = self._sparse_sum(p.group, m, lo, n_pos) + moved
+                order = torch.argsort(local * len(index) + cells)  # receiver-major, to be projected per receiver
+                cells, receivers = cells[order], share_of[local[order]]
+                x = self._sparse_sum(p.group, m, lo, n_pos).index_select(0, order.to(act.device)) + moved
             else:
                 # one product over the pass's cells with each cell's mixed receivers first (padded to the most
                 # any cell has: in a large model the senders' table is large and most pairs are in or out)
@@ -529,11 +533,18 @@ class CircuitRows:
                 valid = torch.arange(most)[None] < counts[:, None]
                 cells, receivers = valid.nonzero()[:, 0], share_of[first[valid]]  # cell-major, receivers ascending
                 x = torch.bmm(chosen.to(table.device, table.dtype), table)[valid.to(table.device)] + moved
-            normed = compat.fused_norm(self.model.blocks[p.layer].ln1)(x.view(-1, d_model))
+            normed = compat.fused_norm(self.model.blocks[p.layer].ln1)(x.view(-1, d_model)).to(act.dtype)
             w, b = self.qkv[p.layer]
             r = receivers.to(act.device)
-            new = torch.baddbmm(b[r, None].to(act.dtype), normed.view(len(r), -1, d_model).to(act.dtype),
-                                w[r].to(act.dtype))
+            if parts is None:  # one batched projection (each pair's receiver's weights gathered)
+                new = torch.baddbmm(b[r, None].to(act.dtype), normed.view(len(r), -1, d_model), w[r].to(act.dtype))
+            else:  # receiver-major: one product per receiver over its pairs (no gathered weights)
+                new = normed.new_empty(len(r), batch * n_pos, w.shape[-1])
+                at = 0
+                for k, n in zip(*(t.tolist() for t in torch.unique_consecutive(receivers, return_counts=True))):
+                    torch.addmm(b[k].to(act.dtype), normed[at * batch * n_pos:(at + n) * batch * n_pos],
+                                w[k].to(act.dtype), out=new[at:at + n].view(-1, w.shape[-1]))
+                    at += n
             memo = (cells.to(act.device), r, new.view(len(r), batch, n_pos, -1))
             self._state[key] = memo
         c, r, new = memo
