@@ -99,38 +99,40 @@ def _prefix_sums(values: Tensor, ends: Sequence[int]) -> dict[int, Tensor]:
     return sums
 
 
-def _parts(summed: Tensor, mixed: Tensor, signs: Tensor) -> list[tuple[Tensor, Tensor, Tensor, Tensor]]:
+def _parts(kept: Tensor, mixed: Tensor, rebuilt: Tensor) -> list[tuple[Tensor, Tensor, Tensor, Tensor]]:
     """Per circuit: its mixed receivers (ascending), how many senders each sums, those senders, and
-    the sign each pair's sum takes (``summed``: ``(circuit, receiver, sender)`` bool, ``mixed``:
-    ``(circuit, receiver)``, ``signs``: ``(circuit, receiver)``).
+    each pair's sign: -1 where its input is rebuilt from the constant (its kept senders summed),
+    +1 where it is edited (its excluded ones). ``kept``: ``(circuit, receiver, sender)`` bool;
+    ``mixed``, ``rebuilt``: ``(circuit, receiver)`` bool.
 
     Example:
-        >>> summed = torch.tensor([[[True, False, True], [True, True, True]]])
-        >>> [[t.tolist() for t in part] for part in _parts(summed, torch.tensor([[True, False]]),
-        ...                                                 -torch.ones(1, 2))]
-        [[[0], [2], [0, 2], [-1.0, -1.0]]]
+        >>> kept = torch.tensor([[[True, False, True], [True, True, False]]])
+        >>> [[t.tolist() for t in part] for part in _parts(kept, torch.tensor([[True, True]]),
+        ...                                                 torch.tensor([[True, False]]))]
+        [[[0, 1], [2, 1], [0, 2, 2], [-1.0, 1.0]]]
     """
-    summed = summed & mixed[..., None]
+    summed = torch.where(rebuilt[..., None], kept, ~kept) & mixed[..., None]
     per_pair = summed.sum(-1)
     pairs, entries = mixed.sum(1).tolist(), per_pair.sum(1).tolist()
     receivers, counts = mixed.nonzero()[:, 1], per_pair[mixed]
-    sign = signs[mixed].repeat_interleave(counts)
+    signs = torch.where(rebuilt[mixed], -1.0, 1.0)
     return list(zip(receivers.split(pairs), counts.split(pairs), summed.nonzero()[:, 2].split(entries),
-                    sign.split(entries)))
+                    signs.split(pairs)))
 
 
 def _sparse_rows(parts: list[tuple[Tensor, Tensor, Tensor, Tensor]], index: Tensor, n_senders: int,
-                 dtype: torch.dtype, device: torch.device) -> tuple[Tensor, Tensor, Tensor]:
-    """``(cell, receiver, matrix)`` of the mixed pairs of the pass's cells (circuits ``index``),
+                 dtype: torch.dtype, device: torch.device) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+    """``(cell, receiver, sign, matrix)`` of the mixed pairs of the pass's cells (circuits ``index``),
     cell-major (consecutive rows read one cell's table: they share its rows in the cache), receivers
     ascending: the ``(pair, cell * n_senders)`` sparse matrix of the signed senders each pair sums.
 
     Example:
-        >>> summed = torch.tensor([[[True, False, True], [True, True, False]]] * 2)
-        >>> parts = _parts(summed, torch.tensor([[True, True], [False, True]]), torch.ones(2, 2))
-        >>> cells, receivers, m = _sparse_rows(parts, torch.tensor([1, 0]), 3, torch.float32, torch.device("cpu"))
-        >>> cells.tolist(), receivers.tolist()
-        ([0, 1, 1], [1, 0, 1])
+        >>> kept = torch.tensor([[[False, True, False], [False, False, True]]] * 2)
+        >>> parts = _parts(kept, torch.tensor([[True, True], [False, True]]), torch.zeros(2, 2, dtype=torch.bool))
+        >>> cells, receivers, signs, m = _sparse_rows(parts, torch.tensor([1, 0]), 3, torch.float32,
+        ...                                           torch.device("cpu"))
+        >>> cells.tolist(), receivers.tolist(), signs.tolist()
+        ([0, 1, 1], [1, 0, 1], [1.0, 1.0, 1.0])
         >>> m.to_dense().tolist()
         [[1.0, 1.0, 0.0, 0.0, 0.0, 0.0], [0.0, 0.0, 0.0, 1.0, 0.0, 1.0], [0.0, 0.0, 0.0, 1.0, 1.0, 0.0]]
     """
@@ -140,11 +142,11 @@ def _sparse_rows(parts: list[tuple[Tensor, Tensor, Tensor, Tensor]], index: Tens
         if len(r):
             cells.append(torch.full_like(r, at))
             receivers.append(r), counts.append(k), columns.append(s + at * n_senders), signs.append(sign)
-    count = torch.cat(counts)
+    count, sign = torch.cat(counts), torch.cat(signs)
     rows = torch.repeat_interleave(torch.arange(len(count)), count)
-    m = torch.sparse_coo_tensor(torch.stack([rows, torch.cat(columns)]), torch.cat(signs).to(dtype),
+    m = torch.sparse_coo_tensor(torch.stack([rows, torch.cat(columns)]), sign.repeat_interleave(count).to(dtype),
                                 (len(count), len(index) * n_senders), is_coalesced=True, check_invariants=False)
-    return torch.cat(cells), torch.cat(receivers), m.to(device)
+    return torch.cat(cells), torch.cat(receivers), sign, m.to(device)
 
 
 class _Point:
@@ -273,18 +275,34 @@ class CircuitRows:
                 rest = rests[key] = rests[key] if key in rests else self._rest(p, base, cleans[p.n_senders])
                 p.constant = self._constant(p, rest + others[p.n_senders]).to(other.dtype)
         self.w_o = [block.attn.W_O.detach() for block in model.blocks]
-        # per share of heads / MLP point, the sparse products' parts (built when first chosen) and, per MLP
-        # point, per circuit: does a mixed input sum its kept senders (else its excluded ones)
+        # per share of heads / MLP point, the sparse products' parts (built when first chosen)
         self._parts: dict[Any, list[tuple[Tensor, Tensor, Tensor, Tensor]]] = {}
-        self._kept_side: dict[str, Tensor] = {}
+        # per share of heads, per (circuit, receiver): is a mixed input rebuilt from the constant in a sparse
+        # product (else edited: its fewer excluded senders summed, on the current input read at
+        # hook_resid_pre); per layer, per circuit: does it read that input (only where a product may be sparse)
+        self._rebuilt: dict[tuple[str, str], Tensor] = {}
+        self._resid: dict[int, Tensor] = {}
+        n_values = other.shape[0] * other.shape[1] * other.shape[3]
+        for key, (weights, counts, _) in self._share_rows.items():
+            kept = (weights != 0).sum(-1)
+            rebuilt = kept <= weights.shape[-1] - kept
+            layer = int(key[0].split(".")[1])
+            if ((len(weights) - 1) * int(counts.max()) * weights.shape[-1] * n_values < _SPARSE_MIN_WORK
+                    or layer == g.n_layers - 1):  # always dense; split_final's cache of the final block's keys
+                rebuilt[:] = True  # and values does not fire its hook_resid_pre
+            self._rebuilt[key] = rebuilt
+            edited = (self.groups[key[0]][1][:, self._shares[key]] & ~rebuilt).any(1)
+            self._resid[layer] = self._resid.get(layer, torch.zeros_like(edited)) | edited
+        self._resid_names = {f"blocks.{layer}.hook_resid_pre": layer for layer, e in self._resid.items()
+                             if layer > 0 and bool(e.any())}  # layer 0's heads read the embeddings alone
         self.other_t = other.permute(2, 0, 1, 3).contiguous()  # (sender, batch, pos, d_model)
         self._capture_index = {name.replace("hook_result", "hook_z"): i for i, (name, _) in enumerate(sender_hooks(g))}
         self._state: dict[str, Any] = {}
         self._last: tuple[tuple[int, int], tuple[int, int]] = ((-1, -1), (-1, 0))
         captured = self.capture_names()
-        self._together = {name: self._make(name) for name in [_BEGIN, *captured, *self.points]}
+        self._together = {name: self._make(name) for name in [_BEGIN, *captured, *self._resid_names, *self.points]}
         self._captured = list(zip(captured, self.starts[1:]))  # (hook name, its first sender)
-        self._order = {name: _forward_order(name) for name in [*captured, *self.points]}
+        self._order = {name: _forward_order(name) for name in [*captured, *self._resid_names, *self.points]}
 
     @staticmethod
     def base_names(model: Any, g: Graph) -> list[str]:
@@ -343,6 +361,7 @@ class CircuitRows:
                 if mixed[index]:
                     need = max(need, p.n_senders)
         captures = [name for name, start in self._captured if start < need]
+        captures += [name for name, layer in self._resid_names.items() if bool(self._resid[layer][index])]
         names = [_BEGIN, *sorted(dict.fromkeys(captures + hooks), key=self._order.__getitem__)]  # passes start at layer 0
         return Intervention(tuple(Hook(n, _RowsHook(self._together[n], index, "circuit_rows").build, f"{label}: edges at {n}")
                                   for n in names))  # what Intervention.single builds, without a sum of 26 of them
@@ -373,7 +392,10 @@ class CircuitRows:
                 if index is None:  # no hook here: nothing excluded
                     index = self._state[key] = torch.tensor([none if c is None else c for c in payloads])
                 return self._edit(point, act, index, batch)
-            self._capture(name, act, batch)
+            if name in self._resid_names:  # the current input of the layer's heads, at this window
+                self._state[("resid", order[0], window)] = act
+            else:
+                self._capture(name, act, batch)
             return None
 
         return together
@@ -428,16 +450,13 @@ class CircuitRows:
             return None
         parts = self._parts.get(key)
         if parts is None:
-            if isinstance(key, tuple):  # heads: their kept senders, subtracted from the constant's move
-                weights = self._share_rows[key][0]
+            if isinstance(key, tuple):  # heads
                 mixed = self.groups[key[0]][1][:, self._shares[key]]
-                parts = _parts(weights != 0, mixed, -torch.ones(mixed.shape))
-            else:  # the fewer of the kept and the excluded senders
+                parts = _parts(self._share_rows[key][0] != 0, mixed, self._rebuilt[key])
+            else:  # an MLP / the logits: the fewer of the kept and the excluded senders
                 p = self.points[key]
-                excluded = p.weights[:, 0].bool()
-                kept = self._kept_side[key] = (~excluded).sum(1) < excluded.sum(1)
-                parts = _parts(torch.where(kept[:, None], ~excluded, excluded)[:, None], p.mixed,
-                               torch.where(kept, -1.0, 1.0)[:, None])
+                kept = ~p.weights[:, 0].bool()
+                parts = _parts(kept[:, None], p.mixed, (kept.sum(1) < p.n_senders - kept.sum(1))[:, None])
             self._parts[key] = parts
         entries = sum(len(parts[c][2]) for c in index.tolist())
         return parts if entries * min(rows, _DENSE_SPEEDUP) < work else None
@@ -465,10 +484,9 @@ class CircuitRows:
             w = p.weights[index, 0].to(table.device, table.dtype)  # (cell, sender); the table is not gathered
             shaped.index_add_(0, cells, torch.bmm(w[:, None], table)[cells, 0].view(len(cells), *shaped.shape[1:]))
             return
-        cells, _, m = _sparse_rows(parts, index, self.other_t.shape[0], act.dtype, act.device)
+        cells, _, signs, m = _sparse_rows(parts, index, self.other_t.shape[0], act.dtype, act.device)
         sums = self._sparse_sum(p.group, m, lo, act.shape[1]).view(len(cells), *shaped.shape[1:])
-        kept = self._kept_side[p.name][index[cells]].to(act.device)
-        cells = cells.to(act.device)
+        kept, cells = (signs < 0).to(act.device), cells.to(act.device)
         shaped[cells[kept]] = constant + sums[kept]
         shaped.index_add_(0, cells[~kept], sums[~kept])
 
@@ -519,11 +537,19 @@ class CircuitRows:
             d_model = self.moved[p.layer].shape[-1]
             moved = self.moved[p.layer][:, lo:lo + n_pos].to(act.device, act.dtype).reshape(1, -1)
             parts = self._sparse((p.group, share), index, most, kept.shape[-1], batch * n_pos * d_model)
-            if parts is not None:  # each mixed pair's kept senders alone
-                cells, local, m = _sparse_rows(parts, index, self.other_t.shape[0], act.dtype, act.device)
+            if parts is not None:  # each mixed pair's kept senders alone, or its excluded ones where fewer
+                cells, local, signs, m = _sparse_rows(parts, index, self.other_t.shape[0], act.dtype, act.device)
                 order = torch.argsort(local * len(index) + cells)  # receiver-major, to be projected per receiver
-                cells, receivers = cells[order], share_of[local[order]]
-                x = self._sparse_sum(p.group, m, lo, n_pos).index_select(0, order.to(act.device)) + moved
+                cells, receivers, edited = cells[order], share_of[local[order]], signs[order] > 0
+                x = self._sparse_sum(p.group, m, lo, n_pos).index_select(0, order.to(act.device))
+                if bool(edited.any()):  # on the current input (cell row + 1) where edited, else on the constant
+                    resid = self._state.get(("resid", p.layer, (lo, n_pos)))
+                    if resid is None:
+                        raise RuntimeError(f"circuit rows: {p.name} reads blocks.{p.layer}.hook_resid_pre, "
+                                           "which this pass did not read")
+                    x += torch.cat([moved, resid.reshape(len(index), -1)])[torch.where(edited, cells + 1, 0).to(act.device)]
+                else:
+                    x += moved
             else:
                 # one product over the pass's cells with each cell's mixed receivers first (padded to the most
                 # any cell has: in a large model the senders' table is large and most pairs are in or out)
