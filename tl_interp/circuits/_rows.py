@@ -19,14 +19,17 @@ input, the logits) reads, in circuit ``c``, its current input plus
   (``compat.fused_norm``) and one batched projection of the mixed pairs alone.
 
 That product is dense (each cell's mixed receivers x every sender, 0 where a sender is not summed)
-or sparse (one ``(pair, cell * sender)`` matrix of +-1 entries for the senders each pair sums, by
-``torch.sparse.mm``), chosen per layer per pass: sparse where the dense product is large
-(``_SPARSE_MIN_WORK`` multiply-adds: below it, in small models, the sparse product's fixed cost
-dominates) and it sums fewer than ``1 / _DENSE_SPEEDUP`` of the entries the dense product
-multiplies (a dense product does ~4 multiply-adds in the time a sparse one adds a table entry).
-A head sums its kept senders (its input is built from the constant ``A``); an MLP / the logits
-sum the fewer of their kept senders (``constant - sum over kept s of (other_s - current_s)``, the
-*out* constant) and their excluded ones (the current input plus theirs).
+or sparse (one ``(pair, cell * sender)`` matrix of +-1 entries for the senders each pair sums,
+``torch.sparse.mm``), chosen per share of a layer (its q; its k and v) and per MLP point, per pass:
+dense below ``_SPARSE_MIN_WORK`` multiply-adds (small models: the sparse product's fixed cost
+dominates), else sparse where it sums fewer entries than ``dense multiply-adds / min(rows per
+cell, _DENSE_SPEEDUP)`` (a dense product of several rows per cell does ~4 multiply-adds in the
+time a sparse one adds a table entry; of one row it is memory-bound alike). Sparse, each mixed
+input sums the fewer of its kept senders (``A + sum over kept s of (current_s - other_s)``: built
+from the constant, exact where the input is ~0) and its excluded ones (the current input, read at
+``blocks.L.hook_resid_pre`` for a head, plus ``sum over excluded s of (other_s - current_s)``);
+the final block's heads always the kept ones (``split_final`` computes its keys and values
+without firing its ``hook_resid_pre``), and a head only where a product of its share can be sparse.
 
 Edits are written in place into the tensors TL hands these hooks. The hooks follow the run
 context's window of positions (``windowed = True``), so the engine may run the final block at
