@@ -395,8 +395,8 @@ class CircuitRows:
                 if index is None:  # no hook here: nothing excluded
                     index = self._state[key] = torch.tensor([none if c is None else c for c in payloads])
                 return self._edit(point, act, index, batch)
-            if name in self._resid_names:  # the current input of the layer's heads, at this window
-                self._state[("resid", order[0], window)] = act
+            if name in self._resid_names:  # the current input of the layer's heads, at this window (the last read)
+                self._state["resid"] = (order[0], window, act)
             else:
                 self._capture(name, act, batch)
             return None
@@ -546,10 +546,10 @@ class CircuitRows:
                 cells, receivers, edited = cells[order], share_of[local[order]], signs[order] > 0
                 x = self._sparse_sum(p.group, m, lo, n_pos).index_select(0, order.to(act.device))
                 if bool(edited.any()):  # on the current input (cell row + 1) where edited, else on the constant
-                    resid = self._state.get(("resid", p.layer, (lo, n_pos)))
-                    if resid is None:
-                        raise RuntimeError(f"circuit rows: {p.name} reads blocks.{p.layer}.hook_resid_pre, "
-                                           "which this pass did not read")
+                    layer, window, resid = self._state.get("resid", (None, None, None))
+                    if (layer, window) != (p.layer, (lo, n_pos)):
+                        raise RuntimeError(f"circuit rows: {p.name} reads blocks.{p.layer}.hook_resid_pre at positions "
+                                           f"{lo}..{lo + n_pos}, which this pass did not read")
                     x += torch.cat([moved, resid.reshape(len(index), -1)])[torch.where(edited, cells + 1, 0).to(act.device)]
                 else:
                     x += moved
