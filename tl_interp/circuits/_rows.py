@@ -419,14 +419,16 @@ class CircuitRows:
         whole = lo == 0 and n == table.shape[3]
         if name.endswith("hook_z"):  # a head's output is z @ W_O[h]: (cell, head, batch * pos, d_model)
             w_o = self.w_o[int(name.split(".")[1])].to(act.dtype)
-            z = act.reshape(cells, batch * n, *act.shape[2:]).transpose(1, 2)
-            heads = slice(start, start + w_o.shape[0])
+            n_heads, d_model = w_o.shape[0], w_o.shape[-1]
+            z = act.reshape(-1, n_heads, w_o.shape[1]).transpose(0, 1)  # one product per head over every cell's rows
+            current = torch.bmm(z, w_o).view(n_heads, cells, batch * n, d_model).transpose(0, 1)
+            heads = slice(start, start + n_heads)
             if whole:
-                torch.sub(other[heads].reshape(w_o.shape[0], -1, w_o.shape[-1]), torch.matmul(z, w_o),
-                          out=table[:, heads].view(cells, w_o.shape[0], -1, w_o.shape[-1]))
+                torch.sub(other[heads].reshape(n_heads, -1, d_model), current,
+                          out=table[:, heads].view(cells, n_heads, -1, d_model))
             else:
-                moved = other[heads].reshape(w_o.shape[0], -1, w_o.shape[-1]) - torch.matmul(z, w_o)
-                table[:, heads, :, lo:lo + n] = moved.view(cells, w_o.shape[0], batch, n, -1)
+                moved = other[heads].reshape(n_heads, -1, d_model) - current
+                table[:, heads, :, lo:lo + n] = moved.view(cells, n_heads, batch, n, -1)
         else:
             table[:, start, :, lo:lo + n] = other[start] - act.reshape(cells, batch, *act.shape[1:])
 
