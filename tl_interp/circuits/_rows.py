@@ -521,10 +521,29 @@ class CircuitRows:
             self._updates(p, index, act, shaped, constant)
         return act
 
+    def _sparse_inputs(self, p: _Point, parts: Any, index: Tensor, lo: int, n_pos: int,
+                       moved: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+        """``(cell, receiver in the share, input (pair, batch * n_pos * d_model))`` of the mixed pairs at
+        ``p``'s share, receiver-major (to be projected per receiver), by the sparse product: each pair's
+        kept senders on ``moved`` (``A``), or its excluded ones on the current input where fewer."""
+        cells, local, signs, m = _sparse_rows(parts, index, self.other_t.shape[0], moved.dtype, moved.device)
+        order = torch.argsort(local * len(index) + cells)
+        cells, local, edited = cells[order], local[order], signs[order] > 0
+        x = self._sparse_sum(p.group, m, lo, n_pos).index_select(0, order.to(moved.device))
+        if not bool(edited.any()):
+            return cells, local, x.add_(moved)
+        layer, window, resid = self._state.get("resid", (None, None, None))
+        if (layer, window) != (p.layer, (lo, n_pos)):
+            raise RuntimeError(f"circuit rows: {p.name} reads blocks.{p.layer}.hook_resid_pre at positions "
+                               f"{lo}..{lo + n_pos}, which this pass did not read")
+        bases = torch.cat([moved, resid.reshape(len(index), -1)])  # row 0: A; row 1 + c: cell c's current input
+        return cells, local, x.add_(bases[torch.where(edited, cells + 1, 0).to(moved.device)])
+
     def _heads(self, p: _Point, index: Tensor, batch: int, act: Tensor) -> tuple[Tensor, Tensor, Tensor]:
         """``(cell, head, projection (pair, batch, pos, d_head))`` of the mixed receivers at ``p``:
-        ``ln1(A + sum over kept s of (current_s - other_s)) @ W[h] + b[h]``, normed and projected for
-        the mixed pairs only; a layer's k and v receivers in one call (they fire on the same positions;
+        ``ln1(A + sum over kept s of (current_s - other_s)) @ W[h] + b[h]`` (or, sparse, the current
+        input plus its excluded senders' ``other_s - current_s`` where they are fewer), normed and
+        projected for the mixed pairs only; a layer's k and v receivers in one call (they fire on the same positions;
         q may not: the final block's queries run at the last position alone under split_final)."""
         lo, n_pos = layout(act.shape[0], act.shape[1], "circuit rows").offset, act.shape[1]
         share = "q" if p.letter == "q" else "kv"
@@ -542,19 +561,9 @@ class CircuitRows:
             d_model = self.moved[p.layer].shape[-1]
             moved = self.moved[p.layer][:, lo:lo + n_pos].to(act.device, act.dtype).reshape(1, -1)
             parts = self._sparse((p.group, share), index, most, kept.shape[-1], batch * n_pos * d_model)
-            if parts is not None:  # each mixed pair's kept senders alone, or its excluded ones where fewer
-                cells, local, signs, m = _sparse_rows(parts, index, self.other_t.shape[0], act.dtype, act.device)
-                order = torch.argsort(local * len(index) + cells)  # receiver-major, to be projected per receiver
-                cells, receivers, edited = cells[order], share_of[local[order]], signs[order] > 0
-                x = self._sparse_sum(p.group, m, lo, n_pos).index_select(0, order.to(act.device))
-                if bool(edited.any()):  # on the current input (cell row + 1) where edited, else on the constant
-                    layer, window, resid = self._state.get("resid", (None, None, None))
-                    if (layer, window) != (p.layer, (lo, n_pos)):
-                        raise RuntimeError(f"circuit rows: {p.name} reads blocks.{p.layer}.hook_resid_pre at positions "
-                                           f"{lo}..{lo + n_pos}, which this pass did not read")
-                    x += torch.cat([moved, resid.reshape(len(index), -1)])[torch.where(edited, cells + 1, 0).to(act.device)]
-                else:
-                    x += moved
+            if parts is not None:
+                cells, local, x = self._sparse_inputs(p, parts, index, lo, n_pos, moved)
+                receivers = share_of[local]
             else:
                 # one product over the pass's cells with each cell's mixed receivers first (padded to the most
                 # any cell has: in a large model the senders' table is large and most pairs are in or out)
