@@ -81,6 +81,7 @@ import torch
 
 import tl_interp as ti
 from _timing import timed
+from tl_interp.errors import InputError, UnsupportedError
 from tl_interp.similarity._kernels import cross_product_null
 from tl_interp.stats import permutation_p_value
 
@@ -300,8 +301,12 @@ def metric_rows(n: int, d: int, args) -> None:
         one = _one_resample(name, stat, resampled, x, y)
         rows = index[:max(2, min(b, int(b * 256 / n)))] if name in ("rsa", "cka_rbf") and n > 256 else index
         base = reset_peak()
-        prep, (boot, block) = cpu(lambda: bootstrap_evaluator(resampled or stat, x, y, one=one,
-                                                              memory_mb=args.memory_mb))
+        try:  # the evaluator runs the metric's own checks first: a refusal surfaces here, before any timing
+            prep, (boot, block) = cpu(lambda: bootstrap_evaluator(resampled or stat, x, y, one=one,
+                                                                  memory_mb=args.memory_mb))
+        except (InputError, UnsupportedError) as err:  # the library refuses these shapes: say so, go on
+            print(f"{name:>12} | refused at n={n}, d={d} ({type(err).__name__}): {err}", flush=True)
+            continue
         if rows.shape[0] < min(block, args.max_block_rows):  # time whole blocks: a block's fixed costs are shared
             rows = ti.stats.bootstrap_indices(n, min(block, args.max_block_rows), seed=0)
         t_boot = prep + per * per_row(boot, rows, block)

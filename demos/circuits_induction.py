@@ -77,11 +77,9 @@ def circuit_numbers(check, n_boot: int = 1000):
     """f of the one circuit (ratio of means) with a bootstrap interval, and its raw means."""
     values = check.values.double()[0]
     clean, corrupted = check.extras["clean"].double(), check.extras["corrupted"].double()
-    f = float((values.mean() - corrupted.mean()) / (clean.mean() - corrupted.mean()))
-    low, high = ti.stats.bootstrap_ci(lambda v, c, k: (v.mean() - k.mean()) / (c.mean() - k.mean()),
-                                      values, clean, corrupted, n_boot=n_boot, seed=0)
-    return {"f": f, "f_low": float(low), "f_high": float(high), "circuit": float(values.mean()),
-            "clean": float(clean.mean()), "corrupted": float(corrupted.mean())}
+    f = circuits.circuit_intervals(check, n_boot=n_boot, seed=0)
+    return {"f": float(f["f"][0]), "f_low": float(f["f_low"][0]), "f_high": float(f["f_high"][0]),
+            "circuit": float(values.mean()), "clean": float(clean.mean()), "corrupted": float(corrupted.mean())}
 
 
 def rank_of(scores, edge: str) -> int:

@@ -120,6 +120,10 @@ def test_circuit_files_for_another_model_or_not_circuits_are_refused(tmp_path) -
     data = Circuit.top(scores, 5).to_json()
     with pytest.raises(InputError, match="n_heads=2, this graph has n_heads=3"):
         Circuit.from_json(data, _scores(3, 3).graph)
+    # a parallel-block model's edges all exist in the sequential graph too: only cfg tells them apart
+    parallel = {**data, "cfg": {**data["cfg"], "parallel_attn_mlp": True}}
+    with pytest.raises(InputError, match="parallel_attn_mlp=True, this graph has parallel_attn_mlp=False"):
+        Circuit.from_json(parallel, scores.graph)
     bad = tmp_path / "bad.json"
     bad.write_text("{not json")
     with pytest.raises(ArtifactError, match="cannot read the circuit file"):

@@ -40,3 +40,15 @@ def test_exact_scores_and_faithfulness_on_ray_workers_equal_the_local_run(execut
     torch.testing.assert_close(remote_f.values, local_f.values, atol=1e-5, rtol=0)
     torch.testing.assert_close(remote_f.corrupted, local_f.corrupted, atol=1e-5, rtol=0)
     assert {flag: getattr(model.cfg, flag) for flag in switches} == before  # restored
+
+
+def test_the_faithfulness_curve_on_ray_workers_equals_the_local_curve(executor):
+    model = llama_style()
+    clean, corrupted = _pair(rows=4)
+    scores = ti.circuits.attribute(model, clean, corrupted, METRIC, method="eap", progress=False)
+    local = ti.circuits.faithfulness_curve(model, clean, corrupted, scores, METRIC, n_boot=50, progress=False)
+    remote = ti.circuits.faithfulness_curve(model, clean, corrupted, scores, METRIC, n_boot=50, progress=False,
+                                            executor=executor)
+    assert remote.provenance.settings["executor"] == "ray" and local.provenance.settings["executor"] == "local"
+    torch.testing.assert_close(remote.extras["circuit"], local.extras["circuit"], atol=1e-5, rtol=0)
+    torch.testing.assert_close(remote.values, local.values, atol=1e-4, rtol=0)

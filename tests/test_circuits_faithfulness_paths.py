@@ -34,7 +34,7 @@ def test_circuit_rows_equal_the_brute_force_loop_and_say_they_ran(family) -> Non
     # the final block at the last position alone, its hooks in both of split_final's steps (GQA ungrouped too:
     # passes start at position 0, so no cached prefix of n_key_value_heads is involved)
     assert settings["final_block_split"] == settings["passes"] > 0
-    assert settings["senders_read"] == "corrupted prompts alone"  # the clean run adds nothing the rows read
+    assert settings["senders_read"] == "corrupted prompts, in the clean base run's forward pass"
     reference = brute_force_faithfulness(model, clean, corrupted, chosen, score)
     torch.testing.assert_close(result.values.double(), reference.double(), atol=1e-5, rtol=0)
 
@@ -205,7 +205,7 @@ def test_circuit_rows_on_a_padded_batch_equal_each_prompt_alone(family) -> None:
                                    ti.metrics.logit_diff(correct, wrong), progress=False)
     settings = padded.provenance.settings
     assert settings["circuit_rows"] == "on" and settings["final_block_split"] == 0
-    assert settings["senders_read"] == "corrupted prompts alone"
+    assert settings["senders_read"] == "corrupted prompts, in the clean base run's forward pass"
     long = circuits.faithfulness(model, clean[:1], corrupted[:1], chosen, ti.metrics.logit_diff(correct[:1], wrong[:1]),
                                  progress=False)
     short = circuits.faithfulness(model, clean[1:, :5], corrupted[1:, :5], chosen,
@@ -282,3 +282,24 @@ def test_the_empty_circuit_is_a_stacked_cell_when_it_is_not_the_corrupted_run(ab
         torch.testing.assert_close(result.values.double(), reference.double(), atol=1e-5, rtol=0)
     with torch.no_grad():  # not the corrupted run
         assert not torch.allclose(result.corrupted, score(model(corrupted)), atol=1e-3)
+
+
+@pytest.mark.parametrize("family", list(ROWS_ON))
+def test_the_corrupted_prompts_ride_in_the_engine_base_run_unless_an_executor_runs_it(family) -> None:
+    # run locally, one forward pass gives the engine's clean base run and the corrupted senders; an executor
+    # makes its own base run, so the corrupted prompts then run alone: both equal the brute-force loop
+    from tl_interp.engine.executors import LocalExecutor
+
+    model = ROWS_ON[family]()
+    clean, corrupted, metric, score = _task(model, seed=6)
+    chosen = _nested(circuits.graph(model), seed=6)
+    together = circuits.faithfulness(model, clean, corrupted, chosen, metric, progress=False)
+    apart = circuits.faithfulness(model, clean, corrupted, chosen, metric, progress=False, executor=LocalExecutor())
+    assert together.provenance.settings["senders_read"] == "corrupted prompts, in the clean base run's forward pass"
+    assert apart.provenance.settings["senders_read"] == "corrupted prompts alone"
+    assert together.provenance.settings["empty_circuit"] == apart.provenance.settings["empty_circuit"] == "the corrupted run"
+    reference = brute_force_faithfulness(model, clean, corrupted, chosen, score)
+    torch.testing.assert_close(together.values.double(), reference.double(), atol=1e-5, rtol=0)
+    torch.testing.assert_close(together.values, apart.values, atol=1e-6, rtol=0)
+    torch.testing.assert_close(together.clean, apart.clean, atol=1e-6, rtol=0)
+    torch.testing.assert_close(together.corrupted, apart.corrupted, atol=1e-6, rtol=0)

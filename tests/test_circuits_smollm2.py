@@ -41,27 +41,36 @@ def test_eap_and_faithfulness_on_smollm2_months(model):
     assert float(f.normalized[2]) == float(f.normalized[2])  # a number (what it is, the demo reports)
 
 
-def test_exact_last_layer_key_value_edges_on_smollm2_equal_the_hand_loop(model):
-    # grouped-query attention ungrouped, the final block split at the last position, logits read
-    # at the metric's two answers only: a sample of edges into layer 29's keys and values
-    from tests import _circuits_reference as ref
+def exact_of_some_edges(model, clean, corrupted, metric, some):
+    """``(n_prompts, len(some))`` exact scores of the edges ``some`` (indices into the graph's edges)
+    alone, the study's statistics and the clean batch: a real model's graph is too large to score
+    whole here."""
     from tl_interp import compat
     from tl_interp.circuits._edit import sender_deltas
     from tl_interp.circuits._exact import exact_effects
     from tl_interp.circuits._runs import ablated_values, prepare, sender_values
 
-    metric = ti.metrics.logit_diff(_ids(model, [" April", " September"]), _ids(model, [" February", " July"]))
-    clean, corrupted = model.to_tokens(CLEAN), model.to_tokens(CORRUPTED)
     g = ti.circuits.graph(model)
     _, clean_b, corrupt_b = prepare(model, clean, corrupted, metric, "corrupted", differentiable=False)
     with compat.edge_hooks_on(model):
         clean_s, _ = sender_values(model, g, clean_b)
         diff = sender_deltas(g, compat.attention_output_norms(model), clean_s,
                              ablated_values(model, g, "corrupted", clean_b, corrupt_b, clean_s))
+    return (*exact_effects(model, g, clean_b, metric, diff, 1024.0, None, False, only=set(some)), clean_b)
+
+
+def test_exact_last_layer_key_value_edges_on_smollm2_equal_the_hand_loop(model):
+    # grouped-query attention ungrouped, the final block split at the last position, logits read
+    # at the metric's two answers only: a sample of edges into layer 29's keys and values
+    from tests import _circuits_reference as ref
+
+    metric = ti.metrics.logit_diff(_ids(model, [" April", " September"]), _ids(model, [" February", " July"]))
+    clean, corrupted = model.to_tokens(CLEAN), model.to_tokens(CORRUPTED)
+    g = ti.circuits.graph(model)
     last = [i for i, name in enumerate(g.edges) if name.split("->")[1].startswith("a29.") and name[-3:] in ("<k>", "<v>")]
     some = [last[k] for k in torch.randperm(len(last), generator=torch.Generator().manual_seed(0))[:6].tolist()]
     some = sorted(some + [i for i, name in enumerate(g.edges) if name == "input->a29.h0<k>"])
-    values, stats = exact_effects(model, g, clean_b, metric, diff, 1024.0, None, False, only=set(some))
+    values, stats, clean_b = exact_of_some_edges(model, clean, corrupted, metric, some)
     assert stats["final_kv_split"] > 0 and stats["engine"]["head_columns"].startswith("on")
     per_prompt = lambda logits: metric.per_prompt(logits, clean_b)  # noqa: E731
     expected = ref.single_edges(model, clean, corrupted, per_prompt, [g.edges[i] for i in some])

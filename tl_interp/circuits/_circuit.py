@@ -30,8 +30,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from tl_interp._checks import checked, renamed
-from tl_interp._checks import check_count, checked
+from tl_interp._checks import check_count, checked, renamed
 from tl_interp.errors import ArtifactError, InputError, OptionError, ShapeError
 
 __all__ = ["Circuit", "edge_ends", "prune_edges"]
@@ -287,7 +286,7 @@ class Circuit:
                                 "to {'score': float, 'in_graph': bool}")
         expected = _mib_cfg(graph, None, need_d_model=False)
         cfg = data.get("cfg", {}) or {}
-        for key in ("n_layers", "n_heads"):
+        for key in ("n_layers", "n_heads", "parallel_attn_mlp"):  # a parallel block's edges are a subset: check it
             if key in cfg and cfg[key] != expected[key]:
                 raise InputError(f"{where} is for a model with {key}={cfg[key]}, this graph has {key}={expected[key]}; "
                                  "load it with the graph of the model it was made for")

@@ -25,11 +25,11 @@ from torch import Tensor
 from tl_interp._checks import checked, reordered
 from tl_interp.circuits._circuit import Circuit
 from tl_interp.circuits._faithfulness import faithfulness
-from tl_interp.circuits._stability import dense, resampled_scores, top_k_survival
+from tl_interp.circuits._stability import check_gap, dense, resampled_scores, top_k_survival
 from tl_interp.circuits._scores import EdgeScores
 from tl_interp.engine.executors import Executor
 from tl_interp.engine.inputs import Inputs
-from tl_interp.errors import InputError, OptionError, ShapeError, UnsupportedError
+from tl_interp.errors import InputError, OptionError, ShapeError
 from tl_interp.results import Provenance, Result, register_result, short
 from tl_interp.stats import bootstrap_indices, percentile_interval
 
@@ -75,11 +75,7 @@ def curve_statistics(circuit: Tensor, clean: Tensor, corrupted: Tensor, budgets:
     if circuit.ndim != 3 or circuit.shape[1] != len(budgets) or circuit.shape[2] != clean.shape[0]:
         raise ShapeError(f"circuit values must be (method, budget={len(budgets)}, prompt={clean.shape[0]}), "
                          f"got {tuple(circuit.shape)}")
-    gap = float(clean.mean() - corrupted.mean())
-    if abs(gap) <= 1e-5 * (1 + float(clean.mean().abs())):
-        raise UnsupportedError(f"the clean and corrupted runs give the same mean metric ({float(clean.mean()):.6g} vs "
-                               f"{float(corrupted.mean()):.6g}), so faithfulness (circuit - corrupted) / (clean - "
-                               "corrupted) is undefined; use prompts whose corruption changes the metric")
+    check_gap(clean, corrupted)
     f = _normalised(circuit, clean, corrupted)
     out = {"f": f, "cpr": area_under(budgets, f), "cmd": area_under(budgets, (1 - f).abs())}
     index = bootstrap_indices(clean.shape[0], n_boot, seed=seed)
@@ -144,9 +140,15 @@ class FaithfulnessCurve(Result):
     def _summary_lines(self) -> list[str]:
         e = self.extras
         lines = ["per method: CPR (area under f, higher better) and CMD (area under |1 - f|, lower better), 95% CI"]
-        return lines + [f"{short(m):>24}: CPR {float(e['cpr'][i]):.3f} [{float(e['cpr_low'][i]):.3f}, "
-                        f"{float(e['cpr_high'][i]):.3f}]  CMD {float(e['cmd'][i]):.3f} [{float(e['cmd_low'][i]):.3f}, "
-                        f"{float(e['cmd_high'][i]):.3f}]" for i, m in enumerate(self.methods)]
+        lines += [f"{short(m):>24}: CPR {float(e['cpr'][i]):.3f} [{float(e['cpr_low'][i]):.3f}, "
+                  f"{float(e['cpr_high'][i]):.3f}]  CMD {float(e['cmd'][i]):.3f} [{float(e['cmd_low'][i]):.3f}, "
+                  f"{float(e['cmd_high'][i]):.3f}]" for i, m in enumerate(self.methods)]
+        if "survival" in e:  # a circuit without an interval is a claim without an error bar
+            lines.append("top-edge survival (fraction of each budget's top edges still in the top on resampled "
+                         "prompts) at " + ", ".join(self.labels["budget"]))
+            lines += [f"{short(m):>24}: " + " ".join(f"{float(v):.2f}" for v in e["survival"][i].tolist())
+                      for i, m in enumerate(self.methods)]
+        return lines
 
     def figure(self, **kwargs: Any) -> Any:
         """f against the budget per method, with interval bands (``ti.viz.circuit.curve_figure``)."""
@@ -254,6 +256,7 @@ def faithfulness_curve(model: Any, clean: Inputs, corrupted: Inputs, scores: Edg
                            settings={"selection": selection, "absolute": absolute, "ablation": ablation,
                                      "n_boot": n_boot, "alpha": alpha, "n_graph_edges": n_all,
                                      "circuits_evaluated": len(unique),
+                                     "executor": result.provenance.settings.get("executor", "local"),
                                      "engine": result.provenance.settings.get("engine", {})})
     extras = {k: v for k, v in stats.items() if k != "f"}
     extras.update({"budgets": torch.tensor(budgets, dtype=torch.float64),

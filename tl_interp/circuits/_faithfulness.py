@@ -22,11 +22,12 @@ from tl_interp._checks import checked, reordered
 from tl_interp.circuits._edit import circuit_edit
 from tl_interp.circuits._graph import Graph
 from tl_interp.circuits._rows import CircuitRows, rows_reason
-from tl_interp.circuits._runs import ablated_values, no_head_results, prepare, sender_values
+from tl_interp.circuits._runs import (ablated_values, no_head_results, prepare, sender_names, sender_values,
+                                      senders_from)
 from tl_interp import compat
-from tl_interp.engine.executors import Executor, Plan, execute
+from tl_interp.engine.executors import Executor, LocalExecutor, Plan, execute
 from tl_interp.engine.inputs import Inputs
-from tl_interp.engine.run import EngineOptions
+from tl_interp.engine.run import BaseRun, EngineOptions, forward_layout
 from tl_interp.errors import InputError, OptionError, UnsupportedError
 from tl_interp.metrics import bind, is_metric
 from tl_interp.models._adapter import Tokenized, adapt
@@ -95,17 +96,23 @@ class Faithfulness(Result):
         return lines
 
 
-def _edge_set(g: Graph, circuit: Any, i: int) -> Tensor:
-    edges = getattr(circuit, "edges", circuit)
-    if isinstance(edges, str) or not isinstance(edges, Collection):
-        raise InputError(f"circuit {i}: give a collection of edge names (or an object with .edges), not "
-                         f"{type(circuit).__name__}")
-    keep = torch.zeros(len(g.edges), dtype=torch.bool)
-    try:  # the graph's own table of names first (a circuit at a large budget names thousands of edges)
-        ids = [g._index[edge] for edge in edges]
-    except (KeyError, TypeError):
-        ids = [g.index(edge) for edge in edges]  # unknown names fail here, with the closest names
-    keep[torch.tensor(ids, dtype=torch.long)] = True
+def _edge_sets(g: Graph, circuits: Sequence[Any]) -> Tensor:
+    """``(circuit, edge)`` bool: the edges of each circuit (one write for all of them)."""
+    rows: list[int] = []
+    ids: list[int] = []
+    for i, circuit in enumerate(circuits):
+        edges = getattr(circuit, "edges", circuit)
+        if isinstance(edges, str) or not isinstance(edges, Collection):
+            raise InputError(f"circuit {i}: give a collection of edge names (or an object with .edges), not "
+                             f"{type(circuit).__name__}")
+        try:  # the graph's own table of names first (a circuit at a large budget names thousands of edges)
+            mine = [g._index[edge] for edge in edges]
+        except (KeyError, TypeError):
+            mine = [g.index(edge) for edge in edges]  # unknown names fail here, with the closest names
+        ids += mine
+        rows += [i] * len(mine)
+    keep = torch.zeros(len(circuits), len(g.edges), dtype=torch.bool)
+    keep[torch.tensor(rows, dtype=torch.long), torch.tensor(ids, dtype=torch.long)] = True
     return keep
 
 
@@ -196,31 +203,45 @@ def faithfulness(model: Any, clean: Inputs, corrupted: Inputs, circuits: Sequenc
                              f"token length; this batch is padded (real lengths {clean_b.attention_mask.sum(1).tolist()})"
                              ". Evaluate prompts of one length together, or per_position=False")
         named = g.at_positions(clean_b.shape[1])
-    keeps = [_edge_set(named, c, i) for i, c in enumerate(circuits)]
+    keeps = _edge_sets(named, circuits)
     if per_position:
-        keeps = [k.reshape(len(g.edges), -1) for k in keeps]
+        keeps = keeps.reshape(len(circuits), len(g.edges), -1)
     # identical circuits are evaluated once, the full circuit (nothing to edit) is the base run itself
-    masks = torch.stack([*keeps, torch.zeros_like(keeps[0])])  # the last: the empty circuit
+    masks = torch.cat([keeps, torch.zeros_like(keeps[:1])])  # the last: the empty circuit
     distinct, inverse = torch.unique(masks.flatten(1), dim=0, return_inverse=True)
     distinct = distinct.reshape(-1, *masks.shape[1:])
     run = [i for i in range(len(distinct)) if not bool(distinct[i].all())]
     norms = compat.attention_output_norms(model)
     why = rows_reason(model, norms, per_position)
+    # only the residual stream entering layer 0 (passes start there): checking which cells change
+    # nothing would run every cell's edits once more on the base activations
+    sites, options = ("blocks.0.hook_resid_pre",), EngineOptions(memory_mb=memory_mb)
+    engine_base: BaseRun | None = None  # the engine's base run, when made here
     with compat.receiver_hooks(model, mlp_in=True, ungroup=True), no_head_results(model):
         base = dict.fromkeys(CircuitRows.base_names(model, g)) if why is None else None  # read in the same pass
         clean_s, empty_values = None, None
         if base is not None and _corrupted_alone(ablation, clean_b, corrupt_b):
             # the rows need the clean run's embeddings only (the engine's base run is the clean run):
             # the corrupted run's residual streams check the constants (same positions, same positional
-            # embeddings), one forward pass over the corrupted prompts alone
-            other, corrupt_logits = sender_values(model, g, corrupt_b, base)
-            senders_read = "corrupted prompts alone"
+            # embeddings). Run locally, the corrupted prompts ride in the engine's base run (one forward
+            # pass over both batches); an executor makes its own base run, so they run alone
+            if executor is None:
+                with forward_layout(model, options):
+                    engine_base = BaseRun(model, clean_b, metric, sites, options, alongside=corrupt_b,
+                                          alongside_names=sender_names(g) + list(base))
+                acts = engine_base.alongside_acts
+                other, base = senders_from(model, g, acts, corrupt_b), {name: acts[name] for name in base}
+                senders_read = "corrupted prompts, in the clean base run's forward pass"
+            else:
+                other, corrupt_logits = sender_values(model, g, corrupt_b, base)
+                senders_read = "corrupted prompts alone"
             empty = int(inverse[-1])
             if is_metric(metric) and empty in run and len(run) > 1:
                 # the empty circuit (every edge carries its corrupted value, the same attention mask) is the
-                # corrupted run itself: its metric is read from this pass's logits, not from a stacked cell
+                # corrupted run itself: its metric is read from that run's logits, not from a stacked cell
                 with torch.no_grad():
-                    empty_values = bind(metric, clean_b).per_prompt(corrupt_logits[None])[0]
+                    empty_values = (engine_base.alongside_values if engine_base is not None  # type: ignore[assignment]
+                                    else bind(metric, clean_b).per_prompt(corrupt_logits[None])[0])
                 run.remove(empty)
             rows = CircuitRows(model, g, distinct[run], other, _embeddings(model, clean_b), base, other,
                                clean_b.attention_mask)
@@ -237,6 +258,7 @@ def faithfulness(model: Any, clean: Inputs, corrupted: Inputs, circuits: Sequenc
         if why is not None and clean_s is None:  # the per-head cells read the clean run's senders
             clean_s = sender_values(model, g, clean_b)[0]
             senders_read = "corrupted prompts, then clean prompts"
+            engine_base = None  # their passes run TL's per-head inputs: the engine makes its base run with them
     # the passes read heads' outputs from hook_z (no per-head results: see circuit_edit)
     with compat.receiver_hooks(model, split_qkv=why is not None, mlp_in=True, ungroup=True), no_head_results(model):
         if why is None:
@@ -244,13 +266,9 @@ def faithfulness(model: Any, clean: Inputs, corrupted: Inputs, circuits: Sequenc
         else:
             w_o = [block.attn.W_O.detach() for block in model.blocks]
             cells = [circuit_edit(g, distinct[i], other, clean_s, f"circuit {i}", norms, w_o) for i in run]
-        # only the residual stream entering layer 0 (passes start there): checking which cells change
-        # nothing would run every cell's edits once more on the base activations
-        sites = ["blocks.0.hook_resid_pre"]
-        plan = Plan(model, clean_b, metric, tuple(cells), tuple((i,) for i in run), tuple(sites),
-                    EngineOptions(memory_mb=memory_mb), label="circuits",
+        plan = Plan(model, clean_b, metric, tuple(cells), tuple((i,) for i in run), sites, options, label="circuits",
                     signature={"study": "circuits.faithfulness", "ablation": ablation})
-        outcome = execute(plan, executor, progress=progress)
+        outcome = execute(plan, executor if engine_base is None else LocalExecutor(engine_base), progress=progress)
     by_distinct = outcome.base[None].repeat(len(distinct), 1)
     by_distinct[run] = outcome.values
     if empty_values is not None:
@@ -263,7 +281,7 @@ def faithfulness(model: Any, clean: Inputs, corrupted: Inputs, circuits: Sequenc
     provenance = Provenance.make(adapt(model).model_id,
                                  interventions=[f"edges outside each circuit carry their {ablation} value"],
                                  prompt_hash=prompt_hash(clean_b.tokens, corrupt_b.tokens), settings=settings)
-    n_edges = torch.stack([k.sum() for k in keeps]).float()
+    n_edges = keeps.flatten(1).sum(1).float()
     labels = {"circuit": tuple(f"circuit {i} ({int(n)} edges)" for i, n in enumerate(n_edges.tolist())),
               "prompt": tuple(str(i) for i in range(values.shape[1]))}
     return Faithfulness(values=values[:-1], axes=("circuit", "prompt"), metric=str(getattr(metric, "name", "metric")),

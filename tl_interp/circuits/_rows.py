@@ -212,7 +212,7 @@ class CircuitRows:
         for _, n in sender_hooks(g):
             self.starts.append(at)
             at += n
-        by_point: dict[str, list[Any]] = {}
+        by_point: dict[str, tuple[int, str | None, int, list[int]]] = {}  # (layer, letter, senders, offsets)
         for r in g.receivers:
             layer = int(r.hook_name.split(".")[1])
             if r.head is not None:
@@ -220,37 +220,36 @@ class CircuitRows:
                 name = f"blocks.{layer}.attn.hook_{letter}"
             else:
                 letter, name = None, r.hook_name
-            by_point.setdefault(name, []).append((layer, letter, r))
+            by_point.setdefault(name, (layer, letter, r.n_senders, []))[3].append(r.offset)
         self.points: dict[str, _Point] = {}
-        for name, members in by_point.items():
-            layer, letter, first = members[0]
-            n = first.n_senders
-            weights = torch.stack([excluded[:, r.offset:r.offset + n] for _, _, r in members], 1)
+        for name, (layer, letter, n, offsets) in by_point.items():
+            lo, count = offsets[0], len(offsets)
+            if offsets == list(range(lo, lo + n * count, n)):  # side by side in the graph's edge order: one view
+                weights = excluded[:, lo:lo + n * count].reshape(-1, count, n)
+            else:
+                weights = torch.stack([excluded[:, at:at + n] for at in offsets], 1)
             self.points[name] = _Point(name, layer, letter, n, weights)
         # (weights, mixed) of every group's receivers; the weights a table of a pass is multiplied by:
         # a head's input is rebuilt from A (its kept senders), an MLP's / the logits' edited (its excluded ones)
+        members: dict[str, list[_Point]] = {}
+        for p in self.points.values():
+            members.setdefault(p.group, []).append(p)
         self.groups: dict[str, tuple[Tensor, Tensor]] = {}
-        for p in self.points.values():
-            weights, mixed = self.groups.get(p.group, (p.weights[:, :0], p.mixed[:, :0]))
-            p.first = weights.shape[1]
-            mine = p.weights if p.letter is None else -(1 - p.weights)
-            self.groups[p.group] = (torch.cat([weights, mine], 1), torch.cat([mixed, p.mixed], 1))
         # per group, per circuit: does it edit the group at all, has it a mixed receiver there
-        edits_of: dict[str, tuple[Tensor, Tensor]] = {}
-        for p in self.points.values():
-            edits, mixed = p.weights.any(2).any(1), p.mixed.any(1)
-            if p.group in edits_of:
-                edits, mixed = edits | edits_of[p.group][0], mixed | edits_of[p.group][1]
-            edits_of[p.group] = (edits, mixed)
-        self._edits: dict[str, tuple[list[bool], list[bool]]] = {
-            group: (edits.tolist(), mixed.tolist()) for group, (edits, mixed) in edits_of.items()}
+        self._edits: dict[str, tuple[list[bool], list[bool]]] = {}
         # which receivers of a layer's group are computed together: its q receivers; its k and v receivers
-        self._shares: dict[tuple[str, str], Tensor] = {}
-        for p in self.points.values():
-            if p.letter is not None:
-                key = (p.group, "q" if p.letter == "q" else "kv")
-                mine = torch.arange(p.first, p.first + p.weights.shape[1])
-                self._shares[key] = torch.cat([self._shares.get(key, mine[:0]), mine])
+        shares: dict[tuple[str, str], list[int]] = {}
+        for group, points in members.items():
+            at = 0
+            for p in points:
+                p.first, at = at, at + p.weights.shape[1]
+                if p.letter is not None:
+                    shares.setdefault((group, "q" if p.letter == "q" else "kv"), []).extend(range(p.first, at))
+            raw = points[0].weights if len(points) == 1 else torch.cat([p.weights for p in points], 1)
+            mixed = points[0].mixed if len(points) == 1 else torch.cat([p.mixed for p in points], 1)
+            self.groups[group] = (raw if points[0].letter is None else -(1 - raw), mixed)
+            self._edits[group] = (raw.any(2).any(1).tolist(), mixed.any(1).tolist())
+        self._shares = {key: torch.tensor(share_of, dtype=torch.long) for key, share_of in shares.items()}
         # per share, per circuit: its receivers' weights, how many are mixed, and those first (ascending)
         self._share_rows: dict[tuple[str, str], tuple[Tensor, Tensor, Tensor]] = {}
         for (group, share), share_of in self._shares.items():
@@ -270,13 +269,15 @@ class CircuitRows:
             b_o = torch.stack([block.attn.b_O.detach().double() for block in model.blocks])
             self._biases = torch.cat([torch.zeros_like(b_o[:1]), b_o.cumsum(0)])  # b_O of the first l layers
             ends = sorted({p.n_senders for p in self.points.values()})
-            others, cleans = _prefix_sums(other, ends), _prefix_sums(senders, ends)
+            others = _prefix_sums(other, ends)
+            cleans = others if senders is other else _prefix_sums(senders, ends)  # the corrupted run's own senders
             self.reason: str | None = None  # why the constants can't be trusted (faithfulness then runs per-head cells)
             rests: dict[str, Tensor] = {}
             for p in self.points.values():  # a layer's q, k and v points read one input
                 key = p.group if p.letter is not None else p.name
                 rest = rests[key] = rests[key] if key in rests else self._rest(p, base, cleans[p.n_senders])
-                p.constant = self._constant(p, rest + others[p.n_senders]).to(other.dtype)
+                needed = p.letter is None or p.layer not in self.moved  # a layer's heads: projected once
+                p.constant = self._constant(p, rest + others[p.n_senders] if needed else rest).to(other.dtype)
         self.w_o = [block.attn.W_O.detach() for block in model.blocks]
         # per share of heads / MLP point, the sparse products' parts (built when first chosen)
         self._parts: dict[Any, list[tuple[Tensor, Tensor, Tensor, Tensor]]] = {}

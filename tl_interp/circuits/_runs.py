@@ -9,7 +9,7 @@ over its real tokens, then the mean over prompts, as the reference's
 """
 
 import contextlib
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from typing import Any
 
 import torch
@@ -25,7 +25,8 @@ from tl_interp.metrics import is_metric
 from tl_interp.models._adapter import Tokenized
 from tl_interp.sites import d_vocab_out
 
-__all__ = ["ABLATIONS", "prepare", "sender_values", "ablated_values", "forward_kw", "no_head_results"]
+__all__ = ["ABLATIONS", "prepare", "sender_values", "sender_names", "senders_from", "ablated_values", "forward_kw",
+           "no_head_results"]
 
 ABLATIONS = ("corrupted", "mean", "zero")
 
@@ -72,23 +73,32 @@ def sender_values(model: Any, g: Graph, batch: Tokenized, also: dict[str, Tensor
     from ``attn.hook_z`` (TL's per-head results, ``use_attn_result``, materialise a (batch, pos,
     head, d_head, d_model) product in every layer). ``also``: hook names whose activations the
     same pass fills in."""
-    names = [name.replace("hook_result", "hook_z") for name, _ in sender_hooks(g)]
-    cache = hooks.cache(list(dict.fromkeys(names + list(also or {}))))
+    cache = hooks.cache(list(dict.fromkeys(sender_names(g) + list(also or {}))))
     with torch.no_grad(), no_head_results(model):
         logits = cache.run(model, batch.tokens, **forward_kw(batch))
     for name in also or {}:
         also[name] = cache[name]  # type: ignore[index]
+    return senders_from(model, g, cache, batch), logits
+
+
+def sender_names(g: Graph) -> list[str]:
+    """The hook names ``senders_from`` reads (heads at ``attn.hook_z``)."""
+    return [name.replace("hook_result", "hook_z") for name, _ in sender_hooks(g)]
+
+
+def senders_from(model: Any, g: Graph, acts: Mapping[str, Tensor], batch: Tokenized) -> Tensor:
+    """``sender_values`` from a run's activations at ``sender_names(g)`` on ``batch``."""
     rows, pos = batch.shape
     parts = []
     for name, n in sender_hooks(g):
         if name.endswith("attn.hook_result"):
             w_o = model.blocks[int(name.split(".")[1])].attn.W_O.detach()
-            z = cache[name.replace("hook_result", "hook_z")]
+            z = acts[name.replace("hook_result", "hook_z")]
             parts.append(torch.einsum("bphe,hed->bphd", z, w_o.to(z.dtype)))
         else:
-            parts.append(cache[name].reshape(rows, pos, n, -1))
+            parts.append(acts[name].reshape(rows, pos, n, -1))
     real = batch.attention_mask.to(parts[0].device).bool()[:, :, None, None]
-    return torch.cat(parts, 2) * real, logits
+    return torch.cat(parts, 2) * real
 
 
 def ablated_values(model: Any, g: Graph, ablation: str, clean: Tokenized, corrupted: Tokenized,

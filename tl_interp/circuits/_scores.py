@@ -43,7 +43,6 @@ from torch import Tensor
 from tqdm.auto import tqdm
 
 from tl_interp import hooks
-from tl_interp._checks import checked
 from tl_interp.results._ranking import Ranking, check_k
 from tl_interp._checks import check_count, checked
 from tl_interp.circuits._edit import sender_deltas, sender_hooks
@@ -51,10 +50,10 @@ from tl_interp.circuits._exact import exact_effects
 from tl_interp.circuits._graph import Graph
 from tl_interp.circuits._runs import ablated_values, forward_kw, no_head_results, prepare, sender_values
 from tl_interp import compat
-from tl_interp.engine.executors import Executor
+from tl_interp.engine.executors import Executor, LocalExecutor
 from tl_interp.engine.inputs import Inputs
 from tl_interp.engine.run import BaseRun, EngineOptions
-from tl_interp.errors import InputError, OptionError
+from tl_interp.errors import InputError, OptionError, UnsupportedError
 from tl_interp.intervention import Intervention
 from tl_interp.metrics import bind
 from tl_interp.models._adapter import adapt
@@ -118,7 +117,8 @@ class EdgeScores(Result):
                           value_name="score")
 
     def summary(self, k: int | None = None) -> str:
-        """A few lines: method, sizes, the clean and corrupted metric, the top ``k`` edges.
+        """A few lines: method, sizes, the clean and corrupted metric, the top ``k`` edges and how
+        many of them survive resampling the prompts (``ti.circuits.stability``).
 
         Args:
             k: how many edges to list, at most as many as there are; default up to 10 (a printout,
@@ -134,6 +134,17 @@ class EdgeScores(Result):
                  + (f", corrupted {float(self.extras['corrupted'].mean()):.4g}"
                     if bool(torch.isfinite(self.extras["corrupted"]).all()) else "")]
         lines += [f"  {name:<24} {score:+.4g}" for name, score in self.top(k)]
+        if self.per_prompt.shape[0] >= 2 and k > 0:  # a ranking without an error bar: say how stable it is
+            from tl_interp.circuits._stability import resampled_scores, top_k_survival
+            from tl_interp.stats import percentile_interval
+
+            # stability(self, k=k, n_boot=200)'s survival, without its per-edge intervals (a printout stays quick)
+            survival = top_k_survival(self.per_prompt.detach().double().cpu().mean(0),
+                                      resampled_scores(self.per_prompt, n_boot=200, seed=0), [k])
+            lo, hi = (float(v[0]) for v in percentile_interval(survival, 0.05, dim=1))
+            lines.append(f"top-{k} survival over 200 resamples of the prompts: {float(survival.mean()):.2f} "
+                         f"[95% CI {lo:.2f}, {hi:.2f}] (mean fraction of these {k} still in the top {k}; "
+                         "ti.circuits.stability for more)")
         return "\n".join(lines)
 
     def __repr__(self) -> str:
@@ -164,7 +175,9 @@ def attribute(model: Any, clean: Inputs, corrupted: Inputs, metric: Callable[...
             prompts of one token length (a padded batch is refused: position ``p`` must be the
             same slot in every prompt).
         memory_mb: budget of one stacked pass (EAP-IG, exact).
-        executor: where ``"exact"``'s cells run.
+        executor: where ``"exact"``'s cells run (``None``: here). The gradient methods keep the
+            autograd graph through their passes, which can't leave this process: another
+            executor is refused for them before any pass.
         progress: show a progress bar.
 
     Returns:
@@ -190,6 +203,10 @@ def attribute(model: Any, clean: Inputs, corrupted: Inputs, metric: Callable[...
                           f"ablation='corrupted' only (got {ablation!r}); use 'eap-ig-activations' or 'eap'")
     if not isinstance(per_position, bool):
         raise OptionError(f"per_position must be True or False, not {per_position!r}")
+    if method != "exact" and executor is not None and not isinstance(executor, LocalExecutor):
+        raise UnsupportedError(f"attribute(method={method!r}): {type(executor).__name__} can't run gradient methods: "
+                               "their passes keep the autograd graph, which can't cross process boundaries; run them "
+                               "here (executor=None), or use method='exact' with this executor")
     g, clean_b, corrupt_b = prepare(model, clean, corrupted, metric, ablation, differentiable=method != "exact")
     aware = per_position
     if aware and clean_b.padded:

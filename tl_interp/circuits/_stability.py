@@ -6,6 +6,9 @@ Tibshirani 1993) needs no new forward pass: each resample's scores are a reweigh
 ``EdgeScores.per_prompt``. From the resamples: a percentile interval per edge, and how many
 of the top-k edges stay in the top-k (Jaccard-free "survival": |top_k(resample) ∩ top_k| / k),
 the number that says whether a circuit is a finding or an accident of the prompt sample.
+``circuit_intervals`` does the same for circuits: each circuit's normalised faithfulness (MIB's
+ratio of means) with a percentile interval over the prompts, resampled with the clean and
+corrupted runs' values of the same prompts.
 """
 
 from collections.abc import Sequence
@@ -16,11 +19,11 @@ import torch
 from torch import Tensor
 
 from tl_interp._checks import check_count, checked
-from tl_interp.errors import InputError, SelectionError, ShapeError
+from tl_interp.errors import InputError, SelectionError, ShapeError, UnsupportedError
 from tl_interp.results import Provenance, Result, register_result, short
-from tl_interp.stats import bootstrap_indices, percentile_interval
+from tl_interp.stats import bootstrap_ci, bootstrap_indices, percentile_interval
 
-__all__ = ["EdgeStability", "stability", "resampled_scores", "top_k_survival"]
+__all__ = ["EdgeStability", "stability", "circuit_intervals", "resampled_scores", "top_k_survival"]
 
 
 def resampled_scores(per_prompt: Tensor, *, n_boot: int, seed: int) -> Tensor:
@@ -159,6 +162,59 @@ def stability(scores: Any, *, k: int | Sequence[int] = 20, n_boot: int = 200, al
                          extras=dense({"ci_low": low, "ci_high": high, "in_top_k": in_top, "survival": survival.mean(1),
                                  "survival_low": s_low, "survival_high": s_high,
                                  "ks": torch.tensor(ks, dtype=torch.int64)}))
+
+
+@checked
+def circuit_intervals(result: Any, *, n_boot: int = 1000, alpha: float = 0.05, seed: int = 0) -> dict[str, Tensor]:
+    """Each circuit's normalised faithfulness ``f = (mean circuit - mean corrupted) / (mean clean -
+    mean corrupted)`` (MIB's ratio of means over prompts) with a percentile interval over prompts
+    resampled with replacement (``stats.bootstrap_ci``: the circuit's, the clean and the corrupted
+    values of a prompt stay together; every circuit sees the same resamples).
+
+    Args:
+        result: a ``Faithfulness`` result (``ti.circuits.faithfulness``).
+        n_boot: number of resamples.
+        alpha: 1 - coverage of the intervals.
+        seed: seed of the resampling (``stats.bootstrap_indices``).
+
+    Returns:
+        ``{"f", "f_low", "f_high"}``: float64 ``(n_circuits,)`` tensors.
+
+    Raises:
+        UnsupportedError: the clean and corrupted runs have the same mean metric (f is undefined).
+
+    Example:
+        >>> import torch
+        >>> from types import SimpleNamespace
+        >>> r = SimpleNamespace(values=torch.tensor([[1.0, 2.0, 3.0], [0.0, 1.0, 0.5]]),
+        ...                     extras={"clean": torch.tensor([2.0, 2.0, 2.0]), "corrupted": torch.tensor([0.0, 0.0, 0.0])})
+        >>> [round(float(v), 3) for v in circuit_intervals(r, n_boot=50)["f"]]
+        [1.0, 0.25]
+    """
+    values = result.values.detach().double().cpu()
+    clean = result.extras["clean"].detach().double().cpu()
+    corrupted = result.extras["corrupted"].detach().double().cpu()
+    if values.ndim != 2 or clean.shape != (values.shape[1],) or corrupted.shape != clean.shape:
+        raise ShapeError(f"circuit_intervals needs per-prompt values (a ti.metrics metric): circuit values "
+                         f"(circuit, prompt), clean and corrupted (prompt,); got {tuple(values.shape)}, "
+                         f"{tuple(clean.shape)}, {tuple(corrupted.shape)}")
+    check_gap(clean, corrupted)
+
+    def ratio(circuit: Tensor, c: Tensor, k: Tensor) -> Tensor:  # (b, prompt, circuit), (b, prompt) x2 -> (b, circuit)
+        return (circuit.mean(1) - k.mean(1)[:, None]) / (c.mean(1) - k.mean(1))[:, None]
+
+    f = ratio(values.T[None], clean[None], corrupted[None])[0]
+    low, high = bootstrap_ci(ratio, values.T, clean, corrupted, n_boot=n_boot, alpha=alpha, seed=seed, vectorized=True)
+    return {"f": f, "f_low": low, "f_high": high}
+
+
+def check_gap(clean: Tensor, corrupted: Tensor) -> None:
+    """Refuse per-prompt clean / corrupted metrics whose means agree: f's denominator is zero."""
+    gap = float(clean.mean() - corrupted.mean())
+    if abs(gap) <= 1e-5 * (1 + float(clean.mean().abs())):
+        raise UnsupportedError(f"the clean and corrupted runs give the same mean metric ({float(clean.mean()):.6g} vs "
+                               f"{float(corrupted.mean()):.6g}), so faithfulness (circuit - corrupted) / (clean - "
+                               "corrupted) is undefined; use prompts whose corruption changes the metric")
 
 
 def dense(extras: dict[str, Tensor]) -> dict[str, Tensor]:

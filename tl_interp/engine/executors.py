@@ -7,6 +7,7 @@ returns an ``Outcome`` with the same values, so a distributed executor (``ti.dis
 can shard the cells without changing a study.
 """
 
+import contextlib
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol, runtime_checkable
@@ -70,12 +71,27 @@ class Executor(Protocol):
 
 
 class LocalExecutor:
-    """Runs every cell in this process, through one ``BaseRun``."""
+    """Runs every cell in this process, through one ``BaseRun``.
+
+    Args:
+        base: a base run the study already made for the plan (the same model, batch, metric,
+            sites and options; e.g. with another batch ``alongside``), used instead of a new one.
+    """
+
+    def __init__(self, base: BaseRun | None = None) -> None:
+        self.base = base
 
     def run(self, plan: Plan, *, progress: bool = True, cells: Sequence[int] | None = None) -> Outcome:
         """Run ``plan`` (or only the cells at the indices ``cells``)."""
-        with forward_layout(plan.model, plan.options):  # one weight re-layout for the base run and every pass
-            base = BaseRun(plan.model, plan.batch, plan.metric, plan.sites, plan.options)
+        given = self.base
+        if given is not None and not (given.model is plan.model and given.batch is plan.batch
+                                      and given.given_metric is plan.metric and given.sites == tuple(plan.sites)
+                                      and given.options == plan.options):
+            raise ValueError("LocalExecutor(base=...): the base run was made for another plan "
+                             "(model, batch, metric, sites and options must be the plan's)")
+        # one weight re-layout for the base run and every pass (a given base run is made: evaluate lays out its own)
+        with forward_layout(plan.model, plan.options) if given is None else contextlib.nullcontext():
+            base = given or BaseRun(plan.model, plan.batch, plan.metric, plan.sites, plan.options)
             chosen = plan.cells if cells is None else tuple(plan.cells[i] for i in cells)
             with tqdm(total=len(chosen), desc=plan.label, disable=not progress) as bar:
                 values = base.evaluate(chosen, bar.update)

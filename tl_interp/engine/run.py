@@ -64,11 +64,24 @@ class BaseRun:
         sites: hook names the cells will edit (their base activations are kept for
             ``skip_unchanged``, and the residual stream entering their layers for ``mid_stack``).
         options: ``EngineOptions``.
+        alongside: another batch of the same shape and attention mask, run in the same forward
+            pass (its rows after the base rows; rows never mix, so the base run's values equal
+            its own up to float rounding of batched arithmetic): its activations at
+            ``alongside_names`` are in ``alongside_acts``, the metric (bound to ``batch``) on its
+            logits in ``alongside_values``. A study that needs another run of prompts of the
+            same shape (the corrupted prompts) saves a forward pass.
+        alongside_names: hook names read on ``alongside``.
     """
 
     def __init__(self, model: Any, batch: Tokenized, metric: Any, sites: Sequence[str] = (),
-                 options: EngineOptions = EngineOptions()) -> None:
+                 options: EngineOptions = EngineOptions(), alongside: Tokenized | None = None,
+                 alongside_names: Sequence[str] = ()) -> None:
+        if alongside is not None and (alongside.shape != batch.shape
+                                      or not torch.equal(alongside.attention_mask, batch.attention_mask)):
+            raise InputError(f"alongside: a batch run in the base run's pass needs its shape {batch.shape} and "
+                             f"attention mask (got {alongside.shape}); run it separately")
         self.model, self.batch, self.options = model, batch, options
+        self.sites, self.given_metric = tuple(sites), metric
         self._staged = metric if isinstance(metric, Staged) else None
         self.metric = bind(metric.first if isinstance(metric, Staged) else metric, batch)
         self.rows, self.seq = batch.shape
@@ -96,7 +109,9 @@ class BaseRun:
             self.stats["plain_recomputed"] = 0  # cells whose plain metric read outside the traced position
             self.stats["plain_calls_repeated"] = 0  # calls made again on fresh logits (reads.HiddenLogits.clean)
         self._unembed_weight: Tensor | None = None
-        self._run_base(list(dict.fromkeys(sites)))
+        self.alongside_acts: dict[str, Tensor] = {}
+        self._alongside: Tensor | None = None  # its rows at the read positions (read-only head), else its logits
+        self._run_base(list(dict.fromkeys(sites)), alongside, list(dict.fromkeys(alongside_names)))
 
     def _narrow(self) -> str | None:
         """Unembed only the vocabulary entries a ``ti.metrics`` metric reads (``paths.head_columns``),
@@ -153,27 +168,36 @@ class BaseRun:
         self._decide_paths()
 
     # -- the base run ---------------------------------------------------------------------
-    def _run_base(self, sites: list[str]) -> None:
-        model = self.model
+    def _run_base(self, sites: list[str], alongside: Tokenized | None, keep: list[str]) -> None:
+        model, rows = self.model, self.rows
         layers = sorted({layer for layer in (mid_stack.start_layer(model, [s]) for s in sites) if layer is not None})
         starts = [site_name("resid_pre", layer) for layer in layers] if self.mid_reason is None else []
         names = list(dict.fromkeys([*starts, *(sites if not self.options.grad else [])]))
-        cache = hooks.cache(names) if names else None
-        kw: dict[str, Any] = {} if self.forward_mask is None else {"attention_mask": self.forward_mask}
+        cache = hooks.cache(list(dict.fromkeys(names + keep))) if names or keep else None
+        tokens, mask = self.batch.tokens, self.forward_mask
+        if alongside is not None:  # the same attention mask (checked), so TL's own mask is the same too
+            tokens = torch.cat([tokens, alongside.tokens])
+            mask = None if mask is None else torch.cat([mask, alongside.attention_mask if alongside.padded
+                                                        else compat.tl_default_mask(model, alongside.tokens)])
+        kw: dict[str, Any] = {} if mask is None else {"attention_mask": mask}
         kv = None
         if self.prefix_reason is None:
-            kv = compat.new_kv_cache(model, self.rows)
-            kw = {"past_kv_cache": kv, "attention_mask": torch.ones_like(self.batch.tokens)}
+            kv = compat.new_kv_cache(model, len(tokens))
+            kw = {"past_kv_cache": kv, "attention_mask": torch.ones_like(tokens)}
         if self.read_reason is None and not self.plain:
             kw["stop_at_layer"] = model.cfg.n_layers
         iv = cache or Intervention.identity()
         with torch.no_grad():
-            out = iv.run(model, self.batch.tokens, **kw)
-            self.acts = dict(cache.store) if cache is not None else {}
-            self.kv = compat.kv_entries(kv) if kv is not None else []
+            out = iv.run(model, tokens, **kw)
+            self.acts = {name: cache[name][:rows] for name in names} if cache is not None else {}
+            self.alongside_acts = {name: cache[name][rows:] for name in keep} if cache is not None else {}
+            self.kv = [(k[:rows], v[:rows]) for k, v in compat.kv_entries(kv)] if kv is not None else []
+        out, self._alongside = out[:rows], (out[rows:] if alongside is not None else None)
         self._values: Values | None = None
         if self.read_reason is None and not self.plain:  # unembedded later, with the cells' rows, in one call
             self._base_rows: Tensor | None = read_only.take(out, self.read_positions, 0)
+            if self._alongside is not None:
+                self._alongside = read_only.take(self._alongside, self.read_positions, 0)
         else:
             self._base_rows = None
             self._finish_base(out)
@@ -196,6 +220,16 @@ class BaseRun:
             with torch.no_grad():
                 self._finish_base(self._head(self._base_rows))
         return self._values  # type: ignore[return-value]
+
+    @property
+    def alongside_values(self) -> Values:
+        """The metric on the ``alongside`` batch's logits, as ``values`` for the base run."""
+        if self._alongside is None:
+            raise InputError("this base run ran no alongside batch")
+        read = self.read_reason is None
+        with torch.no_grad():
+            logits = self._head(self._alongside) if read and not self.plain else self._alongside
+            return _only(_score(self.metric, logits, 1, self.rows, read=read))
 
     def _rebind(self, metric: Any) -> None:
         """Score with another metric reading the same positions, from the base run's logits."""
@@ -307,7 +341,8 @@ class BaseRun:
         # cells whose hooks in the final block follow the window of positions run there in split_final's two steps
         windowed = layer < n_layers - 1 and split_final.windowed_cells(model, cells)
         split = self.split_reason is None and (edits_input_only or edits_kv_only or windowed or (
-            layer < n_layers - 1 and all(mid_stack.start_layer(model, [name]) < n_layers - 1 for c in cells for name in c)))
+            layer < n_layers - 1 and all(mid_stack.start_layer(model, [name]) < n_layers - 1
+                                         for name in {name for c in cells for name in c})))  # cells share names
         stop = n_layers - 1 if split else n_layers
         start = self.acts[site_name("resid_pre", layer)].repeat(n, 1, 1)
         kw = {"attention_mask": mask}
