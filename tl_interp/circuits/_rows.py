@@ -15,8 +15,21 @@ input, the logits) reads, in circuit ``c``, its current input plus
   head alone (an MLP / the logits: ``input + sum over excluded s of (other_s - current_s)``),
   with the current senders read in the same pass (heads as ``z @ W_O[h]``) into one table of
   ``other - current`` per pass; a layer's mixed query inputs (and its mixed key and value
-  inputs) are one batched product with that table over the pass's cells, then one fused norm
+  inputs) are one product with that table over the pass's cells, then one fused norm
   (``compat.fused_norm``) and one batched projection of the mixed pairs alone.
+
+That product is dense (each cell's mixed receivers x every sender, 0 where a sender is not summed)
+or sparse (one ``(pair, cell * sender)`` matrix of +-1 entries for the senders each pair sums,
+``torch.sparse.mm``), chosen per share of a layer (its q; its k and v) and per MLP point, per pass:
+dense below ``_SPARSE_MIN_WORK`` multiply-adds (small models: the sparse product's fixed cost
+dominates), else sparse where it sums fewer entries than ``dense multiply-adds / min(rows per
+cell, _DENSE_SPEEDUP)`` (a dense product of several rows per cell does ~4 multiply-adds in the
+time a sparse one adds a table entry; of one row it is memory-bound alike). Sparse, each mixed
+input sums the fewer of its kept senders (``A + sum over kept s of (current_s - other_s)``: built
+from the constant, exact where the input is ~0) and its excluded ones (the current input, read at
+``blocks.L.hook_resid_pre`` for a head, plus ``sum over excluded s of (other_s - current_s)``);
+the final block's heads always the kept ones (``split_final`` computes its keys and values
+without firing its ``hook_resid_pre``), and a head only where a product of its share can be sparse.
 
 Edits are written in place into the tensors TL hands these hooks. The hooks follow the run
 context's window of positions (``windowed = True``), so the engine may run the final block at
@@ -43,6 +56,9 @@ from tl_interp.hooks._select import layout
 from tl_interp.intervention import Hook, Intervention
 
 __all__ = ["rows_reason", "CircuitRows"]
+
+_SPARSE_MIN_WORK = 2 ** 25  # multiply-adds of a dense product below which it is always dense
+_DENSE_SPEEDUP = 4  # multiply-adds a dense product does in the time a sparse one adds one table entry
 
 
 def rows_reason(model: Any, norms: Norms, per_position: bool) -> str | None:
@@ -84,6 +100,56 @@ def _prefix_sums(values: Tensor, ends: Sequence[int]) -> dict[int, Tensor]:
         total = total + values[:, :, at:n].double().sum(2)
         sums[n], at = total, n
     return sums
+
+
+def _parts(kept: Tensor, mixed: Tensor, rebuilt: Tensor) -> list[tuple[Tensor, Tensor, Tensor, Tensor]]:
+    """Per circuit: its mixed receivers (ascending), how many senders each sums, those senders, and
+    each pair's sign: -1 where its input is rebuilt from the constant (its kept senders summed),
+    +1 where it is edited (its excluded ones). ``kept``: ``(circuit, receiver, sender)`` bool;
+    ``mixed``, ``rebuilt``: ``(circuit, receiver)`` bool.
+
+    Example:
+        >>> kept = torch.tensor([[[True, False, True], [True, True, False]]])
+        >>> [[t.tolist() for t in part] for part in _parts(kept, torch.tensor([[True, True]]),
+        ...                                                 torch.tensor([[True, False]]))]
+        [[[0, 1], [2, 1], [0, 2, 2], [-1.0, 1.0]]]
+    """
+    summed = torch.where(rebuilt[..., None], kept, ~kept) & mixed[..., None]
+    per_pair = summed.sum(-1)
+    pairs, entries = mixed.sum(1).tolist(), per_pair.sum(1).tolist()
+    receivers, counts = mixed.nonzero()[:, 1], per_pair[mixed]
+    signs = torch.where(rebuilt[mixed], -1.0, 1.0)
+    return list(zip(receivers.split(pairs), counts.split(pairs), summed.nonzero()[:, 2].split(entries),
+                    signs.split(pairs)))
+
+
+def _sparse_rows(parts: list[tuple[Tensor, Tensor, Tensor, Tensor]], index: Tensor, n_senders: int,
+                 dtype: torch.dtype, device: torch.device) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+    """``(cell, receiver, sign, matrix)`` of the mixed pairs of the pass's cells (circuits ``index``),
+    cell-major (consecutive rows read one cell's table: they share its rows in the cache), receivers
+    ascending: the ``(pair, cell * n_senders)`` sparse matrix of the signed senders each pair sums.
+
+    Example:
+        >>> kept = torch.tensor([[[False, True, False], [False, False, True]]] * 2)
+        >>> parts = _parts(kept, torch.tensor([[True, True], [False, True]]), torch.zeros(2, 2, dtype=torch.bool))
+        >>> cells, receivers, signs, m = _sparse_rows(parts, torch.tensor([1, 0]), 3, torch.float32,
+        ...                                           torch.device("cpu"))
+        >>> cells.tolist(), receivers.tolist(), signs.tolist()
+        ([0, 1, 1], [1, 0, 1], [1.0, 1.0, 1.0])
+        >>> m.to_dense().tolist()
+        [[1.0, 1.0, 0.0, 0.0, 0.0, 0.0], [0.0, 0.0, 0.0, 1.0, 0.0, 1.0], [0.0, 0.0, 0.0, 1.0, 1.0, 0.0]]
+    """
+    cells, receivers, counts, columns, signs = [], [], [], [], []
+    for at, c in enumerate(index.tolist()):
+        r, k, s, sign = parts[c]
+        if len(r):
+            cells.append(torch.full_like(r, at))
+            receivers.append(r), counts.append(k), columns.append(s + at * n_senders), signs.append(sign)
+    count, sign = torch.cat(counts), torch.cat(signs)
+    rows = torch.repeat_interleave(torch.arange(len(count)), count)
+    m = torch.sparse_coo_tensor(torch.stack([rows, torch.cat(columns)]), sign.repeat_interleave(count).to(dtype),
+                                (len(count), len(index) * n_senders), is_coalesced=True, check_invariants=False)
+    return torch.cat(cells), torch.cat(receivers), sign, m.to(device)
 
 
 class _Point:
@@ -213,14 +279,34 @@ class CircuitRows:
                 needed = p.letter is None or p.layer not in self.moved  # a layer's heads: projected once
                 p.constant = self._constant(p, rest + others[p.n_senders] if needed else rest).to(other.dtype)
         self.w_o = [block.attn.W_O.detach() for block in model.blocks]
+        # per share of heads / MLP point, the sparse products' parts (built when first chosen)
+        self._parts: dict[Any, list[tuple[Tensor, Tensor, Tensor, Tensor]]] = {}
+        # per share of heads, per (circuit, receiver): is a mixed input rebuilt from the constant in a sparse
+        # product (else edited: its fewer excluded senders summed, on the current input read at
+        # hook_resid_pre); per layer, per circuit: does it read that input (only where a product may be sparse)
+        self._rebuilt: dict[tuple[str, str], Tensor] = {}
+        self._resid: dict[int, Tensor] = {}
+        n_values = other.shape[0] * other.shape[1] * other.shape[3]
+        for key, (weights, counts, _) in self._share_rows.items():
+            kept = (weights != 0).sum(-1)
+            rebuilt = kept <= weights.shape[-1] - kept
+            layer = int(key[0].split(".")[1])
+            if ((len(weights) - 1) * int(counts.max()) * weights.shape[-1] * n_values < _SPARSE_MIN_WORK
+                    or layer == g.n_layers - 1):  # always dense; split_final's cache of the final block's keys
+                rebuilt[:] = True  # and values does not fire its hook_resid_pre
+            self._rebuilt[key] = rebuilt
+            edited = (self.groups[key[0]][1][:, self._shares[key]] & ~rebuilt).any(1)
+            self._resid[layer] = self._resid.get(layer, torch.zeros_like(edited)) | edited
+        self._resid_names = {f"blocks.{layer}.hook_resid_pre": layer for layer, e in self._resid.items()
+                             if layer > 0 and bool(e.any())}  # layer 0's heads read the embeddings alone
         self.other_t = other.permute(2, 0, 1, 3).contiguous()  # (sender, batch, pos, d_model)
         self._capture_index = {name.replace("hook_result", "hook_z"): i for i, (name, _) in enumerate(sender_hooks(g))}
         self._state: dict[str, Any] = {}
         self._last: tuple[tuple[int, int], tuple[int, int]] = ((-1, -1), (-1, 0))
         captured = self.capture_names()
-        self._together = {name: self._make(name) for name in [_BEGIN, *captured, *self.points]}
+        self._together = {name: self._make(name) for name in [_BEGIN, *captured, *self._resid_names, *self.points]}
         self._captured = list(zip(captured, self.starts[1:]))  # (hook name, its first sender)
-        self._order = {name: _forward_order(name) for name in [*captured, *self.points]}
+        self._order = {name: _forward_order(name) for name in [*captured, *self._resid_names, *self.points]}
 
     @staticmethod
     def base_names(model: Any, g: Graph) -> list[str]:
@@ -279,6 +365,7 @@ class CircuitRows:
                 if mixed[index]:
                     need = max(need, p.n_senders)
         captures = [name for name, start in self._captured if start < need]
+        captures += [name for name, layer in self._resid_names.items() if bool(self._resid[layer][index])]
         names = [_BEGIN, *sorted(dict.fromkeys(captures + hooks), key=self._order.__getitem__)]  # passes start at layer 0
         return Intervention(tuple(Hook(n, _RowsHook(self._together[n], index, "circuit_rows").build, f"{label}: edges at {n}")
                                   for n in names))  # what Intervention.single builds, without a sum of 26 of them
@@ -309,7 +396,10 @@ class CircuitRows:
                 if index is None:  # no hook here: nothing excluded
                     index = self._state[key] = torch.tensor([none if c is None else c for c in payloads])
                 return self._edit(point, act, index, batch)
-            self._capture(name, act, batch)
+            if name in self._resid_names:  # the current input of the layer's heads, at this window (the last read)
+                self._state["resid"] = (order[0], window, act)
+            else:
+                self._capture(name, act, batch)
             return None
 
         return together
@@ -330,33 +420,81 @@ class CircuitRows:
         whole = lo == 0 and n == table.shape[3]
         if name.endswith("hook_z"):  # a head's output is z @ W_O[h]: (cell, head, batch * pos, d_model)
             w_o = self.w_o[int(name.split(".")[1])].to(act.dtype)
-            z = act.reshape(cells, batch * n, *act.shape[2:]).transpose(1, 2)
-            heads = slice(start, start + w_o.shape[0])
+            n_heads, d_model = w_o.shape[0], w_o.shape[-1]
+            z = act.reshape(-1, n_heads, w_o.shape[1]).transpose(0, 1)  # one product per head over every cell's rows
+            current = torch.bmm(z, w_o).view(n_heads, cells, batch * n, d_model).transpose(0, 1)
+            heads = slice(start, start + n_heads)
             if whole:
-                torch.sub(other[heads].reshape(w_o.shape[0], -1, w_o.shape[-1]), torch.matmul(z, w_o),
-                          out=table[:, heads].view(cells, w_o.shape[0], -1, w_o.shape[-1]))
+                torch.sub(other[heads].reshape(n_heads, -1, d_model), current,
+                          out=table[:, heads].view(cells, n_heads, -1, d_model))
             else:
-                moved = other[heads].reshape(w_o.shape[0], -1, w_o.shape[-1]) - torch.matmul(z, w_o)
-                table[:, heads, :, lo:lo + n] = moved.view(cells, w_o.shape[0], batch, n, -1)
+                moved = other[heads].reshape(n_heads, -1, d_model) - current
+                table[:, heads, :, lo:lo + n] = moved.view(cells, n_heads, batch, n, -1)
         else:
             table[:, start, :, lo:lo + n] = other[start] - act.reshape(cells, batch, *act.shape[1:])
 
-    def _table(self, group: str, lo: int, n_pos: int) -> Tensor:
-        """The pass's ``(cell, sender, batch * pos * d_model)`` table of ``other - current`` for the
-        senders ``group`` reads, at positions ``lo .. lo + n_pos`` (an error if the pass did not read
-        them all)."""
+    def _read(self, group: str) -> Tensor:
+        """The pass's ``(cell, sender, batch, pos, d_model)`` table of ``other - current`` (an error if
+        the pass did not read every sender ``group`` reads)."""
         table, n = self._state.get("diff"), self.groups[group][0].shape[-1]
         if table is None or any(start not in self._state["read"] for start in self.starts if start < n):
             raise RuntimeError(f"circuit rows: {group} reads senders this pass did not read")
+        return table
+
+    def _table(self, group: str, lo: int, n_pos: int) -> Tensor:
+        """The ``(cell, sender, batch * pos * d_model)`` table of the senders ``group`` reads, at
+        positions ``lo .. lo + n_pos``."""
+        table, n = self._read(group), self.groups[group][0].shape[-1]
         return table[:, :n, :, lo:lo + n_pos].reshape(table.shape[0], n, -1)
 
-    def _updates(self, p: _Point, cells: Tensor, index: Tensor, act: Tensor) -> Tensor:
-        """``(len(cells), batch * pos * d_model)``: the MLP's / the logits' ``sum over excluded s of
-        (other_s - current_s)`` in each of the pass's ``cells`` (one receiver at ``p``)."""
+    def _sparse(self, key: Any, index: Tensor, rows: int, n_senders: int, n_values: int) -> Any:
+        """The parts of the sparse product of ``key`` (a share of heads or an MLP point) for the pass's
+        cells (circuits ``index``), or None where the dense one (``rows`` receivers per cell x
+        ``n_senders``, ``n_values`` values per sender) is faster: the rule of the module docstring."""
+        work = len(index) * rows * n_senders
+        if work * n_values < _SPARSE_MIN_WORK:
+            return None
+        parts = self._parts.get(key)
+        if parts is None:
+            if isinstance(key, tuple):  # heads
+                mixed = self.groups[key[0]][1][:, self._shares[key]]
+                parts = _parts(self._share_rows[key][0] != 0, mixed, self._rebuilt[key])
+            else:  # an MLP / the logits: the fewer of the kept and the excluded senders
+                p = self.points[key]
+                kept = ~p.weights[:, 0].bool()
+                parts = _parts(kept[:, None], p.mixed, (kept.sum(1) < p.n_senders - kept.sum(1))[:, None])
+            self._parts[key] = parts
+        entries = sum(len(parts[c][2]) for c in index.tolist())
+        return parts if entries * min(rows, _DENSE_SPEEDUP) < work else None
+
+    def _sparse_sum(self, group: str, m: Tensor, lo: int, n_pos: int) -> Tensor:
+        """``(row, batch * n_pos * d_model)``: the sparse ``(row, cell * sender)`` matrix ``m`` times
+        the pass's table at positions ``lo .. lo + n_pos``."""
+        table = self._read(group)
+        cells, senders, batch, pos, d_model = table.shape
+        if lo == 0 and n_pos == pos:
+            return torch.sparse.mm(m, table.view(cells * senders, -1))
+        flat = table.view(cells * senders, batch, pos * d_model)  # a window: one product per prompt
+        window = slice(lo * d_model, (lo + n_pos) * d_model)
+        return torch.stack([torch.sparse.mm(m, flat[:, b, window]) for b in range(batch)], 1).view(m.shape[0], -1)
+
+    def _updates(self, p: _Point, index: Tensor, act: Tensor, shaped: Tensor, constant: Tensor) -> None:
+        """Write the MLP's / the logits' input of the pass's cells where it is mixed (one receiver at
+        ``p``): the current input plus ``sum over excluded s of (other_s - current_s)``, or (sparse,
+        where the kept senders are fewer) the constant minus ``sum over kept s of (other_s - current_s)``."""
         lo = layout(act.shape[0], act.shape[1], "circuit rows").offset
-        table = self._table(p.group, lo, act.shape[1])
-        w = p.weights[index, 0].to(table.device, table.dtype)  # (cell, sender); the table is not gathered
-        return torch.bmm(w[:, None], table)[cells.to(table.device), 0]
+        parts = self._sparse(p.name, index, 1, p.n_senders, shaped[0].numel())
+        if parts is None:
+            cells = p.mixed[index, 0].nonzero()[:, 0].to(act.device)
+            table = self._table(p.group, lo, act.shape[1])
+            w = p.weights[index, 0].to(table.device, table.dtype)  # (cell, sender); the table is not gathered
+            shaped.index_add_(0, cells, torch.bmm(w[:, None], table)[cells, 0].view(len(cells), *shaped.shape[1:]))
+            return
+        cells, _, signs, m = _sparse_rows(parts, index, self.other_t.shape[0], act.dtype, act.device)
+        sums = self._sparse_sum(p.group, m, lo, act.shape[1]).view(len(cells), *shaped.shape[1:])
+        kept, cells = (signs < 0).to(act.device), cells.to(act.device)
+        shaped[cells[kept]] = constant + sums[kept]
+        shaped.index_add_(0, cells[~kept], sums[~kept])
 
     def _edit(self, p: _Point, act: Tensor, index: Tensor, batch: int) -> Tensor:
         """The rows of every cell at ``p``, edited in place: *out* receivers take their constant,
@@ -380,15 +518,33 @@ class CircuitRows:
         c = out[:, 0].nonzero()[:, 0]
         if len(c):
             shaped[c.to(act.device)] = constant
-        c = mixed[:, 0].nonzero()[:, 0]
-        if len(c):
-            shaped.index_add_(0, c.to(act.device), self._updates(p, c, index, act).view(len(c), *shaped.shape[1:]))
+        if bool(mixed.any()):
+            self._updates(p, index, act, shaped, constant)
         return act
+
+    def _sparse_inputs(self, p: _Point, parts: Any, index: Tensor, lo: int, n_pos: int,
+                       moved: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+        """``(cell, receiver in the share, input (pair, batch * n_pos * d_model))`` of the mixed pairs at
+        ``p``'s share, receiver-major (to be projected per receiver), by the sparse product: each pair's
+        kept senders on ``moved`` (``A``), or its excluded ones on the current input where fewer."""
+        cells, local, signs, m = _sparse_rows(parts, index, self.other_t.shape[0], moved.dtype, moved.device)
+        order = torch.argsort(local * len(index) + cells)
+        cells, local, edited = cells[order], local[order], signs[order] > 0
+        x = self._sparse_sum(p.group, m, lo, n_pos).index_select(0, order.to(moved.device))
+        if not bool(edited.any()):
+            return cells, local, x.add_(moved)
+        layer, window, resid = self._state.get("resid", (None, None, None))
+        if (layer, window) != (p.layer, (lo, n_pos)):
+            raise RuntimeError(f"circuit rows: {p.name} reads blocks.{p.layer}.hook_resid_pre at positions "
+                               f"{lo}..{lo + n_pos}, which this pass did not read")
+        bases = torch.cat([moved, resid.reshape(len(index), -1)])  # row 0: A; row 1 + c: cell c's current input
+        return cells, local, x.add_(bases[torch.where(edited, cells + 1, 0).to(moved.device)])
 
     def _heads(self, p: _Point, index: Tensor, batch: int, act: Tensor) -> tuple[Tensor, Tensor, Tensor]:
         """``(cell, head, projection (pair, batch, pos, d_head))`` of the mixed receivers at ``p``:
-        ``ln1(A + sum over kept s of (current_s - other_s)) @ W[h] + b[h]``, normed and projected for
-        the mixed pairs only; a layer's k and v receivers in one call (they fire on the same positions;
+        ``ln1(A + sum over kept s of (current_s - other_s)) @ W[h] + b[h]`` (or, sparse, the current
+        input plus its excluded senders' ``other_s - current_s`` where they are fewer), normed and
+        projected for the mixed pairs only; a layer's k and v receivers in one call (they fire on the same positions;
         q may not: the final block's queries run at the last position alone under split_final)."""
         lo, n_pos = layout(act.shape[0], act.shape[1], "circuit rows").offset, act.shape[1]
         share = "q" if p.letter == "q" else "kv"
@@ -403,23 +559,34 @@ class CircuitRows:
                 none = torch.zeros(0, dtype=torch.long, device=act.device)
                 self._state[key] = memo = (none, none, act.new_zeros(0))
                 return memo
-            table = self._table(p.group, lo, n_pos)
-            moved = self.moved[p.layer][:, lo:lo + n_pos].to(table.device, table.dtype).reshape(1, -1)
-            # one product over the pass's cells with each cell's mixed receivers first (padded to the most
-            # any cell has: in a large model the senders' table is large and most pairs are in or out)
-            first = order[index, :most]  # (cell, most mixed): receivers numbered in the share, ascending
-            chosen = kept[index[:, None], first]  # (cell, most mixed, sender)
-            valid = torch.arange(most)[None] < counts[:, None]
-            pairs = valid.nonzero()  # (pair, 2): cell-major, receivers ascending
-            cells, receivers = pairs[:, 0], share_of[first[valid]]
-            x = torch.bmm(chosen.to(table.device, table.dtype), table)[valid.to(table.device)] + moved
             d_model = self.moved[p.layer].shape[-1]
-            normed = compat.fused_norm(self.model.blocks[p.layer].ln1)(x.view(-1, d_model))
+            moved = self.moved[p.layer][:, lo:lo + n_pos].to(act.device, act.dtype).reshape(1, -1)
+            parts = self._sparse((p.group, share), index, most, kept.shape[-1], batch * n_pos * d_model)
+            if parts is not None:
+                cells, local, x = self._sparse_inputs(p, parts, index, lo, n_pos, moved)
+                receivers = share_of[local]
+            else:
+                # one product over the pass's cells with each cell's mixed receivers first (padded to the most
+                # any cell has: in a large model the senders' table is large and most pairs are in or out)
+                table = self._table(p.group, lo, n_pos)
+                first = order[index, :most]  # (cell, most mixed): receivers numbered in the share, ascending
+                chosen = kept[index[:, None], first]  # (cell, most mixed, sender)
+                valid = torch.arange(most)[None] < counts[:, None]
+                cells, receivers = valid.nonzero()[:, 0], share_of[first[valid]]  # cell-major, receivers ascending
+                x = torch.bmm(chosen.to(table.device, table.dtype), table)[valid.to(table.device)] + moved
+            normed = compat.fused_norm(self.model.blocks[p.layer].ln1)(x.view(-1, d_model)).to(act.dtype)
             w, b = self.qkv[p.layer]
             r = receivers.to(act.device)
-            new = torch.baddbmm(b[r, None].to(act.dtype), normed.view(len(pairs), -1, d_model).to(act.dtype),
-                                w[r].to(act.dtype))
-            memo = (cells.to(act.device), r, new.view(len(pairs), batch, n_pos, -1))
+            if parts is None:  # one batched projection (each pair's receiver's weights gathered)
+                new = torch.baddbmm(b[r, None].to(act.dtype), normed.view(len(r), -1, d_model), w[r].to(act.dtype))
+            else:  # receiver-major: one product per receiver over its pairs (no gathered weights)
+                new = normed.new_empty(len(r), batch * n_pos, w.shape[-1])
+                at = 0
+                for k, n in zip(*(t.tolist() for t in torch.unique_consecutive(receivers, return_counts=True))):
+                    torch.addmm(b[k].to(act.dtype), normed[at * batch * n_pos:(at + n) * batch * n_pos],
+                                w[k].to(act.dtype), out=new[at:at + n].view(-1, w.shape[-1]))
+                    at += n
+            memo = (cells.to(act.device), r, new.view(len(r), batch, n_pos, -1))
             self._state[key] = memo
         c, r, new = memo
         mine = (r >= p.first) & (r < p.first + p.weights.shape[1])
