@@ -178,6 +178,7 @@ class PlanRecorder(LocalExecutor):
     """The local executor, keeping the plans it runs: what a study sent to its executor."""
 
     def __init__(self) -> None:
+        super().__init__()
         self.plans: list[Any] = []
 
     def run(self, plan: Any, *, progress: bool = True, cells: Any = None) -> Any:

@@ -78,6 +78,8 @@ class LocalExecutor:
             sites and options; e.g. with another batch ``alongside``), used instead of a new one.
     """
 
+    base: BaseRun | None = None  # also for subclasses that don't call this __init__
+
     def __init__(self, base: BaseRun | None = None) -> None:
         self.base = base
 
