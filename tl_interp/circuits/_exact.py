@@ -11,6 +11,8 @@ receiving layer is off (``_receiving.reason``), an edge into a last-layer head r
 head's projection on the ordinary forward (``_heads.head_input_edit``; on a grouped-query model
 those cells run apart, with keys/values ungrouped) and an edge into the last MLP or the logits
 adds the sender's difference at ``hook_mlp_in`` / the last ``hook_resid_post`` (``_edit.edge_edit``).
+Run here with corrupted ablation (``exact_study``), the study's one forward pass is the engine's base
+run: it reads the senders and the clean residual streams, the corrupted prompts riding alongside.
 """
 
 import bisect
@@ -119,7 +121,7 @@ def _effects(model: Any, g: Graph, batch: Any, metric: Any, read: Reads, memory_
     used = None if only is None else {j for js in chosen.values() for j in js}
     on_receiving = why is None and why_receiving is None
     # where each receiver's cells write, fixed before any forward pass (the engine's base run keeps those sites)
-    places = []  # (receiver index, receiver, layer, at its receiving layer, head cell, local, ungrouped, site)
+    places = []  # (receiver index, receiver, layer, at its receiving layer, head cell, local, ungrouped)
     sites: dict[bool, dict[str, None]] = {False: {}, True: {}}
     for k, r in enumerate(g.receivers):
         if only is not None and k not in chosen:
@@ -158,7 +160,7 @@ def _effects(model: Any, g: Graph, batch: Any, metric: Any, read: Reads, memory_
         elif alongside is not None or why_apart is not None:
             stats["senders_read"] = f"clean and corrupted forwards apart ({why_apart})"
         diff, streams, runs = read(given)
-        cells, names = _cells(model, g, batch, diff, streams, places, chosen, used, aware, why, final_read, read_at,
+        cells, names, n_receiving = _cells(model, g, batch, diff, streams, places, chosen, used, aware, why, final_read, read_at,
                               on_receiving)
         values = torch.zeros(len(names), rows, dtype=diff.dtype, device=diff.device)
         for flag in parts:
@@ -180,8 +182,6 @@ def _effects(model: Any, g: Graph, batch: Any, metric: Any, read: Reads, memory_
     at = "off: " + why_receiving if why_receiving is not None else \
         "on: edges into heads and MLPs" + (" (the last layer's and the logits' at the read position)"
                                           if final_read is not None else " below the last layer")
-    n_receiving = sum(1 for name in names if name in cells["receiving"])
-    del cells["receiving"]
     return values.T, {"head_cells": head_cells, "receiving_layer": at, "receiving_cells": n_receiving, **stats}, runs
 
 
@@ -198,9 +198,10 @@ def _part(model: Any, ungroup: bool, why: str | None, options: EngineOptions, un
 
 def _cells(model: Any, g: Graph, batch: Any, diff: Tensor, streams: dict[str, Tensor] | None, places: list[Any],
            chosen: dict[int, list[int]], used: set[int] | None, aware: bool, why: str | None,
-           final_read: int | None, read_at: Tensor | None, on_receiving: bool) -> tuple[dict[Any, Any], list[str]]:
-    """Every cell, by part (``cells[ungrouped]``: (index in ``names``, cell)), and their names;
-    ``cells["receiving"]``: the names of cells at their receiving layer."""
+           final_read: int | None, read_at: Tensor | None, on_receiving: bool
+           ) -> tuple[dict[bool, list[tuple[int, Intervention]]], list[str], int]:
+    """Every cell, by part (``cells[ungrouped]``: (index in ``names``, cell)), their names, and how
+    many are computed at their receiving layer."""
     rows, pos = batch.shape
     diff_last = diff
     if read_at is not None:  # the last block's queries and MLP inputs matter only where the metric reads
@@ -223,8 +224,9 @@ def _cells(model: Any, g: Graph, batch: Any, diff: Tensor, streams: dict[str, Te
             mids = ([streams[f"blocks.{layer}.hook_resid_mid"] for layer in range(g.n_layers)] if g.mlp else
                     [*resid[1:], streams[f"blocks.{last}.hook_resid_post"]])
             layers = receiving.ReceivingLayers(model, inputs, mids, final_read)
-    cells: dict[Any, Any] = {False: [], True: [], "receiving": set()}
+    cells: dict[bool, list[tuple[int, Intervention]]] = {False: [], True: []}
     names: list[str] = []
+    n_receiving = 0
     for k, r, _, at_receiver, head_cell, local, ungroup in places:
         for j in (range(r.n_senders) if k not in chosen else chosen[k]):
             edge = f"{g.senders[j]}->{r.name}"
@@ -232,14 +234,14 @@ def _cells(model: Any, g: Graph, batch: Any, diff: Tensor, streams: dict[str, Te
                 name = edge if p is None else at_position(edge, p)
                 if at_receiver:
                     cell = receiving.receiving_edit(r, j, layers, name, position=p)  # type: ignore[arg-type]
-                    cells["receiving"].add(name)
+                    n_receiving += 1
                 elif head_cell:
                     cell = head_input_edit(r, j, queries_last if local else inputs, name, position=p)
                 else:
                     cell = edge_edit(r, (diff_last if local else diff)[:, :, j], name, position=p)
                 cells[ungroup].append((len(names), cell))
                 names.append(name)
-    return cells, names
+    return cells, names, n_receiving
 
 
 def stream_names(g: Graph, model: Any) -> list[str]:
