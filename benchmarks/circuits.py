@@ -116,24 +116,30 @@ def sampled_exact(label, model, g, clean, corrupted, metric, loop_edges, layers,
     MLP's or the logits' does not): ``loop_per_kind`` edges of every kind in every group are
     looped, and the loop's total weights each kind's mean cost by its number of edges.
 
-    Each batched call also pays the study's fixed costs once (the engine's base run, one re-layout
-    of the weights; the clean residual streams come from the forward that reads the senders, as in
-    ``attribute``), which a study of every edge pays once in all:
+    Each batched call is the whole study as ``attribute`` runs it (``exact_study``) and pays its
+    fixed costs once (one forward pass reading the senders and the clean residual streams, the
+    corrupted prompts riding in the engine's base run; one re-layout of the weights), which a study
+    of every edge pays once in all:
     they are measured on a study of one edge, taken out of each group's cost per edge and
     counted once in the total (the ratio with them in every group is printed too)."""
-    from tl_interp.circuits._exact import corrupted_deltas, exact_effects
+    from tl_interp.circuits._exact import exact_study
+    from tl_interp.circuits._runs import prepare
+    from tl_interp.engine.executors import LocalExecutor
 
-    _, clean_b, diff, streams = corrupted_deltas(model, clean, corrupted, metric)
+    _, clean_b, corrupt_b = prepare(model, clean, corrupted, metric, "corrupted", differentiable=False)
+
+    def study(only, executor=None):
+        return exact_study(model, g, clean_b, corrupt_b, metric, "corrupted", 1024.0, executor, False, only=only)
     gen = torch.Generator().manual_seed(0)
     layer_of = [int(r.hook_name.split(".")[1]) for r in g.receivers for _ in range(r.n_senders)]
     layer_of[-len(g.senders):] = [g.n_layers] * len(g.senders)  # the logits: after the last block
     kind_of = [_edge_kind(name) for name in g.edges]
     costs, loop_costs, worst, raw = {}, {}, 0.0, {}
     one = {len(g.edges) - 1}
-    fixed = timed(lambda: exact_effects(model, g, clean_b, metric, diff, 1024.0, None, False, only=one,
-                                          streams=streams), 3)[0]
+    apart = timed(lambda: study(one, LocalExecutor()), 3)[0]  # the senders' forwards apart (main's path)
+    fixed = timed(lambda: study(one), 3)[0]
     print(f"[{label}]   fixed cost of a study (a study of one edge, best of 3): {fixed[0]:.2f}s wall / "
-          f"{fixed[1]:.2f}s CPU")
+          f"{fixed[1]:.2f}s CPU (senders' forwards apart from the base run: {apart[1]:.2f}s CPU)")
     for layer in (*layers, g.n_layers):
         pool = [i for i, at in enumerate(layer_of) if at == layer]
         picks, composition = [], {}
@@ -143,8 +149,7 @@ def sampled_exact(label, model, g, clean, corrupted, metric, loop_edges, layers,
             picks += [of_kind[k] for k in torch.randperm(len(of_kind), generator=gen)[:n].tolist()]
             composition[kind] = n
         picks = sorted(picks)
-        (w, c), (values, _) = timed(lambda: exact_effects(model, g, clean_b, metric, diff, 1024.0, None, False,
-                                                          only=set(picks), streams=streams), 1)
+        (w, c), (values, _, _) = timed(lambda: study(set(picks)), 1)
         few = [i for kind in composition for i in [p for p in picks if kind_of[p] == kind][:loop_per_kind]]
         for i in few:
             (wl, cl), looped = timed(lambda: loop_edges([i]), 1)

@@ -151,3 +151,36 @@ def test_cells_that_edit_only_the_final_residual_run_no_block_and_equal_the_edit
     for cell, value in zip(cells, values):
         torch.testing.assert_close(value, _per_prompt(cell.run(model, clean)), atol=1e-5, rtol=0)
     assert not torch.allclose(values[2], values[0])  # the patch at the read position moves the metric
+
+
+def _zoo_ordinal():
+    from tests.test_circuits_families import _zoo_task
+
+    model, clean, corrupted, metric, score = _zoo_task("ordinal-4l")
+    return model, clean, corrupted, metric, score
+
+
+def test_run_here_the_senders_are_read_in_the_engines_base_run_and_equal_the_separate_forwards_and_the_hand_loop():
+    from tl_interp.engine.executors import LocalExecutor
+
+    clean, corrupted = _pair()
+    cases = [(llama_style(), clean, corrupted, METRIC, _per_prompt), _zoo_ordinal()]
+    for model, clean, corrupted, metric, score in cases:
+        shared = ti.circuits.attribute(model, clean, corrupted, metric, method="exact", progress=False)
+        apart = ti.circuits.attribute(model, clean, corrupted, metric, method="exact", executor=LocalExecutor(),
+                                      progress=False)
+        assert shared.provenance.settings["senders_read"].endswith("in the engine's base run (one forward pass)")
+        assert apart.provenance.settings["senders_read"].startswith("clean and corrupted forwards apart (an executor")
+        # fewer base runs' worth of forwards, the same numbers: effects and both runs' metric
+        torch.testing.assert_close(shared.per_prompt, apart.per_prompt, atol=1e-6, rtol=0)
+        for run in ("clean", "corrupted"):  # logit differences up to ~16 on ordinal-4l: float32 rounding of those
+            torch.testing.assert_close(shared.extras[run], apart.extras[run], atol=1e-6, rtol=1e-6)
+        with torch.no_grad():
+            torch.testing.assert_close(shared.extras["corrupted"], score(model(corrupted)), atol=1e-5, rtol=0)
+        some = list(range(0, len(shared.names), max(1, len(shared.names) // 24)))
+        expected = ref.single_edges(model, clean, corrupted, score, [shared.names[i] for i in some])
+        torch.testing.assert_close(shared.per_prompt[:, some], expected, atol=1e-5, rtol=1e-5)
+    # mean ablation has no corrupted run to ride along: the forwards run apart, and it says so
+    model = llama_style()
+    mean = ti.circuits.attribute(model, clean, corrupted, METRIC, method="exact", ablation="mean", progress=False)
+    assert mean.provenance.settings["senders_read"] == "clean and corrupted forwards apart (ablation='mean')"

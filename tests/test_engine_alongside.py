@@ -45,6 +45,12 @@ def test_a_batch_alongside_the_base_run_equals_separate_runs(make, fast) -> None
     for name in KEEP:
         assert_close(both.alongside_acts[name], cache[name], atol=1e-6, rtol=0)
     assert_close(both.alongside_values, METRIC.at(clean).per_prompt(logits[None])[0], atol=1e-5, rtol=0)
+    cache = hooks.cache(KEEP)  # the same names on the base rows, read in that pass too
+    with torch.no_grad():
+        cache.run(model, CLEAN)
+    assert sorted(both.batch_acts) == sorted(KEEP)
+    for name in KEEP:
+        assert_close(both.batch_acts[name], cache[name], atol=1e-6, rtol=0)
     # the engine's passes from this base run equal a fresh base run's (the executor reuses it)
     # (an edit at the last position alone starts its pass there, on the base rows' keys and values)
     cells = (hooks.scale("blocks.1.hook_resid_pre", 0.5), hooks.scale("blocks.1.hook_mlp_out", 0.0),

@@ -21,12 +21,12 @@ from tl_interp.circuits._graph import Graph, graph
 from tl_interp.engine.inputs import Inputs, paired_batches
 from tl_interp.engine.run import check_metric
 from tl_interp.errors import InputError, OptionError
-from tl_interp.metrics import is_metric
+from tl_interp.metrics import bind, is_metric
 from tl_interp.models._adapter import Tokenized
 from tl_interp.sites import d_vocab_out
 
 __all__ = ["ABLATIONS", "prepare", "sender_values", "sender_names", "senders_from", "ablated_values", "forward_kw",
-           "no_head_results"]
+           "no_head_results", "run_values"]
 
 ABLATIONS = ("corrupted", "mean", "zero")
 
@@ -114,6 +114,19 @@ def ablated_values(model: Any, g: Graph, ablation: str, clean: Tokenized, corrup
     mask = corrupted.attention_mask.to(values.device)[:, :, None, None].to(values.dtype)
     per_prompt = (values * mask).sum(1) / mask.sum(1)  # (prompt, sender, d_model)
     return per_prompt.mean(0)[None, None].expand_as(clean_values) * real
+
+
+def run_values(model: Any, metric: Any, ablation: str, clean: Tokenized, corrupted: Tokenized, clean_logits: Tensor,
+               corrupted_logits: Tensor | None) -> tuple[Tensor, Tensor]:
+    """The clean and corrupted runs' per-prompt metric (the corrupted run made here for zero
+    ablation, which read no corrupted senders; NaN for mean ablation, whose prompts need not align)."""
+    with torch.no_grad(), no_head_results(model):
+        clean_value = bind(metric, clean).per_prompt(clean_logits).float()
+        if corrupted_logits is None and ablation == "zero":
+            corrupted_logits = model(corrupted.tokens, **forward_kw(corrupted))
+        corrupt_value = (bind(metric, corrupted).per_prompt(corrupted_logits).float() if corrupted_logits is not None
+                         else torch.full_like(clean_value, float("nan")))
+    return clean_value, corrupt_value
 
 
 @contextlib.contextmanager

@@ -46,9 +46,9 @@ from tl_interp import hooks
 from tl_interp.results._ranking import Ranking, check_k
 from tl_interp._checks import check_count, checked
 from tl_interp.circuits._edit import sender_deltas, sender_hooks
-from tl_interp.circuits._exact import exact_effects, stream_names
+from tl_interp.circuits._exact import exact_study
 from tl_interp.circuits._graph import Graph
-from tl_interp.circuits._runs import ablated_values, forward_kw, no_head_results, prepare, sender_values
+from tl_interp.circuits._runs import ablated_values, forward_kw, no_head_results, prepare, run_values, sender_values
 from tl_interp import compat
 from tl_interp.engine.executors import Executor, LocalExecutor
 from tl_interp.engine.inputs import Inputs
@@ -215,33 +215,26 @@ def attribute(model: Any, clean: Inputs, corrupted: Inputs, metric: Callable[...
                          f"(real lengths {clean_b.attention_mask.sum(1).tolist()}). Score prompts of one length "
                          "together (one call per length), or per_position=False")
     named = g.at_positions(clean_b.shape[1]) if aware else g
-    bound = bind(metric, clean_b)
     settings: dict[str, Any] = {"method": method, "ablation": ablation, "graph": named.spec()}
     if method.startswith("eap-ig"):
         settings["steps"] = steps
-    # exact patching reads the clean residual streams in the forward that reads the senders
-    streams: dict[str, Any] | None = dict.fromkeys(stream_names(g, model)) if method == "exact" else None
-    clean_s, clean_logits = sender_values(model, g, clean_b, also=streams)
-    corrupt_s, corrupt_logits = sender_values(model, g, corrupt_b) if ablation == "corrupted" else (None, None)
-    other = ablated_values(model, g, ablation, clean_b, corrupt_b, clean_s, corrupt_s)
-    with torch.no_grad(), no_head_results(model):
-        clean_value = bound.per_prompt(clean_logits).float()
-        if corrupt_logits is None and ablation == "zero":
-            corrupt_logits = model(corrupt_b.tokens, **forward_kw(corrupt_b))
-        corrupt_value = (bind(metric, corrupt_b).per_prompt(corrupt_logits).float() if corrupt_logits is not None
-                         else torch.full_like(clean_value, float("nan")))
-    diff = sender_deltas(g, compat.attention_output_norms(model), clean_s, other)
-    if method != "exact":
+    if method == "exact":  # the senders read in the engine's base run where it can (exact_study)
+        per_prompt, stats, (clean_value, corrupt_value) = exact_study(model, g, clean_b, corrupt_b, metric, ablation,
+                                                                      memory_mb, executor, progress, aware)
+        settings.update(stats)
+    else:
+        clean_s, clean_logits = sender_values(model, g, clean_b)
+        corrupt_s, corrupt_logits = sender_values(model, g, corrupt_b) if ablation == "corrupted" else (None, None)
+        other = ablated_values(model, g, ablation, clean_b, corrupt_b, clean_s, corrupt_s)
+        clean_value, corrupt_value = run_values(model, metric, ablation, clean_b, corrupt_b, clean_logits,
+                                                corrupt_logits)
+        diff = sender_deltas(g, compat.attention_output_norms(model), clean_s, other)
         # gradients at every per-head input; per-head results only where EAP-IG-activations patches them
         with compat.receiver_hooks(model, split_qkv=True, mlp_in=True, ungroup=True,
                                    attn_result=method == "eap-ig-activations"), \
                 (no_head_results(model) if method != "eap-ig-activations" else contextlib.nullcontext()):
             grads = _gradients(model, g, clean_b, metric, method, steps, clean_s, other, memory_mb, progress)
         per_prompt = edge_products(g, diff, grads, aware=aware).flatten(1)
-    if method == "exact":  # its passes need no per-head results (nor, mostly, per-head inputs)
-        per_prompt, stats = exact_effects(model, g, clean_b, metric, diff, memory_mb, executor, progress, aware,
-                                          streams=streams)
-        settings.update(stats)
     provenance = Provenance.make(adapt(model).model_id, interventions=[f"{method} edge attribution ({ablation})"],
                                  prompt_hash=prompt_hash(clean_b.tokens, corrupt_b.tokens), settings=settings)
     per_prompt = per_prompt.float().cpu()

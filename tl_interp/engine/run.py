@@ -70,7 +70,8 @@ class BaseRun:
             ``alongside_names`` are in ``alongside_acts``, the metric (bound to ``batch``) on its
             logits in ``alongside_values``. A study that needs another run of prompts of the
             same shape (the corrupted prompts) saves a forward pass.
-        alongside_names: hook names read on ``alongside``.
+        alongside_names: hook names read on ``alongside`` (and on ``batch``'s rows, in ``batch_acts``:
+            a study reading the same names on both batches reads them in this one pass).
     """
 
     def __init__(self, model: Any, batch: Tokenized, metric: Any, sites: Sequence[str] = (),
@@ -110,6 +111,7 @@ class BaseRun:
             self.stats["plain_calls_repeated"] = 0  # calls made again on fresh logits (reads.HiddenLogits.clean)
         self._unembed_weight: Tensor | None = None
         self.alongside_acts: dict[str, Tensor] = {}
+        self.batch_acts: dict[str, Tensor] = {}
         self._alongside: Tensor | None = None  # its rows at the read positions (read-only head), else its logits
         self._run_base(list(dict.fromkeys(sites)), alongside, list(dict.fromkeys(alongside_names)))
 
@@ -191,6 +193,7 @@ class BaseRun:
             out = iv.run(model, tokens, **kw)
             self.acts = {name: cache[name][:rows] for name in names} if cache is not None else {}
             self.alongside_acts = {name: cache[name][rows:] for name in keep} if cache is not None else {}
+            self.batch_acts = {name: cache[name][:rows] for name in keep} if cache is not None else {}
             self.kv = [(k[:rows], v[:rows]) for k, v in compat.kv_entries(kv)] if kv is not None else []
         out, self._alongside = out[:rows], (out[rows:] if alongside is not None else None)
         self._values: Values | None = None
