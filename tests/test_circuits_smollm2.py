@@ -43,20 +43,18 @@ def test_eap_and_faithfulness_on_smollm2_months(model):
 
 def exact_of_some_edges(model, clean, corrupted, metric, some):
     """``(n_prompts, len(some))`` exact scores of the edges ``some`` (indices into the graph's edges)
-    alone, the study's statistics and the clean batch: a real model's graph is too large to score
-    whole here."""
-    from tl_interp import compat
-    from tl_interp.circuits._edit import sender_deltas
-    from tl_interp.circuits._exact import exact_effects
-    from tl_interp.circuits._runs import ablated_values, prepare, sender_values
+    alone, the study's statistics and the clean batch, by the study ``attribute(method="exact")``
+    runs (``exact_study``: the senders read in the engine's base run, the corrupted prompts riding
+    alongside): a real model's graph is too large to score whole here."""
+    from tl_interp.circuits._exact import exact_study
+    from tl_interp.circuits._runs import prepare
 
     g = ti.circuits.graph(model)
     _, clean_b, corrupt_b = prepare(model, clean, corrupted, metric, "corrupted", differentiable=False)
-    with compat.edge_hooks_on(model):
-        clean_s, _ = sender_values(model, g, clean_b)
-        diff = sender_deltas(g, compat.attention_output_norms(model), clean_s,
-                             ablated_values(model, g, "corrupted", clean_b, corrupt_b, clean_s))
-    return (*exact_effects(model, g, clean_b, metric, diff, 1024.0, None, False, only=set(some)), clean_b)
+    values, stats, _ = exact_study(model, g, clean_b, corrupt_b, metric, "corrupted", 1024.0, None, False,
+                                   only=set(some))
+    assert stats["senders_read"].endswith("in the engine's base run (one forward pass)"), stats["senders_read"]
+    return values, stats, clean_b
 
 
 def test_exact_last_layer_key_value_edges_on_smollm2_equal_the_hand_loop(model):
