@@ -20,7 +20,7 @@ input, the logits) reads, in circuit ``c``, its current input plus
 
 That product is dense (each cell's mixed receivers x every sender, 0 where a sender is not summed)
 or sparse (one ``(pair, cell * sender)`` matrix of +-1 entries for the senders each pair sums,
-``torch.sparse.mm``), chosen per share of a layer (its q; its k and v) and per MLP point, per pass:
+``torch.sparse.mm``), chosen per share of a layer (its q, k and v; the final block's q apart from its k and v) and per MLP point, per pass:
 dense below ``_SPARSE_MIN_WORK`` multiply-adds (small models: the sparse product's fixed cost
 dominates), else sparse where it sums fewer entries than ``dense multiply-adds / min(rows per
 cell, _DENSE_SPEEDUP)`` (a dense product of several rows per cell does ~4 multiply-adds in the
@@ -163,6 +163,7 @@ class _Point:
         self.mixed = weights.any(-1) & ~self.out
         self.constant: Tensor | None = None  # (batch, pos, head, d_head) or (batch, pos, d_model)
         self.group = f"blocks.{layer}.attn" if letter is not None else name  # points reading the same senders
+        self.share = "qkv"  # a head's: which of its layer's receivers are computed together (see CircuitRows)
         self.first = 0  # its first receiver's index in the group
 
 
@@ -238,14 +239,16 @@ class CircuitRows:
         self.groups: dict[str, tuple[Tensor, Tensor]] = {}
         # per group, per circuit: does it edit the group at all, has it a mixed receiver there
         self._edits: dict[str, tuple[list[bool], list[bool]]] = {}
-        # which receivers of a layer's group are computed together: its q receivers; its k and v receivers
+        # which receivers of a layer's group are computed together (they fire on the same positions): all of
+        # them; the final block's q receivers and its k and v receivers apart (split_final)
         shares: dict[tuple[str, str], list[int]] = {}
         for group, points in members.items():
             at = 0
             for p in points:
                 p.first, at = at, at + p.weights.shape[1]
-                if p.letter is not None:
-                    shares.setdefault((group, "q" if p.letter == "q" else "kv"), []).extend(range(p.first, at))
+                if p.letter is not None:  # the final block's q apart: split_final runs its keys and values alone
+                    p.share = "qkv" if p.layer < g.n_layers - 1 else "q" if p.letter == "q" else "kv"
+                    shares.setdefault((group, p.share), []).extend(range(p.first, at))
             raw = points[0].weights if len(points) == 1 else torch.cat([p.weights for p in points], 1)
             mixed = points[0].mixed if len(points) == 1 else torch.cat([p.mixed for p in points], 1)
             self.groups[group] = (raw if points[0].letter is None else -(1 - raw), mixed)
@@ -354,7 +357,7 @@ class CircuitRows:
             normed = self.model.blocks[p.layer].ln1(moved)  # one product: (batch * pos, d_model) @ (d_model, 3 * head * d_head)
             flat = normed.reshape(-1, normed.shape[-1]) @ w.permute(1, 0, 2).reshape(w.shape[1], -1)
             self._projected[p.layer] = flat.view(*normed.shape[:2], *w.shape[::2]) + b
-        return self._projected[p.layer][:, :, p.first:p.first + p.weights.shape[1]]
+        return self._projected[p.layer][:, :, p.first:p.first + p.weights.shape[1]].contiguous()  # a view per window
 
     def cell(self, index: int, label: str) -> Intervention:
         """Circuit ``index``'s cell: hooks where it reads something other than the ordinary
@@ -533,8 +536,9 @@ class CircuitRows:
             out, mixed = p.out[index], bool(p.mixed[index].any())
             if not bool(out.any()):
                 found = (None, mixed)
-            elif p.letter is not None:  # (cell, 1, 1, head, 1): one masked write (no gather of the constant per pair)
-                found = (out.to(act.device)[:, None, None, :, None], mixed)
+            elif p.letter is not None:  # (cell, 1, 1, head * d_head): one masked write (no gather of the constant
+                # per pair; a mask as wide as the rows: ~1.5x faster than one broadcast over d_head)
+                found = (out.to(act.device).repeat_interleave(act.shape[-1], 1)[:, None, None], mixed)
             else:
                 found = (out[:, 0].nonzero()[:, 0].to(act.device), mixed)
             self._memo[key] = found
@@ -546,7 +550,8 @@ class CircuitRows:
         constant = p.constant[:, lo:lo + act.shape[1]].to(act.device, act.dtype)  # type: ignore[index]
         if p.letter is not None:  # (cell, batch, pos, head, d_head)
             if out is not None:
-                torch.where(out, constant, shaped, out=shaped)
+                rows = shaped.view(*shaped.shape[:3], -1)
+                torch.where(out, constant.view(*constant.shape[:2], -1), rows, out=rows)
             if mixed:
                 c, r, new = self._heads(p, index, comp, lo, batch, act)
                 shaped[c, :, :, r] = new
@@ -562,7 +567,7 @@ class CircuitRows:
         """``(cell, receiver in the share, input (pair, batch * n_pos * d_model))`` of the mixed pairs at
         ``p``'s share, receiver-major (to be projected per receiver), by the sparse product: each pair's
         kept senders on ``moved`` (``A``), or its excluded ones on the current input where fewer."""
-        share = "q" if p.letter == "q" else "kv"
+        share = p.share
         cells, local, signs, m = self._sparse_matrix((p.group, share), parts, index, comp, moved, receiver_major=True)
         x = self._sparse_sum(p.group, m, lo, n_pos)
         key = ("bases", p.group, share, comp, moved.device)
@@ -584,10 +589,10 @@ class CircuitRows:
         """``(cell, head, projection (pair, batch, pos, d_head))`` of the mixed receivers at ``p``:
         ``ln1(A + sum over kept s of (current_s - other_s)) @ W[h] + b[h]`` (or, sparse, the current
         input plus its excluded senders' ``other_s - current_s`` where they are fewer), normed and
-        projected for the mixed pairs only; a layer's k and v receivers in one call (they fire on the same positions;
-        q may not: the final block's queries run at the last position alone under split_final). The pairs are
-        receiver-major, so a point's are one slice (a view)."""
-        n_pos, share = act.shape[1], "q" if p.letter == "q" else "kv"
+        projected for the mixed pairs only; a layer's q, k and v receivers in one call at the first of them to fire
+        (they fire on the same positions; the final block's q apart: split_final runs its keys and values alone,
+        then its queries at the last position). The pairs are receiver-major, so a point's are one slice (a view)."""
+        n_pos, share = act.shape[1], p.share
         key = ("heads", p.group, share, lo, n_pos)
         memo = self._state.get(key)
         if memo is None:
