@@ -60,6 +60,7 @@ __all__ = ["rows_reason", "CircuitRows"]
 
 _SPARSE_MIN_WORK = 2 ** 25  # multiply-adds of a dense product below which it is always dense
 _DENSE_SPEEDUP = 4  # multiply-adds a dense product does in the time a sparse one adds one table entry
+_GATHERED_MAX = 2 ** 20  # values of a share's gathered projections kept for the study (above: gathered per pass)
 
 
 def rows_reason(model: Any, norms: Norms, per_position: bool) -> str | None:
@@ -610,7 +611,7 @@ class CircuitRows:
         plan = self._memo.get(plan_key)
         if plan is None:
             plan = self._memo[plan_key] = self._heads_plan(p, share, index, comp, batch * n_pos * d_model, act)
-        parts, most, chosen, flat, cells, receivers, mine = plan
+        parts, chosen, flat, gathered, receivers, mine = plan
         moved = self.moved[p.layer][:, lo:lo + n_pos].to(act.device, act.dtype).reshape(1, -1)
         if parts is not None:
             x = self._sparse_inputs(p, parts, index, comp, lo, n_pos, moved)[2]
@@ -621,8 +622,8 @@ class CircuitRows:
         normed = compat.fused_norm(self.model.blocks[p.layer].ln1)(x.view(-1, d_model)).to(act.dtype)
         w, b = self.qkv[p.layer]
         if parts is None:  # one batched projection (each pair's receiver's weights gathered)
-            r = receivers.to(act.device)
-            new = torch.baddbmm(b[r, None].to(act.dtype), normed.view(len(r), -1, d_model), w[r].to(act.dtype))
+            bias, weights = gathered if gathered is not None else self._gathered(p.layer, receivers, act)
+            new = torch.baddbmm(bias, normed.view(len(receivers), -1, d_model), weights)
         else:  # one product per receiver over its pairs (no gathered weights)
             new = normed.new_empty(len(receivers), batch * n_pos, w.shape[-1])
             for k, (at, end) in mine["runs"]:
@@ -662,7 +663,16 @@ class CircuitRows:
             if q.group == p.group and q.letter is not None:
                 at, end = bisect_left(listed, q.first), bisect_left(listed, q.first + q.weights.shape[1])
                 mine[q.first] = (cells[at:end].to(act.device), (receivers[at:end] - q.first).to(act.device), at, end)
-        return parts, most, chosen, flat, cells, receivers, mine
+        gathered = None
+        if parts is None and len(receivers) * self.qkv[p.layer][0][0].numel() <= _GATHERED_MAX:
+            gathered = self._gathered(p.layer, receivers, act)
+        return parts, chosen, flat, gathered, receivers, mine
+
+    def _gathered(self, layer: int, receivers: Tensor, act: Tensor) -> tuple[Tensor, Tensor]:
+        """``(b (pair, 1, d_head), W (pair, d_model, d_head))``: each pair's receiver's projection."""
+        w, b = self.qkv[layer]
+        r = receivers.to(w.device)
+        return b[r, None].to(act.device, act.dtype), w[r].to(act.device, act.dtype)
 
     def _projection(self, layer: int) -> tuple[Tensor, Tensor]:
         """``(W (3 * head, d_model, d_head), b (3 * head, d_head))``: a layer's q, k and v projections
