@@ -240,15 +240,19 @@ class CircuitRows:
         self.groups: dict[str, tuple[Tensor, Tensor]] = {}
         # per group, per circuit: does it edit the group at all, has it a mixed receiver there
         self._edits: dict[str, tuple[list[bool], list[bool]]] = {}
-        # which receivers of a layer's group are computed together (they fire on the same positions): all of
-        # them; the final block's q receivers and its k and v receivers apart (split_final)
+        # which receivers of a layer's group are computed together: its q receivers; its k and v receivers
+        # (the final block's queries run at the last position alone under split_final); a small model's
+        # q, k and v (they fire on the same positions) where their product is always dense (one table read)
         shares: dict[tuple[str, str], list[int]] = {}
+        n_values = other.shape[0] * other.shape[1] * other.shape[3]
         for group, points in members.items():
             at = 0
             for p in points:
                 p.first, at = at, at + p.weights.shape[1]
-                if p.letter is not None:  # the final block's q apart: split_final runs its keys and values alone
-                    p.share = "qkv" if p.layer < g.n_layers - 1 else "q" if p.letter == "q" else "kv"
+                if p.letter is not None:
+                    merged = (p.layer < g.n_layers - 1 and self.n_circuits * 3 * p.weights.shape[1] * p.n_senders
+                              * n_values < _SPARSE_MIN_WORK)
+                    p.share = "qkv" if merged else "q" if p.letter == "q" else "kv"
                     shares.setdefault((group, p.share), []).extend(range(p.first, at))
             raw = points[0].weights if len(points) == 1 else torch.cat([p.weights for p in points], 1)
             mixed = points[0].mixed if len(points) == 1 else torch.cat([p.mixed for p in points], 1)
@@ -291,7 +295,6 @@ class CircuitRows:
         # hook_resid_pre); per layer, per circuit: does it read that input (only where a product may be sparse)
         self._rebuilt: dict[tuple[str, str], Tensor] = {}
         self._resid: dict[int, Tensor] = {}
-        n_values = other.shape[0] * other.shape[1] * other.shape[3]
         for key, (weights, counts, _) in self._share_rows.items():
             kept = (weights != 0).sum(-1)
             rebuilt = kept <= weights.shape[-1] - kept
@@ -500,29 +503,28 @@ class CircuitRows:
             # the sum first, then added (as the reference does: baddbmm_ rounds otherwise, which a norm can scale up)
             shaped.view(len(index), 1, -1).add_(torch.bmm(w, self._table(p.group, lo, act.shape[1])))
             return
-        cells, _, signs, m = self._sparse_matrix(p.name, parts, index, comp, act)
+        cells, _, signs, m, _ = self._sparse_matrix(p.name, parts, index, comp, act)
         sums = self._sparse_sum(p.group, m, lo, act.shape[1]).view(len(cells), *shaped.shape[1:])
         kept = signs < 0
         shaped[cells[kept]] = constant + sums[kept]
         shaped.index_add_(0, cells[~kept], sums[~kept])
 
     def _sparse_matrix(self, key: Any, parts: Any, index: Tensor, comp: tuple[int, ...], act: Tensor,
-                       receiver_major: bool = False) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+                       receiver_major: bool = False) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor | None]:
         """``_sparse_rows`` of ``key``'s parts for the pass's cells, on ``act``'s device (once per study
-        and composition); ``receiver_major``: its rows ordered by receiver, then cell."""
+        and composition), and None; ``receiver_major``: its pairs ordered by receiver, then cell, and the
+        order that takes the product's rows there."""
         memo_key = ("sparse", key, comp, receiver_major, act.device, act.dtype)
         found = self._memo.get(memo_key)
         if found is None:
             cells, receivers, signs, m = _sparse_rows(parts, index, self.other_t.shape[0], act.dtype, torch.device("cpu"))
-            if receiver_major:  # the matrix's rows permuted: its product comes out in that order
-                order = torch.argsort(receivers * len(index) + cells)
+            order = None
+            if receiver_major:  # the product's rows reordered (the matrix stays cell-major: consecutive rows
+                order = torch.argsort(receivers * len(index) + cells)  # read one cell's table, a cache-friendly order)
                 cells, receivers, signs = cells[order], receivers[order], signs[order]
-                rows = torch.empty_like(order)
-                rows[order] = torch.arange(len(order))
-                at = m.indices()
-                m = torch.sparse_coo_tensor(torch.stack([rows[at[0]], at[1]]), m.values(), m.shape,
-                                            check_invariants=False).coalesce()
-            found = self._memo[memo_key] = (cells.to(act.device), receivers, signs.to(act.device), m.to(act.device))
+                order = order.to(act.device)
+            found = self._memo[memo_key] = (cells.to(act.device), receivers, signs.to(act.device), m.to(act.device),
+                                            order)
         return found
 
     def _edit(self, p: _Point, act: Tensor, index: Tensor, comp: tuple[int, ...], lo: int, batch: int) -> Tensor:
@@ -569,8 +571,9 @@ class CircuitRows:
         ``p``'s share, receiver-major (to be projected per receiver), by the sparse product: each pair's
         kept senders on ``moved`` (``A``), or its excluded ones on the current input where fewer."""
         share = p.share
-        cells, local, signs, m = self._sparse_matrix((p.group, share), parts, index, comp, moved, receiver_major=True)
-        x = self._sparse_sum(p.group, m, lo, n_pos)
+        cells, local, signs, m, order = self._sparse_matrix((p.group, share), parts, index, comp, moved,
+                                                            receiver_major=True)
+        x = self._sparse_sum(p.group, m, lo, n_pos).index_select(0, order)
         key = ("bases", p.group, share, comp, moved.device)
         pick = self._memo.get(key)
         if pick is None:  # None: every pair rebuilt from A; else each pair's base: row 0 A, row 1 + c cell c's input
