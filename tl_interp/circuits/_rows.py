@@ -20,7 +20,8 @@ input, the logits) reads, in circuit ``c``, its current input plus
 
 That product is dense (each cell's mixed receivers x every sender, 0 where a sender is not summed)
 or sparse (one ``(pair, cell * sender)`` matrix of +-1 entries for the senders each pair sums,
-``torch.sparse.mm``), chosen per share of a layer (its q, k and v; the final block's q apart from its k and v) and per MLP point, per pass:
+``torch.sparse.mm``), chosen per share of a layer (its q; its k and v; or, where always dense, all three but in the final
+block) and per MLP point, per pass:
 dense below ``_SPARSE_MIN_WORK`` multiply-adds (small models: the sparse product's fixed cost
 dominates), else sparse where it sums fewer entries than ``dense multiply-adds / min(rows per
 cell, _DENSE_SPEEDUP)`` (a dense product of several rows per cell does ~4 multiply-adds in the
@@ -593,9 +594,9 @@ class CircuitRows:
         """``(cell, head, projection (pair, batch, pos, d_head))`` of the mixed receivers at ``p``:
         ``ln1(A + sum over kept s of (current_s - other_s)) @ W[h] + b[h]`` (or, sparse, the current
         input plus its excluded senders' ``other_s - current_s`` where they are fewer), normed and
-        projected for the mixed pairs only; a layer's q, k and v receivers in one call at the first of them to fire
-        (they fire on the same positions; the final block's q apart: split_final runs its keys and values alone,
-        then its queries at the last position). The pairs are receiver-major, so a point's are one slice (a view)."""
+        projected for the mixed pairs only; a share's receivers in one call at the first of them to fire (its k and
+        v; a small model's q, k and v: they fire on the same positions, but the final block's queries run at the
+        last position alone under split_final). The pairs are receiver-major: a point's are one slice (a view)."""
         n_pos, share = act.shape[1], p.share
         key = ("heads", p.group, share, lo, n_pos)
         memo = self._state.get(key)
