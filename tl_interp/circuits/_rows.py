@@ -20,7 +20,8 @@ input, the logits) reads, in circuit ``c``, its current input plus
 
 That product is dense (each cell's mixed receivers x every sender, 0 where a sender is not summed)
 or sparse (one ``(pair, cell * sender)`` matrix of +-1 entries for the senders each pair sums,
-``torch.sparse.mm``), chosen per share of a layer (its q; its k and v) and per MLP point, per pass:
+``torch.sparse.mm``), chosen per share of a layer (its q; its k and v; or, where always dense, all three but in the final
+block) and per MLP point, per pass:
 dense below ``_SPARSE_MIN_WORK`` multiply-adds (small models: the sparse product's fixed cost
 dominates), else sparse where it sums fewer entries than ``dense multiply-adds / min(rows per
 cell, _DENSE_SPEEDUP)`` (a dense product of several rows per cell does ~4 multiply-adds in the
@@ -42,6 +43,7 @@ grouped-query attention runs ungrouped (one key / value per query head), as ``_h
 cells of ``_edit.circuit_edit``.
 """
 
+from bisect import bisect_left
 from collections.abc import Sequence
 from typing import Any
 
@@ -59,6 +61,7 @@ __all__ = ["rows_reason", "CircuitRows"]
 
 _SPARSE_MIN_WORK = 2 ** 25  # multiply-adds of a dense product below which it is always dense
 _DENSE_SPEEDUP = 4  # multiply-adds a dense product does in the time a sparse one adds one table entry
+_GATHERED_MAX = 2 ** 20  # values of a share's gathered projections kept for the study (above: gathered per pass)
 
 
 def rows_reason(model: Any, norms: Norms, per_position: bool) -> str | None:
@@ -162,6 +165,7 @@ class _Point:
         self.mixed = weights.any(-1) & ~self.out
         self.constant: Tensor | None = None  # (batch, pos, head, d_head) or (batch, pos, d_model)
         self.group = f"blocks.{layer}.attn" if letter is not None else name  # points reading the same senders
+        self.share = "qkv"  # a head's: which of its layer's receivers are computed together (see CircuitRows)
         self.first = 0  # its first receiver's index in the group
 
 
@@ -238,13 +242,19 @@ class CircuitRows:
         # per group, per circuit: does it edit the group at all, has it a mixed receiver there
         self._edits: dict[str, tuple[list[bool], list[bool]]] = {}
         # which receivers of a layer's group are computed together: its q receivers; its k and v receivers
+        # (the final block's queries run at the last position alone under split_final); a small model's
+        # q, k and v (they fire on the same positions) where their product is always dense (one table read)
         shares: dict[tuple[str, str], list[int]] = {}
+        n_values = other.shape[0] * other.shape[1] * other.shape[3]
         for group, points in members.items():
             at = 0
             for p in points:
                 p.first, at = at, at + p.weights.shape[1]
                 if p.letter is not None:
-                    shares.setdefault((group, "q" if p.letter == "q" else "kv"), []).extend(range(p.first, at))
+                    merged = (p.layer < g.n_layers - 1 and self.n_circuits * 3 * p.weights.shape[1] * p.n_senders
+                              * n_values < _SPARSE_MIN_WORK)
+                    p.share = "qkv" if merged else "q" if p.letter == "q" else "kv"
+                    shares.setdefault((group, p.share), []).extend(range(p.first, at))
             raw = points[0].weights if len(points) == 1 else torch.cat([p.weights for p in points], 1)
             mixed = points[0].mixed if len(points) == 1 else torch.cat([p.mixed for p in points], 1)
             self.groups[group] = (raw if points[0].letter is None else -(1 - raw), mixed)
@@ -286,7 +296,6 @@ class CircuitRows:
         # hook_resid_pre); per layer, per circuit: does it read that input (only where a product may be sparse)
         self._rebuilt: dict[tuple[str, str], Tensor] = {}
         self._resid: dict[int, Tensor] = {}
-        n_values = other.shape[0] * other.shape[1] * other.shape[3]
         for key, (weights, counts, _) in self._share_rows.items():
             kept = (weights != 0).sum(-1)
             rebuilt = kept <= weights.shape[-1] - kept
@@ -301,7 +310,8 @@ class CircuitRows:
                              if layer > 0 and bool(e.any())}  # layer 0's heads read the embeddings alone
         self.other_t = other.permute(2, 0, 1, 3).contiguous()  # (sender, batch, pos, d_model)
         self._capture_index = {name.replace("hook_result", "hook_z"): i for i, (name, _) in enumerate(sender_hooks(g))}
-        self._state: dict[str, Any] = {}
+        self._state: dict[str, Any] = {}  # the pass's
+        self._memo: dict[Any, Any] = {}  # the study's: what depends only on a point / share and a pass's composition
         self._last: tuple[tuple[int, int], tuple[int, int]] = ((-1, -1), (-1, 0))
         captured = self.capture_names()
         self._together = {name: self._make(name) for name in [_BEGIN, *captured, *self._resid_names, *self.points]}
@@ -352,7 +362,7 @@ class CircuitRows:
             normed = self.model.blocks[p.layer].ln1(moved)  # one product: (batch * pos, d_model) @ (d_model, 3 * head * d_head)
             flat = normed.reshape(-1, normed.shape[-1]) @ w.permute(1, 0, 2).reshape(w.shape[1], -1)
             self._projected[p.layer] = flat.view(*normed.shape[:2], *w.shape[::2]) + b
-        return self._projected[p.layer][:, :, p.first:p.first + p.weights.shape[1]]
+        return self._projected[p.layer][:, :, p.first:p.first + p.weights.shape[1]].contiguous()  # a view per window
 
     def cell(self, index: int, label: str) -> Intervention:
         """Circuit ``index``'s cell: hooks where it reads something other than the ordinary
@@ -391,24 +401,25 @@ class CircuitRows:
                     raise RuntimeError(f"circuit rows at {name}: the pass's cells changed mid-pass")
                 known[at] = known[at] if c is None else c
             if point is not None:
-                key = ("index", tuple(payloads))  # one tensor per pass composition (the points of a pass share it)
-                index = self._state.get(key)
-                if index is None:  # no hook here: nothing excluded
-                    index = self._state[key] = torch.tensor([none if c is None else c for c in payloads])
-                return self._edit(point, act, index, batch)
+                key = ("index", tuple(payloads))  # one per pass composition (the points of a pass share it)
+                found = self._state.get(key)
+                if found is None:  # no hook here: nothing excluded
+                    comp = tuple(none if c is None else c for c in payloads)
+                    found = self._state[key] = (comp, torch.tensor(comp))
+                return self._edit(point, act, found[1], found[0], lay.offset, batch)
             if name in self._resid_names:  # the current input of the layer's heads, at this window (the last read)
                 self._state["resid"] = (order[0], window, act)
             else:
-                self._capture(name, act, batch)
+                self._capture(name, act, lay.offset, batch)
             return None
 
         return together
 
-    def _capture(self, name: str, act: Tensor, batch: int) -> None:
+    def _capture(self, name: str, act: Tensor, lo: int, batch: int) -> None:
         """Write ``other - current`` of the senders at ``name`` into the pass's ``(cell, sender,
         batch * pos * d_model)`` table (allocated at the first capture, the embeddings' entry
         filled: they never move)."""
-        cells, lo, n = act.shape[0] // batch, layout(act.shape[0], act.shape[1], "circuit rows").offset, act.shape[1]
+        cells, n = act.shape[0] // batch, act.shape[1]
         other = self.other_t[:, :, lo:lo + n].to(act.device, act.dtype)  # (sender, batch, pos, d_model)
         table = self._state.get("diff")
         if table is None:  # every position of the sequence: a pass's windows lie within it
@@ -478,119 +489,194 @@ class CircuitRows:
         window = slice(lo * d_model, (lo + n_pos) * d_model)
         return torch.stack([torch.sparse.mm(m, flat[:, b, window]) for b in range(batch)], 1).view(m.shape[0], -1)
 
-    def _updates(self, p: _Point, index: Tensor, act: Tensor, shaped: Tensor, constant: Tensor) -> None:
+    def _updates(self, p: _Point, index: Tensor, comp: tuple[int, ...], lo: int, act: Tensor, shaped: Tensor,
+                 constant: Tensor) -> None:
         """Write the MLP's / the logits' input of the pass's cells where it is mixed (one receiver at
         ``p``): the current input plus ``sum over excluded s of (other_s - current_s)``, or (sparse,
         where the kept senders are fewer) the constant minus ``sum over kept s of (other_s - current_s)``."""
-        lo = layout(act.shape[0], act.shape[1], "circuit rows").offset
         parts = self._sparse(p.name, index, 1, p.n_senders, shaped[0].numel())
         if parts is None:
-            cells = p.mixed[index, 0].nonzero()[:, 0].to(act.device)
-            table = self._table(p.group, lo, act.shape[1])
-            w = p.weights[index, 0].to(table.device, table.dtype)  # (cell, sender); the table is not gathered
-            shaped.index_add_(0, cells, torch.bmm(w[:, None], table)[cells, 0].view(len(cells), *shaped.shape[1:]))
+            key = ("updates", p.name, comp, act.device, act.dtype)
+            w = self._memo.get(key)
+            if w is None:  # (cell, 1, sender): a cell that is not mixed here adds 0 x its (finite) table rows
+                w = p.weights[index, 0] * p.mixed[index, 0, None]
+                w = self._memo[key] = w[:, None].to(act.device, act.dtype)
+            # the sum first, then added (as the reference does: baddbmm_ rounds otherwise, which a norm can scale up)
+            shaped.view(len(index), 1, -1).add_(torch.bmm(w, self._table(p.group, lo, act.shape[1])))
             return
-        cells, _, signs, m = _sparse_rows(parts, index, self.other_t.shape[0], act.dtype, act.device)
+        cells, _, signs, m, _ = self._sparse_matrix(p.name, parts, index, comp, act)
         sums = self._sparse_sum(p.group, m, lo, act.shape[1]).view(len(cells), *shaped.shape[1:])
-        kept, cells = (signs < 0).to(act.device), cells.to(act.device)
+        kept = signs < 0
         shaped[cells[kept]] = constant + sums[kept]
         shaped.index_add_(0, cells[~kept], sums[~kept])
 
-    def _edit(self, p: _Point, act: Tensor, index: Tensor, batch: int) -> Tensor:
+    def _sparse_matrix(self, key: Any, parts: Any, index: Tensor, comp: tuple[int, ...], act: Tensor,
+                       receiver_major: bool = False) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor | None]:
+        """``_sparse_rows`` of ``key``'s parts for the pass's cells, on ``act``'s device (once per study
+        and composition), and None; ``receiver_major``: its pairs ordered by receiver, then cell, and the
+        order that takes the product's rows there."""
+        memo_key = ("sparse", key, comp, receiver_major, act.device, act.dtype)
+        found = self._memo.get(memo_key)
+        if found is None:
+            cells, receivers, signs, m = _sparse_rows(parts, index, self.other_t.shape[0], act.dtype, torch.device("cpu"))
+            order = None
+            if receiver_major:  # the product's rows reordered (the matrix stays cell-major: consecutive rows
+                order = torch.argsort(receivers * len(index) + cells)  # read one cell's table, a cache-friendly order)
+                cells, receivers, signs = cells[order], receivers[order], signs[order]
+                order = order.to(act.device)
+            found = self._memo[memo_key] = (cells.to(act.device), receivers, signs.to(act.device), m.to(act.device),
+                                            order)
+        return found
+
+    def _edit(self, p: _Point, act: Tensor, index: Tensor, comp: tuple[int, ...], lo: int, batch: int) -> Tensor:
         """The rows of every cell at ``p``, edited in place: *out* receivers take their constant,
         *mixed* ones their recomputed input (TL hands hooks fresh tensors here: the projections'
         outputs, a clone for ``hook_mlp_in``, the block's output for ``hook_resid_post``)."""
-        lo = layout(act.shape[0], act.shape[1], "circuit rows").offset
-        cells = act.shape[0] // batch
-        out, mixed = p.out[index], p.mixed[index]  # (cell, receiver)
-        if act.shape[1] == 0 or (not bool(out.any()) and not bool(mixed.any())):
+        if act.shape[1] == 0:
+            return act
+        key = ("point", p.name, comp, act.device)
+        found = self._memo.get(key)
+        if found is None:  # once per study and composition: the out mask / cells, and whether any pair is mixed
+            out, mixed = p.out[index], bool(p.mixed[index].any())
+            if not bool(out.any()):
+                found = (None, mixed)
+            elif p.letter is not None:  # (cell, 1, 1, head * d_head): one masked write (no gather of the constant
+                # per pair; a mask as wide as the rows: ~1.5x faster than one broadcast over d_head)
+                found = (out.to(act.device).repeat_interleave(act.shape[-1], 1)[:, None, None], mixed)
+            else:
+                found = (out[:, 0].nonzero()[:, 0].to(act.device), mixed)
+            self._memo[key] = found
+        out, mixed = found
+        if out is None and not mixed:
             return act
         act = act if act.is_contiguous() else act.contiguous()
-        shaped = act.view(cells, batch, *act.shape[1:])
+        shaped = act.view(act.shape[0] // batch, batch, *act.shape[1:])
         constant = p.constant[:, lo:lo + act.shape[1]].to(act.device, act.dtype)  # type: ignore[index]
         if p.letter is not None:  # (cell, batch, pos, head, d_head)
-            if bool(out.any()):  # one masked write over the cells (no gather of the constant per pair)
-                torch.where(out.to(act.device)[:, None, None, :, None], constant, shaped, out=shaped)
-            c, r, new = self._heads(p, index, batch, act)
-            if len(c):
+            if out is not None:
+                rows = shaped.view(*shaped.shape[:3], -1)
+                torch.where(out, constant.view(*constant.shape[:2], -1), rows, out=rows)
+            if mixed:
+                c, r, new = self._heads(p, index, comp, lo, batch, act)
                 shaped[c, :, :, r] = new
             return act
-        c = out[:, 0].nonzero()[:, 0]
-        if len(c):
-            shaped[c.to(act.device)] = constant
-        if bool(mixed.any()):
-            self._updates(p, index, act, shaped, constant)
+        if out is not None:
+            shaped[out] = constant
+        if mixed:
+            self._updates(p, index, comp, lo, act, shaped, constant)
         return act
 
-    def _sparse_inputs(self, p: _Point, parts: Any, index: Tensor, lo: int, n_pos: int,
+    def _sparse_inputs(self, p: _Point, parts: Any, index: Tensor, comp: tuple[int, ...], lo: int, n_pos: int,
                        moved: Tensor) -> tuple[Tensor, Tensor, Tensor]:
         """``(cell, receiver in the share, input (pair, batch * n_pos * d_model))`` of the mixed pairs at
         ``p``'s share, receiver-major (to be projected per receiver), by the sparse product: each pair's
         kept senders on ``moved`` (``A``), or its excluded ones on the current input where fewer."""
-        cells, local, signs, m = _sparse_rows(parts, index, self.other_t.shape[0], moved.dtype, moved.device)
-        order = torch.argsort(local * len(index) + cells)
-        cells, local, edited = cells[order], local[order], signs[order] > 0
-        x = self._sparse_sum(p.group, m, lo, n_pos).index_select(0, order.to(moved.device))
-        if not bool(edited.any()):
+        share = p.share
+        cells, local, signs, m, order = self._sparse_matrix((p.group, share), parts, index, comp, moved,
+                                                            receiver_major=True)
+        x = self._sparse_sum(p.group, m, lo, n_pos).index_select(0, order)
+        key = ("bases", p.group, share, comp, moved.device)
+        pick = self._memo.get(key)
+        if pick is None:  # None: every pair rebuilt from A; else each pair's base: row 0 A, row 1 + c cell c's input
+            edited = signs > 0
+            pick = self._memo[key] = torch.where(edited, cells + 1, 0) if bool(edited.any()) else None
+        if pick is None:
             return cells, local, x.add_(moved)
         layer, window, resid = self._state.get("resid", (None, None, None))
         if (layer, window) != (p.layer, (lo, n_pos)):
             raise RuntimeError(f"circuit rows: {p.name} reads blocks.{p.layer}.hook_resid_pre at positions "
                                f"{lo}..{lo + n_pos}, which this pass did not read")
         bases = torch.cat([moved, resid.reshape(len(index), -1)])  # row 0: A; row 1 + c: cell c's current input
-        return cells, local, x.add_(bases[torch.where(edited, cells + 1, 0).to(moved.device)])
+        return cells, local, x.add_(bases[pick])
 
-    def _heads(self, p: _Point, index: Tensor, batch: int, act: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+    def _heads(self, p: _Point, index: Tensor, comp: tuple[int, ...], lo: int, batch: int,
+               act: Tensor) -> tuple[Tensor, Tensor, Tensor]:
         """``(cell, head, projection (pair, batch, pos, d_head))`` of the mixed receivers at ``p``:
         ``ln1(A + sum over kept s of (current_s - other_s)) @ W[h] + b[h]`` (or, sparse, the current
         input plus its excluded senders' ``other_s - current_s`` where they are fewer), normed and
-        projected for the mixed pairs only; a layer's k and v receivers in one call (they fire on the same positions;
-        q may not: the final block's queries run at the last position alone under split_final)."""
-        lo, n_pos = layout(act.shape[0], act.shape[1], "circuit rows").offset, act.shape[1]
-        share = "q" if p.letter == "q" else "kv"
+        projected for the mixed pairs only; a share's receivers in one call at the first of them to fire (its k and
+        v; a small model's q, k and v: they fire on the same positions, but the final block's queries run at the
+        last position alone under split_final). The pairs are receiver-major: a point's are one slice (a view)."""
+        n_pos, share = act.shape[1], p.share
         key = ("heads", p.group, share, lo, n_pos)
         memo = self._state.get(key)
         if memo is None:
-            share_of = self._shares[(p.group, share)]  # the receivers computed together
-            kept, counts, order = self._share_rows[(p.group, share)]  # kept: (circuit, receiver, sender), -1 where kept
-            counts = counts[index]
-            most = int(counts.max())
-            if most == 0:
-                none = torch.zeros(0, dtype=torch.long, device=act.device)
-                self._state[key] = memo = (none, none, act.new_zeros(0))
-                return memo
-            d_model = self.moved[p.layer].shape[-1]
-            moved = self.moved[p.layer][:, lo:lo + n_pos].to(act.device, act.dtype).reshape(1, -1)
-            parts = self._sparse((p.group, share), index, most, kept.shape[-1], batch * n_pos * d_model)
-            if parts is not None:
-                cells, local, x = self._sparse_inputs(p, parts, index, lo, n_pos, moved)
-                receivers = share_of[local]
-            else:
-                # one product over the pass's cells with each cell's mixed receivers first (padded to the most
-                # any cell has: in a large model the senders' table is large and most pairs are in or out)
-                table = self._table(p.group, lo, n_pos)
-                first = order[index, :most]  # (cell, most mixed): receivers numbered in the share, ascending
-                chosen = kept[index[:, None], first]  # (cell, most mixed, sender)
-                valid = torch.arange(most)[None] < counts[:, None]
-                cells, receivers = valid.nonzero()[:, 0], share_of[first[valid]]  # cell-major, receivers ascending
-                x = torch.bmm(chosen.to(table.device, table.dtype), table)[valid.to(table.device)] + moved
-            normed = compat.fused_norm(self.model.blocks[p.layer].ln1)(x.view(-1, d_model)).to(act.dtype)
-            w, b = self.qkv[p.layer]
-            r = receivers.to(act.device)
-            if parts is None:  # one batched projection (each pair's receiver's weights gathered)
-                new = torch.baddbmm(b[r, None].to(act.dtype), normed.view(len(r), -1, d_model), w[r].to(act.dtype))
-            else:  # receiver-major: one product per receiver over its pairs (no gathered weights)
-                new = normed.new_empty(len(r), batch * n_pos, w.shape[-1])
-                at = 0
-                for k, n in zip(*(t.tolist() for t in torch.unique_consecutive(receivers, return_counts=True))):
-                    torch.addmm(b[k].to(act.dtype), normed[at * batch * n_pos:(at + n) * batch * n_pos],
-                                w[k].to(act.dtype), out=new[at:at + n].view(-1, w.shape[-1]))
-                    at += n
-            memo = (cells.to(act.device), r, new.view(len(r), batch, n_pos, -1))
-            self._state[key] = memo
-        c, r, new = memo
-        mine = (r >= p.first) & (r < p.first + p.weights.shape[1])
-        return c[mine], r[mine] - p.first, new[mine]
+            memo = self._state[key] = self._share_inputs(p, share, index, comp, lo, batch, act)
+        new, mine = memo
+        c, r, at, end = mine[p.first]
+        return c, r, new[at:end]
+
+    def _share_inputs(self, p: _Point, share: str, index: Tensor, comp: tuple[int, ...], lo: int, batch: int,
+                      act: Tensor) -> tuple[Tensor, dict[int, tuple[Tensor, Tensor, int, int]]]:
+        """``_heads``'s projections of a share's mixed pairs at a window, and per point of the group (by its
+        first receiver) its pairs' cells, heads and slice."""
+        n_pos, d_model = act.shape[1], self.moved[p.layer].shape[-1]
+        plan_key = ("heads", p.group, share, comp, batch * n_pos * d_model, act.device, act.dtype)
+        plan = self._memo.get(plan_key)
+        if plan is None:
+            plan = self._memo[plan_key] = self._heads_plan(p, share, index, comp, batch * n_pos * d_model, act)
+        parts, chosen, flat, gathered, receivers, mine = plan
+        moved = self.moved[p.layer][:, lo:lo + n_pos].to(act.device, act.dtype).reshape(1, -1)
+        if parts is not None:
+            x = self._sparse_inputs(p, parts, index, comp, lo, n_pos, moved)[2]
+        else:  # one product over the pass's cells with each cell's mixed receivers first (padded to the most
+            # any cell has: in a large model the senders' table is large and most pairs are in or out)
+            table = self._table(p.group, lo, n_pos)
+            x = torch.bmm(chosen, table).view(-1, table.shape[-1]).index_select(0, flat).add_(moved)
+        normed = compat.fused_norm(self.model.blocks[p.layer].ln1)(x.view(-1, d_model)).to(act.dtype)
+        w, b = self.qkv[p.layer]
+        if parts is None:  # one batched projection (each pair's receiver's weights gathered)
+            bias, weights = gathered if gathered is not None else self._gathered(p.layer, receivers, act)
+            new = torch.baddbmm(bias, normed.view(len(receivers), -1, d_model), weights)
+        else:  # one product per receiver over its pairs (no gathered weights)
+            new = normed.new_empty(len(receivers), batch * n_pos, w.shape[-1])
+            for k, (at, end) in mine["runs"]:
+                torch.addmm(b[k].to(act.dtype), normed[at * batch * n_pos:end * batch * n_pos],
+                            w[k].to(act.dtype), out=new[at:end].view(-1, w.shape[-1]))
+        return new.view(len(receivers), batch, n_pos, -1), mine
+
+    def _heads_plan(self, p: _Point, share: str, index: Tensor, comp: tuple[int, ...], n_values: int,
+                    act: Tensor) -> tuple[Any, ...]:
+        """What a share's mixed pairs of the pass's cells need, once per study and composition: the sparse
+        parts (or None), the dense product's padded rows ``chosen`` and the valid ones ``flat``
+        (receiver-major), the pairs' cells and receivers, and per point its pairs (see ``_heads``)."""
+        share_of = self._shares[(p.group, share)]  # the receivers computed together
+        kept, counts, order = self._share_rows[(p.group, share)]  # kept: (circuit, receiver, sender), -1 where kept
+        counts = counts[index]
+        most = int(counts.max())
+        parts = self._sparse((p.group, share), index, most, kept.shape[-1], n_values) if most else None
+        chosen = flat = None
+        if parts is not None:
+            cells, local = self._sparse_matrix((p.group, share), parts, index, comp, act, receiver_major=True)[:2]
+            cells, receivers = cells.cpu(), share_of[local]
+        else:
+            first = order[index, :most]  # (cell, most mixed): receivers numbered in the share, ascending
+            chosen = kept[index[:, None], first].to(act.device, act.dtype)  # (cell, most mixed, sender)
+            cells, slot = (torch.arange(most)[None] < counts[:, None]).nonzero().unbind(1)
+            receivers = share_of[first[cells, slot]]
+            perm = torch.argsort(receivers * len(index) + cells)  # receiver-major
+            cells, receivers = cells[perm], receivers[perm]
+            flat = (cells * most + slot[perm]).to(act.device)
+        listed = receivers.tolist()
+        mine: dict[Any, Any] = {"runs": []}
+        at = 0
+        for k, n in zip(*(t.tolist() for t in torch.unique_consecutive(receivers, return_counts=True))):
+            mine["runs"].append((k, (at, at + n)))
+            at += n
+        for q in self.points.values():
+            if q.group == p.group and q.letter is not None:
+                at, end = bisect_left(listed, q.first), bisect_left(listed, q.first + q.weights.shape[1])
+                mine[q.first] = (cells[at:end].to(act.device), (receivers[at:end] - q.first).to(act.device), at, end)
+        gathered = None
+        if parts is None and len(receivers) * self.qkv[p.layer][0][0].numel() <= _GATHERED_MAX:
+            gathered = self._gathered(p.layer, receivers, act)
+        return parts, chosen, flat, gathered, receivers, mine
+
+    def _gathered(self, layer: int, receivers: Tensor, act: Tensor) -> tuple[Tensor, Tensor]:
+        """``(b (pair, 1, d_head), W (pair, d_model, d_head))``: each pair's receiver's projection."""
+        w, b = self.qkv[layer]
+        r = receivers.to(w.device)
+        return b[r, None].to(act.device, act.dtype), w[r].to(act.device, act.dtype)
 
     def _projection(self, layer: int) -> tuple[Tensor, Tensor]:
         """``(W (3 * head, d_model, d_head), b (3 * head, d_head))``: a layer's q, k and v projections
