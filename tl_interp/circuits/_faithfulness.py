@@ -11,6 +11,7 @@ Unlike the reference, circuits are not pruned first: an edge whose sender has no
 in the circuit carries the value its ablated inputs give it, which is its ablated value.
 """
 
+import contextlib
 from collections.abc import Callable, Collection, Sequence
 from dataclasses import dataclass
 from typing import Any, ClassVar, Literal
@@ -217,7 +218,11 @@ def faithfulness(model: Any, clean: Inputs, corrupted: Inputs, circuits: Sequenc
     # nothing would run every cell's edits once more on the base activations
     sites, options = ("blocks.0.hook_resid_pre",), EngineOptions(memory_mb=memory_mb)
     engine_base: BaseRun | None = None  # the engine's base run, when made here
-    with compat.receiver_hooks(model, mlp_in=True, ungroup=True), no_head_results(model):
+    with contextlib.ExitStack() as held:
+        held.enter_context(compat.receiver_hooks(model, mlp_in=True, ungroup=True))
+        held.enter_context(no_head_results(model))
+        if executor is None and why is None:  # TL's weights re-laid out once (compat.layout), in the mode the rows'
+            held.enter_context(forward_layout(model, options))  # passes run in: the senders, base run and passes
         base = dict.fromkeys(CircuitRows.base_names(model, g)) if why is None else None  # read in the same pass
         clean_s, empty_values = None, None
         if base is not None and _corrupted_alone(ablation, clean_b, corrupt_b):
@@ -226,9 +231,8 @@ def faithfulness(model: Any, clean: Inputs, corrupted: Inputs, circuits: Sequenc
             # embeddings). Run locally, the corrupted prompts ride in the engine's base run (one forward
             # pass over both batches); an executor makes its own base run, so they run alone
             if executor is None:
-                with forward_layout(model, options):
-                    engine_base = BaseRun(model, clean_b, metric, sites, options, alongside=corrupt_b,
-                                          alongside_names=sender_names(g) + list(base))
+                engine_base = BaseRun(model, clean_b, metric, sites, options, alongside=corrupt_b,
+                                      alongside_names=sender_names(g) + list(base))
                 acts = engine_base.alongside_acts
                 other, base = senders_from(model, g, acts, corrupt_b), {name: acts[name] for name in base}
                 senders_read = "corrupted prompts, in the clean base run's forward pass"
@@ -259,16 +263,18 @@ def faithfulness(model: Any, clean: Inputs, corrupted: Inputs, circuits: Sequenc
             clean_s = sender_values(model, g, clean_b)[0]
             senders_read = "corrupted prompts, then clean prompts"
             engine_base = None  # their passes run TL's per-head inputs: the engine makes its base run with them
-    # the passes read heads' outputs from hook_z (no per-head results: see circuit_edit)
-    with compat.receiver_hooks(model, split_qkv=why is not None, mlp_in=True, ungroup=True), no_head_results(model):
-        if why is None:
-            cells = [rows.cell(k, f"circuit {i}") for k, i in enumerate(run)]  # type: ignore[union-attr]
-        else:
-            w_o = [block.attn.W_O.detach() for block in model.blocks]
-            cells = [circuit_edit(g, distinct[i], other, clean_s, f"circuit {i}", norms, w_o) for i in run]
-        plan = Plan(model, clean_b, metric, tuple(cells), tuple((i,) for i in run), sites, options, label="circuits",
-                    signature={"study": "circuits.faithfulness", "ablation": ablation})
-        outcome = execute(plan, executor if engine_base is None else LocalExecutor(engine_base), progress=progress)
+        if why is not None:  # ... in another mode (split q/k/v inputs), for which the engine lays out its own
+            held.close()
+        # the passes read heads' outputs from hook_z (no per-head results: see circuit_edit)
+        with compat.receiver_hooks(model, split_qkv=why is not None, mlp_in=True, ungroup=True), no_head_results(model):
+            if why is None:
+                cells = [rows.cell(k, f"circuit {i}") for k, i in enumerate(run)]  # type: ignore[union-attr]
+            else:
+                w_o = [block.attn.W_O.detach() for block in model.blocks]
+                cells = [circuit_edit(g, distinct[i], other, clean_s, f"circuit {i}", norms, w_o) for i in run]
+            plan = Plan(model, clean_b, metric, tuple(cells), tuple((i,) for i in run), sites, options,
+                        label="circuits", signature={"study": "circuits.faithfulness", "ablation": ablation})
+            outcome = execute(plan, executor if engine_base is None else LocalExecutor(engine_base), progress=progress)
     by_distinct = outcome.base[None].repeat(len(distinct), 1)
     by_distinct[run] = outcome.values
     if empty_values is not None:
