@@ -61,6 +61,14 @@ def test_one_key_value_head_is_left_in_its_layout() -> None:
     assert not layout._copied_by_tl(w) and layout._copied_by_tl(torch.randn(2, 8, 4))
 
 
+@pytest.mark.parametrize("heads", [1, 2, 9])
+def test_a_large_weight_probed_on_meta_answers_as_the_rearrange_itself(heads: int) -> None:
+    w = torch.randn(heads, 576, 128)  # above _PROBE_ON_META: no copy is made to answer
+    assert w.numel() > layout._PROBE_ON_META
+    for stored in (w, w.permute(0, 2, 1).contiguous().permute(0, 2, 1), w[:, :, :64]):
+        assert layout._copied_by_tl(stored) == stored.permute(0, 2, 1).reshape(-1, 576).is_contiguous()
+
+
 # -- head columns for ti.metrics -------------------------------------------------------------
 @pytest.mark.parametrize("make", [gpt2_style, llama_style])
 def test_a_logit_difference_unembeds_only_its_answers_and_equals_the_full_head(make: Any) -> None:

@@ -31,6 +31,8 @@ from tl_interp.compat._guard import FAST_PATHS
 
 __all__ = ["forward_layout", "relaid", "check"]
 
+_PROBE_ON_META = 2 ** 16  # values of a weight above which a meta probe (~15 us) is cheaper than copying it
+
 
 def _transposed(w: Tensor) -> Tensor:
     """``w`` (2-d) with the same values, stored so ``w.T`` is contiguous."""
@@ -46,8 +48,10 @@ def _heads_in(w: Tensor) -> Tensor:
 def _copied_by_tl(w: Tensor) -> bool:
     """Whether TL's ``head d_model d_head -> (head d_head) d_model`` rearrange of ``w`` gives a
     contiguous matrix (a copy). With one head it is a strided view instead, which ``F.linear``
-    multiplies in another order: storing it transposed would change the bits, so it is left."""
-    return w.permute(0, 2, 1).reshape(-1, w.shape[1]).is_contiguous()
+    multiplies in another order: storing it transposed would change the bits, so it is left. A large ``w``
+    is probed on the meta device (the same strides, no data: the rearrange's copy is not made)."""
+    probe = w if w.numel() <= _PROBE_ON_META else torch.empty_strided(w.shape, w.stride(), dtype=w.dtype, device="meta")
+    return probe.permute(0, 2, 1).reshape(-1, w.shape[1]).is_contiguous()
 
 
 def _heads_out(w: Tensor) -> Tensor:
