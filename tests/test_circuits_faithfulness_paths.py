@@ -303,3 +303,18 @@ def test_the_corrupted_prompts_ride_in_the_engine_base_run_unless_an_executor_ru
     torch.testing.assert_close(together.values, apart.values, atol=1e-6, rtol=0)
     torch.testing.assert_close(together.clean, apart.clean, atol=1e-6, rtol=0)
     torch.testing.assert_close(together.corrupted, apart.corrupted, atol=1e-6, rtol=0)
+
+
+def test_one_weight_layout_for_the_study_is_restored_and_sees_weights_edited_in_place() -> None:
+    model = llama_style()  # gated MLP, grouped-query attention: every relaid kind
+    clean, corrupted, metric, score = _task(model)
+    chosen = _nested(circuits.graph(model))
+    stored = {n: (p.data_ptr(), p.stride()) for n, p in model.named_parameters()}
+    first = circuits.faithfulness(model, clean, corrupted, chosen, metric, progress=False)
+    assert {n: (p.data_ptr(), p.stride()) for n, p in model.named_parameters()} == stored
+    with torch.no_grad():
+        model.blocks[0].attn.W_Q.mul_(-2.0)
+    second = circuits.faithfulness(model, clean, corrupted, chosen, metric, progress=False)
+    reference = brute_force_faithfulness(model, clean, corrupted, chosen, score)
+    torch.testing.assert_close(second.values.double(), reference.double(), atol=1e-5, rtol=0)
+    assert not torch.allclose(first.values, second.values)
