@@ -13,7 +13,7 @@ from tests.conftest import _cfg, _hooked, llama_style
 from tests.test_circuits_faithfulness_paths import _nested
 from tests.test_circuits_verify import _task
 from tl_interp import circuits
-from tl_interp.circuits import _rows
+from tl_interp.circuits import _rows, _sums
 
 
 def _llama_4l():
@@ -34,8 +34,8 @@ def _reference(model, clean, corrupted, chosen, score, ablation):
 def _spy(monkeypatch, sparse_where=None) -> dict[str, list]:
     """Record which products run: sparse sums (with their window) and dense tables; ``sparse_where``
     (a key -> bool) overrides the density rule, which otherwise always picks sparse."""
-    monkeypatch.setattr(_rows, "_SPARSE_MIN_WORK", 0)
-    monkeypatch.setattr(_rows, "_DENSE_SPEEDUP", 0)  # every product with work is sparse
+    monkeypatch.setattr(_sums, "SPARSE_MIN_WORK", 0)
+    monkeypatch.setattr(_sums, "DENSE_SPEEDUP", 0)  # every product with work is sparse
     ran: dict[str, list] = {"sparse": [], "dense": [], "edited": []}
     sparse, sparse_sum, table = _rows.CircuitRows._sparse, _rows.CircuitRows._sparse_sum, _rows.CircuitRows._table
 
@@ -115,7 +115,7 @@ def test_the_sparse_sum_with_mean_ablation_equals_the_per_head_cells(monkeypatch
 
 
 def test_small_products_stay_dense() -> None:
-    # below _SPARSE_MIN_WORK multiply-adds a product is dense whatever its density (the zoo's models)
+    # below _sums.SPARSE_MIN_WORK multiply-adds a product is dense whatever its density (the zoo's models)
     model = llama_style()
     clean, corrupted, metric, _ = _task(model)
     calls = []

@@ -22,9 +22,9 @@ That product is dense (each cell's mixed receivers x every sender, 0 where a sen
 or sparse (one ``(pair, cell * sender)`` matrix of +-1 entries for the senders each pair sums,
 ``torch.sparse.mm``), chosen per share of a layer (its q; its k and v; or, where always dense, all three but in the final
 block) and per MLP point, per pass:
-dense below ``_SPARSE_MIN_WORK`` multiply-adds (small models: the sparse product's fixed cost
+dense below ``_sums.SPARSE_MIN_WORK`` multiply-adds (small models: the sparse product's fixed cost
 dominates), else sparse where it sums fewer entries than ``dense multiply-adds / min(rows per
-cell, _DENSE_SPEEDUP)`` (a dense product of several rows per cell does ~4 multiply-adds in the
+cell, _sums.DENSE_SPEEDUP)`` (a dense product of several rows per cell does ~4 multiply-adds in the
 time a sparse one adds a table entry; of one row it is memory-bound alike). Sparse, each mixed
 input sums the fewer of its kept senders (``A + sum over kept s of (current_s - other_s)``: built
 from the constant, exact where the input is ~0) and its excluded ones (the current input, read at
@@ -54,13 +54,12 @@ from tl_interp import compat
 from tl_interp.circuits._edit import Norms, sender_hooks
 from tl_interp.circuits._graph import Graph
 from tl_interp.circuits._heads import head_input_reason
+from tl_interp.circuits._sums import always_dense, pair_senders, prefix_sums, sparse_pays, sparse_rows
 from tl_interp.hooks._select import layout
 from tl_interp.intervention import Hook, Intervention
 
 __all__ = ["rows_reason", "CircuitRows"]
 
-_SPARSE_MIN_WORK = 2 ** 25  # multiply-adds of a dense product below which it is always dense
-_DENSE_SPEEDUP = 4  # multiply-adds a dense product does in the time a sparse one adds one table entry
 _GATHERED_MAX = 2 ** 20  # values of a share's gathered projections kept for the study (above: gathered per pass)
 
 
@@ -87,72 +86,6 @@ def _forward_order(name: str) -> tuple[int, int]:
     """Where a point of this module fires in a forward pass: (layer, stage)."""
     _, layer, rest = name.split(".", 2)
     return int(layer), _STAGES.index(rest)
-
-
-def _prefix_sums(values: Tensor, ends: Sequence[int]) -> dict[int, Tensor]:
-    """``{n: values[:, :, :n].sum(2)}`` in float64 for the sorted ``ends`` (what receivers of ``n``
-    senders read), each from the one before: a cumulative sum over the sender axis only where read.
-
-    Example:
-        >>> x = torch.arange(12.0).reshape(1, 1, 4, 3)
-        >>> {n: s.tolist() for n, s in _prefix_sums(x, [1, 4]).items()}
-        {1: [[[0.0, 1.0, 2.0]]], 4: [[[18.0, 22.0, 26.0]]]}
-    """
-    sums, total, at = {}, values.new_zeros(values.shape[:2] + values.shape[3:], dtype=torch.float64), 0
-    for n in ends:
-        total = total + values[:, :, at:n].double().sum(2)
-        sums[n], at = total, n
-    return sums
-
-
-def _parts(kept: Tensor, mixed: Tensor, rebuilt: Tensor) -> list[tuple[Tensor, Tensor, Tensor, Tensor]]:
-    """Per circuit: its mixed receivers (ascending), how many senders each sums, those senders, and
-    each pair's sign: -1 where its input is rebuilt from the constant (its kept senders summed),
-    +1 where it is edited (its excluded ones). ``kept``: ``(circuit, receiver, sender)`` bool;
-    ``mixed``, ``rebuilt``: ``(circuit, receiver)`` bool.
-
-    Example:
-        >>> kept = torch.tensor([[[True, False, True], [True, True, False]]])
-        >>> [[t.tolist() for t in part] for part in _parts(kept, torch.tensor([[True, True]]),
-        ...                                                 torch.tensor([[True, False]]))]
-        [[[0, 1], [2, 1], [0, 2, 2], [-1.0, 1.0]]]
-    """
-    summed = torch.where(rebuilt[..., None], kept, ~kept) & mixed[..., None]
-    per_pair = summed.sum(-1)
-    pairs, entries = mixed.sum(1).tolist(), per_pair.sum(1).tolist()
-    receivers, counts = mixed.nonzero()[:, 1], per_pair[mixed]
-    signs = torch.where(rebuilt[mixed], -1.0, 1.0)
-    return list(zip(receivers.split(pairs), counts.split(pairs), summed.nonzero()[:, 2].split(entries),
-                    signs.split(pairs)))
-
-
-def _sparse_rows(parts: list[tuple[Tensor, Tensor, Tensor, Tensor]], index: Tensor, n_senders: int,
-                 dtype: torch.dtype, device: torch.device) -> tuple[Tensor, Tensor, Tensor, Tensor]:
-    """``(cell, receiver, sign, matrix)`` of the mixed pairs of the pass's cells (circuits ``index``),
-    cell-major (consecutive rows read one cell's table: they share its rows in the cache), receivers
-    ascending: the ``(pair, cell * n_senders)`` sparse matrix of the signed senders each pair sums.
-
-    Example:
-        >>> kept = torch.tensor([[[False, True, False], [False, False, True]]] * 2)
-        >>> parts = _parts(kept, torch.tensor([[True, True], [False, True]]), torch.zeros(2, 2, dtype=torch.bool))
-        >>> cells, receivers, signs, m = _sparse_rows(parts, torch.tensor([1, 0]), 3, torch.float32,
-        ...                                           torch.device("cpu"))
-        >>> cells.tolist(), receivers.tolist(), signs.tolist()
-        ([0, 1, 1], [1, 0, 1], [1.0, 1.0, 1.0])
-        >>> m.to_dense().tolist()
-        [[1.0, 1.0, 0.0, 0.0, 0.0, 0.0], [0.0, 0.0, 0.0, 1.0, 0.0, 1.0], [0.0, 0.0, 0.0, 1.0, 1.0, 0.0]]
-    """
-    cells, receivers, counts, columns, signs = [], [], [], [], []
-    for at, c in enumerate(index.tolist()):
-        r, k, s, sign = parts[c]
-        if len(r):
-            cells.append(torch.full_like(r, at))
-            receivers.append(r), counts.append(k), columns.append(s + at * n_senders), signs.append(sign)
-    count, sign = torch.cat(counts), torch.cat(signs)
-    rows = torch.repeat_interleave(torch.arange(len(count)), count)
-    m = torch.sparse_coo_tensor(torch.stack([rows, torch.cat(columns)]), sign.repeat_interleave(count).to(dtype),
-                                (len(count), len(index) * n_senders), is_coalesced=True, check_invariants=False)
-    return torch.cat(cells), torch.cat(receivers), sign, m.to(device)
 
 
 class _Point:
@@ -251,8 +184,8 @@ class CircuitRows:
             for p in points:
                 p.first, at = at, at + p.weights.shape[1]
                 if p.letter is not None:
-                    merged = (p.layer < g.n_layers - 1 and self.n_circuits * 3 * p.weights.shape[1] * p.n_senders
-                              * n_values < _SPARSE_MIN_WORK)
+                    merged = (p.layer < g.n_layers - 1
+                              and always_dense(self.n_circuits * 3 * p.weights.shape[1] * p.n_senders * n_values))
                     p.share = "qkv" if merged else "q" if p.letter == "q" else "kv"
                     shares.setdefault((group, p.share), []).extend(range(p.first, at))
             raw = points[0].weights if len(points) == 1 else torch.cat([p.weights for p in points], 1)
@@ -279,8 +212,8 @@ class CircuitRows:
             b_o = torch.stack([block.attn.b_O.detach().double() for block in model.blocks])
             self._biases = torch.cat([torch.zeros_like(b_o[:1]), b_o.cumsum(0)])  # b_O of the first l layers
             ends = sorted({p.n_senders for p in self.points.values()})
-            others = _prefix_sums(other, ends)
-            cleans = others if senders is other else _prefix_sums(senders, ends)  # the corrupted run's own senders
+            others = prefix_sums(other, ends)
+            cleans = others if senders is other else prefix_sums(senders, ends)  # the corrupted run's own senders
             self.reason: str | None = None  # why the constants can't be trusted (faithfulness then runs per-head cells)
             rests: dict[str, Tensor] = {}
             for p in self.points.values():  # a layer's q, k and v points read one input
@@ -300,7 +233,7 @@ class CircuitRows:
             kept = (weights != 0).sum(-1)
             rebuilt = kept <= weights.shape[-1] - kept
             layer = int(key[0].split(".")[1])
-            if ((len(weights) - 1) * int(counts.max()) * weights.shape[-1] * n_values < _SPARSE_MIN_WORK
+            if (always_dense((len(weights) - 1) * int(counts.max()) * weights.shape[-1] * n_values)
                     or layer == g.n_layers - 1):  # always dense; split_final's cache of the final block's keys
                 rebuilt[:] = True  # and values does not fire its hook_resid_pre
             self._rebuilt[key] = rebuilt
@@ -463,20 +396,20 @@ class CircuitRows:
         cells (circuits ``index``), or None where the dense one (``rows`` receivers per cell x
         ``n_senders``, ``n_values`` values per sender) is faster: the rule of the module docstring."""
         work = len(index) * rows * n_senders
-        if work * n_values < _SPARSE_MIN_WORK:
+        if always_dense(work * n_values):
             return None
         parts = self._parts.get(key)
         if parts is None:
             if isinstance(key, tuple):  # heads
                 mixed = self.groups[key[0]][1][:, self._shares[key]]
-                parts = _parts(self._share_rows[key][0] != 0, mixed, self._rebuilt[key])
+                parts = pair_senders(self._share_rows[key][0] != 0, mixed, self._rebuilt[key])
             else:  # an MLP / the logits: the fewer of the kept and the excluded senders
                 p = self.points[key]
                 kept = ~p.weights[:, 0].bool()
-                parts = _parts(kept[:, None], p.mixed, (kept.sum(1) < p.n_senders - kept.sum(1))[:, None])
+                parts = pair_senders(kept[:, None], p.mixed, (kept.sum(1) < p.n_senders - kept.sum(1))[:, None])
             self._parts[key] = parts
         entries = sum(len(parts[c][2]) for c in index.tolist())
-        return parts if entries * min(rows, _DENSE_SPEEDUP) < work else None
+        return parts if sparse_pays(work, entries, rows) else None
 
     def _sparse_sum(self, group: str, m: Tensor, lo: int, n_pos: int) -> Tensor:
         """``(row, batch * n_pos * d_model)``: the sparse ``(row, cell * sender)`` matrix ``m`` times
@@ -512,13 +445,13 @@ class CircuitRows:
 
     def _sparse_matrix(self, key: Any, parts: Any, index: Tensor, comp: tuple[int, ...], act: Tensor,
                        receiver_major: bool = False) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor | None]:
-        """``_sparse_rows`` of ``key``'s parts for the pass's cells, on ``act``'s device (once per study
+        """``_sums.sparse_rows`` of ``key``'s parts for the pass's cells, on ``act``'s device (once per study
         and composition), and None; ``receiver_major``: its pairs ordered by receiver, then cell, and the
         order that takes the product's rows there."""
         memo_key = ("sparse", key, comp, receiver_major, act.device, act.dtype)
         found = self._memo.get(memo_key)
         if found is None:
-            cells, receivers, signs, m = _sparse_rows(parts, index, self.other_t.shape[0], act.dtype, torch.device("cpu"))
+            cells, receivers, signs, m = sparse_rows(parts, index, self.other_t.shape[0], act.dtype, torch.device("cpu"))
             order = None
             if receiver_major:  # the product's rows reordered (the matrix stays cell-major: consecutive rows
                 order = torch.argsort(receivers * len(index) + cells)  # read one cell's table, a cache-friendly order)
