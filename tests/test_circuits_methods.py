@@ -12,7 +12,7 @@ import tl_interp as ti
 from tests import _circuits_reference as ref
 from tests.conftest import _cfg, gpt2_style, hooked_model, llama_style
 from tests.test_circuits import METRIC, _pair, _per_prompt
-from tl_interp.errors import UnsupportedError
+from tl_interp.errors import InputError, ShapeError, UnsupportedError
 
 MODELS = {"gpt2": gpt2_style, "llama_gqa_rotary_rms": llama_style}
 
@@ -221,6 +221,11 @@ def test_circuit_intervals_are_the_ratio_of_means_with_a_paired_bootstrap_over_p
     same = type("R", (), {"values": values, "extras": {"clean": c, "corrupted": c}})()
     with pytest.raises(UnsupportedError, match="same mean metric"):
         ti.circuits.circuit_intervals(same)
+    scores = ti.circuits.attribute(model, clean, corrupted, METRIC, method="eap", progress=False)
+    with pytest.raises(ShapeError, match="needs per-prompt values"):
+        ti.circuits.circuit_intervals(scores)  # edge scores (values per edge), not a faithfulness result
+    with pytest.raises(InputError, match="needs a Faithfulness result"):
+        ti.circuits.circuit_intervals([0.5, 0.7])
 
 
 def test_edge_scores_report_top_k_survival_by_default():

@@ -191,6 +191,11 @@ def circuit_intervals(result: Any, *, n_boot: int = 1000, alpha: float = 0.05, s
         >>> [round(float(v), 3) for v in circuit_intervals(r, n_boot=50)["f"]]
         [1.0, 0.25]
     """
+    extras = getattr(result, "extras", None)
+    if not isinstance(getattr(result, "values", None), Tensor) or not isinstance(extras, dict) \
+            or "clean" not in extras or "corrupted" not in extras:
+        raise InputError(f"circuit_intervals needs a Faithfulness result (ti.circuits.faithfulness), not "
+                         f"{type(result).__name__}")
     values = result.values.detach().double().cpu()
     clean = result.extras["clean"].detach().double().cpu()
     corrupted = result.extras["corrupted"].detach().double().cpu()
